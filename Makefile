@@ -1,0 +1,38 @@
+# The README's commands. Everything installs into .venv; nothing is installed globally
+# except Debian packages, through .ci/install-system-packages (root).
+PY := .venv/bin/python
+PIP := .venv/bin/pip
+STAMP := .venv/.installed
+LOCALES := $(wildcard */locale imaging/*/locale)
+
+.PHONY: run test test-unit lint messages install system-packages bench
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || python3 -m venv .venv
+	$(PIP) install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+messages: $(STAMP)
+	@for d in $(LOCALES); do .venv/bin/pybabel compile -q -D django -d $$d --use-fuzzy || exit 1; done
+
+system-packages:
+	@if [ "$$(id -u)" = 0 ]; then bash .ci/install-system-packages; else sudo bash .ci/install-system-packages; fi
+
+run: install messages
+	$(PY) manage.py migrate --noinput -v0
+	$(PY) manage.py collectstatic --noinput -v0
+	$(PY) manage.py seed_demo
+	$(PY) manage.py run_embedded
+
+test: install messages
+	bash .ci/test
+
+lint: install
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy alliance imaging consults referrals
+
+bench: install
+	bash bench/run-all

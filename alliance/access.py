@@ -1,0 +1,342 @@
+"""THE access policy (C7). Every "may this user (or device) see or do this" is answered here.
+
+Pages, the REST API, DICOMweb and the DICOM server all call these functions; there is
+no second copy of a rule anywhere else.
+
+- A doctor sees their own institution's studies (clinical roles only).
+- Another institution's study is visible only through an unexpired, unrevoked grant
+  (StudyGroupGrant to the doctor's institution or pool, or StudyUserGrant to the doctor)
+  that a consult, referral or break-glass created; the grant names its basis.
+- An alliance admin sees no images by default.
+- A DICOM device acts for its institution: its institution's studies plus those granted
+  to the institution's group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.contrib.auth.models import Group, Permission
+from django.db import transaction
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.http import Http404
+from django.utils import timezone
+
+from alliance import audit
+from alliance.models import Alliance, Department, Device, Doctor, Institution, Pool, Role
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+    from imaging.models import Study
+
+    AnyUser = AbstractBaseUser | AnonymousUser
+
+CLINICAL_ROLES = {Role.CLINICIAN, Role.SPECIALIST, Role.INSTITUTION_ADMIN}
+READ = "read_study"
+WRITE = "change_study"
+BREAK_GLASS_HOURS = 24
+
+
+class AccessDenied(Exception):
+    """Raised by services when the actor may not do what it asked."""
+
+
+# --- who is asking --------------------------------------------------------------------
+
+def doctor_of(user: Any) -> Doctor | None:
+    """The active doctor behind a user, or None (anonymous, inactive, or their institution is off)."""
+    if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
+        return None
+    cached = getattr(user, "_active_doctor", False)
+    if cached is not False:
+        return cached
+    doctor = (
+        Doctor.objects.select_related("institution", "institution__alliance")
+        .filter(user=user, active=True, institution__active=True)
+        .first()
+    )
+    user._active_doctor = doctor
+    return doctor
+
+
+def is_alliance_admin(user: Any) -> bool:
+    doctor = doctor_of(user)
+    return bool(doctor and doctor.has_role(Role.ALLIANCE_ADMIN))
+
+
+def alliance_of(user: Any) -> Alliance | None:
+    doctor = doctor_of(user)
+    return doctor.institution.alliance if doctor else None
+
+
+def has_clinical_role(user: Any) -> bool:
+    doctor = doctor_of(user)
+    return bool(doctor and CLINICAL_ROLES.intersection(doctor.roles))
+
+
+# --- membership administration --------------------------------------------------------
+
+def institutions_managed_by(user: Any) -> QuerySet[Institution]:
+    """Institutions whose members, departments, pools and devices the user may manage."""
+    doctor = doctor_of(user)
+    if doctor is None:
+        return Institution.objects.none()
+    if doctor.has_role(Role.ALLIANCE_ADMIN):
+        return Institution.objects.filter(alliance_id=doctor.institution.alliance_id)
+    if doctor.has_role(Role.INSTITUTION_ADMIN):
+        return Institution.objects.filter(pk=doctor.institution_id)
+    return Institution.objects.none()
+
+
+def institutions_visible_to(user: Any) -> QuerySet[Institution]:
+    """Every member of the user's alliance is listed (names and levels are not patient data)."""
+    doctor = doctor_of(user)
+    if doctor is None:
+        return Institution.objects.none()
+    return Institution.objects.filter(alliance_id=doctor.institution.alliance_id)
+
+
+def may_manage_institution(user: Any, institution: Institution) -> bool:
+    return institutions_managed_by(user).filter(pk=institution.pk).exists()
+
+
+def may_manage_alliance(user: Any) -> bool:
+    """Create institutions, set levels and modules, read the audit log."""
+    return is_alliance_admin(user)
+
+
+def may_read_audit(user: Any) -> bool:
+    return is_alliance_admin(user)
+
+
+def departments_managed_by(user: Any) -> QuerySet[Department]:
+    return Department.objects.filter(institution__in=institutions_managed_by(user))
+
+
+def doctors_managed_by(user: Any) -> QuerySet[Doctor]:
+    return Doctor.objects.filter(institution__in=institutions_managed_by(user))
+
+
+def pools_managed_by(user: Any) -> QuerySet[Pool]:
+    return Pool.objects.filter(institution__in=institutions_managed_by(user))
+
+
+def devices_managed_by(user: Any) -> QuerySet[Device]:
+    return Device.objects.filter(institution__in=institutions_managed_by(user))
+
+
+def may_assign_role(user: Any, role: str) -> bool:
+    """Only an alliance admin makes alliance admins; institution admins grant the rest."""
+    if role == Role.ALLIANCE_ADMIN:
+        return is_alliance_admin(user)
+    return institutions_managed_by(user).exists()
+
+
+# --- studies --------------------------------------------------------------------------
+
+def _live(prefix: str = "") -> Q:
+    now = timezone.now()
+    return Q(**{f"{prefix}revoked_at__isnull": True}) & (
+        Q(**{f"{prefix}expires_at__isnull": True}) | Q(**{f"{prefix}expires_at__gt": now})
+    )
+
+
+def _group_ids_of(doctor: Doctor) -> list[int]:
+    ids = [doctor.institution.group_id]
+    ids += list(doctor.pools.filter(active=True).values_list("group_id", flat=True))
+    return ids
+
+
+def _granted(group_ids: list[int], user_id: int | None) -> Q:
+    from imaging.models import StudyGroupGrant, StudyUserGrant
+
+    group_grants = StudyGroupGrant.objects.filter(
+        _live(), content_object=OuterRef("pk"), group_id__in=group_ids, permission__codename=READ
+    )
+    q = Q(Exists(group_grants))
+    if user_id is not None:
+        user_grants = StudyUserGrant.objects.filter(
+            _live(), content_object=OuterRef("pk"), user_id=user_id, permission__codename=READ
+        )
+        q |= Q(Exists(user_grants))
+    return q
+
+
+def studies_visible_to(user: Any) -> QuerySet[Study]:
+    from imaging.models import Study
+
+    doctor = doctor_of(user)
+    if doctor is None:
+        return Study.objects.none()
+    own = Q(institution_id=doctor.institution_id) if CLINICAL_ROLES.intersection(doctor.roles) else Q(pk__in=[])
+    return Study.objects.filter(own | _granted(_group_ids_of(doctor), user.pk))
+
+
+def studies_visible_to_device(device: Device) -> QuerySet[Study]:
+    from imaging.models import Study
+
+    if not device.active or not device.institution.active:
+        return Study.objects.none()
+    inst = device.institution
+    return Study.objects.filter(Q(institution_id=inst.pk) | _granted([inst.group_id], None))
+
+
+def get_study_for(user: Any, study_uid: str) -> Study:
+    """The study if the user may see it; the same 404 whether it is missing or forbidden."""
+    study = studies_visible_to(user).select_related("patient", "institution").filter(study_uid=study_uid).first()
+    if study is None:
+        raise Http404("No such study.")
+    return study
+
+
+def basis_for(user: Any, study: Study) -> str:
+    """On what basis the user sees this study, for the audit trail ("" when they do not)."""
+    from imaging.models import StudyGroupGrant, StudyUserGrant
+
+    doctor = doctor_of(user)
+    if doctor is None:
+        return ""
+    if study.institution_id == doctor.institution_id and CLINICAL_ROLES.intersection(doctor.roles):
+        return "own-institution"
+    grant = (
+        StudyUserGrant.objects.filter(_live(), content_object=study, user_id=user.pk, permission__codename=READ)
+        .values_list("basis", flat=True).first()
+    ) or (
+        StudyGroupGrant.objects.filter(
+            _live(), content_object=study, group_id__in=_group_ids_of(doctor), permission__codename=READ
+        ).values_list("basis", flat=True).first()
+    )
+    return grant or ""
+
+
+def basis_for_device(device: Device, study: Study) -> str:
+    from imaging.models import StudyGroupGrant
+
+    if study.institution_id == device.institution_id:
+        return "own-institution"
+    grant = StudyGroupGrant.objects.filter(
+        _live(), content_object=study, group_id=device.institution.group_id, permission__codename=READ
+    ).values_list("basis", flat=True).first()
+    return grant or ""
+
+
+def may_write_study(user: Any, study: Study) -> bool:
+    """Annotate or attach to a study: own institution, or a live grant with write."""
+    from imaging.models import StudyGroupGrant, StudyUserGrant
+
+    doctor = doctor_of(user)
+    if doctor is None:
+        return False
+    if study.institution_id == doctor.institution_id and CLINICAL_ROLES.intersection(doctor.roles):
+        return True
+    return (
+        StudyUserGrant.objects.filter(_live(), content_object=study, user_id=user.pk, permission__codename=WRITE).exists()
+        or StudyGroupGrant.objects.filter(
+            _live(), content_object=study, group_id__in=_group_ids_of(doctor), permission__codename=WRITE
+        ).exists()
+    )
+
+
+def may_upload_to(user: Any, institution: Institution) -> bool:
+    """Studies uploaded in the browser belong to the uploader's own institution."""
+    doctor = doctor_of(user)
+    return bool(doctor and doctor.institution_id == institution.pk and CLINICAL_ROLES.intersection(doctor.roles))
+
+
+# --- devices (DICOM network) ----------------------------------------------------------
+
+def device_for_association(*, calling_ae: str, called_ae: str, host: str, check_host: bool) -> Device | None:
+    """The registered, active device that may associate, or None (reject the association)."""
+    device = (
+        Device.objects.select_related("institution", "institution__alliance")
+        .filter(ae_title=calling_ae.strip(), active=True, institution__active=True)
+        .first()
+    )
+    if device is None or device.institution.ae_title != called_ae.strip():
+        return None
+    if check_host and device.host not in {host, "*"}:
+        return None
+    return device
+
+
+def move_destination_for(device: Device, destination_ae: str) -> Device | None:
+    """C-MOVE sends only to an active registered device of the requester's own institution."""
+    return Device.objects.filter(
+        ae_title=destination_ae.strip(), active=True, institution_id=device.institution_id
+    ).first()
+
+
+# --- grants ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Grantee:
+    """Who receives a case's access: a group (an institution's or a pool's) or one user."""
+
+    group: Group | None = None
+    user: Any = None
+
+    @classmethod
+    def institution(cls, institution: Institution) -> Grantee:
+        return cls(group=institution.group)
+
+    @classmethod
+    def pool(cls, pool: Pool) -> Grantee:
+        return cls(group=pool.group)
+
+
+def _permission(codename: str) -> Permission:
+    return Permission.objects.get(codename=codename, content_type__app_label="imaging")
+
+
+@transaction.atomic
+def grant_study(*, study: Study, grantee: Grantee, basis: str, by: audit.Actor, write: bool = False,
+                expires_at: Any = None, reason: str = "") -> None:
+    from imaging.models import StudyGroupGrant, StudyUserGrant
+
+    for codename in [READ, WRITE] if write else [READ]:
+        common = {"content_object": study, "permission": _permission(codename), "basis": basis}
+        values = {"expires_at": expires_at, "revoked_at": None}
+        if grantee.group is not None:
+            StudyGroupGrant.objects.update_or_create(group=grantee.group, **common, defaults=values)
+        else:
+            StudyUserGrant.objects.update_or_create(user=grantee.user, **common, defaults={**values, "reason": reason})
+    target = f"group:{grantee.group.pk}" if grantee.group is not None else f"user:{grantee.user.pk}"
+    audit.record(actor=by, action="grant.create", object_type="study", object_id=study.study_uid,
+                 patient=str(study.patient_id), basis=basis,
+                 detail={"grantee": target, "write": write, "expires_at": str(expires_at or "")})
+
+
+@transaction.atomic
+def revoke_grants(*, basis: str, by: audit.Actor, write_only: bool = False) -> int:
+    """End a case's access (write_only: drop to read-only, as when a report is signed)."""
+    from imaging.models import StudyGroupGrant, StudyUserGrant
+
+    now = timezone.now()
+    count = 0
+    for model in (StudyGroupGrant, StudyUserGrant):
+        rows = model.objects.filter(basis=basis, revoked_at__isnull=True)
+        if write_only:
+            rows = rows.filter(permission__codename=WRITE)
+        count += rows.update(revoked_at=now)
+    audit.record(actor=by, action="grant.revoke", object_type="basis", object_id=basis, basis=basis,
+                 detail={"grants": count, "write_only": write_only})
+    return count
+
+
+def break_glass(*, user: Any, study: Study, reason: str, source: str = "") -> None:
+    """Emergency access to a study outside the user's grants: needs a reason, expires, is reviewed."""
+    doctor = doctor_of(user)
+    if doctor is None or not CLINICAL_ROLES.intersection(doctor.roles):
+        raise AccessDenied("Only an active clinician or specialist may use emergency access.")
+    if len(reason.strip()) < 10:
+        raise AccessDenied("Emergency access needs a reason of at least 10 characters.")
+    with transaction.atomic():
+        grant_study(study=study, grantee=Grantee(user=user), basis=f"break-glass:{user.pk}",
+                    by=audit.Actor.for_user(user), reason=reason.strip(),
+                    expires_at=timezone.now() + timedelta(hours=BREAK_GLASS_HOURS))
+        audit.record(actor=audit.Actor.for_user(user), action="break-glass", object_type="study",
+                     object_id=study.study_uid, patient=str(study.patient_id), basis=f"break-glass:{user.pk}",
+                     source=source, detail={"reason": reason.strip()})

@@ -1,0 +1,33 @@
+"""Token authentication that honours deactivation at once.
+
+Accepts `Authorization: Token <key>` and `Authorization: Bearer <key>` (DICOMweb clients
+send the latter). A token of an inactive user or doctor is refused like a wrong one.
+"""
+
+from typing import Any
+
+from rest_framework import exceptions
+from rest_framework.authentication import TokenAuthentication
+
+from alliance.access import doctor_of
+
+
+class DoctorTokenAuthentication(TokenAuthentication):
+    keywords = ("Token", "Bearer")
+
+    def authenticate(self, request: Any) -> tuple[Any, Any] | None:
+        header = request.META.get("HTTP_AUTHORIZATION", "").split()
+        if not header or header[0] not in self.keywords:
+            return None
+        if len(header) != 2:
+            raise exceptions.AuthenticationFailed("Invalid token header.")
+        return self.authenticate_credentials(header[1])
+
+    def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
+        user, token = super().authenticate_credentials(key)
+        if doctor_of(user) is None and not user.is_superuser:
+            raise exceptions.AuthenticationFailed("User inactive or deleted.")
+        return user, token
+
+    def authenticate_header(self, request: Any) -> str:
+        return "Token"

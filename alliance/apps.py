@@ -1,0 +1,10 @@
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+
+class AllianceConfig(AppConfig):
+    name = "alliance"
+    verbose_name = _("Alliance membership")
+
+    def ready(self) -> None:
+        from alliance import signals  # noqa: F401  (sign-in auditing)

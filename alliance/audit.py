@@ -1,0 +1,103 @@
+"""The one writer of the append-only audit trail (C7, IHE ATNA style).
+
+Every read or write of patient data, every sign-in and every change to membership,
+devices and grants calls `record` inside the transaction of what it records, so an
+event exists exactly when the thing it describes happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from django.utils import timezone
+
+from alliance.models import AuditEvent
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
+
+    from alliance.models import Device
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who did it: a user, a DICOM device, a patient share link, the system, or nobody known."""
+
+    type: str
+    id: str = ""
+    name: str = ""
+    institution_id: int | None = None
+
+    @classmethod
+    def for_user(cls, user: Any) -> Actor:
+        if user is None or not getattr(user, "is_authenticated", False):
+            return ANONYMOUS
+        doctor = getattr(user, "doctor", None)
+        return cls("user", str(user.pk), user.get_username(), doctor.institution_id if doctor else None)
+
+    @classmethod
+    def for_device(cls, device: Device) -> Actor:
+        return cls("device", str(device.pk), device.ae_title, device.institution_id)
+
+    @classmethod
+    def for_unknown_device(cls, ae_title: str) -> Actor:
+        return cls("device", "", ae_title, None)
+
+
+ANONYMOUS = Actor("anonymous")
+SYSTEM = Actor("system", name="system")
+
+
+def source_of(request: HttpRequest | None) -> str:
+    """The network address a web request came from (the proxy's view when behind one)."""
+    if request is None:
+        return ""
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    return forwarded.split(",")[0].strip() or request.META.get("REMOTE_ADDR", "")
+
+
+def record(
+    *,
+    actor: Actor,
+    action: str,
+    object_type: str = "",
+    object_id: str | int = "",
+    patient: str = "",
+    basis: str = "",
+    source: str = "",
+    outcome: str = AuditEvent.Outcome.SUCCESS,
+    detail: dict[str, Any] | None = None,
+) -> AuditEvent:
+    return AuditEvent.objects.create(
+        time=timezone.now(),
+        actor_type=actor.type,
+        actor_id=actor.id,
+        actor_name=actor.name[:200],
+        actor_institution_id=actor.institution_id,
+        action=action,
+        object_type=object_type,
+        object_id=str(object_id)[:128],
+        patient=patient[:200],
+        basis=basis[:64],
+        source=source[:255],
+        outcome=outcome,
+        detail=detail or {},
+    )
+
+
+def record_many(*, actor: Actor, action: str, object_type: str, items: Iterable[tuple[str, str, str]],
+                source: str = "", outcome: str = AuditEvent.Outcome.SUCCESS,
+                detail: dict[str, Any] | None = None) -> None:
+    """Audit one request that touched several objects: items are (object_id, patient, basis)."""
+    now = timezone.now()
+    AuditEvent.objects.bulk_create(
+        AuditEvent(
+            time=now, actor_type=actor.type, actor_id=actor.id, actor_name=actor.name[:200],
+            actor_institution_id=actor.institution_id, action=action, object_type=object_type,
+            object_id=str(oid)[:128], patient=patient[:200], basis=basis[:64], source=source[:255],
+            outcome=outcome, detail=detail or {},
+        )
+        for oid, patient, basis in items
+    )

@@ -1,0 +1,43 @@
+"""Request middleware: deactivation takes effect at once, and a strict CSP on every page."""
+
+from collections.abc import Callable
+
+from django.conf import settings
+from django.contrib.auth import logout
+from django.http import HttpRequest, HttpResponse
+
+from alliance.access import doctor_of
+
+
+class ActiveDoctorMiddleware:
+    """A doctor deactivated (or whose institution is switched off) loses a live session at once.
+
+    Superusers without a doctor record keep Django admin access for operators.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        user = request.user
+        if user.is_authenticated and not user.is_superuser and doctor_of(user) is None:
+            logout(request)
+        return self.get_response(request)
+
+
+class ContentSecurityPolicyMiddleware:
+    """No third-party hosts: scripts, styles and images come from this server only."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        self.policy = getattr(
+            settings,
+            "CONTENT_SECURITY_POLICY",
+            "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self' 'wasm-unsafe-eval'; "
+            "worker-src 'self' blob:; connect-src 'self'; frame-ancestors 'self'; base-uri 'self'; form-action 'self'",
+        )
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        response.headers.setdefault("Content-Security-Policy", self.policy)
+        return response

@@ -1,0 +1,199 @@
+"""Membership of a medical alliance (C1): institutions, their people, desks and devices."""
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+# PS3.5 6.2: an AE title is 1-16 characters of the default repertoire, no backslash or
+# control characters; we also refuse spaces inside so that titles are unambiguous.
+ae_title_validator = RegexValidator(
+    r"^[A-Za-z0-9_\-.]{1,16}$",
+    _("An AE title is 1 to 16 letters, digits, '_', '-' or '.'."),
+)
+
+
+class Alliance(models.Model):
+    name = models.CharField(_("name"), max_length=200, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("alliance")
+        verbose_name_plural = _("alliances")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Institution(models.Model):
+    class Level(models.TextChoices):
+        TERTIARY = "tertiary", _("Tertiary hospital")
+        SECONDARY = "secondary", _("Secondary / county hospital")
+        TOWNSHIP = "township", _("Township health centre")
+        COMMUNITY = "community", _("Community health centre")
+
+    alliance = models.ForeignKey(Alliance, on_delete=models.PROTECT, related_name="institutions")
+    name = models.CharField(_("name"), max_length=200)
+    level = models.CharField(_("level"), max_length=16, choices=Level.choices)
+    parent = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="children",
+        verbose_name=_("parent institution"),
+    )
+    # The called AE title of this institution on our DICOM server.
+    ae_title = models.CharField(_("AE title"), max_length=16, unique=True, validators=[ae_title_validator])
+    active = models.BooleanField(_("active"), default=True)
+    # Members of the institution, for per-object grants (django-guardian group permissions).
+    group = models.OneToOneField(Group, on_delete=models.PROTECT, related_name="institution", editable=False)
+    # Capabilities switched on for this institution (C11): a set of Module values.
+    modules = models.JSONField(_("modules"), default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("institution")
+        verbose_name_plural = _("institutions")
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["alliance", "name"], name="institution_name_unique")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Department(models.Model):
+    institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="departments")
+    name = models.CharField(_("name"), max_length=200)
+    active = models.BooleanField(_("active"), default=True)
+
+    class Meta:
+        verbose_name = _("department")
+        verbose_name_plural = _("departments")
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["institution", "name"], name="department_name_unique")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Specialty(models.Model):
+    code = models.SlugField(_("code"), max_length=40, unique=True)
+    name = models.CharField(_("name"), max_length=200)
+
+    class Meta:
+        verbose_name = _("specialty")
+        verbose_name_plural = _("specialties")
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Role(models.TextChoices):
+    CLINICIAN = "clinician", _("Clinician")
+    SPECIALIST = "specialist", _("Specialist")
+    INSTITUTION_ADMIN = "institution_admin", _("Institution admin")
+    ALLIANCE_ADMIN = "alliance_admin", _("Alliance admin")
+
+
+class Doctor(models.Model):
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="doctor")
+    institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="doctors")
+    department = models.ForeignKey(
+        Department, on_delete=models.PROTECT, null=True, blank=True, related_name="doctors"
+    )
+    title = models.CharField(_("title"), max_length=100, blank=True)
+    specialties = models.ManyToManyField(Specialty, blank=True, related_name="doctors")
+    # A list of Role values; a doctor may hold several (a specialist who is also an admin).
+    roles = models.JSONField(_("roles"), default=list)
+    active = models.BooleanField(_("active"), default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("doctor")
+        verbose_name_plural = _("doctors")
+        ordering = ["user__username"]
+
+    def __str__(self) -> str:
+        return self.display_name
+
+    @property
+    def display_name(self) -> str:
+        return self.user.get_full_name() or self.user.username
+
+    def has_role(self, role: str) -> bool:
+        return role in self.roles
+
+
+class Pool(models.Model):
+    """An institution's specialty desk that receives consults (e.g. the CT reading desk)."""
+
+    institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="pools")
+    specialty = models.ForeignKey(Specialty, on_delete=models.PROTECT, related_name="pools")
+    name = models.CharField(_("name"), max_length=200)
+    members = models.ManyToManyField(Doctor, blank=True, related_name="pools")
+    active = models.BooleanField(_("active"), default=True)
+    group = models.OneToOneField(Group, on_delete=models.PROTECT, related_name="pool", editable=False)
+
+    class Meta:
+        verbose_name = _("specialist pool")
+        verbose_name_plural = _("specialist pools")
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["institution", "name"], name="pool_name_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.institution})"
+
+
+class Device(models.Model):
+    """A DICOM application entity of an institution (modality, workstation or PACS)."""
+
+    institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="devices")
+    ae_title = models.CharField(_("AE title"), max_length=16, unique=True, validators=[ae_title_validator])
+    host = models.CharField(_("host"), max_length=255)
+    port = models.PositiveIntegerField(_("port"), validators=[MinValueValidator(1), MaxValueValidator(65535)])
+    description = models.CharField(_("description"), max_length=200, blank=True)
+    active = models.BooleanField(_("active"), default=True)
+
+    class Meta:
+        verbose_name = _("DICOM device")
+        verbose_name_plural = _("DICOM devices")
+        ordering = ["ae_title"]
+
+    def __str__(self) -> str:
+        return self.ae_title
+
+
+class AuditEvent(models.Model):
+    """One append-only audit record (IHE ATNA style). Written only by alliance.audit.record.
+
+    Plain columns rather than foreign keys: a record must outlive what it names, and the
+    database refuses UPDATE and DELETE on this table (triggers in migration 0002).
+    """
+
+    class Outcome(models.TextChoices):
+        SUCCESS = "success", _("success")
+        FAILURE = "failure", _("failure")
+        DENIED = "denied", _("denied")
+
+    time = models.DateTimeField(db_index=True)
+    actor_type = models.CharField(max_length=16)  # user, device, share, system, anonymous
+    actor_id = models.CharField(max_length=64, blank=True)
+    actor_name = models.CharField(max_length=200, blank=True)
+    actor_institution_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    action = models.CharField(max_length=64, db_index=True)
+    object_type = models.CharField(max_length=64, blank=True)
+    object_id = models.CharField(max_length=128, blank=True)
+    patient = models.CharField(max_length=200, blank=True, db_index=True)
+    basis = models.CharField(max_length=64, blank=True)
+    source = models.CharField(max_length=255, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.SUCCESS)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        verbose_name = _("audit event")
+        verbose_name_plural = _("audit events")
+        ordering = ["-time", "-id"]
+        indexes = [models.Index(fields=["object_type", "object_id"])]
+        default_permissions = ("view",)
+
+    def __str__(self) -> str:
+        return f"{self.time:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action} {self.object_type}:{self.object_id}"

@@ -1,0 +1,338 @@
+"""Writes to the alliance's membership. Each is atomic and records one audit event.
+
+Views, the REST API and the provisioning commands call these; none saves a model itself.
+Validation errors are django.core.exceptions.ValidationError naming the field.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.contrib.sessions.models import Session
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from rest_framework.authtoken.models import Token
+
+from alliance import audit
+from alliance.models import Alliance, Department, Device, Doctor, Institution, Pool, Role, Specialty
+
+User = get_user_model()
+
+
+def _changes(obj: Any, fields: dict[str, Any]) -> dict[str, list[str]]:
+    changed = {}
+    for name, value in fields.items():
+        old = getattr(obj, name)
+        if old != value:
+            changed[name] = [str(old), str(value)]
+            setattr(obj, name, value)
+    return changed
+
+
+def _unique_group(prefix: str) -> Group:
+    return Group.objects.create(name=f"{prefix}:{secrets.token_hex(6)}")
+
+
+# --- alliance and institutions --------------------------------------------------------
+
+@transaction.atomic
+def alliance_get_or_create(*, name: str, by: audit.Actor) -> Alliance:
+    alliance, created = Alliance.objects.get_or_create(name=name)
+    if created:
+        audit.record(actor=by, action="alliance.create", object_type="alliance", object_id=alliance.pk)
+    return alliance
+
+
+def _check_parent(alliance: Alliance, parent: Institution | None, institution: Institution | None = None) -> None:
+    if parent is None:
+        return
+    if parent.alliance_id != alliance.pk:
+        raise ValidationError({"parent": _("The parent institution belongs to another alliance.")})
+    if institution is not None and institution.pk is not None:
+        node: Institution | None = parent
+        while node is not None:
+            if node.pk == institution.pk:
+                raise ValidationError({"parent": _("An institution cannot be its own ancestor.")})
+            node = node.parent
+
+
+@transaction.atomic
+def institution_create(*, alliance: Alliance, name: str, level: str, ae_title: str,
+                       parent: Institution | None = None, modules: list[str] | None = None,
+                       by: audit.Actor) -> Institution:
+    ae_title = ae_title.strip().upper()
+    if Institution.objects.filter(ae_title=ae_title).exists() or Device.objects.filter(ae_title=ae_title).exists():
+        raise ValidationError({"ae_title": _("The AE title %(ae)s is already in use.") % {"ae": ae_title}})
+    _check_parent(alliance, parent)
+    institution = Institution(alliance=alliance, name=name.strip(), level=level, ae_title=ae_title,
+                              parent=parent, modules=modules if modules is not None else list(ALL_MODULES))
+    institution.full_clean(exclude=["group"])
+    institution.group = _unique_group("institution")
+    institution.save()
+    audit.record(actor=by, action="institution.create", object_type="institution", object_id=institution.pk,
+                 detail={"name": institution.name, "level": level, "ae_title": ae_title})
+    return institution
+
+
+ALL_MODULES = ("image_store", "consults", "referrals", "cloud_film", "teaching")
+
+
+@transaction.atomic
+def institution_update(*, institution: Institution, by: audit.Actor, **fields: Any) -> Institution:
+    if "ae_title" in fields:
+        fields["ae_title"] = fields["ae_title"].strip().upper()
+        clash = Device.objects.filter(ae_title=fields["ae_title"]).exists()
+        if clash:
+            raise ValidationError({"ae_title": _("The AE title %(ae)s is already in use.") % {"ae": fields["ae_title"]}})
+    if "parent" in fields:
+        _check_parent(institution.alliance, fields["parent"], institution)
+    if "modules" in fields and not set(fields["modules"]) <= set(ALL_MODULES):
+        raise ValidationError({"modules": _("Unknown module.")})
+    changed = _changes(institution, fields)
+    if changed:
+        institution.full_clean(exclude=["group"])
+        institution.save()
+        audit.record(actor=by, action="institution.update", object_type="institution",
+                     object_id=institution.pk, detail=changed)
+    return institution
+
+
+@transaction.atomic
+def department_create(*, institution: Institution, name: str, by: audit.Actor) -> Department:
+    department = Department(institution=institution, name=name.strip())
+    department.full_clean()
+    department.save()
+    audit.record(actor=by, action="department.create", object_type="department", object_id=department.pk,
+                 detail={"institution": institution.pk, "name": department.name})
+    return department
+
+
+@transaction.atomic
+def department_update(*, department: Department, by: audit.Actor, **fields: Any) -> Department:
+    changed = _changes(department, fields)
+    if changed:
+        department.full_clean()
+        department.save()
+        audit.record(actor=by, action="department.update", object_type="department",
+                     object_id=department.pk, detail=changed)
+    return department
+
+
+@transaction.atomic
+def specialty_get_or_create(*, code: str, name: str = "", by: audit.Actor) -> Specialty:
+    specialty, created = Specialty.objects.get_or_create(code=code, defaults={"name": name or code})
+    if created:
+        audit.record(actor=by, action="specialty.create", object_type="specialty", object_id=specialty.pk)
+    return specialty
+
+
+# --- doctors --------------------------------------------------------------------------
+
+def _check_roles(roles: list[str]) -> list[str]:
+    unknown = [r for r in roles if r not in Role.values]
+    if unknown or not roles:
+        raise ValidationError({"roles": _("Choose one or more of: %(roles)s.") % {"roles": ", ".join(Role.values)}})
+    return sorted(set(roles))
+
+
+def _check_department(institution: Institution, department: Department | None) -> None:
+    if department is not None and department.institution_id != institution.pk:
+        raise ValidationError({"department": _("The department belongs to another institution.")})
+
+
+@transaction.atomic
+def doctor_create(*, institution: Institution, username: str, roles: list[str], by: audit.Actor,
+                  password: str | None = None, full_name: str = "", email: str = "",
+                  department: Department | None = None, title: str = "",
+                  specialties: list[Specialty] | None = None) -> Doctor:
+    username = username.strip()
+    if not username:
+        raise ValidationError({"username": _("A username is required.")})
+    if User.objects.filter(username=username).exists():
+        raise ValidationError({"username": _("The username %(u)s is taken.") % {"u": username}})
+    roles = _check_roles(roles)
+    _check_department(institution, department)
+    first, _sep, last = full_name.strip().partition(" ")
+    user = User(username=username, email=email, first_name=first[:150], last_name=last[:150])
+    if password:
+        from django.contrib.auth.password_validation import validate_password
+
+        try:
+            validate_password(password, user)
+        except ValidationError as exc:
+            raise ValidationError({"password": exc.messages}) from None
+        user.set_password(password)
+    else:
+        user.set_unusable_password()
+    user.full_clean(exclude=["password"])
+    user.save()
+    doctor = Doctor.objects.create(user=user, institution=institution, department=department,
+                                   title=title, roles=roles)
+    if specialties:
+        doctor.specialties.set(specialties)
+    user.groups.add(institution.group)
+    audit.record(actor=by, action="doctor.create", object_type="doctor", object_id=doctor.pk,
+                 detail={"username": username, "institution": institution.pk, "roles": roles})
+    return doctor
+
+
+@transaction.atomic
+def doctor_update(*, doctor: Doctor, by: audit.Actor, roles: list[str] | None = None,
+                  specialties: list[Specialty] | None = None, **fields: Any) -> Doctor:
+    if roles is not None:
+        fields["roles"] = _check_roles(roles)
+    _check_department(doctor.institution, fields.get("department", doctor.department))
+    changed = _changes(doctor, fields)
+    if specialties is not None and set(specialties) != set(doctor.specialties.all()):
+        doctor.specialties.set(specialties)
+        changed["specialties"] = [", ".join(s.code for s in specialties)]
+    if changed:
+        doctor.save()
+        audit.record(actor=by, action="doctor.update", object_type="doctor", object_id=doctor.pk, detail=changed)
+    return doctor
+
+
+def _end_sessions(user: Any) -> None:
+    Token.objects.filter(user=user).delete()
+    for session in Session.objects.filter(expire_date__gt=timezone.now()).iterator():
+        if str(session.get_decoded().get("_auth_user_id")) == str(user.pk):
+            session.delete()
+
+
+@transaction.atomic
+def doctor_set_active(*, doctor: Doctor, active: bool, by: audit.Actor) -> Doctor:
+    """Deactivation ends the doctor's sessions and tokens at once."""
+    if doctor.active == active:
+        return doctor
+    doctor.active = active
+    doctor.save(update_fields=["active"])
+    doctor.user.is_active = active
+    doctor.user.save(update_fields=["is_active"])
+    if not active:
+        _end_sessions(doctor.user)
+    audit.record(actor=by, action="doctor.activate" if active else "doctor.deactivate",
+                 object_type="doctor", object_id=doctor.pk)
+    return doctor
+
+
+@transaction.atomic
+def doctor_move(*, doctor: Doctor, institution: Institution, by: audit.Actor,
+                department: Department | None = None) -> Doctor:
+    """Move to another institution: old group and pools are left, so old access ends."""
+    _check_department(institution, department)
+    old = doctor.institution
+    doctor.user.groups.remove(old.group)
+    for pool in doctor.pools.all():
+        pool.members.remove(doctor)
+        doctor.user.groups.remove(pool.group)
+    doctor.institution = institution
+    doctor.department = department
+    doctor.save(update_fields=["institution", "department"])
+    doctor.user.groups.add(institution.group)
+    audit.record(actor=by, action="doctor.move", object_type="doctor", object_id=doctor.pk,
+                 detail={"from": old.pk, "to": institution.pk})
+    return doctor
+
+
+@transaction.atomic
+def doctor_set_password(*, doctor: Doctor, password: str, by: audit.Actor) -> None:
+    from django.contrib.auth.password_validation import validate_password
+
+    try:
+        validate_password(password, doctor.user)
+    except ValidationError as exc:
+        raise ValidationError({"password": exc.messages}) from None
+    doctor.user.set_password(password)
+    doctor.user.save(update_fields=["password"])
+    audit.record(actor=by, action="doctor.password", object_type="doctor", object_id=doctor.pk)
+
+
+@transaction.atomic
+def token_create(*, doctor: Doctor, by: audit.Actor) -> Token:
+    """A fresh API token (the old one stops working)."""
+    Token.objects.filter(user=doctor.user).delete()
+    token = Token.objects.create(user=doctor.user)
+    audit.record(actor=by, action="token.create", object_type="doctor", object_id=doctor.pk)
+    return token
+
+
+# --- pools ----------------------------------------------------------------------------
+
+@transaction.atomic
+def pool_create(*, institution: Institution, specialty: Specialty, name: str, by: audit.Actor,
+                members: list[Doctor] | None = None) -> Pool:
+    pool = Pool(institution=institution, specialty=specialty, name=name.strip())
+    pool.full_clean(exclude=["group"])
+    pool.group = _unique_group("pool")
+    pool.save()
+    audit.record(actor=by, action="pool.create", object_type="pool", object_id=pool.pk,
+                 detail={"institution": institution.pk, "name": pool.name})
+    if members:
+        pool_set_members(pool=pool, members=members, by=by)
+    return pool
+
+
+@transaction.atomic
+def pool_update(*, pool: Pool, by: audit.Actor, **fields: Any) -> Pool:
+    changed = _changes(pool, fields)
+    if changed:
+        pool.full_clean(exclude=["group"])
+        pool.save()
+        audit.record(actor=by, action="pool.update", object_type="pool", object_id=pool.pk, detail=changed)
+    return pool
+
+
+@transaction.atomic
+def pool_set_members(*, pool: Pool, members: list[Doctor], by: audit.Actor) -> Pool:
+    strangers = [d for d in members if d.institution_id != pool.institution_id]
+    if strangers:
+        raise ValidationError({"members": _("Pool members must be doctors of the pool's institution.")})
+    before = set(pool.members.all())
+    after = set(members)
+    for doctor in before - after:
+        doctor.user.groups.remove(pool.group)
+    for doctor in after - before:
+        doctor.user.groups.add(pool.group)
+    pool.members.set(after)
+    audit.record(actor=by, action="pool.members", object_type="pool", object_id=pool.pk,
+                 detail={"members": sorted(d.pk for d in after)})
+    return pool
+
+
+# --- devices --------------------------------------------------------------------------
+
+def _check_device_ae(ae_title: str, device: Device | None = None) -> str:
+    ae_title = ae_title.strip().upper()
+    taken = Device.objects.filter(ae_title=ae_title).exclude(pk=device.pk if device else None).exists()
+    if taken or Institution.objects.filter(ae_title=ae_title).exists():
+        raise ValidationError({"ae_title": _("The AE title %(ae)s is already in use.") % {"ae": ae_title}})
+    return ae_title
+
+
+@transaction.atomic
+def device_create(*, institution: Institution, ae_title: str, host: str, port: int, by: audit.Actor,
+                  description: str = "") -> Device:
+    device = Device(institution=institution, ae_title=_check_device_ae(ae_title), host=host.strip(),
+                    port=port, description=description)
+    device.full_clean()
+    device.save()
+    audit.record(actor=by, action="device.create", object_type="device", object_id=device.pk,
+                 detail={"institution": institution.pk, "ae_title": device.ae_title, "host": host, "port": port})
+    return device
+
+
+@transaction.atomic
+def device_update(*, device: Device, by: audit.Actor, **fields: Any) -> Device:
+    if "ae_title" in fields:
+        fields["ae_title"] = _check_device_ae(fields["ae_title"], device)
+    changed = _changes(device, fields)
+    if changed:
+        device.full_clean()
+        device.save()
+        audit.record(actor=by, action="device.update", object_type="device", object_id=device.pk, detail=changed)
+    return device

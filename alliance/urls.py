@@ -1,0 +1,17 @@
+"""Root URL configuration. Each app owns its own urls module; this file only mounts them."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+urlpatterns = [
+    path("", include("alliance.web_urls")),
+    path("i18n/", include("django.conf.urls.i18n")),
+    path("imaging/", include("imaging.urls")),
+    path("dicomweb/", include("imaging.dicomweb.urls")),
+    path("consults/", include("consults.urls")),
+    path("api/v1/", include("alliance.api.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("django-admin/", admin.site.urls),
+]

@@ -1,0 +1,153 @@
+"""The image index (C2): what the DICOM files in storage are, and who may see them.
+
+The files themselves are kept byte-for-byte in the "dicom" storage; these rows index
+the attributes that queries need. Attribute names follow PS3.3.
+"""
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
+
+from alliance.models import Institution
+
+
+class Patient(models.Model):
+    """PS3.3 C.7.1.1 Patient Module. Identity is (issuer, patient ID): the issuer is the
+    institution whose devices assigned the ID, so two hospitals' "1001" are two people."""
+
+    issuer = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="patients")
+    patient_id = models.CharField(_("patient ID"), max_length=64)  # (0010,0020) LO
+    name = models.CharField(_("patient name"), max_length=324, blank=True)  # (0010,0010) PN
+    birth_date = models.DateField(_("birth date"), null=True, blank=True)  # (0010,0030) DA
+    sex = models.CharField(_("sex"), max_length=16, blank=True)  # (0010,0040) CS
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("patient")
+        verbose_name_plural = _("patients")
+        constraints = [models.UniqueConstraint(fields=["issuer", "patient_id"], name="patient_identity_unique")]
+        indexes = [models.Index(fields=["name"]), models.Index(fields=["patient_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.patient_id})"
+
+
+class Study(models.Model):
+    """PS3.3 C.7.2.1 General Study Module, plus counts kept up to date by ingest."""
+
+    study_uid = models.CharField(_("Study Instance UID"), max_length=64, unique=True)  # (0020,000D)
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="studies")
+    institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="studies")
+    study_date = models.DateField(_("study date"), null=True, blank=True)  # (0008,0020)
+    study_time = models.TimeField(_("study time"), null=True, blank=True)  # (0008,0030)
+    accession_number = models.CharField(_("accession number"), max_length=16, blank=True)  # (0008,0050)
+    study_id = models.CharField(_("study ID"), max_length=16, blank=True)  # (0020,0010)
+    description = models.CharField(_("description"), max_length=64, blank=True)  # (0008,1030)
+    referring_physician = models.CharField(_("referring physician"), max_length=324, blank=True)  # (0008,0090)
+    # (0008,0061) Modalities in Study, as "CT\\SR": the multi-valued string as stored in DICOM.
+    modalities = models.CharField(_("modalities"), max_length=64, blank=True)
+    num_series = models.PositiveIntegerField(default=0)
+    num_instances = models.PositiveIntegerField(default=0)
+    size_bytes = models.BigIntegerField(default=0)
+    received_at = models.DateTimeField(_("received"), auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("study")
+        verbose_name_plural = _("studies")
+        indexes = [
+            models.Index(fields=["institution", "study_date"]),
+            models.Index(fields=["study_date"]),
+            models.Index(fields=["accession_number"]),
+        ]
+        permissions = [("read_study", "May read the study's images and metadata")]
+
+    def __str__(self) -> str:
+        return f"{self.study_uid} {self.description}"
+
+    @property
+    def modality_list(self) -> list[str]:
+        return [m for m in self.modalities.split("\\") if m]
+
+
+class Series(models.Model):
+    """PS3.3 C.7.3.1 General Series Module."""
+
+    series_uid = models.CharField(_("Series Instance UID"), max_length=64, unique=True)  # (0020,000E)
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="series")
+    modality = models.CharField(_("modality"), max_length=16, blank=True)  # (0008,0060)
+    series_number = models.IntegerField(_("series number"), null=True, blank=True)  # (0020,0011)
+    description = models.CharField(_("description"), max_length=64, blank=True)  # (0008,103E)
+    body_part = models.CharField(_("body part"), max_length=16, blank=True)  # (0018,0015)
+    num_instances = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        verbose_name = _("series")
+        verbose_name_plural = _("series")
+        ordering = ["series_number", "id"]
+        indexes = [models.Index(fields=["study", "series_number"]), models.Index(fields=["modality"])]
+
+    def __str__(self) -> str:
+        return f"{self.modality} {self.series_number} {self.description}"
+
+
+class Instance(models.Model):
+    """PS3.3 C.12.1 SOP Common Module and C.7.6.1 General Image Module; the file's place in storage."""
+
+    sop_uid = models.CharField(_("SOP Instance UID"), max_length=64, unique=True)  # (0008,0018)
+    series = models.ForeignKey(Series, on_delete=models.CASCADE, related_name="instances")
+    sop_class_uid = models.CharField(max_length=64)  # (0008,0016)
+    transfer_syntax_uid = models.CharField(max_length=64)  # (0002,0010)
+    instance_number = models.IntegerField(null=True, blank=True)  # (0020,0013)
+    rows = models.PositiveIntegerField(null=True, blank=True)  # (0028,0010)
+    columns = models.PositiveIntegerField(null=True, blank=True)  # (0028,0011)
+    number_of_frames = models.PositiveIntegerField(default=1)  # (0028,0008)
+    storage_key = models.CharField(max_length=255, unique=True)
+    size_bytes = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    received_at = models.DateTimeField(auto_now_add=True)
+    # Thumbnail and preview are rendered after ingest by a Celery task.
+    rendered = models.BooleanField(default=False)
+
+    class Meta:
+        verbose_name = _("instance")
+        verbose_name_plural = _("instances")
+        ordering = ["instance_number", "id"]
+        indexes = [models.Index(fields=["series", "instance_number"])]
+
+    def __str__(self) -> str:
+        return self.sop_uid
+
+
+class StudyGroupGrant(GroupObjectPermissionBase):
+    """A grant of a study to a group (an institution's or a pool's members), for one case.
+
+    django-guardian's direct foreign-key permission model, plus what a case needs: the
+    basis ("consult:12"), an expiry and a revocation. Only alliance.access writes these.
+    """
+
+    content_object = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="group_grants")
+    basis = models.CharField(max_length=64, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta(GroupObjectPermissionBase.Meta):
+        abstract = False
+        unique_together = [("group", "permission", "content_object", "basis")]
+
+
+class StudyUserGrant(UserObjectPermissionBase):
+    """A grant of a study to one user (a named specialist, or break-glass access)."""
+
+    content_object = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="user_grants")
+    basis = models.CharField(max_length=64, db_index=True)
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta(UserObjectPermissionBase.Meta):
+        abstract = False
+        unique_together = [("user", "permission", "content_object", "basis")]

@@ -1,0 +1,71 @@
+"""Persona fixtures used by every permission test (ARCHITECTURE.md).
+
+The alliance: a tertiary hospital (HOSP) with a radiology pool; clinic A (CLINA) whose
+clinician owns the patient; clinic B (CLINB), unrelated. Personas:
+owner (clinician at A), colleague (clinician at A), inst_admin_a (institution admin at A),
+specialist (in HOSP's pool: the one who gets the case), outsider_specialist (HOSP, not in
+the pool), stranger (clinician at B), alliance_admin (alliance office, no clinical role).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from django.test import Client
+
+from tests import factories
+
+
+@pytest.fixture(autouse=True)
+def _media_and_data(settings, tmp_path):  # type: ignore[no-untyped-def]
+    """Every test stores files under its own temporary folder."""
+    settings.DATA_DIR = tmp_path
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "dicom": {"BACKEND": "django.core.files.storage.FileSystemStorage",
+                  "OPTIONS": {"location": tmp_path / "dicom"}},
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage",
+                    "OPTIONS": {"location": tmp_path / "media"}},
+    }
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    from alliance.celery import app
+
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+
+
+@pytest.fixture
+def alliance_world(db):  # type: ignore[no-untyped-def]
+    alliance = factories.AllianceFactory(name="Test Alliance")
+    hosp = factories.make_institution(alliance=alliance, level="tertiary", name="Lead Hospital", ae_title="HOSP")
+    clin_a = factories.make_institution(alliance=alliance, level="township", name="Clinic A", ae_title="CLINA",
+                                        parent=hosp)
+    clin_b = factories.make_institution(alliance=alliance, level="township", name="Clinic B", ae_title="CLINB",
+                                        parent=hosp)
+    office = factories.make_institution(alliance=alliance, level="tertiary", name="Alliance Office",
+                                        ae_title="OFFICE")
+    radiology = factories.SpecialtyFactory()
+    specialist = factories.make_doctor(institution=hosp, roles=["specialist"], username="specialist",
+                                       specialties=[radiology])
+    outsider = factories.make_doctor(institution=hosp, roles=["specialist"], username="outsider_specialist",
+                                     specialties=[radiology])
+    pool = factories.make_pool(institution=hosp, members=[specialist], name="CT reading desk")
+    return SimpleNamespace(
+        alliance=alliance, hosp=hosp, clin_a=clin_a, clin_b=clin_b, office=office, pool=pool,
+        radiology=radiology,
+        owner=factories.make_doctor(institution=clin_a, username="owner"),
+        colleague=factories.make_doctor(institution=clin_a, username="colleague"),
+        inst_admin_a=factories.make_doctor(institution=clin_a, roles=["institution_admin"], username="admin_a"),
+        specialist=specialist,
+        outsider_specialist=outsider,
+        hosp_admin=factories.make_doctor(institution=hosp, roles=["institution_admin"], username="admin_hosp"),
+        stranger=factories.make_doctor(institution=clin_b, username="stranger"),
+        alliance_admin=factories.make_doctor(institution=office, roles=["alliance_admin"], username="alliance_admin"),
+    )
+
+
+def client_for(doctor) -> Client:  # type: ignore[no-untyped-def]
+    client = Client()
+    client.force_login(doctor.user)
+    return client
