@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "axes",
     "alliance",
     "imaging",
+    "imaging.viewer",
     "consults",
     "referrals",
 ]

@@ -9,6 +9,7 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("imaging/", include("imaging.urls")),
     path("dicomweb/", include("imaging.dicomweb.urls")),
+    path("viewer/", include("imaging.viewer.urls")),
     path("consults/", include("consults.urls")),
     path("api/v1/", include("alliance.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
