@@ -46,6 +46,7 @@ class AccessDenied(Exception):
 
 # --- who is asking --------------------------------------------------------------------
 
+
 def doctor_of(user: Any) -> Doctor | None:
     """The active doctor behind a user, or None (anonymous, inactive, or their institution is off)."""
     if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
@@ -78,6 +79,7 @@ def has_clinical_role(user: Any) -> bool:
 
 
 # --- membership administration --------------------------------------------------------
+
 
 def institutions_managed_by(user: Any) -> QuerySet[Institution]:
     """Institutions whose members, departments, pools and devices the user may manage."""
@@ -136,6 +138,7 @@ def may_assign_role(user: Any, role: str) -> bool:
 
 
 # --- studies --------------------------------------------------------------------------
+
 
 def _live(prefix: str = "") -> Q:
     now = timezone.now()
@@ -203,11 +206,14 @@ def basis_for(user: Any, study: Study) -> str:
         return "own-institution"
     grant = (
         StudyUserGrant.objects.filter(_live(), content_object=study, user_id=user.pk, permission__codename=READ)
-        .values_list("basis", flat=True).first()
+        .values_list("basis", flat=True)
+        .first()
     ) or (
         StudyGroupGrant.objects.filter(
             _live(), content_object=study, group_id__in=_group_ids_of(doctor), permission__codename=READ
-        ).values_list("basis", flat=True).first()
+        )
+        .values_list("basis", flat=True)
+        .first()
     )
     return grant or ""
 
@@ -217,9 +223,13 @@ def basis_for_device(device: Device, study: Study) -> str:
 
     if study.institution_id == device.institution_id:
         return "own-institution"
-    grant = StudyGroupGrant.objects.filter(
-        _live(), content_object=study, group_id=device.institution.group_id, permission__codename=READ
-    ).values_list("basis", flat=True).first()
+    grant = (
+        StudyGroupGrant.objects.filter(
+            _live(), content_object=study, group_id=device.institution.group_id, permission__codename=READ
+        )
+        .values_list("basis", flat=True)
+        .first()
+    )
     return grant or ""
 
 
@@ -233,7 +243,9 @@ def may_write_study(user: Any, study: Study) -> bool:
     if study.institution_id == doctor.institution_id and CLINICAL_ROLES.intersection(doctor.roles):
         return True
     return (
-        StudyUserGrant.objects.filter(_live(), content_object=study, user_id=user.pk, permission__codename=WRITE).exists()
+        StudyUserGrant.objects.filter(
+            _live(), content_object=study, user_id=user.pk, permission__codename=WRITE
+        ).exists()
         or StudyGroupGrant.objects.filter(
             _live(), content_object=study, group_id__in=_group_ids_of(doctor), permission__codename=WRITE
         ).exists()
@@ -247,6 +259,7 @@ def may_upload_to(user: Any, institution: Institution) -> bool:
 
 
 # --- devices (DICOM network) ----------------------------------------------------------
+
 
 def device_for_association(*, calling_ae: str, called_ae: str, host: str, check_host: bool) -> Device | None:
     """The registered, active device that may associate, or None (reject the association)."""
@@ -271,6 +284,7 @@ def move_destination_for(device: Device, destination_ae: str) -> Device | None:
 
 # --- grants ---------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Grantee:
     """Who receives a case's access: a group (an institution's or a pool's) or one user."""
@@ -292,8 +306,16 @@ def _permission(codename: str) -> Permission:
 
 
 @transaction.atomic
-def grant_study(*, study: Study, grantee: Grantee, basis: str, by: audit.Actor, write: bool = False,
-                expires_at: Any = None, reason: str = "") -> None:
+def grant_study(
+    *,
+    study: Study,
+    grantee: Grantee,
+    basis: str,
+    by: audit.Actor,
+    write: bool = False,
+    expires_at: Any = None,
+    reason: str = "",
+) -> None:
     from imaging.models import StudyGroupGrant, StudyUserGrant
 
     for codename in [READ, WRITE] if write else [READ]:
@@ -304,9 +326,15 @@ def grant_study(*, study: Study, grantee: Grantee, basis: str, by: audit.Actor, 
         else:
             StudyUserGrant.objects.update_or_create(user=grantee.user, **common, defaults={**values, "reason": reason})
     target = f"group:{grantee.group.pk}" if grantee.group is not None else f"user:{grantee.user.pk}"
-    audit.record(actor=by, action="grant.create", object_type="study", object_id=study.study_uid,
-                 patient=str(study.patient_id), basis=basis,
-                 detail={"grantee": target, "write": write, "expires_at": str(expires_at or "")})
+    audit.record(
+        actor=by,
+        action="grant.create",
+        object_type="study",
+        object_id=study.study_uid,
+        patient=str(study.patient_id),
+        basis=basis,
+        detail={"grantee": target, "write": write, "expires_at": str(expires_at or "")},
+    )
 
 
 @transaction.atomic
@@ -321,8 +349,14 @@ def revoke_grants(*, basis: str, by: audit.Actor, write_only: bool = False) -> i
         if write_only:
             rows = rows.filter(permission__codename=WRITE)
         count += rows.update(revoked_at=now)
-    audit.record(actor=by, action="grant.revoke", object_type="basis", object_id=basis, basis=basis,
-                 detail={"grants": count, "write_only": write_only})
+    audit.record(
+        actor=by,
+        action="grant.revoke",
+        object_type="basis",
+        object_id=basis,
+        basis=basis,
+        detail={"grants": count, "write_only": write_only},
+    )
     return count
 
 
@@ -334,9 +368,21 @@ def break_glass(*, user: Any, study: Study, reason: str, source: str = "") -> No
     if len(reason.strip()) < 10:
         raise AccessDenied("Emergency access needs a reason of at least 10 characters.")
     with transaction.atomic():
-        grant_study(study=study, grantee=Grantee(user=user), basis=f"break-glass:{user.pk}",
-                    by=audit.Actor.for_user(user), reason=reason.strip(),
-                    expires_at=timezone.now() + timedelta(hours=BREAK_GLASS_HOURS))
-        audit.record(actor=audit.Actor.for_user(user), action="break-glass", object_type="study",
-                     object_id=study.study_uid, patient=str(study.patient_id), basis=f"break-glass:{user.pk}",
-                     source=source, detail={"reason": reason.strip()})
+        grant_study(
+            study=study,
+            grantee=Grantee(user=user),
+            basis=f"break-glass:{user.pk}",
+            by=audit.Actor.for_user(user),
+            reason=reason.strip(),
+            expires_at=timezone.now() + timedelta(hours=BREAK_GLASS_HOURS),
+        )
+        audit.record(
+            actor=audit.Actor.for_user(user),
+            action="break-glass",
+            object_type="study",
+            object_id=study.study_uid,
+            patient=str(study.patient_id),
+            basis=f"break-glass:{user.pk}",
+            source=source,
+            detail={"reason": reason.strip()},
+        )

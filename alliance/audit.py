@@ -87,17 +87,33 @@ def record(
     )
 
 
-def record_many(*, actor: Actor, action: str, object_type: str, items: Iterable[tuple[str, str, str]],
-                source: str = "", outcome: str = AuditEvent.Outcome.SUCCESS,
-                detail: dict[str, Any] | None = None) -> None:
+def record_many(
+    *,
+    actor: Actor,
+    action: str,
+    object_type: str,
+    items: Iterable[tuple[str, str, str]],
+    source: str = "",
+    outcome: str = AuditEvent.Outcome.SUCCESS,
+    detail: dict[str, Any] | None = None,
+) -> None:
     """Audit one request that touched several objects: items are (object_id, patient, basis)."""
     now = timezone.now()
     AuditEvent.objects.bulk_create(
         AuditEvent(
-            time=now, actor_type=actor.type, actor_id=actor.id, actor_name=actor.name[:200],
-            actor_institution_id=actor.institution_id, action=action, object_type=object_type,
-            object_id=str(oid)[:128], patient=patient[:200], basis=basis[:64], source=source[:255],
-            outcome=outcome, detail=detail or {},
+            time=now,
+            actor_type=actor.type,
+            actor_id=actor.id,
+            actor_name=actor.name[:200],
+            actor_institution_id=actor.institution_id,
+            action=action,
+            object_type=object_type,
+            object_id=str(oid)[:128],
+            patient=patient[:200],
+            basis=basis[:64],
+            source=source[:255],
+            outcome=outcome,
+            detail=detail or {},
         )
         for oid, patient, basis in items
     )

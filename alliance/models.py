@@ -37,7 +37,11 @@ class Institution(models.Model):
     name = models.CharField(_("name"), max_length=200)
     level = models.CharField(_("level"), max_length=16, choices=Level.choices)
     parent = models.ForeignKey(
-        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="children",
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="children",
         verbose_name=_("parent institution"),
     )
     # The called AE title of this institution on our DICOM server.
@@ -97,9 +101,7 @@ class Role(models.TextChoices):
 class Doctor(models.Model):
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="doctor")
     institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="doctors")
-    department = models.ForeignKey(
-        Department, on_delete=models.PROTECT, null=True, blank=True, related_name="doctors"
-    )
+    department = models.ForeignKey(Department, on_delete=models.PROTECT, null=True, blank=True, related_name="doctors")
     title = models.CharField(_("title"), max_length=100, blank=True)
     specialties = models.ManyToManyField(Specialty, blank=True, related_name="doctors")
     # A list of Role values; a doctor may hold several (a specialist who is also an admin).

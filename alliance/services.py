@@ -40,6 +40,7 @@ def _unique_group(prefix: str) -> Group:
 
 # --- alliance and institutions --------------------------------------------------------
 
+
 @transaction.atomic
 def alliance_get_or_create(*, name: str, by: audit.Actor) -> Alliance:
     alliance, created = Alliance.objects.get_or_create(name=name)
@@ -62,20 +63,38 @@ def _check_parent(alliance: Alliance, parent: Institution | None, institution: I
 
 
 @transaction.atomic
-def institution_create(*, alliance: Alliance, name: str, level: str, ae_title: str,
-                       parent: Institution | None = None, modules: list[str] | None = None,
-                       by: audit.Actor) -> Institution:
+def institution_create(
+    *,
+    alliance: Alliance,
+    name: str,
+    level: str,
+    ae_title: str,
+    parent: Institution | None = None,
+    modules: list[str] | None = None,
+    by: audit.Actor,
+) -> Institution:
     ae_title = ae_title.strip().upper()
     if Institution.objects.filter(ae_title=ae_title).exists() or Device.objects.filter(ae_title=ae_title).exists():
         raise ValidationError({"ae_title": _("The AE title %(ae)s is already in use.") % {"ae": ae_title}})
     _check_parent(alliance, parent)
-    institution = Institution(alliance=alliance, name=name.strip(), level=level, ae_title=ae_title,
-                              parent=parent, modules=modules if modules is not None else list(ALL_MODULES))
+    institution = Institution(
+        alliance=alliance,
+        name=name.strip(),
+        level=level,
+        ae_title=ae_title,
+        parent=parent,
+        modules=modules if modules is not None else list(ALL_MODULES),
+    )
     institution.full_clean(exclude=["group"])
     institution.group = _unique_group("institution")
     institution.save()
-    audit.record(actor=by, action="institution.create", object_type="institution", object_id=institution.pk,
-                 detail={"name": institution.name, "level": level, "ae_title": ae_title})
+    audit.record(
+        actor=by,
+        action="institution.create",
+        object_type="institution",
+        object_id=institution.pk,
+        detail={"name": institution.name, "level": level, "ae_title": ae_title},
+    )
     return institution
 
 
@@ -88,7 +107,9 @@ def institution_update(*, institution: Institution, by: audit.Actor, **fields: A
         fields["ae_title"] = fields["ae_title"].strip().upper()
         clash = Device.objects.filter(ae_title=fields["ae_title"]).exists()
         if clash:
-            raise ValidationError({"ae_title": _("The AE title %(ae)s is already in use.") % {"ae": fields["ae_title"]}})
+            raise ValidationError(
+                {"ae_title": _("The AE title %(ae)s is already in use.") % {"ae": fields["ae_title"]}}
+            )
     if "parent" in fields:
         _check_parent(institution.alliance, fields["parent"], institution)
     if "modules" in fields and not set(fields["modules"]) <= set(ALL_MODULES):
@@ -97,8 +118,9 @@ def institution_update(*, institution: Institution, by: audit.Actor, **fields: A
     if changed:
         institution.full_clean(exclude=["group"])
         institution.save()
-        audit.record(actor=by, action="institution.update", object_type="institution",
-                     object_id=institution.pk, detail=changed)
+        audit.record(
+            actor=by, action="institution.update", object_type="institution", object_id=institution.pk, detail=changed
+        )
     return institution
 
 
@@ -107,8 +129,13 @@ def department_create(*, institution: Institution, name: str, by: audit.Actor) -
     department = Department(institution=institution, name=name.strip())
     department.full_clean()
     department.save()
-    audit.record(actor=by, action="department.create", object_type="department", object_id=department.pk,
-                 detail={"institution": institution.pk, "name": department.name})
+    audit.record(
+        actor=by,
+        action="department.create",
+        object_type="department",
+        object_id=department.pk,
+        detail={"institution": institution.pk, "name": department.name},
+    )
     return department
 
 
@@ -118,8 +145,9 @@ def department_update(*, department: Department, by: audit.Actor, **fields: Any)
     if changed:
         department.full_clean()
         department.save()
-        audit.record(actor=by, action="department.update", object_type="department",
-                     object_id=department.pk, detail=changed)
+        audit.record(
+            actor=by, action="department.update", object_type="department", object_id=department.pk, detail=changed
+        )
     return department
 
 
@@ -132,6 +160,7 @@ def specialty_get_or_create(*, code: str, name: str = "", by: audit.Actor) -> Sp
 
 
 # --- doctors --------------------------------------------------------------------------
+
 
 def _check_roles(roles: list[str]) -> list[str]:
     unknown = [r for r in roles if r not in Role.values]
@@ -146,10 +175,19 @@ def _check_department(institution: Institution, department: Department | None) -
 
 
 @transaction.atomic
-def doctor_create(*, institution: Institution, username: str, roles: list[str], by: audit.Actor,
-                  password: str | None = None, full_name: str = "", email: str = "",
-                  department: Department | None = None, title: str = "",
-                  specialties: list[Specialty] | None = None) -> Doctor:
+def doctor_create(
+    *,
+    institution: Institution,
+    username: str,
+    roles: list[str],
+    by: audit.Actor,
+    password: str | None = None,
+    full_name: str = "",
+    email: str = "",
+    department: Department | None = None,
+    title: str = "",
+    specialties: list[Specialty] | None = None,
+) -> Doctor:
     username = username.strip()
     if not username:
         raise ValidationError({"username": _("A username is required.")})
@@ -171,19 +209,29 @@ def doctor_create(*, institution: Institution, username: str, roles: list[str], 
         user.set_unusable_password()
     user.full_clean(exclude=["password"])
     user.save()
-    doctor = Doctor.objects.create(user=user, institution=institution, department=department,
-                                   title=title, roles=roles)
+    doctor = Doctor.objects.create(user=user, institution=institution, department=department, title=title, roles=roles)
     if specialties:
         doctor.specialties.set(specialties)
     user.groups.add(institution.group)
-    audit.record(actor=by, action="doctor.create", object_type="doctor", object_id=doctor.pk,
-                 detail={"username": username, "institution": institution.pk, "roles": roles})
+    audit.record(
+        actor=by,
+        action="doctor.create",
+        object_type="doctor",
+        object_id=doctor.pk,
+        detail={"username": username, "institution": institution.pk, "roles": roles},
+    )
     return doctor
 
 
 @transaction.atomic
-def doctor_update(*, doctor: Doctor, by: audit.Actor, roles: list[str] | None = None,
-                  specialties: list[Specialty] | None = None, **fields: Any) -> Doctor:
+def doctor_update(
+    *,
+    doctor: Doctor,
+    by: audit.Actor,
+    roles: list[str] | None = None,
+    specialties: list[Specialty] | None = None,
+    **fields: Any,
+) -> Doctor:
     if roles is not None:
         fields["roles"] = _check_roles(roles)
     _check_department(doctor.institution, fields.get("department", doctor.department))
@@ -215,14 +263,16 @@ def doctor_set_active(*, doctor: Doctor, active: bool, by: audit.Actor) -> Docto
     doctor.user.save(update_fields=["is_active"])
     if not active:
         _end_sessions(doctor.user)
-    audit.record(actor=by, action="doctor.activate" if active else "doctor.deactivate",
-                 object_type="doctor", object_id=doctor.pk)
+    audit.record(
+        actor=by, action="doctor.activate" if active else "doctor.deactivate", object_type="doctor", object_id=doctor.pk
+    )
     return doctor
 
 
 @transaction.atomic
-def doctor_move(*, doctor: Doctor, institution: Institution, by: audit.Actor,
-                department: Department | None = None) -> Doctor:
+def doctor_move(
+    *, doctor: Doctor, institution: Institution, by: audit.Actor, department: Department | None = None
+) -> Doctor:
     """Move to another institution: old group and pools are left, so old access ends."""
     _check_department(institution, department)
     old = doctor.institution
@@ -234,8 +284,13 @@ def doctor_move(*, doctor: Doctor, institution: Institution, by: audit.Actor,
     doctor.department = department
     doctor.save(update_fields=["institution", "department"])
     doctor.user.groups.add(institution.group)
-    audit.record(actor=by, action="doctor.move", object_type="doctor", object_id=doctor.pk,
-                 detail={"from": old.pk, "to": institution.pk})
+    audit.record(
+        actor=by,
+        action="doctor.move",
+        object_type="doctor",
+        object_id=doctor.pk,
+        detail={"from": old.pk, "to": institution.pk},
+    )
     return doctor
 
 
@@ -263,15 +318,22 @@ def token_create(*, doctor: Doctor, by: audit.Actor) -> Token:
 
 # --- pools ----------------------------------------------------------------------------
 
+
 @transaction.atomic
-def pool_create(*, institution: Institution, specialty: Specialty, name: str, by: audit.Actor,
-                members: list[Doctor] | None = None) -> Pool:
+def pool_create(
+    *, institution: Institution, specialty: Specialty, name: str, by: audit.Actor, members: list[Doctor] | None = None
+) -> Pool:
     pool = Pool(institution=institution, specialty=specialty, name=name.strip())
     pool.full_clean(exclude=["group"])
     pool.group = _unique_group("pool")
     pool.save()
-    audit.record(actor=by, action="pool.create", object_type="pool", object_id=pool.pk,
-                 detail={"institution": institution.pk, "name": pool.name})
+    audit.record(
+        actor=by,
+        action="pool.create",
+        object_type="pool",
+        object_id=pool.pk,
+        detail={"institution": institution.pk, "name": pool.name},
+    )
     if members:
         pool_set_members(pool=pool, members=members, by=by)
     return pool
@@ -299,12 +361,18 @@ def pool_set_members(*, pool: Pool, members: list[Doctor], by: audit.Actor) -> P
     for doctor in after - before:
         doctor.user.groups.add(pool.group)
     pool.members.set(after)
-    audit.record(actor=by, action="pool.members", object_type="pool", object_id=pool.pk,
-                 detail={"members": sorted(d.pk for d in after)})
+    audit.record(
+        actor=by,
+        action="pool.members",
+        object_type="pool",
+        object_id=pool.pk,
+        detail={"members": sorted(d.pk for d in after)},
+    )
     return pool
 
 
 # --- devices --------------------------------------------------------------------------
+
 
 def _check_device_ae(ae_title: str, device: Device | None = None) -> str:
     ae_title = ae_title.strip().upper()
@@ -315,14 +383,25 @@ def _check_device_ae(ae_title: str, device: Device | None = None) -> str:
 
 
 @transaction.atomic
-def device_create(*, institution: Institution, ae_title: str, host: str, port: int, by: audit.Actor,
-                  description: str = "") -> Device:
-    device = Device(institution=institution, ae_title=_check_device_ae(ae_title), host=host.strip(),
-                    port=port, description=description)
+def device_create(
+    *, institution: Institution, ae_title: str, host: str, port: int, by: audit.Actor, description: str = ""
+) -> Device:
+    device = Device(
+        institution=institution,
+        ae_title=_check_device_ae(ae_title),
+        host=host.strip(),
+        port=port,
+        description=description,
+    )
     device.full_clean()
     device.save()
-    audit.record(actor=by, action="device.create", object_type="device", object_id=device.pk,
-                 detail={"institution": institution.pk, "ae_title": device.ae_title, "host": host, "port": port})
+    audit.record(
+        actor=by,
+        action="device.create",
+        object_type="device",
+        object_id=device.pk,
+        detail={"institution": institution.pk, "ae_title": device.ae_title, "host": host, "port": port},
+    )
     return device
 
 

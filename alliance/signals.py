@@ -23,5 +23,9 @@ def audit_logout(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
 @receiver(user_login_failed)
 def audit_login_failed(sender: Any, credentials: dict[str, Any], request: Any = None, **kwargs: Any) -> None:
     username = str(credentials.get("username", ""))
-    audit.record(actor=audit.Actor("user", name=username), action="login",
-                 source=audit.source_of(request), outcome=AuditEvent.Outcome.FAILURE)
+    audit.record(
+        actor=audit.Actor("user", name=username),
+        action="login",
+        source=audit.source_of(request),
+        outcome=AuditEvent.Outcome.FAILURE,
+    )

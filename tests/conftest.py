@@ -23,10 +23,14 @@ def _media_and_data(settings, tmp_path):  # type: ignore[no-untyped-def]
     settings.DATA_DIR = tmp_path
     settings.STORAGES = {
         **settings.STORAGES,
-        "dicom": {"BACKEND": "django.core.files.storage.FileSystemStorage",
-                  "OPTIONS": {"location": tmp_path / "dicom"}},
-        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage",
-                    "OPTIONS": {"location": tmp_path / "media"}},
+        "dicom": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": tmp_path / "dicom"},
+        },
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": tmp_path / "media"},
+        },
     }
     settings.CELERY_TASK_ALWAYS_EAGER = True
     from alliance.celery import app
@@ -39,20 +43,28 @@ def _media_and_data(settings, tmp_path):  # type: ignore[no-untyped-def]
 def alliance_world(db):  # type: ignore[no-untyped-def]
     alliance = factories.AllianceFactory(name="Test Alliance")
     hosp = factories.make_institution(alliance=alliance, level="tertiary", name="Lead Hospital", ae_title="HOSP")
-    clin_a = factories.make_institution(alliance=alliance, level="township", name="Clinic A", ae_title="CLINA",
-                                        parent=hosp)
-    clin_b = factories.make_institution(alliance=alliance, level="township", name="Clinic B", ae_title="CLINB",
-                                        parent=hosp)
-    office = factories.make_institution(alliance=alliance, level="tertiary", name="Alliance Office",
-                                        ae_title="OFFICE")
+    clin_a = factories.make_institution(
+        alliance=alliance, level="township", name="Clinic A", ae_title="CLINA", parent=hosp
+    )
+    clin_b = factories.make_institution(
+        alliance=alliance, level="township", name="Clinic B", ae_title="CLINB", parent=hosp
+    )
+    office = factories.make_institution(alliance=alliance, level="tertiary", name="Alliance Office", ae_title="OFFICE")
     radiology = factories.SpecialtyFactory()
-    specialist = factories.make_doctor(institution=hosp, roles=["specialist"], username="specialist",
-                                       specialties=[radiology])
-    outsider = factories.make_doctor(institution=hosp, roles=["specialist"], username="outsider_specialist",
-                                     specialties=[radiology])
+    specialist = factories.make_doctor(
+        institution=hosp, roles=["specialist"], username="specialist", specialties=[radiology]
+    )
+    outsider = factories.make_doctor(
+        institution=hosp, roles=["specialist"], username="outsider_specialist", specialties=[radiology]
+    )
     pool = factories.make_pool(institution=hosp, members=[specialist], name="CT reading desk")
     return SimpleNamespace(
-        alliance=alliance, hosp=hosp, clin_a=clin_a, clin_b=clin_b, office=office, pool=pool,
+        alliance=alliance,
+        hosp=hosp,
+        clin_a=clin_a,
+        clin_b=clin_b,
+        office=office,
+        pool=pool,
         radiology=radiology,
         owner=factories.make_doctor(institution=clin_a, username="owner"),
         colleague=factories.make_doctor(institution=clin_a, username="colleague"),

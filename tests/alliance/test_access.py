@@ -37,8 +37,9 @@ def test_others_see_nothing_without_grant(alliance_world, study_a):  # type: ign
 
 
 def test_pool_grant_opens_study_to_pool_members_only(alliance_world, study_a):  # type: ignore[no-untyped-def]
-    access.grant_study(study=study_a, grantee=access.Grantee.pool(alliance_world.pool), basis="consult:1",
-                       by=audit.SYSTEM)
+    access.grant_study(
+        study=study_a, grantee=access.Grantee.pool(alliance_world.pool), basis="consult:1", by=audit.SYSTEM
+    )
     assert visible(alliance_world.specialist, study_a)
     assert access.basis_for(alliance_world.specialist.user, study_a) == "consult:1"
     assert not visible(alliance_world.outsider_specialist, study_a)
@@ -46,16 +47,22 @@ def test_pool_grant_opens_study_to_pool_members_only(alliance_world, study_a):  
 
 
 def test_revoked_grant_ends_access_and_is_audited(alliance_world, study_a):  # type: ignore[no-untyped-def]
-    access.grant_study(study=study_a, grantee=access.Grantee.pool(alliance_world.pool), basis="consult:2",
-                       by=audit.SYSTEM)
+    access.grant_study(
+        study=study_a, grantee=access.Grantee.pool(alliance_world.pool), basis="consult:2", by=audit.SYSTEM
+    )
     assert access.revoke_grants(basis="consult:2", by=audit.SYSTEM) == 1
     assert not visible(alliance_world.specialist, study_a)
     assert AuditEvent.objects.filter(action="grant.revoke", basis="consult:2").exists()
 
 
 def test_expired_grant_gives_no_access(alliance_world, study_a):  # type: ignore[no-untyped-def]
-    access.grant_study(study=study_a, grantee=access.Grantee(user=alliance_world.stranger.user), basis="referral:1",
-                       by=audit.SYSTEM, expires_at=timezone.now() - timedelta(minutes=1))
+    access.grant_study(
+        study=study_a,
+        grantee=access.Grantee(user=alliance_world.stranger.user),
+        basis="referral:1",
+        by=audit.SYSTEM,
+        expires_at=timezone.now() - timedelta(minutes=1),
+    )
     assert not visible(alliance_world.stranger, study_a)
 
 
@@ -68,8 +75,9 @@ def test_missing_and_forbidden_study_raise_the_same_404(alliance_world, study_a)
 
 
 def test_write_grant_drops_to_read_only(alliance_world, study_a):  # type: ignore[no-untyped-def]
-    access.grant_study(study=study_a, grantee=access.Grantee.pool(alliance_world.pool), basis="consult:3",
-                       by=audit.SYSTEM, write=True)
+    access.grant_study(
+        study=study_a, grantee=access.Grantee.pool(alliance_world.pool), basis="consult:3", by=audit.SYSTEM, write=True
+    )
     assert access.may_write_study(alliance_world.specialist.user, study_a)
     access.revoke_grants(basis="consult:3", by=audit.SYSTEM, write_only=True)
     assert not access.may_write_study(alliance_world.specialist.user, study_a)
@@ -79,11 +87,13 @@ def test_write_grant_drops_to_read_only(alliance_world, study_a):  # type: ignor
 def test_device_sees_own_institution_and_institution_grants(alliance_world, study_a):  # type: ignore[no-untyped-def]
     from alliance import services
 
-    dev_b = services.device_create(institution=alliance_world.clin_b, ae_title="CLINB_CT", host="127.0.0.1",
-                                   port=104, by=audit.SYSTEM)
+    dev_b = services.device_create(
+        institution=alliance_world.clin_b, ae_title="CLINB_CT", host="127.0.0.1", port=104, by=audit.SYSTEM
+    )
     assert not access.studies_visible_to_device(dev_b).filter(pk=study_a.pk).exists()
-    access.grant_study(study=study_a, grantee=access.Grantee.institution(alliance_world.clin_b),
-                       basis="referral:7", by=audit.SYSTEM)
+    access.grant_study(
+        study=study_a, grantee=access.Grantee.institution(alliance_world.clin_b), basis="referral:7", by=audit.SYSTEM
+    )
     assert access.studies_visible_to_device(dev_b).filter(pk=study_a.pk).exists()
     assert access.basis_for_device(dev_b, study_a) == "referral:7"
 
