@@ -208,6 +208,8 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 if not CELERY_BROKER_URL:
     _queue = DATA_DIR / "celery-queue"
+    _queue.mkdir(exist_ok=True)
+    (DATA_DIR / "celery-processed").mkdir(exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_queue),
