@@ -1,0 +1,215 @@
+"""multipart/related (RFC 2387) as PS3.18 uses it, read and written as streams.
+
+The reader splits a request body into parts without holding more than one read buffer
+in memory: each part's body goes straight to a file in a spool folder. The writer yields
+a response body part by part, reading each part's payload from a file-like in chunks.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+CRLF = b"\r\n"
+READ_SIZE = 1 << 20
+MAX_HEADER_BYTES = 16 * 1024
+
+
+class MultipartError(ValueError):
+    """The body is not well-formed multipart/related; the message says where."""
+
+
+class Readable(Protocol):
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
+@dataclass
+class Part:
+    """One body part spooled to disk: its headers (lower-case names) and where it is."""
+
+    headers: dict[str, str]
+    path: Path
+    size: int = 0
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "")
+
+
+@dataclass
+class _Reader:
+    stream: Readable
+    buffer: bytearray = field(default_factory=bytearray)
+    eof: bool = False
+    total: int = 0
+    limit: int | None = None
+
+    def fill(self) -> bool:
+        """Read one more chunk; False at end of stream."""
+        if self.eof:
+            return False
+        chunk = self.stream.read(READ_SIZE)
+        if not chunk:
+            self.eof = True
+            return False
+        self.total += len(chunk)
+        if self.limit is not None and self.total > self.limit:
+            raise MultipartError(f"The request body is larger than the limit of {self.limit} bytes.")
+        self.buffer += chunk
+        return True
+
+    def find(self, needle: bytes, start: int = 0) -> int:
+        return self.buffer.find(needle, start)
+
+
+def boundary_of(content_type_params: dict[str, str]) -> bytes:
+    boundary = content_type_params.get("boundary", "")
+    if not boundary or len(boundary) > 70:
+        raise MultipartError("The Content-Type has no usable boundary parameter (RFC 2046: 1 to 70 characters).")
+    return boundary.encode("ascii", "replace")
+
+
+def read_parts(
+    stream: Readable,
+    boundary: bytes,
+    spool_dir: Path,
+    *,
+    max_part_bytes: int,
+    max_body_bytes: int | None = None,
+) -> list[Part]:
+    """Split the body into parts spooled under spool_dir; MultipartError if it is malformed.
+
+    The whole body is read before anything is returned, so a truncated or malformed body
+    is refused as a whole rather than half-processed.
+    """
+    reader = _Reader(stream, limit=max_body_bytes)
+    reader.buffer += CRLF  # so that a delimiter at the very start is found like any other
+    delimiter = CRLF + b"--" + boundary
+    _skip_preamble(reader, delimiter)
+    parts: list[Part] = []
+    while _after_delimiter(reader, delimiter):
+        headers = _read_headers(reader)
+        path = spool_dir / f"part-{len(parts):05d}"
+        size = _read_body(reader, delimiter, path, max_part_bytes)
+        parts.append(Part(headers=headers, path=path, size=size))
+    if not parts:
+        raise MultipartError("The multipart body has no parts.")
+    return parts
+
+
+def _skip_preamble(reader: _Reader, delimiter: bytes) -> None:
+    while (at := reader.find(delimiter)) < 0:
+        keep = len(delimiter) - 1
+        if len(reader.buffer) > keep:
+            del reader.buffer[: len(reader.buffer) - keep]
+        if not reader.fill():
+            raise MultipartError("The body does not contain the boundary given in the Content-Type.")
+    del reader.buffer[: at + len(delimiter)]
+
+
+def _after_delimiter(reader: _Reader, delimiter: bytes) -> bool:
+    """After a delimiter: True if a part follows, False at the close delimiter."""
+    while len(reader.buffer) < 2 and reader.fill():
+        pass
+    if reader.buffer[:2] == b"--":
+        return False
+    while (eol := reader.find(CRLF)) < 0:
+        if len(reader.buffer) > MAX_HEADER_BYTES or not reader.fill():
+            raise MultipartError("A boundary line is not ended by CRLF.")
+    if reader.buffer[:eol].strip(b" \t"):
+        raise MultipartError("A boundary line has unexpected characters after the boundary.")
+    del reader.buffer[: eol + 2]
+    return True
+
+
+def _read_headers(reader: _Reader) -> dict[str, str]:
+    while (end := _header_end(reader.buffer)) < 0:
+        if len(reader.buffer) > MAX_HEADER_BYTES:
+            raise MultipartError(f"A part's headers are longer than {MAX_HEADER_BYTES} bytes.")
+        if not reader.fill():
+            raise MultipartError("The body ends inside a part's headers.")
+    raw = bytes(reader.buffer[:end])
+    del reader.buffer[: end + (2 if raw == b"" else 4)]
+    headers: dict[str, str] = {}
+    for line in raw.split(CRLF) if raw else []:
+        name, sep, value = line.partition(b":")
+        if not sep or not name.strip():
+            raise MultipartError(f"A part has a malformed header line: {line[:60]!r}.")
+        headers[name.strip().decode("latin-1").lower()] = value.strip().decode("latin-1")
+    return headers
+
+
+def _header_end(buffer: bytearray) -> int:
+    """Index where the header block ends (a part may have no headers: a bare CRLF)."""
+    if buffer[:2] == CRLF:
+        return 0
+    return buffer.find(CRLF + CRLF)
+
+
+def _read_body(reader: _Reader, delimiter: bytes, path: Path, max_part_bytes: int) -> int:
+    size = 0
+    keep = len(delimiter) - 1
+    with open(path, "wb") as out:
+        while (at := reader.find(delimiter)) < 0:
+            if len(reader.buffer) > keep:
+                size += _spill(reader.buffer, len(reader.buffer) - keep, out)
+                _check_size(size, max_part_bytes)
+            if not reader.fill():
+                raise MultipartError("The body ends inside a part: the closing boundary is missing.")
+        size += _spill(reader.buffer, at, out)
+        _check_size(size, max_part_bytes)
+    del reader.buffer[: len(delimiter)]
+    return size
+
+
+def _spill(buffer: bytearray, count: int, out: BinaryIO) -> int:
+    out.write(memoryview(buffer)[:count])
+    del buffer[:count]
+    return count
+
+
+def _check_size(size: int, limit: int) -> None:
+    if size > limit:
+        raise MultipartError(f"A part is larger than the limit of {limit} bytes.")
+
+
+# --- writing ------------------------------------------------------------------------------
+
+
+def new_boundary() -> str:
+    return secrets.token_hex(16)
+
+
+@dataclass(frozen=True)
+class OutPart:
+    """A part to send: its Content-Type, and a callable that opens its payload (or bytes)."""
+
+    content_type: str
+    opener: Callable[[], BinaryIO] | None = None
+    data: bytes | None = None
+    location: str = ""
+
+
+def write_parts(parts: Iterable[OutPart], boundary: str, chunk_size: int = READ_SIZE) -> Iterator[bytes]:
+    """The body of a multipart/related response, yielded in chunks of at most chunk_size."""
+    dash = f"--{boundary}".encode("ascii")
+    for part in parts:
+        head = dash + CRLF + f"Content-Type: {part.content_type}".encode("ascii") + CRLF
+        if part.location:
+            head += f"Content-Location: {part.location}".encode("ascii") + CRLF
+        yield head + CRLF
+        if part.data is not None:
+            yield part.data
+        elif part.opener is not None:
+            yield from _file_chunks(part.opener, chunk_size)
+        yield CRLF
+    yield dash + b"--" + CRLF
+
+
+def _file_chunks(opener: Callable[[], BinaryIO], chunk_size: int) -> Iterator[bytes]:
+    with opener() as handle:
+        while chunk := handle.read(chunk_size):
+            yield chunk

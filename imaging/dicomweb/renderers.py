@@ -1,0 +1,103 @@
+"""One renderer per media type that DICOMweb answers with (PS3.18 8.7).
+
+Content-Type values are written exactly as PS3.18 writes them: `application/dicom+json`
+has no charset parameter (dicomweb-client ignores a STOW response that carries one).
+Large bodies are streamed: the multipart renderers and the metadata renderer take
+iterables and return a StreamingHttpResponse, so a study is never held in memory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from django.http import HttpResponse, StreamingHttpResponse
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+
+from imaging.dicomweb import media
+from imaging.dicomweb.multipart import OutPart, new_boundary, write_parts
+
+
+def _dumps(data: Any) -> bytes:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+class DicomJsonRenderer(BaseRenderer):
+    """application/dicom+json (PS3.18 F.2): QIDO-RS results, metadata, STOW-RS responses."""
+
+    media_type = media.DICOM_JSON
+    format = "dicomjson"
+    charset = None
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        return b"" if data is None else _dumps(data)
+
+    def stream(self, items: Iterable[dict[str, Any]]) -> StreamingHttpResponse:
+        """A JSON array written one dataset at a time (WADO-RS metadata of a large study)."""
+        return StreamingHttpResponse(_json_array(items), content_type=self.media_type)
+
+
+def _json_array(items: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+    opener = b"["
+    for item in items:
+        yield opener + _dumps(item)
+        opener = b","
+    yield b"]" if opener == b"," else b"[]"
+
+
+class ErrorJsonRenderer(JSONRenderer):
+    """application/json for error bodies ({"error": {"code", "message"}}), whatever was asked."""
+
+    media_type = media.JSON
+    format = "json"
+
+
+class ImageRenderer:
+    """A single rendered image (PS3.18 8.7.4): image/jpeg or image/png."""
+
+    media_type = ""
+
+    def response(self, data: bytes) -> HttpResponse:
+        return HttpResponse(data, content_type=self.media_type)
+
+
+class JpegRenderer(ImageRenderer):
+    media_type = media.JPEG
+
+
+class PngRenderer(ImageRenderer):
+    media_type = media.PNG
+
+
+IMAGE_RENDERERS: dict[str, ImageRenderer] = {media.JPEG: JpegRenderer(), media.PNG: PngRenderer()}
+
+
+class MultipartRenderer:
+    """multipart/related with parts of one media type (PS3.18 8.7.3.1), streamed."""
+
+    part_type = ""
+
+    def response(self, parts: Iterable[OutPart], transfer_syntax: str | None = None) -> StreamingHttpResponse:
+        boundary = new_boundary()
+        content_type = media.multipart_content_type(self.part_type, boundary, transfer_syntax)
+        return StreamingHttpResponse(write_parts(parts, boundary), content_type=content_type)
+
+
+class MultipartDicomRenderer(MultipartRenderer):
+    """multipart/related; type="application/dicom": study, series and instance retrieval."""
+
+    part_type = media.DICOM
+
+
+class MultipartOctetStreamRenderer(MultipartRenderer):
+    """multipart/related; type="application/octet-stream": uncompressed frames and bulk data."""
+
+    part_type = media.OCTET_STREAM
+
+
+class MultipartCompressedFrameRenderer(MultipartRenderer):
+    """multipart/related; type="image/jpeg" (jls, jp2, jpx, dicom-rle): frames as stored."""
+
+    def __init__(self, part_type: str) -> None:
+        self.part_type = part_type

@@ -1,0 +1,99 @@
+"""What every DICOMweb view shares: authentication, negotiation, errors and the audit event.
+
+Authentication is the REST API's (Token or Bearer for clients, the session for our own
+pages); what a caller sees is decided by alliance.access alone. Each view negotiates
+its own representation with `media.choose` (see media.py for why DRF's does not fit);
+errors are JSON with a reason, whatever the client accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.http import HttpResponseBase
+from rest_framework import exceptions
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from alliance import access, audit
+from alliance.api.permissions import IsActiveDoctor
+from alliance.models import AuditEvent
+from imaging.dicomweb import media
+from imaging.dicomweb.renderers import DicomJsonRenderer, ErrorJsonRenderer
+from imaging.models import Study
+
+
+class BadRequest(exceptions.APIException):
+    status_code = 400
+    default_code = "bad_request"
+
+
+class DicomWebNotAcceptable(exceptions.APIException):
+    status_code = 406
+    default_code = "not_acceptable"
+
+
+class ViewNegotiation(BaseContentNegotiation):
+    """Leave the choice to the view (media.choose); DRF renders only JSON bodies here."""
+
+    def select_parser(self, request: Any, parsers: list[Any]) -> Any:
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request: Any, renderers: list[Any], format_suffix: str | None = None) -> Any:
+        return renderers[0], renderers[0].media_type
+
+
+class DicomWebView(APIView):
+    permission_classes = [IsActiveDoctor]
+    renderer_classes = [DicomJsonRenderer, ErrorJsonRenderer]
+    parser_classes: list[Any] = []
+    content_negotiation_class = ViewNegotiation
+
+    def accepted(self, request: Request) -> list[media.MediaRange]:
+        return media.accept_of(request.META, request.query_params.getlist("accept"))
+
+    def choose(self, request: Request, offers: list[str]) -> tuple[str, media.MediaRange]:
+        try:
+            return media.choose(self.accepted(request), offers)
+        except media.NotAcceptable as exc:
+            raise DicomWebNotAcceptable(str(exc)) from None
+
+    def handle_exception(self, exc: Exception) -> HttpResponseBase:
+        response = super().handle_exception(exc)
+        if getattr(response, "data", None) is not None:
+            response.accepted_renderer = ErrorJsonRenderer()  # type: ignore[attr-defined]
+            response.accepted_media_type = media.JSON  # type: ignore[attr-defined]
+        return response
+
+    def audit(self, request: Request, action: str, studies: Iterable[Study], **detail: Any) -> None:
+        """One event per request, naming every study it returned patient data of."""
+        audit_studies(request, action, list(studies), detail)
+
+
+def audit_studies(
+    request: Request,
+    action: str,
+    studies: Sequence[Any],
+    detail: dict[str, Any],
+    outcome: str = AuditEvent.Outcome.SUCCESS,
+) -> None:
+    """Study rows (or stand-ins with pk, study_uid, institution_id, patient_id) into one event."""
+    bases = access.bases_for(request.user, studies)
+    first = studies[0] if len(studies) == 1 else None
+    audit.record(
+        actor=audit.Actor.for_user(request.user),
+        action=action,
+        object_type="study",
+        object_id=first.study_uid if first else f"{len(studies)} studies",
+        patient=str(first.patient_id) if first else "",
+        basis=bases.get(first.pk, "") if first else ",".join(sorted(set(bases.values()))),
+        source=audit.source_of(request),
+        outcome=outcome,
+        detail={
+            **detail,
+            "studies": [s.study_uid for s in studies],
+            "patients": sorted({s.patient_id for s in studies}),
+        },
+    )
