@@ -1,0 +1,266 @@
+"""Reading and checking incoming DICOM files (PS3.10), without loading pixel data.
+
+What is accepted:
+- a PS3.10 file: 128-byte preamble, "DICM", File Meta Information, data set (stored as is);
+- File Meta Information and data set without the preamble (some writers omit it): stored
+  with a zero preamble and "DICM" put in front, every other byte unchanged;
+- a bare data set (what a DIMSE peer sends, or an old ACR-NEMA-style export) in implicit
+  VR little endian, explicit VR little endian or explicit VR big endian, starting with a
+  group 0008 element: stored with a preamble and File Meta Information built from its
+  own SOP Class and Instance UIDs put in front; the data set bytes are unchanged.
+
+Anything else is "not DICOM". The data set is walked element by element (seeking over
+values) so that a file cut short anywhere, pixel data included, is refused as truncated.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from pydicom import dcmread
+from pydicom import uid as pydicom_uid
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filewriter import write_file_meta_info
+
+from imaging.dicom.datasets import (
+    SUPPORTED_TRANSFER_SYNTAXES,
+    Attributes,
+    is_storage_sop_class,
+    is_valid_uid,
+    sop_class_name,
+    transfer_syntax_name,
+)
+
+PREAMBLE = b"\x00" * 128 + b"DICM"
+# PS3.5 7.1.2: explicit VR elements of these VRs have a 4-byte length after 2 reserved bytes.
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_UNDEFINED = 0xFFFFFFFF
+_MAX_DEPTH = 32
+# Group 0008 (Identifying) is where a bare data set starts, in either byte order.
+_BARE_STARTS = (b"\x08\x00", b"\x00\x08")
+_REQUIRED_UIDS = (
+    ("SOPClassUID", "SOP Class UID (0008,0016)"),
+    ("SOPInstanceUID", "SOP Instance UID (0008,0018)"),
+    ("StudyInstanceUID", "Study Instance UID (0020,000D)"),
+    ("SeriesInstanceUID", "Series Instance UID (0020,000E)"),
+)
+
+
+class InvalidFile(Exception):
+    """The file cannot be stored; `code` names the kind of problem, `reason` says which."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ParsedFile:
+    dataset: Dataset  # the header: every element before the pixel data
+    attributes: Attributes
+    transfer_syntax_uid: str
+    prefix: bytes  # what to put in front of the file's bytes to make a PS3.10 file
+
+    @property
+    def sop_uid(self) -> str:
+        return self.attributes.sop_uid
+
+
+def read_file(path: Path, *, max_bytes: int, expected_study_uid: str | None = None) -> ParsedFile:
+    """Parse and check one incoming file; raise InvalidFile naming what is wrong."""
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise InvalidFile("too-large", f"the file is {size} bytes, more than the limit of {max_bytes} bytes")
+    with path.open("rb") as fp:
+        layout = _layout(fp.read(132))
+        fp.seek(0)
+        dataset = _read_header(fp, layout)
+        fp.seek(0)
+        transfer_syntax = _transfer_syntax(dataset, layout)
+        _check_structure(fp, size, layout, transfer_syntax)
+    attributes = Attributes(dataset)
+    check_instance(attributes, transfer_syntax, expected_study_uid)
+    return ParsedFile(dataset, attributes, transfer_syntax, _prefix(layout, attributes, transfer_syntax))
+
+
+def check_instance(attributes: Attributes, transfer_syntax: str, expected_study_uid: str | None = None) -> None:
+    """The checks every stored instance passes: identifying UIDs, patient ID, SOP class, syntax."""
+    for keyword, label in _REQUIRED_UIDS:
+        value = attributes.text(keyword)
+        if not value:
+            raise InvalidFile("missing-attribute", f"{label} is missing or empty")
+        if not is_valid_uid(value):
+            raise InvalidFile("invalid-attribute", f"{label} {value[:80]!r} is not a valid UID")
+    if not attributes.patient_id:
+        raise InvalidFile("missing-attribute", "Patient ID (0010,0020) is missing or empty")
+    if len(attributes.patient_id) > 64:
+        raise InvalidFile("invalid-attribute", "Patient ID (0010,0020) is longer than 64 characters")
+    if not is_storage_sop_class(attributes.sop_class_uid):
+        name = sop_class_name(attributes.sop_class_uid)
+        raise InvalidFile("unsupported-sop-class", f"SOP Class {name} is not a storage SOP class we accept")
+    if transfer_syntax not in SUPPORTED_TRANSFER_SYNTAXES:
+        name = transfer_syntax_name(transfer_syntax)
+        raise InvalidFile("unsupported-transfer-syntax", f"transfer syntax {name} is not supported")
+    if expected_study_uid and attributes.study_uid != expected_study_uid:
+        raise InvalidFile(
+            "study-mismatch",
+            f"Study Instance UID {attributes.study_uid} is not the study {expected_study_uid} it was sent to",
+        )
+
+
+def _layout(head: bytes) -> str:
+    if len(head) == 132 and head[128:132] == b"DICM":
+        return "part10"
+    if head[:2] == b"\x02\x00" and len(head) >= 8:
+        return "meta-without-preamble"
+    if head[:2] in _BARE_STARTS and len(head) >= 8:
+        return "bare"
+    raise InvalidFile("not-dicom", 'no "DICM" prefix at byte 128 and no DICOM data set at the start of the file')
+
+
+def _read_header(fp: BinaryIO, layout: str) -> Dataset:
+    try:
+        return dcmread(fp, force=layout != "part10", stop_before_pixels=True, defer_size="256 KB")
+    except zlib.error as exc:
+        raise InvalidFile("truncated", f"the deflated data set cannot be inflated ({exc})") from None
+    except (InvalidDicomError, EOFError) as exc:
+        raise InvalidFile("not-dicom", f"the file cannot be parsed as DICOM ({exc})") from None
+    except (ValueError, TypeError, KeyError, IndexError, struct.error, UnicodeError, OverflowError) as exc:
+        raise InvalidFile("not-dicom", f"the file cannot be parsed as DICOM ({type(exc).__name__}: {exc})") from None
+
+
+def _transfer_syntax(dataset: Dataset, layout: str) -> str:
+    if layout != "bare":
+        meta = getattr(dataset, "file_meta", None)
+        value = Attributes(meta).text("TransferSyntaxUID") if meta is not None else ""
+        if not value:
+            raise InvalidFile("missing-attribute", "Transfer Syntax UID (0002,0010) is missing from the file meta")
+        return value
+    implicit, little = dataset.original_encoding
+    if little:
+        return pydicom_uid.ImplicitVRLittleEndian if implicit else pydicom_uid.ExplicitVRLittleEndian
+    if implicit:
+        raise InvalidFile("not-dicom", "a bare data set in implicit VR big endian is not a DICOM encoding")
+    return pydicom_uid.ExplicitVRBigEndian
+
+
+def _prefix(layout: str, attributes: Attributes, transfer_syntax: str) -> bytes:
+    if layout == "part10":
+        return b""
+    if layout == "meta-without-preamble":
+        return PREAMBLE
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = attributes.sop_class_uid
+    meta.MediaStorageSOPInstanceUID = attributes.sop_uid
+    meta.TransferSyntaxUID = transfer_syntax
+    meta.ImplementationClassUID = pydicom_uid.PYDICOM_IMPLEMENTATION_UID
+    buffer = io.BytesIO()
+    write_file_meta_info(buffer, meta, enforce_standard=True)  # type: ignore[arg-type]
+    return PREAMBLE + buffer.getvalue()
+
+
+# --- structure walk -------------------------------------------------------------------
+
+
+class _Walker:
+    """Seeks over every element of a data set to prove that the file holds all of it."""
+
+    def __init__(self, fp: BinaryIO, size: int, implicit: bool, little: bool) -> None:
+        self.fp = fp
+        self.size = size
+        self.implicit = implicit
+        self.endian = "<" if little else ">"
+
+    def read(self, n: int) -> bytes:
+        data = self.fp.read(n)
+        if len(data) < n:
+            raise InvalidFile("truncated", f"the file ends inside an element header at byte {self.size}")
+        return data
+
+    def tag_and_length(self, implicit: bool, endian: str) -> tuple[int, bytes | None, int]:
+        head = self.read(8)
+        group, element = struct.unpack(f"{endian}HH", head[:4])
+        tag = group << 16 | element
+        vr = head[4:6]
+        if group == 0xFFFE or implicit or not (b"AA" <= vr <= b"ZZ"):
+            return tag, None, struct.unpack(f"{endian}L", head[4:8])[0]
+        if vr in _LONG_VRS:
+            return tag, vr, struct.unpack(f"{endian}L", self.read(4))[0]
+        return tag, vr, struct.unpack(f"{endian}H", head[6:8])[0]
+
+    def skip(self, length: int, tag: int) -> None:
+        end = self.fp.tell() + length
+        if end > self.size:
+            raise InvalidFile(
+                "truncated",
+                f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) needs {length} bytes but the file ends "
+                f"{end - self.size} bytes early",
+            )
+        self.fp.seek(end)
+
+    def dataset(self, implicit: bool, endian: str, depth: int) -> None:
+        """Walk elements to the item delimiter (nested) or to the end of the file (top level)."""
+        if depth > _MAX_DEPTH:
+            raise InvalidFile("not-dicom", f"sequences nested more than {_MAX_DEPTH} deep")
+        while True:
+            if depth == 0 and self.fp.tell() >= self.size:
+                return
+            tag, vr, length = self.tag_and_length(implicit, endian)
+            if tag == _ITEM_END:
+                return
+            if tag in (_ITEM, _SEQUENCE_END):
+                raise InvalidFile("not-dicom", "an item tag where a data element was expected")
+            if length != _UNDEFINED:
+                self.skip(length, tag)
+            elif vr == b"UN":  # PS3.5 6.2.2: UN of undefined length holds implicit VR LE items
+                self.items(True, "<", depth)
+            else:
+                self.items(implicit, endian, depth)
+
+    def items(self, implicit: bool, endian: str, depth: int) -> None:
+        """An undefined-length value: items (nested data sets or fragments) up to the delimiter."""
+        while True:
+            tag, _, length = self.tag_and_length(True, endian)
+            if tag == _SEQUENCE_END:
+                return
+            if tag != _ITEM:
+                where = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+                raise InvalidFile("not-dicom", f"an element {where} where an item was expected")
+            if length == _UNDEFINED:
+                self.dataset(implicit, endian, depth + 1)
+            else:
+                self.skip(length, tag)  # a defined-length item or fragment: its length bounds it
+
+
+def _check_structure(fp: BinaryIO, size: int, layout: str, transfer_syntax: str) -> None:
+    if transfer_syntax == pydicom_uid.DeflatedExplicitVRLittleEndian:
+        return  # inflating it (in _read_header) already proved the deflate stream whole
+    start = 0 if layout == "bare" else _skip_file_meta(fp, 132 if layout == "part10" else 0, size)
+    implicit = transfer_syntax == pydicom_uid.ImplicitVRLittleEndian
+    little = transfer_syntax != pydicom_uid.ExplicitVRBigEndian
+    fp.seek(start)
+    walker = _Walker(fp, size, implicit, little)
+    walker.dataset(implicit, walker.endian, 0)
+
+
+def _skip_file_meta(fp: BinaryIO, start: int, size: int) -> int:
+    """Position just after the group 0002 elements (always little endian, PS3.10 7.1)."""
+    fp.seek(start)
+    walker = _Walker(fp, size, False, True)
+    while fp.tell() + 8 <= size:
+        position = fp.tell()
+        group = struct.unpack("<H", fp.read(2))[0]
+        fp.seek(position)
+        if group != 0x0002:
+            return position
+        tag, _, length = walker.tag_and_length(False, "<")
+        walker.skip(length if length != _UNDEFINED else 0, tag)
+    return fp.tell()

@@ -1,0 +1,145 @@
+"""Where DICOM files live: Django's STORAGES["dicom"] (a local folder, or S3 by setting).
+
+Files are stored byte-for-byte as received, under a key derived from their UIDs. On a
+local folder a stored file is durable (fsynced, with its directory) before `put_file`
+returns, so a success status sent after it cannot be lost to a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from django.conf import settings
+from django.core.files import File
+from django.core.files.storage import FileSystemStorage, Storage, storages
+
+if TYPE_CHECKING:
+    from imaging.models import Instance
+
+_COPY_CHUNK = 1024 * 1024
+
+
+def dicom_storage() -> Storage:
+    return storages["dicom"]
+
+
+def storage_key_for(study_uid: str, series_uid: str, sop_uid: str) -> str:
+    """ "ab/cd/<study>/<series>/<sop>.dcm": a two-level hash fan-out keeps folders small
+    while a study's files stay together."""
+    digest = hashlib.sha256(study_uid.encode("ascii")).hexdigest()
+    return f"{digest[:2]}/{digest[2:4]}/{study_uid}/{series_uid}/{sop_uid}.dcm"
+
+
+def temp_dir() -> Path:
+    """A scratch folder for files on their way in (DATA_DIR/tmp).
+
+    Write incoming files here: on a local store it is usually the same file system, so
+    ingest can link the file into place instead of copying it.
+    """
+    folder = Path(settings.DATA_DIR) / "tmp"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def open_instance(instance: Instance) -> IO[bytes]:
+    """The stored file, opened for binary reading (the real file on a local store)."""
+    path = local_path(instance)
+    if path is not None:
+        return path.open("rb")
+    return dicom_storage().open(instance.storage_key, "rb")
+
+
+def local_path(instance: Instance) -> Path | None:
+    """A real path for a local store (for sendfile and streaming), else None."""
+    return local_path_for_key(instance.storage_key)
+
+
+def local_path_for_key(key: str) -> Path | None:
+    storage = dicom_storage()
+    if isinstance(storage, FileSystemStorage):
+        return Path(storage.path(key))
+    return None
+
+
+def put_file(source: Path, key: str) -> None:
+    """Store the file at `source` under `key`, unchanged, replacing whatever is there.
+
+    Raises OSError (or the storage backend's own error) when the bytes could not be stored.
+    """
+    storage = dicom_storage()
+    if isinstance(storage, FileSystemStorage):
+        _put_local(storage, source, Path(storage.path(key)))
+        return
+    with source.open("rb") as fh:
+        saved = storage.save(key, File(fh, name=key))
+    if saved != key:
+        storage.delete(saved)
+        raise OSError(f"the storage renamed {key!r} to {saved!r}; set file_overwrite for the DICOM storage")
+
+
+def delete_key(key: str) -> None:
+    storage = dicom_storage()
+    if isinstance(storage, FileSystemStorage):
+        Path(storage.path(key)).unlink(missing_ok=True)
+    else:
+        storage.delete(key)
+
+
+def _put_local(storage: FileSystemStorage, source: Path, dest: Path) -> None:
+    new_dirs = _make_dirs(dest.parent, storage.directory_permissions_mode)
+    staging = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
+    try:
+        try:
+            os.link(source, staging)  # same file system: no copy at all
+        except OSError:
+            _copy(source, staging)
+        if storage.file_permissions_mode is not None:
+            os.chmod(staging, storage.file_permissions_mode)
+        _fsync_file(staging)
+        os.replace(staging, dest)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+    for folder in [dest.parent, *new_dirs]:
+        _fsync_dir(folder)
+
+
+def _make_dirs(folder: Path, mode: int | None) -> list[Path]:
+    """mkdir -p, returning the parents of the folders it created (they need an fsync too)."""
+    created: list[Path] = []
+    missing = [p for p in [folder, *folder.parents] if not p.exists()]
+    for path in reversed(missing):
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        if mode is not None:
+            os.chmod(path, mode)
+        created.append(path.parent)
+    return created
+
+
+def _copy(source: Path, dest: Path) -> None:
+    with source.open("rb") as src, dest.open("xb") as out:
+        shutil.copyfileobj(src, out, _COPY_CHUNK)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

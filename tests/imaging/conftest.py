@@ -1,0 +1,30 @@
+"""Fixtures for the image store: an institution that sends, and a look at what got stored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from alliance import audit
+from tests import factories
+
+
+@pytest.fixture
+def clinic(db):  # type: ignore[no-untyped-def]
+    return factories.make_institution(name="Clinic A", ae_title="CLINA")
+
+
+@pytest.fixture
+def other_clinic(db):  # type: ignore[no-untyped-def]
+    return factories.make_institution(name="Clinic B", ae_title="CLINB")
+
+
+@pytest.fixture
+def actor(clinic) -> audit.Actor:  # type: ignore[no-untyped-def]
+    return audit.Actor("device", "1", "CT_CLINA", clinic.pk)
+
+
+@pytest.fixture
+def dicom_dir(settings) -> Path:  # type: ignore[no-untyped-def]
+    return Path(settings.STORAGES["dicom"]["OPTIONS"]["location"])

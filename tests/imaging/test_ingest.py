@@ -1,0 +1,400 @@
+"""imaging.ingest: the one path from bytes to a stored, indexed instance."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from pydicom import uid as pydicom_uid
+from pydicom.dataset import Dataset
+
+from alliance.models import AuditEvent
+from imaging import ingest, storage
+from imaging.ingest import IngestError, ingest_bytes, ingest_path
+from imaging.models import Instance, Patient, Series, Study
+from tests.imaging.dicomgen import make_ct_series, new_uid, part10_bytes, part10_claiming
+from tests.imaging.stored import index_counts, stored_files
+
+
+def _ingest(data: bytes, clinic, actor, **kwargs):  # type: ignore[no-untyped-def]
+    return ingest_bytes(data, institution=clinic, actor=actor, via="test", source="127.0.0.1", **kwargs)
+
+
+def test_ingest_stores_the_bytes_unchanged_and_indexes_patient_study_series(clinic, actor, dicom_dir):
+    slices = make_ct_series(3, 64, 64, patient_id="1001", patient_name="Wang^Fang")
+    sent = [part10_bytes(ds) for ds in slices]
+
+    results = [_ingest(data, clinic, actor) for data in sent]
+
+    assert [r.created for r in results] == [True, True, True]
+    for data, result in zip(sent, results, strict=True):
+        instance = result.instance
+        assert storage.local_path(instance).read_bytes() == data
+        with storage.open_instance(instance) as fh:
+            assert fh.read() == data
+        assert instance.sha256 == hashlib.sha256(data).hexdigest()
+        assert instance.size_bytes == len(data)
+        assert instance.transfer_syntax_uid == pydicom_uid.ExplicitVRLittleEndian
+        assert (instance.rows, instance.columns, instance.number_of_frames) == (64, 64, 1)
+    study = Study.objects.get()
+    assert study.institution == clinic
+    assert (study.num_series, study.num_instances, study.size_bytes) == (1, 3, sum(map(len, sent)))
+    assert study.modalities == "CT"
+    assert str(study.study_date) == "2026-03-14" and study.accession_number == "ACC1001"
+    patient = Patient.objects.get()
+    assert (patient.issuer, patient.patient_id, patient.name, patient.sex) == (clinic, "1001", "Wang^Fang", "F")
+    assert str(patient.birth_date) == "1960-01-01"
+    assert Series.objects.get().num_instances == 3
+    assert [i.instance_number for i in Instance.objects.all()] == [1, 2, 3]
+    assert len(stored_files(dicom_dir)) == 3
+    events = AuditEvent.objects.filter(action="instance.store", outcome="success")
+    assert events.count() == 3
+    assert events.first().detail["via"] == "test"
+
+
+def test_storage_key_fans_out_by_study_and_keeps_a_study_together():
+    key = storage.storage_key_for("1.2.3", "1.2.3.4", "1.2.3.4.5")
+    fan = hashlib.sha256(b"1.2.3").hexdigest()
+    assert key == f"{fan[:2]}/{fan[2:4]}/1.2.3/1.2.3.4/1.2.3.4.5.dcm"
+
+
+def test_same_instance_twice_is_stored_once(clinic, actor, dicom_dir):
+    data = part10_bytes(make_ct_series(1, 32, 32)[0])
+    first = _ingest(data, clinic, actor)
+
+    again = _ingest(data, clinic, actor)
+
+    assert (again.created, again.identical) == (False, True)
+    assert again.instance.pk == first.instance.pk
+    assert len(stored_files(dicom_dir)) == 1
+    study = Study.objects.get()
+    assert (study.num_instances, study.size_bytes) == (1, len(data))
+    assert AuditEvent.objects.filter(action="instance.store", detail__duplicate=True).count() == 1
+
+
+def test_same_uid_with_other_bytes_keeps_the_first_copy_and_says_so(clinic, actor):
+    ds = make_ct_series(1, 32, 32)[0]
+    first = _ingest(part10_bytes(ds), clinic, actor)
+    ds.SeriesDescription = "corrected"
+    changed = part10_bytes(ds)
+
+    again = _ingest(changed, clinic, actor)
+
+    assert (again.created, again.identical) == (False, False)
+    assert storage.local_path(again.instance).read_bytes() != changed
+    assert Instance.objects.get().sha256 == first.instance.sha256
+    event = AuditEvent.objects.get(detail__identical=False)
+    assert event.detail["kept_sha256"] == first.instance.sha256
+
+
+def test_same_sop_uid_from_another_institution_is_refused(clinic, other_clinic, actor):
+    data = part10_bytes(make_ct_series(1, 32, 32)[0])
+    _ingest(data, clinic, actor)
+
+    with pytest.raises(IngestError) as caught:
+        _ingest(data, other_clinic, actor)
+
+    assert (caught.value.code, caught.value.dicom_status, caught.value.http_status) == ("uid-conflict", 0xA900, 409)
+    assert Instance.objects.count() == 1
+
+
+def test_study_uid_owned_by_another_institution_is_refused_not_merged(clinic, other_clinic, actor, dicom_dir):
+    study_uid = new_uid()
+    _ingest(part10_bytes(make_ct_series(1, 32, 32, study_uid=study_uid)[0]), clinic, actor)
+
+    with pytest.raises(IngestError) as caught:
+        _ingest(part10_bytes(make_ct_series(1, 32, 32, study_uid=study_uid)[0]), other_clinic, actor)
+
+    assert caught.value.code == "uid-conflict"
+    assert "another institution" in caught.value.reason
+    assert Study.objects.get().num_instances == 1
+    assert len(stored_files(dicom_dir)) == 1
+
+
+def test_study_uid_of_another_patient_is_refused(clinic, actor, dicom_dir):
+    study_uid = new_uid()
+    _ingest(part10_bytes(make_ct_series(1, 32, 32, study_uid=study_uid, patient_id="A")[0]), clinic, actor)
+
+    with pytest.raises(IngestError) as caught:
+        _ingest(part10_bytes(make_ct_series(1, 32, 32, study_uid=study_uid, patient_id="B")[0]), clinic, actor)
+
+    assert caught.value.code == "uid-conflict"
+    assert Patient.objects.count() == 1
+    assert len(stored_files(dicom_dir)) == 1
+
+
+def test_series_uid_already_in_another_study_is_refused(clinic, actor, dicom_dir):
+    series_uid = new_uid()
+    _ingest(part10_bytes(make_ct_series(1, 32, 32, series_uid=series_uid)[0]), clinic, actor)
+
+    with pytest.raises(IngestError) as caught:
+        _ingest(part10_bytes(make_ct_series(1, 32, 32, series_uid=series_uid)[0]), clinic, actor)
+
+    assert caught.value.code == "uid-conflict"
+    assert index_counts() == (1, 1, 1, 1)
+    assert len(stored_files(dicom_dir)) == 1
+
+
+def test_second_series_and_modality_update_the_study(clinic, actor):
+    study_uid = new_uid()
+    _ingest(part10_bytes(make_ct_series(1, 32, 32, study_uid=study_uid)[0]), clinic, actor)
+    sr = make_ct_series(1, 32, 32, study_uid=study_uid, series_number=2)[0]
+    sr.Modality = "OT"
+    sr.SOPClassUID = sr.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+
+    _ingest(part10_bytes(sr), clinic, actor)
+
+    study = Study.objects.get()
+    assert (study.num_series, study.num_instances, study.modalities) == (2, 2, "CT\\OT")
+
+
+def test_later_instance_updates_the_patient_name(clinic, actor):
+    study_uid = new_uid()
+    _ingest(part10_bytes(make_ct_series(1, 32, 32, study_uid=study_uid, patient_name="Old")[0]), clinic, actor)
+    _ingest(part10_bytes(make_ct_series(1, 32, 32, study_uid=study_uid, patient_name="张^三")[0]), clinic, actor)
+
+    assert Patient.objects.get().name == "张^三"
+
+
+def test_two_hospitals_patient_1001_are_two_patients(clinic, other_clinic, actor):
+    _ingest(part10_bytes(make_ct_series(1, 32, 32, patient_id="1001")[0]), clinic, actor)
+    _ingest(part10_bytes(make_ct_series(1, 32, 32, patient_id="1001")[0]), other_clinic, actor)
+
+    assert Patient.objects.filter(patient_id="1001").count() == 2
+
+
+def test_ingest_path_leaves_the_callers_temp_file_alone(clinic, actor, tmp_path, dicom_dir):
+    source = tmp_path / "incoming.dcm"
+    data = part10_bytes(make_ct_series(1, 32, 32)[0])
+    source.write_bytes(data)
+
+    result = ingest_path(source, institution=clinic, actor=actor, via="test")
+
+    assert source.read_bytes() == data
+    assert storage.local_path(result.instance).read_bytes() == data
+    assert [p.name for p in stored_files(dicom_dir)] == [f"{result.instance.sop_uid}.dcm"]
+
+
+def test_bare_data_set_is_stored_with_file_meta_in_front_and_its_bytes_unchanged(clinic, actor):
+    ds = make_ct_series(1, 32, 32)[0]
+    whole = part10_bytes(ds)
+    for implicit in (True, False):
+        sop_uid = new_uid()
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+        ts = pydicom_uid.ImplicitVRLittleEndian if implicit else pydicom_uid.ExplicitVRLittleEndian
+        ds.file_meta.TransferSyntaxUID = ts
+        whole = part10_bytes(ds)
+        bare = whole[whole.index(b"\x08\x00\x05\x00") :]  # from (0008,0005), the first data set element
+
+        result = _ingest(bare, clinic, actor)
+
+        stored = storage.local_path(result.instance).read_bytes()
+        assert stored[128:132] == b"DICM" and stored.endswith(bare)
+        assert result.instance.transfer_syntax_uid == ts
+        assert result.instance.size_bytes == len(stored)
+
+
+def test_file_meta_without_preamble_gets_the_preamble(clinic, actor):
+    data = part10_bytes(make_ct_series(1, 32, 32)[0])
+
+    result = _ingest(data[128 + 4 :], clinic, actor)
+
+    assert storage.local_path(result.instance).read_bytes() == data
+
+
+# --- bad input: refused with the right status, nothing stored -------------------------
+
+
+def _ct(**changes: object) -> Dataset:
+    ds = make_ct_series(1, 32, 32)[0]
+    for keyword, value in changes.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    return ds
+
+
+def _without_meta_ts() -> bytes:
+    ds = _ct()
+    meta = ds.file_meta
+    del meta.TransferSyntaxUID
+    return part10_claiming(ds, meta)
+
+
+BAD_INPUTS = {
+    "plain text": (lambda: b"this is not a DICOM file, just some text\n" * 10, "not-dicom", 0xC000),
+    "empty file": (lambda: b"", "not-dicom", 0xC000),
+    "PNG image": (lambda: b"\x89PNG\r\n\x1a\n" + b"\x00" * 300, "not-dicom", 0xC000),
+    "cut in the pixel data": (lambda: part10_bytes(_ct())[:-100], "truncated", 0xC000),
+    "cut in the header": (lambda: part10_bytes(_ct())[:700], "truncated", 0xC000),
+    "cut inside an element header": (lambda: part10_bytes(_ct())[: -(32 * 32 * 2 + 5)], "truncated", 0xC000),
+    "no SOP Instance UID": (lambda: part10_bytes(_ct(SOPInstanceUID=None)), "missing-attribute", 0xA900),
+    "no Study Instance UID": (lambda: part10_bytes(_ct(StudyInstanceUID=None)), "missing-attribute", 0xA900),
+    "no Series Instance UID": (lambda: part10_bytes(_ct(SeriesInstanceUID=None)), "missing-attribute", 0xA900),
+    "no SOP Class UID": (lambda: part10_bytes(_ct(SOPClassUID=None)), "missing-attribute", 0xA900),
+    "no Patient ID": (lambda: part10_bytes(_ct(PatientID=None)), "missing-attribute", 0xA900),
+    "empty Patient ID": (lambda: part10_bytes(_ct(PatientID="")), "missing-attribute", 0xA900),
+    "blank Patient ID": (lambda: part10_bytes(_ct(PatientID="   ")), "missing-attribute", 0xA900),
+    "malformed SOP Instance UID": (lambda: part10_bytes(_ct(SOPInstanceUID="1.2.abc")), "invalid-attribute", 0xA900),
+    "worklist SOP class": (
+        lambda: part10_bytes(_ct(SOPClassUID="1.2.840.10008.5.1.4.31")),
+        "unsupported-sop-class",
+        0x0122,
+    ),
+    "unknown SOP class": (lambda: part10_bytes(_ct(SOPClassUID="1.2.3.4.5")), "unsupported-sop-class", 0x0122),
+    "no transfer syntax in file meta": (_without_meta_ts, "missing-attribute", 0xA900),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+def test_bad_input_is_refused_with_its_status_and_nothing_is_stored(name, clinic, actor, dicom_dir):
+    make, code, dicom_status = BAD_INPUTS[name]
+
+    with pytest.raises(IngestError) as caught:
+        _ingest(make(), clinic, actor)
+
+    assert caught.value.code == code
+    assert caught.value.dicom_status == dicom_status
+    assert caught.value.reason
+    assert 400 <= caught.value.http_status < 500
+    assert index_counts() == (0, 0, 0, 0)
+    assert stored_files(dicom_dir) == []
+    refusal = AuditEvent.objects.get(action="instance.store")
+    assert (refusal.outcome, refusal.detail["code"]) == ("failure", code)
+
+
+def test_missing_patient_id_reason_names_the_attribute(clinic, actor):
+    with pytest.raises(IngestError, match=r"Patient ID \(0010,0020\)"):
+        _ingest(part10_bytes(_ct(PatientID=None)), clinic, actor)
+
+
+def test_unsupported_transfer_syntax_is_refused(clinic, actor, dicom_dir):
+    ds = _ct()
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.94"  # JPIP referenced: no pixel data in the file
+
+    with pytest.raises(IngestError) as caught:
+        _ingest(part10_claiming(ds, ds.file_meta), clinic, actor)
+
+    assert (caught.value.code, caught.value.dicom_status, caught.value.http_status) == (
+        "unsupported-transfer-syntax",
+        0xC000,
+        415,
+    )
+    assert "JPIP" in caught.value.reason
+    assert stored_files(dicom_dir) == []
+
+
+def test_file_larger_than_the_limit_is_refused_out_of_resources(clinic, actor, dicom_dir, settings):
+    data = part10_bytes(_ct())
+    settings.DICOM_MAX_FILE_BYTES = len(data) - 1
+
+    with pytest.raises(IngestError) as caught:
+        _ingest(data, clinic, actor)
+
+    assert (caught.value.code, caught.value.dicom_status, caught.value.http_status) == ("too-large", 0xA700, 413)
+    assert index_counts() == (0, 0, 0, 0) and stored_files(dicom_dir) == []
+
+
+def test_instance_of_another_study_than_expected_is_refused(clinic, actor, dicom_dir):
+    with pytest.raises(IngestError) as caught:
+        _ingest(part10_bytes(_ct()), clinic, actor, expected_study_uid=new_uid())
+
+    assert (caught.value.code, caught.value.dicom_status, caught.value.http_status) == ("study-mismatch", 0xA900, 409)
+    assert stored_files(dicom_dir) == []
+
+
+def test_expected_study_uid_that_matches_is_accepted(clinic, actor):
+    ds = _ct()
+    assert _ingest(part10_bytes(ds), clinic, actor, expected_study_uid=ds.StudyInstanceUID).created
+
+
+def test_storage_failure_is_refused_out_of_resources_with_nothing_indexed(clinic, actor, dicom_dir, monkeypatch):
+    def broken(source: Path, key: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(storage, "put_file", broken)
+
+    with pytest.raises(IngestError) as caught:
+        _ingest(part10_bytes(_ct()), clinic, actor)
+
+    assert (caught.value.code, caught.value.dicom_status) == ("storage-failed", 0xA700)
+    assert index_counts() == (0, 0, 0, 0)
+
+
+def test_failure_after_the_file_is_placed_removes_the_file_and_every_row(clinic, actor, dicom_dir, monkeypatch):
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("audit database went away")
+
+    monkeypatch.setattr(ingest, "_audit_stored", fail)
+
+    with pytest.raises(RuntimeError):
+        _ingest(part10_bytes(_ct()), clinic, actor)
+
+    assert index_counts() == (0, 0, 0, 0)
+    assert stored_files(dicom_dir) == []
+
+
+def test_render_task_runs_after_commit(clinic, actor, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        result = _ingest(part10_bytes(_ct()), clinic, actor)
+
+    assert len(callbacks) == 1
+    result.instance.refresh_from_db()
+    assert result.instance.rendered
+
+
+# --- concurrency on PostgreSQL ----------------------------------------------------------
+
+
+def _in_threads(count: int, work) -> list[object]:  # type: ignore[no-untyped-def]
+    results: list[object] = [None] * count
+    barrier = threading.Barrier(count)
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait()
+            results[i] = work(i)
+        except Exception as exc:  # collected and asserted by the test
+            results[i] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_stores_of_one_instance_store_it_once(clinic, actor, dicom_dir):
+    data = part10_bytes(_ct())
+
+    results = _in_threads(6, lambda i: _ingest(data, clinic, actor))
+
+    assert all(isinstance(r, ingest.IngestResult) for r in results), results
+    assert sorted(r.created for r in results) == [False] * 5 + [True]
+    assert index_counts() == (1, 1, 1, 1)
+    assert Study.objects.get().num_instances == 1
+    assert len(stored_files(dicom_dir)) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_associations_into_one_new_study_keep_counts_right(clinic, actor, dicom_dir):
+    study_uid = new_uid()
+    series = [make_ct_series(4, 16, 16, study_uid=study_uid, series_number=n) for n in range(3)]
+    sent = [part10_bytes(ds) for one in series for ds in one]
+
+    results = _in_threads(len(sent), lambda i: _ingest(sent[i], clinic, actor))
+
+    assert all(isinstance(r, ingest.IngestResult) and r.created for r in results), results
+    study = Study.objects.get()
+    assert (study.num_series, study.num_instances, study.size_bytes) == (3, 12, sum(map(len, sent)))
+    assert [s.num_instances for s in Series.objects.all()] == [4, 4, 4]
+    assert Patient.objects.count() == 1
+    assert len(stored_files(dicom_dir)) == 12
