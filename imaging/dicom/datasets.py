@@ -90,7 +90,7 @@ def _text(value: Any) -> str:
         return ""
     if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
         return "\\".join(_text(v) for v in value)
-    return str(value).strip().strip("\x00").strip()
+    return str(value).replace("\x00", "").strip()
 
 
 def _date(value: str) -> dt.date | None:
@@ -117,16 +117,27 @@ def _time(value: str) -> dt.time | None:
         return None
 
 
+_INT32 = range(-(2**31), 2**31)
+
+
 def _int(value: Any) -> int | None:
+    """IS, US, UL... as an int that fits the index's 32-bit columns, else None."""
     if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
         value = value[0] if len(value) else None
+    if value is None or not str(value).strip():
+        return None
     try:
-        return int(str(value).strip()) if value is not None and str(value).strip() else None
+        number = int(str(value).strip())
     except ValueError:
         try:
-            return int(float(str(value)))
+            number = int(float(str(value)))
         except (ValueError, OverflowError):
             return None
+    return number if number in _INT32 else None
+
+
+def _unsigned(value: int | None) -> int | None:
+    return value if value is not None and value >= 0 else None
 
 
 class Attributes:
@@ -230,11 +241,11 @@ class Attributes:
 
     @property
     def rows(self) -> int | None:
-        return self.integer("Rows")
+        return _unsigned(self.integer("Rows"))
 
     @property
     def columns(self) -> int | None:
-        return self.integer("Columns")
+        return _unsigned(self.integer("Columns"))
 
     @property
     def number_of_frames(self) -> int:

@@ -132,9 +132,15 @@ def _read_header(fp: BinaryIO, layout: str) -> Dataset:
     except zlib.error as exc:
         raise InvalidFile("truncated", f"the deflated data set cannot be inflated ({exc})") from None
     except (InvalidDicomError, EOFError) as exc:
-        raise InvalidFile("not-dicom", f"the file cannot be parsed as DICOM ({exc})") from None
-    except (ValueError, TypeError, KeyError, IndexError, struct.error, UnicodeError, OverflowError) as exc:
-        raise InvalidFile("not-dicom", f"the file cannot be parsed as DICOM ({type(exc).__name__}: {exc})") from None
+        raise InvalidFile("not-dicom", f"the file cannot be parsed as DICOM ({_first_line(exc)})") from None
+    except Exception as exc:  # untrusted bytes: whatever the parser trips over, we cannot understand it
+        detail = f"{type(exc).__name__}: {_first_line(exc)}"
+        raise InvalidFile("not-dicom", f"the file cannot be parsed as DICOM ({detail})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else ""
 
 
 def _transfer_syntax(dataset: Dataset, layout: str) -> str:
