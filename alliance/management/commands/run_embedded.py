@@ -47,14 +47,37 @@ class Command(BaseCommand):
         if not gunicorn.exists():
             raise CommandError("gunicorn is not installed in this environment (make install)")
         workers = str(env_int("WEB_WORKERS", 2, minimum=1, maximum=64))
-        return [str(gunicorn), "alliance.wsgi", "-b", f"{host}:{port}", "-w", workers, "--threads", "4",
-                "--timeout", "300", "--access-logfile", "-"]
+        return [
+            str(gunicorn),
+            "alliance.wsgi",
+            "-b",
+            f"{host}:{port}",
+            "-w",
+            workers,
+            "--threads",
+            "4",
+            "--timeout",
+            "300",
+            "--access-logfile",
+            "-",
+        ]
 
     def _worker_command(self, bin_dir: Path) -> list[str]:
         for folder in ("celery-queue", "celery-processed"):
             (settings.DATA_DIR / folder).mkdir(parents=True, exist_ok=True)
-        return [str(bin_dir / "celery"), "-A", "alliance", "worker", "-B", "--loglevel", "INFO",
-                "--concurrency", "2", "--schedule", str(settings.DATA_DIR / "celerybeat-schedule")]
+        return [
+            str(bin_dir / "celery"),
+            "-A",
+            "alliance",
+            "worker",
+            "-B",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            "2",
+            "--schedule",
+            str(settings.DATA_DIR / "celerybeat-schedule"),
+        ]
 
     def _announce(self, host: str, port: int, *, dicom: bool) -> None:
         out = self.stdout
