@@ -1,0 +1,258 @@
+"""One handler per pynetdicom event; each calls the injected services and answers with a named status.
+
+The services (imaging/dimse_services.py) decide who may associate and what is stored, found
+and retrieved; this module only speaks the protocol: A-ASSOCIATE-RJ reasons (PS3.8 9.3.4),
+DIMSE statuses with an Error Comment (PS3.7 C.4), C-FIND pending responses, C-MOVE
+sub-associations and C-GET sub-operations (PS3.4 C.4).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, Protocol
+from weakref import WeakKeyDictionary
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import build_context, evt
+from pynetdicom.presentation import PresentationContext
+
+from imaging.dicom.identifiers import PATIENT_ROOT, STUDY_ROOT, QueryRequest, ReceivedInstance, Retrieval, StoredObject
+from imaging.dicom.status import DimseFailure, Status
+
+log = logging.getLogger("imaging.dicom")
+
+_PATIENT_ROOT_PREFIX = "1.2.840.10008.5.1.4.1.2.1."  # PS3.4 C.6.1: patient root FIND/MOVE/GET
+_STUDY_ROOT_PREFIX = "1.2.840.10008.5.1.4.1.2.2."
+_MAX_CONTEXTS = 128  # PS3.8 9.3.2.2: presentation context IDs are odd numbers 1..255
+_ERROR_COMMENT_MAX = 64  # (0000,0902) LO
+
+
+class RejectReason(IntEnum):
+    """A-ASSOCIATE-RJ diagnostics from the service user (PS3.8 Table 9-21, source 1)."""
+
+    NO_REASON = 0x01
+    CALLING_AE_NOT_RECOGNIZED = 0x03
+    CALLED_AE_NOT_RECOGNIZED = 0x07
+
+
+@dataclass
+class Peer:
+    """Who is on the other end of an association, and what the services made of them."""
+
+    calling_ae: str
+    called_ae: str
+    host: str
+    port: int
+    principal: Any = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The services' answer to an association request: a principal, or a reason to reject."""
+
+    principal: Any = None
+    reject: RejectReason | None = None
+
+
+class Services(Protocol):
+    def authorize_association(self, peer: Peer) -> Decision: ...
+
+    def store(self, peer: Peer, instance: ReceivedInstance) -> None:
+        """Keep the instance durably, or raise DimseFailure."""
+
+    def find(self, peer: Peer, query: QueryRequest) -> Iterable[Dataset]:
+        """The identifiers of every match, or raise DimseFailure."""
+
+    def retrieve(self, peer: Peer, query: QueryRequest, move_destination: str | None) -> Retrieval:
+        """What to send (and where, for C-MOVE), or raise DimseFailure."""
+
+    def association_ended(self, peer: Peer) -> None: ...
+
+
+def status_dataset(status: int, reason: str = "") -> Dataset:
+    """A response status with its Error Comment (0000,0902), so the peer sees why."""
+    ds = Dataset()
+    ds.Status = int(status)
+    if reason:
+        ds.ErrorComment = reason[:_ERROR_COMMENT_MAX]
+    return ds
+
+
+def set_no_delay(event: evt.Event) -> None:
+    """TCP_NODELAY: pynetdicom sends command and data set as separate PDUs; Nagle would hold them."""
+    sock = getattr(event.assoc.dul.socket, "socket", None)
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def query_root(sop_class_uid: str) -> str:
+    return PATIENT_ROOT if str(sop_class_uid).startswith(_PATIENT_ROOT_PREFIX) else STUDY_ROOT
+
+
+def move_contexts(objects: list[StoredObject]) -> list[PresentationContext]:
+    """One context per (SOP class, transfer syntax) sent, so every file goes out as stored."""
+    contexts: dict[tuple[str, str], PresentationContext] = {}
+    for obj in objects:
+        pair = (obj.sop_class_uid, obj.transfer_syntax_uid)
+        if pair in contexts or len(contexts) >= _MAX_CONTEXTS:
+            continue
+        syntaxes = [obj.transfer_syntax_uid]
+        if not UID(obj.transfer_syntax_uid).is_compressed:
+            syntaxes += [ts for ts in (ExplicitVRLittleEndian, ImplicitVRLittleEndian) if ts not in syntaxes]
+        contexts[pair] = build_context(obj.sop_class_uid, syntaxes)
+    return list(contexts.values())
+
+
+def read_stored(obj: StoredObject) -> Dataset:
+    with obj.open() as f:
+        return dcmread(f)
+
+
+class Handlers:
+    """The event handlers of one server, sharing the services and the per-association peers."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self._peers: WeakKeyDictionary[Any, Peer] = WeakKeyDictionary()
+
+    def bindings(self) -> list[tuple[evt.EventType, Any]]:
+        return [
+            (evt.EVT_REQUESTED, self.on_requested),
+            (evt.EVT_C_ECHO, self.on_echo),
+            (evt.EVT_C_STORE, self.on_store),
+            (evt.EVT_C_FIND, self.on_find),
+            (evt.EVT_C_MOVE, self.on_move),
+            (evt.EVT_C_GET, self.on_get),
+            (evt.EVT_RELEASED, self.on_ended),
+            (evt.EVT_ABORTED, self.on_ended),
+        ]
+
+    def peer(self, event: evt.Event) -> Peer:
+        return self._peers[event.assoc]
+
+    # --- association --------------------------------------------------------------------
+
+    def on_requested(self, event: evt.Event) -> None:
+        assoc = event.assoc
+        request = assoc.requestor.primitive
+        peer = Peer(
+            calling_ae=str(request.calling_ae_title).strip(),
+            called_ae=str(request.called_ae_title).strip(),
+            host=assoc.requestor.address,
+            port=assoc.requestor.port,
+        )
+        try:
+            decision = self.services.authorize_association(peer)
+        except Exception:
+            log.exception("association from %s@%s: could not decide; rejected (transient)", peer.calling_ae, peer.host)
+            self._reject(assoc, 0x02, 0x03, 0x01)  # transient, provider, temporary congestion
+            return
+        if decision.reject is not None:
+            log.warning(
+                "association rejected: %s@%s:%s -> %s (%s)",
+                peer.calling_ae,
+                peer.host,
+                peer.port,
+                peer.called_ae,
+                decision.reject.name,
+            )
+            self._reject(assoc, 0x01, 0x01, int(decision.reject))  # permanent, service user
+            return
+        peer.principal = decision.principal
+        self._peers[assoc] = peer
+        assoc.acceptor.ae_title = peer.called_ae
+
+    @staticmethod
+    def _reject(assoc: Any, result: int, source: int, diagnostic: int) -> None:
+        """Send A-ASSOCIATE-RJ and wait until it is on the wire, as pynetdicom's own rejections do
+        (otherwise the server closes the socket first and the peer sees an abort)."""
+        assoc.acse.send_reject(result, source, diagnostic)
+        assoc.kill()
+
+    def on_ended(self, event: evt.Event) -> None:
+        peer = self._peers.pop(event.assoc, None)
+        if peer is not None:
+            self.services.association_ended(peer)
+
+    # --- services -----------------------------------------------------------------------
+
+    def on_echo(self, event: evt.Event) -> int:
+        return Status.SUCCESS
+
+    def on_store(self, event: evt.Event) -> int | Dataset:
+        request = event.request
+        instance = ReceivedInstance(
+            sop_class_uid=str(request.AffectedSOPClassUID),
+            sop_instance_uid=str(request.AffectedSOPInstanceUID),
+            transfer_syntax_uid=str(event.context.transfer_syntax),
+            part10=event.encoded_dataset,
+        )
+        try:
+            self.services.store(self.peer(event), instance)
+        except DimseFailure as failure:
+            log.warning("C-STORE %s refused: %s", instance.sop_instance_uid, failure)
+            return status_dataset(failure.status, failure.reason)
+        except Exception:
+            log.exception("C-STORE %s failed", instance.sop_instance_uid)
+            return status_dataset(Status.PROCESSING_FAILURE, "the instance could not be stored; try again")
+        return Status.SUCCESS
+
+    def on_find(self, event: evt.Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+        try:
+            query = QueryRequest.from_identifier(event.identifier, query_root(event.request.AffectedSOPClassUID))
+            for identifier in self.services.find(self.peer(event), query):
+                if event.is_cancelled:
+                    yield Status.CANCEL, None
+                    return
+                yield Status.PENDING, identifier
+        except DimseFailure as failure:
+            log.warning("C-FIND refused: %s", failure)
+            yield status_dataset(failure.status, failure.reason), None
+            return
+        yield Status.SUCCESS, None
+
+    def _retrieval(self, event: evt.Event, move_destination: str | None) -> Retrieval:
+        query = QueryRequest.from_identifier(event.identifier, query_root(event.request.AffectedSOPClassUID))
+        return self.services.retrieve(self.peer(event), query, move_destination)
+
+    def on_move(self, event: evt.Event) -> Iterator[Any]:
+        destination_ae = str(event.move_destination).strip()
+        try:
+            retrieval = self._retrieval(event, destination_ae)
+        except DimseFailure as failure:
+            log.warning("C-MOVE to %s refused: %s", destination_ae, failure)
+            if failure.status != Status.MOVE_DESTINATION_UNKNOWN:
+                raise  # pynetdicom answers a failure of the 0xC000 family
+            yield None, None  # pynetdicom answers 0xA801
+            return
+        dest = retrieval.destination
+        if dest is None:
+            yield None, None
+            return
+        options = {"contexts": move_contexts(retrieval.objects), "evt_handlers": [(evt.EVT_CONN_OPEN, set_no_delay)]}
+        yield dest.host, dest.port, options
+        yield from self._send(event, retrieval.objects)
+
+    def on_get(self, event: evt.Event) -> Iterator[Any]:
+        try:
+            retrieval = self._retrieval(event, None)
+        except DimseFailure as failure:
+            log.warning("C-GET refused: %s", failure)
+            yield 1
+            yield status_dataset(failure.status, failure.reason), None
+            return
+        yield from self._send(event, retrieval.objects)
+
+    def _send(self, event: evt.Event, objects: list[StoredObject]) -> Iterator[Any]:
+        yield len(objects)
+        for obj in objects:
+            if event.is_cancelled:
+                yield Status.CANCEL, None
+                return
+            yield Status.PENDING, read_stored(obj)

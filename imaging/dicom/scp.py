@@ -1,0 +1,77 @@
+"""The Application Entity of the DICOM server and the socket server that runs it."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+from pynetdicom.transport import ThreadedAssociationServer
+
+from imaging.dicom.handlers import Handlers, Services
+
+QUERY_RETRIEVE = [
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelMove,
+    PatientRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelGet,
+]
+# Larger PDUs mean fewer socket reads per instance; peers still send what they can.
+MAX_PDU_BYTES = 1024 * 1024
+
+
+def build_ae(ae_title: str = "CLOUDPACS", *, max_associations: int = 32) -> AE:
+    """Storage of every storage SOP class in every transfer syntax pydicom knows, compressed ones
+    included; verification; patient- and study-root FIND, MOVE and GET."""
+    ae = AE(ae_title=ae_title)
+    ae.maximum_pdu_size = MAX_PDU_BYTES
+    ae.maximum_associations = max_associations
+    ae.require_called_aet = False  # the called AE names an institution; the services check it
+    ae.network_timeout = 120
+    ae.acse_timeout = 30
+    ae.dimse_timeout = 120
+    ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+    for cx in AllStoragePresentationContexts:
+        # scp_role: a C-GET requestor may take the storage SCP role on this association
+        ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES, scp_role=True, scu_role=False)
+    for sop_class in QUERY_RETRIEVE:
+        ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
+    return ae
+
+
+class Server(ThreadedAssociationServer):
+    """pynetdicom's threaded server with TCP_NODELAY on every accepted socket and, when asked,
+    SO_REUSEPORT so that several processes share one port (the kernel spreads associations)."""
+
+    def __init__(self, *args: Any, reuse_port: bool = False, **kwargs: Any) -> None:
+        self.reuse_port = reuse_port  # read by server_bind, which the base __init__ calls
+        super().__init__(*args, **kwargs)
+
+    def server_bind(self) -> None:
+        if self.reuse_port:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        client, address = super().get_request()
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return client, address
+
+
+def make_server(ae: AE, host: str, port: int, services: Services, *, reuse_port: bool = False) -> Server:
+    """A bound, listening server; call serve_forever() on it, shutdown() to stop."""
+    handlers = Handlers(services)
+    server = ae.make_server((host, port), evt_handlers=handlers.bindings(), server_class=Server, reuse_port=reuse_port)
+    ae._servers.append(server)  # pynetdicom's shutdown() and AE.shutdown() look for it there
+    return server

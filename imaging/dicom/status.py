@@ -1,0 +1,33 @@
+"""DIMSE status codes by name (PS3.7 Annex C, PS3.4 B.2.3 and C.4)."""
+
+from enum import IntEnum
+
+
+class Status(IntEnum):
+    SUCCESS = 0x0000
+    PENDING = 0xFF00  # C-FIND, C-MOVE, C-GET: a match or sub-operation follows
+    PENDING_WITH_WARNING = 0xFF01  # C-FIND: optional keys not supported (PS3.4 C.4.1.1.4)
+    CANCEL = 0xFE00
+    SUB_OPERATIONS_WITH_FAILURES = 0xB000  # C-MOVE, C-GET warning (PS3.4 C.4.2.1.5)
+    PROCESSING_FAILURE = 0x0110
+    NO_SUCH_SOP_CLASS = 0x0118
+    SOP_CLASS_NOT_SUPPORTED = 0x0122
+    NOT_AUTHORIZED = 0x0124
+    OUT_OF_RESOURCES = 0xA700  # C-STORE refused: out of resources (PS3.4 B.2.3)
+    OUT_OF_RESOURCES_SUB_OPERATIONS = 0xA702  # C-MOVE, C-GET
+    MOVE_DESTINATION_UNKNOWN = 0xA801
+    DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900  # C-STORE error; C-FIND/MOVE/GET: identifier does not match
+    CANNOT_UNDERSTAND = 0xC000  # C-STORE error; C-FIND/MOVE/GET: unable to process
+
+    @property
+    def is_failure(self) -> bool:
+        return self not in {Status.SUCCESS, Status.PENDING, Status.PENDING_WITH_WARNING, Status.CANCEL}
+
+
+class DimseFailure(Exception):
+    """A request the services refuse: its status and the reason sent back as Error Comment."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"0x{status:04X} {reason}")
+        self.status = status
+        self.reason = reason
