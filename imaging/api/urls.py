@@ -1,3 +1,12 @@
-from django.urls import URLPattern, URLResolver
+"""Imaging metadata under /api/v1/ (included by alliance/api/urls.py)."""
 
-urlpatterns: list[URLPattern | URLResolver] = []
+from django.urls import path
+
+from imaging.api import views
+
+urlpatterns = [
+    path("studies/", views.StudyList.as_view(), name="api-study-list"),
+    path("studies/<str:study_uid>/", views.StudyDetail.as_view(), name="api-study-detail"),
+    path("studies/<str:study_uid>/series/", views.StudySeriesList.as_view(), name="api-study-series"),
+    path("series/<str:series_uid>/instances/", views.SeriesInstanceList.as_view(), name="api-series-instances"),
+]

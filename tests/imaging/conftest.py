@@ -28,3 +28,9 @@ def actor(clinic) -> audit.Actor:  # type: ignore[no-untyped-def]
 @pytest.fixture
 def dicom_dir(settings) -> Path:  # type: ignore[no-untyped-def]
     return Path(settings.STORAGES["dicom"]["OPTIONS"]["location"])
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):  # type: ignore[no-untyped-def]
+    """The persona fixture sets ten passwords; Argon2 makes that seconds per test on two cores."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,59 @@
+"""The study search form, shared by the study list page and the REST API's filters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.utils.translation import gettext_lazy as _
+
+from alliance import access
+from imaging.selectors import StudyQuery
+
+MODALITIES = ["CT", "MR", "CR", "DX", "DR", "US", "MG", "PT", "NM", "XA", "RF", "ES", "OT", "SR"]
+
+
+class StudySearchForm(forms.Form):
+    patient_name = forms.CharField(label=_("Patient name"), max_length=64, required=False)
+    patient_id = forms.CharField(label=_("Patient ID"), max_length=64, required=False)
+    date_from = forms.DateField(
+        label=_("From"), required=False, widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
+    )
+    date_to = forms.DateField(
+        label=_("To"), required=False, widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
+    )
+    modality = forms.ChoiceField(
+        label=_("Modality"), required=False, choices=[("", _("Any"))] + [(m, m) for m in MODALITIES]
+    )
+    accession = forms.CharField(label=_("Accession number"), max_length=16, required=False)
+    institution = forms.ModelChoiceField(
+        label=_("Institution"),
+        required=False,
+        queryset=None,
+        empty_label=_("Any"),  # type: ignore[arg-type]
+    )
+
+    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["institution"].queryset = access.institutions_visible_to(user)  # type: ignore[attr-defined]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        start, end = data.get("date_from"), data.get("date_to")
+        if start and end and start > end:
+            self.add_error("date_to", _("The end date is before the start date."))
+        return data
+
+    def to_query(self) -> StudyQuery:
+        """The criteria of a valid form (call is_valid first)."""
+        data = self.cleaned_data
+        institution = data.get("institution")
+        return StudyQuery(
+            patient_name=data.get("patient_name", ""),
+            patient_id=data.get("patient_id", ""),
+            date_from=data.get("date_from"),
+            date_to=data.get("date_to"),
+            modality=data.get("modality", ""),
+            accession=data.get("accession", ""),
+            institution_id=institution.pk if institution else None,
+        )
