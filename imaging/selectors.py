@@ -37,7 +37,7 @@ class StudyQuery:
 def studies_for(user: Any, query: StudyQuery | None = None) -> QuerySet[Study]:
     """The studies the user may see that match the query, newest first."""
     query = query or StudyQuery()
-    studies = access.studies_visible_to(user).select_related("patient", "institution")
+    studies = access.studies_visible_to(user).select_related("patient", "patient__issuer", "institution")
     studies = _filter_patient_name(studies, query.patient_name)
     if query.patient_id:
         studies = studies.filter(patient__patient_id__iexact=query.patient_id.strip())

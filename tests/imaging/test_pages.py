@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import pytest
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -223,9 +226,7 @@ def shared_and_own(world, count: int) -> None:  # type: ignore[no-untyped-def]
     for n in range(count):
         make_study(world.hosp, series=0)
         shared = make_study(world.clin_a, series=0)
-        access.grant_study(
-            study=shared, grantee=access.Grantee.pool(world.pool), basis=f"consult:{n}", by=audit.SYSTEM
-        )
+        access.grant_study(study=shared, grantee=access.Grantee.pool(world.pool), basis=f"consult:{n}", by=audit.SYSTEM)
 
 
 def test_study_list_query_count_does_not_grow_with_studies(  # type: ignore[no-untyped-def]
@@ -264,3 +265,26 @@ def test_viewer_link_appears_only_when_the_viewer_is_mounted(alliance_world, stu
         assert "Open in viewer" not in page.content.decode()
     else:
         assert viewer_url in page.content.decode()
+
+
+CATALOG = Path(__file__).resolve().parents[2] / "imaging" / "locale" / "zh_Hans" / "LC_MESSAGES" / "django.po"
+
+
+def test_imaging_catalog_translates_every_entry():  # type: ignore[no-untyped-def]
+    with CATALOG.open("rb") as f:
+        catalog = read_po(f, locale="zh_Hans")
+    untranslated = [m.id for m in catalog if m.id and not (m.string if isinstance(m.string, str) else all(m.string))]
+    assert untranslated == []
+
+
+def test_study_list_speaks_chinese(alliance_world, study_a, settings, tmp_path):  # type: ignore[no-untyped-def]
+    compiled = tmp_path / "locale" / "zh_Hans" / "LC_MESSAGES"
+    compiled.mkdir(parents=True)
+    with CATALOG.open("rb") as source, (compiled / "django.mo").open("wb") as target:
+        write_mo(target, read_po(source, locale="zh_Hans"))
+    settings.LOCALE_PATHS = [tmp_path / "locale"]
+    client = client_for(alliance_world.owner)
+    client.cookies["django_language"] = "zh-hans"
+    body = client.get(reverse("imaging:study_list")).content.decode()
+    assert "检查列表" in body
+    assert "共 1 个检查" in body
