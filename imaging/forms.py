@@ -8,6 +8,7 @@ from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from alliance import access
+from alliance.models import Institution
 from imaging.selectors import StudyQuery
 
 MODALITIES = ["CT", "MR", "CR", "DX", "DR", "US", "MG", "PT", "NM", "XA", "RF", "ES", "OT", "SR"]
@@ -26,16 +27,15 @@ class StudySearchForm(forms.Form):
         label=_("Modality"), required=False, choices=[("", _("Any"))] + [(m, m) for m in MODALITIES]
     )
     accession = forms.CharField(label=_("Accession number"), max_length=16, required=False)
-    institution = forms.ModelChoiceField(
-        label=_("Institution"),
-        required=False,
-        queryset=None,
-        empty_label=_("Any"),  # type: ignore[arg-type]
+    institution: forms.ModelChoiceField[Institution] = forms.ModelChoiceField(
+        label=_("Institution"), required=False, queryset=Institution.objects.none(), empty_label=_("Any")
     )
 
     def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["institution"].queryset = access.institutions_visible_to(user)  # type: ignore[attr-defined]
+        institution = self.fields["institution"]
+        assert isinstance(institution, forms.ModelChoiceField)
+        institution.queryset = access.institutions_visible_to(user)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
