@@ -15,7 +15,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 install: $(STAMP)
 
 messages: $(STAMP)
-	@for d in $(LOCALES); do .venv/bin/pybabel compile -q -D django -d $$d --use-fuzzy || exit 1; done
+	@for d in $(LOCALES); do .venv/bin/pybabel -q compile -D django -d $$d --use-fuzzy || exit 1; done
 
 system-packages:
 	@if [ "$$(id -u)" = 0 ]; then bash .ci/install-system-packages; else sudo bash .ci/install-system-packages; fi

@@ -26,7 +26,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from alliance import audit
-from alliance.models import Alliance, Department, Device, Doctor, Institution, Pool, Role
+from alliance.models import Alliance, AuditEvent, Department, Device, Doctor, Institution, Pool, Role
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -143,6 +143,26 @@ def may_assign_role(user: Any, role: str) -> bool:
     if role == Role.ALLIANCE_ADMIN:
         return is_alliance_admin(user)
     return institutions_managed_by(user).exists()
+
+
+def assignable_roles(user: Any) -> list[str]:
+    return [role for role in Role.values if may_assign_role(user, role)]
+
+
+def may_change_doctor(user: Any, doctor: Doctor) -> bool:
+    """An institution admin manages their colleagues, but not an alliance admin among them."""
+    if not doctors_managed_by(user).filter(pk=doctor.pk).exists():
+        return False
+    return is_alliance_admin(user) or not doctor.has_role(Role.ALLIANCE_ADMIN)
+
+
+def audit_events_visible_to(user: Any) -> QuerySet[AuditEvent]:
+    """The alliance's audit trail: its members' events and those with no institution (system,
+    devices not yet known, failed sign-ins). Only alliance admins read it."""
+    if not may_read_audit(user):
+        return AuditEvent.objects.none()
+    members = Institution.objects.filter(alliance_id=doctor_of(user).institution.alliance_id).values("pk")  # type: ignore[union-attr]
+    return AuditEvent.objects.filter(Q(actor_institution_id__in=members) | Q(actor_institution_id__isnull=True))
 
 
 # --- studies --------------------------------------------------------------------------

@@ -230,12 +230,15 @@ def doctor_update(
     by: audit.Actor,
     roles: list[str] | None = None,
     specialties: list[Specialty] | None = None,
+    full_name: str | None = None,
+    email: str | None = None,
     **fields: Any,
 ) -> Doctor:
     if roles is not None:
         fields["roles"] = _check_roles(roles)
     _check_department(doctor.institution, fields.get("department", doctor.department))
     changed = _changes(doctor, fields)
+    changed.update(_update_account(doctor.user, full_name=full_name, email=email))
     if specialties is not None and set(specialties) != set(doctor.specialties.all()):
         doctor.specialties.set(specialties)
         changed["specialties"] = [", ".join(s.code for s in specialties)]
@@ -243,6 +246,20 @@ def doctor_update(
         doctor.save()
         audit.record(actor=by, action="doctor.update", object_type="doctor", object_id=doctor.pk, detail=changed)
     return doctor
+
+
+def _update_account(user: Any, *, full_name: str | None, email: str | None) -> dict[str, list[str]]:
+    fields: dict[str, Any] = {}
+    if full_name is not None:
+        first, _sep, last = full_name.strip().partition(" ")
+        fields.update(first_name=first[:150], last_name=last.strip()[:150])
+    if email is not None:
+        fields["email"] = email.strip()
+    changed = _changes(user, fields)
+    if changed:
+        user.full_clean(exclude=["password"])
+        user.save(update_fields=list(changed))
+    return changed
 
 
 def _end_sessions(user: Any) -> None:

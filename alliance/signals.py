@@ -28,4 +28,6 @@ def audit_login_failed(sender: Any, credentials: dict[str, Any], request: Any = 
         action="login",
         source=audit.source_of(request),
         outcome=AuditEvent.Outcome.FAILURE,
+        # django-axes marks the request when this attempt is refused by (or triggers) the lockout
+        detail={"locked_out": True} if getattr(request, "axes_locked_out", False) else {},
     )

@@ -1,8 +1,177 @@
+"""The home page for each role, the lockout page and the audit log."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import Count, Q
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
+from django.utils import timezone
+
+from alliance import access, audit
+from alliance.forms import AuditFilterForm
+from alliance.models import AuditEvent, Device, Doctor, Institution, Pool, Role
+
+AUDIT_PAGE_SIZE = 50
 
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "alliance/home.html")
+    doctor = access.doctor_of(request.user)
+    context: dict[str, Any] = {"doctor": doctor}
+    if doctor is not None:
+        context["roles"] = set(doctor.roles)
+        context["role_labels"] = [Role(role).label for role in doctor.roles if role in Role.values]
+        context["modules"] = set(doctor.institution.modules)
+        context["dicom_port"] = settings.DICOM_PORT
+        context["my_pools"] = list(doctor.pools.filter(active=True).select_related("specialty", "institution"))
+        if doctor.has_role(Role.INSTITUTION_ADMIN):
+            context["institution_figures"] = _institution_figures(doctor.institution)
+        if doctor.has_role(Role.ALLIANCE_ADMIN):
+            context["alliance_figures"] = _alliance_figures(request.user)
+    return render(request, "alliance/home.html", context)
+
+
+def _institution_figures(institution: Institution) -> dict[str, int]:
+    return {
+        "doctors": Doctor.objects.filter(institution=institution, active=True).count(),
+        "departments": institution.departments.filter(active=True).count(),
+        "pools": institution.pools.filter(active=True).count(),
+        "devices": institution.devices.filter(active=True).count(),
+    }
+
+
+def _alliance_figures(user: Any) -> dict[str, Any]:
+    institutions = access.institutions_managed_by(user)
+    by_level = dict(
+        institutions.filter(active=True).values_list("level").annotate(n=Count("pk")).values_list("level", "n")
+    )
+    since = timezone.now() - timedelta(days=1)
+    return {
+        "institutions": institutions.filter(active=True).count(),
+        "levels": [(label, by_level.get(value, 0)) for value, label in Institution.Level.choices],
+        "doctors": Doctor.objects.filter(institution__in=institutions, active=True).count(),
+        "pools": Pool.objects.filter(institution__in=institutions, active=True).count(),
+        "devices": Device.objects.filter(institution__in=institutions, active=True).count(),
+        "failed_logins": access.audit_events_visible_to(user)
+        .filter(Q(action="login") & ~Q(outcome=AuditEvent.Outcome.SUCCESS), time__gte=since)
+        .count(),
+    }
+
+
+def locked_out(
+    request: HttpRequest, credentials: dict[str, Any] | None = None, *args: Any, **kwargs: Any
+) -> HttpResponse:
+    """django-axes' lockout response (AXES_LOCKOUT_CALLABLE): the attempt is already audited as failed."""
+    context = {
+        "failure_limit": settings.AXES_FAILURE_LIMIT,
+        "lockout_minutes": round(settings.AXES_COOLOFF_TIME * 60),
+    }
+    return render(request, "registration/locked_out.html", context, status=429)
+
+
+# --- audit log ------------------------------------------------------------------------
+
+
+def _audit_search(request: HttpRequest) -> tuple[AuditFilterForm, Any]:
+    if not access.may_read_audit(request.user):
+        raise PermissionDenied
+    institutions = access.institutions_managed_by(request.user)
+    form = AuditFilterForm(request.GET or None, institutions=institutions)
+    events = access.audit_events_visible_to(request.user)
+    if form.is_bound and form.is_valid():
+        events = form.filter(events)
+    elif form.is_bound:
+        events = events.none()
+    return form, events
+
+
+def _filters_of(form: AuditFilterForm) -> dict[str, str]:
+    return form.applied() if form.is_bound and form.is_valid() else {}
+
+
+@login_required
+def audit_log(request: HttpRequest) -> HttpResponse:
+    form, events = _audit_search(request)
+    page = Paginator(events, AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
+    audit.record(
+        actor=audit.Actor.for_user(request.user),
+        action="audit.view",
+        object_type="audit",
+        source=audit.source_of(request),
+        detail={"filters": _filters_of(form), "page": page.number},
+    )
+    names = dict(Institution.objects.filter(pk__in={e.actor_institution_id for e in page}).values_list("pk", "name"))
+    for event in page:
+        event.institution_name = names.get(event.actor_institution_id, "")
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "alliance/audit_log.html",
+        {"form": form, "page_obj": page, "query_string": query.urlencode()},
+    )
+
+
+CSV_COLUMNS = (
+    "time",
+    "actor_type",
+    "actor_id",
+    "actor_name",
+    "actor_institution_id",
+    "action",
+    "object_type",
+    "object_id",
+    "patient",
+    "basis",
+    "source",
+    "outcome",
+    "detail",
+)
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+def _csv_safe(value: Any) -> str:
+    """Keep spreadsheet programs from running a cell as a formula (CSV injection)."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _csv_rows(events: Any) -> Iterator[str]:
+    writer = csv.writer(_Echo())
+    yield "\ufeff"  # a byte-order mark, so that spreadsheet programs read the Chinese as UTF-8
+    yield writer.writerow(CSV_COLUMNS)
+    for event in events.iterator(chunk_size=2000):
+        row = [getattr(event, column) for column in CSV_COLUMNS]
+        row[0] = event.time.isoformat()
+        row[-1] = json.dumps(event.detail, ensure_ascii=False, sort_keys=True)
+        yield writer.writerow([_csv_safe(value) for value in row])
+
+
+@login_required
+def audit_csv(request: HttpRequest) -> StreamingHttpResponse:
+    form, events = _audit_search(request)
+    audit.record(
+        actor=audit.Actor.for_user(request.user),
+        action="audit.export",
+        object_type="audit",
+        source=audit.source_of(request),
+        detail={"filters": _filters_of(form)},
+    )
+    response = StreamingHttpResponse(_csv_rows(events), content_type="text/csv; charset=utf-8")
+    stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
+    response["Content-Disposition"] = f'attachment; filename="audit-{stamp}.csv"'
+    return response

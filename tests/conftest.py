@@ -9,12 +9,29 @@ the pool), stranger (clinician at B), alliance_admin (alliance office, no clinic
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
 from django.test import Client
 
 from tests import factories
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Compile stale .po catalogs (as `make messages` does), so a bare pytest run speaks Chinese."""
+    for po in [*ROOT.glob("*/locale/*/LC_MESSAGES/django.po"), *ROOT.glob("*/*/locale/*/LC_MESSAGES/django.po")]:
+        mo = po.with_suffix(".mo")
+        if mo.exists() and mo.stat().st_mtime >= po.stat().st_mtime:
+            continue
+        with po.open("rb") as source:
+            catalog = read_po(source)
+        with mo.open("wb") as target:
+            write_mo(target, catalog, use_fuzzy=True)
 
 
 @pytest.fixture(autouse=True)
@@ -37,6 +54,12 @@ def _media_and_data(settings, tmp_path):  # type: ignore[no-untyped-def]
 
     app.conf.task_always_eager = True
     app.conf.task_eager_propagates = True
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):  # type: ignore[no-untyped-def]
+    """Argon2 is slow on purpose; tests that check the production hasher set it back."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture

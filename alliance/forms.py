@@ -1,0 +1,70 @@
+"""Forms of the alliance's own pages (the admin console's forms live in alliance/console)."""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+from typing import Any
+
+from django import forms
+from django.db.models import QuerySet
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from alliance.models import AuditEvent, Institution
+
+
+class AuditFilterForm(forms.Form):
+    date_from = forms.DateField(label=_("From"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    date_to = forms.DateField(label=_("To"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    actor = forms.CharField(label=_("Actor"), required=False, max_length=200, help_text=_("User name or AE title"))
+    institution = forms.ModelChoiceField(
+        label=_("Institution"), required=False, queryset=Institution.objects.none(), empty_label=_("All")
+    )
+    action = forms.CharField(
+        label=_("Action"), required=False, max_length=64, help_text=_("Starts with, e.g. doctor. or login")
+    )
+    object_type = forms.CharField(label=_("Object type"), required=False, max_length=64)
+    object_id = forms.CharField(label=_("Object ID"), required=False, max_length=128)
+    patient = forms.CharField(label=_("Patient"), required=False, max_length=200)
+    outcome = forms.ChoiceField(
+        label=_("Outcome"), required=False, choices=[("", _("All")), *AuditEvent.Outcome.choices]
+    )
+
+    def __init__(self, *args: Any, institutions: QuerySet[Institution], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["institution"].queryset = institutions  # type: ignore[attr-defined]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        start, end = data.get("date_from"), data.get("date_to")
+        if start and end and start > end:
+            self.add_error("date_to", _("The end date is before the start date."))
+        return data
+
+    def filter(self, events: QuerySet[AuditEvent]) -> QuerySet[AuditEvent]:
+        """The events matching the valid filters (call after is_valid())."""
+        data = self.cleaned_data
+        tz = timezone.get_current_timezone()
+        if data.get("date_from"):
+            events = events.filter(time__gte=datetime.combine(data["date_from"], time.min, tzinfo=tz))
+        if data.get("date_to"):
+            events = events.filter(time__lt=datetime.combine(data["date_to"] + timedelta(days=1), time.min, tzinfo=tz))
+        if data.get("actor"):
+            events = events.filter(actor_name__icontains=data["actor"])
+        if data.get("institution"):
+            events = events.filter(actor_institution_id=data["institution"].pk)
+        if data.get("action"):
+            events = events.filter(action__istartswith=data["action"])
+        if data.get("object_type"):
+            events = events.filter(object_type__iexact=data["object_type"])
+        if data.get("object_id"):
+            events = events.filter(object_id=data["object_id"])
+        if data.get("patient"):
+            events = events.filter(patient=data["patient"])
+        if data.get("outcome"):
+            events = events.filter(outcome=data["outcome"])
+        return events
+
+    def applied(self) -> dict[str, str]:
+        """The filters in use, for the audit record of the search itself."""
+        return {name: str(value) for name, value in self.cleaned_data.items() if value not in (None, "")}
