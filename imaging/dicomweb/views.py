@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpResponseBase
 from rest_framework import exceptions
 from rest_framework.negotiation import BaseContentNegotiation
@@ -23,6 +24,15 @@ from alliance.models import AuditEvent
 from imaging.dicomweb import media
 from imaging.dicomweb.renderers import DicomJsonRenderer, ErrorJsonRenderer
 from imaging.models import Study
+
+
+def base_url() -> str:
+    """Where clients reach DICOMweb, for RetrieveURL and BulkDataURI values.
+
+    Built from SITE_URL rather than the Host header: dicomweb-client sends Host without
+    the port, and a proxy in front may rewrite it.
+    """
+    return settings.SITE_URL + "/dicomweb"
 
 
 class BadRequest(exceptions.APIException):

@@ -1,0 +1,290 @@
+"""QIDO-RS (PS3.18 10.6): search for studies, series and instances.
+
+The request's query parameters become a criteria dict for imaging.query, the one copy
+of the matching rules (PS3.4 C.2.2.2) that the DICOM server uses too; the rows it finds
+among the caller's visible studies are written straight to DICOM JSON from the columns
+(PS3.18 F.2), without building a pydicom Dataset per row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, time
+from typing import Any
+
+from django.http import QueryDict
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from alliance import access
+from imaging import query
+from imaging.dicomweb import media
+from imaging.dicomweb.views import BadRequest, DicomWebView, audit_studies, base_url
+from imaging.query import KEYS, Level
+
+MAX_RESULTS = 1000
+CONTROL_PARAMS = {"limit", "offset", "fuzzymatching", "includefield", "accept"}
+CHARSET = "ISO_IR 192"
+
+# PS3.18 Table 10.6.3-3..5: attributes returned by default at each level (those indexed here).
+STUDY_DEFAULTS = [
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "ModalitiesInStudy",
+    "ReferringPhysicianName",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyInstanceUID",
+    "StudyID",
+    "StudyDescription",
+    "NumberOfStudyRelatedSeries",
+    "NumberOfStudyRelatedInstances",
+]
+SERIES_DEFAULTS = [
+    "Modality",
+    "SeriesDescription",
+    "SeriesInstanceUID",
+    "SeriesNumber",
+    "NumberOfSeriesRelatedInstances",
+]
+INSTANCE_DEFAULTS = ["SOPClassUID", "SOPInstanceUID", "InstanceNumber", "Rows", "Columns", "NumberOfFrames"]
+
+# Where the owning study's identity lives in a row of each level (for access and audit).
+_STUDY_OF = {Level.STUDY: "", Level.SERIES: "study__", Level.IMAGE: "series__study__"}
+_IDENTITY = ("pk", "study_uid", "institution_id", "patient_id")
+
+
+@dataclass
+class Search:
+    """A validated QIDO-RS request."""
+
+    level: Level
+    criteria: dict[str, str]
+    fields: list[str]
+    limit: int
+    offset: int
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StudyIdentity:
+    """The owning study of a result row, enough for the audit trail."""
+
+    pk: int
+    study_uid: str
+    institution_id: int
+    patient_id: int
+
+
+# --- the request ------------------------------------------------------------------------
+
+
+def keyword_of(attribute_id: str) -> str:
+    """A QIDO attributeID (keyword or 8-hex-digit tag) as a keyword; BadRequest when unknown."""
+    if "." in attribute_id:
+        raise BadRequest(f"Matching on sequence items ({attribute_id}) is not supported.")
+    if len(attribute_id) == 8 and all(c in "0123456789abcdefABCDEF" for c in attribute_id):
+        keyword = keyword_for_tag(int(attribute_id, 16))
+        if keyword:
+            return keyword
+    elif tag_for_keyword(attribute_id) is not None:
+        return attribute_id
+    raise BadRequest(f"Unknown query key {attribute_id!r}: not a DICOM keyword or tag.")
+
+
+def parse_search(params: QueryDict, level: Level, path: dict[str, str], defaults: list[str]) -> Search:
+    criteria: dict[str, str] = {}
+    for name in params:
+        if name in CONTROL_PARAMS:
+            continue
+        keyword = keyword_of(name)
+        values = params.getlist(name)
+        criteria[keyword] = _criterion(keyword, values)
+    unsupported = [k for k in query.unsupported_keys(level, criteria) if k not in path]
+    if unsupported:
+        raise BadRequest(f"Matching on {', '.join(unsupported)} is not supported at the {level.value} level.")
+    if _flag(params, "fuzzymatching"):
+        criteria = _fuzzy(criteria)
+    criteria.update(path)
+    search = Search(level, criteria, [], *_paging(params))
+    search.fields = _fields(params, level, defaults, criteria, search.warnings)
+    return search
+
+
+def _criterion(keyword: str, values: list[str]) -> str:
+    """One value per key; a UI key may list UIDs separated by commas (PS3.18 8.3.4.1)."""
+    if len(values) > 1 and KEYS.get(keyword, None) is not None and KEYS[keyword].vr != "UI":
+        raise BadRequest(f"{keyword} is given more than once.")
+    joined = ",".join(values)
+    return joined.replace(",", "\\") if dictionary_VR(keyword) == "UI" else joined
+
+
+def _flag(params: QueryDict, name: str) -> bool:
+    value = params.get(name, "false").lower()
+    if value not in ("true", "false"):
+        raise BadRequest(f"{name} must be true or false, not {value!r}.")
+    return value == "true"
+
+
+def _fuzzy(criteria: dict[str, str]) -> dict[str, str]:
+    """Fuzzy person-name matching: each given name part may appear anywhere, in any case."""
+    fuzzy = dict(criteria)
+    for keyword, value in criteria.items():
+        if dictionary_VR(keyword) == "PN" and value.strip() not in ("", "*"):
+            fuzzy[keyword] = "*" + value.strip().strip("*") + "*"
+    return fuzzy
+
+
+def _paging(params: QueryDict) -> tuple[int, int, list[str]]:
+    warnings: list[str] = []
+    limit = _non_negative(params, "limit", MAX_RESULTS)
+    if limit == 0 or limit > MAX_RESULTS:
+        limit = MAX_RESULTS
+        if "limit" in params:
+            warnings.append(f"The limit exceeds the maximum of {MAX_RESULTS} results this server returns at once.")
+    return limit, _non_negative(params, "offset", 0), warnings
+
+
+def _non_negative(params: QueryDict, name: str, default: int) -> int:
+    raw = params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit():
+        raise BadRequest(f"{name} must be a non-negative integer, not {raw!r}.")
+    return int(raw)
+
+
+def _fields(
+    params: QueryDict, level: Level, defaults: list[str], criteria: dict[str, str], warnings: list[str]
+) -> list[str]:
+    wanted = list(defaults) + [k for k in criteria if k not in defaults]
+    for raw in params.getlist("includefield"):
+        for item in filter(None, (p.strip() for p in raw.split(","))):
+            if item == "all":
+                wanted += [k for k, key in KEYS.items() if key.supported_at(level)]
+                continue
+            keyword = keyword_of(item)
+            if keyword in KEYS and KEYS[keyword].supported_at(level):
+                wanted.append(keyword)
+            else:
+                warnings.append(f"{keyword} is not held by this server's index and is not returned.")
+    return [k for k in dict.fromkeys(wanted) if k in KEYS and KEYS[k].supported_at(level)]
+
+
+# --- the answer -----------------------------------------------------------------------
+
+
+def run(search: Search, user: Any, base_url: str) -> tuple[list[dict[str, Any]], list[StudyIdentity], bool]:
+    """(DICOM JSON datasets, the owning studies, whether more results exist)."""
+    try:
+        rows = query.find(search.level, search.criteria, access.studies_visible_to(user))
+    except query.InvalidCriterion as exc:
+        raise BadRequest(f"Invalid value for {exc.keyword}: {exc.reason}.") from None
+    prefix = _STUDY_OF[search.level]
+    identity = [prefix + name for name in _IDENTITY]
+    lookups = [KEYS[k].lookup(search.level) for k in search.fields]
+    window = rows.values_list(*identity, *lookups)[search.offset : search.offset + search.limit + 1]
+    found = list(window)
+    more = len(found) > search.limit
+    found = found[: search.limit]
+    writer = _RowWriter(search.level, search.fields, base_url)
+    studies = {row[1]: StudyIdentity(*row[:4]) for row in found}
+    return [writer.dataset(row) for row in found], list(studies.values()), more
+
+
+class _RowWriter:
+    """Writes value tuples as DICOM JSON objects (PS3.18 F.2.2), one per row."""
+
+    def __init__(self, level: Level, fields: list[str], base_url: str) -> None:
+        self.level = level
+        self.base_url = base_url
+        self.columns = [(f"{tag_for_keyword(k):08X}", KEYS[k].vr, k) for k in fields]
+        self.uid_at = {k: i + len(_IDENTITY) for i, k in enumerate(fields)}
+
+    def dataset(self, row: tuple[Any, ...]) -> dict[str, Any]:
+        out: dict[str, Any] = {"00080005": {"vr": "CS", "Value": [CHARSET]}}
+        for (tag, vr, keyword), value in zip(self.columns, row[len(_IDENTITY) :], strict=True):
+            out[tag] = _element(vr, keyword, value)
+        out["00080056"] = {"vr": "CS", "Value": ["ONLINE"]}
+        out["00081190"] = {"vr": "UR", "Value": [self.retrieve_url(row)]}
+        return dict(sorted(out.items()))
+
+    def retrieve_url(self, row: tuple[Any, ...]) -> str:
+        url = f"{self.base_url}/studies/{row[1]}"
+        for keyword, segment in (("SeriesInstanceUID", "series"), ("SOPInstanceUID", "instances")):
+            if keyword in self.uid_at:
+                url += f"/{segment}/{row[self.uid_at[keyword]]}"
+        return url
+
+
+def _element(vr: str, keyword: str, value: Any) -> dict[str, Any]:
+    if value is None or value == "":
+        return {"vr": vr}
+    return {"vr": vr, "Value": _values(vr, value)}
+
+
+def _values(vr: str, value: Any) -> list[Any]:
+    if vr == "PN":
+        groups = str(value).split("=")
+        names = ("Alphabetic", "Ideographic", "Phonetic")
+        return [{name: group for name, group in zip(names, groups, strict=False) if group}]
+    if isinstance(value, date):
+        return [value.strftime("%Y%m%d")]
+    if isinstance(value, time):
+        return [value.strftime("%H%M%S.%f" if value.microsecond else "%H%M%S")]
+    if isinstance(value, str) and "\\" in value:
+        return [v for v in value.split("\\") if v]
+    return [value]
+
+
+# --- views ----------------------------------------------------------------------------
+
+
+class _SearchView(DicomWebView):
+    level: Level
+    defaults: list[str]
+
+    def get(self, request: Request, study: str = "", series: str = "") -> Response:
+        self.choose(request, [media.DICOM_JSON, media.JSON])
+        path = {"StudyInstanceUID": study, "SeriesInstanceUID": series}
+        search = parse_search(request.query_params, self.level, {k: v for k, v in path.items() if v}, self.defaults)
+        datasets, studies, more = run(search, request.user, base_url())
+        if more and search.limit == MAX_RESULTS:
+            search.warnings.append("There are more results: request them with offset.")
+        if studies:
+            audit_studies(
+                request, f"dicomweb.search.{self.level.value.lower()}", studies, {"query": request.GET.urlencode()}
+            )
+        response = Response(datasets or None, status=200 if datasets else 204)
+        for warning in search.warnings:
+            response.headers["Warning"] = f'299 {request.get_host()} "{warning}"'
+        return response
+
+
+class SearchStudies(_SearchView):
+    level = Level.STUDY
+    defaults = STUDY_DEFAULTS
+
+
+class SearchSeries(_SearchView):
+    level = Level.SERIES
+    defaults = SERIES_DEFAULTS
+
+    def get(self, request: Request, study: str = "", series: str = "") -> Response:
+        if not study:
+            self.defaults = STUDY_DEFAULTS + SERIES_DEFAULTS
+        return super().get(request, study=study)
+
+
+class SearchInstances(_SearchView):
+    level = Level.IMAGE
+    defaults = INSTANCE_DEFAULTS
+
+    def get(self, request: Request, study: str = "", series: str = "") -> Response:
+        if not series:
+            self.defaults = (STUDY_DEFAULTS if not study else []) + SERIES_DEFAULTS + INSTANCE_DEFAULTS
+        return super().get(request, study=study, series=series)

@@ -1,0 +1,293 @@
+"""WADO-RS (PS3.18 10.4): instances, metadata, bulk data, frames, rendered images, thumbnails.
+
+Study, series and instance retrieval streams each stored file from storage in chunks
+(multipart/related; type="application/dicom"); nothing larger than one instance is held
+in memory, and only when it must be transcoded. Access: alliance.access.get_study_for,
+which answers the same 404 for a study that is missing and one the caller may not see.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from io import BytesIO
+from typing import IO, Any
+
+from django.db.models import QuerySet
+from django.http import Http404, HttpResponse, StreamingHttpResponse
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+from rest_framework.request import Request
+
+from alliance import access
+from imaging import render
+from imaging.dicomweb import media, transfer
+from imaging.dicomweb.multipart import OutPart
+from imaging.dicomweb.renderers import (
+    IMAGE_RENDERERS,
+    DicomJsonRenderer,
+    MultipartCompressedFrameRenderer,
+    MultipartDicomRenderer,
+    MultipartOctetStreamRenderer,
+)
+from imaging.dicomweb.views import BadRequest, DicomWebNotAcceptable, DicomWebView, base_url
+from imaging.models import Instance, Study
+from imaging.storage import open_instance
+
+BULK_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
+BULK_THRESHOLD = 1024  # bytes: larger binary values are sent as BulkDataURI (PS3.18 F.2.6)
+PIXEL_DATA = "7FE00010"
+
+
+class _InstancesView(DicomWebView):
+    """Resolves the path to the caller's visible study and the instances it names."""
+
+    def instances(
+        self, request: Request, study: str, series: str = "", instance: str = ""
+    ) -> tuple[Study, list[Instance]]:
+        visible = access.get_study_for(request.user, study)
+        rows: QuerySet[Instance] = Instance.objects.filter(series__study=visible).select_related("series")
+        if series:
+            rows = rows.filter(series__series_uid=series)
+        if instance:
+            rows = rows.filter(sop_uid=instance)
+        found = list(rows.order_by("series__series_number", "series_id", "instance_number", "pk"))
+        if not found:
+            raise Http404("No such series or instance.")
+        return visible, found
+
+    def instance_url(self, study: Study, instance: Instance) -> str:
+        return (
+            f"{base_url()}/studies/{study.study_uid}/series/{instance.series.series_uid}/instances/{instance.sop_uid}"
+        )
+
+
+# --- instances ----------------------------------------------------------------------------
+
+
+class RetrieveInstances(_InstancesView):
+    """GET /studies/{s}[/series/{se}[/instances/{i}]]: multipart/related; type="application/dicom"."""
+
+    def get(self, request: Request, study: str, series: str = "", instance: str = "") -> StreamingHttpResponse:
+        pairs = media.multipart_ranges(self.accepted(request), {media.DICOM})
+        if not pairs:
+            raise DicomWebNotAcceptable('This resource is multipart/related; type="application/dicom".')
+        visible, found = self.instances(request, study, series, instance)
+        target = self._target(pairs, {i.transfer_syntax_uid for i in found})
+        self.audit(request, "dicomweb.retrieve", [visible], instances=len(found), transfer_syntax=target or "stored")
+        parts = (OutPart(media.DICOM, opener=self._opener(i, target)) for i in found)
+        return MultipartDicomRenderer().response(parts, transfer_syntax=target or _single(found))
+
+    def _target(self, pairs: list[tuple[str, media.MediaRange]], stored: set[str]) -> str | None:
+        reasons = []
+        for _part_type, media_range in pairs:
+            try:
+                return transfer.target_syntax(media_range.transfer_syntax, stored)
+            except transfer.Untranscodable as exc:
+                reasons.append(str(exc))
+        raise DicomWebNotAcceptable(" ".join(reasons))
+
+    def _opener(self, instance: Instance, target: str | None) -> Any:
+        if target is None:
+            return partial(open_instance, instance)
+        return lambda: BytesIO(transfer.to_explicit_little_endian(open_instance(instance)))
+
+
+def _single(instances: list[Instance]) -> str | None:
+    syntaxes = {i.transfer_syntax_uid for i in instances}
+    return syntaxes.pop() if len(syntaxes) == 1 else None
+
+
+# --- metadata and bulk data ---------------------------------------------------------------
+
+
+class RetrieveMetadata(_InstancesView):
+    """GET .../metadata: application/dicom+json, large binary values as BulkDataURI."""
+
+    def get(self, request: Request, study: str, series: str = "", instance: str = "") -> StreamingHttpResponse:
+        self.choose(request, [media.DICOM_JSON, media.JSON])
+        visible, found = self.instances(request, study, series, instance)
+        self.audit(request, "dicomweb.metadata", [visible], instances=len(found))
+        urls = [self.instance_url(visible, i) for i in found]
+        return DicomJsonRenderer().stream(_metadata(i, url) for i, url in zip(found, urls, strict=True))
+
+
+def _metadata(instance: Instance, instance_url: str) -> dict[str, Any]:
+    with open_instance(instance) as handle:
+        ds = dcmread(handle, stop_before_pixels=True)
+    return dataset_json(ds, instance_url, has_pixels=instance.rows is not None)
+
+
+def dataset_json(ds: Dataset, instance_url: str, *, has_pixels: bool) -> dict[str, Any]:
+    """PS3.18 F.2 DICOM JSON of a dataset read without its pixel data; bulk values by URI."""
+    out: dict[str, Any] = {}
+    for element in ds:
+        tag = f"{element.tag:08X}"
+        if element.VR in BULK_VRS and not element.is_empty and len(element.value) > BULK_THRESHOLD:
+            out[tag] = {"vr": element.VR, "BulkDataURI": f"{instance_url}/bulk/{tag}"}
+        else:
+            out[tag] = element.to_json_dict(None, BULK_THRESHOLD)
+    if has_pixels:
+        vr = "OB" if ds.file_meta.TransferSyntaxUID.is_compressed or ds.get("BitsAllocated", 16) <= 8 else "OW"
+        out[PIXEL_DATA] = {"vr": vr, "BulkDataURI": f"{instance_url}/bulk/{PIXEL_DATA}"}
+    return out
+
+
+class RetrieveBulkData(_InstancesView):
+    """GET .../instances/{i}/bulk/{tag}: one top-level value as application/octet-stream."""
+
+    def get(self, request: Request, study: str, series: str, instance: str, tag: str) -> StreamingHttpResponse:
+        if not media.multipart_ranges(self.accepted(request), {media.OCTET_STREAM}):
+            raise DicomWebNotAcceptable('Bulk data is multipart/related; type="application/octet-stream".')
+        try:
+            number = int(tag, 16)
+        except ValueError:
+            raise BadRequest(f"{tag!r} is not a tag (8 hexadecimal digits).") from None
+        visible, found = self.instances(request, study, series, instance)
+        ds = _read(found[0])
+        if number not in ds or ds[number].VR not in BULK_VRS or ds[number].is_empty:
+            raise Http404("The instance has no bulk data at that tag.")
+        self.audit(request, "dicomweb.bulkdata", [visible], instance=instance, tag=tag)
+        return MultipartOctetStreamRenderer().response([OutPart(media.OCTET_STREAM, data=ds[number].value)])
+
+
+def _read(instance: Instance) -> Dataset:
+    with open_instance(instance) as handle:
+        return dcmread(handle)
+
+
+# --- frames ---------------------------------------------------------------------------
+
+
+def frame_numbers(raw: str, available: int) -> list[int]:
+    try:
+        numbers = [int(n) for n in raw.split(",")]
+    except ValueError:
+        raise BadRequest(f"Frame list {raw!r} is not a comma-separated list of frame numbers.") from None
+    if any(n < 1 for n in numbers):
+        raise BadRequest("Frame numbers start at 1.")
+    if any(n > available for n in numbers):
+        raise Http404(f"The instance has {available} frame(s).")
+    return numbers
+
+
+class RetrieveFrames(_InstancesView):
+    """GET .../frames/{list}: uncompressed (application/octet-stream) or as stored (image/jpeg ...)."""
+
+    def get(self, request: Request, study: str, series: str, instance: str, frames: str) -> StreamingHttpResponse:
+        visible, found = self.instances(request, study, series, instance)
+        stored = found[0].transfer_syntax_uid
+        compressed_type = media.FRAME_MEDIA_TYPES.get(stored)
+        offers = {media.OCTET_STREAM} | ({compressed_type} if compressed_type else set())
+        part_type, wants_stored = self._negotiate(request, offers, compressed_type, stored)
+        numbers = frame_numbers(frames, found[0].number_of_frames)
+        ds = _read(found[0])
+        if not ds.get("PixelData"):
+            raise Http404("The instance has no pixel data.")
+        data = transfer.stored_frames(ds, numbers) if wants_stored else transfer.decoded_frames(ds, numbers)
+        self.audit(request, "dicomweb.frames", [visible], instance=instance, frames=numbers)
+        parts = [OutPart(part_type, data=frame) for frame in data]
+        if part_type == media.OCTET_STREAM:
+            syntax = stored if wants_stored else transfer.ExplicitVRLittleEndian
+            return MultipartOctetStreamRenderer().response(parts, transfer_syntax=syntax)
+        return MultipartCompressedFrameRenderer(part_type).response(parts, transfer_syntax=stored)
+
+    def _negotiate(
+        self, request: Request, offers: set[str], compressed_type: str | None, stored: str
+    ) -> tuple[str, bool]:
+        """(part media type, whether frames go as stored)."""
+        for part_type, media_range in media.multipart_ranges(self.accepted(request), offers):
+            syntax = media_range.transfer_syntax
+            if part_type == compressed_type and syntax in (None, media.ANY_TRANSFER_SYNTAX, stored):
+                return part_type, True
+            if part_type == media.OCTET_STREAM and syntax in (None, transfer.ExplicitVRLittleEndian):
+                return part_type, not UID(stored).is_compressed
+            if part_type == media.OCTET_STREAM and syntax in (media.ANY_TRANSFER_SYNTAX, stored):
+                return part_type, True
+        raise DicomWebNotAcceptable(f"Frames of this instance are offered as {', '.join(sorted(offers))}.")
+
+
+# --- rendered and thumbnails ----------------------------------------------------------------
+
+
+def _window(raw: str | None) -> tuple[float, float] | None:
+    if not raw:
+        return None
+    parts = raw.split(",")
+    try:
+        center, width = float(parts[0]), float(parts[1])
+    except (ValueError, IndexError):
+        raise BadRequest("window is center,width[,function], e.g. window=40,400.") from None
+    if width <= 0 or (len(parts) > 2 and parts[2].lower() not in ("linear", "")):
+        raise BadRequest("window width must be positive and the function linear.")
+    return center, width
+
+
+def _viewport(raw: str | None) -> tuple[int, int] | None:
+    if not raw:
+        return None
+    try:
+        width, height = (int(v) for v in raw.split(",")[:2])
+    except ValueError:
+        raise BadRequest("viewport is width,height in pixels, e.g. viewport=512,512.") from None
+    if not (0 < width <= 4096 and 0 < height <= 4096):
+        raise BadRequest("viewport width and height must be between 1 and 4096.")
+    return width, height
+
+
+def _quality(raw: str | None) -> int:
+    if raw is None:
+        return 90
+    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+        raise BadRequest("quality is an integer from 1 to 100.")
+    return int(raw)
+
+
+class RetrieveRendered(_InstancesView):
+    """GET .../instances/{i}/rendered and .../frames/{n}/rendered: image/jpeg or image/png."""
+
+    def get(self, request: Request, study: str, series: str, instance: str, frames: str = "1") -> HttpResponse:
+        chosen, _ = self.choose(request, [media.JPEG, media.PNG])
+        params = request.query_params
+        window, size, quality = (
+            _window(params.get("window")),
+            _viewport(params.get("viewport")),
+            _quality(params.get("quality")),
+        )
+        visible, found = self.instances(request, study, series, instance)
+        number = frame_numbers(frames, found[0].number_of_frames)
+        if len(number) != 1:
+            raise BadRequest("Rendered frames are retrieved one at a time.")
+        with open_instance(found[0]) as handle:
+            image = _render_or_404(handle, number[0] - 1, window, size, chosen, quality)
+        self.audit(request, "dicomweb.rendered", [visible], instance=instance, frame=number[0])
+        return IMAGE_RENDERERS[chosen].response(image)
+
+
+def _render_or_404(
+    handle: IO[bytes], frame: int, window: tuple[float, float] | None, size: Any, chosen: str, quality: int
+) -> bytes:
+    fmt = "png" if chosen == media.PNG else "jpeg"
+    try:
+        return render.render_frame(handle, frame=frame, window=window, size=size, fmt=fmt, quality=quality)
+    except render.RenderError as exc:
+        raise Http404(f"This instance has no image to render: {exc}") from None
+
+
+class RetrieveThumbnail(_InstancesView):
+    """GET .../thumbnail of a study, series or instance: a representative image, image/jpeg."""
+
+    def get(self, request: Request, study: str, series: str = "", instance: str = "") -> HttpResponse:
+        self.choose(request, [media.JPEG])
+        visible, found = self.instances(request, study, series, instance)
+        images = [i for i in found if i.rows]
+        if not images:
+            raise Http404("Nothing here has an image.")
+        first_series = [i for i in images if i.series_id == images[0].series_id]
+        chosen = first_series[len(first_series) // 2]
+        try:
+            data = render.thumbnail(chosen)
+        except render.RenderError as exc:
+            raise Http404(f"No thumbnail could be made: {exc}") from None
+        self.audit(request, "dicomweb.thumbnail", [visible], instance=chosen.sop_uid)
+        return IMAGE_RENDERERS[media.JPEG].response(data)
