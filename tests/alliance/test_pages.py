@@ -130,3 +130,11 @@ def test_production_passwords_are_hashed_with_argon2() -> None:
     from alliance import settings as production
 
     assert production.PASSWORD_HASHERS[0].endswith("Argon2PasswordHasher")
+
+
+def test_not_found_page_is_the_same_for_any_path(alliance_world) -> None:  # type: ignore[no-untyped-def]
+    client = client_for(alliance_world.inst_admin_a)
+    first = client.get(reverse("manage:doctor_edit", args=[alliance_world.stranger.pk]))
+    second = client.get("/manage/doctors/999999/")
+    assert first.status_code == second.status_code == 404
+    assert first.content == second.content
