@@ -21,8 +21,10 @@ import numpy as np
 from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 from PIL import Image
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from imaging import storage
 
@@ -33,11 +35,6 @@ log = logging.getLogger(__name__)
 
 THUMBNAIL_PX = 128
 PREVIEW_PX = 512
-_EXTRA_TAGS = [
-    0x20500020,  # Presentation LUT Shape
-    0x52009229,  # Shared Functional Groups Sequence (enhanced multi-frame objects)
-    0x52009230,  # Per-frame Functional Groups Sequence
-]
 _FORMATS = {"jpeg": "JPEG", "png": "PNG"}
 
 
@@ -99,16 +96,31 @@ def _cached_render(instance: Instance, px: int) -> bytes:
 
 
 def _decode(source: str | Path | IO[bytes], frame: int) -> tuple[Dataset, np.ndarray]:
-    ds = Dataset()
+    """The header (every element before the pixel data) and the one decoded frame."""
     try:
-        arr = pixel_array(source, ds_out=ds, specific_tags=_EXTRA_TAGS, index=frame)
-    except (AttributeError, KeyError) as exc:
-        raise RenderError(f"no pixel data to render ({exc})") from None
-    except (ValueError, NotImplementedError, RuntimeError, IndexError, TypeError) as exc:
-        raise RenderError(f"cannot decode frame {frame}: {exc}") from None
-    if frame < 0 or frame >= max(_int(ds.get("NumberOfFrames")) or 1, 1):
-        raise RenderError(f"frame {frame} is out of range")
-    return ds, arr
+        header = dcmread(_rewound(source), stop_before_pixels=True)
+        if frame < 0 or frame >= max(_int(header.get("NumberOfFrames")) or 1, 1):
+            raise RenderError(f"frame {frame} is out of range")
+        if header.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+            arr = pixel_array(dcmread(_rewound(source)), index=frame)  # only dcmread inflates
+        else:
+            arr = pixel_array(_rewound(source), index=frame)
+    except RenderError:
+        raise
+    except Exception as exc:  # pydicom and its plugins raise many kinds; all mean "cannot show this"
+        raise RenderError(f"cannot decode frame {frame}: {_first_line(exc)}") from None
+    return header, arr
+
+
+def _rewound(source: str | Path | IO[bytes]) -> str | Path | IO[bytes]:
+    if not isinstance(source, str | Path):
+        source.seek(0)
+    return source
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
 
 
 def _int(value: Any) -> int | None:
@@ -165,7 +177,8 @@ def _grayscale(arr: np.ndarray, ds: Dataset, window: tuple[float, float] | None)
         return _linear_window(values, *window)
     if "VOILUTSequence" in ds and len(ds.VOILUTSequence):
         try:
-            mapped = apply_voi_lut(values, ds, prefer_lut=True).astype(np.float64)
+            # A LUT is indexed by integers: round the Modality LUT output.
+            mapped = apply_voi_lut(np.rint(values).astype(np.int64), ds, prefer_lut=True).astype(np.float64)
         except (ValueError, AttributeError, IndexError, TypeError):
             log.info("unusable VOI LUT sequence; using a default window")
         else:
