@@ -162,12 +162,13 @@ def institution_add(request: HttpRequest) -> HttpResponse:
     form = forms.InstitutionForm(
         request.POST or None, parents=_alliance_parents(request), initial={"modules": list(services.ALL_MODULES)}
     )
-    if request.method == "POST" and form.is_valid():
+    alliance = access.alliance_of(request.user)
+    if request.method == "POST" and form.is_valid() and alliance is not None:
         data = form.cleaned_data
         institution = _save(
             form,
             lambda: services.institution_create(
-                alliance=access.alliance_of(request.user),
+                alliance=alliance,
                 name=data["name"],
                 level=data["level"],
                 ae_title=data["ae_title"],
