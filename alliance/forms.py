@@ -16,20 +16,12 @@ from alliance.models import AuditEvent, Institution
 class AuditFilterForm(forms.Form):
     date_from = forms.DateField(label=_("From"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
     date_to = forms.DateField(label=_("To"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    actor = forms.CharField(
-        label=_("Actor"),
-        required=False,
-        max_length=200,
-        widget=forms.TextInput(attrs={"placeholder": _("User name or AE title")}),
-    )
+    actor = forms.CharField(label=_("Actor"), required=False, max_length=200, help_text=_("User name or AE title"))
     institution = forms.ModelChoiceField(
         label=_("Institution"), required=False, queryset=Institution.objects.none(), empty_label=_("All")
     )
     action = forms.CharField(
-        label=_("Action"),
-        required=False,
-        max_length=64,
-        widget=forms.TextInput(attrs={"placeholder": _("Starts with, e.g. doctor. or login")}),
+        label=_("Action"), required=False, max_length=64, help_text=_("Starts with, e.g. doctor. or login")
     )
     object_type = forms.CharField(label=_("Object type"), required=False, max_length=64)
     object_id = forms.CharField(label=_("Object ID"), required=False, max_length=128)

@@ -113,7 +113,6 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     names = dict(Institution.objects.filter(pk__in={e.actor_institution_id for e in page}).values_list("pk", "name"))
     for event in page:
         event.institution_name = names.get(event.actor_institution_id, "")
-        event.detail_text = json.dumps(event.detail, ensure_ascii=False, sort_keys=True) if event.detail else ""
     query = request.GET.copy()
     query.pop("page", None)
     return render(

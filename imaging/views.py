@@ -7,21 +7,27 @@ a missing study and a forbidden one give the same 404 (alliance.access.get_study
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
 from alliance import access, audit
-from imaging import selectors
+from imaging import render as rendering
+from imaging import selectors, uploads
 from imaging.forms import StudySearchForm
-from imaging.models import Study
+from imaging.models import Instance, Study
 
 STUDIES_PER_PAGE = 25
+# Series of these modalities hold documents or presentation states, not pixels.
+NO_IMAGE_MODALITIES = {"SR", "PR", "KO", "DOC", "REG", "SEG", "RWV"}
 
 
 def shared_badge(basis: str) -> str:
@@ -85,5 +91,88 @@ def study_detail(request: HttpRequest, study_uid: str) -> HttpResponse:
             basis=basis,
             source=audit.source_of(request),
         )
-    context = {"study": study, "series_list": series, "badge": shared_badge(basis)}
+    with_images = {s.pk for s in series if s.num_instances and s.modality.upper() not in NO_IMAGE_MODALITIES}
+    context = {"study": study, "series_list": series, "with_images": with_images, "badge": shared_badge(basis)}
     return render(request, "imaging/study_detail.html", context)
+
+
+@login_required
+@require_GET
+def thumbnail(request: HttpRequest, study_uid: str, series_uid: str, sop_uid: str = "") -> HttpResponse:
+    """A series' thumbnail (its middle slice), or one instance's, as JPEG."""
+    instance: Instance | None
+    if sop_uid:
+        instance = selectors.get_instance_for(request.user, study_uid, series_uid, sop_uid)
+    else:
+        series = selectors.get_series_for(request.user, series_uid, study_uid)
+        instance = selectors.representative_instance(series)
+        if instance is None:
+            raise Http404("The series has no instances.")
+        instance.series = series
+    study = instance.series.study
+    try:
+        jpeg = rendering.thumbnail(instance)
+    except rendering.RenderError as exc:
+        raise Http404("No thumbnail for this instance.") from exc
+    with transaction.atomic():
+        audit.record(
+            actor=audit.Actor.for_user(request.user),
+            action="instance.thumbnail",
+            object_type="instance",
+            object_id=instance.sop_uid,
+            patient=str(study.patient_id),
+            basis=access.basis_for(request.user, study),
+            source=audit.source_of(request),
+        )
+    response = HttpResponse(jpeg, content_type="image/jpeg")
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+def _uploader_institution(request: HttpRequest) -> Any:
+    doctor = access.doctor_of(request.user)
+    if doctor is None or not access.may_upload_to(request.user, doctor.institution):
+        raise PermissionDenied(_("Only clinicians of an institution may upload its studies."))
+    return doctor.institution
+
+
+@login_required
+@require_GET
+def upload(request: HttpRequest) -> HttpResponse:
+    institution = _uploader_institution(request)
+    context = {"institution": institution, "max_file_bytes": settings.DICOM_MAX_FILE_BYTES}
+    return render(request, "imaging/upload.html", context)
+
+
+@login_required
+@require_POST
+def upload_files(request: HttpRequest) -> HttpResponse:
+    """Ingest the posted files (DICOM files, or zips of them): one result per file.
+
+    The page's script posts small batches and asks for JSON; without script the form
+    posts here and the same page comes back with the results.
+    """
+    institution = _uploader_institution(request)
+    files = request.FILES.getlist("files")
+    paths = request.POST.getlist("paths")
+    results: list[uploads.FileResult] = []
+    for index, uploaded in enumerate(files):
+        name = paths[index] if index < len(paths) and paths[index] else uploaded.name or "?"
+        results += uploads.ingest_upload(
+            uploaded,
+            name=name,
+            institution=institution,
+            actor=audit.Actor.for_user(request.user),
+            source=audit.source_of(request),
+        )
+    wants_json = "application/json" in request.headers.get("Accept", "")
+    if not files:
+        message = _("Choose at least one file to upload.")
+        if wants_json:
+            return JsonResponse({"error": message, "results": []}, status=400)
+        context = {"institution": institution, "max_file_bytes": settings.DICOM_MAX_FILE_BYTES, "error": message}
+        return render(request, "imaging/upload.html", context, status=400)
+    if wants_json:
+        return JsonResponse({"results": [r.as_dict() for r in results]})
+    context = {"institution": institution, "results": results, "max_file_bytes": settings.DICOM_MAX_FILE_BYTES}
+    return render(request, "imaging/upload.html", context)

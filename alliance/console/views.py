@@ -162,13 +162,12 @@ def institution_add(request: HttpRequest) -> HttpResponse:
     form = forms.InstitutionForm(
         request.POST or None, parents=_alliance_parents(request), initial={"modules": list(services.ALL_MODULES)}
     )
-    alliance = access.alliance_of(request.user)
-    if request.method == "POST" and form.is_valid() and alliance is not None:
+    if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         institution = _save(
             form,
             lambda: services.institution_create(
-                alliance=alliance,
+                alliance=access.alliance_of(request.user),
                 name=data["name"],
                 level=data["level"],
                 ae_title=data["ae_title"],
