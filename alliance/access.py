@@ -286,6 +286,21 @@ def basis_for_device(device: Device, study: Study) -> str:
     return grant or ""
 
 
+def bases_for_device(device: Device, studies: Sequence[StudyRef]) -> dict[int, str]:
+    """basis_for_device over many studies at once (a C-FIND or C-MOVE answer): pk -> basis."""
+    from imaging.models import StudyGroupGrant
+
+    found = {s.pk: "own-institution" for s in studies if s.institution_id == device.institution_id}
+    missing = [s.pk for s in studies if s.pk not in found]
+    if missing:
+        grants = StudyGroupGrant.objects.filter(
+            _live(), content_object_id__in=missing, group_id=device.institution.group_id, permission__codename=READ
+        )
+        for study_pk, basis in grants.values_list("content_object_id", "basis"):
+            found.setdefault(study_pk, basis)
+    return {s.pk: found.get(s.pk, "") for s in studies}
+
+
 def may_write_study(user: Any, study: Study) -> bool:
     """Annotate or attach to a study: own institution, or a live grant with write."""
     from imaging.models import StudyGroupGrant, StudyUserGrant

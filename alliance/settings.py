@@ -203,6 +203,8 @@ DATA_UPLOAD_MAX_NUMBER_FILES = 2000
 DICOM_HOST = env_str("DICOM_HOST", "127.0.0.1")
 DICOM_PORT = env_int("DICOM_PORT", 11112, minimum=1, maximum=65535)
 DICOM_CHECK_DEVICE_HOST = env_bool("DICOM_CHECK_DEVICE_HOST", True)
+DICOM_AE_TITLE = env_str("DICOM_AE_TITLE", "CLOUDPACS")  # ours when we call out (C-MOVE)
+DICOM_PROCESSES = env_int("DICOM_PROCESSES", 1, minimum=1, maximum=64)  # share the port (SO_REUSEPORT)
 
 # --- Celery ---------------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "")

@@ -5,6 +5,12 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
@@ -17,6 +23,7 @@ from pynetdicom.sop_class import (
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
+from imaging.dicom.datasets import SUPPORTED_TRANSFER_SYNTAXES
 from imaging.dicom.handlers import Handlers, Services
 
 QUERY_RETRIEVE = [
@@ -31,9 +38,21 @@ QUERY_RETRIEVE = [
 MAX_PDU_BYTES = 1024 * 1024
 
 
+def storage_transfer_syntaxes() -> list[str]:
+    """Our order decides when a peer offers several syntaxes in one context (pynetdicom takes the
+    first of ours that it offers). Compressed first: a modality offering its JPEG 2000 with
+    explicit VR as a fallback sends the file as it is and we keep that. Then explicit VR little
+    endian before implicit, so that a C-GET of files stored that way goes out unconverted."""
+    native = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian]
+    return sorted(SUPPORTED_TRANSFER_SYNTAXES - set(native)) + [
+        ts for ts in native if ts in SUPPORTED_TRANSFER_SYNTAXES
+    ]
+
+
 def build_ae(ae_title: str = "CLOUDPACS", *, max_associations: int = 32) -> AE:
-    """Storage of every storage SOP class in every transfer syntax pydicom knows, compressed ones
-    included; verification; patient- and study-root FIND, MOVE and GET."""
+    """Storage of every storage SOP class in every transfer syntax the store accepts, compressed
+    ones included (others are refused at association); verification; patient- and study-root
+    FIND, MOVE and GET."""
     ae = AE(ae_title=ae_title)
     ae.maximum_pdu_size = MAX_PDU_BYTES
     ae.maximum_associations = max_associations
@@ -42,9 +61,10 @@ def build_ae(ae_title: str = "CLOUDPACS", *, max_associations: int = 32) -> AE:
     ae.acse_timeout = 30
     ae.dimse_timeout = 120
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+    storage_syntaxes = storage_transfer_syntaxes()
     for cx in AllStoragePresentationContexts:
         # scp_role: a C-GET requestor may take the storage SCP role on this association
-        ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES, scp_role=True, scu_role=False)
+        ae.add_supported_context(cx.abstract_syntax, storage_syntaxes, scp_role=True, scu_role=False)
     for sop_class in QUERY_RETRIEVE:
         ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
     return ae

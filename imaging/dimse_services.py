@@ -1,0 +1,187 @@
+"""The Django side of the DICOM server: who may associate, and what is stored, found and retrieved.
+
+imaging/dicom/handlers.py calls these from pynetdicom's association threads. Every
+decision goes through alliance/access.py; every C-STORE (in ingest), C-FIND, C-MOVE and
+C-GET, and every rejected association, writes an audit event. Each association thread
+keeps one database connection and closes it when the association ends.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from functools import partial
+from typing import Any
+
+from django.db import close_old_connections, connection, transaction
+
+from alliance import access, audit
+from alliance.models import AuditEvent, Device, Institution
+from imaging import storage
+from imaging.dicom.handlers import Decision, Peer, RejectReason
+from imaging.dicom.identifiers import Destination, QueryRequest, ReceivedInstance, Retrieval, StoredObject
+from imaging.dicom.status import DimseFailure, Status
+from imaging.ingest import IngestError, ingest_bytes
+from imaging.models import Instance, Study
+from imaging.query import InvalidCriterion, Level, find, identifier
+
+log = logging.getLogger("imaging.dicom")
+
+# PS3.4 C.4.2.2.1: a retrieve names the unique key of its level (and of the levels above).
+UNIQUE_KEYS = {
+    Level.PATIENT: "PatientID",
+    Level.STUDY: "StudyInstanceUID",
+    Level.SERIES: "SeriesInstanceUID",
+    Level.IMAGE: "SOPInstanceUID",
+}
+
+
+def _source(peer: Peer) -> str:
+    return f"{peer.host}:{peer.port}"
+
+
+def _study_of(row: Any, level: Level) -> Study | None:
+    if level is Level.STUDY:
+        return row
+    if level is Level.SERIES:
+        return row.study
+    if level is Level.IMAGE:
+        return row.series.study
+    return None
+
+
+class DjangoServices:
+    """Implements imaging.dicom.handlers.Services over the ORM."""
+
+    def __init__(self, *, check_host: bool) -> None:
+        self.check_host = check_host
+
+    # --- association --------------------------------------------------------------------
+
+    def authorize_association(self, peer: Peer) -> Decision:
+        close_old_connections()
+        device = access.device_for_association(
+            calling_ae=peer.calling_ae, called_ae=peer.called_ae, host=peer.host, check_host=self.check_host
+        )
+        if device is not None:
+            return Decision(principal=device)
+        called_known = Institution.objects.filter(ae_title=peer.called_ae, active=True).exists()
+        reason = RejectReason.CALLING_AE_NOT_RECOGNIZED if called_known else RejectReason.CALLED_AE_NOT_RECOGNIZED
+        audit.record(
+            actor=audit.Actor.for_unknown_device(peer.calling_ae),
+            action="dicom.associate",
+            object_type="ae",
+            object_id=peer.called_ae,
+            source=_source(peer),
+            outcome=AuditEvent.Outcome.DENIED,
+            detail={"calling_ae": peer.calling_ae, "called_ae": peer.called_ae, "reason": reason.name.lower()},
+        )
+        return Decision(reject=reason)
+
+    def association_ended(self, peer: Peer) -> None:
+        connection.close()
+
+    # --- C-STORE ------------------------------------------------------------------------
+
+    def store(self, peer: Peer, instance: ReceivedInstance) -> None:
+        device: Device = peer.principal
+        try:
+            ingest_bytes(
+                instance.part10(),
+                institution=device.institution,
+                actor=audit.Actor.for_device(device),
+                via="dimse",
+                source=_source(peer),
+            )
+        except IngestError as exc:
+            raise DimseFailure(exc.dicom_status, exc.reason) from None
+
+    # --- C-FIND -------------------------------------------------------------------------
+
+    def find(self, peer: Peer, query: QueryRequest) -> Iterator[Any]:
+        device: Device = peer.principal
+        level = Level(query.level)
+        try:
+            rows = list(find(level, query.criteria, access.studies_visible_to_device(device)))
+        except InvalidCriterion as exc:
+            raise DimseFailure(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc)) from None
+        self._audit_rows(peer, "dicom.find", level, rows, {"level": level.value, "matches": len(rows)})
+        for row in rows:
+            ds = identifier(row, level, query.keywords)
+            if "RetrieveAETitle" in query.keywords:
+                ds.RetrieveAETitle = peer.called_ae
+            if "InstanceAvailability" in query.keywords:
+                ds.InstanceAvailability = "ONLINE"
+            yield ds
+
+    def _audit_rows(self, peer: Peer, action: str, level: Level, rows: list[Any], detail: dict[str, Any]) -> None:
+        device: Device = peer.principal
+        actor = audit.Actor.for_device(device)
+        if level is Level.PATIENT:
+            items = [
+                (p.patient_id, p.patient_id, "own-institution" if p.issuer_id == device.institution_id else "grant")
+                for p in rows
+            ]
+            object_type = "patient"
+        else:
+            studies = {s.pk: s for s in (_study_of(row, level) for row in rows) if s is not None}
+            bases = access.bases_for_device(device, list(studies.values()))
+            items = [(s.study_uid, s.patient.patient_id, bases[pk]) for pk, s in studies.items()]
+            object_type = "study"
+        source = _source(peer)
+        with transaction.atomic():
+            if items:
+                audit.record_many(
+                    actor=actor, action=action, object_type=object_type, items=items, source=source, detail=detail
+                )
+            else:
+                audit.record(actor=actor, action=action, source=source, detail=detail)
+
+    # --- C-MOVE and C-GET ---------------------------------------------------------------
+
+    def retrieve(self, peer: Peer, query: QueryRequest, move_destination: str | None) -> Retrieval:
+        device: Device = peer.principal
+        destination = None
+        if move_destination is not None:
+            destination = self._destination(peer, move_destination)
+        level = Level(query.level)
+        keys = {k: query.criteria.get(k, "") for k in UNIQUE_KEYS.values() if query.criteria.get(k, "")}
+        if UNIQUE_KEYS[level] not in keys:
+            raise DimseFailure(
+                Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, f"a {level.value} retrieve needs {UNIQUE_KEYS[level]}"
+            )
+        try:
+            instances = list(find(Level.IMAGE, keys, access.studies_visible_to_device(device)))
+        except InvalidCriterion as exc:
+            raise DimseFailure(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc)) from None
+        action = "dicom.move" if destination else "dicom.get"
+        detail = {"level": level.value, "instances": len(instances)}
+        if destination:
+            detail["destination"] = destination.ae_title
+        self._audit_rows(peer, action, Level.IMAGE, instances, detail)
+        return Retrieval(objects=[_stored(i) for i in instances], destination=destination)
+
+    def _destination(self, peer: Peer, ae_title: str) -> Destination:
+        device: Device = peer.principal
+        target = access.move_destination_for(device, ae_title)
+        if target is None:
+            audit.record(
+                actor=audit.Actor.for_device(device),
+                action="dicom.move",
+                object_type="ae",
+                object_id=ae_title,
+                source=_source(peer),
+                outcome=AuditEvent.Outcome.DENIED,
+                detail={"reason": "move destination unknown"},
+            )
+            raise DimseFailure(Status.MOVE_DESTINATION_UNKNOWN, f"{ae_title} is not a device of this institution")
+        return Destination(ae_title=target.ae_title, host=target.host, port=target.port)
+
+
+def _stored(instance: Instance) -> StoredObject:
+    return StoredObject(
+        sop_class_uid=instance.sop_class_uid,
+        sop_instance_uid=instance.sop_uid,
+        transfer_syntax_uid=instance.transfer_syntax_uid,
+        open=partial(storage.open_instance, instance),
+    )

@@ -1,0 +1,67 @@
+"""`manage.py dicom_server`: the DICOM network service (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET).
+
+Wires settings and the Django-side services into imaging/dicom/scp.py. With --processes N
+(or DICOM_PROCESSES) N processes share the port through SO_REUSEPORT, so that parallel
+associations are not all bound by one interpreter.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+from imaging.dicom.scp import build_ae, make_server
+from imaging.dimse_services import DjangoServices
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
+class Command(BaseCommand):
+    help = "Run the DICOM server on DICOM_HOST:DICOM_PORT (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default=settings.DICOM_HOST)
+        parser.add_argument("--port", type=int, default=settings.DICOM_PORT)
+        parser.add_argument("--processes", type=int, default=settings.DICOM_PROCESSES)
+        parser.add_argument("--ae-title", default=settings.DICOM_AE_TITLE, help="our AE title when we call out")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        host, port, processes = options["host"], options["port"], max(1, options["processes"])
+        signal.signal(signal.SIGTERM, _stop)
+        reuse_port = processes > 1
+        children: list[int] = []
+        for _ in range(processes - 1):
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    self._serve(host, port, options["ae_title"], reuse_port=True)
+                finally:
+                    os._exit(0)
+            children.append(pid)
+        try:
+            self.stdout.write(f"DICOM server listening on {host}:{port} ({processes} process(es))")
+            sys.stdout.flush()
+            self._serve(host, port, options["ae_title"], reuse_port=reuse_port)
+        finally:
+            for pid in children:
+                os.kill(pid, signal.SIGTERM)
+            for pid in children:
+                os.waitpid(pid, 0)
+
+    def _serve(self, host: str, port: int, ae_title: str, *, reuse_port: bool) -> None:
+        ae = build_ae(ae_title)
+        services = DjangoServices(check_host=settings.DICOM_CHECK_DEVICE_HOST)
+        server = make_server(ae, host, port, services, reuse_port=reuse_port)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()

@@ -1,0 +1,320 @@
+"""The real `manage.py dicom_server` process driven by dcmtk (echoscu, storescu, findscu, movescu,
+getscu) and a storescp the test starts, against the test database."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from django.conf import settings
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+from pydicom.filereader import read_preamble
+from pynetdicom import AE
+
+from alliance import audit, services
+from alliance.models import AuditEvent
+from imaging.models import Instance, Study
+from tests import factories
+from tests.imaging import dicomgen
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk is not installed (.ci/install-system-packages)"),
+]
+ROOT = Path(__file__).resolve().parents[2]
+CT_INSTANCES = 200
+# pydicom's own test files, one per compression, with distinct SOP Instance UIDs, and the
+# storescu option that proposes each one's transfer syntax
+COMPRESSED_SAMPLES = {
+    "MR_small_jpeg_ls_lossless.dcm": "-xt",  # JPEG-LS lossless
+    "J2K_pixelrep_mismatch.dcm": "-xv",  # JPEG 2000 lossless
+    "SC_rgb_rle.dcm": "-xr",  # RLE lossless
+    "SC_rgb_jpeg_dcmtk.dcm": "-xy",  # JPEG baseline
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"dicom_server exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"dicom_server did not listen on {port}")
+
+
+def database_url() -> str:
+    db = settings.DATABASES["default"]
+    user = db.get("USER") or "postgres"
+    return f"postgres://{user}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+    return tmp_path_factory.mktemp("dicom-server-data")
+
+
+@pytest.fixture
+def server(transactional_db, data_dir) -> Iterator[int]:  # type: ignore[no-untyped-def]
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "DATA_DIR": str(data_dir),
+        "DICOM_PORT": str(port),
+        "DICOM_CHECK_DEVICE_HOST": "1",
+    }
+    log = (data_dir / f"server-{port}.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "dicom_server"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        wait_for_port(port, proc)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture
+def world(transactional_db):  # type: ignore[no-untyped-def]
+    alliance = factories.AllianceFactory(name="DIMSE Alliance")
+    clin_a = factories.make_institution(alliance=alliance, ae_title="CLINA", name="Clinic A")
+    clin_b = factories.make_institution(alliance=alliance, ae_title="CLINB", name="Clinic B")
+    ws_port = free_port()
+
+    def device(institution, ae_title: str, port: int = 104):  # type: ignore[no-untyped-def]
+        return services.device_create(
+            institution=institution, ae_title=ae_title, host="127.0.0.1", port=port, by=audit.SYSTEM
+        )
+
+    return SimpleNamespace(
+        clin_a=clin_a,
+        clin_b=clin_b,
+        ct_a=device(clin_a, "CT_A"),
+        ws_a=device(clin_a, "WS_A", ws_port),
+        ct_b=device(clin_b, "CT_B"),
+        ws_port=ws_port,
+    )
+
+
+def dcmtk(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TCP_NODELAY": "1"}
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300, check=False)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{args[0]} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def body_sha256(path: Path) -> tuple[str, str]:
+    """(SOP Instance UID, sha256 of the data set after the file meta): what travels on the wire."""
+    ds = dcmread(path, stop_before_pixels=True)
+    with path.open("rb") as f:
+        read_preamble(f, False)
+        f.seek(132 + 8)  # the value of (0002,0000) File Meta Information Group Length, explicit VR UL
+        group_length = int.from_bytes(f.read(4), "little")
+        f.seek(132 + 12 + group_length)
+        return str(ds.SOPInstanceUID), hashlib.sha256(f.read()).hexdigest()
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return dict(body_sha256(p) for p in folder.rglob("*") if p.is_file() and not p.name.endswith(".log"))
+
+
+def find(port: int, calling: str, called: str, root: str, out: Path, *keys: str) -> list:  # type: ignore[type-arg]
+    """findscu's responses, one dataset each (-X writes them to files)."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    dcmtk("findscu", "-aet", calling, "-aec", called, root, "-X", "-od", str(out), *keys, "127.0.0.1", str(port))
+    return [dcmread(p) for p in sorted(out.iterdir())]
+
+
+def k(*pairs: str) -> list[str]:
+    return [item for pair in pairs for item in ("-k", pair)]
+
+
+@pytest.fixture(scope="module")
+def ct_study(tmp_path_factory) -> SimpleNamespace:  # type: ignore[no-untyped-def]
+    folder = tmp_path_factory.mktemp("ct")
+    datasets = dicomgen.make_ct_series(CT_INSTANCES, patient_id="PA-1001", patient_name="Zhang^San")
+    dicomgen.write_series(datasets, folder)
+    samples = tmp_path_factory.mktemp("compressed")
+    for name in COMPRESSED_SAMPLES:
+        shutil.copy(get_testdata_file(name), samples / name)
+    return SimpleNamespace(
+        folder=folder,
+        samples=samples,
+        study_uid=str(datasets[0].StudyInstanceUID),
+        series_uid=str(datasets[0].SeriesInstanceUID),
+        sop_uids=[str(ds.SOPInstanceUID) for ds in datasets],
+    )
+
+
+def test_store_find_move_and_get_round_trip_byte_for_byte(server, world, ct_study, tmp_path, data_dir) -> None:  # type: ignore[no-untyped-def]
+    port, ct = str(server), ct_study
+    dcmtk("echoscu", "-aet", "CT_A", "-aec", "CLINA", "127.0.0.1", port)
+    dcmtk("storescu", "-aet", "CT_A", "-aec", "CLINA", "+sd", "+r", "127.0.0.1", port, str(ct.folder))
+    for name, propose in COMPRESSED_SAMPLES.items():
+        dcmtk("storescu", "-aet", "CT_A", "-aec", "CLINA", propose, "127.0.0.1", port, str(ct.samples / name))
+    assert Instance.objects.count() == CT_INSTANCES + len(COMPRESSED_SAMPLES)
+    study = Study.objects.get(study_uid=ct.study_uid)
+    assert (study.institution_id, study.num_instances) == (world.clin_a.pk, CT_INSTANCES)
+
+    check_find_levels_and_matching(server, ct, tmp_path)
+    check_get_is_byte_identical(port, ct, tmp_path)
+    check_move_is_byte_identical(port, world, ct, tmp_path, data_dir)
+    check_clinic_b_sees_nothing(server, ct, tmp_path)
+    assert AuditEvent.objects.filter(action="dicom.find", actor_name="CT_A", object_id=ct.study_uid).exists()
+    assert AuditEvent.objects.filter(action="dicom.get", object_id=ct.study_uid, basis="own-institution").exists()
+    assert AuditEvent.objects.filter(action="dicom.move", object_id=ct.study_uid, detail__destination="WS_A").exists()
+
+
+def check_find_levels_and_matching(port: int, ct: SimpleNamespace, tmp: Path) -> None:
+    out = tmp / "find"
+
+    def count(root: str, *keys: str) -> int:
+        return len(find(port, "CT_A", "CLINA", root, out, *keys))
+
+    # patient root
+    (patient,) = find(
+        port, "CT_A", "CLINA", "-P", out, *k("QueryRetrieveLevel=PATIENT", "PatientName=zhang*", "PatientID")
+    )
+    assert patient.PatientID == "PA-1001"
+    assert count("-P", *k("QueryRetrieveLevel=PATIENT", "PatientName=Z?ANG^SAN", "PatientID")) == 1
+    assert count("-P", *k("QueryRetrieveLevel=STUDY", "PatientID=PA-1001", "StudyInstanceUID")) == 1
+    assert count("-P", *k("QueryRetrieveLevel=SERIES", f"StudyInstanceUID={ct.study_uid}", "Modality=CT")) == 1
+    image_keys = k("QueryRetrieveLevel=IMAGE", f"SeriesInstanceUID={ct.series_uid}", "SOPInstanceUID")
+    assert count("-P", *image_keys) == CT_INSTANCES
+    # study root: single value, universal, range, wildcard, list of UIDs
+    (found,) = find(
+        port,
+        "CT_A",
+        "CLINA",
+        "-S",
+        out,
+        *k(
+            "QueryRetrieveLevel=STUDY",
+            "StudyDate=20260101-20261231",
+            "ModalitiesInStudy=CT",
+            "StudyInstanceUID",
+            "NumberOfStudyRelatedInstances",
+            "PatientName",
+        ),
+    )
+    assert (found.StudyInstanceUID, int(found.NumberOfStudyRelatedInstances)) == (ct.study_uid, CT_INSTANCES)
+    assert str(found.PatientName) == "Zhang^San"
+    older = find(
+        port, "CT_A", "CLINA", "-S", out, *k("QueryRetrieveLevel=STUDY", "StudyDate=-20251231", "StudyInstanceUID")
+    )
+    assert len(older) == 3 and ct.study_uid not in {ds.StudyInstanceUID for ds in older}  # the samples' old studies
+    assert count("-S", *k("QueryRetrieveLevel=STUDY", "StudyInstanceUID")) == 1 + 3  # CT + the samples' studies
+    assert count("-S", *k("QueryRetrieveLevel=SERIES", "StudyInstanceUID=" + ct.study_uid, "SeriesNumber=1")) == 1
+    uid_list = "\\".join(ct.sop_uids[:3])
+    assert count("-S", *k("QueryRetrieveLevel=IMAGE", f"SOPInstanceUID={uid_list}", "InstanceNumber")) == 3
+
+
+def check_get_is_byte_identical(port: str, ct: SimpleNamespace, tmp: Path) -> None:
+    got = tmp / "get"
+    got.mkdir()
+    dcmtk(
+        "getscu",
+        *("-aet", "CT_A", "-aec", "CLINA", "-S", "-od", str(got)),
+        *k("QueryRetrieveLevel=STUDY", f"StudyInstanceUID={ct.study_uid}"),
+        *("127.0.0.1", port),
+    )
+    assert digests(got) == digests(ct.folder)
+
+
+def check_move_is_byte_identical(port: str, world: SimpleNamespace, ct: SimpleNamespace, tmp: Path, data: Path) -> None:
+    moved = tmp / "moved"
+    moved.mkdir()
+    receiver = subprocess.Popen(
+        ["storescp", "+xa", "+B", "-aet", "WS_A", "-od", str(moved), str(world.ws_port)],  # +B: bytes as received
+        env={**os.environ, "TCP_NODELAY": "1"},
+    )
+    try:
+        time.sleep(0.5)
+        study_uids = {str(dcmread(p, stop_before_pixels=True).StudyInstanceUID) for p in ct.samples.iterdir()}
+        for uid in [ct.study_uid, *sorted(study_uids)]:
+            dcmtk(
+                "movescu",
+                *("-aet", "CT_A", "-aec", "CLINA", "-aem", "WS_A", "-S"),
+                *k("QueryRetrieveLevel=STUDY", f"StudyInstanceUID={uid}"),
+                *("127.0.0.1", port),
+            )
+    finally:
+        receiver.terminate()
+        receiver.wait(timeout=10)
+    received = digests(moved)
+    assert received == digests(data / "dicom")  # what the server keeps is what it received...
+    sent = digests(ct.folder)
+    assert {uid: received[uid] for uid in sent} == sent  # ...and the CT files went through unchanged
+    # (storescu re-encodes some of pydicom's odd samples as it sends them, e.g. odd-length OW)
+
+
+def check_clinic_b_sees_nothing(port: int, ct: SimpleNamespace, tmp: Path) -> None:
+    out = tmp / "find_b"
+    assert find(port, "CT_B", "CLINB", "-S", out, *k("QueryRetrieveLevel=STUDY", "StudyInstanceUID")) == []
+    assert find(port, "CT_B", "CLINB", "-P", out, *k("QueryRetrieveLevel=PATIENT", "PatientID")) == []
+    got = tmp / "get_b"
+    got.mkdir()
+    dcmtk(
+        "getscu",
+        *("-aet", "CT_B", "-aec", "CLINB", "-S", "-od", str(got)),
+        *k("QueryRetrieveLevel=STUDY", f"StudyInstanceUID={ct.study_uid}"),
+        *("127.0.0.1", str(port)),
+    )
+    assert list(got.iterdir()) == []
+    refused = dcmtk(
+        "movescu",
+        *("-aet", "CT_B", "-aec", "CLINB", "-aem", "WS_A", "-S"),
+        *k("QueryRetrieveLevel=STUDY", f"StudyInstanceUID={ct.study_uid}"),
+        *("127.0.0.1", str(port)),
+        check=False,
+    )
+    assert "MoveDestinationUnknown" in refused.stdout + refused.stderr
+
+
+def test_unknown_device_is_rejected_at_association_and_audited(server, world) -> None:  # type: ignore[no-untyped-def]
+    done = dcmtk("echoscu", "-aet", "INTRUDER", "-aec", "CLINA", "127.0.0.1", str(server), check=False)
+    assert done.returncode != 0
+    assert "Calling AE Title Not Recognized" in done.stdout + done.stderr
+    wrong_called = dcmtk("echoscu", "-aet", "CT_A", "-aec", "NOSUCH", "127.0.0.1", str(server), check=False)
+    assert "Called AE Title Not Recognized" in wrong_called.stdout + wrong_called.stderr
+    denied = AuditEvent.objects.filter(action="dicom.associate", outcome=AuditEvent.Outcome.DENIED)
+    assert sorted(denied.values_list("actor_name", flat=True)) == ["CT_A", "INTRUDER"]
+
+
+def test_dataset_without_patient_id_is_refused_and_nothing_is_stored(server, world) -> None:  # type: ignore[no-untyped-def]
+    (ds,) = dicomgen.make_ct_series(1, 64, 64)
+    del ds.PatientID
+    scu = AE(ae_title="CT_A")
+    scu.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    assoc = scu.associate("127.0.0.1", server, ae_title="CLINA")
+    assert assoc.is_established
+    try:
+        status = assoc.send_c_store(ds)
+    finally:
+        assoc.release()
+    assert status.Status == 0xA900
+    assert "PatientID" in status.ErrorComment or "Patient ID" in status.ErrorComment
+    assert not Instance.objects.exists()
