@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -33,7 +34,7 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, models, transaction
-from django.db.models import F
+from django.utils import timezone
 
 from alliance import audit
 from alliance.models import AuditEvent, Institution
@@ -204,10 +205,11 @@ def _store(received: _Received, *, institution: Institution, actor: audit.Actor,
             existing = Instance.objects.select_related("series__study").filter(sop_uid=a.sop_uid).first()
             if existing is not None:
                 return _duplicate(existing, received, institution=institution, actor=actor, via=via, source=source)
-            _put(received.path, key)
+            pending = _start_put(received.path, key)
             file_placed = True
             result = _index(received, key, institution)
             _audit_stored(result, received, actor=actor, via=via, source=source)
+            _wait_durable(pending, key)
             transaction.on_commit(partial(_enqueue_render, result.instance.pk), robust=True)
         return result
     except BaseException as exc:
@@ -226,12 +228,21 @@ def _lock_sop_uid(sop_uid: str) -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [_LOCK_NAMESPACE, sop_uid])
 
 
-def _put(path: Path, key: str) -> None:
+def _start_put(path: Path, key: str) -> Future[None]:
     try:
-        storage.put_file(path, key)
+        return storage.start_put(path, key)
     except Exception as exc:  # any backend's failure (OSError, botocore's ClientError...) is ours to report
         log.exception("storing %s failed", key)
         raise IngestError("storage-failed", f"the file could not be stored ({type(exc).__name__})") from exc
+
+
+def _wait_durable(pending: Future[None], key: str) -> None:
+    """The file's fsyncs ran while we indexed; the rows commit only after they succeed."""
+    try:
+        pending.result()
+    except Exception as exc:
+        log.exception("syncing %s to disk failed", key)
+        raise IngestError("storage-failed", f"the file could not be made durable ({type(exc).__name__})") from exc
 
 
 def _delete_quietly(key: str) -> None:
@@ -301,10 +312,9 @@ def _index(received: _Received, key: str, institution: Institution) -> IngestRes
         size_bytes=received.size,
         sha256=received.sha256,
     )
-    Series.objects.filter(pk=series.pk).update(num_instances=F("num_instances") + 1)
+    series.num_instances += 1
+    Series.objects.filter(pk=series.pk).update(num_instances=series.num_instances)
     _update_study(study, a, received.size, series_created)
-    series.refresh_from_db()
-    study.refresh_from_db()
     return IngestResult(instance=instance, created=True, study=study, series=series)
 
 
@@ -354,13 +364,14 @@ def _check_study(study: Study, a: Attributes, institution: Institution, patient:
 
 
 def _update_study(study: Study, a: Attributes, size: int, series_created: bool) -> None:
-    """Counters with F() (the row is locked anyway); blank fields filled from later instances."""
+    """Counters and blank fields filled from later instances; the row is locked, so the
+    values read are current and the object is kept in step with the row."""
     changes: dict[str, Any] = {
-        "num_instances": F("num_instances") + 1,
-        "size_bytes": F("size_bytes") + size,
+        "num_instances": study.num_instances + 1,
+        "size_bytes": study.size_bytes + size,
+        "num_series": study.num_series + (1 if series_created else 0),
+        "updated_at": timezone.now(),
     }
-    if series_created:
-        changes["num_series"] = F("num_series") + 1
     modalities = study.modality_list
     if a.modality and a.modality not in modalities and len(study.modalities) + len(a.modality) + 1 <= 64:
         changes["modalities"] = "\\".join([*modalities, a.modality])
@@ -374,6 +385,8 @@ def _update_study(study: Study, a: Attributes, size: int, series_created: bool) 
         if value and not getattr(study, field):
             changes[field] = value
     Study.objects.filter(pk=study.pk).update(**changes)
+    for field, value in changes.items():
+        setattr(study, field, value)
 
 
 def _locked_get_or_create(model: type[ModelT], lookup: dict[str, Any], build: Any) -> tuple[ModelT, bool]:

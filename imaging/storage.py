@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from imaging.models import Instance
 
 _COPY_CHUNK = 1024 * 1024
+_SYNC_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dicom-fsync")
 
 
 def dicom_storage() -> Storage:
@@ -67,19 +69,32 @@ def local_path_for_key(key: str) -> Path | None:
 
 
 def put_file(source: Path, key: str) -> None:
-    """Store the file at `source` under `key`, unchanged, replacing whatever is there.
+    """Store the file at `source` under `key`, unchanged, replacing whatever is there; durable on return.
 
     Raises OSError (or the storage backend's own error) when the bytes could not be stored.
     """
+    start_put(source, key).result()
+
+
+def start_put(source: Path, key: str) -> Future[None]:
+    """Put the file in place now; the future completes once it is durable.
+
+    On a local store the fsyncs (a few milliseconds each on real disks) run on a small
+    thread pool, so the caller can index meanwhile and wait just before it commits.
+    """
     storage = dicom_storage()
     if isinstance(storage, FileSystemStorage):
-        _put_local(storage, source, Path(storage.path(key)))
-        return
+        dest = Path(storage.path(key))
+        new_dirs = _place_local(storage, source, dest)
+        return _SYNC_POOL.submit(_sync_local, dest, new_dirs)
     with source.open("rb") as fh:
         saved = storage.save(key, File(fh, name=key))
     if saved != key:
         storage.delete(saved)
         raise OSError(f"the storage renamed {key!r} to {saved!r}; set file_overwrite for the DICOM storage")
+    done: Future[None] = Future()
+    done.set_result(None)  # an S3 PUT is durable when it returns
+    return done
 
 
 def delete_key(key: str) -> None:
@@ -90,7 +105,8 @@ def delete_key(key: str) -> None:
         storage.delete(key)
 
 
-def _put_local(storage: FileSystemStorage, source: Path, dest: Path) -> None:
+def _place_local(storage: FileSystemStorage, source: Path, dest: Path) -> list[Path]:
+    """Link (or copy) the file into place atomically; returns the folders whose entries changed."""
     new_dirs = _make_dirs(dest.parent, storage.directory_permissions_mode)
     staging = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
     try:
@@ -100,12 +116,20 @@ def _put_local(storage: FileSystemStorage, source: Path, dest: Path) -> None:
             _copy(source, staging)
         if storage.file_permissions_mode is not None:
             os.chmod(staging, storage.file_permissions_mode)
-        _fsync_file(staging)
         os.replace(staging, dest)
     except BaseException:
         staging.unlink(missing_ok=True)
         raise
-    for folder in [dest.parent, *new_dirs]:
+    return [dest.parent, *new_dirs]
+
+
+def _sync_local(dest: Path, folders: list[Path]) -> None:
+    fd = os.open(dest, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+    for folder in folders:
         _fsync_dir(folder)
 
 
@@ -127,14 +151,6 @@ def _make_dirs(folder: Path, mode: int | None) -> list[Path]:
 def _copy(source: Path, dest: Path) -> None:
     with source.open("rb") as src, dest.open("xb") as out:
         shutil.copyfileobj(src, out, _COPY_CHUNK)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -313,16 +314,30 @@ def test_expected_study_uid_that_matches_is_accepted(clinic, actor):
 
 
 def test_storage_failure_is_refused_out_of_resources_with_nothing_indexed(clinic, actor, dicom_dir, monkeypatch):
-    def broken(source: Path, key: str) -> None:
+    def broken(source: Path, key: str) -> Future[None]:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(storage, "put_file", broken)
+    monkeypatch.setattr(storage, "start_put", broken)
 
     with pytest.raises(IngestError) as caught:
         _ingest(part10_bytes(_ct()), clinic, actor)
 
     assert (caught.value.code, caught.value.dicom_status) == ("storage-failed", 0xA700)
     assert index_counts() == (0, 0, 0, 0)
+
+
+def test_failed_fsync_refuses_the_instance_and_removes_the_file(clinic, actor, dicom_dir, monkeypatch):
+    def sync_fails(dest: Path, folders: list[Path]) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(storage, "_sync_local", sync_fails)
+
+    with pytest.raises(IngestError) as caught:
+        _ingest(part10_bytes(_ct()), clinic, actor)
+
+    assert (caught.value.code, caught.value.dicom_status) == ("storage-failed", 0xA700)
+    assert index_counts() == (0, 0, 0, 0)
+    assert stored_files(dicom_dir) == []
 
 
 def test_failure_after_the_file_is_placed_removes_the_file_and_every_row(clinic, actor, dicom_dir, monkeypatch):
