@@ -1,0 +1,138 @@
+// The server-rendered fallback for browsers without WebGL or WebAssembly: each slice is a
+// WADO-RS "rendered" JPEG made by our server, windowed there (PS3.18 window parameter).
+// Scrolling, presets, rotate, flip, invert and cine work; measuring needs the pixels, so
+// the measuring and drag tools are switched off in this mode.
+
+import { datasetWindow } from "./dicomweb.js";
+import { renderOverlay } from "./overlay.js";
+import { startShell } from "./shell.js";
+
+const PREFETCH_AROUND = 3;
+const CINE_INTERVAL_MS = 1000 / 8;
+
+export async function start({ root, config, client }) {
+  for (const button of root.querySelectorAll("[data-tool]")) {
+    if (button.dataset.tool !== "StackScroll") button.disabled = true;
+  }
+  root.querySelector("[data-tool=StackScroll]").click();
+  await startShell({ root, config, client, createPane: (pane) => createPane({ pane, root, config, client }) });
+}
+
+function createPane({ pane, root, config, client }) {
+  const element = pane.querySelector("[data-viewport]");
+  const slider = pane.querySelector("[data-slider]");
+  const img = document.createElement("img");
+  img.className = "vw-rendered";
+  img.alt = "";
+  element.replaceChildren(img);
+  let series = null;
+  let instances = [];
+  let index = 0;
+  let voi = null;
+  let view = { rotation: 0, flipH: false, flipV: false, invert: false };
+  let timer = null;
+  let dragY = null;
+
+  const url = (i) => client.renderedUrl(series.uid, instances[i].sopUid, voi);
+  const applyView = () => {
+    const sx = view.flipH ? -1 : 1;
+    const sy = view.flipV ? -1 : 1;
+    img.style.transform = `rotate(${view.rotation}deg) scale(${sx}, ${sy})`;
+    img.classList.toggle("is-inverted", view.invert);
+  };
+  const show = (i) => {
+    if (!instances.length) return;
+    index = Math.max(0, Math.min(i, instances.length - 1));
+    img.src = url(index);
+    slider.value = String(index);
+    for (let d = 1; d <= PREFETCH_AROUND; d += 1) {
+      for (const j of [index + d, index - d]) if (j >= 0 && j < instances.length) new Image().src = url(j);
+    }
+    const dataset = instances[index].dataset;
+    renderOverlay(pane, {
+      config,
+      series,
+      dataset,
+      index,
+      count: instances.length,
+      voi: voi ?? datasetWindow(dataset),
+      zoom: null,
+    });
+  };
+  img.addEventListener("load", () => {
+    if (!root.dataset.firstImageMs) root.dataset.firstImageMs = String(Math.round(performance.now()));
+    pane.dataset.rendered = String(Number(pane.dataset.rendered || 0) + 1);
+  });
+  element.addEventListener(
+    "wheel",
+    (event) => {
+      event.preventDefault();
+      show(index + Math.sign(event.deltaY));
+    },
+    { passive: false },
+  );
+  element.addEventListener("pointerdown", (event) => {
+    dragY = event.clientY;
+    element.setPointerCapture(event.pointerId);
+  });
+  element.addEventListener("pointermove", (event) => {
+    if (dragY === null) return;
+    const step = Math.trunc((event.clientY - dragY) / 8);
+    if (step) {
+      dragY = event.clientY;
+      show(index + step);
+    }
+  });
+  element.addEventListener("pointerup", () => {
+    dragY = null;
+  });
+
+  const controller = {
+    async load(picked) {
+      if (timer) controller.cine();
+      series = picked;
+      instances = await client.instances(picked.uid);
+      if (!instances.length) throw new Error("series without images");
+      slider.max = String(instances.length - 1);
+      show(Math.floor((instances.length - 1) / 2));
+      pane.dataset.loaded = "true";
+    },
+    scroll: (delta) => show(index + delta),
+    setIndex: (i) => show(i),
+    preset(preset) {
+      voi = preset === "default" ? null : { center: preset.center, width: preset.width };
+      show(index);
+    },
+    rotate() {
+      view.rotation = (view.rotation + 90) % 360;
+      applyView();
+    },
+    flip(direction) {
+      if (direction === "h") view.flipH = !view.flipH;
+      else view.flipV = !view.flipV;
+      applyView();
+    },
+    invert() {
+      view.invert = !view.invert;
+      applyView();
+    },
+    reset() {
+      view = { rotation: 0, flipH: false, flipV: false, invert: false };
+      voi = null;
+      applyView();
+      show(index);
+    },
+    cine() {
+      if (timer) {
+        clearInterval(timer);
+        timer = null;
+        return false;
+      }
+      timer = setInterval(() => show(index + 1 < instances.length ? index + 1 : 0), CINE_INTERVAL_MS);
+      return true;
+    },
+    setTool() {},
+    resize() {},
+  };
+  return controller;
+}

@@ -1,0 +1,224 @@
+// The Cornerstone3D viewer: one stack viewport per pane, frames from WADO-RS decoded in a
+// web worker (the stored transfer syntax is asked for, so JPEG, JPEG-LS, JPEG 2000 and RLE
+// frames travel compressed and are decoded in the browser's WASM codecs).
+
+import {
+  Enums,
+  RenderingEngine,
+  getRenderingEngine,
+  init as initCore,
+  imageRetrievalPoolManager,
+  utilities as coreUtilities,
+} from "@cornerstonejs/core";
+import {
+  AngleTool,
+  LengthTool,
+  PanTool,
+  StackScrollTool,
+  ToolGroupManager,
+  WindowLevelTool,
+  ZoomTool,
+  Enums as ToolEnums,
+  addTool,
+  init as initTools,
+  utilities as toolUtilities,
+} from "@cornerstonejs/tools";
+import { init as initLoader, wadors } from "@cornerstonejs/dicom-image-loader";
+
+import { datasetWindow } from "./dicomweb.js";
+import { renderOverlay } from "./overlay.js";
+import { voiRange, windowOf } from "./presets.js";
+import { startShell } from "./shell.js";
+
+const ENGINE_ID = "viewer";
+const GROUP_ID = "viewer-tools";
+const { MouseBindings } = ToolEnums;
+const TOOLS = [WindowLevelTool, PanTool, ZoomTool, StackScrollTool, LengthTool, AngleTool];
+// What each tool does besides the primary button: right drag zooms, middle drag pans,
+// the wheel scrolls, two fingers pinch-zoom on a phone.
+const SECONDARY_BINDINGS = {
+  [ZoomTool.toolName]: [{ mouseButton: MouseBindings.Secondary }, { numTouchPoints: 2 }],
+  [PanTool.toolName]: [{ mouseButton: MouseBindings.Auxiliary }],
+  [StackScrollTool.toolName]: [{ mouseButton: MouseBindings.Wheel }],
+};
+const CINE_FPS = 12;
+
+export async function start({ root, config, client }) {
+  initCore();
+  initLoader({ maxWebWorkers: Math.max(1, Math.min(4, (navigator.hardwareConcurrency || 2) - 1)) });
+  initTools();
+  for (const Tool of TOOLS) addTool(Tool);
+  // Few prefetch requests at once, so on a slow line the slice being looked at (an
+  // interaction request, always first in the queue) never waits behind a long queue.
+  imageRetrievalPoolManager.setMaxSimultaneousRequests(Enums.RequestType.Prefetch, 3);
+  toolUtilities.stackPrefetch.setConfiguration({ maxImagesToPrefetch: Infinity, preserveExistingPool: false });
+
+  const engine = new RenderingEngine(ENGINE_ID);
+  const group = ToolGroupManager.createToolGroup(GROUP_ID);
+  for (const Tool of TOOLS) group.addTool(Tool.toolName);
+  applyTool(group, WindowLevelTool.toolName);
+  new ResizeObserver(() => engine.resize(true, false)).observe(root.querySelector("[data-panes]"));
+
+  await startShell({
+    root,
+    config,
+    client,
+    createPane: (pane) => createPane({ pane, root, config, client, engine, group }),
+  });
+}
+
+function applyTool(group, primary) {
+  for (const Tool of TOOLS) {
+    const name = Tool.toolName;
+    const bindings = [...(SECONDARY_BINDINGS[name] ?? [])];
+    if (name === primary) bindings.push({ mouseButton: MouseBindings.Primary }, { numTouchPoints: 1 });
+    if (bindings.length) group.setToolActive(name, { bindings });
+    else group.setToolPassive(name);
+  }
+}
+
+function createPane({ pane, root, config, client, engine, group }) {
+  const element = pane.querySelector("[data-viewport]");
+  const viewportId = `pane-${pane.dataset.pane}`;
+  const slider = pane.querySelector("[data-slider]");
+  let series = null;
+  let datasets = [];
+  let playing = false;
+  let overlayQueued = false;
+
+  element.addEventListener("contextmenu", (event) => event.preventDefault());
+  const viewport = () => {
+    if (!engine.getViewport(viewportId)) {
+      engine.enableElement({ viewportId, type: Enums.ViewportType.STACK, element, defaultOptions: { background: [0, 0, 0] } });
+      group.addViewport(viewportId, ENGINE_ID);
+    }
+    return engine.getViewport(viewportId);
+  };
+
+  const updateOverlay = () => {
+    overlayQueued = false;
+    const vp = engine.getViewport(viewportId);
+    if (!vp || !series) return;
+    const index = vp.getCurrentImageIdIndex();
+    const { voiRange: range } = vp.getProperties();
+    slider.value = String(index);
+    renderOverlay(pane, {
+      config,
+      series,
+      dataset: datasets[index],
+      index,
+      count: datasets.length,
+      voi: range ? windowOf(range) : null,
+      zoom: vp.getZoom(),
+    });
+  };
+  const queueOverlay = () => {
+    if (overlayQueued) return;
+    overlayQueued = true;
+    requestAnimationFrame(updateOverlay);
+  };
+  for (const name of [Enums.Events.STACK_NEW_IMAGE, Enums.Events.VOI_MODIFIED, Enums.Events.CAMERA_MODIFIED]) {
+    element.addEventListener(name, queueOverlay);
+  }
+  element.addEventListener(Enums.Events.IMAGE_RENDERED, () => {
+    if (!root.dataset.firstImageMs) root.dataset.firstImageMs = String(Math.round(performance.now()));
+    pane.dataset.rendered = String(Number(pane.dataset.rendered || 0) + 1);
+  });
+  element.addEventListener(toolUtilities.cine.Events.CLIP_STOPPED, () => {
+    playing = false;
+    root.dispatchEvent(new CustomEvent("viewer:cine-stopped"));
+  });
+
+  const imageIdsFor = (instances) => {
+    const ids = [];
+    for (const instance of instances) {
+      for (let frame = 1; frame <= instance.frames; frame += 1) {
+        const imageId = `wadors:${client.framesUrl(series.uid, instance.sopUid, frame)}`;
+        wadors.metaDataManager.add(imageId, instance.dataset);
+        ids.push(imageId);
+        datasets.push(instance.dataset);
+      }
+    }
+    return ids;
+  };
+
+  return {
+    async load(picked) {
+      if (playing) this.cine();
+      const vp = viewport();
+      toolUtilities.stackPrefetch.disable(element);
+      series = picked;
+      datasets = [];
+      const imageIds = imageIdsFor(await client.instances(picked.uid));
+      if (!imageIds.length) throw new Error("series without images");
+      slider.max = String(imageIds.length - 1);
+      pane.dataset.loaded = "false";
+      // The middle slice is shown first; the prefetcher then fills in outwards from it.
+      await vp.setStack(imageIds, Math.floor((imageIds.length - 1) / 2));
+      vp.render();
+      pane.dataset.loaded = "true";
+      toolUtilities.stackPrefetch.enable(element);
+      queueOverlay();
+    },
+    scroll(delta) {
+      const vp = engine.getViewport(viewportId);
+      if (vp) coreUtilities.scroll(vp, { delta, debounceLoading: true });
+    },
+    setIndex(index) {
+      const vp = engine.getViewport(viewportId);
+      if (vp) vp.setImageIdIndex(Math.max(0, Math.min(index, vp.getImageIds().length - 1)));
+    },
+    preset(preset) {
+      const vp = engine.getViewport(viewportId);
+      if (!vp) return;
+      const own = datasetWindow(datasets[vp.getCurrentImageIdIndex()] ?? {});
+      if (preset === "default") {
+        if (own) vp.setProperties({ voiRange: voiRange(own) });
+        else vp.resetProperties();
+      } else {
+        vp.setProperties({ voiRange: voiRange(preset) });
+      }
+      vp.render();
+    },
+    rotate() {
+      const vp = engine.getViewport(viewportId);
+      if (!vp) return;
+      vp.setViewPresentation({ rotation: ((vp.getViewPresentation().rotation ?? 0) + 90) % 360 });
+      vp.render();
+    },
+    flip(direction) {
+      const vp = engine.getViewport(viewportId);
+      if (!vp) return;
+      const current = vp.getViewPresentation();
+      if (direction === "h") vp.setViewPresentation({ flipHorizontal: !current.flipHorizontal });
+      else vp.setViewPresentation({ flipVertical: !current.flipVertical });
+      vp.render();
+    },
+    invert() {
+      const vp = engine.getViewport(viewportId);
+      if (!vp) return;
+      vp.setProperties({ invert: !vp.getProperties().invert });
+      vp.render();
+    },
+    reset() {
+      const vp = engine.getViewport(viewportId);
+      if (!vp) return;
+      vp.resetProperties();
+      vp.resetCamera();
+      vp.render();
+    },
+    cine() {
+      if (!engine.getViewport(viewportId)) return false;
+      playing = !playing;
+      if (playing) toolUtilities.cine.playClip(element, { framesPerSecond: CINE_FPS, loop: true });
+      else toolUtilities.cine.stopClip(element);
+      return playing;
+    },
+    setTool(name) {
+      applyTool(group, name);
+    },
+    resize() {
+      getRenderingEngine(ENGINE_ID)?.resize(true, false);
+    },
+  };
+}

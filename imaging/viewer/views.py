@@ -1,0 +1,77 @@
+"""The study viewer page. The page itself only carries the study's identity and the
+translated strings; the images come through DICOMweb, which checks access per request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import get_script_prefix
+from django.utils import formats
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET
+
+from alliance import access, audit
+from imaging.models import Study
+
+
+@require_GET
+@login_required
+def study(request: HttpRequest, study_uid: str) -> HttpResponse:
+    found = access.get_study_for(request.user, study_uid)
+    with transaction.atomic():
+        audit.record(
+            actor=audit.Actor.for_user(request.user),
+            action="study.view",
+            object_type="study",
+            object_id=found.study_uid,
+            patient=str(found.patient_id),
+            basis=access.basis_for(request.user, found),
+            source=audit.source_of(request),
+            detail={"via": "viewer"},
+        )
+    context = {"study": found, "viewer_config": viewer_config(found)}
+    return render(request, "viewer/study.html", context)
+
+
+def viewer_config(study: Study) -> dict[str, Any]:
+    """What the script needs, as data (json_script): no inline JavaScript under the CSP."""
+    patient = study.patient
+    return {
+        "study_uid": study.study_uid,
+        "dicomweb": f"{get_script_prefix()}dicomweb",
+        "patient": {
+            "name": patient.name.replace("^", " ").strip(),
+            "id": patient.patient_id,
+            "sex_birth": " · ".join(
+                v for v in (patient.sex, formats.date_format(patient.birth_date) if patient.birth_date else "") if v
+            ),
+        },
+        "study": {
+            "institution": study.institution.name,
+            "description": study.description,
+            "date": formats.date_format(study.study_date) if study.study_date else "",
+        },
+        "strings": viewer_strings(),
+    }
+
+
+def viewer_strings() -> dict[str, str]:
+    """The strings the script shows; %(name)s placeholders are filled in by the script."""
+    return {
+        "loading": _("Loading images…"),
+        "load_failed": _("The images could not be loaded. Check the connection and reload the page."),
+        "no_images": _("This study has no images to show."),
+        "patient_id": _("ID"),
+        "series_line": _("Series %(number)s: %(description)s"),
+        "image_line": _("Image %(index)s / %(count)s"),
+        "position_line": _("Position %(position)s mm"),
+        "window_line": _("W %(width)s  L %(center)s"),
+        "zoom_line": _("Zoom %(zoom)s×"),
+        "images": _("%(count)s images"),
+        "play": _("Play"),
+        "stop": _("Stop"),
+    }

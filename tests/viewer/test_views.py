@@ -1,0 +1,93 @@
+"""The viewer page itself: who may open it, what it audits, and what it hands the script."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from django.urls import reverse
+
+from alliance.models import AuditEvent
+from tests.conftest import client_for
+
+pytestmark = pytest.mark.django_db
+
+
+def viewer_url(study_uid: str) -> str:
+    return reverse("viewer:study", kwargs={"study_uid": study_uid})
+
+
+def config_of(html: str) -> dict[str, Any]:
+    found = re.search(r'<script id="viewer-config" type="application/json">(.*?)</script>', html, re.S)
+    assert found, "the page carries its config as a json_script block"
+    return json.loads(found[1])
+
+
+def test_url_takes_the_study_uid_as_its_one_argument() -> None:
+    assert reverse("viewer:study", args=["1.2.3"]) == "/viewer/study/1.2.3/"
+
+
+def test_owner_opens_the_viewer_with_the_study_in_its_config(alliance_world: Any, ct_study: Any) -> None:
+    response = client_for(alliance_world.owner).get(viewer_url(ct_study.study_uid))
+    assert response.status_code == 200
+    config = json.loads(
+        re.search(rb'<script id="viewer-config" type="application/json">(.*?)</script>', response.content, re.S)[1]
+    )
+    assert config["study_uid"] == ct_study.study_uid
+    assert config["dicomweb"] == "/dicomweb"
+    assert config["patient"]["id"] == "PID-7001"
+    assert "%(index)s" in config["strings"]["image_line"]
+
+
+def test_stranger_gets_the_same_404_as_for_a_missing_study(alliance_world: Any, ct_study: Any) -> None:
+    stranger = client_for(alliance_world.stranger)
+    forbidden = stranger.get(viewer_url(ct_study.study_uid))
+    missing = stranger.get(viewer_url("1.2.3.4.5.6.7"))
+    assert forbidden.status_code == missing.status_code == 404
+    assert forbidden.content == missing.content
+
+
+def test_alliance_admin_sees_no_images_by_default(alliance_world: Any, ct_study: Any) -> None:
+    assert client_for(alliance_world.alliance_admin).get(viewer_url(ct_study.study_uid)).status_code == 404
+
+
+def test_anonymous_is_sent_to_sign_in(client: Any, ct_study: Any) -> None:
+    response = client.get(viewer_url(ct_study.study_uid))
+    assert response.status_code == 302
+    assert reverse("login") in response["Location"]
+
+
+def test_each_opening_is_audited_once_with_its_basis(alliance_world: Any, ct_study: Any) -> None:
+    client = client_for(alliance_world.colleague)
+    client.get(viewer_url(ct_study.study_uid))
+    client.get(viewer_url(ct_study.study_uid))
+    events = AuditEvent.objects.filter(action="study.view", object_id=ct_study.study_uid)
+    assert events.count() == 2
+    event = events.first()
+    assert event.actor_name == alliance_world.colleague.user.username
+    assert event.basis == "own-institution"
+    assert event.detail == {"via": "viewer"}
+
+
+def test_forbidden_opening_writes_no_view_event(alliance_world: Any, ct_study: Any) -> None:
+    client_for(alliance_world.stranger).get(viewer_url(ct_study.study_uid))
+    assert not AuditEvent.objects.filter(action="study.view").exists()
+
+
+def test_page_has_no_inline_script_and_loads_only_local_assets(alliance_world: Any, ct_study: Any) -> None:
+    html = client_for(alliance_world.owner).get(viewer_url(ct_study.study_uid)).content.decode()
+    for tag in re.findall(r"<script\b[^>]*>", html):
+        assert 'type="application/json"' in tag or "src=" in tag, tag
+    assert not re.search(r"""(src|href)=["']https?://""", html)
+    assert "/static/viewer/viewer.js" in html
+
+
+def test_viewer_strings_are_translated_to_chinese(alliance_world: Any, ct_study: Any) -> None:
+    client = client_for(alliance_world.owner)
+    client.cookies["django_language"] = "zh-hans"
+    html = client.get(viewer_url(ct_study.study_uid), HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
+    assert "肺窗" in html
+    config = config_of(html)
+    assert "图像" in config["strings"]["image_line"]
