@@ -24,6 +24,7 @@ from alliance.models import AuditEvent
 from imaging.dicomweb import media
 from imaging.dicomweb.renderers import DicomJsonRenderer, ErrorJsonRenderer
 from imaging.models import Study
+from imaging.viewer import session as viewer_session
 
 
 def base_url() -> str:
@@ -90,6 +91,8 @@ def audit_studies(
     outcome: str = AuditEvent.Outcome.SUCCESS,
 ) -> None:
     """Study rows (or stand-ins with pk, study_uid, institution_id, patient_id) into one event."""
+    if viewer_session.covers(request, action, studies):
+        return  # part of a viewing the viewer page already audited ("study.view")
     bases = access.bases_for(request.user, studies)
     first = studies[0] if len(studies) == 1 else None
     audit.record(

@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET
 
 from alliance import access, audit
 from imaging.models import Study
+from imaging.viewer import session
 
 
 @require_GET
@@ -33,6 +34,7 @@ def study(request: HttpRequest, study_uid: str) -> HttpResponse:
             source=audit.source_of(request),
             detail={"via": "viewer"},
         )
+    session.remember_opening(request, found.study_uid)
     context = {"study": found, "viewer_config": viewer_config(found)}
     return render(request, "viewer/study.html", context)
 

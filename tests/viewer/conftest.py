@@ -3,7 +3,6 @@ page against the live server (Debian's /usr/bin/chromium; Playwright downloads n
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 from collections.abc import Callable, Iterator
@@ -11,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.files.base import ContentFile
-from django.core.files.storage import storages
 from django.test import Client
 from pydicom.dataset import Dataset
 
-from imaging.models import Instance, Patient, Series, Study
+from alliance import audit
+from imaging.ingest import ingest_bytes
+from imaging.models import Study
 from tests.viewer.ctgen import CtSpec, ct_series
 
 CHROMIUM = "/usr/bin/chromium"
@@ -24,47 +23,12 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "viewer"
 
 
 def store_series(datasets: list[Dataset], institution: Any) -> Study:
-    first = datasets[0]
-    patient, _ = Patient.objects.get_or_create(
-        issuer=institution,
-        patient_id=first.PatientID,
-        defaults={"name": str(first.PatientName), "sex": first.PatientSex},
-    )
-    study = Study.objects.create(
-        study_uid=first.StudyInstanceUID,
-        patient=patient,
-        institution=institution,
-        description=first.StudyDescription,
-        modalities="CT",
-        num_series=1,
-        num_instances=len(datasets),
-    )
-    series = Series.objects.create(
-        series_uid=first.SeriesInstanceUID,
-        study=study,
-        modality="CT",
-        series_number=first.SeriesNumber,
-        description=first.SeriesDescription,
-        num_instances=len(datasets),
-    )
+    """Store through the one ingest path, as a modality's C-STORE would."""
     for ds in datasets:
         buffer = io.BytesIO()
         ds.save_as(buffer, enforce_file_format=True)
-        data = buffer.getvalue()
-        key = storages["dicom"].save(f"{ds.StudyInstanceUID}/{ds.SOPInstanceUID}.dcm", ContentFile(data))
-        Instance.objects.create(
-            sop_uid=ds.SOPInstanceUID,
-            series=series,
-            sop_class_uid=ds.SOPClassUID,
-            transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
-            instance_number=ds.InstanceNumber,
-            rows=ds.Rows,
-            columns=ds.Columns,
-            storage_key=key,
-            size_bytes=len(data),
-            sha256=hashlib.sha256(data).hexdigest(),
-        )
-    return study
+        ingest_bytes(buffer.getvalue(), institution=institution, actor=audit.SYSTEM, via="test")
+    return Study.objects.get(study_uid=datasets[0].StudyInstanceUID)
 
 
 @pytest.fixture
@@ -95,9 +59,8 @@ def orm_beside_playwright() -> None:
 
 
 @pytest.fixture
-def live_site(orm_beside_playwright: None, transactional_db: None, live_server: Any, settings: Any) -> Any:
-    """The live server with the DICOMweb stand-in mounted (see dicomweb_double)."""
-    settings.ROOT_URLCONF = "tests.viewer.dicomweb_double"
+def live_site(orm_beside_playwright: None, transactional_db: None, live_server: Any) -> Any:
+    """The live server: the page, /static/ and the real /dicomweb/ in one process."""
     return live_server
 
 
