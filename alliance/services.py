@@ -34,6 +34,14 @@ def _changes(obj: Any, fields: dict[str, Any]) -> dict[str, list[str]]:
     return changed
 
 
+def _check_name_free(rows: Any, name: str, owner: str, exclude: Any = None) -> None:
+    """A duplicate name is refused on the name field (not as an anonymous constraint error)."""
+    if rows.filter(name=name).exclude(pk=getattr(exclude, "pk", None)).exists():
+        raise ValidationError(
+            {"name": _("%(owner)s already has one called %(name)s.") % {"owner": owner, "name": name}}
+        )
+
+
 def _unique_group(prefix: str) -> Group:
     return Group.objects.create(name=f"{prefix}:{secrets.token_hex(6)}")
 
@@ -77,6 +85,7 @@ def institution_create(
     if Institution.objects.filter(ae_title=ae_title).exists() or Device.objects.filter(ae_title=ae_title).exists():
         raise ValidationError({"ae_title": _("The AE title %(ae)s is already in use.") % {"ae": ae_title}})
     _check_parent(alliance, parent)
+    _check_name_free(alliance.institutions.all(), name.strip(), str(alliance))
     institution = Institution(
         alliance=alliance,
         name=name.strip(),
@@ -112,6 +121,11 @@ def institution_update(*, institution: Institution, by: audit.Actor, **fields: A
             )
     if "parent" in fields:
         _check_parent(institution.alliance, fields["parent"], institution)
+    if "name" in fields:
+        fields["name"] = fields["name"].strip()
+        _check_name_free(
+            institution.alliance.institutions.all(), fields["name"], str(institution.alliance), institution
+        )
     if "modules" in fields and not set(fields["modules"]) <= set(ALL_MODULES):
         raise ValidationError({"modules": _("Unknown module.")})
     changed = _changes(institution, fields)
@@ -126,6 +140,7 @@ def institution_update(*, institution: Institution, by: audit.Actor, **fields: A
 
 @transaction.atomic
 def department_create(*, institution: Institution, name: str, by: audit.Actor) -> Department:
+    _check_name_free(institution.departments.all(), name.strip(), str(institution))
     department = Department(institution=institution, name=name.strip())
     department.full_clean()
     department.save()
@@ -141,6 +156,11 @@ def department_create(*, institution: Institution, name: str, by: audit.Actor) -
 
 @transaction.atomic
 def department_update(*, department: Department, by: audit.Actor, **fields: Any) -> Department:
+    if "name" in fields:
+        fields["name"] = fields["name"].strip()
+        _check_name_free(
+            department.institution.departments.all(), fields["name"], str(department.institution), department
+        )
     changed = _changes(department, fields)
     if changed:
         department.full_clean()
@@ -340,6 +360,7 @@ def token_create(*, doctor: Doctor, by: audit.Actor) -> Token:
 def pool_create(
     *, institution: Institution, specialty: Specialty, name: str, by: audit.Actor, members: list[Doctor] | None = None
 ) -> Pool:
+    _check_name_free(institution.pools.all(), name.strip(), str(institution))
     pool = Pool(institution=institution, specialty=specialty, name=name.strip())
     pool.full_clean(exclude=["group"])
     pool.group = _unique_group("pool")
@@ -358,6 +379,9 @@ def pool_create(
 
 @transaction.atomic
 def pool_update(*, pool: Pool, by: audit.Actor, **fields: Any) -> Pool:
+    if "name" in fields:
+        fields["name"] = fields["name"].strip()
+        _check_name_free(pool.institution.pools.all(), fields["name"], str(pool.institution), pool)
     changed = _changes(pool, fields)
     if changed:
         pool.full_clean(exclude=["group"])

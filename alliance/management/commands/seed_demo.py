@@ -1,0 +1,224 @@
+"""A demo alliance to try the product with: five member institutions, a reading desk, one
+DICOM device each and a doctor for every role. Running it again changes nothing."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import CommandError
+
+from alliance import services
+from alliance.management.commands._provisioning import ProvisioningCommand
+from alliance.models import Alliance, Department, Device, Doctor, Institution, Pool, Role, Specialty
+
+ALLIANCE = "城南医联体 (Chengnan Medical Alliance)"
+DEMO_PASSWORD = "Demo-pass-2026!"  # noqa: S105 - published demo sign-in, printed on purpose
+
+
+@dataclass(frozen=True)
+class Member:
+    ae_title: str
+    name: str
+    level: str
+    parent: str | None
+    departments: tuple[str, ...]
+    device: tuple[str, int, str]  # AE title, port, description
+
+
+@dataclass(frozen=True)
+class Person:
+    username: str
+    full_name: str
+    institution: str
+    roles: tuple[str, ...]
+    department: str | None = None
+    title: str = ""
+    specialties: tuple[str, ...] = field(default=())
+
+
+RADIOLOGY = "放射科 (Radiology)"
+GENERAL = "全科 (General Practice)"
+SPECIALTIES = {
+    "radiology": "放射学 (Radiology)",
+    "cardiology": "心血管病学 (Cardiology)",
+    "emergency": "急诊医学 (Emergency medicine)",
+    "general-practice": "全科医学 (General practice)",
+}
+MEMBERS = (
+    Member(
+        "CITYHOSP",
+        "市第一人民医院 (First People's Hospital)",
+        Institution.Level.TERTIARY,
+        None,
+        (RADIOLOGY, "心血管内科 (Cardiology)", "急诊科 (Emergency)", "医务处 (Medical Affairs)"),
+        ("CITYHOSP_CT", 11201, "CT 扫描仪 (CT scanner)"),
+    ),
+    Member(
+        "COUNTYHOSP",
+        "县人民医院 (County People's Hospital)",
+        Institution.Level.SECONDARY,
+        "CITYHOSP",
+        (RADIOLOGY, "内科 (Internal Medicine)"),
+        ("COUNTY_CT", 11202, "CT 扫描仪 (CT scanner)"),
+    ),
+    Member(
+        "QINGSHAN",
+        "青山镇卫生院 (Qingshan Township Health Centre)",
+        Institution.Level.TOWNSHIP,
+        "COUNTYHOSP",
+        (GENERAL,),
+        ("QINGSHAN_DR", 11203, "DR 数字X线机 (digital radiography)"),
+    ),
+    Member(
+        "BAIHE",
+        "白河镇卫生院 (Baihe Township Health Centre)",
+        Institution.Level.TOWNSHIP,
+        "COUNTYHOSP",
+        (GENERAL,),
+        ("BAIHE_DR", 11204, "DR 数字X线机 (digital radiography)"),
+    ),
+    Member(
+        "DONGHU",
+        "东湖社区卫生服务中心 (Donghu Community Health Centre)",
+        Institution.Level.COMMUNITY,
+        "CITYHOSP",
+        (GENERAL,),
+        ("DONGHU_US", 11205, "超声诊断仪 (ultrasound)"),
+    ),
+)
+PEOPLE = (
+    Person("alliance_admin", "李明 (Li Ming)", "CITYHOSP", (Role.ALLIANCE_ADMIN,), "医务处 (Medical Affairs)"),
+    Person("city_admin", "赵丽 (Zhao Li)", "CITYHOSP", (Role.INSTITUTION_ADMIN,), "医务处 (Medical Affairs)"),
+    Person(
+        "radiologist", "王建国 (Wang Jianguo)", "CITYHOSP", (Role.SPECIALIST,), RADIOLOGY, "主任医师", ("radiology",)
+    ),
+    Person("radiologist2", "陈静 (Chen Jing)", "CITYHOSP", (Role.SPECIALIST,), RADIOLOGY, "副主任医师", ("radiology",)),
+    Person(
+        "cardiologist",
+        "刘洋 (Liu Yang)",
+        "CITYHOSP",
+        (Role.SPECIALIST,),
+        "心血管内科 (Cardiology)",
+        "主治医师",
+        ("cardiology",),
+    ),
+    Person("county_admin", "孙强 (Sun Qiang)", "COUNTYHOSP", (Role.INSTITUTION_ADMIN,)),
+    Person(
+        "county_doctor", "张伟 (Zhang Wei)", "COUNTYHOSP", (Role.CLINICIAN,), "内科 (Internal Medicine)", "主治医师"
+    ),
+    Person("qingshan_admin", "吴磊 (Wu Lei)", "QINGSHAN", (Role.INSTITUTION_ADMIN, Role.CLINICIAN), GENERAL),
+    Person("qingshan_doctor", "周芳 (Zhou Fang)", "QINGSHAN", (Role.CLINICIAN,), GENERAL, "全科医师"),
+    Person("baihe_doctor", "郑敏 (Zheng Min)", "BAIHE", (Role.CLINICIAN,), GENERAL, "全科医师"),
+    Person("donghu_doctor", "黄婷 (Huang Ting)", "DONGHU", (Role.CLINICIAN,), GENERAL, "全科医师"),
+)
+POOL = ("CITYHOSP", "radiology", "放射科远程阅片台 (Radiology reading desk)", ("radiologist", "radiologist2"))
+
+
+class Command(ProvisioningCommand):
+    help = "Load the demo alliance (idempotent) and print its sign-ins and AE titles."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        super().handle(*args, **options)
+        if importlib.util.find_spec("imaging.demo") is not None:
+            importlib.import_module("imaging.demo").load_demo_studies(stdout=self.stdout)
+
+    def provision(self, **options: Any) -> None:
+        alliance = services.alliance_get_or_create(name=ALLIANCE, by=self.actor)
+        specialties = {
+            code: services.specialty_get_or_create(code=code, name=name, by=self.actor)
+            for code, name in SPECIALTIES.items()
+        }
+        institutions: dict[str, Institution] = {}
+        for member in MEMBERS:
+            institutions[member.ae_title] = self.institution(alliance, member, institutions)
+        doctors = {person.username: self.doctor(person, institutions, specialties) for person in PEOPLE}
+        self.pool(institutions, specialties, doctors)
+        self.report(alliance)
+
+    def institution(self, alliance: Alliance, member: Member, known: dict[str, Institution]) -> Institution:
+        institution = Institution.objects.filter(ae_title=member.ae_title).first()
+        if institution is None:
+            institution = services.institution_create(
+                alliance=alliance,
+                name=member.name,
+                level=member.level,
+                ae_title=member.ae_title,
+                parent=known.get(member.parent or ""),
+                by=self.actor,
+            )
+        elif institution.alliance_id != alliance.pk:
+            raise CommandError(f"ae_title: {member.ae_title} already belongs to another alliance's institution.")
+        for name in member.departments:
+            if not Department.objects.filter(institution=institution, name=name).exists():
+                services.department_create(institution=institution, name=name, by=self.actor)
+        self.device(institution, *member.device)
+        return institution
+
+    def device(self, institution: Institution, ae_title: str, port: int, description: str) -> None:
+        device = Device.objects.filter(ae_title=ae_title).first()
+        if device is None:
+            services.device_create(
+                institution=institution,
+                ae_title=ae_title,
+                host="127.0.0.1",
+                port=port,
+                description=description,
+                by=self.actor,
+            )
+        elif device.institution_id != institution.pk:
+            raise CommandError(f"ae_title: the device {ae_title} already belongs to another institution.")
+
+    def doctor(self, person: Person, institutions: dict[str, Institution], specialties: dict[str, Specialty]) -> Doctor:
+        institution = institutions[person.institution]
+        doctor = Doctor.objects.filter(user__username=person.username).first()
+        if doctor is not None:
+            if doctor.institution_id != institution.pk:
+                raise CommandError(f"username: {person.username} already exists at another institution.")
+            return doctor
+        department = (
+            Department.objects.get(institution=institution, name=person.department) if person.department else None
+        )
+        return services.doctor_create(
+            institution=institution,
+            username=person.username,
+            roles=list(person.roles),
+            password=DEMO_PASSWORD,
+            full_name=person.full_name,
+            title=person.title,
+            department=department,
+            specialties=[specialties[code] for code in person.specialties],
+            by=self.actor,
+        )
+
+    def pool(
+        self, institutions: dict[str, Institution], specialties: dict[str, Specialty], doctors: dict[str, Doctor]
+    ) -> None:
+        ae_title, specialty, name, members = POOL
+        institution = institutions[ae_title]
+        if not Pool.objects.filter(institution=institution, name=name).exists():
+            services.pool_create(
+                institution=institution,
+                specialty=specialties[specialty],
+                name=name,
+                members=[doctors[username] for username in members],
+                by=self.actor,
+            )
+
+    def report(self, alliance: Alliance) -> None:
+        write = self.stdout.write
+        write(f"Demo alliance: {alliance.name}")
+        write(f"Sign in at http://127.0.0.1:8000/ with password {DEMO_PASSWORD} (every demo login):")
+        write(f"  {'username':<16} {'role':<28} institution")
+        for person in PEOPLE:
+            roles = ", ".join(str(Role(role).label) for role in person.roles)
+            write(f"  {person.username:<16} {roles:<28} {person.institution}  password {DEMO_PASSWORD}")
+        write(f"DICOM server port {settings.DICOM_PORT}: send as the device's AE title to its institution's AE title.")
+        write(f"  {'institution AE':<16} {'device AE':<16} {'device address':<18} name")
+        for member in MEMBERS:
+            device_ae, port, _description = member.device
+            write(f"  {member.ae_title:<16} {device_ae:<16} {'127.0.0.1:' + str(port):<18} {member.name}")
+        write(f"Specialist pool: {POOL[2]} at {POOL[0]} (members: {', '.join(POOL[3])})")
