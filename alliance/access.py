@@ -165,6 +165,21 @@ def audit_events_visible_to(user: Any) -> QuerySet[AuditEvent]:
     return AuditEvent.objects.filter(Q(actor_institution_id__in=members) | Q(actor_institution_id__isnull=True))
 
 
+def may_set_roles(user: Any, before: list[str], after: list[str]) -> bool:
+    """Every role given or taken away must be one the user may assign."""
+    return all(may_assign_role(user, role) for role in set(before) ^ set(after))
+
+
+def departments_visible_to(user: Any) -> QuerySet[Department]:
+    """Departments of every member (a referral names the receiving department)."""
+    return Department.objects.filter(institution__in=institutions_visible_to(user))
+
+
+def pools_visible_to(user: Any) -> QuerySet[Pool]:
+    """Specialist desks of every member (a consult is sent to one)."""
+    return Pool.objects.filter(institution__in=institutions_visible_to(user))
+
+
 # --- studies --------------------------------------------------------------------------
 
 

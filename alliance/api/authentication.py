@@ -6,6 +6,7 @@ send the latter). A token of an inactive user or doctor is refused like a wrong 
 
 from typing import Any
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 
@@ -31,3 +32,19 @@ class DoctorTokenAuthentication(TokenAuthentication):
 
     def authenticate_header(self, request: Any) -> str:
         return "Token"
+
+
+class DoctorTokenScheme(OpenApiAuthenticationExtension):
+    """How the OpenAPI schema describes DoctorTokenAuthentication (both prefixes)."""
+
+    target_class = DoctorTokenAuthentication
+    name = "tokenAuth"
+    priority = 1
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": 'A token from `manage.py token_create`, sent as "Token <key>" or "Bearer <key>".',
+        }

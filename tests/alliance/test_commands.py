@@ -6,6 +6,7 @@ import io
 import sys
 import types
 from importlib.machinery import ModuleSpec
+from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -19,6 +20,12 @@ from tests import factories
 
 pytestmark = pytest.mark.django_db
 User = get_user_model()
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: Any) -> None:
+    """Argon2 costs seconds per persona on a busy CI machine; hashing strength is not tested here."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def run(*args: str, stdin: str | None = None) -> str:

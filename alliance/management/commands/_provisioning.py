@@ -6,6 +6,7 @@ a service's ValidationError into a CommandError that names the option at fault.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
@@ -19,6 +20,8 @@ from alliance.models import Institution
 class ProvisioningCommand(BaseCommand):
     # Service field name -> the option a user typed, for error messages.
     option_for_field: dict[str, str] = {}
+    # Each command defines provision(**its options): the work done inside the transaction.
+    provision: Callable[..., None]
 
     @property
     def actor(self) -> audit.Actor:
@@ -35,9 +38,6 @@ class ProvisioningCommand(BaseCommand):
                 self.provision(**options)
         except ValidationError as exc:
             raise CommandError(self.describe(exc)) from None
-
-    def provision(self, **options: Any) -> None:
-        raise NotImplementedError
 
     def describe(self, exc: ValidationError) -> str:
         if not hasattr(exc, "error_dict"):
