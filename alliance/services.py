@@ -38,7 +38,7 @@ def _check_name_free(rows: Any, name: str, owner: str, exclude: Any = None) -> N
     """A duplicate name is refused on the name field (not as an anonymous constraint error)."""
     if rows.filter(name=name).exclude(pk=getattr(exclude, "pk", None)).exists():
         raise ValidationError(
-            {"name": _("%(owner)s already has one called %(name)s.") % {"owner": owner, "name": name}}
+            {"name": _("The name %(name)s is already used in %(owner)s.") % {"owner": owner, "name": name}}
         )
 
 
