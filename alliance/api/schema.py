@@ -1,0 +1,8 @@
+"""OpenAPI schema hooks (drf-spectacular)."""
+
+from typing import Any
+
+
+def only_rest_api(endpoints: list[tuple[str, str, str, Any]], **kwargs: Any) -> list[tuple[str, str, str, Any]]:
+    """The schema documents /api/v1/ only: DICOMweb is specified by DICOM PS3.18, not by us."""
+    return [endpoint for endpoint in endpoints if endpoint[0].startswith("/api/v1/")]
