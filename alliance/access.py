@@ -86,6 +86,12 @@ def has_clinical_role(user: Any) -> bool:
     return bool(doctor and CLINICAL_ROLES.intersection(doctor.roles))
 
 
+def has_module(user: Any, module: str) -> bool:
+    """Whether the user's institution has this capability switched on (C11: what is off is absent)."""
+    doctor = doctor_of(user)
+    return bool(doctor and module in doctor.institution.modules)
+
+
 # --- membership administration --------------------------------------------------------
 
 

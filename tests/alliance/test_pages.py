@@ -138,3 +138,16 @@ def test_not_found_page_is_the_same_for_any_path(alliance_world) -> None:  # typ
     second = client.get("/manage/doctors/999999/")
     assert first.status_code == second.status_code == 404
     assert first.content == second.content
+
+
+def test_switched_off_modules_are_absent_from_navigation_and_home(alliance_world) -> None:  # type: ignore[no-untyped-def]
+    from alliance import services
+    from tests.factories import SYSTEM
+
+    client = client_for(alliance_world.owner)
+    studies = reverse("imaging:study_list")
+    with_images = client.get(reverse("home"), HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "Send from a modality" in with_images and studies in with_images
+    services.institution_update(institution=alliance_world.clin_a, modules=["consults"], by=SYSTEM)
+    without = client.get(reverse("home"), HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "Send from a modality" not in without and studies not in without
