@@ -475,3 +475,202 @@ def break_glass(*, user: Any, study: Study, reason: str, source: str = "") -> No
             source=source,
             detail={"reason": reason.strip()},
         )
+
+
+# --- consults (C5) --------------------------------------------------------------------
+# The workflow table lives on the model (consults.models.TRANSITIONS); these functions
+# answer who the user is to a consult, which consults they see and which moves they may make.
+
+
+def _pool_ids_of(doctor: Doctor) -> list[int]:
+    if not doctor.has_role(Role.SPECIALIST):
+        return []
+    cached = getattr(doctor, "_active_pool_ids", None)
+    if cached is None:
+        cached = list(doctor.pools.filter(active=True).values_list("pk", flat=True))
+        doctor._active_pool_ids = cached
+    return cached
+
+
+def _candidate_q(doctor: Doctor) -> Q:
+    """Consults this doctor may claim: named to them, or sent (or widened) to one of their pools."""
+    pool_wide = Q(specialist__isnull=True) | Q(widened_at__isnull=False)
+    q = Q(pool_id__in=_pool_ids_of(doctor)) & pool_wide
+    if doctor.has_role(Role.SPECIALIST):
+        q |= Q(specialist_id=doctor.pk)
+    return q
+
+
+def _receiving_admin_q(doctor: Doctor) -> Q:
+    if not doctor.has_role(Role.INSTITUTION_ADMIN):
+        return Q(pk__in=[])
+    return Q(pool__institution_id=doctor.institution_id) | Q(
+        pool__isnull=True, specialist__institution_id=doctor.institution_id
+    )
+
+
+def consults_visible_to(user: Any) -> QuerySet[Any]:
+    """The requesting institution sees its requests (drafts only their author); the specialist
+    side sees what it may claim and what it owns; after cancel or reject it sees nothing."""
+    from consults.models import OPEN_STATUSES, Consult, Status
+
+    doctor = doctor_of(user)
+    if doctor is None:
+        return Consult.objects.none()
+    q = Q(requester_id=doctor.pk)
+    if CLINICAL_ROLES.intersection(doctor.roles):
+        q |= Q(requesting_institution_id=doctor.institution_id) & ~Q(status=Status.DRAFT)
+    q |= Q(owner_id=doctor.pk) & ~Q(status__in=[Status.CANCELLED, Status.REJECTED])
+    q |= Q(status=Status.REQUESTED) & _candidate_q(doctor)
+    q |= Q(status__in=OPEN_STATUSES) & _receiving_admin_q(doctor)
+    return Consult.objects.filter(q)
+
+
+def get_consult_for(user: Any, pk: Any) -> Any:
+    """The consult if the user may see it; the same 404 whether it is missing or forbidden."""
+    try:
+        pk = int(pk)
+    except (TypeError, ValueError):
+        raise Http404("No such consult.") from None
+    consult = (
+        consults_visible_to(user)
+        .select_related(
+            "requester__user", "requesting_institution", "pool__institution", "specialist__user", "owner__user"
+        )
+        .filter(pk=pk)
+        .first()
+    )
+    if consult is None:
+        raise Http404("No such consult.")
+    return consult
+
+
+def parties_of(user: Any, consult: Any) -> frozenset[str]:
+    """Who the user is to this consult (consults.models.Party values)."""
+    from consults.models import Party
+
+    doctor = doctor_of(user)
+    if doctor is None:
+        return frozenset()
+    parties = set()
+    if consult.requester_id == doctor.pk and CLINICAL_ROLES.intersection(doctor.roles):
+        parties.add(Party.REQUESTER)
+    if consult.owner_id == doctor.pk:
+        parties.add(Party.OWNER)
+    if consult.specialist_id == doctor.pk and doctor.has_role(Role.SPECIALIST):
+        parties.update({Party.NAMED, Party.CANDIDATE})
+    pool_wide = consult.specialist_id is None or consult.widened_at is not None
+    if pool_wide and consult.pool_id in _pool_ids_of(doctor):
+        parties.add(Party.CANDIDATE)
+    if doctor.has_role(Role.INSTITUTION_ADMIN) and receiving_institution_id(consult) == doctor.institution_id:
+        parties.add(Party.POOL_ADMIN)
+    return frozenset(parties)
+
+
+def receiving_institution_id(consult: Any) -> int | None:
+    if consult.pool_id is not None:
+        return consult.pool.institution_id
+    return consult.specialist.institution_id if consult.specialist_id is not None else None
+
+
+def may_act(user: Any, consult: Any, action: str) -> bool:
+    """May the user make this move now (right party and right status)?"""
+    from consults.models import TRANSITIONS
+
+    move = TRANSITIONS[action]
+    return consult.status in move.sources and bool(move.parties & parties_of(user, consult))
+
+
+def actions_for(user: Any, consult: Any) -> list[str]:
+    """Every move the user may make on the consult now (for the case page and the API)."""
+    from consults.models import TRANSITIONS
+
+    parties = parties_of(user, consult)
+    return [a for a, m in TRANSITIONS.items() if a != "create" and consult.status in m.sources and m.parties & parties]
+
+
+def may_claim(user: Any, consult: Any) -> bool:
+    return may_act(user, consult, "claim")
+
+
+def may_request_consult(user: Any) -> bool:
+    """Any active doctor with a clinical role may ask for a reading of their institution's studies."""
+    return has_clinical_role(user)
+
+
+def may_post_message(user: Any, consult: Any) -> bool:
+    """The thread is between the requester and the owner while the case is open."""
+    from consults.models import OPEN_STATUSES, Party
+
+    return consult.status in OPEN_STATUSES and bool({Party.REQUESTER, Party.OWNER} & parties_of(user, consult))
+
+
+def may_read_report(user: Any, consult: Any) -> bool:
+    """A signed report is read by those who see the case (and its draft by the owner only)."""
+    return consults_visible_to(user).filter(pk=consult.pk).exists()
+
+
+def studies_requestable_by(user: Any) -> QuerySet[Study]:
+    """Studies a doctor may attach to a consult: visible to them and owned by their institution."""
+    doctor = doctor_of(user)
+    if doctor is None or not may_request_consult(user):
+        return studies_visible_to(None)
+    return studies_visible_to(user).filter(institution_id=doctor.institution_id)
+
+
+def _with_role(doctors: QuerySet[Doctor], role: str) -> QuerySet[Doctor]:
+    """Doctors holding a role (JSON list containment; SQLite has no JSON __contains)."""
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        return doctors.filter(roles__contains=[role])
+    return doctors.filter(roles__icontains=f'"{role}"')
+
+
+def consult_targets_for(user: Any) -> tuple[QuerySet[Pool], QuerySet[Doctor]]:
+    """Pools and specialists of the user's alliance that a consult may be sent to."""
+    alliance = alliance_of(user)
+    if alliance is None:
+        return Pool.objects.none(), Doctor.objects.none()
+    live = {"institution__alliance": alliance, "institution__active": True}
+    pools = Pool.objects.filter(active=True, **live).select_related("institution")
+    doctors = _with_role(Doctor.objects.filter(active=True, **live), Role.SPECIALIST)
+    return pools, doctors.select_related("user", "institution")
+
+
+def institution_admins_of(institution_id: int) -> QuerySet[Doctor]:
+    """Whom the deadline job tells when a consult sent to the institution is late."""
+    admins = Doctor.objects.filter(active=True, institution_id=institution_id).select_related("user")
+    return _with_role(admins, Role.INSTITUTION_ADMIN)
+
+
+def consult_worklist_tabs(user: Any) -> dict[str, Q]:
+    """The worklist tabs a user has, each a filter within consults_visible_to(user).
+
+    Specialists: their pools' unclaimed cases, their own open cases, what they signed.
+    Clinicians: their institution's requests by status (drafts: their own).
+    The receiving institution's admin: every open case sent to the institution.
+    """
+    from consults.models import CLOSED_STATUSES, OWNED_STATUSES, Status
+
+    doctor = doctor_of(user)
+    if doctor is None:
+        return {}
+    tabs: dict[str, Q] = {}
+    if doctor.has_role(Role.SPECIALIST):
+        tabs["unclaimed"] = Q(status=Status.REQUESTED) & _candidate_q(doctor)
+        tabs["mine"] = Q(owner_id=doctor.pk, status__in=OWNED_STATUSES)
+        tabs["signed"] = Q(owner_id=doctor.pk, status=Status.COMPLETED)
+    if doctor.has_role(Role.CLINICIAN):
+        ours = Q(requesting_institution_id=doctor.institution_id)
+        tabs["waiting"] = ours & Q(status__in=[Status.REQUESTED, Status.ACCEPTED])
+        tabs["reading"] = ours & Q(status=Status.IN_PROGRESS)
+        tabs["questions"] = ours & Q(status=Status.ON_HOLD)
+        tabs["reports"] = ours & Q(status=Status.COMPLETED)
+        tabs["closed"] = ours & Q(status__in=CLOSED_STATUSES)
+        tabs["drafts"] = Q(requester_id=doctor.pk, status=Status.DRAFT)
+    if doctor.has_role(Role.INSTITUTION_ADMIN):
+        from consults.models import OPEN_STATUSES
+
+        tabs["desk"] = Q(status__in=OPEN_STATUSES) & _receiving_admin_q(doctor)
+    return tabs

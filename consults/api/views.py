@@ -1,0 +1,232 @@
+"""REST API of the consults under /api/v1/consults/: the same access rules and services as the pages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.generics import ListAPIView
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from alliance import access, audit
+from alliance.models import Doctor, Pool
+from consults import selectors, services
+from consults.api import serializers as s
+from consults.models import DEFAULT_POLICY, Consult, PriorityPolicy
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+    default_detail = "The consult is not in a state that allows this."
+
+
+def _run(call: Any) -> Any:
+    """Service errors keep their meaning: a wrong state is 409; AccessDenied and
+    ValidationError are mapped by the project's one error handler (403, 400 with fields)."""
+    try:
+        return call()
+    except services.IllegalTransition as exc:
+        raise Conflict(str(exc)) from None
+
+
+def _audit_read(request: Request, consult: Consult, action: str = "consult.view") -> None:
+    audit.record(
+        actor=audit.Actor.for_user(request.user),
+        action=action,
+        object_type="consult",
+        object_id=consult.pk,
+        patient=services.patients_of(consult),
+        basis=consult.basis,
+        source=audit.source_of(request),
+    )
+
+
+def _detail(request: Request, consult: Consult, code: int = status.HTTP_200_OK) -> Response:
+    consult = access.get_consult_for(request.user, consult.pk)
+    context = {"request": request, "case": selectors.case_detail(consult)}
+    return Response(s.ConsultDetailSerializer(consult, context=context).data, status=code)
+
+
+def _target(model: Any, pk: int | None, field: str) -> Any:
+    if pk is None:
+        return None
+    found = model.objects.filter(pk=pk).first()
+    if found is None:
+        raise exceptions.ValidationError({field: [f"No {field} with id {pk}."]})
+    return found
+
+
+class ConsultListCreate(ListAPIView):
+    """GET: one worklist tab (?tab=; the first of the user's tabs by default). POST: a request."""
+
+    serializer_class = s.ConsultListSerializer
+
+    def get_queryset(self) -> QuerySet[Consult]:
+        tabs = access.consult_worklist_tabs(self.request.user)
+        tab = self.request.query_params.get("tab") or selectors.default_tab(self.request.user, tabs)
+        if tab not in tabs:
+            raise Http404("No such tab.")
+        return selectors.worklist(self.request.user, tab)
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        response = super().list(request, *args, **kwargs)
+        response.data["counts"] = selectors.worklist_counts(request.user)
+        return response
+
+    def post(self, request: Request) -> Response:
+        data = s.ConsultCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        studies = list(access.studies_requestable_by(request.user).filter(study_uid__in=v["studies"]))
+        if len(studies) != len(set(v["studies"])):
+            raise exceptions.ValidationError({"studies": ["You may only attach your own institution's studies."]})
+        consult = services.consult_create(
+            by=request.user,
+            studies=studies,
+            question=v["question"],
+            history=v["history"],
+            priority=v["priority"],
+            pool=_target(Pool, v["pool"], "pool"),
+            specialist=_target(Doctor, v["specialist"], "specialist"),
+        )
+        if v["send"]:
+            consult = services.consult_request(consult=consult, by=request.user)
+        return _detail(request, consult, status.HTTP_201_CREATED)
+
+
+class ConsultDetail(APIView):
+    def get(self, request: Request, pk: int) -> Response:
+        consult = access.get_consult_for(request.user, pk)
+        _audit_read(request, consult)
+        return _detail(request, consult)
+
+
+class ConsultAction(APIView):
+    """POST /api/v1/consults/<id>/<action>/ for every move of the workflow."""
+
+    def post(self, request: Request, pk: int, action: str) -> Response:
+        consult = access.get_consult_for(request.user, pk)
+        body = s.ActionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        d = body.validated_data
+        calls = {
+            "request": lambda: services.consult_request(consult=consult, by=request.user),
+            "claim": lambda: services.consult_claim(consult=consult, by=request.user),
+            "reject": lambda: services.consult_reject(consult=consult, by=request.user, reason=d["reason"]),
+            "release": lambda: services.consult_release(consult=consult, by=request.user, reason=d["reason"]),
+            "start-report": lambda: services.consult_start_report(consult=consult, by=request.user),
+            "hold": lambda: services.consult_hold(consult=consult, by=request.user, question=d["question"]),
+            "answer": lambda: services.consult_answer(consult=consult, by=request.user, answer=d["answer"]),
+            "sign": lambda: services.consult_sign(
+                consult=consult,
+                by=request.user,
+                findings=d["findings"],
+                impression=d["impression"],
+                recommendation=d["recommendation"],
+            ),
+            "addendum": lambda: services.consult_addendum(consult=consult, by=request.user, text=d["addendum"]),
+            "cancel": lambda: services.consult_cancel(consult=consult, by=request.user, reason=d["reason"]),
+            "fail": lambda: services.consult_fail(consult=consult, by=request.user, reason=d["reason"]),
+        }
+        if action not in calls:
+            raise Http404("No such action.")
+        _run(calls[action])
+        if not access.consults_visible_to(request.user).filter(pk=consult.pk).exists():
+            return Response({"id": consult.pk, "status": Consult.objects.get(pk=consult.pk).status})
+        return _detail(request, consult)
+
+
+class ReportDraft(APIView):
+    """PUT: the owner's draft autosave. GET: the draft (owner) or nothing."""
+
+    def put(self, request: Request, pk: int) -> Response:
+        consult = access.get_consult_for(request.user, pk)
+        body = s.DraftSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        version = _run(lambda: services.consult_save_draft(consult=consult, by=request.user, **body.validated_data))
+        return Response(s.VersionSerializer(version).data)
+
+
+class Messages(APIView):
+    def get(self, request: Request, pk: int) -> Response:
+        consult = access.get_consult_for(request.user, pk)
+        _audit_read(request, consult)
+        rows = consult.messages.select_related("author__user")
+        return Response(s.MessageSerializer(rows, many=True).data)
+
+    def post(self, request: Request, pk: int) -> Response:
+        consult = access.get_consult_for(request.user, pk)
+        message = services.consult_post_message(
+            consult=consult, by=request.user, body=str(request.data.get("body", ""))
+        )
+        return Response(s.MessageSerializer(message).data, status=status.HTTP_201_CREATED)
+
+
+class SecondOpinion(APIView):
+    def post(self, request: Request, pk: int) -> Response:
+        consult = access.get_consult_for(request.user, pk)
+        body = s.SecondOpinionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        v = body.validated_data
+        new = _run(
+            lambda: services.consult_second_opinion(
+                consult=consult,
+                by=request.user,
+                pool=_target(Pool, v["pool"], "pool"),
+                specialist=_target(Doctor, v["specialist"], "specialist"),
+                question=v["question"],
+                priority=v["priority"],
+            )
+        )
+        return _detail(request, new, status.HTTP_201_CREATED)
+
+
+class Notifications(ListAPIView):
+    serializer_class = s.NotificationSerializer
+
+    def get_queryset(self) -> QuerySet[Any]:
+        rows = selectors.notifications_of(self.request.user)
+        return rows.filter(read_at__isnull=True) if self.request.query_params.get("unread") else rows
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        response = super().list(request, *args, **kwargs)
+        response.data["unread"] = selectors.unread_count(request.user)
+        return response
+
+
+class NotificationsRead(APIView):
+    def post(self, request: Request) -> Response:
+        ids = request.data.get("ids")
+        if ids is not None and not (isinstance(ids, list) and all(isinstance(i, int) for i in ids)):
+            raise exceptions.ValidationError({"ids": ["A list of notification ids."]})
+        return Response({"marked": services.notifications_mark_read(user=request.user, ids=ids)})
+
+
+class Policies(APIView):
+    """The alliance's deadline and claim timeout per priority (GET for everyone, PUT by the alliance admin)."""
+
+    def get(self, request: Request) -> Response:
+        alliance = access.alliance_of(request.user)
+        rows = {p.priority: p for p in PriorityPolicy.objects.filter(alliance=alliance)}
+        out = []
+        for priority, (deadline, claim) in DEFAULT_POLICY.items():
+            row = rows.get(priority)
+            out.append(
+                {
+                    "priority": str(priority),
+                    "deadline_minutes": row.deadline_minutes if row else int(deadline.total_seconds() // 60),
+                    "claim_timeout_minutes": row.claim_timeout_minutes if row else int(claim.total_seconds() // 60),
+                }
+            )
+        return Response(out)
+
+    def put(self, request: Request) -> Response:
+        body = s.PolicySerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        policy = services.policy_set(by=request.user, **body.validated_data)
+        return Response(s.PolicySerializer(policy).data)

@@ -1,0 +1,82 @@
+"""Web forms of the consults. They only parse input; the services decide and write."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.utils.translation import gettext_lazy as _
+
+from alliance import access
+from consults.models import Priority
+
+RECENT_STUDIES = 200
+
+
+class StudyChoiceField(forms.ModelMultipleChoiceField):
+    def label_from_instance(self, obj: Any) -> str:
+        date = obj.study_date.isoformat() if obj.study_date else ""
+        return f"{obj.patient.name} ({obj.patient.patient_id}) · {obj.modalities} · {obj.description} · {date}"
+
+
+class TargetDoctorField(forms.ModelChoiceField):
+    def label_from_instance(self, obj: Any) -> str:
+        return f"{obj.display_name} · {obj.institution.name}"
+
+
+class ConsultRequestForm(forms.Form):
+    studies = StudyChoiceField(
+        label=_("Studies"), queryset=access.studies_visible_to(None), widget=forms.CheckboxSelectMultiple
+    )
+    question = forms.CharField(label=_("Clinical question"), widget=forms.Textarea(attrs={"rows": 3}))
+    history = forms.CharField(label=_("Clinical history"), required=False, widget=forms.Textarea(attrs={"rows": 3}))
+    priority = forms.ChoiceField(label=_("Priority"), choices=Priority.choices, initial=Priority.ROUTINE)
+    pool = forms.ModelChoiceField(
+        label=_("Specialist pool"), queryset=access.consult_targets_for(None)[0], required=False
+    )
+    specialist = TargetDoctorField(
+        label=_("Or a named specialist"), queryset=access.consult_targets_for(None)[1], required=False
+    )
+
+    def __init__(self, *args: Any, user: Any, preselected: list[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        studies = access.studies_requestable_by(user).select_related("patient")
+        recent = list(studies.order_by("-received_at").values_list("pk", flat=True)[:RECENT_STUDIES])
+        picked = list(studies.filter(study_uid__in=preselected or []).values_list("pk", flat=True))
+        self.fields["studies"].queryset = studies.filter(pk__in=recent + picked).order_by("-received_at")
+        if picked:
+            self.initial.setdefault("studies", picked)
+        pools, specialists = access.consult_targets_for(user)
+        self.fields["pool"].queryset = pools
+        self.fields["specialist"].queryset = specialists
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if not data.get("pool") and not data.get("specialist"):
+            self.add_error("pool", _("Choose a specialist pool or a named specialist."))
+        return data
+
+
+class SecondOpinionForm(forms.Form):
+    question = forms.CharField(label=_("Clinical question"), required=False, widget=forms.Textarea(attrs={"rows": 3}))
+    priority = forms.ChoiceField(label=_("Priority"), choices=Priority.choices, initial=Priority.ROUTINE)
+    pool = forms.ModelChoiceField(
+        label=_("Specialist pool"), queryset=access.consult_targets_for(None)[0], required=False
+    )
+    specialist = TargetDoctorField(
+        label=_("Or a named specialist"), queryset=access.consult_targets_for(None)[1], required=False
+    )
+
+    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        pools, specialists = access.consult_targets_for(user)
+        self.fields["pool"].queryset = pools
+        self.fields["specialist"].queryset = specialists
+
+
+class ReportForm(forms.Form):
+    findings = forms.CharField(label=_("Findings"), required=False, widget=forms.Textarea(attrs={"rows": 10}))
+    impression = forms.CharField(label=_("Impression"), required=False, widget=forms.Textarea(attrs={"rows": 4}))
+    recommendation = forms.CharField(
+        label=_("Recommendation"), required=False, widget=forms.Textarea(attrs={"rows": 3})
+    )

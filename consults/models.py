@@ -1,0 +1,324 @@
+"""Remote consultation (C5): a clinic's request, a specialist's claim, a signed report.
+
+States follow FHIR Task (Task.status); the allowed moves are the TRANSITIONS table
+below, checked by consults.services for every write and by alliance.access for every
+"may this user do it" question. The log of moves is ConsultTransition, not a comment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from alliance.models import Alliance, Doctor, Institution, Pool
+
+
+class Priority(models.TextChoices):
+    """FHIR request-priority, from the least to the most pressing."""
+
+    ROUTINE = "routine", _("Routine")
+    URGENT = "urgent", _("Urgent")
+    ASAP = "asap", _("ASAP")
+    STAT = "stat", _("STAT")
+
+
+# Lower rank is read first; stored on the row so that the worklist sorts on an index.
+PRIORITY_RANK = {Priority.STAT: 0, Priority.ASAP: 1, Priority.URGENT: 2, Priority.ROUTINE: 3}
+
+# (deadline, claim timeout) per priority when the alliance has set no policy of its own.
+DEFAULT_POLICY = {
+    Priority.STAT: (timedelta(hours=1), timedelta(minutes=10)),
+    Priority.ASAP: (timedelta(hours=2), timedelta(minutes=30)),
+    Priority.URGENT: (timedelta(hours=8), timedelta(hours=1)),
+    Priority.ROUTINE: (timedelta(hours=24), timedelta(hours=4)),
+}
+
+
+class Status(models.TextChoices):
+    """FHIR Task.status values used by a consult."""
+
+    DRAFT = "draft", _("Draft")
+    REQUESTED = "requested", _("Requested")
+    ACCEPTED = "accepted", _("Accepted")
+    IN_PROGRESS = "in-progress", _("In progress")
+    ON_HOLD = "on-hold", _("On hold")
+    COMPLETED = "completed", _("Completed")
+    REJECTED = "rejected", _("Rejected")
+    CANCELLED = "cancelled", _("Cancelled")
+    FAILED = "failed", _("Failed")
+
+
+OPEN_STATUSES = (Status.REQUESTED, Status.ACCEPTED, Status.IN_PROGRESS, Status.ON_HOLD)
+OWNED_STATUSES = (Status.ACCEPTED, Status.IN_PROGRESS, Status.ON_HOLD)
+CLOSED_STATUSES = (Status.REJECTED, Status.CANCELLED, Status.FAILED)
+
+
+class Party:
+    """Who may take a step, relative to one consult (see alliance.access.parties_of)."""
+
+    REQUESTER = "requester"  # the clinician who wrote the request
+    CANDIDATE = "candidate"  # may claim it: a member of the target pool, or the named specialist
+    NAMED = "named"  # the specialist the request names
+    OWNER = "owner"  # the specialist who claimed it
+    POOL_ADMIN = "pool_admin"  # institution admin of the receiving institution
+    SYSTEM = "system"  # the deadline job
+
+
+@dataclass(frozen=True)
+class Move:
+    sources: tuple[str, ...]
+    target: str
+    parties: frozenset[str]
+
+
+def _move(sources: tuple[str, ...], target: str, *parties: str) -> Move:
+    return Move(sources, target, frozenset(parties))
+
+
+# The workflow of issue 6. "create" starts from nothing; "addendum" stays completed;
+# "save_draft" keeps a report draft in progress without changing the status.
+TRANSITIONS: dict[str, Move] = {
+    "create": _move((), Status.DRAFT, Party.REQUESTER),
+    "request": _move((Status.DRAFT,), Status.REQUESTED, Party.REQUESTER),
+    "claim": _move((Status.REQUESTED,), Status.ACCEPTED, Party.CANDIDATE),
+    "reject": _move((Status.REQUESTED,), Status.REJECTED, Party.NAMED, Party.POOL_ADMIN),
+    "release": _move((Status.ACCEPTED,), Status.REQUESTED, Party.OWNER, Party.POOL_ADMIN, Party.SYSTEM),
+    "start_report": _move((Status.ACCEPTED,), Status.IN_PROGRESS, Party.OWNER),
+    "save_draft": _move((Status.IN_PROGRESS,), Status.IN_PROGRESS, Party.OWNER),
+    "hold": _move((Status.IN_PROGRESS,), Status.ON_HOLD, Party.OWNER),
+    "answer": _move((Status.ON_HOLD,), Status.IN_PROGRESS, Party.REQUESTER),
+    "sign": _move((Status.IN_PROGRESS,), Status.COMPLETED, Party.OWNER),
+    "addendum": _move((Status.COMPLETED,), Status.COMPLETED, Party.OWNER),
+    "cancel": _move((Status.DRAFT, Status.REQUESTED, Status.ACCEPTED), Status.CANCELLED, Party.REQUESTER),
+    "fail": _move((Status.IN_PROGRESS,), Status.FAILED, Party.OWNER),
+    "second_opinion": _move((Status.COMPLETED,), Status.COMPLETED, Party.REQUESTER),
+}
+
+ACTION_LABELS = {
+    "create": _("Draft created"),
+    "request": _("Requested"),
+    "claim": _("Claimed"),
+    "reject": _("Declined"),
+    "release": _("Released to the pool"),
+    "start_report": _("Report started"),
+    "hold": _("Question to the requester"),
+    "answer": _("Answered"),
+    "sign": _("Report signed"),
+    "addendum": _("Addendum signed"),
+    "cancel": _("Cancelled"),
+    "fail": _("Failed"),
+    "second_opinion": _("Second opinion requested"),
+    "widen": _("Widened to the whole pool"),
+    "remind_50": _("Half of the time used"),
+    "remind_80": _("Four fifths of the time used"),
+    "breach": _("Deadline breached"),
+    "message": _("New message"),
+}
+
+
+class PriorityPolicy(models.Model):
+    """An alliance's turnaround policy for one priority (set by the alliance admin)."""
+
+    alliance = models.ForeignKey(Alliance, on_delete=models.CASCADE, related_name="priority_policies")
+    priority = models.CharField(_("priority"), max_length=16, choices=Priority.choices)
+    deadline_minutes = models.PositiveIntegerField(_("deadline (minutes)"))
+    claim_timeout_minutes = models.PositiveIntegerField(_("claim timeout (minutes)"))
+
+    class Meta:
+        verbose_name = _("priority policy")
+        verbose_name_plural = _("priority policies")
+        constraints = [models.UniqueConstraint(fields=["alliance", "priority"], name="priority_policy_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.alliance}: {self.priority}"
+
+
+class ReportTemplate(models.Model):
+    """Starting text for a report of one modality and body part ("" body part: any)."""
+
+    alliance = models.ForeignKey(Alliance, on_delete=models.CASCADE, related_name="report_templates")
+    name = models.CharField(_("name"), max_length=200)
+    modality = models.CharField(_("modality"), max_length=16)
+    body_part = models.CharField(_("body part"), max_length=16, blank=True)
+    findings = models.TextField(_("findings"), blank=True)
+    impression = models.TextField(_("impression"), blank=True)
+    recommendation = models.TextField(_("recommendation"), blank=True)
+
+    class Meta:
+        verbose_name = _("report template")
+        verbose_name_plural = _("report templates")
+        ordering = ["modality", "body_part", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Consult(models.Model):
+    """A request for a specialist's reading of one or more studies (a FHIR Task)."""
+
+    requester = models.ForeignKey(Doctor, on_delete=models.PROTECT, related_name="consults_requested")
+    requesting_institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="consults")
+    studies = models.ManyToManyField("imaging.Study", related_name="consults", verbose_name=_("studies"))
+    question = models.TextField(_("clinical question"))
+    history = models.TextField(_("clinical history"), blank=True)
+    priority = models.CharField(_("priority"), max_length=16, choices=Priority.choices, default=Priority.ROUTINE)
+    priority_rank = models.PositiveSmallIntegerField(default=PRIORITY_RANK[Priority.ROUTINE])
+    pool = models.ForeignKey(
+        Pool, on_delete=models.PROTECT, null=True, blank=True, related_name="consults", verbose_name=_("pool")
+    )
+    specialist = models.ForeignKey(
+        Doctor,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="consults_named",
+        verbose_name=_("named specialist"),
+    )
+    owner = models.ForeignKey(Doctor, on_delete=models.PROTECT, null=True, blank=True, related_name="consults_owned")
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.DRAFT)
+    reason = models.TextField(_("reason"), blank=True)
+    second_opinion_of = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="second_opinions"
+    )
+    created_at = models.DateTimeField(_("created"))
+    # Deadline bookkeeping. due_at and claim_due_at move later by the time spent on hold,
+    # so "time left" is always due_at minus now (or minus paused_since while on hold).
+    requested_at = models.DateTimeField(_("requested"), null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    deadline_seconds = models.PositiveIntegerField(default=0)
+    claim_timeout_seconds = models.PositiveIntegerField(default=0)
+    due_at = models.DateTimeField(_("due"), null=True, blank=True)
+    claim_due_at = models.DateTimeField(null=True, blank=True)
+    paused_seconds = models.PositiveIntegerField(default=0)
+    paused_since = models.DateTimeField(null=True, blank=True)
+    # When the owner is reminded (50% and 80% of the time used), moved like due_at.
+    remind_50_at = models.DateTimeField(null=True, blank=True)
+    remind_80_at = models.DateTimeField(null=True, blank=True)
+    reminded_50 = models.BooleanField(default=False)
+    reminded_80 = models.BooleanField(default=False)
+    widened_at = models.DateTimeField(null=True, blank=True)
+    breached_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("consult")
+        verbose_name_plural = _("consults")
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["status", "pool", "priority_rank", "due_at"]),
+            models.Index(fields=["owner", "status"]),
+            models.Index(fields=["requesting_institution", "status"]),
+            models.Index(fields=["specialist", "status"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.get_status_display()}"
+
+    @property
+    def basis(self) -> str:
+        """The grant basis that ties study access to this case."""
+        return f"consult:{self.pk}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+
+class ConsultTransition(models.Model):
+    """One move of a consult through the workflow: the log the case page shows."""
+
+    consult = models.ForeignKey(Consult, on_delete=models.CASCADE, related_name="transitions")
+    action = models.CharField(max_length=32)
+    from_status = models.CharField(max_length=16, blank=True)
+    to_status = models.CharField(max_length=16)
+    by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True)
+    at = models.DateTimeField()
+    reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.consult_id}: {self.from_status} -> {self.to_status}"
+
+    @property
+    def label(self) -> str:
+        return str(ACTION_LABELS.get(self.action, self.action))
+
+
+class Report(models.Model):
+    """The specialist's report on a consult; its text lives in numbered versions."""
+
+    consult = models.OneToOneField(Consult, on_delete=models.CASCADE, related_name="report")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"report of consult {self.consult_id}"
+
+
+class ReportVersion(models.Model):
+    """One version of a report. Signed versions are immutable (service check and DB trigger)."""
+
+    report = models.ForeignKey(Report, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    findings = models.TextField(_("findings"), blank=True)
+    impression = models.TextField(_("impression"), blank=True)
+    recommendation = models.TextField(_("recommendation"), blank=True)
+    addendum = models.TextField(_("addendum"), blank=True)
+    author = models.ForeignKey(Doctor, on_delete=models.PROTECT, related_name="report_versions")
+    updated_at = models.DateTimeField()
+    signed_by = models.ForeignKey(
+        Doctor, on_delete=models.PROTECT, null=True, blank=True, related_name="report_versions_signed"
+    )
+    signed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["number"]
+        constraints = [models.UniqueConstraint(fields=["report", "number"], name="report_version_unique")]
+
+    def __str__(self) -> str:
+        return f"v{self.number}"
+
+    @property
+    def is_signed(self) -> bool:
+        return self.signed_at is not None
+
+
+class Message(models.Model):
+    """The thread between the requester and the owner."""
+
+    consult = models.ForeignKey(Consult, on_delete=models.CASCADE, related_name="messages")
+    author = models.ForeignKey(Doctor, on_delete=models.PROTECT, related_name="consult_messages")
+    body = models.TextField(_("message"))
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.author} on {self.consult_id}"
+
+
+class Notification(models.Model):
+    """An in-app notice of something that happened to a consult that concerns the user."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="consult_notifications")
+    consult = models.ForeignKey(Consult, on_delete=models.CASCADE, related_name="notifications")
+    verb = models.CharField(max_length=32)
+    created_at = models.DateTimeField()
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["user", "read_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.verb} {self.consult_id}"
+
+    @property
+    def label(self) -> str:
+        return str(ACTION_LABELS.get(self.verb, self.verb))

@@ -1,0 +1,117 @@
+"""Reads of consults for pages and the API, built on alliance.access (no rule lives here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Count, F, Prefetch, QuerySet, Value
+from django.db.models.functions import Coalesce
+
+from alliance import access
+from consults import clock
+from consults.models import OPEN_STATUSES, Consult, Notification, ReportTemplate, ReportVersion
+from imaging.models import Study
+
+TAB_LABELS_ORDER = [
+    "unclaimed",
+    "mine",
+    "signed",
+    "desk",
+    "waiting",
+    "reading",
+    "questions",
+    "reports",
+    "closed",
+    "drafts",
+]
+
+
+def worklist_counts(user: Any) -> dict[str, int]:
+    """How many consults each of the user's tabs holds: one query."""
+    tabs = access.consult_worklist_tabs(user)
+    if not tabs:
+        return {}
+    return Consult.objects.aggregate(**{name: Count("pk", filter=q) for name, q in tabs.items()})
+
+
+def worklist(user: Any, tab: str) -> QuerySet[Consult]:
+    """One tab's consults, with what a worklist row shows, ordered by priority then time left."""
+    q = access.consult_worklist_tabs(user).get(tab)
+    if q is None:
+        return Consult.objects.none()
+    rows = Consult.objects.filter(q).select_related(
+        "requester__user", "requesting_institution", "pool", "specialist__user", "owner__user"
+    )
+    rows = rows.prefetch_related(Prefetch("studies", queryset=Study.objects.select_related("patient")))
+    if tab in {"signed", "reports", "closed"}:
+        return rows.order_by("-completed_at", "-created_at", "-id")
+    if tab == "drafts":
+        return rows.order_by("-created_at", "-id")
+    left = F("due_at") - Coalesce(F("paused_since"), Value(clock.now()))
+    return rows.annotate(time_left=left).order_by("priority_rank", "time_left", "id")
+
+
+def default_tab(user: Any, counts: dict[str, Any]) -> str:
+    tabs = [t for t in TAB_LABELS_ORDER if t in counts]
+    return tabs[0] if tabs else ""
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """Time left on a consult and how worried the worklist should look (a CSS class)."""
+
+    left: timedelta | None
+    state: str  # ok, warn, danger, breached, paused, none
+
+    @property
+    def minutes(self) -> int | None:
+        return None if self.left is None else int(self.left.total_seconds() // 60)
+
+
+def deadline_of(consult: Consult, now: datetime | None = None) -> Deadline:
+    if consult.status not in OPEN_STATUSES or consult.due_at is None:
+        return Deadline(None, "none")
+    now = now or clock.now()
+    left = consult.due_at - (consult.paused_since or now)
+    if consult.paused_since is not None:
+        return Deadline(left, "paused")
+    if left <= timedelta(0):
+        return Deadline(left, "breached")
+    share = left.total_seconds() / max(consult.deadline_seconds, 1)
+    return Deadline(left, "ok" if share > 0.5 else "warn" if share > 0.2 else "danger")
+
+
+def case_detail(consult: Consult) -> dict[str, Any]:
+    """What the case page and the API detail show, in a fixed number of queries."""
+    studies = list(consult.studies.select_related("patient", "institution").prefetch_related("series"))
+    versions = list(
+        ReportVersion.objects.filter(report__consult=consult).select_related("signed_by__user", "author__user")
+    )
+    return {
+        "studies": studies,
+        "transitions": list(consult.transitions.select_related("by")),
+        "thread": list(consult.messages.select_related("author__user", "author__institution")),
+        "versions": versions,
+        "signed_versions": [v for v in versions if v.is_signed],
+        "draft": next((v for v in versions if not v.is_signed), None),
+        "second_opinions": list(consult.second_opinions.all()),
+    }
+
+
+def templates_for(consult: Consult) -> QuerySet[ReportTemplate]:
+    modalities = {m for s in consult.studies.all() for m in s.modality_list}
+    return ReportTemplate.objects.filter(
+        alliance_id=consult.requesting_institution.alliance_id, modality__in=modalities
+    ).order_by("modality", "body_part", "name")
+
+
+def unread_count(user: Any) -> int:
+    if not getattr(user, "is_authenticated", False):
+        return 0
+    return Notification.objects.filter(user=user, read_at__isnull=True).count()
+
+
+def notifications_of(user: Any) -> QuerySet[Notification]:
+    return Notification.objects.filter(user=user).select_related("consult")

@@ -1,0 +1,681 @@
+"""Every write to a consult. One keyword-only, atomic function per move of the workflow.
+
+Each move: lock the row, check the move against consults.models.TRANSITIONS for the
+acting party (alliance.access.parties_of), change the row, log a ConsultTransition,
+write one audit event, and leave e-mail to transaction.on_commit. Access to the studies
+is granted and revoked only through alliance.access. In-app notifications are rows
+written in the same transaction, so a notice exists exactly when its move happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils.translation import gettext as _
+
+from alliance import access, audit
+from alliance.access import AccessDenied, Grantee
+from consults import clock
+from consults.models import (
+    DEFAULT_POLICY,
+    PRIORITY_RANK,
+    TRANSITIONS,
+    Consult,
+    ConsultTransition,
+    Message,
+    Notification,
+    Party,
+    Priority,
+    PriorityPolicy,
+    Report,
+    ReportTemplate,
+    ReportVersion,
+    Status,
+)
+
+
+class IllegalTransition(Exception):
+    """The consult is not in a state that allows the move; nothing was changed."""
+
+
+# --- the machinery shared by every move -------------------------------------------------
+
+
+def _locked(consult: Consult) -> Consult:
+    return (
+        Consult.objects.select_for_update(of=("self",))
+        .select_related("pool__institution", "specialist__user", "owner__user", "requester__user")
+        .get(pk=consult.pk)
+    )
+
+
+def _check(consult: Consult, action: str, user: Any) -> str:
+    """Refuse the move unless the acting party and the current status allow it."""
+    move = TRANSITIONS[action]
+    parties = {Party.SYSTEM} if user is None else access.parties_of(user, consult)
+    if not move.parties & parties:
+        raise AccessDenied(_("You may not do this to consult #%(id)s.") % {"id": consult.pk})
+    if consult.status not in move.sources:
+        raise IllegalTransition(
+            _("Consult #%(id)s is %(status)s; this is only possible when it is %(allowed)s.")
+            % {
+                "id": consult.pk,
+                "status": consult.get_status_display(),
+                "allowed": ", ".join(str(Status(s).label) for s in move.sources),
+            }
+        )
+    return consult.status
+
+
+def patients_of(consult: Consult) -> str:
+    ids = sorted({str(pid) for pid in consult.studies.values_list("patient_id", flat=True)})
+    return ",".join(ids)[:200]
+
+
+def _log(consult: Consult, action: str, from_status: str, user: Any, at: datetime, reason: str = "") -> None:
+    ConsultTransition.objects.create(
+        consult=consult,
+        action=action,
+        from_status=from_status,
+        to_status=consult.status,
+        by=user,
+        at=at,
+        reason=reason,
+    )
+    audit.record(
+        actor=audit.Actor.for_user(user) if user is not None else audit.SYSTEM,
+        action=f"consult.{action}",
+        object_type="consult",
+        object_id=consult.pk,
+        patient=patients_of(consult),
+        basis=consult.basis,
+        detail={"from": from_status, "to": consult.status, "reason": reason},
+    )
+
+
+def _notify(consult: Consult, users: Iterable[Any], verb: str, at: datetime, actor: Any = None) -> None:
+    """A notice for every user concerned except the one who acted; e-mail after commit."""
+    from consults import tasks
+
+    targets = {u.pk: u for u in users if u is not None and (actor is None or u.pk != actor.pk)}
+    rows = Notification.objects.bulk_create(
+        Notification(user_id=pk, consult=consult, verb=verb, created_at=at) for pk in targets
+    )
+    ids = [n.pk for n in rows]
+    if ids:
+        transaction.on_commit(lambda: tasks.send_notification_emails.delay(ids))
+
+
+def _candidate_users(consult: Consult) -> list[Any]:
+    """Who may claim: the named specialist, or every active member of the pool once pool-wide."""
+    users = [consult.specialist.user] if consult.specialist_id else []
+    if consult.pool_id and (consult.specialist_id is None or consult.widened_at):
+        users += [d.user for d in consult.pool.members.filter(active=True).select_related("user")]
+    return users
+
+
+def _receiving_admins(consult: Consult) -> list[Any]:
+    institution_id = access.receiving_institution_id(consult)
+    return [d.user for d in access.institution_admins_of(institution_id)] if institution_id else []
+
+
+def _doctor(user: Any) -> Any:
+    doctor = access.doctor_of(user)
+    if doctor is None:
+        raise AccessDenied(_("Only an active doctor may act on consults."))
+    return doctor
+
+
+def _required(value: str, field: str, message: str) -> str:
+    value = (value or "").strip()
+    if not value:
+        raise ValidationError({field: message})
+    return value
+
+
+def _grant_case(consult: Consult, grantee: Grantee, user: Any) -> None:
+    actor = audit.Actor.for_user(user) if user is not None else audit.SYSTEM
+    for study in consult.studies.select_related("patient"):
+        access.grant_study(study=study, grantee=grantee, basis=consult.basis, by=actor, write=True)
+
+
+def _revoke_case(consult: Consult, user: Any, write_only: bool = False) -> None:
+    actor = audit.Actor.for_user(user) if user is not None else audit.SYSTEM
+    access.revoke_grants(basis=consult.basis, by=actor, write_only=write_only)
+
+
+def policy_for(alliance_id: int, priority: str) -> tuple[timedelta, timedelta]:
+    """(deadline, claim timeout) for a priority: the alliance's policy or the defaults."""
+    row = PriorityPolicy.objects.filter(alliance_id=alliance_id, priority=priority).first()
+    if row is None:
+        return DEFAULT_POLICY[Priority(priority)]
+    return timedelta(minutes=row.deadline_minutes), timedelta(minutes=row.claim_timeout_minutes)
+
+
+# --- the request ------------------------------------------------------------------------
+
+
+def _validate_target(user: Any, pool: Any, specialist: Any) -> Any:
+    if pool is None and specialist is None:
+        raise ValidationError({"pool": _("Choose a specialist pool or a named specialist.")})
+    pools, specialists = access.consult_targets_for(user)
+    if pool is not None and not pools.filter(pk=pool.pk).exists():
+        raise ValidationError({"pool": _("This pool does not take consults from your alliance.")})
+    if specialist is not None and not specialists.filter(pk=specialist.pk).exists():
+        raise ValidationError({"specialist": _("This doctor is not an active specialist of your alliance.")})
+    if pool is None:
+        # A named request falls back to the specialist's desk when it is widened at a deadline.
+        pool = specialist.pools.filter(active=True, institution_id=specialist.institution_id).first()
+    return pool
+
+
+def _validate_studies(user: Any, studies: Iterable[Any]) -> list[Any]:
+    studies = list(studies)
+    if not studies:
+        raise ValidationError({"studies": _("Attach at least one study.")})
+    allowed = set(
+        access.studies_requestable_by(user).filter(pk__in=[s.pk for s in studies]).values_list("pk", flat=True)
+    )
+    if any(s.pk not in allowed for s in studies):
+        raise ValidationError({"studies": _("You may only attach your own institution's studies.")})
+    return studies
+
+
+@transaction.atomic
+def consult_create(
+    *,
+    by: Any,
+    studies: Iterable[Any],
+    question: str,
+    history: str = "",
+    priority: str = Priority.ROUTINE,
+    pool: Any = None,
+    specialist: Any = None,
+    second_opinion_of: Consult | None = None,
+) -> Consult:
+    """A draft request: the requester's own institution's studies, a question, a target."""
+    doctor = _doctor(by)
+    if not access.may_request_consult(by):
+        raise AccessDenied(_("Only a clinician may request a consult."))
+    if priority not in Priority.values:
+        raise ValidationError({"priority": _("Choose routine, urgent, ASAP or STAT.")})
+    studies = _validate_studies(by, studies)
+    question = _required(question, "question", _("Write the clinical question."))
+    now = clock.now()
+    consult = Consult.objects.create(
+        requester=doctor,
+        requesting_institution_id=doctor.institution_id,
+        question=question,
+        history=(history or "").strip(),
+        priority=priority,
+        priority_rank=PRIORITY_RANK[Priority(priority)],
+        pool=_validate_target(by, pool, specialist),
+        specialist=specialist,
+        second_opinion_of=second_opinion_of,
+        created_at=now,
+    )
+    consult.studies.set(studies)
+    _log(consult, "create", "", by, now)
+    return consult
+
+
+def _start_clock(consult: Consult, now: datetime) -> None:
+    deadline, claim_timeout = policy_for(consult.requesting_institution.alliance_id, consult.priority)
+    consult.requested_at = now
+    consult.deadline_seconds = int(deadline.total_seconds())
+    consult.claim_timeout_seconds = int(claim_timeout.total_seconds())
+    consult.due_at = now + deadline
+    consult.claim_due_at = now + claim_timeout
+    consult.remind_50_at = now + deadline * 0.5
+    consult.remind_80_at = now + deadline * 0.8
+    consult.reminded_50 = consult.reminded_80 = False
+
+
+@transaction.atomic
+def consult_request(*, consult: Consult, by: Any) -> Consult:
+    """Send the draft: the target gets write access to exactly its studies; the clock starts."""
+    consult = _locked(consult)
+    previous = _check(consult, "request", by)
+    now = clock.now()
+    consult.status = Status.REQUESTED
+    _start_clock(consult, now)
+    consult.save()
+    grantee = Grantee(user=consult.specialist.user) if consult.specialist_id else Grantee.pool(consult.pool)
+    _grant_case(consult, grantee, by)
+    _log(consult, "request", previous, by, now)
+    _notify(consult, _candidate_users(consult), "request", now, by)
+    return consult
+
+
+# --- the specialist side ----------------------------------------------------------------
+
+
+@transaction.atomic
+def consult_claim(*, consult: Consult, by: Any) -> Consult:
+    """One reader per case: the row lock makes the second of two simultaneous claims fail."""
+    consult = _locked(consult)
+    if consult.owner_id is not None and Party.CANDIDATE in access.parties_of(by, consult):
+        raise IllegalTransition(
+            _("Consult #%(id)s was already claimed by %(owner)s.") % {"id": consult.pk, "owner": consult.owner}
+        )
+    previous = _check(consult, "claim", by)
+    now = clock.now()
+    consult.status = Status.ACCEPTED
+    consult.owner = _doctor(by)
+    consult.claimed_at = now
+    consult.claim_due_at = now + timedelta(seconds=consult.claim_timeout_seconds)
+    consult.save()
+    _log(consult, "claim", previous, by, now)
+    _notify(consult, [consult.requester.user], "claim", now, by)
+    return consult
+
+
+@transaction.atomic
+def consult_reject(*, consult: Consult, by: Any, reason: str) -> Consult:
+    consult = _locked(consult)
+    previous = _check(consult, "reject", by)
+    reason = _required(reason, "reason", _("Say why the consult is declined."))
+    now = clock.now()
+    consult.status = Status.REJECTED
+    consult.reason = reason
+    consult.save()
+    _revoke_case(consult, by)
+    _log(consult, "reject", previous, by, now, reason)
+    _notify(consult, [consult.requester.user], "reject", now, by)
+    return consult
+
+
+def _widen(consult: Consult, user: Any, now: datetime) -> None:
+    """A named request opens to the specialist's whole pool (deadline escalation)."""
+    if consult.widened_at is not None:
+        return
+    consult.widened_at = now
+    if consult.specialist_id and consult.pool_id:
+        _grant_case(consult, Grantee.pool(consult.pool), user)
+
+
+@transaction.atomic
+def consult_release(*, consult: Consult, by: Any = None, reason: str = "", widen: bool = False) -> Consult:
+    """Back to the pool: by the owner, the receiving institution's admin, or (by=None) the deadline job."""
+    consult = _locked(consult)
+    previous = _check(consult, "release", by)
+    now = clock.now()
+    former_owner = consult.owner.user
+    consult.status = Status.REQUESTED
+    consult.owner = None
+    consult.claim_due_at = now + timedelta(seconds=consult.claim_timeout_seconds)
+    if widen:
+        _widen(consult, by, now)
+    consult.save()
+    _log(consult, "release", previous, by, now, reason)
+    _notify(consult, [former_owner, consult.requester.user, *_candidate_users(consult)], "release", now, by)
+    return consult
+
+
+def _template_for(consult: Consult) -> ReportTemplate | None:
+    study = consult.studies.first()
+    if study is None:
+        return None
+    modalities = study.modality_list
+    body_parts = [b for b in study.series.values_list("body_part", flat=True) if b]
+    templates = ReportTemplate.objects.filter(
+        alliance_id=consult.requesting_institution.alliance_id, modality__in=modalities
+    )
+    return templates.filter(body_part__in=body_parts).first() or templates.filter(body_part="").first()
+
+
+@transaction.atomic
+def consult_start_report(*, consult: Consult, by: Any) -> ReportVersion:
+    """The owner starts the report: a draft version, filled from the matching template."""
+    consult = _locked(consult)
+    previous = _check(consult, "start_report", by)
+    now = clock.now()
+    consult.status = Status.IN_PROGRESS
+    consult.save()
+    report, _created = Report.objects.get_or_create(consult=consult)
+    draft = report.versions.filter(signed_at__isnull=True).first()
+    if draft is None:
+        template = _template_for(consult)
+        draft = ReportVersion.objects.create(
+            report=report,
+            number=report.versions.count() + 1,
+            findings=template.findings if template else "",
+            impression=template.impression if template else "",
+            recommendation=template.recommendation if template else "",
+            author=consult.owner,
+            updated_at=now,
+        )
+    _log(consult, "start_report", previous, by, now)
+    _notify(consult, [consult.requester.user], "start_report", now, by)
+    return draft
+
+
+def _draft_of(consult: Consult) -> ReportVersion:
+    draft = (
+        ReportVersion.objects.select_for_update()
+        .filter(report__consult=consult, signed_at__isnull=True)
+        .order_by("-number")
+        .first()
+    )
+    if draft is None:
+        raise IllegalTransition(_("Consult #%(id)s has no report draft.") % {"id": consult.pk})
+    return draft
+
+
+@transaction.atomic
+def consult_save_draft(
+    *, consult: Consult, by: Any, findings: str, impression: str, recommendation: str = ""
+) -> ReportVersion:
+    """Autosave of the report draft; a signed version is never written again."""
+    consult = _locked(consult)
+    _check(consult, "save_draft", by)
+    draft = _draft_of(consult)
+    draft.findings, draft.impression, draft.recommendation = findings, impression, recommendation
+    draft.updated_at = clock.now()
+    draft.save(update_fields=["findings", "impression", "recommendation", "updated_at"])
+    audit.record(
+        actor=audit.Actor.for_user(by),
+        action="consult.save_draft",
+        object_type="consult",
+        object_id=consult.pk,
+        patient=patients_of(consult),
+        basis=consult.basis,
+        detail={"version": draft.number},
+    )
+    return draft
+
+
+@transaction.atomic
+def consult_hold(*, consult: Consult, by: Any, question: str) -> Consult:
+    """The owner asks the requester; the deadline clock pauses until the answer."""
+    consult = _locked(consult)
+    previous = _check(consult, "hold", by)
+    question = _required(question, "question", _("Write the question for the requester."))
+    now = clock.now()
+    consult.status = Status.ON_HOLD
+    consult.paused_since = now
+    consult.save()
+    Message.objects.create(consult=consult, author=consult.owner, body=question, created_at=now)
+    _log(consult, "hold", previous, by, now, question)
+    _notify(consult, [consult.requester.user], "hold", now, by)
+    return consult
+
+
+@transaction.atomic
+def consult_answer(*, consult: Consult, by: Any, answer: str) -> Consult:
+    """The requester answers; every deadline moves later by the time spent on hold."""
+    consult = _locked(consult)
+    previous = _check(consult, "answer", by)
+    answer = _required(answer, "answer", _("Write the answer."))
+    now = clock.now()
+    paused = now - consult.paused_since
+    consult.paused_seconds += int(paused.total_seconds())
+    for field in ("due_at", "claim_due_at", "remind_50_at", "remind_80_at"):
+        setattr(consult, field, getattr(consult, field) + paused)
+    consult.paused_since = None
+    consult.status = Status.IN_PROGRESS
+    consult.save()
+    Message.objects.create(consult=consult, author=consult.requester, body=answer, created_at=now)
+    _log(consult, "answer", previous, by, now, answer)
+    _notify(consult, [consult.owner.user], "answer", now, by)
+    return consult
+
+
+@transaction.atomic
+def consult_sign(
+    *,
+    consult: Consult,
+    by: Any,
+    findings: str | None = None,
+    impression: str | None = None,
+    recommendation: str | None = None,
+) -> ReportVersion:
+    """Sign the draft (saving the given text first): immutable from now on; access drops to read-only."""
+    consult = _locked(consult)
+    previous = _check(consult, "sign", by)
+    draft = _draft_of(consult)
+    for field, value in (("findings", findings), ("impression", impression), ("recommendation", recommendation)):
+        if value is not None:
+            setattr(draft, field, value)
+    _required(draft.impression, "impression", _("A signed report needs an impression."))
+    now = clock.now()
+    draft.signed_by, draft.signed_at, draft.updated_at = consult.owner, now, now
+    draft.save()
+    consult.status = Status.COMPLETED
+    consult.completed_at = now
+    consult.save()
+    _revoke_case(consult, by, write_only=True)
+    _log(consult, "sign", previous, by, now)
+    _notify(consult, [consult.requester.user], "sign", now, by)
+    return draft
+
+
+@transaction.atomic
+def consult_addendum(*, consult: Consult, by: Any, text: str) -> ReportVersion:
+    """A new signed version with the addendum; earlier versions stay as they were."""
+    consult = _locked(consult)
+    previous = _check(consult, "addendum", by)
+    text = _required(text, "addendum", _("Write the addendum."))
+    last = ReportVersion.objects.filter(report__consult=consult, signed_at__isnull=False).order_by("-number").first()
+    if last is None:
+        raise IllegalTransition(_("Consult #%(id)s has no signed report.") % {"id": consult.pk})
+    now = clock.now()
+    version = ReportVersion.objects.create(
+        report_id=last.report_id,
+        number=last.number + 1,
+        findings=last.findings,
+        impression=last.impression,
+        recommendation=last.recommendation,
+        addendum=text,
+        author=consult.owner,
+        updated_at=now,
+        signed_by=consult.owner,
+        signed_at=now,
+    )
+    _log(consult, "addendum", previous, by, now, text)
+    _notify(consult, [consult.requester.user], "addendum", now, by)
+    return version
+
+
+# --- closing without a report -----------------------------------------------------------
+
+
+@transaction.atomic
+def consult_cancel(*, consult: Consult, by: Any, reason: str) -> Consult:
+    """The requester withdraws; access granted for the case ends at once."""
+    consult = _locked(consult)
+    previous = _check(consult, "cancel", by)
+    reason = _required(reason, "reason", _("Say why the consult is cancelled."))
+    now = clock.now()
+    concerned = [consult.owner.user] if consult.owner_id else _candidate_users(consult)
+    consult.status = Status.CANCELLED
+    consult.reason = reason
+    consult.save()
+    if previous != Status.DRAFT:
+        _revoke_case(consult, by)
+    _log(consult, "cancel", previous, by, now, reason)
+    _notify(consult, concerned if previous != Status.DRAFT else [], "cancel", now, by)
+    return consult
+
+
+@transaction.atomic
+def consult_fail(*, consult: Consult, by: Any, reason: str) -> Consult:
+    """The owner cannot report (e.g. images unreadable); the specialist side keeps read-only access."""
+    consult = _locked(consult)
+    previous = _check(consult, "fail", by)
+    reason = _required(reason, "reason", _("Say why no report can be written."))
+    now = clock.now()
+    consult.status = Status.FAILED
+    consult.reason = reason
+    consult.save()
+    _revoke_case(consult, by, write_only=True)
+    _log(consult, "fail", previous, by, now, reason)
+    _notify(consult, [consult.requester.user], "fail", now, by)
+    return consult
+
+
+@transaction.atomic
+def consult_second_opinion(
+    *, consult: Consult, by: Any, pool: Any = None, specialist: Any = None, question: str = "", priority: str = ""
+) -> Consult:
+    """A new consult on the same studies, linked to the completed one, sent elsewhere."""
+    consult = _locked(consult)
+    previous = _check(consult, "second_opinion", by)
+    if specialist is not None and specialist.pk == consult.owner_id:
+        raise ValidationError({"specialist": _("A second opinion goes to another specialist.")})
+    if specialist is None and pool is not None and pool.pk == consult.pool_id:
+        raise ValidationError({"pool": _("A second opinion goes to another pool or a named specialist.")})
+    new = consult_create(
+        by=by,
+        studies=consult.studies.all(),
+        question=question or consult.question,
+        history=consult.history,
+        priority=priority or consult.priority,
+        pool=pool,
+        specialist=specialist,
+        second_opinion_of=consult,
+    )
+    new = consult_request(consult=new, by=by)
+    _log(consult, "second_opinion", previous, by, clock.now(), f"#{new.pk}")
+    return new
+
+
+# --- the thread and the bell ------------------------------------------------------------
+
+
+@transaction.atomic
+def consult_post_message(*, consult: Consult, by: Any, body: str) -> Message:
+    consult = _locked(consult)
+    if not access.may_post_message(by, consult):
+        raise AccessDenied(_("Only the requester and the owner write in an open case's thread."))
+    body = _required(body, "body", _("Write a message."))
+    now = clock.now()
+    message = Message.objects.create(consult=consult, author=_doctor(by), body=body, created_at=now)
+    audit.record(
+        actor=audit.Actor.for_user(by),
+        action="consult.message",
+        object_type="consult",
+        object_id=consult.pk,
+        patient=patients_of(consult),
+        basis=consult.basis,
+    )
+    other = consult.owner.user if consult.requester.user_id == by.pk and consult.owner_id else consult.requester.user
+    _notify(consult, [other], "message", now, by)
+    return message
+
+
+def notifications_mark_read(*, user: Any, ids: Iterable[int] | None = None) -> int:
+    rows = Notification.objects.filter(user=user, read_at__isnull=True)
+    if ids is not None:
+        rows = rows.filter(pk__in=list(ids))
+    return rows.update(read_at=clock.now())
+
+
+# --- deadlines --------------------------------------------------------------------------
+
+
+def _remind(consult: Consult, flag: str, verb: str, now: datetime) -> None:
+    setattr(consult, flag, True)
+    consult.save(update_fields=[flag])
+    _notify(consult, [consult.owner.user], verb, now)
+    audit.record(actor=audit.SYSTEM, action=f"consult.{verb}", object_type="consult", object_id=consult.pk)
+
+
+def _escalate(consult: Consult, now: datetime) -> str:
+    """Past the claim timeout or the deadline: release a stalled claim, widen, tell the admins."""
+    breached = consult.due_at <= now
+    was_waiting = consult.status == Status.REQUESTED
+    if consult.status == Status.ACCEPTED:
+        consult_release(consult=consult, by=None, reason="deadline" if breached else "claim timeout", widen=True)
+        consult.refresh_from_db()
+    elif consult.status == Status.REQUESTED:
+        _widen(consult, None, now)
+    verb = "breach" if breached else "widen"
+    if breached:
+        consult.breached_at = now
+    consult.save()
+    owner = [consult.owner.user] if consult.owner_id else []
+    pool = _candidate_users(consult) if was_waiting else []
+    _notify(consult, [*_receiving_admins(consult), *owner, *pool], verb, now)
+    audit.record(actor=audit.SYSTEM, action=f"consult.{verb}", object_type="consult", object_id=consult.pk)
+    return verb
+
+
+def _deadline_step(pk: int, now: datetime) -> list[str]:
+    with transaction.atomic():
+        consult = _locked(Consult(pk=pk))
+        done = []
+        if consult.status in (Status.ACCEPTED, Status.IN_PROGRESS):
+            if not consult.reminded_50 and consult.remind_50_at <= now:
+                _remind(consult, "reminded_50", "remind_50", now)
+                done.append("remind_50")
+            if not consult.reminded_80 and consult.remind_80_at <= now:
+                _remind(consult, "reminded_80", "remind_80", now)
+                done.append("remind_80")
+        stalled = consult.status == Status.ACCEPTED and (consult.claim_due_at <= now or consult.due_at <= now)
+        unclaimed = consult.status == Status.REQUESTED and consult.widened_at is None and consult.claim_due_at <= now
+        late = consult.status in (Status.REQUESTED, Status.IN_PROGRESS) and consult.breached_at is None
+        if stalled or unclaimed or (late and consult.due_at <= now):
+            done.append(_escalate(consult, now))
+        return done
+
+
+def _due_for_deadline_work(now: datetime) -> list[int]:
+    from django.db.models import Q
+
+    owned = Q(status__in=[Status.ACCEPTED, Status.IN_PROGRESS]) & (
+        Q(reminded_50=False, remind_50_at__lte=now) | Q(reminded_80=False, remind_80_at__lte=now)
+    )
+    stalled = Q(status=Status.ACCEPTED) & (Q(claim_due_at__lte=now) | Q(due_at__lte=now))
+    unclaimed = Q(status=Status.REQUESTED, widened_at__isnull=True, claim_due_at__lte=now)
+    late = Q(status__in=[Status.REQUESTED, Status.IN_PROGRESS], breached_at__isnull=True, due_at__lte=now)
+    return list(Consult.objects.filter(owned | stalled | unclaimed | late).values_list("pk", flat=True))
+
+
+def consult_check_deadlines(*, now: datetime | None = None) -> dict[str, int]:
+    """The periodic job: reminders at 50% and 80%, release and widening at the claim timeout
+    or the deadline. On-hold cases are skipped: their clock is paused. Safe to run twice."""
+    now = now or clock.now()
+    counts: dict[str, int] = {}
+    for pk in _due_for_deadline_work(now):
+        for what in _deadline_step(pk, now):
+            counts[what] = counts.get(what, 0) + 1
+    return counts
+
+
+# --- the alliance's turnaround policy ---------------------------------------------------
+
+
+@transaction.atomic
+def policy_set(*, by: Any, priority: str, deadline_minutes: int, claim_timeout_minutes: int) -> PriorityPolicy:
+    """The alliance admin sets the deadline and claim timeout of one priority for new requests."""
+    if not access.may_manage_alliance(by):
+        raise AccessDenied(_("Only an alliance admin sets the turnaround policy."))
+    if priority not in Priority.values:
+        raise ValidationError({"priority": _("Choose routine, urgent, ASAP or STAT.")})
+    if deadline_minutes < 1:
+        raise ValidationError({"deadline_minutes": _("The deadline is at least one minute.")})
+    if not 1 <= claim_timeout_minutes <= deadline_minutes:
+        raise ValidationError({"claim_timeout_minutes": _("The claim timeout is between one minute and the deadline.")})
+    alliance = access.alliance_of(by)
+    policy, _created = PriorityPolicy.objects.update_or_create(
+        alliance=alliance,
+        priority=priority,
+        defaults={"deadline_minutes": deadline_minutes, "claim_timeout_minutes": claim_timeout_minutes},
+    )
+    audit.record(
+        actor=audit.Actor.for_user(by),
+        action="consult.policy",
+        object_type="alliance",
+        object_id=alliance.pk,
+        detail={
+            "priority": priority,
+            "deadline_minutes": deadline_minutes,
+            "claim_timeout_minutes": claim_timeout_minutes,
+        },
+    )
+    return policy

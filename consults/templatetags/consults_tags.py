@@ -1,0 +1,35 @@
+"""The notification bell in the top bar, and small display helpers for consult pages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import template
+from django.utils.translation import gettext as _
+
+from consults import selectors
+from consults.models import ACTION_LABELS
+
+register = template.Library()
+
+
+@register.inclusion_tag("consults/_bell_link.html", takes_context=True)
+def notification_bell(context: dict[str, Any]) -> dict[str, Any]:
+    request = context.get("request")
+    user = getattr(request, "user", None)
+    return {"unread": selectors.unread_count(user) if user is not None else 0}
+
+
+@register.filter
+def action_label(action: str) -> str:
+    return str(ACTION_LABELS.get(action, action))
+
+
+@register.filter
+def time_left(deadline: Any) -> str:
+    """Time left as "3 h 20 min" or "overdue 15 min"; "" for a consult without a running clock."""
+    if deadline is None or deadline.left is None:
+        return ""
+    minutes = abs(deadline.minutes or 0)
+    text = _("%(h)d h %(m)02d min") % {"h": minutes // 60, "m": minutes % 60}
+    return _("overdue %(t)s") % {"t": text} if deadline.state == "breached" else text

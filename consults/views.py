@@ -1,0 +1,252 @@
+"""Consult pages: worklists, the request form, the case page, the report editor, the PDF.
+
+Every page asks alliance.access who may see what and calls consults.services to write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
+
+from alliance import access, audit
+from alliance.access import AccessDenied
+from consults import clock, pdf, selectors, services
+from consults.forms import ConsultRequestForm, ReportForm, SecondOpinionForm
+from consults.models import Consult, Notification
+
+PAGE_SIZE = 25
+
+
+def _audit_read(request: HttpRequest, consult: Consult, action: str) -> None:
+    audit.record(
+        actor=audit.Actor.for_user(request.user),
+        action=action,
+        object_type="consult",
+        object_id=consult.pk,
+        patient=services.patients_of(consult),
+        basis=consult.basis,
+        source=audit.source_of(request),
+    )
+
+
+@login_required
+def worklist(request: HttpRequest) -> HttpResponse:
+    counts = selectors.worklist_counts(request.user)
+    if not counts:
+        return HttpResponseForbidden(_("Consults are for doctors with a clinical role."))
+    tab = request.GET.get("tab") or selectors.default_tab(request.user, counts)
+    if tab not in counts:
+        raise Http404("No such tab.")
+    page = Paginator(selectors.worklist(request.user, tab), PAGE_SIZE).get_page(request.GET.get("page"))
+    now = clock.now()
+    rows = [(c, selectors.deadline_of(c, now)) for c in page.object_list]
+    audit.record_many(
+        actor=audit.Actor.for_user(request.user),
+        action="consult.list",
+        object_type="consult",
+        items=[(str(c.pk), ",".join(str(s.patient_id) for s in c.studies.all()), c.basis) for c, _d in rows],
+        source=audit.source_of(request),
+    )
+    tabs = [(t, counts[t]) for t in selectors.TAB_LABELS_ORDER if t in counts]
+    return render(
+        request,
+        "consults/worklist.html",
+        {"tabs": tabs, "tab": tab, "page": page, "rows": rows, "may_request": access.may_request_consult(request.user)},
+    )
+
+
+@login_required
+def new(request: HttpRequest) -> HttpResponse:
+    if not access.may_request_consult(request.user):
+        return HttpResponseForbidden(_("Only a clinician may request a consult."))
+    form = ConsultRequestForm(request.POST or None, user=request.user, preselected=request.GET.getlist("study"))
+    if request.method == "POST" and form.is_valid():
+        try:
+            consult = services.consult_create(by=request.user, **form.cleaned_data)
+            if "send" in request.POST:
+                services.consult_request(consult=consult, by=request.user)
+                messages.success(request, _("Consult #%(id)s sent.") % {"id": consult.pk})
+            else:
+                messages.success(request, _("Draft #%(id)s saved.") % {"id": consult.pk})
+            return redirect("consults:detail", pk=consult.pk)
+        except ValidationError as exc:
+            _form_errors(form, exc)
+    return render(request, "consults/new.html", {"form": form})
+
+
+def _form_errors(form: Any, exc: ValidationError) -> None:
+    for field, errors in exc.message_dict.items():
+        form.add_error(field if field in form.fields else None, errors)
+
+
+@login_required
+def detail(request: HttpRequest, pk: int) -> HttpResponse:
+    consult = access.get_consult_for(request.user, pk)
+    _audit_read(request, consult, "consult.view")
+    actions = access.actions_for(request.user, consult)
+    context = {
+        "consult": consult,
+        "deadline": selectors.deadline_of(consult),
+        "actions": [a for a in actions if a not in {"save_draft", "sign", "second_opinion"}],
+        "may_report": "save_draft" in actions or "start_report" in actions,
+        "may_second_opinion": "second_opinion" in actions,
+        "may_message": access.may_post_message(request.user, consult),
+        **selectors.case_detail(consult),
+    }
+    return render(request, "consults/detail.html", context)
+
+
+def _call(action: str, consult: Consult, user: Any, data: Any) -> Any:
+    calls: dict[str, Callable[[], Any]] = {
+        "request": lambda: services.consult_request(consult=consult, by=user),
+        "claim": lambda: services.consult_claim(consult=consult, by=user),
+        "reject": lambda: services.consult_reject(consult=consult, by=user, reason=data.get("reason", "")),
+        "release": lambda: services.consult_release(consult=consult, by=user, reason=data.get("reason", "")),
+        "start_report": lambda: services.consult_start_report(consult=consult, by=user),
+        "hold": lambda: services.consult_hold(consult=consult, by=user, question=data.get("question", "")),
+        "answer": lambda: services.consult_answer(consult=consult, by=user, answer=data.get("answer", "")),
+        "addendum": lambda: services.consult_addendum(consult=consult, by=user, text=data.get("addendum", "")),
+        "cancel": lambda: services.consult_cancel(consult=consult, by=user, reason=data.get("reason", "")),
+        "fail": lambda: services.consult_fail(consult=consult, by=user, reason=data.get("reason", "")),
+    }
+    if action not in calls:
+        raise Http404("No such action.")
+    return calls[action]()
+
+
+def _error_text(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return " ".join(m for msgs in exc.message_dict.values() for m in msgs)
+    return str(exc)
+
+
+@login_required
+@require_POST
+def act(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    consult = access.get_consult_for(request.user, pk)
+    try:
+        _call(action, consult, request.user, request.POST)
+    except (ValidationError, AccessDenied, services.IllegalTransition) as exc:
+        messages.error(request, _error_text(exc))
+        return redirect("consults:detail", pk=consult.pk)
+    if action == "start_report":
+        return redirect("consults:report", pk=consult.pk)
+    if not access.consults_visible_to(request.user).filter(pk=consult.pk).exists():
+        messages.success(request, _("Consult #%(id)s is closed.") % {"id": consult.pk})
+        return redirect("consults:worklist")
+    return redirect("consults:detail", pk=consult.pk)
+
+
+@login_required
+@require_POST
+def post_message(request: HttpRequest, pk: int) -> HttpResponse:
+    consult = access.get_consult_for(request.user, pk)
+    try:
+        services.consult_post_message(consult=consult, by=request.user, body=request.POST.get("body", ""))
+    except (ValidationError, AccessDenied) as exc:
+        messages.error(request, _error_text(exc))
+    return redirect("consults:detail", pk=consult.pk)
+
+
+@login_required
+def report(request: HttpRequest, pk: int) -> HttpResponse:
+    """The report editor of the owner: draft (autosaved by static/consults/report.js) and sign."""
+    consult = access.get_consult_for(request.user, pk)
+    if not access.may_act(request.user, consult, "save_draft"):
+        messages.error(request, _("Only the owner edits the report of a case in progress."))
+        return redirect("consults:detail", pk=consult.pk)
+    case = selectors.case_detail(consult)
+    draft = case["draft"]
+    form = ReportForm(request.POST or None, initial=_initial(request, consult, draft))
+    if request.method == "POST" and form.is_valid():
+        try:
+            if "sign" in request.POST:
+                services.consult_sign(consult=consult, by=request.user, **form.cleaned_data)
+                messages.success(request, _("Report signed."))
+                return redirect("consults:detail", pk=consult.pk)
+            services.consult_save_draft(consult=consult, by=request.user, **form.cleaned_data)
+            messages.success(request, _("Draft saved."))
+            return redirect("consults:report", pk=consult.pk)
+        except (ValidationError, AccessDenied, services.IllegalTransition) as exc:
+            if isinstance(exc, ValidationError):
+                _form_errors(form, exc)
+            else:
+                messages.error(request, str(exc))
+    context = {"consult": consult, "form": form, "draft": draft, "templates": selectors.templates_for(consult), **case}
+    return render(request, "consults/report.html", context)
+
+
+def _initial(request: HttpRequest, consult: Consult, draft: Any) -> dict[str, str]:
+    template_id = request.GET.get("template", "")
+    if template_id.isdigit():
+        template = selectors.templates_for(consult).filter(pk=int(template_id)).first()
+        if template is not None:
+            return {
+                "findings": template.findings,
+                "impression": template.impression,
+                "recommendation": template.recommendation,
+            }
+    if draft is None:
+        return {}
+    return {"findings": draft.findings, "impression": draft.impression, "recommendation": draft.recommendation}
+
+
+@login_required
+def second_opinion(request: HttpRequest, pk: int) -> HttpResponse:
+    consult = access.get_consult_for(request.user, pk)
+    if not access.may_act(request.user, consult, "second_opinion"):
+        raise Http404("No such consult.")
+    form = SecondOpinionForm(request.POST or None, user=request.user, initial={"priority": consult.priority})
+    if request.method == "POST" and form.is_valid():
+        try:
+            new = services.consult_second_opinion(consult=consult, by=request.user, **form.cleaned_data)
+            messages.success(request, _("Second opinion #%(id)s requested.") % {"id": new.pk})
+            return redirect("consults:detail", pk=new.pk)
+        except (ValidationError, AccessDenied, services.IllegalTransition) as exc:
+            if isinstance(exc, ValidationError):
+                _form_errors(form, exc)
+            else:
+                messages.error(request, str(exc))
+    return render(request, "consults/second_opinion.html", {"consult": consult, "form": form})
+
+
+@login_required
+def report_pdf(request: HttpRequest, pk: int) -> HttpResponse:
+    consult = access.get_consult_for(request.user, pk)
+    case = selectors.case_detail(consult)
+    if not case["signed_versions"]:
+        raise Http404("No signed report.")
+    _audit_read(request, consult, "consult.report_pdf")
+    body = pdf.render_report(consult, case, request=request)
+    response = HttpResponse(body, content_type="application/pdf")
+    response["Content-Disposition"] = f'inline; filename="consult-{consult.pk}-report.pdf"'
+    return response
+
+
+@login_required
+def notifications(request: HttpRequest) -> HttpResponse:
+    page = Paginator(selectors.notifications_of(request.user), PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "consults/notifications.html", {"page": page})
+
+
+@login_required
+def notification_open(request: HttpRequest, pk: int) -> HttpResponse:
+    notification = get_object_or_404(Notification, pk=pk, user=request.user)
+    services.notifications_mark_read(user=request.user, ids=[notification.pk])
+    return redirect("consults:detail", pk=notification.consult_id)
+
+
+@login_required
+@require_POST
+def notifications_read(request: HttpRequest) -> HttpResponse:
+    services.notifications_mark_read(user=request.user)
+    return redirect("consults:notifications")
