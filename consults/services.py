@@ -46,11 +46,12 @@ class IllegalTransition(Exception):
 
 
 def _locked(consult: Consult) -> Consult:
-    return (
-        Consult.objects.select_for_update(of=("self",))
-        .select_related("pool__institution", "specialist__user", "owner__user", "requester__user")
-        .get(pk=consult.pk)
-    )
+    """Lock the row, then read it afresh: a join read under the lock could show the
+    related rows as they were before a concurrent move (PostgreSQL re-checks only the row)."""
+    Consult.objects.select_for_update().filter(pk=consult.pk).values_list("pk", flat=True).get()
+    return Consult.objects.select_related(
+        "pool__institution", "specialist__user", "owner__user", "requester__user", "requesting_institution"
+    ).get(pk=consult.pk)
 
 
 def _check(consult: Consult, action: str, user: Any) -> str:

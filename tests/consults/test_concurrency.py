@@ -28,10 +28,12 @@ def test_two_simultaneous_claims_have_exactly_one_winner(alliance_world: Any) ->
 
     def claim(user: Any) -> None:
         from django.db import connections
+        from django.utils import translation
 
         try:
             barrier.wait(timeout=10)
-            services.consult_claim(consult=consult, by=user)
+            with translation.override("en"):
+                services.consult_claim(consult=consult, by=user)
             outcomes[user.username] = "won"
         except services.IllegalTransition as exc:
             outcomes[user.username] = str(exc)
@@ -45,8 +47,10 @@ def test_two_simultaneous_claims_have_exactly_one_winner(alliance_world: Any) ->
         t.join(timeout=30)
     assert sorted(outcomes.values()).count("won") == 1
     loser_message = next(v for v in outcomes.values() if v != "won")
-    assert "already claimed" in loser_message
+    assert "was already claimed by Doctor" in loser_message and str(consult.pk) in loser_message
     consult.refresh_from_db()
     assert consult.status == Status.ACCEPTED
-    assert consult.owner.user.username == next(k for k, v in outcomes.items() if v == "won")
+    winner = next(k for k, v in outcomes.items() if v == "won")
+    assert consult.owner.user.username == winner
+    assert consult.owner.display_name in loser_message
     assert ConsultTransition.objects.filter(consult=consult, action="claim").count() == 1
