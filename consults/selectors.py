@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import reduce
 from typing import Any
 
 from django.db.models import Count, F, Prefetch, QuerySet, Value
@@ -33,7 +35,8 @@ def worklist_counts(user: Any) -> dict[str, int]:
     tabs = access.consult_worklist_tabs(user)
     if not tabs:
         return {}
-    return Consult.objects.aggregate(**{name: Count("pk", filter=q) for name, q in tabs.items()})
+    any_tab = reduce(operator.or_, tabs.values())
+    return Consult.objects.filter(any_tab).aggregate(**{name: Count("pk", filter=q) for name, q in tabs.items()})
 
 
 def worklist(user: Any, tab: str) -> QuerySet[Consult]:

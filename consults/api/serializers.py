@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from alliance import access
@@ -11,11 +12,19 @@ from consults import selectors
 from consults.models import Consult, ConsultTransition, Message, Notification, Priority, PriorityPolicy, ReportVersion
 
 
-class DoctorRefField(serializers.Field):
-    def to_representation(self, doctor: Any) -> dict[str, Any] | None:
-        if doctor is None:
-            return None
-        return {"id": doctor.pk, "name": doctor.display_name}
+class DoctorRefSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField(source="display_name")
+
+
+class PoolRefSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+
+
+class DeadlineSerializer(serializers.Serializer):
+    minutes_left = serializers.IntegerField(allow_null=True)
+    state = serializers.ChoiceField(choices=["ok", "warn", "danger", "breached", "paused", "none"])
 
 
 class StudyRefSerializer(serializers.Serializer):
@@ -28,11 +37,11 @@ class StudyRefSerializer(serializers.Serializer):
 
 
 class ConsultListSerializer(serializers.ModelSerializer):
-    requester = DoctorRefField()
-    owner = DoctorRefField()
-    specialist = DoctorRefField()
+    requester = DoctorRefSerializer(allow_null=True)
+    owner = DoctorRefSerializer(allow_null=True)
+    specialist = DoctorRefSerializer(allow_null=True)
     requesting_institution = serializers.CharField(source="requesting_institution.name")
-    pool = serializers.SerializerMethodField()
+    pool = PoolRefSerializer(allow_null=True)
     studies = StudyRefSerializer(many=True)
     deadline = serializers.SerializerMethodField()
 
@@ -43,9 +52,7 @@ class ConsultListSerializer(serializers.ModelSerializer):
             "owner", "studies", "created_at", "requested_at", "due_at", "completed_at", "second_opinion_of", "deadline",
         ]  # fmt: skip
 
-    def get_pool(self, consult: Consult) -> dict[str, Any] | None:
-        return {"id": consult.pool_id, "name": consult.pool.name} if consult.pool_id else None
-
+    @extend_schema_field(DeadlineSerializer)
     def get_deadline(self, consult: Consult) -> dict[str, Any]:
         deadline = selectors.deadline_of(consult)
         return {"minutes_left": deadline.minutes, "state": deadline.state}
@@ -60,7 +67,7 @@ class TransitionSerializer(serializers.ModelSerializer):
 
 
 class MessageSerializer(serializers.ModelSerializer):
-    author = DoctorRefField()
+    author = DoctorRefSerializer(allow_null=True)
 
     class Meta:
         model = Message
@@ -68,7 +75,7 @@ class MessageSerializer(serializers.ModelSerializer):
 
 
 class VersionSerializer(serializers.ModelSerializer):
-    signed_by = DoctorRefField()
+    signed_by = DoctorRefSerializer(allow_null=True)
 
     class Meta:
         model = ReportVersion
@@ -99,12 +106,15 @@ class ConsultDetailSerializer(ConsultListSerializer):
     def _case(self) -> dict[str, Any]:
         return self.context["case"]
 
+    @extend_schema_field(TransitionSerializer(many=True))
     def get_transitions(self, consult: Consult) -> list[dict[str, Any]]:
         return TransitionSerializer(self._case()["transitions"], many=True).data
 
+    @extend_schema_field(MessageSerializer(many=True))
     def get_messages(self, consult: Consult) -> list[dict[str, Any]]:
         return MessageSerializer(self._case()["thread"], many=True).data
 
+    @extend_schema_field(VersionSerializer(many=True))
     def get_report(self, consult: Consult) -> list[dict[str, Any]]:
         """Signed versions for everyone who sees the case; the draft only for its owner."""
         user = self.context["request"].user
@@ -112,6 +122,7 @@ class ConsultDetailSerializer(ConsultListSerializer):
         owner = consult.owner is not None and consult.owner.user_id == user.pk
         return VersionSerializer([v for v in versions if v.is_signed or owner], many=True).data
 
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
     def get_actions(self, consult: Consult) -> list[str]:
         return access.actions_for(self.context["request"].user, consult)
 
@@ -161,3 +172,15 @@ class PolicySerializer(serializers.ModelSerializer):
     class Meta:
         model = PriorityPolicy
         fields = ["priority", "deadline_minutes", "claim_timeout_minutes"]
+
+
+class MessageCreateSerializer(serializers.Serializer):
+    body = serializers.CharField(allow_blank=True)
+
+
+class NotificationsReadSerializer(serializers.Serializer):
+    ids = serializers.ListField(child=serializers.IntegerField(), required=False)
+
+
+class MarkedSerializer(serializers.Serializer):
+    marked = serializers.IntegerField()

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.http import Http404
+from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, status
 from rest_framework.generics import ListAPIView
 from rest_framework.request import Request
@@ -78,6 +79,7 @@ class ConsultListCreate(ListAPIView):
         response.data["counts"] = selectors.worklist_counts(request.user)
         return response
 
+    @extend_schema(request=s.ConsultCreateSerializer, responses={201: s.ConsultDetailSerializer})
     def post(self, request: Request) -> Response:
         data = s.ConsultCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -100,6 +102,7 @@ class ConsultListCreate(ListAPIView):
 
 
 class ConsultDetail(APIView):
+    @extend_schema(responses=s.ConsultDetailSerializer, operation_id="consults_retrieve")
     def get(self, request: Request, pk: int) -> Response:
         consult = access.get_consult_for(request.user, pk)
         _audit_read(request, consult)
@@ -109,6 +112,7 @@ class ConsultDetail(APIView):
 class ConsultAction(APIView):
     """POST /api/v1/consults/<id>/<action>/ for every move of the workflow."""
 
+    @extend_schema(request=s.ActionSerializer, responses=s.ConsultDetailSerializer, operation_id="consults_action")
     def post(self, request: Request, pk: int, action: str) -> Response:
         consult = access.get_consult_for(request.user, pk)
         body = s.ActionSerializer(data=request.data)
@@ -144,6 +148,7 @@ class ConsultAction(APIView):
 class ReportDraft(APIView):
     """PUT: the owner's draft autosave. GET: the draft (owner) or nothing."""
 
+    @extend_schema(request=s.DraftSerializer, responses=s.VersionSerializer, operation_id="consults_report_draft")
     def put(self, request: Request, pk: int) -> Response:
         consult = access.get_consult_for(request.user, pk)
         body = s.DraftSerializer(data=request.data)
@@ -153,12 +158,16 @@ class ReportDraft(APIView):
 
 
 class Messages(APIView):
+    @extend_schema(responses=s.MessageSerializer(many=True), operation_id="consults_messages_list")
     def get(self, request: Request, pk: int) -> Response:
         consult = access.get_consult_for(request.user, pk)
         _audit_read(request, consult)
         rows = consult.messages.select_related("author__user")
         return Response(s.MessageSerializer(rows, many=True).data)
 
+    @extend_schema(
+        request=s.MessageCreateSerializer, responses={201: s.MessageSerializer}, operation_id="consults_messages_create"
+    )
     def post(self, request: Request, pk: int) -> Response:
         consult = access.get_consult_for(request.user, pk)
         message = services.consult_post_message(
@@ -168,6 +177,7 @@ class Messages(APIView):
 
 
 class SecondOpinion(APIView):
+    @extend_schema(request=s.SecondOpinionSerializer, responses={201: s.ConsultDetailSerializer})
     def post(self, request: Request, pk: int) -> Response:
         consult = access.get_consult_for(request.user, pk)
         body = s.SecondOpinionSerializer(data=request.data)
@@ -200,6 +210,7 @@ class Notifications(ListAPIView):
 
 
 class NotificationsRead(APIView):
+    @extend_schema(request=s.NotificationsReadSerializer, responses=s.MarkedSerializer)
     def post(self, request: Request) -> Response:
         ids = request.data.get("ids")
         if ids is not None and not (isinstance(ids, list) and all(isinstance(i, int) for i in ids)):
@@ -210,6 +221,7 @@ class NotificationsRead(APIView):
 class Policies(APIView):
     """The alliance's deadline and claim timeout per priority (GET for everyone, PUT by the alliance admin)."""
 
+    @extend_schema(responses=s.PolicySerializer(many=True))
     def get(self, request: Request) -> Response:
         alliance = access.alliance_of(request.user)
         rows = {p.priority: p for p in PriorityPolicy.objects.filter(alliance=alliance)}
@@ -225,6 +237,7 @@ class Policies(APIView):
             )
         return Response(out)
 
+    @extend_schema(request=s.PolicySerializer, responses=s.PolicySerializer)
     def put(self, request: Request) -> Response:
         body = s.PolicySerializer(data=request.data)
         body.is_valid(raise_exception=True)
