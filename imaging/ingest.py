@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, models, transaction
 from django.utils import timezone
+from django.utils.translation import gettext, gettext_noop
 
 from alliance import audit
 from alliance.models import AuditEvent, Institution
@@ -67,13 +68,28 @@ _LOCK_NAMESPACE = 3_000_003  # pg_advisory_xact_lock(namespace, hashtext(SOP Ins
 
 
 class IngestError(Exception):
-    """An instance was refused; nothing of it is stored."""
+    """An instance was refused; nothing of it is stored.
 
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(f"{code}: {reason}")
+    `reason` is English (logs, DIMSE Error Comment, STOW-RS); `localized_reason` is the
+    same in the active language, for pages. `template` % `params` == `reason`.
+    """
+
+    def __init__(self, code: str, template: str, **params: object) -> None:
         self.code = code
-        self.reason = reason
+        self.template = template
+        self.params = params
+        self.reason = template % params
         self.dicom_status, self.http_status = STATUSES[code]
+        super().__init__(f"{code}: {self.reason}")
+
+    @property
+    def localized_reason(self) -> str:
+        return gettext(self.template) % self.params
+
+
+def _storage_failed(template: str, exc: BaseException) -> IngestError:
+    error = str(exc) if isinstance(exc, OSError) else type(exc).__name__
+    return IngestError("storage-failed", template, error=error)
 
 
 @dataclass
@@ -145,9 +161,9 @@ def _parse(path: Path, expected_study_uid: str | None) -> ParsedFile:
     try:
         return read_file(path, max_bytes=settings.DICOM_MAX_FILE_BYTES, expected_study_uid=expected_study_uid)
     except InvalidFile as exc:
-        raise IngestError(exc.code, exc.reason) from None
+        raise IngestError(exc.code, exc.template, **exc.params) from None
     except OSError as exc:
-        raise IngestError("storage-failed", f"the received file cannot be read ({exc})") from None
+        raise _storage_failed(gettext_noop("the received file cannot be read (%(error)s)"), exc) from None
 
 
 class _StoredForm:
@@ -179,7 +195,7 @@ def _write_with_prefix(path: Path, prefix: bytes, dest: Path) -> None:
             while chunk := src.read(_HASH_CHUNK):
                 out.write(chunk)
     except OSError as exc:
-        raise IngestError("storage-failed", f"cannot stage the file ({exc})") from None
+        raise _storage_failed(gettext_noop("cannot stage the file (%(error)s)"), exc) from None
 
 
 def _size_and_sha256(path: Path) -> tuple[int, str]:
@@ -191,7 +207,7 @@ def _size_and_sha256(path: Path) -> tuple[int, str]:
                 digest.update(chunk)
                 size += len(chunk)
     except OSError as exc:
-        raise IngestError("storage-failed", f"the received file cannot be read ({exc})") from None
+        raise _storage_failed(gettext_noop("the received file cannot be read (%(error)s)"), exc) from None
     return size, digest.hexdigest()
 
 
@@ -216,7 +232,7 @@ def _store(received: _Received, *, institution: Institution, actor: audit.Actor,
         if file_placed:
             _delete_quietly(key)
         if isinstance(exc, DatabaseError):
-            raise IngestError("storage-failed", f"the index could not be updated ({type(exc).__name__})") from exc
+            raise _storage_failed(gettext_noop("the index could not be updated (%(error)s)"), exc) from exc
         raise
 
 
@@ -233,7 +249,7 @@ def _start_put(path: Path, key: str) -> Future[None]:
         return storage.start_put(path, key)
     except Exception as exc:  # any backend's failure (OSError, botocore's ClientError...) is ours to report
         log.exception("storing %s failed", key)
-        raise IngestError("storage-failed", f"the file could not be stored ({type(exc).__name__})") from exc
+        raise _storage_failed(gettext_noop("the file could not be stored (%(error)s)"), exc) from exc
 
 
 def _wait_durable(pending: Future[None], key: str) -> None:
@@ -242,7 +258,7 @@ def _wait_durable(pending: Future[None], key: str) -> None:
         pending.result()
     except Exception as exc:
         log.exception("syncing %s to disk failed", key)
-        raise IngestError("storage-failed", f"the file could not be made durable ({type(exc).__name__})") from exc
+        raise _storage_failed(gettext_noop("the file could not be made durable (%(error)s)"), exc) from exc
 
 
 def _delete_quietly(key: str) -> None:
@@ -258,7 +274,9 @@ def _duplicate(
     series = existing.series
     study = series.study
     if study.institution_id != institution.pk:
-        raise IngestError("uid-conflict", f"SOP Instance UID {existing.sop_uid} is already in use")
+        raise IngestError(
+            "uid-conflict", gettext_noop("SOP Instance UID %(uid)s is already in use"), uid=existing.sop_uid
+        )
     identical = existing.sha256 == received.sha256
     if not identical:
         log.warning(
@@ -297,7 +315,10 @@ def _index(received: _Received, key: str, institution: Institution) -> IngestRes
     series, series_created = _locked_get_or_create(Series, {"series_uid": a.series_uid}, lambda: _new_series(a, study))
     if series.study_id != study.pk:
         raise IngestError(
-            "uid-conflict", f"Series Instance UID {a.series_uid} already belongs to another study than {a.study_uid}"
+            "uid-conflict",
+            gettext_noop("Series Instance UID %(series_uid)s already belongs to another study than %(study_uid)s"),
+            series_uid=a.series_uid,
+            study_uid=a.study_uid,
         )
     instance = Instance.objects.create(
         sop_uid=a.sop_uid,
@@ -357,10 +378,18 @@ def _new_series(a: Attributes, study: Study) -> Series:
 
 def _check_study(study: Study, a: Attributes, institution: Institution, patient: Patient) -> None:
     if study.institution_id != institution.pk:
-        raise IngestError("uid-conflict", f"Study Instance UID {a.study_uid} is already in use by another institution")
+        raise IngestError(
+            "uid-conflict",
+            gettext_noop("Study Instance UID %(uid)s is already in use by another institution"),
+            uid=a.study_uid,
+        )
     if study.patient_id != patient.pk:
-        reason = f"Study Instance UID {a.study_uid} belongs to another patient than Patient ID {a.patient_id}"
-        raise IngestError("uid-conflict", reason)
+        raise IngestError(
+            "uid-conflict",
+            gettext_noop("Study Instance UID %(uid)s belongs to another patient than Patient ID %(patient_id)s"),
+            uid=a.study_uid,
+            patient_id=a.patient_id,
+        )
 
 
 def _update_study(study: Study, a: Attributes, size: int, series_created: bool) -> None:

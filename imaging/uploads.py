@@ -67,7 +67,7 @@ def _ingest_one(name: str, ingest: Callable[..., Any], data: Any, **common: Any)
     try:
         result = ingest(data, **common)
     except IngestError as exc:
-        return FileResult(name=name, status="refused", reason=str(exc.reason))
+        return FileResult(name=name, status="refused", reason=exc.localized_reason)
     return FileResult(
         name=name,
         status="stored" if result.created else "duplicate",

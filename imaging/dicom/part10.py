@@ -53,13 +53,24 @@ _REQUIRED_UIDS = (
 )
 
 
-class InvalidFile(Exception):
-    """The file cannot be stored; `code` names the kind of problem, `reason` says which."""
+def gettext_noop(message: str) -> str:
+    """Marks a reason for the translators (Django's catalog); this package stays Django-free."""
+    return message
 
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(f"{code}: {reason}")
+
+class InvalidFile(Exception):
+    """The file cannot be stored; `code` names the kind of problem, `reason` says which.
+
+    `template` % `params` is `reason`; the template is also a msgid, so the web pages can
+    show the reason in the reader's language while logs and DIMSE stay in English.
+    """
+
+    def __init__(self, code: str, template: str, **params: object) -> None:
         self.code = code
-        self.reason = reason
+        self.template = template
+        self.params = params
+        self.reason = template % params
+        super().__init__(f"{code}: {self.reason}")
 
 
 @dataclass(frozen=True)
@@ -78,7 +89,12 @@ def read_file(path: Path, *, max_bytes: int, expected_study_uid: str | None = No
     """Parse and check one incoming file; raise InvalidFile naming what is wrong."""
     size = path.stat().st_size
     if size > max_bytes:
-        raise InvalidFile("too-large", f"the file is {size} bytes, more than the limit of {max_bytes} bytes")
+        raise InvalidFile(
+            "too-large",
+            gettext_noop("the file is %(size)s bytes, more than the limit of %(limit)s bytes"),
+            size=size,
+            limit=max_bytes,
+        )
     with path.open("rb") as fp:
         layout = _layout(fp.read(132))
         fp.seek(0)
@@ -96,23 +112,36 @@ def check_instance(attributes: Attributes, transfer_syntax: str, expected_study_
     for keyword, label in _REQUIRED_UIDS:
         value = attributes.text(keyword)
         if not value:
-            raise InvalidFile("missing-attribute", f"{label} is missing or empty")
+            raise InvalidFile("missing-attribute", gettext_noop("%(attribute)s is missing or empty"), attribute=label)
         if not is_valid_uid(value):
-            raise InvalidFile("invalid-attribute", f"{label} {value[:80]!r} is not a valid UID")
+            raise InvalidFile(
+                "invalid-attribute",
+                gettext_noop("%(attribute)s %(value)s is not a valid UID"),
+                attribute=label,
+                value=repr(value[:80]),
+            )
     if not attributes.patient_id:
-        raise InvalidFile("missing-attribute", "Patient ID (0010,0020) is missing or empty")
+        raise InvalidFile(
+            "missing-attribute", gettext_noop("%(attribute)s is missing or empty"), attribute="Patient ID (0010,0020)"
+        )
     if len(attributes.patient_id) > 64:
-        raise InvalidFile("invalid-attribute", "Patient ID (0010,0020) is longer than 64 characters")
+        raise InvalidFile("invalid-attribute", gettext_noop("Patient ID (0010,0020) is longer than 64 characters"))
     if not is_storage_sop_class(attributes.sop_class_uid):
         name = sop_class_name(attributes.sop_class_uid)
-        raise InvalidFile("unsupported-sop-class", f"SOP Class {name} is not a storage SOP class we accept")
+        raise InvalidFile(
+            "unsupported-sop-class", gettext_noop("SOP Class %(name)s is not a storage SOP class we accept"), name=name
+        )
     if transfer_syntax not in SUPPORTED_TRANSFER_SYNTAXES:
         name = transfer_syntax_name(transfer_syntax)
-        raise InvalidFile("unsupported-transfer-syntax", f"transfer syntax {name} is not supported")
+        raise InvalidFile(
+            "unsupported-transfer-syntax", gettext_noop("transfer syntax %(name)s is not supported"), name=name
+        )
     if expected_study_uid and attributes.study_uid != expected_study_uid:
         raise InvalidFile(
             "study-mismatch",
-            f"Study Instance UID {attributes.study_uid} is not the study {expected_study_uid} it was sent to",
+            gettext_noop("Study Instance UID %(uid)s is not the study %(expected)s it was sent to"),
+            uid=attributes.study_uid,
+            expected=expected_study_uid,
         )
 
 
@@ -123,19 +152,27 @@ def _layout(head: bytes) -> str:
         return "meta-without-preamble"
     if head[:2] in _BARE_STARTS and len(head) >= 8:
         return "bare"
-    raise InvalidFile("not-dicom", 'no "DICM" prefix at byte 128 and no DICOM data set at the start of the file')
+    raise InvalidFile(
+        "not-dicom", gettext_noop('no "DICM" prefix at byte 128 and no DICOM data set at the start of the file')
+    )
 
 
 def _read_header(fp: BinaryIO, layout: str) -> Dataset:
     try:
         return dcmread(fp, force=layout != "part10", stop_before_pixels=True, defer_size="256 KB")
     except zlib.error as exc:
-        raise InvalidFile("truncated", f"the deflated data set cannot be inflated ({exc})") from None
+        raise InvalidFile(
+            "truncated", gettext_noop("the deflated data set cannot be inflated (%(error)s)"), error=str(exc)
+        ) from None
     except (InvalidDicomError, EOFError) as exc:
-        raise InvalidFile("not-dicom", f"the file cannot be parsed as DICOM ({_first_line(exc)})") from None
+        raise InvalidFile(
+            "not-dicom", gettext_noop("the file cannot be parsed as DICOM (%(error)s)"), error=_first_line(exc)
+        ) from None
     except Exception as exc:  # untrusted bytes: whatever the parser trips over, we cannot understand it
         detail = f"{type(exc).__name__}: {_first_line(exc)}"
-        raise InvalidFile("not-dicom", f"the file cannot be parsed as DICOM ({detail})") from None
+        raise InvalidFile(
+            "not-dicom", gettext_noop("the file cannot be parsed as DICOM (%(error)s)"), error=detail
+        ) from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -148,13 +185,17 @@ def _transfer_syntax(dataset: Dataset, layout: str) -> str:
         meta = getattr(dataset, "file_meta", None)
         value = Attributes(meta).text("TransferSyntaxUID") if meta is not None else ""
         if not value:
-            raise InvalidFile("missing-attribute", "Transfer Syntax UID (0002,0010) is missing from the file meta")
+            raise InvalidFile(
+                "missing-attribute", gettext_noop("Transfer Syntax UID (0002,0010) is missing from the file meta")
+            )
         return value
     implicit, little = dataset.original_encoding
     if little:
         return pydicom_uid.ImplicitVRLittleEndian if implicit else pydicom_uid.ExplicitVRLittleEndian
     if implicit:
-        raise InvalidFile("not-dicom", "a bare data set in implicit VR big endian is not a DICOM encoding")
+        raise InvalidFile(
+            "not-dicom", gettext_noop("a bare data set in implicit VR big endian is not a DICOM encoding")
+        )
     return pydicom_uid.ExplicitVRBigEndian
 
 
@@ -188,7 +229,9 @@ class _Walker:
     def read(self, n: int) -> bytes:
         data = self.fp.read(n)
         if len(data) < n:
-            raise InvalidFile("truncated", f"the file ends inside an element header at byte {self.size}")
+            raise InvalidFile(
+                "truncated", gettext_noop("the file ends inside an element header at byte %(offset)s"), offset=self.size
+            )
         return data
 
     def tag_and_length(self, implicit: bool, endian: str) -> tuple[int, bytes | None, int]:
@@ -207,15 +250,17 @@ class _Walker:
         if end > self.size:
             raise InvalidFile(
                 "truncated",
-                f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) needs {length} bytes but the file ends "
-                f"{end - self.size} bytes early",
+                gettext_noop("element %(tag)s needs %(length)s bytes but the file ends %(missing)s bytes early"),
+                tag=f"({tag >> 16:04X},{tag & 0xFFFF:04X})",
+                length=length,
+                missing=end - self.size,
             )
         self.fp.seek(end)
 
     def dataset(self, implicit: bool, endian: str, depth: int) -> None:
         """Walk elements to the item delimiter (nested) or to the end of the file (top level)."""
         if depth > _MAX_DEPTH:
-            raise InvalidFile("not-dicom", f"sequences nested more than {_MAX_DEPTH} deep")
+            raise InvalidFile("not-dicom", gettext_noop("sequences nested more than %(depth)s deep"), depth=_MAX_DEPTH)
         while True:
             if depth == 0 and self.fp.tell() >= self.size:
                 return
@@ -223,7 +268,7 @@ class _Walker:
             if tag == _ITEM_END:
                 return
             if tag in (_ITEM, _SEQUENCE_END):
-                raise InvalidFile("not-dicom", "an item tag where a data element was expected")
+                raise InvalidFile("not-dicom", gettext_noop("an item tag where a data element was expected"))
             if length != _UNDEFINED:
                 self.skip(length, tag)
             elif vr == b"UN":  # PS3.5 6.2.2: UN of undefined length holds implicit VR LE items
@@ -239,7 +284,7 @@ class _Walker:
                 return
             if tag != _ITEM:
                 where = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-                raise InvalidFile("not-dicom", f"an element {where} where an item was expected")
+                raise InvalidFile("not-dicom", gettext_noop("an element %(tag)s where an item was expected"), tag=where)
             if length == _UNDEFINED:
                 self.dataset(implicit, endian, depth + 1)
             else:

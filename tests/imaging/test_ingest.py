@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
+from django.utils import translation
 from pydicom import uid as pydicom_uid
 from pydicom.dataset import Dataset
 
@@ -413,3 +414,14 @@ def test_concurrent_associations_into_one_new_study_keep_counts_right(clinic, ac
     assert [s.num_instances for s in Series.objects.all()] == [4, 4, 4]
     assert Patient.objects.count() == 1
     assert len(stored_files(dicom_dir)) == 12
+
+
+def test_reason_is_english_for_logs_and_localized_for_pages(clinic, actor):
+    with pytest.raises(IngestError) as caught:
+        _ingest(part10_bytes(_ct(PatientID=None)), clinic, actor)
+
+    assert caught.value.reason == "Patient ID (0010,0020) is missing or empty"
+    with translation.override("zh-hans"):
+        assert caught.value.localized_reason == "缺少 Patient ID (0010,0020) 或其为空"
+    with translation.override("en"):
+        assert caught.value.localized_reason == caught.value.reason
