@@ -220,6 +220,7 @@ if not CELERY_BROKER_URL:
         "data_folder_in": str(_queue),
         "data_folder_out": str(_queue),
         "processed_folder": str(DATA_DIR / "celery-processed"),
+        "control_folder": str(DATA_DIR / "celery-control"),  # kombu's default is ./control
         "store_processed": False,
     }
 CELERY_TASK_ACKS_LATE = True
