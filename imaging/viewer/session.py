@@ -21,7 +21,7 @@ SESSION_KEY = "viewer.opened"
 COVERED_ACTIONS = frozenset(
     {
         "dicomweb.search.series",
-        "dicomweb.search.instance",
+        "dicomweb.search.image",
         "dicomweb.metadata",
         "dicomweb.frames",
         "dicomweb.rendered",

@@ -51,13 +51,23 @@ export class StudyClient {
       .sort((a, b) => (a.number ?? 0) - (b.number ?? 0));
   }
 
+  // The series' instances in slice order, each with its full metadata (one request).
   async instances(seriesUid, signal) {
     const metadata = await getJson(`${this.seriesUrl(seriesUid)}/metadata`, signal);
-    return sortSlices(metadata).map((ds) => ({
-      dataset: ds,
-      sopUid: tagValue(ds, "00080018"),
-      frames: Number(tagValue(ds, "00280008") ?? 1) || 1,
-    }));
+    performance.mark("viewer:metadata");
+    return sortSlices(metadata).map(instanceOf);
+  }
+
+  // QIDO-RS: the series' instance UIDs in Instance Number order, from the index alone.
+  // Much quicker than the metadata, which the server reads from every file.
+  async instanceList(seriesUid, signal) {
+    const found = await getJson(`${this.seriesUrl(seriesUid)}/instances`, signal);
+    return found.map((ds) => tagValue(ds, "00080018")).filter(Boolean);
+  }
+
+  async instance(seriesUid, sopUid, signal) {
+    const [ds] = await getJson(`${this.instanceUrl(seriesUid, sopUid)}/metadata`, signal);
+    return instanceOf(ds);
   }
 
   thumbnailUrl(seriesUid) {
@@ -74,6 +84,10 @@ export class StudyClient {
     // PS3.18 8.3.5.1.3: window=center,width,function
     return `${base}?window=${Math.round(voi.center)},${Math.round(voi.width)},linear`;
   }
+}
+
+function instanceOf(ds) {
+  return { dataset: ds, sopUid: tagValue(ds, "00080018"), frames: Number(tagValue(ds, "00280008") ?? 1) || 1 };
 }
 
 // Slices in anatomical order, head first for an axial stack: down the slice normal when

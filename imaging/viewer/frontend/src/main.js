@@ -5,25 +5,40 @@ import "./style.css";
 
 import { StudyClient } from "./dicomweb.js";
 
-function hasWebGL() {
+const params = new URLSearchParams(window.location.search);
+
+// null without WebGL; else the renderer's name where the browser tells it.
+function webGLRenderer() {
   try {
-    const canvas = document.createElement("canvas");
-    return Boolean(canvas.getContext("webgl2") || canvas.getContext("webgl"));
+    const gl = document.createElement("canvas").getContext("webgl2") || document.createElement("canvas").getContext("webgl");
+    if (!gl) return null;
+    const info = gl.getExtension("WEBGL_debug_renderer_info");
+    return String(info ? gl.getParameter(info.UNMASKED_RENDERER_WEBGL) : gl.getParameter(gl.RENDERER));
   } catch {
-    return false;
+    return null;
   }
 }
 
-function chooseMode() {
-  if (new URLSearchParams(window.location.search).get("mode") === "rendered") return "rendered";
-  return hasWebGL() && typeof WebAssembly === "object" && typeof Worker === "function" ? "cornerstone" : "rendered";
+function chooseMode(renderer) {
+  if (params.get("mode") === "rendered") return "rendered";
+  return renderer !== null && typeof WebAssembly === "object" && typeof Worker === "function" ? "cornerstone" : "rendered";
+}
+
+// A software WebGL (SwiftShader, llvmpipe: a machine without a usable GPU) draws a
+// stack slower than Cornerstone's own CPU path, which is then used instead.
+function cpuRendering(renderer) {
+  if (params.has("render")) return params.get("render") === "cpu";
+  return /swiftshader|llvmpipe|softpipe|software/i.test(renderer ?? "");
 }
 
 const root = document.getElementById("viewer");
 const config = JSON.parse(document.getElementById("viewer-config").textContent);
 const client = new StudyClient(config.dicomweb, config.study_uid);
-const mode = chooseMode();
+performance.mark("viewer:start");
+const renderer = webGLRenderer();
+const mode = chooseMode(renderer);
 root.dataset.mode = mode;
 if (mode === "rendered") root.querySelector("[data-fallback-note]").hidden = false;
 const viewer = mode === "rendered" ? await import("./rendered.js") : await import("./stack.js");
-await viewer.start({ root, config, client });
+root.dataset.cpuRendering = String(mode === "cornerstone" && cpuRendering(renderer));
+await viewer.start({ root, config, client, cpuRendering: root.dataset.cpuRendering === "true" });

@@ -60,7 +60,10 @@ function createPane({ pane, root, config, client }) {
     });
   };
   img.addEventListener("load", () => {
-    if (!root.dataset.firstImageMs) root.dataset.firstImageMs = String(Math.round(performance.now()));
+    if (!root.dataset.firstImageMs) {
+      performance.mark("viewer:first-image");
+      root.dataset.firstImageMs = String(Math.round(performance.now()));
+    }
     pane.dataset.rendered = String(Number(pane.dataset.rendered || 0) + 1);
   });
   element.addEventListener(

@@ -73,6 +73,7 @@ export async function startShell({ root, config, client, createPane }) {
   say(config.strings.loading);
   try {
     seriesList = await client.series();
+    performance.mark("viewer:series");
   } catch (error) {
     console.error(error);
     say(config.strings.load_failed);

@@ -7,6 +7,7 @@ import {
   RenderingEngine,
   getRenderingEngine,
   init as initCore,
+  setUseCPURendering,
   imageRetrievalPoolManager,
   utilities as coreUtilities,
 } from "@cornerstonejs/core";
@@ -43,8 +44,9 @@ const SECONDARY_BINDINGS = {
 };
 const CINE_FPS = 12;
 
-export async function start({ root, config, client }) {
-  initCore();
+export async function start({ root, config, client, cpuRendering }) {
+  initCore({ rendering: { useCPURendering: cpuRendering } });
+  if (cpuRendering) setUseCPURendering(true);
   initLoader({ maxWebWorkers: Math.max(1, Math.min(4, (navigator.hardwareConcurrency || 2) - 1)) });
   initTools();
   for (const Tool of TOOLS) addTool(Tool);
@@ -85,6 +87,7 @@ function createPane({ pane, root, config, client, engine, group }) {
   let datasets = [];
   let playing = false;
   let overlayQueued = false;
+  let fitZoom = 1; // the zoom that fits the image: the overlay shows zoom relative to it
 
   element.addEventListener("contextmenu", (event) => event.preventDefault());
   const viewport = () => {
@@ -109,7 +112,7 @@ function createPane({ pane, root, config, client, engine, group }) {
       index,
       count: datasets.length,
       voi: range ? windowOf(range) : null,
-      zoom: vp.getZoom(),
+      zoom: vp.getZoom() / fitZoom,
     });
   };
   const queueOverlay = () => {
@@ -121,7 +124,10 @@ function createPane({ pane, root, config, client, engine, group }) {
     element.addEventListener(name, queueOverlay);
   }
   element.addEventListener(Enums.Events.IMAGE_RENDERED, () => {
-    if (!root.dataset.firstImageMs) root.dataset.firstImageMs = String(Math.round(performance.now()));
+    if (!root.dataset.firstImageMs) {
+      performance.mark("viewer:first-image");
+      root.dataset.firstImageMs = String(Math.round(performance.now()));
+    }
     pane.dataset.rendered = String(Number(pane.dataset.rendered || 0) + 1);
   });
   element.addEventListener(toolUtilities.cine.Events.CLIP_STOPPED, () => {
@@ -129,17 +135,27 @@ function createPane({ pane, root, config, client, engine, group }) {
     root.dispatchEvent(new CustomEvent("viewer:cine-stopped"));
   });
 
-  const imageIdsFor = (instances) => {
-    const ids = [];
-    for (const instance of instances) {
-      for (let frame = 1; frame <= instance.frames; frame += 1) {
-        const imageId = `wadors:${client.framesUrl(series.uid, instance.sopUid, frame)}`;
+  const imageIdsOf = (seriesUid, instances) =>
+    instances.flatMap((instance) =>
+      Array.from({ length: instance.frames }, (_, i) => {
+        const imageId = `wadors:${client.framesUrl(seriesUid, instance.sopUid, i + 1)}`;
         wadors.metaDataManager.add(imageId, instance.dataset);
-        ids.push(imageId);
-        datasets.push(instance.dataset);
-      }
-    }
-    return ids;
+        return imageId;
+      }),
+    );
+  const datasetsOf = (instances) => instances.flatMap((instance) => Array(instance.frames).fill(instance.dataset));
+
+  // First image fast: while the series metadata (read by the server from every file) is on
+  // its way, the middle instance's own metadata and its frame are fetched and drawn alone.
+  const showMiddleFirst = async (vp, seriesUid, fullMetadata) => {
+    const uids = await client.instanceList(seriesUid);
+    if (uids.length < 3) return null;
+    const middle = await Promise.race([client.instance(seriesUid, uids[Math.floor((uids.length - 1) / 2)]), fullMetadata]);
+    if (Array.isArray(middle)) return null; // the whole series came first: nothing to gain
+    datasets = datasetsOf([middle]);
+    await vp.setStack(imageIdsOf(seriesUid, [middle]), 0);
+    vp.render();
+    return middle.sopUid;
   };
 
   return {
@@ -148,14 +164,21 @@ function createPane({ pane, root, config, client, engine, group }) {
       const vp = viewport();
       toolUtilities.stackPrefetch.disable(element);
       series = picked;
-      datasets = [];
-      const imageIds = imageIdsFor(await client.instances(picked.uid));
-      if (!imageIds.length) throw new Error("series without images");
-      slider.max = String(imageIds.length - 1);
       pane.dataset.loaded = "false";
-      // The middle slice is shown first; the prefetcher then fills in outwards from it.
-      await vp.setStack(imageIds, Math.floor((imageIds.length - 1) / 2));
+      const fullMetadata = client.instances(picked.uid);
+      const shown = await showMiddleFirst(vp, picked.uid, fullMetadata).catch(() => null);
+      const instances = await fullMetadata;
+      if (series !== picked) return; // another series was picked meanwhile
+      const imageIds = imageIdsOf(picked.uid, instances);
+      if (!imageIds.length) throw new Error("series without images");
+      datasets = datasetsOf(instances);
+      slider.max = String(imageIds.length - 1);
+      const shownIndex = instances.findIndex((instance) => instance.sopUid === shown);
+      // The slice already on screen stays; else the middle slice is shown first. The
+      // prefetcher then fills in outwards from it.
+      await vp.setStack(imageIds, shownIndex >= 0 ? shownIndex : Math.floor((imageIds.length - 1) / 2));
       vp.render();
+      fitZoom = vp.getZoom() || 1;
       pane.dataset.loaded = "true";
       toolUtilities.stackPrefetch.enable(element);
       queueOverlay();
