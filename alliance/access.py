@@ -171,6 +171,17 @@ def audit_events_visible_to(user: Any) -> QuerySet[AuditEvent]:
     return AuditEvent.objects.filter(Q(actor_institution_id__in=members) | Q(actor_institution_id__isnull=True))
 
 
+def may_switch_off_doctor(user: Any, doctor: Doctor) -> bool:
+    """Nobody deactivates themselves (an admin would lock themselves out)."""
+    return doctor.user_id != getattr(user, "pk", None)
+
+
+def may_switch_off_institution(user: Any, institution: Institution) -> bool:
+    """Nobody switches off their own institution (they would lose access with it)."""
+    doctor = doctor_of(user)
+    return doctor is not None and doctor.institution_id != institution.pk
+
+
 def may_set_roles(user: Any, before: list[str], after: list[str]) -> bool:
     """Every role given or taken away must be one the user may assign."""
     return all(may_assign_role(user, role) for role in set(before) ^ set(after))

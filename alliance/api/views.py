@@ -14,7 +14,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotAuthenticated, PermissionDenied
+from rest_framework.exceptions import NotAuthenticated, PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -105,9 +105,10 @@ class InstitutionViewSet(MembershipViewSet):
     def partial_update(self, request: Request, pk: str) -> Response:
         institution = self.get_object()
         self.require_alliance_admin()
-        services.institution_update(
-            institution=institution, by=self.actor, **self.validated(s.InstitutionUpdateSerializer)
-        )
+        data = self.validated(s.InstitutionUpdateSerializer)
+        if data.get("active") is False and not access.may_switch_off_institution(request.user, institution):
+            raise ValidationError({"active": ["You cannot switch off your own institution."]})
+        services.institution_update(institution=institution, by=self.actor, **data)
         return self.respond(institution)
 
 
@@ -202,7 +203,10 @@ class DoctorViewSet(MembershipViewSet):
     @action(detail=True, methods=["post"])
     def deactivate(self, request: Request, pk: str) -> Response:
         """Sign the doctor out everywhere at once: sessions and API tokens end."""
-        doctor = services.doctor_set_active(doctor=self.get_managed_doctor(), active=False, by=self.actor)
+        doctor = self.get_managed_doctor()
+        if not access.may_switch_off_doctor(request.user, doctor):
+            raise ValidationError({"active": ["You cannot deactivate yourself."]})
+        services.doctor_set_active(doctor=doctor, active=False, by=self.actor)
         return self.respond(doctor)
 
     @extend_schema(request=None, responses=s.DoctorSerializer)

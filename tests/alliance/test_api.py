@@ -221,6 +221,12 @@ def test_alliance_admin_switches_an_institution_off(world: SimpleNamespace) -> N
     assert AuditEvent.objects.filter(action="institution.update", object_id=str(world.clin_b.pk)).exists()
 
 
+def test_alliance_admin_may_not_switch_off_their_own_institution(world: SimpleNamespace) -> None:
+    response = call(world, "alliance_admin", "patch", f"/api/v1/institutions/{world.office.pk}/", {"active": False})
+    assert "active" in error_fields(response)
+    assert Institution.objects.get(pk=world.office.pk).active
+
+
 # --- departments ----------------------------------------------------------------------
 
 
@@ -426,6 +432,12 @@ def test_admin_changes_roles_title_and_specialties(world: SimpleNamespace) -> No
         ["radiology"],
     )
     assert AuditEvent.objects.filter(action="doctor.update", object_id=str(world.owner.pk)).exists()
+
+
+def test_admin_may_not_deactivate_themselves(world: SimpleNamespace) -> None:
+    response = call(world, "inst_admin_a", "post", f"/api/v1/doctors/{world.inst_admin_a.pk}/deactivate/")
+    assert "active" in error_fields(response)
+    assert Doctor.objects.get(pk=world.inst_admin_a.pk).active
 
 
 def test_reactivated_doctor_signs_in_again_with_a_new_token(world: SimpleNamespace) -> None:
