@@ -38,7 +38,8 @@ class Command(BaseCommand):
             parts["dicom"] = [sys.executable, "manage.py", "dicom_server"]
         if not options["no_worker"]:
             parts["worker"] = self._worker_command(bin_dir)
-        children = {name: subprocess.Popen(cmd) for name, cmd in parts.items()}  # noqa: S603
+        # Each part leads its own process group, so stopping it also stops its pool and beat children.
+        children = {name: subprocess.Popen(cmd, start_new_session=True) for name, cmd in parts.items()}  # noqa: S603
         self._announce(host, port, dicom=not options["no_dicom"])
         self._supervise(children)
 
@@ -108,12 +109,16 @@ class Command(BaseCommand):
             time.sleep(0.5)
         for child in children.values():
             if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
+                os.killpg(child.pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
         for child in children.values():
             try:
                 child.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                os.kill(child.pid, signal.SIGKILL)
+                pass
+            try:
+                os.killpg(child.pid, signal.SIGKILL)  # stragglers of the group
+            except ProcessLookupError:
+                pass
         if failed:
             raise CommandError(f"stopped everything because {failed}")
