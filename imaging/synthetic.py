@@ -319,8 +319,8 @@ def _image(study: StudyInfo, sop_class: str, modality: str, series_uid: str, sop
     """PS3.3 C.12.1 SOP Common, C.7.1.1 Patient, C.7.2.1 General Study, C.7.3.1 General Series."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
-    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    ds.file_meta.MediaStorageSOPClassUID = pydicom_uid.UID(sop_class)
+    ds.file_meta.MediaStorageSOPInstanceUID = pydicom_uid.UID(sop_uid)
     ds.file_meta.TransferSyntaxUID = pydicom_uid.ExplicitVRLittleEndian
     ds.file_meta.ImplementationClassUID = pydicom_uid.PYDICOM_IMPLEMENTATION_UID
     ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: names carry their ideographic form
