@@ -16,6 +16,7 @@ from django.contrib.auth import update_session_auth_hash
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
+from django.db import transaction
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
@@ -67,9 +68,11 @@ def _back(request: HttpRequest, default: str) -> HttpResponseRedirect:
 
 
 def _save(form: Any, write: Callable[[], Any]) -> Any:
-    """Run a service write; on a ValidationError show it on the form and return None."""
+    """Run service writes as one transaction; on a ValidationError nothing is saved, the
+    error is shown on the form, and None is returned."""
     try:
-        return write()
+        with transaction.atomic():
+            return write()
     except ValidationError as exc:
         forms.apply_service_errors(form, exc)
         return None

@@ -478,3 +478,18 @@ def test_specialties_are_for_the_alliance_admin(world) -> None:  # type: ignore[
     )
     assert client.post(reverse("manage:specialty_add"), {"code": "ecg", "name": "ECG"}).status_code == 302
     assert "specialty.create" in _actions("alliance_admin")
+
+
+def test_a_pool_edit_refused_halfway_saves_nothing(world, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from django.core.exceptions import ValidationError
+
+    from alliance import services
+
+    def refuse(**kwargs: object) -> None:
+        raise ValidationError({"members": "refused"})
+
+    monkeypatch.setattr(services, "pool_set_members", refuse)
+    data = {"name": "Renamed desk", "specialty": world.radiology.pk, "members": [world.outsider_specialist.pk]}
+    response = client_for(world.hosp_admin).post(reverse("manage:pool_edit", args=[world.pool.pk]), data)
+    assert response.context["form"].errors["members"] == ["refused"]
+    assert Pool.objects.get(pk=world.pool.pk).name == "CT reading desk"
