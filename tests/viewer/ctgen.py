@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, RLELossless, generate_uid
 
 PIXEL_SPACING_MM = 0.7
 
@@ -19,6 +19,7 @@ class CtSpec:
     spacing: float = PIXEL_SPACING_MM
     patient_name: str = "WANG^FANG"
     patient_id: str = "PID-7001"
+    rle: bool = False  # store the frames RLE Lossless compressed (PS3.5 Annex G)
 
 
 def phantom(size: int, z: float) -> np.ndarray:
@@ -69,4 +70,6 @@ def _slice(spec: CtSpec, i: int, study_uid: str, series_uid: str, frame_uid: str
     ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
     ds.WindowCenter, ds.WindowWidth = 40, 400
     ds.PixelData = phantom(spec.size, float(i)).tobytes()
+    if spec.rle:
+        ds.compress(RLELossless)
     return ds

@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 from django.urls import reverse
 from PIL import Image
+from pydicom.uid import RLELossless
 
 from alliance.models import AuditEvent
-from tests.viewer.ctgen import PIXEL_SPACING_MM
+from tests.viewer.conftest import store_series
+from tests.viewer.ctgen import PIXEL_SPACING_MM, CtSpec, ct_series
 from tests.viewer.test_views import MISSING, normalised
 
 pytestmark = pytest.mark.integration
@@ -144,6 +146,7 @@ def test_phone_layout_and_server_rendered_fallback(
     sign_in: Any, live_site: Any, alliance_world: Any, ct_study: Any, artifacts: Any
 ) -> None:
     page = sign_in(alliance_world.owner)
+    page.context.add_cookies([{"name": "django_language", "value": "zh-hans", "url": live_site.url}])
     page.set_viewport_size({"width": 390, "height": 780})
     page.add_init_script("HTMLCanvasElement.prototype.getContext = function () { return null; };")
     open_viewer(page, live_site.url, ct_study.study_uid)
@@ -154,3 +157,52 @@ def test_phone_layout_and_server_rendered_fallback(
     wait_index(page, start + 4)
     page.wait_for_timeout(300)
     page.screenshot(path=artifacts / "viewer-phone-rendered.png")
+    assert "图像" in page.locator("[data-pane='0'] [data-ov='bl']").inner_text(), "the overlay speaks Chinese"
+
+
+def test_compressed_frames_travel_compressed_and_are_drawn(
+    sign_in: Any, live_site: Any, alliance_world: Any, artifacts: Any
+) -> None:
+    study = store_series(ct_series(CtSpec(slices=6, rle=True)), alliance_world.clin_a)
+    page = sign_in(alliance_world.owner)
+    frame_types: list[str] = []
+    page.on(
+        "response", lambda r: frame_types.append(r.headers.get("content-type", "")) if "/frames/" in r.url else None
+    )
+    pane = open_viewer(page, live_site.url, study.study_uid)
+    page.wait_for_timeout(300)
+    assert frame_types and all(RLELossless in t for t in frame_types), frame_types
+    shot = pixels(pane.screenshot(path=artifacts / "viewer-rle.png"))
+    assert shot.std() > 20, "the decoded slice shows the phantom, not a blank pane"
+
+
+def test_two_up_invert_rotate_and_cine(
+    sign_in: Any, live_site: Any, alliance_world: Any, ct_study: Any, artifacts: Any
+) -> None:
+    page = sign_in(alliance_world.owner)
+    page.set_viewport_size({"width": 1280, "height": 720})
+    pane = open_viewer(page, live_site.url, ct_study.study_uid)
+    page.wait_for_timeout(200)
+    plain = pixels(pane.screenshot())
+    page.click("[data-action=invert]")
+    page.wait_for_timeout(300)
+    inverted = pixels(pane.screenshot())
+    assert np.abs(inverted - plain).mean() > 50, "invert turns the grey levels over"
+    page.click("[data-action=rotate]")
+    page.wait_for_timeout(300)
+    assert np.abs(pixels(pane.screenshot()) - inverted).mean() > 5, "rotating moves the anatomy"
+    page.click("[data-action=reset]")
+    page.wait_for_timeout(300)
+    assert np.abs(pixels(pane.screenshot()) - plain).mean() < 2, "reset brings the first view back"
+
+    page.click("[data-layout-button='2']")
+    second = page.locator("[data-pane='1']")
+    page.wait_for_function("() => document.querySelector(\"[data-pane='1']\").dataset.loaded === 'true'")
+    assert second.is_visible() and second.get_attribute("data-count") == str(ct_study.num_instances)
+
+    pane.click()
+    start = slice_index(page)
+    page.click("[data-action=cine]")
+    page.wait_for_function(f"() => document.querySelector(\"[data-pane='0']\").dataset.index !== '{start}'")
+    page.click("[data-action=cine]")
+    page.screenshot(path=artifacts / "viewer-2up.png")

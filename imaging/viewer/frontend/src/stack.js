@@ -59,7 +59,8 @@ export async function start({ root, config, client, cpuRendering }) {
   const group = ToolGroupManager.createToolGroup(GROUP_ID);
   for (const Tool of TOOLS) group.addTool(Tool.toolName);
   applyTool(group, WindowLevelTool.toolName);
-  new ResizeObserver(() => engine.resize(true, false)).observe(root.querySelector("[data-panes]"));
+  // A window or phone resize keeps the reader's zoom and pan; a layout switch refits (below).
+  new ResizeObserver(() => engine.resize(true, true)).observe(root.querySelector("[data-panes]"));
 
   await startShell({
     root,
@@ -226,8 +227,10 @@ function createPane({ pane, root, config, client, engine, group }) {
     reset() {
       const vp = engine.getViewport(viewportId);
       if (!vp) return;
-      vp.resetProperties();
+      // resetCamera keeps rotation and flips; the view presentation holds them.
+      vp.setViewPresentation({ rotation: 0, flipHorizontal: false, flipVertical: false });
       vp.resetCamera();
+      vp.resetProperties();
       vp.render();
     },
     cine() {
@@ -242,6 +245,11 @@ function createPane({ pane, root, config, client, engine, group }) {
     },
     resize() {
       getRenderingEngine(ENGINE_ID)?.resize(true, false);
+      const vp = engine.getViewport(viewportId);
+      if (vp) {
+        fitZoom = vp.getZoom() || 1;
+        queueOverlay();
+      }
     },
   };
 }
