@@ -80,6 +80,7 @@ class IngestError(Exception):
         self.params = params
         self.reason = template % params
         self.dicom_status, self.http_status = STATUSES[code]
+        self.sop_uid = ""  # the refused instance's SOP Instance UID, when the file named one
         super().__init__(f"{code}: {self.reason}")
 
     @property
@@ -145,23 +146,26 @@ def ingest_path(
 ) -> IngestResult:
     """Store and index the DICOM file at `path` (the caller removes `path` afterwards)."""
     path = Path(path)
-    sop_uid = ""
+    parsed: ParsedFile | None = None
     try:
-        parsed = _parse(path, expected_study_uid)
-        sop_uid = parsed.sop_uid
+        parsed = _read(path, expected_study_uid)
         with _StoredForm(path, parsed) as received:
             return _store(received, institution=institution, actor=actor, via=via, source=source)
     except IngestError as exc:
-        log.warning("refused %s via %s from %s (%s): %s", sop_uid or path.name, via, source or "-", actor.name, exc)
-        _audit_refusal(exc, object_id=sop_uid or path.name, actor=actor, via=via, source=source)
+        exc.sop_uid = parsed.sop_uid if parsed is not None else exc.sop_uid
+        name = exc.sop_uid or path.name
+        log.warning("refused %s via %s from %s (%s): %s", name, via, source or "-", actor.name, exc)
+        _audit_refusal(exc, object_id=name, actor=actor, via=via, source=source)
         raise
 
 
-def _parse(path: Path, expected_study_uid: str | None) -> ParsedFile:
+def _read(path: Path, expected_study_uid: str | None) -> ParsedFile:
     try:
         return read_file(path, max_bytes=settings.DICOM_MAX_FILE_BYTES, expected_study_uid=expected_study_uid)
     except InvalidFile as exc:
-        raise IngestError(exc.code, exc.template, **exc.params) from None
+        error = IngestError(exc.code, exc.template, **exc.params)
+        error.sop_uid = exc.sop_uid
+        raise error from None
     except OSError as exc:
         raise _storage_failed(gettext_noop("the received file cannot be read (%(error)s)"), exc) from None
 

@@ -70,6 +70,7 @@ class InvalidFile(Exception):
         self.template = template
         self.params = params
         self.reason = template % params
+        self.sop_uid = ""  # set when the file was readable enough to name its instance
         super().__init__(f"{code}: {self.reason}")
 
 
@@ -103,7 +104,11 @@ def read_file(path: Path, *, max_bytes: int, expected_study_uid: str | None = No
         transfer_syntax = _transfer_syntax(dataset, layout)
         _check_structure(fp, size, layout, transfer_syntax)
     attributes = Attributes(dataset)
-    check_instance(attributes, transfer_syntax, expected_study_uid)
+    try:
+        check_instance(attributes, transfer_syntax, expected_study_uid)
+    except InvalidFile as exc:
+        exc.sop_uid = attributes.sop_uid if is_valid_uid(attributes.sop_uid) else ""
+        raise
     return ParsedFile(dataset, attributes, transfer_syntax, _prefix(layout, attributes, transfer_syntax))
 
 

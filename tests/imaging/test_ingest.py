@@ -425,3 +425,13 @@ def test_reason_is_english_for_logs_and_localized_for_pages(clinic, actor):
         assert caught.value.localized_reason == "缺少 Patient ID (0010,0020) 或其为空"
     with translation.override("en"):
         assert caught.value.localized_reason == caught.value.reason
+
+
+def test_refusal_names_the_instance_when_the_file_does(clinic, actor):
+    ds = _ct(PatientID=None)
+
+    with pytest.raises(IngestError) as caught:
+        _ingest(part10_bytes(ds), clinic, actor)
+
+    assert caught.value.sop_uid == ds.SOPInstanceUID
+    assert AuditEvent.objects.get(outcome="failure").object_id == ds.SOPInstanceUID
