@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import logging
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 
 import numpy as np
 from django.core.files.base import ContentFile
@@ -112,10 +112,11 @@ def _decode(source: str | Path | IO[bytes], frame: int) -> tuple[Dataset, np.nda
     return header, arr
 
 
-def _rewound(source: str | Path | IO[bytes]) -> str | Path | IO[bytes]:
-    if not isinstance(source, str | Path):
-        source.seek(0)
-    return source
+def _rewound(source: str | Path | IO[bytes]) -> str | Path | BinaryIO:
+    if isinstance(source, str | Path):
+        return source
+    source.seek(0)
+    return cast(BinaryIO, source)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -210,9 +210,9 @@ def _prefix(layout: str, attributes: Attributes, transfer_syntax: str) -> bytes:
     if layout == "meta-without-preamble":
         return PREAMBLE
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = attributes.sop_class_uid
-    meta.MediaStorageSOPInstanceUID = attributes.sop_uid
-    meta.TransferSyntaxUID = transfer_syntax
+    meta.MediaStorageSOPClassUID = pydicom_uid.UID(attributes.sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = pydicom_uid.UID(attributes.sop_uid)
+    meta.TransferSyntaxUID = pydicom_uid.UID(transfer_syntax)
     meta.ImplementationClassUID = pydicom_uid.PYDICOM_IMPLEMENTATION_UID
     buffer = io.BytesIO()
     write_file_meta_info(buffer, meta, enforce_standard=True)  # type: ignore[arg-type]

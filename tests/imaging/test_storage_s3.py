@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import boto3
@@ -22,7 +23,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from imaging import ingest, render, storage
+from imaging import ingest, reconcile, render, storage
 from imaging.ingest import IngestError, ingest_bytes
 from tests.imaging.dicomgen import make_ct_series, part10_bytes
 from tests.imaging.stored import index_counts
@@ -211,3 +212,14 @@ def test_unreachable_s3_is_a_storage_failure_with_nothing_indexed(s3, clinic, ac
 
     assert (caught.value.code, caught.value.dicom_status) == ("storage-failed", 0xA700)
     assert index_counts() == (0, 0, 0, 0)
+
+
+def test_orphan_objects_are_found_through_the_storage_api(s3, clinic, actor):
+    kept = _ingest(part10_bytes(make_ct_series(1, 32, 32)[0]), clinic, actor).instance
+    s3.put_object(Bucket=BUCKET, Key="ab/cd/1.2.3/1.2.3.4/orphan.dcm", Body=b"left by a crash")
+
+    found = list(reconcile.orphan_keys(older_than=timedelta(minutes=-1)))
+
+    assert found == ["ab/cd/1.2.3/1.2.3.4/orphan.dcm"]
+    assert list(reconcile.missing_files()) == []
+    assert kept.storage_key in _keys(s3)

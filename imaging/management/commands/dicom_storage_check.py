@@ -1,0 +1,42 @@
+"""`manage.py dicom_storage_check`: files without rows and rows without files in the DICOM storage.
+
+Reports both; with --remove-orphans deletes stored files that no instance row points at
+and that are older than --older-than minutes (a crash between storing and indexing is the
+only way to leave one). Rows without a file are reported, never deleted: that is data
+loss for a person to look into. Exit status 1 when anything was found and not repaired.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from alliance import audit
+from imaging import reconcile
+
+
+class Command(BaseCommand):
+    help = "Check that the DICOM storage and the index agree; optionally remove orphaned files."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--remove-orphans", action="store_true", help="delete files no instance points at")
+        parser.add_argument("--older-than", type=int, default=60, metavar="MINUTES", help="orphan age (default 60)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        age = timedelta(minutes=max(1, options["older_than"]))
+        if options["remove_orphans"]:
+            orphans = reconcile.remove_orphans(older_than=age, actor=audit.SYSTEM)
+            verb = "removed"
+        else:
+            orphans = list(reconcile.orphan_keys(older_than=age))
+            verb = "found"
+        for key in orphans:
+            self.stdout.write(f"orphan file {verb}: {key}")
+        missing = list(reconcile.missing_files())
+        for instance in missing:
+            self.stdout.write(f"missing file: {instance.storage_key} (SOP Instance UID {instance.sop_uid})")
+        self.stdout.write(f"{len(orphans)} orphan file(s) {verb}, {len(missing)} instance(s) without a file")
+        if missing or (orphans and not options["remove_orphans"]):
+            raise SystemExit(1)

@@ -1,0 +1,64 @@
+"""Storage and index in agreement after a crash.
+
+Ingest never commits a row without its file and deletes the file of a transaction that
+fails; only a crash of the process between placing a file and committing its row can
+leave a file that nothing indexes. `orphan_keys` finds those (old enough not to belong
+to an ingest still running), `missing_files` finds rows whose file has gone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+from django.utils import timezone
+
+from alliance import audit
+from imaging import storage
+from imaging.models import Instance
+
+
+def _walk(folder: str = "") -> Iterator[tuple[str, list[str]]]:
+    """(folder, file names) for every folder of the DICOM storage, through the Storage API."""
+    folders, files = storage.dicom_storage().listdir(folder)
+    yield folder, files
+    for name in sorted(folders):
+        yield from _walk(f"{folder}/{name}" if folder else name)
+
+
+def orphan_keys(*, older_than: timedelta = timedelta(hours=1)) -> Iterator[str]:
+    """Stored keys no instance row points at, last modified before `older_than` ago."""
+    backend = storage.dicom_storage()
+    cutoff = timezone.now() - older_than
+    for folder, files in _walk():
+        if not files:
+            continue
+        prefix = f"{folder}/" if folder else ""
+        indexed = set(Instance.objects.filter(storage_key__startswith=prefix).values_list("storage_key", flat=True))
+        for name in files:
+            key = prefix + name
+            if key not in indexed and backend.get_modified_time(key) < cutoff:
+                yield key
+
+
+def missing_files() -> Iterator[Instance]:
+    backend = storage.dicom_storage()
+    for instance in Instance.objects.only("pk", "sop_uid", "storage_key").iterator(chunk_size=2000):
+        if not backend.exists(instance.storage_key):
+            yield instance
+
+
+def remove_orphans(*, older_than: timedelta, actor: audit.Actor) -> list[str]:
+    removed = []
+    for key in orphan_keys(older_than=older_than):
+        storage.delete_key(key)
+        removed.append(key)
+    if removed:
+        audit.record(
+            actor=actor,
+            action="storage.remove-orphans",
+            object_type="storage",
+            object_id="dicom",
+            detail={"count": len(removed), "keys": removed[:100]},
+        )
+    return removed
