@@ -489,6 +489,7 @@ def break_glass(*, user: Any, study: Study, reason: str, source: str = "") -> No
 
 
 # --- consults (C5) --------------------------------------------------------------------
+CONSULTS_MODULE = "consults"
 # The workflow table lives on the model (consults.models.TRANSITIONS); these functions
 # answer who the user is to a consult, which consults they see and which moves they may make.
 
@@ -526,7 +527,7 @@ def consults_visible_to(user: Any) -> QuerySet[Any]:
     from consults.models import OPEN_STATUSES, Consult, Status
 
     doctor = doctor_of(user)
-    if doctor is None:
+    if doctor is None or not has_module(user, CONSULTS_MODULE):
         return Consult.objects.none()
     q = Q(requester_id=doctor.pk)
     if CLINICAL_ROLES.intersection(doctor.roles):
@@ -561,7 +562,7 @@ def parties_of(user: Any, consult: Any) -> frozenset[str]:
     from consults.models import Party
 
     doctor = doctor_of(user)
-    if doctor is None:
+    if doctor is None or not has_module(user, CONSULTS_MODULE):
         return frozenset()
     parties = set()
     if consult.requester_id == doctor.pk and CLINICAL_ROLES.intersection(doctor.roles):
@@ -606,7 +607,7 @@ def may_claim(user: Any, consult: Any) -> bool:
 
 def may_request_consult(user: Any) -> bool:
     """Any active doctor with a clinical role may ask for a reading of their institution's studies."""
-    return has_clinical_role(user)
+    return has_clinical_role(user) and has_module(user, CONSULTS_MODULE)
 
 
 def may_post_message(user: Any, consult: Any) -> bool:
@@ -644,8 +645,10 @@ def consult_targets_for(user: Any) -> tuple[QuerySet[Pool], QuerySet[Doctor]]:
     if alliance is None:
         return Pool.objects.none(), Doctor.objects.none()
     live = {"institution__alliance": alliance, "institution__active": True}
-    pools = Pool.objects.filter(active=True, **live).select_related("institution")
-    doctors = _with_role(Doctor.objects.filter(active=True, **live), Role.SPECIALIST)
+    receiving = Institution.objects.filter(alliance=alliance, active=True)
+    receiving_ids = [i.pk for i in receiving.only("pk", "modules") if CONSULTS_MODULE in i.modules]
+    pools = Pool.objects.filter(active=True, institution_id__in=receiving_ids, **live).select_related("institution")
+    doctors = _with_role(Doctor.objects.filter(active=True, institution_id__in=receiving_ids, **live), Role.SPECIALIST)
     return pools, doctors.select_related("user", "institution")
 
 
@@ -665,7 +668,7 @@ def consult_worklist_tabs(user: Any) -> dict[str, Q]:
     from consults.models import CLOSED_STATUSES, OWNED_STATUSES, Status
 
     doctor = doctor_of(user)
-    if doctor is None:
+    if doctor is None or not has_module(user, CONSULTS_MODULE):
         return {}
     tabs: dict[str, Q] = {}
     if doctor.has_role(Role.SPECIALIST):

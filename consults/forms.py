@@ -15,8 +15,9 @@ RECENT_STUDIES = 200
 
 class StudyChoiceField(forms.ModelMultipleChoiceField):
     def label_from_instance(self, obj: Any) -> str:
-        date = obj.study_date.isoformat() if obj.study_date else ""
-        return f"{obj.patient.name} ({obj.patient.patient_id}) · {obj.modalities} · {obj.description} · {date}"
+        parts = [f"{obj.patient.name} ({obj.patient.patient_id})", obj.modalities, obj.description]
+        parts.append(obj.study_date.isoformat() if obj.study_date else "")
+        return " · ".join(p for p in parts if p)
 
 
 class TargetDoctorField(forms.ModelChoiceField):

@@ -95,3 +95,26 @@ def test_a_claimed_case_leaves_the_other_candidates_worklist(world: Any) -> None
     consult = walk(world, Status.ACCEPTED)
     assert not access.consults_visible_to(second.user).filter(pk=consult.pk).exists()
     assert access.consults_visible_to(world.specialist.user).filter(pk=consult.pk).exists()
+
+
+def test_with_the_consults_module_off_the_clinic_has_no_consults(world: Any) -> None:
+    from alliance import services as membership
+    from alliance.audit import SYSTEM
+    from tests.conftest import client_for
+
+    consult = walk(world, Status.REQUESTED)
+    membership.institution_update(institution=world.clin_a, modules=["image_store"], by=SYSTEM)
+    client = client_for(world.owner)
+    assert client.get("/consults/").status_code == 403
+    assert client.get(f"/consults/{consult.pk}/").status_code == 404
+    assert client.get("/consults/new/").status_code == 403
+    assert not access.may_request_consult(type(world.owner.user).objects.get(pk=world.owner.user.pk))
+
+
+def test_pools_of_an_institution_without_consults_are_not_offered(world: Any) -> None:
+    from alliance import services as membership
+    from alliance.audit import SYSTEM
+
+    membership.institution_update(institution=world.hosp, modules=["image_store"], by=SYSTEM)
+    pools, specialists = access.consult_targets_for(world.owner.user)
+    assert not pools.exists() and not specialists.exists()
