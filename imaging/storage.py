@@ -23,7 +23,15 @@ if TYPE_CHECKING:
     from imaging.models import Instance
 
 _COPY_CHUNK = 1024 * 1024
-_SYNC_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dicom-fsync")
+_sync_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _sync_pool() -> ThreadPoolExecutor:
+    """One pool per process: dicom_server forks workers, and threads do not survive a fork."""
+    pid = os.getpid()
+    if pid not in _sync_pools:
+        _sync_pools[pid] = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dicom-fsync")
+    return _sync_pools[pid]
 
 
 def dicom_storage() -> Storage:
@@ -86,7 +94,7 @@ def start_put(source: Path, key: str) -> Future[None]:
     if isinstance(storage, FileSystemStorage):
         dest = Path(storage.path(key))
         new_dirs = _place_local(storage, source, dest)
-        return _SYNC_POOL.submit(_sync_local, dest, new_dirs)
+        return _sync_pool().submit(_sync_local, dest, new_dirs)
     with source.open("rb") as fh:
         saved = storage.save(key, File(fh, name=key))
     if saved != key:

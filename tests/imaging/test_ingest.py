@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import threading
+import time
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -435,3 +438,27 @@ def test_refusal_names_the_instance_when_the_file_does(clinic, actor):
 
     assert caught.value.sop_uid == ds.SOPInstanceUID
     assert AuditEvent.objects.get(outcome="failure").object_id == ds.SOPInstanceUID
+
+
+def test_ingest_in_a_forked_child_gets_its_own_fsync_pool(clinic, actor, dicom_dir):
+    """dicom_server --processes forks; the child must not wait on the parent's threads."""
+    _ingest(part10_bytes(_ct()), clinic, actor)  # the parent's pool now has threads
+    data = part10_bytes(_ct())
+    key = "fork/test.dcm"
+    source = dicom_dir.parent / "fork-source.dcm"
+    source.write_bytes(data)
+    pid = os.fork()
+    if pid == 0:  # the child: only the storage layer, no database connection shared
+        try:
+            storage.put_file(source, key)
+        finally:
+            os._exit(0)
+    deadline = time.monotonic() + 20
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung waiting for the parent's fsync threads")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    assert (dicom_dir / key).read_bytes() == data
