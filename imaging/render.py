@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 THUMBNAIL_PX = 128
 PREVIEW_PX = 512
+# A frame this large (whole-slide tiles aside, no modality makes one) is refused before
+# decoding, so that a hostile header cannot make a worker allocate gigabytes.
+MAX_FRAME_PIXELS = 64 * 1024 * 1024
 _FORMATS = {"jpeg": "JPEG", "png": "PNG"}
 
 
@@ -101,6 +104,9 @@ def _decode(source: str | Path | IO[bytes], frame: int) -> tuple[Dataset, np.nda
         header = dcmread(_rewound(source), stop_before_pixels=True)
         if frame < 0 or frame >= max(_int(header.get("NumberOfFrames")) or 1, 1):
             raise RenderError(f"frame {frame} is out of range")
+        pixels = (_int(header.get("Rows")) or 0) * (_int(header.get("Columns")) or 0)
+        if pixels > MAX_FRAME_PIXELS:
+            raise RenderError(f"a frame of {pixels} pixels is more than the {MAX_FRAME_PIXELS} we decode")
         if header.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
             arr = pixel_array(dcmread(_rewound(source)), index=frame)  # only dcmread inflates
         else:

@@ -176,3 +176,11 @@ def test_render_task_leaves_objects_without_pixels_unrendered(clinic, actor):
 
 def test_render_task_for_a_deleted_instance_does_nothing(db):
     assert tasks.render_instance.apply(args=[987654]).get() is False
+
+
+def test_frame_too_large_to_decode_safely_is_refused_before_decoding(monkeypatch):
+    ds = _ct(16, 16)
+    monkeypatch.setattr(render, "MAX_FRAME_PIXELS", 16 * 16 - 1)
+
+    with pytest.raises(RenderError, match="pixels"):
+        render_frame(io.BytesIO(part10_bytes(ds)))
