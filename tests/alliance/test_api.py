@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.staticfiles import finders
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
@@ -561,6 +562,8 @@ def test_schema_and_docs_are_served_without_a_cdn(world: SimpleNamespace) -> Non
     html = page.content.decode()
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in html
     assert "https://" not in html and "//cdn" not in html
+    assert "<style" not in html and "<script>" not in html  # the CSP allows no inline style or script
+    assert "/static/api/docs.css" in html and finders.find("api/docs.css")
     script = client.get("/api/docs/?script=")
     assert script.status_code == 200
     assert script["Content-Type"].startswith("application/javascript")
