@@ -51,6 +51,18 @@ def clinic() -> Institution:
     return factories.make_institution(alliance=factories.AllianceFactory(name="A"), ae_title="CLINIC")
 
 
+@pytest.fixture(autouse=True)
+def demo_studies(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """seed_demo's hand-over to imaging.demo, recorded instead of ingesting hundreds of images
+    (tests/imaging/test_demo.py covers the images)."""
+    calls: list[object] = []
+    demo = types.ModuleType("imaging.demo")
+    demo.__spec__ = ModuleSpec("imaging.demo", None)
+    demo.load_demo_studies = lambda stdout: calls.append(stdout)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "imaging.demo", demo)
+    return calls
+
+
 # --- institution_add ------------------------------------------------------------------
 
 
@@ -262,11 +274,6 @@ def test_seed_demo_refuses_when_a_demo_ae_title_belongs_to_another_alliance(clin
     assert counts() == before
 
 
-def test_seed_demo_hands_over_to_the_imaging_demo_when_it_exists(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[object] = []
-    demo = types.ModuleType("imaging.demo")
-    demo.__spec__ = ModuleSpec("imaging.demo", None)
-    demo.load_demo_studies = lambda stdout: calls.append(stdout)  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "imaging.demo", demo)
+def test_seed_demo_hands_over_to_the_imaging_demo_after_membership(demo_studies: list[object]) -> None:
     run("seed_demo")
-    assert len(calls) == 1
+    assert len(demo_studies) == 1
