@@ -21,7 +21,7 @@ from imaging import storage
 from imaging.dicom.handlers import Decision, Peer, RejectReason
 from imaging.dicom.identifiers import Destination, QueryRequest, ReceivedInstance, Retrieval, StoredObject
 from imaging.dicom.status import DimseFailure, Status
-from imaging.ingest import IngestError, ingest_bytes
+from imaging.ingest import IngestError, ingest_bytes, ingest_path
 from imaging.models import Instance, Study
 from imaging.query import InvalidCriterion, Level, find, identifier
 
@@ -85,14 +85,12 @@ class DjangoServices:
 
     def store(self, peer: Peer, instance: ReceivedInstance) -> None:
         device: Device = peer.principal
+        who = {"institution": device.institution, "actor": audit.Actor.for_device(device), "source": _source(peer)}
         try:
-            ingest_bytes(
-                instance.part10(),
-                institution=device.institution,
-                actor=audit.Actor.for_device(device),
-                via="dimse",
-                source=_source(peer),
-            )
+            if instance.path is not None:
+                ingest_path(instance.path, via="dimse", **who)
+            else:
+                ingest_bytes(instance.part10(), via="dimse", **who)
         except IngestError as exc:
             raise DimseFailure(exc.dicom_status, exc.reason) from None
 

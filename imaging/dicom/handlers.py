@@ -13,6 +13,7 @@ import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
+from pathlib import Path
 from typing import Any, Protocol
 from weakref import WeakKeyDictionary
 
@@ -89,6 +90,14 @@ def set_no_delay(event: evt.Event) -> None:
     sock = getattr(event.assoc.dul.socket, "socket", None)
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def received_path(event: evt.Event) -> Path | None:
+    """Where pynetdicom wrote the data set, when it receives into files (else None)."""
+    try:
+        return event.dataset_path
+    except AttributeError:
+        return None
 
 
 def query_root(sop_class_uid: str) -> str:
@@ -192,6 +201,7 @@ class Handlers:
             sop_instance_uid=str(request.AffectedSOPInstanceUID),
             transfer_syntax_uid=str(event.context.transfer_syntax),
             part10=event.encoded_dataset,
+            path=received_path(event),
         )
         try:
             self.services.store(self.peer(event), instance)
@@ -214,8 +224,7 @@ class Handlers:
         except DimseFailure as failure:
             log.warning("C-FIND refused: %s", failure)
             yield status_dataset(failure.status, failure.reason), None
-            return
-        yield Status.SUCCESS, None
+        # pynetdicom sends the final Success once the matches are exhausted
 
     def _retrieval(self, event: evt.Event, move_destination: str | None) -> Retrieval:
         query = QueryRequest.from_identifier(event.identifier, query_root(event.request.AffectedSOPClassUID))

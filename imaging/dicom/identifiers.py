@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from pydicom.dataelem import DataElement
@@ -64,12 +65,14 @@ class QueryRequest:
 
 @dataclass(frozen=True)
 class ReceivedInstance:
-    """One C-STORE request's data set, kept encoded as the peer sent it."""
+    """One C-STORE request's data set, kept encoded as the peer sent it: in a PS3.10 file at
+    `path` when pynetdicom received it in chunks (scp.receive_into_files), else in memory."""
 
     sop_class_uid: str
     sop_instance_uid: str
     transfer_syntax_uid: str
     part10: Callable[[], bytes]  # preamble, file meta and the data set as received
+    path: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from pydicom.uid import (
@@ -11,7 +13,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
@@ -87,6 +89,23 @@ class Server(ThreadedAssociationServer):
         client, address = super().get_request()
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return client, address
+
+
+def quiet_protocol_logging() -> None:
+    """Unbind pynetdicom's standard PDU and DIMSE log handlers from servers made after this call:
+    they decode and format every command for DEBUG lines that a production server never shows,
+    on the association thread, before each response."""
+    _config.LOG_HANDLER_LEVEL = "none"
+    _config.LOG_REQUEST_IDENTIFIERS = False  # else each identifier is pretty-printed for the DEBUG log
+    _config.LOG_RESPONSE_IDENTIFIERS = False
+
+
+def receive_into_files(folder: Path) -> None:
+    """Have pynetdicom write each received data set straight into a PS3.10 file in `folder`
+    instead of memory: a large multi-frame instance costs no memory, and when `folder` is on
+    the store's file system ingest links the file into place without copying it."""
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    tempfile.tempdir = str(folder)  # pynetdicom makes them with NamedTemporaryFile
 
 
 def make_server(ae: AE, host: str, port: int, services: Services, *, reuse_port: bool = False) -> Server:

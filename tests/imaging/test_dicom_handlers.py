@@ -7,6 +7,7 @@ import io
 import socket
 import threading
 from collections.abc import Iterable
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -167,6 +168,15 @@ def test_store_passes_the_encoded_instance_and_answers_success() -> None:
     )
 
 
+def test_store_received_into_a_file_passes_its_path() -> None:
+    services = FakeServices()
+    handlers, assoc = accepted(services)
+    event = store_event(assoc)
+    event.dataset_path = Path("/data/tmp/tmpabc.dcm")
+    handlers.on_store(event)
+    assert services.stored[0].path == Path("/data/tmp/tmpabc.dcm")
+
+
 def test_refused_store_answers_its_status_with_the_reason() -> None:
     services = FakeServices(fail=DimseFailure(0xA900, "PatientID (0010,0020) is missing " + "x" * 80))
     handlers, assoc = accepted(services)
@@ -180,13 +190,13 @@ def test_unexpected_store_error_is_a_processing_failure() -> None:
     assert handlers.on_store(store_event(assoc)).Status == Status.PROCESSING_FAILURE
 
 
-def test_find_yields_pending_matches_then_success() -> None:
+def test_find_yields_each_match_as_pending() -> None:
     services = FakeServices()
     services.matches = [Dataset(), Dataset()]
     handlers, assoc = accepted(services)
     identifier = study_identifier(PatientName="DOE*", StudyInstanceUID=["1.2.3", "1.2.4"], StudyDate="")
     answers = list(handlers.on_find(query_event(assoc, StudyRootQueryRetrieveInformationModelFind, identifier)))
-    assert [status for status, _ in answers] == [Status.PENDING, Status.PENDING, Status.SUCCESS]
+    assert [status for status, _ in answers] == [Status.PENDING, Status.PENDING]
     query = services.queries[0]
     assert (query.root, query.level) == ("STUDY", "STUDY")
     assert query.criteria == {"PatientName": "DOE*", "StudyInstanceUID": "1.2.3\\1.2.4", "StudyDate": ""}
@@ -322,3 +332,16 @@ def test_real_association_is_echoed_and_a_rejected_one_gets_its_reason(running_s
     assert rejected.is_rejected
     assert rejected.acceptor.primitive.diagnostic == RejectReason.CALLING_AE_NOT_RECOGNIZED
     assert evt.EVT_C_STORE in server.get_events()
+
+
+def test_transfer_syntax_the_store_does_not_accept_is_refused_at_association(running_server) -> None:  # type: ignore[no-untyped-def]
+    server, _ = running_server
+    scu = AE(ae_title="CT_CLINA")
+    scu.add_requested_context(CTImageStorage, "1.2.840.10008.1.2.4.94")  # JPIP referenced: pixels elsewhere
+    scu.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = scu.associate("127.0.0.1", server.server_address[1], ae_title="CLINA")
+    try:
+        assert [cx.transfer_syntax[0] for cx in assoc.accepted_contexts] == [ExplicitVRLittleEndian]
+        assert [cx.abstract_syntax for cx in assoc.rejected_contexts] == [CTImageStorage]
+    finally:
+        assoc.release()

@@ -15,7 +15,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from imaging.dicom.scp import build_ae, make_server
+from imaging import storage
+from imaging.dicom.scp import build_ae, make_server, quiet_protocol_logging, receive_into_files
 from imaging.dimse_services import DjangoServices
 
 
@@ -56,6 +57,9 @@ class Command(BaseCommand):
                 os.waitpid(pid, 0)
 
     def _serve(self, host: str, port: int, ae_title: str, *, reuse_port: bool) -> None:
+        if not settings.DEBUG:
+            quiet_protocol_logging()
+        receive_into_files(storage.temp_dir())
         ae = build_ae(ae_title)
         services = DjangoServices(check_host=settings.DICOM_CHECK_DEVICE_HOST)
         server = make_server(ae, host, port, services, reuse_port=reuse_port)

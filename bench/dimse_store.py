@@ -1,0 +1,461 @@
+"""DIMSE benchmark: our dicom_server (PostgreSQL index) against Orthanc, in one run.
+
+    .venv/bin/python bench/dimse_store.py [--instances 500] [--studies 10000] [--processes 2]
+
+Generates one CT study (512x512, 16 bit) with the project's generator, then for each
+server: C-STORE it with dcmtk's storescu on 1 association and on 4 parallel associations
+(a fresh, empty store for every run), and measures C-FIND latency (p50, p95) at study level
+with --studies studies indexed. Both servers and storescu run with TCP_NODELAY=1 in their
+environment (Debian's dcmtk and Orthanc leave Nagle on otherwise). Our index rows for the
+C-FIND part are inserted in bulk; Orthanc's are stored as small instances over C-STORE.
+Prints a Markdown table (paste it into bench/RESULTS.md). Needs PostgreSQL on
+127.0.0.1:5432 (trust), dcmtk and the Debian `orthanc` package; binds loopback ports only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+PG = "postgres://postgres@127.0.0.1:5432"
+CALLING_AE = "BENCH_CT"
+OUR_AE = "BENCHPACS"
+ORTHANC_AE = "ORTHANC"
+NODELAY_ENV = {**os.environ, "TCP_NODELAY": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (our --processes workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):  # fields[1]: parent pid
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# --- data ----------------------------------------------------------------------------------
+
+
+def generate_ct(folder: Path, instances: int) -> int:
+    from tests.imaging import dicomgen
+
+    datasets = dicomgen.make_ct_series(instances, patient_id="BENCH-CT", patient_name="Bench^CT")
+    paths = dicomgen.write_series(datasets, folder)
+    return sum(p.stat().st_size for p in paths)
+
+
+def split(folder: Path, parts: int) -> list[Path]:
+    """The same files in `parts` sub-folders (hard links), one per parallel association."""
+    files = sorted(folder.glob("*.dcm"))
+    chunks = []
+    for i in range(parts):
+        chunk = folder.parent / f"{folder.name}-part{i}"
+        shutil.rmtree(chunk, ignore_errors=True)
+        chunk.mkdir()
+        for f in files[i::parts]:
+            os.link(f, chunk / f.name)
+        chunks.append(chunk)
+    return chunks
+
+
+def storescu(port: int, called_ae: str, folders: list[Path]) -> float:
+    """Seconds for storescu to send every folder, one association per folder, all at once."""
+    start = time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            ["storescu", "-aet", CALLING_AE, "-aec", called_ae, "+sd", "+r", "127.0.0.1", str(port), str(f)],
+            env=NODELAY_ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for f in folders
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=1800)
+        if p.returncode != 0:
+            raise RuntimeError(f"storescu failed: {err.decode()[-500:]}")
+    return time.perf_counter() - start
+
+
+# --- our server ------------------------------------------------------------------------------
+
+
+class Ours:
+    name = "ours (dicom_server, PostgreSQL)"
+
+    def __init__(self, work: Path, processes: int) -> None:
+        self.work = work
+        self.processes = processes
+        self.template = f"bench_dimse_tpl_{os.getpid()}"
+        self.db = ""
+        self.databases: set[str] = set()
+
+    def prepare(self) -> None:
+        """A migrated database with one institution and its device, copied for every run."""
+        subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", self.template], check=True)
+        env = {**os.environ, "DATABASE_URL": f"{PG}/{self.template}", "DATA_DIR": str(self.work / "tpl")}
+        manage = [sys.executable, "manage.py"]
+        subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+        code = (
+            "from alliance import audit, services\n"
+            "from tests import factories\n"
+            f"i = factories.make_institution(ae_title='{OUR_AE}')\n"
+            f"services.device_create(institution=i, ae_title='{CALLING_AE}', host='127.0.0.1', port=104,"
+            " by=audit.SYSTEM)\n"
+        )
+        subprocess.run([*manage, "shell", "-c", code], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+
+    @contextmanager
+    def running(self, label: str, processes: int) -> Iterator[tuple[int, int]]:
+        self.db = f"bench_dimse_{label}_{os.getpid()}"
+        self.databases.add(self.db)
+        subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", self.db], check=True)
+        subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", "-T", self.template, self.db], check=True)
+        data = self.work / f"ours-{label}"
+        port = free_port()
+        env = {
+            **NODELAY_ENV,
+            "DATABASE_URL": f"{PG}/{self.db}",
+            "DATA_DIR": str(data),
+            "DICOM_PORT": str(port),
+            "LOG_LEVEL": "WARNING",
+        }
+        cmd = [sys.executable, "manage.py", "dicom_server", "--processes", str(processes)]
+        log = (self.work / f"ours-{label}.log").open("w")
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_port(port, proc)
+            time.sleep(1.0 if processes > 1 else 0.2)  # every process bound
+            yield port, proc.pid
+        finally:
+            stop(proc)
+            log.close()
+            shutil.rmtree(data, ignore_errors=True)
+
+    def count(self) -> int:
+        out = subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-Atc", "select count(*) from imaging_instance", self.db],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return int(out.stdout.strip())
+
+    def index_studies(self, n: int) -> None:
+        """n studies of n/5 patients, inserted as index rows in bulk (no files: C-FIND reads the index)."""
+        code = f"""
+import datetime as dt
+from alliance.models import Institution
+from imaging.models import Patient, Study
+inst = Institution.objects.get(ae_title='{OUR_AE}')
+patients = Patient.objects.bulk_create(
+    Patient(issuer=inst, patient_id=f'P{{i:06d}}', name=f'NAME{{i:06d}}^GIVEN') for i in range({n} // 5))
+Study.objects.bulk_create(
+    Study(study_uid=f'2.25.{{900000 + i}}', patient=patients[i % len(patients)], institution=inst,
+          study_date=dt.date(2020, 1, 1) + dt.timedelta(days=i % 1500), accession_number=f'A{{i:07d}}',
+          description='CT chest', modalities='CT', num_series=1, num_instances=1)
+    for i in range({n}))
+"""
+        env = {**os.environ, "DATABASE_URL": f"{PG}/{self.db}", "DATA_DIR": str(self.work / "tpl")}
+        subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT, env=env, check=True)
+
+    def cleanup(self) -> None:
+        for db in {*self.databases, self.template}:
+            subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", db], check=False)
+
+
+# --- Orthanc ---------------------------------------------------------------------------------
+
+
+class Orthanc:
+    name = "Orthanc (Debian package, TCP_NODELAY=1)"
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+
+    def version(self) -> str:
+        out = subprocess.run(["Orthanc", "--version"], capture_output=True, text=True, check=False)
+        return out.stdout.splitlines()[0] if out.stdout else "Orthanc"
+
+    @contextmanager
+    def running(self, label: str, processes: int = 1) -> Iterator[tuple[int, int]]:
+        folder = self.work / f"orthanc-{label}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        port, http = free_port(), free_port()
+        config = {
+            "Name": "bench",
+            "StorageDirectory": str(folder / "storage"),
+            "IndexDirectory": str(folder / "index"),
+            "DicomAet": ORTHANC_AE,
+            "DicomPort": port,
+            "HttpPort": http,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "Plugins": [],
+            "DicomCheckCalledAet": False,
+            "StorageCompression": False,
+            "DicomThreadsCount": 4,
+            "DicomAlwaysAllowFind": True,  # Orthanc >= 1.9 refuses C-FIND from unknown modalities otherwise
+        }
+        (folder / "orthanc.json").write_text(json.dumps(config))
+        log = (folder / "orthanc.log").open("w")
+        proc = subprocess.Popen(
+            ["Orthanc", str(folder / "orthanc.json")], env=NODELAY_ENV, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_port(port, proc)
+            yield port, proc.pid
+        finally:
+            stop(proc)
+            log.close()
+            shutil.rmtree(folder / "storage", ignore_errors=True)
+
+    def index_studies(self, port: int, n: int) -> None:
+        """n small instances, one study each, n/5 patients, sent over C-STORE on 4 associations."""
+        folder = self.work / "small"
+        if not folder.exists():
+            write_small_studies(folder, n)
+        storescu(port, ORTHANC_AE, split(folder, 4))
+
+
+def write_small_studies(folder: Path, n: int) -> None:
+    import datetime as dt
+
+    from tests.imaging import dicomgen
+
+    folder.mkdir(parents=True)
+    for i in range(n):
+        (ds,) = dicomgen.make_ct_series(
+            1,
+            8,
+            8,
+            patient_id=f"P{i // 5:06d}",
+            patient_name=f"NAME{i // 5:06d}^GIVEN",
+            study_uid=f"2.25.{900000 + i}",
+            accession_number=f"A{i:07d}",
+            study_date=dt.date(2020, 1, 1) + dt.timedelta(days=i % 1500),
+        )
+        (folder / f"{i:06d}.dcm").write_bytes(dicomgen.part10_bytes(ds))
+
+
+# --- C-FIND latency ----------------------------------------------------------------------------
+
+
+def find_latencies(port: int, called_ae: str, studies: int, rounds: int) -> list[float]:
+    """Milliseconds per study-level C-FIND on one open association (TCP_NODELAY), mixed matching kinds."""
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
+
+    from imaging.dicom.handlers import set_no_delay
+
+    def query(i: int) -> Dataset:
+        ds = Dataset()
+        ds.QueryRetrieveLevel = "STUDY"
+        ds.StudyInstanceUID = ""
+        ds.PatientName = ""
+        ds.StudyDate = ""
+        ds.PatientID = ""
+        kind = i % 4
+        if kind == 0:
+            ds.PatientID = f"P{(i * 7919) % (studies // 5):06d}"
+        elif kind == 1:
+            ds.StudyInstanceUID = f"2.25.{900000 + (i * 104729) % studies}"
+        elif kind == 2:
+            ds.PatientName = f"NAME{(i * 31) % (studies // 5):06d}*"
+        else:
+            day = (i * 13) % 1400
+            ds.StudyDate = f"{_date(day)}-{_date(day + 1)}"
+        return ds
+
+    from pynetdicom import evt
+
+    ae = AE(ae_title=CALLING_AE)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", port, ae_title=called_ae, evt_handlers=[(evt.EVT_CONN_OPEN, set_no_delay)])
+    if not assoc.is_established:
+        raise RuntimeError("C-FIND association refused")
+    times = []
+    try:
+        for i in range(rounds):
+            start = time.perf_counter()
+            statuses = [
+                status.Status for status, _ in assoc.send_c_find(query(i), StudyRootQueryRetrieveInformationModelFind)
+            ]
+            times.append((time.perf_counter() - start) * 1000)
+            if statuses[-1] != 0:
+                raise RuntimeError(f"C-FIND failed: 0x{statuses[-1]:04X}")
+            if len(statuses) < 2:
+                raise RuntimeError(f"C-FIND {i} matched nothing: is the index loaded?")
+    finally:
+        assoc.release()
+    return times
+
+
+def _date(day: int) -> str:
+    import datetime as dt
+
+    return (dt.date(2020, 1, 1) + dt.timedelta(days=day)).strftime("%Y%m%d")
+
+
+def percentile(values: list[float], p: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1]
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    server: str
+    associations: int
+    processes: int
+    seconds: float
+    cpu: float
+    instances: int
+    size: int
+
+    def markdown(self) -> str:
+        rate = self.instances / self.seconds
+        mb = self.size / self.seconds / 1e6
+        cpu_ms = self.cpu / self.instances * 1000
+        return (
+            f"| {self.server} | {self.associations} | {self.processes} | {self.instances} | "
+            f"{self.seconds:.1f} | **{rate:.0f}** | {mb:.1f} | {cpu_ms:.1f} |"
+        )
+
+
+def measure_store(
+    label: str, start: Callable, called_ae: str, folders: list[Path], processes: int
+) -> tuple[float, float]:
+    """(wall seconds, server CPU seconds) to store every folder."""
+    with start(label, processes) as (port, pid):
+        cpu = cpu_seconds(pid)
+        seconds = storescu(port, called_ae, folders)
+        return seconds, cpu_seconds(pid) - cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--instances", type=int, default=500)
+    parser.add_argument("--studies", type=int, default=10000)
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 2, help="our processes for 4 associations")
+    parser.add_argument("--find-rounds", type=int, default=200, help="0 skips the C-FIND part")
+    args = parser.parse_args()
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "alliance.settings")
+    os.environ.setdefault("DATABASE_URL", f"{PG}/postgres")
+    import django
+
+    django.setup()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-dimse-"))
+    ours, orthanc = Ours(work, args.processes), Orthanc(work)
+    rows: list[Row] = []
+    try:
+        ct = work / "ct"
+        size = generate_ct(ct, args.instances)
+        parts = split(ct, 4)
+        ours.prepare()
+        plan = [
+            (ours, "one", 1, [ct]),
+            (orthanc, "one", 1, [ct]),
+            (ours, "four", args.processes, parts),
+            (ours, "four1", 1, parts),
+            (orthanc, "four", 1, parts),
+        ]
+        for server, label, processes, folders in plan:
+            called = OUR_AE if server is ours else ORTHANC_AE
+            seconds, cpu = measure_store(label, server.running, called, folders, processes)
+            rows.append(Row(server.name, len(folders), processes, seconds, cpu, args.instances, size))
+            print(rows[-1].markdown(), flush=True)
+            if server is ours and ours.count() != args.instances:
+                raise RuntimeError(f"our index holds {ours.count()} instances, not {args.instances}")
+        finds: dict[str, list[float]] = {}
+        if args.find_rounds:
+            measure_finds(ours, orthanc, args, finds)
+        report(rows, finds, args, orthanc.version())
+    finally:
+        ours.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure_finds(ours: Ours, orthanc: Orthanc, args: argparse.Namespace, finds: dict[str, list[float]]) -> None:
+    with ours.running("find", 1) as (port, _):
+        ours.index_studies(args.studies)
+        finds["ours"] = find_latencies(port, OUR_AE, args.studies, args.find_rounds)
+    with orthanc.running("find") as (port, _):
+        orthanc.index_studies(port, args.studies)
+        finds["Orthanc"] = find_latencies(port, ORTHANC_AE, args.studies, args.find_rounds)
+
+
+def report(rows: list[Row], finds: dict[str, list[float]], args: argparse.Namespace, orthanc_version: str) -> None:
+    print()
+    print(f"C-STORE of one {args.instances}-instance CT (512x512, 16 bit) with dcmtk storescu, TCP_NODELAY=1;")
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"{orthanc_version}; {os.cpu_count()} cores, load average {load} at the end; every run starts empty.")
+    print()
+    columns = ["server", "associations", "server processes", "instances", "seconds", "instances/s", "MB/s"]
+    print("| " + " | ".join([*columns, "server CPU ms/instance"]) + " |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(row.markdown())
+    print()
+    print(f"Study-level C-FIND with {args.studies} studies indexed, {args.find_rounds} queries on one association")
+    print("(PatientID, StudyInstanceUID, PatientName prefix wildcard, StudyDate range):")
+    print()
+    print("| server | p50 ms | p95 ms |")
+    print("|---|---|---|")
+    for name, times in finds.items():
+        print(f"| {name} | {percentile(times, 50):.1f} | {percentile(times, 95):.1f} |")
+
+
+if __name__ == "__main__":
+    main()
