@@ -53,12 +53,12 @@ def wait_for_port(port: int, proc: subprocess.Popen, seconds: float = 60) -> Non
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"dicom_server exited with {proc.returncode}")
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}")
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.2)
-    raise TimeoutError(f"dicom_server did not listen on {port}")
+    raise TimeoutError(f"{proc.args[0]} did not listen on {port}")
 
 
 def database_url() -> str:
@@ -252,7 +252,7 @@ def check_move_is_byte_identical(port: str, world: SimpleNamespace, ct: SimpleNa
         env={**os.environ, "TCP_NODELAY": "1"},
     )
     try:
-        time.sleep(0.5)
+        wait_for_port(world.ws_port, receiver)
         study_uids = {str(dcmread(p, stop_before_pixels=True).StudyInstanceUID) for p in ct.samples.iterdir()}
         for uid in [ct.study_uid, *sorted(study_uids)]:
             dcmtk(
