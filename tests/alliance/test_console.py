@@ -493,3 +493,31 @@ def test_a_pool_edit_refused_halfway_saves_nothing(world, monkeypatch) -> None: 
     response = client_for(world.hosp_admin).post(reverse("manage:pool_edit", args=[world.pool.pk]), data)
     assert response.context["form"].errors["members"] == ["refused"]
     assert Pool.objects.get(pk=world.pool.pk).name == "CT reading desk"
+
+
+def test_anonymous_is_sent_to_sign_in_from_every_object_page(world) -> None:  # type: ignore[no-untyped-def]
+    anonymous = Client()
+    pages = [
+        *_outside_reach(world),
+        ("manage:institution_edit", world.clin_a.pk),
+        ("manage:doctor_move", world.owner.pk),
+        ("manage:pool_add", world.hosp.pk),
+        ("manage:department_add", world.clin_a.pk),
+    ]
+    for name, pk in pages:
+        response = anonymous.get(reverse(name, args=[pk]))
+        assert response.status_code == 302 and response["Location"].startswith(reverse("login")), name
+    for name, pk in [("manage:doctor_active", world.owner.pk), ("manage:institution_active", world.clin_a.pk)]:
+        response = anonymous.post(reverse(name, args=[pk]), {"active": "0"})
+        assert response.status_code == 302 and response["Location"].startswith(reverse("login")), name
+    assert Doctor.objects.get(pk=world.owner.pk).active
+    assert Institution.objects.get(pk=world.clin_a.pk).active
+
+
+@pytest.mark.parametrize("persona", ["colleague", "outsider_specialist", "specialist"])
+def test_clinical_roles_cannot_change_members(world, persona: str) -> None:  # type: ignore[no-untyped-def]
+    client = client_for(getattr(world, persona))
+    assert client.post(reverse("manage:doctor_active", args=[world.owner.pk]), {"active": "0"}).status_code == 403
+    assert client.post(reverse("manage:doctor_add", args=[world.clin_a.pk]), _doctor_post()).status_code == 403
+    assert Doctor.objects.get(pk=world.owner.pk).active
+    assert not Doctor.objects.filter(user__username="newdoc").exists()
