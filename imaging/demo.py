@@ -12,9 +12,11 @@ import datetime as dt
 import uuid
 import zlib
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TextIO
 
+from django.db import connection
 from django.db.models import QuerySet
 from pydicom.dataset import Dataset
 
@@ -29,6 +31,7 @@ CT_SLICES = 120
 CT_SIZE = 512
 MR_SLICES = 24
 MR_SIZE = 256
+INGEST_THREADS = 4
 
 # (DICOM PN with its ideographic form, sex, birth date)
 PATIENTS = (
@@ -110,18 +113,35 @@ def load_demo_studies(stdout: TextIO | None = None, institutions: Iterable[Insti
 
 
 def _load(study: DemoStudy, institution: Institution) -> tuple[int, int]:
-    """(instances stored now, instances in the series); generates nothing when all are there."""
+    """(instances stored now, instances in the series); generates nothing when all are there.
+
+    The first instance creates the patient, study and series; the rest go through ingest
+    on a few threads, because each one waits for its file and its commit to reach the disk.
+    """
     uids = study.sop_uids()
     if Instance.objects.filter(sop_uid__in=uids).count() == len(uids):
         return 0, len(uids)
-    new = 0
-    folder = storage.temp_dir()
-    for ds in study.datasets():
-        path = folder / f"demo-{uuid.uuid4().hex}.dcm"
-        try:
-            path.write_bytes(synthetic.part10_bytes(ds))
-            result = ingest_path(path, institution=institution, actor=audit.SYSTEM, via="demo", source="seed_demo")
-        finally:
-            path.unlink(missing_ok=True)
-        new += int(result.created)
+    first, *rest = study.datasets()
+    new = _ingest_one(first, institution)
+    if connection.in_atomic_block:  # other threads could not see what this transaction wrote
+        return new + sum(_ingest_one(ds, institution) for ds in rest), len(uids)
+    with ThreadPoolExecutor(max_workers=INGEST_THREADS) as pool:
+        new += sum(pool.map(lambda ds: _ingest_in_thread(ds, institution), rest))
     return new, len(uids)
+
+
+def _ingest_in_thread(ds: Dataset, institution: Institution) -> int:
+    try:
+        return _ingest_one(ds, institution)
+    finally:
+        connection.close()
+
+
+def _ingest_one(ds: Dataset, institution: Institution) -> int:
+    path = storage.temp_dir() / f"demo-{uuid.uuid4().hex}.dcm"
+    try:
+        path.write_bytes(synthetic.part10_bytes(ds))
+        result = ingest_path(path, institution=institution, actor=audit.SYSTEM, via="demo", source="seed_demo")
+    finally:
+        path.unlink(missing_ok=True)
+    return int(result.created)

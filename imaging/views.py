@@ -7,7 +7,7 @@ a missing study and a forbidden one give the same 404 (alliance.access.get_study
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
@@ -16,6 +16,7 @@ from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.urls import NoReverseMatch, reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
@@ -44,6 +45,25 @@ def shared_badge(basis: str) -> str:
     return ""
 
 
+class Row(NamedTuple):
+    """One line of the study list: the study and, when it is shared, how."""
+
+    study: Study
+    badge: str
+    badge_url: str
+
+
+def basis_url(basis: str) -> str:
+    """The case that shares the study, when that app is mounted ("" otherwise)."""
+    kind, _sep, number = basis.partition(":")
+    if kind not in {"consult", "referral"} or not number.isdigit():
+        return ""
+    try:
+        return reverse(f"{kind}s:detail", args=[int(number)])
+    except NoReverseMatch:
+        return ""
+
+
 def _audit_studies(request: HttpRequest, action: str, studies: Iterable[Study], bases: dict[int, str]) -> None:
     audit.record_many(
         actor=audit.Actor.for_user(request.user),
@@ -68,7 +88,7 @@ def study_list(request: HttpRequest) -> HttpResponse:
     bases = access.bases_for(request.user, shown)
     with transaction.atomic():
         _audit_studies(request, "study.list", shown, bases)
-    rows = [(study, shared_badge(bases.get(study.pk, ""))) for study in shown]
+    rows = [Row(s, shared_badge(bases.get(s.pk, "")), basis_url(bases.get(s.pk, ""))) for s in shown]
     params = request.GET.copy()
     params.pop("page", None)
     context = {"form": form, "page": page, "rows": rows, "query_string": params.urlencode()}
@@ -92,7 +112,14 @@ def study_detail(request: HttpRequest, study_uid: str) -> HttpResponse:
             source=audit.source_of(request),
         )
     with_images = {s.pk for s in series if s.num_instances and s.modality.upper() not in NO_IMAGE_MODALITIES}
-    context = {"study": study, "series_list": series, "with_images": with_images, "badge": shared_badge(basis)}
+    context = {
+        "study": study,
+        "series_list": series,
+        "with_images": with_images,
+        "badge": shared_badge(basis),
+        "badge_url": basis_url(basis),
+        "may_request_consult": basis == "own-institution" and access.may_request_consult(request.user),
+    }
     return render(request, "imaging/study_detail.html", context)
 
 

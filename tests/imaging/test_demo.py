@@ -78,7 +78,7 @@ def test_a_clinic_gets_ct_radiograph_and_mr_once(alliance_world):  # type: ignor
 
     owner = client_for(alliance_world.owner)
     owner.cookies["django_language"] = "en"
-    listed = [study for study, _badge in owner.get(reverse("imaging:study_list")).context["rows"]]
+    listed = [row.study for row in owner.get(reverse("imaging:study_list")).context["rows"]]
     assert sorted(s.modalities for s in listed) == ["CT", "DX", "MR"]
     assert all("=" in s.patient.name for s in listed)  # names carry their ideographic form
     stranger = client_for(alliance_world.stranger)
@@ -87,3 +87,16 @@ def test_a_clinic_gets_ct_radiograph_and_mr_once(alliance_world):  # type: ignor
 
 def test_demo_clinics_are_the_township_and_community_members(alliance_world):  # type: ignore[no-untyped-def]
     assert set(demo.demo_clinics()) == {alliance_world.clin_a, alliance_world.clin_b}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_the_slices_go_in_on_threads(alliance_world, monkeypatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(demo, "CT_SLICES", 16)
+    monkeypatch.setattr(demo, "CT_SIZE", 64)
+    monkeypatch.setattr(demo, "MR_SLICES", 6)
+    monkeypatch.setattr(demo, "MR_SIZE", 64)
+    assert demo.load_demo_studies(institutions=[alliance_world.clin_b]) == 16 + 1 + 6
+    series = {s.modality: s.num_instances for s in Study.objects.get(modalities="CT").series.all()}
+    assert series == {"CT": 16}
+    assert Study.objects.get(modalities="MR").num_instances == 6
+    assert demo.load_demo_studies(institutions=[alliance_world.clin_b]) == 0

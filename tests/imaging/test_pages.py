@@ -41,7 +41,7 @@ def main_part(response) -> str:  # type: ignore[no-untyped-def]
 
 
 def listed_uids(response) -> list[str]:  # type: ignore[no-untyped-def]
-    return [study.study_uid for study, _badge in response.context["rows"]]
+    return [row.study.study_uid for row in response.context["rows"]]
 
 
 @pytest.mark.parametrize("persona", SEE)
@@ -101,7 +101,7 @@ def test_pool_grant_shows_study_to_specialist_with_consult_badge(alliance_world,
 
 def test_owner_sees_no_badge_on_own_study(alliance_world, study_a):  # type: ignore[no-untyped-def]
     response = en_client(alliance_world.owner).get(reverse("imaging:study_list"))
-    assert response.context["rows"][0][1] == ""
+    assert response.context["rows"][0].badge == ""
     assert "Shared via" not in response.content.decode()
 
 
@@ -111,9 +111,9 @@ def test_list_is_newest_first_and_paginated(alliance_world):  # type: ignore[no-
         make_study(alliance_world.clin_a, study_date=day, series=0)
     client = en_client(alliance_world.owner)
     first = client.get(reverse("imaging:study_list"))
-    assert [s.study_date for s, _ in first.context["rows"]] == sorted(days, reverse=True)[:STUDIES_PER_PAGE]
+    assert [row.study.study_date for row in first.context["rows"]] == sorted(days, reverse=True)[:STUDIES_PER_PAGE]
     second = client.get(reverse("imaging:study_list"), {"page": 2})
-    assert [s.study_date for s, _ in second.context["rows"]] == sorted(days, reverse=True)[STUDIES_PER_PAGE:]
+    assert [row.study.study_date for row in second.context["rows"]] == sorted(days, reverse=True)[STUDIES_PER_PAGE:]
     assert 'rel="next"' in first.content.decode()
 
 
@@ -351,3 +351,26 @@ def test_thumbnail_of_a_series_under_another_study_uid_is_404(alliance_world, in
     series = ingested_ct.series.get()
     url = reverse("imaging:thumbnail", args=[other.study_uid, series.series_uid])
     assert en_client(alliance_world.owner).get(url).status_code == 404
+
+
+def test_consult_badge_links_to_the_case(alliance_world, study_a):  # type: ignore[no-untyped-def]
+    access.grant_study(
+        study=study_a, grantee=access.Grantee.pool(alliance_world.pool), basis="consult:7", by=audit.SYSTEM
+    )
+    response = en_client(alliance_world.specialist).get(reverse("imaging:study_list"))
+    assert response.context["rows"][0].badge_url == reverse("consults:detail", args=[7])
+    assert f'href="{reverse("consults:detail", args=[7])}"' in response.content.decode()
+
+
+def test_own_study_page_offers_a_consult_request_and_a_shared_one_does_not(  # type: ignore[no-untyped-def]
+    alliance_world, study_a
+):
+    request_url = f"{reverse('consults:new')}?study={study_a.study_uid}"
+    own = en_client(alliance_world.owner).get(reverse("imaging:study_detail", args=[study_a.study_uid]))
+    assert request_url in own.content.decode()
+    access.grant_study(
+        study=study_a, grantee=access.Grantee.pool(alliance_world.pool), basis="consult:8", by=audit.SYSTEM
+    )
+    shared = en_client(alliance_world.specialist).get(reverse("imaging:study_detail", args=[study_a.study_uid]))
+    assert shared.status_code == 200
+    assert reverse("consults:new") not in shared.content.decode().split("<main", 1)[1]
