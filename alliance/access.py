@@ -207,13 +207,16 @@ def _live(prefix: str = "") -> Q:
     )
 
 
-def _group_ids_of(doctor: Doctor) -> list[int]:
-    ids = [doctor.institution.group_id]
-    ids += list(doctor.pools.filter(active=True).values_list("group_id", flat=True))
-    return ids
+def _group_ids_of(doctor: Doctor) -> QuerySet[Group]:
+    """The groups whose grants reach the doctor: their institution's and their active pools'.
+
+    A subquery, not a list: the policy's queries stay one round trip to the database.
+    """
+    own = Q(pk=doctor.institution.group_id)
+    return Group.objects.filter(own | Q(pool__active=True, pool__members=doctor)).values("pk")
 
 
-def _granted(group_ids: list[int], user_id: int | None) -> Q:
+def _granted(group_ids: list[int] | QuerySet[Group], user_id: int | None) -> Q:
     from imaging.models import StudyGroupGrant, StudyUserGrant
 
     group_grants = StudyGroupGrant.objects.filter(

@@ -34,7 +34,8 @@ class Actor:
     def for_user(cls, user: Any) -> Actor:
         if user is None or not getattr(user, "is_authenticated", False):
             return ANONYMOUS
-        doctor = getattr(user, "doctor", None)
+        # access.doctor_of keeps the doctor on the user; use it rather than query again
+        doctor = getattr(user, "_active_doctor", None) or getattr(user, "doctor", None)
         return cls("user", str(user.pk), user.get_username(), doctor.institution_id if doctor else None)
 
     @classmethod

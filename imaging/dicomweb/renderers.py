@@ -8,10 +8,10 @@ iterables and return a StreamingHttpResponse, so a study is never held in memory
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import orjson
 from django.http import HttpResponse, StreamingHttpResponse
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 
@@ -19,8 +19,16 @@ from imaging.dicomweb import media
 from imaging.dicomweb.multipart import OutPart, new_boundary, write_parts
 
 
+def _plain(value: Any) -> Any:
+    """pydicom's number and text subclasses (DSfloat, IS, PersonName) as plain JSON values."""
+    for kind in (float, int, str):
+        if isinstance(value, kind):
+            return kind(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def _dumps(data: Any) -> bytes:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return orjson.dumps(data, default=_plain)
 
 
 class DicomJsonRenderer(BaseRenderer):
