@@ -8,7 +8,7 @@ a response body part by part, reading each part's payload from a file-like in ch
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -185,28 +185,46 @@ def new_boundary() -> str:
 
 @dataclass(frozen=True)
 class OutPart:
-    """A part to send: its Content-Type, and a callable that opens its payload (or bytes)."""
+    """A part to send: its Content-Type and payload (bytes, or a callable that opens a file).
+
+    `size` is the opened file's length when known, so that the body's length is too.
+    """
 
     content_type: str
     opener: Callable[[], BinaryIO] | None = None
     data: bytes | None = None
-    location: str = ""
+    size: int | None = None
+
+
+def _head(part: OutPart, boundary: str) -> bytes:
+    return f"--{boundary}\r\nContent-Type: {part.content_type}\r\n\r\n".encode("ascii")
+
+
+def _close(boundary: str) -> bytes:
+    return f"--{boundary}--\r\n".encode("ascii")
+
+
+def body_length(parts: Sequence[OutPart], boundary: str) -> int | None:
+    """The exact length of write_parts' output, or None when a part's size is unknown."""
+    total = len(_close(boundary))
+    for part in parts:
+        size = len(part.data) if part.data is not None else part.size
+        if size is None:
+            return None
+        total += len(_head(part, boundary)) + size + len(CRLF)
+    return total
 
 
 def write_parts(parts: Iterable[OutPart], boundary: str, chunk_size: int = READ_SIZE) -> Iterator[bytes]:
     """The body of a multipart/related response, yielded in chunks of at most chunk_size."""
-    dash = f"--{boundary}".encode("ascii")
     for part in parts:
-        head = dash + CRLF + f"Content-Type: {part.content_type}".encode("ascii") + CRLF
-        if part.location:
-            head += f"Content-Location: {part.location}".encode("ascii") + CRLF
-        yield head + CRLF
+        yield _head(part, boundary)
         if part.data is not None:
             yield part.data
         elif part.opener is not None:
             yield from _file_chunks(part.opener, chunk_size)
         yield CRLF
-    yield dash + b"--" + CRLF
+    yield _close(boundary)
 
 
 def _file_chunks(opener: Callable[[], BinaryIO], chunk_size: int) -> Iterator[bytes]:

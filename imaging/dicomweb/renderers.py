@@ -8,7 +8,7 @@ iterables and return a StreamingHttpResponse, so a study is never held in memory
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -16,7 +16,7 @@ from django.http import HttpResponse, StreamingHttpResponse
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 
 from imaging.dicomweb import media
-from imaging.dicomweb.multipart import OutPart, new_boundary, write_parts
+from imaging.dicomweb.multipart import OutPart, body_length, new_boundary, write_parts
 
 
 def _plain(value: Any) -> Any:
@@ -86,10 +86,15 @@ class MultipartRenderer:
 
     part_type = ""
 
-    def response(self, parts: Iterable[OutPart], transfer_syntax: str | None = None) -> StreamingHttpResponse:
+    def response(self, parts: Sequence[OutPart], transfer_syntax: str | None = None) -> StreamingHttpResponse:
+        """Streamed; with a Content-Length when every part's size is known (no chunked framing)."""
         boundary = new_boundary()
         content_type = media.multipart_content_type(self.part_type, boundary, transfer_syntax)
-        return StreamingHttpResponse(write_parts(parts, boundary), content_type=content_type)
+        response = StreamingHttpResponse(write_parts(parts, boundary), content_type=content_type)
+        length = body_length(parts, boundary)
+        if length is not None:
+            response["Content-Length"] = str(length)
+        return response
 
 
 class MultipartDicomRenderer(MultipartRenderer):

@@ -13,11 +13,15 @@ FailedSOPSequence with a FailureReason (PS3.4 status codes) for each failed part
 from __future__ import annotations
 
 import tempfile
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
+from django.db import connection, connections
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from rest_framework import exceptions
@@ -34,6 +38,10 @@ from imaging.dicomweb.views import DicomWebView, audit_studies, base_url
 from imaging.storage import temp_dir
 
 CANNOT_UNDERSTAND = 0xC000  # PS3.4 Annex GG: the part is not a DICOM dataset we can read
+# Ingest waits mostly on fsync and the database; a few parts at once use that time.
+STORE_THREADS = 4
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -64,10 +72,18 @@ class StoreInstances(DicomWebView):
                 content_type,
                 {"spool_dir": Path(spool), "max_part_bytes": settings.DICOM_MAX_FILE_BYTES},
             )
-            outcomes = [self._store(request, part, doctor.institution, study) for part in parts]
+            outcomes = self._store_all(request, parts, doctor.institution, study)
         return self._respond(request, outcomes)
 
-    def _store(self, request: Request, part: Part, institution: Any, study: str) -> Outcome:
+    def _store_all(self, request: Request, parts: list[Part], institution: Any, study: str) -> list[Outcome]:
+        """Ingest every part; several at once unless the caller holds a transaction open
+        (each thread has its own connection, which could not see that transaction's rows)."""
+        store = partial(self._store, request, institution=institution, study=study)
+        if len(parts) == 1 or connection.in_atomic_block:
+            return [store(part) for part in parts]
+        return in_threads(store, parts, STORE_THREADS)
+
+    def _store(self, request: Request, part: Part, *, institution: Any, study: str) -> Outcome:
         part_type = media.parse_media_range(part.content_type).type if part.content_type else media.DICOM
         if part_type != media.DICOM:
             return Outcome(
@@ -111,6 +127,39 @@ class StoreInstances(DicomWebView):
             reasons = "; ".join(dict.fromkeys(o.reason for o in failed))
             response.headers["Warning"] = f'299 {request.get_host()} "{_header_safe(reasons)}"'
         return response
+
+
+def in_threads(work: Callable[[T], R], items: list[T], threads: int) -> list[R]:
+    """work(item) for every item on a few threads, results in the items' order.
+
+    Each thread closes its database connection when done; the first exception is re-raised.
+    """
+    results: list[Any] = [None] * len(items)
+    errors: list[BaseException] = []
+    queue = iter(enumerate(items))
+    lock = threading.Lock()
+
+    def run() -> None:
+        try:
+            while not errors:
+                with lock:
+                    item = next(queue, None)
+                if item is None:
+                    return
+                results[item[0]] = work(item[1])
+        except BaseException as exc:  # noqa: BLE001 - handed to the request's thread below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    pool = [threading.Thread(target=run, name=f"stow-{n}") for n in range(min(threads, len(items)))]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
 
 
 def _uids_of(path: Path) -> tuple[str, str]:

@@ -75,7 +75,7 @@ class RetrieveInstances(_InstancesView):
         visible, found = self.instances(request, study, series, instance)
         target = self._target(pairs, {i.transfer_syntax_uid for i in found})
         self.audit(request, "dicomweb.retrieve", [visible], instances=len(found), transfer_syntax=target or "stored")
-        parts = (OutPart(media.DICOM, opener=self._opener(i, target)) for i in found)
+        parts = [OutPart(media.DICOM, opener=self._opener(i, target), size=self._size(i, target)) for i in found]
         return MultipartDicomRenderer().response(parts, transfer_syntax=target or _single(found))
 
     def _target(self, pairs: list[tuple[str, media.MediaRange]], stored: set[str]) -> str | None:
@@ -86,6 +86,9 @@ class RetrieveInstances(_InstancesView):
             except transfer.Untranscodable as exc:
                 reasons.append(str(exc))
         raise DicomWebNotAcceptable(" ".join(reasons))
+
+    def _size(self, instance: Instance, target: str | None) -> int | None:
+        return instance.size_bytes if target is None else None
 
     def _opener(self, instance: Instance, target: str | None) -> Any:
         if target is None:

@@ -100,3 +100,14 @@ def test_writer_yields_bounded_chunks(tmp_path: Path) -> None:
     source.write_bytes(b"z" * 10_000)
     chunks = list(write_parts([OutPart("application/dicom", opener=lambda: source.open("rb"))], "b", chunk_size=1024))
     assert max(len(c) for c in chunks) <= 1024
+
+
+def test_body_length_is_exact_when_every_size_is_known(tmp_path: Path) -> None:
+    source = tmp_path / "f"
+    source.write_bytes(b"q" * 3000)
+    parts = [
+        OutPart("application/dicom", opener=lambda: source.open("rb"), size=3000),
+        OutPart("application/octet-stream", data=b"abc"),
+    ]
+    assert multipart.body_length(parts, "bb") == len(b"".join(write_parts(parts, "bb")))
+    assert multipart.body_length([OutPart("application/dicom", opener=lambda: source.open("rb"))], "bb") is None

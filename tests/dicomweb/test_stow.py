@@ -153,3 +153,17 @@ def test_one_audit_event_for_the_request(owner_client) -> None:  # type: ignore[
     post(owner_client, f"{BASE}/studies", multipart([part10_bytes(ds) for ds in datasets]))
     [event] = AuditEvent.objects.filter(action="dicomweb.store")
     assert event.object_id == datasets[0].StudyInstanceUID and event.detail["stored"] == 3
+
+
+def test_parts_stored_on_threads_keep_their_order_and_errors_surface() -> None:
+    from imaging.dicomweb.stow import in_threads
+
+    assert in_threads(lambda n: n * 2, list(range(25)), 4) == [n * 2 for n in range(25)]
+
+    def fails_on_seven(n: int) -> int:
+        if n == 7:
+            raise ValueError("seven")
+        return n
+
+    with pytest.raises(ValueError, match="seven"):
+        in_threads(fails_on_seven, list(range(25)), 4)
