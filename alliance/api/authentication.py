@@ -9,8 +9,9 @@ from typing import Any
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
+from rest_framework.authtoken.models import Token
 
-from alliance.access import doctor_of
+from alliance.access import doctor_of, remember_doctor
 
 
 class DoctorTokenAuthentication(TokenAuthentication):
@@ -25,7 +26,13 @@ class DoctorTokenAuthentication(TokenAuthentication):
         return self.authenticate_credentials(header[1])
 
     def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
-        user, token = super().authenticate_credentials(key)
+        token = Token.objects.select_related("user__doctor__institution__alliance").filter(key=key).first()
+        if token is None:
+            raise exceptions.AuthenticationFailed("Invalid token.")
+        user = token.user
+        if not user.is_active:
+            raise exceptions.AuthenticationFailed("User inactive or deleted.")
+        remember_doctor(user, getattr(user, "doctor", None))
         if doctor_of(user) is None and not user.is_superuser:
             raise exceptions.AuthenticationFailed("User inactive or deleted.")
         return user, token
