@@ -187,3 +187,18 @@ def test_study_search_query_count_does_not_grow_with_results(
     # the token with its doctor, the search, the audit event: nothing per result row
     with django_assert_max_num_queries(3):
         assert owner_client.get(f"{BASE}/studies", {"includefield": "all"}).status_code == 200
+
+
+def test_an_external_viewer_origin_may_call_dicomweb(settings, owner_client, ct) -> None:  # type: ignore[no-untyped-def]
+    settings.CORS_ALLOWED_ORIGINS = ["https://viewer.example.org"]
+    preflight = owner_client.options(
+        f"{BASE}/studies",
+        HTTP_ORIGIN="https://viewer.example.org",
+        HTTP_ACCESS_CONTROL_REQUEST_METHOD="GET",
+        HTTP_ACCESS_CONTROL_REQUEST_HEADERS="authorization",
+    )
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://viewer.example.org"
+    response = owner_client.get(f"{BASE}/studies", HTTP_ORIGIN="https://viewer.example.org")
+    assert response.headers["Access-Control-Allow-Origin"] == "https://viewer.example.org"
+    other = owner_client.get(f"{BASE}/studies", HTTP_ORIGIN="https://elsewhere.example.org")
+    assert "Access-Control-Allow-Origin" not in other.headers
