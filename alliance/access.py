@@ -214,7 +214,7 @@ def _live(prefix: str = "") -> Q:
     )
 
 
-def _group_ids_of(doctor: Doctor) -> QuerySet[Group]:
+def _group_ids_of(doctor: Doctor) -> QuerySet[Group, Any]:
     """The groups whose grants reach the doctor: their institution's and their active pools'.
 
     A subquery, not a list: the policy's queries stay one round trip to the database.
@@ -223,7 +223,7 @@ def _group_ids_of(doctor: Doctor) -> QuerySet[Group]:
     return Group.objects.filter(own | Q(pool__active=True, pool__members=doctor)).values("pk")
 
 
-def _granted(group_ids: list[int] | QuerySet[Group], user_id: int | None) -> Q:
+def _granted(group_ids: list[int] | QuerySet[Group, Any], user_id: int | None) -> Q:
     from imaging.models import StudyGroupGrant, StudyUserGrant
 
     group_grants = StudyGroupGrant.objects.filter(

@@ -68,7 +68,9 @@ class MediaRange:
 
 
 def _split_outside_quotes(text: str, sep: str) -> list[str]:
-    pieces, current, quoted = [], [], False
+    pieces: list[str] = []
+    current: list[str] = []
+    quoted = False
     for ch in text:
         if ch == '"':
             quoted = not quoted
