@@ -407,6 +407,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ct_instances": args.ct_instances,
         "ct_bytes": sum(len(f) for f in ct),
         "gunicorn_workers": args.workers,
+        "load_average": [round(x, 1) for x in os.getloadavg()],
         **results,
     }
 
@@ -425,7 +426,8 @@ def markdown(summary: dict[str, Any], command: str) -> str:
         f"({summary['ct_bytes'] / 1e6:.0f} MB, 512x512x16 bit). Ours: gunicorn ({summary['gunicorn_workers']} workers "
         "of 4 threads, as `make run` starts it) on PostgreSQL, every query filtered by the access policy "
         "and audited. Orthanc 1.10 with its "
-        "DICOMweb plugin, SQLite index, HTTP compression off.",
+        "DICOMweb plugin, SQLite index, HTTP compression off. Load average at the end of the run "
+        f"{' / '.join(map(str, summary['load_average']))} (1, 5, 15 min): other work shared the two cores.",
         "",
         f"    {command}",
         "",
