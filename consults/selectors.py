@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import reduce
@@ -40,20 +41,33 @@ def worklist_counts(user: Any) -> dict[str, int]:
 
 
 def worklist(user: Any, tab: str) -> QuerySet[Consult]:
-    """One tab's consults, with what a worklist row shows, ordered by priority then time left."""
+    """One tab's consults ordered by priority then time left; page it, then hydrate() the page."""
     q = access.consult_worklist_tabs(user).get(tab)
     if q is None:
         return Consult.objects.none()
-    rows = Consult.objects.filter(q).select_related(
-        "requester__user", "requesting_institution", "pool", "specialist__user", "owner__user"
-    )
-    rows = rows.prefetch_related(Prefetch("studies", queryset=Study.objects.select_related("patient")))
+    rows = Consult.objects.filter(q)
     if tab in {"signed", "reports", "closed"}:
         return rows.order_by("-completed_at", "-created_at", "-id")
     if tab == "drafts":
         return rows.order_by("-created_at", "-id")
+    if tab in {"unclaimed", "waiting"}:
+        # Nothing here is on hold, so time left orders as due_at does, and the index serves it.
+        return rows.order_by("priority_rank", "due_at", "id")
     left = F("due_at") - Coalesce(F("paused_since"), Value(clock.now()))
     return rows.annotate(time_left=left).order_by("priority_rank", "time_left", "id")
+
+
+def hydrate(page: Iterable[Consult]) -> list[Consult]:
+    """The rows of one page with what a worklist row shows. Sorting and slicing run on the
+    bare table first: joining 10,000 rows only to keep 25 costs more than a second query."""
+    ids = [c.pk for c in page] if isinstance(page, list) else list(page.values_list("pk", flat=True))
+    rows = (
+        Consult.objects.filter(pk__in=ids)
+        .select_related("requester__user", "requesting_institution", "pool", "specialist__user", "owner__user")
+        .prefetch_related(Prefetch("studies", queryset=Study.objects.select_related("patient")))
+        .in_bulk()
+    )
+    return [rows[pk] for pk in ids]
 
 
 def default_tab(user: Any, counts: dict[str, Any]) -> str:

@@ -48,7 +48,7 @@ def worklist(request: HttpRequest) -> HttpResponse:
         raise Http404("No such tab.")
     page = Paginator(selectors.worklist(request.user, tab), PAGE_SIZE).get_page(request.GET.get("page"))
     now = clock.now()
-    rows = [(c, selectors.deadline_of(c, now)) for c in page.object_list]
+    rows = [(c, selectors.deadline_of(c, now)) for c in selectors.hydrate(page.object_list)]
     audit.record_many(
         actor=audit.Actor.for_user(request.user),
         action="consult.list",

@@ -74,6 +74,10 @@ class ConsultListCreate(ListAPIView):
             raise Http404("No such tab.")
         return selectors.worklist(self.request.user, tab)
 
+    def paginate_queryset(self, queryset: QuerySet[Consult]) -> list[Consult] | None:
+        page = super().paginate_queryset(queryset)
+        return None if page is None else selectors.hydrate(page)
+
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         response = super().list(request, *args, **kwargs)
         response.data["counts"] = selectors.worklist_counts(request.user)
