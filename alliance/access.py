@@ -363,9 +363,15 @@ def may_write_study(user: Any, study: Study) -> bool:
 
 
 def may_upload_to(user: Any, institution: Institution) -> bool:
-    """Studies uploaded in the browser belong to the uploader's own institution."""
+    """Studies uploaded in the browser (or by STOW-RS) belong to the uploader's own
+    institution, and only while its image store is switched on (C11)."""
     doctor = doctor_of(user)
-    return bool(doctor and doctor.institution_id == institution.pk and CLINICAL_ROLES.intersection(doctor.roles))
+    return bool(
+        doctor
+        and doctor.institution_id == institution.pk
+        and CLINICAL_ROLES.intersection(doctor.roles)
+        and IMAGE_STORE_MODULE in institution.modules
+    )
 
 
 # --- devices (DICOM network) ----------------------------------------------------------
@@ -499,6 +505,7 @@ def break_glass(*, user: Any, study: Study, reason: str, source: str = "") -> No
 
 
 # --- consults (C5) --------------------------------------------------------------------
+IMAGE_STORE_MODULE = "image_store"
 CONSULTS_MODULE = "consults"
 # The workflow table lives on the model (consults.models.TRANSITIONS); these functions
 # answer who the user is to a consult, which consults they see and which moves they may make.

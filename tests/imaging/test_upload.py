@@ -12,6 +12,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 
+from alliance import audit, services
 from alliance.models import AuditEvent
 from imaging.models import Instance, Study
 from tests.conftest import client_for
@@ -197,4 +198,12 @@ def test_upload_needs_the_csrf_token(alliance_world):  # type: ignore[no-untyped
         URL, {"files": [SimpleUploadedFile("a.dcm", ct_files(1)[0])]}, HTTP_ACCEPT="application/json"
     )
     assert response.status_code == 403
+    assert Instance.objects.count() == 0
+
+
+def test_no_upload_where_the_image_store_is_switched_off(alliance_world):  # type: ignore[no-untyped-def]
+    services.institution_update(institution=alliance_world.clin_a, modules=["consults"], by=audit.SYSTEM)
+    client = en_client(alliance_world.owner)
+    assert client.get(reverse("imaging:upload")).status_code == 403
+    assert post(client, [("a.dcm", ct_files(1)[0])]).status_code == 403
     assert Instance.objects.count() == 0
