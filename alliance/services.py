@@ -417,7 +417,8 @@ def pool_set_members(*, pool: Pool, members: list[Doctor], by: audit.Actor) -> P
 
 def _check_device_ae(ae_title: str, device: Device | None = None) -> str:
     ae_title = ae_title.strip().upper()
-    taken = Device.objects.filter(ae_title=ae_title).exclude(pk=device.pk if device else None).exists()
+    others = Device.objects.filter(ae_title=ae_title)
+    taken = (others.exclude(pk=device.pk) if device is not None else others).exists()
     if taken or Institution.objects.filter(ae_title=ae_title).exists():
         raise ValidationError({"ae_title": _("The AE title %(ae)s is already in use.") % {"ae": ae_title}})
     return ae_title

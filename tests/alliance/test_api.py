@@ -510,6 +510,13 @@ def test_device_bad_input_names_the_field(world: SimpleNamespace, change: dict[s
     assert Device.objects.count() == before
 
 
+def test_device_keeps_its_own_ae_title_but_not_anothers(world: SimpleNamespace) -> None:
+    url = f"/api/v1/devices/{world.device_a.pk}/"
+    assert call(world, "inst_admin_a", "patch", url, {"ae_title": "clina_dr", "port": 105}).json()["port"] == 105
+    assert "ae_title" in error_fields(call(world, "alliance_admin", "patch", url, {"ae_title": "HOSP_CT"}))
+    assert Device.objects.get(pk=world.device_a.pk).ae_title == "CLINA_DR"
+
+
 # --- pagination and query counts ------------------------------------------------------
 
 
