@@ -18,6 +18,9 @@ from alliance import access, audit
 from imaging.models import Study
 from imaging.viewer import session
 
+# Series without pixels to show first: structured reports, presentation states, key objects.
+NON_IMAGE_MODALITIES = ("SR", "PR", "KO")
+
 
 @require_GET
 @login_required
@@ -35,7 +38,9 @@ def study(request: HttpRequest, study_uid: str) -> HttpResponse:
             detail={"via": "viewer"},
         )
     session.remember_opening(request, found.study_uid)
-    context = {"study": found, "viewer_config": viewer_config(found)}
+    # ?embed=1: no site header, for a page that shows the viewer in a frame beside
+    # something else (a consult's report); the policy allows framing by this site only.
+    context = {"study": found, "viewer_config": viewer_config(found), "embed": request.GET.get("embed") == "1"}
     return render(request, "viewer/study.html", context)
 
 
@@ -58,6 +63,27 @@ def viewer_config(study: Study) -> dict[str, Any]:
             "date": formats.date_format(study.study_date) if study.study_date else "",
         },
         "strings": viewer_strings(),
+        "first": first_image(study),
+    }
+
+
+def first_image(study: Study) -> dict[str, Any] | None:
+    """The series the viewer opens first and its middle instance, known here from the index,
+    so the first image is fetched at once instead of after two DICOMweb searches."""
+    series = study.series.exclude(modality__in=NON_IMAGE_MODALITIES).order_by("series_number", "id").first()
+    if series is None:
+        return None
+    instances = series.instances.order_by("instance_number", "id").values_list("sop_uid", flat=True)
+    count = instances.count()
+    if not count:
+        return None
+    return {
+        "uid": series.series_uid,
+        "number": series.series_number,
+        "modality": series.modality,
+        "description": series.description,
+        "count": count,
+        "middle_sop_uid": instances[(count - 1) // 2],
     }
 
 

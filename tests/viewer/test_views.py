@@ -98,3 +98,23 @@ def test_viewer_strings_are_translated_to_chinese(alliance_world: Any, ct_study:
     assert "肺窗" in html
     config = config_of(html)
     assert "图像" in config["strings"]["image_line"]
+
+
+def test_embedded_viewer_leaves_out_the_site_header(alliance_world: Any, ct_study: Any) -> None:
+    client = client_for(alliance_world.owner)
+    html = client.get(viewer_url(ct_study.study_uid) + "?embed=1").content.decode()
+    assert 'class="viewer-page viewer-embed"' in html
+    assert 'class="viewer-page"' in client.get(viewer_url(ct_study.study_uid)).content.decode()
+
+
+def test_config_names_the_first_series_and_its_middle_slice(
+    alliance_world: Any, ct_study: Any, django_assert_max_num_queries: Any
+) -> None:
+    client = client_for(alliance_world.owner)
+    with django_assert_max_num_queries(25):
+        config = config_of(client.get(viewer_url(ct_study.study_uid)).content.decode())
+    series = ct_study.series.get()
+    by_number = list(series.instances.order_by("instance_number").values_list("sop_uid", flat=True))
+    assert config["first"]["uid"] == series.series_uid
+    assert config["first"]["count"] == len(by_number) == 24
+    assert config["first"]["middle_sop_uid"] == by_number[11]

@@ -71,6 +71,9 @@ export async function startShell({ root, config, client, createPane }) {
 
   activate(panes[0]);
   say(config.strings.loading);
+  // The server names the first series (config.first): it starts loading at once, while
+  // the series list is still being searched.
+  const firstShown = config.first ? show(panes[0], config.first) : null;
   try {
     seriesList = await client.series();
     performance.mark("viewer:series");
@@ -84,6 +87,11 @@ export async function startShell({ root, config, client, createPane }) {
     return;
   }
   renderSeriesList(root, config, client, seriesList, (series) => show(active, series));
+  markSeries();
+  if (firstShown) {
+    await firstShown;
+    return;
+  }
   const first = seriesList.find((s) => s.modality !== "SR" && s.modality !== "PR") ?? seriesList[0];
   await show(panes[0], first);
 }

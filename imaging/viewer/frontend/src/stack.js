@@ -148,10 +148,16 @@ function createPane({ pane, root, config, client, engine, group }) {
 
   // First image fast: while the series metadata (read by the server from every file) is on
   // its way, the middle instance's own metadata and its frame are fetched and drawn alone.
-  const showMiddleFirst = async (vp, seriesUid, fullMetadata) => {
-    const uids = await client.instanceList(seriesUid);
-    if (uids.length < 3) return null;
-    const middle = await Promise.race([client.instance(seriesUid, uids[Math.floor((uids.length - 1) / 2)]), fullMetadata]);
+  const middleUid = async (series) => {
+    if (series.middle_sop_uid) return series.middle_sop_uid;
+    const uids = await client.instanceList(series.uid);
+    return uids.length < 3 ? null : uids[Math.floor((uids.length - 1) / 2)];
+  };
+  const showMiddleFirst = async (vp, picked, fullMetadata) => {
+    const seriesUid = picked.uid;
+    const uid = await middleUid(picked);
+    if (!uid) return null;
+    const middle = await Promise.race([client.instance(seriesUid, uid), fullMetadata]);
     if (Array.isArray(middle)) return null; // the whole series came first: nothing to gain
     datasets = datasetsOf([middle]);
     await vp.setStack(imageIdsOf(seriesUid, [middle]), 0);
@@ -167,7 +173,7 @@ function createPane({ pane, root, config, client, engine, group }) {
       series = picked;
       pane.dataset.loaded = "false";
       const fullMetadata = client.instances(picked.uid);
-      const shown = await showMiddleFirst(vp, picked.uid, fullMetadata).catch(() => null);
+      const shown = await showMiddleFirst(vp, picked, fullMetadata).catch(() => null);
       const instances = await fullMetadata;
       if (series !== picked) return; // another series was picked meanwhile
       const imageIds = imageIdsOf(picked.uid, instances);
