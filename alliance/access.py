@@ -514,10 +514,10 @@ CONSULTS_MODULE = "consults"
 def _pool_ids_of(doctor: Doctor) -> list[int]:
     if not doctor.has_role(Role.SPECIALIST):
         return []
-    cached = getattr(doctor, "_active_pool_ids", None)
+    cached: list[int] | None = getattr(doctor, "_active_pool_ids", None)
     if cached is None:
         cached = list(doctor.pools.filter(active=True).values_list("pk", flat=True))
-        doctor._active_pool_ids = cached
+        setattr(doctor, "_active_pool_ids", cached)  # noqa: B010 - a per-request cache, not a field
     return cached
 
 

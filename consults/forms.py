@@ -25,7 +25,14 @@ class TargetDoctorField(forms.ModelChoiceField):
         return f"{obj.display_name} · {obj.institution.name}"
 
 
-class ConsultRequestForm(forms.Form):
+class TargetForm(forms.Form):
+    def _choices_field(self, name: str) -> forms.ModelChoiceField:
+        field = self.fields[name]
+        assert isinstance(field, forms.ModelChoiceField)
+        return field
+
+
+class ConsultRequestForm(TargetForm):
     studies = StudyChoiceField(
         label=_("Studies"), queryset=access.studies_visible_to(None), widget=forms.CheckboxSelectMultiple
     )
@@ -44,21 +51,21 @@ class ConsultRequestForm(forms.Form):
         studies = access.studies_requestable_by(user).select_related("patient")
         recent = list(studies.order_by("-received_at").values_list("pk", flat=True)[:RECENT_STUDIES])
         picked = list(studies.filter(study_uid__in=preselected or []).values_list("pk", flat=True))
-        self.fields["studies"].queryset = studies.filter(pk__in=recent + picked).order_by("-received_at")
+        self._choices_field("studies").queryset = studies.filter(pk__in=recent + picked).order_by("-received_at")
         if picked:
             self.initial.setdefault("studies", picked)
         pools, specialists = access.consult_targets_for(user)
-        self.fields["pool"].queryset = pools
-        self.fields["specialist"].queryset = specialists
+        self._choices_field("pool").queryset = pools
+        self._choices_field("specialist").queryset = specialists
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         if not data.get("pool") and not data.get("specialist"):
             self.add_error("pool", _("Choose a specialist pool or a named specialist."))
         return data
 
 
-class SecondOpinionForm(forms.Form):
+class SecondOpinionForm(TargetForm):
     question = forms.CharField(label=_("Clinical question"), required=False, widget=forms.Textarea(attrs={"rows": 3}))
     priority = forms.ChoiceField(label=_("Priority"), choices=Priority.choices, initial=Priority.ROUTINE)
     pool = forms.ModelChoiceField(
@@ -71,8 +78,8 @@ class SecondOpinionForm(forms.Form):
     def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         pools, specialists = access.consult_targets_for(user)
-        self.fields["pool"].queryset = pools
-        self.fields["specialist"].queryset = specialists
+        self._choices_field("pool").queryset = pools
+        self._choices_field("specialist").queryset = specialists
 
 
 class ReportForm(forms.Form):

@@ -60,7 +60,7 @@ def worklist(user: Any, tab: str) -> QuerySet[Consult]:
 def hydrate(page: Iterable[Consult]) -> list[Consult]:
     """The rows of one page with what a worklist row shows. Sorting and slicing run on the
     bare table first: joining 10,000 rows only to keep 25 costs more than a second query."""
-    ids = [c.pk for c in page] if isinstance(page, list) else list(page.values_list("pk", flat=True))
+    ids = list(page.values_list("pk", flat=True)) if isinstance(page, QuerySet) else [c.pk for c in page]
     rows = (
         Consult.objects.filter(pk__in=ids)
         .select_related("requester__user", "requesting_institution", "pool", "specialist__user", "owner__user")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -36,6 +36,15 @@ from consults.models import (
     ReportVersion,
     Status,
 )
+
+T = TypeVar("T")
+
+
+def _set(value: T | None) -> T:
+    """A field the workflow guarantees in this state (the owner of an accepted case, the
+    clock of a requested one); None here is a broken invariant, not a user error."""
+    assert value is not None
+    return value
 
 
 class IllegalTransition(Exception):
@@ -113,9 +122,9 @@ def _notify(consult: Consult, users: Iterable[Any], verb: str, at: datetime, act
 
 def _candidate_users(consult: Consult) -> list[Any]:
     """Who may claim: the named specialist, or every active member of the pool once pool-wide."""
-    users = [consult.specialist.user] if consult.specialist_id else []
+    users = [_set(consult.specialist).user] if consult.specialist_id else []
     if consult.pool_id and (consult.specialist_id is None or consult.widened_at):
-        users += [d.user for d in consult.pool.members.filter(active=True).select_related("user")]
+        users += [d.user for d in _set(consult.pool).members.filter(active=True).select_related("user")]
     return users
 
 
@@ -245,7 +254,7 @@ def consult_request(*, consult: Consult, by: Any) -> Consult:
     consult.status = Status.REQUESTED
     _start_clock(consult, now)
     consult.save()
-    grantee = Grantee(user=consult.specialist.user) if consult.specialist_id else Grantee.pool(consult.pool)
+    grantee = Grantee(user=_set(consult.specialist).user) if consult.specialist_id else Grantee.pool(_set(consult.pool))
     _grant_case(consult, grantee, by)
     _log(consult, "request", previous, by, now)
     _notify(consult, _candidate_users(consult), "request", now, by)
@@ -296,7 +305,7 @@ def _widen(consult: Consult, user: Any, now: datetime) -> None:
         return
     consult.widened_at = now
     if consult.specialist_id and consult.pool_id:
-        _grant_case(consult, Grantee.pool(consult.pool), user)
+        _grant_case(consult, Grantee.pool(_set(consult.pool)), user)
 
 
 @transaction.atomic
@@ -305,7 +314,7 @@ def consult_release(*, consult: Consult, by: Any = None, reason: str = "", widen
     consult = _locked(consult)
     previous = _check(consult, "release", by)
     now = clock.now()
-    former_owner = consult.owner.user
+    former_owner = _set(consult.owner).user
     consult.status = Status.REQUESTED
     consult.owner = None
     consult.claim_due_at = now + timedelta(seconds=consult.claim_timeout_seconds)
@@ -347,7 +356,7 @@ def consult_start_report(*, consult: Consult, by: Any) -> ReportVersion:
             findings=template.findings if template else "",
             impression=template.impression if template else "",
             recommendation=template.recommendation if template else "",
-            author=consult.owner,
+            author=_set(consult.owner),
             updated_at=now,
         )
     _log(consult, "start_report", previous, by, now)
@@ -400,7 +409,7 @@ def consult_hold(*, consult: Consult, by: Any, question: str) -> Consult:
     consult.status = Status.ON_HOLD
     consult.paused_since = now
     consult.save()
-    Message.objects.create(consult=consult, author=consult.owner, body=question, created_at=now)
+    Message.objects.create(consult=consult, author=_set(consult.owner), body=question, created_at=now)
     _log(consult, "hold", previous, by, now, question)
     _notify(consult, [consult.requester.user], "hold", now, by)
     return consult
@@ -413,7 +422,7 @@ def consult_answer(*, consult: Consult, by: Any, answer: str) -> Consult:
     previous = _check(consult, "answer", by)
     answer = _required(answer, "answer", _("Write the answer."))
     now = clock.now()
-    paused = now - consult.paused_since
+    paused = now - _set(consult.paused_since)
     consult.paused_seconds += int(paused.total_seconds())
     for field in ("due_at", "claim_due_at", "remind_50_at", "remind_80_at"):
         setattr(consult, field, getattr(consult, field) + paused)
@@ -422,7 +431,7 @@ def consult_answer(*, consult: Consult, by: Any, answer: str) -> Consult:
     consult.save()
     Message.objects.create(consult=consult, author=consult.requester, body=answer, created_at=now)
     _log(consult, "answer", previous, by, now, answer)
-    _notify(consult, [consult.owner.user], "answer", now, by)
+    _notify(consult, [_set(consult.owner).user], "answer", now, by)
     return consult
 
 
@@ -472,7 +481,7 @@ def consult_addendum(*, consult: Consult, by: Any, text: str) -> ReportVersion:
         impression=last.impression,
         recommendation=last.recommendation,
         addendum=text,
-        author=consult.owner,
+        author=_set(consult.owner),
         updated_at=now,
         signed_by=consult.owner,
         signed_at=now,
@@ -492,7 +501,7 @@ def consult_cancel(*, consult: Consult, by: Any, reason: str) -> Consult:
     previous = _check(consult, "cancel", by)
     reason = _required(reason, "reason", _("Say why the consult is cancelled."))
     now = clock.now()
-    concerned = [consult.owner.user] if consult.owner_id else _candidate_users(consult)
+    concerned = [_set(consult.owner).user] if consult.owner_id else _candidate_users(consult)
     consult.status = Status.CANCELLED
     consult.reason = reason
     consult.save()
@@ -564,7 +573,9 @@ def consult_post_message(*, consult: Consult, by: Any, body: str) -> Message:
         patient=patients_of(consult),
         basis=consult.basis,
     )
-    other = consult.owner.user if consult.requester.user_id == by.pk and consult.owner_id else consult.requester.user
+    other = (
+        _set(consult.owner).user if consult.requester.user_id == by.pk and consult.owner_id else consult.requester.user
+    )
     _notify(consult, [other], "message", now, by)
     return message
 
@@ -582,13 +593,13 @@ def notifications_mark_read(*, user: Any, ids: Iterable[int] | None = None) -> i
 def _remind(consult: Consult, flag: str, verb: str, now: datetime) -> None:
     setattr(consult, flag, True)
     consult.save(update_fields=[flag])
-    _notify(consult, [consult.owner.user], verb, now)
+    _notify(consult, [_set(consult.owner).user], verb, now)
     audit.record(actor=audit.SYSTEM, action=f"consult.{verb}", object_type="consult", object_id=consult.pk)
 
 
 def _escalate(consult: Consult, now: datetime) -> str:
     """Past the claim timeout or the deadline: release a stalled claim, widen, tell the admins."""
-    breached = consult.due_at <= now
+    breached = _set(consult.due_at) <= now
     was_waiting = consult.status == Status.REQUESTED
     if consult.status == Status.ACCEPTED:
         consult_release(consult=consult, by=None, reason="deadline" if breached else "claim timeout", widen=True)
@@ -599,7 +610,7 @@ def _escalate(consult: Consult, now: datetime) -> str:
     if breached:
         consult.breached_at = now
     consult.save()
-    owner = [consult.owner.user] if consult.owner_id else []
+    owner = [_set(consult.owner).user] if consult.owner_id else []
     pool = _candidate_users(consult) if was_waiting else []
     _notify(consult, [*_receiving_admins(consult), *owner, *pool], verb, now)
     audit.record(actor=audit.SYSTEM, action=f"consult.{verb}", object_type="consult", object_id=consult.pk)
@@ -611,16 +622,20 @@ def _deadline_step(pk: int, now: datetime) -> list[str]:
         consult = _locked(Consult(pk=pk))
         done = []
         if consult.status in (Status.ACCEPTED, Status.IN_PROGRESS):
-            if not consult.reminded_50 and consult.remind_50_at <= now:
+            if not consult.reminded_50 and _set(consult.remind_50_at) <= now:
                 _remind(consult, "reminded_50", "remind_50", now)
                 done.append("remind_50")
-            if not consult.reminded_80 and consult.remind_80_at <= now:
+            if not consult.reminded_80 and _set(consult.remind_80_at) <= now:
                 _remind(consult, "reminded_80", "remind_80", now)
                 done.append("remind_80")
-        stalled = consult.status == Status.ACCEPTED and (consult.claim_due_at <= now or consult.due_at <= now)
-        unclaimed = consult.status == Status.REQUESTED and consult.widened_at is None and consult.claim_due_at <= now
+        stalled = consult.status == Status.ACCEPTED and (
+            _set(consult.claim_due_at) <= now or _set(consult.due_at) <= now
+        )
+        unclaimed = (
+            consult.status == Status.REQUESTED and consult.widened_at is None and _set(consult.claim_due_at) <= now
+        )
         late = consult.status in (Status.REQUESTED, Status.IN_PROGRESS) and consult.breached_at is None
-        if stalled or unclaimed or (late and consult.due_at <= now):
+        if stalled or unclaimed or (late and _set(consult.due_at) <= now):
             done.append(_escalate(consult, now))
         return done
 
@@ -664,7 +679,7 @@ def policy_set(*, by: Any, priority: str, deadline_minutes: int, claim_timeout_m
         raise ValidationError({"claim_timeout_minutes": _("The claim timeout is between one minute and the deadline.")})
     alliance = access.alliance_of(by)
     policy, _created = PriorityPolicy.objects.update_or_create(
-        alliance=alliance,
+        alliance=_set(alliance),
         priority=priority,
         defaults={"deadline_minutes": deadline_minutes, "claim_timeout_minutes": claim_timeout_minutes},
     )
@@ -672,7 +687,7 @@ def policy_set(*, by: Any, priority: str, deadline_minutes: int, claim_timeout_m
         actor=audit.Actor.for_user(by),
         action="consult.policy",
         object_type="alliance",
-        object_id=alliance.pk,
+        object_id=_set(alliance).pk,
         detail={
             "priority": priority,
             "deadline_minutes": deadline_minutes,
