@@ -92,6 +92,26 @@ def set_no_delay(event: evt.Event) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def keep_responses_for_their_sender(event: evt.Event) -> None:
+    """Work around a pynetdicom race on associations we request (C-MOVE sub-associations).
+
+    send_c_store pauses the association's reactor before it sends, but the reactor can take
+    the response off the queue in the instant after the pause check (likelier with
+    TCP_NODELAY on a loaded host); it then drops it as unexpected and the sender waits until
+    the peer gives up. Responses the reactor takes go back on the queue for the sender.
+    """
+    assoc = event.assoc
+    serve = assoc._serve_request
+
+    def serve_requests_only(msg: Any, context_id: int) -> None:
+        if msg.is_valid_request:
+            serve(msg, context_id)
+        else:
+            assoc.dimse.msg_queue.put((context_id, msg))
+
+    assoc._serve_request = serve_requests_only
+
+
 def received_path(event: evt.Event) -> Path | None:
     """Where pynetdicom wrote the data set, when it receives into files (else None)."""
     try:
@@ -244,7 +264,11 @@ class Handlers:
         if dest is None:
             yield None, None
             return
-        options = {"contexts": move_contexts(retrieval.objects), "evt_handlers": [(evt.EVT_CONN_OPEN, set_no_delay)]}
+        sub_association_handlers = [
+            (evt.EVT_CONN_OPEN, set_no_delay),
+            (evt.EVT_CONN_OPEN, keep_responses_for_their_sender),
+        ]
+        options = {"contexts": move_contexts(retrieval.objects), "evt_handlers": sub_association_handlers}
         yield dest.host, dest.port, options
         yield from self._send(event, retrieval.objects)
 

@@ -4,6 +4,7 @@ plus one in-process association against the real pynetdicom server."""
 from __future__ import annotations
 
 import io
+import queue
 import socket
 import threading
 from collections.abc import Iterable
@@ -23,7 +24,15 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
-from imaging.dicom.handlers import Decision, Handlers, Peer, RejectReason, move_contexts, set_no_delay
+from imaging.dicom.handlers import (
+    Decision,
+    Handlers,
+    Peer,
+    RejectReason,
+    keep_responses_for_their_sender,
+    move_contexts,
+    set_no_delay,
+)
 from imaging.dicom.identifiers import Destination, QueryRequest, ReceivedInstance, Retrieval, StoredObject
 from imaging.dicom.scp import build_ae, make_server
 from imaging.dicom.status import DimseFailure, Status
@@ -300,6 +309,18 @@ def test_move_contexts_offer_each_stored_syntax_once_with_native_fallbacks() -> 
         (CTImageStorage, JPEG2000Lossless),
     ]
     assert len(contexts[0].transfer_syntax) == 2 and contexts[1].transfer_syntax == [JPEG2000Lossless]
+
+
+def test_a_response_taken_by_the_reactor_goes_back_to_its_sender() -> None:
+    served: list[Any] = []
+    dimse = SimpleNamespace(msg_queue=queue.Queue())
+    assoc = SimpleNamespace(dimse=dimse, _serve_request=lambda msg, cx: served.append(msg))
+    keep_responses_for_their_sender(SimpleNamespace(assoc=assoc))
+    response, request = SimpleNamespace(is_valid_request=False), SimpleNamespace(is_valid_request=True)
+    assoc._serve_request(response, 3)
+    assoc._serve_request(request, 1)
+    assert dimse.msg_queue.get_nowait() == (3, response)
+    assert served == [request]
 
 
 def test_set_no_delay_turns_off_nagle() -> None:
