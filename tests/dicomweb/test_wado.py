@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,8 @@ OCTETS = 'multipart/related; type="application/octet-stream"'
 def parts(response, tmp_path: Path) -> list[bytes]:  # type: ignore[no-untyped-def]
     body = b"".join(response.streaming_content) if response.streaming else response.content
     boundary = response.headers["Content-Type"].split("boundary=")[1].encode()
-    spool = tmp_path / f"spool{id(response)}"
-    spool.mkdir()
+    # id() of a freed response can repeat within a test: a fresh folder every call instead.
+    spool = Path(tempfile.mkdtemp(prefix="spool", dir=tmp_path))
     return [p.path.read_bytes() for p in read_parts(io.BytesIO(body), boundary, spool, max_part_bytes=1 << 30)]
 
 
