@@ -245,8 +245,7 @@ def institution_edit(request: HttpRequest, pk: int) -> HttpResponse:
 def institution_active(request: HttpRequest, pk: int) -> HttpResponse:
     institution = get_object_or_404(access.institutions_managed_by(request.user), pk=pk)
     active = _active_flag(request)
-    own = access.doctor_of(request.user).institution_id == institution.pk  # type: ignore[union-attr]
-    if own and not active:
+    if not active and not access.may_switch_off_institution(request.user, institution):
         messages.error(request, _("You cannot switch off your own institution."))
     else:
         services.institution_update(institution=institution, active=active, by=_actor(request))
@@ -413,7 +412,7 @@ def doctor_edit(request: HttpRequest, pk: int) -> HttpResponse:
         "doctor": doctor,
         "pools": doctor.pools.select_related("institution"),
         "may_move": access.institutions_managed_by(request.user).count() > 1,
-        "is_self": doctor.user_id == request.user.pk,
+        "is_self": not access.may_switch_off_doctor(request.user, doctor),
     }
     return render(request, "manage/doctor_edit.html", context)
 
@@ -423,7 +422,7 @@ def doctor_edit(request: HttpRequest, pk: int) -> HttpResponse:
 def doctor_active(request: HttpRequest, pk: int) -> HttpResponse:
     doctor = _changeable_doctor(request, pk)
     active = _active_flag(request)
-    if doctor.user_id == request.user.pk and not active:
+    if not active and not access.may_switch_off_doctor(request.user, doctor):
         messages.error(request, _("You cannot deactivate yourself."))
     else:
         services.doctor_set_active(doctor=doctor, active=active, by=_actor(request))
