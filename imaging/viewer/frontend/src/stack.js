@@ -125,6 +125,8 @@ function createPane({ pane, root, config, client, engine, group }) {
     element.addEventListener(name, queueOverlay);
   }
   element.addEventListener(Enums.Events.IMAGE_RENDERED, () => {
+    // The viewport also renders while empty (when enabled or resized): count only images.
+    if (!engine.getViewport(viewportId)?.getCornerstoneImage()) return;
     if (!root.dataset.firstImageMs) {
       performance.mark("viewer:first-image");
       root.dataset.firstImageMs = String(Math.round(performance.now()));
