@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
@@ -59,20 +60,22 @@ def source_of(request: HttpRequest | None) -> str:
     return forwarded.split(",")[0].strip() or request.META.get("REMOTE_ADDR", "")
 
 
-def record(
+def _event(
     *,
     actor: Actor,
     action: str,
-    object_type: str = "",
-    object_id: str | int = "",
-    patient: str = "",
-    basis: str = "",
-    source: str = "",
-    outcome: str = AuditEvent.Outcome.SUCCESS,
-    detail: dict[str, Any] | None = None,
+    time: datetime,
+    object_type: str,
+    object_id: str | int,
+    patient: str,
+    basis: str,
+    source: str,
+    outcome: str,
+    detail: dict[str, Any] | None,
 ) -> AuditEvent:
-    return AuditEvent.objects.create(
-        time=timezone.now(),
+    """An unsaved event, with each value cut to its column's width."""
+    return AuditEvent(
+        time=time,
         actor_type=actor.type,
         actor_id=actor.id,
         actor_name=actor.name[:200],
@@ -88,6 +91,34 @@ def record(
     )
 
 
+def record(
+    *,
+    actor: Actor,
+    action: str,
+    object_type: str = "",
+    object_id: str | int = "",
+    patient: str = "",
+    basis: str = "",
+    source: str = "",
+    outcome: str = AuditEvent.Outcome.SUCCESS,
+    detail: dict[str, Any] | None = None,
+) -> AuditEvent:
+    event = _event(
+        actor=actor,
+        action=action,
+        time=timezone.now(),
+        object_type=object_type,
+        object_id=object_id,
+        patient=patient,
+        basis=basis,
+        source=source,
+        outcome=outcome,
+        detail=detail,
+    )
+    event.save(force_insert=True)
+    return event
+
+
 def record_many(
     *,
     actor: Actor,
@@ -101,20 +132,17 @@ def record_many(
     """Audit one request that touched several objects: items are (object_id, patient, basis)."""
     now = timezone.now()
     AuditEvent.objects.bulk_create(
-        AuditEvent(
-            time=now,
-            actor_type=actor.type,
-            actor_id=actor.id,
-            actor_name=actor.name[:200],
-            actor_institution_id=actor.institution_id,
+        _event(
+            actor=actor,
             action=action,
+            time=now,
             object_type=object_type,
-            object_id=str(oid)[:128],
-            patient=patient[:200],
-            basis=basis[:64],
-            source=source[:255],
+            object_id=oid,
+            patient=patient,
+            basis=basis,
+            source=source,
             outcome=outcome,
-            detail=detail or {},
+            detail=detail,
         )
         for oid, patient, basis in items
     )
