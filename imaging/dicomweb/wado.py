@@ -189,10 +189,14 @@ class RetrieveFrames(_InstancesView):
             raise Http404("The instance has no pixel data.")
         data = transfer.stored_frames(ds, numbers) if wants_stored else transfer.decoded_frames(ds, numbers)
         self.audit(request, "dicomweb.frames", [visible], instance=instance, frames=numbers)
-        parts = [OutPart(part_type, data=frame) for frame in data]
         if part_type == media.OCTET_STREAM:
             syntax = stored if wants_stored else transfer.ExplicitVRLittleEndian
+            # Each part names its transfer syntax too: a client reads a part on its own
+            # (PS3.18 8.7.3.5), and compressed bytes taken for native pixels are garbage.
+            part_header = f"{media.OCTET_STREAM}; transfer-syntax={syntax}"
+            parts = [OutPart(part_header, data=frame) for frame in data]
             return MultipartOctetStreamRenderer().response(parts, transfer_syntax=syntax)
+        parts = [OutPart(part_type, data=frame) for frame in data]
         return MultipartCompressedFrameRenderer(part_type).response(parts, transfer_syntax=stored)
 
     def _negotiate(

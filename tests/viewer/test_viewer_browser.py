@@ -174,6 +174,8 @@ def test_compressed_frames_travel_compressed_and_are_drawn(
     assert frame_types and all(RLELossless in t for t in frame_types), frame_types
     shot = pixels(pane.screenshot(path=artifacts / "viewer-rle.png"))
     assert shot.std() > 20, "the decoded slice shows the phantom, not a blank pane"
+    middle = shot[shot.shape[0] // 2, shot.shape[1] // 4 : 3 * shot.shape[1] // 4]
+    assert (middle < 30).any() and (np.abs(middle - 128) < 40).any(), "lungs dark, soft tissue grey"
 
 
 def test_two_up_invert_rotate_and_cine(
