@@ -82,7 +82,7 @@ def test_clinician_and_specialist_complete_a_consult_in_the_browser(
         expect(sp.locator("#consult-status")).to_have_attribute("class", "cs-status cs-status-accepted")
         sp.click("form[data-action=start_report] button")
         sp.fill("textarea[name=findings]", FINDINGS)
-        expect(sp.locator("#autosave-status")).to_have_attribute("data-state", "saved", timeout=10_000)
+        expect(sp.locator("#autosave-status")).to_have_attribute("data-state", "saved", timeout=30_000)
         _shot(sp, "03-report-editor-autosaved")
 
         # A question to the clinician puts the case on hold.
