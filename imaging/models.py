@@ -31,6 +31,22 @@ class Patient(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.patient_id})"
 
+    @property
+    def display_name(self) -> str:
+        """The name as people write it: "黄永强 (Huang Yongqiang)" for "Huang^Yongqiang=黄^永强".
+
+        PS3.5 6.2.1.1: component groups alphabetic=ideographic=phonetic, each of
+        family^given^middle^prefix^suffix. Ideographic names are written without spaces.
+        """
+        groups = (self.name.split("=") + ["", ""])[:2]
+        alphabetic, ideographic = (
+            sep.join(part for part in group.split("^") if part.strip()).strip()
+            for group, sep in zip(groups, (" ", ""), strict=True)
+        )
+        if alphabetic and ideographic:
+            return f"{ideographic} ({alphabetic})"
+        return ideographic or alphabetic
+
 
 class Study(models.Model):
     """PS3.3 C.7.2.1 General Study Module, plus counts kept up to date by ingest."""

@@ -1,0 +1,19 @@
+"""Patient names on pages are written as people write them, from DICOM PN (PS3.5 6.2.1.1)."""
+
+import pytest
+
+from imaging.models import Patient
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [
+        ("Huang^Yongqiang=黄^永强", "黄永强 (Huang Yongqiang)"),
+        ("=王^芳", "王芳"),
+        ("DOE^JOHN", "DOE JOHN"),
+        ("DOE^JOHN^^^", "DOE JOHN"),
+        ("", ""),
+    ],
+)
+def test_display_name_reads_alphabetic_and_ideographic_groups(stored: str, shown: str) -> None:
+    assert Patient(name=stored).display_name == shown
