@@ -59,8 +59,8 @@ def doctor_of(user: Any) -> Doctor | None:
     """The active doctor behind a user, or None (anonymous, inactive, or their institution is off)."""
     if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
         return None
-    cached = getattr(user, "_active_doctor", False)
-    if cached is not False:
+    if hasattr(user, "_active_doctor"):  # set below or by remember_doctor: a Doctor or None
+        cached: Doctor | None = user._active_doctor
         return cached
     doctor = (
         Doctor.objects.select_related("institution", "institution__alliance")
@@ -435,12 +435,20 @@ def grant_study(
     from imaging.models import StudyGroupGrant, StudyUserGrant
 
     for codename in [READ, WRITE] if write else [READ]:
-        common = {"content_object": study, "permission": _permission(codename), "basis": basis}
-        values = {"expires_at": expires_at, "revoked_at": None}
+        permission = _permission(codename)
+        values: dict[str, Any] = {"expires_at": expires_at, "revoked_at": None}
         if grantee.group is not None:
-            StudyGroupGrant.objects.update_or_create(group=grantee.group, **common, defaults=values)
+            StudyGroupGrant.objects.update_or_create(
+                group=grantee.group, content_object=study, permission=permission, basis=basis, defaults=values
+            )
         else:
-            StudyUserGrant.objects.update_or_create(user=grantee.user, **common, defaults={**values, "reason": reason})
+            StudyUserGrant.objects.update_or_create(
+                user=grantee.user,
+                content_object=study,
+                permission=permission,
+                basis=basis,
+                defaults={**values, "reason": reason},
+            )
     target = f"group:{grantee.group.pk}" if grantee.group is not None else f"user:{grantee.user.pk}"
     audit.record(
         actor=by,

@@ -85,12 +85,12 @@ class DjangoServices:
 
     def store(self, peer: Peer, instance: ReceivedInstance) -> None:
         device: Device = peer.principal
-        who = {"institution": device.institution, "actor": audit.Actor.for_device(device), "source": _source(peer)}
+        institution, actor, source = device.institution, audit.Actor.for_device(device), _source(peer)
         try:
             if instance.path is not None:
-                ingest_path(instance.path, via="dimse", **who)
+                ingest_path(instance.path, institution=institution, actor=actor, via="dimse", source=source)
             else:
-                ingest_bytes(instance.part10(), via="dimse", **who)
+                ingest_bytes(instance.part10(), institution=institution, actor=actor, via="dimse", source=source)
         except IngestError as exc:
             raise DimseFailure(exc.dicom_status, exc.reason) from None
 

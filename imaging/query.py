@@ -356,7 +356,10 @@ def identifier(row: Model, level: Level | str, keywords: Iterable[str]) -> Datas
         key = KEYS.get(keyword)
         if key is not None and key.supported_at(level):
             value = _dicom_value(key, _value_of(row, level, key))
-            ds.add_new(tag_for_keyword(keyword), key.vr, value)
+            tag = tag_for_keyword(keyword)
+            if tag is None:  # KEYS holds only dictionary keywords
+                raise ValueError(f"query key {keyword} is not a DICOM keyword")
+            ds.add_new(tag, key.vr, value)
         elif (tag := tag_for_keyword(keyword)) is not None:
             ds.add_new(tag, dictionary_VR(tag), None)
     ds.QueryRetrieveLevel = level.value

@@ -167,10 +167,13 @@ def institution_add(request: HttpRequest) -> HttpResponse:
     )
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
+        alliance = access.alliance_of(request.user)
+        if alliance is None:  # alliance_admin_required admits only an active doctor, who has an alliance
+            raise RuntimeError("institution_add: the alliance administrator has no alliance")
         institution = _save(
             form,
             lambda: services.institution_create(
-                alliance=access.alliance_of(request.user),
+                alliance=alliance,
                 name=data["name"],
                 level=data["level"],
                 ae_title=data["ae_title"],

@@ -21,6 +21,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import build_context, evt
+from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, C_STORE
 from pynetdicom.presentation import PresentationContext
 
 from imaging.dicom.identifiers import PATIENT_ROOT, STUDY_ROOT, QueryRequest, ReceivedInstance, Retrieval, StoredObject
@@ -109,7 +110,9 @@ def keep_responses_for_their_sender(event: evt.Event) -> None:
         else:
             assoc.dimse.msg_queue.put((context_id, msg))
 
-    assoc._serve_request = serve_requests_only
+    # Replacing the bound method on this one association is the point: pynetdicom offers no hook
+    # between its DIMSE reactor and the request dispatch.
+    assoc._serve_request = serve_requests_only  # type: ignore[method-assign]
 
 
 def received_path(event: evt.Event) -> Path | None:
@@ -122,6 +125,16 @@ def received_path(event: evt.Event) -> Path | None:
 
 def query_root(sop_class_uid: str) -> str:
     return PATIENT_ROOT if str(sop_class_uid).startswith(_PATIENT_ROOT_PREFIX) else STUDY_ROOT
+
+
+def requested_query_root(event: evt.Event) -> str:
+    """The query root named by the Affected SOP Class UID of a C-FIND, C-MOVE or C-GET request."""
+    request = event.request
+    if not isinstance(request, C_FIND | C_MOVE | C_GET):
+        raise TypeError(f"not a query/retrieve request: {type(request).__name__}")
+    if request.AffectedSOPClassUID is None:  # pynetdicom dispatches only valid requests, which carry it
+        raise ValueError(f"{type(request).__name__} without an Affected SOP Class UID")
+    return query_root(request.AffectedSOPClassUID)
 
 
 def move_contexts(objects: list[StoredObject]) -> list[PresentationContext]:
@@ -150,7 +163,7 @@ class Handlers:
         self.services = services
         self._peers: WeakKeyDictionary[Any, Peer] = WeakKeyDictionary()
 
-    def bindings(self) -> list[tuple[evt.EventType, Any]]:
+    def bindings(self) -> list[evt.EventHandlerType]:
         return [
             (evt.EVT_REQUESTED, self.on_requested),
             (evt.EVT_C_ECHO, self.on_echo),
@@ -170,6 +183,8 @@ class Handlers:
     def on_requested(self, event: evt.Event) -> None:
         assoc = event.assoc
         request = assoc.requestor.primitive
+        if request is None:  # pynetdicom fires EVT_REQUESTED only once the A-ASSOCIATE-RQ is in
+            raise RuntimeError("EVT_REQUESTED without the A-ASSOCIATE-RQ primitive")
         peer = Peer(
             calling_ae=str(request.calling_ae_title).strip(),
             called_ae=str(request.called_ae_title).strip(),
@@ -216,6 +231,8 @@ class Handlers:
 
     def on_store(self, event: evt.Event) -> int | Dataset:
         request = event.request
+        if not isinstance(request, C_STORE):
+            raise TypeError(f"on_store is bound to EVT_C_STORE, got {type(request).__name__}")
         instance = ReceivedInstance(
             sop_class_uid=str(request.AffectedSOPClassUID),
             sop_instance_uid=str(request.AffectedSOPInstanceUID),
@@ -235,7 +252,7 @@ class Handlers:
 
     def on_find(self, event: evt.Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
         try:
-            query = QueryRequest.from_identifier(event.identifier, query_root(event.request.AffectedSOPClassUID))
+            query = QueryRequest.from_identifier(event.identifier, requested_query_root(event))
             for identifier in self.services.find(self.peer(event), query):
                 if event.is_cancelled:
                     yield Status.CANCEL, None
@@ -247,7 +264,7 @@ class Handlers:
         # pynetdicom sends the final Success once the matches are exhausted
 
     def _retrieval(self, event: evt.Event, move_destination: str | None) -> Retrieval:
-        query = QueryRequest.from_identifier(event.identifier, query_root(event.request.AffectedSOPClassUID))
+        query = QueryRequest.from_identifier(event.identifier, requested_query_root(event))
         return self.services.retrieve(self.peer(event), query, move_destination)
 
     def on_move(self, event: evt.Event) -> Iterator[Any]:

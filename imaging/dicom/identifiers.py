@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
@@ -82,7 +82,7 @@ class StoredObject:
     sop_class_uid: str
     sop_instance_uid: str
     transfer_syntax_uid: str
-    open: Callable[[], BinaryIO]
+    open: Callable[[], IO[bytes]]
 
 
 @dataclass(frozen=True)

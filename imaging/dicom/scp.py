@@ -8,33 +8,28 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.uid import (
+    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config
-from pynetdicom.sop_class import (
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelGet,
-    PatientRootQueryRetrieveInformationModelMove,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
-    Verification,
-)
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, sop_class
 from pynetdicom.transport import ThreadedAssociationServer
 
 from imaging.dicom.datasets import SUPPORTED_TRANSFER_SYNTAXES
 from imaging.dicom.handlers import Handlers, Services
 
-QUERY_RETRIEVE = [
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelMove,
-    PatientRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelMove,
-    StudyRootQueryRetrieveInformationModelGet,
+# pynetdicom.sop_class creates its SOP class names at import time from its UID tables, so
+# mypy cannot see them; each ignore covers exactly one such generated name.
+VERIFICATION: UID = sop_class.Verification  # type: ignore[attr-defined]
+QUERY_RETRIEVE: list[UID] = [
+    sop_class.PatientRootQueryRetrieveInformationModelFind,  # type: ignore[attr-defined]
+    sop_class.PatientRootQueryRetrieveInformationModelMove,  # type: ignore[attr-defined]
+    sop_class.PatientRootQueryRetrieveInformationModelGet,  # type: ignore[attr-defined]
+    sop_class.StudyRootQueryRetrieveInformationModelFind,  # type: ignore[attr-defined]
+    sop_class.StudyRootQueryRetrieveInformationModelMove,  # type: ignore[attr-defined]
+    sop_class.StudyRootQueryRetrieveInformationModelGet,  # type: ignore[attr-defined]
 ]
 # Larger PDUs mean fewer socket reads per instance; peers still send what they can.
 MAX_PDU_BYTES = 1024 * 1024
@@ -62,13 +57,15 @@ def build_ae(ae_title: str = "CLOUDPACS", *, max_associations: int = 32) -> AE:
     ae.network_timeout = 120
     ae.acse_timeout = 30
     ae.dimse_timeout = 120
-    ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+    ae.add_supported_context(VERIFICATION, ALL_TRANSFER_SYNTAXES)
     storage_syntaxes = storage_transfer_syntaxes()
     for cx in AllStoragePresentationContexts:
+        if cx.abstract_syntax is None:  # pynetdicom builds each of these from a storage SOP class
+            raise RuntimeError("a storage presentation context without its abstract syntax")
         # scp_role: a C-GET requestor may take the storage SCP role on this association
         ae.add_supported_context(cx.abstract_syntax, storage_syntaxes, scp_role=True, scu_role=False)
-    for sop_class in QUERY_RETRIEVE:
-        ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
+    for query_class in QUERY_RETRIEVE:
+        ae.add_supported_context(query_class, ALL_TRANSFER_SYNTAXES)
     return ae
 
 
@@ -82,6 +79,8 @@ class Server(ThreadedAssociationServer):
 
     def server_bind(self) -> None:
         if self.reuse_port:
+            if self.socket is None:  # socketserver creates the socket before it calls server_bind
+                raise RuntimeError("server_bind called before the listening socket exists")
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
 
@@ -112,5 +111,7 @@ def make_server(ae: AE, host: str, port: int, services: Services, *, reuse_port:
     """A bound, listening server; call serve_forever() on it, shutdown() to stop."""
     handlers = Handlers(services)
     server = ae.make_server((host, port), evt_handlers=handlers.bindings(), server_class=Server, reuse_port=reuse_port)
+    if not isinstance(server, Server):  # make_server builds server_class
+        raise TypeError(f"make_server returned {type(server).__name__}, not Server")
     ae._servers.append(server)  # pynetdicom's shutdown() and AE.shutdown() look for it there
     return server

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
 from pynetdicom import AE, evt
+from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, C_STORE
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
@@ -106,11 +107,19 @@ def accepted(services: FakeServices) -> tuple[Handlers, Assoc]:
     return handlers, assoc
 
 
+def query_request(sop_class: str) -> C_FIND | C_MOVE | C_GET:
+    """The request primitive pynetdicom would hand over for this query/retrieve SOP class."""
+    operation = UID(sop_class).name.rsplit(" ", 1)[-1]  # "... Information Model - FIND"
+    request = {"FIND": C_FIND, "MOVE": C_MOVE, "GET": C_GET}[operation]()
+    request.AffectedSOPClassUID = sop_class
+    return request
+
+
 def query_event(assoc: Assoc, sop_class: str, identifier: Dataset | None, **extra: Any) -> Any:
     return SimpleNamespace(
         assoc=assoc,
         identifier=identifier,
-        request=SimpleNamespace(AffectedSOPClassUID=sop_class),
+        request=query_request(sop_class),
         is_cancelled=False,
         **extra,
     )
@@ -157,9 +166,12 @@ def test_end_of_association_tells_the_services_once() -> None:
 
 
 def store_event(assoc: Assoc) -> Any:
+    request = C_STORE()
+    request.AffectedSOPClassUID = CTImageStorage
+    request.AffectedSOPInstanceUID = "1.2.3.4"
     return SimpleNamespace(
         assoc=assoc,
-        request=SimpleNamespace(AffectedSOPClassUID=CTImageStorage, AffectedSOPInstanceUID="1.2.3.4"),
+        request=request,
         context=SimpleNamespace(transfer_syntax=ExplicitVRLittleEndian),
         encoded_dataset=lambda: b"encoded",
     )
