@@ -630,6 +630,11 @@ def may_claim(user: Any, consult: Any) -> bool:
     return may_act(user, consult, "claim")
 
 
+def may_set_consult_policy(user: Any) -> bool:
+    """The turnaround policy (deadline and claim timeout per priority) belongs to the alliance admin."""
+    return may_manage_alliance(user)
+
+
 def may_request_consult(user: Any) -> bool:
     """Any active doctor with a clinical role may ask for a reading of their institution's studies."""
     return has_clinical_role(user) and has_module(user, CONSULTS_MODULE)

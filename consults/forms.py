@@ -88,3 +88,32 @@ class ReportForm(forms.Form):
     recommendation = forms.CharField(
         label=_("Recommendation"), required=False, widget=forms.Textarea(attrs={"rows": 3})
     )
+
+
+class PolicyForm(forms.Form):
+    """The turnaround policy page: a deadline and a claim timeout, in minutes, for every priority."""
+
+    def __init__(self, *args: Any, table: list[dict[str, Any]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rows = []
+        for row in table:
+            priority = row["priority"]
+            label = Priority(priority).label
+            deadline = forms.IntegerField(label=_("Deadline (minutes)"), min_value=1, initial=row["deadline_minutes"])
+            claim = forms.IntegerField(
+                label=_("Claim timeout (minutes)"), min_value=1, initial=row["claim_timeout_minutes"]
+            )
+            self.fields[f"{priority}_deadline_minutes"] = deadline
+            self.fields[f"{priority}_claim_timeout_minutes"] = claim
+            self.rows.append((priority, label, row))
+
+    def bound_rows(self) -> list[tuple[str, Any, dict[str, Any], Any, Any]]:
+        """(priority, label, row in force, deadline field, claim timeout field) for the template."""
+        return [
+            (p, label, row, self[f"{p}_deadline_minutes"], self[f"{p}_claim_timeout_minutes"])
+            for p, label, row in self.rows
+        ]
+
+    def policy_rows(self) -> dict[str, tuple[int, int]]:
+        data = self.cleaned_data
+        return {p: (data[f"{p}_deadline_minutes"], data[f"{p}_claim_timeout_minutes"]) for p, _l, _r in self.rows}

@@ -14,7 +14,15 @@ from django.db.models.functions import Coalesce
 
 from alliance import access
 from consults import clock
-from consults.models import OPEN_STATUSES, Consult, Notification, ReportTemplate, ReportVersion
+from consults.models import (
+    DEFAULT_POLICY,
+    OPEN_STATUSES,
+    Consult,
+    Notification,
+    PriorityPolicy,
+    ReportTemplate,
+    ReportVersion,
+)
 from imaging.models import Study
 
 TAB_LABELS_ORDER = [
@@ -132,3 +140,22 @@ def unread_count(user: Any) -> int:
 
 def notifications_of(user: Any) -> QuerySet[Notification]:
     return Notification.objects.filter(user=user).select_related("consult")
+
+
+def policy_table(alliance: Any) -> list[dict[str, Any]]:
+    """The deadline and claim timeout in force for each priority (the alliance's or the default)."""
+    rows = {p.priority: p for p in PriorityPolicy.objects.filter(alliance=alliance)}
+    out = []
+    for priority, (deadline, claim) in DEFAULT_POLICY.items():
+        row = rows.get(priority)
+        out.append(
+            {
+                "priority": str(priority),
+                "deadline_minutes": row.deadline_minutes if row else int(deadline.total_seconds() // 60),
+                "claim_timeout_minutes": row.claim_timeout_minutes if row else int(claim.total_seconds() // 60),
+                "default_deadline_minutes": int(deadline.total_seconds() // 60),
+                "default_claim_timeout_minutes": int(claim.total_seconds() // 60),
+                "custom": row is not None,
+            }
+        )
+    return out

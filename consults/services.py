@@ -36,6 +36,7 @@ from consults.models import (
     ReportVersion,
     Status,
 )
+from consults.selectors import policy_table
 
 T = TypeVar("T")
 
@@ -669,7 +670,7 @@ def consult_check_deadlines(*, now: datetime | None = None) -> dict[str, int]:
 @transaction.atomic
 def policy_set(*, by: Any, priority: str, deadline_minutes: int, claim_timeout_minutes: int) -> PriorityPolicy:
     """The alliance admin sets the deadline and claim timeout of one priority for new requests."""
-    if not access.may_manage_alliance(by):
+    if not access.may_set_consult_policy(by):
         raise AccessDenied(_("Only an alliance admin sets the turnaround policy."))
     if priority not in Priority.values:
         raise ValidationError({"priority": _("Choose routine, urgent, ASAP or STAT.")})
@@ -695,3 +696,74 @@ def policy_set(*, by: Any, priority: str, deadline_minutes: int, claim_timeout_m
         },
     )
     return policy
+
+
+@transaction.atomic
+def policies_set(*, by: Any, rows: dict[str, tuple[int, int]]) -> list[PriorityPolicy]:
+    """Several priorities at once (the policy page): all are written, or none.
+
+    A row equal to what is in force already is left alone, so the audit log shows changes only.
+    Errors name the priority: {"urgent_deadline_minutes": [...]}.
+    """
+    if not access.may_set_consult_policy(by):
+        raise AccessDenied(_("Only an alliance admin sets the turnaround policy."))
+    current = {row["priority"]: row for row in policy_table(access.alliance_of(by))}
+    errors: dict[str, list[str]] = {}
+    changed = []
+    for priority, (deadline_minutes, claim_timeout_minutes) in rows.items():
+        now = current.get(priority)
+        if now and (now["deadline_minutes"], now["claim_timeout_minutes"]) == (deadline_minutes, claim_timeout_minutes):
+            continue
+        try:
+            with transaction.atomic():
+                changed.append(
+                    policy_set(
+                        by=by,
+                        priority=priority,
+                        deadline_minutes=deadline_minutes,
+                        claim_timeout_minutes=claim_timeout_minutes,
+                    )
+                )
+        except ValidationError as exc:
+            for field, messages in exc.message_dict.items():
+                errors.setdefault(f"{priority}_{field}", []).extend(messages)
+    if errors:
+        raise ValidationError(errors)
+    return changed
+
+
+# --- report templates -------------------------------------------------------------------
+
+
+@transaction.atomic
+def report_template_create(
+    *,
+    alliance: Any,
+    name: str,
+    modality: str,
+    body_part: str = "",
+    findings: str = "",
+    impression: str = "",
+    recommendation: str = "",
+    actor: audit.Actor,
+) -> ReportTemplate:
+    """A starting text for reports of one modality (and body part) across the alliance."""
+    name = _required(name, "name", _("Name the template."))
+    modality = _required(modality, "modality", _("Give the modality, e.g. CT.")).upper()
+    template = ReportTemplate.objects.create(
+        alliance=alliance,
+        name=name,
+        modality=modality,
+        body_part=(body_part or "").strip().upper(),
+        findings=findings,
+        impression=impression,
+        recommendation=recommendation,
+    )
+    audit.record(
+        actor=actor,
+        action="consult.template_create",
+        object_type="report_template",
+        object_id=template.pk,
+        detail={"alliance": alliance.pk, "modality": template.modality, "body_part": template.body_part},
+    )
+    return template

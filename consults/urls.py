@@ -9,6 +9,7 @@ app_name = "consults"
 urlpatterns = [
     path("", views.worklist, name="worklist"),
     path("new/", views.new, name="new"),
+    path("policy/", views.policy, name="policy"),
     path("notifications/", views.notifications, name="notifications"),
     path("notifications/read/", views.notifications_read, name="notifications_read"),
     path("notifications/<int:pk>/", views.notification_open, name="notification_open"),

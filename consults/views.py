@@ -20,7 +20,7 @@ from django.views.decorators.http import require_POST
 from alliance import access, audit
 from alliance.access import AccessDenied
 from consults import clock, pdf, selectors, services
-from consults.forms import ConsultRequestForm, ReportForm, SecondOpinionForm
+from consults.forms import ConsultRequestForm, PolicyForm, ReportForm, SecondOpinionForm
 from consults.models import Consult, Notification
 
 PAGE_SIZE = 25
@@ -250,3 +250,20 @@ def notification_open(request: HttpRequest, pk: int) -> HttpResponse:
 def notifications_read(request: HttpRequest) -> HttpResponse:
     services.notifications_mark_read(user=request.user)
     return redirect("consults:notifications")
+
+
+@login_required
+def policy(request: HttpRequest) -> HttpResponse:
+    """The alliance admin's turnaround policy: deadline and claim timeout per priority."""
+    if not access.may_set_consult_policy(request.user):
+        return HttpResponseForbidden(_("Only an alliance admin sets the turnaround policy."))
+    table = selectors.policy_table(access.alliance_of(request.user))
+    form = PolicyForm(request.POST or None, table=table)
+    if request.method == "POST" and form.is_valid():
+        try:
+            changed = services.policies_set(by=request.user, rows=form.policy_rows())
+            messages.success(request, _("Turnaround policy saved (%(n)s priorities changed).") % {"n": len(changed)})
+            return redirect("consults:policy")
+        except ValidationError as exc:
+            _form_errors(form, exc)
+    return render(request, "consults/policy.html", {"form": form, "rows": form.bound_rows()})

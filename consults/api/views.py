@@ -17,7 +17,7 @@ from alliance import access, audit
 from alliance.models import Doctor, Pool
 from consults import selectors, services
 from consults.api import serializers as s
-from consults.models import DEFAULT_POLICY, Consult, PriorityPolicy
+from consults.models import Consult
 
 
 class Conflict(exceptions.APIException):
@@ -227,18 +227,8 @@ class Policies(APIView):
 
     @extend_schema(responses=s.PolicySerializer(many=True))
     def get(self, request: Request) -> Response:
-        alliance = access.alliance_of(request.user)
-        rows = {p.priority: p for p in PriorityPolicy.objects.filter(alliance=alliance)}
-        out = []
-        for priority, (deadline, claim) in DEFAULT_POLICY.items():
-            row = rows.get(priority)
-            out.append(
-                {
-                    "priority": str(priority),
-                    "deadline_minutes": row.deadline_minutes if row else int(deadline.total_seconds() // 60),
-                    "claim_timeout_minutes": row.claim_timeout_minutes if row else int(claim.total_seconds() // 60),
-                }
-            )
+        keys = ("priority", "deadline_minutes", "claim_timeout_minutes")
+        out = [{k: row[k] for k in keys} for row in selectors.policy_table(access.alliance_of(request.user))]
         return Response(out)
 
     @extend_schema(request=s.PolicySerializer, responses=s.PolicySerializer)

@@ -14,6 +14,7 @@ from django.core.management.base import CommandError
 from alliance import services
 from alliance.management.commands._provisioning import ProvisioningCommand
 from alliance.models import Alliance, Department, Device, Doctor, Institution, Pool, Role, Specialty
+from consults.demo import load_demo_consults
 
 ALLIANCE = "城南医联体 (Chengnan Medical Alliance)"
 DEMO_PASSWORD = "Demo-pass-2026!"  # noqa: S105 - published demo sign-in, printed on purpose
@@ -125,6 +126,7 @@ class Command(ProvisioningCommand):
         super().handle(*args, **options)
         if importlib.util.find_spec("imaging.demo") is not None:
             importlib.import_module("imaging.demo").load_demo_studies(stdout=self.stdout)
+        load_demo_consults(stdout=self.stdout, actor=self.actor)
 
     def provision(self, **options: Any) -> None:
         alliance = services.alliance_get_or_create(name=ALLIANCE, by=self.actor)
