@@ -635,6 +635,19 @@ def may_set_consult_policy(user: Any) -> bool:
     return may_manage_alliance(user)
 
 
+def may_manage_report_templates(user: Any) -> bool:
+    """Report templates are shared by the whole alliance; its admin keeps them."""
+    return may_manage_alliance(user)
+
+
+def report_templates_managed_by(user: Any) -> QuerySet[Any]:
+    from consults.models import ReportTemplate
+
+    if not may_manage_report_templates(user):
+        return ReportTemplate.objects.none()
+    return ReportTemplate.objects.filter(alliance=alliance_of(user))
+
+
 def may_request_consult(user: Any) -> bool:
     """Any active doctor with a clinical role may ask for a reading of their institution's studies."""
     return has_clinical_role(user) and has_module(user, CONSULTS_MODULE)

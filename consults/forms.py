@@ -117,3 +117,19 @@ class PolicyForm(forms.Form):
     def policy_rows(self) -> dict[str, tuple[int, int]]:
         data = self.cleaned_data
         return {p: (data[f"{p}_deadline_minutes"], data[f"{p}_claim_timeout_minutes"]) for p, _l, _r in self.rows}
+
+
+class ReportTemplateForm(forms.Form):
+    name = forms.CharField(label=_("Name"), max_length=200)
+    modality = forms.CharField(label=_("Modality"), max_length=16, help_text=_("DICOM modality: CT, CR, DX, MR, US..."))
+    body_part = forms.CharField(
+        label=_("Body part"),
+        max_length=16,
+        required=False,
+        help_text=_("DICOM body part examined, e.g. CHEST or HEAD; empty: any."),
+    )
+    findings = forms.CharField(label=_("Findings"), required=False, widget=forms.Textarea(attrs={"rows": 8}))
+    impression = forms.CharField(label=_("Impression"), required=False, widget=forms.Textarea(attrs={"rows": 3}))
+    recommendation = forms.CharField(
+        label=_("Recommendation"), required=False, widget=forms.Textarea(attrs={"rows": 2})
+    )

@@ -735,6 +735,14 @@ def policies_set(*, by: Any, rows: dict[str, tuple[int, int]]) -> list[PriorityP
 # --- report templates -------------------------------------------------------------------
 
 
+def _template_fields(name: str, modality: str, body_part: str) -> dict[str, str]:
+    return {
+        "name": _required(name, "name", _("Name the template.")),
+        "modality": _required(modality, "modality", _("Give the modality, e.g. CT.")).upper(),
+        "body_part": (body_part or "").strip().upper(),
+    }
+
+
 @transaction.atomic
 def report_template_create(
     *,
@@ -748,16 +756,12 @@ def report_template_create(
     actor: audit.Actor,
 ) -> ReportTemplate:
     """A starting text for reports of one modality (and body part) across the alliance."""
-    name = _required(name, "name", _("Name the template."))
-    modality = _required(modality, "modality", _("Give the modality, e.g. CT.")).upper()
     template = ReportTemplate.objects.create(
         alliance=alliance,
-        name=name,
-        modality=modality,
-        body_part=(body_part or "").strip().upper(),
         findings=findings,
         impression=impression,
         recommendation=recommendation,
+        **_template_fields(name, modality, body_part),
     )
     audit.record(
         actor=actor,
@@ -765,5 +769,45 @@ def report_template_create(
         object_type="report_template",
         object_id=template.pk,
         detail={"alliance": alliance.pk, "modality": template.modality, "body_part": template.body_part},
+    )
+    return template
+
+
+@transaction.atomic
+def report_template_save(
+    *,
+    by: Any,
+    template: ReportTemplate | None = None,
+    name: str,
+    modality: str,
+    body_part: str = "",
+    findings: str = "",
+    impression: str = "",
+    recommendation: str = "",
+) -> ReportTemplate:
+    """The alliance admin adds a template (template=None) or changes one of their alliance's."""
+    if not access.may_manage_report_templates(by):
+        raise AccessDenied(_("Only an alliance admin keeps the report templates."))
+    texts = {"findings": findings, "impression": impression, "recommendation": recommendation}
+    if template is None:
+        alliance = _set(access.alliance_of(by))
+        return report_template_create(
+            alliance=alliance,
+            name=name,
+            modality=modality,
+            body_part=body_part,
+            actor=audit.Actor.for_user(by),
+            **texts,
+        )
+    template = access.report_templates_managed_by(by).select_for_update().get(pk=template.pk)
+    for field, value in {**_template_fields(name, modality, body_part), **texts}.items():
+        setattr(template, field, value)
+    template.save()
+    audit.record(
+        actor=audit.Actor.for_user(by),
+        action="consult.template_update",
+        object_type="report_template",
+        object_id=template.pk,
+        detail={"modality": template.modality, "body_part": template.body_part},
     )
     return template

@@ -20,7 +20,7 @@ from django.views.decorators.http import require_POST
 from alliance import access, audit
 from alliance.access import AccessDenied
 from consults import clock, pdf, selectors, services
-from consults.forms import ConsultRequestForm, PolicyForm, ReportForm, SecondOpinionForm
+from consults.forms import ConsultRequestForm, PolicyForm, ReportForm, ReportTemplateForm, SecondOpinionForm
 from consults.models import Consult, Notification
 
 PAGE_SIZE = 25
@@ -267,3 +267,31 @@ def policy(request: HttpRequest) -> HttpResponse:
         except ValidationError as exc:
             _form_errors(form, exc)
     return render(request, "consults/policy.html", {"form": form, "rows": form.bound_rows()})
+
+
+@login_required
+def templates(request: HttpRequest) -> HttpResponse:
+    """The alliance's report templates (the starting text of a report, by modality and body part)."""
+    if not access.may_manage_report_templates(request.user):
+        return HttpResponseForbidden(_("Only an alliance admin keeps the report templates."))
+    rows = access.report_templates_managed_by(request.user).order_by("modality", "body_part", "name")
+    return render(request, "consults/templates.html", {"templates": rows})
+
+
+@login_required
+def template_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
+    if not access.may_manage_report_templates(request.user):
+        return HttpResponseForbidden(_("Only an alliance admin keeps the report templates."))
+    template = None
+    if pk is not None:
+        template = get_object_or_404(access.report_templates_managed_by(request.user), pk=pk)
+    initial = {f: getattr(template, f) for f in ReportTemplateForm.base_fields} if template else None
+    form = ReportTemplateForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            saved = services.report_template_save(by=request.user, template=template, **form.cleaned_data)
+            messages.success(request, _("Template %(name)s saved.") % {"name": saved.name})
+            return redirect("consults:templates")
+        except ValidationError as exc:
+            _form_errors(form, exc)
+    return render(request, "consults/template_form.html", {"form": form, "template": template})
