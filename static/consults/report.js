@@ -8,16 +8,16 @@
   var timer = null;
   var last = "";
 
-  function payload() {
+  function payload(property) {
     return JSON.stringify({
-      findings: form.elements.findings.value,
-      impression: form.elements.impression.value,
-      recommendation: form.elements.recommendation.value
+      findings: form.elements.findings[property],
+      impression: form.elements.impression[property],
+      recommendation: form.elements.recommendation[property]
     });
   }
 
   function save() {
-    var body = payload();
+    var body = payload("value");
     if (body === last) { return; }
     fetch(form.dataset.autosaveUrl, {
       method: "PUT",
@@ -37,9 +37,14 @@
     });
   }
 
-  last = payload();
-  form.addEventListener("input", function () {
+  function schedule() {
     window.clearTimeout(timer);
     timer = window.setTimeout(save, 1500);
-  });
+  }
+
+  // What the server last stored is the fields' HTML defaults. Text typed before this
+  // deferred script ran fired no listener, so compare and save it too.
+  last = payload("defaultValue");
+  form.addEventListener("input", schedule);
+  if (payload("value") !== last) { schedule(); }
 }());
