@@ -31,7 +31,6 @@ import os
 import platform
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,6 +48,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.processes import free_port  # noqa: E402
+
 PG = "postgres://postgres@127.0.0.1:5432"
 DICOM_JSON = "application/dicom+json"
 MULTIPART_DICOM = 'multipart/related; type="application/dicom"'
@@ -135,12 +137,6 @@ def ct_study(count: int, size: int = 512) -> list[bytes]:
 
 
 # --- servers ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_http(url: str, seconds: float = 90) -> None:

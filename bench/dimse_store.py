@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,29 +30,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from tests.processes import free_port, wait_for_port  # noqa: E402
+
 PG = "postgres://postgres@127.0.0.1:5432"
 CALLING_AE = "BENCH_CT"
 OUR_AE = "BENCHPACS"
 ORTHANC_AE = "ORTHANC"
 NODELAY_ENV = {**os.environ, "TCP_NODELAY": "1"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, proc: subprocess.Popen, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on {port}")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -170,7 +153,7 @@ class Ours:
         log = (self.work / f"ours-{label}.log").open("w")
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_port(port, proc)
+            wait_for_port(port, proc)
             time.sleep(1.0 if processes > 1 else 0.2)  # every process bound
             yield port, proc.pid
         finally:
@@ -250,7 +233,7 @@ class Orthanc:
             ["Orthanc", str(folder / "orthanc.json")], env=NODELAY_ENV, stdout=log, stderr=subprocess.STDOUT
         )
         try:
-            wait_port(port, proc)
+            wait_for_port(port, proc)
             yield port, proc.pid
         finally:
             stop(proc)

@@ -44,6 +44,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from tests.processes import free_port  # noqa: E402
+
 PG = "postgres://postgres@127.0.0.1:5432"
 CHROMIUM = "/usr/bin/chromium"
 TRACE = bool(os.environ.get("VIEWER_BENCH_TRACE"))  # print every request's timing (start, end, bytes)
@@ -76,12 +78,6 @@ SCROLL_JS = """async () => {
   const loaded = await pass();
   return {slices: count, first_pass_fps: first, loaded_fps: loaded};
 }"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def ct_slice(size: int, z: float) -> bytes:

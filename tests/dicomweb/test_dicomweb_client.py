@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -28,18 +27,13 @@ from alliance import access, audit, services
 from imaging.dicomweb.multipart import read_parts
 from imaging.models import Study
 from tests.imaging.dicomgen import make_ct_series, part10_bytes
+from tests.processes import free_port
 
 with warnings.catch_warnings():  # dicomweb-client imports a pydicom 3 name deprecated for v4
     warnings.simplefilter("ignore", DeprecationWarning)
     from dicomweb_client.api import DICOMwebClient
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -65,7 +59,7 @@ def server(django_db_setup: Any, django_db_blocker: Any, data_dir: Path) -> Iter
     """gunicorn serving the project on a free port, on the test database."""
     with django_db_blocker.unblock():
         name = connection.settings_dict["NAME"]
-    port = _free_port()
+    port = free_port()
     site = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,

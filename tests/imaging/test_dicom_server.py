@@ -6,10 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +30,7 @@ from imaging.dicom.datasets import SUPPORTED_TRANSFER_SYNTAXES, is_storage_sop_c
 from imaging.models import Instance, Study
 from tests import factories
 from tests.imaging import dicomgen
+from tests.processes import free_port, wait_for_port
 
 pytestmark = [
     pytest.mark.integration,
@@ -47,24 +46,6 @@ COMPRESSED_SAMPLES = {
     "SC_rgb_rle.dcm": "-xr",  # RLE lossless
     "SC_rgb_jpeg_dcmtk.dcm": "-xy",  # JPEG baseline
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, proc: subprocess.Popen, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"{proc.args[0]} did not listen on {port}")
 
 
 def database_url() -> str:
