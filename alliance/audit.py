@@ -91,6 +91,33 @@ def _event(
     )
 
 
+def build(
+    *,
+    actor: Actor,
+    action: str,
+    object_type: str = "",
+    object_id: str | int = "",
+    patient: str = "",
+    basis: str = "",
+    source: str = "",
+    outcome: str = AuditEvent.Outcome.SUCCESS,
+    detail: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """The event `record` would save, unsaved: for a caller that writes it with other rows."""
+    return _event(
+        actor=actor,
+        action=action,
+        time=timezone.now(),
+        object_type=object_type,
+        object_id=object_id,
+        patient=patient,
+        basis=basis,
+        source=source,
+        outcome=outcome,
+        detail=detail,
+    )
+
+
 def record(
     *,
     actor: Actor,
@@ -103,10 +130,9 @@ def record(
     outcome: str = AuditEvent.Outcome.SUCCESS,
     detail: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    event = _event(
+    event = build(
         actor=actor,
         action=action,
-        time=timezone.now(),
         object_type=object_type,
         object_id=object_id,
         patient=patient,

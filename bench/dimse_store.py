@@ -1,6 +1,6 @@
 """DIMSE benchmark: our dicom_server (PostgreSQL index) against Orthanc, in one run.
 
-    .venv/bin/python bench/dimse_store.py [--instances 500] [--studies 10000] [--processes 2]
+    .venv/bin/python bench/dimse_store.py [--instances 500] [--studies 10000] [--processes 2] [--repeat 3]
 
 Generates one CT study (512x512, 16 bit) with the project's generator, then for each
 server: C-STORE it with dcmtk's storescu on 1 association and on 4 parallel associations
@@ -340,18 +340,25 @@ class Row:
     server: str
     associations: int
     processes: int
-    seconds: float
-    cpu: float
     instances: int
     size: int
+    runs: list[tuple[float, float]]  # (wall seconds, server CPU seconds) of each repetition
+
+    @property
+    def seconds(self) -> float:
+        return statistics.median(s for s, _ in self.runs)
+
+    @property
+    def rate(self) -> float:
+        return self.instances / self.seconds
 
     def markdown(self) -> str:
-        rate = self.instances / self.seconds
         mb = self.size / self.seconds / 1e6
-        cpu_ms = self.cpu / self.instances * 1000
+        cpu_ms = statistics.median(c for _, c in self.runs) / self.instances * 1000
+        each = ", ".join(f"{self.instances / s:.0f}" for s, _ in self.runs)
         return (
             f"| {self.server} | {self.associations} | {self.processes} | {self.instances} | "
-            f"{self.seconds:.1f} | **{rate:.0f}** | {mb:.1f} | {cpu_ms:.1f} |"
+            f"{self.seconds:.1f} | **{self.rate:.0f}** ({each}) | {mb:.1f} | {cpu_ms:.1f} |"
         )
 
 
@@ -371,6 +378,7 @@ def main() -> None:
     parser.add_argument("--studies", type=int, default=10000)
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 2, help="our processes for 4 associations")
     parser.add_argument("--find-rounds", type=int, default=200, help="0 skips the C-FIND part")
+    parser.add_argument("--repeat", type=int, default=3, help="store runs per row, interleaved; the median is reported")
     args = parser.parse_args()
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "alliance.settings")
@@ -381,7 +389,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-dimse-"))
     ours, orthanc = Ours(work, args.processes), Orthanc(work)
-    rows: list[Row] = []
+    rows: dict[str, Row] = {}
     try:
         ct = work / "ct"
         size = generate_ct(ct, args.instances)
@@ -394,17 +402,20 @@ def main() -> None:
             (ours, "four1", 1, parts),
             (orthanc, "four", 1, parts),
         ]
-        for server, label, processes, folders in plan:
-            called = OUR_AE if server is ours else ORTHANC_AE
-            seconds, cpu = measure_store(label, server.running, called, folders, processes)
-            rows.append(Row(server.name, len(folders), processes, seconds, cpu, args.instances, size))
-            print(rows[-1].markdown(), flush=True)
-            if server is ours and ours.count() != args.instances:
-                raise RuntimeError(f"our index holds {ours.count()} instances, not {args.instances}")
+        for _ in range(args.repeat):
+            for server, label, processes, folders in plan:
+                called = OUR_AE if server is ours else ORTHANC_AE
+                seconds, cpu = measure_store(label, server.running, called, folders, processes)
+                key = f"{server.name}/{label}"
+                row = rows.setdefault(key, Row(server.name, len(folders), processes, args.instances, size, []))
+                row.runs.append((seconds, cpu))
+                print(f"{key}: {args.instances / seconds:.0f} instances/s", flush=True)
+                if server is ours and ours.count() != args.instances:
+                    raise RuntimeError(f"our index holds {ours.count()} instances, not {args.instances}")
         finds: dict[str, list[float]] = {}
         if args.find_rounds:
             measure_finds(ours, orthanc, args, finds)
-        report(rows, finds, args, orthanc.version())
+        report(list(rows.values()), finds, args, orthanc.version())
     finally:
         ours.cleanup()
         shutil.rmtree(work, ignore_errors=True)
@@ -423,13 +434,22 @@ def report(rows: list[Row], finds: dict[str, list[float]], args: argparse.Namesp
     print()
     print(f"C-STORE of one {args.instances}-instance CT (512x512, 16 bit) with dcmtk storescu, TCP_NODELAY=1;")
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"{orthanc_version}; {os.cpu_count()} cores, load average {load} at the end; every run starts empty.")
+    print(f"{orthanc_version}; {os.cpu_count()} cores, load average {load} at the end; every run starts empty;")
+    print(f"median of {args.repeat} interleaved runs (each run's rate in brackets).")
     print()
     columns = ["server", "associations", "server processes", "instances", "seconds", "instances/s", "MB/s"]
     print("| " + " | ".join([*columns, "server CPU ms/instance"]) + " |")
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(row.markdown())
+    print()
+    orthanc = {row.associations: row.rate for row in rows if row.server == Orthanc.name}
+    for row in rows:
+        if row.server != Orthanc.name and row.associations in orthanc:
+            print(
+                f"- ours on {row.associations} association(s), {row.processes} process(es): "
+                f"{row.rate / orthanc[row.associations]:.2f}x Orthanc"
+            )
     print()
     print(f"Study-level C-FIND with {args.studies} studies indexed, {args.find_rounds} queries on one association")
     print("(PatientID, StudyInstanceUID, PatientName prefix wildcard, StudyDate range):")

@@ -23,8 +23,10 @@ Guarantees:
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
+import threading
 import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -102,14 +104,19 @@ class IngestResult:
     identical: bool = True  # False when an earlier copy with other bytes was kept
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Received:
     """The file as it will be stored: `prefix` + the bytes at `path`."""
 
     parsed: ParsedFile
     path: Path
     size: int
-    sha256: str
+    sha256: str = ""  # computed while the file is being made durable
+
+    def digest(self) -> str:
+        if not self.sha256:
+            self.sha256 = _sha256(self.path)
+        return self.sha256
 
     @property
     def attributes(self) -> Attributes:
@@ -147,10 +154,13 @@ def ingest_path(
     """Store and index the DICOM file at `path` (the caller removes `path` afterwards)."""
     path = Path(path)
     parsed: ParsedFile | None = None
+    presynced = storage.presync(path)  # the data goes to disk while we read and check it
     try:
         parsed = _read(path, expected_study_uid)
         with _StoredForm(path, parsed) as received:
-            return _store(received, institution=institution, actor=actor, via=via, source=source)
+            if received.path != path:  # a staged copy with the PS3.10 prefix is stored instead
+                presynced = None
+            return _store(received, institution=institution, actor=actor, via=via, source=source, presynced=presynced)
     except IngestError as exc:
         exc.sop_uid = parsed.sop_uid if parsed is not None else exc.sop_uid
         name = exc.sop_uid or path.name
@@ -184,8 +194,11 @@ class _StoredForm:
         if self.parsed.prefix:
             self.staged = source = storage.temp_dir() / f"p10-{uuid.uuid4().hex}.dcm"
             _write_with_prefix(self.path, self.parsed.prefix, source)
-        size, digest = _size_and_sha256(source)
-        return _Received(self.parsed, source, size, digest)
+        try:
+            size = source.stat().st_size
+        except OSError as exc:
+            raise _storage_failed(gettext_noop("the received file cannot be read (%(error)s)"), exc) from None
+        return _Received(self.parsed, source, size)
 
     def __exit__(self, *exc: object) -> None:
         if self.staged is not None:
@@ -202,62 +215,100 @@ def _write_with_prefix(path: Path, prefix: bytes, dest: Path) -> None:
         raise _storage_failed(gettext_noop("cannot stage the file (%(error)s)"), exc) from None
 
 
-def _size_and_sha256(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
+def _sha256(path: Path) -> str:
     try:
         with path.open("rb") as fh:
-            while chunk := fh.read(_HASH_CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
+            return hashlib.file_digest(fh, "sha256").hexdigest()
     except OSError as exc:
         raise _storage_failed(gettext_noop("the received file cannot be read (%(error)s)"), exc) from None
-    return size, digest.hexdigest()
 
 
-def _store(received: _Received, *, institution: Institution, actor: audit.Actor, via: str, source: str) -> IngestResult:
+def _store(
+    received: _Received,
+    *,
+    institution: Institution,
+    actor: audit.Actor,
+    via: str,
+    source: str,
+    presynced: Future[None] | None = None,
+) -> IngestResult:
+    try:
+        return _store_once(
+            received, institution=institution, actor=actor, via=via, source=source, use_known=True, presynced=presynced
+        )
+    except IntegrityError:
+        # A parent row remembered from an earlier store has gone (a study deleted since):
+        # once more, reading the parents afresh.
+        _known.forget(_known_key(received.attributes, institution))
+        try:
+            return _store_once(received, institution=institution, actor=actor, via=via, source=source, use_known=False)
+        except IntegrityError as exc:
+            raise _storage_failed(gettext_noop("the index could not be updated (%(error)s)"), exc) from exc
+
+
+def _store_once(
+    received: _Received,
+    *,
+    institution: Institution,
+    actor: audit.Actor,
+    via: str,
+    source: str,
+    use_known: bool,
+    presynced: Future[None] | None = None,
+) -> IngestResult:
     a = received.attributes
     key = storage.storage_key_for(a.study_uid, a.series_uid, a.sop_uid)
     file_placed = False
     try:
         with transaction.atomic():
-            _lock_sop_uid(a.sop_uid)
-            existing = Instance.objects.select_related("series__study").filter(sop_uid=a.sop_uid).first()
-            if existing is not None:
+            existing_pk = _lock_and_find(a.sop_uid)
+            if existing_pk is not None:
+                existing = Instance.objects.select_related("series__study").get(pk=existing_pk)
                 return _duplicate(existing, received, institution=institution, actor=actor, via=via, source=source)
-            pending = _start_put(received.path, key)
+            received.digest()
+            pending = _start_put(received.path, key, presynced)
             file_placed = True
-            result = _index(received, key, institution)
-            _audit_stored(result, received, actor=actor, via=via, source=source)
             _wait_durable(pending, key)
+            # Durable first, then the rows: the study and series rows stay locked (against
+            # parallel associations into the same series) only from their update to the commit.
+            result = _index(received, key, institution, actor=actor, via=via, source=source, use_known=use_known)
             transaction.on_commit(partial(_enqueue_render, result.instance.pk), robust=True)
         return result
     except BaseException as exc:
         if file_placed:
             _delete_quietly(key)
-        if isinstance(exc, DatabaseError):
+        if isinstance(exc, DatabaseError) and not isinstance(exc, IntegrityError):
             raise _storage_failed(gettext_noop("the index could not be updated (%(error)s)"), exc) from exc
         raise
 
 
-def _lock_sop_uid(sop_uid: str) -> None:
-    """Serialise stores of one SOP Instance UID until commit (SQLite's IMMEDIATE
-    transactions already serialise all writers)."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [_LOCK_NAMESPACE, sop_uid])
+def _lock_and_find(sop_uid: str) -> int | None:
+    """Serialise stores of one SOP Instance UID until commit, then the primary key of the
+    instance already stored under it, if any. (SQLite's IMMEDIATE transactions already
+    serialise all writers; on PostgreSQL the lock and the look-up are one round trip.)"""
+    find = f"SELECT id FROM {_table(Instance)} WHERE sop_uid = %s"  # noqa: S608
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"SELECT pg_advisory_xact_lock(%s, hashtext(%s)); {find}", [_LOCK_NAMESPACE, sop_uid, sop_uid]
+            )
+        else:
+            cursor.execute(find, [sop_uid])
+        row = cursor.fetchone()
+    return None if row is None else int(row[0])
 
 
-def _start_put(path: Path, key: str) -> Future[None]:
+def _start_put(path: Path, key: str, presynced: Future[None] | None = None) -> Future[None]:
     try:
-        return storage.start_put(path, key)
+        return storage.start_put(path, key, presynced)
     except Exception as exc:  # any backend's failure (OSError, botocore's ClientError...) is ours to report
         log.exception("storing %s failed", key)
         raise _storage_failed(gettext_noop("the file could not be stored (%(error)s)"), exc) from exc
 
 
 def _wait_durable(pending: Future[None], key: str) -> None:
-    """The file's fsyncs ran while we indexed; the rows commit only after they succeed."""
+    """The rows are written only once the file and its folder are durable (its data was
+    synced while we read and checked it)."""
     try:
         pending.result()
     except Exception as exc:
@@ -281,7 +332,7 @@ def _duplicate(
         raise IngestError(
             "uid-conflict", gettext_noop("SOP Instance UID %(uid)s is already in use"), uid=existing.sop_uid
         )
-    identical = existing.sha256 == received.sha256
+    identical = existing.sha256 == received.digest()
     if not identical:
         log.warning(
             "SOP Instance UID %s received again via %s with other bytes (sha256 %s); kept the stored copy (sha256 %s)",
@@ -306,17 +357,96 @@ def _duplicate(
 
 
 # --- indexing -------------------------------------------------------------------------
+# Plain SQL through Django's connection, a handful of statements per instance: on the
+# C-STORE path the ORM's query building cost more than the database itself. PostgreSQL and
+# SQLite both speak INSERT/UPDATE ... RETURNING and ON CONFLICT, so there is one path for
+# both. The common case (a further instance of a known series) is: lock and look up the SOP
+# Instance UID, read the patient, bump the study and the series, insert the instance with
+# its audit event; PostgreSQL gets the first two and the last two in one round trip each.
+# Table and column names in the SQL come from the models' metadata, never from input; every
+# value is a bound parameter (hence the S608 exemptions below).
 
 
-def _index(received: _Received, key: str, institution: Institution) -> IngestResult:
+def _index(
+    received: _Received,
+    key: str,
+    institution: Institution,
+    *,
+    actor: audit.Actor,
+    via: str,
+    source: str,
+    use_known: bool = True,
+) -> IngestResult:
     a = received.attributes
-    patient = _patient(a, institution)
-    study, study_created = _locked_get_or_create(
-        Study, {"study_uid": a.study_uid}, lambda: _new_study(a, institution, patient)
-    )
-    if not study_created:
-        _check_study(study, a, institution, patient)
-    series, series_created = _locked_get_or_create(Series, {"series_uid": a.series_uid}, lambda: _new_series(a, study))
+    now = timezone.now()
+    known_key = _known_key(a, institution)
+    known = _known.get(known_key) if use_known else None
+    with connection.cursor() as cursor:
+        if known is None:
+            study, series = _parents(cursor, a, institution, received.size, now)
+            remembered = (study.patient_id, study.pk, series.pk)
+            transaction.on_commit(partial(_known.put, known_key, remembered))
+            statements = []
+        else:
+            patient_pk, study_pk, series_pk = known
+            study = Study(pk=study_pk, study_uid=a.study_uid, institution_id=institution.pk, patient_id=patient_pk)
+            series = Series(pk=series_pk, series_uid=a.series_uid, study_id=study_pk, modality=a.modality[:16])
+            statements = _bumps(study_pk, series_pk, received.size, now)
+        instance = Instance(
+            sop_uid=a.sop_uid,
+            series=series,
+            sop_class_uid=a.sop_class_uid,
+            transfer_syntax_uid=received.parsed.transfer_syntax_uid,
+            instance_number=a.instance_number,
+            rows=a.rows,
+            columns=a.columns,
+            number_of_frames=a.number_of_frames,
+            storage_key=key,
+            size_bytes=received.size,
+            sha256=received.sha256,
+        )
+        event = audit.build(
+            actor=actor,
+            action="instance.store",
+            object_type="instance",
+            object_id=a.sop_uid,
+            patient=str(study.patient_id),
+            source=source,
+            detail={
+                "via": via,
+                "study_uid": a.study_uid,
+                "series_uid": a.series_uid,
+                "size": received.size,
+                "sha256": received.sha256,
+            },
+        )
+        audit_sql, audit_params = _insert_sql(event)
+        instance_sql, instance_params = _insert_sql(instance)
+        statements += [(audit_sql, audit_params), (f"{instance_sql} RETURNING id", instance_params)]
+        instance.pk = int(_execute_all(cursor, statements)[0])
+    series.study = study
+    return IngestResult(instance=instance, created=True, study=study, series=series)
+
+
+def _parents(cursor: Any, a: Attributes, institution: Institution, size: int, now: Any) -> tuple[Study, Series]:
+    """Patient, study and series read (created when new), checked against each other and
+    counted one instance more."""
+    patient_pk = _patient(cursor, a, institution)
+    study = _study(cursor, a, institution, patient_pk, size, now)
+    if study.institution_id != institution.pk:
+        raise IngestError(
+            "uid-conflict",
+            gettext_noop("Study Instance UID %(uid)s is already in use by another institution"),
+            uid=a.study_uid,
+        )
+    if study.patient_id != patient_pk:
+        raise IngestError(
+            "uid-conflict",
+            gettext_noop("Study Instance UID %(uid)s belongs to another patient than Patient ID %(patient_id)s"),
+            uid=a.study_uid,
+            patient_id=a.patient_id,
+        )
+    series, series_created = _series(cursor, a, study)
     if series.study_id != study.pk:
         raise IngestError(
             "uid-conflict",
@@ -324,141 +454,276 @@ def _index(received: _Received, key: str, institution: Institution) -> IngestRes
             series_uid=a.series_uid,
             study_uid=a.study_uid,
         )
-    instance = Instance.objects.create(
-        sop_uid=a.sop_uid,
-        series=series,
-        sop_class_uid=a.sop_class_uid,
-        transfer_syntax_uid=received.parsed.transfer_syntax_uid,
-        instance_number=a.instance_number,
-        rows=a.rows,
-        columns=a.columns,
-        number_of_frames=a.number_of_frames,
-        storage_key=key,
-        size_bytes=received.size,
-        sha256=received.sha256,
+    _study_follows_series(cursor, study, a, series_created)
+    return study, series
+
+
+# Parents already checked and brought up to date by an earlier store of this process, for
+# files that name the same institution, patient (as written), study and series fields: the
+# next instance of a series then only counts itself in (_bumps). Entries are remembered on
+# commit; a study deleted since is caught by the instance's foreign key at commit, and the
+# store is retried without them.
+
+
+def _known_key(a: Attributes, institution: Institution) -> tuple[Any, ...]:
+    return (
+        institution.pk,
+        a.patient_id,
+        a.patient_name,
+        a.patient_birth_date,
+        a.patient_sex,
+        a.study_uid,
+        a.study_date,
+        a.study_time,
+        a.accession_number,
+        a.study_description,
+        a.referring_physician,
+        a.series_uid,
+        a.modality,
     )
-    series.num_instances += 1
-    Series.objects.filter(pk=series.pk).update(num_instances=series.num_instances)
-    _update_study(study, a, received.size, series_created)
-    return IngestResult(instance=instance, created=True, study=study, series=series)
 
 
-def _patient(a: Attributes, institution: Institution) -> Patient:
-    identity = {"issuer": institution, "patient_id": a.patient_id}
+class _KnownParents:
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self.lock = threading.Lock()
+        self.rows: dict[tuple[Any, ...], tuple[int, int, int]] = {}
+
+    def get(self, key: tuple[Any, ...]) -> tuple[int, int, int] | None:
+        with self.lock:
+            return self.rows.get(key)
+
+    def put(self, key: tuple[Any, ...], value: tuple[int, int, int]) -> None:
+        with self.lock:
+            if len(self.rows) >= self.size:
+                self.rows.clear()
+            self.rows[key] = value
+
+    def forget(self, key: tuple[Any, ...]) -> None:
+        with self.lock:
+            self.rows.pop(key, None)
+
+
+_known = _KnownParents()
+
+
+def _bumps(study_pk: int, series_pk: int, size: int, now: Any) -> list[tuple[str, list[Any]]]:
+    _, (prepared_now,) = _values(Study, {"updated_at": now})
+    return [
+        (
+            f"UPDATE {_table(Study)} SET num_instances = num_instances + 1, size_bytes = size_bytes + %s,"  # noqa: S608
+            " updated_at = %s WHERE id = %s",
+            [size, prepared_now, study_pk],
+        ),
+        (f"UPDATE {_table(Series)} SET num_instances = num_instances + 1 WHERE id = %s", [series_pk]),  # noqa: S608
+    ]
+
+
+def _execute_all(cursor: Any, statements: list[tuple[str, list[Any]]]) -> Any:
+    """Run the statements in order; the first row of the last one's result. On PostgreSQL
+    they go in one round trip (psycopg2 sends them as one simple query)."""
+    if connection.vendor == "postgresql":
+        cursor.execute("; ".join(sql for sql, _ in statements), [p for _, params in statements for p in params])
+    else:
+        for sql, params in statements:
+            cursor.execute(sql, params)
+    return cursor.fetchone()
+
+
+def _table(model: type[models.Model]) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _values(model: type[models.Model], values: dict[str, Any]) -> tuple[str, list[Any]]:
+    """Quoted column names and the values prepared for this database, as the ORM would."""
+    fields = [model._meta.get_field(name) for name in values]
+    concrete = [f for f in fields if isinstance(f, models.Field)]
+    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in concrete)
+    prepared = [f.get_db_prep_save(values[f.name], connection) for f in concrete]
+    return columns, prepared
+
+
+def _insert_sql(obj: models.Model) -> tuple[str, list[Any]]:
+    """INSERT of every concrete field but the primary key, with auto_now(_add) applied."""
+    fields = [f for f in obj._meta.concrete_fields if not f.primary_key]
+    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
+    values = [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
+    marks = ", ".join(["%s"] * len(fields))
+    return f"INSERT INTO {_table(type(obj))} ({columns}) VALUES ({marks})", values  # noqa: S608
+
+
+def _patient(cursor: Any, a: Attributes, institution: Institution) -> int:
+    """The patient's primary key (issuer = our institution), created or its blanks and
+    changed demographics brought up to date from this file."""
+    table = _table(Patient)
+    cursor.execute(
+        f"SELECT id, name, birth_date, sex FROM {table} WHERE issuer_id = %s AND patient_id = %s",  # noqa: S608
+        [institution.pk, a.patient_id],
+    )
+    row = cursor.fetchone()
     seen = {"name": a.patient_name[:324], "birth_date": a.patient_birth_date, "sex": a.patient_sex[:16]}
-    patient, created = _locked_get_or_create(Patient, identity, lambda: Patient(**identity, **seen))
-    changed = {k: v for k, v in seen.items() if v and getattr(patient, k) != v} if not created else {}
+    if row is None:
+        columns, params = _values(
+            Patient, {"issuer": institution.pk, "patient_id": a.patient_id, **seen, "created_at": timezone.now()}
+        )
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(params))})"  # noqa: S608
+            " ON CONFLICT (issuer_id, patient_id) DO NOTHING RETURNING id",
+            params,
+        )
+        inserted = cursor.fetchone()
+        if inserted is not None:
+            return int(inserted[0])
+        # another store created the patient meanwhile: read it as usual
+        cursor.execute(
+            f"SELECT id, name, birth_date, sex FROM {table} WHERE issuer_id = %s AND patient_id = %s",  # noqa: S608
+            [institution.pk, a.patient_id],
+        )
+        row = cursor.fetchone()
+    pk, name, birth_date, sex = row
+    stored = {"name": name, "birth_date": str(birth_date) if birth_date else None, "sex": sex}
+    changed = {k: v for k, v in seen.items() if v and stored[k] != (v.isoformat() if isinstance(v, dt.date) else v)}
     if changed:
-        Patient.objects.filter(pk=patient.pk).update(**changed)
-        for field, value in changed.items():
-            setattr(patient, field, value)
-    return patient
+        Patient.objects.filter(pk=pk).update(**changed)
+    return int(pk)
 
 
-def _new_study(a: Attributes, institution: Institution, patient: Patient) -> Study:
-    return Study(
-        study_uid=a.study_uid,
-        patient=patient,
-        institution=institution,
-        study_date=a.study_date,
-        study_time=a.study_time,
-        accession_number=a.accession_number[:16],
-        study_id=a.study_id[:16],
-        description=a.study_description[:64],
-        referring_physician=a.referring_physician[:324],
-    )
+_STUDY_FILL = ("study_date", "study_time", "accession_number", "description", "referring_physician")
 
 
-def _new_series(a: Attributes, study: Study) -> Series:
-    return Series(
-        series_uid=a.series_uid,
-        study=study,
-        modality=a.modality[:16],
-        series_number=a.series_number,
-        description=a.series_description[:64],
-        body_part=a.body_part[:16],
-    )
-
-
-def _check_study(study: Study, a: Attributes, institution: Institution, patient: Patient) -> None:
-    if study.institution_id != institution.pk:
-        raise IngestError(
-            "uid-conflict",
-            gettext_noop("Study Instance UID %(uid)s is already in use by another institution"),
-            uid=a.study_uid,
-        )
-    if study.patient_id != patient.pk:
-        raise IngestError(
-            "uid-conflict",
-            gettext_noop("Study Instance UID %(uid)s belongs to another patient than Patient ID %(patient_id)s"),
-            uid=a.study_uid,
-            patient_id=a.patient_id,
-        )
-
-
-def _update_study(study: Study, a: Attributes, size: int, series_created: bool) -> None:
-    """Counters and blank fields filled from later instances; the row is locked, so the
-    values read are current and the object is kept in step with the row."""
-    changes: dict[str, Any] = {
-        "num_instances": study.num_instances + 1,
-        "size_bytes": study.size_bytes + size,
-        "num_series": study.num_series + (1 if series_created else 0),
-        "updated_at": timezone.now(),
+def _study(cursor: Any, a: Attributes, institution: Institution, patient_pk: int, size: int, now: Any) -> Study:
+    """The study row, locked until commit: counted one instance more, its blank fields filled
+    from this file; created (with this instance counted) when it is new."""
+    fill = {
+        "study_date": a.study_date,
+        "study_time": a.study_time,
+        "accession_number": a.accession_number[:16],
+        "description": a.study_description[:64],
+        "referring_physician": a.referring_physician[:324],
     }
+    study = _bump_study(cursor, a.study_uid, fill, size, now)
+    if study is not None:
+        return study
+    new = {
+        "study_uid": a.study_uid,
+        "patient": patient_pk,
+        "institution": institution.pk,
+        **fill,
+        "study_id": a.study_id[:16],
+        "modalities": a.modality[:16],
+        "num_series": 0,
+        "num_instances": 1,
+        "size_bytes": size,
+        "received_at": now,
+        "updated_at": now,
+    }
+    columns, params = _values(Study, new)
+    cursor.execute(
+        f"INSERT INTO {_table(Study)} ({columns}) VALUES ({', '.join(['%s'] * len(params))})"  # noqa: S608
+        " ON CONFLICT (study_uid) DO NOTHING RETURNING id",
+        params,
+    )
+    inserted = cursor.fetchone()
+    if inserted is None:  # another store created it meanwhile
+        study = _bump_study(cursor, a.study_uid, fill, size, now)
+        if study is None:
+            raise IngestError(
+                "storage-failed", gettext_noop("the index could not be updated (%(error)s)"), error="race"
+            )
+        return study
+    return Study(
+        pk=int(inserted[0]),
+        study_uid=a.study_uid,
+        patient_id=patient_pk,
+        institution_id=institution.pk,
+        modalities=new["modalities"],
+        num_instances=1,
+        size_bytes=size,
+        **{k: v for k, v in fill.items()},
+        study_id=new["study_id"],
+    )
+
+
+def _bump_study(cursor: Any, study_uid: str, fill: dict[str, Any], size: int, now: Any) -> Study | None:
+    table = _table(Study)
+    sets = [
+        "num_instances = num_instances + 1",
+        "size_bytes = size_bytes + %s",
+        "updated_at = %s",
+        "study_date = COALESCE(study_date, %s)",
+        "study_time = COALESCE(study_time, %s)",
+        *(f"{f} = CASE WHEN {f} = '' THEN %s ELSE {f} END" for f in _STUDY_FILL[2:]),
+    ]
+    _, prepared = _values(Study, {"size_bytes": size, "updated_at": now, **fill})
+    cursor.execute(
+        f"UPDATE {table} SET {', '.join(sets)} WHERE study_uid = %s RETURNING id, institution_id, patient_id,"  # noqa: S608
+        " modalities, num_series, num_instances, size_bytes",
+        [*prepared, study_uid],
+    )
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    pk, institution_id, patient_id, modalities, num_series, num_instances, size_bytes = row
+    return Study(
+        pk=pk,
+        study_uid=study_uid,
+        institution_id=institution_id,
+        patient_id=patient_id,
+        modalities=modalities,
+        num_series=num_series,
+        num_instances=num_instances,
+        size_bytes=size_bytes,
+    )
+
+
+def _series(cursor: Any, a: Attributes, study: Study) -> tuple[Series, bool]:
+    """The series row, locked until commit and counted one instance more; created when new."""
+    bump = f"UPDATE {_table(Series)} SET num_instances = num_instances + 1 WHERE series_uid = %s RETURNING id, study_id"  # noqa: S608
+    cursor.execute(bump, [a.series_uid])
+    row = cursor.fetchone()
+    created = False
+    if row is None:
+        new = {
+            "series_uid": a.series_uid,
+            "study": study.pk,
+            "modality": a.modality[:16],
+            "series_number": a.series_number,
+            "description": a.series_description[:64],
+            "body_part": a.body_part[:16],
+            "num_instances": 1,
+        }
+        columns, params = _values(Series, new)
+        cursor.execute(
+            f"INSERT INTO {_table(Series)} ({columns}) VALUES ({', '.join(['%s'] * len(params))})"  # noqa: S608
+            " ON CONFLICT (series_uid) DO NOTHING RETURNING id, study_id",
+            params,
+        )
+        row = cursor.fetchone()
+        created = row is not None
+        if row is None:  # another store created it meanwhile
+            cursor.execute(bump, [a.series_uid])
+            row = cursor.fetchone()
+    return Series(pk=row[0], series_uid=a.series_uid, study_id=row[1], modality=a.modality[:16]), created
+
+
+def _study_follows_series(cursor: Any, study: Study, a: Attributes, series_created: bool) -> None:
+    """A new series counts in the study; a new modality joins the study's list (while it fits)."""
+    changes: dict[str, Any] = {}
+    if series_created:
+        changes["num_series"] = study.num_series + 1
     modalities = study.modality_list
     if a.modality and a.modality not in modalities and len(study.modalities) + len(a.modality) + 1 <= 64:
         changes["modalities"] = "\\".join([*modalities, a.modality])
-    for field, value in (
-        ("study_date", a.study_date),
-        ("study_time", a.study_time),
-        ("accession_number", a.accession_number[:16]),
-        ("description", a.study_description[:64]),
-        ("referring_physician", a.referring_physician[:324]),
-    ):
-        if value and not getattr(study, field):
-            changes[field] = value
-    Study.objects.filter(pk=study.pk).update(**changes)
+    if not changes:
+        return
+    columns, params = _values(Study, changes)
+    sets = ", ".join(f"{c} = %s" for c in columns.split(", "))
+    cursor.execute(f"UPDATE {_table(Study)} SET {sets} WHERE id = %s", [*params, study.pk])  # noqa: S608
     for field, value in changes.items():
         setattr(study, field, value)
 
 
-def _locked_get_or_create(model: type[ModelT], lookup: dict[str, Any], build: Any) -> tuple[ModelT, bool]:
-    """The row for `lookup`, locked until commit; created from build() when missing.
-
-    Under concurrency the loser's INSERT waits for the winner's commit, fails on the
-    unique constraint inside its savepoint, and then locks the winner's row.
-    """
-    row = model.objects.select_for_update().filter(**lookup).first()  # type: ignore[attr-defined]
-    if row is not None:
-        return row, False
-    try:
-        with transaction.atomic():
-            row = build()
-            row.save(force_insert=True)
-            return row, True
-    except IntegrityError:
-        return model.objects.select_for_update().get(**lookup), False  # type: ignore[attr-defined]
-
-
 # --- audit and follow-up --------------------------------------------------------------
-
-
-def _audit_stored(result: IngestResult, received: _Received, *, actor: audit.Actor, via: str, source: str) -> None:
-    audit.record(
-        actor=actor,
-        action="instance.store",
-        object_type="instance",
-        object_id=result.instance.sop_uid,
-        patient=str(result.study.patient_id),
-        source=source,
-        detail={
-            "via": via,
-            "study_uid": result.study.study_uid,
-            "series_uid": result.series.series_uid,
-            "size": received.size,
-            "sha256": received.sha256,
-        },
-    )
 
 
 def _audit_refusal(exc: IngestError, *, object_id: str, actor: audit.Actor, via: str, source: str) -> None:
@@ -480,4 +745,4 @@ def _audit_refusal(exc: IngestError, *, object_id: str, actor: audit.Actor, via:
 def _enqueue_render(instance_id: int) -> None:
     from imaging import tasks
 
-    tasks.render_instance.delay(instance_id)
+    tasks.schedule_render(instance_id)

@@ -84,17 +84,27 @@ def put_file(source: Path, key: str) -> None:
     start_put(source, key).result()
 
 
-def start_put(source: Path, key: str) -> Future[None]:
+def presync(path: Path) -> Future[None] | None:
+    """Start making the data of a received file durable now, on the pool, while the caller
+    parses and checks it; hand the future to start_put. None when the store is not local
+    (there the upload itself is the durable copy)."""
+    if not isinstance(dicom_storage(), FileSystemStorage):
+        return None
+    return _sync_pool().submit(_fdatasync, path)
+
+
+def start_put(source: Path, key: str, presynced: Future[None] | None = None) -> Future[None]:
     """Put the file in place now; the future completes once it is durable.
 
     On a local store the fsyncs (a few milliseconds each on real disks) run on a small
-    thread pool, so the caller can index meanwhile and wait just before it commits.
+    thread pool, so the caller can work meanwhile. `presynced` is presync(source): when the
+    file is linked into place its data is then already on its way to disk.
     """
     storage = dicom_storage()
     if isinstance(storage, FileSystemStorage):
         dest = Path(storage.path(key))
-        new_dirs = _place_local(storage, source, dest)
-        return _sync_pool().submit(_sync_local, dest, new_dirs)
+        linked, new_dirs = _place_local(storage, source, dest)
+        return _sync_pool().submit(_sync_local, dest, new_dirs, presynced if linked else None)
     with source.open("rb") as fh:
         saved = storage.save(key, File(fh, name=key))
     if saved != key:
@@ -113,14 +123,17 @@ def delete_key(key: str) -> None:
         storage.delete(key)
 
 
-def _place_local(storage: FileSystemStorage, source: Path, dest: Path) -> list[Path]:
-    """Link (or copy) the file into place atomically; returns the folders whose entries changed."""
+def _place_local(storage: FileSystemStorage, source: Path, dest: Path) -> tuple[bool, list[Path]]:
+    """Link (or copy) the file into place atomically; whether it was linked (the same inode:
+    no copy at all), and the folders whose entries changed."""
     new_dirs = _make_dirs(dest.parent, storage.directory_permissions_mode)
     staging = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
+    linked = True
     try:
         try:
             os.link(source, staging)  # same file system: no copy at all
         except OSError:
+            linked = False
             _copy(source, staging)
         if storage.file_permissions_mode is not None:
             os.chmod(staging, storage.file_permissions_mode)
@@ -128,22 +141,31 @@ def _place_local(storage: FileSystemStorage, source: Path, dest: Path) -> list[P
     except BaseException:
         staging.unlink(missing_ok=True)
         raise
-    return [dest.parent, *new_dirs]
+    return linked, [dest.parent, *new_dirs]
 
 
-def _sync_local(dest: Path, folders: list[Path]) -> None:
-    fd = os.open(dest, os.O_RDONLY)
+def _sync_local(dest: Path, folders: list[Path], presynced: Future[None] | None) -> None:
+    if presynced is not None:
+        presynced.result()  # the same inode: its data is durable once this is done
+    else:
+        _fdatasync(dest)
+    for folder in folders:
+        _fsync_dir(folder)
+
+
+def _fdatasync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fdatasync(fd)
     finally:
         os.close(fd)
-    for folder in folders:
-        _fsync_dir(folder)
 
 
 def _make_dirs(folder: Path, mode: int | None) -> list[Path]:
     """mkdir -p, returning the parents of the folders it created (they need an fsync too)."""
     created: list[Path] = []
+    if folder.is_dir():  # the usual case: a further instance of a series
+        return created
     missing = [p for p in [folder, *folder.parents] if not p.exists()]
     for path in reversed(missing):
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from functools import cached_property
 from typing import Any
 
 from pydicom import config as pydicom_config
@@ -141,16 +142,20 @@ def _unsigned(value: int | None) -> int | None:
 
 
 class Attributes:
-    """The attributes the index and the renderer need, read once and normalised."""
+    """The attributes the index and the renderer need, read once and normalised (each
+    value is computed on first use and kept: the data set must not change afterwards)."""
 
     def __init__(self, ds: Dataset) -> None:
         self.ds = ds
+        self._texts: dict[str, str] = {}
 
     def text(self, keyword: str) -> str:
-        try:
-            return _text(self.ds.get(keyword))
-        except Exception:  # a value pydicom cannot convert reads as empty
-            return ""
+        if keyword not in self._texts:
+            try:
+                self._texts[keyword] = _text(self.ds.get(keyword))
+            except Exception:  # a value pydicom cannot convert reads as empty
+                self._texts[keyword] = ""
+        return self._texts[keyword]
 
     def integer(self, keyword: str) -> int | None:
         try:
@@ -159,100 +164,100 @@ class Attributes:
             return None
 
     # PS3.3 C.12.1 SOP Common
-    @property
+    @cached_property
     def sop_class_uid(self) -> str:
         return self.text("SOPClassUID")
 
-    @property
+    @cached_property
     def sop_uid(self) -> str:
         return self.text("SOPInstanceUID")
 
     # PS3.3 C.7.1.1 Patient
-    @property
+    @cached_property
     def patient_id(self) -> str:
         return self.text("PatientID")
 
-    @property
+    @cached_property
     def patient_name(self) -> str:
         return self.text("PatientName")
 
-    @property
+    @cached_property
     def patient_birth_date(self) -> dt.date | None:
         return _date(self.text("PatientBirthDate"))
 
-    @property
+    @cached_property
     def patient_sex(self) -> str:
         return self.text("PatientSex")
 
     # PS3.3 C.7.2.1 General Study
-    @property
+    @cached_property
     def study_uid(self) -> str:
         return self.text("StudyInstanceUID")
 
-    @property
+    @cached_property
     def study_date(self) -> dt.date | None:
         return _date(self.text("StudyDate"))
 
-    @property
+    @cached_property
     def study_time(self) -> dt.time | None:
         return _time(self.text("StudyTime"))
 
-    @property
+    @cached_property
     def accession_number(self) -> str:
         return self.text("AccessionNumber")
 
-    @property
+    @cached_property
     def study_id(self) -> str:
         return self.text("StudyID")
 
-    @property
+    @cached_property
     def study_description(self) -> str:
         return self.text("StudyDescription")
 
-    @property
+    @cached_property
     def referring_physician(self) -> str:
         return self.text("ReferringPhysicianName")
 
     # PS3.3 C.7.3.1 General Series
-    @property
+    @cached_property
     def series_uid(self) -> str:
         return self.text("SeriesInstanceUID")
 
-    @property
+    @cached_property
     def modality(self) -> str:
         return self.text("Modality").upper()
 
-    @property
+    @cached_property
     def series_number(self) -> int | None:
         return self.integer("SeriesNumber")
 
-    @property
+    @cached_property
     def series_description(self) -> str:
         return self.text("SeriesDescription")
 
-    @property
+    @cached_property
     def body_part(self) -> str:
         return self.text("BodyPartExamined")
 
     # PS3.3 C.7.6.1 General Image and C.7.6.3 Image Pixel
-    @property
+    @cached_property
     def instance_number(self) -> int | None:
         return self.integer("InstanceNumber")
 
-    @property
+    @cached_property
     def rows(self) -> int | None:
         return _unsigned(self.integer("Rows"))
 
-    @property
+    @cached_property
     def columns(self) -> int | None:
         return _unsigned(self.integer("Columns"))
 
-    @property
+    @cached_property
     def number_of_frames(self) -> int:
         frames = self.integer("NumberOfFrames")
         return frames if frames and frames > 0 else 1
 
-    @property
+    @cached_property
     def transfer_syntax_uid(self) -> str:
         meta = getattr(self.ds, "file_meta", None)
         return _text(meta.get("TransferSyntaxUID")) if meta is not None else ""

@@ -318,7 +318,7 @@ def test_expected_study_uid_that_matches_is_accepted(clinic, actor):
 
 
 def test_storage_failure_is_refused_out_of_resources_with_nothing_indexed(clinic, actor, dicom_dir, monkeypatch):
-    def broken(source: Path, key: str) -> Future[None]:
+    def broken(source: Path, key: str, presynced: Future[None] | None = None) -> Future[None]:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(storage, "start_put", broken)
@@ -331,7 +331,7 @@ def test_storage_failure_is_refused_out_of_resources_with_nothing_indexed(clinic
 
 
 def test_failed_fsync_refuses_the_instance_and_removes_the_file(clinic, actor, dicom_dir, monkeypatch):
-    def sync_fails(dest: Path, folders: list[Path]) -> None:
+    def sync_fails(dest: Path, folders: list[Path], presynced: Future[None] | None) -> None:
         raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(storage, "_sync_local", sync_fails)
@@ -344,11 +344,30 @@ def test_failed_fsync_refuses_the_instance_and_removes_the_file(clinic, actor, d
     assert stored_files(dicom_dir) == []
 
 
+def test_failed_early_sync_of_the_received_data_refuses_the_instance(clinic, actor, dicom_dir, monkeypatch):
+    synced: list[Path] = []
+
+    def data_sync_fails(path: Path) -> None:
+        synced.append(Path(path))
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(storage, "_fdatasync", data_sync_fails)
+
+    with pytest.raises(IngestError) as caught:
+        _ingest(part10_bytes(_ct()), clinic, actor)
+
+    assert (caught.value.code, caught.value.dicom_status) == ("storage-failed", 0xA700)
+    assert "could not be made durable" in caught.value.reason
+    assert len(synced) == 1 and synced[0].parent == storage.temp_dir()  # the received file, before it was placed
+    assert index_counts() == (0, 0, 0, 0)
+    assert stored_files(dicom_dir) == []
+
+
 def test_failure_after_the_file_is_placed_removes_the_file_and_every_row(clinic, actor, dicom_dir, monkeypatch):
     def fail(*args: object, **kwargs: object) -> None:
         raise RuntimeError("audit database went away")
 
-    monkeypatch.setattr(ingest, "_audit_stored", fail)
+    monkeypatch.setattr(ingest, "_execute_all", fail)  # after patient, study and series rows are written
 
     with pytest.raises(RuntimeError):
         _ingest(part10_bytes(_ct()), clinic, actor)
@@ -361,7 +380,7 @@ def test_render_task_runs_after_commit(clinic, actor, django_capture_on_commit_c
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         result = _ingest(part10_bytes(_ct()), clinic, actor)
 
-    assert len(callbacks) == 1
+    assert [c.func for c in callbacks].count(ingest._enqueue_render) == 1  # type: ignore[attr-defined]
     result.instance.refresh_from_db()
     assert result.instance.rendered
 
@@ -417,6 +436,43 @@ def test_concurrent_associations_into_one_new_study_keep_counts_right(clinic, ac
     assert [s.num_instances for s in Series.objects.all()] == [4, 4, 4]
     assert Patient.objects.count() == 1
     assert len(stored_files(dicom_dir)) == 12
+
+
+@pytest.mark.django_db(transaction=True)
+def test_later_instances_of_a_series_count_in_through_the_remembered_parents(clinic, actor, dicom_dir, monkeypatch):
+    slices = make_ct_series(5, 16, 16)
+    sent = [part10_bytes(ds) for ds in slices]
+    first_time = []
+    real_parents = ingest._parents
+    monkeypatch.setattr(ingest, "_parents", lambda *a, **k: first_time.append(1) or real_parents(*a, **k))
+
+    results = [_ingest(data, clinic, actor) for data in sent]
+
+    assert len(first_time) == 1  # instances 2..5 took the short path
+    assert all(r.created and r.study.pk == results[0].study.pk for r in results)
+    study = Study.objects.get()
+    assert (study.num_series, study.num_instances, study.size_bytes) == (1, 5, sum(map(len, sent)))
+    assert Series.objects.get().num_instances == 5
+    assert study.modalities == "CT" and study.study_date is not None
+    stored = AuditEvent.objects.filter(action="instance.store", outcome="success")
+    assert sorted(e.object_id for e in stored) == sorted(ds.SOPInstanceUID for ds in slices)
+    assert {e.patient for e in stored} == {str(study.patient_id)}
+    assert len(stored_files(dicom_dir)) == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_study_deleted_after_its_first_instance_is_made_again_by_the_next(clinic, actor, dicom_dir):
+    first, second = (part10_bytes(ds) for ds in make_ct_series(2, 16, 16))
+    _ingest(first, clinic, actor)
+    Study.objects.all().delete()  # what the remembered parents pointed at is gone
+
+    result = _ingest(second, clinic, actor)
+
+    assert result.created
+    study = Study.objects.get()
+    assert (study.num_series, study.num_instances, study.size_bytes) == (1, 1, len(second))
+    assert Series.objects.get().num_instances == 1
+    assert Instance.objects.get().sop_uid == result.instance.sop_uid
 
 
 def test_reason_is_english_for_logs_and_localized_for_pages(clinic, actor):

@@ -188,7 +188,7 @@ def test_failure_after_upload_deletes_the_object(s3, clinic, actor, monkeypatch)
     def fail(*args: object, **kwargs: object) -> None:
         raise RuntimeError("index write failed")
 
-    monkeypatch.setattr(ingest, "_audit_stored", fail)
+    monkeypatch.setattr(ingest, "_execute_all", fail)
 
     with pytest.raises(RuntimeError):
         _ingest(part10_bytes(make_ct_series(1, 32, 32)[0]), clinic, actor)
