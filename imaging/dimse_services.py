@@ -182,4 +182,5 @@ def _stored(instance: Instance) -> StoredObject:
         sop_instance_uid=instance.sop_uid,
         transfer_syntax_uid=instance.transfer_syntax_uid,
         open=partial(storage.open_instance, instance),
+        path=storage.local_path(instance),
     )

@@ -9,8 +9,11 @@ sub-associations and C-GET sub-operations (PS3.4 C.4).
 from __future__ import annotations
 
 import logging
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -151,9 +154,67 @@ def move_contexts(objects: list[StoredObject]) -> list[PresentationContext]:
     return list(contexts.values())
 
 
-def read_stored(obj: StoredObject) -> Dataset:
-    with obj.open() as f:
-        return dcmread(f)
+class StoredFile(Dataset):
+    """What C-MOVE and C-GET hand pynetdicom for each instance: only its SOP Class and SOP
+    Instance UIDs, and the stored object. pynetdicom takes nothing but a Dataset from a
+    retrieve handler and would encode it again; the association's send_c_store, wrapped by
+    send_as_stored, sends the stored file's data set bytes instead, exactly as received."""
+
+    def __init__(self, obj: StoredObject) -> None:
+        super().__init__()
+        self.SOPClassUID = obj.sop_class_uid
+        self.SOPInstanceUID = obj.sop_instance_uid
+        self.stored = obj
+
+
+@contextmanager
+def stored_path(obj: StoredObject) -> Iterator[Path]:
+    """A real file holding the stored instance: the stored file itself, or a temporary copy
+    (object storage)."""
+    if obj.path is not None:
+        yield obj.path
+        return
+    with obj.open() as source, tempfile.NamedTemporaryFile(suffix=".dcm") as copy:
+        shutil.copyfileobj(source, copy, 1024 * 1024)
+        copy.flush()
+        yield Path(copy.name)
+
+
+def send_as_stored(assoc: Any) -> None:
+    """Make this association send StoredFile data sets as the stored bytes.
+
+    pynetdicom sends a file path's data set unchanged (_config.STORE_SEND_CHUNKED_DATASET,
+    set by the server) when the peer accepted the file's own transfer syntax; when it did not,
+    the file is decoded and pynetdicom converts it to one the peer accepted, as it can.
+    """
+    if getattr(assoc, "sends_as_stored", False):
+        return
+    send = assoc.send_c_store
+
+    def send_c_store(dataset: Any, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(dataset, StoredFile):
+            return send(dataset, *args, **kwargs)
+        with stored_path(dataset.stored) as path:
+            if _accepts(assoc, dataset.stored):
+                return send(path, *args, **kwargs)
+            return send(dcmread(path), *args, **kwargs)
+
+    # An attribute of this one association: pynetdicom's retrieve services call
+    # self.assoc.send_c_store (C-GET) and store_assoc.send_c_store (C-MOVE) for each instance.
+    assoc.send_c_store = send_c_store
+    assoc.sends_as_stored = True
+
+
+def _accepts(assoc: Any, obj: StoredObject) -> bool:
+    """Whether the peer accepted a context for the object's SOP class in its stored syntax."""
+    return any(
+        cx.abstract_syntax == obj.sop_class_uid and cx.transfer_syntax[0] == obj.transfer_syntax_uid
+        for cx in assoc.accepted_contexts
+    )
+
+
+def _send_as_stored_on_open(event: evt.Event) -> None:
+    send_as_stored(event.assoc)
 
 
 class Handlers:
@@ -284,12 +345,14 @@ class Handlers:
         sub_association_handlers = [
             (evt.EVT_CONN_OPEN, set_no_delay),
             (evt.EVT_CONN_OPEN, keep_responses_for_their_sender),
+            (evt.EVT_CONN_OPEN, _send_as_stored_on_open),
         ]
         options = {"contexts": move_contexts(retrieval.objects), "evt_handlers": sub_association_handlers}
         yield dest.host, dest.port, options
         yield from self._send(event, retrieval.objects)
 
     def on_get(self, event: evt.Event) -> Iterator[Any]:
+        send_as_stored(event.assoc)
         try:
             retrieval = self._retrieval(event, None)
         except DimseFailure as failure:
@@ -305,4 +368,4 @@ class Handlers:
             if event.is_cancelled:
                 yield Status.CANCEL, None
                 return
-            yield Status.PENDING, read_stored(obj)
+            yield Status.PENDING, StoredFile(obj)

@@ -83,6 +83,7 @@ class StoredObject:
     sop_instance_uid: str
     transfer_syntax_uid: str
     open: Callable[[], IO[bytes]]
+    path: Path | None = None  # the stored PS3.10 file itself, on a local store
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,12 @@ def receive_into_files(folder: Path) -> None:
     tempfile.tempdir = str(folder)  # pynetdicom makes them with NamedTemporaryFile
 
 
+def send_files_as_stored() -> None:
+    """Have pynetdicom send a file path's data set as its bytes, without decoding it (what
+    handlers.send_as_stored relies on for C-MOVE and C-GET)."""
+    _config.STORE_SEND_CHUNKED_DATASET = True
+
+
 def make_server(ae: AE, host: str, port: int, services: Services, *, reuse_port: bool = False) -> Server:
     """A bound, listening server; call serve_forever() on it, shutdown() to stop."""
     handlers = Handlers(services)

@@ -14,7 +14,15 @@ from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
+from pydicom.filereader import read_dataset
+from pydicom.uid import (
+    UID,
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    generate_uid,
+)
 from pynetdicom import AE, evt
 from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, C_STORE
 from pynetdicom.sop_class import (
@@ -30,12 +38,14 @@ from imaging.dicom.handlers import (
     Handlers,
     Peer,
     RejectReason,
+    StoredFile,
     keep_responses_for_their_sender,
     move_contexts,
+    send_as_stored,
     set_no_delay,
 )
 from imaging.dicom.identifiers import Destination, QueryRequest, ReceivedInstance, Retrieval, StoredObject
-from imaging.dicom.scp import build_ae, make_server
+from imaging.dicom.scp import build_ae, make_server, send_files_as_stored
 from imaging.dicom.status import DimseFailure, Status
 
 
@@ -95,9 +105,13 @@ class Assoc:
         self.acceptor = SimpleNamespace(ae_title="CLOUDPACS")
         self.acse = FakeAcse()
         self.killed = False
+        self.accepted_contexts: list[Any] = []
 
     def kill(self) -> None:
         self.killed = True
+
+    def send_c_store(self, dataset: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the handlers only yield; pynetdicom sends")
 
 
 def accepted(services: FakeServices) -> tuple[Handlers, Assoc]:
@@ -323,6 +337,47 @@ def test_move_contexts_offer_each_stored_syntax_once_with_native_fallbacks() -> 
     assert len(contexts[0].transfer_syntax) == 2 and contexts[1].transfer_syntax == [JPEG2000Lossless]
 
 
+def fake_sender(accepted_syntax: str) -> tuple[Any, list[Any]]:
+    sent: list[Any] = []
+
+    def send_c_store(dataset: Any, **kwargs: Any) -> Any:
+        sent.append(Path(dataset).read_bytes() if isinstance(dataset, Path) else dataset)
+        return SimpleNamespace(Status=0)
+
+    context = SimpleNamespace(abstract_syntax=CTImageStorage, transfer_syntax=[accepted_syntax])
+    return SimpleNamespace(send_c_store=send_c_store, accepted_contexts=[context]), sent
+
+
+def test_a_retrieved_instance_goes_out_as_the_stored_file_when_the_peer_accepts_its_syntax(tmp_path: Path) -> None:
+    obj, data = stored_ct()
+    (tmp_path / "stored.dcm").write_bytes(data)
+    on_disk = StoredObject(
+        obj.sop_class_uid, obj.sop_instance_uid, obj.transfer_syntax_uid, obj.open, tmp_path / "stored.dcm"
+    )
+    assoc, sent = fake_sender(ExplicitVRLittleEndian)
+    send_as_stored(assoc)
+    send_as_stored(assoc)  # wrapping twice changes nothing
+
+    assoc.send_c_store(StoredFile(on_disk), msg_id=2)
+    assoc.send_c_store(StoredFile(obj), msg_id=3)  # object storage: sent from a temporary copy
+    other = Dataset()
+    assoc.send_c_store(other, msg_id=4)
+
+    assert sent == [data, data, other]
+
+
+def test_a_retrieved_instance_is_decoded_for_a_peer_that_did_not_accept_its_syntax() -> None:
+    obj, _ = stored_ct()
+    assoc, sent = fake_sender(ImplicitVRLittleEndian)
+    send_as_stored(assoc)
+
+    assoc.send_c_store(StoredFile(obj), msg_id=2)
+
+    (decoded,) = sent
+    assert isinstance(decoded, Dataset) and not isinstance(decoded, StoredFile)
+    assert (decoded.SOPInstanceUID, decoded.PatientID) == (obj.sop_instance_uid, "1001")
+
+
 def test_a_response_taken_by_the_reactor_goes_back_to_its_sender() -> None:
     served: list[Any] = []
     dimse = SimpleNamespace(msg_queue=queue.Queue())
@@ -378,3 +433,46 @@ def test_transfer_syntax_the_store_does_not_accept_is_refused_at_association(run
         assert [cx.abstract_syntax for cx in assoc.rejected_contexts] == [CTImageStorage]
     finally:
         assoc.release()
+
+
+def test_c_get_sends_the_stored_bytes_and_converts_only_for_a_peer_that_needs_it(running_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from pynetdicom import _config
+    from pynetdicom.presentation import build_role
+
+    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", _config.STORE_SEND_CHUNKED_DATASET)
+    send_files_as_stored()
+    server, services = running_server
+    obj, data = stored_ct()
+    services.retrieval = Retrieval(objects=[obj])
+    received: dict[str, Any] = {}
+    for syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+        scu = AE(ae_title="CT_CLINA")
+        scu.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+        scu.add_requested_context(CTImageStorage, syntax)
+        handlers = [
+            (evt.EVT_C_STORE, lambda event, syntax=syntax: received.update({syntax: event.encoded_dataset(False)}) or 0)
+        ]
+        assoc = scu.associate(
+            "127.0.0.1",
+            server.server_address[1],
+            ae_title="CLINA",
+            ext_neg=[build_role(CTImageStorage, scp_role=True)],
+            evt_handlers=handlers,
+        )
+        assert assoc.is_established
+        try:
+            statuses = [
+                s.Status
+                for s, _ in assoc.send_c_get(
+                    study_identifier(StudyInstanceUID="1"), StudyRootQueryRetrieveInformationModelGet
+                )
+            ]
+        finally:
+            assoc.release()
+        assert statuses[-1] == 0x0000
+
+    group_length = int.from_bytes(data[140:144], "little")  # (0002,0000), after the preamble and its header
+    assert received[ExplicitVRLittleEndian] == data[144 + group_length :]  # the data set as stored, byte for byte
+    assert received[ImplicitVRLittleEndian] != received[ExplicitVRLittleEndian]
+    converted = read_dataset(io.BytesIO(received[ImplicitVRLittleEndian]), is_implicit_VR=True, is_little_endian=True)
+    assert converted.SOPInstanceUID == obj.sop_instance_uid and converted.PatientID == "1001"

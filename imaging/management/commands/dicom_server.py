@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from imaging import storage
-from imaging.dicom.scp import build_ae, make_server, quiet_protocol_logging, receive_into_files
+from imaging.dicom.scp import build_ae, make_server, quiet_protocol_logging, receive_into_files, send_files_as_stored
 from imaging.dimse_services import DjangoServices
 
 
@@ -60,6 +60,7 @@ class Command(BaseCommand):
         if not settings.DEBUG:
             quiet_protocol_logging()
         receive_into_files(storage.temp_dir())
+        send_files_as_stored()
         ae = build_ae(ae_title)
         services = DjangoServices(check_host=settings.DICOM_CHECK_DEVICE_HOST)
         server = make_server(ae, host, port, services, reuse_port=reuse_port)
