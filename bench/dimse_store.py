@@ -196,6 +196,36 @@ Study.objects.bulk_create(
 # --- Orthanc ---------------------------------------------------------------------------------
 
 
+class BarePynetdicom:
+    """bench/bare_scp.py: pynetdicom writing what it receives to files, nothing more."""
+
+    name = "floor: bare pynetdicom SCP (no index, no fsync)"
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+
+    @contextmanager
+    def running(self, label: str, processes: int = 1) -> Iterator[tuple[int, int]]:
+        folder = self.work / f"bare-{label}"
+        port = free_port()
+        cmd = [
+            sys.executable,
+            str(ROOT / "bench" / "bare_scp.py"),
+            str(port),
+            str(folder),
+            "--processes",
+            str(processes),
+        ]
+        proc = subprocess.Popen(cmd, env=NODELAY_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(port, proc)
+            time.sleep(1.0 if processes > 1 else 0.2)
+            yield port, proc.pid
+        finally:
+            stop(proc)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 class Orthanc:
     name = "Orthanc (Debian package, TCP_NODELAY=1)"
 
@@ -388,7 +418,7 @@ def main() -> None:
     django.setup()
 
     work = Path(tempfile.mkdtemp(prefix="bench-dimse-"))
-    ours, orthanc = Ours(work, args.processes), Orthanc(work)
+    ours, orthanc, bare = Ours(work, args.processes), Orthanc(work), BarePynetdicom(work)
     rows: dict[str, Row] = {}
     try:
         ct = work / "ct"
@@ -401,10 +431,12 @@ def main() -> None:
             (ours, "four", args.processes, parts),
             (ours, "four1", 1, parts),
             (orthanc, "four", 1, parts),
+            (bare, "one", 1, [ct]),
+            (bare, "four", args.processes, parts),
         ]
         for _ in range(args.repeat):
             for server, label, processes, folders in plan:
-                called = OUR_AE if server is ours else ORTHANC_AE
+                called = {ours: OUR_AE, orthanc: ORTHANC_AE}.get(server, "BARE")
                 seconds, cpu = measure_store(label, server.running, called, folders, processes)
                 key = f"{server.name}/{label}"
                 row = rows.setdefault(key, Row(server.name, len(folders), processes, args.instances, size, []))
@@ -447,7 +479,7 @@ def report(rows: list[Row], finds: dict[str, list[float]], args: argparse.Namesp
     for row in rows:
         if row.server != Orthanc.name and row.associations in orthanc:
             print(
-                f"- ours on {row.associations} association(s), {row.processes} process(es): "
+                f"- {row.server} on {row.associations} association(s), {row.processes} process(es): "
                 f"{row.rate / orthanc[row.associations]:.2f}x Orthanc"
             )
     print()
