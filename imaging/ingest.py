@@ -24,6 +24,7 @@ Guarantees:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import logging
 import threading
@@ -465,21 +466,29 @@ def _parents(cursor: Any, a: Attributes, institution: Institution, size: int, no
 # store is retried without them.
 
 
+_KNOWN_RAW = (
+    "SpecificCharacterSet",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "StudyDescription",
+    "ReferringPhysicianName",
+)
+
+
 def _known_key(a: Attributes, institution: Institution) -> tuple[Any, ...]:
+    """The parents' identity and every value they take from a file. The values only written
+    to the parents are compared as encoded (with the character set), without decoding."""
     return (
         institution.pk,
         a.patient_id,
-        a.patient_name,
-        a.patient_birth_date,
-        a.patient_sex,
         a.study_uid,
-        a.study_date,
-        a.study_time,
-        a.accession_number,
-        a.study_description,
-        a.referring_physician,
         a.series_uid,
         a.modality,
+        *(a.encoded(keyword) for keyword in _KNOWN_RAW),
     )
 
 
@@ -545,11 +554,16 @@ def _values(model: type[models.Model], values: dict[str, Any]) -> tuple[str, lis
 
 def _insert_sql(obj: models.Model) -> tuple[str, list[Any]]:
     """INSERT of every concrete field but the primary key, with auto_now(_add) applied."""
-    fields = [f for f in obj._meta.concrete_fields if not f.primary_key]
+    sql, fields = _insert_statement(type(obj), connection.vendor)
+    return sql, [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
+
+
+@functools.cache
+def _insert_statement(model: type[models.Model], vendor: str) -> tuple[str, list[models.Field[Any, Any]]]:
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
     columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
-    values = [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
     marks = ", ".join(["%s"] * len(fields))
-    return f"INSERT INTO {_table(type(obj))} ({columns}) VALUES ({marks})", values  # noqa: S608
+    return f"INSERT INTO {_table(model)} ({columns}) VALUES ({marks})", fields  # noqa: S608
 
 
 def _patient(cursor: Any, a: Attributes, institution: Institution) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 from pydicom import config as pydicom_config
 from pydicom import uid as pydicom_uid
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
@@ -156,6 +157,18 @@ class Attributes:
             except Exception:  # a value pydicom cannot convert reads as empty
                 self._texts[keyword] = ""
         return self._texts[keyword]
+
+    def encoded(self, keyword: str) -> Any:
+        """The element's value as found in the file (bytes) when it has not been decoded yet,
+        else its decoded value; None when absent. Cheap: for comparing, not for showing."""
+        try:
+            element = self.ds.get_item(keyword)
+        except Exception:  # as in text()
+            return None
+        if element is None:
+            return None
+        value = element.value
+        return tuple(value) if isinstance(value, list | MultiValue) else value
 
     def integer(self, keyword: str) -> int | None:
         try:

@@ -16,6 +16,7 @@ values) so that a file cut short anywhere, pixel data included, is refused as tr
 from __future__ import annotations
 
 import io
+import mmap
 import struct
 import zlib
 from dataclasses import dataclass
@@ -223,35 +224,37 @@ def _prefix(layout: str, attributes: Attributes, transfer_syntax: str) -> bytes:
 
 
 class _Walker:
-    """Seeks over every element of a data set to prove that the file holds all of it."""
+    """Steps over every element of a data set to prove that the file holds all of it
+    (positions in a memory map of the file: no reads, no seeks)."""
 
-    def __init__(self, fp: BinaryIO, size: int, implicit: bool, little: bool) -> None:
-        self.fp = fp
+    def __init__(self, data: mmap.mmap, size: int, start: int) -> None:
+        self.data = data
         self.size = size
-        self.implicit = implicit
-        self.endian = "<" if little else ">"
+        self.pos = start
 
-    def read(self, n: int) -> bytes:
-        data = self.fp.read(n)
-        if len(data) < n:
+    def _need(self, n: int) -> None:
+        if self.pos + n > self.size:
             raise InvalidFile(
                 "truncated", gettext_noop("the file ends inside an element header at byte %(offset)s"), offset=self.size
             )
-        return data
 
     def tag_and_length(self, implicit: bool, endian: str) -> tuple[int, bytes | None, int]:
-        head = self.read(8)
-        group, element = struct.unpack(f"{endian}HH", head[:4])
+        self._need(8)
+        pos = self.pos
+        group, element = struct.unpack_from(f"{endian}HH", self.data, pos)
         tag = group << 16 | element
-        vr = head[4:6]
+        vr = self.data[pos + 4 : pos + 6]
+        self.pos = pos + 8
         if group == 0xFFFE or implicit or not (b"AA" <= vr <= b"ZZ"):
-            return tag, None, struct.unpack(f"{endian}L", head[4:8])[0]
+            return tag, None, struct.unpack_from(f"{endian}L", self.data, pos + 4)[0]
         if vr in _LONG_VRS:
-            return tag, vr, struct.unpack(f"{endian}L", self.read(4))[0]
-        return tag, vr, struct.unpack(f"{endian}H", head[6:8])[0]
+            self._need(4)
+            self.pos = pos + 12
+            return tag, vr, struct.unpack_from(f"{endian}L", self.data, pos + 8)[0]
+        return tag, vr, struct.unpack_from(f"{endian}H", self.data, pos + 6)[0]
 
     def skip(self, length: int, tag: int) -> None:
-        end = self.fp.tell() + length
+        end = self.pos + length
         if end > self.size:
             raise InvalidFile(
                 "truncated",
@@ -260,14 +263,14 @@ class _Walker:
                 length=length,
                 missing=end - self.size,
             )
-        self.fp.seek(end)
+        self.pos = end
 
     def dataset(self, implicit: bool, endian: str, depth: int) -> None:
         """Walk elements to the item delimiter (nested) or to the end of the file (top level)."""
         if depth > _MAX_DEPTH:
             raise InvalidFile("not-dicom", gettext_noop("sequences nested more than %(depth)s deep"), depth=_MAX_DEPTH)
         while True:
-            if depth == 0 and self.fp.tell() >= self.size:
+            if depth == 0 and self.pos >= self.size:
                 return
             tag, vr, length = self.tag_and_length(implicit, endian)
             if tag == _ITEM_END:
@@ -299,24 +302,20 @@ class _Walker:
 def _check_structure(fp: BinaryIO, size: int, layout: str, transfer_syntax: str) -> None:
     if transfer_syntax == pydicom_uid.DeflatedExplicitVRLittleEndian:
         return  # inflating it (in _read_header) already proved the deflate stream whole
-    start = 0 if layout == "bare" else _skip_file_meta(fp, 132 if layout == "part10" else 0, size)
-    implicit = transfer_syntax == pydicom_uid.ImplicitVRLittleEndian
-    little = transfer_syntax != pydicom_uid.ExplicitVRBigEndian
-    fp.seek(start)
-    walker = _Walker(fp, size, implicit, little)
-    walker.dataset(implicit, walker.endian, 0)
+    with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        start = 0 if layout == "bare" else _skip_file_meta(data, 132 if layout == "part10" else 0, size)
+        implicit = transfer_syntax == pydicom_uid.ImplicitVRLittleEndian
+        little = transfer_syntax != pydicom_uid.ExplicitVRBigEndian
+        endian = "<" if little else ">"
+        _Walker(data, size, start).dataset(implicit, endian, 0)
 
 
-def _skip_file_meta(fp: BinaryIO, start: int, size: int) -> int:
+def _skip_file_meta(data: mmap.mmap, start: int, size: int) -> int:
     """Position just after the group 0002 elements (always little endian, PS3.10 7.1)."""
-    fp.seek(start)
-    walker = _Walker(fp, size, False, True)
-    while fp.tell() + 8 <= size:
-        position = fp.tell()
-        group = struct.unpack("<H", fp.read(2))[0]
-        fp.seek(position)
-        if group != 0x0002:
-            return position
+    walker = _Walker(data, size, start)
+    while walker.pos + 8 <= size:
+        if struct.unpack_from("<H", data, walker.pos)[0] != 0x0002:
+            return walker.pos
         tag, _, length = walker.tag_and_length(False, "<")
         walker.skip(length if length != _UNDEFINED else 0, tag)
-    return fp.tell()
+    return walker.pos
