@@ -277,5 +277,10 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"pynetdicom": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
+    "loggers": {
+        "pynetdicom": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},
+        # kombu warns "No hostname was supplied" for every producer of the filesystem transport
+        "kombu.connection": {"level": "ERROR" if CELERY_BROKER_URL == "filesystem://" else "WARNING"},
+    },
 }

@@ -259,6 +259,11 @@ def test_seed_demo_builds_an_alliance_with_every_level_role_a_pool_and_devices()
     assert "CITYHOSP_CT" in out and "127.0.0.1:11201" in out
 
 
+def test_seed_demo_names_the_address_the_web_app_will_listen_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEB_PORT", "8766")
+    assert "Sign in at http://127.0.0.1:8766/ " in run("seed_demo")
+
+
 def test_seed_demo_twice_changes_nothing() -> None:
     run("seed_demo")
     before = counts()

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.management.base import CommandError
 
 from alliance import services
+from alliance.env import env_int, env_str
 from alliance.management.commands._provisioning import ProvisioningCommand
 from alliance.models import Alliance, Department, Device, Doctor, Institution, Pool, Role, Specialty
 from consults.demo import load_demo_consults
@@ -213,7 +214,8 @@ class Command(ProvisioningCommand):
     def report(self, alliance: Alliance) -> None:
         write = self.stdout.write
         write(f"Demo alliance: {alliance.name}")
-        write(f"Sign in at http://127.0.0.1:8000/ with password {DEMO_PASSWORD} (every demo login):")
+        host, port = env_str("WEB_HOST", "127.0.0.1"), env_int("WEB_PORT", 8000, minimum=1, maximum=65535)
+        write(f"Sign in at http://{host}:{port}/ with password {DEMO_PASSWORD} (every demo login):")
         write(f"  {'username':<16} {'role':<28} institution")
         for person in PEOPLE:
             roles = ", ".join(str(Role(role).label) for role in person.roles)
