@@ -11,6 +11,22 @@ from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 from alliance.models import Institution
 
 
+def person_name(pn: str) -> str:
+    """A DICOM person name as people write it: "黄永强 (Huang Yongqiang)" for "Huang^Yongqiang=黄^永强".
+
+    PS3.5 6.2.1.1: component groups alphabetic=ideographic=phonetic, each of
+    family^given^middle^prefix^suffix. Ideographic names are written without spaces.
+    """
+    groups = (pn.split("=") + ["", ""])[:2]
+    alphabetic, ideographic = (
+        sep.join(part for part in group.split("^") if part.strip()).strip()
+        for group, sep in zip(groups, (" ", ""), strict=True)
+    )
+    if alphabetic and ideographic:
+        return f"{ideographic} ({alphabetic})"
+    return ideographic or alphabetic
+
+
 class Patient(models.Model):
     """PS3.3 C.7.1.1 Patient Module. Identity is (issuer, patient ID): the issuer is the
     institution whose devices assigned the ID, so two hospitals' "1001" are two people."""
@@ -33,19 +49,7 @@ class Patient(models.Model):
 
     @property
     def display_name(self) -> str:
-        """The name as people write it: "黄永强 (Huang Yongqiang)" for "Huang^Yongqiang=黄^永强".
-
-        PS3.5 6.2.1.1: component groups alphabetic=ideographic=phonetic, each of
-        family^given^middle^prefix^suffix. Ideographic names are written without spaces.
-        """
-        groups = (self.name.split("=") + ["", ""])[:2]
-        alphabetic, ideographic = (
-            sep.join(part for part in group.split("^") if part.strip()).strip()
-            for group, sep in zip(groups, (" ", ""), strict=True)
-        )
-        if alphabetic and ideographic:
-            return f"{ideographic} ({alphabetic})"
-        return ideographic or alphabetic
+        return person_name(self.name)
 
 
 class Study(models.Model):
@@ -80,6 +84,10 @@ class Study(models.Model):
 
     def __str__(self) -> str:
         return f"{self.study_uid} {self.description}"
+
+    @property
+    def referring_physician_name(self) -> str:
+        return person_name(self.referring_physician)
 
     @property
     def modality_list(self) -> list[str]:

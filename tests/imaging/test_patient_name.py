@@ -17,3 +17,10 @@ from imaging.models import Patient
 )
 def test_display_name_reads_alphabetic_and_ideographic_groups(stored: str, shown: str) -> None:
     assert Patient(name=stored).display_name == shown
+
+
+def test_referring_physician_is_written_the_same_way() -> None:
+    from imaging.models import Study
+
+    assert Study(referring_physician="Li^Wei=李^伟").referring_physician_name == "李伟 (Li Wei)"
+    assert Study(referring_physician="Ref^Doctor").referring_physician_name == "Ref Doctor"
