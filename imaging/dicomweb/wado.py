@@ -121,6 +121,14 @@ def _metadata(instance: Instance, instance_url: str) -> dict[str, Any]:
     return dataset_json(ds, instance_url, has_pixels=instance.rows is not None)
 
 
+def instance_metadata(instance: Instance) -> dict[str, Any]:
+    """One instance's DICOM JSON as .../metadata answers it, for a page that embeds it
+    (the viewer's first slice); the caller has checked access to the study."""
+    series = instance.series
+    url = f"{base_url()}/studies/{series.study.study_uid}/series/{series.series_uid}/instances/{instance.sop_uid}"
+    return _metadata(instance, url)
+
+
 def dataset_json(ds: Dataset, instance_url: str, *, has_pixels: bool) -> dict[str, Any]:
     """PS3.18 F.2 DICOM JSON of a dataset read without its pixel data; bulk values by URI."""
     out: dict[str, Any] = {}

@@ -1,5 +1,6 @@
-"""The study viewer page. The page itself only carries the study's identity and the
-translated strings; the images come through DICOMweb, which checks access per request."""
+"""The study viewer page. The page carries the study's identity, the translated strings and
+the metadata of the slice shown first; the pixels come through DICOMweb, which checks
+access per request."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
 from alliance import access, audit
+from imaging.dicomweb.wado import instance_metadata
 from imaging.models import Study
 from imaging.viewer import session
 
@@ -69,21 +71,25 @@ def viewer_config(study: Study) -> dict[str, Any]:
 
 def first_image(study: Study) -> dict[str, Any] | None:
     """The series the viewer opens first and its middle instance, known here from the index,
-    so the first image is fetched at once instead of after two DICOMweb searches."""
+    so the first image is fetched at once instead of after DICOMweb searches."""
     series = study.series.exclude(modality__in=NON_IMAGE_MODALITIES).order_by("series_number", "id").first()
     if series is None:
         return None
-    instances = series.instances.order_by("instance_number", "id").values_list("sop_uid", flat=True)
+    instances = series.instances.order_by("instance_number", "id")
     count = instances.count()
     if not count:
         return None
+    middle = instances.select_related("series__study")[(count - 1) // 2]
     return {
         "uid": series.series_uid,
         "number": series.series_number,
         "modality": series.modality,
         "description": series.description,
         "count": count,
-        "middle_sop_uid": instances[(count - 1) // 2],
+        "middle_sop_uid": middle.sop_uid,
+        # Its metadata too: the script then asks for the slice's pixels at once, while
+        # the viewer's code is still loading, and the series' metadata after it is drawn.
+        "middle_metadata": instance_metadata(middle),
     }
 
 

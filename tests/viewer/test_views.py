@@ -118,3 +118,11 @@ def test_config_names_the_first_series_and_its_middle_slice(
     assert config["first"]["uid"] == series.series_uid
     assert config["first"]["count"] == len(by_number) == 24
     assert config["first"]["middle_sop_uid"] == by_number[11]
+
+
+def test_config_carries_the_middle_slice_metadata_without_its_pixels(alliance_world: Any, ct_study: Any) -> None:
+    config = config_of(client_for(alliance_world.owner).get(viewer_url(ct_study.study_uid)).content.decode())
+    metadata = config["first"]["middle_metadata"]
+    assert metadata["00080018"]["Value"] == [config["first"]["middle_sop_uid"]]
+    assert metadata["00280010"]["Value"] == [ct_study.series.get().instances.first().rows]
+    assert set(metadata["7FE00010"]) == {"vr", "BulkDataURI"}, "pixels come through WADO-RS, not in the page"

@@ -30,9 +30,62 @@ function gzipSiblings() {
   };
 }
 
+// Code that Cornerstone's packages import but this viewer never runs, left out of the
+// bundle: Chromium parses and runs every module of the Cornerstone chunk before the first
+// image can be drawn, so each of these cost time on every cold visit. Each entry names
+// the importer and what it imports; that import becomes a stub whose functions throw
+// (a loud error, should a later change start to use one), and the importer stays as is.
+const LEFT_OUT = [
+  {
+    // Surface meshes (PLY, STL, OBJ, VTK XML) for 3D views: vtk.js's readers and the XML
+    // and YAML libraries behind them. The viewer shows image stacks only.
+    importer: /@cornerstonejs\/core\/dist\/esm\/cache\/classes\/Mesh\.js$/,
+    source: /^@kitware\/vtk\.js\/IO\//,
+    exports: [],
+  },
+  {
+    // vtk.js registers WebGPU views beside WebGL ones; Cornerstone draws with WebGL or
+    // on the CPU and never asks for WebGPU.
+    importer: /@kitware\/vtk\.js\/Rendering\/Profiles\/\w+\.js$/,
+    source: /^\.\.\/WebGPU\//,
+    exports: [],
+  },
+  {
+    // The loader's index re-exports its decoders for use outside its web worker; here
+    // only the worker decodes (it is built from its own entry, with the decoders).
+    importer: /@cornerstonejs\/dicom-image-loader\/dist\/esm\/index\.js$/,
+    source: /^\.\/(decodeImageFrameWorker|shared\/decoders\/index)\.js$/,
+    exports: ["decodeImageFrame", "postProcessDecodedPixels", "initializers", "decoders"],
+  },
+];
+const STUB_PREFIX = "\0left-out:";
+
+function leaveOut() {
+  return {
+    name: "leave-out",
+    apply: "build",
+    enforce: "pre",
+    resolveId(source, importer) {
+      const rule = LEFT_OUT.find((r) => importer && r.importer.test(importer) && r.source.test(source));
+      return rule ? `${STUB_PREFIX}${LEFT_OUT.indexOf(rule)}:${source}` : null;
+    },
+    load(id) {
+      if (!id.startsWith(STUB_PREFIX)) return null;
+      const [index, source] = id.slice(STUB_PREFIX.length).split(/:(.*)/s);
+      const names = LEFT_OUT[Number(index)].exports;
+      return [
+        `const leftOut = () => { throw new Error(${JSON.stringify(`${source} is left out of the viewer bundle`)}); };`,
+        "const stub = { newInstance: leftOut };",
+        "export default stub;",
+        ...names.map((name) => `export const ${name} = leftOut;`),
+      ].join("\n");
+    },
+  };
+}
+
 export default defineConfig({
   base: "./",
-  plugins: [gzipSiblings()],
+  plugins: [leaveOut(), gzipSiblings()],
   publicDir: false,
   logLevel: "warn",
   build: {

@@ -2,6 +2,9 @@
 // WADO-RS for series metadata; frames, rendered and thumbnail URLs are built here too.
 
 const JSON_ACCEPT = { Accept: "application/dicom+json" };
+// What Cornerstone's WADO-RS loader asks for: each frame as stored (compressed or not),
+// the part naming its transfer syntax.
+const FRAME_ACCEPT = { Accept: "multipart/related; type=application/octet-stream; transfer-syntax=*" };
 
 export function tagValue(dataset, tag, index = 0) {
   const element = dataset?.[tag];
@@ -70,6 +73,14 @@ export class StudyClient {
     return instanceOf(ds);
   }
 
+  // One frame's response as it came: the multipart body and its Content-Type.
+  async frame(seriesUid, sopUid, number) {
+    const url = this.framesUrl(seriesUid, sopUid, number);
+    const response = await fetch(url, { headers: FRAME_ACCEPT, credentials: "same-origin" });
+    if (!response.ok) throw new Error(`${response.status} ${url}`);
+    return { contentType: response.headers.get("Content-Type") ?? "", body: new Uint8Array(await response.arrayBuffer()) };
+  }
+
   thumbnailUrl(seriesUid) {
     return `${this.seriesUrl(seriesUid)}/thumbnail`;
   }
@@ -86,7 +97,7 @@ export class StudyClient {
   }
 }
 
-function instanceOf(ds) {
+export function instanceOf(ds) {
   return { dataset: ds, sopUid: tagValue(ds, "00080018"), frames: Number(tagValue(ds, "00280008") ?? 1) || 1 };
 }
 

@@ -39,6 +39,13 @@ const renderer = webGLRenderer();
 const mode = chooseMode(renderer);
 root.dataset.mode = mode;
 if (mode === "rendered") root.querySelector("[data-fallback-note]").hidden = false;
+// The first slice's pixels are asked for now, while the viewer's code (the bigger
+// download) is still on its way: the page carries that slice's metadata.
+const first = config.first;
+const firstFrame =
+  mode === "cornerstone" && first?.middle_metadata
+    ? client.frame(first.uid, first.middle_sop_uid, 1).catch((error) => console.error(error))
+    : null;
 const viewer = mode === "rendered" ? await import("./rendered.js") : await import("./stack.js");
 root.dataset.cpuRendering = String(mode === "cornerstone" && cpuRendering(renderer));
-await viewer.start({ root, config, client, cpuRendering: root.dataset.cpuRendering === "true" });
+await viewer.start({ root, config, client, firstFrame, cpuRendering: root.dataset.cpuRendering === "true" });

@@ -9,6 +9,7 @@ import {
   init as initCore,
   setUseCPURendering,
   imageRetrievalPoolManager,
+  metaData,
   utilities as coreUtilities,
 } from "@cornerstonejs/core";
 import {
@@ -25,8 +26,10 @@ import {
   utilities as toolUtilities,
 } from "@cornerstonejs/tools";
 import { init as initLoader, wadors } from "@cornerstonejs/dicom-image-loader";
+import extractMultipart from "@cornerstonejs/dicom-image-loader/wadors/extractMultipart";
+import { getTransferSyntaxForContentType } from "@cornerstonejs/dicom-image-loader/wadors/loadImage";
 
-import { datasetWindow } from "./dicomweb.js";
+import { datasetWindow, instanceOf } from "./dicomweb.js";
 import { renderOverlay } from "./overlay.js";
 import { voiRange, windowOf } from "./presets.js";
 import { startShell } from "./shell.js";
@@ -43,10 +46,32 @@ const SECONDARY_BINDINGS = {
   [StackScrollTool.toolName]: [{ mouseButton: MouseBindings.Wheel }],
 };
 const CINE_FPS = 12;
+// Above the loader's own providers, which it asks too.
+const FETCHED_FRAME_PRIORITY = 10_000;
 
-export async function start({ root, config, client, cpuRendering }) {
+// Frames fetched before Cornerstone had loaded (main.js asks for the first slice's at
+// once). The WADO-RS loader asks the metadata providers for a frame's bytes
+// (COMPRESSED_FRAME_DATA) before it goes to the network, and decodes what it is given in
+// its worker as it would decode a frame it fetched itself.
+const fetchedFrames = new Map();
+
+function provideFetchedFrame(type, imageId) {
+  if (type !== Enums.MetadataModules.COMPRESSED_FRAME_DATA || !fetchedFrames.has(imageId)) return undefined;
+  const frame = fetchedFrames.get(imageId);
+  fetchedFrames.delete(imageId); // decoded once, the image lives in Cornerstone's cache
+  return frame;
+}
+
+function keepFetchedFrame(imageId, { contentType, body }) {
+  const part = extractMultipart(contentType, body);
+  const transferSyntaxUid = getTransferSyntaxForContentType(part.contentType);
+  fetchedFrames.set(imageId, { pixelData: part.pixelData, transferSyntaxUid });
+}
+
+export async function start({ root, config, client, firstFrame, cpuRendering }) {
   initCore({ rendering: { useCPURendering: cpuRendering } });
   if (cpuRendering) setUseCPURendering(true);
+  metaData.addProvider(provideFetchedFrame, FETCHED_FRAME_PRIORITY);
   initLoader({ maxWebWorkers: Math.max(1, Math.min(4, (navigator.hardwareConcurrency || 2) - 1)) });
   initTools();
   for (const Tool of TOOLS) addTool(Tool);
@@ -62,11 +87,17 @@ export async function start({ root, config, client, cpuRendering }) {
   // A window or phone resize keeps the reader's zoom and pan; a layout switch refits (below).
   new ResizeObserver(() => engine.resize(true, true)).observe(root.querySelector("[data-panes]"));
 
+  let earlyFrame = firstFrame;
+  const takeFirstFrame = () => {
+    const taken = earlyFrame;
+    earlyFrame = null;
+    return taken;
+  };
   await startShell({
     root,
     config,
     client,
-    createPane: (pane) => createPane({ pane, root, config, client, engine, group }),
+    createPane: (pane) => createPane({ pane, root, config, client, engine, group, takeFirstFrame }),
   });
 }
 
@@ -80,7 +111,7 @@ function applyTool(group, primary) {
   }
 }
 
-function createPane({ pane, root, config, client, engine, group }) {
+function createPane({ pane, root, config, client, engine, group, takeFirstFrame }) {
   const element = pane.querySelector("[data-viewport]");
   const viewportId = `pane-${pane.dataset.pane}`;
   const slider = pane.querySelector("[data-slider]");
@@ -148,23 +179,42 @@ function createPane({ pane, root, config, client, engine, group }) {
     );
   const datasetsOf = (instances) => instances.flatMap((instance) => Array(instance.frames).fill(instance.dataset));
 
-  // First image fast: while the series metadata (read by the server from every file) is on
-  // its way, the middle instance's own metadata and its frame are fetched and drawn alone.
+  const showAlone = async (vp, seriesUid, middle) => {
+    datasets = datasetsOf([middle]);
+    await vp.setStack(imageIdsOf(seriesUid, [middle]), 0);
+    vp.render();
+    return middle.sopUid;
+  };
+  // First image fast. The series the page opens with comes with its middle slice's
+  // metadata, and main.js has asked for that slice's pixels already: the slice is drawn
+  // alone, and the series' metadata (read by the server from every file) is asked for after.
+  const showEmbeddedMiddle = async (vp, picked) => {
+    const middle = instanceOf(picked.middle_metadata);
+    const frame = await takeFirstFrame();
+    if (frame) keepFetchedFrame(imageIdsOf(picked.uid, [middle])[0], frame);
+    return showAlone(vp, picked.uid, middle);
+  };
+  // Another series: its middle slice's own metadata and frame, racing the series' metadata.
   const middleUid = async (series) => {
     if (series.middle_sop_uid) return series.middle_sop_uid;
     const uids = await client.instanceList(series.uid);
     return uids.length < 3 ? null : uids[Math.floor((uids.length - 1) / 2)];
   };
   const showMiddleFirst = async (vp, picked, fullMetadata) => {
-    const seriesUid = picked.uid;
     const uid = await middleUid(picked);
     if (!uid) return null;
-    const middle = await Promise.race([client.instance(seriesUid, uid), fullMetadata]);
+    const middle = await Promise.race([client.instance(picked.uid, uid), fullMetadata]);
     if (Array.isArray(middle)) return null; // the whole series came first: nothing to gain
-    datasets = datasetsOf([middle]);
-    await vp.setStack(imageIdsOf(seriesUid, [middle]), 0);
-    vp.render();
-    return middle.sopUid;
+    return showAlone(vp, picked.uid, middle);
+  };
+  const showFirstThenAll = async (vp, picked) => {
+    if (picked.middle_metadata) {
+      const shown = await showEmbeddedMiddle(vp, picked).catch(() => null);
+      return [shown, await client.instances(picked.uid)];
+    }
+    const fullMetadata = client.instances(picked.uid);
+    const shown = await showMiddleFirst(vp, picked, fullMetadata).catch(() => null);
+    return [shown, await fullMetadata];
   };
 
   return {
@@ -174,9 +224,7 @@ function createPane({ pane, root, config, client, engine, group }) {
       toolUtilities.stackPrefetch.disable(element);
       series = picked;
       pane.dataset.loaded = "false";
-      const fullMetadata = client.instances(picked.uid);
-      const shown = await showMiddleFirst(vp, picked, fullMetadata).catch(() => null);
-      const instances = await fullMetadata;
+      const [shown, instances] = await showFirstThenAll(vp, picked);
       if (series !== picked) return; // another series was picked meanwhile
       const imageIds = imageIdsOf(picked.uid, instances);
       if (!imageIds.length) throw new Error("series without images");
