@@ -4,9 +4,12 @@ access per request."""
 
 from __future__ import annotations
 
+import json
+from functools import cache
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
+from django.contrib.staticfiles import finders
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -42,8 +45,26 @@ def study(request: HttpRequest, study_uid: str) -> HttpResponse:
     session.remember_opening(request, found.study_uid)
     # ?embed=1: no site header, for a page that shows the viewer in a frame beside
     # something else (a consult's report); the policy allows framing by this site only.
-    context = {"study": found, "viewer_config": viewer_config(found), "embed": request.GET.get("embed") == "1"}
+    context = {
+        "study": found,
+        "viewer_config": viewer_config(found),
+        "embed": request.GET.get("embed") == "1",
+        # ?mode=rendered forces the server-rendered fallback, which needs none of Cornerstone.
+        "preload": None if request.GET.get("mode") == "rendered" else bundle_preload(),
+    }
     return render(request, "viewer/study.html", context)
+
+
+@cache
+def bundle_preload() -> dict[str, Any]:
+    """The Cornerstone chunks and decode worker the page asks for beside viewer.js, listed
+    by the build (vite.config.js writes viewer/preload.json with the hashed names)."""
+    path = finders.find("viewer/preload.json")
+    if not isinstance(path, str):
+        raise FileNotFoundError("viewer/preload.json is missing: rebuild the viewer (imaging/viewer/frontend).")
+    with open(path, encoding="utf-8") as handle:
+        listed = json.load(handle)
+    return {"modules": [f"viewer/{name}" for name in listed["modules"]], "worker": f"viewer/{listed['worker']}"}
 
 
 def viewer_config(study: Study) -> dict[str, Any]:

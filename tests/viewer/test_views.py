@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 import pytest
+from django.contrib.staticfiles import finders
 from django.urls import reverse
 
 from alliance.models import AuditEvent
@@ -126,3 +127,15 @@ def test_config_carries_the_middle_slice_metadata_without_its_pixels(alliance_wo
     assert metadata["00080018"]["Value"] == [config["first"]["middle_sop_uid"]]
     assert metadata["00280010"]["Value"] == [ct_study.series.get().instances.first().rows]
     assert set(metadata["7FE00010"]) == {"vr", "BulkDataURI"}, "pixels come through WADO-RS, not in the page"
+
+
+def test_page_asks_for_the_cornerstone_chunks_and_worker_with_itself(alliance_world: Any, ct_study: Any) -> None:
+    client = client_for(alliance_world.owner)
+    html = client.get(viewer_url(ct_study.study_uid)).content.decode()
+    modules = re.findall(r'<link rel="modulepreload" href="([^"]+)">', html)
+    assert any(re.search(r"/static/viewer/chunks/stack-[\w-]+\.js$", m) for m in modules), modules
+    assert re.search(r'<link rel="prefetch" href="/static/viewer/workers/decodeImageFrameWorker-[\w-]+\.js">', html)
+    for url in modules:
+        assert finders.find(url.removeprefix("/static/")), f"{url} is in the committed bundle"
+    fallback = client.get(viewer_url(ct_study.study_uid) + "?mode=rendered").content.decode()
+    assert "modulepreload" not in fallback and 'rel="prefetch"' not in fallback

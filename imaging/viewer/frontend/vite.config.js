@@ -83,9 +83,36 @@ function leaveOut() {
   };
 }
 
+// preload.json: what the page asks for beside viewer.js, so those downloads start with
+// the page instead of one after another (viewer.js, then its imports, then the
+// Cornerstone chunk, then at the first decode the worker). The Django view reads it.
+function preloadList() {
+  return {
+    name: "preload-list",
+    apply: "build",
+    generateBundle(_options, bundle) {
+      const chunks = Object.values(bundle).filter((file) => file.type === "chunk");
+      const modules = new Set();
+      const add = (fileName) => {
+        if (modules.has(fileName)) return;
+        modules.add(fileName);
+        bundle[fileName].imports.forEach(add);
+      };
+      for (const chunk of chunks) {
+        if (chunk.isEntry) chunk.imports.forEach(add);
+        if (chunk.facadeModuleId?.endsWith("/src/stack.js")) add(chunk.fileName);
+      }
+      const worker = Object.keys(bundle).find((name) => name.startsWith("workers/decodeImageFrameWorker-"));
+      if (!worker) this.error("the decode worker is not in the bundle");
+      const source = `${JSON.stringify({ modules: [...modules].sort(), worker }, null, 2)}\n`;
+      this.emitFile({ type: "asset", fileName: "preload.json", source });
+    },
+  };
+}
+
 export default defineConfig({
   base: "./",
-  plugins: [leaveOut(), gzipSiblings()],
+  plugins: [leaveOut(), preloadList(), gzipSiblings()],
   publicDir: false,
   logLevel: "warn",
   build: {
