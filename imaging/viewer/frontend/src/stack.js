@@ -1,6 +1,7 @@
 // The Cornerstone3D viewer: one stack viewport per pane, frames from WADO-RS decoded in a
 // web worker (the stored transfer syntax is asked for, so JPEG, JPEG-LS, JPEG 2000 and RLE
-// frames travel compressed and are decoded in the browser's WASM codecs).
+// frames travel compressed and are decoded in the browser's WASM codecs). The tools come
+// in a chunk of their own after the first image (tools.js).
 
 import {
   Enums,
@@ -12,19 +13,6 @@ import {
   metaData,
   utilities as coreUtilities,
 } from "@cornerstonejs/core";
-import {
-  AngleTool,
-  LengthTool,
-  PanTool,
-  StackScrollTool,
-  ToolGroupManager,
-  WindowLevelTool,
-  ZoomTool,
-  Enums as ToolEnums,
-  addTool,
-  init as initTools,
-  utilities as toolUtilities,
-} from "@cornerstonejs/tools";
 import { init as initLoader, wadors } from "@cornerstonejs/dicom-image-loader";
 import extractMultipart from "@cornerstonejs/dicom-image-loader/wadors/extractMultipart";
 import { getTransferSyntaxForContentType } from "@cornerstonejs/dicom-image-loader/wadors/loadImage";
@@ -35,16 +23,6 @@ import { voiRange, windowOf } from "./presets.js";
 import { startShell } from "./shell.js";
 
 const ENGINE_ID = "viewer";
-const GROUP_ID = "viewer-tools";
-const { MouseBindings } = ToolEnums;
-const TOOLS = [WindowLevelTool, PanTool, ZoomTool, StackScrollTool, LengthTool, AngleTool];
-// What each tool does besides the primary button: right drag zooms, middle drag pans,
-// the wheel scrolls, two fingers pinch-zoom on a phone.
-const SECONDARY_BINDINGS = {
-  [ZoomTool.toolName]: [{ mouseButton: MouseBindings.Secondary }, { numTouchPoints: 2 }],
-  [PanTool.toolName]: [{ mouseButton: MouseBindings.Auxiliary }],
-  [StackScrollTool.toolName]: [{ mouseButton: MouseBindings.Wheel }],
-};
 const CINE_FPS = 12;
 // Above the loader's own providers, which it asks too.
 const FETCHED_FRAME_PRIORITY = 10_000;
@@ -73,17 +51,12 @@ export async function start({ root, config, client, firstFrame, cpuRendering }) 
   if (cpuRendering) setUseCPURendering(true);
   metaData.addProvider(provideFetchedFrame, FETCHED_FRAME_PRIORITY);
   initLoader({ maxWebWorkers: Math.max(1, Math.min(4, (navigator.hardwareConcurrency || 2) - 1)) });
-  initTools();
-  for (const Tool of TOOLS) addTool(Tool);
   // Few prefetch requests at once, so on a slow line the slice being looked at (an
   // interaction request, always first in the queue) never waits behind a long queue.
   imageRetrievalPoolManager.setMaxSimultaneousRequests(Enums.RequestType.Prefetch, 3);
-  toolUtilities.stackPrefetch.setConfiguration({ maxImagesToPrefetch: Infinity, preserveExistingPool: false });
 
   const engine = new RenderingEngine(ENGINE_ID);
-  const group = ToolGroupManager.createToolGroup(GROUP_ID);
-  for (const Tool of TOOLS) group.addTool(Tool.toolName);
-  applyTool(group, WindowLevelTool.toolName);
+  const tools = lazyTools(engine, root);
   // A window or phone resize keeps the reader's zoom and pan; a layout switch refits (below).
   new ResizeObserver(() => engine.resize(true, true)).observe(root.querySelector("[data-panes]"));
 
@@ -97,21 +70,38 @@ export async function start({ root, config, client, firstFrame, cpuRendering }) 
     root,
     config,
     client,
-    createPane: (pane) => createPane({ pane, root, config, client, engine, group, takeFirstFrame }),
+    createPane: (pane) => createPane({ pane, root, config, client, engine, tools, takeFirstFrame }),
   });
 }
 
-function applyTool(group, primary) {
-  for (const Tool of TOOLS) {
-    const name = Tool.toolName;
-    const bindings = [...(SECONDARY_BINDINGS[name] ?? [])];
-    if (name === primary) bindings.push({ mouseButton: MouseBindings.Primary }, { numTouchPoints: 1 });
-    if (bindings.length) group.setToolActive(name, { bindings });
-    else group.setToolPassive(name);
-  }
+// The tools (tools.js), asked for by the first pane that has drawn an image; `now` is
+// null until they are set up, with the tool picked meanwhile as the primary one.
+function lazyTools(engine, root) {
+  let settle;
+  const ready = new Promise((resolve, reject) => {
+    settle = { resolve, reject };
+  });
+  let asked = false;
+  const tools = {
+    now: null,
+    ready,
+    load() {
+      if (!asked) {
+        asked = true;
+        import("./tools.js")
+          .then(({ setUpTools }) => {
+            tools.now = setUpTools(engine, root.dataset.tool);
+            settle.resolve(tools.now);
+          })
+          .catch(settle.reject);
+      }
+      return ready;
+    },
+  };
+  return tools;
 }
 
-function createPane({ pane, root, config, client, engine, group, takeFirstFrame }) {
+function createPane({ pane, root, config, client, engine, tools, takeFirstFrame }) {
   const element = pane.querySelector("[data-viewport]");
   const viewportId = `pane-${pane.dataset.pane}`;
   const slider = pane.querySelector("[data-slider]");
@@ -124,8 +114,9 @@ function createPane({ pane, root, config, client, engine, group, takeFirstFrame 
   element.addEventListener("contextmenu", (event) => event.preventDefault());
   const viewport = () => {
     if (!engine.getViewport(viewportId)) {
+      const enabledBefore = !tools.now;
       engine.enableElement({ viewportId, type: Enums.ViewportType.STACK, element, defaultOptions: { background: [0, 0, 0] } });
-      group.addViewport(viewportId, ENGINE_ID);
+      tools.ready.then((loaded) => loaded.addViewport({ element, viewportId, enabledBefore }));
     }
     return engine.getViewport(viewportId);
   };
@@ -163,11 +154,14 @@ function createPane({ pane, root, config, client, engine, group, takeFirstFrame 
       root.dataset.firstImageMs = String(Math.round(performance.now()));
     }
     pane.dataset.rendered = String(Number(pane.dataset.rendered || 0) + 1);
+    tools.load();
   });
-  element.addEventListener(toolUtilities.cine.Events.CLIP_STOPPED, () => {
-    playing = false;
-    root.dispatchEvent(new CustomEvent("viewer:cine-stopped"));
-  });
+  tools.ready.then(({ cine }) =>
+    element.addEventListener(cine.Events.CLIP_STOPPED, () => {
+      playing = false;
+      root.dispatchEvent(new CustomEvent("viewer:cine-stopped"));
+    }),
+  );
 
   const imageIdsOf = (seriesUid, instances) =>
     instances.flatMap((instance) =>
@@ -221,7 +215,7 @@ function createPane({ pane, root, config, client, engine, group, takeFirstFrame 
     async load(picked) {
       if (playing) this.cine();
       const vp = viewport();
-      toolUtilities.stackPrefetch.disable(element);
+      tools.now?.prefetch.disable(element);
       series = picked;
       pane.dataset.loaded = "false";
       const [shown, instances] = await showFirstThenAll(vp, picked);
@@ -236,8 +230,10 @@ function createPane({ pane, root, config, client, engine, group, takeFirstFrame 
       await vp.setStack(imageIds, shownIndex >= 0 ? shownIndex : Math.floor((imageIds.length - 1) / 2));
       vp.render();
       fitZoom = vp.getZoom() || 1;
+      const { prefetch } = await tools.load();
+      if (series !== picked) return;
       pane.dataset.loaded = "true";
-      toolUtilities.stackPrefetch.enable(element);
+      prefetch.enable(element);
       queueOverlay();
     },
     scroll(delta) {
@@ -290,14 +286,14 @@ function createPane({ pane, root, config, client, engine, group, takeFirstFrame 
       vp.render();
     },
     cine() {
-      if (!engine.getViewport(viewportId)) return false;
+      if (!engine.getViewport(viewportId) || !tools.now) return false;
       playing = !playing;
-      if (playing) toolUtilities.cine.playClip(element, { framesPerSecond: CINE_FPS, loop: true });
-      else toolUtilities.cine.stopClip(element);
+      if (playing) tools.now.cine.playClip(element, { framesPerSecond: CINE_FPS, loop: true });
+      else tools.now.cine.stopClip(element);
       return playing;
     },
     setTool(name) {
-      applyTool(group, name);
+      tools.now?.use(name);
     },
     resize() {
       getRenderingEngine(ENGINE_ID)?.resize(true, false);
