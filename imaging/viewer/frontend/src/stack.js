@@ -22,6 +22,7 @@ import { renderOverlay } from "./overlay.js";
 import { voiRange, windowOf } from "./presets.js";
 import { startShell } from "./shell.js";
 
+performance.mark("viewer:engine-loaded"); // Cornerstone's chunk parsed and run (bench/viewer_bench.py)
 const ENGINE_ID = "viewer";
 const CINE_FPS = 12;
 // Above the loader's own providers, which it asks too.
