@@ -208,3 +208,18 @@ def test_two_up_invert_rotate_and_cine(
     page.wait_for_function(f"() => document.querySelector(\"[data-pane='0']\").dataset.index !== '{start}'")
     page.click("[data-action=cine]")
     page.screenshot(path=artifacts / "viewer-2up.png")
+
+
+def test_first_slice_is_fetched_once_and_drawn_from_those_bytes(
+    sign_in: Any, live_site: Any, alliance_world: Any, ct_study: Any, requests_seen: list[str]
+) -> None:
+    """main.js fetches the middle slice while Cornerstone loads; the loader must take those
+    bytes (COMPRESSED_FRAME_DATA), not fetch the slice again."""
+    page = sign_in(alliance_world.owner)
+    open_viewer(page, live_site.url, ct_study.study_uid)
+    page.wait_for_timeout(500)  # let the prefetcher run too
+    instances = ct_study.series.get().instances.order_by("instance_number")
+    middle = instances[(ct_study.num_instances - 1) // 2].sop_uid
+    fetched = [u for u in requests_seen if f"/instances/{middle}/frames/" in u]
+    assert len(fetched) == 1 and fetched[0].endswith("/frames/1"), fetched
+    assert slice_index(page) == (ct_study.num_instances - 1) // 2
