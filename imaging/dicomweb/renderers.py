@@ -8,6 +8,7 @@ iterables and return a StreamingHttpResponse, so a study is never held in memory
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -94,6 +95,18 @@ class MultipartRenderer:
         length = body_length(parts, boundary)
         if length is not None:
             response["Content-Length"] = str(length)
+        return response
+
+    def gzipped(self, parts: Sequence[OutPart], transfer_syntax: str | None = None) -> HttpResponse:
+        """The body gzipped (Content-Encoding: gzip), for parts held in memory that shrink:
+        uncompressed pixel data, about half the bytes on a slow line. Level 1, which costs
+        the server a few milliseconds per 512x512 16-bit frame; the client gets the exact
+        bytes back."""
+        boundary = new_boundary()
+        content_type = media.multipart_content_type(self.part_type, boundary, transfer_syntax)
+        body = gzip.compress(b"".join(write_parts(parts, boundary)), compresslevel=1, mtime=0)
+        response = HttpResponse(body, content_type=content_type)
+        response["Content-Encoding"] = "gzip"
         return response
 
 

@@ -13,7 +13,8 @@ from io import BytesIO
 from typing import IO, Any
 
 from django.db.models import QuerySet
-from django.http import Http404, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.utils.cache import patch_vary_headers
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
@@ -170,6 +171,11 @@ def _read(instance: Instance) -> Dataset:
 # --- frames ---------------------------------------------------------------------------
 
 
+def accepts_gzip(request: Request) -> bool:
+    """Accept-Encoding names gzip (as Django's GZipMiddleware reads it, without q-values)."""
+    return "gzip" in request.headers.get("Accept-Encoding", "").lower()
+
+
 def frame_numbers(raw: str, available: int) -> list[int]:
     try:
         numbers = [int(n) for n in raw.split(",")]
@@ -185,7 +191,7 @@ def frame_numbers(raw: str, available: int) -> list[int]:
 class RetrieveFrames(_InstancesView):
     """GET .../frames/{list}: uncompressed (application/octet-stream) or as stored (image/jpeg ...)."""
 
-    def get(self, request: Request, study: str, series: str, instance: str, frames: str) -> StreamingHttpResponse:
+    def get(self, request: Request, study: str, series: str, instance: str, frames: str) -> HttpResponseBase:
         visible, found = self.instances(request, study, series, instance)
         stored = found[0].transfer_syntax_uid
         compressed_type = media.FRAME_MEDIA_TYPES.get(stored)
@@ -203,7 +209,15 @@ class RetrieveFrames(_InstancesView):
             # (PS3.18 8.7.3.5), and compressed bytes taken for native pixels are garbage.
             part_header = f"{media.OCTET_STREAM}; transfer-syntax={syntax}"
             parts = [OutPart(part_header, data=frame) for frame in data]
-            return MultipartOctetStreamRenderer().response(parts, transfer_syntax=syntax)
+            renderer = MultipartOctetStreamRenderer()
+            native = not UID(syntax).is_compressed
+            response = (
+                renderer.gzipped(parts, syntax)
+                if native and accepts_gzip(request)
+                else renderer.response(parts, syntax)
+            )
+            patch_vary_headers(response, ["Accept-Encoding"])
+            return response
         parts = [OutPart(part_type, data=frame) for frame in data]
         return MultipartCompressedFrameRenderer(part_type).response(parts, transfer_syntax=stored)
 

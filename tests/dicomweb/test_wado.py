@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import tempfile
 from pathlib import Path
@@ -96,6 +97,18 @@ def test_frames_as_uncompressed_octets(owner_client, ct, tmp_path) -> None:  # t
     assert owner_client.get(f"{ct.instance_url}/frames/2").status_code == 404
 
 
+def test_uncompressed_frames_are_gzipped_for_a_client_that_accepts_it(owner_client, ct, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    response = owner_client.get(f"{ct.instance_url}/frames/1", HTTP_ACCEPT=OCTETS, HTTP_ACCEPT_ENCODING="gzip, deflate")
+    assert response.headers["Content-Encoding"] == "gzip" and "Accept-Encoding" in response.headers["Vary"]
+    body = gzip.decompress(response.content)
+    assert len(response.content) < len(body)
+    boundary = response.headers["Content-Type"].split("boundary=")[1].encode()
+    [frame] = [p.path.read_bytes() for p in read_parts(io.BytesIO(body), boundary, tmp_path, max_part_bytes=1 << 30)]
+    assert frame == ct.datasets[0].PixelData, "the exact pixels, not an approximation"
+    plain = owner_client.get(f"{ct.instance_url}/frames/1", HTTP_ACCEPT=OCTETS)
+    assert "Content-Encoding" not in plain.headers and "Accept-Encoding" in plain.headers["Vary"]
+
+
 def test_compressed_frames_as_stored_or_decoded(alliance_world, owner_client, tmp_path) -> None:  # type: ignore[no-untyped-def]
     [ds] = make_ct_series(1, 16, 16)
     ds.compress(RLELossless)
@@ -108,6 +121,9 @@ def test_compressed_frames_as_stored_or_decoded(alliance_world, owner_client, tm
     [raw] = parts(owner_client.get(url, HTTP_ACCEPT=OCTETS), tmp_path)
     assert np.array_equal(np.frombuffer(raw, dtype=np.uint16).reshape(16, 16), ds.pixel_array)
     assert owner_client.get(url, HTTP_ACCEPT='multipart/related; type="image/jp2"').status_code == 406
+    as_stored = owner_client.get(url, HTTP_ACCEPT=OCTETS + "; transfer-syntax=*", HTTP_ACCEPT_ENCODING="gzip")
+    assert as_stored.status_code == 200 and RLELossless in as_stored.headers["Content-Type"]
+    assert "Content-Encoding" not in as_stored.headers, "compressed frames are sent as they are"
 
 
 def test_rendered_jpeg_and_png_with_window_viewport_quality(owner_client, ct) -> None:  # type: ignore[no-untyped-def]
