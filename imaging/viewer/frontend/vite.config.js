@@ -57,6 +57,13 @@ const LEFT_OUT = [
     source: /^\.\/(decodeImageFrameWorker|shared\/decoders\/index)\.js$/,
     exports: ["decodeImageFrame", "postProcessDecodedPixels", "initializers", "decoders"],
   },
+  {
+    // Inflating deflated Part 10 files for the WADO-URI loader; the viewer reads frames
+    // through WADO-RS only (the worker, which decodes them, keeps its own copy).
+    importer: /@cornerstonejs\/dicom-image-loader\/dist\/esm\/imageLoader\/wadouri\/parseDicomWithInflater\.js$/,
+    source: /^pako$/,
+    exports: ["inflateRaw"],
+  },
 ];
 const STUB_PREFIX = "\0left-out:";
 
@@ -75,7 +82,7 @@ function leaveOut() {
       const names = LEFT_OUT[Number(index)].exports;
       return [
         `const leftOut = () => { throw new Error(${JSON.stringify(`${source} is left out of the viewer bundle`)}); };`,
-        "const stub = { newInstance: leftOut };",
+        `const stub = { ${["newInstance", ...names].map((name) => `${name}: leftOut`).join(", ")} };`,
         "export default stub;",
         ...names.map((name) => `export const ${name} = leftOut;`),
       ].join("\n");

@@ -48,10 +48,12 @@ function keepFetchedFrame(imageId, { contentType, body }) {
 }
 
 export async function start({ root, config, client, firstFrame, cpuRendering }) {
+  // The loader first: it starts its decode workers, which then load while Cornerstone's
+  // init probes the GPU (tens of milliseconds on a first visit).
+  initLoader({ maxWebWorkers: Math.max(1, Math.min(4, (navigator.hardwareConcurrency || 2) - 1)) });
   initCore({ rendering: { useCPURendering: cpuRendering } });
   if (cpuRendering) setUseCPURendering(true);
   metaData.addProvider(provideFetchedFrame, FETCHED_FRAME_PRIORITY);
-  initLoader({ maxWebWorkers: Math.max(1, Math.min(4, (navigator.hardwareConcurrency || 2) - 1)) });
   // Few prefetch requests at once, so on a slow line the slice being looked at (an
   // interaction request, always first in the queue) never waits behind a long queue.
   imageRetrievalPoolManager.setMaxSimultaneousRequests(Enums.RequestType.Prefetch, 3);
