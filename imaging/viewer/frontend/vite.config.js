@@ -6,6 +6,8 @@ import { join, resolve } from "node:path";
 import { gzipSync } from "node:zlib";
 import { defineConfig } from "vite";
 
+import { dcmjsSubset } from "./dcmjs-subset.js";
+
 const OUT_DIR = resolve(import.meta.dirname, "../../../static/viewer");
 
 // WhiteNoise serves a file's ".gz" sibling to browsers that accept gzip. The bundle is
@@ -119,7 +121,7 @@ function preloadList() {
 
 export default defineConfig({
   base: "./",
-  plugins: [leaveOut(), preloadList(), gzipSiblings()],
+  plugins: [leaveOut(), dcmjsSubset(), preloadList(), gzipSiblings()],
   publicDir: false,
   logLevel: "warn",
   build: {
