@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from django.utils import timezone
 
@@ -60,87 +60,41 @@ def source_of(request: HttpRequest | None) -> str:
     return forwarded.split(",")[0].strip() or request.META.get("REMOTE_ADDR", "")
 
 
-def _event(
-    *,
-    actor: Actor,
-    action: str,
-    time: datetime,
-    object_type: str,
-    object_id: str | int,
-    patient: str,
-    basis: str,
-    source: str,
-    outcome: str,
-    detail: dict[str, Any] | None,
-) -> AuditEvent:
-    """An unsaved event, with each value cut to its column's width."""
+class EventFields(TypedDict, total=False):
+    """What an event says besides who did what (see AuditEvent)."""
+
+    object_type: str
+    object_id: str | int
+    patient: str
+    basis: str
+    source: str
+    outcome: str
+    detail: dict[str, Any] | None
+    time: datetime  # now, unless given
+
+
+def build(*, actor: Actor, action: str, **fields: Unpack[EventFields]) -> AuditEvent:
+    """An unsaved event, with each value cut to its column's width: what `record` saves, for a
+    caller that writes it together with other rows."""
     return AuditEvent(
-        time=time,
+        time=fields.get("time") or timezone.now(),
         actor_type=actor.type,
         actor_id=actor.id,
         actor_name=actor.name[:200],
         actor_institution_id=actor.institution_id,
         action=action,
-        object_type=object_type,
-        object_id=str(object_id)[:128],
-        patient=patient[:200],
-        basis=basis[:64],
-        source=source[:255],
-        outcome=outcome,
-        detail=detail or {},
+        object_type=fields.get("object_type", ""),
+        object_id=str(fields.get("object_id", ""))[:128],
+        patient=fields.get("patient", "")[:200],
+        basis=fields.get("basis", "")[:64],
+        source=fields.get("source", "")[:255],
+        outcome=fields.get("outcome", AuditEvent.Outcome.SUCCESS),
+        detail=fields.get("detail") or {},
     )
 
 
-def build(
-    *,
-    actor: Actor,
-    action: str,
-    object_type: str = "",
-    object_id: str | int = "",
-    patient: str = "",
-    basis: str = "",
-    source: str = "",
-    outcome: str = AuditEvent.Outcome.SUCCESS,
-    detail: dict[str, Any] | None = None,
-) -> AuditEvent:
-    """The event `record` would save, unsaved: for a caller that writes it with other rows."""
-    return _event(
-        actor=actor,
-        action=action,
-        time=timezone.now(),
-        object_type=object_type,
-        object_id=object_id,
-        patient=patient,
-        basis=basis,
-        source=source,
-        outcome=outcome,
-        detail=detail,
-    )
-
-
-def record(
-    *,
-    actor: Actor,
-    action: str,
-    object_type: str = "",
-    object_id: str | int = "",
-    patient: str = "",
-    basis: str = "",
-    source: str = "",
-    outcome: str = AuditEvent.Outcome.SUCCESS,
-    detail: dict[str, Any] | None = None,
-) -> AuditEvent:
-    event = build(
-        actor=actor,
-        action=action,
-        object_type=object_type,
-        object_id=object_id,
-        patient=patient,
-        basis=basis,
-        source=source,
-        outcome=outcome,
-        detail=detail,
-    )
+def record(*, actor: Actor, action: str, **fields: Unpack[EventFields]) -> AuditEvent:
+    event = build(actor=actor, action=action, **fields)
     event.save(force_insert=True)
     return event
 
@@ -158,7 +112,7 @@ def record_many(
     """Audit one request that touched several objects: items are (object_id, patient, basis)."""
     now = timezone.now()
     AuditEvent.objects.bulk_create(
-        _event(
+        build(
             actor=actor,
             action=action,
             time=now,

@@ -6,6 +6,7 @@ import atexit
 import logging
 import os
 import threading
+from typing import Any
 
 from celery import shared_task
 from django.conf import settings
@@ -27,13 +28,17 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
     return (*errors, BotoConnectionError, HTTPClientError)
 
 
-@shared_task(
-    acks_late=True,
-    autoretry_for=_transient_errors(),
-    retry_backoff=True,
-    retry_backoff_max=300,
-    max_retries=6,
-)
+# Retried with backoff when the storage or the network was away; safe to run twice.
+_RENDER_OPTIONS: dict[str, Any] = {
+    "acks_late": True,
+    "autoretry_for": _transient_errors(),
+    "retry_backoff": True,
+    "retry_backoff_max": 300,
+    "max_retries": 6,
+}
+
+
+@shared_task(**_RENDER_OPTIONS)
 def render_instance(instance_id: int) -> bool:
     """Render and cache the thumbnail and preview; True when the instance is now rendered.
 
@@ -52,13 +57,7 @@ def render_instance(instance_id: int) -> bool:
     return True
 
 
-@shared_task(
-    acks_late=True,
-    autoretry_for=_transient_errors(),
-    retry_backoff=True,
-    retry_backoff_max=300,
-    max_retries=6,
-)
+@shared_task(**_RENDER_OPTIONS)
 def render_instances(instance_ids: list[int]) -> int:
     """render_instance for a batch of newly stored instances; how many are now rendered."""
     return sum(1 for pk in instance_ids if render_instance(pk))
