@@ -223,3 +223,29 @@ def test_first_slice_is_fetched_once_and_drawn_from_those_bytes(
     fetched = [u for u in requests_seen if f"/instances/{middle}/frames/" in u]
     assert len(fetched) == 1 and fetched[0].endswith("/frames/1"), fetched
     assert slice_index(page) == (ct_study.num_instances - 1) // 2
+
+
+def test_first_slice_is_drawn_before_the_series_metadata_arrives(
+    sign_in: Any, live_site: Any, alliance_world: Any, ct_study: Any
+) -> None:
+    """The series' metadata is held back: the middle slice is drawn from what the page
+    carries, and the overlay gives the series' size without claiming the slice's place."""
+    page = sign_in(alliance_world.owner)
+    held: list[Any] = []
+    page.route(re.compile(r"/series/[\d.]+/metadata$"), lambda route: held.append(route))
+    page.goto(live_site.url + reverse("viewer:study", args=[ct_study.study_uid]))
+    page.wait_for_function(
+        "() => Number(document.querySelector(\"[data-pane='0']\").dataset.rendered || 0) > 0", timeout=LOAD_TIMEOUT_MS
+    )
+    page.wait_for_function("() => document.querySelector(\"[data-pane='0'] [data-ov='bl']\").innerText.includes('…')")
+    corner = page.locator("[data-pane='0'] [data-ov='bl']").inner_text()
+    assert f"… / {ct_study.num_instances}" in corner and "Position -11.0 mm" in corner, corner
+    assert "1.00×" in page.locator("[data-pane='0'] [data-ov='br']").inner_text()
+    assert held and page.locator("[data-pane='0']").get_attribute("data-loaded") == "false"
+    held[0].continue_()
+    page.wait_for_function("() => document.querySelector(\"[data-pane='0']\").dataset.loaded === 'true'")
+    wait_index(page, (ct_study.num_instances - 1) // 2)
+    assert (
+        f"{(ct_study.num_instances - 1) // 2 + 1} / {ct_study.num_instances}"
+        in page.locator("[data-pane='0'] [data-ov='bl']").inner_text()
+    )

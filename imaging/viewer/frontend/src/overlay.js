@@ -34,14 +34,14 @@ export function renderOverlay(pane, { config, series, dataset, index, count, voi
   const position = dataset ? slicePosition(dataset) : null;
   fill(corner("bl"), [
     series && format(s.series_line, { number: series.number ?? "", description: series.description }),
-    count ? format(s.image_line, { index: index + 1, count }) : "",
+    count ? format(s.image_line, { index: index === null ? "…" : index + 1, count }) : "",
     position !== null && Number.isFinite(position) ? format(s.position_line, { position: position.toFixed(1) }) : "",
   ]);
   fill(corner("br"), [
     voi ? format(s.window_line, { width: Math.round(voi.width), center: Math.round(voi.center) }) : "",
     zoom ? format(s.zoom_line, { zoom: zoom.toFixed(2) }) : "",
   ]);
-  pane.dataset.index = String(index);
+  pane.dataset.index = index === null ? "" : String(index);
   pane.dataset.count = String(count);
   if (voi) pane.dataset.window = `${Math.round(voi.width)}/${Math.round(voi.center)}`;
 }

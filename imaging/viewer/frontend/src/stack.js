@@ -113,6 +113,7 @@ function createPane({ pane, root, config, client, engine, tools, takeFirstFrame 
   let playing = false;
   let overlayQueued = false;
   let fitZoom = 1; // the zoom that fits the image: the overlay shows zoom relative to it
+  let aloneOf = null; // while the first slice is shown alone: the series' image count
 
   element.addEventListener("contextmenu", (event) => event.preventDefault());
   const viewport = () => {
@@ -135,8 +136,8 @@ function createPane({ pane, root, config, client, engine, tools, takeFirstFrame 
       config,
       series,
       dataset: datasets[index],
-      index,
-      count: datasets.length,
+      index: aloneOf ? null : index, // its place in the series is known once all is loaded
+      count: aloneOf ?? datasets.length,
       voi: range ? windowOf(range) : null,
       zoom: vp.getZoom() / fitZoom,
     });
@@ -176,10 +177,13 @@ function createPane({ pane, root, config, client, engine, tools, takeFirstFrame 
     );
   const datasetsOf = (instances) => instances.flatMap((instance) => Array(instance.frames).fill(instance.dataset));
 
-  const showAlone = async (vp, seriesUid, middle) => {
+  const showAlone = async (vp, picked, middle) => {
     datasets = datasetsOf([middle]);
-    await vp.setStack(imageIdsOf(seriesUid, [middle]), 0);
+    aloneOf = picked.count || null;
+    await vp.setStack(imageIdsOf(picked.uid, [middle]), 0);
     vp.render();
+    fitZoom = vp.getZoom() || 1;
+    queueOverlay();
     return middle.sopUid;
   };
   // First image fast. The series the page opens with comes with its middle slice's
@@ -189,7 +193,7 @@ function createPane({ pane, root, config, client, engine, tools, takeFirstFrame 
     const middle = instanceOf(picked.middle_metadata);
     const frame = await takeFirstFrame();
     if (frame) keepFetchedFrame(imageIdsOf(picked.uid, [middle])[0], frame);
-    return showAlone(vp, picked.uid, middle);
+    return showAlone(vp, picked, middle);
   };
   // Another series: its middle slice's own metadata and frame, racing the series' metadata.
   const middleUid = async (series) => {
@@ -202,7 +206,7 @@ function createPane({ pane, root, config, client, engine, tools, takeFirstFrame 
     if (!uid) return null;
     const middle = await Promise.race([client.instance(picked.uid, uid), fullMetadata]);
     if (Array.isArray(middle)) return null; // the whole series came first: nothing to gain
-    return showAlone(vp, picked.uid, middle);
+    return showAlone(vp, picked, middle);
   };
   const showFirstThenAll = async (vp, picked) => {
     if (picked.middle_metadata) {
@@ -226,6 +230,7 @@ function createPane({ pane, root, config, client, engine, tools, takeFirstFrame 
       const imageIds = imageIdsOf(picked.uid, instances);
       if (!imageIds.length) throw new Error("series without images");
       datasets = datasetsOf(instances);
+      aloneOf = null;
       slider.max = String(imageIds.length - 1);
       const shownIndex = instances.findIndex((instance) => instance.sopUid === shown);
       // The slice already on screen stays; else the middle slice is shown first. The
