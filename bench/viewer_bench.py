@@ -237,9 +237,9 @@ def write_results(path: Path, figures: dict[str, Any], command: str) -> None:
     loop, slow, scroll = figures["loopback"], figures["throttled_10mbit_50ms"], figures["scroll"]
     section = f"""## Viewer
 
-`{command}` ({figures["machine"]}; Chromium headless without a GPU, so Cornerstone draws
-on the CPU; {figures["slices"]}-slice CT, 512x512, 16 bit, stored uncompressed; median of
-{figures["runs"]} runs). Time from navigation start to the first image drawn by Cornerstone
+`{command}`: {figures["machine"]}. Chromium headless without a GPU, so Cornerstone
+draws on the CPU; {figures["slices"]}-slice CT, 512x512, 16 bit, stored uncompressed; median
+of {figures["runs"]} runs. Time from navigation start to the first image drawn by Cornerstone
 from the slice's stored pixels (the viewer shows no preview before it); KB is what crossed
 the network before it. With an empty cache, Cornerstone's code had been parsed and run
 {loop["cold_engine-loaded_ms"]:.0f} ms after navigation start on loopback and
