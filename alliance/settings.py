@@ -159,7 +159,11 @@ USE_I18N = True
 USE_TZ = True
 
 # --- static and stored files ----------------------------------------------------------
-STATIC_URL = env_str("STATIC_URL", "/static/")
+# Under a sub-path of a site (a proxy forwarding https://host/pacs/ here), set SCRIPT_NAME=/pacs
+# in the environment: gunicorn and Django then both use it, and the relative STATIC_URL
+# becomes /pacs/static/.
+FORCE_SCRIPT_NAME = env_str("SCRIPT_NAME", "").rstrip("/") or None
+STATIC_URL = env_str("STATIC_URL", "static/")
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "staticfiles"
 STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns about a missing folder before collectstatic
