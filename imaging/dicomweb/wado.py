@@ -194,6 +194,8 @@ class RetrieveFrames(_InstancesView):
     def get(self, request: Request, study: str, series: str, instance: str, frames: str) -> HttpResponseBase:
         visible, found = self.instances(request, study, series, instance)
         stored = found[0].transfer_syntax_uid
+        if UID(stored).is_deflated:  # PS3.5 A.5 deflates the whole data set: its frames are native pixels
+            stored = transfer.ExplicitVRLittleEndian
         compressed_type = media.FRAME_MEDIA_TYPES.get(stored)
         offers = {media.OCTET_STREAM} | ({compressed_type} if compressed_type else set())
         part_type, wants_stored = self._negotiate(request, offers, compressed_type, stored)

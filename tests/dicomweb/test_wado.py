@@ -12,7 +12,7 @@ import pytest
 from django.conf import settings
 from PIL import Image
 from pydicom import dcmread
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
 from alliance import access, audit
 from alliance.models import AuditEvent
@@ -124,6 +124,25 @@ def test_compressed_frames_as_stored_or_decoded(alliance_world, owner_client, tm
     as_stored = owner_client.get(url, HTTP_ACCEPT=OCTETS + "; transfer-syntax=*", HTTP_ACCEPT_ENCODING="gzip")
     assert as_stored.status_code == 200 and RLELossless in as_stored.headers["Content-Type"]
     assert "Content-Encoding" not in as_stored.headers, "compressed frames are sent as they are"
+
+
+def test_frames_of_a_deflated_instance_are_labelled_as_the_native_pixels_they_are(  # type: ignore[no-untyped-def]
+    alliance_world, owner_client, tmp_path
+) -> None:
+    [ds] = make_ct_series(1, 16, 16)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian  # the whole data set deflated, PS3.5 A.5
+    store([ds], alliance_world.clin_a)
+    url = f"{BASE}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}/frames/1"
+    for accept in (OCTETS, OCTETS + "; transfer-syntax=*"):
+        response = owner_client.get(url, HTTP_ACCEPT=accept)
+        assert response.status_code == 200, accept
+        assert DeflatedExplicitVRLittleEndian not in response.headers["Content-Type"], accept
+        body = b"".join(response.streaming_content) if response.streaming else response.content
+        assert f"transfer-syntax={ExplicitVRLittleEndian}".encode() in body, accept
+        boundary = response.headers["Content-Type"].split("boundary=")[1].encode()
+        spool = Path(tempfile.mkdtemp(prefix="spool", dir=tmp_path))
+        [frame] = [p.path.read_bytes() for p in read_parts(io.BytesIO(body), boundary, spool, max_part_bytes=1 << 30)]
+        assert frame == ds.PixelData, "the frame is the native pixels, not deflated bytes"
 
 
 def test_rendered_jpeg_and_png_with_window_viewport_quality(owner_client, ct) -> None:  # type: ignore[no-untyped-def]
