@@ -74,7 +74,7 @@ def viewer_config(study: Study) -> dict[str, Any]:
         "study_uid": study.study_uid,
         "dicomweb": f"{get_script_prefix()}dicomweb",
         "patient": {
-            "name": patient.name.replace("^", " ").strip(),
+            "name": patient.display_name,  # "杨志强 (Yang Zhiqiang)", as on the pages
             "id": patient.patient_id,
             "sex_birth": " · ".join(
                 v for v in (patient.sex, formats.date_format(patient.birth_date) if patient.birth_date else "") if v

@@ -46,7 +46,18 @@ def test_owner_opens_the_viewer_with_the_study_in_its_config(alliance_world: Any
     assert config["study_uid"] == ct_study.study_uid
     assert config["dicomweb"] == "/dicomweb"
     assert config["patient"]["id"] == "PID-7001"
+    assert config["patient"]["name"] == ct_study.patient.display_name == "WANG FANG"
     assert "%(index)s" in config["strings"]["image_line"]
+
+
+def test_overlay_writes_an_ideographic_name_as_the_pages_do(alliance_world: Any, ct_study: Any) -> None:
+    ct_study.patient.name = "Yang^Zhiqiang=杨^志强"
+    ct_study.patient.save()
+    response = client_for(alliance_world.owner).get(viewer_url(ct_study.study_uid))
+    config = json.loads(
+        re.search(rb'<script id="viewer-config" type="application/json">(.*?)</script>', response.content, re.S)[1]
+    )
+    assert config["patient"]["name"] == "杨志强 (Yang Zhiqiang)"
 
 
 def test_stranger_gets_the_same_404_as_for_a_missing_study(alliance_world: Any, ct_study: Any) -> None:
