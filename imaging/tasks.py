@@ -6,6 +6,7 @@ import atexit
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from celery import shared_task
@@ -73,8 +74,17 @@ BATCH_SECONDS = 0.5
 MAX_BATCH = 200
 
 
+def _send_batch(instance_ids: list[int]) -> None:
+    """Queue render_instances on the project's Celery app by name: a shared task resolves its
+    app per thread, and the batcher's thread must not fall back to another app's broker."""
+    from alliance.celery import app
+
+    app.send_task("imaging.tasks.render_instances", args=[instance_ids])
+
+
 class _Batcher:
-    def __init__(self) -> None:
+    def __init__(self, send: Callable[[list[int]], Any] = _send_batch) -> None:
+        self.send = send
         self.lock = threading.Lock()
         self.pending: list[int] = []
         self.wake = threading.Event()
@@ -100,10 +110,11 @@ class _Batcher:
         with self.lock:
             ids, self.pending = self.pending, []
         for start in range(0, len(ids), MAX_BATCH):
+            batch = ids[start : start + MAX_BATCH]
             try:
-                render_instances.delay(ids[start : start + MAX_BATCH])
+                self.send(batch)
             except Exception:  # the broker is away: the pages still render on demand
-                log.exception("could not queue the rendering of %d instances", len(ids[start : start + MAX_BATCH]))
+                log.exception("could not queue the rendering of %d instances", len(batch))
 
 
 _batcher = _Batcher()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import pytest
@@ -14,8 +15,7 @@ from imaging import tasks
 def sent(monkeypatch: pytest.MonkeyPatch, settings: Any) -> list[list[int]]:
     settings.CELERY_TASK_ALWAYS_EAGER = False
     calls: list[list[int]] = []
-    monkeypatch.setattr(tasks.render_instances, "delay", lambda ids: calls.append(list(ids)))
-    monkeypatch.setattr(tasks, "_batcher", tasks._Batcher())
+    monkeypatch.setattr(tasks, "_batcher", tasks._Batcher(send=lambda ids: calls.append(list(ids))))
     return calls
 
 
@@ -52,12 +52,11 @@ def test_a_broker_that_is_away_is_logged_not_raised(
     monkeypatch: pytest.MonkeyPatch, settings: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings.CELERY_TASK_ALWAYS_EAGER = False
-    monkeypatch.setattr(tasks, "_batcher", tasks._Batcher())
 
     def away(ids: list[int]) -> None:
         raise ConnectionError("broker away")
 
-    monkeypatch.setattr(tasks.render_instances, "delay", away)
+    monkeypatch.setattr(tasks, "_batcher", tasks._Batcher(send=away))
     tasks._batcher.pending.extend([1, 2])
     with caplog.at_level(logging.ERROR, logger="imaging.tasks"):
         tasks._batcher.flush()
@@ -71,3 +70,15 @@ def test_eager_mode_renders_at_once(monkeypatch: pytest.MonkeyPatch, settings: A
     monkeypatch.setattr(tasks.render_instances, "delay", lambda ids: calls.append(list(ids)))
     tasks.schedule_render(5)
     assert calls == [[5]]
+
+
+def test_batches_go_to_the_project_app_from_any_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shared task resolves its Celery app per thread; the batcher names the project's app."""
+    from alliance.celery import app
+
+    seen: list[tuple[str, Any]] = []
+    monkeypatch.setattr(app, "send_task", lambda name, args: seen.append((name, args)))
+    thread = threading.Thread(target=tasks._send_batch, args=([7, 8],))
+    thread.start()
+    thread.join()
+    assert seen == [("imaging.tasks.render_instances", [[7, 8]])]
