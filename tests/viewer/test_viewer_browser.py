@@ -249,3 +249,23 @@ def test_first_slice_is_drawn_before_the_series_metadata_arrives(
         f"{(ct_study.num_instances - 1) // 2 + 1} / {ct_study.num_instances}"
         in page.locator("[data-pane='0'] [data-ov='bl']").inner_text()
     )
+
+
+def test_keys_pressed_while_the_first_slice_is_alone_count_once_the_series_arrives(
+    sign_in: Any, live_site: Any, alliance_world: Any, ct_study: Any
+) -> None:
+    page = sign_in(alliance_world.owner)
+    held: list[Any] = []
+    page.route(re.compile(r"/series/[\d.]+/metadata$"), lambda route: held.append(route))
+    page.goto(live_site.url + reverse("viewer:study", args=[ct_study.study_uid]))
+    page.wait_for_function(
+        "() => Number(document.querySelector(\"[data-pane='0']\").dataset.rendered || 0) > 0", timeout=LOAD_TIMEOUT_MS
+    )
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowUp")
+    assert held and page.locator("[data-pane='0']").get_attribute("data-loaded") == "false"
+    held[0].continue_()
+    page.wait_for_function("() => document.querySelector(\"[data-pane='0']\").dataset.loaded === 'true'")
+    wait_index(page, (ct_study.num_instances - 1) // 2 + 2)

@@ -114,6 +114,7 @@ function createPane({ pane, root, config, client, engine, tools, takeFirstFrame 
   let overlayQueued = false;
   let fitZoom = 1; // the zoom that fits the image: the overlay shows zoom relative to it
   let aloneOf = null; // while the first slice is shown alone: the series' image count
+  let early = null; // what the user asked for meanwhile: { delta } or { index }, applied once all is loaded
 
   element.addEventListener("contextmenu", (event) => event.preventDefault());
   const viewport = () => {
@@ -224,6 +225,7 @@ function createPane({ pane, root, config, client, engine, tools, takeFirstFrame 
       const vp = viewport();
       tools.now?.prefetch.disable(element);
       series = picked;
+      early = null;
       pane.dataset.loaded = "false";
       const [shown, instances] = await showFirstThenAll(vp, picked);
       if (series !== picked) return; // another series was picked meanwhile
@@ -235,7 +237,11 @@ function createPane({ pane, root, config, client, engine, tools, takeFirstFrame 
       const shownIndex = instances.findIndex((instance) => instance.sopUid === shown);
       // The slice already on screen stays; else the middle slice is shown first. The
       // prefetcher then fills in outwards from it.
-      await vp.setStack(imageIds, shownIndex >= 0 ? shownIndex : Math.floor((imageIds.length - 1) / 2));
+      const start = shownIndex >= 0 ? shownIndex : Math.floor((imageIds.length - 1) / 2);
+      const asked = early;
+      early = null;
+      const target = asked?.index ?? start + (asked?.delta ?? 0);
+      await vp.setStack(imageIds, Math.max(0, Math.min(target, imageIds.length - 1)));
       vp.render();
       fitZoom = vp.getZoom() || 1;
       const { prefetch } = await tools.load();
@@ -245,10 +251,19 @@ function createPane({ pane, root, config, client, engine, tools, takeFirstFrame 
       queueOverlay();
     },
     scroll(delta) {
+      if (aloneOf) {
+        // Only the first slice is known yet: keep the keys and wheel turns for when the series is.
+        early = { delta: (early?.delta ?? 0) + delta };
+        return;
+      }
       const vp = engine.getViewport(viewportId);
       if (vp) coreUtilities.scroll(vp, { delta, debounceLoading: true });
     },
     setIndex(index) {
+      if (aloneOf) {
+        early = { index };
+        return;
+      }
       const vp = engine.getViewport(viewportId);
       if (vp) vp.setImageIdIndex(Math.max(0, Math.min(index, vp.getImageIds().length - 1)));
     },
