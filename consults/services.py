@@ -87,6 +87,19 @@ def patients_of(consult: Consult) -> str:
     return ",".join(ids)[:200]
 
 
+def audit_read(request: Any, consult: Consult, action: str = "consult.view") -> None:
+    """The audit event of a page or API call that showed the consult (or its report) to the user."""
+    audit.record(
+        actor=audit.Actor.for_user(request.user),
+        action=action,
+        object_type="consult",
+        object_id=consult.pk,
+        patient=patients_of(consult),
+        basis=consult.basis,
+        source=audit.source_of(request),
+    )
+
+
 def _log(consult: Consult, action: str, from_status: str, user: Any, at: datetime, reason: str = "") -> None:
     ConsultTransition.objects.create(
         consult=consult,

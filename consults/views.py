@@ -26,18 +26,6 @@ from consults.models import Consult, Notification
 PAGE_SIZE = 25
 
 
-def _audit_read(request: HttpRequest, consult: Consult, action: str) -> None:
-    audit.record(
-        actor=audit.Actor.for_user(request.user),
-        action=action,
-        object_type="consult",
-        object_id=consult.pk,
-        patient=services.patients_of(consult),
-        basis=consult.basis,
-        source=audit.source_of(request),
-    )
-
-
 @login_required
 def worklist(request: HttpRequest) -> HttpResponse:
     counts = selectors.worklist_counts(request.user)
@@ -91,7 +79,7 @@ def _form_errors(form: Any, exc: ValidationError) -> None:
 @login_required
 def detail(request: HttpRequest, pk: int) -> HttpResponse:
     consult = access.get_consult_for(request.user, pk)
-    _audit_read(request, consult, "consult.view")
+    services.audit_read(request, consult, "consult.view")
     actions = access.actions_for(request.user, consult)
     context = {
         "consult": consult,
@@ -225,7 +213,7 @@ def report_pdf(request: HttpRequest, pk: int) -> HttpResponse:
     case = selectors.case_detail(consult)
     if not case["signed_versions"]:
         raise Http404("No signed report.")
-    _audit_read(request, consult, "consult.report_pdf")
+    services.audit_read(request, consult, "consult.report_pdf")
     body = pdf.render_report(consult, case, request=request)
     response = HttpResponse(body, content_type="application/pdf")
     response["Content-Disposition"] = f'inline; filename="consult-{consult.pk}-report.pdf"'

@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from alliance import access, audit
+from alliance import access
 from alliance.models import Doctor, Pool
 from consults import selectors, services
 from consults.api import serializers as s
@@ -33,18 +33,6 @@ def _run(call: Any) -> Any:
         return call()
     except services.IllegalTransition as exc:
         raise Conflict(str(exc)) from None
-
-
-def _audit_read(request: Request, consult: Consult, action: str = "consult.view") -> None:
-    audit.record(
-        actor=audit.Actor.for_user(request.user),
-        action=action,
-        object_type="consult",
-        object_id=consult.pk,
-        patient=services.patients_of(consult),
-        basis=consult.basis,
-        source=audit.source_of(request),
-    )
 
 
 def _detail(request: Request, consult: Consult, code: int = status.HTTP_200_OK) -> Response:
@@ -109,7 +97,7 @@ class ConsultDetail(APIView):
     @extend_schema(responses=s.ConsultDetailSerializer, operation_id="consults_retrieve")
     def get(self, request: Request, pk: int) -> Response:
         consult = access.get_consult_for(request.user, pk)
-        _audit_read(request, consult)
+        services.audit_read(request, consult)
         return _detail(request, consult)
 
 
@@ -165,7 +153,7 @@ class Messages(APIView):
     @extend_schema(responses=s.MessageSerializer(many=True), operation_id="consults_messages_list")
     def get(self, request: Request, pk: int) -> Response:
         consult = access.get_consult_for(request.user, pk)
-        _audit_read(request, consult)
+        services.audit_read(request, consult)
         rows = consult.messages.select_related("author__user")
         return Response(s.MessageSerializer(rows, many=True).data)
 
