@@ -197,16 +197,18 @@ Study.objects.bulk_create(
 
 
 class BarePynetdicom:
-    """bench/bare_scp.py: pynetdicom writing what it receives to files, nothing more."""
+    """bench/bare_scp.py: pynetdicom writing what it receives to files, nothing more; with
+    `wakeups`, pynetdicom as our server runs it (imaging/dicom/wakeup.py)."""
 
-    name = "floor: bare pynetdicom SCP (no index, no fsync)"
-
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, wakeups: bool = False) -> None:
         self.work = work
+        self.wakeups = wakeups
+        how = "with our reactor wake-ups" if wakeups else "as shipped"
+        self.name = f"floor: bare pynetdicom SCP {how} (no index, no fsync)"
 
     @contextmanager
     def running(self, label: str, processes: int = 1) -> Iterator[tuple[int, int]]:
-        folder = self.work / f"bare-{label}"
+        folder = self.work / f"bare-{label}-{self.wakeups}"
         port = free_port()
         cmd = [
             sys.executable,
@@ -215,6 +217,7 @@ class BarePynetdicom:
             str(folder),
             "--processes",
             str(processes),
+            *(["--wakeups"] if self.wakeups else []),
         ]
         proc = subprocess.Popen(cmd, env=NODELAY_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         try:
@@ -418,7 +421,8 @@ def main() -> None:
     django.setup()
 
     work = Path(tempfile.mkdtemp(prefix="bench-dimse-"))
-    ours, orthanc, bare = Ours(work, args.processes), Orthanc(work), BarePynetdicom(work)
+    ours, orthanc = Ours(work, args.processes), Orthanc(work)
+    bare, woken = BarePynetdicom(work), BarePynetdicom(work, wakeups=True)
     rows: dict[str, Row] = {}
     try:
         ct = work / "ct"
@@ -432,7 +436,8 @@ def main() -> None:
             (ours, "four1", 1, parts),
             (orthanc, "four", 1, parts),
             (bare, "one", 1, [ct]),
-            (bare, "four", args.processes, parts),
+            (woken, "one", 1, [ct]),
+            (woken, "four", args.processes, parts),
         ]
         for _ in range(args.repeat):
             for server, label, processes, folders in plan:

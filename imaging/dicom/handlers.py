@@ -27,6 +27,7 @@ from pynetdicom import build_context, evt
 from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, C_STORE
 from pynetdicom.presentation import PresentationContext
 
+from imaging.dicom import wakeup
 from imaging.dicom.identifiers import PATIENT_ROOT, STUDY_ROOT, QueryRequest, ReceivedInstance, Retrieval, StoredObject
 from imaging.dicom.status import DimseFailure, Status
 
@@ -346,6 +347,7 @@ class Handlers:
             (evt.EVT_CONN_OPEN, set_no_delay),
             (evt.EVT_CONN_OPEN, keep_responses_for_their_sender),
             (evt.EVT_CONN_OPEN, _send_as_stored_on_open),
+            (evt.EVT_CONN_OPEN, wakeup.install_on_open),
         ]
         options = {"contexts": move_contexts(retrieval.objects), "evt_handlers": sub_association_handlers}
         yield dest.host, dest.port, options

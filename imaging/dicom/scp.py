@@ -15,8 +15,10 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, sop_class
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.association import Association
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
+from imaging.dicom import wakeup
 from imaging.dicom.datasets import SUPPORTED_TRANSFER_SYNTAXES
 from imaging.dicom.handlers import Handlers, Services
 
@@ -69,12 +71,24 @@ def build_ae(ae_title: str = "CLOUDPACS", *, max_associations: int = 32) -> AE:
     return ae
 
 
+class WakingRequestHandler(RequestHandler):
+    """pynetdicom's handler of an accepted connection, whose association's reactors are woken
+    by their work instead of polling (imaging/dicom/wakeup.py)."""
+
+    def _create_association(self) -> Association:
+        assoc = super()._create_association()
+        wakeup.install(assoc)
+        return assoc
+
+
 class Server(ThreadedAssociationServer):
-    """pynetdicom's threaded server with TCP_NODELAY on every accepted socket and, when asked,
-    SO_REUSEPORT so that several processes share one port (the kernel spreads associations)."""
+    """pynetdicom's threaded server with TCP_NODELAY on every accepted socket, reactors woken by
+    their work and, when asked, SO_REUSEPORT so that several processes share one port (the
+    kernel spreads associations)."""
 
     def __init__(self, *args: Any, reuse_port: bool = False, **kwargs: Any) -> None:
         self.reuse_port = reuse_port  # read by server_bind, which the base __init__ calls
+        kwargs.setdefault("request_handler", WakingRequestHandler)
         super().__init__(*args, **kwargs)
 
     def server_bind(self) -> None:
