@@ -10,7 +10,9 @@ Guarantees:
 - Durable before success: on a local store the file and its folder are fsynced, and the
   rows are committed, before `ingest_path` returns.
 - Idempotent per SOP Instance UID: concurrent stores of one instance are serialised by a
-  lock on the UID; the second finds the first and returns created=False. Same UID with
+  lock on the UID (and, on the one-round-trip path below, by the UID's unique index and
+  the store's refusal to put a file over another); the second finds the first and returns
+  created=False. Same UID with
   different bytes: the first stored copy is kept (DICOM says one UID is one instance;
   modalities that resend after an error must not duplicate or silently replace it);
   the result says identical=False, the log warns and the audit event records both
@@ -19,6 +21,12 @@ Guarantees:
   the same Study Instance UID is refused with uid-conflict rather than merged.
 - Every attempt is audited as "instance.store": success, duplicate, or failure with the
   reason; refusals are also logged at WARNING.
+
+The common case, a further instance of a series this process has stored before, takes one
+round trip to PostgreSQL, which is also the commit (_store_known); the first instance of a
+series, a duplicate, SQLite and object storage take the careful path (_store_once). The
+checksum and the fdatasync of the received file run on the store's pool while the file is
+parsed and checked.
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ import datetime as dt
 import functools
 import hashlib
 import logging
+import mmap
+import os
 import threading
 import uuid
 from concurrent.futures import Future
@@ -112,11 +122,12 @@ class _Received:
     parsed: ParsedFile
     path: Path
     size: int
-    sha256: str = ""  # computed while the file is being made durable
+    hashing: Future[str] | None = None  # _sha256(path), started on the pool before parsing
+    sha256: str = ""
 
     def digest(self) -> str:
         if not self.sha256:
-            self.sha256 = _sha256(self.path)
+            self.sha256 = self.hashing.result() if self.hashing is not None else _sha256(self.path)
         return self.sha256
 
     @property
@@ -155,11 +166,15 @@ def ingest_path(
     """Store and index the DICOM file at `path` (the caller removes `path` afterwards)."""
     path = Path(path)
     parsed: ParsedFile | None = None
-    presynced = storage.presync(path)  # the data goes to disk while we read and check it
+    # While we read and check it, the pool makes its data durable and computes its checksum.
+    presynced = storage.presync(path)
+    hashing = storage.background(_sha256, path)
     try:
         parsed = _read(path, expected_study_uid)
         with _StoredForm(path, parsed) as received:
-            if received.path != path:  # a staged copy with the PS3.10 prefix is stored instead
+            if received.path == path:
+                received.hashing = hashing
+            else:  # a staged copy with the PS3.10 prefix is stored instead
                 presynced = None
             return _store(received, institution=institution, actor=actor, via=via, source=source, presynced=presynced)
     except IngestError as exc:
@@ -217,9 +232,14 @@ def _write_with_prefix(path: Path, prefix: bytes, dest: Path) -> None:
 
 
 def _sha256(path: Path) -> str:
+    """The file's SHA-256, in one call over a memory map: hashlib then holds no interpreter
+    lock for the whole file (it runs beside parsing, on the pool)."""
     try:
         with path.open("rb") as fh:
-            return hashlib.file_digest(fh, "sha256").hexdigest()
+            if os.fstat(fh.fileno()).st_size == 0:
+                return hashlib.sha256(b"").hexdigest()  # an empty file cannot be mapped
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                return hashlib.sha256(data).hexdigest()
     except OSError as exc:
         raise _storage_failed(gettext_noop("the received file cannot be read (%(error)s)"), exc) from None
 
@@ -233,18 +253,93 @@ def _store(
     source: str,
     presynced: Future[None] | None = None,
 ) -> IngestResult:
+    use_known = True
+    known_key = _known_key(received.attributes, institution)
+    known = _known.get(known_key)
+    if known is not None and _one_round_trip_possible():
+        try:
+            result = _store_known(
+                received, known, institution=institution, actor=actor, via=via, source=source, presynced=presynced
+            )
+        except IntegrityError:
+            # A parent remembered has gone (a study deleted since), or the SOP Instance UID was
+            # indexed meanwhile: the careful path below finds out which.
+            _known.forget(known_key)
+            use_known = False
+        else:
+            if result is not None:
+                return result
     try:
         return _store_once(
-            received, institution=institution, actor=actor, via=via, source=source, use_known=True, presynced=presynced
+            received,
+            institution=institution,
+            actor=actor,
+            via=via,
+            source=source,
+            use_known=use_known,
+            presynced=presynced,
         )
     except IntegrityError:
         # A parent row remembered from an earlier store has gone (a study deleted since):
         # once more, reading the parents afresh.
-        _known.forget(_known_key(received.attributes, institution))
+        _known.forget(known_key)
         try:
             return _store_once(received, institution=institution, actor=actor, via=via, source=source, use_known=False)
         except IntegrityError as exc:
             raise _storage_failed(gettext_noop("the index could not be updated (%(error)s)"), exc) from exc
+
+
+def _one_round_trip_possible() -> bool:
+    """_store_known needs PostgreSQL in autocommit (its statements commit as one implicit
+    transaction) and a store that never replaces a file (a local folder)."""
+    return connection.vendor == "postgresql" and not connection.in_atomic_block and storage.places_exclusively()
+
+
+def _store_known(
+    received: _Received,
+    known: tuple[int, int, int],
+    *,
+    institution: Institution,
+    actor: audit.Actor,
+    via: str,
+    source: str,
+    presynced: Future[None] | None,
+) -> IngestResult | None:
+    """A further instance of a series this process has stored before, in one round trip that
+    is also the commit. None when a file is already under the instance's key (a duplicate,
+    most likely): the careful path decides then.
+
+    The file goes into place first, where nothing else can be put over it (a hard link is
+    created or fails atomically), then becomes durable; then the counters, the audit event
+    and the instance row go to PostgreSQL as one simple query, which it runs as one
+    implicit transaction. A duplicate SOP Instance UID or a parent deleted since fails the
+    whole query (IntegrityError): the file is removed and the caller takes the careful path.
+    """
+    a = received.attributes
+    key = storage.storage_key_for(a.study_uid, a.series_uid, a.sop_uid)
+    try:
+        pending = storage.start_put(received.path, key, presynced)
+    except FileExistsError:
+        return None
+    except Exception as exc:  # any backend's failure (OSError...) is ours to report
+        log.exception("storing %s failed", key)
+        raise _storage_failed(gettext_noop("the file could not be stored (%(error)s)"), exc) from exc
+    try:
+        study, series = _remembered_parents(known, a, institution)
+        received.digest()
+        statements = _bumps(study.pk, series.pk, received.size, timezone.now())
+        instance, rows = _instance_rows(received, key, study, series, actor=actor, via=via, source=source)
+        _wait_durable(pending, key)
+        with connection.cursor() as cursor:
+            instance.pk = int(_execute_all(cursor, statements + rows)[0])
+    except BaseException as exc:
+        _delete_quietly(key)
+        if isinstance(exc, DatabaseError) and not isinstance(exc, IntegrityError):
+            raise _storage_failed(gettext_noop("the index could not be updated (%(error)s)"), exc) from exc
+        raise
+    transaction.on_commit(partial(_enqueue_render, instance.pk), robust=True)  # committed: runs now
+    series.study = study
+    return IngestResult(instance=instance, created=True, study=study, series=series)
 
 
 def _store_once(
@@ -267,7 +362,7 @@ def _store_once(
                 existing = Instance.objects.select_related("series__study").get(pk=existing_pk)
                 return _duplicate(existing, received, institution=institution, actor=actor, via=via, source=source)
             received.digest()
-            pending = _start_put(received.path, key, presynced)
+            key, pending = _start_put(received.path, key, presynced)
             file_placed = True
             _wait_durable(pending, key)
             # Durable first, then the rows: the study and series rows stay locked (against
@@ -299,9 +394,18 @@ def _lock_and_find(sop_uid: str) -> int | None:
     return None if row is None else int(row[0])
 
 
-def _start_put(path: Path, key: str, presynced: Future[None] | None = None) -> Future[None]:
+def _start_put(path: Path, key: str, presynced: Future[None] | None = None) -> tuple[str, Future[None]]:
+    """Put the file under `key`, or beside it when a file is already there: the caller holds
+    the UID's lock and found no row, so that file is one no row names (a store that stopped
+    before its commit, or one that is about to fail); it is left alone. The key used, and
+    the future of its durability."""
     try:
-        return storage.start_put(path, key, presynced)
+        try:
+            return key, storage.start_put(path, key, presynced)
+        except FileExistsError:
+            beside = storage.alternative_key(key)
+            log.warning("a file no index row names is under %s; storing this instance as %s", key, beside)
+            return beside, storage.start_put(path, beside, presynced)
     except Exception as exc:  # any backend's failure (OSError, botocore's ClientError...) is ours to report
         log.exception("storing %s failed", key)
         raise _storage_failed(gettext_noop("the file could not be stored (%(error)s)"), exc) from exc
@@ -389,44 +493,59 @@ def _index(
             transaction.on_commit(partial(_known.put, known_key, remembered))
             statements = []
         else:
-            patient_pk, study_pk, series_pk = known
-            study = Study(pk=study_pk, study_uid=a.study_uid, institution_id=institution.pk, patient_id=patient_pk)
-            series = Series(pk=series_pk, series_uid=a.series_uid, study_id=study_pk, modality=a.modality[:16])
-            statements = _bumps(study_pk, series_pk, received.size, now)
-        instance = Instance(
-            sop_uid=a.sop_uid,
-            series=series,
-            sop_class_uid=a.sop_class_uid,
-            transfer_syntax_uid=received.parsed.transfer_syntax_uid,
-            instance_number=a.instance_number,
-            rows=a.rows,
-            columns=a.columns,
-            number_of_frames=a.number_of_frames,
-            storage_key=key,
-            size_bytes=received.size,
-            sha256=received.sha256,
-        )
-        event = audit.build(
-            actor=actor,
-            action="instance.store",
-            object_type="instance",
-            object_id=a.sop_uid,
-            patient=str(study.patient_id),
-            source=source,
-            detail={
-                "via": via,
-                "study_uid": a.study_uid,
-                "series_uid": a.series_uid,
-                "size": received.size,
-                "sha256": received.sha256,
-            },
-        )
-        audit_sql, audit_params = _insert_sql(event)
-        instance_sql, instance_params = _insert_sql(instance)
-        statements += [(audit_sql, audit_params), (f"{instance_sql} RETURNING id", instance_params)]
-        instance.pk = int(_execute_all(cursor, statements)[0])
+            study, series = _remembered_parents(known, a, institution)
+            statements = _bumps(study.pk, series.pk, received.size, now)
+        instance, rows = _instance_rows(received, key, study, series, actor=actor, via=via, source=source)
+        instance.pk = int(_execute_all(cursor, statements + rows)[0])
     series.study = study
     return IngestResult(instance=instance, created=True, study=study, series=series)
+
+
+def _remembered_parents(known: tuple[int, int, int], a: Attributes, institution: Institution) -> tuple[Study, Series]:
+    """The study and series of a _known entry, as unsaved stand-ins holding their keys."""
+    patient_pk, study_pk, series_pk = known
+    study = Study(pk=study_pk, study_uid=a.study_uid, institution_id=institution.pk, patient_id=patient_pk)
+    series = Series(pk=series_pk, series_uid=a.series_uid, study_id=study_pk, modality=a.modality[:16])
+    return study, series
+
+
+def _instance_rows(
+    received: _Received, key: str, study: Study, series: Series, *, actor: audit.Actor, via: str, source: str
+) -> tuple[Instance, list[tuple[str, list[Any]]]]:
+    """The instance (without its primary key) and the statements inserting its audit event
+    and its row, the last one returning the row's id."""
+    a = received.attributes
+    instance = Instance(
+        sop_uid=a.sop_uid,
+        series=series,
+        sop_class_uid=a.sop_class_uid,
+        transfer_syntax_uid=received.parsed.transfer_syntax_uid,
+        instance_number=a.instance_number,
+        rows=a.rows,
+        columns=a.columns,
+        number_of_frames=a.number_of_frames,
+        storage_key=key,
+        size_bytes=received.size,
+        sha256=received.sha256,
+    )
+    event = audit.build(
+        actor=actor,
+        action="instance.store",
+        object_type="instance",
+        object_id=a.sop_uid,
+        patient=str(study.patient_id),
+        source=source,
+        detail={
+            "via": via,
+            "study_uid": a.study_uid,
+            "series_uid": a.series_uid,
+            "size": received.size,
+            "sha256": received.sha256,
+        },
+    )
+    audit_sql, audit_params = _insert_sql(event)
+    instance_sql, instance_params = _insert_sql(instance)
+    return instance, [(audit_sql, audit_params), (f"{instance_sql} RETURNING id", instance_params)]
 
 
 def _parents(cursor: Any, a: Attributes, institution: Institution, size: int, now: Any) -> tuple[Study, Series]:

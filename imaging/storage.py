@@ -2,7 +2,9 @@
 
 Files are stored byte-for-byte as received, under a key derived from their UIDs. On a
 local folder a stored file is durable (fsynced, with its directory) before `put_file`
-returns, so a success status sent after it cannot be lost to a crash.
+returns, so a success status sent after it cannot be lost to a crash, and a file is never
+put over one already there: a hard link is created or fails atomically, so of two stores
+racing for one key exactly one owns the file.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import hashlib
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings
 from django.core.files import File
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
     from imaging.models import Instance
 
 _COPY_CHUNK = 1024 * 1024
+T = TypeVar("T")
 _sync_pools: dict[int, ThreadPoolExecutor] = {}
 
 
@@ -77,9 +81,11 @@ def local_path_for_key(key: str) -> Path | None:
 
 
 def put_file(source: Path, key: str) -> None:
-    """Store the file at `source` under `key`, unchanged, replacing whatever is there; durable on return.
+    """Store the file at `source` under `key`, unchanged; durable on return.
 
-    Raises OSError (or the storage backend's own error) when the bytes could not be stored.
+    Raises FileExistsError when a local store already holds a file under `key` (object
+    storage replaces it), OSError (or the backend's own error) when the bytes could not be
+    stored.
     """
     start_put(source, key).result()
 
@@ -88,17 +94,38 @@ def presync(path: Path) -> Future[None] | None:
     """Start making the data of a received file durable now, on the pool, while the caller
     parses and checks it; hand the future to start_put. None when the store is not local
     (there the upload itself is the durable copy)."""
-    if not isinstance(dicom_storage(), FileSystemStorage):
+    if not places_exclusively():
         return None
     return _sync_pool().submit(_fdatasync, path)
+
+
+def background(fn: Callable[..., T], *args: Any) -> Future[T]:
+    """Run fn(*args) on the store's thread pool (work that reads a received file while the
+    caller parses it, such as its checksum)."""
+    return _sync_pool().submit(fn, *args)
+
+
+def places_exclusively() -> bool:
+    """Whether start_put refuses to replace a file already under the key (a local store: a
+    hard link is created or fails atomically). Object storage replaces."""
+    return isinstance(dicom_storage(), FileSystemStorage)
+
+
+def alternative_key(key: str) -> str:
+    """Another key beside `key` for the same instance, for when a file no index row names
+    (left by a store that stopped before its commit) holds `key`."""
+    stem, dot, suffix = key.rpartition(".")
+    return f"{stem}.{uuid.uuid4().hex[:12]}{dot}{suffix}" if dot else f"{key}.{uuid.uuid4().hex[:12]}"
 
 
 def start_put(source: Path, key: str, presynced: Future[None] | None = None) -> Future[None]:
     """Put the file in place now; the future completes once it is durable.
 
-    On a local store the fsyncs (a few milliseconds each on real disks) run on a small
-    thread pool, so the caller can work meanwhile. `presynced` is presync(source): when the
-    file is linked into place its data is then already on its way to disk.
+    On a local store the file never replaces one already under `key`: FileExistsError, and
+    nothing is changed (see places_exclusively). The fsyncs (a few milliseconds each on
+    real disks) run on a small thread pool, so the caller can work meanwhile. `presynced` is
+    presync(source): when the file is linked into place its data is then already on its way
+    to disk.
     """
     storage = dicom_storage()
     if isinstance(storage, FileSystemStorage):
@@ -124,24 +151,28 @@ def delete_key(key: str) -> None:
 
 
 def _place_local(storage: FileSystemStorage, source: Path, dest: Path) -> tuple[bool, list[Path]]:
-    """Link (or copy) the file into place atomically; whether it was linked (the same inode:
-    no copy at all), and the folders whose entries changed."""
+    """Link (or copy) the file into place atomically, never over an existing file
+    (FileExistsError); whether it was linked (the same inode: no copy at all), and the
+    folders whose entries changed."""
     new_dirs = _make_dirs(dest.parent, storage.directory_permissions_mode)
-    staging = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
-    linked = True
+    if storage.file_permissions_mode is not None:
+        os.chmod(source, storage.file_permissions_mode)
     try:
-        try:
-            os.link(source, staging)  # same file system: no copy at all
-        except OSError:
-            linked = False
-            _copy(source, staging)
+        os.link(source, dest)  # same file system: no copy at all; fails if dest exists
+        return True, [dest.parent, *new_dirs]
+    except FileExistsError:
+        raise
+    except OSError:
+        pass  # another file system, or no hard links: copy beside, then link the copy
+    staging = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
+    try:
+        _copy(source, staging)
         if storage.file_permissions_mode is not None:
             os.chmod(staging, storage.file_permissions_mode)
-        os.replace(staging, dest)
-    except BaseException:
+        os.link(staging, dest)
+    finally:
         staging.unlink(missing_ok=True)
-        raise
-    return linked, [dest.parent, *new_dirs]
+    return False, [dest.parent, *new_dirs]
 
 
 def _sync_local(dest: Path, folders: list[Path], presynced: Future[None] | None) -> None:

@@ -8,11 +8,14 @@ import signal
 import threading
 import time
 from concurrent.futures import Future
+from io import BytesIO
 from pathlib import Path
 
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import translation
+from pydicom import dcmread
 from pydicom import uid as pydicom_uid
 from pydicom.dataset import Dataset
 
@@ -518,3 +521,121 @@ def test_ingest_in_a_forked_child_gets_its_own_fsync_pool(clinic, actor, dicom_d
         pytest.fail("the forked child hung waiting for the parent's fsync threads")
     assert os.waitstatus_to_exitcode(done[1]) == 0
     assert (dicom_dir / key).read_bytes() == data
+
+
+# --- the one-round-trip path (a further instance of a series this process has stored) ----
+
+
+def _known_series(clinic, actor, n: int) -> list[bytes]:  # type: ignore[no-untyped-def]
+    """n instances of a new series, the first one stored (so its parents are remembered)."""
+    sent = [part10_bytes(ds) for ds in make_ct_series(n, 16, 16)]
+    _ingest(sent[0], clinic, actor)
+    return sent
+
+
+def _key_of(data: bytes) -> str:
+    ds = dcmread(BytesIO(data), stop_before_pixels=True)
+    return storage.storage_key_for(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_further_instance_of_a_known_series_is_one_statement_batch_that_commits(
+    clinic, actor, dicom_dir, monkeypatch
+):
+    first, second = _known_series(clinic, actor, 2)
+    renders: list[int] = []
+    monkeypatch.setattr(ingest, "_enqueue_render", renders.append)  # eager Celery would query here
+
+    with CaptureQueriesContext(connection) as queries:
+        result = _ingest(second, clinic, actor)
+
+    assert result.created
+    assert len(queries) == 1  # counters, audit event and instance row, committed as one
+    assert "INSERT INTO" in queries[0]["sql"] and "RETURNING" in queries[0]["sql"]
+    assert not connection.in_atomic_block
+    study = Study.objects.get()
+    assert (study.num_instances, study.size_bytes) == (2, len(first) + len(second))
+    assert Instance.objects.get(pk=result.instance.pk).storage_key == _key_of(second)
+    assert AuditEvent.objects.filter(action="instance.store", object_id=result.instance.sop_uid).count() == 1
+    assert renders == [result.instance.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_resent_instance_of_a_known_series_is_a_duplicate_and_changes_nothing(clinic, actor, dicom_dir):
+    first, second = _known_series(clinic, actor, 2)
+    _ingest(second, clinic, actor)
+
+    again = _ingest(second, clinic, actor)
+
+    assert (again.created, again.identical) == (False, True)
+    assert Study.objects.get().num_instances == 2
+    assert Series.objects.get().num_instances == 2
+    assert len(stored_files(dicom_dir)) == 2
+    assert (dicom_dir / _key_of(second)).read_bytes() == second
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_file_no_row_names_is_left_alone_and_the_instance_stored_beside_it(clinic, actor, dicom_dir):
+    """What a store that stopped between its file and its commit leaves: the next store of
+    that instance must neither take the stray file for the instance nor write over it."""
+    first, second = _known_series(clinic, actor, 2)
+    stray = dicom_dir / _key_of(second)
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"half of an earlier attempt")
+
+    result = _ingest(second, clinic, actor)
+
+    assert result.created
+    assert stray.read_bytes() == b"half of an earlier attempt"
+    instance = Instance.objects.get(pk=result.instance.pk)
+    assert instance.storage_key != _key_of(second)
+    assert storage.local_path(instance).read_bytes() == second
+    assert Study.objects.get().num_instances == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_one_round_trip_removes_the_file_and_counts_nothing(clinic, actor, dicom_dir, monkeypatch):
+    first, second = _known_series(clinic, actor, 2)
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise OperationalError("the server closed the connection")
+
+    monkeypatch.setattr(ingest, "_execute_all", fail)
+
+    with pytest.raises(IngestError) as caught:
+        _ingest(second, clinic, actor)
+
+    assert caught.value.code == "storage-failed"
+    assert not (dicom_dir / _key_of(second)).exists()
+    assert Study.objects.get().num_instances == 1
+    assert Instance.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_stores_of_one_later_instance_store_it_once(clinic, actor, dicom_dir):
+    first, second = _known_series(clinic, actor, 2)
+
+    results = _in_threads(6, lambda i: _ingest(second, clinic, actor))
+
+    assert all(isinstance(r, ingest.IngestResult) for r in results), results
+    assert sorted(r.created for r in results) == [False] * 5 + [True]
+    assert Study.objects.get().num_instances == 2
+    assert Series.objects.get().num_instances == 2
+    assert len(stored_files(dicom_dir)) == 2
+    (kept,) = [r for r in results if r.created]
+    assert storage.local_path(Instance.objects.get(pk=kept.instance.pk)).read_bytes() == second
+
+
+def test_a_local_store_never_puts_a_file_over_another(dicom_dir, tmp_path):
+    key = "ab/cd/1.2/1.2.3/1.2.3.4.dcm"
+    first, second = tmp_path / "first.dcm", tmp_path / "second.dcm"
+    first.write_bytes(b"first")
+    second.write_bytes(b"second")
+    storage.put_file(first, key)
+
+    with pytest.raises(FileExistsError):
+        storage.put_file(second, key)
+
+    assert (dicom_dir / key).read_bytes() == b"first"
+    beside = storage.alternative_key(key)
+    assert beside != key and beside.startswith("ab/cd/1.2/1.2.3/1.2.3.4.") and beside.endswith(".dcm")
