@@ -142,15 +142,54 @@ def _unsigned(value: int | None) -> int | None:
     return value if value is not None and value >= 0 else None
 
 
+# Every top-level attribute Attributes reads: part10 reads only these from a received file.
+ATTRIBUTE_KEYWORDS = frozenset(
+    {
+        "SpecificCharacterSet",
+        "SOPClassUID",
+        "SOPInstanceUID",
+        "PatientID",
+        "PatientName",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyInstanceUID",
+        "StudyDate",
+        "StudyTime",
+        "AccessionNumber",
+        "StudyID",
+        "StudyDescription",
+        "ReferringPhysicianName",
+        "SeriesInstanceUID",
+        "Modality",
+        "SeriesNumber",
+        "SeriesDescription",
+        "BodyPartExamined",
+        "InstanceNumber",
+        "Rows",
+        "Columns",
+        "NumberOfFrames",
+    }
+)
+
+
 class Attributes:
     """The attributes the index and the renderer need, read once and normalised (each
-    value is computed on first use and kept: the data set must not change afterwards)."""
+    value is computed on first use and kept: the data set must not change afterwards).
 
-    def __init__(self, ds: Dataset) -> None:
+    `partial`: the data set holds only ATTRIBUTE_KEYWORDS (read so by part10); asking for
+    any other attribute is then a programming error, raised rather than read as absent."""
+
+    def __init__(self, ds: Dataset, *, partial: bool = False) -> None:
         self.ds = ds
+        self.partial = partial
         self._texts: dict[str, str] = {}
 
+    def _check(self, keyword: str) -> None:
+        if self.partial and keyword not in ATTRIBUTE_KEYWORDS:
+            raise LookupError(f"{keyword} is not among the attributes read from the file (ATTRIBUTE_KEYWORDS)")
+
     def text(self, keyword: str) -> str:
+        self._check(keyword)
         if keyword not in self._texts:
             try:
                 self._texts[keyword] = _text(self.ds.get(keyword))
@@ -161,6 +200,7 @@ class Attributes:
     def encoded(self, keyword: str) -> Any:
         """The element's value as found in the file (bytes) when it has not been decoded yet,
         else its decoded value; None when absent. Cheap: for comparing, not for showing."""
+        self._check(keyword)
         try:
             element = self.ds.get_item(keyword)
         except Exception:  # as in text()
@@ -171,6 +211,7 @@ class Attributes:
         return tuple(value) if isinstance(value, list | MultiValue) else value
 
     def integer(self, keyword: str) -> int | None:
+        self._check(keyword)
         try:
             return _int(self.ds.get(keyword))
         except Exception:  # as above

@@ -25,11 +25,16 @@ from typing import BinaryIO
 
 from pydicom import dcmread
 from pydicom import uid as pydicom_uid
+from pydicom.charset import convert_encodings
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filewriter import write_file_meta_info
+from pydicom.tag import BaseTag
 
 from imaging.dicom.datasets import (
+    ATTRIBUTE_KEYWORDS,
     SUPPORTED_TRANSFER_SYNTAXES,
     Attributes,
     is_storage_sop_class,
@@ -99,12 +104,16 @@ def read_file(path: Path, *, max_bytes: int, expected_study_uid: str | None = No
         )
     with path.open("rb") as fp:
         layout = _layout(fp.read(132))
-        fp.seek(0)
-        dataset = _read_header(fp, layout)
-        fp.seek(0)
-        transfer_syntax = _transfer_syntax(dataset, layout)
-        _check_structure(fp, size, layout, transfer_syntax)
-    attributes = Attributes(dataset)
+        quick = _read_part10_in_one_walk(fp, size) if layout == "part10" else None
+        if quick is not None:
+            dataset, transfer_syntax = quick
+        else:
+            fp.seek(0)
+            dataset = _read_header(fp, layout)
+            fp.seek(0)
+            transfer_syntax = _transfer_syntax(dataset, layout)
+            _check_structure(fp, size, layout, transfer_syntax)
+    attributes = Attributes(dataset, partial=quick is not None)
     try:
         check_instance(attributes, transfer_syntax, expected_study_uid)
     except InvalidFile as exc:
@@ -225,12 +234,15 @@ def _prefix(layout: str, attributes: Attributes, transfer_syntax: str) -> bytes:
 
 class _Walker:
     """Steps over every element of a data set to prove that the file holds all of it
-    (positions in a memory map of the file: no reads, no seeks)."""
+    (positions in a memory map of the file: no reads, no seeks). The top-level elements
+    whose tags are in `wanted` are noted on the way: tag -> (VR or None, offset, length)."""
 
-    def __init__(self, data: mmap.mmap, size: int, start: int) -> None:
+    def __init__(self, data: mmap.mmap, size: int, start: int, wanted: frozenset[int] = frozenset()) -> None:
         self.data = data
         self.size = size
         self.pos = start
+        self.wanted = wanted
+        self.found: dict[int, tuple[bytes | None, int, int]] = {}
 
     def _need(self, n: int) -> None:
         if self.pos + n > self.size:
@@ -278,6 +290,8 @@ class _Walker:
             if tag in (_ITEM, _SEQUENCE_END):
                 raise InvalidFile("not-dicom", gettext_noop("an item tag where a data element was expected"))
             if length != _UNDEFINED:
+                if depth == 0 and tag in self.wanted:
+                    self.found[tag] = (vr, self.pos, length)
                 self.skip(length, tag)
             elif vr == b"UN":  # PS3.5 6.2.2: UN of undefined length holds implicit VR LE items
                 self.items(True, "<", depth)
@@ -308,6 +322,63 @@ def _check_structure(fp: BinaryIO, size: int, layout: str, transfer_syntax: str)
         little = transfer_syntax != pydicom_uid.ExplicitVRBigEndian
         endian = "<" if little else ">"
         _Walker(data, size, start).dataset(implicit, endian, 0)
+
+
+# The quick read: a PS3.10 file (what pynetdicom writes for every C-STORE) in a transfer
+# syntax the walker can step through is read in one walk, which also checks its structure;
+# pydicom then decodes only the attributes the index needs (ATTRIBUTE_KEYWORDS), on use.
+# Anything unusual goes the full way instead (pydicom's reader, then the walk), which also
+# words the refusal of a bad file.
+_WANTED_TAGS = frozenset(int(tag_for_keyword(k) or 0) for k in ATTRIBUTE_KEYWORDS) - {0}
+_TRANSFER_SYNTAX_UID = 0x00020010
+_CHARACTER_SET = 0x00080005
+
+
+def _read_part10_in_one_walk(fp: BinaryIO, size: int) -> tuple[Dataset, str] | None:
+    """The header (only ATTRIBUTE_KEYWORDS) and the transfer syntax, or None to go the full way."""
+    try:
+        with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            meta = _Walker(data, size, 132, frozenset({_TRANSFER_SYNTAX_UID}))
+            while meta.pos + 8 <= size and struct.unpack_from("<H", data, meta.pos)[0] == 0x0002:
+                tag, _, length = meta.tag_and_length(False, "<")
+                if length == _UNDEFINED:
+                    return None
+                if tag == _TRANSFER_SYNTAX_UID:
+                    meta.found[tag] = (None, meta.pos, length)
+                meta.skip(length, tag)
+            if _TRANSFER_SYNTAX_UID not in meta.found:
+                return None
+            _, offset, length = meta.found[_TRANSFER_SYNTAX_UID]
+            transfer_syntax = data[offset : offset + length].rstrip(b"\x00 ").decode("ascii", "replace")
+            if transfer_syntax not in SUPPORTED_TRANSFER_SYNTAXES:
+                return None
+            if transfer_syntax == pydicom_uid.DeflatedExplicitVRLittleEndian:
+                return None
+            implicit = transfer_syntax == pydicom_uid.ImplicitVRLittleEndian
+            little = transfer_syntax != pydicom_uid.ExplicitVRBigEndian
+            walker = _Walker(data, size, meta.pos, _WANTED_TAGS)
+            walker.dataset(implicit, "<" if little else ">", 0)
+            raw: dict[BaseTag, RawDataElement] = {}
+            for tag, (vr, offset, length) in walker.found.items():
+                if vr is None and not implicit:
+                    return None  # no VR where one belongs: let pydicom's reader judge it
+                value = data[offset : offset + length]
+                vr_name = vr.decode("ascii") if vr is not None else None
+                raw[BaseTag(tag)] = RawDataElement(BaseTag(tag), vr_name, length, value, offset, implicit, little)
+    except (InvalidFile, OSError, ValueError, struct.error):
+        return None
+    elements: dict[BaseTag, DataElement | RawDataElement] = dict(raw)
+    dataset = Dataset(elements)
+    encoding: str | list[str] = "iso8859"  # PS3.5 6.1.2.2: the default repertoire
+    if BaseTag(_CHARACTER_SET) in raw:
+        try:
+            encoding = convert_encodings(convert_raw_data_element(raw[BaseTag(_CHARACTER_SET)]).value)
+        except Exception:  # as pydicom's reader would: a character set it cannot name is its problem
+            return None
+    dataset.set_original_encoding(implicit, little, encoding)
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.TransferSyntaxUID = pydicom_uid.UID(transfer_syntax)
+    return dataset, transfer_syntax
 
 
 def _skip_file_meta(data: mmap.mmap, start: int, size: int) -> int:
