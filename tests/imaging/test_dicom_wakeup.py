@@ -21,21 +21,11 @@ from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification
 
 from imaging.dicom import wakeup
-from imaging.dicom.scp import build_ae, make_server
 from tests.imaging import dicomgen
-from tests.imaging.test_dicom_handlers import FakeServices
+from tests.imaging.test_dicom_handlers import running_server
 
 HOUR = 3600.0
-
-
-@pytest.fixture
-def server():  # type: ignore[no-untyped-def]
-    services = FakeServices()
-    server = make_server(build_ae(), "127.0.0.1", 0, services)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server, services
-    server.shutdown()
+server = running_server  # the real server with fake services, as the handler tests use it
 
 
 def _accepted(server: Any) -> list[Association]:
