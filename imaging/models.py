@@ -51,6 +51,15 @@ class Patient(models.Model):
     def display_name(self) -> str:
         return person_name(self.name)
 
+    @property
+    def sex_display(self) -> str:
+        """(0010,0040) in the reader's language: M, F and O are the enumerated values
+        (PS3.3 C.7.1.1); anything else is shown as sent."""
+        return str(_SEXES.get(self.sex.strip().upper(), self.sex))
+
+
+_SEXES = {"M": _("male"), "F": _("female"), "O": _("other")}
+
 
 class Study(models.Model):
     """PS3.3 C.7.2.1 General Study Module, plus counts kept up to date by ingest."""

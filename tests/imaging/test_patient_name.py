@@ -1,6 +1,7 @@
 """Patient names on pages are written as people write them, from DICOM PN (PS3.5 6.2.1.1)."""
 
 import pytest
+from django.utils import translation
 
 from imaging.models import Patient
 
@@ -24,3 +25,15 @@ def test_referring_physician_is_written_the_same_way() -> None:
 
     assert Study(referring_physician="Li^Wei=李^伟").referring_physician_name == "李伟 (Li Wei)"
     assert Study(referring_physician="Ref^Doctor").referring_physician_name == "Ref Doctor"
+
+
+@pytest.mark.parametrize(
+    ("sent", "english", "chinese"),
+    [("M", "male", "男"), ("F", "female", "女"), ("O", "other", "其他"), ("", "", ""), ("X", "X", "X")],
+)
+def test_patient_sex_is_shown_in_the_readers_language(sent: str, english: str, chinese: str) -> None:
+    patient = Patient(sex=sent)
+    with translation.override("en"):
+        assert patient.sex_display == english
+    with translation.override("zh-hans"):
+        assert patient.sex_display == chinese
