@@ -65,7 +65,15 @@ class _AssociationWaker:
 
 
 class _DulWaker:
-    """The DUL reactor waits here until its socket has data or a primitive is queued to send."""
+    """The DUL reactor waits here until its socket has data or a primitive is queued to send.
+
+    Its eventfd is only ever waited on, read and closed by the DUL thread itself (other
+    threads only write to it, under the lock, while it is open), so a closed descriptor's
+    number, reused by the process for another file, is never read. It is closed when the DUL
+    thread ends (run wrapped when install() comes before the thread starts, as on the
+    server), when the loop waits with its kill flag set, or at the latest when the DUL is
+    collected.
+    """
 
     loop = _DUL_LOOP
 
@@ -77,6 +85,21 @@ class _DulWaker:
         _notify_on_put(dul.to_provider_queue, self.wake)
         _notify_after(dul, "kill_dul", self.wake)
         _notify_after(dul, "stop_dul", self.wake)
+        if dul.ident is None:  # not started yet: close the eventfd when its thread ends
+            run = dul.run
+
+            def run_then_close() -> None:
+                try:
+                    run()
+                finally:
+                    self.close()
+
+            # Thread.start() calls self.run(), found on the instance first.
+            dul.run = run_then_close  # type: ignore[method-assign]
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
 
     def wake(self) -> None:
         with self._closed:
@@ -109,6 +132,8 @@ class _DulWaker:
             os.eventfd_read(self._fd)
         except (BlockingIOError, OSError):
             pass
+        if getattr(self._dul, "_kill_thread", False):  # the loop ends now: in this thread, close
+            self.close()
 
     def __del__(self) -> None:
         self.close()

@@ -95,7 +95,7 @@ def test_bulk_recv_returns_what_was_read_when_the_peer_closes() -> None:
 
 
 def _fake_association() -> Any:
-    dul = SimpleNamespace(to_user_queue=Queue(), to_provider_queue=Queue(), socket=None)
+    dul = SimpleNamespace(to_user_queue=Queue(), to_provider_queue=Queue(), socket=None, ident=1)  # started
     dul.kill_dul = lambda: None
     dul.stop_dul = lambda: True
     return SimpleNamespace(dimse=SimpleNamespace(msg_queue=Queue()), dul=dul, kill=lambda: None)
@@ -149,21 +149,23 @@ def test_the_association_reactor_wakes_for_a_release_or_its_kill(monkeypatch, wa
 def test_the_dul_reactor_wakes_for_a_pdu_to_send_data_to_read_or_its_kill(monkeypatch, wake: str) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(wakeup, "MAX_WAIT", HOUR)
     left, right = socket.socketpair()
-    assoc = _fake_association()
-    assoc.dul.socket = SimpleNamespace(socket=left)
-    waker = wakeup._DulWaker(assoc.dul)
-    thread = _wait_in_thread(waker)
-    if wake == "send":
-        assoc.dul.to_provider_queue.put("P-DATA")
-    elif wake == "data":
-        right.sendall(b"\x04")
-    else:
-        assoc.dul.kill_dul()
-    thread.join(timeout=30)
-    assert not thread.is_alive()
-    waker.close()
-    left.close()
-    right.close()
+    try:
+        assoc = _fake_association()
+        assoc.dul.socket = SimpleNamespace(socket=left)
+        waker = wakeup._DulWaker(assoc.dul)
+        thread = _wait_in_thread(waker)
+        if wake == "send":
+            assoc.dul.to_provider_queue.put("P-DATA")
+        elif wake == "data":
+            right.sendall(b"\x04")
+        else:
+            assoc.dul.kill_dul()
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+        waker.close()
+    finally:
+        left.close()
+        right.close()
 
 
 def test_other_sleeps_in_pynetdicom_still_sleep(monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -204,3 +206,19 @@ def test_a_c_move_sub_association_gets_the_dul_waker_only() -> None:
             assoc.release()
     finally:
         dest.shutdown()
+
+
+def test_the_dul_eventfd_is_closed_when_the_association_ends(server) -> None:  # type: ignore[no-untyped-def]
+    """One descriptor per association: it must not wait for the garbage collector."""
+    srv, _ = server
+    scu = AE(ae_title="CT_CLINA")
+    scu.add_requested_context(Verification)
+    assoc = scu.associate("127.0.0.1", srv.server_address[1], ae_title="CLINA")
+    accepted = _accepted(srv)[0]
+    waker = getattr(accepted.dul, wakeup._ATTR)
+    assert waker.is_open
+    assoc.release()
+    accepted.join(timeout=30)
+    accepted.dul.join(timeout=30)
+    assert not accepted.dul.is_alive()
+    assert not waker.is_open
