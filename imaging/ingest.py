@@ -671,6 +671,19 @@ def _values(model: type[models.Model], values: dict[str, Any]) -> tuple[str, lis
     return columns, prepared
 
 
+def _insert_new(cursor: Any, model: type[models.Model], values: dict[str, Any], *, unique: str, returning: str) -> Any:
+    """Insert the row unless one with the same `unique` columns exists (a parallel store made
+    it): the `returning` columns of the new row, or None."""
+    columns, params = _values(model, values)
+    marks = ", ".join(["%s"] * len(params))
+    cursor.execute(
+        f"INSERT INTO {_table(model)} ({columns}) VALUES ({marks})"  # noqa: S608
+        f" ON CONFLICT ({unique}) DO NOTHING RETURNING {returning}",
+        params,
+    )
+    return cursor.fetchone()
+
+
 def _insert_sql(obj: models.Model) -> tuple[str, list[Any]]:
     """INSERT of every concrete field but the primary key, with auto_now(_add) applied."""
     sql, fields = _insert_statement(type(obj), connection.vendor)
@@ -696,15 +709,8 @@ def _patient(cursor: Any, a: Attributes, institution: Institution) -> int:
     row = cursor.fetchone()
     seen = {"name": a.patient_name[:324], "birth_date": a.patient_birth_date, "sex": a.patient_sex[:16]}
     if row is None:
-        columns, params = _values(
-            Patient, {"issuer": institution.pk, "patient_id": a.patient_id, **seen, "created_at": timezone.now()}
-        )
-        cursor.execute(
-            f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(params))})"  # noqa: S608
-            " ON CONFLICT (issuer_id, patient_id) DO NOTHING RETURNING id",
-            params,
-        )
-        inserted = cursor.fetchone()
+        new = {"issuer": institution.pk, "patient_id": a.patient_id, **seen, "created_at": timezone.now()}
+        inserted = _insert_new(cursor, Patient, new, unique="issuer_id, patient_id", returning="id")
         if inserted is not None:
             return int(inserted[0])
         # another store created the patient meanwhile: read it as usual
@@ -750,13 +756,7 @@ def _study(cursor: Any, a: Attributes, institution: Institution, patient_pk: int
         "received_at": now,
         "updated_at": now,
     }
-    columns, params = _values(Study, new)
-    cursor.execute(
-        f"INSERT INTO {_table(Study)} ({columns}) VALUES ({', '.join(['%s'] * len(params))})"  # noqa: S608
-        " ON CONFLICT (study_uid) DO NOTHING RETURNING id",
-        params,
-    )
-    inserted = cursor.fetchone()
+    inserted = _insert_new(cursor, Study, new, unique="study_uid", returning="id")
     if inserted is None:  # another store created it meanwhile
         study = _bump_study(cursor, a.study_uid, fill, size, now)
         if study is None:
@@ -825,13 +825,7 @@ def _series(cursor: Any, a: Attributes, study: Study) -> tuple[Series, bool]:
             "body_part": a.body_part[:16],
             "num_instances": 1,
         }
-        columns, params = _values(Series, new)
-        cursor.execute(
-            f"INSERT INTO {_table(Series)} ({columns}) VALUES ({', '.join(['%s'] * len(params))})"  # noqa: S608
-            " ON CONFLICT (series_uid) DO NOTHING RETURNING id, study_id",
-            params,
-        )
-        row = cursor.fetchone()
+        row = _insert_new(cursor, Series, new, unique="series_uid", returning="id, study_id")
         created = row is not None
         if row is None:  # another store created it meanwhile
             cursor.execute(bump, [a.series_uid])
