@@ -15,6 +15,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import get_script_prefix
 from django.utils import formats
+from django.utils.text import capfirst
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
@@ -70,15 +71,14 @@ def bundle_preload() -> dict[str, Any]:
 def viewer_config(study: Study) -> dict[str, Any]:
     """What the script needs, as data (json_script): no inline JavaScript under the CSP."""
     patient = study.patient
+    birth = formats.date_format(patient.birth_date) if patient.birth_date else ""
     return {
         "study_uid": study.study_uid,
         "dicomweb": f"{get_script_prefix()}dicomweb",
         "patient": {
             "name": patient.display_name,  # "杨志强 (Yang Zhiqiang)", as on the pages
             "id": patient.patient_id,
-            "sex_birth": " · ".join(
-                v for v in (patient.sex, formats.date_format(patient.birth_date) if patient.birth_date else "") if v
-            ),
+            "sex_birth": " · ".join(v for v in (capfirst(patient.sex_display), birth) if v),
         },
         "study": {
             "institution": study.institution.name,

@@ -60,6 +60,19 @@ def test_overlay_writes_an_ideographic_name_as_the_pages_do(alliance_world: Any,
     assert config["patient"]["name"] == "杨志强 (Yang Zhiqiang)"
 
 
+def test_overlay_writes_the_sex_in_the_readers_language(alliance_world: Any, ct_study: Any) -> None:
+    ct_study.patient.sex = "F"
+    ct_study.patient.birth_date = None
+    ct_study.patient.save()
+    client = client_for(alliance_world.owner)
+    client.cookies["django_language"] = "zh-hans"
+    response = client.get(viewer_url(ct_study.study_uid))
+    config = json.loads(
+        re.search(rb'<script id="viewer-config" type="application/json">(.*?)</script>', response.content, re.S)[1]
+    )
+    assert config["patient"]["sex_birth"] == "女"
+
+
 def test_stranger_gets_the_same_404_as_for_a_missing_study(alliance_world: Any, ct_study: Any) -> None:
     stranger = client_for(alliance_world.stranger)
     forbidden = stranger.get(viewer_url(ct_study.study_uid))
