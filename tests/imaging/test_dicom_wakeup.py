@@ -32,13 +32,21 @@ def _accepted(server: Any) -> list[Association]:
     return list(server.active_associations)
 
 
+def _associate(server: Any, storage: bool = False, *, max_pdu: int | None = None) -> Association:
+    """An association of clinic A's CT with the server: verification, plus CT storage if asked."""
+    scu = AE(ae_title="CT_CLINA")
+    if max_pdu is not None:
+        scu.maximum_pdu_size = max_pdu
+    if storage:
+        scu.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    scu.add_requested_context(Verification)
+    return scu.associate("127.0.0.1", server.server_address[1], ae_title="CLINA")
+
+
 def test_a_series_stored_on_one_association_arrives_whole_and_in_order(server) -> None:  # type: ignore[no-untyped-def]
     srv, services = server
     series = dicomgen.make_ct_series(20, 64, 64)
-    scu = AE(ae_title="CT_CLINA")
-    scu.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-    scu.add_requested_context(Verification)
-    assoc = scu.associate("127.0.0.1", srv.server_address[1], ae_title="CLINA")
+    assoc = _associate(srv, True)
     assert assoc.is_established
     accepted = _accepted(srv)
     assert len(accepted) == 1
@@ -56,9 +64,7 @@ def test_a_series_stored_on_one_association_arrives_whole_and_in_order(server) -
 
 def test_an_association_aborted_by_the_peer_ends_on_the_server(server) -> None:  # type: ignore[no-untyped-def]
     srv, _ = server
-    scu = AE(ae_title="CT_CLINA")
-    scu.add_requested_context(Verification)
-    assoc = scu.associate("127.0.0.1", srv.server_address[1], ae_title="CLINA")
+    assoc = _associate(srv)
     accepted = _accepted(srv)[0]
     assoc.abort()
     accepted.join(timeout=30)
@@ -70,10 +76,7 @@ def test_a_large_pdu_is_read_whole_in_bulk(server, tmp_path: Path) -> None:  # t
     """A 2 MiB instance in one association with 1 MiB PDUs: every byte arrives."""
     srv, services = server
     ds = dicomgen.make_ct_series(1, 1024, 1024)[0]
-    scu = AE(ae_title="CT_CLINA")
-    scu.maximum_pdu_size = 0  # unlimited: the server's 1 MiB decides
-    scu.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-    assoc = scu.associate("127.0.0.1", srv.server_address[1], ae_title="CLINA")
+    assoc = _associate(srv, True, max_pdu=0)  # unlimited: the server's 1 MiB decides
     try:
         assert assoc.send_c_store(ds).Status == 0x0000
     finally:
@@ -211,9 +214,7 @@ def test_a_c_move_sub_association_gets_the_dul_waker_only() -> None:
 def test_the_dul_eventfd_is_closed_when_the_association_ends(server) -> None:  # type: ignore[no-untyped-def]
     """One descriptor per association: it must not wait for the garbage collector."""
     srv, _ = server
-    scu = AE(ae_title="CT_CLINA")
-    scu.add_requested_context(Verification)
-    assoc = scu.associate("127.0.0.1", srv.server_address[1], ae_title="CLINA")
+    assoc = _associate(srv)
     accepted = _accepted(srv)[0]
     waker = getattr(accepted.dul, wakeup._ATTR)
     assert waker.is_open
