@@ -292,7 +292,12 @@ def _store(
 def _one_round_trip_possible() -> bool:
     """_store_known needs PostgreSQL in autocommit (its statements commit as one implicit
     transaction) and a store that never replaces a file (a local folder)."""
-    return connection.vendor == "postgresql" and not connection.in_atomic_block and storage.places_exclusively()
+    return (
+        connection.vendor == "postgresql"
+        and not connection.in_atomic_block
+        and connection.get_autocommit()
+        and storage.places_exclusively()
+    )
 
 
 def _store_known(
