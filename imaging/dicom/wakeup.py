@@ -191,22 +191,29 @@ def _enable() -> None:
                 module.time = _Time()  # type: ignore[attr-defined]
 
 
+# The buffer a PDU is first read into. The length comes from the peer's PDU header, before
+# anything is known of the peer, so memory is only ever taken for bytes that have arrived:
+# the buffer doubles as it fills, up to that length (as pynetdicom's own reads grow).
+FIRST_READ_BYTES = 2 * 1024 * 1024  # a whole PDU at our 1 MiB maximum
+
+
 def _read_in_bulk(wrapper: Any) -> None:
     """Have this AssociationSocket read a PDU with as few recv calls as the kernel allows
     (pynetdicom reads 4 KiB per call: 130 system calls for a 512 KiB image)."""
 
     def recv(nr_bytes: int) -> bytearray:
         raw = wrapper.socket
-        buffer = bytearray(nr_bytes)
-        with memoryview(buffer) as view:
-            got = 0
-            while got < nr_bytes:
-                n = raw.recv_into(view[got:], nr_bytes - got)
-                if not n:  # the peer closed: what was read so far, as pynetdicom does
-                    break
-                got += n
-        if got < nr_bytes:
-            del buffer[got:]
+        buffer = bytearray(min(nr_bytes, FIRST_READ_BYTES))
+        got = 0
+        while got < nr_bytes:
+            if got == len(buffer):
+                buffer.extend(bytes(min(len(buffer), nr_bytes - len(buffer))))
+            with memoryview(buffer) as view:
+                n = raw.recv_into(view[got:], len(buffer) - got)
+            if not n:  # the peer closed: what was read so far, as pynetdicom does
+                break
+            got += n
+        del buffer[got:]
         return buffer
 
     # An attribute of this one socket wrapper: the DUL calls self.socket.recv(n) for each PDU.

@@ -223,3 +223,19 @@ def test_the_dul_eventfd_is_closed_when_the_association_ends(server) -> None:  #
     accepted.dul.join(timeout=30)
     assert not accepted.dul.is_alive()
     assert not waker.is_open
+
+
+def test_a_pdu_header_claiming_gigabytes_takes_memory_only_for_what_arrives(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The length is the peer's word, read before any association exists: a claimed 1 TiB
+    must not be allocated up front (it would fail here with MemoryError)."""
+    monkeypatch.setattr(wakeup, "FIRST_READ_BYTES", 1024)
+    left, right = socket.socketpair()
+    try:
+        wrapper = SimpleNamespace(socket=left, recv=None)
+        wakeup._read_in_bulk(wrapper)
+        sent = bytes(range(256)) * 20  # 5,120 bytes: the buffer grows from 1 KiB, doubling
+        right.sendall(sent)
+        right.close()
+        assert wrapper.recv(1 << 40) == bytearray(sent)
+    finally:
+        left.close()
