@@ -317,7 +317,7 @@ def _check_structure(fp: BinaryIO, size: int, layout: str, transfer_syntax: str)
     if transfer_syntax == pydicom_uid.DeflatedExplicitVRLittleEndian:
         return  # inflating it (in _read_header) already proved the deflate stream whole
     with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        start = 0 if layout == "bare" else _skip_file_meta(data, 132 if layout == "part10" else 0, size)
+        start = 0 if layout == "bare" else _file_meta(data, 132 if layout == "part10" else 0, size)[0]
         implicit = transfer_syntax == pydicom_uid.ImplicitVRLittleEndian
         little = transfer_syntax != pydicom_uid.ExplicitVRBigEndian
         endian = "<" if little else ">"
@@ -338,25 +338,14 @@ def _read_part10_in_one_walk(fp: BinaryIO, size: int) -> tuple[Dataset, str] | N
     """The header (only ATTRIBUTE_KEYWORDS) and the transfer syntax, or None to go the full way."""
     try:
         with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            meta = _Walker(data, size, 132, frozenset({_TRANSFER_SYNTAX_UID}))
-            while meta.pos + 8 <= size and struct.unpack_from("<H", data, meta.pos)[0] == 0x0002:
-                tag, _, length = meta.tag_and_length(False, "<")
-                if length == _UNDEFINED:
-                    return None
-                if tag == _TRANSFER_SYNTAX_UID:
-                    meta.found[tag] = (None, meta.pos, length)
-                meta.skip(length, tag)
-            if _TRANSFER_SYNTAX_UID not in meta.found:
-                return None
-            _, offset, length = meta.found[_TRANSFER_SYNTAX_UID]
-            transfer_syntax = data[offset : offset + length].rstrip(b"\x00 ").decode("ascii", "replace")
+            start, transfer_syntax = _file_meta(data, 132, size)
             if transfer_syntax not in SUPPORTED_TRANSFER_SYNTAXES:
                 return None
             if transfer_syntax == pydicom_uid.DeflatedExplicitVRLittleEndian:
                 return None
             implicit = transfer_syntax == pydicom_uid.ImplicitVRLittleEndian
             little = transfer_syntax != pydicom_uid.ExplicitVRBigEndian
-            walker = _Walker(data, size, meta.pos, _WANTED_TAGS)
+            walker = _Walker(data, size, start, _WANTED_TAGS)
             walker.dataset(implicit, "<" if little else ">", 0)
             raw: dict[BaseTag, RawDataElement] = {}
             for tag, (vr, offset, length) in walker.found.items():
@@ -381,12 +370,18 @@ def _read_part10_in_one_walk(fp: BinaryIO, size: int) -> tuple[Dataset, str] | N
     return dataset, transfer_syntax
 
 
-def _skip_file_meta(data: mmap.mmap, start: int, size: int) -> int:
-    """Position just after the group 0002 elements (always little endian, PS3.10 7.1)."""
+def _file_meta(data: mmap.mmap, start: int, size: int) -> tuple[int, str]:
+    """Position just after the group 0002 elements (always explicit VR little endian,
+    PS3.10 7.1), and the Transfer Syntax UID among them ("" when absent, or when an element
+    of undefined length makes the group untrustworthy)."""
     walker = _Walker(data, size, start)
-    while walker.pos + 8 <= size:
-        if struct.unpack_from("<H", data, walker.pos)[0] != 0x0002:
-            return walker.pos
+    transfer_syntax: str | None = ""
+    while walker.pos + 8 <= size and struct.unpack_from("<H", data, walker.pos)[0] == 0x0002:
         tag, _, length = walker.tag_and_length(False, "<")
-        walker.skip(length if length != _UNDEFINED else 0, tag)
-    return walker.pos
+        if length == _UNDEFINED:
+            transfer_syntax, length = None, 0
+        elif tag == _TRANSFER_SYNTAX_UID and transfer_syntax is not None:
+            value = data[walker.pos : walker.pos + length]
+            transfer_syntax = value.rstrip(b"\x00 ").decode("ascii", "replace")
+        walker.skip(length, tag)
+    return walker.pos, transfer_syntax or ""
