@@ -276,7 +276,8 @@ def _store(
             actor=actor,
             via=via,
             source=source,
-            use_known=use_known,
+            known_key=known_key,
+            known=known if use_known else None,
             presynced=presynced,
         )
     except IntegrityError:
@@ -284,7 +285,9 @@ def _store(
         # once more, reading the parents afresh.
         _known.forget(known_key)
         try:
-            return _store_once(received, institution=institution, actor=actor, via=via, source=source, use_known=False)
+            return _store_once(
+                received, institution=institution, actor=actor, via=via, source=source, known_key=known_key, known=None
+            )
         except IntegrityError as exc:
             raise _storage_failed(gettext_noop("the index could not be updated (%(error)s)"), exc) from exc
 
@@ -354,9 +357,12 @@ def _store_once(
     actor: audit.Actor,
     via: str,
     source: str,
-    use_known: bool,
+    known_key: tuple[Any, ...],
+    known: tuple[int, int, int] | None,
     presynced: Future[None] | None = None,
 ) -> IngestResult:
+    """The careful path. `known`: the parents remembered under `known_key` (_known), if they
+    are to be trusted; None reads them from the database."""
     a = received.attributes
     key = storage.storage_key_for(a.study_uid, a.series_uid, a.sop_uid)
     file_placed = False
@@ -372,7 +378,9 @@ def _store_once(
             _wait_durable(pending, key)
             # Durable first, then the rows: the study and series rows stay locked (against
             # parallel associations into the same series) only from their update to the commit.
-            result = _index(received, key, institution, actor=actor, via=via, source=source, use_known=use_known)
+            result = _index(
+                received, key, institution, actor=actor, via=via, source=source, known_key=known_key, known=known
+            )
             transaction.on_commit(partial(_enqueue_render, result.instance.pk), robust=True)
         return result
     except BaseException as exc:
@@ -485,12 +493,11 @@ def _index(
     actor: audit.Actor,
     via: str,
     source: str,
-    use_known: bool = True,
+    known_key: tuple[Any, ...],
+    known: tuple[int, int, int] | None,
 ) -> IngestResult:
     a = received.attributes
     now = timezone.now()
-    known_key = _known_key(a, institution)
-    known = _known.get(known_key) if use_known else None
     with connection.cursor() as cursor:
         if known is None:
             study, series = _parents(cursor, a, institution, received.size, now)
