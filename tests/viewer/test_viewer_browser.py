@@ -225,18 +225,24 @@ def test_first_slice_is_fetched_once_and_drawn_from_those_bytes(
     assert slice_index(page) == (ct_study.num_instances - 1) // 2
 
 
-def test_first_slice_is_drawn_before_the_series_metadata_arrives(
-    sign_in: Any, live_site: Any, alliance_world: Any, ct_study: Any
-) -> None:
-    """The series' metadata is held back: the middle slice is drawn from what the page
-    carries, and the overlay gives the series' size without claiming the slice's place."""
-    page = sign_in(alliance_world.owner)
+def _first_slice_with_metadata_held(page: Any, live_site: Any, ct_study: Any) -> tuple[Any, list[Any]]:
+    """The viewer opened with the series' metadata requests held back (the routes are
+    returned, to be let go), once the first slice is drawn."""
     held: list[Any] = []
     page.route(re.compile(r"/series/[\d.]+/metadata$"), lambda route: held.append(route))
     page.goto(live_site.url + reverse("viewer:study", args=[ct_study.study_uid]))
     page.wait_for_function(
         "() => Number(document.querySelector(\"[data-pane='0']\").dataset.rendered || 0) > 0", timeout=LOAD_TIMEOUT_MS
     )
+    return page, held
+
+
+def test_first_slice_is_drawn_before_the_series_metadata_arrives(
+    sign_in: Any, live_site: Any, alliance_world: Any, ct_study: Any
+) -> None:
+    """The series' metadata is held back: the middle slice is drawn from what the page
+    carries, and the overlay gives the series' size without claiming the slice's place."""
+    page, held = _first_slice_with_metadata_held(sign_in(alliance_world.owner), live_site, ct_study)
     page.wait_for_function("() => document.querySelector(\"[data-pane='0'] [data-ov='bl']\").innerText.includes('…')")
     corner = page.locator("[data-pane='0'] [data-ov='bl']").inner_text()
     assert f"… / {ct_study.num_instances}" in corner and "Position -11.0 mm" in corner, corner
@@ -254,13 +260,7 @@ def test_first_slice_is_drawn_before_the_series_metadata_arrives(
 def test_keys_pressed_while_the_first_slice_is_alone_count_once_the_series_arrives(
     sign_in: Any, live_site: Any, alliance_world: Any, ct_study: Any
 ) -> None:
-    page = sign_in(alliance_world.owner)
-    held: list[Any] = []
-    page.route(re.compile(r"/series/[\d.]+/metadata$"), lambda route: held.append(route))
-    page.goto(live_site.url + reverse("viewer:study", args=[ct_study.study_uid]))
-    page.wait_for_function(
-        "() => Number(document.querySelector(\"[data-pane='0']\").dataset.rendered || 0) > 0", timeout=LOAD_TIMEOUT_MS
-    )
+    page, held = _first_slice_with_metadata_held(sign_in(alliance_world.owner), live_site, ct_study)
     page.keyboard.press("ArrowDown")
     page.keyboard.press("ArrowDown")
     page.keyboard.press("ArrowDown")
