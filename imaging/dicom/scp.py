@@ -18,7 +18,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.association import Association
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
-from imaging.dicom import wakeup
+from imaging.dicom import fastpath, wakeup
 from imaging.dicom.datasets import SUPPORTED_TRANSFER_SYNTAXES
 from imaging.dicom.handlers import Handlers, Services
 
@@ -116,9 +116,11 @@ def quiet_protocol_logging() -> None:
 def receive_into_files(folder: Path) -> None:
     """Have pynetdicom write each received data set straight into a PS3.10 file in `folder`
     instead of memory: a large multi-frame instance costs no memory, and when `folder` is on
-    the store's file system ingest links the file into place without copying it."""
+    the store's file system ingest links the file into place without copying it. The file's
+    meta header, and each C-STORE response, are encoded by hand (imaging/dicom/fastpath.py)."""
     _config.STORE_RECV_CHUNKED_DATASET = True
-    tempfile.tempdir = str(folder)  # pynetdicom makes them with NamedTemporaryFile
+    tempfile.tempdir = str(folder)  # fastpath (and pynetdicom's own NamedTemporaryFile) create them there
+    fastpath.install()
 
 
 def send_files_as_stored() -> None:

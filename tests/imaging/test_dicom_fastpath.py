@@ -1,0 +1,247 @@
+"""imaging/dicom/fastpath.py: C-STORE's file meta and response encoded by hand.
+
+The encoders are compared byte for byte with what pydicom and pynetdicom produce; the patched
+decoding and sending run under real associations against the real server, C-STORE mixed with
+other messages, in large PDUs and in PDUs small enough to split the command set.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import (
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    MRImageStorage,
+    generate_uid,
+)
+from pynetdicom import AE, _config
+from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_messages import C_STORE_RSP, DIMSEMessage
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import create_file_meta, encode
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
+
+from imaging.dicom import fastpath
+from imaging.dicom.identifiers import ReceivedInstance
+from imaging.dicom.scp import build_ae, make_server
+from imaging.dicom.status import DimseFailure
+from tests.imaging import dicomgen
+from tests.imaging.test_dicom_handlers import FakeServices
+
+UIDS = [
+    "1.2",  # even
+    "1.2.3",  # odd: padded with NUL
+    "1.2.840.10008.5.1.4.1.1.2",
+    "2.25.329800735698586629295641978511506172918",
+    "1.2.826.0.1.3680043.8.498." + "1" * 38,  # 64 characters, the longest a UI may be
+]
+
+
+@pytest.mark.parametrize("sop_instance_uid", UIDS)
+@pytest.mark.parametrize("transfer_syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless])
+def test_file_meta_is_what_pynetdicom_writes_through_pydicom(sop_instance_uid: str, transfer_syntax: str) -> None:
+    for sop_class in (CTImageStorage, MRImageStorage, "1.2.3"):
+        theirs = BytesIO()
+        theirs.write(b"\x00" * 128 + b"DICM")
+        meta = create_file_meta(
+            sop_class_uid=sop_class, sop_instance_uid=sop_instance_uid, transfer_syntax=transfer_syntax
+        )
+        write_file_meta_info(theirs, meta)  # type: ignore[arg-type]
+        assert fastpath.file_meta(sop_class, sop_instance_uid, transfer_syntax) == theirs.getvalue()
+
+
+def _pynetdicom_response(primitive: C_STORE) -> bytes:
+    message = C_STORE_RSP()
+    message.primitive_to_message(primitive)
+    return bytes(encode(message.command_set, True, True))  # type: ignore[arg-type]
+
+
+def _response(status: int, comment: str | None = None, *, instance: str = UIDS[3], message_id: int = 7) -> C_STORE:
+    rsp = C_STORE()
+    rsp.MessageIDBeingRespondedTo = message_id
+    rsp.AffectedSOPClassUID = CTImageStorage
+    rsp.AffectedSOPInstanceUID = instance
+    rsp.Status = status
+    if comment is not None:
+        rsp.ErrorComment = comment
+    return rsp
+
+
+@pytest.mark.parametrize("instance", UIDS)
+@pytest.mark.parametrize(
+    ("status", "comment"),
+    [
+        (0x0000, None),
+        (0xB000, None),
+        (0xA700, "out of resources"),  # even length
+        (0xA900, "no SOP Instance UID"),  # odd: padded with a space
+        (0xC000, ""),
+        (0x0122, "x" * 64),
+    ],
+)
+def test_store_response_is_what_pynetdicom_encodes(instance: str, status: int, comment: str | None) -> None:
+    for message_id in (1, 7, 65535):
+        rsp = _response(status, comment, instance=instance, message_id=message_id)
+        assert fastpath.store_response(rsp) == _pynetdicom_response(rsp)
+
+
+def test_store_response_leaves_what_it_does_not_write_to_pynetdicom() -> None:
+    with_element = _response(0xA900, "bad")
+    with_element.OffendingElement = [0x00100020]
+    assert fastpath.store_response(with_element) is None
+    request = _response(0x0000)
+    request.MessageIDBeingRespondedTo = None
+    assert fastpath.store_response(request) is None
+
+
+class _KeepingServices(FakeServices):
+    """Keeps each received file's bytes while it exists (pynetdicom deletes it after the handler)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.files: list[bytes] = []
+
+    def store(self, peer: Any, instance: ReceivedInstance) -> None:
+        if instance.path is None:
+            raise AssertionError("the data set was not received into a file")
+        self.files.append(instance.path.read_bytes())
+        super().store(peer, instance)
+
+
+@pytest.fixture
+def fast_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """The real server, receiving into files in tmp_path through the fast path, with a small
+    maximum PDU when a test asks for one (monkeypatch undoes the process-wide settings)."""
+    monkeypatch.setattr(_config, "STORE_RECV_CHUNKED_DATASET", True)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(DIMSEMessage, "decode_msg", fastpath.decode_msg)
+    monkeypatch.setattr(DIMSEServiceProvider, "send_msg", fastpath.send_msg)
+    started = []
+
+    def start(max_pdu: int | None = None) -> tuple[Any, _KeepingServices]:
+        services = _KeepingServices()
+        ae = build_ae()
+        if max_pdu is not None:
+            ae.maximum_pdu_size = max_pdu
+        server = make_server(ae, "127.0.0.1", 0, services)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        started.append(server)
+        return server, services
+
+    yield start
+    for server in started:
+        server.shutdown()
+
+
+def _associate(server: Any, max_pdu: int = 16382) -> Any:
+    scu = AE(ae_title="CT_CLINA")
+    scu.maximum_pdu_size = max_pdu
+    scu.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
+    scu.add_requested_context(CTImageStorage, [ImplicitVRLittleEndian])
+    scu.add_requested_context(Verification)
+    scu.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = scu.associate("127.0.0.1", server.server_address[1], ae_title="CLINA")
+    assert assoc.is_established
+    return assoc
+
+
+def _expected_file(ds: Dataset) -> bytes:
+    """pynetdicom's own file for a received data set: its file meta, then the data set as sent."""
+    out = BytesIO()
+    out.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(
+        out,  # type: ignore[arg-type]
+        create_file_meta(
+            sop_class_uid=ds.SOPClassUID, sop_instance_uid=ds.SOPInstanceUID, transfer_syntax=ExplicitVRLittleEndian
+        ),
+    )
+    out.write(bytes(encode(ds, False, True)))  # type: ignore[arg-type]
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("server_max_pdu", [None, 4096, 128])  # 128: the command set spans several PDUs
+def test_stores_mixed_with_other_messages_arrive_as_pynetdicom_would_write_them(fast_server, server_max_pdu) -> None:  # type: ignore[no-untyped-def]
+    server, services = fast_server(server_max_pdu)
+    series = dicomgen.make_ct_series(6, 64, 64)
+    match = Dataset()
+    match.PatientID = "P1001"
+    services.matches = [match]
+    assoc = _associate(server, server_max_pdu or 16382)  # 128: our responses fall back to pynetdicom
+    try:
+        statuses = []
+        for i, ds in enumerate(series):
+            statuses.append(assoc.send_c_store(ds).Status)
+            if i % 2 == 0:
+                assert assoc.send_c_echo().Status == 0x0000
+            if i == 3:
+                query = Dataset()
+                query.QueryRetrieveLevel = "STUDY"
+                query.PatientID = "*"
+                found = [
+                    status.Status for status, _ in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)
+                ]
+                assert found == [0xFF00, 0x0000]
+    finally:
+        assoc.release()
+    assert statuses == [0x0000] * 6
+    assert services.files == [_expected_file(ds) for ds in series]
+    assert len(services.queries) == 1
+    assert [dcmread(BytesIO(f)).SOPInstanceUID for f in services.files] == [ds.SOPInstanceUID for ds in series]
+    assert list(Path(tempfile.gettempdir()).glob("rx-*")) == []  # pynetdicom removed each after its handler
+
+
+def test_a_refusal_reaches_the_sender_with_its_status_and_comment(fast_server) -> None:  # type: ignore[no-untyped-def]
+    server, services = fast_server()
+    services.fail = DimseFailure(0xA900, "the data set has no Patient ID")
+    assoc = _associate(server)
+    try:
+        rsp = assoc.send_c_store(dicomgen.make_ct_series(1, 32, 32)[0])
+    finally:
+        assoc.release()
+    assert rsp.Status == 0xA900
+    assert rsp.ErrorComment == "the data set has no Patient ID"
+
+
+def test_received_file_names_do_not_collide_and_an_existing_name_is_never_opened(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    cs = Dataset()
+    cs.AffectedSOPClassUID = CTImageStorage
+    cs.AffectedSOPInstanceUID = generate_uid()
+    context = type("Cx", (), {"transfer_syntax": [ExplicitVRLittleEndian]})()
+    assoc = type("Assoc", (), {"_accepted_cx": {1: context}})()
+    paths = []
+    for _ in range(3):
+        message = DIMSEMessage()
+        message.command_set = cs
+        fastpath._received_file(message, assoc, 1)
+        message._data_set_file.close()  # type: ignore[union-attr]
+        paths.append(message._data_set_path)
+    assert len(set(paths)) == 3
+    assert all(
+        p.read_bytes() == fastpath.file_meta(CTImageStorage, cs.AffectedSOPInstanceUID, ExplicitVRLittleEndian)
+        for p in paths
+    )
+    monkeypatch.setattr(fastpath, "_names", iter([0]))  # a name already taken: refused, not overwritten
+    taken = Path(tmp_path) / f"rx-{fastpath._TOKEN}-{os.getpid()}-0.dcm"
+    taken.write_bytes(b"someone else's")
+    with pytest.raises(FileExistsError):
+        _open_with(cs, assoc)
+    assert taken.read_bytes() == b"someone else's"
+
+
+def _open_with(cs: Dataset, assoc: Any) -> None:
+    message = DIMSEMessage()
+    message.command_set = cs
+    fastpath._received_file(message, assoc, 1)
