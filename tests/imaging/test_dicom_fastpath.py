@@ -245,3 +245,33 @@ def _open_with(cs: Dataset, assoc: Any) -> None:
     message = DIMSEMessage()
     message.command_set = cs
     fastpath._received_file(message, assoc, 1)
+
+
+def test_each_association_gets_its_own_copy_of_the_supported_contexts() -> None:
+    from imaging.dicom.scp import copy_contexts
+
+    contexts = build_ae().supported_contexts
+    copies = copy_contexts(contexts)
+    assert [vars(cx) for cx in copies] == [vars(cx) for cx in contexts]
+    copies[0].transfer_syntax = [ImplicitVRLittleEndian]  # what negotiation may do to a copy
+    copies[1].result = 0
+    assert len(contexts[0].transfer_syntax) > 1
+    assert contexts[1].result is None
+    other = {"a": [1, [2]]}  # anything else is deep-copied as before
+    copied = copy_contexts(other)
+    assert copied == other
+    assert copied["a"][1] is not other["a"][1]
+
+
+def test_the_server_copies_contexts_for_the_associations_it_accepts(fast_server) -> None:  # type: ignore[no-untyped-def]
+    server, _ = fast_server()
+    assoc = _associate(server)
+    try:
+        accepted = list(server.active_associations)
+        assert len(accepted) == 1
+        theirs = accepted[0].acceptor.supported_contexts
+        assert [cx.abstract_syntax for cx in theirs] == [cx.abstract_syntax for cx in server.contexts]
+        assert all(a is not b for a, b in zip(theirs, server.contexts, strict=True))
+        assert assoc.send_c_echo().Status == 0x0000
+    finally:
+        assoc.release()
