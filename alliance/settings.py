@@ -209,6 +209,9 @@ DICOM_HOST = env_str("DICOM_HOST", "127.0.0.1")
 DICOM_PORT = env_int("DICOM_PORT", 11112, minimum=1, maximum=65535)
 DICOM_CHECK_DEVICE_HOST = env_bool("DICOM_CHECK_DEVICE_HOST", True)
 DICOM_AE_TITLE = env_str("DICOM_AE_TITLE", "CLOUDPACS")  # ours when we call out (C-MOVE)
+# A further instance of a series is answered once durable in the spool and indexed right after
+# (imaging/spool.py; PostgreSQL and a local store only). False: every instance indexed first.
+DICOM_WRITE_AHEAD = env_bool("DICOM_WRITE_AHEAD", True)
 DICOM_PROCESSES = env_int("DICOM_PROCESSES", 1, minimum=1, maximum=64)  # share the port (SO_REUSEPORT)
 
 # --- Celery ---------------------------------------------------------------------------

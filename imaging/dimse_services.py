@@ -17,11 +17,11 @@ from django.db import close_old_connections, connection, transaction
 
 from alliance import access, audit
 from alliance.models import AuditEvent, Device, Institution
-from imaging import storage
+from imaging import spool, storage
 from imaging.dicom.handlers import Decision, Peer, RejectReason
 from imaging.dicom.identifiers import Destination, QueryRequest, ReceivedInstance, Retrieval, StoredObject
 from imaging.dicom.status import DimseFailure, Status
-from imaging.ingest import IngestError, ingest_bytes, ingest_path
+from imaging.ingest import IngestError, Spooling, ingest_bytes, receive_path
 from imaging.models import Instance, Study
 from imaging.query import InvalidCriterion, Level, find, identifier
 
@@ -53,8 +53,9 @@ def _study_of(row: Any, level: Level) -> Study | None:
 class DjangoServices:
     """Implements imaging.dicom.handlers.Services over the ORM."""
 
-    def __init__(self, *, check_host: bool) -> None:
+    def __init__(self, *, check_host: bool, write_ahead: bool = False) -> None:
         self.check_host = check_host
+        self.write_ahead = write_ahead
 
     # --- association --------------------------------------------------------------------
 
@@ -78,7 +79,15 @@ class DjangoServices:
         )
         return Decision(reject=reason)
 
+    def association_releasing(self, peer: Peer) -> None:
+        spooling: Spooling | None = peer.session
+        if spooling is not None and not spooling.spool.wait_for(spooling.association):
+            log.error("association of %s released before its spooled instances were indexed", peer.calling_ae)
+
     def association_ended(self, peer: Peer) -> None:
+        spooling: Spooling | None = peer.session
+        if spooling is not None:
+            spooling.spool.finish(spooling.association)
         connection.close()
 
     # --- C-STORE ------------------------------------------------------------------------
@@ -88,16 +97,35 @@ class DjangoServices:
         institution, actor, source = device.institution, audit.Actor.for_device(device), _source(peer)
         try:
             if instance.path is not None:
-                ingest_path(instance.path, institution=institution, actor=actor, via="dimse", source=source)
+                receive_path(
+                    instance.path,
+                    institution=institution,
+                    actor=actor,
+                    via="dimse",
+                    source=source,
+                    spooling=self._spooling(peer),
+                )
             else:
                 ingest_bytes(instance.part10(), institution=institution, actor=actor, via="dimse", source=source)
         except IngestError as exc:
             raise DimseFailure(exc.dicom_status, exc.reason) from None
 
+    def _spooling(self, peer: Peer) -> Spooling | None:
+        """The write-ahead spool (imaging/spool.py) for this association, where it can serve:
+        PostgreSQL and a local store."""
+        if peer.session is None and self.write_ahead:
+            if connection.vendor == "postgresql" and storage.places_exclusively():
+                device: Device = peer.principal
+                sender = spool.Sender(device.institution_id, audit.Actor.for_device(device), "dimse", _source(peer))
+                owner = spool.for_this_process()
+                peer.session = Spooling(owner, owner.association(sender))
+        return peer.session
+
     # --- C-FIND -------------------------------------------------------------------------
 
     def find(self, peer: Peer, query: QueryRequest) -> Iterator[Any]:
         device: Device = peer.principal
+        spool.drain()  # what this process answered is found
         level = Level(query.level)
         try:
             rows = list(find(level, query.criteria, access.studies_visible_to_device(device)))
@@ -139,6 +167,7 @@ class DjangoServices:
 
     def retrieve(self, peer: Peer, query: QueryRequest, move_destination: str | None) -> Retrieval:
         device: Device = peer.principal
+        spool.drain()
         destination = None
         if move_destination is not None:
             destination = self._destination(peer, move_destination)

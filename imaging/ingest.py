@@ -27,6 +27,10 @@ round trip to PostgreSQL, which is also the commit (_store_known); the first ins
 series, a duplicate, SQLite and object storage take the careful path (_store_once). The
 checksum and the fdatasync of the received file run on the store's pool while the file is
 parsed and checked.
+
+Over DIMSE (receive_path with a spool), such a further instance is answered once durable in
+the process's spool, and the spool's indexer stores and indexes it right after, several of
+a series in one commit (index_spooled_series); see imaging/spool.py for what that promises.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import mmap
 import os
 import threading
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
@@ -164,13 +169,58 @@ def ingest_path(
     expected_study_uid: str | None = None,
 ) -> IngestResult:
     """Store and index the DICOM file at `path` (the caller removes `path` afterwards)."""
-    path = Path(path)
+    result = _ingest(
+        Path(path), institution=institution, actor=actor, via=via, source=source, expected_study_uid=expected_study_uid
+    )
+    if result is None:  # only a spool makes _ingest return None
+        raise RuntimeError("ingest_path returned without a result")
+    return result
+
+
+def receive_path(
+    path: Path,
+    *,
+    institution: Institution,
+    actor: audit.Actor,
+    via: str,
+    source: str,
+    spooling: Spooling | None,
+) -> IngestResult | None:
+    """ingest_path for an instance received over DIMSE: with `spooling`, a further instance of
+    a series this process has indexed is made durable in the spool and indexed right after
+    (imaging/spool.py), and None is returned. The caller removes `path` afterwards."""
+    return _ingest(Path(path), institution=institution, actor=actor, via=via, source=source, spooling=spooling)
+
+
+@dataclass
+class Spooling:
+    """The spool of this process and the association an instance arrived on."""
+
+    spool: Any  # imaging.spool.Spool
+    association: Any  # imaging.spool._Association
+
+
+def _ingest(
+    path: Path,
+    *,
+    institution: Institution,
+    actor: audit.Actor,
+    via: str,
+    source: str,
+    expected_study_uid: str | None = None,
+    spooling: Spooling | None = None,
+) -> IngestResult | None:
     parsed: ParsedFile | None = None
-    # While we read and check it, the pool makes its data durable and computes its checksum.
+    # While we read and check it, the pool makes its data durable and (unless it may go to
+    # the spool, whose indexer does it) computes its checksum.
     presynced = storage.presync(path)
-    hashing = storage.background(_sha256, path)
+    hashing = storage.background(_sha256, path) if spooling is None else None
     try:
         parsed = _read(path, expected_study_uid)
+        if spooling is not None:
+            if _spooled(path, parsed, institution, spooling, presynced):
+                return None
+            hashing = storage.background(_sha256, path)
         with _StoredForm(path, parsed) as received:
             if received.path == path:
                 received.hashing = hashing
@@ -178,11 +228,116 @@ def ingest_path(
                 presynced = None
             return _store(received, institution=institution, actor=actor, via=via, source=source, presynced=presynced)
     except IngestError as exc:
-        exc.sop_uid = parsed.sop_uid if parsed is not None else exc.sop_uid
-        name = exc.sop_uid or path.name
-        log.warning("refused %s via %s from %s (%s): %s", name, via, source or "-", actor.name, exc)
-        _audit_refusal(exc, object_id=name, actor=actor, via=via, source=source)
+        _refused(exc, parsed, path, actor=actor, via=via, source=source)
         raise
+
+
+def index_spooled(
+    path: Path, parsed: ParsedFile | None, *, institution: Institution, actor: audit.Actor, via: str, source: str
+) -> IngestResult:
+    """Store and index a file the spool has made durable (its indexer, and recovery after a
+    crash, which reads the file again): ingest_path without waiting for its data to sync."""
+    durable: Future[None] = Future()
+    durable.set_result(None)
+    try:
+        if parsed is None:
+            parsed = _read(path, None)
+        with _StoredForm(path, parsed) as received:
+            return _store(received, institution=institution, actor=actor, via=via, source=source, presynced=durable)
+    except IngestError as exc:
+        _refused(exc, parsed, path, actor=actor, via=via, source=source)
+        raise
+
+
+def index_spooled_series(
+    entries: list[tuple[Path, ParsedFile]], *, institution: Institution, actor: audit.Actor, via: str, source: str
+) -> list[IngestResult] | None:
+    """Store and index several spooled files of one series this process knows, in one
+    round trip that is also the commit: the links into place (each folder made durable
+    once), the counters bumped once, and every audit event and instance row. None when that
+    cannot be done (the parents are no longer known, a file or a row of one of them is
+    already there, a parent was deleted): nothing is changed then, and the caller indexes
+    them one by one (index_spooled), which sorts out each case."""
+    first = entries[0][1].attributes
+    known_key = _known_key(first, institution)
+    known = _known.get(known_key)
+    if known is None or not _one_round_trip_possible():
+        return None
+    if any(_known_key(parsed.attributes, institution) != known_key or parsed.prefix for _, parsed in entries):
+        return None
+    received = [_Received(parsed, path, path.stat().st_size) for path, parsed in entries]
+    keys = [
+        storage.storage_key_for(r.attributes.study_uid, r.attributes.series_uid, r.attributes.sop_uid) for r in received
+    ]
+    if len(set(keys)) != len(keys):
+        return None  # one instance twice in the batch
+    for r in received:
+        r.digest()
+    try:
+        storage.put_durable_files([(r.path, key) for r, key in zip(received, keys, strict=True)])
+    except FileExistsError:
+        return None
+    except Exception as exc:
+        log.exception("storing %d spooled instances failed", len(keys))
+        raise _storage_failed(gettext_noop("the file could not be stored (%(error)s)"), exc) from exc
+    try:
+        study, series = _remembered_parents(known, first, institution)
+        statements = _bumps(study.pk, series.pk, sum(r.size for r in received), timezone.now(), count=len(received))
+        instances = []
+        events = []
+        for r, key in zip(received, keys, strict=True):
+            instance, event = _instance_and_event(r, key, study, series, actor=actor, via=via, source=source)
+            instances.append(instance)
+            events.append(event)
+        statements.append(_insert_many_sql(events))
+        instance_sql, instance_params = _insert_many_sql(instances)
+        statements.append((f"{instance_sql} RETURNING id, sop_uid", instance_params))
+        with connection.cursor() as cursor:
+            cursor.execute("; ".join(sql for sql, _ in statements), [p for _, params in statements for p in params])
+            ids = dict((sop_uid, pk) for pk, sop_uid in cursor.fetchall())
+    except BaseException as exc:
+        for key in keys:
+            _delete_quietly(key)
+        if isinstance(exc, IntegrityError):
+            _known.forget(known_key)
+            return None
+        if isinstance(exc, DatabaseError):
+            raise _storage_failed(gettext_noop("the index could not be updated (%(error)s)"), exc) from exc
+        raise
+    series.study = study
+    results = []
+    for instance in instances:
+        instance.pk = ids[instance.sop_uid]
+        transaction.on_commit(partial(_enqueue_render, instance.pk), robust=True)  # committed: runs now
+        results.append(IngestResult(instance=instance, created=True, study=study, series=series))
+    return results
+
+
+def _spooled(
+    path: Path, parsed: ParsedFile, institution: Institution, spooling: Spooling, presynced: Future[None] | None
+) -> bool:
+    """Hand the instance to the spool when its parents are known to this process (so the index
+    can refuse it only for a SOP Instance UID of another institution's) and the index
+    would take the one-round-trip path; whether it was handed over (and is durable)."""
+    if parsed.prefix or _known.get(_known_key(parsed.attributes, institution)) is None:
+        return False
+    if not _one_round_trip_possible():
+        return False
+    try:
+        spooling.spool.put(path, parsed, spooling.association, presynced)
+    except OSError as exc:
+        log.exception("spooling %s failed", parsed.sop_uid)
+        raise _storage_failed(gettext_noop("the file could not be made durable (%(error)s)"), exc) from exc
+    return True
+
+
+def _refused(
+    exc: IngestError, parsed: ParsedFile | None, path: Path, *, actor: audit.Actor, via: str, source: str
+) -> None:
+    exc.sop_uid = parsed.sop_uid if parsed is not None else exc.sop_uid
+    name = exc.sop_uid or path.name
+    log.warning("refused %s via %s from %s (%s): %s", name, via, source or "-", actor.name, exc)
+    _audit_refusal(exc, object_id=name, actor=actor, via=via, source=source)
 
 
 def _read(path: Path, expected_study_uid: str | None) -> ParsedFile:
@@ -526,6 +681,16 @@ def _instance_rows(
 ) -> tuple[Instance, list[tuple[str, list[Any]]]]:
     """The instance (without its primary key) and the statements inserting its audit event
     and its row, the last one returning the row's id."""
+    instance, event = _instance_and_event(received, key, study, series, actor=actor, via=via, source=source)
+    audit_sql, audit_params = _insert_sql(event)
+    instance_sql, instance_params = _insert_sql(instance)
+    return instance, [(audit_sql, audit_params), (f"{instance_sql} RETURNING id", instance_params)]
+
+
+def _instance_and_event(
+    received: _Received, key: str, study: Study, series: Series, *, actor: audit.Actor, via: str, source: str
+) -> tuple[Instance, AuditEvent]:
+    """The unsaved instance row and its "instance.store" audit event."""
     a = received.attributes
     instance = Instance(
         sop_uid=a.sop_uid,
@@ -555,9 +720,7 @@ def _instance_rows(
             "sha256": received.sha256,
         },
     )
-    audit_sql, audit_params = _insert_sql(event)
-    instance_sql, instance_params = _insert_sql(instance)
-    return instance, [(audit_sql, audit_params), (f"{instance_sql} RETURNING id", instance_params)]
+    return instance, event
 
 
 def _parents(cursor: Any, a: Attributes, institution: Institution, size: int, now: Any) -> tuple[Study, Series]:
@@ -647,15 +810,15 @@ class _KnownParents:
 _known = _KnownParents()
 
 
-def _bumps(study_pk: int, series_pk: int, size: int, now: Any) -> list[tuple[str, list[Any]]]:
+def _bumps(study_pk: int, series_pk: int, size: int, now: Any, *, count: int = 1) -> list[tuple[str, list[Any]]]:
     _, (prepared_now,) = _values(Study, {"updated_at": now})
     return [
         (
-            f"UPDATE {_table(Study)} SET num_instances = num_instances + 1, size_bytes = size_bytes + %s,"  # noqa: S608
+            f"UPDATE {_table(Study)} SET num_instances = num_instances + %s, size_bytes = size_bytes + %s,"  # noqa: S608
             " updated_at = %s WHERE id = %s",
-            [size, prepared_now, study_pk],
+            [count, size, prepared_now, study_pk],
         ),
-        (f"UPDATE {_table(Series)} SET num_instances = num_instances + 1 WHERE id = %s", [series_pk]),  # noqa: S608
+        (f"UPDATE {_table(Series)} SET num_instances = num_instances + %s WHERE id = %s", [count, series_pk]),  # noqa: S608
     ]
 
 
@@ -700,6 +863,14 @@ def _insert_sql(obj: models.Model) -> tuple[str, list[Any]]:
     """INSERT of every concrete field but the primary key, with auto_now(_add) applied."""
     sql, fields = _insert_statement(type(obj), connection.vendor)
     return sql, [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
+
+
+def _insert_many_sql(objs: Sequence[models.Model]) -> tuple[str, list[Any]]:
+    """One INSERT of several rows of one model (as _insert_sql, one VALUES group per row)."""
+    sql, fields = _insert_statement(type(objs[0]), connection.vendor)
+    head, _, group = sql.rpartition(" VALUES ")
+    params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for obj in objs for f in fields]
+    return f"{head} VALUES {', '.join([group] * len(objs))}", params
 
 
 @functools.cache

@@ -142,6 +142,32 @@ def start_put(source: Path, key: str, presynced: Future[None] | None = None) -> 
     return done
 
 
+def put_durable_files(pairs: list[tuple[Path, str]]) -> None:
+    """Link each already durable file (the spool's) into place under its key on a local store,
+    then make the folders durable, each once; nothing over an existing file. On any failure
+    the links made are removed again and the error raised (FileExistsError for a key that
+    holds a file)."""
+    storage = dicom_storage()
+    if not isinstance(storage, FileSystemStorage):
+        raise TypeError("put_durable_files needs a local store")
+    placed: list[Path] = []
+    folders: dict[Path, None] = {}
+    try:
+        for source, key in pairs:
+            dest = Path(storage.path(key))
+            linked, changed = _place_local(storage, source, dest)
+            placed.append(dest)
+            if not linked:
+                _fdatasync(dest)  # a copy (another file system) is not the durable source
+            folders.update(dict.fromkeys(changed))
+        for folder in folders:
+            _fsync_dir(folder)
+    except BaseException:
+        for dest in placed:
+            dest.unlink(missing_ok=True)
+        raise
+
+
 def delete_key(key: str) -> None:
     storage = dicom_storage()
     if isinstance(storage, FileSystemStorage):

@@ -56,6 +56,7 @@ class Peer:
     host: str
     port: int
     principal: Any = None
+    session: Any = None  # what the services keep for the association (its spool, for C-STORE)
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,9 @@ class Services(Protocol):
 
     def retrieve(self, peer: Peer, query: QueryRequest, move_destination: str | None) -> Retrieval:
         """What to send (and where, for C-MOVE), or raise DimseFailure."""
+
+    def association_releasing(self, peer: Peer) -> None:
+        """The peer asked to release: finish what its stores left, before the A-RELEASE-RP."""
 
     def association_ended(self, peer: Peer) -> None: ...
 
@@ -273,6 +277,24 @@ class Handlers:
         peer.principal = decision.principal
         self._peers[assoc] = peer
         assoc.acceptor.ae_title = peer.called_ae
+        self._release_when_done(assoc, peer)
+
+    def _release_when_done(self, assoc: Any, peer: Peer) -> None:
+        """Have this association's A-RELEASE-RP wait for services.association_releasing: a
+        peer that has released may count on everything it stored being found. (pynetdicom
+        signals EVT_RELEASED only after the response is sent, and has no hook before it.)"""
+        acse = assoc.acse
+        send_release = acse.send_release
+
+        def send_release_when_done(is_response: bool = False) -> None:
+            if is_response:
+                try:
+                    self.services.association_releasing(peer)
+                except Exception:
+                    log.exception("finishing the association of %s@%s before its release", peer.calling_ae, peer.host)
+            send_release(is_response)
+
+        acse.send_release = send_release_when_done
 
     @staticmethod
     def _reject(assoc: Any, result: int, source: int, diagnostic: int) -> None:

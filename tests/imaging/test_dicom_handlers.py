@@ -58,6 +58,8 @@ class FakeServices:
         self.ended: list[Peer] = []
         self.matches: list[Dataset] = []
         self.retrieval = Retrieval(objects=[])
+        self.releasing: list[Peer] = []
+        self.hold_release: threading.Event | None = None
 
     def authorize_association(self, peer: Peer) -> Decision:
         if self.fail is not None and not isinstance(self.fail, DimseFailure):
@@ -84,6 +86,11 @@ class FakeServices:
         self._maybe_fail()
         return self.retrieval
 
+    def association_releasing(self, peer: Peer) -> None:
+        self.releasing.append(peer)
+        if self.hold_release is not None:
+            self.hold_release.wait(3600)
+
     def association_ended(self, peer: Peer) -> None:
         self.ended.append(peer)
 
@@ -94,6 +101,9 @@ class FakeAcse:
 
     def send_reject(self, result: int, source: int, diagnostic: int) -> None:
         self.rejected = (result, source, diagnostic)
+
+    def send_release(self, is_response: bool = False) -> None:
+        self.released = is_response
 
 
 class Assoc:
@@ -169,6 +179,19 @@ def test_a_failing_decision_rejects_transiently() -> None:
     assoc = Assoc()
     handlers.on_requested(SimpleNamespace(assoc=assoc))
     assert assoc.acse.rejected == (0x02, 0x03, 0x01)
+
+
+def test_the_release_response_waits_for_the_services_and_a_failure_there_does_not_stop_it() -> None:
+    services = FakeServices()
+    handlers, assoc = accepted(services)
+    assoc.acse.send_release(is_response=True)
+    assert [p.calling_ae for p in services.releasing] == ["CT_CLINA"]
+    assert assoc.acse.released is True
+    failing = FakeServices()
+    failing.association_releasing = lambda peer: 1 / 0  # type: ignore[method-assign]
+    handlers, assoc = accepted(failing)
+    assoc.acse.send_release(is_response=True)
+    assert assoc.acse.released is True
 
 
 def test_end_of_association_tells_the_services_once() -> None:
@@ -420,6 +443,30 @@ def test_real_association_is_echoed_and_a_rejected_one_gets_its_reason(running_s
     assert rejected.is_rejected
     assert rejected.acceptor.primitive.diagnostic == RejectReason.CALLING_AE_NOT_RECOGNIZED
     assert evt.EVT_C_STORE in server.get_events()
+
+
+def test_the_release_is_confirmed_only_after_the_services_finished_the_association(running_server) -> None:  # type: ignore[no-untyped-def]
+    server, services = running_server
+    services.hold_release = threading.Event()
+    scu = AE(ae_title="CT_CLINA")
+    scu.add_requested_context(Verification)
+    assoc = scu.associate("127.0.0.1", server.server_address[1], ae_title="CLINA")
+    assert assoc.is_established
+    releasing = threading.Thread(target=assoc.release)
+    releasing.start()
+    try:
+        for _ in range(3600 * 20):  # until the server got the A-RELEASE-RQ (an hour at most)
+            if services.releasing:
+                break
+            threading.Event().wait(0.05)
+        assert [p.calling_ae for p in services.releasing] == ["CT_CLINA"]
+        releasing.join(0.5)
+        assert releasing.is_alive()  # no A-RELEASE-RP while the services are not done
+    finally:
+        services.hold_release.set()
+    releasing.join(3600)
+    assert not releasing.is_alive()
+    assert assoc.is_released
 
 
 def test_transfer_syntax_the_store_does_not_accept_is_refused_at_association(running_server) -> None:  # type: ignore[no-untyped-def]

@@ -14,8 +14,9 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
+from django.db import connections
 
-from imaging import storage
+from imaging import spool, storage
 from imaging.dicom.scp import build_ae, make_server, quiet_protocol_logging, receive_into_files, send_files_as_stored
 from imaging.dimse_services import DjangoServices
 
@@ -39,6 +40,10 @@ class Command(BaseCommand):
         host, port, processes = options["host"], options["port"], max(1, options["processes"])
         signal.signal(signal.SIGTERM, _stop)
         reuse_port = processes > 1
+        recovered = spool.recover()  # what a server that stopped answered but did not index
+        if recovered:
+            self.stdout.write(f"indexed {recovered} instance(s) left in the spool")
+        connections.close_all()  # forked processes must not share this one's connection
         children: list[int] = []
         for _ in range(processes - 1):
             pid = os.fork()
@@ -70,7 +75,7 @@ class Command(BaseCommand):
         receive_into_files(storage.temp_dir())
         send_files_as_stored()
         ae = build_ae(ae_title)
-        services = DjangoServices(check_host=settings.DICOM_CHECK_DEVICE_HOST)
+        services = DjangoServices(check_host=settings.DICOM_CHECK_DEVICE_HOST, write_ahead=settings.DICOM_WRITE_AHEAD)
         server = make_server(ae, host, port, services, reuse_port=reuse_port)
         try:
             server.serve_forever()
@@ -78,3 +83,4 @@ class Command(BaseCommand):
             pass
         finally:
             server.server_close()
+            spool.drain()

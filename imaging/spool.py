@@ -1,0 +1,393 @@
+"""Write-ahead store for DIMSE: an instance is made durable and answered first, indexed right after.
+
+A modality sends a series one instance at a time and waits for each answer. For a further
+instance of a series this process has already indexed (imaging.ingest decides), the
+answer does not wait for PostgreSQL: the received file, already checked, is linked into
+this process's spool folder and made durable there (its data and the folder entry), beside
+a durable record of who sent it; then the association gets its success status. The spool's
+indexer thread then stores and indexes it through the ordinary ingest path (checksum,
+exclusive placement under its key, rows and audit event in one commit) while the next
+instance is on the wire, and removes the spool entry.
+
+What this promises, and where it stops:
+- Durable before success, as for every other store: a crash after the answer leaves the
+  file and its sender in the spool; the next dicom_server start indexes it (recover()).
+- Indexed before the association's release is confirmed: the A-RELEASE-RP waits for the
+  indexer to finish this association's instances (Handlers wrap the release), so a
+  modality that has released, and everyone after it, sees the whole series. A C-FIND,
+  C-MOVE or C-GET on this process first waits for the indexer (drain()). Other processes
+  and the web pages may see an association's last instances a few milliseconds late while
+  it is still open.
+- A refusal that only the index can find (the SOP Instance UID is already another
+  institution's): the sender was told success, so nothing is deleted. The file is moved to
+  DATA_DIR/refused/, the refusal is audited and logged at ERROR for an administrator.
+- Each process has its own folder DATA_DIR/spool/<token>/, locked (flock) while it runs; a
+  folder whose lock is free belongs to a process that has gone, and recover() indexes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import itertools
+import json
+import logging
+import os
+import queue
+import shutil
+import threading
+import time
+import uuid
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+from alliance import audit
+from alliance.models import Institution
+
+log = logging.getLogger("imaging.spool")
+
+_LOCK = ".lock"
+_RETRY_SECONDS = 1.0
+RELEASE_WAIT_SECONDS = 60.0
+_WAKE = "wake"
+BATCH = 64  # entries indexed together at most
+# How long the indexer lets entries gather after the first: one commit for a run of a
+# series instead of one per instance, which would take the interpreter and the database
+# from the association threads. It delays only what others may see while a sender is
+# still on its association (its release, C-FIND and C-MOVE do not wait for it).
+LINGER_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who stored what arrives on one association: what ingest records for each instance."""
+
+    institution_id: int
+    actor: audit.Actor
+    via: str
+    source: str
+
+    def to_json(self) -> bytes:
+        return json.dumps({**dataclasses.asdict(self), "actor": dataclasses.asdict(self.actor)}).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Sender:
+        raw = json.loads(data)
+        return cls(raw["institution_id"], audit.Actor(**raw["actor"]), raw["via"], raw["source"])
+
+
+@dataclass
+class _Association:
+    name: str
+    sender: Sender
+    recorded: bool = False  # its sender record is durable in the folder
+    pending: int = 0
+    sequence: itertools.count[int] = field(default_factory=itertools.count)
+
+
+@dataclass
+class _Entry:
+    path: Path
+    sender: Sender
+    association: _Association | None
+    parsed: Any = None  # imaging.dicom.part10.ParsedFile when known (recovery reads the file again)
+
+
+def root() -> Path:
+    return Path(settings.DATA_DIR) / "spool"
+
+
+def refused_dir() -> Path:
+    return Path(settings.DATA_DIR) / "refused"
+
+
+class Spool:
+    """One process's spool folder and its indexer thread."""
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self.folder = folder or root() / f"{uuid.uuid4().hex[:12]}-{os.getpid()}"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(self.folder / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._fsync_dir(self.folder.parent)
+        self._queue: queue.Queue[_Entry | str | None] = queue.Queue()  # _WAKE: stop lingering
+        self._changed = threading.Condition()
+        self._unfinished = 0
+        self._hurry = threading.Event()  # someone waits for the indexer: no lingering
+        self._associations = itertools.count()
+        self._thread = threading.Thread(target=self._run, name="dicom-indexer", daemon=True)
+        self._thread.start()
+
+    # --- the answering side -------------------------------------------------------------
+
+    def association(self, sender: Sender) -> _Association:
+        return _Association(name=f"a{next(self._associations)}", sender=sender)
+
+    def put(self, path: Path, parsed: Any, association: _Association, presynced: Future[None] | None) -> None:
+        """Make the received file at `path` durable in the spool and queue it for indexing.
+        Returns once it is durable; raises OSError when it could not be made so (nothing is
+        queued then)."""
+        entry_path = self.folder / f"{association.name}-{next(association.sequence)}.dcm"
+        os.link(path, entry_path)
+        try:
+            if not association.recorded:
+                self._write_durably(self.folder / f"{association.name}.json", association.sender.to_json())
+            if presynced is not None:
+                presynced.result()  # the same inode: its data is on disk
+            else:
+                _fdatasync(entry_path)
+            self._fsync_dir(self.folder)
+        except BaseException:
+            entry_path.unlink(missing_ok=True)
+            raise
+        association.recorded = True
+        with self._changed:
+            association.pending += 1
+            self._unfinished += 1
+        self._queue.put(_Entry(entry_path, association.sender, association, parsed))
+
+    def wait_for(self, association: _Association, timeout: float = RELEASE_WAIT_SECONDS) -> bool:
+        """Wait until the association's instances are indexed (or refused); False on timeout."""
+        with self._changed:
+            if association.pending:
+                self._hasten()
+            return self._changed.wait_for(lambda: association.pending == 0, timeout)
+
+    def finish(self, association: _Association) -> None:
+        """The association has ended: once its instances are indexed its sender record goes
+        (kept, for recovery, while any of them is not)."""
+        if association.recorded and self.wait_for(association):
+            (self.folder / f"{association.name}.json").unlink(missing_ok=True)
+
+    def drain(self, timeout: float = RELEASE_WAIT_SECONDS) -> bool:
+        """Wait until everything spooled so far is indexed (or refused); False on timeout."""
+        with self._changed:
+            if self._unfinished:
+                self._hasten()
+            return self._changed.wait_for(lambda: self._unfinished == 0, timeout)
+
+    def _hasten(self) -> None:
+        if not self._hurry.is_set():
+            self._hurry.set()
+            self._queue.put(_WAKE)  # an indexer lingering in get() takes it and stops waiting
+
+    def close(self) -> None:
+        """Stop the indexer once the queue is done, and give the folder up (tests, shutdown)."""
+        self._queue.put(None)
+        self._thread.join()
+        os.close(self._lock_fd)
+
+    # --- the indexing side --------------------------------------------------------------
+
+    def _run(self) -> None:
+        """Index what arrives in batches: from the first entry, what arrives within LINGER_SECONDS
+        (up to BATCH; at once when someone waits), a run of one series and sender in one commit."""
+        stopping = False
+        while not stopping:
+            first: Any = self._queue.get()
+            if first is None:
+                break
+            if first is _WAKE:
+                continue
+            batch = [first]
+            deadline = time.monotonic() + LINGER_SECONDS
+            while len(batch) < BATCH:
+                wait = 0.0 if self._hurry.is_set() else deadline - time.monotonic()
+                try:
+                    entry: Any = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if entry is None:
+                    stopping = True
+                    break
+                if entry is _WAKE:
+                    break
+                batch.append(entry)
+            for run in _runs(batch):
+                try:
+                    _index_run(run)
+                finally:
+                    with self._changed:
+                        for entry in run:
+                            if entry.association is not None:
+                                entry.association.pending -= 1
+                        self._unfinished -= len(run)
+                        if self._unfinished == 0:
+                            self._hurry.clear()
+                        self._changed.notify_all()
+        connection.close()
+
+    def _write_durably(self, path: Path, data: bytes) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _fsync_dir(path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _fdatasync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+def _runs(batch: list[_Entry]) -> list[list[_Entry]]:
+    """The batch's entries by sender and series (associations interleave), each group in
+    arrival order; entries without their parsed file (recovery) on their own."""
+    groups: dict[tuple[Sender, str] | int, list[_Entry]] = {}
+    for i, entry in enumerate(batch):
+        key = (entry.sender, entry.parsed.attributes.series_uid) if entry.parsed is not None else i
+        groups.setdefault(key, []).append(entry)
+    return list(groups.values())
+
+
+def _index_run(run: list[_Entry]) -> None:
+    """A run of one series in one commit when ingest can (index_spooled_series), else each
+    entry on its own."""
+    from imaging.ingest import IngestError, index_spooled_series
+
+    if len(run) > 1:
+        sender = run[0].sender
+        try:
+            close_old_connections()
+            done = index_spooled_series(
+                [(entry.path, entry.parsed) for entry in run],
+                institution=Institution.objects.get(pk=sender.institution_id),
+                actor=sender.actor,
+                via=sender.via,
+                source=sender.source,
+            )
+        except (IngestError, Exception):
+            log.exception("indexing %d spooled instances together failed; one by one instead", len(run))
+            connection.close()
+            done = None
+        if done is not None:
+            for entry in run:
+                entry.path.unlink(missing_ok=True)
+            return
+    for entry in run:
+        _index_until_done(entry)
+
+
+def _index_until_done(entry: _Entry) -> None:
+    """Index one spooled file; on a refusal move it aside; on any other failure (the database
+    away...) try again until it works: the file is durable and was answered."""
+    from imaging.ingest import IngestError, index_spooled
+
+    while True:
+        try:
+            close_old_connections()
+            institution = Institution.objects.get(pk=entry.sender.institution_id)
+            index_spooled(
+                entry.path,
+                entry.parsed,
+                institution=institution,
+                actor=entry.sender.actor,
+                via=entry.sender.via,
+                source=entry.sender.source,
+            )
+        except IngestError as exc:
+            _set_aside(entry.path, exc)
+            return
+        except Exception:
+            log.exception("indexing the spooled %s failed; trying again in %.0f s", entry.path.name, _RETRY_SECONDS)
+            connection.close()
+            time.sleep(_RETRY_SECONDS)
+            continue
+        entry.path.unlink(missing_ok=True)
+        return
+
+
+def _set_aside(path: Path, exc: Exception) -> None:
+    folder = refused_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    dest = folder / f"{uuid.uuid4().hex[:12]}-{path.name}"
+    os.replace(path, dest)
+    log.error("an instance answered with success was refused when indexed (%s); its file is kept as %s", exc, dest)
+
+
+def recover() -> int:
+    """Index what processes that have gone left in their spool folders; the count indexed or
+    set aside. Folders of running processes (locked) are left to them."""
+    count = 0
+    base = root()
+    if not base.is_dir():
+        return 0
+    for folder in sorted(p for p in base.iterdir() if p.is_dir()):
+        lock = folder / _LOCK
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live process's folder
+            count += _recover_folder(folder)
+            shutil.rmtree(folder)
+        finally:
+            os.close(fd)
+    return count
+
+
+def _recover_folder(folder: Path) -> int:
+    senders: dict[str, Sender] = {}
+    for record in folder.glob("a*.json"):
+        try:
+            senders[record.stem] = Sender.from_json(record.read_bytes())
+        except (OSError, ValueError, KeyError, TypeError):
+            log.exception("spool record %s cannot be read", record)
+    count = 0
+    for path in sorted(folder.glob("a*-*.dcm"), key=_entry_order):
+        sender = senders.get(path.name.rsplit("-", 1)[0])
+        if sender is None:  # no durable sender: it was never answered with success
+            log.warning("spooled %s has no sender record; it was never acknowledged, removing it", path)
+            path.unlink(missing_ok=True)
+            continue
+        _index_until_done(_Entry(path, sender, None))
+        count += 1
+    if count:
+        log.warning("indexed %d instance(s) left in %s by a process that stopped", count, folder)
+    return count
+
+
+def _entry_order(path: Path) -> tuple[str, int]:
+    name, _, seq = path.stem.rpartition("-")
+    return name, int(seq) if seq.isdigit() else -1
+
+
+_spools: dict[int, Spool] = {}
+_spools_lock = threading.Lock()
+
+
+def drain() -> None:
+    """Wait for this process's spool, if it has one, to index what it holds."""
+    owner = _spools.get(os.getpid())
+    if owner is not None and not owner.drain():
+        log.error("the spool's indexer is behind by more than %.0f s", RELEASE_WAIT_SECONDS)
+
+
+def for_this_process() -> Spool:
+    """The spool of this process (dicom_server forks: threads and locks do not survive it)."""
+    pid = os.getpid()
+    with _spools_lock:
+        if pid not in _spools:
+            _spools[pid] = Spool()
+        return _spools[pid]

@@ -1,0 +1,188 @@
+"""imaging/spool.py: DIMSE instances answered once durable in the spool, indexed right after.
+
+The indexer is the real thread with its own database connection (hence transactional
+tests); recovery reads folders laid out as a process that stopped would leave them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+
+from alliance import audit
+from alliance.models import AuditEvent
+from imaging import ingest, spool, storage
+from imaging.ingest import Spooling, ingest_bytes, receive_path
+from imaging.models import Instance, Series, Study
+from tests.imaging.dicomgen import make_ct_series, part10_bytes
+from tests.imaging.stored import stored_files
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _sender(clinic) -> spool.Sender:  # type: ignore[no-untyped-def]
+    return spool.Sender(clinic.pk, audit.Actor("device", "7", "CT_CLINA", clinic.pk), "dimse", "10.0.0.5:4100")
+
+
+def _known_series(clinic, n: int) -> list[bytes]:  # type: ignore[no-untyped-def]
+    """n instances of a new series, the first stored the ordinary way (its parents known)."""
+    sent = [part10_bytes(ds) for ds in make_ct_series(n, 16, 16)]
+    ingest_bytes(sent[0], institution=clinic, actor=_sender(clinic).actor, via="dimse", source="10.0.0.5:4100")
+    return sent
+
+
+def _received(tmp_path: Path, data: bytes, name: str) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+@pytest.fixture
+def owner(monkeypatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(spool, "LINGER_SECONDS", 3600.0)  # gathers until someone waits: one batch
+    owner = spool.Spool()
+    yield owner
+    owner.close()
+
+
+def test_further_instances_are_answered_from_the_spool_and_indexed_in_one_commit(
+    clinic, dicom_dir, tmp_path, owner, monkeypatch
+):  # type: ignore[no-untyped-def]
+    sent = _known_series(clinic, 6)
+    batches: list[int] = []
+    together = ingest.index_spooled_series
+
+    def spy(entries, **kwargs):  # type: ignore[no-untyped-def]
+        batches.append(len(entries))
+        return together(entries, **kwargs)
+
+    monkeypatch.setattr(ingest, "index_spooled_series", spy)
+    association = owner.association(_sender(clinic))
+    spooling = Spooling(owner, association)
+
+    answers = []
+    for i, data in enumerate(sent[1:]):
+        path = _received(tmp_path, data, f"rx-{i}.dcm")
+        answers.append(
+            receive_path(
+                path, institution=clinic, actor=_sender(clinic).actor, via="dimse", source="x", spooling=spooling
+            )
+        )
+        path.unlink()  # what pynetdicom does after the handler: the spool holds its own link
+    assert answers == [None] * 5  # answered without waiting for the index
+    assert association.pending > 0 or Instance.objects.count() == 6
+
+    assert owner.wait_for(association)
+
+    assert batches == [5]
+    study = Study.objects.get()
+    assert (study.num_instances, study.size_bytes) == (6, sum(map(len, sent)))
+    assert Series.objects.get().num_instances == 6
+    for data in sent:
+        instance = Instance.objects.get(sha256=hashlib.sha256(data).hexdigest())
+        assert storage.local_path(instance).read_bytes() == data
+    events = AuditEvent.objects.filter(action="instance.store").exclude(
+        object_id=Instance.objects.order_by("pk")[0].sop_uid
+    )
+    assert [(e.actor_name, e.source, e.detail["via"]) for e in events] == [("CT_CLINA", "10.0.0.5:4100", "dimse")] * 5
+    assert sorted(p.name for p in owner.folder.iterdir()) == [".lock", "a0.json"]  # the entries are gone
+    owner.finish(association)  # the association ended: its sender record goes too
+    assert sorted(p.name for p in owner.folder.iterdir()) == [".lock"]
+    assert len(stored_files(dicom_dir)) == 6
+
+
+def test_an_instance_of_a_series_not_yet_indexed_here_is_indexed_before_its_answer(clinic, tmp_path, owner):  # type: ignore[no-untyped-def]
+    data = part10_bytes(make_ct_series(1, 16, 16)[0])
+    spooling = Spooling(owner, owner.association(_sender(clinic)))
+    result = receive_path(
+        _received(tmp_path, data, "rx.dcm"),
+        institution=clinic,
+        actor=_sender(clinic).actor,
+        via="dimse",
+        source="x",
+        spooling=spooling,
+    )
+    assert result is not None and result.created
+    assert Instance.objects.filter(pk=result.instance.pk).exists()
+
+
+def test_what_a_stopped_process_left_is_indexed_with_its_sender_and_a_live_folder_is_left_alone(
+    clinic, dicom_dir, owner
+):  # type: ignore[no-untyped-def]
+    sent = _known_series(clinic, 3)
+    stopped = spool.root() / "0123456789ab-99999"
+    stopped.mkdir(parents=True)
+    (stopped / "a4.json").write_bytes(_sender(clinic).to_json())
+    (stopped / "a4-0.dcm").write_bytes(sent[1])
+    (stopped / "a4-1.dcm").write_bytes(sent[2])
+    (stopped / "a5-0.dcm").write_bytes(b"never answered: no sender record")
+    live = owner.association(_sender(clinic))
+    (owner.folder / f"{live.name}-0.dcm").write_bytes(b"a live process's entry")
+
+    assert spool.recover() == 2
+
+    assert not stopped.exists()
+    assert (owner.folder / f"{live.name}-0.dcm").read_bytes() == b"a live process's entry"
+    assert Study.objects.get().num_instances == 3
+    for data in sent[1:]:
+        instance = Instance.objects.get(sha256=hashlib.sha256(data).hexdigest())
+        assert storage.local_path(instance).read_bytes() == data
+        event = AuditEvent.objects.get(action="instance.store", object_id=instance.sop_uid)
+        assert (event.actor_type, event.actor_id, event.actor_name, event.source) == (
+            "device",
+            "7",
+            "CT_CLINA",
+            "10.0.0.5:4100",
+        )
+    assert len(stored_files(dicom_dir)) == 3
+
+
+def test_a_refusal_only_the_index_finds_keeps_the_file_aside_and_is_audited(clinic, other_clinic, tmp_path, owner):  # type: ignore[no-untyped-def]
+    """The SOP Instance UID is already another institution's: the sender was answered with
+    success, so the file is kept in DATA_DIR/refused, not deleted."""
+    sent = _known_series(clinic, 2)
+    theirs = make_ct_series(1, 16, 16, patient_id="B-1")[0]
+    ours = make_ct_series(2, 16, 16)[1]
+    taken = part10_bytes(theirs)
+    ingest_bytes(taken, institution=other_clinic, actor=_sender(other_clinic).actor, via="test")
+    # an instance of clinic A's known series that reuses clinic B's SOP Instance UID
+    known = dcmread(BytesIO(sent[0]))
+    ours.StudyInstanceUID, ours.SeriesInstanceUID = known.StudyInstanceUID, known.SeriesInstanceUID
+    ours.SOPInstanceUID = theirs.SOPInstanceUID
+    ours.file_meta.MediaStorageSOPInstanceUID = theirs.SOPInstanceUID
+    clash = part10_bytes(ours)
+    association = owner.association(_sender(clinic))
+
+    answer = receive_path(
+        _received(tmp_path, clash, "rx.dcm"),
+        institution=clinic,
+        actor=_sender(clinic).actor,
+        via="dimse",
+        source="x",
+        spooling=Spooling(owner, association),
+    )
+    assert answer is None
+    assert owner.wait_for(association)
+
+    kept = list(spool.refused_dir().iterdir())
+    assert [p.read_bytes() for p in kept] == [clash]
+    assert Instance.objects.get(sop_uid=theirs.SOPInstanceUID).series.study.institution == other_clinic
+    assert Study.objects.get(institution=clinic).num_instances == 1
+    failure = AuditEvent.objects.get(action="instance.store", outcome=AuditEvent.Outcome.FAILURE)
+    assert failure.detail["code"] == "uid-conflict"
+    assert not [p for p in owner.folder.iterdir() if p.suffix == ".dcm"]
+
+
+def test_a_spool_folder_is_locked_by_its_process(owner) -> None:  # type: ignore[no-untyped-def]
+    fd = os.open(owner.folder / ".lock", os.O_RDWR)
+    try:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
