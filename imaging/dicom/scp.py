@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import socket
 import tempfile
 from pathlib import Path
@@ -15,7 +16,18 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, sop_class, transport
+from pynetdicom import (
+    AE,
+    ALL_TRANSFER_SYNTAXES,
+    AllStoragePresentationContexts,
+    _config,
+    pdu_items,
+    pdu_primitives,
+    presentation,
+    sop_class,
+    transport,
+    utils,
+)
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
@@ -93,6 +105,39 @@ def _copy_context(cx: PresentationContext) -> PresentationContext:
     return twin
 
 
+_NEGOTIATION_MODULES = (presentation, pdu_items, pdu_primitives)
+
+
+@functools.lru_cache(maxsize=4096)
+def _remembered_uid(value: Any, name: str, allow_empty: bool, allow_none: bool, validate: bool) -> Any:
+    return utils.set_uid(value, name, allow_empty, allow_none, validate)
+
+
+def set_uid_remembered(
+    value: Any, name: str, allow_empty: bool = True, allow_none: bool = True, validate: bool = True
+) -> Any:
+    """pynetdicom.utils.set_uid, remembering what it made of each value.
+
+    Association negotiation converts and validates every UID a peer proposes, several times
+    over (decoding the PDU, building the primitive, matching contexts), each through
+    pydicom's UID class and a regular expression. storescu proposes over a hundred SOP classes
+    in several transfer syntaxes, every time: tens of milliseconds of interpreter time per
+    association, the same strings each time. A UID is an immutable string, so the same one
+    can be handed out again; refusals are raised again each time (they are not remembered).
+    Only the negotiation modules use this: the UIDs of instances go on as before.
+    """
+    try:
+        return _remembered_uid(value, name, allow_empty, allow_none, validate)
+    except TypeError:  # an unhashable value: pynetdicom's own error
+        return utils.set_uid(value, name, allow_empty, allow_none, validate)
+
+
+def _speed_up_negotiation() -> None:
+    transport.deepcopy = copy_contexts  # type: ignore[assignment]  # see copy_contexts
+    for module in _NEGOTIATION_MODULES:
+        module.set_uid = set_uid_remembered  # type: ignore[attr-defined]
+
+
 class WakingRequestHandler(RequestHandler):
     """pynetdicom's handler of an accepted connection, whose association's reactors are woken
     by their work instead of polling (imaging/dicom/wakeup.py)."""
@@ -110,7 +155,7 @@ class Server(ThreadedAssociationServer):
 
     def __init__(self, *args: Any, reuse_port: bool = False, **kwargs: Any) -> None:
         self.reuse_port = reuse_port  # read by server_bind, which the base __init__ calls
-        transport.deepcopy = copy_contexts  # type: ignore[assignment]  # see copy_contexts
+        _speed_up_negotiation()
         kwargs.setdefault("request_handler", WakingRequestHandler)
         super().__init__(*args, **kwargs)
 

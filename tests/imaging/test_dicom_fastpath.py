@@ -275,3 +275,34 @@ def test_the_server_copies_contexts_for_the_associations_it_accepts(fast_server)
         assert assoc.send_c_echo().Status == 0x0000
     finally:
         assoc.release()
+
+
+def test_negotiation_remembers_uids_as_pynetdicom_makes_them_and_refuses_bad_ones_every_time() -> None:
+    from pynetdicom import utils
+
+    from imaging.dicom.scp import set_uid_remembered
+
+    for value in (CTImageStorage, "1.2.3", b"1.2.840.10008.1.2\x00", "", None):
+        assert set_uid_remembered(value, "x") == utils.set_uid(value, "x")
+    assert set_uid_remembered("1.2.3", "x") is set_uid_remembered("1.2.3", "x")
+    for _ in range(2):
+        with pytest.raises(ValueError, match="Invalid"):
+            set_uid_remembered("1.2.3" * 20, "x")  # longer than 64 characters
+        with pytest.raises(ValueError, match="empty"):
+            set_uid_remembered("", "x", allow_empty=False)
+    with pytest.raises(TypeError):
+        set_uid_remembered(["1.2.3"], "x")  # unhashable: pynetdicom's own refusal
+
+
+def test_a_server_makes_negotiation_remember_uids(fast_server) -> None:  # type: ignore[no-untyped-def]
+    from pynetdicom import pdu_items, pdu_primitives, presentation
+
+    from imaging.dicom.scp import set_uid_remembered
+
+    server, _ = fast_server()
+    assert presentation.set_uid is pdu_items.set_uid is pdu_primitives.set_uid is set_uid_remembered
+    assoc = _associate(server)
+    try:
+        assert assoc.send_c_echo().Status == 0x0000
+    finally:
+        assoc.release()
