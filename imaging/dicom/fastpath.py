@@ -1,5 +1,5 @@
-"""C-STORE's per-message encoding without pydicom: the received file's meta header and the
-C-STORE response's command set, written by hand.
+"""C-STORE's per-message work without pydicom: the received file's meta header and the
+C-STORE response's command set, written by hand, and received P-DATA taken apart in place.
 
 pynetdicom builds both through pydicom data sets (create_file_meta and write_file_meta_info
 for every received file, primitive_to_message and encode for every response): about a
@@ -27,6 +27,7 @@ from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import C_STORE_RQ, DIMSEMessage
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import decode
+from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu_primitives import P_DATA
 
 _C_STORE_RQ = 0x0001
@@ -99,6 +100,7 @@ _names = itertools.count()
 _TOKEN = uuid.uuid4().hex[:12]  # with the pid: unique across forks and across restarts reusing a pid
 _original_decode_msg = DIMSEMessage.decode_msg
 _original_send_msg = DIMSEServiceProvider.send_msg
+_original_decode_pdu = DULServiceProvider._decode_pdu
 
 
 def _received_file(message: DIMSEMessage, assoc: Any, context_id: int) -> None:
@@ -115,6 +117,57 @@ def _received_file(message: DIMSEMessage, assoc: Any, context_id: int) -> None:
         raise
     message._data_set_file = out  # type: ignore[assignment]
     message._data_set_path = path
+
+
+class ReceivedPData:
+    """A received P-DATA-TF PDU as the state machine takes it (to_primitive()), its values
+    memoryviews of the received bytes rather than copies."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: list[tuple[int, memoryview]]) -> None:
+        self.values = values
+
+    def to_primitive(self) -> P_DATA:
+        primitive = P_DATA()
+        primitive.presentation_data_value_list.extend(self.values)  # type: ignore[arg-type]
+        return primitive
+
+
+def p_data_values(pdu: bytearray) -> list[tuple[int, memoryview]] | None:
+    """The (presentation context ID, value) items of a whole P-DATA-TF PDU (PS3.8 9.3.5), each
+    value (message control header and fragment) a view of `pdu`; None when it is not one or
+    does not parse (pynetdicom decodes it then, and refuses it as it does)."""
+    if len(pdu) < 6 or pdu[0] != 0x04:
+        return None
+    (length,) = struct.unpack_from(">L", pdu, 2)
+    end = 6 + length
+    if end != len(pdu):
+        return None
+    view = memoryview(pdu)
+    values = []
+    offset = 6
+    while offset < end:
+        if offset + 6 > end:
+            return None
+        (item_length,) = struct.unpack_from(">L", pdu, offset)
+        if item_length < 2 or offset + 4 + item_length > end:
+            return None
+        values.append((pdu[offset + 4], view[offset + 5 : offset + 4 + item_length]))
+        offset += 4 + item_length
+    return values if values else None
+
+
+def decode_pdu(self: DULServiceProvider, bytestream: bytearray) -> tuple[Any, str]:
+    """DULServiceProvider._decode_pdu, with a P-DATA-TF taken apart without copying its data
+    (pynetdicom copies a received image three times on the way) when nobody listens for
+    EVT_DATA_RECV or EVT_PDU_RECV, which are given pynetdicom's own objects."""
+    assoc = self.assoc
+    if not (assoc.get_handlers(evt.EVT_DATA_RECV) or assoc.get_handlers(evt.EVT_PDU_RECV)):
+        values = p_data_values(bytestream)
+        if values is not None:
+            return ReceivedPData(values), "Evt10"
+    return _original_decode_pdu(self, bytestream)
 
 
 def decode_msg(self: DIMSEMessage, primitive: P_DATA, assoc: Any = None) -> bool:
@@ -171,3 +224,4 @@ def install() -> None:
     """Patch pynetdicom's DIMSE message decoding and sending (idempotent, process-wide)."""
     DIMSEMessage.decode_msg = decode_msg  # type: ignore[method-assign]
     DIMSEServiceProvider.send_msg = send_msg  # type: ignore[method-assign]
+    DULServiceProvider._decode_pdu = decode_pdu  # type: ignore[method-assign]

@@ -31,6 +31,9 @@ from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import C_STORE_RSP, DIMSEMessage
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import create_file_meta, encode
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
 
 from imaging.dicom import fastpath
@@ -128,6 +131,7 @@ def fast_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignor
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(DIMSEMessage, "decode_msg", fastpath.decode_msg)
     monkeypatch.setattr(DIMSEServiceProvider, "send_msg", fastpath.send_msg)
+    monkeypatch.setattr(DULServiceProvider, "_decode_pdu", fastpath.decode_pdu)
     started = []
 
     def start(max_pdu: int | None = None) -> tuple[Any, _KeepingServices]:
@@ -306,3 +310,45 @@ def test_a_server_makes_negotiation_remember_uids(fast_server) -> None:  # type:
         assert assoc.send_c_echo().Status == 0x0000
     finally:
         assoc.release()
+
+
+def _p_data_tf(*values: tuple[int, bytes]) -> bytes:
+    primitive = P_DATA()
+    primitive.presentation_data_value_list.extend(values)  # type: ignore[arg-type]
+    pdu = P_DATA_TF()
+    pdu.from_primitive(primitive)
+    return bytes(pdu.encode())
+
+
+def test_p_data_is_taken_apart_as_pynetdicom_decodes_it() -> None:
+    cases = [
+        [(1, b"\x03" + b"c" * 40)],
+        [(1, b"\x02" + bytes(range(256)) * 100)],
+        [(3, b"\x01abc"), (3, b"\x03de"), (5, b"\x00" + b"x" * 1000), (5, b"\x02y")],
+    ]
+    for values in cases:
+        encoded = _p_data_tf(*values)
+        pdu = P_DATA_TF()
+        pdu.decode(encoded)
+        theirs = pdu.to_primitive().presentation_data_value_list
+        ours = fastpath.p_data_values(bytearray(encoded))
+        assert ours is not None
+        assert [(cx, bytes(v)) for cx, v in ours] == [(cx, bytes(v)) for cx, v in theirs] == values
+        mine = fastpath.ReceivedPData(ours).to_primitive().presentation_data_value_list
+        assert [(cx, bytes(v)) for cx, v in mine] == values
+
+
+def test_a_p_data_that_does_not_parse_is_left_to_pynetdicom() -> None:
+    good = bytearray(_p_data_tf((1, b"\x03abcd")))
+    assert fastpath.p_data_values(good) is not None
+    assert fastpath.p_data_values(bytearray(b"\x01" + bytes(good[1:]))) is None  # another PDU type
+    assert fastpath.p_data_values(good[:-1]) is None  # shorter than its length says
+    assert fastpath.p_data_values(good + b"\x00") is None  # longer
+    bad_item = bytearray(good)
+    bad_item[6:10] = (1000).to_bytes(4, "big")  # an item longer than the PDU
+    assert fastpath.p_data_values(bad_item) is None
+    tiny_item = bytearray(good)
+    tiny_item[6:10] = (1).to_bytes(4, "big")  # an item without its value
+    assert fastpath.p_data_values(tiny_item) is None
+    empty = bytearray(b"\x04\x00\x00\x00\x00\x00")
+    assert fastpath.p_data_values(empty) is None
