@@ -2,12 +2,14 @@
 each received data set to a file (no parsing, no index, no fsync), set up like our server
 (TCP_NODELAY, 1 MiB PDUs, received straight into files, protocol logging off).
 
-    python bench/bare_scp.py PORT FOLDER [--processes N] [--wakeups]
+    python bench/bare_scp.py PORT FOLDER [--processes N] [--ours]
 
 bench/dimse_store.py runs it beside our dicom_server and Orthanc: what pynetdicom itself
 costs per instance on this machine, which no work of ours on top of it can go below. With
---wakeups its associations get imaging/dicom/wakeup.py, as our server's do (reactors woken
-by their work instead of polling every millisecond, PDUs read in bulk).
+--ours it runs pynetdicom as our server does: reactors woken by their work and PDUs read
+in bulk (imaging/dicom/wakeup.py), C-STORE's file meta and responses encoded by hand and
+P-DATA taken apart in place (imaging/dicom/fastpath.py), cheaper negotiation
+(imaging/dicom/scp.py).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class Server(ThreadedAssociationServer):
         return client, address
 
 
-def serve(port: int, folder: Path, wakeups: bool) -> None:
+def serve(port: int, folder: Path, ours: bool) -> None:
     _config.LOG_HANDLER_LEVEL = "none"
     _config.STORE_RECV_CHUNKED_DATASET = True
     counter = iter(range(10**9))
@@ -52,11 +54,13 @@ def serve(port: int, folder: Path, wakeups: bool) -> None:
     for cx in AllStoragePresentationContexts:
         ae.add_supported_context(cx.abstract_syntax, SYNTAXES)
     server = ae.make_server(("127.0.0.1", port), evt_handlers=[(evt.EVT_C_STORE, on_store)], server_class=Server)
-    if wakeups:
+    if ours:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from imaging.dicom import scp
+        from imaging.dicom import fastpath, scp
 
         server.RequestHandlerClass = scp.WakingRequestHandler
+        fastpath.install()
+        scp._speed_up_negotiation()
     server.serve_forever()
 
 
@@ -65,7 +69,7 @@ def main() -> None:
     parser.add_argument("port", type=int)
     parser.add_argument("folder", type=Path)
     parser.add_argument("--processes", type=int, default=1)
-    parser.add_argument("--wakeups", action="store_true", help="with imaging/dicom/wakeup.py, as our server runs")
+    parser.add_argument("--ours", action="store_true", help="pynetdicom as our server runs it (see above)")
     args = parser.parse_args()
     args.folder.mkdir(parents=True, exist_ok=True)
     import tempfile
@@ -76,11 +80,11 @@ def main() -> None:
     for _ in range(args.processes - 1):
         pid = os.fork()
         if pid == 0:
-            serve(args.port, args.folder, args.wakeups)
+            serve(args.port, args.folder, args.ours)
             os._exit(0)
         children.append(pid)
     try:
-        serve(args.port, args.folder, args.wakeups)
+        serve(args.port, args.folder, args.ours)
     finally:
         for pid in children:
             os.kill(pid, signal.SIGTERM)

@@ -198,17 +198,17 @@ Study.objects.bulk_create(
 
 class BarePynetdicom:
     """bench/bare_scp.py: pynetdicom writing what it receives to files, nothing more; with
-    `wakeups`, pynetdicom as our server runs it (imaging/dicom/wakeup.py)."""
+    `ours`, pynetdicom as our server runs it (wake-ups, C-STORE fast path, negotiation)."""
 
-    def __init__(self, work: Path, wakeups: bool = False) -> None:
+    def __init__(self, work: Path, ours: bool = False) -> None:
         self.work = work
-        self.wakeups = wakeups
-        how = "with our reactor wake-ups" if wakeups else "as shipped"
+        self.ours = ours
+        how = "with our protocol layer" if ours else "as shipped"
         self.name = f"floor: bare pynetdicom SCP {how} (no index, no fsync)"
 
     @contextmanager
     def running(self, label: str, processes: int = 1) -> Iterator[tuple[int, int]]:
-        folder = self.work / f"bare-{label}-{self.wakeups}"
+        folder = self.work / f"bare-{label}-{self.ours}"
         port = free_port()
         cmd = [
             sys.executable,
@@ -217,7 +217,7 @@ class BarePynetdicom:
             str(folder),
             "--processes",
             str(processes),
-            *(["--wakeups"] if self.wakeups else []),
+            *(["--ours"] if self.ours else []),
         ]
         proc = subprocess.Popen(cmd, env=NODELAY_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         try:
@@ -422,7 +422,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-dimse-"))
     ours, orthanc = Ours(work, args.processes), Orthanc(work)
-    bare, woken = BarePynetdicom(work), BarePynetdicom(work, wakeups=True)
+    bare, woken = BarePynetdicom(work), BarePynetdicom(work, ours=True)
     rows: dict[str, Row] = {}
     try:
         ct = work / "ct"
