@@ -36,6 +36,7 @@ a series in one commit (index_spooled_series); see imaging/spool.py for what tha
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import functools
 import hashlib
 import logging
@@ -326,6 +327,8 @@ def _spooled(
     try:
         spooling.spool.put(path, parsed, spooling.association, presynced)
     except OSError as exc:
+        if exc.errno == errno.EXDEV:  # the spool is on another file system than the received file
+            return False
         log.exception("spooling %s failed", parsed.sop_uid)
         raise _storage_failed(gettext_noop("the file could not be made durable (%(error)s)"), exc) from exc
     return True

@@ -44,10 +44,10 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import DatabaseError, close_old_connections, connection
 
 from alliance import audit
-from alliance.models import Institution
+from alliance.models import AuditEvent, Institution
 
 log = logging.getLogger("imaging.spool")
 
@@ -286,8 +286,9 @@ def _index_run(run: list[_Entry]) -> None:
 
 
 def _index_until_done(entry: _Entry) -> None:
-    """Index one spooled file; on a refusal move it aside; on any other failure (the database
-    away...) try again until it works: the file is durable and was answered."""
+    """Index one spooled file. A refusal, or an error that trying again cannot mend, moves it
+    aside (DATA_DIR/refused); the database or the disk failing is waited out, trying again
+    every _RETRY_SECONDS: the file is durable and was answered."""
     from imaging.ingest import IngestError, index_spooled
 
     while True:
@@ -302,24 +303,53 @@ def _index_until_done(entry: _Entry) -> None:
                 via=entry.sender.via,
                 source=entry.sender.source,
             )
-        except IngestError as exc:
-            _set_aside(entry.path, exc)
+        except Institution.DoesNotExist:
+            _set_aside(entry, f"institution {entry.sender.institution_id} no longer exists")
             return
-        except Exception:
-            log.exception("indexing the spooled %s failed; trying again in %.0f s", entry.path.name, _RETRY_SECONDS)
-            connection.close()
-            time.sleep(_RETRY_SECONDS)
-            continue
-        entry.path.unlink(missing_ok=True)
-        return
+        except IngestError as exc:
+            if exc.code != "storage-failed":
+                _set_aside(entry, exc, audited=True)  # index_spooled audited the refusal
+                return
+            _wait_before_retrying(entry, exc)
+        except (DatabaseError, OSError) as exc:
+            _wait_before_retrying(entry, exc)
+        except Exception as exc:
+            log.exception("indexing the spooled %s failed", entry.path.name)
+            _set_aside(entry, exc)
+            return
+        else:
+            entry.path.unlink(missing_ok=True)
+            return
 
 
-def _set_aside(path: Path, exc: Exception) -> None:
+def _wait_before_retrying(entry: _Entry, exc: Exception) -> None:
+    log.error("indexing the spooled %s failed (%s); trying again in %.0f s", entry.path.name, exc, _RETRY_SECONDS)
+    connection.close()
+    time.sleep(_RETRY_SECONDS)
+
+
+def _set_aside(entry: _Entry, exc: Exception | str, *, audited: bool = False) -> None:
+    """Keep the file in DATA_DIR/refused, log it for an administrator, and (unless ingest
+    has already) audit the failed store."""
     folder = refused_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    dest = folder / f"{uuid.uuid4().hex[:12]}-{path.name}"
-    os.replace(path, dest)
+    dest = folder / f"{uuid.uuid4().hex[:12]}-{entry.path.name}"
+    os.replace(entry.path, dest)
     log.error("an instance answered with success was refused when indexed (%s); its file is kept as %s", exc, dest)
+    if audited:
+        return
+    try:
+        audit.record(
+            actor=entry.sender.actor,
+            action="instance.store",
+            object_type="instance",
+            object_id=dest.name,
+            source=entry.sender.source,
+            outcome=AuditEvent.Outcome.FAILURE,
+            detail={"via": entry.sender.via, "code": "set-aside", "reason": str(exc)[:500], "kept_as": str(dest)},
+        )
+    except DatabaseError:
+        log.exception("could not audit the refusal of %s", dest)
 
 
 def recover() -> int:

@@ -6,6 +6,7 @@ tests); recovery reads folders laid out as a process that stopped would leave th
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
@@ -186,3 +187,77 @@ def test_a_spool_folder_is_locked_by_its_process(owner) -> None:  # type: ignore
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     finally:
         os.close(fd)
+
+
+def _spool_one(owner, clinic, tmp_path, data: bytes):  # type: ignore[no-untyped-def]
+    association = owner.association(_sender(clinic))
+    answer = receive_path(
+        _received(tmp_path, data, "rx.dcm"),
+        institution=clinic,
+        actor=_sender(clinic).actor,
+        via="dimse",
+        source="x",
+        spooling=Spooling(owner, association),
+    )
+    assert answer is None
+    return association
+
+
+def test_the_database_failing_is_waited_out_not_taken_for_a_refusal(clinic, tmp_path, owner, monkeypatch):  # type: ignore[no-untyped-def]
+    sent = _known_series(clinic, 2)
+    monkeypatch.setattr(spool, "_RETRY_SECONDS", 0.0)
+    real = ingest.index_spooled
+    failures = [ingest.IngestError("storage-failed", "the index could not be updated (%(error)s)", error="down")]
+
+    def flaky(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if failures:
+            raise failures.pop()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ingest, "index_spooled", flaky)
+    association = _spool_one(owner, clinic, tmp_path, sent[1])
+    assert owner.wait_for(association)
+    assert failures == []
+    assert Instance.objects.count() == 2
+    assert not spool.refused_dir().exists()
+
+
+def test_an_entry_whose_institution_has_gone_is_set_aside(clinic, tmp_path, owner, monkeypatch):  # type: ignore[no-untyped-def]
+    sent = _known_series(clinic, 2)
+    gone = spool.Sender(10**6, _sender(clinic).actor, "dimse", "x")
+    association = owner.association(gone)
+    monkeypatch.setattr(ingest, "_known_key", lambda a, institution: ("same",))  # spooled as if known
+    monkeypatch.setattr(ingest._known, "get", lambda key: (1, 1, 1))
+    receive_path(
+        _received(tmp_path, sent[1], "rx.dcm"),
+        institution=clinic,
+        actor=gone.actor,
+        via="dimse",
+        source="x",
+        spooling=Spooling(owner, association),
+    )
+    assert owner.wait_for(association)
+    assert [p.read_bytes() for p in spool.refused_dir().iterdir()] == [sent[1]]
+    assert Instance.objects.count() == 1
+    failure = AuditEvent.objects.get(action="instance.store", outcome=AuditEvent.Outcome.FAILURE)
+    assert (failure.actor_name, failure.detail["code"]) == ("CT_CLINA", "set-aside")
+    assert "no longer exists" in failure.detail["reason"]
+
+
+def test_a_spool_on_another_file_system_leaves_the_instance_to_be_indexed_first(clinic, tmp_path, owner, monkeypatch):  # type: ignore[no-untyped-def]
+    sent = _known_series(clinic, 2)
+
+    def cross_device(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(owner, "put", cross_device)
+    result = receive_path(
+        _received(tmp_path, sent[1], "rx.dcm"),
+        institution=clinic,
+        actor=_sender(clinic).actor,
+        via="dimse",
+        source="x",
+        spooling=Spooling(owner, owner.association(_sender(clinic))),
+    )
+    assert result is not None and result.created
+    assert Instance.objects.count() == 2
