@@ -389,3 +389,36 @@ def body_of(path: Path) -> bytes:
         group_length = int.from_bytes(f.read(4), "little")
         f.seek(132 + 12 + group_length)
         return f.read()
+
+
+def test_a_restarted_server_indexes_what_a_stopped_one_answered_but_did_not_index(world, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """What a server killed between its answers and its indexer leaves in DATA_DIR/spool:
+    the next `dicom_server` indexes it, with its sender, before it listens."""
+    from imaging import spool
+
+    data = tmp_path / "data"
+    left = data / "spool" / "0123456789ab-4242"
+    left.mkdir(parents=True)
+    sender = spool.Sender(world.clin_a.pk, audit.Actor.for_device(world.ct_a), "dimse", "127.0.0.1:40001")
+    (left / "a0.json").write_bytes(sender.to_json())
+    series = dicomgen.make_ct_series(2, 32, 32, patient_id="PA-SPOOL")
+    for i, ds in enumerate(series):
+        (left / f"a0-{i}.dcm").write_bytes(dicomgen.part10_bytes(ds))
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": database_url(), "DATA_DIR": str(data), "DICOM_PORT": str(port)}
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "dicom_server"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_for_port(port, proc)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    assert "indexed 2 instance(s) left in the spool" in log.read_text()
+    assert not left.exists()
+    stored = Instance.objects.filter(series__study__patient__patient_id="PA-SPOOL")
+    assert sorted(i.sop_uid for i in stored) == sorted(ds.SOPInstanceUID for ds in series)
+    events = AuditEvent.objects.filter(action="instance.store", object_id__in=[ds.SOPInstanceUID for ds in series])
+    assert {(e.actor_name, e.source) for e in events} == {("CT_A", "127.0.0.1:40001")}
