@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import copy
+import ctypes
 import functools
+import multiprocessing
 import socket
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -145,31 +149,147 @@ class WakingRequestHandler(RequestHandler):
     def _create_association(self) -> Association:
         assoc = super()._create_association()
         wakeup.install(assoc)
+        if isinstance(self.server, Server):
+            self.server._claim(self.request, assoc)
         return assoc
 
 
-class Server(ThreadedAssociationServer):
-    """pynetdicom's threaded server with TCP_NODELAY on every accepted socket, reactors woken by
-    their work and, when asked, SO_REUSEPORT so that several processes share one port (the
-    kernel spreads associations)."""
+class AcceptLoad:
+    """How many associations each of the server's processes has open, in memory they share
+    (made before they fork), so that the least busy one takes the next connection.
 
-    def __init__(self, *args: Any, reuse_port: bool = False, **kwargs: Any) -> None:
-        self.reuse_port = reuse_port  # read by server_bind, which the base __init__ calls
+    The processes share one listening socket. When a connection arrives every process is
+    woken; one that has more associations open than another process waits DEFER_SECONDS
+    before it accepts, so the less busy one takes it (the kernel's SO_REUSEPORT spreading
+    picks by a hash of the addresses: four associations often landed 3 and 1, or 4 and 0,
+    halving the throughput of the busy process's share)."""
+
+    DEFER_SECONDS = 0.002
+
+    def __init__(self, processes: int) -> None:
+        self.counts = multiprocessing.RawArray(ctypes.c_int, processes)
+        self._lock = threading.Lock()
+
+    def started(self, slot: int) -> None:
+        with self._lock:
+            self.counts[slot] += 1
+
+    def ended(self, slot: int) -> None:
+        with self._lock:
+            self.counts[slot] -= 1
+
+    def wait_turn(self, slot: int) -> None:
+        if self.counts[slot] > min(self.counts):
+            time.sleep(self.DEFER_SECONDS)
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A bound, listening, non-blocking TCP socket for several server processes to share
+    (every process may be woken by a connection; those that do not get it must not block)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
+        0
+    ]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(address)
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+class Server(ThreadedAssociationServer):
+    """pynetdicom's threaded server with TCP_NODELAY on every accepted socket and reactors woken
+    by their work. Given a `listening` socket (listening_socket) and an AcceptLoad with this
+    process's `slot`, it serves on that socket beside the other processes."""
+
+    def __init__(
+        self,
+        *args: Any,
+        listening: socket.socket | None = None,
+        load: AcceptLoad | None = None,
+        slot: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        self.listening = listening  # read by server_bind, which the base __init__ calls
+        self.load = load
+        self.slot = slot
+        self._unclaimed: set[int] = set()  # connections accepted whose association is not made yet
+        self._unclaimed_lock = threading.Lock()
         _speed_up_negotiation()
         kwargs.setdefault("request_handler", WakingRequestHandler)
         super().__init__(*args, **kwargs)
 
     def server_bind(self) -> None:
-        if self.reuse_port:
-            if self.socket is None:  # socketserver creates the socket before it calls server_bind
-                raise RuntimeError("server_bind called before the listening socket exists")
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+        if self.listening is None:
+            super().server_bind()
+            return
+        if self.socket is not None:  # the one socketserver made: the shared one serves instead
+            self.socket.close()
+        self.socket = self.listening
+        self.server_address = self.socket.getsockname()
+
+    def server_activate(self) -> None:
+        if self.listening is None:
+            super().server_activate()
 
     def get_request(self) -> tuple[socket.socket, Any]:
-        client, address = super().get_request()
+        if self.load is not None:
+            self.load.wait_turn(self.slot)
+        client, address = super().get_request()  # BlockingIOError when another process took it
+        self._accepted(client)
+        client.setblocking(True)
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return client, address
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._ended_without_association(request)
+
+    # --- counting associations for AcceptLoad -------------------------------------------
+    # A connection counts from its accept (here, in the serving thread, before the next
+    # accept) until its association thread ends; pynetdicom's request thread only creates
+    # and starts the association, which then runs in a thread of its own.
+
+    def _accepted(self, client: socket.socket) -> None:
+        if self.load is not None:
+            with self._unclaimed_lock:
+                self._unclaimed.add(id(client))
+            self.load.started(self.slot)
+
+    def _claim(self, request: Any, assoc: Association) -> None:
+        """The association made for `request`: it counts until its thread ends."""
+        if self.load is None:
+            return
+        with self._unclaimed_lock:
+            if id(request) not in self._unclaimed:
+                return
+            self._unclaimed.discard(id(request))
+        load, slot, run = self.load, self.slot, assoc.run
+
+        def run_then_count_out() -> None:
+            try:
+                run()
+            finally:
+                load.ended(slot)
+
+        assoc.run = run_then_count_out  # type: ignore[method-assign]  # this one association's thread
+
+    def _ended_without_association(self, request: Any) -> None:
+        if self.load is None:
+            return
+        with self._unclaimed_lock:
+            if id(request) not in self._unclaimed:
+                return
+            self._unclaimed.discard(id(request))
+        self.load.ended(self.slot)
+
+    def server_close(self) -> None:
+        if self.listening is not None and self.socket is self.listening:
+            self.socket.close()  # this process's descriptor only: never shut the shared socket down
+            return
+        super().server_close()
 
 
 def quiet_protocol_logging() -> None:
@@ -197,10 +317,27 @@ def send_files_as_stored() -> None:
     _config.STORE_SEND_CHUNKED_DATASET = True
 
 
-def make_server(ae: AE, host: str, port: int, services: Services, *, reuse_port: bool = False) -> Server:
-    """A bound, listening server; call serve_forever() on it, shutdown() to stop."""
+def make_server(
+    ae: AE,
+    host: str,
+    port: int,
+    services: Services,
+    *,
+    listening: socket.socket | None = None,
+    load: AcceptLoad | None = None,
+    slot: int = 0,
+) -> Server:
+    """A bound, listening server; call serve_forever() on it, shutdown() to stop. With
+    `listening`, `load` and `slot`: one of several processes sharing that socket."""
     handlers = Handlers(services)
-    server = ae.make_server((host, port), evt_handlers=handlers.bindings(), server_class=Server, reuse_port=reuse_port)
+    server = ae.make_server(
+        (host, port),
+        evt_handlers=handlers.bindings(),
+        server_class=Server,
+        listening=listening,
+        load=load,
+        slot=slot,
+    )
     if not isinstance(server, Server):  # make_server builds server_class
         raise TypeError(f"make_server returned {type(server).__name__}, not Server")
     ae._servers.append(server)  # pynetdicom's shutdown() and AE.shutdown() look for it there

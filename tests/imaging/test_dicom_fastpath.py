@@ -352,3 +352,54 @@ def test_a_p_data_that_does_not_parse_is_left_to_pynetdicom() -> None:
     assert fastpath.p_data_values(tiny_item) is None
     empty = bytearray(b"\x04\x00\x00\x00\x00\x00")
     assert fastpath.p_data_values(empty) is None
+
+
+def test_processes_sharing_a_socket_take_turns_by_their_open_associations(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Two servers on one shared socket, as dicom_server --processes 2 runs them (here as
+    threads): each new association goes to the one with fewer open, and closed ones count out."""
+    from imaging.dicom.scp import AcceptLoad, listening_socket
+
+    monkeypatch.setattr(AcceptLoad, "DEFER_SECONDS", 1.0)  # the idle one surely wakes first, even on a loaded box
+    sock = listening_socket("127.0.0.1", 0)
+    load = AcceptLoad(2)
+    servers = [
+        make_server(build_ae(), "127.0.0.1", 0, FakeServices(), listening=sock, load=load, slot=i) for i in range(2)
+    ]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    scu = AE(ae_title="CT_CLINA")
+    scu.add_requested_context(Verification)
+    port = sock.getsockname()[1]
+    assocs = []
+    try:
+        for _ in range(4):
+            assoc = scu.associate("127.0.0.1", port, ae_title="CLINA")
+            assert assoc.is_established
+            assocs.append(assoc)
+        assert sorted(load.counts) == [2, 2]
+        assert sorted(len(s.active_associations) for s in servers) == [2, 2]
+    finally:
+        for assoc in assocs:
+            assoc.release()
+    for server in servers:
+        for assoc in server.active_associations:
+            assoc.join(3600)
+    assert list(load.counts) == [0, 0]
+    for server in servers:
+        server.shutdown()
+    assert sock.fileno() == -1  # closed by the servers, and never shut down under another process
+
+
+def test_a_busier_process_lets_the_other_take_the_connection(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from imaging.dicom import scp
+
+    load = scp.AcceptLoad(2)
+    waits: list[float] = []
+    monkeypatch.setattr(scp.time, "sleep", waits.append)
+    load.wait_turn(0)  # both idle: no waiting
+    load.started(0)
+    load.wait_turn(1)  # the other is busier
+    load.wait_turn(0)  # this one is busier: waits
+    load.ended(0)
+    load.wait_turn(0)
+    assert waits == [scp.AcceptLoad.DEFER_SECONDS]

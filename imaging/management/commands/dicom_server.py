@@ -1,8 +1,9 @@
 """`manage.py dicom_server`: the DICOM network service (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET).
 
 Wires settings and the Django-side services into imaging/dicom/scp.py. With --processes N
-(or DICOM_PROCESSES) N processes share the port through SO_REUSEPORT, so that parallel
-associations are not all bound by one interpreter.
+(or DICOM_PROCESSES) N processes share one listening socket, the least busy taking each
+new association (scp.AcceptLoad), so that parallel associations are not all bound by one
+interpreter.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -18,7 +20,15 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import connections
 
 from imaging import spool, storage
-from imaging.dicom.scp import build_ae, make_server, quiet_protocol_logging, receive_into_files, send_files_as_stored
+from imaging.dicom.scp import (
+    AcceptLoad,
+    build_ae,
+    listening_socket,
+    make_server,
+    quiet_protocol_logging,
+    receive_into_files,
+    send_files_as_stored,
+)
 from imaging.dimse_services import DjangoServices
 
 GIL_SWITCH_SECONDS = 0.0005
@@ -54,31 +64,33 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         host, port, processes = options["host"], options["port"], max(1, options["processes"])
         signal.signal(signal.SIGTERM, _stop)
-        reuse_port = processes > 1
         recovered = spool.recover()  # what a server that stopped answered but did not index
         if recovered:
             self.stdout.write(f"indexed {recovered} instance(s) left in the spool")
         connections.close_all()  # forked processes must not share this one's connection
+        shared = (listening_socket(host, port), AcceptLoad(processes)) if processes > 1 else None
         children: list[int] = []
         for _ in range(processes - 1):
             pid = os.fork()
             if pid == 0:
                 try:
-                    self._serve(host, port, options["ae_title"], reuse_port=True)
+                    self._serve(host, port, options["ae_title"], shared=shared, slot=len(children) + 1)
                 finally:
                     os._exit(0)
             children.append(pid)
         try:
             self.stdout.write(f"DICOM server listening on {host}:{port} ({processes} process(es))")
             sys.stdout.flush()
-            self._serve(host, port, options["ae_title"], reuse_port=reuse_port)
+            self._serve(host, port, options["ae_title"], shared=shared, slot=0)
         finally:
             for pid in children:
                 os.kill(pid, signal.SIGTERM)
             for pid in children:
                 os.waitpid(pid, 0)
 
-    def _serve(self, host: str, port: int, ae_title: str, *, reuse_port: bool) -> None:
+    def _serve(
+        self, host: str, port: int, ae_title: str, *, shared: tuple[socket.socket, AcceptLoad] | None, slot: int
+    ) -> None:
         # Each C-STORE crosses several threads (pynetdicom's two reactors, the pool that
         # checksums and fsyncs the file while it is parsed): a thread that finished its
         # system call waits for the interpreter lock up to the switch interval (5 ms by
@@ -92,7 +104,8 @@ class Command(BaseCommand):
         send_files_as_stored()
         ae = build_ae(ae_title)
         services = DjangoServices(check_host=settings.DICOM_CHECK_DEVICE_HOST, write_ahead=settings.DICOM_WRITE_AHEAD)
-        server = make_server(ae, host, port, services, reuse_port=reuse_port)
+        listening, load = shared if shared is not None else (None, None)
+        server = make_server(ae, host, port, services, listening=listening, load=load, slot=slot)
         try:
             server.serve_forever()
         except KeyboardInterrupt:
