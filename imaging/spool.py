@@ -96,6 +96,7 @@ class _Entry:
     sender: Sender
     association: _Association | None
     parsed: Any = None  # imaging.dicom.part10.ParsedFile when known (recovery reads the file again)
+    number: int = 0  # its place in the spool's queue
 
 
 def root() -> Path:
@@ -117,7 +118,8 @@ class Spool:
         self._fsync_dir(self.folder.parent)
         self._queue: queue.Queue[_Entry | str | None] = queue.Queue()  # _WAKE: stop lingering
         self._changed = threading.Condition()
-        self._unfinished = 0
+        self._unfinished: set[int] = set()  # the numbers of the entries not indexed yet
+        self._numbers = itertools.count()
         self._hurry = threading.Event()  # someone waits for the indexer: no lingering
         self._associations = itertools.count()
         self._thread = threading.Thread(target=self._run, name="dicom-indexer", daemon=True)
@@ -148,8 +150,9 @@ class Spool:
         association.recorded = True
         with self._changed:
             association.pending += 1
-            self._unfinished += 1
-        self._queue.put(_Entry(entry_path, association.sender, association, parsed))
+            number = next(self._numbers)
+            self._unfinished.add(number)
+        self._queue.put(_Entry(entry_path, association.sender, association, parsed, number))
 
     def wait_for(self, association: _Association, timeout: float = RELEASE_WAIT_SECONDS) -> bool:
         """Wait until the association's instances are indexed (or refused); False on timeout."""
@@ -165,11 +168,14 @@ class Spool:
             (self.folder / f"{association.name}.json").unlink(missing_ok=True)
 
     def drain(self, timeout: float = RELEASE_WAIT_SECONDS) -> bool:
-        """Wait until everything spooled so far is indexed (or refused); False on timeout."""
+        """Wait until everything spooled before the call is indexed (or refused), not what
+        associations still sending add meanwhile; False on timeout."""
         with self._changed:
-            if self._unfinished:
-                self._hasten()
-            return self._changed.wait_for(lambda: self._unfinished == 0, timeout)
+            if not self._unfinished:
+                return True
+            last = max(self._unfinished)
+            self._hasten()
+            return self._changed.wait_for(lambda: min(self._unfinished, default=last + 1) > last, timeout)
 
     def _hasten(self) -> None:
         if not self._hurry.is_set():
@@ -216,8 +222,8 @@ class Spool:
                         for entry in run:
                             if entry.association is not None:
                                 entry.association.pending -= 1
-                        self._unfinished -= len(run)
-                        if self._unfinished == 0:
+                            self._unfinished.discard(entry.number)
+                        if not self._unfinished:
                             self._hurry.clear()
                         self._changed.notify_all()
         connection.close()

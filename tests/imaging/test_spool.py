@@ -10,6 +10,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import threading
 from io import BytesIO
 from pathlib import Path
 
@@ -261,3 +262,28 @@ def test_a_spool_on_another_file_system_leaves_the_instance_to_be_indexed_first(
     )
     assert result is not None and result.created
     assert Instance.objects.count() == 2
+
+
+def test_a_query_waits_for_what_was_spooled_before_it_not_for_what_keeps_arriving(owner) -> None:  # type: ignore[no-untyped-def]
+    """drain() (C-FIND, C-MOVE, C-GET) must not wait on a modality that keeps sending."""
+    with owner._changed:
+        owner._unfinished.update({5, 9})
+    result: list[bool] = []
+    waiter = threading.Thread(target=lambda: result.append(owner.drain(timeout=3600)))
+    waiter.start()
+
+    def finish(number: int, *, arriving: int | None = None) -> None:
+        with owner._changed:
+            owner._unfinished.discard(number)
+            if arriving is not None:
+                owner._unfinished.add(arriving)
+            owner._changed.notify_all()
+
+    finish(5, arriving=12)
+    waiter.join(0.2)
+    assert waiter.is_alive()  # 9 was spooled before the query and is not indexed yet
+    finish(9)
+    waiter.join(3600)
+    assert result == [True]
+    assert owner._unfinished == {12}
+    finish(12)
