@@ -112,9 +112,10 @@ def storescu(port: int, called_ae: str, folders: list[Path]) -> float:
 class Ours:
     name = "ours (dicom_server, PostgreSQL)"
 
-    def __init__(self, work: Path, processes: int) -> None:
+    def __init__(self, work: Path, processes: int, root: Path = ROOT) -> None:
         self.work = work
         self.processes = processes
+        self.root = root  # the checkout whose dicom_server runs (bench/ab_store.py runs two)
         self.template = f"bench_dimse_tpl_{os.getpid()}"
         self.db = ""
         self.databases: set[str] = set()
@@ -151,7 +152,7 @@ class Ours:
         }
         cmd = [sys.executable, "manage.py", "dicom_server", "--processes", str(processes)]
         log = (self.work / f"ours-{label}.log").open("w")
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_for_port(port, proc)
             time.sleep(1.0 if processes > 1 else 0.2)  # every process bound

@@ -1,0 +1,83 @@
+"""A/B pairs for the DIMSE store path: our dicom_server at another commit against this checkout.
+
+    .venv/bin/python bench/ab_store.py BASE_REV [--this REV] [--pairs 3] [--associations 1] [--processes 2]
+
+Checks BASE_REV (and REV, else this checkout) out into temporary git worktrees and runs
+both servers alternately (base, this, base, ...) on the same machine, each on a fresh copy of one migrated
+PostgreSQL database, storing the same generated CT study with storescu. Prints each run's
+instances per second and server CPU per instance. Single runs on this machine kind swing by
+a third; only interleaved pairs compare a change fairly. Needs what bench/dimse_store.py
+needs (PostgreSQL on 127.0.0.1:5432 with trust, dcmtk); binds loopback ports only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import dimse_store  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("base", help="the commit to compare with")
+    parser.add_argument("--this", help="a commit to run instead of this checkout")
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--associations", type=int, default=1, choices=(1, 4))
+    parser.add_argument("--processes", type=int, default=2, help="server processes for 4 associations")
+    parser.add_argument("--instances", type=int, default=500)
+    args = parser.parse_args()
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "alliance.settings")
+    os.environ.setdefault("DATABASE_URL", f"{dimse_store.PG}/postgres")
+    import django
+
+    django.setup()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-ab-"))
+    trees = {"base": args.base, **({"this": args.this} if args.this else {})}
+    roots = {"this": dimse_store.ROOT}
+    for name, rev in trees.items():
+        roots[name] = work / name
+        subprocess.run(
+            ["git", "worktree", "add", "-q", "--detach", str(roots[name]), rev], cwd=dimse_store.ROOT, check=True
+        )
+    processes = 1 if args.associations == 1 else args.processes
+    servers = {name: dimse_store.Ours(work, processes, root=roots[name]) for name in ("base", "this")}
+    try:
+        ct = work / "ct"
+        dimse_store.generate_ct(ct, args.instances)
+        folders = [ct] if args.associations == 1 else dimse_store.split(ct, 4)
+        template = servers["this"]
+        template.prepare()  # one migrated database (this checkout's schema), copied for every run
+        # (the migrations have not changed between the commits compared here)
+        servers["base"].template = template.template
+        print(f"{args.instances} instances on {args.associations} association(s), {processes} server process(es)")
+        for pair in range(args.pairs):
+            line = []
+            for name, server in servers.items():
+                seconds, cpu = dimse_store.measure_store(
+                    f"{name}{pair}", server.running, dimse_store.OUR_AE, folders, processes
+                )
+                if server.count() != args.instances:
+                    raise RuntimeError(f"{name}: the index holds {server.count()} instances, not {args.instances}")
+                line.append(f"{name} {args.instances / seconds:.0f}/s ({cpu / args.instances * 1000:.1f} ms CPU)")
+            print(f"pair {pair + 1}: " + "   ".join(line), flush=True)
+    finally:
+        for server in servers.values():
+            server.cleanup()
+        for name in trees:
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(roots[name])], cwd=dimse_store.ROOT, check=False
+            )
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
