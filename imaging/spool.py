@@ -48,6 +48,7 @@ from django.db import DatabaseError, close_old_connections, connection
 
 from alliance import audit
 from alliance.models import AuditEvent, Institution
+from imaging import storage
 
 log = logging.getLogger("imaging.spool")
 
@@ -115,7 +116,7 @@ class Spool:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock_fd = os.open(self.folder / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self._fsync_dir(self.folder.parent)
+        storage.fsync_dir(self.folder.parent)
         self._queue: queue.Queue[_Entry | str | None] = queue.Queue()  # _WAKE: stop lingering
         self._changed = threading.Condition()
         self._unfinished: set[int] = set()  # the numbers of the entries not indexed yet
@@ -142,8 +143,8 @@ class Spool:
             if presynced is not None:
                 presynced.result()  # the same inode: its data is on disk
             else:
-                _fdatasync(entry_path)
-            self._fsync_dir(self.folder)
+                storage.fdatasync(entry_path)
+            storage.fsync_dir(self.folder)
         except BaseException:
             entry_path.unlink(missing_ok=True)
             raise
@@ -235,22 +236,6 @@ class Spool:
             os.fdatasync(fd)
         finally:
             os.close(fd)
-
-    @staticmethod
-    def _fsync_dir(path: Path) -> None:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _fdatasync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fdatasync(fd)
-    finally:
-        os.close(fd)
 
 
 def _runs(batch: list[_Entry]) -> list[list[_Entry]]:

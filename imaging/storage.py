@@ -96,7 +96,7 @@ def presync(path: Path) -> Future[None] | None:
     (there the upload itself is the durable copy)."""
     if not places_exclusively():
         return None
-    return _sync_pool().submit(_fdatasync, path)
+    return _sync_pool().submit(fdatasync, path)
 
 
 def background(fn: Callable[..., T], *args: Any) -> Future[T]:
@@ -158,10 +158,10 @@ def put_durable_files(pairs: list[tuple[Path, str]]) -> None:
             linked, changed = _place_local(storage, source, dest)
             placed.append(dest)
             if not linked:
-                _fdatasync(dest)  # a copy (another file system) is not the durable source
+                fdatasync(dest)  # a copy (another file system) is not the durable source
             folders.update(dict.fromkeys(changed))
         for folder in folders:
-            _fsync_dir(folder)
+            fsync_dir(folder)
     except BaseException:
         for dest in placed:
             dest.unlink(missing_ok=True)
@@ -205,12 +205,12 @@ def _sync_local(dest: Path, folders: list[Path], presynced: Future[None] | None)
     if presynced is not None:
         presynced.result()  # the same inode: its data is durable once this is done
     else:
-        _fdatasync(dest)
+        fdatasync(dest)
     for folder in folders:
-        _fsync_dir(folder)
+        fsync_dir(folder)
 
 
-def _fdatasync(path: Path) -> None:
+def fdatasync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fdatasync(fd)
@@ -240,7 +240,7 @@ def _copy(source: Path, dest: Path) -> None:
         shutil.copyfileobj(src, out, _COPY_CHUNK)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

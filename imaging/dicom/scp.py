@@ -260,12 +260,8 @@ class Server(ThreadedAssociationServer):
 
     def _claim(self, request: Any, assoc: Association) -> None:
         """The association made for `request`: it counts until its thread ends."""
-        if self.load is None:
+        if self.load is None or not self._take_unclaimed(request):
             return
-        with self._unclaimed_lock:
-            if id(request) not in self._unclaimed:
-                return
-            self._unclaimed.discard(id(request))
         load, slot, run = self.load, self.slot, assoc.run
 
         def run_then_count_out() -> None:
@@ -277,13 +273,16 @@ class Server(ThreadedAssociationServer):
         assoc.run = run_then_count_out  # type: ignore[method-assign]  # this one association's thread
 
     def _ended_without_association(self, request: Any) -> None:
-        if self.load is None:
-            return
+        if self.load is not None and self._take_unclaimed(request):
+            self.load.ended(self.slot)
+
+    def _take_unclaimed(self, request: Any) -> bool:
+        """Whether `request` was counted in and not yet given to an association (now it is)."""
         with self._unclaimed_lock:
             if id(request) not in self._unclaimed:
-                return
+                return False
             self._unclaimed.discard(id(request))
-        self.load.ended(self.slot)
+            return True
 
     def server_close(self) -> None:
         if self.listening is not None and self.socket is self.listening:

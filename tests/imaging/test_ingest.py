@@ -354,7 +354,7 @@ def test_failed_early_sync_of_the_received_data_refuses_the_instance(clinic, act
         synced.append(Path(path))
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(storage, "_fdatasync", data_sync_fails)
+    monkeypatch.setattr(storage, "fdatasync", data_sync_fails)
 
     with pytest.raises(IngestError) as caught:
         _ingest(part10_bytes(_ct()), clinic, actor)

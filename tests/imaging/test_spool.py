@@ -159,17 +159,8 @@ def test_a_refusal_only_the_index_finds_keeps_the_file_aside_and_is_audited(clin
     ours.SOPInstanceUID = theirs.SOPInstanceUID
     ours.file_meta.MediaStorageSOPInstanceUID = theirs.SOPInstanceUID
     clash = part10_bytes(ours)
-    association = owner.association(_sender(clinic))
 
-    answer = receive_path(
-        _received(tmp_path, clash, "rx.dcm"),
-        institution=clinic,
-        actor=_sender(clinic).actor,
-        via="dimse",
-        source="x",
-        spooling=Spooling(owner, association),
-    )
-    assert answer is None
+    association = _spool_one(owner, clinic, tmp_path, clash)  # answered: success
     assert owner.wait_for(association)
 
     kept = list(spool.refused_dir().iterdir())
