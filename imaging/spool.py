@@ -251,7 +251,7 @@ def _runs(batch: list[_Entry]) -> list[list[_Entry]]:
 def _index_run(run: list[_Entry]) -> None:
     """A run of one series in one commit when ingest can (index_spooled_series), else each
     entry on its own."""
-    from imaging.ingest import IngestError, index_spooled_series
+    from imaging.ingest import index_spooled_series
 
     if len(run) > 1:
         sender = run[0].sender
@@ -264,7 +264,7 @@ def _index_run(run: list[_Entry]) -> None:
                 via=sender.via,
                 source=sender.source,
             )
-        except (IngestError, Exception):
+        except Exception:  # a refusal or a failure: each entry on its own sorts it out
             log.exception("indexing %d spooled instances together failed; one by one instead", len(run))
             connection.close()
             done = None
