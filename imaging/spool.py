@@ -38,6 +38,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -347,13 +348,33 @@ def recover() -> int:
     """Index what processes that have gone left in their spool folders; the count indexed or
     set aside. Folders of running processes (locked) are left to them."""
     count = 0
+    for folder in _abandoned_folders():
+        count += _recover_folder(folder)
+        shutil.rmtree(folder)
+    return count
+
+
+def waiting_entries() -> list[Path]:
+    """Answered instances left by processes that have gone, which the next dicom_server start
+    will index (for dicom_storage_check)."""
+    return [entry for folder in _abandoned_folders() for entry in sorted(folder.glob("a*-*.dcm"))]
+
+
+def refused_files() -> list[Path]:
+    """Files kept in DATA_DIR/refused: answered with success, refused when indexed."""
+    folder = refused_dir()
+    return sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+
+
+def _abandoned_folders() -> Iterator[Path]:
+    """Spool folders whose lock is free (their process has gone), each held locked while
+    the caller works on it."""
     base = root()
     if not base.is_dir():
-        return 0
+        return
     for folder in sorted(p for p in base.iterdir() if p.is_dir()):
-        lock = folder / _LOCK
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = os.open(folder / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError:
             continue
         try:
@@ -361,11 +382,9 @@ def recover() -> int:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # a live process's folder
-            count += _recover_folder(folder)
-            shutil.rmtree(folder)
+            yield folder
         finally:
             os.close(fd)
-    return count
 
 
 def _recover_folder(folder: Path) -> int:

@@ -81,3 +81,28 @@ def test_older_than_sets_the_orphan_age(minutes, clinic, actor, dicom_dir):
     status, _ = _check("--older-than", minutes)
 
     assert status == (1 if minutes == "1" else 0)
+
+
+def test_what_the_spool_holds_for_a_person_is_reported(clinic, actor, settings):  # type: ignore[no-untyped-def]
+    from imaging import spool
+
+    _stored(clinic, actor)
+    stopped = spool.root() / "0123456789ab-4242"
+    stopped.mkdir(parents=True)
+    (stopped / "a0-0.dcm").write_bytes(b"answered, not indexed")
+    live = spool.Spool()  # a running process's folder: its entries are its own
+    try:
+        (live.folder / "a0-0.dcm").write_bytes(b"being indexed")
+        spool.refused_dir().mkdir(parents=True)
+        (spool.refused_dir() / "abc-x.dcm").write_bytes(b"refused when indexed")
+
+        status, report = _check()
+    finally:
+        live.close()
+
+    assert status == 1
+    assert f"spooled, waiting for the next dicom_server start: {stopped / 'a0-0.dcm'}" in report
+    assert str(live.folder) not in report
+    assert "answered but refused when indexed (see the audit log)" in report
+    assert report.endswith("1 spooled instance(s) waiting, 1 refused file(s) kept\n")
+    assert stopped.exists()  # reported, not touched
