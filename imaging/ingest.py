@@ -237,17 +237,35 @@ def index_spooled(
     path: Path, parsed: ParsedFile | None, *, institution: Institution, actor: audit.Actor, via: str, source: str
 ) -> IngestResult:
     """Store and index a file the spool has made durable (its indexer, and recovery after a
-    crash, which reads the file again): ingest_path without waiting for its data to sync."""
+    crash, which reads the file again: `parsed` None): ingest_path without waiting for its
+    data to sync."""
     durable: Future[None] = Future()
     durable.set_result(None)
+    recovering = parsed is None
     try:
         if parsed is None:
             parsed = _read(path, None)
         with _StoredForm(path, parsed) as received:
+            done = _indexed_before_the_stop(received, institution) if recovering else None
+            if done is not None:
+                return done
             return _store(received, institution=institution, actor=actor, via=via, source=source, presynced=durable)
     except IngestError as exc:
         _refused(exc, parsed, path, actor=actor, via=via, source=source)
         raise
+
+
+def _indexed_before_the_stop(received: _Received, institution: Institution) -> IngestResult | None:
+    """A spool entry whose rows had committed when the process stopped, before it removed the
+    entry: the same bytes under the same UID in the same institution. Its store was audited
+    then; recovery only drops the entry (a duplicate event would say the device sent twice)."""
+    existing = Instance.objects.select_related("series__study").filter(sop_uid=received.attributes.sop_uid).first()
+    if existing is None or existing.series.study.institution_id != institution.pk:
+        return None
+    if existing.sha256 != received.digest():
+        return None
+    log.info("spooled %s had been indexed before the stop", existing.sop_uid)
+    return IngestResult(instance=existing, created=False, study=existing.series.study, series=existing.series)
 
 
 def index_spooled_series(

@@ -123,11 +123,12 @@ def test_what_a_stopped_process_left_is_indexed_with_its_sender_and_a_live_folde
     (stopped / "a4.json").write_bytes(_sender(clinic).to_json())
     (stopped / "a4-0.dcm").write_bytes(sent[1])
     (stopped / "a4-1.dcm").write_bytes(sent[2])
+    (stopped / "a4-2.dcm").write_bytes(sent[0])  # indexed before the stop, which left the entry
     (stopped / "a5-0.dcm").write_bytes(b"never answered: no sender record")
     live = owner.association(_sender(clinic))
     (owner.folder / f"{live.name}-0.dcm").write_bytes(b"a live process's entry")
 
-    assert spool.recover() == 2
+    assert spool.recover() == 3
 
     assert not stopped.exists()
     assert (owner.folder / f"{live.name}-0.dcm").read_bytes() == b"a live process's entry"
@@ -143,6 +144,7 @@ def test_what_a_stopped_process_left_is_indexed_with_its_sender_and_a_live_folde
             "10.0.0.5:4100",
         )
     assert len(stored_files(dicom_dir)) == 3
+    assert AuditEvent.objects.filter(action="instance.store").count() == 3  # no duplicate event for sent[0]
 
 
 def test_a_refusal_only_the_index_finds_keeps_the_file_aside_and_is_audited(clinic, other_clinic, tmp_path, owner):  # type: ignore[no-untyped-def]
