@@ -269,22 +269,28 @@ def _indexed_before_the_stop(received: _Received, institution: Institution) -> I
 
 
 def index_spooled_series(
-    entries: list[tuple[Path, ParsedFile]], *, institution: Institution, actor: audit.Actor, via: str, source: str
+    entries: list[tuple[Path, ParsedFile, tuple[Any, ...]]],
+    *,
+    institution: Institution,
+    actor: audit.Actor,
+    via: str,
+    source: str,
 ) -> list[IngestResult] | None:
     """Store and index several spooled files of one series this process knows, in one
     round trip that is also the commit: the links into place (each folder made durable
     once), the counters bumped once, and every audit event and instance row. None when that
     cannot be done (the parents are no longer known, a file or a row of one of them is
     already there, a parent was deleted): nothing is changed then, and the caller indexes
-    them one by one (index_spooled), which sorts out each case."""
+    them one by one (index_spooled), which sorts out each case. Each entry comes with the
+    remembered-parents key _spooled computed for it."""
     first = entries[0][1].attributes
-    known_key = _known_key(first, institution)
+    known_key = entries[0][2]
     known = _known.get(known_key)
     if known is None or not _one_round_trip_possible():
         return None
-    if any(_known_key(parsed.attributes, institution) != known_key or parsed.prefix for _, parsed in entries):
+    if any(key != known_key for _, _, key in entries):
         return None
-    received = [_Received(parsed, path, path.stat().st_size) for path, parsed in entries]
+    received = [_Received(parsed, path, path.stat().st_size) for path, parsed, _ in entries]
     keys = [
         storage.storage_key_for(r.attributes.study_uid, r.attributes.series_uid, r.attributes.sop_uid) for r in received
     ]
@@ -338,12 +344,13 @@ def _spooled(
     """Hand the instance to the spool when its parents are known to this process (so the index
     can refuse it only for a SOP Instance UID of another institution's) and the index
     would take the one-round-trip path; whether it was handed over (and is durable)."""
-    if parsed.prefix or _known.get(_known_key(parsed.attributes, institution)) is None:
+    if parsed.prefix:
         return False
-    if not _one_round_trip_possible():
+    known_key = _known_key(parsed.attributes, institution)
+    if _known.get(known_key) is None or not _one_round_trip_possible():
         return False
     try:
-        spooling.spool.put(path, parsed, spooling.association, presynced)
+        spooling.spool.put(path, parsed, spooling.association, presynced, known_key)
     except OSError as exc:
         if exc.errno == errno.EXDEV:  # the spool is on another file system than the received file
             return False

@@ -99,6 +99,7 @@ class _Entry:
     association: _Association | None
     parsed: Any = None  # imaging.dicom.part10.ParsedFile when known (recovery reads the file again)
     number: int = 0  # its place in the spool's queue
+    known_key: Any = None  # ingest's remembered-parents key, computed when it was answered
 
 
 def root() -> Path:
@@ -132,10 +133,12 @@ class Spool:
     def association(self, sender: Sender) -> _Association:
         return _Association(name=f"a{next(self._associations)}", sender=sender)
 
-    def put(self, path: Path, parsed: Any, association: _Association, presynced: Future[None] | None) -> None:
-        """Make the received file at `path` durable in the spool and queue it for indexing.
-        Returns once it is durable; raises OSError when it could not be made so (nothing is
-        queued then)."""
+    def put(
+        self, path: Path, parsed: Any, association: _Association, presynced: Future[None] | None, known_key: Any
+    ) -> None:
+        """Make the received file at `path` durable in the spool and queue it for indexing
+        (with what ingest made of it: `parsed`, `known_key`). Returns once it is durable;
+        raises OSError when it could not be made so (nothing is queued then)."""
         entry_path = self.folder / f"{association.name}-{next(association.sequence)}.dcm"
         os.link(path, entry_path)
         try:
@@ -154,7 +157,7 @@ class Spool:
             association.pending += 1
             number = next(self._numbers)
             self._unfinished.add(number)
-        self._queue.put(_Entry(entry_path, association.sender, association, parsed, number))
+        self._queue.put(_Entry(entry_path, association.sender, association, parsed, number, known_key))
 
     def wait_for(self, association: _Association, timeout: float = RELEASE_WAIT_SECONDS) -> bool:
         """Wait until the association's instances are indexed (or refused); False on timeout."""
@@ -259,7 +262,7 @@ def _index_run(run: list[_Entry]) -> None:
         try:
             close_old_connections()
             done = index_spooled_series(
-                [(entry.path, entry.parsed) for entry in run],
+                [(entry.path, entry.parsed, entry.known_key) for entry in run],
                 institution=Institution.objects.get(pk=sender.institution_id),
                 actor=sender.actor,
                 via=sender.via,
