@@ -2,8 +2,9 @@
 
 imaging/dicom/handlers.py calls these from pynetdicom's association threads. Every
 decision goes through alliance/access.py; every C-STORE (in ingest), C-FIND, C-MOVE and
-C-GET, and every rejected association, writes an audit event. Each association thread
-keeps one database connection and closes it when the association ends.
+C-GET, and every rejected association, writes an audit event. A thread that serves an
+association (its reading thread for C-STORE, its own for the rest) keeps one database
+connection and closes it when the association ends.
 """
 
 from __future__ import annotations
@@ -60,6 +61,15 @@ class DjangoServices:
     # --- association --------------------------------------------------------------------
 
     def authorize_association(self, peer: Peer) -> Decision:
+        try:
+            return self._authorize(peer)
+        finally:
+            # The association's thread lets its connection go: a sender's C-STOREs are served
+            # on the reading thread, with its own (imaging/dicom/direct.py); queries open one
+            # again when they come. One connection per association, not two.
+            connection.close()
+
+    def _authorize(self, peer: Peer) -> Decision:
         close_old_connections()
         device = access.device_for_association(
             calling_ae=peer.calling_ae, called_ae=peer.called_ae, host=peer.host, check_host=self.check_host
@@ -89,6 +99,9 @@ class DjangoServices:
         if spooling is not None:
             spooling.spool.finish(spooling.association)
         connection.close()
+
+    def store_thread_ended(self) -> None:
+        connection.close()  # the thread's own connection (Django keeps one per thread)
 
     # --- C-STORE ------------------------------------------------------------------------
 

@@ -74,20 +74,31 @@ def store_response(primitive: C_STORE) -> bytes | None:
     than a status and an Error Comment (pynetdicom encodes those)."""
     if primitive.OffendingElement is not None or primitive.MessageIDBeingRespondedTo is None:
         return None
-    comment = primitive.ErrorComment
+    return store_response_command(
+        str(primitive.AffectedSOPClassUID or ""),
+        primitive.MessageIDBeingRespondedTo,
+        primitive.Status,
+        primitive.ErrorComment,
+        str(primitive.AffectedSOPInstanceUID or ""),
+    )
+
+
+def store_response_command(
+    sop_class_uid: str, message_id: int, status: Any, comment: str | None, sop_instance_uid: str
+) -> bytes | None:
+    """A C-STORE response's command set from its values, or None when one of them would not
+    encode as pynetdicom encodes it (it is left to pynetdicom then)."""
     try:
         elements = [
-            _implicit(0x0000, 0x0002, _pad(str(primitive.AffectedSOPClassUID or "").encode("ascii"), b"\x00")),
+            _implicit(0x0000, 0x0002, _pad(sop_class_uid.encode("ascii"), b"\x00")),
             _implicit(0x0000, 0x0100, struct.pack("<H", _C_STORE_RSP)),
-            _implicit(0x0000, 0x0120, struct.pack("<H", primitive.MessageIDBeingRespondedTo)),
+            _implicit(0x0000, 0x0120, struct.pack("<H", message_id)),
             _implicit(0x0000, 0x0800, struct.pack("<H", _NO_DATA_SET)),
-            _implicit(0x0000, 0x0900, struct.pack("<H", primitive.Status)),
+            _implicit(0x0000, 0x0900, struct.pack("<H", status)),
         ]
         if comment is not None:
             elements.append(_implicit(0x0000, 0x0902, _pad(comment.encode("ascii"), b" ")))
-        elements.append(
-            _implicit(0x0000, 0x1000, _pad(str(primitive.AffectedSOPInstanceUID or "").encode("ascii"), b"\x00"))
-        )
+        elements.append(_implicit(0x0000, 0x1000, _pad(sop_instance_uid.encode("ascii"), b"\x00")))
     except (UnicodeEncodeError, struct.error, TypeError):
         return None  # a value pydicom would encode differently, or refuse: its business
     body = b"".join(elements)
@@ -107,16 +118,23 @@ def _received_file(message: DIMSEMessage, assoc: Any, context_id: int) -> None:
     """Open the file a C-STORE's data set is received into, with its file meta written."""
     cs = message.command_set
     transfer_syntax = assoc._accepted_cx[context_id].transfer_syntax[0]
+    out, path = open_received_file(str(cs.AffectedSOPClassUID), str(cs.AffectedSOPInstanceUID), str(transfer_syntax))
+    message._data_set_file = out  # type: ignore[assignment]
+    message._data_set_path = path
+
+
+def open_received_file(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str) -> tuple[Any, Path]:
+    """A new file in the temp folder (scp.receive_into_files) for a received data set, unbuffered,
+    its preamble and file meta written; the caller closes and removes it."""
     path = Path(tempfile.gettempdir()) / f"rx-{_TOKEN}-{os.getpid()}-{next(_names)}.dcm"
-    out = open(str(path), "xb", buffering=0)  # noqa: SIM115 - pynetdicom closes it after the handler
+    out = open(str(path), "xb", buffering=0)  # noqa: SIM115 - the caller closes it
     try:
-        out.write(file_meta(str(cs.AffectedSOPClassUID), str(cs.AffectedSOPInstanceUID), str(transfer_syntax)))
+        out.write(file_meta(sop_class_uid, sop_instance_uid, transfer_syntax_uid))
     except BaseException:
         out.close()
         path.unlink(missing_ok=True)
         raise
-    message._data_set_file = out  # type: ignore[assignment]
-    message._data_set_path = path
+    return out, path
 
 
 class ReceivedPData:
@@ -141,19 +159,27 @@ def p_data_values(pdu: bytearray) -> list[tuple[int, memoryview]] | None:
     if len(pdu) < 6 or pdu[0] != 0x04:
         return None
     (length,) = struct.unpack_from(">L", pdu, 2)
-    end = 6 + length
-    if end != len(pdu):
+    if 6 + length != len(pdu):
         return None
-    view = memoryview(pdu)
+    return _p_data_items(pdu, 6)
+
+
+def p_data_items(body: bytearray) -> list[tuple[int, memoryview]] | None:
+    """p_data_values of a P-DATA-TF PDU's body: what follows its 6-byte header."""
+    return _p_data_items(body, 0)
+
+
+def _p_data_items(buffer: bytearray, offset: int) -> list[tuple[int, memoryview]] | None:
+    end = len(buffer)
+    view = memoryview(buffer)
     values = []
-    offset = 6
     while offset < end:
         if offset + 6 > end:
             return None
-        (item_length,) = struct.unpack_from(">L", pdu, offset)
+        (item_length,) = struct.unpack_from(">L", buffer, offset)
         if item_length < 2 or offset + 4 + item_length > end:
             return None
-        values.append((pdu[offset + 4], view[offset + 5 : offset + 4 + item_length]))
+        values.append((buffer[offset + 4], view[offset + 5 : offset + 4 + item_length]))
         offset += 4 + item_length
     return values if values else None
 

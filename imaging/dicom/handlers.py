@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 from weakref import WeakKeyDictionary
@@ -27,7 +28,7 @@ from pynetdicom import build_context, evt
 from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, C_STORE
 from pynetdicom.presentation import PresentationContext
 
-from imaging.dicom import wakeup
+from imaging.dicom import direct, wakeup
 from imaging.dicom.identifiers import PATIENT_ROOT, STUDY_ROOT, QueryRequest, ReceivedInstance, Retrieval, StoredObject
 from imaging.dicom.status import DimseFailure, Status
 
@@ -83,6 +84,10 @@ class Services(Protocol):
         """The peer asked to release: finish what its stores left, before the A-RELEASE-RP."""
 
     def association_ended(self, peer: Peer) -> None: ...
+
+    def store_thread_ended(self) -> None:
+        """A thread other than the association's own that ran store() ends (the reading thread,
+        imaging/dicom/direct.py): let go of what it holds for this thread."""
 
 
 def status_dataset(status: int, reason: str = "") -> Dataset:
@@ -278,6 +283,7 @@ class Handlers:
         self._peers[assoc] = peer
         assoc.acceptor.ae_title = peer.called_ae
         self._release_when_done(assoc, peer)
+        direct.activate(assoc, partial(self.store_status, peer), self.on_store, self.services.store_thread_ended)
 
     def _release_when_done(self, assoc: Any, peer: Peer) -> None:
         """Have this association's A-RELEASE-RP wait for services.association_releasing: a
@@ -325,7 +331,16 @@ class Handlers:
             path=received_path(event),
         )
         try:
-            self.services.store(self.peer(event), instance)
+            peer = self.peer(event)
+        except KeyError:  # an association this server did not accept
+            log.exception("C-STORE %s on an association without a peer", instance.sop_instance_uid)
+            return status_dataset(Status.PROCESSING_FAILURE, "the instance could not be stored; try again")
+        return self.store_status(peer, instance)
+
+    def store_status(self, peer: Peer, instance: ReceivedInstance) -> int | Dataset:
+        """Store a received instance; the C-STORE response's status (with a reason on failure)."""
+        try:
+            self.services.store(peer, instance)
         except DimseFailure as failure:
             log.warning("C-STORE %s refused: %s", instance.sop_instance_uid, failure)
             return status_dataset(failure.status, failure.reason)

@@ -36,7 +36,7 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
-from imaging.dicom import fastpath, wakeup
+from imaging.dicom import direct, fastpath, wakeup
 from imaging.dicom.datasets import SUPPORTED_TRANSFER_SYNTAXES
 from imaging.dicom.handlers import Handlers, Services
 
@@ -149,6 +149,7 @@ class WakingRequestHandler(RequestHandler):
     def _create_association(self) -> Association:
         assoc = super()._create_association()
         wakeup.install(assoc)
+        direct.install(assoc)  # serves C-STORE on the reading thread once accepted (Handlers)
         if isinstance(self.server, Server):
             self.server._claim(self.request, assoc)
         return assoc

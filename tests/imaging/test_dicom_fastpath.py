@@ -128,14 +128,17 @@ def fast_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignor
     """The real server, receiving into files in tmp_path through the fast path, with a small
     maximum PDU when a test asks for one (monkeypatch undoes the process-wide settings)."""
     monkeypatch.setattr(_config, "STORE_RECV_CHUNKED_DATASET", True)
+    # As dicom_server runs (scp.quiet_protocol_logging): pynetdicom's standard logging handlers
+    # listen to PDU and DIMSE events, which keeps every fast path out of the way.
+    monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "none")
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(DIMSEMessage, "decode_msg", fastpath.decode_msg)
     monkeypatch.setattr(DIMSEServiceProvider, "send_msg", fastpath.send_msg)
     monkeypatch.setattr(DULServiceProvider, "_decode_pdu", fastpath.decode_pdu)
     started = []
 
-    def start(max_pdu: int | None = None) -> tuple[Any, _KeepingServices]:
-        services = _KeepingServices()
+    def start(max_pdu: int | None = None, services: _KeepingServices | None = None) -> tuple[Any, _KeepingServices]:
+        services = services or _KeepingServices()
         ae = build_ae()
         if max_pdu is not None:
             ae.maximum_pdu_size = max_pdu

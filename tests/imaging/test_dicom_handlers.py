@@ -60,6 +60,7 @@ class FakeServices:
         self.retrieval = Retrieval(objects=[])
         self.releasing: list[Peer] = []
         self.hold_release: threading.Event | None = None
+        self.store_threads_ended = 0
 
     def authorize_association(self, peer: Peer) -> Decision:
         if self.fail is not None and not isinstance(self.fail, DimseFailure):
@@ -93,6 +94,9 @@ class FakeServices:
 
     def association_ended(self, peer: Peer) -> None:
         self.ended.append(peer)
+
+    def store_thread_ended(self) -> None:
+        self.store_threads_ended += 1
 
 
 class FakeAcse:
