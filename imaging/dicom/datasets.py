@@ -176,10 +176,12 @@ class Attributes:
     """The attributes the index and the renderer need, read once and normalised (each
     value is computed on first use and kept: the data set must not change afterwards).
 
-    `partial`: the data set holds only ATTRIBUTE_KEYWORDS (read so by part10); asking for
-    any other attribute is then a programming error, raised rather than read as absent."""
+    `ds`: a pydicom Dataset, or what part10 reads from a received file (QuickHeader: get,
+    get_item and file_meta as a Dataset has them). `partial`: it holds only
+    ATTRIBUTE_KEYWORDS; asking for any other attribute is then a programming error, raised
+    rather than read as absent."""
 
-    def __init__(self, ds: Dataset, *, partial: bool = False) -> None:
+    def __init__(self, ds: Dataset | Any, *, partial: bool = False) -> None:
         self.ds = ds
         self.partial = partial
         self._texts: dict[str, str] = {}

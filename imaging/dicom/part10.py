@@ -21,13 +21,13 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from pydicom import dcmread
 from pydicom import uid as pydicom_uid
 from pydicom.charset import convert_encodings
 from pydicom.datadict import tag_for_keyword
-from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
+from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filewriter import write_file_meta_info
@@ -82,7 +82,7 @@ class InvalidFile(Exception):
 
 @dataclass(frozen=True)
 class ParsedFile:
-    dataset: Dataset  # the header: every element before the pixel data
+    dataset: Dataset | QuickHeader  # the header (pydicom's reader), or only what Attributes reads
     attributes: Attributes
     transfer_syntax_uid: str
     prefix: bytes  # what to put in front of the file's bytes to make a PS3.10 file
@@ -105,13 +105,14 @@ def read_file(path: Path, *, max_bytes: int, expected_study_uid: str | None = No
     with path.open("rb") as fp:
         layout = _layout(fp.read(132))
         quick = _read_part10_in_one_walk(fp, size) if layout == "part10" else None
+        dataset: Dataset | QuickHeader
         if quick is not None:
             dataset, transfer_syntax = quick
         else:
             fp.seek(0)
-            dataset = _read_header(fp, layout)
+            full = dataset = _read_header(fp, layout)
             fp.seek(0)
-            transfer_syntax = _transfer_syntax(dataset, layout)
+            transfer_syntax = _transfer_syntax(full, layout)
             _check_structure(fp, size, layout, transfer_syntax)
     attributes = Attributes(dataset, partial=quick is not None)
     try:
@@ -329,12 +330,13 @@ def _check_structure(fp: BinaryIO, size: int, layout: str, transfer_syntax: str)
 # pydicom then decodes only the attributes the index needs (ATTRIBUTE_KEYWORDS), on use.
 # Anything unusual goes the full way instead (pydicom's reader, then the walk), which also
 # words the refusal of a bad file.
-_WANTED_TAGS = frozenset(int(tag_for_keyword(k) or 0) for k in ATTRIBUTE_KEYWORDS) - {0}
+_KEYWORD_TAGS = {k: int(tag) for k in ATTRIBUTE_KEYWORDS if (tag := tag_for_keyword(k)) is not None}
+_WANTED_TAGS = frozenset(_KEYWORD_TAGS.values())
 _TRANSFER_SYNTAX_UID = 0x00020010
 _CHARACTER_SET = 0x00080005
 
 
-def _read_part10_in_one_walk(fp: BinaryIO, size: int) -> tuple[Dataset, str] | None:
+def _read_part10_in_one_walk(fp: BinaryIO, size: int) -> tuple[QuickHeader, str] | None:
     """The header (only ATTRIBUTE_KEYWORDS) and the transfer syntax, or None to go the full way."""
     try:
         with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as data:
@@ -347,27 +349,83 @@ def _read_part10_in_one_walk(fp: BinaryIO, size: int) -> tuple[Dataset, str] | N
             little = transfer_syntax != pydicom_uid.ExplicitVRBigEndian
             walker = _Walker(data, size, start, _WANTED_TAGS)
             walker.dataset(implicit, "<" if little else ">", 0)
-            raw: dict[BaseTag, RawDataElement] = {}
+            elements: dict[int, tuple[str | None, bytes]] = {}
             for tag, (vr, offset, length) in walker.found.items():
                 if vr is None and not implicit:
                     return None  # no VR where one belongs: let pydicom's reader judge it
-                value = data[offset : offset + length]
-                vr_name = vr.decode("ascii") if vr is not None else None
-                raw[BaseTag(tag)] = RawDataElement(BaseTag(tag), vr_name, length, value, offset, implicit, little)
+                elements[tag] = (vr.decode("ascii") if vr is not None else None, data[offset : offset + length])
     except (InvalidFile, OSError, ValueError, struct.error):
         return None
-    elements: dict[BaseTag, DataElement | RawDataElement] = dict(raw)
-    dataset = Dataset(elements)
     encoding: str | list[str] = "iso8859"  # PS3.5 6.1.2.2: the default repertoire
-    if BaseTag(_CHARACTER_SET) in raw:
+    header = QuickHeader(elements, implicit, little, encoding, transfer_syntax)
+    if _CHARACTER_SET in elements:
         try:
-            encoding = convert_encodings(convert_raw_data_element(raw[BaseTag(_CHARACTER_SET)]).value)
+            header.encoding = convert_encodings(header.get("SpecificCharacterSet"))
         except Exception:  # as pydicom's reader would: a character set it cannot name is its problem
             return None
-    dataset.set_original_encoding(implicit, little, encoding)
-    dataset.file_meta = FileMetaDataset()
-    dataset.file_meta.TransferSyntaxUID = pydicom_uid.UID(transfer_syntax)
-    return dataset, transfer_syntax
+    return header, transfer_syntax
+
+
+class _Found:
+    __slots__ = ("value",)
+
+    def __init__(self, value: bytes) -> None:
+        self.value = value
+
+
+# Values pydicom converted, by element and encoding: the instances of a series repeat their
+# patient, study and series elements byte for byte, so most are converted once per series.
+_converted: dict[tuple[Any, ...], Any] = {}
+_CONVERTED_MAX = 4096
+
+
+class QuickHeader:
+    """The ATTRIBUTE_KEYWORDS elements of a received file as they are in it, read by Attributes
+    in place of a pydicom Dataset (get, get_item, file_meta). Each value is converted by pydicom
+    as Dataset.get converts it (the file's character set; the default one for Specific
+    Character Set itself), and the conversion is remembered: the values are only read."""
+
+    __slots__ = ("elements", "implicit", "little", "encoding", "file_meta")
+
+    def __init__(
+        self,
+        elements: dict[int, tuple[str | None, bytes]],
+        implicit: bool,
+        little: bool,
+        encoding: str | list[str],
+        transfer_syntax: str,
+    ) -> None:
+        self.elements = elements
+        self.implicit = implicit
+        self.little = little
+        self.encoding = encoding
+        self.file_meta = {"TransferSyntaxUID": transfer_syntax}
+
+    def get(self, keyword: str, default: Any = None) -> Any:
+        tag = _KEYWORD_TAGS.get(keyword)
+        found = self.elements.get(tag) if tag is not None else None
+        if found is None:
+            return default
+        vr, value = found
+        encoding = "iso8859" if tag == _CHARACTER_SET else self.encoding
+        key = (tag, vr, value, self.implicit, self.little, encoding if isinstance(encoding, str) else tuple(encoding))
+        try:
+            return _converted[key]
+        except KeyError:
+            pass
+        raw = RawDataElement(BaseTag(tag or 0), vr, len(value), value, 0, self.implicit, self.little)
+        converted = convert_raw_data_element(raw, encoding=encoding).value
+        if len(_converted) >= _CONVERTED_MAX:
+            _converted.clear()
+        _converted[key] = converted
+        return converted
+
+    def get_item(self, keyword: str) -> _Found | None:
+        """The element's value as found in the file (bytes), as Dataset.get_item gives it
+        before conversion; None when absent."""
+        tag = _KEYWORD_TAGS.get(keyword)
+        found = self.elements.get(tag) if tag is not None else None
+        return _Found(found[1]) if found is not None else None
 
 
 def _file_meta(data: mmap.mmap, start: int, size: int) -> tuple[int, str]:

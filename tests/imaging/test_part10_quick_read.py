@@ -31,7 +31,12 @@ def _read(path: Path) -> part10.ParsedFile | part10.InvalidFile:
 
 
 def _values(attributes: Attributes) -> dict[str, object]:
-    return {k: (attributes.text(k), attributes.encoded(k)) for k in sorted(ATTRIBUTE_KEYWORDS)}
+    """What the index takes from the file. (encoded() differs by design: the one walk keeps
+    each value as found, pydicom's data set gives what it has converted.)"""
+    values: dict[str, object] = {k: attributes.text(k) for k in sorted(ATTRIBUTE_KEYWORDS)}
+    for name in ("series_number", "instance_number", "rows", "columns", "number_of_frames"):
+        values[name] = getattr(attributes, name)
+    return values
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLES))
@@ -75,3 +80,27 @@ def test_a_file_cut_inside_its_header_is_refused_as_the_full_way_refuses_it(tmp_
     assert isinstance(quick, part10.InvalidFile) and isinstance(full, part10.InvalidFile)
     assert (quick.code, quick.reason) == (full.code, full.reason)
     assert io.BytesIO(data[:400]).read(132)[128:132] == b"DICM"  # it did take the one-walk branch first
+
+
+def test_remembered_conversions_follow_the_character_set(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The same bytes under two character sets are two names; each file reads as pydicom reads it,
+    the first time and when its values are remembered."""
+    ds = make_ct_series(1, 16, 16, patient_id="1001")[0]
+    ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8
+    ds.PatientName = "王^芳"
+    utf8 = part10_bytes(ds)
+    latin1 = utf8.replace(b"ISO_IR 192", b"ISO_IR 100")  # the same name bytes, read as Latin-1
+    assert latin1 != utf8
+    names = []
+    for i, data in enumerate((utf8, latin1, utf8)):
+        path = tmp_path / f"{i}.dcm"
+        path.write_bytes(data)
+        quick = part10.read_file(path, max_bytes=LIMIT)
+        full = _full_way(path, monkeypatch)
+        assert isinstance(full, part10.ParsedFile)
+        assert quick.attributes.partial
+        assert quick.attributes.patient_name == full.attributes.patient_name
+        assert quick.attributes.encoded("PatientName") == "王^芳".encode() + b" "  # as found in the file, padded
+        names.append(quick.attributes.patient_name)
+    assert names[0] == names[2] == "王^芳"
+    assert names[1] == "王^芳".encode().decode("latin-1")
