@@ -212,9 +212,10 @@ def _ingest(
     spooling: Spooling | None = None,
 ) -> IngestResult | None:
     parsed: ParsedFile | None = None
-    # While we read and check it, the pool makes its data durable and (unless it may go to
-    # the spool, whose indexer does it) computes its checksum.
-    presynced = storage.presync(path)
+    # While we read and check it, the pool makes its data durable and computes its checksum;
+    # not for what may go to the spool, which syncs it on this thread (reading it takes a tenth
+    # of a millisecond, less than handing work to the pool costs) and whose indexer hashes it.
+    presynced = storage.presync(path) if spooling is None else None
     hashing = storage.background(_sha256, path) if spooling is None else None
     try:
         parsed = _read(path, expected_study_uid)

@@ -257,13 +257,13 @@ def _index_run(run: list[_Entry]) -> None:
     entry on its own."""
     from imaging.ingest import index_spooled_series
 
-    if len(run) > 1:
+    if run[0].parsed is not None:  # not recovered (_runs keeps those on their own)
         sender = run[0].sender
         try:
             close_old_connections()
             done = index_spooled_series(
                 [(entry.path, entry.parsed, entry.known_key) for entry in run],
-                institution=Institution.objects.get(pk=sender.institution_id),
+                institution=_institution(sender.institution_id),
                 actor=sender.actor,
                 via=sender.via,
                 source=sender.source,
@@ -278,6 +278,22 @@ def _index_run(run: list[_Entry]) -> None:
             return
     for entry in run:
         _index_until_done(entry)
+
+
+_INSTITUTION_SECONDS = 10.0
+_institutions: dict[int, tuple[float, Institution]] = {}
+
+
+def _institution(pk: int) -> Institution:
+    """The sender's institution, looked up again after _INSTITUTION_SECONDS (the indexer asks
+    for it with every run, tens of times a second while a series arrives)."""
+    now = time.monotonic()
+    kept = _institutions.get(pk)
+    if kept is not None and now - kept[0] < _INSTITUTION_SECONDS:
+        return kept[1]
+    institution = Institution.objects.get(pk=pk)
+    _institutions[pk] = (now, institution)
+    return institution
 
 
 def _index_until_done(entry: _Entry) -> None:

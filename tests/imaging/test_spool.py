@@ -208,7 +208,11 @@ def test_the_database_failing_is_waited_out_not_taken_for_a_refusal(clinic, tmp_
             raise failures.pop()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ingest, "index_spooled", flaky)
+    def down(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise ingest.IngestError("storage-failed", "the index could not be updated (%(error)s)", error="down")
+
+    monkeypatch.setattr(ingest, "index_spooled_series", down)  # the run together fails: one by one
+    monkeypatch.setattr(ingest, "index_spooled", flaky)  # which fails once more, then holds
     association = _spool_one(owner, clinic, tmp_path, sent[1])
     assert owner.wait_for(association)
     assert failures == []
