@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, connection, models, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, connection, connections, models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext, gettext_noop
 
@@ -334,8 +334,8 @@ def index_spooled_series(
     results = []
     for instance in instances:
         instance.pk = ids[instance.sop_uid]
-        transaction.on_commit(partial(_enqueue_render, instance.pk), robust=True)  # committed: runs now
         results.append(IngestResult(instance=instance, created=True, study=study, series=series))
+    transaction.on_commit(partial(_enqueue_renders, [i.pk for i in instances]), robust=True)  # committed: runs now
     return results
 
 
@@ -479,12 +479,8 @@ def _store(
 def _one_round_trip_possible() -> bool:
     """_store_known needs PostgreSQL in autocommit (its statements commit as one implicit
     transaction) and a store that never replaces a file (a local folder)."""
-    return (
-        connection.vendor == "postgresql"
-        and not connection.in_atomic_block
-        and connection.get_autocommit()
-        and storage.places_exclusively()
-    )
+    db = connections[DEFAULT_DB_ALIAS]  # the thread's own; `connection` finds it on every attribute
+    return db.vendor == "postgresql" and not db.in_atomic_block and db.get_autocommit() and storage.places_exclusively()
 
 
 def _store_known(
@@ -1082,6 +1078,10 @@ def _audit_refusal(exc: IngestError, *, object_id: str, actor: audit.Actor, via:
 
 
 def _enqueue_render(instance_id: int) -> None:
+    _enqueue_renders([instance_id])
+
+
+def _enqueue_renders(instance_ids: list[int]) -> None:
     from imaging import tasks
 
-    tasks.schedule_render(instance_id)
+    tasks.schedule_renders(instance_ids)

@@ -90,9 +90,9 @@ class _Batcher:
         self.wake = threading.Event()
         self.thread: threading.Thread | None = None
 
-    def add(self, instance_id: int) -> None:
+    def add(self, *instance_ids: int) -> None:
         with self.lock:
-            self.pending.append(instance_id)
+            self.pending.extend(instance_ids)
             if self.thread is None:
                 self.thread = threading.Thread(target=self._run, name="render-batcher", daemon=True)
                 self.thread.start()
@@ -131,7 +131,17 @@ os.register_at_fork(after_in_child=_after_fork)
 
 def schedule_render(instance_id: int) -> None:
     """Have the thumbnail and preview of a newly stored instance rendered in the background."""
+    schedule_renders([instance_id])
+
+
+def schedule_renders(instance_ids: list[int]) -> None:
+    """schedule_render for several instances (the spool's indexer commits runs of them)."""
     if settings.CELERY_TASK_ALWAYS_EAGER:  # tests and single-process runs: now, in this thread
-        render_instances.delay([instance_id])
+        render_instances.delay(list(instance_ids))
         return
-    _batcher.add(instance_id)
+    _batcher.add(*instance_ids)
+
+
+def load() -> None:
+    """Nothing: importing this module (Celery's app and its task machinery) is the point, for
+    a server that forks (dicom_server) and should not import it while it serves."""

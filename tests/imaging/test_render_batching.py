@@ -29,6 +29,13 @@ def test_ids_scheduled_together_go_as_one_task(sent: list[list[int]]) -> None:
     assert sent == [[11, 12, 13]], "a flush with nothing pending sends nothing"
 
 
+def test_a_run_of_ids_joins_the_batch_as_single_ones_do(sent: list[list[int]]) -> None:
+    tasks.schedule_render(31)
+    tasks.schedule_renders([32, 33])
+    tasks._batcher.flush()
+    assert sent == [[31, 32, 33]]
+
+
 def test_the_batcher_thread_sends_them_without_being_asked(sent: list[list[int]]) -> None:
     tasks.schedule_render(21)
     tasks.schedule_render(22)

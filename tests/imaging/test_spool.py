@@ -65,6 +65,8 @@ def test_further_instances_are_answered_from_the_spool_and_indexed_in_one_commit
         return together(entries, **kwargs)
 
     monkeypatch.setattr(ingest, "index_spooled_series", spy)
+    renders: list[list[int]] = []
+    monkeypatch.setattr(ingest, "_enqueue_renders", renders.append)
     association = owner.association(_sender(clinic))
     spooling = Spooling(owner, association)
 
@@ -83,6 +85,8 @@ def test_further_instances_are_answered_from_the_spool_and_indexed_in_one_commit
     assert owner.wait_for(association)
 
     assert batches == [5]
+    spooled = list(Instance.objects.order_by("pk").values_list("pk", flat=True))[1:]
+    assert renders == [spooled]  # their rendering asked for once, for the run
     study = Study.objects.get()
     assert (study.num_instances, study.size_bytes) == (6, sum(map(len, sent)))
     assert Series.objects.get().num_instances == 6

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import connections
 
-from imaging import spool, storage
+from imaging import spool, storage, tasks
 from imaging.dicom.scp import (
     AcceptLoad,
     build_ae,
@@ -47,6 +47,7 @@ def _collect_less() -> None:
     Those are frozen out of the collector once started (gc.freeze), and young collections
     start after 20,000 allocations instead of 700. Reference counting still frees almost
     everything at once; only cycles wait a little longer."""
+    tasks.load()  # Celery's modules, imported now (before any fork) and not by the first store
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
