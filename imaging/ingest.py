@@ -250,6 +250,8 @@ def index_spooled(
             done = _indexed_before_the_stop(received, institution) if recovering else None
             if done is not None:
                 return done
+            if recovering:
+                _unplace_before_the_stop(received)
             return _store(received, institution=institution, actor=actor, via=via, source=source, presynced=durable)
     except IngestError as exc:
         _refused(exc, parsed, path, actor=actor, via=via, source=source)
@@ -267,6 +269,20 @@ def _indexed_before_the_stop(received: _Received, institution: Institution) -> I
         return None
     log.info("spooled %s had been indexed before the stop", existing.sop_uid)
     return IngestResult(instance=existing, created=False, study=existing.series.study, series=existing.series)
+
+
+def _unplace_before_the_stop(received: _Received) -> None:
+    """A spool entry the indexer had linked into place when the process stopped, before its rows
+    committed: the file under its key is the entry itself (the same inode), which no row names.
+    That link goes, and the entry is stored as any other; else it would be stored beside it,
+    under another key, and the first link would be left an orphan."""
+    a = received.attributes
+    dest = storage.local_path_for_key(storage.storage_key_for(a.study_uid, a.series_uid, a.sop_uid))
+    try:
+        if dest is not None and os.path.samefile(dest, received.path):
+            dest.unlink()
+    except FileNotFoundError:
+        pass
 
 
 def index_spooled_series(

@@ -151,6 +151,30 @@ def test_what_a_stopped_process_left_is_indexed_with_its_sender_and_a_live_folde
     assert AuditEvent.objects.filter(action="instance.store").count() == 3  # no duplicate event for sent[0]
 
 
+def test_an_entry_linked_into_place_before_the_stop_is_stored_under_its_own_key(clinic, dicom_dir, owner):  # type: ignore[no-untyped-def]
+    """The indexer links a run into place, then commits its rows: a stop in between leaves the
+    entry's file under its key with no row. Recovery stores it there, not beside it."""
+    sent = _known_series(clinic, 2)
+    stopped = spool.root() / "0123456789ab-99998"
+    stopped.mkdir(parents=True)
+    (stopped / "a0.json").write_bytes(_sender(clinic).to_json())
+    entry = stopped / "a0-0.dcm"
+    entry.write_bytes(sent[1])
+    ds = dcmread(BytesIO(sent[1]), stop_before_pixels=True)
+    key = storage.storage_key_for(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    placed = storage.local_path_for_key(key)
+    assert placed is not None
+    placed.parent.mkdir(parents=True, exist_ok=True)
+    os.link(entry, placed)  # what put_durable_files did before the stop
+
+    assert spool.recover() == 1
+
+    instance = Instance.objects.get(sha256=hashlib.sha256(sent[1]).hexdigest())
+    assert instance.storage_key == key
+    assert placed.read_bytes() == sent[1]
+    assert len(stored_files(dicom_dir)) == 2  # no second copy beside it, no orphan
+
+
 def test_a_refusal_only_the_index_finds_keeps_the_file_aside_and_is_audited(clinic, other_clinic, tmp_path, owner):  # type: ignore[no-untyped-def]
     """The SOP Instance UID is already another institution's: the sender was answered with
     success, so the file is kept in DATA_DIR/refused, not deleted."""
