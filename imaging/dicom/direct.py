@@ -42,7 +42,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.service_class import StorageServiceClass
 
-from imaging.dicom import fastpath
+from imaging.dicom import fastpath, wakeup
 from imaging.dicom.datasets import is_storage_sop_class, is_valid_uid
 from imaging.dicom.identifiers import ReceivedInstance
 
@@ -343,17 +343,7 @@ def install(assoc: Any) -> DirectStore:
     direct = DirectStore(assoc)
     dul = assoc.dul
     setattr(dul, _ATTR, direct)
-    if dul.ident is None:  # its thread has not started: `direct` is closed when the thread ends
-        run = dul.run
-
-        def run_then_close() -> None:
-            try:
-                run()
-            finally:
-                direct.close()
-
-        # Thread.start() calls self.run(), found on the instance first.
-        dul.run = run_then_close
+    wakeup.run_at_thread_end(dul, direct.close)  # before it starts, as on the server
     DULServiceProvider._read_pdu_data = read_pdu_data  # type: ignore[method-assign]
     return direct
 

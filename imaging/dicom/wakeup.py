@@ -85,17 +85,7 @@ class _DulWaker:
         _notify_on_put(dul.to_provider_queue, self.wake)
         _notify_after(dul, "kill_dul", self.wake)
         _notify_after(dul, "stop_dul", self.wake)
-        if dul.ident is None:  # not started yet: close the eventfd when its thread ends
-            run = dul.run
-
-            def run_then_close() -> None:
-                try:
-                    run()
-                finally:
-                    self.close()
-
-            # Thread.start() calls self.run(), found on the instance first.
-            dul.run = run_then_close  # type: ignore[method-assign]
+        run_at_thread_end(dul, self.close)  # when it has not started yet
 
     @property
     def is_open(self) -> bool:
@@ -137,6 +127,24 @@ class _DulWaker:
 
     def __del__(self) -> None:
         self.close()
+
+
+def run_at_thread_end(thread: threading.Thread, fn: Callable[[], None]) -> bool:
+    """Have `fn` run in `thread` when its run() ends, however it ends; False (and nothing done)
+    when the thread has already started."""
+    if thread.ident is not None:
+        return False
+    run = thread.run
+
+    def run_then() -> None:
+        try:
+            run()
+        finally:
+            fn()
+
+    # Thread.start() calls self.run(), found on the instance first.
+    thread.run = run_then  # type: ignore[method-assign]
+    return True
 
 
 def _notify_on_put(queue: Queue[Any], notify: Callable[[], None]) -> None:
