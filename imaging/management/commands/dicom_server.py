@@ -47,7 +47,6 @@ def _collect_less() -> None:
     Those are frozen out of the collector once started (gc.freeze), and young collections
     start after 20,000 allocations instead of 700. Reference counting still frees almost
     everything at once; only cycles wait a little longer."""
-    tasks.load()  # Celery's modules, imported now (before any fork) and not by the first store
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
@@ -98,6 +97,7 @@ class Command(BaseCommand):
         # default) while another runs Python. 0.5 ms gave ~8% more instances/s on one
         # association in interleaved runs (bench/RESULTS.md).
         sys.setswitchinterval(GIL_SWITCH_SECONDS)
+        tasks.load()  # Celery's modules, imported now (before any fork) and not by the first store
         _collect_less()
         if not settings.DEBUG:
             quiet_protocol_logging()
