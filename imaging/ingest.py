@@ -220,7 +220,7 @@ def _ingest(
     try:
         parsed = _read(path, expected_study_uid)
         if spooling is not None:
-            if _spooled(path, parsed, institution, spooling, presynced):
+            if _spooled(path, parsed, institution, spooling):
                 return None
             hashing = storage.background(_sha256, path)
         with _StoredForm(path, parsed) as received:
@@ -355,9 +355,7 @@ def index_spooled_series(
     return results
 
 
-def _spooled(
-    path: Path, parsed: ParsedFile, institution: Institution, spooling: Spooling, presynced: Future[None] | None
-) -> bool:
+def _spooled(path: Path, parsed: ParsedFile, institution: Institution, spooling: Spooling) -> bool:
     """Hand the instance to the spool when its parents are known to this process (so the index
     can refuse it only for a SOP Instance UID of another institution's) and the index
     would take the one-round-trip path; whether it was handed over (and is durable)."""
@@ -367,7 +365,7 @@ def _spooled(
     if _known.get(known_key) is None or not _one_round_trip_possible():
         return False
     try:
-        spooling.spool.put(path, parsed, spooling.association, presynced, known_key)
+        spooling.spool.put(path, parsed, spooling.association, known_key)
     except OSError as exc:
         if exc.errno == errno.EXDEV:  # the spool is on another file system than the received file
             return False

@@ -39,7 +39,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,9 +132,7 @@ class Spool:
     def association(self, sender: Sender) -> _Association:
         return _Association(name=f"a{next(self._associations)}", sender=sender)
 
-    def put(
-        self, path: Path, parsed: Any, association: _Association, presynced: Future[None] | None, known_key: Any
-    ) -> None:
+    def put(self, path: Path, parsed: Any, association: _Association, known_key: Any) -> None:
         """Make the received file at `path` durable in the spool and queue it for indexing
         (with what ingest made of it: `parsed`, `known_key`). Returns once it is durable;
         raises OSError when it could not be made so (nothing is queued then)."""
@@ -144,10 +141,7 @@ class Spool:
         try:
             if not association.recorded:
                 self._write_durably(self.folder / f"{association.name}.json", association.sender.to_json())
-            if presynced is not None:
-                presynced.result()  # the same inode: its data is on disk
-            else:
-                storage.fdatasync(entry_path)
+            storage.fdatasync(entry_path)
             storage.fsync_dir(self.folder)
         except BaseException:
             entry_path.unlink(missing_ok=True)

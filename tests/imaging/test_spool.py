@@ -105,15 +105,7 @@ def test_further_instances_are_answered_from_the_spool_and_indexed_in_one_commit
 
 def test_an_instance_of_a_series_not_yet_indexed_here_is_indexed_before_its_answer(clinic, tmp_path, owner):  # type: ignore[no-untyped-def]
     data = part10_bytes(make_ct_series(1, 16, 16)[0])
-    spooling = Spooling(owner, owner.association(_sender(clinic)))
-    result = receive_path(
-        _received(tmp_path, data, "rx.dcm"),
-        institution=clinic,
-        actor=_sender(clinic).actor,
-        via="dimse",
-        source="x",
-        spooling=spooling,
-    )
+    result = _receive(owner, clinic, tmp_path, data, owner.association(_sender(clinic)))
     assert result is not None and result.created
     assert Instance.objects.filter(pk=result.instance.pk).exists()
 
@@ -211,9 +203,9 @@ def test_a_spool_folder_is_locked_by_its_process(owner) -> None:  # type: ignore
         os.close(fd)
 
 
-def _spool_one(owner, clinic, tmp_path, data: bytes):  # type: ignore[no-untyped-def]
-    association = owner.association(_sender(clinic))
-    answer = receive_path(
+def _receive(owner, clinic, tmp_path, data: bytes, association):  # type: ignore[no-untyped-def]
+    """receive_path as the DIMSE server calls it, on `association` of the spool `owner`."""
+    return receive_path(
         _received(tmp_path, data, "rx.dcm"),
         institution=clinic,
         actor=_sender(clinic).actor,
@@ -221,7 +213,11 @@ def _spool_one(owner, clinic, tmp_path, data: bytes):  # type: ignore[no-untyped
         source="x",
         spooling=Spooling(owner, association),
     )
-    assert answer is None
+
+
+def _spool_one(owner, clinic, tmp_path, data: bytes):  # type: ignore[no-untyped-def]
+    association = owner.association(_sender(clinic))
+    assert _receive(owner, clinic, tmp_path, data, association) is None  # answered from the spool
     return association
 
 
