@@ -29,6 +29,11 @@ run: install messages
 test: install messages
 	bash .ci/test
 
+# The tests that start no outside process (dcmtk, a server, a worker, Chromium, pdftotext):
+# everything not marked integration, on PostgreSQL as `make test` uses it.
+test-unit: install messages
+	bash .ci/test -m "not integration"
+
 lint: install
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .

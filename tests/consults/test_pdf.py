@@ -23,6 +23,7 @@ def _text(pdf: bytes, tmp_path: Path) -> str:
     ).stdout
 
 
+@pytest.mark.integration  # runs poppler's pdftotext
 @pytest.mark.skipif(shutil.which("pdftotext") is None, reason="poppler-utils (pdftotext) is not installed")
 def test_report_pdf_holds_institutions_patient_question_chinese_findings_signer_and_versions(
     world: Any, tmp_path: Path
