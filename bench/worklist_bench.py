@@ -36,7 +36,6 @@ SPECIALISTS = 50
 def build() -> tuple[object, object]:
     from tests import factories
     from tests.consults.bulk import bulk_open_consults
-    from tests.consults.conftest import make_study
 
     alliance = factories.AllianceFactory(name="Bench Alliance")
     hosp = factories.make_institution(alliance=alliance, level="tertiary", name="Bench Hospital", ae_title="BHOSP")
@@ -44,7 +43,7 @@ def build() -> tuple[object, object]:
     specialists = [factories.make_doctor(institution=hosp, roles=["specialist"]) for _ in range(SPECIALISTS)]
     pool = factories.make_pool(institution=hosp, members=specialists, name="Bench desk")
     clinician = factories.make_doctor(institution=clinic)
-    studies = [make_study(clinic) for _ in range(50)]
+    studies = [factories.StudyFactory(institution=clinic) for _ in range(50)]
     bulk_open_consults(requester=clinician, pool=pool, studies=studies, count=OPEN_CASES, owners=specialists)
     return specialists[0], clinician
 

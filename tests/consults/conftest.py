@@ -1,8 +1,7 @@
-"""Consult fixtures: studies of clinic A, and a helper that walks a consult to a given state."""
+"""Consult fixtures: a helper that walks a consult of a clinic A study to a given state."""
 
 from __future__ import annotations
 
-import itertools
 from types import SimpleNamespace
 from typing import Any
 
@@ -10,37 +9,8 @@ import pytest
 
 from consults import services
 from consults.models import Consult, Status
-from imaging.models import Instance, Patient, Series, Study
-
-_uid = itertools.count(1)
-
-
-def make_study(institution: Any, *, modality: str = "CT", body_part: str = "CHEST", patient: Any = None) -> Study:
-    n = next(_uid)
-    patient = patient or Patient.objects.create(issuer=institution, patient_id=f"P{n}", name=f"Patient^{n}")
-    study = Study.objects.create(
-        study_uid=f"1.2.826.0.1.3680043.10.{n}",
-        patient=patient,
-        institution=institution,
-        description=f"{modality} {body_part}",
-        modalities=modality,
-        num_series=1,
-        num_instances=1,
-    )
-    series = Series.objects.create(
-        series_uid=f"{study.study_uid}.1", study=study, modality=modality, series_number=1, body_part=body_part
-    )
-    Instance.objects.create(
-        sop_uid=f"{study.study_uid}.1.1",
-        series=series,
-        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-        transfer_syntax_uid="1.2.840.10008.1.2.1",
-        instance_number=1,
-        storage_key=f"test/{n}.dcm",
-        size_bytes=1,
-        sha256="0" * 64,
-    )
-    return study
+from imaging.models import Study
+from tests.factories import StudyFactory
 
 
 def walk(world: Any, to: str, *, named: bool = False, study: Study | None = None, priority: str = "routine") -> Consult:
@@ -48,7 +18,7 @@ def walk(world: Any, to: str, *, named: bool = False, study: Study | None = None
     owner, spec = world.owner.user, world.specialist.user
     consult = services.consult_create(
         by=owner,
-        studies=[study or make_study(world.clin_a)],
+        studies=[study or StudyFactory(institution=world.clin_a)],
         question="Nodule in the right upper lobe?",
         history="Cough for 3 weeks.",
         priority=priority,

@@ -11,6 +11,7 @@ from alliance import access
 from consults import services
 from consults.models import Status
 from tests.consults.conftest import walk
+from tests.factories import StudyFactory
 
 
 def _sees_study(user: Any, study: Any) -> bool:
@@ -22,9 +23,7 @@ def _sees_study(user: Any, study: Any) -> bool:
 
 
 def test_request_grants_the_pool_exactly_the_attached_studies(world: Any) -> None:
-    from tests.consults.conftest import make_study
-
-    other = make_study(world.clin_a)
+    other = StudyFactory(institution=world.clin_a)
     consult = walk(world, Status.REQUESTED)
     study = consult.studies.get()
     assert _sees_study(world.specialist.user, study)

@@ -7,7 +7,8 @@ from typing import Any
 from rest_framework.test import APIClient
 
 from consults.models import Consult, Status
-from tests.consults.conftest import make_study, walk
+from tests.consults.conftest import walk
+from tests.factories import StudyFactory
 
 
 def api_for(doctor: Any) -> APIClient:
@@ -17,7 +18,7 @@ def api_for(doctor: Any) -> APIClient:
 
 
 def test_whole_journey_over_the_api(world: Any) -> None:
-    study = make_study(world.clin_a)
+    study = StudyFactory(institution=world.clin_a)
     owner, spec = api_for(world.owner), api_for(world.specialist)
     created = owner.post(
         "/api/v1/consults/",
@@ -65,7 +66,7 @@ def test_missing_reason_is_400_naming_the_field(world: Any) -> None:
 
 
 def test_create_refuses_another_institutions_study(world: Any) -> None:
-    study = make_study(world.clin_b)
+    study = StudyFactory(institution=world.clin_b)
     response = api_for(world.owner).post(
         "/api/v1/consults/", {"studies": [study.study_uid], "question": "?", "pool": world.pool.pk}, format="json"
     )

@@ -15,7 +15,7 @@ from alliance.models import Institution
 from consults.demo import CASES, TEMPLATES
 from consults.models import Consult, ReportTemplate, Status
 from tests.conftest import client_for
-from tests.consults.conftest import make_study
+from tests.factories import StudyFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -30,7 +30,7 @@ def small_demo_studies(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
         for clinic in Institution.objects.filter(ae_title__in=["QINGSHAN", "BAIHE"]):
             if not clinic.studies.exists():
                 for modality, body_part in (("CT", "CHEST"), ("DX", "CHEST"), ("MR", "HEAD")):
-                    make_study(clinic, modality=modality, body_part=body_part)
+                    StudyFactory(institution=clinic, modalities=modality, series__body_part=body_part)
 
     demo = types.ModuleType("imaging.demo")
     demo.__spec__ = ModuleSpec("imaging.demo", None)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from django.conf import settings as django_settings
 
-from tests.consults.conftest import make_study
+from tests.factories import StudyFactory
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", Path(django_settings.BASE_DIR) / "test-artifacts")) / "consults"
@@ -49,7 +49,7 @@ def test_clinician_and_specialist_complete_a_consult_in_the_browser(
 
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     world = alliance_world
-    study = make_study(world.clin_a)
+    study = StudyFactory(institution=world.clin_a)
     clinic_cookie = _session_cookie(live_server, world.owner)
     hosp_cookie = _session_cookie(live_server, world.specialist)
     study_pk, pool_pk = study.pk, world.pool.pk

@@ -8,11 +8,12 @@ import pytest
 
 from consults.models import Consult, Notification, Status
 from tests.conftest import client_for
-from tests.consults.conftest import make_study, walk
+from tests.consults.conftest import walk
+from tests.factories import StudyFactory
 
 
 def test_clinician_requests_a_consult_with_the_form(world: Any) -> None:
-    study = make_study(world.clin_a)
+    study = StudyFactory(institution=world.clin_a)
     client = client_for(world.owner)
     page = client.get("/consults/new/", {"study": study.study_uid})
     assert page.status_code == 200
@@ -36,7 +37,7 @@ def test_request_form_errors_name_the_field(world: Any) -> None:
 
 
 def test_request_form_offers_only_own_institutions_studies(world: Any) -> None:
-    mine, theirs = make_study(world.clin_a), make_study(world.clin_b)
+    mine, theirs = StudyFactory(institution=world.clin_a), StudyFactory(institution=world.clin_b)
     page = client_for(world.owner).get("/consults/new/").content.decode()
     assert mine.patient.name in page and theirs.patient.name not in page
 

@@ -13,6 +13,7 @@ from alliance.models import AuditEvent
 from consults import services
 from consults.models import ConsultTransition, Notification, ReportVersion, Status
 from tests.consults.conftest import walk
+from tests.factories import StudyFactory
 
 PERSONAS = [
     "owner",
@@ -138,10 +139,10 @@ def test_reasons_are_required_and_the_error_names_the_field(world: Any) -> None:
 
 
 def test_a_request_may_attach_only_the_requesters_own_institutions_studies(world: Any) -> None:
-    from tests.consults.conftest import make_study
-
     with pytest.raises(ValidationError) as err:
-        services.consult_create(by=world.owner.user, studies=[make_study(world.clin_b)], question="?", pool=world.pool)
+        services.consult_create(
+            by=world.owner.user, studies=[StudyFactory(institution=world.clin_b)], question="?", pool=world.pool
+        )
     assert "studies" in err.value.message_dict
 
 

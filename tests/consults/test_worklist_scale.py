@@ -11,8 +11,7 @@ from rest_framework.test import APIClient
 
 from tests.conftest import client_for
 from tests.consults.bulk import bulk_open_consults
-from tests.consults.conftest import make_study
-from tests.factories import make_doctor
+from tests.factories import StudyFactory, make_doctor
 
 OPEN_CASES = 10_000
 
@@ -21,7 +20,7 @@ OPEN_CASES = 10_000
 def busy_world(world: Any) -> Any:
     others = [make_doctor(institution=world.hosp, roles=["specialist"]) for _ in range(3)]
     world.pool.members.add(*others)
-    studies = [make_study(world.clin_a) for _ in range(5)]
+    studies = [StudyFactory(institution=world.clin_a) for _ in range(5)]
     bulk_open_consults(
         requester=world.owner, pool=world.pool, studies=studies, count=OPEN_CASES, owners=[world.specialist, *others]
     )

@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 
 from alliance import access, audit, services
 from alliance.models import AuditEvent
-from tests.imaging.study_rows import make_study
+from tests import factories
 
 SEE = ("owner", "colleague", "inst_admin_a")
 BLIND = ("specialist", "outsider_specialist", "stranger", "alliance_admin", "hosp_admin")
@@ -27,8 +27,13 @@ def api_for(doctor) -> APIClient:  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def study_a(alliance_world):  # type: ignore[no-untyped-def]
-    return make_study(
-        alliance_world.clin_a, patient_name="WANG^FANG=王^芳", patient_id="CLA-0001", series=2, instances=3
+    return factories.StudyFactory(
+        institution=alliance_world.clin_a,
+        patient__name="WANG^FANG=王^芳",
+        patient__patient_id="CLA-0001",
+        patient__sex="M",
+        series=2,
+        series__instances=3,
     )
 
 
@@ -116,9 +121,14 @@ def test_revoked_grant_closes_the_api_at_once(alliance_world, study_a):  # type:
 
 
 def test_filters_match_the_list_page(alliance_world):  # type: ignore[no-untyped-def]
-    a = make_study(alliance_world.clin_a, patient_name="WANG^FANG=王^芳", study_date=date(2026, 1, 5), modalities="CT")
-    b = make_study(
-        alliance_world.clin_a, patient_name="LI^MING=李^明", study_date=date(2026, 2, 5), modalities="MR\\SR"
+    a = factories.StudyFactory(
+        institution=alliance_world.clin_a, patient__name="WANG^FANG=王^芳", study_date=date(2026, 1, 5), modalities="CT"
+    )
+    b = factories.StudyFactory(
+        institution=alliance_world.clin_a,
+        patient__name="LI^MING=李^明",
+        study_date=date(2026, 2, 5),
+        modalities="MR\\SR",
     )
     client = api_for(alliance_world.owner)
     cases = [
@@ -144,7 +154,7 @@ def test_bad_filter_names_the_field(alliance_world):  # type: ignore[no-untyped-
 
 def test_list_is_paginated(alliance_world):  # type: ignore[no-untyped-def]
     for day in range(1, 6):
-        make_study(alliance_world.clin_a, study_date=date(2026, 4, day), series=0)
+        factories.StudyFactory(institution=alliance_world.clin_a, study_date=date(2026, 4, day), series=0)
     client = api_for(alliance_world.owner)
     page = client.get("/api/v1/studies/", {"limit": 2, "offset": 2}).json()
     assert page["count"] == 5
@@ -192,8 +202,8 @@ def test_study_list_costs_the_same_queries_for_3_or_30_studies(  # type: ignore[
 
     def add(n: int) -> None:
         for i in range(n):
-            make_study(alliance_world.hosp, series=0)
-            shared = make_study(alliance_world.clin_a, series=0)
+            factories.StudyFactory(institution=alliance_world.hosp, series=0)
+            shared = factories.StudyFactory(institution=alliance_world.clin_a, series=0)
             access.grant_study(
                 study=shared, grantee=access.Grantee.pool(alliance_world.pool), basis=f"consult:{i}", by=audit.SYSTEM
             )
@@ -209,8 +219,8 @@ def test_study_list_costs_the_same_queries_for_3_or_30_studies(  # type: ignore[
 def test_series_and_instance_lists_cost_constant_queries(  # type: ignore[no-untyped-def]
     alliance_world, django_assert_max_num_queries
 ):
-    small = make_study(alliance_world.clin_a, series=1, instances=1)
-    large = make_study(alliance_world.clin_a, series=8, instances=20)
+    small = factories.StudyFactory(institution=alliance_world.clin_a, series=1, series__instances=1)
+    large = factories.StudyFactory(institution=alliance_world.clin_a, series=8, series__instances=20)
     client = api_for(alliance_world.owner)
     few_series = count_queries(client, f"/api/v1/studies/{small.study_uid}/series/")
     few_instances = count_queries(client, f"/api/v1/series/{small.series.first().series_uid}/instances/")

@@ -14,11 +14,9 @@ from django.urls import reverse
 
 from alliance import access, audit
 from alliance.models import AuditEvent
-from imaging.ingest import ingest_bytes
 from imaging.views import STUDIES_PER_PAGE
+from tests import factories
 from tests.conftest import client_for
-from tests.imaging.dicomgen import make_ct_series, part10_bytes
-from tests.imaging.study_rows import make_study
 
 SEE = ("owner", "colleague", "inst_admin_a")
 BLIND = ("specialist", "outsider_specialist", "stranger", "alliance_admin", "hosp_admin")
@@ -32,7 +30,9 @@ def en_client(doctor):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def study_a(alliance_world):  # type: ignore[no-untyped-def]
-    return make_study(alliance_world.clin_a, patient_name="WANG^FANG=王^芳", patient_id="CLA-0001")
+    return factories.StudyFactory(
+        institution=alliance_world.clin_a, patient__name="WANG^FANG=王^芳", patient__patient_id="CLA-0001"
+    )
 
 
 def main_part(response) -> str:  # type: ignore[no-untyped-def]
@@ -108,7 +108,7 @@ def test_owner_sees_no_badge_on_own_study(alliance_world, study_a):  # type: ign
 def test_list_is_newest_first_and_paginated(alliance_world):  # type: ignore[no-untyped-def]
     days = [date(2026, 1, d) for d in range(1, STUDIES_PER_PAGE + 4)]
     for day in days:
-        make_study(alliance_world.clin_a, study_date=day, series=0)
+        factories.StudyFactory(institution=alliance_world.clin_a, study_date=day, series=0)
     client = en_client(alliance_world.owner)
     first = client.get(reverse("imaging:study_list"))
     assert [row.study.study_date for row in first.context["rows"]] == sorted(days, reverse=True)[:STUDIES_PER_PAGE]
@@ -119,36 +119,36 @@ def test_list_is_newest_first_and_paginated(alliance_world):  # type: ignore[no-
 
 def test_pagination_links_keep_the_search(alliance_world):  # type: ignore[no-untyped-def]
     for _ in range(STUDIES_PER_PAGE + 1):
-        make_study(alliance_world.clin_a, modalities="MR", series=0)
+        factories.StudyFactory(institution=alliance_world.clin_a, modalities="MR", series=0)
     response = en_client(alliance_world.owner).get(reverse("imaging:study_list"), {"modality": "MR"})
     assert "?modality=MR&amp;page=2" in response.content.decode()
 
 
 @pytest.fixture
 def three_studies(alliance_world):  # type: ignore[no-untyped-def]
-    a = make_study(
-        alliance_world.clin_a,
-        patient_name="WANG^FANG=王^芳",
-        patient_id="PID-1",
+    a = factories.StudyFactory(
+        institution=alliance_world.clin_a,
+        patient__name="WANG^FANG=王^芳",
+        patient__patient_id="PID-1",
         study_date=date(2026, 1, 5),
         modalities="CT\\SR",
-        accession="ACC100",
+        accession_number="ACC100",
     )
-    b = make_study(
-        alliance_world.clin_a,
-        patient_name="LI^MING=李^明",
-        patient_id="PID-2",
+    b = factories.StudyFactory(
+        institution=alliance_world.clin_a,
+        patient__name="LI^MING=李^明",
+        patient__patient_id="PID-2",
         study_date=date(2026, 2, 10),
         modalities="MR",
-        accession="ACC200",
+        accession_number="ACC200",
     )
-    c = make_study(
-        alliance_world.clin_a,
-        patient_name="ZHANG^WEI=张^伟",
-        patient_id="PID-3",
+    c = factories.StudyFactory(
+        institution=alliance_world.clin_a,
+        patient__name="ZHANG^WEI=张^伟",
+        patient__patient_id="PID-3",
         study_date=date(2026, 3, 15),
         modalities="DX",
-        accession="ACC300",
+        accession_number="ACC300",
     )
     return a, b, c
 
@@ -177,7 +177,7 @@ def test_search_filters(alliance_world, three_studies, params, expected):  # typ
 
 
 def test_institution_filter_separates_own_from_shared(alliance_world, study_a):  # type: ignore[no-untyped-def]
-    hosp_study = make_study(alliance_world.hosp)
+    hosp_study = factories.StudyFactory(institution=alliance_world.hosp)
     access.grant_study(
         study=study_a, grantee=access.Grantee.institution(alliance_world.hosp), basis="referral:3", by=audit.SYSTEM
     )
@@ -233,8 +233,8 @@ def queries_of(client, url: str) -> int:  # type: ignore[no-untyped-def]
 
 def shared_and_own(world, count: int) -> None:  # type: ignore[no-untyped-def]
     for n in range(count):
-        make_study(world.hosp, series=0)
-        shared = make_study(world.clin_a, series=0)
+        factories.StudyFactory(institution=world.hosp, series=0)
+        shared = factories.StudyFactory(institution=world.clin_a, series=0)
         access.grant_study(study=shared, grantee=access.Grantee.pool(world.pool), basis=f"consult:{n}", by=audit.SYSTEM)
 
 
@@ -255,8 +255,8 @@ def test_study_list_query_count_does_not_grow_with_studies(  # type: ignore[no-u
 def test_study_page_query_count_does_not_grow_with_series(  # type: ignore[no-untyped-def]
     alliance_world, django_assert_max_num_queries
 ):
-    small = make_study(alliance_world.clin_a, series=1)
-    large = make_study(alliance_world.clin_a, series=12)
+    small = factories.StudyFactory(institution=alliance_world.clin_a, series=1)
+    large = factories.StudyFactory(institution=alliance_world.clin_a, series=12)
     client = en_client(alliance_world.owner)
     few = queries_of(client, reverse("imaging:study_detail", args=[small.study_uid]))
     with django_assert_max_num_queries(few):
@@ -302,11 +302,7 @@ def test_study_list_speaks_chinese(alliance_world, study_a, settings, tmp_path):
 @pytest.fixture
 def ingested_ct(alliance_world):  # type: ignore[no-untyped-def]
     actor = audit.Actor("device", "1", "CT_CLINA", alliance_world.clin_a.pk)
-    results = [
-        ingest_bytes(part10_bytes(ds), institution=alliance_world.clin_a, actor=actor, via="test")
-        for ds in make_ct_series(5, 64, 64)
-    ]
-    return results[0].study
+    return factories.store_ct_study(alliance_world.clin_a, slices=5, actor=actor)
 
 
 def test_series_thumbnail_is_the_middle_slice_as_jpeg(alliance_world, ingested_ct):  # type: ignore[no-untyped-def]
@@ -347,7 +343,7 @@ def test_thumbnails_of_a_forbidden_study_are_404(alliance_world, ingested_ct):  
 
 
 def test_thumbnail_of_a_series_under_another_study_uid_is_404(alliance_world, ingested_ct):  # type: ignore[no-untyped-def]
-    other = make_study(alliance_world.clin_a)
+    other = factories.StudyFactory(institution=alliance_world.clin_a)
     series = ingested_ct.series.get()
     url = reverse("imaging:thumbnail", args=[other.study_uid, series.series_uid])
     assert en_client(alliance_world.owner).get(url).status_code == 404

@@ -8,43 +8,11 @@ from types import SimpleNamespace
 import pytest
 
 from alliance import access, audit
-from imaging.models import Instance, Patient, Series, Study
+from imaging.models import Patient
 from imaging.query import InvalidCriterion, Level, find, identifier, unsupported_keys
 from tests import factories
 
 pytestmark = pytest.mark.django_db
-
-
-def make_study(institution, patient, uid, *, when=None, at=None, modalities="CT", series=(), **fields):  # type: ignore[no-untyped-def]
-    study = Study.objects.create(
-        study_uid=uid,
-        patient=patient,
-        institution=institution,
-        study_date=when,
-        study_time=at,
-        modalities=modalities,
-        num_series=len(series),
-        num_instances=sum(n for _, _, n in series),
-        **fields,
-    )
-    for number, (series_uid, modality, n) in enumerate(series, start=1):
-        s = Series.objects.create(
-            series_uid=series_uid, study=study, modality=modality, series_number=number, num_instances=n
-        )
-        for i in range(1, n + 1):
-            Instance.objects.create(
-                sop_uid=f"{series_uid}.{i}",
-                series=s,
-                sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-                transfer_syntax_uid="1.2.840.10008.1.2.1",
-                instance_number=i,
-                rows=512,
-                columns=512,
-                storage_key=f"k/{series_uid}.{i}",
-                size_bytes=100,
-                sha256="0" * 64,
-            )
-    return study
 
 
 @pytest.fixture
@@ -57,28 +25,41 @@ def index(db):  # type: ignore[no-untyped-def]
     doe = Patient.objects.create(issuer=w.clin_a, patient_id="1001", name="DOE^JOHN", birth_date=date(1960, 5, 1))
     wang = Patient.objects.create(issuer=w.clin_a, patient_id="1002", name="Wang^XiaoDong=王^小东", sex="M")
     other = Patient.objects.create(issuer=w.clin_b, patient_id="1001", name="DOE^JANE")
-    ct = make_study(
-        w.clin_a,
-        doe,
-        "1.2.3.1",
-        when=date(2024, 3, 1),
-        at=time(10, 30, 15),
+    ct = factories.StudyFactory(
+        institution=w.clin_a,
+        patient=doe,
+        study_uid="1.2.3.1",
+        study_date=date(2024, 3, 1),
+        study_time=time(10, 30, 15),
         modalities="CT\\SR",
-        series=[("1.2.3.1.1", "CT", 3), ("1.2.3.1.2", "SR", 1)],
         accession_number="ACC1",
         description="Chest CT",
+        series=0,
     )
-    mr = make_study(
-        w.clin_a,
-        wang,
-        "1.2.3.2",
-        when=date(2024, 6, 15),
-        at=time(8, 0),
+    factories.SeriesFactory(study=ct, series_uid="1.2.3.1.1", modality="CT", instances=3)
+    factories.SeriesFactory(study=ct, series_uid="1.2.3.1.2", modality="SR", instances=1)
+    mr = factories.StudyFactory(
+        institution=w.clin_a,
+        patient=wang,
+        study_uid="1.2.3.2",
+        study_date=date(2024, 6, 15),
+        study_time=time(8, 0),
         modalities="MR",
-        series=[("1.2.3.2.1", "MR", 2)],
+        accession_number="",
         description="Head MR",
+        series=0,
     )
-    b = make_study(w.clin_b, other, "1.2.3.3", when=date(2024, 3, 1), modalities="CT", series=[("1.2.3.3.1", "CT", 1)])
+    factories.SeriesFactory(study=mr, series_uid="1.2.3.2.1", modality="MR", instances=2)
+    b = factories.StudyFactory(
+        institution=w.clin_b,
+        patient=other,
+        study_uid="1.2.3.3",
+        study_date=date(2024, 3, 1),
+        accession_number="",
+        description="",
+        series=0,
+    )
+    factories.SeriesFactory(study=b, series_uid="1.2.3.3.1", modality="CT", instances=1)
     device_a = SimpleNamespace(active=True, institution=w.clin_a)
     visible = access.studies_visible_to_device(device_a)  # type: ignore[arg-type]
     return SimpleNamespace(world=w, ct=ct, mr=mr, b=b, doe=doe, wang=wang, visible=visible)
