@@ -37,7 +37,7 @@ test-unit: install messages
 lint: install
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
-	.venv/bin/mypy alliance imaging consults referrals
+	.venv/bin/mypy alliance imaging consults referrals demo
 
 bench: install
 	bash bench/run-all

@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "imaging.viewer",
     "consults",
     "referrals",
+    "demo",
 ]
 
 MIDDLEWARE = [

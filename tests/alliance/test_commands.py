@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import io
-import sys
-import types
-from importlib.machinery import ModuleSpec
 from typing import Any
 
 import pytest
@@ -14,7 +11,6 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from rest_framework.authtoken.models import Token
 
-from alliance.management.commands import seed_demo
 from alliance.models import Alliance, AuditEvent, Device, Doctor, Institution, Pool, Role, Specialty
 from tests import factories
 
@@ -49,18 +45,6 @@ def counts() -> tuple[int, ...]:
 @pytest.fixture
 def clinic() -> Institution:
     return factories.make_institution(alliance=factories.AllianceFactory(name="A"), ae_title="CLINIC")
-
-
-@pytest.fixture(autouse=True)
-def demo_studies(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """seed_demo's hand-over to imaging.demo, recorded instead of ingesting hundreds of images
-    (tests/imaging/test_demo.py covers the images)."""
-    calls: list[object] = []
-    demo = types.ModuleType("imaging.demo")
-    demo.__spec__ = ModuleSpec("imaging.demo", None)
-    demo.load_demo_studies = lambda stdout: calls.append(stdout)  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "imaging.demo", demo)
-    return calls
 
 
 # --- institution_add ------------------------------------------------------------------
@@ -233,52 +217,3 @@ def test_token_create_refuses_unknown_and_deactivated_doctors(clinic: Institutio
     assert "nobody" in refused("token_create", "nobody")
     assert "deactivated" in refused("token_create", "gone")
     assert not Token.objects.exists()
-
-
-# --- seed_demo ------------------------------------------------------------------------
-
-
-def test_seed_demo_builds_an_alliance_with_every_level_role_a_pool_and_devices() -> None:
-    out = run("seed_demo")
-    alliance = Alliance.objects.get(name=seed_demo.ALLIANCE)
-    institutions = alliance.institutions.all()
-    assert sorted(i.level for i in institutions) == sorted(
-        ["tertiary", "secondary", "township", "township", "community"]
-    )
-    assert all(i.departments.exists() and i.devices.exists() for i in institutions)
-    roles = {role for doctor in Doctor.objects.filter(institution__alliance=alliance) for role in doctor.roles}
-    assert roles == set(Role.values)
-    pool = Pool.objects.get(institution__level="tertiary", specialty__code="radiology")
-    assert pool.members.count() == 2
-    radiologist = Doctor.objects.get(user__username="radiologist")
-    assert radiologist.user.check_password(seed_demo.DEMO_PASSWORD)
-    assert radiologist.user.groups.filter(pk=pool.group_id).exists()
-    for person in seed_demo.PEOPLE:
-        assert person.username in out
-    assert seed_demo.DEMO_PASSWORD in out
-    assert "CITYHOSP_CT" in out and "127.0.0.1:11201" in out
-
-
-def test_seed_demo_names_the_address_the_web_app_will_listen_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WEB_PORT", "8766")
-    assert "Sign in at http://127.0.0.1:8766/ " in run("seed_demo")
-
-
-def test_seed_demo_twice_changes_nothing() -> None:
-    run("seed_demo")
-    before = counts()
-    out = run("seed_demo")
-    assert counts() == before
-    assert "alliance_admin" in out
-
-
-def test_seed_demo_refuses_when_a_demo_ae_title_belongs_to_another_alliance(clinic: Institution) -> None:
-    factories.make_institution(alliance=clinic.alliance, ae_title="DONGHU")
-    before = counts()
-    assert "DONGHU" in refused("seed_demo")
-    assert counts() == before
-
-
-def test_seed_demo_hands_over_to_the_imaging_demo_after_membership(demo_studies: list[object]) -> None:
-    run("seed_demo")
-    assert len(demo_studies) == 1

@@ -10,7 +10,7 @@ second run finds them and creates nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 from django.db import transaction
 
@@ -18,6 +18,7 @@ from alliance import audit
 from alliance.models import Alliance, Doctor, Institution, Pool
 from consults import services
 from consults.models import Consult, Priority, ReportTemplate, Status
+from demo.loaders import Writer
 from imaging.models import Study
 
 REQUESTER = "qingshan_doctor"
@@ -115,8 +116,9 @@ CASES = (
 )
 
 
-class Writer(Protocol):
-    def write(self, msg: str) -> Any: ...
+def load(*, stdout: Writer, actor: audit.Actor) -> None:
+    """seed_demo's loader."""
+    load_demo_consults(stdout=stdout, actor=actor)
 
 
 def load_demo_consults(stdout: Writer | None = None, actor: audit.Actor = audit.SYSTEM) -> int:

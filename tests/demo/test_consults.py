@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import io
-import sys
-import types
-from importlib.machinery import ModuleSpec
 from typing import Any
 
 import pytest
 from django.core.management import call_command
 
+import demo.imaging
 from alliance.models import Institution
-from consults.demo import CASES, TEMPLATES
 from consults.models import Consult, ReportTemplate, Status
+from demo.consults import CASES, TEMPLATES
 from tests.conftest import client_for
 from tests.factories import StudyFactory
 
@@ -22,20 +20,17 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def small_demo_studies(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
-    """imaging.demo stands in with one light study per demo kind at each clinic
-    (tests/imaging/test_demo.py covers the real images)."""
+    """The demo studies loader stands in with one light study per demo kind at each clinic
+    (tests/demo/test_imaging.py covers the real images)."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
-    def load_demo_studies(stdout: Any) -> None:
+    def load(*, stdout: Any, actor: Any) -> None:
         for clinic in Institution.objects.filter(ae_title__in=["QINGSHAN", "BAIHE"]):
             if not clinic.studies.exists():
                 for modality, body_part in (("CT", "CHEST"), ("DX", "CHEST"), ("MR", "HEAD")):
                     StudyFactory(institution=clinic, modalities=modality, series__body_part=body_part)
 
-    demo = types.ModuleType("imaging.demo")
-    demo.__spec__ = ModuleSpec("imaging.demo", None)
-    demo.load_demo_studies = load_demo_studies  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "imaging.demo", demo)
+    monkeypatch.setattr(demo.imaging, "load", load)
 
 
 def seed() -> str:

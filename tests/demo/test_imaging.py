@@ -9,7 +9,8 @@ import pytest
 from django.urls import reverse
 
 from alliance.models import AuditEvent
-from imaging import demo, synthetic
+from demo import imaging as demo_studies
+from demo import synthetic
 from imaging.models import Instance, Study
 from tests.conftest import client_for
 
@@ -54,16 +55,16 @@ def test_radiograph_shows_dark_lungs_beside_a_bright_spine(info):  # type: ignor
 def test_a_clinic_gets_ct_radiograph_and_mr_once(alliance_world):  # type: ignore[no-untyped-def]
     out = io.StringIO()
     clinic = alliance_world.clin_a
-    per_clinic = demo.CT_SLICES + 1 + demo.MR_SLICES
-    assert demo.CT_SLICES >= 100
+    per_clinic = demo_studies.CT_SLICES + 1 + demo_studies.MR_SLICES
+    assert demo_studies.CT_SLICES >= 100
 
-    assert demo.load_demo_studies(stdout=out, institutions=[clinic]) == per_clinic
+    assert demo_studies.load_demo_studies(stdout=out, institutions=[clinic]) == per_clinic
 
     studies = Study.objects.filter(institution=clinic)
     assert sorted((s.modalities, s.num_instances) for s in studies) == [
-        ("CT", demo.CT_SLICES),
+        ("CT", demo_studies.CT_SLICES),
         ("DX", 1),
-        ("MR", demo.MR_SLICES),
+        ("MR", demo_studies.MR_SLICES),
     ]
     assert len({s.patient_id for s in studies}) == 3
     assert "Demo studies for CLINA: CT 120 (120 new), DX 1 (1 new), MR 24 (24 new)" in out.getvalue()
@@ -71,7 +72,7 @@ def test_a_clinic_gets_ct_radiograph_and_mr_once(alliance_world):  # type: ignor
     assert events == per_clinic
 
     again = io.StringIO()
-    assert demo.load_demo_studies(stdout=again, institutions=[clinic]) == 0
+    assert demo_studies.load_demo_studies(stdout=again, institutions=[clinic]) == 0
     assert "CT 120 (0 new)" in again.getvalue()
     assert Instance.objects.count() == per_clinic
     assert AuditEvent.objects.filter(action="instance.store").count() == events
@@ -86,17 +87,17 @@ def test_a_clinic_gets_ct_radiograph_and_mr_once(alliance_world):  # type: ignor
 
 
 def test_demo_clinics_are_the_township_and_community_members(alliance_world):  # type: ignore[no-untyped-def]
-    assert set(demo.demo_clinics()) == {alliance_world.clin_a, alliance_world.clin_b}
+    assert set(demo_studies.demo_clinics()) == {alliance_world.clin_a, alliance_world.clin_b}
 
 
 @pytest.mark.django_db(transaction=True)
 def test_outside_a_transaction_the_slices_go_in_on_threads(alliance_world, monkeypatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(demo, "CT_SLICES", 16)
-    monkeypatch.setattr(demo, "CT_SIZE", 64)
-    monkeypatch.setattr(demo, "MR_SLICES", 6)
-    monkeypatch.setattr(demo, "MR_SIZE", 64)
-    assert demo.load_demo_studies(institutions=[alliance_world.clin_b]) == 16 + 1 + 6
+    monkeypatch.setattr(demo_studies, "CT_SLICES", 16)
+    monkeypatch.setattr(demo_studies, "CT_SIZE", 64)
+    monkeypatch.setattr(demo_studies, "MR_SLICES", 6)
+    monkeypatch.setattr(demo_studies, "MR_SIZE", 64)
+    assert demo_studies.load_demo_studies(institutions=[alliance_world.clin_b]) == 16 + 1 + 6
     series = {s.modality: s.num_instances for s in Study.objects.get(modalities="CT").series.all()}
     assert series == {"CT": 16}
     assert Study.objects.get(modalities="MR").num_instances == 6
-    assert demo.load_demo_studies(institutions=[alliance_world.clin_b]) == 0
+    assert demo_studies.load_demo_studies(institutions=[alliance_world.clin_b]) == 0

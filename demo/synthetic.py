@@ -1,8 +1,8 @@
 """Synthetic studies made by our own code: a chest CT, a chest radiograph and a brain MR.
 
 The anatomy is a handful of ellipses and tubes (body, lungs with vessels, heart, aorta,
-spine, ribs, liver; skull, grey and white matter, ventricles, eyes) so that the demo and
-benchmarks show something that looks like a scan, windows as one, and scrolls like one.
+spine, ribs, liver; skull, grey and white matter, ventricles, eyes) so that the demo
+shows something that looks like a scan, windows as one, and scrolls like one.
 Everything is deterministic: the same arguments give the same pixels and the same UIDs
 (PS3.5 B.2: UUID-derived "2.25." UIDs from a fixed seed), so loading twice stores once.
 

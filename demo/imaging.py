@@ -1,7 +1,7 @@
 """Demo studies for `manage.py seed_demo`: each clinic gets a chest CT, a chest radiograph
 and a brain MR of its own patients, so that a newcomer sees images at once.
 
-The pixels come from imaging.synthetic; every file goes through imaging.ingest like any
+The pixels come from demo.synthetic; every file goes through imaging.ingest like any
 upload. UIDs and names derive from the clinic's AE title, so a second run finds every
 instance already stored and stores nothing new.
 """
@@ -14,7 +14,6 @@ import zlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TextIO
 
 from django.db import connection
 from django.db.models import QuerySet
@@ -22,7 +21,9 @@ from pydicom.dataset import Dataset
 
 from alliance import audit
 from alliance.models import Institution
-from imaging import storage, synthetic
+from demo import synthetic
+from demo.loaders import Writer
+from imaging import storage
 from imaging.ingest import ingest_path
 from imaging.models import Instance
 
@@ -97,7 +98,12 @@ def demo_clinics() -> QuerySet[Institution]:
     return Institution.objects.filter(level__in=CLINIC_LEVELS, active=True).order_by("ae_title")
 
 
-def load_demo_studies(stdout: TextIO | None = None, institutions: Iterable[Institution] | None = None) -> int:
+def load(*, stdout: Writer, actor: audit.Actor) -> None:
+    """seed_demo's loader. The files are stored as the system's, whoever runs the command."""
+    load_demo_studies(stdout=stdout)
+
+
+def load_demo_studies(stdout: Writer | None = None, institutions: Iterable[Institution] | None = None) -> int:
     """Store each clinic's demo studies; returns how many instances were new."""
     stored = 0
     for institution in demo_clinics() if institutions is None else institutions:
