@@ -106,7 +106,7 @@ class PatientFactory(factory.django.DjangoModelFactory):
         model = Patient
         django_get_or_create = ("issuer", "patient_id")
 
-    issuer = factory.LazyFunction(lambda: make_institution())
+    issuer = factory.LazyFunction(make_institution)
     patient_id = factory.Sequence(lambda n: f"P{n + 1:05d}")
     name = factory.Sequence(lambda n: f"Patient^{n + 1}")
 
@@ -119,7 +119,7 @@ class StudyFactory(factory.django.DjangoModelFactory):
         model = Study
         skip_postgeneration_save = True
 
-    institution = factory.LazyFunction(lambda: make_institution())
+    institution = factory.LazyFunction(make_institution)
     patient = factory.SubFactory(PatientFactory, issuer=factory.SelfAttribute("..institution"))
     study_uid = factory.Sequence(lambda n: f"{UID_ROOT}.{n + 1}")
     study_date = dt.date(2026, 3, 1)
