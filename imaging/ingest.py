@@ -5,8 +5,13 @@ indexes Patient, Study, Series and Instance with the audit event in one transact
 
 Guarantees:
 - Nothing half-stored: the file is put in place inside the transaction and deleted again
-  if the transaction does not commit; no row ever points at a missing file. (Call it
-  outside any transaction of your own: an outer rollback after we return is yours.)
+  if the transaction does not commit; no row ever points at a missing file. An error once a
+  statement or COMMIT was sent may hide a commit whose answer was lost: the rows are then
+  looked up on a fresh connection, and a file is deleted only when its rows are known
+  absent (kept, and storage-failed reported, when that cannot be told). A duplicate whose
+  stored file is missing or damaged is repaired from the copy received (audited as
+  "instance.repair"). (Call it outside any transaction of your own: an outer rollback
+  after we return is yours.)
 - Durable before success: on a local store the file and its folder are fsynced, and the
   rows are committed, before `ingest_path` returns.
 - Idempotent per SOP Instance UID: concurrent stores of one instance are serialised by a
@@ -43,6 +48,7 @@ import logging
 import mmap
 import os
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -250,8 +256,6 @@ def index_spooled(
             done = _indexed_before_the_stop(received, institution) if recovering else None
             if done is not None:
                 return done
-            if recovering:
-                _unplace_before_the_stop(received)
             return _store(received, institution=institution, actor=actor, via=via, source=source, presynced=durable)
     except IngestError as exc:
         _refused(exc, parsed, path, actor=actor, via=via, source=source)
@@ -265,24 +269,10 @@ def _indexed_before_the_stop(received: _Received, institution: Institution) -> I
     existing = Instance.objects.select_related("series__study").filter(sop_uid=received.attributes.sop_uid).first()
     if existing is None or existing.series.study.institution_id != institution.pk:
         return None
-    if existing.sha256 != received.digest():
-        return None
+    if existing.sha256 != received.digest() or _stored_problem(existing) is not None:
+        return None  # stored as any other: other bytes are audited, a lost file repaired
     log.info("spooled %s had been indexed before the stop", existing.sop_uid)
     return IngestResult(instance=existing, created=False, study=existing.series.study, series=existing.series)
-
-
-def _unplace_before_the_stop(received: _Received) -> None:
-    """A spool entry the indexer had linked into place when the process stopped, before its rows
-    committed: the file under its key is the entry itself (the same inode), which no row names.
-    That link goes, and the entry is stored as any other; else it would be stored beside it,
-    under another key, and the first link would be left an orphan."""
-    a = received.attributes
-    dest = storage.local_path_for_key(storage.storage_key_for(a.study_uid, a.series_uid, a.sop_uid))
-    try:
-        if dest is not None and os.path.samefile(dest, received.path):
-            dest.unlink()
-    except FileNotFoundError:
-        pass
 
 
 def index_spooled_series(
@@ -315,6 +305,7 @@ def index_spooled_series(
         return None  # one instance twice in the batch
     for r in received:
         r.digest()
+    placed = {r.attributes.sop_uid: key for r, key in zip(received, keys, strict=True)}
     try:
         storage.put_durable_files([(r.path, key) for r, key in zip(received, keys, strict=True)])
     except FileExistsError:
@@ -322,6 +313,7 @@ def index_spooled_series(
     except Exception as exc:
         log.exception("storing %d spooled instances failed", len(keys))
         raise _storage_failed(gettext_noop("the file could not be stored (%(error)s)"), exc) from exc
+    sent = False
     try:
         study, series = _remembered_parents(known, first, institution)
         statements = _bumps(study.pk, series.pk, sum(r.size for r in received), timezone.now(), count=len(received))
@@ -335,17 +327,18 @@ def index_spooled_series(
         instance_sql, instance_params = _insert_many_sql(instances)
         statements.append((f"{instance_sql} RETURNING id, sop_uid", instance_params))
         with connection.cursor() as cursor:
+            sent = True
             cursor.execute("; ".join(sql for sql, _ in statements), [p for _, params in statements for p in params])
             ids = dict((sop_uid, pk) for pk, sop_uid in cursor.fetchall())
     except BaseException as exc:
-        for key in keys:
-            _delete_quietly(key)
-        if isinstance(exc, IntegrityError):
-            _known.forget(known_key)
-            return None
-        if isinstance(exc, DatabaseError):
-            raise _storage_failed(gettext_noop("the index could not be updated (%(error)s)"), exc) from exc
-        raise
+        ids = _settle(exc, sent, placed)
+        if len(ids) < len(placed):  # (one implicit transaction: none of them, unless a resend raced)
+            if isinstance(exc, IntegrityError):
+                _known.forget(known_key)
+                return None
+            if isinstance(exc, DatabaseError):
+                raise _storage_failed(gettext_noop("the index could not be updated (%(error)s)"), exc) from exc
+            raise
     series.study = study
     results = []
     for instance in instances:
@@ -526,6 +519,7 @@ def _store_known(
     except Exception as exc:  # any backend's failure (OSError...) is ours to report
         log.exception("storing %s failed", key)
         raise _storage_failed(gettext_noop("the file could not be stored (%(error)s)"), exc) from exc
+    sent = False
     try:
         study, series = _remembered_parents(known, a, institution)
         received.digest()
@@ -533,12 +527,15 @@ def _store_known(
         instance, rows = _instance_rows(received, key, study, series, actor=actor, via=via, source=source)
         _wait_durable(pending, key)
         with connection.cursor() as cursor:
+            sent = True
             instance.pk = int(_execute_all(cursor, statements + rows)[0])
     except BaseException as exc:
-        _delete_quietly(key)
-        if isinstance(exc, DatabaseError) and not isinstance(exc, IntegrityError):
-            raise _storage_failed(gettext_noop("the index could not be updated (%(error)s)"), exc) from exc
-        raise
+        committed = _settle(exc, sent, {a.sop_uid: key})
+        if not committed:
+            if isinstance(exc, DatabaseError) and not isinstance(exc, IntegrityError):
+                raise _storage_failed(gettext_noop("the index could not be updated (%(error)s)"), exc) from exc
+            raise
+        instance.pk = committed[a.sop_uid]
     transaction.on_commit(partial(_enqueue_render, instance.pk), robust=True)  # committed: runs now
     series.study = study
     return IngestResult(instance=instance, created=True, study=study, series=series)
@@ -560,6 +557,8 @@ def _store_once(
     a = received.attributes
     key = storage.storage_key_for(a.study_uid, a.series_uid, a.sop_uid)
     file_placed = False
+    commits = not connection.in_atomic_block  # else the caller's transaction commits, later
+    committing = False
     try:
         with transaction.atomic():
             existing_pk = _lock_and_find(a.sop_uid)
@@ -576,10 +575,12 @@ def _store_once(
                 received, key, institution, actor=actor, via=via, source=source, known_key=known_key, known=known
             )
             transaction.on_commit(partial(_enqueue_render, result.instance.pk), robust=True)
+            committing = commits  # what fails from here on is the COMMIT, whose answer may be lost
         return result
     except BaseException as exc:
-        if file_placed:
-            _delete_quietly(key)
+        if file_placed and _settle(exc, committing, {a.sop_uid: key}):
+            _enqueue_render(result.instance.pk)  # its on_commit callbacks were dropped with the error
+            return result
         if isinstance(exc, DatabaseError) and not isinstance(exc, IntegrityError):
             raise _storage_failed(gettext_noop("the index could not be updated (%(error)s)"), exc) from exc
         raise
@@ -610,12 +611,72 @@ def _start_put(path: Path, key: str, presynced: Future[None] | None = None) -> t
         try:
             return key, storage.start_put(path, key, presynced)
         except FileExistsError:
+            if _is_link_of(key, path):
+                return key, storage.background(_sync_link, key)
             beside = storage.alternative_key(key)
             log.warning("a file no index row names is under %s; storing this instance as %s", key, beside)
             return beside, storage.start_put(path, beside, presynced)
     except Exception as exc:  # any backend's failure (OSError, botocore's ClientError...) is ours to report
         log.exception("storing %s failed", key)
         raise _storage_failed(gettext_noop("the file could not be stored (%(error)s)"), exc) from exc
+
+
+def _is_link_of(key: str, path: Path) -> bool:
+    """Whether the file under `key` is the file at `path` itself (a spool entry linked into place
+    by an earlier attempt, before a stop or a lost commit answer): taken over, not stored beside."""
+    dest = storage.local_path_for_key(key)
+    try:
+        return dest is not None and os.path.samefile(dest, path)
+    except FileNotFoundError:
+        return False
+
+
+def _sync_link(key: str) -> None:
+    dest = storage.local_path_for_key(key)
+    assert dest is not None  # only a local store links
+    storage.fdatasync(dest)
+    storage.fsync_dir(dest.parent)
+
+
+def _settle(exc: BaseException, sent: bool, placed: dict[str, str]) -> dict[str, int]:
+    """After `exc` in a store whose files are placed (SOP Instance UID -> key): which of them have
+    their rows committed (SOP Instance UID -> primary key). Once a statement or COMMIT was
+    `sent`, an error may hide a commit whose answer was lost (a backend killed, a connection
+    cut), so the rows are looked up on a fresh connection: only the files of rows known absent
+    are deleted. When that cannot be told, every file is kept and storage-failed raised."""
+    committed: dict[str, int] = {}
+    if sent and not isinstance(exc, IntegrityError):  # PostgreSQL's refusal is an answer: rolled back
+        rows = _rows_seen_afresh(list(placed))
+        if rows is None:
+            log.error("cannot tell whether the rows of %s committed; their files are kept", ", ".join(placed))
+            raise _storage_failed(gettext_noop("the index could not be updated (%(error)s)"), exc) from exc
+        committed = {uid: pk for uid, (pk, key) in rows.items() if placed.get(uid) == key}
+        if committed:
+            log.warning("the answer to a commit was lost, but the rows of %s are there", ", ".join(committed))
+    for uid, key in placed.items():
+        if uid not in committed:
+            _delete_quietly(key)
+    return committed
+
+
+_SETTLE_SECONDS = 10.0  # how long a store waits for the database to tell whether it committed
+_SETTLE_RETRY_SECONDS = 0.2
+
+
+def _rows_seen_afresh(sop_uids: list[str]) -> dict[str, tuple[int, str]] | None:
+    """The instance rows of these UIDs (uid -> (primary key, storage key)) read on a new
+    connection, trying again until the database answers or _SETTLE_SECONDS pass (None)."""
+    deadline = time.monotonic() + _SETTLE_SECONDS
+    while True:
+        try:
+            connection.close()  # never the connection that failed
+            rows = Instance.objects.filter(sop_uid__in=sop_uids).values_list("sop_uid", "pk", "storage_key")
+            return {uid: (pk, key) for uid, pk, key in rows}
+        except DatabaseError:
+            if time.monotonic() >= deadline:
+                log.exception("the database did not answer whether %s committed", ", ".join(sop_uids))
+                return None
+            time.sleep(_SETTLE_RETRY_SECONDS)
 
 
 def _wait_durable(pending: Future[None], key: str) -> None:
@@ -656,6 +717,10 @@ def _duplicate(
     detail = {"via": via, "duplicate": True, "identical": identical, "sha256": received.sha256}
     if not identical:
         detail["kept_sha256"] = existing.sha256
+    problem = _stored_problem(existing)
+    if problem is not None:
+        _repair(existing, received, problem, actor=actor, via=via, source=source)
+        detail["repaired"] = problem
     audit.record(
         actor=actor,
         action="instance.store",
@@ -666,6 +731,47 @@ def _duplicate(
         detail=detail,
     )
     return IngestResult(instance=existing, created=False, study=study, series=series, identical=identical)
+
+
+def _stored_problem(instance: Instance) -> str | None:
+    """What is wrong with an instance's stored file: "missing", "other-bytes" (not the bytes its
+    row's checksum describes), or None. Read whole: only a duplicate or a recovery asks."""
+    try:
+        digest = hashlib.sha256()
+        with storage.open_instance(instance) as fh:
+            while chunk := fh.read(_HASH_CHUNK):
+                digest.update(chunk)
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        raise _storage_failed(gettext_noop("the stored copy cannot be read (%(error)s)"), exc) from exc
+    return None if digest.hexdigest() == instance.sha256 else "other-bytes"
+
+
+def _repair(
+    existing: Instance, received: _Received, problem: str, *, actor: audit.Actor, via: str, source: str
+) -> None:
+    """Put the copy just received under the row's storage key, in place of a missing or damaged
+    file (the caller holds the UID's lock), durable before the row is brought to describe it."""
+    log.error("the stored file of %s is %s; repaired from the copy received via %s", existing.sop_uid, problem, via)
+    try:
+        storage.replace_file(received.path, existing.storage_key)
+    except Exception as exc:  # any backend's failure (OSError...) is ours to report
+        log.exception("repairing %s failed", existing.storage_key)
+        raise _storage_failed(gettext_noop("the file could not be stored (%(error)s)"), exc) from exc
+    previous = existing.sha256
+    existing.sha256, existing.size_bytes = received.digest(), received.size
+    existing.transfer_syntax_uid = received.parsed.transfer_syntax_uid
+    existing.save(update_fields=["sha256", "size_bytes", "transfer_syntax_uid"])
+    audit.record(
+        actor=actor,
+        action="instance.repair",
+        object_type="instance",
+        object_id=existing.sop_uid,
+        patient=str(existing.series.study.patient_id),
+        source=source,
+        detail={"via": via, "problem": problem, "sha256": existing.sha256, "previous_sha256": previous},
+    )
 
 
 # --- indexing -------------------------------------------------------------------------
