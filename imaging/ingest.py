@@ -705,7 +705,12 @@ def _duplicate(
         raise IngestError(
             "uid-conflict", gettext_noop("SOP Instance UID %(uid)s is already in use"), uid=existing.sop_uid
         )
-    identical = existing.sha256 == received.digest()
+    problem = _stored_problem(existing)
+    if problem is not None:
+        _repair(existing, received, problem, actor=actor, via=via, source=source)
+    # The same data set under another File Meta Information (DIMSE and STOW senders write their
+    # own) is the same instance: PS3.10 7.1, the meta describes the file, not the instance.
+    identical = existing.sha256 == received.digest() or _same_data_set(existing, received)
     if not identical:
         log.warning(
             "SOP Instance UID %s received again via %s with other bytes (sha256 %s); kept the stored copy (sha256 %s)",
@@ -715,11 +720,9 @@ def _duplicate(
             existing.sha256,
         )
     detail = {"via": via, "duplicate": True, "identical": identical, "sha256": received.sha256}
-    if not identical:
+    if existing.sha256 != received.sha256:
         detail["kept_sha256"] = existing.sha256
-    problem = _stored_problem(existing)
     if problem is not None:
-        _repair(existing, received, problem, actor=actor, via=via, source=source)
         detail["repaired"] = problem
     audit.record(
         actor=actor,
@@ -731,6 +734,44 @@ def _duplicate(
         detail=detail,
     )
     return IngestResult(instance=existing, created=False, study=study, series=series, identical=identical)
+
+
+def _same_data_set(existing: Instance, received: _Received) -> bool:
+    """Whether the stored file and the received one hold the same bytes after their File Meta
+    Information (group 0002, PS3.10 7.1)."""
+    try:
+        with storage.open_instance(existing) as stored, received.path.open("rb") as new:
+            start = _data_set_start(stored.read(_HASH_CHUNK))
+            other = _data_set_start(new.read(_HASH_CHUNK))
+            if start is None or other is None or existing.size_bytes - start != received.size - other:
+                return False
+            stored.seek(start)
+            new.seek(other)
+            while chunk := stored.read(_HASH_CHUNK):
+                if new.read(len(chunk)) != chunk:
+                    return False
+            return True
+    except OSError:
+        return False  # not known to be the same: kept and audited as other bytes
+
+
+# PS3.5 7.1.2: explicit VR elements whose length takes 4 bytes after 2 reserved ones
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+
+
+def _data_set_start(head: bytes) -> int | None:
+    """Where the data set begins in a PS3.10 file starting with `head`: after the preamble,
+    "DICM" and the group 0002 elements (explicit VR little endian); None when `head` is not
+    such a file or its meta runs past `head`."""
+    if head[128:132] != b"DICM":
+        return None
+    pos = 132
+    while pos + 8 <= len(head) and head[pos : pos + 2] == b"\x02\x00":
+        if head[pos + 4 : pos + 6] in _LONG_VRS:
+            pos += 12 + int.from_bytes(head[pos + 8 : pos + 12], "little")
+        else:
+            pos += 8 + int.from_bytes(head[pos + 6 : pos + 8], "little")
+    return pos if pos <= len(head) else None
 
 
 def _stored_problem(instance: Instance) -> str | None:

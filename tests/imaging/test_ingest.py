@@ -83,6 +83,29 @@ def test_same_instance_twice_is_stored_once(clinic, actor, dicom_dir):
     assert AuditEvent.objects.filter(action="instance.store", detail__duplicate=True).count() == 1
 
 
+def test_the_same_data_set_under_another_file_meta_is_an_identical_duplicate(clinic, actor, dicom_dir):
+    """DIMSE and STOW senders write their own File Meta Information around one instance."""
+    ds = make_ct_series(1, 32, 32)[0]
+    over_dimse = part10_bytes(ds)
+    ds.file_meta.ImplementationVersionName = "OTHER_SENDER"
+    ds.file_meta.SourceApplicationEntityTitle = "STOW_CLIENT"
+    over_stow = part10_bytes(ds)
+    assert over_dimse != over_stow
+    first = _ingest(over_dimse, clinic, actor)
+
+    again = _ingest(over_stow, clinic, actor)
+
+    assert (again.created, again.identical) == (False, True)
+    assert storage.local_path(again.instance).read_bytes() == over_dimse  # the first copy is kept
+    event = AuditEvent.objects.get(action="instance.store", detail__duplicate=True)
+    assert event.detail["identical"] is True
+    assert (event.detail["sha256"], event.detail["kept_sha256"]) == (
+        hashlib.sha256(over_stow).hexdigest(),
+        first.instance.sha256,
+    )
+    assert len(stored_files(dicom_dir)) == 1
+
+
 def test_same_uid_with_other_bytes_keeps_the_first_copy_and_says_so(clinic, actor):
     ds = make_ct_series(1, 32, 32)[0]
     first = _ingest(part10_bytes(ds), clinic, actor)
