@@ -20,7 +20,7 @@ from pydicom import uid as pydicom_uid
 from pydicom.dataset import Dataset
 
 from alliance.models import AuditEvent
-from imaging import ingest, storage
+from imaging import index, ingest, storage
 from imaging.ingest import IngestError, ingest_bytes, ingest_path
 from imaging.models import Instance, Patient, Series, Study
 from tests.imaging.dicomgen import make_ct_series, new_uid, part10_bytes, part10_claiming
@@ -393,7 +393,7 @@ def test_failure_after_the_file_is_placed_removes_the_file_and_every_row(clinic,
     def fail(*args: object, **kwargs: object) -> None:
         raise RuntimeError("audit database went away")
 
-    monkeypatch.setattr(ingest, "_execute_all", fail)  # after patient, study and series rows are written
+    monkeypatch.setattr(index, "_execute_all", fail)  # after patient, study and series rows are written
 
     with pytest.raises(RuntimeError):
         _ingest(part10_bytes(_ct()), clinic, actor)
@@ -469,8 +469,8 @@ def test_later_instances_of_a_series_count_in_through_the_remembered_parents(cli
     slices = make_ct_series(5, 16, 16)
     sent = [part10_bytes(ds) for ds in slices]
     first_time = []
-    real_parents = ingest._parents
-    monkeypatch.setattr(ingest, "_parents", lambda *a, **k: first_time.append(1) or real_parents(*a, **k))
+    real_parents = index._parents
+    monkeypatch.setattr(index, "_parents", lambda *a, **k: first_time.append(1) or real_parents(*a, **k))
 
     results = [_ingest(data, clinic, actor) for data in sent]
 
@@ -623,7 +623,7 @@ def test_a_failed_one_round_trip_removes_the_file_and_counts_nothing(clinic, act
     def fail(*args: object, **kwargs: object) -> None:
         raise OperationalError("the server closed the connection")
 
-    monkeypatch.setattr(ingest, "_execute_all", fail)
+    monkeypatch.setattr(index, "_execute_all", fail)
 
     with pytest.raises(IngestError) as caught:
         _ingest(second, clinic, actor)
