@@ -9,6 +9,10 @@ to the commit of the chosen INSERT INTO "imaging_instance" and cuts the connecti
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from io import BytesIO
@@ -18,17 +22,19 @@ import pytest
 from django.db import connection, connections
 from pydicom import dcmread
 
-from alliance import audit
+from alliance import audit, services
 from alliance.models import AuditEvent
 from imaging import ingest, reconcile, spool, storage
 from imaging.ingest import IngestError, Spooling, ingest_bytes, receive_path
 from imaging.models import Instance, Study
 from tests import factories
 from tests.faults.pgproxy import PgProxy
-from tests.imaging.dicomgen import make_ct_series, part10_bytes
+from tests.imaging.dicomgen import make_ct_series, part10_bytes, write_series
+from tests.processes import free_port, wait_for_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 INSTANCE_INSERT = b'INSERT INTO "imaging_instance"'
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -200,3 +206,61 @@ def test_recovery_repairs_a_row_whose_file_is_missing_from_the_spool_entry(clini
 
     assert AuditEvent.objects.filter(action="instance.repair").count() == 1
     _assert_every_acknowledged_instance_is_stored([data])
+
+
+@pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk is not installed (.ci/install-system-packages)")
+def test_a_lost_commit_answer_in_the_dicom_server_loses_no_acknowledged_instance(  # type: ignore[no-untyped-def]
+    clinic, tmp_path, settings, through_proxy
+):
+    """The real server behind the proxy, a series sent with storescu: the first instance takes
+    the careful path, the next ones the write-ahead spool, whose first commit's answer is lost."""
+    through_proxy.cut_at = 2
+    services.device_create(institution=clinic, ae_title="CT_A", host="127.0.0.1", port=104, by=audit.SYSTEM)
+    sent = write_series(make_ct_series(12, 16, 16), tmp_path / "sent")
+    data, port = tmp_path / "data", free_port()
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db.get('USER') or 'postgres'}@127.0.0.1:{through_proxy.port}/{db['NAME']}",
+        "DATA_DIR": str(data),
+        "DICOM_PORT": str(port),
+    }
+    with (tmp_path / "server.log").open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "dicom_server"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_for_port(port, proc)
+            done = subprocess.run(
+                ["storescu", "-v", "-aet", "CT_A", "-aec", "CLINA", "127.0.0.1", str(port), *map(str, sent)],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (done.stdout + done.stderr).count("Received Store Response (Success)") == len(sent)  # all acknowledged
+    assert through_proxy.cut.is_set()
+
+    settings.DATA_DIR = data
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "dicom": {**settings.STORAGES["dicom"], "OPTIONS": {"location": data / "dicom"}},
+    }
+    connection.close()
+    for path in sent:
+        ds = dcmread(path, stop_before_pixels=True)
+        instance = Instance.objects.get(sop_uid=ds.SOPInstanceUID)
+        assert _data_set(storage.local_path(instance).read_bytes()) == _data_set(path.read_bytes())
+    assert list(reconcile.missing_files()) == []
+    assert list(reconcile.orphan_keys(older_than=timedelta(0))) == []
+    assert spool.waiting_entries() == [] and spool.refused_files() == []
+
+
+def _data_set(data: bytes) -> bytes:
+    """The bytes after the File Meta Information: what travels in a C-STORE."""
+    group_length = int.from_bytes(data[132 + 8 : 132 + 12], "little")
+    return data[132 + 12 + group_length :]
