@@ -5,8 +5,13 @@ indexes Patient, Study, Series and Instance with the audit event in one transact
 
 Guarantees:
 - Nothing half-stored: the file is put in place inside the transaction and deleted again
-  if the transaction does not commit; no row ever points at a missing file. (Call it
-  outside any transaction of your own: an outer rollback after we return is yours.)
+  if the transaction does not commit; no row ever points at a missing file. An error once a
+  statement or COMMIT was sent may hide a commit whose answer was lost: the rows are then
+  looked up on a fresh connection, and a file is deleted only when its rows are known
+  absent (kept, and storage-failed reported, when that cannot be told). A duplicate whose
+  stored file is missing or damaged is repaired from the copy received (audited as
+  "instance.repair"). (Call it outside any transaction of your own: an outer rollback
+  after we return is yours.)
 - Durable before success: on a local store the file and its folder are fsynced, and the
   rows are committed, before `ingest_path` returns.
 - Idempotent per SOP Instance UID: concurrent stores of one instance are serialised by a
@@ -24,7 +29,10 @@ Guarantees:
 
 The common case, a further instance of a series this process has stored before, takes one
 round trip to PostgreSQL, which is also the commit (_store_known); the first instance of a
-series, a duplicate, SQLite and object storage take the careful path (_store_once). The
+series, a duplicate, SQLite and object storage take the careful path (_store_once). Data
+runs one way: imaging.dimse_services, STOW and uploads -> imaging.spool -> here -> the
+index's SQL (imaging.index, one call per write path) and the store (imaging.storage); the
+received file, its statuses and IngestError are in imaging.received. The
 checksum and the fdatasync of the received file run on the store's pool while the file is
 parsed and checked.
 
@@ -35,110 +43,52 @@ a series in one commit (index_spooled_series); see imaging/spool.py for what tha
 
 from __future__ import annotations
 
-import datetime as dt
 import errno
-import functools
-import hashlib
 import logging
-import mmap
 import os
-import threading
+import time
 import uuid
-from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, connection, connections, models, transaction
-from django.utils import timezone
-from django.utils.translation import gettext, gettext_noop
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, connection, connections, transaction
+from django.utils.translation import gettext_noop
 
 from alliance import audit
 from alliance.models import AuditEvent, Institution
-from imaging import storage
-from imaging.dicom.datasets import Attributes
-from imaging.dicom.part10 import InvalidFile, ParsedFile, read_file
-from imaging.models import Instance, Patient, Series, Study
+from imaging import index, storage, tasks
+from imaging.dicom.part10 import ParsedFile
+from imaging.models import Instance
+from imaging.received import (
+    STATUSES,
+    IngestError,
+    IngestResult,
+    Received,
+    StoredForm,
+    index_failed,
+    read,
+    same_data_set,
+    sha256_of,
+    storage_failed,
+    stored_problem,
+)
+
+__all__ = [
+    "STATUSES",
+    "IngestError",
+    "IngestResult",
+    "Spooling",
+    "index_spooled",
+    "index_spooled_series",
+    "ingest_bytes",
+    "ingest_path",
+    "receive_path",
+]
 
 log = logging.getLogger(__name__)
-
-ModelT = TypeVar("ModelT", bound=models.Model)
-
-# code -> (DIMSE status, HTTP status). PS3.4 B.2.3 (C-STORE) and PS3.7 C.4.2.1.4:
-# A7xx refused: out of resources; A9xx error: data set does not match SOP class;
-# Cxxx error: cannot understand; 0122 refused: SOP class not supported.
-STATUSES: dict[str, tuple[int, int]] = {
-    "not-dicom": (0xC000, 400),
-    "truncated": (0xC000, 400),
-    "missing-attribute": (0xA900, 400),
-    "invalid-attribute": (0xA900, 400),
-    "unsupported-sop-class": (0x0122, 415),
-    "unsupported-transfer-syntax": (0xC000, 415),
-    "too-large": (0xA700, 413),
-    "study-mismatch": (0xA900, 409),
-    "uid-conflict": (0xA900, 409),
-    "storage-failed": (0xA700, 503),
-}
-_HASH_CHUNK = 1024 * 1024
-_LOCK_NAMESPACE = 3_000_003  # pg_advisory_xact_lock(namespace, hashtext(SOP Instance UID))
-
-
-class IngestError(Exception):
-    """An instance was refused; nothing of it is stored.
-
-    `reason` is English (logs, DIMSE Error Comment, STOW-RS); `localized_reason` is the
-    same in the active language, for pages. `template` % `params` == `reason`.
-    """
-
-    def __init__(self, code: str, template: str, **params: object) -> None:
-        self.code = code
-        self.template = template
-        self.params = params
-        self.reason = template % params
-        self.dicom_status, self.http_status = STATUSES[code]
-        self.sop_uid = ""  # the refused instance's SOP Instance UID, when the file named one
-        super().__init__(f"{code}: {self.reason}")
-
-    @property
-    def localized_reason(self) -> str:
-        return gettext(self.template) % self.params
-
-
-def _storage_failed(template: str, exc: BaseException) -> IngestError:
-    error = str(exc) if isinstance(exc, OSError) else type(exc).__name__
-    return IngestError("storage-failed", template, error=error)
-
-
-@dataclass
-class IngestResult:
-    instance: Instance
-    created: bool  # False when the SOP Instance UID was already stored
-    study: Study
-    series: Series
-    identical: bool = True  # False when an earlier copy with other bytes was kept
-
-
-@dataclass
-class _Received:
-    """The file as it will be stored: `prefix` + the bytes at `path`."""
-
-    parsed: ParsedFile
-    path: Path
-    size: int
-    hashing: Future[str] | None = None  # _sha256(path), started on the pool before parsing
-    sha256: str = ""
-
-    def digest(self) -> str:
-        if not self.sha256:
-            self.sha256 = self.hashing.result() if self.hashing is not None else _sha256(self.path)
-        return self.sha256
-
-    @property
-    def attributes(self) -> Attributes:
-        return self.parsed.attributes
 
 
 def ingest_bytes(
@@ -216,14 +166,14 @@ def _ingest(
     # not for what may go to the spool, which syncs it on this thread (reading it takes a tenth
     # of a millisecond, less than handing work to the pool costs) and whose indexer hashes it.
     presynced = storage.presync(path) if spooling is None else None
-    hashing = storage.background(_sha256, path) if spooling is None else None
+    hashing = storage.background(sha256_of, path) if spooling is None else None
     try:
-        parsed = _read(path, expected_study_uid)
+        parsed = read(path, expected_study_uid)
         if spooling is not None:
             if _spooled(path, parsed, institution, spooling):
                 return None
-            hashing = storage.background(_sha256, path)
-        with _StoredForm(path, parsed) as received:
+            hashing = storage.background(sha256_of, path)
+        with StoredForm(path, parsed) as received:
             if received.path == path:
                 received.hashing = hashing
             else:  # a staged copy with the PS3.10 prefix is stored instead
@@ -245,44 +195,28 @@ def index_spooled(
     recovering = parsed is None
     try:
         if parsed is None:
-            parsed = _read(path, None)
-        with _StoredForm(path, parsed) as received:
+            parsed = read(path, None)
+        with StoredForm(path, parsed) as received:
             done = _indexed_before_the_stop(received, institution) if recovering else None
             if done is not None:
                 return done
-            if recovering:
-                _unplace_before_the_stop(received)
             return _store(received, institution=institution, actor=actor, via=via, source=source, presynced=durable)
     except IngestError as exc:
         _refused(exc, parsed, path, actor=actor, via=via, source=source)
         raise
 
 
-def _indexed_before_the_stop(received: _Received, institution: Institution) -> IngestResult | None:
+def _indexed_before_the_stop(received: Received, institution: Institution) -> IngestResult | None:
     """A spool entry whose rows had committed when the process stopped, before it removed the
     entry: the same bytes under the same UID in the same institution. Its store was audited
     then; recovery only drops the entry (a duplicate event would say the device sent twice)."""
     existing = Instance.objects.select_related("series__study").filter(sop_uid=received.attributes.sop_uid).first()
     if existing is None or existing.series.study.institution_id != institution.pk:
         return None
-    if existing.sha256 != received.digest():
-        return None
+    if existing.sha256 != received.digest() or stored_problem(existing) is not None:
+        return None  # stored as any other: other bytes are audited, a lost file repaired
     log.info("spooled %s had been indexed before the stop", existing.sop_uid)
     return IngestResult(instance=existing, created=False, study=existing.series.study, series=existing.series)
-
-
-def _unplace_before_the_stop(received: _Received) -> None:
-    """A spool entry the indexer had linked into place when the process stopped, before its rows
-    committed: the file under its key is the entry itself (the same inode), which no row names.
-    That link goes, and the entry is stored as any other; else it would be stored beside it,
-    under another key, and the first link would be left an orphan."""
-    a = received.attributes
-    dest = storage.local_path_for_key(storage.storage_key_for(a.study_uid, a.series_uid, a.sop_uid))
-    try:
-        if dest is not None and os.path.samefile(dest, received.path):
-            dest.unlink()
-    except FileNotFoundError:
-        pass
 
 
 def index_spooled_series(
@@ -300,58 +234,39 @@ def index_spooled_series(
     already there, a parent was deleted): nothing is changed then, and the caller indexes
     them one by one (index_spooled), which sorts out each case. Each entry comes with the
     remembered-parents key _spooled computed for it."""
-    first = entries[0][1].attributes
     known_key = entries[0][2]
-    known = _known.get(known_key)
+    known = index.known_parents.get(known_key)
     if known is None or not _one_round_trip_possible():
         return None
     if any(key != known_key for _, _, key in entries):
         return None
-    received = [_Received(parsed, path, path.stat().st_size) for path, parsed, _ in entries]
-    keys = [
-        storage.storage_key_for(r.attributes.study_uid, r.attributes.series_uid, r.attributes.sop_uid) for r in received
-    ]
+    received = [Received(parsed, path, path.stat().st_size) for path, parsed, _ in entries]
+    keys = [r.key() for r in received]
     if len(set(keys)) != len(keys):
         return None  # one instance twice in the batch
     for r in received:
         r.digest()
+    placed = {r.attributes.sop_uid: key for r, key in zip(received, keys, strict=True)}
     try:
         storage.put_durable_files([(r.path, key) for r, key in zip(received, keys, strict=True)])
     except FileExistsError:
         return None
     except Exception as exc:
         log.exception("storing %d spooled instances failed", len(keys))
-        raise _storage_failed(gettext_noop("the file could not be stored (%(error)s)"), exc) from exc
+        raise storage_failed(gettext_noop("the file could not be stored (%(error)s)"), exc) from exc
     try:
-        study, series = _remembered_parents(known, first, institution)
-        statements = _bumps(study.pk, series.pk, sum(r.size for r in received), timezone.now(), count=len(received))
-        instances = []
-        events = []
-        for r, key in zip(received, keys, strict=True):
-            instance, event = _instance_and_event(r, key, study, series, actor=actor, via=via, source=source)
-            instances.append(instance)
-            events.append(event)
-        statements.append(_insert_many_sql(events))
-        instance_sql, instance_params = _insert_many_sql(instances)
-        statements.append((f"{instance_sql} RETURNING id, sop_uid", instance_params))
-        with connection.cursor() as cursor:
-            cursor.execute("; ".join(sql for sql, _ in statements), [p for _, params in statements for p in params])
-            ids = dict((sop_uid, pk) for pk, sop_uid in cursor.fetchall())
+        results = index.write_series(received, keys, known, institution, actor=actor, via=via, source=source)
     except BaseException as exc:
-        for key in keys:
-            _delete_quietly(key)
-        if isinstance(exc, IntegrityError):
-            _known.forget(known_key)
-            return None
-        if isinstance(exc, DatabaseError):
-            raise _storage_failed(gettext_noop("the index could not be updated (%(error)s)"), exc) from exc
-        raise
-    series.study = study
-    results = []
-    for instance in instances:
-        instance.pk = ids[instance.sop_uid]
-        results.append(IngestResult(instance=instance, created=True, study=study, series=series))
-    transaction.on_commit(partial(_enqueue_renders, [i.pk for i in instances]), robust=True)  # committed: runs now
+        ids = _settle(exc, True, placed)
+        if len(ids) < len(placed):  # (one implicit transaction: none of them, unless a resend raced)
+            if isinstance(exc, IntegrityError):
+                index.known_parents.forget(known_key)
+                return None
+            if isinstance(exc, DatabaseError):
+                raise index_failed(exc) from exc
+            raise
+        results = [_committed(r, key, ids[r.attributes.sop_uid]) for r, key in zip(received, keys, strict=True)]
+    transaction.on_commit(partial(_enqueue_renders, [r.instance.pk for r in results]), robust=True)  # runs now
     return results
 
 
@@ -361,8 +276,8 @@ def _spooled(path: Path, parsed: ParsedFile, institution: Institution, spooling:
     would take the one-round-trip path; whether it was handed over (and is durable)."""
     if parsed.prefix:
         return False
-    known_key = _known_key(parsed.attributes, institution)
-    if _known.get(known_key) is None or not _one_round_trip_possible():
+    known_key = index.known_key(parsed.attributes, institution)
+    if index.known_parents.get(known_key) is None or not _one_round_trip_possible():
         return False
     try:
         spooling.spool.put(path, parsed, spooling.association, known_key)
@@ -370,7 +285,7 @@ def _spooled(path: Path, parsed: ParsedFile, institution: Institution, spooling:
         if exc.errno == errno.EXDEV:  # the spool is on another file system than the received file
             return False
         log.exception("spooling %s failed", parsed.sop_uid)
-        raise _storage_failed(gettext_noop("the file could not be made durable (%(error)s)"), exc) from exc
+        raise storage_failed(gettext_noop("the file could not be made durable (%(error)s)"), exc) from exc
     return True
 
 
@@ -383,67 +298,8 @@ def _refused(
     _audit_refusal(exc, object_id=name, actor=actor, via=via, source=source)
 
 
-def _read(path: Path, expected_study_uid: str | None) -> ParsedFile:
-    try:
-        return read_file(path, max_bytes=settings.DICOM_MAX_FILE_BYTES, expected_study_uid=expected_study_uid)
-    except InvalidFile as exc:
-        error = IngestError(exc.code, exc.template, **exc.params)
-        error.sop_uid = exc.sop_uid
-        raise error from None
-    except OSError as exc:
-        raise _storage_failed(gettext_noop("the received file cannot be read (%(error)s)"), exc) from None
-
-
-class _StoredForm:
-    """Context: the received file, or (when a preamble or file meta must be put in front)
-    a new temp file holding the PS3.10 form, removed on exit."""
-
-    def __init__(self, path: Path, parsed: ParsedFile) -> None:
-        self.path = path
-        self.parsed = parsed
-        self.staged: Path | None = None
-
-    def __enter__(self) -> _Received:
-        source = self.path
-        if self.parsed.prefix:
-            self.staged = source = storage.temp_dir() / f"p10-{uuid.uuid4().hex}.dcm"
-            _write_with_prefix(self.path, self.parsed.prefix, source)
-        try:
-            size = source.stat().st_size
-        except OSError as exc:
-            raise _storage_failed(gettext_noop("the received file cannot be read (%(error)s)"), exc) from None
-        return _Received(self.parsed, source, size)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.staged is not None:
-            self.staged.unlink(missing_ok=True)
-
-
-def _write_with_prefix(path: Path, prefix: bytes, dest: Path) -> None:
-    try:
-        with path.open("rb") as src, dest.open("xb") as out:
-            out.write(prefix)
-            while chunk := src.read(_HASH_CHUNK):
-                out.write(chunk)
-    except OSError as exc:
-        raise _storage_failed(gettext_noop("cannot stage the file (%(error)s)"), exc) from None
-
-
-def _sha256(path: Path) -> str:
-    """The file's SHA-256, in one call over a memory map: hashlib then holds no interpreter
-    lock for the whole file (it runs beside parsing, on the pool)."""
-    try:
-        with path.open("rb") as fh:
-            if os.fstat(fh.fileno()).st_size == 0:
-                return hashlib.sha256(b"").hexdigest()  # an empty file cannot be mapped
-            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                return hashlib.sha256(data).hexdigest()
-    except OSError as exc:
-        raise _storage_failed(gettext_noop("the received file cannot be read (%(error)s)"), exc) from None
-
-
 def _store(
-    received: _Received,
+    received: Received,
     *,
     institution: Institution,
     actor: audit.Actor,
@@ -452,8 +308,8 @@ def _store(
     presynced: Future[None] | None = None,
 ) -> IngestResult:
     use_known = True
-    known_key = _known_key(received.attributes, institution)
-    known = _known.get(known_key)
+    known_key = index.known_key(received.attributes, institution)
+    known = index.known_parents.get(known_key)
     if known is not None and _one_round_trip_possible():
         try:
             result = _store_known(
@@ -462,7 +318,7 @@ def _store(
         except IntegrityError:
             # A parent remembered has gone (a study deleted since), or the SOP Instance UID was
             # indexed meanwhile: the careful path below finds out which.
-            _known.forget(known_key)
+            index.known_parents.forget(known_key)
             use_known = False
         else:
             if result is not None:
@@ -481,13 +337,13 @@ def _store(
     except IntegrityError:
         # A parent row remembered from an earlier store has gone (a study deleted since):
         # once more, reading the parents afresh.
-        _known.forget(known_key)
+        index.known_parents.forget(known_key)
         try:
             return _store_once(
                 received, institution=institution, actor=actor, via=via, source=source, known_key=known_key, known=None
             )
         except IntegrityError as exc:
-            raise _storage_failed(gettext_noop("the index could not be updated (%(error)s)"), exc) from exc
+            raise index_failed(exc) from exc
 
 
 def _one_round_trip_possible() -> bool:
@@ -498,7 +354,7 @@ def _one_round_trip_possible() -> bool:
 
 
 def _store_known(
-    received: _Received,
+    received: Received,
     known: tuple[int, int, int],
     *,
     institution: Institution,
@@ -518,34 +374,38 @@ def _store_known(
     whole query (IntegrityError): the file is removed and the caller takes the careful path.
     """
     a = received.attributes
-    key = storage.storage_key_for(a.study_uid, a.series_uid, a.sop_uid)
+    key = received.key()
     try:
         pending = storage.start_put(received.path, key, presynced)
     except FileExistsError:
         return None
     except Exception as exc:  # any backend's failure (OSError...) is ours to report
         log.exception("storing %s failed", key)
-        raise _storage_failed(gettext_noop("the file could not be stored (%(error)s)"), exc) from exc
+        raise storage_failed(gettext_noop("the file could not be stored (%(error)s)"), exc) from exc
+    durable = partial(_wait_durable, pending, key)
     try:
-        study, series = _remembered_parents(known, a, institution)
-        received.digest()
-        statements = _bumps(study.pk, series.pk, received.size, timezone.now())
-        instance, rows = _instance_rows(received, key, study, series, actor=actor, via=via, source=source)
-        _wait_durable(pending, key)
-        with connection.cursor() as cursor:
-            instance.pk = int(_execute_all(cursor, statements + rows)[0])
-    except BaseException as exc:
-        _delete_quietly(key)
-        if isinstance(exc, DatabaseError) and not isinstance(exc, IntegrityError):
-            raise _storage_failed(gettext_noop("the index could not be updated (%(error)s)"), exc) from exc
-        raise
-    transaction.on_commit(partial(_enqueue_render, instance.pk), robust=True)  # committed: runs now
-    series.study = study
-    return IngestResult(instance=instance, created=True, study=study, series=series)
+        result = index.write_known(
+            received, key, known, institution, actor=actor, via=via, source=source, durable=durable
+        )
+    except BaseException as exc:  # an IngestError is ours, raised before anything was sent
+        committed = _settle(exc, not isinstance(exc, IngestError), {a.sop_uid: key})
+        if not committed:
+            if isinstance(exc, DatabaseError) and not isinstance(exc, IntegrityError):
+                raise index_failed(exc) from exc
+            raise
+        result = _committed(received, key, committed[a.sop_uid])
+    transaction.on_commit(partial(_enqueue_render, result.instance.pk), robust=True)  # committed: runs now
+    return result
+
+
+def _committed(received: Received, key: str, pk: int) -> IngestResult:
+    """The result of a store whose commit's answer was lost, its rows found afresh."""
+    instance = Instance.objects.select_related("series__study").get(pk=pk)
+    return IngestResult(instance=instance, created=True, study=instance.series.study, series=instance.series)
 
 
 def _store_once(
-    received: _Received,
+    received: Received,
     *,
     institution: Institution,
     actor: audit.Actor,
@@ -555,14 +415,16 @@ def _store_once(
     known: tuple[int, int, int] | None,
     presynced: Future[None] | None = None,
 ) -> IngestResult:
-    """The careful path. `known`: the parents remembered under `known_key` (_known), if they
+    """The careful path. `known`: the parents remembered under `known_key` (index.known), if they
     are to be trusted; None reads them from the database."""
     a = received.attributes
-    key = storage.storage_key_for(a.study_uid, a.series_uid, a.sop_uid)
+    key = received.key()
     file_placed = False
+    commits = not connection.in_atomic_block  # else the caller's transaction commits, later
+    committing = False
     try:
         with transaction.atomic():
-            existing_pk = _lock_and_find(a.sop_uid)
+            existing_pk = index.lock_and_find(a.sop_uid)
             if existing_pk is not None:
                 existing = Instance.objects.select_related("series__study").get(pk=existing_pk)
                 return _duplicate(existing, received, institution=institution, actor=actor, via=via, source=source)
@@ -572,33 +434,19 @@ def _store_once(
             _wait_durable(pending, key)
             # Durable first, then the rows: the study and series rows stay locked (against
             # parallel associations into the same series) only from their update to the commit.
-            result = _index(
+            result = index.write_careful(
                 received, key, institution, actor=actor, via=via, source=source, known_key=known_key, known=known
             )
             transaction.on_commit(partial(_enqueue_render, result.instance.pk), robust=True)
+            committing = commits  # what fails from here on is the COMMIT, whose answer may be lost
         return result
     except BaseException as exc:
-        if file_placed:
-            _delete_quietly(key)
+        if file_placed and _settle(exc, committing, {a.sop_uid: key}):
+            _enqueue_render(result.instance.pk)  # its on_commit callbacks were dropped with the error
+            return result
         if isinstance(exc, DatabaseError) and not isinstance(exc, IntegrityError):
-            raise _storage_failed(gettext_noop("the index could not be updated (%(error)s)"), exc) from exc
+            raise index_failed(exc) from exc
         raise
-
-
-def _lock_and_find(sop_uid: str) -> int | None:
-    """Serialise stores of one SOP Instance UID until commit, then the primary key of the
-    instance already stored under it, if any. (SQLite's IMMEDIATE transactions already
-    serialise all writers; on PostgreSQL the lock and the look-up are one round trip.)"""
-    find = f"SELECT id FROM {_table(Instance)} WHERE sop_uid = %s"  # noqa: S608
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(
-                f"SELECT pg_advisory_xact_lock(%s, hashtext(%s)); {find}", [_LOCK_NAMESPACE, sop_uid, sop_uid]
-            )
-        else:
-            cursor.execute(find, [sop_uid])
-        row = cursor.fetchone()
-    return None if row is None else int(row[0])
 
 
 def _start_put(path: Path, key: str, presynced: Future[None] | None = None) -> tuple[str, Future[None]]:
@@ -610,12 +458,71 @@ def _start_put(path: Path, key: str, presynced: Future[None] | None = None) -> t
         try:
             return key, storage.start_put(path, key, presynced)
         except FileExistsError:
+            if _is_link_of(key, path):
+                return key, storage.background(_sync_link, key)
             beside = storage.alternative_key(key)
             log.warning("a file no index row names is under %s; storing this instance as %s", key, beside)
             return beside, storage.start_put(path, beside, presynced)
     except Exception as exc:  # any backend's failure (OSError, botocore's ClientError...) is ours to report
         log.exception("storing %s failed", key)
-        raise _storage_failed(gettext_noop("the file could not be stored (%(error)s)"), exc) from exc
+        raise storage_failed(gettext_noop("the file could not be stored (%(error)s)"), exc) from exc
+
+
+def _is_link_of(key: str, path: Path) -> bool:
+    """Whether the file under `key` is the file at `path` itself (a spool entry linked into place
+    by an earlier attempt, before a stop or a lost commit answer): taken over, not stored beside."""
+    dest = storage.local_path_for_key(key)
+    try:
+        return dest is not None and os.path.samefile(dest, path)
+    except FileNotFoundError:
+        return False
+
+
+def _sync_link(key: str) -> None:
+    dest = storage.local_path_for_key(key)
+    assert dest is not None  # only a local store links
+    storage.fdatasync(dest)
+    storage.fsync_dir(dest.parent)
+
+
+def _settle(exc: BaseException, sent: bool, placed: dict[str, str]) -> dict[str, int]:
+    """After `exc` in a store whose files are placed (SOP Instance UID -> key): which of them have
+    their rows committed (SOP Instance UID -> primary key). Once a statement or COMMIT was
+    `sent`, an error may hide a commit whose answer was lost (a backend killed, a connection
+    cut), so the rows are looked up on a fresh connection: only the files of rows known absent
+    are deleted. When that cannot be told, every file is kept and storage-failed raised."""
+    committed: dict[str, int] = {}
+    if sent and not isinstance(exc, IntegrityError):  # PostgreSQL's refusal is an answer: rolled back
+        rows = _rows_seen_afresh(list(placed))
+        if rows is None:
+            log.error("cannot tell whether the rows of %s committed; their files are kept", ", ".join(placed))
+            raise index_failed(exc) from exc
+        committed = {uid: pk for uid, (pk, key) in rows.items() if placed.get(uid) == key}
+        if committed:
+            log.warning("the answer to a commit was lost, but the rows of %s are there", ", ".join(committed))
+    for uid, key in placed.items():
+        if uid not in committed:
+            _delete_quietly(key)
+    return committed
+
+
+_SETTLE_SECONDS = 10.0  # how long a store waits for the database to tell whether it committed
+_SETTLE_RETRY_SECONDS = 0.2
+
+
+def _rows_seen_afresh(sop_uids: list[str]) -> dict[str, tuple[int, str]] | None:
+    """The instance rows of these UIDs (uid -> (primary key, storage key)) read on a new
+    connection, trying again until the database answers or _SETTLE_SECONDS pass (None)."""
+    deadline = time.monotonic() + _SETTLE_SECONDS
+    while True:
+        try:
+            connection.close()  # never the connection that failed
+            return index.committed_rows(sop_uids)
+        except DatabaseError:
+            if time.monotonic() >= deadline:
+                log.exception("the database did not answer whether %s committed", ", ".join(sop_uids))
+                return None
+            time.sleep(_SETTLE_RETRY_SECONDS)
 
 
 def _wait_durable(pending: Future[None], key: str) -> None:
@@ -625,7 +532,7 @@ def _wait_durable(pending: Future[None], key: str) -> None:
         pending.result()
     except Exception as exc:
         log.exception("syncing %s to disk failed", key)
-        raise _storage_failed(gettext_noop("the file could not be made durable (%(error)s)"), exc) from exc
+        raise storage_failed(gettext_noop("the file could not be made durable (%(error)s)"), exc) from exc
 
 
 def _delete_quietly(key: str) -> None:
@@ -636,7 +543,7 @@ def _delete_quietly(key: str) -> None:
 
 
 def _duplicate(
-    existing: Instance, received: _Received, *, institution: Institution, actor: audit.Actor, via: str, source: str
+    existing: Instance, received: Received, *, institution: Institution, actor: audit.Actor, via: str, source: str
 ) -> IngestResult:
     series = existing.series
     study = series.study
@@ -644,7 +551,12 @@ def _duplicate(
         raise IngestError(
             "uid-conflict", gettext_noop("SOP Instance UID %(uid)s is already in use"), uid=existing.sop_uid
         )
-    identical = existing.sha256 == received.digest()
+    problem = stored_problem(existing)
+    if problem is not None:
+        _repair(existing, received, problem, actor=actor, via=via, source=source)
+    # The same data set under another File Meta Information (DIMSE and STOW senders write their
+    # own) is the same instance: PS3.10 7.1, the meta describes the file, not the instance.
+    identical = existing.sha256 == received.digest() or same_data_set(existing, received)
     if not identical:
         log.warning(
             "SOP Instance UID %s received again via %s with other bytes (sha256 %s); kept the stored copy (sha256 %s)",
@@ -654,8 +566,10 @@ def _duplicate(
             existing.sha256,
         )
     detail = {"via": via, "duplicate": True, "identical": identical, "sha256": received.sha256}
-    if not identical:
+    if existing.sha256 != received.sha256:
         detail["kept_sha256"] = existing.sha256
+    if problem is not None:
+        detail["repaired"] = problem
     audit.record(
         actor=actor,
         action="instance.store",
@@ -668,408 +582,28 @@ def _duplicate(
     return IngestResult(instance=existing, created=False, study=study, series=series, identical=identical)
 
 
-# --- indexing -------------------------------------------------------------------------
-# Plain SQL through Django's connection, a handful of statements per instance: on the
-# C-STORE path the ORM's query building cost more than the database itself. PostgreSQL and
-# SQLite both speak INSERT/UPDATE ... RETURNING and ON CONFLICT, so there is one path for
-# both. The common case (a further instance of a known series) is: lock and look up the SOP
-# Instance UID, read the patient, bump the study and the series, insert the instance with
-# its audit event; PostgreSQL gets the first two and the last two in one round trip each.
-# Table and column names in the SQL come from the models' metadata, never from input; every
-# value is a bound parameter (hence the S608 exemptions below).
-
-
-def _index(
-    received: _Received,
-    key: str,
-    institution: Institution,
-    *,
-    actor: audit.Actor,
-    via: str,
-    source: str,
-    known_key: tuple[Any, ...],
-    known: tuple[int, int, int] | None,
-) -> IngestResult:
-    a = received.attributes
-    now = timezone.now()
-    with connection.cursor() as cursor:
-        if known is None:
-            study, series = _parents(cursor, a, institution, received.size, now)
-            remembered = (study.patient_id, study.pk, series.pk)
-            transaction.on_commit(partial(_known.put, known_key, remembered))
-            statements = []
-        else:
-            study, series = _remembered_parents(known, a, institution)
-            statements = _bumps(study.pk, series.pk, received.size, now)
-        instance, rows = _instance_rows(received, key, study, series, actor=actor, via=via, source=source)
-        instance.pk = int(_execute_all(cursor, statements + rows)[0])
-    series.study = study
-    return IngestResult(instance=instance, created=True, study=study, series=series)
-
-
-def _remembered_parents(known: tuple[int, int, int], a: Attributes, institution: Institution) -> tuple[Study, Series]:
-    """The study and series of a _known entry, as unsaved stand-ins holding their keys."""
-    patient_pk, study_pk, series_pk = known
-    study = Study(pk=study_pk, study_uid=a.study_uid, institution_id=institution.pk, patient_id=patient_pk)
-    series = Series(pk=series_pk, series_uid=a.series_uid, study_id=study_pk, modality=a.modality[:16])
-    return study, series
-
-
-def _instance_rows(
-    received: _Received, key: str, study: Study, series: Series, *, actor: audit.Actor, via: str, source: str
-) -> tuple[Instance, list[tuple[str, list[Any]]]]:
-    """The instance (without its primary key) and the statements inserting its audit event
-    and its row, the last one returning the row's id."""
-    instance, event = _instance_and_event(received, key, study, series, actor=actor, via=via, source=source)
-    audit_sql, audit_params = _insert_sql(event)
-    instance_sql, instance_params = _insert_sql(instance)
-    return instance, [(audit_sql, audit_params), (f"{instance_sql} RETURNING id", instance_params)]
-
-
-def _instance_and_event(
-    received: _Received, key: str, study: Study, series: Series, *, actor: audit.Actor, via: str, source: str
-) -> tuple[Instance, AuditEvent]:
-    """The unsaved instance row and its "instance.store" audit event."""
-    a = received.attributes
-    instance = Instance(
-        sop_uid=a.sop_uid,
-        series=series,
-        sop_class_uid=a.sop_class_uid,
-        transfer_syntax_uid=received.parsed.transfer_syntax_uid,
-        instance_number=a.instance_number,
-        rows=a.rows,
-        columns=a.columns,
-        number_of_frames=a.number_of_frames,
-        storage_key=key,
-        size_bytes=received.size,
-        sha256=received.sha256,
-    )
-    event = audit.build(
+def _repair(existing: Instance, received: Received, problem: str, *, actor: audit.Actor, via: str, source: str) -> None:
+    """Put the copy just received under the row's storage key, in place of a missing or damaged
+    file (the caller holds the UID's lock), durable before the row is brought to describe it."""
+    log.error("the stored file of %s is %s; repaired from the copy received via %s", existing.sop_uid, problem, via)
+    try:
+        storage.replace_file(received.path, existing.storage_key)
+    except Exception as exc:  # any backend's failure (OSError...) is ours to report
+        log.exception("repairing %s failed", existing.storage_key)
+        raise storage_failed(gettext_noop("the file could not be stored (%(error)s)"), exc) from exc
+    previous = existing.sha256
+    existing.sha256, existing.size_bytes = received.digest(), received.size
+    existing.transfer_syntax_uid = received.parsed.transfer_syntax_uid
+    existing.save(update_fields=["sha256", "size_bytes", "transfer_syntax_uid"])
+    audit.record(
         actor=actor,
-        action="instance.store",
+        action="instance.repair",
         object_type="instance",
-        object_id=a.sop_uid,
-        patient=str(study.patient_id),
+        object_id=existing.sop_uid,
+        patient=str(existing.series.study.patient_id),
         source=source,
-        detail={
-            "via": via,
-            "study_uid": a.study_uid,
-            "series_uid": a.series_uid,
-            "size": received.size,
-            "sha256": received.sha256,
-        },
+        detail={"via": via, "problem": problem, "sha256": existing.sha256, "previous_sha256": previous},
     )
-    return instance, event
-
-
-def _parents(cursor: Any, a: Attributes, institution: Institution, size: int, now: Any) -> tuple[Study, Series]:
-    """Patient, study and series read (created when new), checked against each other and
-    counted one instance more."""
-    patient_pk = _patient(cursor, a, institution)
-    study = _study(cursor, a, institution, patient_pk, size, now)
-    if study.institution_id != institution.pk:
-        raise IngestError(
-            "uid-conflict",
-            gettext_noop("Study Instance UID %(uid)s is already in use by another institution"),
-            uid=a.study_uid,
-        )
-    if study.patient_id != patient_pk:
-        raise IngestError(
-            "uid-conflict",
-            gettext_noop("Study Instance UID %(uid)s belongs to another patient than Patient ID %(patient_id)s"),
-            uid=a.study_uid,
-            patient_id=a.patient_id,
-        )
-    series, series_created = _series(cursor, a, study)
-    if series.study_id != study.pk:
-        raise IngestError(
-            "uid-conflict",
-            gettext_noop("Series Instance UID %(series_uid)s already belongs to another study than %(study_uid)s"),
-            series_uid=a.series_uid,
-            study_uid=a.study_uid,
-        )
-    _study_follows_series(cursor, study, a, series_created)
-    return study, series
-
-
-# Parents already checked and brought up to date by an earlier store of this process, for
-# files that name the same institution, patient (as written), study and series fields: the
-# next instance of a series then only counts itself in (_bumps). Entries are remembered on
-# commit; a study deleted since is caught by the instance's foreign key at commit, and the
-# store is retried without them.
-
-
-_KNOWN_RAW = (
-    "SpecificCharacterSet",
-    "PatientName",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyDate",
-    "StudyTime",
-    "AccessionNumber",
-    "StudyDescription",
-    "ReferringPhysicianName",
-)
-
-
-def _known_key(a: Attributes, institution: Institution) -> tuple[Any, ...]:
-    """The parents' identity and every value they take from a file. The values only written
-    to the parents are compared as encoded (with the character set), without decoding."""
-    return (
-        institution.pk,
-        a.patient_id,
-        a.study_uid,
-        a.series_uid,
-        a.modality,
-        *(a.encoded(keyword) for keyword in _KNOWN_RAW),
-    )
-
-
-class _KnownParents:
-    def __init__(self, size: int = 1024) -> None:
-        self.size = size
-        self.lock = threading.Lock()
-        self.rows: dict[tuple[Any, ...], tuple[int, int, int]] = {}
-
-    def get(self, key: tuple[Any, ...]) -> tuple[int, int, int] | None:
-        with self.lock:
-            return self.rows.get(key)
-
-    def put(self, key: tuple[Any, ...], value: tuple[int, int, int]) -> None:
-        with self.lock:
-            if len(self.rows) >= self.size:
-                self.rows.clear()
-            self.rows[key] = value
-
-    def forget(self, key: tuple[Any, ...]) -> None:
-        with self.lock:
-            self.rows.pop(key, None)
-
-
-_known = _KnownParents()
-
-
-def _bumps(study_pk: int, series_pk: int, size: int, now: Any, *, count: int = 1) -> list[tuple[str, list[Any]]]:
-    _, (prepared_now,) = _values(Study, {"updated_at": now})
-    return [
-        (
-            f"UPDATE {_table(Study)} SET num_instances = num_instances + %s, size_bytes = size_bytes + %s,"  # noqa: S608
-            " updated_at = %s WHERE id = %s",
-            [count, size, prepared_now, study_pk],
-        ),
-        (f"UPDATE {_table(Series)} SET num_instances = num_instances + %s WHERE id = %s", [count, series_pk]),  # noqa: S608
-    ]
-
-
-def _execute_all(cursor: Any, statements: list[tuple[str, list[Any]]]) -> Any:
-    """Run the statements in order; the first row of the last one's result. On PostgreSQL
-    they go in one round trip (psycopg2 sends them as one simple query)."""
-    if connection.vendor == "postgresql":
-        cursor.execute("; ".join(sql for sql, _ in statements), [p for _, params in statements for p in params])
-    else:
-        for sql, params in statements:
-            cursor.execute(sql, params)
-    return cursor.fetchone()
-
-
-def _table(model: type[models.Model]) -> str:
-    return connection.ops.quote_name(model._meta.db_table)
-
-
-def _values(model: type[models.Model], values: dict[str, Any]) -> tuple[str, list[Any]]:
-    """Quoted column names and the values prepared for this database, as the ORM would."""
-    fields = [model._meta.get_field(name) for name in values]
-    concrete = [f for f in fields if isinstance(f, models.Field)]
-    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in concrete)
-    prepared = [f.get_db_prep_save(values[f.name], connection) for f in concrete]
-    return columns, prepared
-
-
-def _insert_new(cursor: Any, model: type[models.Model], values: dict[str, Any], *, unique: str, returning: str) -> Any:
-    """Insert the row unless one with the same `unique` columns exists (a parallel store made
-    it): the `returning` columns of the new row, or None."""
-    columns, params = _values(model, values)
-    marks = ", ".join(["%s"] * len(params))
-    cursor.execute(
-        f"INSERT INTO {_table(model)} ({columns}) VALUES ({marks})"  # noqa: S608
-        f" ON CONFLICT ({unique}) DO NOTHING RETURNING {returning}",
-        params,
-    )
-    return cursor.fetchone()
-
-
-def _insert_sql(obj: models.Model) -> tuple[str, list[Any]]:
-    """INSERT of every concrete field but the primary key, with auto_now(_add) applied."""
-    sql, fields = _insert_statement(type(obj), connection.vendor)
-    return sql, [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
-
-
-def _insert_many_sql(objs: Sequence[models.Model]) -> tuple[str, list[Any]]:
-    """One INSERT of several rows of one model (as _insert_sql, one VALUES group per row)."""
-    sql, fields = _insert_statement(type(objs[0]), connection.vendor)
-    head, _, group = sql.rpartition(" VALUES ")
-    params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for obj in objs for f in fields]
-    return f"{head} VALUES {', '.join([group] * len(objs))}", params
-
-
-@functools.cache
-def _insert_statement(model: type[models.Model], vendor: str) -> tuple[str, list[models.Field[Any, Any]]]:
-    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
-    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
-    marks = ", ".join(["%s"] * len(fields))
-    return f"INSERT INTO {_table(model)} ({columns}) VALUES ({marks})", fields  # noqa: S608
-
-
-def _patient(cursor: Any, a: Attributes, institution: Institution) -> int:
-    """The patient's primary key (issuer = our institution), created or its blanks and
-    changed demographics brought up to date from this file."""
-    table = _table(Patient)
-    cursor.execute(
-        f"SELECT id, name, birth_date, sex FROM {table} WHERE issuer_id = %s AND patient_id = %s",  # noqa: S608
-        [institution.pk, a.patient_id],
-    )
-    row = cursor.fetchone()
-    seen = {"name": a.patient_name[:324], "birth_date": a.patient_birth_date, "sex": a.patient_sex[:16]}
-    if row is None:
-        new = {"issuer": institution.pk, "patient_id": a.patient_id, **seen, "created_at": timezone.now()}
-        inserted = _insert_new(cursor, Patient, new, unique="issuer_id, patient_id", returning="id")
-        if inserted is not None:
-            return int(inserted[0])
-        # another store created the patient meanwhile: read it as usual
-        cursor.execute(
-            f"SELECT id, name, birth_date, sex FROM {table} WHERE issuer_id = %s AND patient_id = %s",  # noqa: S608
-            [institution.pk, a.patient_id],
-        )
-        row = cursor.fetchone()
-    pk, name, birth_date, sex = row
-    stored = {"name": name, "birth_date": str(birth_date) if birth_date else None, "sex": sex}
-    changed = {k: v for k, v in seen.items() if v and stored[k] != (v.isoformat() if isinstance(v, dt.date) else v)}
-    if changed:
-        Patient.objects.filter(pk=pk).update(**changed)
-    return int(pk)
-
-
-_STUDY_FILL = ("study_date", "study_time", "accession_number", "description", "referring_physician")
-
-
-def _study(cursor: Any, a: Attributes, institution: Institution, patient_pk: int, size: int, now: Any) -> Study:
-    """The study row, locked until commit: counted one instance more, its blank fields filled
-    from this file; created (with this instance counted) when it is new."""
-    fill = {
-        "study_date": a.study_date,
-        "study_time": a.study_time,
-        "accession_number": a.accession_number[:16],
-        "description": a.study_description[:64],
-        "referring_physician": a.referring_physician[:324],
-    }
-    study = _bump_study(cursor, a.study_uid, fill, size, now)
-    if study is not None:
-        return study
-    new = {
-        "study_uid": a.study_uid,
-        "patient": patient_pk,
-        "institution": institution.pk,
-        **fill,
-        "study_id": a.study_id[:16],
-        "modalities": a.modality[:16],
-        "num_series": 0,
-        "num_instances": 1,
-        "size_bytes": size,
-        "received_at": now,
-        "updated_at": now,
-    }
-    inserted = _insert_new(cursor, Study, new, unique="study_uid", returning="id")
-    if inserted is None:  # another store created it meanwhile
-        study = _bump_study(cursor, a.study_uid, fill, size, now)
-        if study is None:
-            raise IngestError(
-                "storage-failed", gettext_noop("the index could not be updated (%(error)s)"), error="race"
-            )
-        return study
-    return Study(
-        pk=int(inserted[0]),
-        study_uid=a.study_uid,
-        patient_id=patient_pk,
-        institution_id=institution.pk,
-        modalities=new["modalities"],
-        num_instances=1,
-        size_bytes=size,
-        **{k: v for k, v in fill.items()},
-        study_id=new["study_id"],
-    )
-
-
-def _bump_study(cursor: Any, study_uid: str, fill: dict[str, Any], size: int, now: Any) -> Study | None:
-    table = _table(Study)
-    sets = [
-        "num_instances = num_instances + 1",
-        "size_bytes = size_bytes + %s",
-        "updated_at = %s",
-        "study_date = COALESCE(study_date, %s)",
-        "study_time = COALESCE(study_time, %s)",
-        *(f"{f} = CASE WHEN {f} = '' THEN %s ELSE {f} END" for f in _STUDY_FILL[2:]),
-    ]
-    _, prepared = _values(Study, {"size_bytes": size, "updated_at": now, **fill})
-    cursor.execute(
-        f"UPDATE {table} SET {', '.join(sets)} WHERE study_uid = %s RETURNING id, institution_id, patient_id,"  # noqa: S608
-        " modalities, num_series, num_instances, size_bytes",
-        [*prepared, study_uid],
-    )
-    row = cursor.fetchone()
-    if row is None:
-        return None
-    pk, institution_id, patient_id, modalities, num_series, num_instances, size_bytes = row
-    return Study(
-        pk=pk,
-        study_uid=study_uid,
-        institution_id=institution_id,
-        patient_id=patient_id,
-        modalities=modalities,
-        num_series=num_series,
-        num_instances=num_instances,
-        size_bytes=size_bytes,
-    )
-
-
-def _series(cursor: Any, a: Attributes, study: Study) -> tuple[Series, bool]:
-    """The series row, locked until commit and counted one instance more; created when new."""
-    bump = f"UPDATE {_table(Series)} SET num_instances = num_instances + 1 WHERE series_uid = %s RETURNING id, study_id"  # noqa: S608
-    cursor.execute(bump, [a.series_uid])
-    row = cursor.fetchone()
-    created = False
-    if row is None:
-        new = {
-            "series_uid": a.series_uid,
-            "study": study.pk,
-            "modality": a.modality[:16],
-            "series_number": a.series_number,
-            "description": a.series_description[:64],
-            "body_part": a.body_part[:16],
-            "num_instances": 1,
-        }
-        row = _insert_new(cursor, Series, new, unique="series_uid", returning="id, study_id")
-        created = row is not None
-        if row is None:  # another store created it meanwhile
-            cursor.execute(bump, [a.series_uid])
-            row = cursor.fetchone()
-    return Series(pk=row[0], series_uid=a.series_uid, study_id=row[1], modality=a.modality[:16]), created
-
-
-def _study_follows_series(cursor: Any, study: Study, a: Attributes, series_created: bool) -> None:
-    """A new series counts in the study; a new modality joins the study's list (while it fits)."""
-    changes: dict[str, Any] = {}
-    if series_created:
-        changes["num_series"] = study.num_series + 1
-    modalities = study.modality_list
-    if a.modality and a.modality not in modalities and len(study.modalities) + len(a.modality) + 1 <= 64:
-        changes["modalities"] = "\\".join([*modalities, a.modality])
-    if not changes:
-        return
-    columns, params = _values(Study, changes)
-    sets = ", ".join(f"{c} = %s" for c in columns.split(", "))
-    cursor.execute(f"UPDATE {_table(Study)} SET {sets} WHERE id = %s", [*params, study.pk])  # noqa: S608
-    for field, value in changes.items():
-        setattr(study, field, value)
 
 
 # --- audit and follow-up --------------------------------------------------------------
@@ -1096,6 +630,4 @@ def _enqueue_render(instance_id: int) -> None:
 
 
 def _enqueue_renders(instance_ids: list[int]) -> None:
-    from imaging import tasks
-
     tasks.schedule_renders(instance_ids)

@@ -48,7 +48,7 @@ from django.db import DatabaseError, close_old_connections, connection
 
 from alliance import audit
 from alliance.models import AuditEvent, Institution
-from imaging import storage
+from imaging import ingest, storage
 
 log = logging.getLogger("imaging.spool")
 
@@ -249,13 +249,11 @@ def _runs(batch: list[_Entry]) -> list[list[_Entry]]:
 def _index_run(run: list[_Entry]) -> None:
     """A run of one series in one commit when ingest can (index_spooled_series), else each
     entry on its own."""
-    from imaging.ingest import index_spooled_series
-
     if run[0].parsed is not None:  # not recovered (_runs keeps those on their own)
         sender = run[0].sender
         try:
             close_old_connections()
-            done = index_spooled_series(
+            done = ingest.index_spooled_series(
                 [(entry.path, entry.parsed, entry.known_key) for entry in run],
                 institution=_institution(sender.institution_id),
                 actor=sender.actor,
@@ -294,13 +292,11 @@ def _index_until_done(entry: _Entry) -> None:
     """Index one spooled file. A refusal, or an error that trying again cannot mend, moves it
     aside (DATA_DIR/refused); the database or the disk failing is waited out, trying again
     every _RETRY_SECONDS: the file is durable and was answered."""
-    from imaging.ingest import IngestError, index_spooled
-
     while True:
         try:
             close_old_connections()
             institution = Institution.objects.get(pk=entry.sender.institution_id)
-            index_spooled(
+            ingest.index_spooled(
                 entry.path,
                 entry.parsed,
                 institution=institution,
@@ -311,7 +307,7 @@ def _index_until_done(entry: _Entry) -> None:
         except Institution.DoesNotExist:
             _set_aside(entry, f"institution {entry.sender.institution_id} no longer exists")
             return
-        except IngestError as exc:
+        except ingest.IngestError as exc:
             if exc.code != "storage-failed":
                 _set_aside(entry, exc, audited=True)  # index_spooled audited the refusal
                 return

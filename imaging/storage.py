@@ -168,6 +168,29 @@ def put_durable_files(pairs: list[tuple[Path, str]]) -> None:
         raise
 
 
+def replace_file(source: Path, key: str) -> None:
+    """Store the file at `source` under `key` in place of whatever is there (a repair of a lost
+    or damaged file); durable on return. On a local store the new file is made durable beside
+    the key, then renamed over it atomically."""
+    storage = dicom_storage()
+    if not isinstance(storage, FileSystemStorage):
+        start_put(source, key).result()  # object storage replaces
+        return
+    dest = Path(storage.path(key))
+    new_dirs = _make_dirs(dest.parent, storage.directory_permissions_mode)
+    staging = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
+    try:
+        _copy(source, staging)
+        if storage.file_permissions_mode is not None:
+            os.chmod(staging, storage.file_permissions_mode)
+        fdatasync(staging)
+        os.replace(staging, dest)
+    finally:
+        staging.unlink(missing_ok=True)
+    for folder in [dest.parent, *new_dirs]:
+        fsync_dir(folder)
+
+
 def delete_key(key: str) -> None:
     storage = dicom_storage()
     if isinstance(storage, FileSystemStorage):

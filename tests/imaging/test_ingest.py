@@ -20,7 +20,7 @@ from pydicom import uid as pydicom_uid
 from pydicom.dataset import Dataset
 
 from alliance.models import AuditEvent
-from imaging import ingest, storage
+from imaging import index, ingest, storage
 from imaging.ingest import IngestError, ingest_bytes, ingest_path
 from imaging.models import Instance, Patient, Series, Study
 from tests.imaging.dicomgen import make_ct_series, new_uid, part10_bytes, part10_claiming
@@ -81,6 +81,29 @@ def test_same_instance_twice_is_stored_once(clinic, actor, dicom_dir):
     study = Study.objects.get()
     assert (study.num_instances, study.size_bytes) == (1, len(data))
     assert AuditEvent.objects.filter(action="instance.store", detail__duplicate=True).count() == 1
+
+
+def test_the_same_data_set_under_another_file_meta_is_an_identical_duplicate(clinic, actor, dicom_dir):
+    """DIMSE and STOW senders write their own File Meta Information around one instance."""
+    ds = make_ct_series(1, 32, 32)[0]
+    over_dimse = part10_bytes(ds)
+    ds.file_meta.ImplementationVersionName = "OTHER_SENDER"
+    ds.file_meta.SourceApplicationEntityTitle = "STOW_CLIENT"
+    over_stow = part10_bytes(ds)
+    assert over_dimse != over_stow
+    first = _ingest(over_dimse, clinic, actor)
+
+    again = _ingest(over_stow, clinic, actor)
+
+    assert (again.created, again.identical) == (False, True)
+    assert storage.local_path(again.instance).read_bytes() == over_dimse  # the first copy is kept
+    event = AuditEvent.objects.get(action="instance.store", detail__duplicate=True)
+    assert event.detail["identical"] is True
+    assert (event.detail["sha256"], event.detail["kept_sha256"]) == (
+        hashlib.sha256(over_stow).hexdigest(),
+        first.instance.sha256,
+    )
+    assert len(stored_files(dicom_dir)) == 1
 
 
 def test_same_uid_with_other_bytes_keeps_the_first_copy_and_says_so(clinic, actor):
@@ -370,7 +393,7 @@ def test_failure_after_the_file_is_placed_removes_the_file_and_every_row(clinic,
     def fail(*args: object, **kwargs: object) -> None:
         raise RuntimeError("audit database went away")
 
-    monkeypatch.setattr(ingest, "_execute_all", fail)  # after patient, study and series rows are written
+    monkeypatch.setattr(index, "_execute_all", fail)  # after patient, study and series rows are written
 
     with pytest.raises(RuntimeError):
         _ingest(part10_bytes(_ct()), clinic, actor)
@@ -446,8 +469,8 @@ def test_later_instances_of_a_series_count_in_through_the_remembered_parents(cli
     slices = make_ct_series(5, 16, 16)
     sent = [part10_bytes(ds) for ds in slices]
     first_time = []
-    real_parents = ingest._parents
-    monkeypatch.setattr(ingest, "_parents", lambda *a, **k: first_time.append(1) or real_parents(*a, **k))
+    real_parents = index._parents
+    monkeypatch.setattr(index, "_parents", lambda *a, **k: first_time.append(1) or real_parents(*a, **k))
 
     results = [_ingest(data, clinic, actor) for data in sent]
 
@@ -600,7 +623,7 @@ def test_a_failed_one_round_trip_removes_the_file_and_counts_nothing(clinic, act
     def fail(*args: object, **kwargs: object) -> None:
         raise OperationalError("the server closed the connection")
 
-    monkeypatch.setattr(ingest, "_execute_all", fail)
+    monkeypatch.setattr(index, "_execute_all", fail)
 
     with pytest.raises(IngestError) as caught:
         _ingest(second, clinic, actor)

@@ -19,7 +19,7 @@ from pydicom import dcmread
 
 from alliance import audit
 from alliance.models import AuditEvent
-from imaging import ingest, spool, storage
+from imaging import index, ingest, spool, storage
 from imaging.ingest import Spooling, ingest_bytes, receive_path
 from imaging.models import Instance, Series, Study
 from tests.imaging.dicomgen import make_ct_series, part10_bytes
@@ -248,8 +248,8 @@ def test_an_entry_whose_institution_has_gone_is_set_aside(clinic, tmp_path, owne
     sent = _known_series(clinic, 2)
     gone = spool.Sender(10**6, _sender(clinic).actor, "dimse", "x")
     association = owner.association(gone)
-    monkeypatch.setattr(ingest, "_known_key", lambda a, institution: ("same",))  # spooled as if known
-    monkeypatch.setattr(ingest._known, "get", lambda key: (1, 1, 1))
+    monkeypatch.setattr(index, "known_key", lambda a, institution: ("same",))  # spooled as if known
+    monkeypatch.setattr(index.known_parents, "get", lambda key: (1, 1, 1))
     receive_path(
         _received(tmp_path, sent[1], "rx.dcm"),
         institution=clinic,

@@ -23,7 +23,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from imaging import ingest, reconcile, render, storage
+from imaging import index, reconcile, render, storage
 from imaging.ingest import IngestError, ingest_bytes
 from tests.imaging.dicomgen import make_ct_series, part10_bytes
 from tests.imaging.stored import index_counts
@@ -188,7 +188,7 @@ def test_failure_after_upload_deletes_the_object(s3, clinic, actor, monkeypatch)
     def fail(*args: object, **kwargs: object) -> None:
         raise RuntimeError("index write failed")
 
-    monkeypatch.setattr(ingest, "_execute_all", fail)
+    monkeypatch.setattr(index, "_execute_all", fail)
 
     with pytest.raises(RuntimeError):
         _ingest(part10_bytes(make_ct_series(1, 32, 32)[0]), clinic, actor)

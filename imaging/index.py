@@ -1,0 +1,509 @@
+"""The index's SQL on the C-STORE hot path: one call per write path.
+
+- `write_known`: a further instance of a series this process has stored before, in one
+  round trip that is also the commit (autocommit PostgreSQL).
+- `write_series`: several spooled instances of one such series, in one round trip.
+- `write_careful`: the careful path's rows, inside the caller's transaction, after
+  `lock_and_find` has serialised stores of the SOP Instance UID.
+
+Plain SQL through Django's connection, a handful of statements per instance: on the
+C-STORE path the ORM's query building cost more than the database itself. PostgreSQL and
+SQLite both speak INSERT/UPDATE ... RETURNING and ON CONFLICT, so there is one path for
+both. The common case (a further instance of a known series) is: lock and look up the SOP
+Instance UID, read the patient, bump the study and the series, insert the instance with
+its audit event; PostgreSQL gets the first two and the last two in one round trip each.
+The audit events' INSERT comes from alliance.audit (its one writer). Table and column
+names in the SQL come from the models' metadata, never from input; every value is a bound
+parameter (hence the S608 exemptions below, the only ones of the store).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import threading
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+from django.db import connection, models, transaction
+from django.utils import timezone
+from django.utils.translation import gettext_noop
+
+from alliance import audit
+from alliance.models import AuditEvent, Institution
+from imaging.dicom.datasets import Attributes
+from imaging.models import Instance, Patient, Series, Study
+from imaging.received import IngestError, IngestResult, Received
+
+_LOCK_NAMESPACE = 3_000_003  # pg_advisory_xact_lock(namespace, hashtext(SOP Instance UID))
+
+
+def write_known(
+    received: Received,
+    key: str,
+    known: tuple[int, int, int],
+    institution: Institution,
+    *,
+    actor: audit.Actor,
+    via: str,
+    source: str,
+    durable: Callable[[], None],
+) -> IngestResult:
+    """The counters, the audit event and the instance row as one simple query, which
+    PostgreSQL runs as one implicit transaction: committed on return. `durable()` is called
+    just before it is sent (the file must be durable first); an IntegrityError means a
+    duplicate SOP Instance UID or a parent deleted since, and nothing was written."""
+    a = received.attributes
+    study, series = _remembered_parents(known, a, institution)
+    received.digest()
+    statements = _bumps(study.pk, series.pk, received.size, timezone.now())
+    instance, rows = _instance_rows(received, key, study, series, actor=actor, via=via, source=source)
+    durable()
+    with connection.cursor() as cursor:
+        instance.pk = int(_execute_all(cursor, statements + rows)[0])
+    series.study = study
+    return IngestResult(instance=instance, created=True, study=study, series=series)
+
+
+def write_series(
+    received: Sequence[Received],
+    keys: Sequence[str],
+    known: tuple[int, int, int],
+    institution: Institution,
+    *,
+    actor: audit.Actor,
+    via: str,
+    source: str,
+) -> list[IngestResult]:
+    """write_known for several instances of one series (their files durable), in one round trip
+    that is also the commit: the counters bumped once, every audit event and instance row."""
+    study, series = _remembered_parents(known, received[0].attributes, institution)
+    statements = _bumps(study.pk, series.pk, sum(r.size for r in received), timezone.now(), count=len(received))
+    instances = []
+    events = []
+    for r, key in zip(received, keys, strict=True):
+        instance, event = _instance_and_event(r, key, study, series, actor=actor, via=via, source=source)
+        instances.append(instance)
+        events.append(event)
+    statements.append(audit.insert_prepared(events))
+    instance_sql, instance_params = _insert_many_sql(instances)
+    statements.append((f"{instance_sql} RETURNING id, sop_uid", instance_params))
+    with connection.cursor() as cursor:
+        cursor.execute("; ".join(sql for sql, _ in statements), [p for _, params in statements for p in params])
+        ids = dict((sop_uid, pk) for pk, sop_uid in cursor.fetchall())
+    series.study = study
+    for instance in instances:
+        instance.pk = ids[instance.sop_uid]
+    return [IngestResult(instance=instance, created=True, study=study, series=series) for instance in instances]
+
+
+def committed_rows(sop_uids: Sequence[str]) -> dict[str, tuple[int, str]]:
+    """The instance rows of these SOP Instance UIDs: uid -> (primary key, storage key)."""
+    rows = Instance.objects.filter(sop_uid__in=sop_uids).values_list("sop_uid", "pk", "storage_key")
+    return {uid: (pk, key) for uid, pk, key in rows}
+
+
+def lock_and_find(sop_uid: str) -> int | None:
+    """Serialise stores of one SOP Instance UID until commit, then the primary key of the
+    instance already stored under it, if any. (SQLite's IMMEDIATE transactions already
+    serialise all writers; on PostgreSQL the lock and the look-up are one round trip.)"""
+    find = f"SELECT id FROM {_table(Instance)} WHERE sop_uid = %s"  # noqa: S608
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"SELECT pg_advisory_xact_lock(%s, hashtext(%s)); {find}", [_LOCK_NAMESPACE, sop_uid, sop_uid]
+            )
+        else:
+            cursor.execute(find, [sop_uid])
+        row = cursor.fetchone()
+    return None if row is None else int(row[0])
+
+
+def write_careful(
+    received: Received,
+    key: str,
+    institution: Institution,
+    *,
+    actor: audit.Actor,
+    via: str,
+    source: str,
+    known_key: tuple[Any, ...],
+    known: tuple[int, int, int] | None,
+) -> IngestResult:
+    """The careful path's rows, inside the caller's transaction (holding the UID's lock): the
+    parents read (created when new) and checked, or those remembered under `known_key`
+    (`known`) counted in; then the audit event and the instance row."""
+    a = received.attributes
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        if known is None:
+            study, series = _parents(cursor, a, institution, received.size, now)
+            remembered = (study.patient_id, study.pk, series.pk)
+            transaction.on_commit(partial(known_parents.put, known_key, remembered))
+            statements = []
+        else:
+            study, series = _remembered_parents(known, a, institution)
+            statements = _bumps(study.pk, series.pk, received.size, now)
+        instance, rows = _instance_rows(received, key, study, series, actor=actor, via=via, source=source)
+        instance.pk = int(_execute_all(cursor, statements + rows)[0])
+    series.study = study
+    return IngestResult(instance=instance, created=True, study=study, series=series)
+
+
+def _remembered_parents(known: tuple[int, int, int], a: Attributes, institution: Institution) -> tuple[Study, Series]:
+    """The study and series of a `known` entry, as unsaved stand-ins holding their keys."""
+    patient_pk, study_pk, series_pk = known
+    study = Study(pk=study_pk, study_uid=a.study_uid, institution_id=institution.pk, patient_id=patient_pk)
+    series = Series(pk=series_pk, series_uid=a.series_uid, study_id=study_pk, modality=a.modality[:16])
+    return study, series
+
+
+def _instance_rows(
+    received: Received, key: str, study: Study, series: Series, *, actor: audit.Actor, via: str, source: str
+) -> tuple[Instance, list[tuple[str, list[Any]]]]:
+    """The instance (without its primary key) and the statements inserting its audit event
+    and its row, the last one returning the row's id."""
+    instance, event = _instance_and_event(received, key, study, series, actor=actor, via=via, source=source)
+    instance_sql, instance_params = _insert_sql(instance)
+    return instance, [audit.insert_prepared([event]), (f"{instance_sql} RETURNING id", instance_params)]
+
+
+def _instance_and_event(
+    received: Received, key: str, study: Study, series: Series, *, actor: audit.Actor, via: str, source: str
+) -> tuple[Instance, AuditEvent]:
+    """The unsaved instance row and its "instance.store" audit event."""
+    a = received.attributes
+    instance = Instance(
+        sop_uid=a.sop_uid,
+        series=series,
+        sop_class_uid=a.sop_class_uid,
+        transfer_syntax_uid=received.parsed.transfer_syntax_uid,
+        instance_number=a.instance_number,
+        rows=a.rows,
+        columns=a.columns,
+        number_of_frames=a.number_of_frames,
+        storage_key=key,
+        size_bytes=received.size,
+        sha256=received.sha256,
+    )
+    event = audit.build(
+        actor=actor,
+        action="instance.store",
+        object_type="instance",
+        object_id=a.sop_uid,
+        patient=str(study.patient_id),
+        source=source,
+        detail={
+            "via": via,
+            "study_uid": a.study_uid,
+            "series_uid": a.series_uid,
+            "size": received.size,
+            "sha256": received.sha256,
+        },
+    )
+    return instance, event
+
+
+def _parents(cursor: Any, a: Attributes, institution: Institution, size: int, now: Any) -> tuple[Study, Series]:
+    """Patient, study and series read (created when new), checked against each other and
+    counted one instance more."""
+    patient_pk = _patient(cursor, a, institution)
+    study = _study(cursor, a, institution, patient_pk, size, now)
+    if study.institution_id != institution.pk:
+        raise IngestError(
+            "uid-conflict",
+            gettext_noop("Study Instance UID %(uid)s is already in use by another institution"),
+            uid=a.study_uid,
+        )
+    if study.patient_id != patient_pk:
+        raise IngestError(
+            "uid-conflict",
+            gettext_noop("Study Instance UID %(uid)s belongs to another patient than Patient ID %(patient_id)s"),
+            uid=a.study_uid,
+            patient_id=a.patient_id,
+        )
+    series, series_created = _series(cursor, a, study)
+    if series.study_id != study.pk:
+        raise IngestError(
+            "uid-conflict",
+            gettext_noop("Series Instance UID %(series_uid)s already belongs to another study than %(study_uid)s"),
+            series_uid=a.series_uid,
+            study_uid=a.study_uid,
+        )
+    _study_follows_series(cursor, study, a, series_created)
+    return study, series
+
+
+# Parents already checked and brought up to date by an earlier store of this process, for
+# files that name the same institution, patient (as written), study and series fields: the
+# next instance of a series then only counts itself in (_bumps). Entries are remembered on
+# commit; a study deleted since is caught by the instance's foreign key at commit, and the
+# store is retried without them (ingest forgets the entry).
+
+
+_KNOWN_RAW = (
+    "SpecificCharacterSet",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "StudyDescription",
+    "ReferringPhysicianName",
+)
+
+
+def known_key(a: Attributes, institution: Institution) -> tuple[Any, ...]:
+    """The parents' identity and every value they take from a file. The values only written
+    to the parents are compared as encoded (with the character set), without decoding."""
+    return (
+        institution.pk,
+        a.patient_id,
+        a.study_uid,
+        a.series_uid,
+        a.modality,
+        *(a.encoded(keyword) for keyword in _KNOWN_RAW),
+    )
+
+
+class KnownParents:
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self.lock = threading.Lock()
+        self.rows: dict[tuple[Any, ...], tuple[int, int, int]] = {}
+
+    def get(self, key: tuple[Any, ...]) -> tuple[int, int, int] | None:
+        with self.lock:
+            return self.rows.get(key)
+
+    def put(self, key: tuple[Any, ...], value: tuple[int, int, int]) -> None:
+        with self.lock:
+            if len(self.rows) >= self.size:
+                self.rows.clear()
+            self.rows[key] = value
+
+    def forget(self, key: tuple[Any, ...]) -> None:
+        with self.lock:
+            self.rows.pop(key, None)
+
+
+known_parents = KnownParents()
+
+
+def _bumps(study_pk: int, series_pk: int, size: int, now: Any, *, count: int = 1) -> list[tuple[str, list[Any]]]:
+    _, (prepared_now,) = _values(Study, {"updated_at": now})
+    return [
+        (
+            f"UPDATE {_table(Study)} SET num_instances = num_instances + %s, size_bytes = size_bytes + %s,"  # noqa: S608
+            " updated_at = %s WHERE id = %s",
+            [count, size, prepared_now, study_pk],
+        ),
+        (f"UPDATE {_table(Series)} SET num_instances = num_instances + %s WHERE id = %s", [count, series_pk]),  # noqa: S608
+    ]
+
+
+def _execute_all(cursor: Any, statements: list[tuple[str, list[Any]]]) -> Any:
+    """Run the statements in order; the first row of the last one's result. On PostgreSQL
+    they go in one round trip (psycopg2 sends them as one simple query)."""
+    if connection.vendor == "postgresql":
+        cursor.execute("; ".join(sql for sql, _ in statements), [p for _, params in statements for p in params])
+    else:
+        for sql, params in statements:
+            cursor.execute(sql, params)
+    return cursor.fetchone()
+
+
+def _table(model: type[models.Model]) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _values(model: type[models.Model], values: dict[str, Any]) -> tuple[str, list[Any]]:
+    """Quoted column names and the values prepared for this database, as the ORM would."""
+    fields = [model._meta.get_field(name) for name in values]
+    concrete = [f for f in fields if isinstance(f, models.Field)]
+    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in concrete)
+    prepared = [f.get_db_prep_save(values[f.name], connection) for f in concrete]
+    return columns, prepared
+
+
+def _insert_new(cursor: Any, model: type[models.Model], values: dict[str, Any], *, unique: str, returning: str) -> Any:
+    """Insert the row unless one with the same `unique` columns exists (a parallel store made
+    it): the `returning` columns of the new row, or None."""
+    columns, params = _values(model, values)
+    marks = ", ".join(["%s"] * len(params))
+    cursor.execute(
+        f"INSERT INTO {_table(model)} ({columns}) VALUES ({marks})"  # noqa: S608
+        f" ON CONFLICT ({unique}) DO NOTHING RETURNING {returning}",
+        params,
+    )
+    return cursor.fetchone()
+
+
+def _insert_sql(obj: models.Model) -> tuple[str, list[Any]]:
+    """INSERT of every concrete field but the primary key, with auto_now(_add) applied."""
+    sql, fields = _insert_statement(type(obj), connection.vendor)
+    return sql, [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
+
+
+def _insert_many_sql(objs: Sequence[models.Model]) -> tuple[str, list[Any]]:
+    """One INSERT of several rows of one model (as _insert_sql, one VALUES group per row)."""
+    sql, fields = _insert_statement(type(objs[0]), connection.vendor)
+    head, _, group = sql.rpartition(" VALUES ")
+    params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for obj in objs for f in fields]
+    return f"{head} VALUES {', '.join([group] * len(objs))}", params
+
+
+@functools.cache
+def _insert_statement(model: type[models.Model], vendor: str) -> tuple[str, list[models.Field[Any, Any]]]:
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
+    marks = ", ".join(["%s"] * len(fields))
+    return f"INSERT INTO {_table(model)} ({columns}) VALUES ({marks})", fields  # noqa: S608
+
+
+def _patient(cursor: Any, a: Attributes, institution: Institution) -> int:
+    """The patient's primary key (issuer = our institution), created or its blanks and
+    changed demographics brought up to date from this file."""
+    select = f"SELECT id, name, birth_date, sex FROM {_table(Patient)} WHERE issuer_id = %s AND patient_id = %s"  # noqa: S608
+    cursor.execute(select, [institution.pk, a.patient_id])
+    row = cursor.fetchone()
+    seen = {"name": a.patient_name[:324], "birth_date": a.patient_birth_date, "sex": a.patient_sex[:16]}
+    if row is None:
+        new = {"issuer": institution.pk, "patient_id": a.patient_id, **seen, "created_at": timezone.now()}
+        inserted = _insert_new(cursor, Patient, new, unique="issuer_id, patient_id", returning="id")
+        if inserted is not None:
+            return int(inserted[0])
+        # another store created the patient meanwhile: read it as usual
+        cursor.execute(select, [institution.pk, a.patient_id])
+        row = cursor.fetchone()
+    pk, name, birth_date, sex = row
+    stored = {"name": name, "birth_date": str(birth_date) if birth_date else None, "sex": sex}
+    changed = {k: v for k, v in seen.items() if v and stored[k] != (v.isoformat() if isinstance(v, dt.date) else v)}
+    if changed:
+        Patient.objects.filter(pk=pk).update(**changed)
+    return int(pk)
+
+
+_STUDY_FILL = ("study_date", "study_time", "accession_number", "description", "referring_physician")
+
+
+def _study(cursor: Any, a: Attributes, institution: Institution, patient_pk: int, size: int, now: Any) -> Study:
+    """The study row, locked until commit: counted one instance more, its blank fields filled
+    from this file; created (with this instance counted) when it is new."""
+    fill = {
+        "study_date": a.study_date,
+        "study_time": a.study_time,
+        "accession_number": a.accession_number[:16],
+        "description": a.study_description[:64],
+        "referring_physician": a.referring_physician[:324],
+    }
+    study = _bump_study(cursor, a.study_uid, fill, size, now)
+    if study is not None:
+        return study
+    new = {
+        "study_uid": a.study_uid,
+        "patient": patient_pk,
+        "institution": institution.pk,
+        **fill,
+        "study_id": a.study_id[:16],
+        "modalities": a.modality[:16],
+        "num_series": 0,
+        "num_instances": 1,
+        "size_bytes": size,
+        "received_at": now,
+        "updated_at": now,
+    }
+    inserted = _insert_new(cursor, Study, new, unique="study_uid", returning="id")
+    if inserted is None:  # another store created it meanwhile
+        study = _bump_study(cursor, a.study_uid, fill, size, now)
+        if study is None:
+            raise IngestError(
+                "storage-failed", gettext_noop("the index could not be updated (%(error)s)"), error="race"
+            )
+        return study
+    return Study(
+        pk=int(inserted[0]),
+        study_uid=a.study_uid,
+        patient_id=patient_pk,
+        institution_id=institution.pk,
+        modalities=new["modalities"],
+        num_instances=1,
+        size_bytes=size,
+        **{k: v for k, v in fill.items()},
+        study_id=new["study_id"],
+    )
+
+
+def _bump_study(cursor: Any, study_uid: str, fill: dict[str, Any], size: int, now: Any) -> Study | None:
+    table = _table(Study)
+    sets = [
+        "num_instances = num_instances + 1",
+        "size_bytes = size_bytes + %s",
+        "updated_at = %s",
+        "study_date = COALESCE(study_date, %s)",
+        "study_time = COALESCE(study_time, %s)",
+        *(f"{f} = CASE WHEN {f} = '' THEN %s ELSE {f} END" for f in _STUDY_FILL[2:]),
+    ]
+    _, prepared = _values(Study, {"size_bytes": size, "updated_at": now, **fill})
+    cursor.execute(
+        f"UPDATE {table} SET {', '.join(sets)} WHERE study_uid = %s RETURNING id, institution_id, patient_id,"  # noqa: S608
+        " modalities, num_series, num_instances, size_bytes",
+        [*prepared, study_uid],
+    )
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    pk, institution_id, patient_id, modalities, num_series, num_instances, size_bytes = row
+    return Study(
+        pk=pk,
+        study_uid=study_uid,
+        institution_id=institution_id,
+        patient_id=patient_id,
+        modalities=modalities,
+        num_series=num_series,
+        num_instances=num_instances,
+        size_bytes=size_bytes,
+    )
+
+
+def _series(cursor: Any, a: Attributes, study: Study) -> tuple[Series, bool]:
+    """The series row, locked until commit and counted one instance more; created when new."""
+    bump = f"UPDATE {_table(Series)} SET num_instances = num_instances + 1 WHERE series_uid = %s RETURNING id, study_id"  # noqa: S608
+    cursor.execute(bump, [a.series_uid])
+    row = cursor.fetchone()
+    created = False
+    if row is None:
+        new = {
+            "series_uid": a.series_uid,
+            "study": study.pk,
+            "modality": a.modality[:16],
+            "series_number": a.series_number,
+            "description": a.series_description[:64],
+            "body_part": a.body_part[:16],
+            "num_instances": 1,
+        }
+        row = _insert_new(cursor, Series, new, unique="series_uid", returning="id, study_id")
+        created = row is not None
+        if row is None:  # another store created it meanwhile
+            cursor.execute(bump, [a.series_uid])
+            row = cursor.fetchone()
+    return Series(pk=row[0], series_uid=a.series_uid, study_id=row[1], modality=a.modality[:16]), created
+
+
+def _study_follows_series(cursor: Any, study: Study, a: Attributes, series_created: bool) -> None:
+    """A new series counts in the study; a new modality joins the study's list (while it fits)."""
+    changes: dict[str, Any] = {}
+    if series_created:
+        changes["num_series"] = study.num_series + 1
+    modalities = study.modality_list
+    if a.modality and a.modality not in modalities and len(study.modalities) + len(a.modality) + 1 <= 64:
+        changes["modalities"] = "\\".join([*modalities, a.modality])
+    if not changes:
+        return
+    columns, params = _values(Study, changes)
+    sets = ", ".join(f"{c} = %s" for c in columns.split(", "))
+    cursor.execute(f"UPDATE {_table(Study)} SET {sets} WHERE id = %s", [*params, study.pk])  # noqa: S608
+    for field, value in changes.items():
+        setattr(study, field, value)
