@@ -19,8 +19,13 @@ from imaging.models import Instance
 
 
 def _walk(folder: str = "") -> Iterator[tuple[str, list[str]]]:
-    """(folder, file names) for every folder of the DICOM storage, through the Storage API."""
-    folders, files = storage.dicom_storage().listdir(folder)
+    """(folder, file names) for every folder of the DICOM storage, through the Storage API.
+    A local store's folder is made by the first store into it, so a folder that does not
+    exist (yet, or any more) holds nothing."""
+    try:
+        folders, files = storage.dicom_storage().listdir(folder)
+    except FileNotFoundError:
+        return
     yield folder, files
     for name in sorted(folders):
         yield from _walk(f"{folder}/{name}" if folder else name)

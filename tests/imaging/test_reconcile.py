@@ -45,6 +45,12 @@ def test_agreeing_storage_and_index_pass(clinic, actor):
     assert _check() == (0, "0 orphan file(s) found, 0 instance(s) without a file\n")
 
 
+def test_a_store_that_was_never_written_to_is_clean(db, dicom_dir):
+    assert not dicom_dir.exists()
+
+    assert _check() == (0, "0 orphan file(s) found, 0 instance(s) without a file\n")
+
+
 def test_old_orphan_is_reported_and_removed_but_a_fresh_one_is_left_alone(clinic, actor, dicom_dir):
     instance = _stored(clinic, actor)
     old = _orphan(dicom_dir, age_seconds=7200)
