@@ -42,7 +42,6 @@ GC_YOUNG_THRESHOLD = 20_000
 
 
 _WATCH_SECONDS = 0.5
-_RECOVER_SECONDS = 30.0
 _GONE = 1 << 30  # an association count no live process has
 log = logging.getLogger("imaging.dicom_server")
 
@@ -72,15 +71,15 @@ class _Children:
                 os._exit(0)
         self.pids[pid] = (slot, time.monotonic())
 
-    def reap(self) -> tuple[int, str, float] | None:
-        """(slot, how it ended, seconds it lived) of a process that has ended, if any."""
+    def reap(self) -> tuple[int, int, str, float] | None:
+        """(pid, slot, how it ended, seconds it lived) of a process that has ended, if any."""
         while self.pids:
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0:
                 return None
             if pid in self.pids:
                 slot, started = self.pids.pop(pid)
-                return slot, _how_it_ended(status), time.monotonic() - started
+                return pid, slot, _how_it_ended(status), time.monotonic() - started
         return None
 
     def stop(self) -> None:
@@ -148,21 +147,21 @@ class Command(BaseCommand):
     def _supervise(self, children: _Children, load: AcceptLoad) -> None:
         """With several processes this one only watches them (forking from a process that
         serves would copy its threads' locks mid-use): a process that dies is replaced once
-        what it answered and did not index is indexed (spool.recover), so its instances do
-        not stay invisible. What processes of a previous run left is picked up meanwhile."""
-        last_recovery = time.monotonic()
+        what it answered and did not index is indexed, so its instances do not stay invisible."""
         while True:
             ended = children.reap()
             if ended is None:
                 time.sleep(_WATCH_SECONDS)
-                if time.monotonic() - last_recovery > _RECOVER_SECONDS:
-                    self._recover_quietly()
-                    last_recovery = time.monotonic()
                 continue
-            slot, status, lived = ended
-            log.error("DICOM server process of slot %d ended (%s) after %.0f s", slot, status, lived)
+            pid, slot, status, lived = ended
+            log.error("DICOM server process %d of slot %d ended (%s) after %.0f s", pid, slot, status, lived)
             load.counts[slot] = _GONE  # no association waits for it meanwhile (AcceptLoad.wait_turn)
-            self._recover_quietly()
+            try:
+                recovered = spool.recover_process(pid)
+            finally:
+                connections.close_all()  # the next fork must not share it
+            if recovered:
+                log.warning("indexed %d instance(s) process %d answered and left in the spool", recovered, pid)
             delay = children.restarts[slot].delay_after(lived)
             if delay is None:
                 raise CommandError(f"the DICOM server process of slot {slot} keeps ending ({status})")
@@ -171,14 +170,6 @@ class Command(BaseCommand):
                 time.sleep(delay)
             children.start(slot, load)
             log.warning("DICOM server process of slot %d started again", slot)
-
-    def _recover_quietly(self) -> None:
-        try:
-            recovered = spool.recover()
-        finally:
-            connections.close_all()  # the next fork must not share it
-        if recovered:
-            log.warning("indexed %d instance(s) a stopped DICOM server process left in the spool", recovered)
 
     def _serve(
         self, host: str, port: int, ae_title: str, *, shared: tuple[socket.socket, AcceptLoad] | None, slot: int
