@@ -105,7 +105,9 @@ def test_a_killed_dicom_server_child_is_replaced_and_what_it_answered_is_indexed
 @pytest.mark.integration
 @pytest.mark.usefixtures("dimse_world")
 @needs_dcmtk
-def test_the_children_of_a_killed_dicom_server_end_and_the_next_start_binds_the_port(tmp_path: Path) -> None:
+def test_the_children_of_a_killed_dicom_server_end_and_the_next_start_binds_the_port_and_clears_stale_tmp(
+    tmp_path: Path,
+) -> None:
     study_uid, files = _series(tmp_path / "send", 20, patient_id="PK-2")
     stack, port = Stack(tmp_path), free_port()
     try:
@@ -118,7 +120,12 @@ def test_the_children_of_a_killed_dicom_server_end_and_the_next_start_binds_the_
         parent.wait(timeout=30)
 
         assert wait_for(lambda: not any(alive(pid) for pid in kids), timeout=60)
+        partial, receiving = tmp_path / "tmp" / "in-left-by-the-kill.dcm", tmp_path / "tmp" / "in-arriving.dcm"
+        partial.write_bytes(b"half an instance")
+        os.utime(partial, (time.time() - 7200, time.time() - 7200))
+        receiving.write_bytes(b"another process is writing this")
         restarted = stack.dicom_server(port, processes=2, name="dicom-again")
+        assert not partial.exists() and receiving.exists()
         assert wait_for(lambda: len(children_of(restarted.pid)) == 2), stack.log("dicom-again")
         assert storescu(port, files[10:], tmp_path / "storescu-2.log").wait(timeout=120) == 0
         _assert_all_back_and_clean(port, study_uid, files, tmp_path / "get")
