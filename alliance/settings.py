@@ -231,17 +231,35 @@ if not CELERY_BROKER_URL:
         "control_folder": str(DATA_DIR / "celery-control"),  # kombu's default is ./control
         "store_processed": False,
     }
+else:
+    # Redis (and SQS) hand a message taken by a worker that died without acknowledging it
+    # (kill -9, out of memory) to another worker only after this many seconds (kombu's
+    # default is an hour): a render batch takes seconds. It applies to every task on the
+    # broker, so it must stay above the longest task and the longest retry countdown
+    # (imaging.tasks: 300 s). RabbitMQ redelivers at once when the connection drops.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 600, minimum=1)}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
+# Side effects of a commit (render requests, notification e-mail) are sent to the broker
+# after it; what a broker outage or a killed process lost is found by sweeps every
+# RETRY_SWEEP_SECONDS and sent again once RETRY_AFTER_SECONDS old (younger ones may still
+# be on their way).
+RETRY_SWEEP_SECONDS = env_int("RETRY_SWEEP_SECONDS", 60, minimum=1)
+RETRY_AFTER_SECONDS = env_int("RETRY_AFTER_SECONDS", 300, minimum=0)
+# Files in DATA_DIR/tmp untouched this long are partial receives of a process that died.
+TEMP_MAX_AGE_SECONDS = env_int("TEMP_MAX_AGE_SECONDS", 3600, minimum=60)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "consult-deadlines": {
         "task": "consults.tasks.check_deadlines",
         "schedule": float(env_int("CONSULT_DEADLINE_CHECK_SECONDS", 60, minimum=5)),
     },
+    "unsent-emails": {"task": "consults.tasks.send_unsent_emails", "schedule": float(RETRY_SWEEP_SECONDS)},
+    "owed-renders": {"task": "imaging.tasks.requeue_owed_renders", "schedule": float(RETRY_SWEEP_SECONDS)},
+    "stale-temp-files": {"task": "imaging.tasks.remove_stale_temp_files", "schedule": 3600.0},
 }
 
 # --- REST API -------------------------------------------------------------------------

@@ -311,10 +311,17 @@ class Notification(models.Model):
     verb = models.CharField(max_length=32)
     created_at = models.DateTimeField()
     read_at = models.DateTimeField(null=True, blank=True)
+    # The row is its own outbox: the e-mail task sets this once the mail went out (or the
+    # user has no address), and a periodic sweep sends what a broker outage or a lost task
+    # left unsent.
+    emailed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["user", "read_at"])]
+        indexes = [
+            models.Index(fields=["user", "read_at"]),
+            models.Index(fields=["created_at"], condition=models.Q(emailed_at=None), name="consults_notif_unsent"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.user_id} {self.verb} {self.consult_id}"

@@ -130,8 +130,14 @@ def _notify(consult: Consult, users: Iterable[Any], verb: str, at: datetime, act
         Notification(user_id=pk, consult=consult, verb=verb, created_at=at) for pk in targets
     )
     ids = [n.pk for n in rows]
+
+    def queue_emails() -> None:  # named: a robust on_commit logs its callback's __qualname__
+        tasks.send_notification_emails.delay(ids)
+
     if ids:
-        transaction.on_commit(lambda: tasks.send_notification_emails.delay(ids))
+        # robust: with the broker away the action still answers; the rows are the outbox
+        # and tasks.send_unsent_emails mails them once it is back.
+        transaction.on_commit(queue_emails, robust=True)
 
 
 def _candidate_users(consult: Consult) -> list[Any]:

@@ -139,14 +139,26 @@ class Instance(models.Model):
     size_bytes = models.BigIntegerField()
     sha256 = models.CharField(max_length=64)
     received_at = models.DateTimeField(auto_now_add=True)
-    # Thumbnail and preview are rendered after ingest by a Celery task.
+    # Thumbnail and preview are rendered after ingest by a Celery task; an instance with no
+    # frame to show (a report, a bad codec) is marked unrenderable instead. Until one of the
+    # two is set a render is owed, and a periodic sweep asks for it again (a request lost
+    # with the broker or a killed process costs a delay, not the thumbnail).
     rendered = models.BooleanField(default=False)
+    unrenderable = models.BooleanField(default=False)
 
     class Meta:
         verbose_name = _("instance")
         verbose_name_plural = _("instances")
         ordering = ["instance_number", "id"]
-        indexes = [models.Index(fields=["series", "instance_number"])]
+        indexes = [
+            models.Index(fields=["series", "instance_number"]),
+            # Only the owed renders: small, and what the sweep reads oldest first.
+            models.Index(
+                fields=["received_at"],
+                condition=models.Q(rendered=False, unrenderable=False),
+                name="imaging_instance_render_owed",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.sop_uid

@@ -4,12 +4,17 @@ Ingest never commits a row without its file and deletes the file of a transactio
 fails; only a crash of the process between placing a file and committing its row can
 leave a file that nothing indexes. `orphan_keys` finds those (old enough not to belong
 to an ingest still running), `missing_files` finds rows whose file has gone.
+`remove_stale_temp` clears what dead processes left half-received in DATA_DIR/tmp.
 """
 
 from __future__ import annotations
 
+import logging
+import shutil
+import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 from django.utils import timezone
 
@@ -17,10 +22,17 @@ from alliance import audit
 from imaging import storage
 from imaging.models import Instance
 
+log = logging.getLogger(__name__)
+
 
 def _walk(folder: str = "") -> Iterator[tuple[str, list[str]]]:
-    """(folder, file names) for every folder of the DICOM storage, through the Storage API."""
-    folders, files = storage.dicom_storage().listdir(folder)
+    """(folder, file names) for every folder of the DICOM storage, through the Storage API.
+    A local store's folder is made by the first store into it, so a folder that does not
+    exist (yet, or any more) holds nothing."""
+    try:
+        folders, files = storage.dicom_storage().listdir(folder)
+    except FileNotFoundError:
+        return
     yield folder, files
     for name in sorted(folders):
         yield from _walk(f"{folder}/{name}" if folder else name)
@@ -62,3 +74,33 @@ def remove_orphans(*, older_than: timedelta, actor: audit.Actor) -> list[str]:
             detail={"count": len(removed), "keys": removed[:100]},
         )
     return removed
+
+
+def remove_stale_temp(*, older_than: timedelta) -> int:
+    """Delete what in DATA_DIR/tmp nothing has written to for `older_than`: partial receives
+    and staged uploads of a process that died. A receive in progress writes all the time,
+    and a folder counts as written when anything in it was; how many entries were removed."""
+    folder = storage.temp_dir()
+    cutoff = time.time() - older_than.total_seconds()
+    removed = 0
+    for entry in folder.iterdir():
+        try:
+            if _last_written(entry) >= cutoff:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except FileNotFoundError:  # its owner removed it meanwhile
+            continue
+        removed += 1
+    if removed:
+        log.warning("removed %d stale entr(ies) from %s", removed, folder)
+    return removed
+
+
+def _last_written(entry: Path) -> float:
+    stat = entry.lstat()
+    if not entry.is_dir() or entry.is_symlink():
+        return stat.st_mtime
+    return max([stat.st_mtime, *(p.lstat().st_mtime for p in entry.rglob("*"))])

@@ -363,6 +363,16 @@ def recover() -> int:
     return count
 
 
+def recover_process(pid: int) -> int:
+    """recover() for the folder of one process that has ended (dicom_server's parent replacing
+    a child), without probing the locks of live processes' folders."""
+    count = 0
+    for folder in _abandoned_folders(f"*-{pid}"):
+        count += _recover_folder(folder)
+        shutil.rmtree(folder)
+    return count
+
+
 def waiting_entries() -> list[Path]:
     """Answered instances left by processes that have gone, which the next dicom_server start
     will index (for dicom_storage_check)."""
@@ -375,13 +385,13 @@ def refused_files() -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
 
 
-def _abandoned_folders() -> Iterator[Path]:
-    """Spool folders whose lock is free (their process has gone), each held locked while
-    the caller works on it."""
+def _abandoned_folders(pattern: str = "*") -> Iterator[Path]:
+    """Spool folders (named like `pattern`) whose lock is free (their process has gone),
+    each held locked while the caller works on it."""
     base = root()
     if not base.is_dir():
         return
-    for folder in sorted(p for p in base.iterdir() if p.is_dir()):
+    for folder in sorted(p for p in base.glob(pattern) if p.is_dir()):
         try:
             fd = os.open(folder / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError:

@@ -1,4 +1,5 @@
-"""Background work on stored images: thumbnails and previews after ingest."""
+"""Background work on stored images: thumbnails and previews after ingest, and the sweeps
+that keep them and DATA_DIR/tmp in order."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from celery import shared_task
 from django.conf import settings
+from django.utils import timezone
 
-from imaging import render
+from imaging import reconcile, render
 from imaging.models import Instance
 
 log = logging.getLogger(__name__)
@@ -46,13 +49,16 @@ def render_instance(instance_id: int) -> bool:
     Safe to run twice: renders are cached by key and the flag is only ever set to True.
     """
     instance = Instance.objects.filter(pk=instance_id).first()
-    if instance is None:
+    if instance is None or instance.unrenderable:
         return False
+    if instance.rendered:  # asked again by the sweep (requeue_owed_renders) or a redelivery
+        return True
     try:
         render.thumbnail(instance)
         render.preview(instance)
     except render.RenderError as exc:
         log.info("instance %s has no renderable frame: %s", instance.sop_uid, exc)
+        Instance.objects.filter(pk=instance_id).update(unrenderable=True)
         return False
     Instance.objects.filter(pk=instance_id, rendered=False).update(rendered=True)
     return True
@@ -62,6 +68,31 @@ def render_instance(instance_id: int) -> bool:
 def render_instances(instance_ids: list[int]) -> int:
     """render_instance for a batch of newly stored instances; how many are now rendered."""
     return sum(1 for pk in instance_ids if render_instance(pk))
+
+
+SWEEP_BATCH = 2000
+
+
+@shared_task(acks_late=True)
+def requeue_owed_renders(older_than_seconds: float | None = None) -> int:
+    """The beat sweep: queue again the renders still owed RETRY_AFTER_SECONDS after their
+    instance was stored (the request died with the broker or with a killed DICOM server
+    process, or its task failed for good), oldest first; how many were queued."""
+    age = settings.RETRY_AFTER_SECONDS if older_than_seconds is None else older_than_seconds
+    cutoff = timezone.now() - timedelta(seconds=age)
+    owed = Instance.objects.filter(rendered=False, unrenderable=False, received_at__lt=cutoff)
+    ids = list(owed.order_by("received_at").values_list("pk", flat=True)[:SWEEP_BATCH])
+    for start in range(0, len(ids), MAX_BATCH):
+        render_instances.delay(ids[start : start + MAX_BATCH])
+    if ids:
+        log.warning("queued again the rendering of %d instance(s) stored before %s", len(ids), cutoff)
+    return len(ids)
+
+
+@shared_task
+def remove_stale_temp_files() -> int:
+    """The beat job clearing DATA_DIR/tmp of what dead processes left (reconcile.remove_stale_temp)."""
+    return reconcile.remove_stale_temp(older_than=timedelta(seconds=settings.TEMP_MAX_AGE_SECONDS))
 
 
 # --- batching the render requests of ingest ---------------------------------------------

@@ -45,6 +45,12 @@ def test_agreeing_storage_and_index_pass(clinic, actor):
     assert _check() == (0, "0 orphan file(s) found, 0 instance(s) without a file\n")
 
 
+def test_a_store_that_was_never_written_to_is_clean(db, dicom_dir):
+    assert not dicom_dir.exists()
+
+    assert _check() == (0, "0 orphan file(s) found, 0 instance(s) without a file\n")
+
+
 def test_old_orphan_is_reported_and_removed_but_a_fresh_one_is_left_alone(clinic, actor, dicom_dir):
     instance = _stored(clinic, actor)
     old = _orphan(dicom_dir, age_seconds=7200)
@@ -106,3 +112,33 @@ def test_what_the_spool_holds_for_a_person_is_reported(clinic, actor, settings):
     assert "answered but refused when indexed (see the audit log)" in report
     assert report.endswith("1 spooled instance(s) waiting, 1 refused file(s) kept\n")
     assert stopped.exists()  # reported, not touched
+
+
+def _aged(path, age_seconds: int):  # type: ignore[no-untyped-def]
+    then = time.time() - age_seconds
+    os.utime(path, (then, then))
+    return path
+
+
+def test_stale_partial_receives_are_removed_and_files_being_written_are_kept(db):
+    from datetime import timedelta
+
+    from imaging import reconcile
+
+    tmp = storage.temp_dir()
+    (tmp / "in-dead.dcm").write_bytes(b"half a file")
+    _aged(tmp / "in-dead.dcm", 7200)
+    (tmp / "in-live.dcm").write_bytes(b"being received")
+    dead_upload = tmp / "upload-dead"
+    dead_upload.mkdir()
+    (dead_upload / "a.dcm").write_bytes(b"unpacked, never ingested")
+    _aged(dead_upload / "a.dcm", 7200)
+    _aged(dead_upload, 7200)
+    live_stow = tmp / "stow-live"
+    live_stow.mkdir()
+    (live_stow / "part-1").write_bytes(b"a part arriving now")
+    _aged(live_stow, 7200)  # the folder is old, what is in it is not
+
+    assert reconcile.remove_stale_temp(older_than=timedelta(hours=1)) == 2
+
+    assert sorted(p.name for p in tmp.iterdir()) == ["in-live.dcm", "stow-live"]

@@ -12,6 +12,7 @@ from pydicom.sequence import Sequence
 
 from imaging import render, tasks
 from imaging.ingest import ingest_bytes
+from imaging.models import Instance
 from imaging.render import RenderError, render_frame
 from tests.imaging.dicomgen import make_ct_series, part10_bytes
 
@@ -164,14 +165,29 @@ def test_render_task_marks_the_instance_and_is_safe_to_run_twice(clinic, actor):
     assert instance.rendered
 
 
-def test_render_task_leaves_objects_without_pixels_unrendered(clinic, actor):
+def test_render_task_marks_objects_without_pixels_unrenderable(clinic, actor):
     ds = _ct()
     del ds.PixelData
     instance = _stored(clinic, actor, ds)
 
     assert tasks.render_instance.apply(args=[instance.pk]).get() is False
     instance.refresh_from_db()
-    assert not instance.rendered
+    assert (instance.rendered, instance.unrenderable) == (False, True)
+
+
+def test_the_sweep_queues_again_only_renders_still_owed_after_the_retry_age(clinic, actor, settings):
+    owed, done, unrenderable = (_stored(clinic, actor) for _ in range(3))
+    Instance.objects.filter(pk=done.pk).update(rendered=True)
+    # owed: its request was lost (here: on_commit does not run inside the test's transaction)
+    Instance.objects.filter(pk=unrenderable.pk).update(rendered=False, unrenderable=True)
+    settings.RETRY_AFTER_SECONDS = 3600
+
+    assert tasks.requeue_owed_renders.apply().get() == 0  # stored just now: its request may be queued
+
+    assert tasks.requeue_owed_renders.apply(kwargs={"older_than_seconds": 0}).get() == 1
+    owed.refresh_from_db()
+    done.refresh_from_db()
+    assert owed.rendered and done.rendered
 
 
 def test_render_task_for_a_deleted_instance_does_nothing(db):

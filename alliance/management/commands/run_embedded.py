@@ -1,7 +1,9 @@
-"""Start everything of the embedded mode side by side: web app, DICOM server, Celery worker + beat.
+"""Start everything of the embedded mode side by side: web app, DICOM server, Celery worker, beat.
 
-`make run` calls this after migrate and seed_demo. Each part is a child process; when one
-stops, the others are stopped too and the command exits with its code, so a broken
+`make run` calls this after migrate and seed_demo. Each part is a child process (beat its
+own, so that the deadline checks do not die with the worker's pool). A part that stops is
+started again, at once if it had run a while, else after a growing delay; one that keeps
+stopping quickly stops everything, and the command exits non-zero naming it, so a broken
 part is never silently missing. Ctrl-C stops all.
 """
 
@@ -20,10 +22,11 @@ from django.core.management.base import BaseCommand, CommandError
 
 from alliance.env import env_int, env_str
 from alliance.models import Institution
+from alliance.supervise import Restarts
 
 
 class Command(BaseCommand):
-    help = "Run the web app, the DICOM server and a Celery worker (with beat) together."
+    help = "Run the web app, the DICOM server, a Celery worker and Celery beat together."
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--no-dicom", action="store_true", help="do not start the DICOM server")
@@ -38,8 +41,8 @@ class Command(BaseCommand):
             parts["dicom"] = [sys.executable, "manage.py", "dicom_server"]
         if not options["no_worker"]:
             parts["worker"] = self._worker_command(bin_dir)
-        # Each part leads its own process group, so stopping it also stops its pool and beat children.
-        children = {name: subprocess.Popen(cmd, start_new_session=True) for name, cmd in parts.items()}  # noqa: S603
+            parts["beat"] = self._beat_command(bin_dir)
+        children = {name: _Part(name, cmd) for name, cmd in parts.items()}
         self._announce(host, port, dicom=not options["no_dicom"])
         self._supervise(children)
 
@@ -66,19 +69,11 @@ class Command(BaseCommand):
     def _worker_command(self, bin_dir: Path) -> list[str]:
         for folder in ("celery-queue", "celery-processed"):
             (settings.DATA_DIR / folder).mkdir(parents=True, exist_ok=True)
-        return [
-            str(bin_dir / "celery"),
-            "-A",
-            "alliance",
-            "worker",
-            "-B",
-            "--loglevel",
-            "INFO",
-            "--concurrency",
-            "2",
-            "--schedule",
-            str(settings.DATA_DIR / "celerybeat-schedule"),
-        ]
+        return [str(bin_dir / "celery"), "-A", "alliance", "worker", "--loglevel", "INFO", "--concurrency", "2"]
+
+    def _beat_command(self, bin_dir: Path) -> list[str]:
+        schedule = str(settings.DATA_DIR / "celerybeat-schedule")
+        return [str(bin_dir / "celery"), "-A", "alliance", "beat", "--loglevel", "INFO", "--schedule", schedule]
 
     def _announce(self, host: str, port: int, *, dicom: bool) -> None:
         out = self.stdout
@@ -92,7 +87,7 @@ class Command(BaseCommand):
                 out.write(f"  {inst.ae_title:<16} {inst.name}   (registered devices: {devices})")
         out.write(f"Data folder:  {settings.DATA_DIR}\nPress Ctrl-C to stop.\n")
 
-    def _supervise(self, children: dict[str, subprocess.Popen[bytes]]) -> None:
+    def _supervise(self, children: dict[str, _Part]) -> None:
         stopping = False
 
         def stop(signum: int, frame: Any) -> None:
@@ -103,22 +98,63 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop)
         failed = ""
         while not stopping and not failed:
-            for name, child in children.items():
-                if child.poll() is not None:
-                    failed = f"{name} exited with code {child.returncode}"
+            for part in children.values():
+                failed = failed or self._restart_if_ended(part)
             time.sleep(0.5)
-        for child in children.values():
-            if child.poll() is None:
-                os.killpg(child.pid, signal.SIGTERM)
+        for part in children.values():
+            part.terminate()
         deadline = time.monotonic() + 10
-        for child in children.values():
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            try:
-                os.killpg(child.pid, signal.SIGKILL)  # stragglers of the group
-            except ProcessLookupError:
-                pass
+        for part in children.values():
+            part.wait_then_kill(max(0.1, deadline - time.monotonic()))
         if failed:
             raise CommandError(f"stopped everything because {failed}")
+
+    def _restart_if_ended(self, part: _Part) -> str:
+        """Start a part that ended again when its time has come; what failed when it keeps ending."""
+        if part.ended is None:
+            code = part.process.poll()
+            if code is None:
+                return ""
+            part.kill_stragglers()  # e.g. web workers of a killed master, still on the port
+            delay = part.restarts.delay_after(time.monotonic() - part.started)
+            if delay is None:
+                return f"{part.name} keeps exiting (last code {code})"
+            part.ended = (time.monotonic() + delay, code)
+            self.stderr.write(f"{part.name} exited with code {code}; starting it again in {delay:.0f} s")
+        if time.monotonic() >= part.ended[0]:
+            part.start()
+        return ""
+
+
+class _Part:
+    """One part of the embedded mode: its command, its process, when it may start again."""
+
+    def __init__(self, name: str, command: list[str]) -> None:
+        self.name = name
+        self.command = command
+        self.restarts = Restarts()
+        self.ended: tuple[float, int] | None = None  # (when it may start again, its exit code)
+        self.start()
+
+    def start(self) -> None:
+        # It leads its own process group, so stopping it also stops its pool's children.
+        self.process = subprocess.Popen(self.command, start_new_session=True)  # noqa: S603
+        self.started = time.monotonic()
+        self.ended = None
+
+    def terminate(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+
+    def wait_then_kill(self, seconds: float) -> None:
+        try:
+            self.process.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            pass
+        self.kill_stragglers()
+
+    def kill_stragglers(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

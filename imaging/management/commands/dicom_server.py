@@ -3,23 +3,29 @@
 Wires settings and the Django-side services into imaging/dicom/scp.py. With --processes N
 (or DICOM_PROCESSES) N processes share one listening socket, the least busy taking each
 new association (scp.AcceptLoad), so that parallel associations are not all bound by one
-interpreter.
+interpreter. They are forked from this process, which then only supervises them: one that
+dies is replaced after its spooled instances are indexed, and they all end with it.
 """
 
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import signal
 import socket
 import sys
+import time
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
-from imaging import spool, storage, tasks
+from alliance.supervise import Restarts, end_with_parent
+from imaging import reconcile, spool, storage, tasks
 from imaging.dicom.scp import (
     AcceptLoad,
     build_ae,
@@ -35,8 +41,59 @@ GIL_SWITCH_SECONDS = 0.0005
 GC_YOUNG_THRESHOLD = 20_000
 
 
+_WATCH_SECONDS = 0.5
+_GONE = 1 << 30  # an association count no live process has
+log = logging.getLogger("imaging.dicom_server")
+
+
 def _stop(signum: int, frame: Any) -> None:
     raise SystemExit(0)
+
+
+class _Children:
+    """The serving processes, one per slot of the shared AcceptLoad, forked from this one."""
+
+    def __init__(self, serve: Callable[[int], None]) -> None:
+        self.serve = serve
+        self.pids: dict[int, tuple[int, float]] = {}  # pid: (slot, started)
+        self.restarts: dict[int, Restarts] = {}
+
+    def start(self, slot: int, load: AcceptLoad) -> None:
+        load.counts[slot] = 0
+        self.restarts.setdefault(slot, Restarts())
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                end_with_parent(parent)  # a killed parent must not leave it holding the port
+                self.serve(slot)
+            finally:
+                os._exit(0)
+        self.pids[pid] = (slot, time.monotonic())
+
+    def reap(self) -> tuple[int, int, str, float] | None:
+        """(pid, slot, how it ended, seconds it lived) of a process that has ended, if any."""
+        while self.pids:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                return None
+            if pid in self.pids:
+                slot, started = self.pids.pop(pid)
+                return pid, slot, _how_it_ended(status), time.monotonic() - started
+        return None
+
+    def stop(self) -> None:
+        for pid in self.pids:
+            os.kill(pid, signal.SIGTERM)
+        for pid in self.pids:
+            os.waitpid(pid, 0)
+        self.pids.clear()
+
+
+def _how_it_ended(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"
 
 
 def _collect_less() -> None:
@@ -64,29 +121,55 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         host, port, processes = options["host"], options["port"], max(1, options["processes"])
         signal.signal(signal.SIGTERM, _stop)
-        recovered = spool.recover()  # what a server that stopped answered but did not index
+        self._tidy()
+        connections.close_all()  # forked processes must not share this one's connection
+        self.stdout.write(f"DICOM server listening on {host}:{port} ({processes} process(es))")
+        sys.stdout.flush()
+        if processes == 1:  # one process serves; the service manager restarts it if it dies
+            self._serve(host, port, options["ae_title"], shared=None, slot=0)
+            return
+        shared = (listening_socket(host, port), AcceptLoad(processes))
+        children = _Children(lambda slot: self._serve(host, port, options["ae_title"], shared=shared, slot=slot))
+        try:
+            for slot in range(processes):
+                children.start(slot, shared[1])
+            self._supervise(children, shared[1])
+        finally:
+            children.stop()
+
+    def _tidy(self) -> None:
+        """What a stopped server left: answered instances not indexed, partial receives."""
+        recovered = spool.recover()
         if recovered:
             self.stdout.write(f"indexed {recovered} instance(s) left in the spool")
-        connections.close_all()  # forked processes must not share this one's connection
-        shared = (listening_socket(host, port), AcceptLoad(processes)) if processes > 1 else None
-        children: list[int] = []
-        for _ in range(processes - 1):
-            pid = os.fork()
-            if pid == 0:
-                try:
-                    self._serve(host, port, options["ae_title"], shared=shared, slot=len(children) + 1)
-                finally:
-                    os._exit(0)
-            children.append(pid)
-        try:
-            self.stdout.write(f"DICOM server listening on {host}:{port} ({processes} process(es))")
-            sys.stdout.flush()
-            self._serve(host, port, options["ae_title"], shared=shared, slot=0)
-        finally:
-            for pid in children:
-                os.kill(pid, signal.SIGTERM)
-            for pid in children:
-                os.waitpid(pid, 0)
+        reconcile.remove_stale_temp(older_than=timedelta(seconds=settings.TEMP_MAX_AGE_SECONDS))
+
+    def _supervise(self, children: _Children, load: AcceptLoad) -> None:
+        """With several processes this one only watches them (forking from a process that
+        serves would copy its threads' locks mid-use): a process that dies is replaced once
+        what it answered and did not index is indexed, so its instances do not stay invisible."""
+        while True:
+            ended = children.reap()
+            if ended is None:
+                time.sleep(_WATCH_SECONDS)
+                continue
+            pid, slot, status, lived = ended
+            log.error("DICOM server process %d of slot %d ended (%s) after %.0f s", pid, slot, status, lived)
+            load.counts[slot] = _GONE  # no association waits for it meanwhile (AcceptLoad.wait_turn)
+            try:
+                recovered = spool.recover_process(pid)
+            finally:
+                connections.close_all()  # the next fork must not share it
+            if recovered:
+                log.warning("indexed %d instance(s) process %d answered and left in the spool", recovered, pid)
+            delay = children.restarts[slot].delay_after(lived)
+            if delay is None:
+                raise CommandError(f"the DICOM server process of slot {slot} keeps ending ({status})")
+            if delay:
+                log.error("starting slot %d again in %.0f s", slot, delay)
+                time.sleep(delay)
+            children.start(slot, load)
+            log.warning("DICOM server process of slot %d started again", slot)
 
     def _serve(
         self, host: str, port: int, ae_title: str, *, shared: tuple[socket.socket, AcceptLoad] | None, slot: int
