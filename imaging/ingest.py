@@ -48,6 +48,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
@@ -266,7 +267,7 @@ def index_spooled_series(
                 raise index_failed(exc) from exc
             raise
         results = [_committed(r, key, ids[r.attributes.sop_uid]) for r, key in zip(received, keys, strict=True)]
-    transaction.on_commit(partial(_enqueue_renders, [r.instance.pk for r in results]), robust=True)  # runs now
+    transaction.on_commit(_render_later(*(r.instance.pk for r in results)), robust=True)  # runs now
     return results
 
 
@@ -394,7 +395,7 @@ def _store_known(
                 raise index_failed(exc) from exc
             raise
         result = _committed(received, key, committed[a.sop_uid])
-    transaction.on_commit(partial(_enqueue_render, result.instance.pk), robust=True)  # committed: runs now
+    transaction.on_commit(_render_later(result.instance.pk), robust=True)  # committed: runs now
     return result
 
 
@@ -437,7 +438,7 @@ def _store_once(
             result = index.write_careful(
                 received, key, institution, actor=actor, via=via, source=source, known_key=known_key, known=known
             )
-            transaction.on_commit(partial(_enqueue_render, result.instance.pk), robust=True)
+            transaction.on_commit(_render_later(result.instance.pk), robust=True)
             committing = commits  # what fails from here on is the COMMIT, whose answer may be lost
         return result
     except BaseException as exc:
@@ -631,3 +632,13 @@ def _enqueue_render(instance_id: int) -> None:
 
 def _enqueue_renders(instance_ids: list[int]) -> None:
     tasks.schedule_renders(instance_ids)
+
+
+def _render_later(*instance_ids: int) -> Callable[[], None]:
+    """An on_commit callback with a __qualname__ (Django names a robust callback that
+    failed by it; a functools.partial has none, and the log call would raise instead)."""
+
+    def render() -> None:
+        _enqueue_renders(list(instance_ids))
+
+    return render

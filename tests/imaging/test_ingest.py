@@ -662,3 +662,20 @@ def test_a_local_store_never_puts_a_file_over_another(dicom_dir, tmp_path):
     assert (dicom_dir / key).read_bytes() == b"first"
     beside = storage.alternative_key(key)
     assert beside != key and beside.startswith("ab/cd/1.2/1.2.3/1.2.3.4.") and beside.endswith(".dcm")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_render_request_that_fails_after_commit_leaves_the_store_a_success(clinic, actor, monkeypatch):
+    """The render is asked for in a robust on_commit callback: the broker failing there must
+    not turn a committed store into an error (beat's sweep asks again for owed renders)."""
+
+    def broker_down(instance_ids: list[int]) -> None:
+        raise ConnectionError("broker unreachable")
+
+    monkeypatch.setattr(ingest.tasks, "schedule_renders", broker_down)
+    slices = make_ct_series(3, 32, 32)
+
+    results = [_ingest(part10_bytes(ds), clinic, actor) for ds in slices]
+
+    assert [r.created for r in results] == [True, True, True]
+    assert Instance.objects.count() == 3
