@@ -60,7 +60,7 @@ from alliance import audit
 from alliance.models import AuditEvent, Institution
 from imaging import storage
 from imaging.dicom.datasets import Attributes
-from imaging.dicom.part10 import InvalidFile, ParsedFile, read_file
+from imaging.dicom.part10 import InflateLimits, InvalidFile, ParsedFile, read_file
 from imaging.models import Instance, Patient, Series, Study
 
 log = logging.getLogger(__name__)
@@ -385,7 +385,12 @@ def _refused(
 
 def _read(path: Path, expected_study_uid: str | None) -> ParsedFile:
     try:
-        return read_file(path, max_bytes=settings.DICOM_MAX_FILE_BYTES, expected_study_uid=expected_study_uid)
+        return read_file(
+            path,
+            max_bytes=settings.DICOM_MAX_FILE_BYTES,
+            inflate=InflateLimits.of(settings),
+            expected_study_uid=expected_study_uid,
+        )
     except InvalidFile as exc:
         error = IngestError(exc.code, exc.template, **exc.params)
         error.sop_uid = exc.sop_uid
