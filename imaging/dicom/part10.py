@@ -105,7 +105,8 @@ class ParsedFile:
 # Below this many inflated bytes the ratio is not asked: a small image of one value (a blank
 # secondary capture) deflates a thousandfold, and inflating a few megabytes harms no one.
 RATIO_FREE_BYTES = 16 * 1024 * 1024
-_INFLATE_CHUNK = 1024 * 1024
+_INFLATE_CHUNK = 1024 * 1024  # inflated bytes at a time
+_DEFLATED_CHUNK = 64 * 1024  # deflated bytes read at a time (zlib keeps what it has not used)
 
 
 @dataclass(frozen=True)
@@ -576,7 +577,7 @@ def inflate(source: BinaryIO, sink: BinaryIO, limit: int) -> int:
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     total = 0
     while not inflater.eof:
-        data = inflater.unconsumed_tail or source.read(_INFLATE_CHUNK)
+        data = inflater.unconsumed_tail or source.read(_DEFLATED_CHUNK)
         try:
             # max_length bounds each piece: a bomb never gets more than a chunk into memory
             out = inflater.decompress(data, _INFLATE_CHUNK) if data else inflater.flush()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -213,3 +214,29 @@ def test_a_deflated_instance_within_the_limits_is_rendered_and_transcoded(clinic
     decoded = dcmread(io.BytesIO(encoded))
     assert decoded.file_meta.TransferSyntaxUID == pydicom_uid.ExplicitVRLittleEndian
     assert decoded.PixelData == ds.PixelData
+
+
+def _deflated(data: bytes) -> bytes:
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return compressor.compress(data) + compressor.flush() + b"\x00"  # PS3.5 A.5's padding byte
+
+
+def _counting(size: int) -> bytes:
+    return bytes(range(256)) * (size // 256) + b"\x07" * (size % 256)
+
+
+@pytest.mark.parametrize("size", [0, 1, MB - 1, MB, MB + 1, 3 * MB])
+def test_inflating_in_pieces_gives_back_every_byte_at_any_length(size: int) -> None:
+    out = io.BytesIO()
+
+    assert part10.inflate(io.BytesIO(_deflated(_counting(size))), out, limit=size) == size
+
+    assert out.getvalue() == _counting(size)
+
+
+@pytest.mark.parametrize("size", [1, MB, MB + 1])
+def test_inflating_one_byte_past_the_limit_is_too_large(size: int) -> None:
+    with pytest.raises(part10.InvalidFile, match="inflates to more than") as caught:
+        part10.inflate(io.BytesIO(_deflated(_counting(size))), io.BytesIO(), limit=size - 1)
+
+    assert caught.value.code == "too-large"
