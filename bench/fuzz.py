@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +83,7 @@ def _run(args: argparse.Namespace, database: str, work: Path) -> int:
     outbox = work / "outbox"
     outbox.mkdir()
     started = time.monotonic()
-    with fuzzing.servers(os.environ["DATABASE_URL"], work / "data") as running:
+    with fuzzing.servers(os.environ["DATABASE_URL"], work / "data") as running, _closing_connections():
         result = fuzzing.run(
             args.seed,
             args.files,
@@ -97,6 +99,17 @@ def _run(args: argparse.Namespace, database: str, work: Path) -> int:
     print(f"Seed {args.seed}, {args.files} files, {time.monotonic() - started:.0f} s, load {load[0]:.1f}.\n")
     print(result.report())
     return 0 if result.passed() else 1
+
+
+@contextmanager
+def _closing_connections() -> Iterator[None]:
+    """This process's database connections closed at the end (else the database cannot be dropped)."""
+    from django.db import connections
+
+    try:
+        yield
+    finally:
+        connections.close_all()
 
 
 if __name__ == "__main__":
