@@ -513,13 +513,16 @@ class Servers:
 
 
 @contextmanager
-def servers(database_url: str, data_dir: Path, *, web_workers: int = 2) -> Iterator[Servers]:
+def servers(
+    database_url: str, data_dir: Path, *, web_workers: int = 2, limits: dict[str, str] | None = None
+) -> Iterator[Servers]:
+    """Both servers, with SERVER_ENV's limits unless `limits` names others ({}: the defaults)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     dicom_port, web_port = free_port(), free_port()
     site = f"http://127.0.0.1:{web_port}"
     env = {
         **os.environ,
-        **SERVER_ENV,
+        **(SERVER_ENV if limits is None else limits),
         "DATABASE_URL": database_url,
         "DATA_DIR": str(data_dir),
         "DICOM_PORT": str(dicom_port),

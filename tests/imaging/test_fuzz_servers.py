@@ -53,6 +53,14 @@ def running(world, tmp_path) -> Iterator[fuzzing.Servers]:  # type: ignore[no-un
         yield started
 
 
+@pytest.fixture
+def running_with_default_limits(world, tmp_path) -> Iterator[fuzzing.Servers]:  # type: ignore[no-untyped-def]
+    """The servers as deployed: DICOM_MAX_INFLATED_MB 512 and a ratio of 100, so that a bomb of 1 MB
+    is refused only after 100 MB, more than any memory growth the test allows."""
+    with fuzzing.servers(database_url(), tmp_path / "data", limits={}) as started:
+        yield started
+
+
 def stored_instances() -> list[tuple[str, str, str]]:
     rows = Instance.objects.values_list("series__study__study_uid", "series__series_uid", "sop_uid")
     return [(study, series, sop_uid) for study, series, sop_uid in rows]
@@ -89,8 +97,9 @@ def _vm_hwm(pid: int) -> int:
 
 
 def test_a_deflate_bomb_over_c_store_is_refused_with_0xa700_and_never_inflated_in_memory(  # type: ignore[no-untyped-def]
-    world, running, tmp_path
+    world, running_with_default_limits, tmp_path
 ) -> None:
+    running = running_with_default_limits
     path = tmp_path / "bomb.dcm"
     path.write_bytes(deflate_bomb(1024))  # 1 GB inflated, about 1 MB sent
     server = running.processes[0].pid
