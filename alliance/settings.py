@@ -201,6 +201,12 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 DICOM_MAX_FILE_BYTES = env_int("DICOM_MAX_FILE_MB", 512, minimum=1) * 1024 * 1024
+# A deflated data set (PS3.5 A.5) inflates to at most this, and (past its first 16 MB) to at
+# most this many times its deflated size: a "deflate bomb" is refused, never held in memory.
+DICOM_MAX_INFLATED_BYTES = (
+    env_int("DICOM_MAX_INFLATED_MB", DICOM_MAX_FILE_BYTES // (1024 * 1024), minimum=1) * 1024 * 1024
+)
+DICOM_MAX_INFLATE_RATIO = env_int("DICOM_MAX_INFLATE_RATIO", 100, minimum=1)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 16 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = 2000

@@ -21,7 +21,7 @@ from django.utils.translation import gettext, gettext_noop
 
 from imaging import storage
 from imaging.dicom.datasets import Attributes
-from imaging.dicom.part10 import InvalidFile, ParsedFile, read_file
+from imaging.dicom.part10 import InflateLimits, InvalidFile, ParsedFile, read_file
 from imaging.dicom.status import Status
 from imaging.models import Instance, Series, Study
 
@@ -109,7 +109,12 @@ class Received:
 
 def read(path: Path, expected_study_uid: str | None) -> ParsedFile:
     try:
-        return read_file(path, max_bytes=settings.DICOM_MAX_FILE_BYTES, expected_study_uid=expected_study_uid)
+        return read_file(
+            path,
+            max_bytes=settings.DICOM_MAX_FILE_BYTES,
+            inflate=InflateLimits.of(settings),
+            expected_study_uid=expected_study_uid,
+        )
     except InvalidFile as exc:
         error = IngestError(exc.code, exc.template, **exc.params)
         error.sop_uid = exc.sop_uid

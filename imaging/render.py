@@ -5,6 +5,8 @@ Grayscale: Modality LUT (PS3.3 C.11.1: rescale slope/intercept or LUT), then the
 the 0.5-99.5 percentiles), then MONOCHROME1 and Presentation LUT Shape inversion.
 Colour: RGB and YBR (converted by pydicom), palette colour through its LUTs.
 
+A deflated data set (PS3.5 A.5) is inflated into a temporary file within the store's
+limits (part10.readable), never whole in memory; past them the file is not rendered.
 Compressed syntaxes are decoded by pydicom's pixel-data plugins, whichever is installed:
 pylibjpeg with its OpenJPEG and RLE plugins, pyjpegls, python-gdcm and Pillow. The GPL
 pylibjpeg-libjpeg is deliberately not among them.
@@ -14,19 +16,22 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 
 import numpy as np
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 from PIL import Image
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
-from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from imaging import storage
+from imaging.dicom import part10
 
 if TYPE_CHECKING:
     from imaging.models import Instance
@@ -101,28 +106,33 @@ def _cached_render(instance: Instance, px: int) -> bytes:
 def _decode(source: str | Path | IO[bytes], frame: int) -> tuple[Dataset, np.ndarray]:
     """The header (every element before the pixel data) and the one decoded frame."""
     try:
-        header = dcmread(_rewound(source), stop_before_pixels=True)
-        if frame < 0 or frame >= max(_int(header.get("NumberOfFrames")) or 1, 1):
-            raise RenderError(f"frame {frame} is out of range")
-        pixels = (_int(header.get("Rows")) or 0) * (_int(header.get("Columns")) or 0)
-        if pixels > MAX_FRAME_PIXELS:
-            raise RenderError(f"a frame of {pixels} pixels is more than the {MAX_FRAME_PIXELS} we decode")
-        if header.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
-            arr = pixel_array(dcmread(_rewound(source)), index=frame)  # only dcmread inflates
-        else:
-            arr = pixel_array(_rewound(source), index=frame)
+        with _opened(source) as fh, part10.readable(fh, part10.InflateLimits.of(settings), storage.temp_dir()) as src:
+            header = dcmread(src, stop_before_pixels=True)
+            if frame < 0 or frame >= max(_int(header.get("NumberOfFrames")) or 1, 1):
+                raise RenderError(f"frame {frame} is out of range")
+            pixels = (_int(header.get("Rows")) or 0) * (_int(header.get("Columns")) or 0)
+            if pixels > MAX_FRAME_PIXELS:
+                raise RenderError(f"a frame of {pixels} pixels is more than the {MAX_FRAME_PIXELS} we decode")
+            src.seek(0)
+            arr = pixel_array(src, index=frame)
     except RenderError:
         raise
+    except part10.InvalidFile as exc:  # a deflate bomb (stored before the limits, or under higher ones)
+        log.warning("not rendering a file: %s", exc)
+        raise RenderError(f"cannot decode frame {frame}: {exc.reason}") from None
     except Exception as exc:  # pydicom and its plugins raise many kinds; all mean "cannot show this"
         raise RenderError(f"cannot decode frame {frame}: {_first_line(exc)}") from None
     return header, arr
 
 
-def _rewound(source: str | Path | IO[bytes]) -> str | Path | BinaryIO:
+@contextmanager
+def _opened(source: str | Path | IO[bytes]) -> Iterator[BinaryIO]:
+    """The source as a binary file: a path is opened (and closed after), a file is used as is."""
     if isinstance(source, str | Path):
-        return source
-    source.seek(0)
-    return cast(BinaryIO, source)
+        with open(source, "rb") as fh:
+            yield fh
+        return
+    yield cast(BinaryIO, source)
 
 
 def _first_line(exc: BaseException) -> str:

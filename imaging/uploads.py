@@ -2,8 +2,10 @@
 
 A zip is unpacked member by member into a private temporary folder under generated names
 (the member's own name is only reported, never used as a path), with limits on the
-number of members, on each member's size and on the total, so that a zip bomb or a
-"../" name can do no harm. Whatever is not DICOM is reported with a reason.
+number of members, on each member's size and on the total, and on how much each member
+inflates (DICOM_MAX_INFLATE_RATIO past the first 16 MB), so that a zip bomb or a "../"
+name can do no harm; a deflated DICOM file inside is capped by ingest in the same way.
+Whatever is not DICOM is reported with a reason.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from django.utils.translation import gettext as _
 from alliance import audit
 from alliance.models import Institution
 from imaging import storage
+from imaging.dicom import part10
 from imaging.ingest import IngestError, ingest_bytes, ingest_path
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -47,7 +50,12 @@ class FileResult:
 
 
 class _TooLarge(Exception):
-    pass
+    """The member unpacks to more than `limit` bytes (the file limit, what is left of the zip's
+    total, or its own compressed size times DICOM_MAX_INFLATE_RATIO when `by_ratio`)."""
+
+    def __init__(self, *, by_ratio: bool = False) -> None:
+        super().__init__()
+        self.by_ratio = by_ratio
 
 
 def ingest_upload(
@@ -102,8 +110,8 @@ def _ingest_zip(
             target = Path(folder, f"{number}.dcm")
             try:
                 budget -= _extract(archive, member, target, min(settings.DICOM_MAX_FILE_BYTES, budget))
-            except _TooLarge:
-                results.append(FileResult(name=label, status="refused", reason=_too_large_reason(budget)))
+            except _TooLarge as exc:
+                results.append(FileResult(name=label, status="refused", reason=_too_large_reason(budget, exc)))
             except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError) as exc:
                 reason = _("The zip member cannot be read: %(error)s") % {"error": exc}
                 results.append(FileResult(name=label, status="refused", reason=reason))
@@ -129,20 +137,26 @@ def _member_refusal(member: zipfile.ZipInfo) -> tuple[str, str] | None:
 
 
 def _extract(archive: zipfile.ZipFile, member: zipfile.ZipInfo, target: Path, limit: int) -> int:
-    """Copy one member out, counting the bytes really inflated (the header's size may lie)."""
-    if member.file_size > limit:
-        raise _TooLarge
+    """Copy one member out, counting the bytes really inflated (the header's size may lie), and
+    stopping past `limit` or past the inflation ratio (a zip bomb: zipfile reads at most the
+    member's compressed size from the archive, so the ratio holds whatever the header says)."""
+    by_ratio = max(part10.RATIO_FREE_BYTES, settings.DICOM_MAX_INFLATE_RATIO * member.compress_size)
+    if member.file_size > min(limit, by_ratio):
+        raise _TooLarge(by_ratio=member.file_size > by_ratio)
     written = 0
     with archive.open(member) as source, open(target, "wb") as sink:
         while chunk := source.read(_CHUNK):
             written += len(chunk)
-            if written > limit:
-                raise _TooLarge
+            if written > min(limit, by_ratio):
+                raise _TooLarge(by_ratio=written > by_ratio)
             sink.write(chunk)
     return written
 
 
-def _too_large_reason(budget: int) -> str:
+def _too_large_reason(budget: int, exc: _TooLarge) -> str:
+    if exc.by_ratio:
+        reason = _("The file inflates more than %(ratio)d-fold from the zip; it was not unpacked.")
+        return reason % {"ratio": settings.DICOM_MAX_INFLATE_RATIO}
     if budget <= 0:
         limit = filesizeformat(MAX_ZIP_TOTAL_BYTES)
         return _("The zip unpacks to more than %(limit)s; the rest of it was not read.") % {"limit": limit}

@@ -11,17 +11,26 @@ What is accepted:
 
 Anything else is "not DICOM". The data set is walked element by element (seeking over
 values) so that a file cut short anywhere, pixel data included, is refused as truncated.
+
+A deflated data set (PS3.5 A.5) is inflated chunk by chunk into a temporary file, within
+InflateLimits, and walked there: pydicom's reader would inflate all of it in memory at once,
+however large it says it is (a "deflate bomb": 1 MB that inflates to 1 GB). The readers of
+stored files do the same through `readable`.
 """
 
 from __future__ import annotations
 
 import io
 import mmap
+import os
 import struct
+import tempfile
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 from pydicom import dcmread
 from pydicom import uid as pydicom_uid
@@ -30,6 +39,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.tag import BaseTag
 
@@ -92,8 +102,43 @@ class ParsedFile:
         return self.attributes.sop_uid
 
 
-def read_file(path: Path, *, max_bytes: int, expected_study_uid: str | None = None) -> ParsedFile:
-    """Parse and check one incoming file; raise InvalidFile naming what is wrong."""
+# Below this many inflated bytes the ratio is not asked: a small image of one value (a blank
+# secondary capture) deflates a thousandfold, and inflating a few megabytes harms no one.
+RATIO_FREE_BYTES = 16 * 1024 * 1024
+_INFLATE_CHUNK = 1024 * 1024  # inflated bytes at a time
+_DEFLATED_CHUNK = 64 * 1024  # deflated bytes read at a time (zlib keeps what it has not used)
+
+
+@dataclass(frozen=True)
+class InflateLimits:
+    """How far a deflated data set (PS3.5 A.5) may inflate: `max_bytes` in all, and past its
+    first RATIO_FREE_BYTES at most `max_ratio` times its deflated size."""
+
+    max_bytes: int
+    max_ratio: int
+
+    @classmethod
+    def of(cls, settings: Any) -> InflateLimits:
+        """The limits Django's settings set (DICOM_MAX_INFLATED_BYTES, DICOM_MAX_INFLATE_RATIO)."""
+        return cls(settings.DICOM_MAX_INFLATED_BYTES, settings.DICOM_MAX_INFLATE_RATIO)
+
+    def allowed(self, deflated_size: int | None) -> int:
+        """The inflated bytes allowed for a deflated stream of that size (None: not known)."""
+        if deflated_size is None:
+            return self.max_bytes
+        return min(self.max_bytes, max(RATIO_FREE_BYTES, self.max_ratio * deflated_size))
+
+
+def read_file(
+    path: Path,
+    *,
+    max_bytes: int,
+    inflate: InflateLimits | None = None,
+    expected_study_uid: str | None = None,
+) -> ParsedFile:
+    """Parse and check one incoming file; raise InvalidFile naming what is wrong. A deflated
+    data set may inflate as `inflate` allows (by default to `max_bytes`, a hundredfold),
+    into a temporary file beside `path`."""
     size = path.stat().st_size
     if size > max_bytes:
         raise InvalidFile(
@@ -102,19 +147,24 @@ def read_file(path: Path, *, max_bytes: int, expected_study_uid: str | None = No
             size=size,
             limit=max_bytes,
         )
+    limits = inflate or InflateLimits(max_bytes, 100)
     with path.open("rb") as fp:
         layout = _layout(fp.read(132))
         quick = _read_part10_in_one_walk(fp, size) if layout == "part10" else None
         dataset: Dataset | QuickHeader
+        meta = _meta_of_stream(fp) if quick is None and layout != "bare" else None
         if quick is not None:
             dataset, transfer_syntax = quick
+        elif meta is not None and meta.transfer_syntax == pydicom_uid.DeflatedExplicitVRLittleEndian:
+            with _inflated_copy(fp, meta, limits.allowed(size - meta.end), path.parent) as copy:
+                dataset, transfer_syntax = _read_inflated(copy)
         else:
             fp.seek(0)
             full = dataset = _read_header(fp, layout)
             fp.seek(0)
             transfer_syntax = _transfer_syntax(full, layout)
             _check_structure(fp, size, layout, transfer_syntax)
-    attributes = Attributes(dataset, partial=quick is not None)
+    attributes = Attributes(dataset, partial=isinstance(dataset, QuickHeader))
     try:
         check_instance(attributes, transfer_syntax, expected_study_uid)
     except InvalidFile as exc:
@@ -238,7 +288,7 @@ class _Walker:
     (positions in a memory map of the file: no reads, no seeks). The top-level elements
     whose tags are in `wanted` are noted on the way: tag -> (VR or None, offset, length)."""
 
-    def __init__(self, data: mmap.mmap, size: int, start: int, wanted: frozenset[int] = frozenset()) -> None:
+    def __init__(self, data: mmap.mmap | bytes, size: int, start: int, wanted: frozenset[int] = frozenset()) -> None:
         self.data = data
         self.size = size
         self.pos = start
@@ -315,8 +365,6 @@ class _Walker:
 
 
 def _check_structure(fp: BinaryIO, size: int, layout: str, transfer_syntax: str) -> None:
-    if transfer_syntax == pydicom_uid.DeflatedExplicitVRLittleEndian:
-        return  # inflating it (in _read_header) already proved the deflate stream whole
     with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as data:
         start = 0 if layout == "bare" else _file_meta(data, 132 if layout == "part10" else 0, size)[0]
         implicit = transfer_syntax == pydicom_uid.ImplicitVRLittleEndian
@@ -428,9 +476,9 @@ class QuickHeader:
         return _Found(found[1]) if found is not None else None
 
 
-def _file_meta(data: mmap.mmap, start: int, size: int) -> tuple[int, str]:
+def _file_meta(data: mmap.mmap | bytes, start: int, size: int) -> tuple[int, str | None]:
     """Position just after the group 0002 elements (always explicit VR little endian,
-    PS3.10 7.1), and the Transfer Syntax UID among them ("" when absent, or when an element
+    PS3.10 7.1), and the Transfer Syntax UID among them ("" when absent, None when an element
     of undefined length makes the group untrustworthy)."""
     walker = _Walker(data, size, start)
     transfer_syntax: str | None = ""
@@ -442,4 +490,153 @@ def _file_meta(data: mmap.mmap, start: int, size: int) -> tuple[int, str]:
             value = data[walker.pos : walker.pos + length]
             transfer_syntax = value.rstrip(b"\x00 ").decode("ascii", "replace")
         walker.skip(length, tag)
-    return walker.pos, transfer_syntax or ""
+    return walker.pos, transfer_syntax
+
+
+# --- deflated data sets (PS3.5 A.5) ---------------------------------------------------
+# pydicom's reader inflates a deflated data set whole, in memory, however large it turns out
+# to be. Here it is inflated chunk by chunk into a temporary PS3.10 file in Explicit VR Little
+# Endian (the data set's own encoding once inflated), within InflateLimits; pydicom and the
+# walker then read that file as any other.
+
+_META_PEEK = 64 * 1024
+_MAX_META_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class _Meta:
+    raw: bytes  # the group 0002 elements as in the file
+    end: int  # where the data set starts
+    transfer_syntax: str
+
+
+def _meta_of_stream(source: BinaryIO) -> _Meta | None:
+    """The File Meta Information of a PS3.10 file (with or without its preamble) read from the
+    start of `source`, or None when it has none (a bare data set, or not DICOM)."""
+    source.seek(0)
+    head = source.read(_META_PEEK)
+    try:
+        layout = _layout(head[:132])
+    except InvalidFile:
+        return None
+    if layout == "bare":
+        return None
+    start = 132 if layout == "part10" else 0
+    at_end = len(head) < _META_PEEK
+    while True:
+        try:
+            end, transfer_syntax = _file_meta(head, start, len(head))
+        except InvalidFile:
+            if at_end:
+                raise
+        else:
+            if end + 8 <= len(head) or at_end:  # the element after the group is in view: it ended
+                break
+        if len(head) >= _MAX_META_BYTES:
+            raise InvalidFile(
+                "not-dicom", gettext_noop("the File Meta Information is longer than %(limit)s bytes"), limit=len(head)
+            )
+        more = source.read(len(head))
+        at_end = len(more) < len(head)
+        head += more
+    if transfer_syntax is None:
+        # pydicom's reader might still find a syntax there, and inflate without a limit
+        raise InvalidFile("not-dicom", gettext_noop("an element of the File Meta Information has an undefined length"))
+    return _Meta(head[start:end], end, transfer_syntax)
+
+
+@contextmanager
+def _inflated_copy(source: BinaryIO, meta: _Meta, limit: int, scratch: Path | str | None) -> Iterator[BinaryIO]:
+    """A temporary PS3.10 file: the file meta of `source` saying Explicit VR Little Endian, and
+    its deflated data set inflated; InvalidFile ("too-large") past `limit` inflated bytes."""
+    try:
+        file_meta = FileMetaDataset(read_dataset(io.BytesIO(meta.raw), False, True))
+        file_meta.TransferSyntaxUID = pydicom_uid.ExplicitVRLittleEndian
+        encoded = io.BytesIO()
+        write_file_meta_info(encoded, file_meta, enforce_standard=False)  # type: ignore[arg-type]
+    except Exception as exc:  # untrusted bytes: whatever pydicom trips over, we cannot understand it
+        detail = f"{type(exc).__name__}: {_first_line(exc)}"
+        raise InvalidFile(
+            "not-dicom", gettext_noop("the file cannot be parsed as DICOM (%(error)s)"), error=detail
+        ) from None
+    # Named, so that a value pydicom defers reading fails once the file is gone, never reads another.
+    with tempfile.NamedTemporaryFile(dir=scratch, prefix="inflated-", suffix=".dcm") as copy:
+        copy.write(PREAMBLE)
+        copy.write(encoded.getvalue())
+        source.seek(meta.end)
+        inflate(source, cast(BinaryIO, copy), limit)
+        copy.flush()
+        copy.seek(0)
+        yield cast(BinaryIO, copy)
+
+
+def inflate(source: BinaryIO, sink: BinaryIO, limit: int) -> int:
+    """Inflate the raw deflate stream (RFC 1951) read from `source` into `sink`, a chunk at a
+    time; the bytes written. InvalidFile: "too-large" past `limit`, "truncated" when the stream
+    is broken or ends early. What follows its end (PS3.5 A.5's padding byte) is ignored."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    while not inflater.eof:
+        data = inflater.unconsumed_tail or source.read(_DEFLATED_CHUNK)
+        try:
+            # max_length bounds each piece: a bomb never gets more than a chunk into memory
+            out = inflater.decompress(data, _INFLATE_CHUNK) if data else inflater.flush()
+        except zlib.error as exc:
+            raise InvalidFile(
+                "truncated", gettext_noop("the deflated data set cannot be inflated (%(error)s)"), error=str(exc)
+            ) from None
+        total += len(out)
+        if total > limit:
+            raise InvalidFile(
+                "too-large",
+                gettext_noop("the deflated data set inflates to more than %(limit)s bytes, the limit for this file"),
+                limit=limit,
+            )
+        sink.write(out)
+        if not data:
+            break
+    if not inflater.eof:
+        raise InvalidFile("truncated", gettext_noop("the deflated data set ends before its deflate stream does"))
+    return total
+
+
+def _read_inflated(copy: BinaryIO) -> tuple[Dataset | QuickHeader, str]:
+    """Read an _inflated_copy as any PS3.10 file; its header, under the deflated syntax it came in."""
+    deflated = pydicom_uid.DeflatedExplicitVRLittleEndian
+    size = os.fstat(copy.fileno()).st_size
+    quick = _read_part10_in_one_walk(copy, size)
+    if quick is not None:
+        header = quick[0]
+        header.file_meta["TransferSyntaxUID"] = deflated
+        return header, deflated
+    copy.seek(0)
+    full = _read_header(copy, "part10")
+    copy.seek(0)
+    _check_structure(copy, size, "part10", pydicom_uid.ExplicitVRLittleEndian)
+    full.file_meta.TransferSyntaxUID = pydicom_uid.UID(deflated)
+    return full, deflated
+
+
+@contextmanager
+def readable(source: IO[bytes], limits: InflateLimits, scratch: Path | str | None = None) -> Iterator[BinaryIO]:
+    """A stored PS3.10 file as pydicom may read it whole: `source` itself (rewound), or when its
+    data set is deflated, an equivalent temporary file in Explicit VR Little Endian, inflated
+    within `limits` (InvalidFile "too-large" beyond), in `scratch`."""
+    stream = cast(BinaryIO, source)
+    meta = _meta_of_stream(stream)
+    if meta is None or meta.transfer_syntax != pydicom_uid.DeflatedExplicitVRLittleEndian:
+        stream.seek(0)
+        yield stream
+        return
+    with _inflated_copy(stream, meta, limits.allowed(_size_of(stream) - meta.end), scratch) as copy:
+        yield copy
+
+
+def _size_of(source: BinaryIO) -> int:
+    try:
+        return os.fstat(source.fileno()).st_size
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        position = source.tell()
+        size = source.seek(0, io.SEEK_END)
+        source.seek(position)
+        return size

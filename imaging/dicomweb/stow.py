@@ -31,6 +31,7 @@ from rest_framework.response import Response
 from alliance import access, audit
 from alliance.models import AuditEvent
 from imaging import ingest
+from imaging.dicom import part10
 from imaging.dicomweb import media
 from imaging.dicomweb.multipart import Part
 from imaging.dicomweb.parsers import MultipartRelatedDicomParser, body_stream
@@ -164,9 +165,11 @@ def in_threads(work: Callable[[T], R], items: list[T], threads: int) -> list[R]:
 
 def _uids_of(path: Path) -> tuple[str, str]:
     """The SOP Class and Instance UIDs of a refused part, when it is readable at all."""
+    limits = part10.InflateLimits.of(settings)  # pydicom alone would inflate a deflate bomb whole
     try:
-        ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"], force=True)
-    except (InvalidDicomError, OSError, ValueError, EOFError):
+        with path.open("rb") as handle, part10.readable(handle, limits, path.parent) as source:
+            ds = dcmread(source, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"], force=True)
+    except (part10.InvalidFile, InvalidDicomError, OSError, ValueError, EOFError):
         return "", ""
     return str(ds.get("SOPClassUID", "")), str(ds.get("SOPInstanceUID", ""))
 

@@ -2,7 +2,8 @@
 
 PS3.18 8.7.3.5: `transfer-syntax=*` asks for the stored syntax; no parameter means the
 default, Explicit VR Little Endian. Transcoding handles one instance at a time in memory
-(the stored syntax is streamed from storage without being parsed).
+(the stored syntax is streamed from storage without being parsed); a deflated one is
+inflated into a temporary file first, never whole by pydicom in memory.
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ from collections.abc import Iterable
 from io import BytesIO
 from typing import IO
 
+from django.conf import settings
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.pixels import get_decoder
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
+from imaging.dicom import part10
 from imaging.dicomweb import media
+from imaging.storage import temp_dir
 
 
 class Untranscodable(Exception):
@@ -42,9 +46,11 @@ def target_syntax(requested: str | None, stored: Iterable[str]) -> str | None:
 
 
 def to_explicit_little_endian(handle: IO[bytes]) -> bytes:
-    """One instance re-encoded as Explicit VR Little Endian (decompressed if need be)."""
-    with handle:
-        ds = dcmread(handle)
+    """One instance re-encoded as Explicit VR Little Endian (decompressed if need be). A
+    deflated one is inflated within the store's limits (part10.readable: InvalidFile beyond)."""
+    limits = part10.InflateLimits.of(settings)
+    with handle, part10.readable(handle, limits, temp_dir()) as source:
+        ds = dcmread(source)
     if ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian:
         return _encode(ds)
     if ds.file_meta.TransferSyntaxUID.is_compressed:

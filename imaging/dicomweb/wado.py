@@ -12,6 +12,7 @@ from functools import partial
 from io import BytesIO
 from typing import IO, Any
 
+from django.conf import settings
 from django.db.models import QuerySet
 from django.http import Http404, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.utils.cache import patch_vary_headers
@@ -22,6 +23,7 @@ from rest_framework.request import Request
 
 from alliance import access
 from imaging import render
+from imaging.dicom import part10
 from imaging.dicomweb import media, transfer
 from imaging.dicomweb.multipart import OutPart
 from imaging.dicomweb.renderers import (
@@ -33,7 +35,7 @@ from imaging.dicomweb.renderers import (
 )
 from imaging.dicomweb.views import BadRequest, DicomWebNotAcceptable, DicomWebView, base_url
 from imaging.models import Instance, Study
-from imaging.storage import open_instance
+from imaging.storage import open_instance, temp_dir
 
 BULK_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
 BULK_THRESHOLD = 1024  # bytes: larger binary values are sent as BulkDataURI (PS3.18 F.2.6)
@@ -117,8 +119,7 @@ class RetrieveMetadata(_InstancesView):
 
 
 def _metadata(instance: Instance, instance_url: str) -> dict[str, Any]:
-    with open_instance(instance) as handle:
-        ds = dcmread(handle, stop_before_pixels=True)
+    ds = _read(instance, stop_before_pixels=True)
     return dataset_json(ds, instance_url, has_pixels=instance.rows is not None)
 
 
@@ -163,9 +164,12 @@ class RetrieveBulkData(_InstancesView):
         return MultipartOctetStreamRenderer().response([OutPart(media.OCTET_STREAM, data=ds[number].value)])
 
 
-def _read(instance: Instance) -> Dataset:
-    with open_instance(instance) as handle:
-        return dcmread(handle)
+def _read(instance: Instance, *, stop_before_pixels: bool = False) -> Dataset:
+    """The stored file as pydicom reads it; a deflated one inflated within the store's limits
+    into a temporary file first (part10.readable), never whole in memory."""
+    limits = part10.InflateLimits.of(settings)
+    with open_instance(instance) as handle, part10.readable(handle, limits, temp_dir()) as source:
+        return dcmread(source, stop_before_pixels=stop_before_pixels)
 
 
 # --- frames ---------------------------------------------------------------------------

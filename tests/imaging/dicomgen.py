@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import zlib
 from functools import lru_cache
 from pathlib import Path
 
@@ -152,3 +153,27 @@ def part10_claiming(ds: Dataset, meta: FileMetaDataset) -> bytes:
     body.is_little_endian, body.is_implicit_VR = True, False
     write_dataset(body, ds)
     return b"\x00" * 128 + b"DICM" + meta_buffer.getvalue() + body.getvalue()
+
+
+def deflate_bomb(inflated_mb: int, *, ds: Dataset | None = None) -> bytes:
+    """A PS3.10 file in Deflated Explicit VR Little Endian (PS3.5 A.5) whose data set, a valid
+    CT header followed by Pixel Data of zeros, inflates to about `inflated_mb` MB while the
+    file stays about a thousand times smaller. Built without holding the inflated bytes: after
+    a full flush the compressor encodes each megabyte of zeros the same way, so one is repeated."""
+    ds = (
+        ds if ds is not None else make_ct_series(1, 8, 8, transfer_syntax=pydicom_uid.DeflatedExplicitVRLittleEndian)[0]
+    )
+    megabyte = 1024 * 1024
+    ds.Rows, ds.Columns, ds.NumberOfFrames = 512, 512, 2 * inflated_mb  # 16-bit pixels: 2 frames a megabyte
+    del ds.PixelData
+    meta = DicomBytesIO()
+    write_file_meta_info(meta, ds.file_meta, enforce_standard=True)
+    header = DicomBytesIO()
+    header.is_little_endian, header.is_implicit_VR = True, False
+    write_dataset(header, ds)
+    pixel_data = b"\xe0\x7f\x10\x00OW\x00\x00" + (inflated_mb * megabyte).to_bytes(4, "little")
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    start = compressor.compress(header.getvalue() + pixel_data) + compressor.flush(zlib.Z_FULL_FLUSH)
+    zeros = compressor.compress(b"\x00" * megabyte) + compressor.flush(zlib.Z_FULL_FLUSH)
+    deflated = start + zeros * inflated_mb + compressor.flush()
+    return b"\x00" * 128 + b"DICM" + meta.getvalue() + deflated + b"\x00" * (len(deflated) % 2)
