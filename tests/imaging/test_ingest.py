@@ -406,7 +406,7 @@ def test_render_task_runs_after_commit(clinic, actor, django_capture_on_commit_c
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         result = _ingest(part10_bytes(_ct()), clinic, actor)
 
-    assert [c.func for c in callbacks].count(ingest._enqueue_render) == 1  # type: ignore[attr-defined]
+    assert [getattr(c, "__qualname__", "") for c in callbacks].count("_render_later.<locals>.render") == 1
     result.instance.refresh_from_db()
     assert result.instance.rendered
 
@@ -567,7 +567,7 @@ def test_a_further_instance_of_a_known_series_is_one_statement_batch_that_commit
 ):
     first, second = _known_series(clinic, actor, 2)
     renders: list[int] = []
-    monkeypatch.setattr(ingest, "_enqueue_render", renders.append)  # eager Celery would query here
+    monkeypatch.setattr(ingest, "_enqueue_renders", renders.extend)  # eager Celery would query here
 
     with CaptureQueriesContext(connection) as queries:
         result = _ingest(second, clinic, actor)
