@@ -53,6 +53,7 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, connection, connections, models, transaction
+from django.db import Error as DatabaseFailure
 from django.utils import timezone
 from django.utils.translation import gettext, gettext_noop
 
@@ -81,7 +82,9 @@ STATUSES: dict[str, tuple[int, int]] = {
     "study-mismatch": (0xA900, 409),
     "uid-conflict": (0xA900, 409),
     "storage-failed": (0xA700, 503),
+    "out-of-space": (0xA700, 507),  # RFC 4918 11.5: 507 Insufficient Storage
 }
+_OUT_OF_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 _HASH_CHUNK = 1024 * 1024
 _LOCK_NAMESPACE = 3_000_003  # pg_advisory_xact_lock(namespace, hashtext(SOP Instance UID))
 
@@ -109,7 +112,8 @@ class IngestError(Exception):
 
 def _storage_failed(template: str, exc: BaseException) -> IngestError:
     error = str(exc) if isinstance(exc, OSError) else type(exc).__name__
-    return IngestError("storage-failed", template, error=error)
+    full = isinstance(exc, OSError) and exc.errno in _OUT_OF_SPACE
+    return IngestError("out-of-space" if full else "storage-failed", template, error=error)
 
 
 @dataclass
@@ -365,7 +369,8 @@ def _spooled(path: Path, parsed: ParsedFile, institution: Institution, spooling:
     if _known.get(known_key) is None or not _one_round_trip_possible():
         return False
     try:
-        spooling.spool.put(path, parsed, spooling.association, known_key)
+        if not spooling.spool.put(path, parsed, spooling.association, known_key):
+            return False  # the spool is at its bound: indexed before the answer instead
     except OSError as exc:
         if exc.errno == errno.EXDEV:  # the spool is on another file system than the received file
             return False
@@ -1087,7 +1092,7 @@ def _audit_refusal(exc: IngestError, *, object_id: str, actor: audit.Actor, via:
                 outcome=AuditEvent.Outcome.FAILURE,
                 detail={"via": via, "code": exc.code, "reason": exc.reason[:500], "dicom_status": exc.dicom_status},
             )
-    except DatabaseError:
+    except DatabaseFailure:  # a lost connection is an InterfaceError, no DatabaseError
         log.exception("could not audit the refusal of %s", object_id)
 
 
