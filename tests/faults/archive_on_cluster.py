@@ -142,25 +142,33 @@ class Archive:
 
 
 def store_statuses(port: int, files: list[Path], *, calling: str = "CT_A", called: str = "CLINA") -> dict[Path, str]:
-    """storescu the files over one association; each file's C-STORE response status as dcmtk
-    names it ("Success", "Refused: OutOfResources", ...), absent when none came."""
+    """storescu the files over one association, going on after a refusal as a modality does;
+    each file's C-STORE response status as dcmtk names it ("Success", "Refused: OutOfResources", ...), absent when none came."""
+    return storescu(port, files, calling=calling, called=called)[0]
+
+
+def storescu(
+    port: int, files: list[Path], *, calling: str = "CT_A", called: str = "CLINA"
+) -> tuple[dict[Path, str], str]:
+    """store_statuses, and storescu's output."""
     done = subprocess.run(
-        ["storescu", "-v", "-aet", calling, "-aec", called, "127.0.0.1", str(port), *map(str, files)],
+        ["storescu", "-v", "--no-halt", "-aet", calling, "-aec", called, "127.0.0.1", str(port), *map(str, files)],
         capture_output=True,
         text=True,
         timeout=600,
         env={**os.environ, "TCP_NODELAY": "1"},
         check=False,
     )
+    output = done.stdout + done.stderr
     statuses: dict[Path, str] = {}
     sending: Path | None = None
-    for line in (done.stdout + done.stderr).splitlines():
+    for line in output.splitlines():
         if m := re.search(r"Sending file: (.+)$", line):
             sending = Path(m.group(1).strip())
         elif (m := re.search(r"Received Store Response \(([^)]*)", line)) and sending is not None:
             statuses[sending] = m.group(1).strip()
             sending = None
-    return statuses
+    return statuses, output
 
 
 def retrieved_bodies(port: int, study_uid: str, out: Path) -> dict[str, str]:
