@@ -143,7 +143,8 @@ class Archive:
 
 def store_statuses(port: int, files: list[Path], *, calling: str = "CT_A", called: str = "CLINA") -> dict[Path, str]:
     """storescu the files over one association, going on after a refusal as a modality does;
-    each file's C-STORE response status as dcmtk names it ("Success", "Refused: OutOfResources", ...), absent when none came."""
+    each file's C-STORE response status as dcmtk names it ("Success", "Refused: OutOfResources",
+    ...), absent when none came."""
     return storescu(port, files, calling=calling, called=called)[0]
 
 

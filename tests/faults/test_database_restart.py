@@ -11,7 +11,10 @@ file, and every acknowledged instance is retrieved byte for byte.
 from __future__ import annotations
 
 import io
+import os
+import re
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -71,39 +74,76 @@ def _running(cluster: PgCluster) -> bool:
     return (cluster.data / "postmaster.pid").exists()
 
 
-def _restart_after(cluster: PgCluster, mode: str, ready: threading.Event) -> threading.Thread:
-    def restart() -> None:
-        ready.wait(600)
-        cluster.restart(mode)
-
-    thread = threading.Thread(target=restart)
-    thread.start()
-    return thread
-
-
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
 def test_c_store_through_a_database_restart_answers_success_or_a700_and_loses_nothing(archive, mode, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    series = dicomgen.make_ct_series(60, 64, 64, patient_id=f"PR-{mode}")
+    """The restart is stopping the cluster (-m fast or immediate) once 10 instances are
+    answered and starting it again once 40 more were answered while it was down: the outage
+    falls inside the association, whatever the speed of the machine."""
+    series = dicomgen.make_ct_series(150, 64, 64, patient_id=f"PR-{mode}")
     files = dicomgen.write_series(series, tmp_path / "series")
-    chunks = [files[i : i + CHUNK] for i in range(0, len(files), CHUNK)]
-    answers: dict[Path, str] = {}
     with archive.dicom_server() as port:
-        first_sent = threading.Event()
-        restarting = _restart_after(archive.cluster, mode, first_sent)
-        for n, chunk in enumerate(chunks):
-            answers.update(store_statuses(port, chunk))
-            if n == 1:
-                first_sent.set()  # the restart runs while the next associations send
-        restarting.join()
+        sender = Storescu(port, files)
+        sender.answered(10)
+        archive.cluster.pg_ctl("stop", mode=mode)
+        down_at = len(sender.statuses)
+        sender.answered(down_at + 40)
+        during = list(sender.statuses.values())[down_at:]
+        archive.cluster.pg_ctl("start")
+        answers = sender.finish()
+        print(f"restart -m {mode} during C-STORE: {_counts(answers, files)}; while down: {_tally(during)}")
         assert set(answers.values()) <= {SUCCESS, REFUSED}, answers
-        acknowledged = [f for f in files if answers.get(f) == SUCCESS]
-        print(f"restart -m {mode} during C-STORE: {_counts(answers, files)}")
-        _send_until_acknowledged(port, [f for f in files if f not in acknowledged])
+        assert REFUSED in during  # back-pressure: no Success while nothing can be indexed
+        _send_until_acknowledged(port, [f for f in files if answers.get(f) != SUCCESS])
 
         archive.wait_until_clean()
         archive.assert_nothing_half_stored()
         assert retrieved_bodies(port, str(series[0].StudyInstanceUID), tmp_path / "got") == sent_bodies(files)
     assert "Exception in thread dicom-indexer" not in archive.server_log()
+
+
+class Storescu:
+    """storescu sending in the background (going on after a refusal), its answers read as they come."""
+
+    def __init__(self, port: int, files: list[Path]) -> None:
+        self.statuses: dict[Path, str] = {}
+        self._changed = threading.Condition()
+        self._proc = subprocess.Popen(
+            ["storescu", "-v", "--no-halt", "-aet", "CT_A", "-aec", "CLINA", "127.0.0.1", str(port), *map(str, files)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "TCP_NODELAY": "1"},
+        )
+        self._reader = threading.Thread(target=self._read)
+        self._reader.start()
+
+    def _read(self) -> None:
+        sending: Path | None = None
+        assert self._proc.stdout is not None
+        with self._proc.stdout as output:
+            for line in output:
+                if m := re.search(r"Sending file: (.+)$", line):
+                    sending = Path(m.group(1).strip())
+                elif (m := re.search(r"Received Store Response \(([^)]*)", line)) and sending is not None:
+                    with self._changed:
+                        self.statuses[sending] = m.group(1).strip()
+                        self._changed.notify_all()
+        with self._changed:
+            self._proc.wait()
+            self._changed.notify_all()
+
+    def answered(self, count: int) -> None:
+        """Wait until `count` C-STOREs were answered (or storescu has ended)."""
+        with self._changed:
+            self._changed.wait_for(lambda: len(self.statuses) >= count or self._proc.poll() is not None, 600)
+
+    def finish(self) -> dict[Path, str]:
+        self._reader.join(600)
+        return dict(self.statuses)
+
+
+def _tally(statuses: list[str]) -> str:
+    return ", ".join(f"{name}: {statuses.count(name)}" for name in sorted(set(statuses)))
 
 
 def _counts(answers: dict[Path, str], files: list[Path]) -> str:
@@ -152,40 +192,66 @@ def _wado(site: str, token: str, ds: Any, spool: Path) -> bytes:
 
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
 def test_stow_through_a_database_restart_never_answers_500_and_loses_nothing(archive, mode, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A client posts the instances one by one, again and again until each is acknowledged,
+    while the cluster is stopped (-m fast or immediate) after 4 answers and started again
+    after 5 more answers came while it was down."""
     series = dicomgen.make_ct_series(30, 64, 64, patient_id=f"PS-{mode}")
     sent = {str(ds.SOPInstanceUID): dicomgen.part10_bytes(ds) for ds in series}
-    acknowledged: set[str] = set()
-    seen: dict[int, int] = {}
     with archive.web_server() as site:
-        first_sent = threading.Event()
-        restarting = _restart_after(archive.cluster, mode, first_sent)
-        for n, (sop_uid, data) in enumerate(sent.items()):
-            response = _stow(site, archive.token, data)
-            assert response.status_code != 500, response.text
-            seen[response.status_code] = seen.get(response.status_code, 0) + 1
-            if _stored(response):
-                acknowledged.add(sop_uid)
-            if n == 3:
-                first_sent.set()
-        restarting.join()
-        statuses = ", ".join(f"{code}: {n}" for code, n in sorted(seen.items()))
-        print(f"restart -m {mode} during STOW: {len(acknowledged)} of {len(sent)} acknowledged; HTTP {statuses}")
-        for _ in range(60):
-            missing = [uid for uid in sent if uid not in acknowledged]
-            if not missing:
-                break
-            for uid in missing:
-                response = _stow(site, archive.token, sent[uid])
-                assert response.status_code != 500, response.text
-                if _stored(response):
-                    acknowledged.add(uid)
-            time.sleep(1)
-        assert acknowledged == set(sent)
+        client = StowClient(site, archive.token, sent)
+        client.answered(4)
+        archive.cluster.pg_ctl("stop", mode=mode)
+        down_at = len(client.answers)
+        client.answered(down_at + 5)
+        during = client.answers[down_at:]
+        archive.cluster.pg_ctl("start")
+        client.finish()
+        print(
+            f"restart -m {mode} during STOW-RS: HTTP {_tally([str(a) for a in client.answers])}; while down: {during}"
+        )
+        assert 500 not in client.answers
+        assert client.acknowledged == set(sent)
 
         archive.wait_until_clean()
         archive.assert_nothing_half_stored()
         for ds in series:
             assert _wado(site, archive.token, ds, tmp_path / "wado") == sent[str(ds.SOPInstanceUID)]
+
+
+class StowClient:
+    """Posts each instance (one per request) until acknowledged, in the background."""
+
+    def __init__(self, site: str, token: str, sent: dict[str, bytes]) -> None:
+        self.answers: list[int] = []
+        self.acknowledged: set[str] = set()
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._post_all, args=(site, token, sent))
+        self._thread.start()
+
+    def _post_all(self, site: str, token: str, sent: dict[str, bytes]) -> None:
+        for _ in range(200):
+            missing = [uid for uid in sent if uid not in self.acknowledged]
+            if not missing:
+                break
+            for uid in missing:
+                response = _stow(site, token, sent[uid])
+                with self._changed:
+                    self.answers.append(response.status_code)
+                    if _stored(response):
+                        self.acknowledged.add(uid)
+                    self._changed.notify_all()
+            time.sleep(0.2)
+        with self._changed:
+            self.answers.append(0)  # done
+            self._changed.notify_all()
+
+    def answered(self, count: int) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: len(self.answers) >= count or 0 in self.answers, 600)
+
+    def finish(self) -> None:
+        self._thread.join(1200)
+        self.answers.remove(0)
 
 
 def test_the_web_app_answers_503_while_the_database_is_down_and_200_at_once_after_a_restart(archive) -> None:  # type: ignore[no-untyped-def]
