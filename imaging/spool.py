@@ -316,20 +316,17 @@ class Spool:
                 run = [entry for entry in run if entry.path.exists()]
 
     def _finished(self, run: list[_Entry]) -> None:
-        ended: dict[str, _Association] = {}
         with self._changed:
             for entry in run:
                 association = entry.association
                 if association is not None:
                     association.pending -= 1
                     if association.ended and association.pending == 0:
-                        ended[association.name] = association
+                        self._forget(association)  # before anyone waiting is told
                 self._unfinished.discard(entry.number)
             if not self._unfinished:
                 self._hurry.clear()
             self._changed.notify_all()
-        for association in ended.values():
-            self._forget(association)
 
     def _write_durably(self, path: Path, data: bytes) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
