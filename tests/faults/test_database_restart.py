@@ -77,16 +77,17 @@ def _running(cluster: PgCluster) -> bool:
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
 def test_c_store_through_a_database_restart_answers_success_or_a700_and_loses_nothing(archive, mode, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The restart is stopping the cluster (-m fast or immediate) once 10 instances are
-    answered and starting it again once 40 more were answered while it was down: the outage
-    falls inside the association, whatever the speed of the machine."""
-    series = dicomgen.make_ct_series(150, 64, 64, patient_id=f"PR-{mode}")
+    answered and starting it again once 100 more were answered while it was down: the outage
+    falls inside the association, whatever the speed of the machine, and lasts long enough
+    for the indexer to find it."""
+    series = dicomgen.make_ct_series(300, 64, 64, patient_id=f"PR-{mode}")
     files = dicomgen.write_series(series, tmp_path / "series")
     with archive.dicom_server() as port:
         sender = Storescu(port, files)
         sender.answered(10)
         archive.cluster.pg_ctl("stop", mode=mode)
         down_at = len(sender.statuses)
-        sender.answered(down_at + 40)
+        sender.answered(down_at + 100)
         during = list(sender.statuses.values())[down_at:]
         archive.cluster.pg_ctl("start")
         answers = sender.finish()

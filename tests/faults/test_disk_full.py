@@ -35,7 +35,7 @@ pytestmark = [
     pytest.mark.skipif(bool(available()), reason=available() or "-"),
 ]
 REFUSED = "Refused: OutOfResources"
-STORE_MB = 8
+STORE_MB = 24  # the whole series fits once the filler is gone
 ROOM_BYTES = 600 * 1024  # left free in the store: a few instances fit, the rest do not
 
 
@@ -82,7 +82,7 @@ def test_a_full_store_answers_a700_not_success_and_everything_acknowledged_is_ke
 ) -> None:  # type: ignore[no-untyped-def]
     archive = Archive(cluster, tmp_path / "data")
     archive.provision()
-    series = dicomgen.make_ct_series(40, 256, 256, patient_id="PD-1")  # 128 KB each
+    series = dicomgen.make_ct_series(120, 256, 256, patient_id="PD-1")  # 128 KB each: 15 MB
     files = dicomgen.write_series(series, tmp_path / "series")
     with archive.dicom_server() as port:
         assert store_statuses(port, files[:1]) == {files[0]: SUCCESS}  # the series is known: spooled from now
