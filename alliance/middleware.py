@@ -1,12 +1,25 @@
-"""Request middleware: deactivation takes effect at once, and a strict CSP on every page."""
+"""Request middleware: deactivation takes effect at once, a strict CSP on every page, and 503
+rather than 500 while the database is unavailable."""
 
+import logging
 from collections.abc import Callable
 
 from django.conf import settings
 from django.contrib.auth import logout
-from django.http import HttpRequest, HttpResponse
+from django.db import InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.template import loader
+from django.utils.translation import gettext
 
 from alliance.access import doctor_of
+
+log = logging.getLogger(__name__)
+
+# What a lost or refused database connection raises (psycopg2's OperationalError and
+# InterfaceError, through Django's wrappers).
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
+RETRY_AFTER_SECONDS = 30
+_JSON_PREFIXES = ("/api/", "/dicomweb/")
 
 
 class ActiveDoctorMiddleware:
@@ -41,3 +54,36 @@ class ContentSecurityPolicyMiddleware:
         response = self.get_response(request)
         response.headers.setdefault("Content-Security-Policy", self.policy)
         return response
+
+
+class DatabaseUnavailableMiddleware:
+    """A view that finds the database unavailable answers 503 Service Unavailable with
+    Retry-After (RFC 9110 15.6.4), not 500: the client may simply try again. What fails
+    before the view (the session, the signed-in user) is answered so by
+    alliance.views.server_error."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, DATABASE_UNAVAILABLE):
+            return None
+        return database_unavailable(request, exception)
+
+
+def database_unavailable(request: HttpRequest, exception: BaseException) -> HttpResponse:
+    """503 with Retry-After: JSON for the API and DICOMweb (their error format), else a
+    plain page that needs neither the database nor the signed-in user."""
+    log.error("the database is unavailable (%s %s): %s", request.method, request.path, exception)
+    message = gettext("The database is unavailable at the moment. Please try again in a minute.")
+    response: HttpResponse
+    if request.path_info.startswith(_JSON_PREFIXES) or "application/json" in request.headers.get("Accept", ""):
+        body = {"error": {"code": "database_unavailable", "message": message, "fields": {}}}
+        response = JsonResponse(body, status=503)
+    else:
+        response = HttpResponse(loader.render_to_string("503.html", {"message": message}), status=503)
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response

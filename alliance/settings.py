@@ -51,6 +51,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "alliance.middleware.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -110,6 +111,9 @@ else:
         }
     }
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
+# A kept connection is checked (one round trip) before its first use in each request, so
+# that after a database restart a stale one is replaced instead of failing a request.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- authentication -------------------------------------------------------------------
@@ -219,6 +223,9 @@ DICOM_AE_TITLE = env_str("DICOM_AE_TITLE", "CLOUDPACS")  # ours when we call out
 # A further instance of a series is answered once durable in the spool and indexed right after
 # (imaging/spool.py; PostgreSQL and a local store only). False: every instance indexed first.
 DICOM_WRITE_AHEAD = env_bool("DICOM_WRITE_AHEAD", True)
+# Unindexed instances a server process's spool holds at most; past it, instances are indexed
+# before their answer (imaging/spool.py).
+DICOM_SPOOL_MAX_ENTRIES = env_int("DICOM_SPOOL_MAX_ENTRIES", 1000, minimum=1)
 DICOM_PROCESSES = env_int("DICOM_PROCESSES", 1, minimum=1, maximum=64)  # share the port (SO_REUSEPORT)
 
 # --- Celery ---------------------------------------------------------------------------

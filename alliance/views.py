@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -16,9 +17,11 @@ from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
+from django.views import defaults
 
 from alliance import access, audit
 from alliance.forms import AuditFilterForm
+from alliance.middleware import DATABASE_UNAVAILABLE, database_unavailable
 from alliance.models import AuditEvent, Device, Doctor, Institution, Pool, Role
 
 AUDIT_PAGE_SIZE = 50
@@ -77,6 +80,15 @@ def locked_out(
         "lockout_minutes": round(settings.AXES_COOLOFF_TIME * 60),
     }
     return render(request, "registration/locked_out.html", context, status=429)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """handler500: the database unavailable where no view could answer for it (the session or
+    the user read by a middleware) is a 503 as well (DatabaseUnavailableMiddleware)."""
+    exception = sys.exc_info()[1]  # Django calls handler500 while it handles the exception
+    if isinstance(exception, DATABASE_UNAVAILABLE):
+        return database_unavailable(request, exception)
+    return defaults.server_error(request)
 
 
 # --- audit log ------------------------------------------------------------------------

@@ -37,6 +37,10 @@ UNIQUE_KEYS = {
 }
 
 
+_UNAVAILABLE = frozenset({"storage-failed", "out-of-space"})
+_STORE_FAILED = "the archive could not store the instance; try again later"
+
+
 def _source(peer: Peer) -> str:
     return f"{peer.host}:{peer.port}"
 
@@ -121,7 +125,16 @@ class DjangoServices:
             else:
                 ingest_bytes(instance.part10(), institution=institution, actor=actor, via="dimse", source=source)
         except IngestError as exc:
+            if exc.code in _UNAVAILABLE:
+                connection.close_if_unusable_or_obsolete()
             raise DimseFailure(exc.dicom_status, exc.reason) from None
+        except Exception as exc:
+            # The database lost (a broken connection is an InterfaceError, which ingest does not
+            # take for a storage failure), or anything else: not stored, and the sender may try
+            # again. PS3.4 B.2.3 has no other status for it (0x0110 is no C-STORE status).
+            log.exception("C-STORE %s from %s could not be stored", instance.sop_instance_uid, peer.calling_ae)
+            connection.close_if_unusable_or_obsolete()  # the next C-STORE connects afresh
+            raise DimseFailure(Status.OUT_OF_RESOURCES, _STORE_FAILED) from exc
 
     def _spooling(self, peer: Peer) -> Spooling | None:
         """The write-ahead spool (imaging/spool.py) for this association, where it can serve:

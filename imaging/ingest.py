@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, connection, connections, transaction
+from django.db import Error as DatabaseFailure
 from django.utils.translation import gettext_noop
 
 from alliance import audit
@@ -281,7 +282,8 @@ def _spooled(path: Path, parsed: ParsedFile, institution: Institution, spooling:
     if index.known_parents.get(known_key) is None or not _one_round_trip_possible():
         return False
     try:
-        spooling.spool.put(path, parsed, spooling.association, known_key)
+        if not spooling.spool.put(path, parsed, spooling.association, known_key):
+            return False  # the spool is at its bound: indexed before the answer instead
     except OSError as exc:
         if exc.errno == errno.EXDEV:  # the spool is on another file system than the received file
             return False
@@ -622,7 +624,7 @@ def _audit_refusal(exc: IngestError, *, object_id: str, actor: audit.Actor, via:
                 outcome=AuditEvent.Outcome.FAILURE,
                 detail={"via": via, "code": exc.code, "reason": exc.reason[:500], "dicom_status": exc.dicom_status},
             )
-    except DatabaseError:
+    except DatabaseFailure:  # a lost connection is an InterfaceError, no DatabaseError
         log.exception("could not audit the refusal of %s", object_id)
 
 

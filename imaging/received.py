@@ -6,6 +6,7 @@ imaging.ingest decides what becomes of it; imaging.index writes its rows.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import mmap
 import os
@@ -39,7 +40,9 @@ STATUSES: dict[str, tuple[int, int]] = {
     "study-mismatch": (Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, HTTPStatus.CONFLICT),
     "uid-conflict": (Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, HTTPStatus.CONFLICT),
     "storage-failed": (Status.OUT_OF_RESOURCES, HTTPStatus.SERVICE_UNAVAILABLE),
+    "out-of-space": (Status.OUT_OF_RESOURCES, HTTPStatus.INSUFFICIENT_STORAGE),  # RFC 4918 11.5
 }
+_OUT_OF_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 HASH_CHUNK = 1024 * 1024
 
 
@@ -67,7 +70,8 @@ class IngestError(Exception):
 
 def storage_failed(template: str, exc: BaseException) -> IngestError:
     error = str(exc) if isinstance(exc, OSError) else type(exc).__name__
-    return IngestError("storage-failed", template, error=error)
+    full = isinstance(exc, OSError) and exc.errno in _OUT_OF_SPACE
+    return IngestError("out-of-space" if full else "storage-failed", template, error=error)
 
 
 def index_failed(exc: BaseException) -> IngestError:

@@ -23,6 +23,12 @@ What this promises, and where it stops:
   DATA_DIR/refused/, the refusal is audited and logged at ERROR for an administrator.
 - Each process has its own folder DATA_DIR/spool/<token>/, locked (flock) while it runs; a
   folder whose lock is free belongs to a process that has gone, and recover() indexes it.
+- Back-pressure: the indexer never ends on an error. A failure of the database (a lost
+  connection included) or of the store is tried again, at once on a fresh connection, then
+  every _RETRY_SECONDS; while it waits so the spool is stalled: new instances it would take
+  are refused with 0xA700 (PS3.4 B.2.3: refused, out of resources; the sender tries again
+  later) and releases and queries stop waiting for it. Past DICOM_SPOOL_MAX_ENTRIES
+  unindexed entries the spool takes no more: instances are indexed before their answer.
 """
 
 from __future__ import annotations
@@ -44,7 +50,9 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import Error as DatabaseFailure
+from django.db import close_old_connections, connection
+from django.utils.translation import gettext_noop
 
 from alliance import audit
 from alliance.models import AuditEvent, Institution
@@ -54,7 +62,12 @@ log = logging.getLogger("imaging.spool")
 
 _LOCK = ".lock"
 _RETRY_SECONDS = 1.0
-RELEASE_WAIT_SECONDS = 60.0
+# How long a release (or a query) waits for the indexer at most: less than the 30 s a
+# sender waits for the A-RELEASE-RP by default (dcmtk's ACSE timeout), so that a slow
+# indexer delays the answer and does not turn it into a failed release.
+RELEASE_WAIT_SECONDS = 20.0
+# IngestError codes the indexer waits out rather than setting the file aside
+_RETRIED_CODES = frozenset({"storage-failed", "out-of-space"})
 _WAKE = "wake"
 BATCH = 64  # entries indexed together at most
 # How long the indexer lets entries gather after the first: one commit for a run of a
@@ -88,6 +101,7 @@ class _Association:
     sender: Sender
     recorded: bool = False  # its sender record is durable in the folder
     pending: int = 0
+    ended: bool = False  # its sender record goes once it has ended and nothing is pending
     sequence: itertools.count[int] = field(default_factory=itertools.count)
 
 
@@ -109,6 +123,38 @@ def refused_dir() -> Path:
     return Path(settings.DATA_DIR) / "refused"
 
 
+class _Health:
+    """Whether the indexer indexes, or waits out a failure of the database or the store
+    (stalled); a change is told to the waiters of `changed` (the spool's), so that they stop
+    waiting for an indexer that cannot index."""
+
+    def __init__(self, changed: threading.Condition | None = None) -> None:
+        self.stalled = False
+        self._changed = changed or threading.Condition()
+
+    def failed(self, what: str, exc: BaseException, attempt: int) -> None:
+        """Called before trying `what` again. The first failure is tried again at once on a
+        fresh connection (the database restarted: the old one is stale); the next ones every
+        _RETRY_SECONDS, stalled meanwhile."""
+        connection.close()
+        if attempt <= 1:
+            log.warning("indexing %s failed (%s); trying again on a fresh connection", what, exc)
+            return
+        log.error("indexing %s failed (%s); trying again in %.0f s, refusing new instances", what, exc, _RETRY_SECONDS)
+        self._set(True)
+        time.sleep(_RETRY_SECONDS)
+
+    def recovered(self) -> None:
+        if self.stalled:
+            log.warning("the spool's indexer indexes again")
+            self._set(False)
+
+    def _set(self, stalled: bool) -> None:
+        with self._changed:
+            self.stalled = stalled
+            self._changed.notify_all()
+
+
 class Spool:
     """One process's spool folder and its indexer thread."""
 
@@ -118,8 +164,10 @@ class Spool:
         self._lock_fd = os.open(self.folder / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         storage.fsync_dir(self.folder.parent)
+        self.max_entries: int = settings.DICOM_SPOOL_MAX_ENTRIES
         self._queue: queue.Queue[_Entry | str | None] = queue.Queue()  # _WAKE: stop lingering
         self._changed = threading.Condition()
+        self._health = _Health(self._changed)
         self._unfinished: set[int] = set()  # the numbers of the entries not indexed yet
         self._numbers = itertools.count()
         self._hurry = threading.Event()  # someone waits for the indexer: no lingering
@@ -129,13 +177,26 @@ class Spool:
 
     # --- the answering side -------------------------------------------------------------
 
+    @property
+    def stalled(self) -> bool:
+        """The indexer is waiting out a failure of the database or the store."""
+        return self._health.stalled
+
     def association(self, sender: Sender) -> _Association:
         return _Association(name=f"a{next(self._associations)}", sender=sender)
 
-    def put(self, path: Path, parsed: Any, association: _Association, known_key: Any) -> None:
+    def put(self, path: Path, parsed: Any, association: _Association, known_key: Any) -> bool:
         """Make the received file at `path` durable in the spool and queue it for indexing
-        (with what ingest made of it: `parsed`, `known_key`). Returns once it is durable;
-        raises OSError when it could not be made so (nothing is queued then)."""
+        (with what ingest made of it: `parsed`, `known_key`); True once it is durable.
+
+        False, taking nothing, when max_entries entries wait to be indexed: the caller indexes
+        the instance before answering. Raises ingest.IngestError (0xA700) while the indexer
+        is stalled: the spool would only grow. Raises OSError when the file could not be made
+        durable (nothing is queued then)."""
+        if self._health.stalled:
+            raise _refusal_while_stalled()
+        if len(self._unfinished) >= self.max_entries:
+            return False
         entry_path = self.folder / f"{association.name}-{next(association.sequence)}.dcm"
         os.link(path, entry_path)
         try:
@@ -152,29 +213,45 @@ class Spool:
             number = next(self._numbers)
             self._unfinished.add(number)
         self._queue.put(_Entry(entry_path, association.sender, association, parsed, number, known_key))
+        return True
 
     def wait_for(self, association: _Association, timeout: float = RELEASE_WAIT_SECONDS) -> bool:
-        """Wait until the association's instances are indexed (or refused); False on timeout."""
+        """Wait until the association's instances are indexed (or refused); False when they are
+        not within `timeout`, or as soon as the indexer is stalled."""
         with self._changed:
             if association.pending:
                 self._hasten()
-            return self._changed.wait_for(lambda: association.pending == 0, timeout)
+            self._changed.wait_for(lambda: association.pending == 0 or self._health.stalled, timeout)
+            return association.pending == 0
 
     def finish(self, association: _Association) -> None:
-        """The association has ended: once its instances are indexed its sender record goes
-        (kept, for recovery, while any of them is not)."""
-        if association.recorded and self.wait_for(association):
+        """The association has ended: its sender record goes once its instances are indexed,
+        now or when the indexer has done them (it is kept, for recovery, until then)."""
+        with self._changed:
+            association.ended = True
+            done = association.pending == 0
+        if done:
+            self._forget(association)
+
+    def _forget(self, association: _Association) -> None:
+        if association.recorded:
             (self.folder / f"{association.name}.json").unlink(missing_ok=True)
 
     def drain(self, timeout: float = RELEASE_WAIT_SECONDS) -> bool:
         """Wait until everything spooled before the call is indexed (or refused), not what
-        associations still sending add meanwhile; False on timeout."""
+        associations still sending add meanwhile; False on timeout, or as soon as the indexer
+        is stalled."""
         with self._changed:
             if not self._unfinished:
                 return True
             last = max(self._unfinished)
             self._hasten()
-            return self._changed.wait_for(lambda: min(self._unfinished, default=last + 1) > last, timeout)
+
+            def done() -> bool:
+                return min(self._unfinished, default=last + 1) > last
+
+            self._changed.wait_for(lambda: done() or self._health.stalled, timeout)
+            return done()
 
     def _hasten(self) -> None:
         if not self._hurry.is_set():
@@ -190,42 +267,66 @@ class Spool:
     # --- the indexing side --------------------------------------------------------------
 
     def _run(self) -> None:
-        """Index what arrives in batches: from the first entry, what arrives within LINGER_SECONDS
-        (up to BATCH; at once when someone waits), a run of one series and sender in one commit."""
+        """Index what arrives in batches, a run of one series and sender in one commit, until
+        close(): no error ends this loop (_index_surviving)."""
         stopping = False
         while not stopping:
-            first: Any = self._queue.get()
-            if first is None:
-                break
-            if first is _WAKE:
-                continue
-            batch = [first]
-            deadline = time.monotonic() + LINGER_SECONDS
-            while len(batch) < BATCH:
-                wait = 0.0 if self._hurry.is_set() else deadline - time.monotonic()
-                try:
-                    entry: Any = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if entry is None:
-                    stopping = True
-                    break
-                if entry is _WAKE:
-                    break
-                batch.append(entry)
+            batch, stopping = self._next_batch()
             for run in _runs(batch):
-                try:
-                    _index_run(run)
-                finally:
-                    with self._changed:
-                        for entry in run:
-                            if entry.association is not None:
-                                entry.association.pending -= 1
-                            self._unfinished.discard(entry.number)
-                        if not self._unfinished:
-                            self._hurry.clear()
-                        self._changed.notify_all()
+                self._index_surviving(run)
+                self._finished(run)
         connection.close()
+
+    def _next_batch(self) -> tuple[list[_Entry], bool]:
+        """From the first entry, what arrives within LINGER_SECONDS (up to BATCH; at once when
+        someone waits); and whether close() asked the indexer to stop."""
+        first: Any = self._queue.get()
+        while first is _WAKE:
+            first = self._queue.get()
+        if first is None:
+            return [], True
+        batch = [first]
+        deadline = time.monotonic() + LINGER_SECONDS
+        while len(batch) < BATCH:
+            wait = 0.0 if self._hurry.is_set() else deadline - time.monotonic()
+            try:
+                entry: Any = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if entry is None:
+                return batch, True
+            if entry is _WAKE:
+                break
+            batch.append(entry)
+        return batch, False
+
+    def _index_surviving(self, run: list[_Entry]) -> None:
+        """_index_run until it completes. What it lets out (setting a file aside failed, a
+        defect) is logged, and the run's entries still in the spool are tried again: they were
+        answered with success, and the stalled spool refuses new instances meanwhile."""
+        attempt = 0
+        while run:
+            try:
+                _index_run(run, self._health)
+                return
+            except Exception as exc:
+                log.exception("indexing %d spooled instance(s) failed", len(run))
+                attempt += 1
+                self._health.failed(f"{len(run)} spooled instance(s)", exc, attempt)
+                run = [entry for entry in run if entry.path.exists()]
+
+    def _finished(self, run: list[_Entry]) -> None:
+        with self._changed:
+            for entry in run:
+                association = entry.association
+                if association is not None:
+                    association.pending -= 1
+                    if association.ended and association.pending == 0:
+                        self._forget(association)  # before anyone waiting is told
+                self._unfinished.discard(entry.number)
+            if not self._unfinished:
+                self._hurry.clear()
+            self._changed.notify_all()
 
     def _write_durably(self, path: Path, data: bytes) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -234,6 +335,12 @@ class Spool:
             os.fdatasync(fd)
         finally:
             os.close(fd)
+
+
+def _refusal_while_stalled() -> Exception:
+    return ingest.IngestError(
+        "storage-failed", gettext_noop("the archive cannot index instances at the moment; try again later")
+    )
 
 
 def _runs(batch: list[_Entry]) -> list[list[_Entry]]:
@@ -246,7 +353,7 @@ def _runs(batch: list[_Entry]) -> list[list[_Entry]]:
     return list(groups.values())
 
 
-def _index_run(run: list[_Entry]) -> None:
+def _index_run(run: list[_Entry], health: _Health) -> None:
     """A run of one series in one commit when ingest can (index_spooled_series), else each
     entry on its own."""
     if run[0].parsed is not None:  # not recovered (_runs keeps those on their own)
@@ -267,9 +374,10 @@ def _index_run(run: list[_Entry]) -> None:
         if done is not None:
             for entry in run:
                 entry.path.unlink(missing_ok=True)
+            health.recovered()
             return
     for entry in run:
-        _index_until_done(entry)
+        _index_until_done(entry, health)
 
 
 _INSTITUTION_SECONDS = 10.0
@@ -288,11 +396,13 @@ def _institution(pk: int) -> Institution:
     return institution
 
 
-def _index_until_done(entry: _Entry) -> None:
+def _index_until_done(entry: _Entry, health: _Health) -> None:
     """Index one spooled file. A refusal, or an error that trying again cannot mend, moves it
-    aside (DATA_DIR/refused); the database or the disk failing is waited out, trying again
-    every _RETRY_SECONDS: the file is durable and was answered."""
+    aside (DATA_DIR/refused); the database (a lost connection included) or the store failing
+    is waited out (health.failed): the file is durable and was answered."""
+    attempt = 0
     while True:
+        failure: Exception
         try:
             close_old_connections()
             institution = Institution.objects.get(pk=entry.sender.institution_id)
@@ -306,27 +416,24 @@ def _index_until_done(entry: _Entry) -> None:
             )
         except Institution.DoesNotExist:
             _set_aside(entry, f"institution {entry.sender.institution_id} no longer exists")
-            return
+            break
         except ingest.IngestError as exc:
-            if exc.code != "storage-failed":
+            if exc.code not in _RETRIED_CODES:
                 _set_aside(entry, exc, audited=True)  # index_spooled audited the refusal
-                return
-            _wait_before_retrying(entry, exc)
-        except (DatabaseError, OSError) as exc:
-            _wait_before_retrying(entry, exc)
+                break
+            failure = exc
+        except (DatabaseFailure, OSError) as exc:  # a lost connection is an InterfaceError, no DatabaseError
+            failure = exc
         except Exception as exc:
             log.exception("indexing the spooled %s failed", entry.path.name)
             _set_aside(entry, exc)
-            return
+            break
         else:
             entry.path.unlink(missing_ok=True)
-            return
-
-
-def _wait_before_retrying(entry: _Entry, exc: Exception) -> None:
-    log.error("indexing the spooled %s failed (%s); trying again in %.0f s", entry.path.name, exc, _RETRY_SECONDS)
-    connection.close()
-    time.sleep(_RETRY_SECONDS)
+            break
+        attempt += 1
+        health.failed(f"the spooled {entry.path.name}", failure, attempt)
+    health.recovered()
 
 
 def _set_aside(entry: _Entry, exc: Exception | str, *, audited: bool = False) -> None:
@@ -349,7 +456,7 @@ def _set_aside(entry: _Entry, exc: Exception | str, *, audited: bool = False) ->
             outcome=AuditEvent.Outcome.FAILURE,
             detail={"via": entry.sender.via, "code": "set-aside", "reason": str(exc)[:500], "kept_as": str(dest)},
         )
-    except DatabaseError:
+    except DatabaseFailure:
         log.exception("could not audit the refusal of %s", dest)
 
 
@@ -376,7 +483,13 @@ def recover_process(pid: int) -> int:
 def waiting_entries() -> list[Path]:
     """Answered instances left by processes that have gone, which the next dicom_server start
     will index (for dicom_storage_check)."""
-    return [entry for folder in _abandoned_folders() for entry in sorted(folder.glob("a*-*.dcm"))]
+    return [entry for folder in _abandoned_folders() for entry in _entries(folder)]
+
+
+def live_entries() -> list[Path]:
+    """Answered instances a running dicom_server has not indexed yet (for dicom_storage_check):
+    a backlog that stays means its indexer is stalled (see its log)."""
+    return [entry for folder, gone in _folders() if not gone for entry in _entries(folder)]
 
 
 def refused_files() -> list[Path]:
@@ -385,9 +498,19 @@ def refused_files() -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
 
 
+def _entries(folder: Path) -> list[Path]:
+    return sorted(folder.glob("a*-*.dcm"), key=_entry_order)
+
+
 def _abandoned_folders(pattern: str = "*") -> Iterator[Path]:
-    """Spool folders (named like `pattern`) whose lock is free (their process has gone),
-    each held locked while the caller works on it."""
+    """Spool folders (named like `pattern`) whose lock is free (their process has gone), each
+    held locked while the caller works on it."""
+    return (folder for folder, gone in _folders(pattern) if gone)
+
+
+def _folders(pattern: str = "*") -> Iterator[tuple[Path, bool]]:
+    """Every spool folder named like `pattern`, and whether its process has gone (its lock is
+    free: then held while the caller works on it)."""
     base = root()
     if not base.is_dir():
         return
@@ -400,8 +523,9 @@ def _abandoned_folders(pattern: str = "*") -> Iterator[Path]:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                continue  # a live process's folder
-            yield folder
+                yield folder, False  # a live process's folder
+                continue
+            yield folder, True
         finally:
             os.close(fd)
 
@@ -414,13 +538,14 @@ def _recover_folder(folder: Path) -> int:
         except (OSError, ValueError, KeyError, TypeError):
             log.exception("spool record %s cannot be read", record)
     count = 0
-    for path in sorted(folder.glob("a*-*.dcm"), key=_entry_order):
+    health = _Health()
+    for path in _entries(folder):
         sender = senders.get(path.name.rsplit("-", 1)[0])
         if sender is None:  # no durable sender: it was never answered with success
             log.warning("spooled %s has no sender record; it was never acknowledged, removing it", path)
             path.unlink(missing_ok=True)
             continue
-        _index_until_done(_Entry(path, sender, None))
+        _index_until_done(_Entry(path, sender, None), health)
         count += 1
     if count:
         log.warning("indexed %d instance(s) left in %s by a process that stopped", count, folder)
@@ -437,10 +562,11 @@ _spools_lock = threading.Lock()
 
 
 def drain() -> None:
-    """Wait for this process's spool, if it has one, to index what it holds."""
+    """Wait for this process's spool, if it has one, to index what it holds (not while its
+    indexer is stalled)."""
     owner = _spools.get(os.getpid())
     if owner is not None and not owner.drain():
-        log.error("the spool's indexer is behind by more than %.0f s", RELEASE_WAIT_SECONDS)
+        log.error("answering before the spool's indexer has indexed what this process answered (stalled or slow)")
 
 
 def for_this_process() -> Spool:

@@ -11,10 +11,12 @@ import fcntl
 import hashlib
 import os
 import threading
-from io import BytesIO
+from io import BytesIO, StringIO
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
+from django.db import InterfaceError, OperationalError
 from pydicom import dcmread
 
 from alliance import audit
@@ -308,3 +310,145 @@ def test_a_query_waits_for_what_was_spooled_before_it_not_for_what_keeps_arrivin
     assert result == [True]
     assert owner._unfinished == {12}
     finish(12)
+
+
+def _connection_lost(*args, **kwargs):  # type: ignore[no-untyped-def]
+    raise InterfaceError("connection already closed")
+
+
+def test_a_lost_connection_while_indexing_is_retried_not_set_aside(clinic, tmp_path, owner, monkeypatch):  # type: ignore[no-untyped-def]
+    """psycopg2 raises InterfaceError on a broken connection, which is no DatabaseError."""
+    sent = _known_series(clinic, 2)
+    real = ingest.index_spooled
+    lost = [True]
+
+    def once_lost(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if lost:
+            lost.pop()
+            _connection_lost()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ingest, "index_spooled_series", _connection_lost)
+    monkeypatch.setattr(ingest, "index_spooled", once_lost)
+    association = _spool_one(owner, clinic, tmp_path, sent[1])
+    assert owner.wait_for(association)
+    assert lost == []
+    assert Instance.objects.count() == 2
+    assert not spool.refused_dir().exists()
+    assert not AuditEvent.objects.filter(outcome=AuditEvent.Outcome.FAILURE).exists()
+
+
+def test_the_indexer_survives_an_error_it_did_not_expect_and_indexes_the_run_again(
+    clinic, tmp_path, owner, monkeypatch
+):  # type: ignore[no-untyped-def]
+    sent = _known_series(clinic, 3)
+    real = spool._index_run
+    failures = [RuntimeError("a defect")]
+
+    def failing_once(run, health):  # type: ignore[no-untyped-def]
+        if failures:
+            raise failures.pop()
+        return real(run, health)
+
+    monkeypatch.setattr(spool, "_index_run", failing_once)
+    first = _spool_one(owner, clinic, tmp_path, sent[1])
+    assert owner.wait_for(first)
+    second = _spool_one(owner, clinic, tmp_path, sent[2])  # the indexer is still there
+    assert owner.wait_for(second)
+    assert failures == []
+    assert Instance.objects.count() == 3
+    assert owner._thread.is_alive()
+
+
+def test_setting_a_file_aside_without_the_database_does_not_end_the_indexer(clinic, tmp_path, owner, monkeypatch):  # type: ignore[no-untyped-def]
+    """The set-aside's audit event meets the lost connection: logged, and the indexer lives on."""
+    sent = _known_series(clinic, 3)
+    gone = spool.Sender(10**6, _sender(clinic).actor, "dimse", "x")
+    monkeypatch.setattr(ingest, "_known_key", lambda a, institution: ("same",))  # spooled as if known
+    monkeypatch.setattr(ingest._known, "get", lambda key: (1, 1, 1))
+    monkeypatch.setattr(spool.audit, "record", _connection_lost)
+    association = owner.association(gone)
+    assert _receive(owner, clinic, tmp_path, sent[1], association) is None
+    assert owner.wait_for(association)
+    assert [p.read_bytes() for p in spool.refused_dir().iterdir()] == [sent[1]]
+    assert owner._thread.is_alive()
+
+
+def _receive_refused(owner, clinic, tmp_path, data: bytes) -> ingest.IngestError:  # type: ignore[no-untyped-def]
+    with pytest.raises(ingest.IngestError) as refused:
+        _receive(owner, clinic, tmp_path, data, owner.association(_sender(clinic)))
+    return refused.value
+
+
+def test_while_the_indexer_waits_out_the_database_new_instances_are_refused_and_releases_do_not_wait(
+    clinic, tmp_path, owner, monkeypatch
+):  # type: ignore[no-untyped-def]
+    sent = _known_series(clinic, 3)
+    monkeypatch.setattr(spool, "_RETRY_SECONDS", 0.01)
+    database_down = threading.Event()
+    database_down.set()
+    real = ingest.index_spooled
+
+    def unless_down(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if database_down.is_set():
+            raise OperationalError("could not connect to server: Connection refused")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ingest, "index_spooled_series", unless_down)
+    monkeypatch.setattr(ingest, "index_spooled", unless_down)
+    association = _spool_one(owner, clinic, tmp_path, sent[1])  # answered: the indexer had not failed yet
+    released: list[bool] = []
+    waiter = threading.Thread(target=lambda: released.append(owner.wait_for(association, timeout=3600)))
+    waiter.start()
+    waiter.join(120)  # the release is answered once the indexer is stalled, not after the hour
+    assert released == [False]
+    assert owner.stalled
+
+    refused = _receive_refused(owner, clinic, tmp_path, sent[2])
+    assert (refused.code, refused.dicom_status) == ("storage-failed", 0xA700)
+    assert [p.name for p in owner.folder.iterdir() if p.suffix == ".dcm"] == [f"{association.name}-0.dcm"]
+
+    database_down.clear()
+    with owner._changed:  # wait_for answers at once while stalled: wait for the indexer itself
+        assert owner._changed.wait_for(lambda: association.pending == 0, 3600)
+    assert not owner.stalled
+    assert Instance.objects.count() == 2
+    assert _spool_one(owner, clinic, tmp_path, sent[2]) is not None  # taken again once indexing works
+    assert not spool.refused_dir().exists()
+
+
+def test_past_its_bound_the_spool_takes_nothing_and_the_instance_is_indexed_before_its_answer(clinic, tmp_path, owner):  # type: ignore[no-untyped-def]
+    sent = _known_series(clinic, 3)
+    owner.max_entries = 1
+    association = _spool_one(owner, clinic, tmp_path, sent[1])  # lingers: one entry unindexed
+
+    result = _receive(owner, clinic, tmp_path, sent[2], association)
+
+    assert result is not None and result.created  # indexed on the receiving thread
+    assert owner.wait_for(association)
+    assert Instance.objects.count() == 3
+
+
+def test_an_ended_association_keeps_its_sender_record_until_its_instances_are_indexed(clinic, tmp_path, owner):  # type: ignore[no-untyped-def]
+    sent = _known_series(clinic, 2)
+    association = _spool_one(owner, clinic, tmp_path, sent[1])
+    owner.finish(association)  # at once: it does not wait for the indexer
+    assert (owner.folder / f"{association.name}.json").exists()
+    assert owner.wait_for(association)
+    assert sorted(p.name for p in owner.folder.iterdir()) == [".lock"]
+
+
+def test_dicom_storage_check_reports_what_a_running_server_has_not_indexed_yet(clinic, tmp_path, owner) -> None:  # type: ignore[no-untyped-def]
+    sent = _known_series(clinic, 2)
+    association = _spool_one(owner, clinic, tmp_path, sent[1])  # lingers, as behind a stalled indexer
+    out = StringIO()
+    with pytest.raises(SystemExit) as failed:
+        call_command("dicom_storage_check", stdout=out)
+    assert failed.value.code == 1
+    assert f"not indexed yet by the running dicom_server (received 0 s ago): {owner.folder}" in out.getvalue()
+    assert "1 spooled instance(s) not indexed yet" in out.getvalue()
+
+    assert owner.wait_for(association)
+    out = StringIO()
+    call_command("dicom_storage_check", stdout=out)
+    assert "not indexed yet" not in out.getvalue()

@@ -1,8 +1,9 @@
 """`manage.py dicom_storage_check`: files without rows and rows without files in the DICOM storage.
 
-Reports both, and what the DIMSE write-ahead spool holds for a person to act on: answered
-instances a stopped server left (the next `dicom_server` start indexes them) and files
-kept in DATA_DIR/refused (answered with success, refused when indexed). With
+Reports both, and what the DIMSE write-ahead spool holds: answered instances a running
+server has not indexed yet (a backlog that stays means its indexer is stalled: see its
+log), answered instances a stopped server left (the next `dicom_server` start indexes
+them), and files kept in DATA_DIR/refused (answered with success, refused when indexed). With
 --remove-orphans it deletes stored files that no instance row points at and that are older
 than --older-than minutes (a crash between storing and indexing is the only way to leave
 one). Rows without a file are reported, never deleted: that is data
@@ -11,7 +12,9 @@ loss for a person to look into. Exit status 1 when anything was found and not re
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
@@ -41,12 +44,25 @@ class Command(BaseCommand):
         for instance in missing:
             self.stdout.write(f"missing file: {instance.storage_key} (SOP Instance UID {instance.sop_uid})")
         self.stdout.write(f"{len(orphans)} orphan file(s) {verb}, {len(missing)} instance(s) without a file")
-        waiting, refused = spool.waiting_entries(), spool.refused_files()
+        live, waiting, refused = spool.live_entries(), spool.waiting_entries(), spool.refused_files()
+        for path in live:
+            self.stdout.write(f"spooled, not indexed yet by the running dicom_server ({_age(path)}): {path}")
         for path in waiting:
             self.stdout.write(f"spooled, waiting for the next dicom_server start: {path}")
         for path in refused:
             self.stdout.write(f"answered but refused when indexed (see the audit log): {path}")
-        if waiting or refused:
-            self.stdout.write(f"{len(waiting)} spooled instance(s) waiting, {len(refused)} refused file(s) kept")
-        if missing or waiting or refused or (orphans and not options["remove_orphans"]):
+        if live or waiting or refused:
+            self.stdout.write(
+                f"{len(live)} spooled instance(s) not indexed yet, {len(waiting)} waiting for a restart,"
+                f" {len(refused)} refused file(s) kept"
+            )
+        if missing or live or waiting or refused or (orphans and not options["remove_orphans"]):
             raise SystemExit(1)
+
+
+def _age(path: Path) -> str:
+    """How long ago the spooled instance was received (its file's modification time)."""
+    try:
+        return f"received {time.time() - path.stat().st_mtime:.0f} s ago"
+    except FileNotFoundError:
+        return "indexed meanwhile"
