@@ -13,7 +13,7 @@ from imaging.dicom.handlers import Peer
 from imaging.dicom.identifiers import ReceivedInstance
 from imaging.dicom.status import DimseFailure, Status
 from imaging.dimse_services import DjangoServices
-from imaging.ingest import IngestError, _storage_failed
+from imaging.received import IngestError, storage_failed
 
 pytestmark = pytest.mark.django_db
 
@@ -49,9 +49,9 @@ def test_a_store_that_fails_for_the_database_or_anything_else_is_refused_out_of_
 
 
 def test_a_full_store_is_refused_out_of_resources_and_is_507_over_http(clinic, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    full = _storage_failed("the file could not be stored (%(error)s)", OSError(errno.ENOSPC, "No space left on device"))
+    full = storage_failed("the file could not be stored (%(error)s)", OSError(errno.ENOSPC, "No space left on device"))
     assert (full.code, full.dicom_status, full.http_status) == ("out-of-space", 0xA700, 507)
-    over_quota = _storage_failed("the file could not be stored (%(error)s)", OSError(errno.EDQUOT, "Disk quota"))
+    over_quota = storage_failed("the file could not be stored (%(error)s)", OSError(errno.EDQUOT, "Disk quota"))
     assert over_quota.code == "out-of-space"
     failure = _store_failing_with(clinic, monkeypatch, full)
     assert (failure.status, failure.reason) == (0xA700, full.reason)

@@ -343,7 +343,7 @@ def test_expected_study_uid_that_matches_is_accepted(clinic, actor):
     assert _ingest(part10_bytes(ds), clinic, actor, expected_study_uid=ds.StudyInstanceUID).created
 
 
-def test_storage_failure_is_refused_out_of_resources_with_nothing_indexed(clinic, actor, dicom_dir, monkeypatch):
+def test_a_full_disk_is_refused_out_of_resources_with_nothing_indexed(clinic, actor, dicom_dir, monkeypatch):
     def broken(source: Path, key: str, presynced: Future[None] | None = None) -> Future[None]:
         raise OSError(28, "No space left on device")
 
@@ -352,7 +352,8 @@ def test_storage_failure_is_refused_out_of_resources_with_nothing_indexed(clinic
     with pytest.raises(IngestError) as caught:
         _ingest(part10_bytes(_ct()), clinic, actor)
 
-    assert (caught.value.code, caught.value.dicom_status) == ("storage-failed", 0xA700)
+    error = caught.value
+    assert (error.code, error.dicom_status, error.http_status) == ("out-of-space", 0xA700, 507)
     assert index_counts() == (0, 0, 0, 0)
 
 

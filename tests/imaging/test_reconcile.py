@@ -96,7 +96,7 @@ def test_what_the_spool_holds_for_a_person_is_reported(clinic, actor, settings):
     stopped = spool.root() / "0123456789ab-4242"
     stopped.mkdir(parents=True)
     (stopped / "a0-0.dcm").write_bytes(b"answered, not indexed")
-    live = spool.Spool()  # a running process's folder: its entries are its own
+    live = spool.Spool()  # a running process's folder: its backlog is reported, not touched
     try:
         (live.folder / "a0-0.dcm").write_bytes(b"being indexed")
         spool.refused_dir().mkdir(parents=True)
@@ -108,9 +108,10 @@ def test_what_the_spool_holds_for_a_person_is_reported(clinic, actor, settings):
 
     assert status == 1
     assert f"spooled, waiting for the next dicom_server start: {stopped / 'a0-0.dcm'}" in report
-    assert str(live.folder) not in report
+    assert "spooled, not indexed yet by the running dicom_server" in report
+    assert str(live.folder / "a0-0.dcm") in report
     assert "answered but refused when indexed (see the audit log)" in report
-    assert report.endswith("1 spooled instance(s) waiting, 1 refused file(s) kept\n")
+    assert report.endswith("1 spooled instance(s) not indexed yet, 1 waiting for a restart, 1 refused file(s) kept\n")
     assert stopped.exists()  # reported, not touched
 
 

@@ -364,8 +364,8 @@ def test_setting_a_file_aside_without_the_database_does_not_end_the_indexer(clin
     """The set-aside's audit event meets the lost connection: logged, and the indexer lives on."""
     sent = _known_series(clinic, 3)
     gone = spool.Sender(10**6, _sender(clinic).actor, "dimse", "x")
-    monkeypatch.setattr(ingest, "_known_key", lambda a, institution: ("same",))  # spooled as if known
-    monkeypatch.setattr(ingest._known, "get", lambda key: (1, 1, 1))
+    monkeypatch.setattr(index, "known_key", lambda a, institution: ("same",))  # spooled as if known
+    monkeypatch.setattr(index.known_parents, "get", lambda key: (1, 1, 1))
     monkeypatch.setattr(spool.audit, "record", _connection_lost)
     association = owner.association(gone)
     assert _receive(owner, clinic, tmp_path, sent[1], association) is None
