@@ -22,6 +22,10 @@ class MultipartError(ValueError):
     """The body is not well-formed multipart/related; the message says where."""
 
 
+class TooLarge(MultipartError):
+    """The body, a part, or the number of parts is over its limit (HTTP 413)."""
+
+
 class Readable(Protocol):
     def read(self, size: int = ..., /) -> bytes: ...
 
@@ -57,7 +61,7 @@ class _Reader:
             return False
         self.total += len(chunk)
         if self.limit is not None and self.total > self.limit:
-            raise MultipartError(f"The request body is larger than the limit of {self.limit} bytes.")
+            raise TooLarge(f"The request body is larger than the limit of {self.limit} bytes.")
         self.buffer += chunk
         return True
 
@@ -79,8 +83,10 @@ def read_parts(
     *,
     max_part_bytes: int,
     max_body_bytes: int | None = None,
+    max_parts: int | None = None,
 ) -> list[Part]:
-    """Split the body into parts spooled under spool_dir; MultipartError if it is malformed.
+    """Split the body into parts spooled under spool_dir; MultipartError if it is malformed,
+    TooLarge as soon as a limit is passed (the rest is not read).
 
     The whole body is read before anything is returned, so a truncated or malformed body
     is refused as a whole rather than half-processed.
@@ -91,6 +97,8 @@ def read_parts(
     _skip_preamble(reader, delimiter)
     parts: list[Part] = []
     while _after_delimiter(reader, delimiter):
+        if max_parts is not None and len(parts) >= max_parts:
+            raise TooLarge(f"The body has more than the limit of {max_parts} parts.")
         headers = _read_headers(reader)
         path = spool_dir / f"part-{len(parts):05d}"
         size = _read_body(reader, delimiter, path, max_part_bytes)
@@ -173,7 +181,7 @@ def _spill(buffer: bytearray, count: int, out: BinaryIO) -> int:
 
 def _check_size(size: int, limit: int) -> None:
     if size > limit:
-        raise MultipartError(f"A part is larger than the limit of {limit} bytes.")
+        raise TooLarge(f"A part is larger than the limit of {limit} bytes.")
 
 
 # --- writing ------------------------------------------------------------------------------

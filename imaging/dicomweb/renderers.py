@@ -11,9 +11,11 @@ from __future__ import annotations
 import gzip
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
+from xml.etree.ElementTree import Element, SubElement, tostring
 
 import orjson
 from django.http import HttpResponse, StreamingHttpResponse
+from pydicom.datadict import keyword_for_tag
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 
 from imaging.dicomweb import media
@@ -53,6 +55,48 @@ def _json_array(items: Iterable[dict[str, Any]]) -> Iterator[bytes]:
         yield opener + _dumps(item)
         opener = b","
     yield b"]" if opener == b"," else b"[]"
+
+
+NATIVE_DICOM_NAMESPACE = "http://dicom.nema.org/PS3.19/models/NativeDICOM"
+_XML_SPACE = "{http://www.w3.org/XML/1998/namespace}space"
+
+
+class DicomXmlRenderer(BaseRenderer):
+    """application/dicom+xml (PS3.19 A.1, the Native DICOM Model) of a data set given as
+    DICOM JSON: the STOW-RS response. Values are written as text; person names and bulk
+    data, which a STOW-RS response never holds, are not supported."""
+
+    media_type = media.DICOM_XML
+    format = "dicomxml"
+    charset = None
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        root = Element("NativeDicomModel", {"xmlns": NATIVE_DICOM_NAMESPACE, _XML_SPACE: "preserve"})
+        _xml_attributes(root, data or {})
+        return b'<?xml version="1.0" encoding="UTF-8"?>\n' + tostring(root, encoding="utf-8", xml_declaration=False)
+
+
+def _xml_attributes(parent: Element, dataset: dict[str, Any]) -> None:
+    for tag in sorted(dataset):
+        element = dataset[tag]
+        attributes = {"tag": tag, "vr": element["vr"]}
+        keyword = keyword_for_tag(int(tag, 16))
+        if keyword:
+            attributes["keyword"] = keyword
+        node = SubElement(parent, "DicomAttribute", attributes)
+        for number, value in enumerate(element.get("Value", []), start=1):
+            if element["vr"] == "SQ":
+                _xml_attributes(SubElement(node, "Item", {"number": str(number)}), value)
+            else:
+                SubElement(node, "Value", {"number": str(number)}).text = str(value)
+
+
+# The representations of a STOW-RS response (PS3.18 10.5.3), in the order offered.
+STORE_RESPONSE_RENDERERS: dict[str, BaseRenderer] = {
+    media.DICOM_JSON: DicomJsonRenderer(),
+    media.DICOM_XML: DicomXmlRenderer(),
+    media.JSON: DicomJsonRenderer(),
+}
 
 
 class ErrorJsonRenderer(JSONRenderer):

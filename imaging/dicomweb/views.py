@@ -8,10 +8,12 @@ errors are JSON with a reason, whatever the client accepted.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.http import HttpResponseBase
 from rest_framework import exceptions
 from rest_framework.negotiation import BaseContentNegotiation
@@ -25,6 +27,8 @@ from imaging.dicomweb import media
 from imaging.dicomweb.renderers import DicomJsonRenderer, ErrorJsonRenderer
 from imaging.models import Study
 from imaging.viewer import session as viewer_session
+
+log = logging.getLogger(__name__)
 
 
 def base_url() -> str:
@@ -44,6 +48,20 @@ class BadRequest(exceptions.APIException):
 class DicomWebNotAcceptable(exceptions.APIException):
     status_code = 406
     default_code = "not_acceptable"
+
+
+class ServiceUnavailable(exceptions.APIException):
+    """The database or the store is away for now; DRF sends `wait` as Retry-After."""
+
+    status_code = 503
+    default_code = "service_unavailable"
+    default_detail = "The service is unavailable for the moment; try again shortly."
+    wait = 30
+
+
+class InsufficientStorage(ServiceUnavailable):
+    status_code = 507
+    default_code = "insufficient_storage"
 
 
 class ViewNegotiation(BaseContentNegotiation):
@@ -72,6 +90,9 @@ class DicomWebView(APIView):
             raise DicomWebNotAcceptable(str(exc)) from None
 
     def handle_exception(self, exc: Exception) -> HttpResponseBase:
+        if isinstance(exc, OperationalError | InterfaceError):  # the database is away, not the request wrong
+            log.warning("DICOMweb %s: the database is unavailable (%s)", type(self).__name__, exc)
+            exc = ServiceUnavailable()
         response = super().handle_exception(exc)
         if getattr(response, "data", None) is not None:
             response.accepted_renderer = ErrorJsonRenderer()  # type: ignore[attr-defined]
