@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 CRLF = b"\r\n"
 READ_SIZE = 1 << 20
@@ -202,6 +202,7 @@ class OutPart:
     opener: Callable[[], BinaryIO] | None = None
     data: bytes | None = None
     size: int | None = None
+    label: Any = None  # what the part is of (an instance), for on_error
 
 
 def _head(part: OutPart, boundary: str) -> bytes:
@@ -223,19 +224,37 @@ def body_length(parts: Sequence[OutPart], boundary: str) -> int | None:
     return total
 
 
-def write_parts(parts: Iterable[OutPart], boundary: str, chunk_size: int = READ_SIZE) -> Iterator[bytes]:
-    """The body of a multipart/related response, yielded in chunks of at most chunk_size."""
+def write_parts(
+    parts: Iterable[OutPart],
+    boundary: str,
+    chunk_size: int = READ_SIZE,
+    on_error: Callable[[OutPart, Exception], None] | None = None,
+) -> Iterator[bytes]:
+    """The body of a multipart/related response, yielded in chunks of at most chunk_size.
+
+    A part's payload is opened before its first byte is written; with `on_error`, a part
+    that cannot be opened is left out (and on_error told) instead of breaking the body off.
+    """
     for part in parts:
+        if part.opener is None:
+            yield _head(part, boundary)
+            yield part.data or b""
+            yield CRLF
+            continue
+        try:
+            handle = part.opener()
+        except Exception as exc:
+            if on_error is None:
+                raise
+            on_error(part, exc)
+            continue
         yield _head(part, boundary)
-        if part.data is not None:
-            yield part.data
-        elif part.opener is not None:
-            yield from _file_chunks(part.opener, chunk_size)
+        yield from _file_chunks(handle, chunk_size)
         yield CRLF
     yield _close(boundary)
 
 
-def _file_chunks(opener: Callable[[], BinaryIO], chunk_size: int) -> Iterator[bytes]:
-    with opener() as handle:
+def _file_chunks(handle: BinaryIO, chunk_size: int) -> Iterator[bytes]:
+    with handle:
         while chunk := handle.read(chunk_size):
             yield chunk

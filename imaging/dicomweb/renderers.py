@@ -9,7 +9,7 @@ iterables and return a StreamingHttpResponse, so a study is never held in memory
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 from xml.etree.ElementTree import Element, SubElement, tostring
 
@@ -44,17 +44,18 @@ class DicomJsonRenderer(BaseRenderer):
     def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
         return b"" if data is None else _dumps(data)
 
-    def stream(self, items: Iterable[dict[str, Any]]) -> StreamingHttpResponse:
-        """A JSON array written one dataset at a time (WADO-RS metadata of a large study)."""
-        return StreamingHttpResponse(_json_array(items), content_type=self.media_type)
+    def stream(self, first: bytes, rest: Iterable[bytes]) -> StreamingHttpResponse:
+        """A JSON array of documents already written, one at a time (WADO-RS metadata of a
+        large study): each is whole before its first byte is sent, so none can break the
+        array off, and the first is at hand before the 200 is."""
+        return StreamingHttpResponse(_json_array(first, rest), content_type=self.media_type)
 
 
-def _json_array(items: Iterable[dict[str, Any]]) -> Iterator[bytes]:
-    opener = b"["
-    for item in items:
-        yield opener + _dumps(item)
-        opener = b","
-    yield b"]" if opener == b"," else b"[]"
+def _json_array(first: bytes, rest: Iterable[bytes]) -> Iterator[bytes]:
+    yield b"[" + first
+    for document in rest:
+        yield b"," + document
+    yield b"]"
 
 
 NATIVE_DICOM_NAMESPACE = "http://dicom.nema.org/PS3.19/models/NativeDICOM"
@@ -131,11 +132,17 @@ class MultipartRenderer:
 
     part_type = ""
 
-    def response(self, parts: Sequence[OutPart], transfer_syntax: str | None = None) -> StreamingHttpResponse:
-        """Streamed; with a Content-Length when every part's size is known (no chunked framing)."""
+    def response(
+        self,
+        parts: Sequence[OutPart],
+        transfer_syntax: str | None = None,
+        on_error: Callable[[OutPart, Exception], None] | None = None,
+    ) -> StreamingHttpResponse:
+        """Streamed; with a Content-Length when every part's size is known (no chunked framing).
+        With `on_error`, a part whose payload cannot be opened is left out (see write_parts)."""
         boundary = new_boundary()
         content_type = media.multipart_content_type(self.part_type, boundary, transfer_syntax)
-        response = StreamingHttpResponse(write_parts(parts, boundary), content_type=content_type)
+        response = StreamingHttpResponse(write_parts(parts, boundary, on_error=on_error), content_type=content_type)
         length = body_length(parts, boundary)
         if length is not None:
             response["Content-Length"] = str(length)

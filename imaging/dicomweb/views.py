@@ -13,8 +13,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
-from django.http import HttpResponseBase
+from django.db import DatabaseError, InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponseBase
 from rest_framework import exceptions
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.request import Request
@@ -131,3 +131,26 @@ def audit_studies(
             "patients": sorted({s.patient_id for s in studies}),
         },
     )
+
+
+def audit_unservable(
+    request: HttpRequest | Request, study: Study, instance: Any, *, via: str, error: BaseException
+) -> None:
+    """An instance left out of an answer because its stored file is missing or cannot be
+    read: a warning, and a failure event ("instance.missing" or "instance.unreadable")."""
+    action = "instance.missing" if isinstance(error, FileNotFoundError) else "instance.unreadable"
+    reason = f"{type(error).__name__}: {str(error)[:300]}"
+    log.warning("%s %s of study %s (%s): %s", action, instance.sop_uid, study.study_uid, via, reason)
+    try:
+        audit.record(
+            actor=audit.Actor.for_user(request.user),
+            action=action,
+            object_type="instance",
+            object_id=instance.sop_uid,
+            patient=str(study.patient_id),
+            source=audit.source_of(request),
+            outcome=AuditEvent.Outcome.FAILURE,
+            detail={"via": via, "study": study.study_uid, "error": reason},
+        )
+    except DatabaseError:
+        log.exception("could not audit %s of %s", action, instance.sop_uid)
