@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import io
 import struct
+import threading
 from xml.etree import ElementTree
 
 import pytest
@@ -243,13 +244,17 @@ def fail_after(monkeypatch, successes: int, error: BaseException) -> list[str]: 
     """ingest_path works `successes` times, then raises `error`; the stored SOP UIDs are listed."""
     from imaging import ingest
 
-    original, stored = ingest.ingest_path, []
+    original, stored, started = ingest.ingest_path, [], []
+    lock = threading.Lock()
 
     def flaky(*args, **kwargs):  # type: ignore[no-untyped-def]
-        if len(stored) >= successes:
-            raise error
+        with lock:  # parts are stored on several threads outside a test transaction
+            started.append(1)
+            if len(started) > successes:
+                raise error
         result = original(*args, **kwargs)
-        stored.append(result.instance.sop_uid)
+        with lock:
+            stored.append(result.instance.sop_uid)
         return result
 
     monkeypatch.setattr(ingest, "ingest_path", flaky)
@@ -269,6 +274,20 @@ def test_database_lost_mid_request_lists_the_stored_parts_and_fails_the_rest(own
     assert [f["00081155"]["Value"][0] for f in failed] == [ds.SOPInstanceUID for ds in datasets[2:]]
     assert failures(response) == [0xA700] * 4
     assert int(response.headers["Retry-After"]) > 0
+
+
+def test_database_lost_while_parts_are_stored_on_threads_lists_exactly_the_stored(
+    transactional_db, alliance_world, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    from django.db import InterfaceError
+
+    datasets = make_ct_series(12, 16, 16)
+    stored = fail_after(monkeypatch, 5, InterfaceError("connection already closed"))
+    client = token_client(alliance_world.owner)
+    response = post(client, f"{BASE}/studies", multipart([part10_bytes(ds) for ds in datasets]))
+    assert response.status_code == 202
+    assert sorted(referenced(response)) == sorted(stored) == sorted(Instance.objects.values_list("sop_uid", flat=True))
+    assert len(stored) == 5 and failures(response) == [0xA700] * 7
 
 
 def test_database_away_from_the_first_part_is_503_with_every_part_failed(owner_client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
