@@ -204,3 +204,17 @@ def test_a_sane_file_is_unchanged_by_all_this(owner_client, ct) -> None:  # type
     expected.pop("7FE00010")
     document.pop("7FE00010")
     assert document == expected
+
+
+def test_a_search_with_the_database_away_is_503_with_retry_after(owner_client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from django.db import OperationalError
+
+    from imaging.dicomweb import qido
+
+    def away(*args: Any) -> Any:
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(qido.query, "find", away)
+    response = owner_client.get(f"{BASE}/studies")
+    assert response.status_code == 503 and int(response.headers["Retry-After"]) > 0
+    assert response.json()["error"]["message"]
