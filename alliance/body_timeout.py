@@ -4,8 +4,8 @@ gunicorn's workers read a request body with blocking reads and no limit of time:
 that declares a body and stops sending holds a worker thread until it gives up. Here the
 connection's socket has a timeout while the application runs (not while the answer is
 sent: a slow line may take longer than that to receive a study). When a read times out,
-the answer is 408 whatever the application made of the error, and the socket is shut for
-reading so that gunicorn does not wait for the rest of the body either. nginx in front
+the answer is 408 whatever else the application made of the error, and the socket is shut
+for reading so that gunicorn does not wait for the rest of the body either. nginx in front
 (deploy/nginx/alliance.conf) buffers bodies, which makes this rare.
 """
 
@@ -72,7 +72,7 @@ class BodyTimeout:
             body = self.app(environ, defer)
         finally:
             sock.settimeout(previous)
-        if not watched.timed_out:
+        if not watched.timed_out or _answered_408(started):  # STOW-RS answers its own, in JSON
             start_response(*started[0])
             return body
         with contextlib.suppress(OSError):
@@ -81,6 +81,10 @@ class BodyTimeout:
             body.close()
         start_response("408 Request Timeout", [("Content-Type", "text/plain; charset=utf-8")])
         return [TIMED_OUT]
+
+
+def _answered_408(started: list[tuple[Any, ...]]) -> bool:
+    return bool(started) and str(started[0][0]).startswith("408")
 
 
 def _no_write(data: bytes) -> None:

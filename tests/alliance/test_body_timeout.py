@@ -73,3 +73,16 @@ def test_requests_without_a_body_or_outside_gunicorn_are_passed_through() -> Non
     assert sock.timeouts == []
     no_socket = {"CONTENT_LENGTH": "1000", "wsgi.input": Stalls()}
     assert call(BodyTimeout(reading_app, 7), no_socket)[0].startswith("400")
+
+
+def test_an_application_that_answers_408_itself_keeps_its_answer() -> None:
+    def own_408(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        try:
+            environ["wsgi.input"].read(100)
+        except TimeoutError:
+            start_response("408 Request Timeout", [("Content-Type", "application/json")])
+            return [b'{"error": {"code": "request_timeout"}}']
+        raise AssertionError("the read should have timed out")
+
+    environ = {"gunicorn.socket": Socket(), "CONTENT_LENGTH": "1000", "wsgi.input": Stalls()}
+    assert call(BodyTimeout(own_408, 7), environ) == ("408 Request Timeout", b'{"error": {"code": "request_timeout"}}')
