@@ -211,6 +211,13 @@ DICOM_MAX_INFLATED_BYTES = (
     env_int("DICOM_MAX_INFLATED_MB", DICOM_MAX_FILE_BYTES // (1024 * 1024), minimum=1) * 1024 * 1024
 )
 DICOM_MAX_INFLATE_RATIO = env_int("DICOM_MAX_INFLATE_RATIO", 100, minimum=1)
+# A STOW-RS request: its whole body and its number of parts (413 beyond, before the rest
+# is read). deploy/nginx/alliance.conf's client_max_body_size must allow the same.
+DICOMWEB_MAX_BODY_BYTES = env_int("DICOMWEB_MAX_BODY_MB", 1024, minimum=1) * 1024 * 1024
+DICOMWEB_MAX_PARTS = env_int("DICOMWEB_MAX_PARTS", 5000, minimum=1)
+# Longest wait for the next bytes of a request body (408 beyond): a stalled upload frees
+# its worker instead of holding it (under gunicorn; nginx in front buffers bodies anyway).
+REQUEST_BODY_TIMEOUT_SECONDS = env_int("REQUEST_BODY_TIMEOUT_SECONDS", 60, minimum=1, maximum=3600)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 16 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = 2000

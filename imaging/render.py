@@ -63,7 +63,13 @@ def render_frame(
     if fmt not in _FORMATS:
         raise ValueError(f"fmt must be one of {sorted(_FORMATS)}")
     ds, arr = _decode(source, frame)
-    image = Image.fromarray(_to_8bit(arr, ds, frame, window))
+    try:
+        return _encode(Image.fromarray(_to_8bit(arr, ds, frame, window)), size, fmt, quality)
+    except Exception as exc:  # a decoded frame that fits no image (odd shape, type or LUT): nothing to show
+        raise RenderError(f"cannot render frame {frame}: {_first_line(exc)}") from None
+
+
+def _encode(image: Image.Image, size: tuple[int, int] | None, fmt: str, quality: int) -> bytes:
     if size is not None:
         image.thumbnail((max(1, size[0]), max(1, size[1])), Image.Resampling.LANCZOS)
     out = io.BytesIO()

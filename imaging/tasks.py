@@ -32,10 +32,11 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
     return (*errors, BotoConnectionError, HTTPClientError)
 
 
+_TRANSIENT = _transient_errors()
 # Retried with backoff when the storage or the network was away; safe to run twice.
 _RENDER_OPTIONS: dict[str, Any] = {
     "acks_late": True,
-    "autoretry_for": _transient_errors(),
+    "autoretry_for": _TRANSIENT,
     "retry_backoff": True,
     "retry_backoff_max": 300,
     "max_retries": 6,
@@ -59,6 +60,12 @@ def render_instance(instance_id: int) -> bool:
     except render.RenderError as exc:
         log.info("instance %s has no renderable frame: %s", instance.sop_uid, exc)
         Instance.objects.filter(pk=instance_id).update(unrenderable=True)
+        return False
+    except _TRANSIENT:
+        raise
+    except Exception as exc:  # noqa: BLE001 - its file gone or unreadable: another try would fail alike
+        log.warning("instance %s cannot be rendered: %s: %s", instance.sop_uid, type(exc).__name__, exc)
+        Instance.objects.filter(pk=instance_id).update(unrenderable=True)  # the sweep stops asking
         return False
     Instance.objects.filter(pk=instance_id, rendered=False).update(rendered=True)
     return True

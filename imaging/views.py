@@ -23,6 +23,7 @@ from django.views.decorators.http import require_GET, require_POST
 from alliance import access, audit
 from imaging import render as rendering
 from imaging import selectors, uploads
+from imaging.dicomweb.views import audit_unservable
 from imaging.forms import StudySearchForm
 from imaging.models import Instance, Study
 
@@ -139,8 +140,10 @@ def thumbnail(request: HttpRequest, study_uid: str, series_uid: str, sop_uid: st
     study = instance.series.study
     try:
         jpeg = rendering.thumbnail(instance)
-    except rendering.RenderError as exc:
-        raise Http404("No thumbnail for this instance.") from exc
+    except (rendering.RenderError, OSError) as exc:
+        if isinstance(exc, OSError):
+            audit_unservable(request, study, instance, via="thumbnail", error=exc)
+        return no_thumbnail()
     with transaction.atomic():
         audit.record(
             actor=audit.Actor.for_user(request.user),
@@ -203,3 +206,19 @@ def upload_files(request: HttpRequest) -> HttpResponse:
         return JsonResponse({"results": [r.as_dict() for r in results]})
     context = {"institution": institution, "results": results, "max_file_bytes": settings.DICOM_MAX_FILE_BYTES}
     return render(request, "imaging/upload.html", context)
+
+
+# What the study page shows for a series whose image cannot be made (pixels that do not
+# decode, a stored file gone): a dark tile with a crossed frame, no words to translate.
+NO_THUMBNAIL_SVG = (
+    b'<svg xmlns="http://www.w3.org/2000/svg" width="128" height="128" viewBox="0 0 128 128">'
+    b'<rect width="128" height="128" fill="#1f2933"/>'
+    b'<rect x="34" y="34" width="60" height="60" fill="none" stroke="#7b8794" stroke-width="4"/>'
+    b'<path d="M34 34L94 94M94 34L34 94" stroke="#7b8794" stroke-width="4"/></svg>'
+)
+
+
+def no_thumbnail() -> HttpResponse:
+    response = HttpResponse(NO_THUMBNAIL_SVG, content_type="image/svg+xml")
+    response["Cache-Control"] = "private, max-age=300"
+    return response

@@ -14,6 +14,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 DICOM = "application/dicom"
 DICOM_JSON = "application/dicom+json"
+DICOM_XML = "application/dicom+xml"
 JSON = "application/json"
 OCTET_STREAM = "application/octet-stream"
 MULTIPART_RELATED = "multipart/related"
@@ -84,7 +85,8 @@ def _split_outside_quotes(text: str, sep: str) -> list[str]:
 
 
 def parse_media_range(text: str) -> MediaRange:
-    head, *raw_params = _split_outside_quotes(text, ";")
+    """One media range; an empty text (no Content-Type at all) is the empty type."""
+    head, *raw_params = _split_outside_quotes(text, ";") or [""]
     params: dict[str, str] = {}
     for raw in raw_params:
         name, _, value = raw.partition("=")

@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 CRLF = b"\r\n"
 READ_SIZE = 1 << 20
@@ -20,6 +20,10 @@ MAX_HEADER_BYTES = 16 * 1024
 
 class MultipartError(ValueError):
     """The body is not well-formed multipart/related; the message says where."""
+
+
+class TooLarge(MultipartError):
+    """The body, a part, or the number of parts is over its limit (HTTP 413)."""
 
 
 class Readable(Protocol):
@@ -57,7 +61,7 @@ class _Reader:
             return False
         self.total += len(chunk)
         if self.limit is not None and self.total > self.limit:
-            raise MultipartError(f"The request body is larger than the limit of {self.limit} bytes.")
+            raise TooLarge(f"The request body is larger than the limit of {self.limit} bytes.")
         self.buffer += chunk
         return True
 
@@ -79,8 +83,10 @@ def read_parts(
     *,
     max_part_bytes: int,
     max_body_bytes: int | None = None,
+    max_parts: int | None = None,
 ) -> list[Part]:
-    """Split the body into parts spooled under spool_dir; MultipartError if it is malformed.
+    """Split the body into parts spooled under spool_dir; MultipartError if it is malformed,
+    TooLarge as soon as a limit is passed (the rest is not read).
 
     The whole body is read before anything is returned, so a truncated or malformed body
     is refused as a whole rather than half-processed.
@@ -91,6 +97,8 @@ def read_parts(
     _skip_preamble(reader, delimiter)
     parts: list[Part] = []
     while _after_delimiter(reader, delimiter):
+        if max_parts is not None and len(parts) >= max_parts:
+            raise TooLarge(f"The body has more than the limit of {max_parts} parts.")
         headers = _read_headers(reader)
         path = spool_dir / f"part-{len(parts):05d}"
         size = _read_body(reader, delimiter, path, max_part_bytes)
@@ -173,7 +181,7 @@ def _spill(buffer: bytearray, count: int, out: BinaryIO) -> int:
 
 def _check_size(size: int, limit: int) -> None:
     if size > limit:
-        raise MultipartError(f"A part is larger than the limit of {limit} bytes.")
+        raise TooLarge(f"A part is larger than the limit of {limit} bytes.")
 
 
 # --- writing ------------------------------------------------------------------------------
@@ -194,6 +202,7 @@ class OutPart:
     opener: Callable[[], BinaryIO] | None = None
     data: bytes | None = None
     size: int | None = None
+    label: Any = None  # what the part is of (an instance), for on_error
 
 
 def _head(part: OutPart, boundary: str) -> bytes:
@@ -215,19 +224,37 @@ def body_length(parts: Sequence[OutPart], boundary: str) -> int | None:
     return total
 
 
-def write_parts(parts: Iterable[OutPart], boundary: str, chunk_size: int = READ_SIZE) -> Iterator[bytes]:
-    """The body of a multipart/related response, yielded in chunks of at most chunk_size."""
+def write_parts(
+    parts: Iterable[OutPart],
+    boundary: str,
+    chunk_size: int = READ_SIZE,
+    on_error: Callable[[OutPart, Exception], None] | None = None,
+) -> Iterator[bytes]:
+    """The body of a multipart/related response, yielded in chunks of at most chunk_size.
+
+    A part's payload is opened before its first byte is written; with `on_error`, a part
+    that cannot be opened is left out (and on_error told) instead of breaking the body off.
+    """
     for part in parts:
+        if part.opener is None:
+            yield _head(part, boundary)
+            yield part.data or b""
+            yield CRLF
+            continue
+        try:
+            handle = part.opener()
+        except Exception as exc:
+            if on_error is None:
+                raise
+            on_error(part, exc)
+            continue
         yield _head(part, boundary)
-        if part.data is not None:
-            yield part.data
-        elif part.opener is not None:
-            yield from _file_chunks(part.opener, chunk_size)
+        yield from _file_chunks(handle, chunk_size)
         yield CRLF
     yield _close(boundary)
 
 
-def _file_chunks(opener: Callable[[], BinaryIO], chunk_size: int) -> Iterator[bytes]:
-    with opener() as handle:
+def _file_chunks(handle: BinaryIO, chunk_size: int) -> Iterator[bytes]:
+    with handle:
         while chunk := handle.read(chunk_size):
             yield chunk

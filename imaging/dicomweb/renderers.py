@@ -9,11 +9,13 @@ iterables and return a StreamingHttpResponse, so a study is never held in memory
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
+from xml.etree.ElementTree import Element, SubElement, tostring
 
 import orjson
 from django.http import HttpResponse, StreamingHttpResponse
+from pydicom.datadict import keyword_for_tag
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 
 from imaging.dicomweb import media
@@ -42,17 +44,60 @@ class DicomJsonRenderer(BaseRenderer):
     def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
         return b"" if data is None else _dumps(data)
 
-    def stream(self, items: Iterable[dict[str, Any]]) -> StreamingHttpResponse:
-        """A JSON array written one dataset at a time (WADO-RS metadata of a large study)."""
-        return StreamingHttpResponse(_json_array(items), content_type=self.media_type)
+    def stream(self, first: bytes, rest: Iterable[bytes]) -> StreamingHttpResponse:
+        """A JSON array of documents already written, one at a time (WADO-RS metadata of a
+        large study): each is whole before its first byte is sent, so none can break the
+        array off, and the first is at hand before the 200 is."""
+        return StreamingHttpResponse(_json_array(first, rest), content_type=self.media_type)
 
 
-def _json_array(items: Iterable[dict[str, Any]]) -> Iterator[bytes]:
-    opener = b"["
-    for item in items:
-        yield opener + _dumps(item)
-        opener = b","
-    yield b"]" if opener == b"," else b"[]"
+def _json_array(first: bytes, rest: Iterable[bytes]) -> Iterator[bytes]:
+    yield b"[" + first
+    for document in rest:
+        yield b"," + document
+    yield b"]"
+
+
+NATIVE_DICOM_NAMESPACE = "http://dicom.nema.org/PS3.19/models/NativeDICOM"
+_XML_SPACE = "{http://www.w3.org/XML/1998/namespace}space"
+
+
+class DicomXmlRenderer(BaseRenderer):
+    """application/dicom+xml (PS3.19 A.1, the Native DICOM Model) of a data set given as
+    DICOM JSON: the STOW-RS response. Values are written as text; person names and bulk
+    data, which a STOW-RS response never holds, are not supported."""
+
+    media_type = media.DICOM_XML
+    format = "dicomxml"
+    charset = None
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        root = Element("NativeDicomModel", {"xmlns": NATIVE_DICOM_NAMESPACE, _XML_SPACE: "preserve"})
+        _xml_attributes(root, data or {})
+        return b'<?xml version="1.0" encoding="UTF-8"?>\n' + tostring(root, encoding="utf-8", xml_declaration=False)
+
+
+def _xml_attributes(parent: Element, dataset: dict[str, Any]) -> None:
+    for tag in sorted(dataset):
+        element = dataset[tag]
+        attributes = {"tag": tag, "vr": element["vr"]}
+        keyword = keyword_for_tag(int(tag, 16))
+        if keyword:
+            attributes["keyword"] = keyword
+        node = SubElement(parent, "DicomAttribute", attributes)
+        for number, value in enumerate(element.get("Value", []), start=1):
+            if element["vr"] == "SQ":
+                _xml_attributes(SubElement(node, "Item", {"number": str(number)}), value)
+            else:
+                SubElement(node, "Value", {"number": str(number)}).text = str(value)
+
+
+# The representations of a STOW-RS response (PS3.18 10.5.3), in the order offered.
+STORE_RESPONSE_RENDERERS: dict[str, BaseRenderer] = {
+    media.DICOM_JSON: DicomJsonRenderer(),
+    media.DICOM_XML: DicomXmlRenderer(),
+    media.JSON: DicomJsonRenderer(),
+}
 
 
 class ErrorJsonRenderer(JSONRenderer):
@@ -87,11 +132,17 @@ class MultipartRenderer:
 
     part_type = ""
 
-    def response(self, parts: Sequence[OutPart], transfer_syntax: str | None = None) -> StreamingHttpResponse:
-        """Streamed; with a Content-Length when every part's size is known (no chunked framing)."""
+    def response(
+        self,
+        parts: Sequence[OutPart],
+        transfer_syntax: str | None = None,
+        on_error: Callable[[OutPart, Exception], None] | None = None,
+    ) -> StreamingHttpResponse:
+        """Streamed; with a Content-Length when every part's size is known (no chunked framing).
+        With `on_error`, a part whose payload cannot be opened is left out (see write_parts)."""
         boundary = new_boundary()
         content_type = media.multipart_content_type(self.part_type, boundary, transfer_syntax)
-        response = StreamingHttpResponse(write_parts(parts, boundary), content_type=content_type)
+        response = StreamingHttpResponse(write_parts(parts, boundary, on_error=on_error), content_type=content_type)
         length = body_length(parts, boundary)
         if length is not None:
             response["Content-Length"] = str(length)

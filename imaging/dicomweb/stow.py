@@ -5,13 +5,23 @@ well-formed body is stored (a malformed one is refused whole with 400), each par
 through imaging.ingest, the one path from bytes to an indexed instance. Instances go
 into the caller's own institution (alliance.access.may_upload_to).
 
-Status (PS3.18 10.5.3): 200 all stored, 202 some failed, 409 none stored, 415 wrong
-media type, 400 empty or malformed body. The body lists ReferencedSOPSequence and
-FailedSOPSequence with a FailureReason (PS3.4 status codes) for each failed part.
+Every answer says what became of each part (PS3.18 10.5.3, Annex I), in
+application/dicom+json or application/dicom+xml as the client asks: ReferencedSOPSequence
+for the stored, FailedSOPSequence with a FailureReason for the others. Status: 200 all
+stored; 202 some stored, some not; 409 none stored; 503 (Retry-After) none stored because
+the database or the store is away. When it goes away during the request, the parts stored
+before are Referenced and the rest Failed with 0xA700 (a 202), so the client knows which
+to send again; sending a stored one again is harmless (ingest is idempotent). The request
+itself: 415 without a multipart/related; type="application/dicom" Content-Type, 400 for an
+empty or malformed body, 413 over DICOMWEB_MAX_BODY_MB or DICOMWEB_MAX_PARTS, 408 when the
+body stops arriving (imaging/dicomweb/parsers.py).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import logging
 import tempfile
 import threading
 from collections.abc import Callable
@@ -21,24 +31,37 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import connection, connections
+from django.db import Error as DatabaseLayerError
+from django.db import InterfaceError, OperationalError, connection, connections
+from django.http import HttpResponse
 from pydicom import dcmread
-from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_file_meta_info
 from rest_framework import exceptions
 from rest_framework.request import Request
-from rest_framework.response import Response
 
 from alliance import access, audit
 from alliance.models import AuditEvent
 from imaging import ingest
-from imaging.dicom import part10
+from imaging.dicom.datasets import is_valid_uid
 from imaging.dicomweb import media
 from imaging.dicomweb.multipart import Part
-from imaging.dicomweb.parsers import MultipartRelatedDicomParser, body_stream
-from imaging.dicomweb.views import DicomWebView, audit_studies, base_url
+from imaging.dicomweb.parsers import MultipartRelatedDicomParser, PayloadTooLarge, RequestBody, declared_length
+from imaging.dicomweb.renderers import STORE_RESPONSE_RENDERERS
+from imaging.dicomweb.views import (
+    DicomWebView,
+    InsufficientStorage,
+    ServiceUnavailable,
+    audit_studies,
+    base_url,
+)
 from imaging.storage import temp_dir
 
-CANNOT_UNDERSTAND = 0xC000  # PS3.4 Annex GG: the part is not a DICOM dataset we can read
+log = logging.getLogger(__name__)
+
+# PS3.18 Table I.2-2 (Failure Reason)
+PROCESSING_FAILURE = 0x0110
+OUT_OF_RESOURCES = 0xA700
+CANNOT_UNDERSTAND = 0xC000
 # Ingest waits mostly on fsync and the database; a few parts at once use that time.
 STORE_THREADS = 4
 T = TypeVar("T")
@@ -52,44 +75,54 @@ class Outcome:
     stored: Any = None  # ingest.IngestResult when stored
     failure_reason: int = 0
     reason: str = ""
+    unavailable: bool = False  # not stored because the database or the store was away
 
 
 class StoreInstances(DicomWebView):
     """POST /studies and POST /studies/{study}."""
 
-    def post(self, request: Request, study: str = "") -> Response:
-        content_type = request.META.get("CONTENT_TYPE", "")
-        if media.parse_media_range(content_type).type != media.MULTIPART_RELATED:
-            raise exceptions.UnsupportedMediaType(
-                content_type, detail='STOW-RS accepts multipart/related; type="application/dicom".'
-            )
-        self.choose(request, [media.DICOM_JSON, media.JSON])
-        doctor = access.doctor_of(request.user)
-        if doctor is None or not access.may_upload_to(request.user, doctor.institution):
-            raise exceptions.PermissionDenied("Only clinicians may store studies, into their own institution.")
-        with tempfile.TemporaryDirectory(dir=temp_dir(), prefix="stow-") as spool:
-            parts = MultipartRelatedDicomParser().parse(
-                body_stream(request._request),
-                content_type,
-                {"spool_dir": Path(spool), "max_part_bytes": settings.DICOM_MAX_FILE_BYTES},
-            )
-            outcomes = self._store_all(request, parts, doctor.institution, study)
-        return self._respond(request, outcomes)
+    def post(self, request: Request, study: str = "") -> HttpResponse:
+        content_type = _multipart_content_type(request)
+        chosen, _ = self.choose(request, list(STORE_RESPONSE_RENDERERS))
+        institution = _uploading_institution(request)
+        body = RequestBody(request._request)
+        limit = settings.DICOMWEB_MAX_BODY_BYTES
+        if (declared_length(request._request) or 0) > limit:
+            body.abandon()
+            raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+        with _spool_folder() as spool:
+            parts = self._parts(body, content_type, spool)
+            outcomes = self._store_all(request, parts, institution, study)
+        return self._respond(request, outcomes, chosen)
+
+    def _parts(self, body: RequestBody, content_type: str, spool: Path) -> list[Part]:
+        context = {
+            "spool_dir": spool,
+            "max_part_bytes": settings.DICOM_MAX_FILE_BYTES,
+            "max_body_bytes": settings.DICOMWEB_MAX_BODY_BYTES,
+            "max_parts": settings.DICOMWEB_MAX_PARTS,
+        }
+        with body.reading(settings.REQUEST_BODY_TIMEOUT_SECONDS), _spool_errors():
+            return MultipartRelatedDicomParser().parse(body, content_type, context)
 
     def _store_all(self, request: Request, parts: list[Part], institution: Any, study: str) -> list[Outcome]:
         """Ingest every part; several at once unless the caller holds a transaction open
-        (each thread has its own connection, which could not see that transaction's rows)."""
-        store = partial(self._store, request, institution=institution, study=study)
+        (each thread has its own connection, which could not see that transaction's rows).
+        Once the database or the store is found away, the parts not yet begun are not tried."""
+        away = threading.Event()
+        store = partial(self._store, request, institution=institution, study=study, away=away)
         if len(parts) == 1 or connection.in_atomic_block:
             return [store(part) for part in parts]
         return in_threads(store, parts, STORE_THREADS)
 
-    def _store(self, request: Request, part: Part, *, institution: Any, study: str) -> Outcome:
+    def _store(self, request: Request, part: Part, *, institution: Any, study: str, away: threading.Event) -> Outcome:
         part_type = media.parse_media_range(part.content_type).type if part.content_type else media.DICOM
         if part_type != media.DICOM:
             return Outcome(
                 "", "", failure_reason=CANNOT_UNDERSTAND, reason=f"A part is {part_type}, not {media.DICOM}."
             )
+        if away.is_set():
+            return _not_tried(part)
         try:
             result = ingest.ingest_path(
                 part.path,
@@ -100,21 +133,103 @@ class StoreInstances(DicomWebView):
                 expected_study_uid=study or None,
             )
         except ingest.IngestError as exc:
-            return Outcome(*_uids_of(part.path), failure_reason=exc.dicom_status, reason=exc.reason)
+            unavailable = exc.code == "storage-failed"
+            if unavailable:
+                away.set()
+            uids = _uids_of(part.path, exc.sop_uid)
+            return Outcome(*uids, failure_reason=exc.dicom_status, reason=exc.reason, unavailable=unavailable)
+        except (OperationalError, InterfaceError) as exc:
+            away.set()
+            log.warning("STOW-RS part %s: the database is unavailable (%s)", part.path.name, exc)
+            return _not_tried(part, "the database became unavailable while it was stored")
+        except Exception:  # a part must not cost the others their answer (PS3.18 I.2.2: 0110)
+            log.exception("STOW-RS part %s could not be processed", part.path.name)
+            return Outcome(*_uids_of(part.path), failure_reason=PROCESSING_FAILURE, reason="processing failed")
         return Outcome(result.instance.sop_class_uid, result.instance.sop_uid, stored=result)
 
-    def _respond(self, request: Request, outcomes: list[Outcome]) -> Response:
+    def _respond(self, request: Request, outcomes: list[Outcome], chosen: str) -> HttpResponse:
         stored = [o for o in outcomes if o.stored is not None]
         failed = [o for o in outcomes if o.stored is None]
         studies = list({o.stored.study.pk: o.stored.study for o in stored}.values())
-        base = base_url()
-        body: dict[str, Any] = {}
-        if len(studies) == 1:
-            body["00081190"] = {"vr": "UR", "Value": [f"{base}/studies/{studies[0].study_uid}"]}
-        if stored:
-            body["00081199"] = {"vr": "SQ", "Value": [_referenced(o, base) for o in stored]}
+        _audit(request, studies, stored, failed)
+        renderer = STORE_RESPONSE_RENDERERS[chosen]
+        status = 200 if not failed else 202 if stored else 503 if _any_away(failed) else 409
+        response = HttpResponse(renderer.render(store_response(studies, stored, failed)), chosen, status=status)
         if failed:
-            body["00081198"] = {"vr": "SQ", "Value": [_failed(o) for o in failed]}
+            reasons = "; ".join(dict.fromkeys(o.reason for o in failed))
+            response.headers["Warning"] = f'299 {request.get_host()} "{_header_safe(reasons)}"'
+        if _any_away(failed):
+            response.headers["Retry-After"] = str(ServiceUnavailable.wait)
+        return response
+
+
+def store_response(studies: list[Any], stored: list[Outcome], failed: list[Outcome]) -> dict[str, Any]:
+    """The Store Instances Response Module (PS3.18 Table I.1-1) as DICOM JSON."""
+    base = base_url()
+    body: dict[str, Any] = {}
+    if len(studies) == 1:
+        body["00081190"] = {"vr": "UR", "Value": [f"{base}/studies/{studies[0].study_uid}"]}
+    if failed:
+        body["00081198"] = {"vr": "SQ", "Value": [_failed(o) for o in failed]}
+    if stored:
+        body["00081199"] = {"vr": "SQ", "Value": [_referenced(o, base) for o in stored]}
+    return body
+
+
+def _multipart_content_type(request: Request) -> str:
+    content_type = request.META.get("CONTENT_TYPE", "")
+    if media.parse_media_range(content_type).type != media.MULTIPART_RELATED:
+        raise exceptions.UnsupportedMediaType(
+            content_type or "(none)", detail='STOW-RS accepts multipart/related; type="application/dicom".'
+        )
+    return content_type
+
+
+def _uploading_institution(request: Request) -> Any:
+    doctor = access.doctor_of(request.user)
+    if doctor is None or not access.may_upload_to(request.user, doctor.institution):
+        raise exceptions.PermissionDenied("Only clinicians may store studies, into their own institution.")
+    return doctor.institution
+
+
+@contextlib.contextmanager
+def _spool_folder() -> Any:
+    try:
+        folder = tempfile.TemporaryDirectory(dir=temp_dir(), prefix="stow-")
+    except OSError as exc:
+        raise _spool_failure(exc) from None
+    with folder as name:
+        yield Path(name)
+
+
+@contextlib.contextmanager
+def _spool_errors() -> Any:
+    """The body cannot be spooled (a full disk): the server's trouble, not the client's."""
+    try:
+        yield
+    except OSError as exc:
+        raise _spool_failure(exc) from None
+
+
+def _spool_failure(exc: OSError) -> exceptions.APIException:
+    log.error("STOW-RS cannot spool a request body: %s", exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InsufficientStorage("The server has no room for the request now; send it again later.")
+    return ServiceUnavailable("The server cannot take the request now; send it again later.")
+
+
+def _not_tried(part: Part, why: str = "the database or the store became unavailable during the request") -> Outcome:
+    return Outcome(*_uids_of(part.path), failure_reason=OUT_OF_RESOURCES, reason=f"not stored: {why}", unavailable=True)
+
+
+def _any_away(failed: list[Outcome]) -> bool:
+    return any(o.unavailable for o in failed)
+
+
+def _audit(request: Request, studies: list[Any], stored: list[Outcome], failed: list[Outcome]) -> None:
+    """One event for the request (each instance has its own from ingest); with the database
+    away, the answer still goes out and the loss of this event is logged."""
+    try:
         audit_studies(
             request,
             "dicomweb.store",
@@ -122,12 +237,8 @@ class StoreInstances(DicomWebView):
             {"stored": len(stored), "failed": [o.reason for o in failed]},
             outcome=AuditEvent.Outcome.SUCCESS if stored else AuditEvent.Outcome.FAILURE,
         )
-        status = 200 if not failed else 202 if stored else 409
-        response = Response(body, status=status)
-        if failed:
-            reasons = "; ".join(dict.fromkeys(o.reason for o in failed))
-            response.headers["Warning"] = f'299 {request.get_host()} "{_header_safe(reasons)}"'
-        return response
+    except DatabaseLayerError:
+        log.exception("could not audit a STOW-RS request (%d stored, %d failed)", len(stored), len(failed))
 
 
 def in_threads(work: Callable[[T], R], items: list[T], threads: int) -> list[R]:
@@ -151,7 +262,8 @@ def in_threads(work: Callable[[T], R], items: list[T], threads: int) -> list[R]:
         except BaseException as exc:  # noqa: BLE001 - handed to the request's thread below
             errors.append(exc)
         finally:
-            connections.close_all()
+            with contextlib.suppress(DatabaseLayerError):  # a connection the database dropped
+                connections.close_all()
 
     pool = [threading.Thread(target=run, name=f"stow-{n}") for n in range(min(threads, len(items)))]
     for thread in pool:
@@ -163,15 +275,25 @@ def in_threads(work: Callable[[T], R], items: list[T], threads: int) -> list[R]:
     return results
 
 
-def _uids_of(path: Path) -> tuple[str, str]:
-    """The SOP Class and Instance UIDs of a refused part, when it is readable at all."""
-    limits = part10.InflateLimits.of(settings)  # pydicom alone would inflate a deflate bomb whole
+def _uids_of(path: Path, sop_uid: str = "") -> tuple[str, str]:
+    """The SOP Class and Instance UIDs of a part that was not stored, as far as it names
+    them; `sop_uid` is what ingest read. Only the file meta, or a bare data set's first
+    elements, are read: never a deflated data set (which could inflate to gigabytes)."""
     try:
-        with path.open("rb") as handle, part10.readable(handle, limits, path.parent) as source:
-            ds = dcmread(source, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"], force=True)
-    except (part10.InvalidFile, InvalidDicomError, OSError, ValueError, EOFError):
+        meta = read_file_meta_info(path)
+        found = (meta.get("MediaStorageSOPClassUID", ""), meta.get("MediaStorageSOPInstanceUID", ""))
+    except Exception:  # noqa: BLE001 - no file meta: perhaps a bare data set
+        found = _bare_uids(path)
+    sop_class, sop_instance = (str(uid) if is_valid_uid(str(uid)) else "" for uid in found)
+    return sop_class, sop_uid or sop_instance
+
+
+def _bare_uids(path: Path) -> tuple[str, str]:
+    try:
+        ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"], force=True)
+        return str(ds.get("SOPClassUID", "")), str(ds.get("SOPInstanceUID", ""))
+    except Exception:  # noqa: BLE001 - untrusted bytes: whatever the parser trips over, no UIDs
         return "", ""
-    return str(ds.get("SOPClassUID", "")), str(ds.get("SOPInstanceUID", ""))
 
 
 def _referenced(outcome: Outcome, base: str) -> dict[str, Any]:
@@ -186,13 +308,14 @@ def _referenced(outcome: Outcome, base: str) -> dict[str, Any]:
 
 
 def _failed(outcome: Outcome) -> dict[str, Any]:
-    item: dict[str, Any] = {
+    return {
         "00081150": {"vr": "UI", "Value": [outcome.sop_class_uid]} if outcome.sop_class_uid else {"vr": "UI"},
         "00081155": {"vr": "UI", "Value": [outcome.sop_instance_uid]} if outcome.sop_instance_uid else {"vr": "UI"},
         "00081197": {"vr": "US", "Value": [outcome.failure_reason]},
     }
-    return item
 
 
 def _header_safe(text: str) -> str:
-    return text.replace('"', "'").encode("ascii", "replace").decode("ascii")[:500]
+    """A reason taken from a file may hold anything: printable ASCII only, in a header."""
+    printable = "".join(c if " " <= c < "\x7f" else " " for c in text.replace('"', "'"))
+    return printable[:500]

@@ -8,11 +8,13 @@ errors are JSON with a reason, whatever the client accepted.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpResponseBase
+from django.db import DatabaseError, InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponseBase
 from rest_framework import exceptions
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.request import Request
@@ -25,6 +27,8 @@ from imaging.dicomweb import media
 from imaging.dicomweb.renderers import DicomJsonRenderer, ErrorJsonRenderer
 from imaging.models import Study
 from imaging.viewer import session as viewer_session
+
+log = logging.getLogger(__name__)
 
 
 def base_url() -> str:
@@ -44,6 +48,20 @@ class BadRequest(exceptions.APIException):
 class DicomWebNotAcceptable(exceptions.APIException):
     status_code = 406
     default_code = "not_acceptable"
+
+
+class ServiceUnavailable(exceptions.APIException):
+    """The database or the store is away for now; DRF sends `wait` as Retry-After."""
+
+    status_code = 503
+    default_code = "service_unavailable"
+    default_detail = "The service is unavailable for the moment; try again shortly."
+    wait = 30
+
+
+class InsufficientStorage(ServiceUnavailable):
+    status_code = 507
+    default_code = "insufficient_storage"
 
 
 class ViewNegotiation(BaseContentNegotiation):
@@ -72,6 +90,9 @@ class DicomWebView(APIView):
             raise DicomWebNotAcceptable(str(exc)) from None
 
     def handle_exception(self, exc: Exception) -> HttpResponseBase:
+        if isinstance(exc, OperationalError | InterfaceError):  # the database is away, not the request wrong
+            log.warning("DICOMweb %s: the database is unavailable (%s)", type(self).__name__, exc)
+            exc = ServiceUnavailable()
         response = super().handle_exception(exc)
         if getattr(response, "data", None) is not None:
             response.accepted_renderer = ErrorJsonRenderer()  # type: ignore[attr-defined]
@@ -110,3 +131,26 @@ def audit_studies(
             "patients": sorted({s.patient_id for s in studies}),
         },
     )
+
+
+def audit_unservable(
+    request: HttpRequest | Request, study: Study, instance: Any, *, via: str, error: BaseException
+) -> None:
+    """An instance left out of an answer because its stored file is missing or cannot be
+    read: a warning, and a failure event ("instance.missing" or "instance.unreadable")."""
+    action = "instance.missing" if isinstance(error, FileNotFoundError) else "instance.unreadable"
+    reason = f"{type(error).__name__}: {str(error)[:300]}"
+    log.warning("%s %s of study %s (%s): %s", action, instance.sop_uid, study.study_uid, via, reason)
+    try:
+        audit.record(
+            actor=audit.Actor.for_user(request.user),
+            action=action,
+            object_type="instance",
+            object_id=instance.sop_uid,
+            patient=str(study.patient_id),
+            source=audit.source_of(request),
+            outcome=AuditEvent.Outcome.FAILURE,
+            detail={"via": via, "study": study.study_uid, "error": reason},
+        )
+    except DatabaseError:
+        log.exception("could not audit %s of %s", action, instance.sop_uid)

@@ -8,6 +8,8 @@ which answers the same 404 for a study that is missing and one the caller may no
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from functools import partial
 from io import BytesIO
 from typing import IO, Any
@@ -24,7 +26,8 @@ from rest_framework.request import Request
 from alliance import access
 from imaging import render
 from imaging.dicom import part10
-from imaging.dicomweb import media, transfer
+from imaging.dicomweb import dicomjson, media, transfer
+from imaging.dicomweb.dicomjson import BULK_VRS
 from imaging.dicomweb.multipart import OutPart
 from imaging.dicomweb.renderers import (
     IMAGE_RENDERERS,
@@ -33,13 +36,11 @@ from imaging.dicomweb.renderers import (
     MultipartDicomRenderer,
     MultipartOctetStreamRenderer,
 )
-from imaging.dicomweb.views import BadRequest, DicomWebNotAcceptable, DicomWebView, base_url
+from imaging.dicomweb.views import BadRequest, DicomWebNotAcceptable, DicomWebView, audit_unservable, base_url
 from imaging.models import Instance, Study
-from imaging.storage import open_instance, temp_dir
+from imaging.storage import local_path, open_instance, temp_dir
 
-BULK_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
-BULK_THRESHOLD = 1024  # bytes: larger binary values are sent as BulkDataURI (PS3.18 F.2.6)
-PIXEL_DATA = "7FE00010"
+log = logging.getLogger(__name__)
 
 
 class _InstancesView(DicomWebView):
@@ -64,6 +65,33 @@ class _InstancesView(DicomWebView):
             f"{base_url()}/studies/{study.study_uid}/series/{instance.series.series_uid}/instances/{instance.sop_uid}"
         )
 
+    def read(self, request: Request, study: Study, instance: Instance, via: str) -> Dataset:
+        """The whole stored data set; 404 (audited) when its file is missing or unreadable."""
+        try:
+            return _read(instance)
+        except Exception as exc:  # noqa: BLE001 - a file gone, beyond the inflate limits, or bytes pydicom cannot read
+            audit_unservable(request, study, instance, via=via, error=exc)
+            raise Http404("The stored file of this instance cannot be read.") from None
+
+    def present(self, request: Request, study: Study, found: list[Instance], via: str) -> list[tuple[Instance, int]]:
+        """The instances whose stored files exist on a local store, with their sizes, checked
+        before an answer starts (one stat each); the others are left out, audited. 404 if none.
+        Another store's files are checked as they are opened (the answer has no length then)."""
+        present: list[tuple[Instance, int]] = []
+        for instance in found:
+            path = local_path(instance)
+            try:
+                present.append((instance, path.stat().st_size if path is not None else -1))
+            except OSError as exc:
+                audit_unservable(request, study, instance, via=via, error=exc)
+        if not present:
+            raise Http404("The stored files of these instances cannot be read.")
+        return present
+
+    def skipped(self, request: Request, study: Study, via: str) -> Any:
+        """on_error for a streamed answer: a part whose file cannot be opened is left out, audited."""
+        return lambda part, exc: audit_unservable(request, study, part.label, via=via, error=exc)
+
 
 # --- instances ----------------------------------------------------------------------------
 
@@ -77,9 +105,14 @@ class RetrieveInstances(_InstancesView):
             raise DicomWebNotAcceptable('This resource is multipart/related; type="application/dicom".')
         visible, found = self.instances(request, study, series, instance)
         target = self._target(pairs, {i.transfer_syntax_uid for i in found})
-        self.audit(request, "dicomweb.retrieve", [visible], instances=len(found), transfer_syntax=target or "stored")
-        parts = [OutPart(media.DICOM, opener=self._opener(i, target), size=self._size(i, target)) for i in found]
-        return MultipartDicomRenderer().response(parts, transfer_syntax=target or _single(found))
+        present = self.present(request, visible, found, "dicomweb.retrieve")
+        self.audit(request, "dicomweb.retrieve", [visible], instances=len(present), transfer_syntax=target or "stored")
+        parts = [
+            OutPart(media.DICOM, opener=self._opener(i, target), size=self._size(size, target), label=i)
+            for i, size in present
+        ]
+        on_error = self.skipped(request, visible, "dicomweb.retrieve")
+        return MultipartDicomRenderer().response(parts, transfer_syntax=target or _single(found), on_error=on_error)
 
     def _target(self, pairs: list[tuple[str, media.MediaRange]], stored: set[str]) -> str | None:
         reasons = []
@@ -90,8 +123,8 @@ class RetrieveInstances(_InstancesView):
                 reasons.append(str(exc))
         raise DicomWebNotAcceptable(" ".join(reasons))
 
-    def _size(self, instance: Instance, target: str | None) -> int | None:
-        return instance.size_bytes if target is None else None
+    def _size(self, size: int, target: str | None) -> int | None:
+        return size if target is None and size >= 0 else None
 
     def _opener(self, instance: Instance, target: str | None) -> Any:
         if target is None:
@@ -108,42 +141,48 @@ def _single(instances: list[Instance]) -> str | None:
 
 
 class RetrieveMetadata(_InstancesView):
-    """GET .../metadata: application/dicom+json, large binary values as BulkDataURI."""
+    """GET .../metadata: application/dicom+json, large binary values as BulkDataURI.
+
+    Each instance's document is read and written whole before any of it is sent; one whose
+    file is missing or unreadable is left out (audited), never breaking the array off.
+    """
 
     def get(self, request: Request, study: str, series: str = "", instance: str = "") -> StreamingHttpResponse:
         self.choose(request, [media.DICOM_JSON, media.JSON])
         visible, found = self.instances(request, study, series, instance)
+        documents = self._documents(request, visible, found)
+        first = next(documents, None)
+        if first is None:
+            raise Http404("The stored files of these instances cannot be read.")
         self.audit(request, "dicomweb.metadata", [visible], instances=len(found))
-        urls = [self.instance_url(visible, i) for i in found]
-        return DicomJsonRenderer().stream(_metadata(i, url) for i, url in zip(found, urls, strict=True))
+        return DicomJsonRenderer().stream(first, documents)
+
+    def _documents(self, request: Request, study: Study, found: list[Instance]) -> Iterator[bytes]:
+        for instance in found:
+            try:
+                document = dicomjson.dumps(_metadata(instance, self.instance_url(study, instance)))
+            except Exception as exc:  # noqa: BLE001 - a file gone, or bytes pydicom cannot read
+                audit_unservable(request, study, instance, via="dicomweb.metadata", error=exc)
+                continue
+            yield document
 
 
 def _metadata(instance: Instance, instance_url: str) -> dict[str, Any]:
     ds = _read(instance, stop_before_pixels=True)
-    return dataset_json(ds, instance_url, has_pixels=instance.rows is not None)
+    return dicomjson.dataset_json(ds, instance_url, has_pixels=instance.rows is not None)
 
 
-def instance_metadata(instance: Instance) -> dict[str, Any]:
+def instance_metadata(instance: Instance) -> dict[str, Any] | None:
     """One instance's DICOM JSON as .../metadata answers it, for a page that embeds it
-    (the viewer's first slice); the caller has checked access to the study."""
+    (the viewer's first slice); None when its file cannot be read (logged: the page does
+    without it). The caller has checked access to the study."""
     series = instance.series
     url = f"{base_url()}/studies/{series.study.study_uid}/series/{series.series_uid}/instances/{instance.sop_uid}"
-    return _metadata(instance, url)
-
-
-def dataset_json(ds: Dataset, instance_url: str, *, has_pixels: bool) -> dict[str, Any]:
-    """PS3.18 F.2 DICOM JSON of a dataset read without its pixel data; bulk values by URI."""
-    out: dict[str, Any] = {}
-    for element in ds:
-        tag = f"{element.tag:08X}"
-        if element.VR in BULK_VRS and not element.is_empty and len(element.value) > BULK_THRESHOLD:
-            out[tag] = {"vr": element.VR, "BulkDataURI": f"{instance_url}/bulk/{tag}"}
-        else:
-            out[tag] = element.to_json_dict(None, BULK_THRESHOLD)
-    if has_pixels:
-        vr = "OB" if ds.file_meta.TransferSyntaxUID.is_compressed or ds.get("BitsAllocated", 16) <= 8 else "OW"
-        out[PIXEL_DATA] = {"vr": vr, "BulkDataURI": f"{instance_url}/bulk/{PIXEL_DATA}"}
-    return out
+    try:
+        return _metadata(instance, url)
+    except Exception as exc:  # noqa: BLE001 - a file gone, or bytes pydicom cannot read
+        log.warning("no metadata for %s to embed: %s: %s", instance.sop_uid, type(exc).__name__, exc)
+        return None
 
 
 class RetrieveBulkData(_InstancesView):
@@ -157,7 +196,7 @@ class RetrieveBulkData(_InstancesView):
         except ValueError:
             raise BadRequest(f"{tag!r} is not a tag (8 hexadecimal digits).") from None
         visible, found = self.instances(request, study, series, instance)
-        ds = _read(found[0])
+        ds = self.read(request, visible, found[0], "dicomweb.bulkdata")
         if number not in ds or ds[number].VR not in BULK_VRS or ds[number].is_empty:
             raise Http404("The instance has no bulk data at that tag.")
         self.audit(request, "dicomweb.bulkdata", [visible], instance=instance, tag=tag)
@@ -204,10 +243,10 @@ class RetrieveFrames(_InstancesView):
         offers = {media.OCTET_STREAM} | ({compressed_type} if compressed_type else set())
         part_type, wants_stored = self._negotiate(request, offers, compressed_type, stored)
         numbers = frame_numbers(frames, found[0].number_of_frames)
-        ds = _read(found[0])
+        ds = self.read(request, visible, found[0], "dicomweb.frames")
         if not ds.get("PixelData"):
             raise Http404("The instance has no pixel data.")
-        data = transfer.stored_frames(ds, numbers) if wants_stored else transfer.decoded_frames(ds, numbers)
+        data = self._frames(request, visible, found[0], ds, numbers, wants_stored)
         self.audit(request, "dicomweb.frames", [visible], instance=instance, frames=numbers)
         if part_type == media.OCTET_STREAM:
             syntax = stored if wants_stored else transfer.ExplicitVRLittleEndian
@@ -226,6 +265,17 @@ class RetrieveFrames(_InstancesView):
             return response
         parts = [OutPart(part_type, data=frame) for frame in data]
         return MultipartCompressedFrameRenderer(part_type).response(parts, transfer_syntax=stored)
+
+    def _frames(
+        self, request: Request, study: Study, instance: Instance, ds: Dataset, numbers: list[int], as_stored: bool
+    ) -> list[bytes]:
+        """The frames' bytes; 404 (audited) when the pixel data cannot be cut or decoded
+        (a declared compressed syntax over native data, a codec that refuses the data...)."""
+        try:
+            return transfer.stored_frames(ds, numbers) if as_stored else transfer.decoded_frames(ds, numbers)
+        except Exception as exc:  # noqa: BLE001 - pydicom and its codec plugins raise many kinds
+            audit_unservable(request, study, instance, via="dicomweb.frames", error=exc)
+            raise Http404("The frames of this instance cannot be decoded.") from None
 
     def _negotiate(
         self, request: Request, offers: set[str], compressed_type: str | None, stored: str
@@ -293,7 +343,12 @@ class RetrieveRendered(_InstancesView):
         number = frame_numbers(frames, found[0].number_of_frames)
         if len(number) != 1:
             raise BadRequest("Rendered frames are retrieved one at a time.")
-        with open_instance(found[0]) as handle:
+        try:
+            handle = open_instance(found[0])
+        except OSError as exc:
+            audit_unservable(request, visible, found[0], via="dicomweb.rendered", error=exc)
+            raise Http404("The stored file of this instance cannot be read.") from None
+        with handle:
             image = _render_or_404(handle, number[0] - 1, window, size, chosen, quality)
         self.audit(request, "dicomweb.rendered", [visible], instance=instance, frame=number[0])
         return IMAGE_RENDERERS[chosen].response(image)
@@ -324,5 +379,8 @@ class RetrieveThumbnail(_InstancesView):
             data = render.thumbnail(chosen)
         except render.RenderError as exc:
             raise Http404(f"No thumbnail could be made: {exc}") from None
+        except OSError as exc:
+            audit_unservable(request, visible, chosen, via="dicomweb.thumbnail", error=exc)
+            raise Http404("The stored file of this instance cannot be read.") from None
         self.audit(request, "dicomweb.thumbnail", [visible], instance=chosen.sop_uid)
         return IMAGE_RENDERERS[media.JPEG].response(data)

@@ -111,3 +111,12 @@ def test_body_length_is_exact_when_every_size_is_known(tmp_path: Path) -> None:
     ]
     assert multipart.body_length(parts, "bb") == len(b"".join(write_parts(parts, "bb")))
     assert multipart.body_length([OutPart("application/dicom", opener=lambda: source.open("rb"))], "bb") is None
+
+
+def test_limits_raise_too_large_before_the_rest_is_read(tmp_path: Path) -> None:
+    data = body([b"x"] * 5, boundary="b")
+    stream = io.BytesIO(data)
+    with pytest.raises(multipart.TooLarge, match="more than the limit of 3 parts"):
+        read_parts(stream, b"b", tmp_path, max_part_bytes=100, max_parts=3)
+    with pytest.raises(multipart.TooLarge, match="request body is larger"):
+        read_parts(io.BytesIO(data), b"b", tmp_path, max_part_bytes=100, max_body_bytes=10)

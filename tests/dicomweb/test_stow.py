@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import io
+import struct
+import threading
+from xml.etree import ElementTree
 
 import pytest
 from django.conf import settings
@@ -167,3 +171,203 @@ def test_parts_stored_on_threads_keep_their_order_and_errors_surface() -> None:
 
     with pytest.raises(ValueError, match="seven"):
         in_threads(fails_on_seven, list(range(25)), 4)
+
+
+# --- every outcome is a PS3.18 answer, never a 500 --------------------------------------
+
+
+class Broken(io.RawIOBase):
+    """A request body whose reads fail as a server's input does: bad chunked framing, a stall."""
+
+    def __init__(self, error: BaseException, after: bytes = b"") -> None:
+        self.error, self.after = error, after
+
+    def read(self, size: int = -1) -> bytes:
+        if self.after:
+            chunk, self.after = self.after, b""
+            return chunk
+        raise self.error
+
+
+def post_stream(client, stream, **extra):  # type: ignore[no-untyped-def]
+    return client.generic(
+        "POST",
+        f"{BASE}/studies",
+        b"",
+        content_type=CONTENT_TYPE,
+        HTTP_TRANSFER_ENCODING="chunked",
+        **{"wsgi.input": stream},
+        **extra,
+    )
+
+
+def test_a_missing_content_type_is_415_with_a_reason(owner_client) -> None:  # type: ignore[no-untyped-def]
+    body = multipart([part10_bytes(ds) for ds in make_ct_series(1, 16, 16)])
+    response = owner_client.generic("POST", f"{BASE}/studies", body, content_type="")
+    assert response.status_code == 415
+    assert "multipart/related" in response.json()["error"]["message"]
+
+
+def test_bad_chunked_framing_is_400_and_a_stalled_body_408(owner_client) -> None:  # type: ignore[no-untyped-def]
+    from gunicorn.http.errors import InvalidChunkSize
+
+    start = f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\nDICM".encode()
+    framing = post_stream(owner_client, Broken(InvalidChunkSize(b"zz"), after=start))
+    assert framing.status_code == 400 and "could not be read" in framing.json()["error"]["message"]
+    stalled = post_stream(owner_client, Broken(TimeoutError("timed out"), after=start))
+    assert stalled.status_code == 408
+    assert not Instance.objects.exists()
+
+
+def test_a_part_that_defeats_the_uid_reader_still_gets_its_failure_item(owner_client) -> None:  # type: ignore[no-untyped-def]
+    [ds] = make_ct_series(1, 16, 16)
+    response = post(owner_client, f"{BASE}/studies", multipart([nested_undefined_length(ds, 3000)]))
+    assert response.status_code == 409
+    [item] = response.json()["00081198"]["Value"]
+    assert item["00081197"]["Value"] == [0xC000]
+    assert item["00081150"]["Value"] == [ds.SOPClassUID], "named from the file meta, not the data set"
+
+
+def nested_undefined_length(ds, depth: int) -> bytes:  # type: ignore[no-untyped-def]
+    """ds as PS3.10 with a sequence nested `depth` deep (undefined lengths) before its pixels."""
+    item, item_end = struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF), struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+    head, end = struct.pack("<HH2sHI", 0x0040, 0xA730, b"SQ", 0, 0xFFFFFFFF), struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+    nested = b""
+    for _ in range(depth):
+        nested = head + item + nested + item_end + end
+    data = part10_bytes(ds)
+    at = data.rfind(b"\xe0\x7f\x10\x00")
+    return data[:at] + nested + data[at:]
+
+
+def fail_after(monkeypatch, successes: int, error: BaseException) -> list[str]:  # type: ignore[no-untyped-def]
+    """ingest_path works `successes` times, then raises `error`; the stored SOP UIDs are listed."""
+    from imaging import ingest
+
+    original, stored, started = ingest.ingest_path, [], []
+    lock = threading.Lock()
+
+    def flaky(*args, **kwargs):  # type: ignore[no-untyped-def]
+        with lock:  # parts are stored on several threads outside a test transaction
+            started.append(1)
+            if len(started) > successes:
+                raise error
+        result = original(*args, **kwargs)
+        with lock:
+            stored.append(result.instance.sop_uid)
+        return result
+
+    monkeypatch.setattr(ingest, "ingest_path", flaky)
+    return stored
+
+
+def test_database_lost_mid_request_lists_the_stored_parts_and_fails_the_rest(owner_client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from django.db import InterfaceError
+
+    datasets = make_ct_series(6, 16, 16)
+    stored = fail_after(monkeypatch, 2, InterfaceError("connection already closed"))
+    response = post(owner_client, f"{BASE}/studies", multipart([part10_bytes(ds) for ds in datasets]))
+    assert response.status_code == 202
+    assert referenced(response) == stored == [ds.SOPInstanceUID for ds in datasets[:2]]
+    assert set(Instance.objects.values_list("sop_uid", flat=True)) == set(stored)
+    failed = response.json()["00081198"]["Value"]
+    assert [f["00081155"]["Value"][0] for f in failed] == [ds.SOPInstanceUID for ds in datasets[2:]]
+    assert failures(response) == [0xA700] * 4
+    assert int(response.headers["Retry-After"]) > 0
+
+
+def test_database_lost_while_parts_are_stored_on_threads_lists_exactly_the_stored(
+    transactional_db, alliance_world, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    from django.db import InterfaceError
+
+    datasets = make_ct_series(12, 16, 16)
+    stored = fail_after(monkeypatch, 5, InterfaceError("connection already closed"))
+    client = token_client(alliance_world.owner)
+    response = post(client, f"{BASE}/studies", multipart([part10_bytes(ds) for ds in datasets]))
+    assert response.status_code == 202
+    assert sorted(referenced(response)) == sorted(stored) == sorted(Instance.objects.values_list("sop_uid", flat=True))
+    assert len(stored) == 5 and failures(response) == [0xA700] * 7
+
+
+def test_database_away_from_the_first_part_is_503_with_every_part_failed(owner_client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from django.db import OperationalError
+
+    datasets = make_ct_series(3, 16, 16)
+    fail_after(monkeypatch, 0, OperationalError("server closed the connection unexpectedly"))
+    response = post(owner_client, f"{BASE}/studies", multipart([part10_bytes(ds) for ds in datasets]))
+    assert response.status_code == 503 and int(response.headers["Retry-After"]) > 0
+    assert response.headers["Content-Type"] == "application/dicom+json"
+    assert failures(response) == [0xA700] * 3 and referenced(response) == []
+
+
+def test_database_away_before_the_body_is_read_is_503(owner_client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from django.db import OperationalError
+
+    from imaging.dicomweb import stow
+
+    def away(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OperationalError("the database system is shutting down")
+
+    monkeypatch.setattr(stow.access, "doctor_of", away)
+    response = post(owner_client, f"{BASE}/studies", multipart([part10_bytes(make_ct_series(1, 16, 16)[0])]))
+    assert response.status_code == 503 and int(response.headers["Retry-After"]) > 0
+    assert response.json()["error"]["message"]
+
+
+def test_an_unexpected_error_on_one_part_fails_that_part_alone(owner_client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    datasets = make_ct_series(2, 16, 16)
+    fail_after(monkeypatch, 1, KeyError("something unforeseen"))
+    response = post(owner_client, f"{BASE}/studies", multipart([part10_bytes(ds) for ds in datasets]))
+    assert response.status_code == 202
+    assert referenced(response) == [datasets[0].SOPInstanceUID] and failures(response) == [0x0110]
+
+
+def test_a_full_disk_while_spooling_is_507(owner_client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from imaging.dicomweb import stow
+
+    def full(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(stow.tempfile, "TemporaryDirectory", full)
+    response = post(owner_client, f"{BASE}/studies", multipart([part10_bytes(make_ct_series(1, 16, 16)[0])]))
+    assert response.status_code == 507 and "Retry-After" in response.headers
+
+
+def test_the_response_is_dicom_xml_when_asked(owner_client) -> None:  # type: ignore[no-untyped-def]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from dicomweb_client.web import _load_xml_dataset
+
+    [ds] = make_ct_series(1, 16, 16)
+    body = multipart([part10_bytes(ds), b"not dicom"])
+    response = owner_client.generic(
+        "POST", f"{BASE}/studies", body, content_type=CONTENT_TYPE, HTTP_ACCEPT="application/dicom+xml"
+    )
+    assert response.status_code == 202 and response.headers["Content-Type"] == "application/dicom+xml"
+    root = ElementTree.fromstring(response.content)  # noqa: S314 - our own answer
+    assert root.tag == "{http://dicom.nema.org/PS3.19/models/NativeDICOM}NativeDicomModel"
+    parsed = _load_xml_dataset(root)
+    assert [item.ReferencedSOPInstanceUID for item in parsed.ReferencedSOPSequence] == [ds.SOPInstanceUID]
+    assert [int(item.FailureReason) for item in parsed.FailedSOPSequence] == [0xC000]
+
+
+def test_bodies_over_the_caps_are_413(owner_client, settings) -> None:  # type: ignore[no-untyped-def]
+    datasets = make_ct_series(3, 16, 16)
+    body = multipart([part10_bytes(ds) for ds in datasets])
+    settings.DICOMWEB_MAX_PARTS = 2
+    assert post(owner_client, f"{BASE}/studies", body).status_code == 413
+    settings.DICOMWEB_MAX_PARTS = 100
+    settings.DICOMWEB_MAX_BODY_BYTES = len(body) - 1
+    declared = post(owner_client, f"{BASE}/studies", body)
+    assert declared.status_code == 413 and "limit" in declared.json()["error"]["message"]
+    assert post_stream(owner_client, io.BytesIO(body)).status_code == 413, "a chunked body has no declared length"
+    assert not Instance.objects.exists()
+
+
+def test_a_warning_header_never_carries_control_characters() -> None:
+    from imaging.dicomweb.stow import _header_safe
+
+    assert _header_safe('bad "value"\r\nX-Injected: 1\x00') == "bad 'value'  X-Injected: 1 "
