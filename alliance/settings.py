@@ -213,6 +213,9 @@ DICOM_AE_TITLE = env_str("DICOM_AE_TITLE", "CLOUDPACS")  # ours when we call out
 # (imaging/spool.py; PostgreSQL and a local store only). False: every instance indexed first.
 DICOM_WRITE_AHEAD = env_bool("DICOM_WRITE_AHEAD", True)
 DICOM_PROCESSES = env_int("DICOM_PROCESSES", 1, minimum=1, maximum=64)  # share the port (SO_REUSEPORT)
+# imaging/dicom/accel/: the server's faster path through pynetdicom (only on the pynetdicom
+# version it was written for). False: pynetdicom's own path, as it ships.
+DICOM_ACCELERATE = env_bool("DICOM_ACCELERATE", True)
 
 # --- Celery ---------------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "")

@@ -65,7 +65,7 @@ class DjangoServices:
             return self._authorize(peer)
         finally:
             # The association's thread lets its connection go: a sender's C-STOREs are served
-            # on the reading thread, with its own (imaging/dicom/direct.py); queries open one
+            # on the reading thread, with its own (imaging/dicom/accel/direct.py); queries open one
             # again when they come. One connection per association, not two.
             connection.close()
 

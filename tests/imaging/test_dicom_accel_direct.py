@@ -1,4 +1,4 @@
-"""imaging/dicom/direct.py: C-STORE served on the association's reading thread.
+"""imaging/dicom/accel/direct.py: C-STORE served on the association's reading thread.
 
 The command parser is checked against pynetdicom's own encoding; the direct store against a
 real server and pynetdicom as the peer (where the handler ran, what arrived, what the peer
@@ -9,6 +9,7 @@ fed PDUs by hand.
 from __future__ import annotations
 
 import queue
+import socket
 import struct
 import tempfile
 import threading
@@ -20,17 +21,17 @@ from typing import Any
 
 import pytest
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
-from pynetdicom import _config, evt
+from pynetdicom import AE, _config, evt
 from pynetdicom.dimse_messages import C_ECHO_RQ, C_STORE_RQ
 from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import P_DATA_TF
 
-from imaging.dicom import direct, fastpath
+from imaging.dicom.accel import direct, fastpath
 from imaging.dicom.handlers import status_dataset
 from imaging.dicom.identifiers import ReceivedInstance
 from tests.imaging import dicomgen
-from tests.imaging.test_dicom_fastpath import (  # noqa: F401 - a fixture
+from tests.imaging.test_dicom_accel_fastpath import (  # noqa: F401 - a fixture
     _associate,
     _expected_file,
     _KeepingServices,
@@ -291,3 +292,49 @@ def test_closing_drops_a_data_set_in_progress_and_tells_the_services(rx_folder: 
     side.store.close()
     assert ended == [True]
     assert list(rx_folder.glob("rx-*")) == []
+
+
+# --- reading a PDU in bulk ------------------------------------------------------------------
+
+
+def test_bulk_recv_returns_what_was_read_when_the_peer_closes() -> None:
+    left, right = socket.socketpair()
+    wrapper = SimpleNamespace(socket=left, recv=None)
+    direct.read_in_bulk(wrapper)
+    right.sendall(b"abcdef")
+    right.close()
+    assert wrapper.recv(4) == bytearray(b"abcd")
+    assert wrapper.recv(10) == bytearray(b"ef")  # as pynetdicom's own recv: short, then the caller sees EOF
+    left.close()
+
+
+def test_a_pdu_header_claiming_gigabytes_takes_memory_only_for_what_arrives(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The length is the peer's word, read before any association exists: a claimed 1 TiB
+    must not be allocated up front (it would fail here with MemoryError)."""
+    monkeypatch.setattr(direct, "FIRST_READ_BYTES", 1024)
+    left, right = socket.socketpair()
+    try:
+        wrapper = SimpleNamespace(socket=left, recv=None)
+        direct.read_in_bulk(wrapper)
+        sent = bytes(range(256)) * 20  # 5,120 bytes: the buffer grows from 1 KiB, doubling
+        right.sendall(sent)
+        right.close()
+        assert wrapper.recv(1 << 40) == bytearray(sent)
+    finally:
+        left.close()
+
+
+def test_a_large_pdu_is_read_whole_in_bulk(fast_server) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """A 2 MiB instance in one association with 1 MiB PDUs: every byte arrives."""
+    server, services = fast_server()
+    ds = dicomgen.make_ct_series(1, 1024, 1024)[0]
+    scu = AE(ae_title="CT_CLINA")
+    scu.maximum_pdu_size = 0  # unlimited: the server's 1 MiB decides
+    scu.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = scu.associate("127.0.0.1", server.server_address[1], ae_title="CLINA")
+    try:
+        assert assoc.send_c_store(ds).Status == 0x0000
+    finally:
+        assoc.release()
+    (received,) = services.files
+    assert ds.PixelData in received

@@ -6,9 +6,9 @@ for every received file, primitive_to_message and encode for every response): ab
 third of a millisecond of interpreter time per instance on the association's threads,
 which a modality sending a series waits for on every image. Both encodings are short and
 fixed (PS3.10 7.1 file meta, Explicit VR Little Endian; PS3.7 E.1 command set, Implicit VR
-Little Endian), so `install()` swaps in encoders that produce the same bytes as pynetdicom
-(tests/imaging/test_dicom_fastpath.py compares them), and leaves every other message and
-every unusual response to pynetdicom.
+Little Endian), so imaging/dicom/accel/__init__.py swaps in encoders that produce the same
+bytes as pynetdicom (tests/imaging/test_dicom_accel_fastpath.py compares them), and leaves
+every other message and every unusual response to pynetdicom.
 """
 
 from __future__ import annotations
@@ -109,9 +109,9 @@ def store_response_command(
 
 _names = itertools.count()
 _TOKEN = uuid.uuid4().hex[:12]  # with the pid: unique across forks and across restarts reusing a pid
-_original_decode_msg = DIMSEMessage.decode_msg
-_original_send_msg = DIMSEServiceProvider.send_msg
-_original_decode_pdu = DULServiceProvider._decode_pdu
+original_decode_msg = DIMSEMessage.decode_msg
+original_send_msg = DIMSEServiceProvider.send_msg
+original_decode_pdu = DULServiceProvider._decode_pdu
 
 
 def _received_file(message: DIMSEMessage, assoc: Any, context_id: int) -> None:
@@ -124,7 +124,7 @@ def _received_file(message: DIMSEMessage, assoc: Any, context_id: int) -> None:
 
 
 def open_received_file(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str) -> tuple[Any, Path]:
-    """A new file in the temp folder (scp.receive_into_files) for a received data set, unbuffered,
+    """A new file in the temp folder (accel.install's receive folder) for a received data set, unbuffered,
     its preamble and file meta written; the caller closes and removes it."""
     path = Path(tempfile.gettempdir()) / f"rx-{_TOKEN}-{os.getpid()}-{next(_names)}.dcm"
     out = open(str(path), "xb", buffering=0)  # noqa: SIM115 - the caller closes it
@@ -193,14 +193,14 @@ def decode_pdu(self: DULServiceProvider, bytestream: bytearray) -> tuple[Any, st
         values = p_data_values(bytestream)
         if values is not None:
             return ReceivedPData(values), "Evt10"
-    return _original_decode_pdu(self, bytestream)
+    return original_decode_pdu(self, bytestream)
 
 
 def decode_msg(self: DIMSEMessage, primitive: P_DATA, assoc: Any = None) -> bool:
     """DIMSEMessage.decode_msg, with a received C-STORE data set going into a file whose
     meta header is written by hand. Any other message: pynetdicom's own decoding."""
     if not (_config.STORE_RECV_CHUNKED_DATASET and assoc is not None) or primitive.__class__ is not P_DATA:
-        return _original_decode_msg(self, primitive, assoc)
+        return original_decode_msg(self, primitive, assoc)
     pdvs = primitive.presentation_data_value_list
     for index, (context_id, data) in enumerate(pdvs):
         control = data[0]
@@ -218,7 +218,7 @@ def decode_msg(self: DIMSEMessage, primitive: P_DATA, assoc: Any = None) -> bool
                 restart = P_DATA()
                 restart.presentation_data_value_list.append((context_id, bytes([control]) + command))
                 restart.presentation_data_value_list.extend(pdvs[index + 1 :])
-                return _original_decode_msg(self, restart, assoc)
+                return original_decode_msg(self, restart, assoc)
             self.__class__ = C_STORE_RQ
             if self.command_set.CommandDataSetType == _NO_DATA_SET:
                 return True
@@ -243,11 +243,4 @@ def send_msg(self: DIMSEServiceProvider, primitive: Any, context_id: int) -> Non
             pdata.presentation_data_value_list.append((context_id, b"\x03" + command))
             self.dul.send_pdu(pdata)
             return
-    _original_send_msg(self, primitive, context_id)
-
-
-def install() -> None:
-    """Patch pynetdicom's DIMSE message decoding and sending (idempotent, process-wide)."""
-    DIMSEMessage.decode_msg = decode_msg  # type: ignore[method-assign]
-    DIMSEServiceProvider.send_msg = send_msg  # type: ignore[method-assign]
-    DULServiceProvider._decode_pdu = decode_pdu  # type: ignore[method-assign]
+    original_send_msg(self, primitive, context_id)

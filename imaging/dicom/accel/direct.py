@@ -42,11 +42,12 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.service_class import StorageServiceClass
 
-from imaging.dicom import fastpath, wakeup
+from imaging.dicom.accel import fastpath, wakeup
 from imaging.dicom.datasets import is_storage_sop_class, is_valid_uid
 from imaging.dicom.identifiers import ReceivedInstance
 
 log = logging.getLogger("imaging.dicom")
+debug = False  # log each C-STORE served here at DEBUG (accel.install(debug=True), with DEBUG on)
 
 _ATTR = "_cloudpacs_direct_store"
 _P_DATA_TF = 0x04
@@ -227,6 +228,15 @@ class DirectStore:
             status = _PROCESSING_FAILURE
         finally:
             message.path.unlink(missing_ok=True)
+        if debug:
+            log.debug(
+                "C-STORE %s (message %d, context %d) from %s: %s",
+                request.sop_instance_uid,
+                request.message_id,
+                message.context_id,
+                self.assoc.requestor.ae_title,
+                status if isinstance(status, int) else status.get("Status"),
+            )
         if self.assoc.is_established:
             self._respond(message, status)
 
@@ -280,7 +290,7 @@ class DirectStore:
                 log.exception("closing what the association's reading thread used for its stores")
 
 
-_original_read_pdu_data = DULServiceProvider._read_pdu_data
+original_read_pdu_data = DULServiceProvider._read_pdu_data
 
 
 def read_pdu_data(self: DULServiceProvider) -> None:
@@ -288,7 +298,7 @@ def read_pdu_data(self: DULServiceProvider) -> None:
     store first (when it has one)."""
     direct: DirectStore | None = getattr(self, _ATTR, None)
     if direct is None:
-        _original_read_pdu_data(self)
+        original_read_pdu_data(self)
         return
     socket = self.socket
     if socket is None:
@@ -339,12 +349,12 @@ def read_pdu_data(self: DULServiceProvider) -> None:
 
 
 def install(assoc: Any) -> DirectStore:
-    """Give a server association, before it starts, a direct store (inactive until activate())."""
+    """Give a server association, before it starts, a direct store (inactive until activate());
+    read_pdu_data must be DULServiceProvider._read_pdu_data (imaging/dicom/accel/__init__.py)."""
     direct = DirectStore(assoc)
     dul = assoc.dul
     setattr(dul, _ATTR, direct)
     wakeup.run_at_thread_end(dul, direct.close)  # before it starts, as on the server
-    DULServiceProvider._read_pdu_data = read_pdu_data  # type: ignore[method-assign]
     return direct
 
 
@@ -362,3 +372,33 @@ def activate(assoc: Any, handler: StoreHandler, bound: Any, thread_ended: Callab
     direct.expected = binding
     direct.thread_ended = thread_ended
     direct.handler = handler
+
+
+# The buffer a PDU is first read into. The length comes from the peer's PDU header, before
+# anything is known of the peer, so memory is only ever taken for bytes that have arrived:
+# the buffer doubles as it fills, up to that length (as pynetdicom's own reads grow).
+FIRST_READ_BYTES = 2 * 1024 * 1024  # a whole PDU at our 1 MiB maximum
+
+
+def read_in_bulk(wrapper: Any) -> None:
+    """Have this AssociationSocket read a PDU with as few recv calls as the kernel allows
+    (pynetdicom reads 4 KiB per call: 130 system calls and bytearray extensions for one
+    512 KiB image, 0.7 ms of CPU per instance on this machine's kind)."""
+
+    def recv(nr_bytes: int) -> bytearray:
+        raw = wrapper.socket
+        buffer = bytearray(min(nr_bytes, FIRST_READ_BYTES))
+        got = 0
+        while got < nr_bytes:
+            if got == len(buffer):
+                buffer.extend(bytes(min(len(buffer), nr_bytes - len(buffer))))
+            with memoryview(buffer) as view:
+                n = raw.recv_into(view[got:], len(buffer) - got)
+            if not n:  # the peer closed: what was read so far, as pynetdicom does
+                break
+            got += n
+        del buffer[got:]
+        return buffer
+
+    # An attribute of this one socket wrapper: the DUL calls self.socket.recv(n) for each PDU.
+    wrapper.recv = recv
