@@ -117,6 +117,7 @@ class DjangoServices:
                     via="dimse",
                     source=source,
                     spooling=self._spooling(peer),
+                    expected_sop_uid=instance.sop_instance_uid,
                 )
             else:
                 ingest_bytes(instance.part10(), institution=institution, actor=actor, via="dimse", source=source)

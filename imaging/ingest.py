@@ -79,6 +79,7 @@ STATUSES: dict[str, tuple[int, int]] = {
     "unsupported-transfer-syntax": (0xC000, 415),
     "too-large": (0xA700, 413),
     "study-mismatch": (0xA900, 409),
+    "uid-mismatch": (0xA900, 409),  # the request, the file meta and the data set name other instances
     "uid-conflict": (0xA900, 409),
     "storage-failed": (0xA700, 503),
 }
@@ -186,11 +187,21 @@ def receive_path(
     via: str,
     source: str,
     spooling: Spooling | None,
+    expected_sop_uid: str | None = None,
 ) -> IngestResult | None:
     """ingest_path for an instance received over DIMSE: with `spooling`, a further instance of
     a series this process has indexed is made durable in the spool and indexed right after
-    (imaging/spool.py), and None is returned. The caller removes `path` afterwards."""
-    return _ingest(Path(path), institution=institution, actor=actor, via=via, source=source, spooling=spooling)
+    (imaging/spool.py), and None is returned. `expected_sop_uid`: the C-STORE's Affected SOP
+    Instance UID, which the data set's must be. The caller removes `path` afterwards."""
+    return _ingest(
+        Path(path),
+        institution=institution,
+        actor=actor,
+        via=via,
+        source=source,
+        spooling=spooling,
+        expected_sop_uid=expected_sop_uid,
+    )
 
 
 @dataclass
@@ -210,6 +221,7 @@ def _ingest(
     source: str,
     expected_study_uid: str | None = None,
     spooling: Spooling | None = None,
+    expected_sop_uid: str | None = None,
 ) -> IngestResult | None:
     parsed: ParsedFile | None = None
     # While we read and check it, the pool makes its data durable and computes its checksum;
@@ -218,7 +230,7 @@ def _ingest(
     presynced = storage.presync(path) if spooling is None else None
     hashing = storage.background(_sha256, path) if spooling is None else None
     try:
-        parsed = _read(path, expected_study_uid)
+        parsed = _read(path, expected_study_uid, expected_sop_uid)
         if spooling is not None:
             if _spooled(path, parsed, institution, spooling):
                 return None
@@ -383,9 +395,14 @@ def _refused(
     _audit_refusal(exc, object_id=name, actor=actor, via=via, source=source)
 
 
-def _read(path: Path, expected_study_uid: str | None) -> ParsedFile:
+def _read(path: Path, expected_study_uid: str | None, expected_sop_uid: str | None = None) -> ParsedFile:
     try:
-        return read_file(path, max_bytes=settings.DICOM_MAX_FILE_BYTES, expected_study_uid=expected_study_uid)
+        return read_file(
+            path,
+            max_bytes=settings.DICOM_MAX_FILE_BYTES,
+            expected_study_uid=expected_study_uid,
+            expected_sop_uid=expected_sop_uid,
+        )
     except InvalidFile as exc:
         error = IngestError(exc.code, exc.template, **exc.params)
         error.sop_uid = exc.sop_uid

@@ -4,6 +4,7 @@ path: accelerated (imaging/dicom/accel) and pynetdicom's own (DICOM_ACCELERATE=0
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import shutil
@@ -308,6 +309,40 @@ def test_dataset_without_patient_id_is_refused_and_nothing_is_stored(server, wor
     assert status.Status == 0xA900
     assert "PatientID" in status.ErrorComment or "Patient ID" in status.ErrorComment
     assert not Instance.objects.exists()
+
+
+def send_files_as_they_are(port: int, paths: list[Path]) -> list[Any]:
+    """C-STORE each file's data set bytes unchanged; pynetdicom names each instance (Affected
+    SOP Instance UID) by its file meta's Media Storage SOP Instance UID."""
+    previous = _config.STORE_SEND_CHUNKED_DATASET
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    try:
+        contexts = set()
+        for path in paths:
+            meta = dcmread(path, stop_before_pixels=True).file_meta
+            contexts.add((str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)))
+        assoc = associate(port, contexts)
+        try:
+            return [assoc.send_c_store(path) for path in paths]
+        finally:
+            assoc.release()
+    finally:
+        _config.STORE_SEND_CHUNKED_DATASET = previous
+
+
+def test_an_instance_sent_under_another_uid_than_its_own_is_refused_and_nothing_is_stored(  # type: ignore[no-untyped-def]
+    server, world, tmp_path, data_dir
+) -> None:
+    ds = dicomgen.make_ct_series(1, 64, 64)[0]
+    meta = copy.deepcopy(ds.file_meta)
+    meta.MediaStorageSOPInstanceUID = dicomgen.new_uid()  # the request names this one
+    claiming = tmp_path / "claiming.dcm"
+    claiming.write_bytes(dicomgen.part10_claiming(ds, meta))
+    (status,) = send_files_as_they_are(server, [claiming])
+    assert status.Status == 0xA900
+    assert "(0008,0018)" in status.ErrorComment or "(0002,0003)" in status.ErrorComment
+    assert not Instance.objects.exists()
+    assert [p for p in (data_dir / "dicom").rglob("*") if p.is_file()] == []
 
 
 def sample_files() -> dict[str, tuple[str, str, Path]]:
