@@ -28,14 +28,13 @@ from pynetdicom.presentation import PresentationContext
 
 from imaging.dicom import accel
 from imaging.dicom.identifiers import PATIENT_ROOT, STUDY_ROOT, QueryRequest, ReceivedInstance, Retrieval, StoredObject
-from imaging.dicom.status import DimseFailure, Status
+from imaging.dicom.status import DimseFailure, Status, error_comment
 
 log = logging.getLogger("imaging.dicom")
 
 _PATIENT_ROOT_PREFIX = "1.2.840.10008.5.1.4.1.2.1."  # PS3.4 C.6.1: patient root FIND/MOVE/GET
 _STUDY_ROOT_PREFIX = "1.2.840.10008.5.1.4.1.2.2."
 _MAX_CONTEXTS = 128  # PS3.8 9.3.2.2: presentation context IDs are odd numbers 1..255
-_ERROR_COMMENT_MAX = 64  # (0000,0902) LO
 
 
 class RejectReason(IntEnum):
@@ -92,8 +91,9 @@ def status_dataset(status: int, reason: str = "") -> Dataset:
     """A response status with its Error Comment (0000,0902), so the peer sees why."""
     ds = Dataset()
     ds.Status = int(status)
-    if reason:
-        ds.ErrorComment = reason[:_ERROR_COMMENT_MAX]
+    comment = error_comment(reason)
+    if comment:
+        ds.ErrorComment = comment
     return ds
 
 

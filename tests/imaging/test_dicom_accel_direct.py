@@ -30,6 +30,7 @@ from pynetdicom.pdu import P_DATA_TF
 from imaging.dicom.accel import direct, fastpath
 from imaging.dicom.handlers import status_dataset
 from imaging.dicom.identifiers import ReceivedInstance
+from imaging.dicom.status import DimseFailure
 from tests.imaging import dicomgen
 from tests.imaging.test_dicom_accel_fastpath import (  # noqa: F401 - a fixture
     _associate,
@@ -156,6 +157,30 @@ def test_a_failing_handler_is_answered_with_a_failure_status_and_its_reason(fast
         assoc.release()
     assert rsp.Status == 0x0110  # Handlers.store_status: processing failure, with its reason
     assert rsp.ErrorComment == "the instance could not be stored; try again"
+
+
+def test_a_response_our_encoder_cannot_write_goes_out_through_pynetdicom_s(fast_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """A status data set whose Error Comment is several values (what a backslash made of it
+    before Handlers wrote one value): the peer still gets the status, the association goes on."""
+    from imaging.dicom import handlers
+
+    def raw_status(status: int, reason: str = "") -> Any:
+        ds = status_dataset(status)
+        ds.ErrorComment = ["two", "values"]
+        return ds
+
+    monkeypatch.setattr(handlers, "status_dataset", raw_status)
+    services = _ThreadNoting()
+    server = _server_with(fast_server, services)
+    assoc = _associate(server)
+    services.fail = DimseFailure(0xA900, "refused")
+    try:
+        rsp = assoc.send_c_store(dicomgen.make_ct_series(1, 32, 32)[0])
+        assert assoc.send_c_echo().Status == 0x0000
+    finally:
+        assoc.release()
+    assert rsp.Status == 0xA900
+    assert all(isinstance(thread, DULServiceProvider) for thread in services.threads)
 
 
 # --- what a well-behaved peer never sends: a stand-in association ---------------------------

@@ -252,6 +252,24 @@ def test_refused_store_answers_its_status_with_the_reason() -> None:
     assert answer.ErrorComment.startswith("PatientID (0010,0020) is missing") and len(answer.ErrorComment) == 64
 
 
+@pytest.mark.parametrize(
+    ("reason", "comment"),
+    [
+        ("PatientID '1\\2' is invalid", "PatientID '1/2' is invalid"),  # a backslash would make two values
+        ("line one\nline\ttwo\x00", "line one line two?"),
+        ("Wang^Fang=王^芳", "Wang^Fang=?^?"),  # the command set is in the default repertoire
+        ("", None),
+    ],
+)
+def test_a_refusal_reason_becomes_one_valid_error_comment(reason: str, comment: str | None) -> None:
+    handlers, assoc = accepted(FakeServices(fail=DimseFailure(0xA900, reason)))
+    answer = handlers.on_store(store_event(assoc))
+    assert answer.Status == 0xA900
+    assert answer.get("ErrorComment") == comment
+    if comment is not None:
+        assert isinstance(answer.ErrorComment, str)  # one value, not pydicom's MultiValue
+
+
 def test_unexpected_store_error_is_a_processing_failure() -> None:
     handlers, assoc = accepted(FakeServices(fail=OSError("disk full")))
     assert handlers.on_store(store_event(assoc)).Status == Status.PROCESSING_FAILURE

@@ -345,6 +345,22 @@ def test_an_instance_sent_under_another_uid_than_its_own_is_refused_and_nothing_
     assert [p for p in (data_dir / "dicom").rglob("*") if p.is_file()] == []
 
 
+def test_a_refusal_whose_reason_holds_a_backslash_is_answered_and_the_association_goes_on(  # type: ignore[no-untyped-def]
+    server, world, tmp_path
+) -> None:
+    """The reason names the bad value, backslash and all; an Error Comment is one LO value."""
+    bad, good = dicomgen.make_ct_series(2, 32, 32)
+    bad.StudyInstanceUID = "1.2\\3.4"  # two values where a UID belongs
+    paths = [tmp_path / "bad.dcm", tmp_path / "good.dcm"]
+    for path, ds in zip(paths, (bad, good), strict=True):
+        path.write_bytes(dicomgen.part10_bytes(ds))
+    refused, stored = send_files_as_they_are(server, paths)
+    assert refused.Status == 0xA900
+    assert refused.ErrorComment == "Study Instance UID (0020,000D) '1.2//3.4' is not a valid UID"
+    assert stored.Status == 0x0000  # the same association, still there
+    assert list(Instance.objects.values_list("sop_uid", flat=True)) == [good.SOPInstanceUID]
+
+
 def sample_files() -> dict[str, tuple[str, str, Path]]:
     """pydicom's and pydicom-data's files that a peer could send: SOP Instance UID -> (class, syntax, path),
     the first file of each UID only (several samples are one image in several encodings)."""

@@ -241,6 +241,25 @@ class DirectStore:
             self._respond(message, status)
 
     def _respond(self, message: _Message, status: int | Dataset) -> None:
+        """Send the C-STORE response; should our encoding of it fail, pynetdicom's own encodes
+        it, with the status alone if need be: the peer always gets a status, and this thread
+        (the association's reader) goes on."""
+        try:
+            self._send_response(message, status)
+        except Exception:
+            log.exception("the C-STORE response to %s could not be sent as built", message.request.sop_instance_uid)
+            self._send_status_only(message, status)
+
+    def _send_status_only(self, message: _Message, status: int | Dataset) -> None:
+        request = message.request
+        response = C_STORE()
+        response.MessageIDBeingRespondedTo = request.message_id
+        response.AffectedSOPInstanceUID = request.sop_instance_uid
+        response.AffectedSOPClassUID = request.sop_class_uid
+        response.Status = int(status) if isinstance(status, int) else int(status.get("Status", _PROCESSING_FAILURE))
+        fastpath.original_send_msg(self.assoc.dimse, response, message.context_id)
+
+    def _send_response(self, message: _Message, status: int | Dataset) -> None:
         request = message.request
         command = None
         if isinstance(status, int):

@@ -99,7 +99,7 @@ def store_response_command(
         if comment is not None:
             elements.append(_implicit(0x0000, 0x0902, _pad(comment.encode("ascii"), b" ")))
         elements.append(_implicit(0x0000, 0x1000, _pad(sop_instance_uid.encode("ascii"), b"\x00")))
-    except (UnicodeEncodeError, struct.error, TypeError):
+    except (UnicodeEncodeError, struct.error, TypeError, AttributeError):  # AttributeError: not one string
         return None  # a value pydicom would encode differently, or refuse: its business
     body = b"".join(elements)
     return _implicit(0x0000, 0x0000, struct.pack("<I", len(body))) + body
