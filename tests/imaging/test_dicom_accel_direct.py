@@ -8,6 +8,8 @@ fed PDUs by hand.
 
 from __future__ import annotations
 
+import errno
+import io
 import queue
 import socket
 import struct
@@ -20,6 +22,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from pydicom import dcmread
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from pynetdicom import AE, _config, evt
 from pynetdicom.dimse_messages import C_ECHO_RQ, C_STORE_RQ
@@ -306,6 +309,73 @@ def test_a_handler_that_raises_is_answered_c211_as_pynetdicom_does(rx_folder: Pa
     assert response is not None
     assert side.dul.socket.sent[0].endswith(response)
     assert list(rx_folder.glob("rx-*")) == []
+
+
+def _response_of(side: SimpleNamespace) -> tuple[int, str | None]:
+    """(Status, Error Comment) of the one C-STORE response the stand-in sent."""
+    (pdu,) = side.dul.socket.sent
+    command = pdu[12:]  # PDU header (6), PDV item length (4), context ID and control header (2)
+    ds = dcmread(io.BytesIO(command), force=True)  # implicit VR little endian (PS3.7 6.3.1)
+    return int(ds.Status), ds.get("ErrorComment")
+
+
+def test_a_data_set_over_the_limit_stops_being_written_and_is_refused_a700(rx_folder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(fastpath, "max_bytes", 6)
+    side = _stand_in(lambda instance: pytest.fail("a data set over the limit was stored"))
+    assert side.store.take(0x04, _body((1, 0x03, _store_command()), (1, 0x00, b"\x08\x00\x16\x00")))
+    assert len(list(rx_folder.glob("rx-*"))) == 1
+    assert side.store.take(0x04, _body((1, 0x00, b"\x08\x00\x18\x00")))  # 8 bytes: past the limit
+    assert list(rx_folder.glob("rx-*")) == []  # no more written, and what was is gone
+    assert side.store.take(0x04, _body((1, 0x00, b"\x00" * 100)))  # read and dropped
+    assert side.store.take(0x04, _body((1, 0x02, b"\x00\x00")))
+    status, comment = _response_of(side)
+    assert status == 0xA700
+    assert comment == "the data set is 110 bytes, over the limit of 6 bytes"
+    assert side.dul.event_queue.empty()  # in step: pynetdicom never saw the rest
+
+
+class _FullDisk:
+    def write(self, data: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_full_disk_while_writing_is_answered_a700_and_the_association_goes_on(rx_folder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(fastpath, "open_received_file", lambda *uids: (_FullDisk(), rx_folder / "rx-full.dcm"))
+    side = _stand_in(lambda instance: pytest.fail("a data set not written whole was stored"))
+    assert side.store.take(0x04, _body((1, 0x03, _store_command()), (1, 0x00, b"\x08\x00\x16\x00")))
+    assert side.store.take(0x04, _body((1, 0x02, b"\x00\x00")))
+    assert _response_of(side) == (0xA700, "cannot write the data set: No space left on device")
+    assert side.store.message is None
+
+
+def test_a_file_that_cannot_be_opened_is_answered_a700(rx_folder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    def cannot_open(*uids: str) -> Any:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fastpath, "open_received_file", cannot_open)
+    side = _stand_in(lambda instance: pytest.fail("a data set not written was stored"))
+    assert side.store.take(0x04, _body((1, 0x03, _store_command()), (1, 0x02, b"\x08\x00\x16\x00")))
+    assert _response_of(side)[0] == 0xA700
+
+
+def test_over_a_real_association_a_too_large_instance_is_refused_and_the_next_stored(fast_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    large = dicomgen.make_ct_series(1, 256, 256)[0]  # 128 KiB of pixels, over several 16 KiB PDUs
+    small = dicomgen.make_ct_series(1, 16, 16)[0]
+    monkeypatch.setattr(fastpath, "max_bytes", 64 * 1024)
+    services = _ThreadNoting()
+    server = _server_with(fast_server, services)
+    assoc = _associate(server)
+    try:
+        refused = assoc.send_c_store(large)
+        stored = assoc.send_c_store(small)
+    finally:
+        assoc.release()
+    assert refused.Status == 0xA700 and "the limit of 65536 bytes" in refused.ErrorComment
+    assert stored.Status == 0x0000
+    assert [i.sop_instance_uid for i in services.stored] == [small.SOPInstanceUID]
 
 
 def test_closing_drops_a_data_set_in_progress_and_tells_the_services(rx_folder: Path) -> None:

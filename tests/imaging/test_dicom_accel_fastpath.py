@@ -7,6 +7,7 @@ other messages, in large PDUs and in PDUs small enough to split the command set.
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 import threading
@@ -394,3 +395,35 @@ def test_a_busier_process_lets_the_other_take_the_connection(monkeypatch) -> Non
     load.ended(0)
     load.wait_turn(0)
     assert waits == [scp.AcceptLoad.DEFER_SECONDS]
+
+
+def test_on_pynetdicom_s_path_a_data_set_is_written_one_fragment_past_the_limit_then_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is then larger than the limit, which ingest refuses as too large (0xA700)."""
+    monkeypatch.setattr(fastpath, "max_bytes", 4)
+    message = DIMSEMessage()
+    path = tmp_path / "rx.dcm"
+    message._data_set_file = open(path, "xb", buffering=0)  # type: ignore[assignment]  # noqa: SIM115
+    message._data_set_path = path
+    for fragment in (b"abc", b"def", b"ghi"):
+        fastpath._write_received(message, fragment)
+    assert message._data_set_file.closed  # type: ignore[union-attr]
+    assert path.read_bytes() == b"abcdef"
+
+
+def test_on_pynetdicom_s_path_a_failed_write_removes_the_file(tmp_path: Path) -> None:
+    """ingest then cannot read it and refuses it as a storage failure (0xA700)."""
+
+    class FullDisk(io.RawIOBase):
+        def write(self, data: Any) -> int:
+            raise OSError(28, "No space left on device")
+
+    message = DIMSEMessage()
+    path = tmp_path / "rx.dcm"
+    path.write_bytes(b"meta")
+    message._data_set_file = FullDisk()  # type: ignore[assignment]
+    message._data_set_path = path
+    fastpath._write_received(message, b"abc")
+    fastpath._write_received(message, b"def")  # dropped
+    assert not path.exists()

@@ -68,7 +68,13 @@ def accelerate(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def server(transactional_db, data_dir, accelerate) -> Iterator[int]:  # type: ignore[no-untyped-def]
+def server_env() -> dict[str, str]:
+    """More of the server's environment (a test parametrizes it to change a setting)."""
+    return {}
+
+
+@pytest.fixture
+def server(transactional_db, data_dir, accelerate, server_env) -> Iterator[int]:  # type: ignore[no-untyped-def]
     port = free_port()
     env = {
         **os.environ,
@@ -77,6 +83,7 @@ def server(transactional_db, data_dir, accelerate) -> Iterator[int]:  # type: ig
         "DICOM_PORT": str(port),
         "DICOM_CHECK_DEVICE_HOST": "1",
         "DICOM_ACCELERATE": accelerate,
+        **server_env,
     }
     log = (data_dir / f"server-{port}.log").open("w")
     proc = subprocess.Popen(
@@ -359,6 +366,23 @@ def test_a_refusal_whose_reason_holds_a_backslash_is_answered_and_the_associatio
     assert refused.ErrorComment == "Study Instance UID (0020,000D) '1.2//3.4' is not a valid UID"
     assert stored.Status == 0x0000  # the same association, still there
     assert list(Instance.objects.values_list("sop_uid", flat=True)) == [good.SOPInstanceUID]
+
+
+@pytest.mark.parametrize("server_env", [{"DICOM_MAX_FILE_MB": "1"}])
+def test_an_instance_over_the_size_limit_is_refused_a700_and_the_association_goes_on(  # type: ignore[no-untyped-def]
+    server, world, tmp_path, data_dir
+) -> None:
+    large = dicomgen.make_ct_series(1, 1024, 1024)[0]  # 2 MiB of pixels, over a 1 MiB limit
+    small = dicomgen.make_ct_series(1, 32, 32)[0]
+    paths = [tmp_path / "large.dcm", tmp_path / "small.dcm"]
+    for path, ds in zip(paths, (large, small), strict=True):
+        path.write_bytes(dicomgen.part10_bytes(ds))
+    refused, stored = send_files_as_they_are(server, paths)
+    assert refused.Status == 0xA700
+    assert "the limit of 1048576 bytes" in refused.ErrorComment
+    assert stored.Status == 0x0000
+    assert list(Instance.objects.values_list("sop_uid", flat=True)) == [small.SOPInstanceUID]
+    assert [p for p in (data_dir / "tmp").rglob("*") if p.is_file()] == []  # nothing left half-received
 
 
 def sample_files() -> dict[str, tuple[str, str, Path]]:

@@ -65,13 +65,16 @@ _undo: list[tuple[Any, str, Any]] = []  # (owner, name, value before install), i
 _installed = False
 
 
-def install(receive_folder: Path, *, enabled: bool = True, debug: bool = False) -> bool:
+def install(
+    receive_folder: Path, *, enabled: bool = True, debug: bool = False, max_file_bytes: int | None = None
+) -> bool:
     """Configure pynetdicom for the DICOM server; True when the accelerated path is installed.
 
     `receive_folder`: where received data sets are written (on the store's file system, so
     ingest links them into place). `debug`: the accelerated path logs each C-STORE through
     the "imaging.dicom" logger at DEBUG (pynetdicom's own PDU logging would listen to every
     PDU and keep the fast paths away); the plain path keeps pynetdicom's standard logging.
+    `max_file_bytes`: a received data set larger is not written past it, and refused (0xA700).
     Idempotent while installed; uninstall() undoes it."""
     with _lock:
         if _installed:
@@ -90,7 +93,7 @@ def install(receive_folder: Path, *, enabled: bool = True, debug: bool = False) 
             )
             _configure_plain(debug)
             return False
-        _install(receive_folder, debug)
+        _install(receive_folder, debug, max_file_bytes)
         return True
 
 
@@ -111,7 +114,7 @@ def _quiet_protocol_logging() -> None:
     _set(_config, "LOG_RESPONSE_IDENTIFIERS", False)
 
 
-def _install(receive_folder: Path, debug: bool) -> None:
+def _install(receive_folder: Path, debug: bool, max_file_bytes: int | None) -> None:
     global _installed
     _quiet_protocol_logging()
     # Each received data set goes straight into a PS3.10 file in the folder (fastpath), and a
@@ -120,6 +123,8 @@ def _install(receive_folder: Path, debug: bool) -> None:
     _set(_config, "STORE_SEND_CHUNKED_DATASET", True)
     _set(tempfile, "tempdir", str(receive_folder))
     _set(direct, "debug", debug)
+    if max_file_bytes is not None:
+        _set(fastpath, "max_bytes", max_file_bytes)
     _set(DIMSEMessage, "decode_msg", fastpath.decode_msg)
     _set(DIMSEServiceProvider, "send_msg", fastpath.send_msg)
     _set(DULServiceProvider, "_decode_pdu", fastpath.decode_pdu)

@@ -45,15 +45,18 @@ from pynetdicom.service_class import StorageServiceClass
 from imaging.dicom.accel import fastpath, wakeup
 from imaging.dicom.datasets import is_storage_sop_class, is_valid_uid
 from imaging.dicom.identifiers import ReceivedInstance
+from imaging.dicom.status import error_comment
 
 log = logging.getLogger("imaging.dicom")
 debug = False  # log each C-STORE served here at DEBUG (accel.install(debug=True), with DEBUG on)
+TOO_LARGE = "too-large"
 
 _ATTR = "_cloudpacs_direct_store"
 _P_DATA_TF = 0x04
 _C_STORE_RQ = 0x0001
 _NO_DATA_SET = 0x0101
 _PROCESSING_FAILURE = 0xC211  # what pynetdicom answers when a C-STORE handler raises
+_OUT_OF_RESOURCES = 0xA700
 # PS3.7 9.3.1.1: the elements a C-STORE-RQ carries (group length, Affected SOP Class UID,
 # Command Field, Message ID, Priority, Command Data Set Type, Affected SOP Instance UID, Move
 # Originator AE Title and Message ID).
@@ -117,8 +120,10 @@ class _Message:
     request: StoreRequest
     context_id: int
     transfer_syntax_uid: str
-    file: Any
-    path: Path
+    file: Any  # None once writing stopped: the data set is refused, its rest read and dropped
+    path: Path | None
+    received: int = 0  # data set bytes, written or not
+    refusal: str = ""  # why writing stopped (over the size limit: TOO_LARGE)
 
 
 class DirectStore:
@@ -163,10 +168,22 @@ class DirectStore:
         if control & 0x01 or context_id != message.context_id:
             self.discard()  # not how a data set goes on: pynetdicom judges what the peer sent
             return False
-        message.file.write(data[1:])
+        fragment = data[1:]
+        message.received += len(fragment)
+        if message.file is not None:
+            if message.received > fastpath.max_bytes:
+                _stop_writing(message, TOO_LARGE)
+            else:
+                try:
+                    message.file.write(fragment)
+                except OSError as exc:  # a full disk: refused below, the association goes on
+                    _stop_writing(message, f"cannot write the data set: {exc.strerror or exc}")
         if control & 0x02:
             self.message = None
-            self._complete(message)
+            if message.file is None:
+                self._refuse(message)
+            else:
+                self._complete(message)
         return True
 
     def _hand_over(self, values: list[tuple[int, memoryview]]) -> None:
@@ -201,14 +218,33 @@ class DirectStore:
         if request.sop_class_uid in self.assoc.acceptor.accepted_common_extended:
             return False
         transfer_syntax = str(context.transfer_syntax[0])
-        out, path = fastpath.open_received_file(request.sop_class_uid, request.sop_instance_uid, transfer_syntax)
+        try:
+            out, path = fastpath.open_received_file(request.sop_class_uid, request.sop_instance_uid, transfer_syntax)
+        except OSError as exc:  # a full disk, or no descriptor left: refused once the data set is in
+            reason = f"cannot write the data set: {exc.strerror or exc}"
+            self.message = _Message(request, context_id, transfer_syntax, None, None, refusal=reason)
+            return True
         self.message = _Message(request, context_id, transfer_syntax, out, path)
         return True
 
     # --- serving a received request -------------------------------------------------------
 
+    def _refuse(self, message: _Message) -> None:
+        """Answer a data set that was not kept (PS3.4 B.2.3: 0xA700, refused: out of resources)."""
+        reason = message.refusal
+        if reason == TOO_LARGE:
+            reason = f"the data set is {message.received} bytes, over the limit of {fastpath.max_bytes} bytes"
+        log.warning("C-STORE %s refused: 0xA700 %s", message.request.sop_instance_uid, reason)
+        status = Dataset()
+        status.Status = _OUT_OF_RESOURCES
+        status.ErrorComment = error_comment(reason)
+        if self.assoc.is_established:
+            self._respond(message, status)
+
     def _complete(self, message: _Message) -> None:
         request = message.request
+        if message.path is None:
+            raise RuntimeError("a data set completed without its file")
         message.file.close()
         instance = ReceivedInstance(
             sop_class_uid=request.sop_class_uid,
@@ -296,8 +332,7 @@ class DirectStore:
         """Drop a message in progress (its file goes)."""
         message, self.message = self.message, None
         if message is not None:
-            message.file.close()
-            message.path.unlink(missing_ok=True)
+            _stop_writing(message, "discarded")
 
     def close(self) -> None:
         """The DUL thread ends: what it was receiving goes, and what it used for stores closes."""
@@ -307,6 +342,16 @@ class DirectStore:
                 self.thread_ended()
             except Exception:
                 log.exception("closing what the association's reading thread used for its stores")
+
+
+def _stop_writing(message: _Message, reason: str) -> None:
+    """Close and remove the message's file; what else arrives of its data set is dropped."""
+    if message.file is not None:
+        message.file.close()
+        message.file = None
+    if message.path is not None:
+        message.path.unlink(missing_ok=True)
+    message.refusal = reason
 
 
 original_read_pdu_data = DULServiceProvider._read_pdu_data

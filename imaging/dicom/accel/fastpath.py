@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import os
 import struct
+import sys
 import tempfile
 import uuid
 from io import BytesIO
@@ -34,6 +35,7 @@ _C_STORE_RQ = 0x0001
 _C_STORE_RSP = 0x8001
 _NO_DATA_SET = 0x0101
 _PREAMBLE = b"\x00" * 128 + b"DICM"
+max_bytes = sys.maxsize  # a received data set larger is not written whole (accel.install's max_file_bytes)
 
 
 # --- encoding -------------------------------------------------------------------------
@@ -222,15 +224,39 @@ def decode_msg(self: DIMSEMessage, primitive: P_DATA, assoc: Any = None) -> bool
             self.__class__ = C_STORE_RQ
             if self.command_set.CommandDataSetType == _NO_DATA_SET:
                 return True
-            _received_file(self, assoc, context_id)
+            try:
+                _received_file(self, assoc, context_id)
+            except OSError:  # a full disk: received in memory instead, as pynetdicom would
+                pass
         else:  # data set fragment
             if self._data_set_file is not None:
-                self._data_set_file.write(data[1:])
+                _write_received(self, data[1:])
             else:
                 self.data_set.write(data[1:])  # type: ignore[union-attr]
             if control & 2:
                 return True
     return False
+
+
+def _write_received(message: DIMSEMessage, fragment: bytes | memoryview) -> None:
+    """Write a C-STORE data set fragment to its file, until it is more than max_bytes (the file
+    is then closed, one fragment over: ingest refuses it as too large) or a write fails (the
+    file is then removed: ingest refuses it, out of resources). The rest is dropped either way;
+    the association goes on."""
+    out: Any = message._data_set_file  # the file open_received_file opened
+    if out is None or out.closed:
+        return
+    received = getattr(message, "_received", 0) + len(fragment)
+    message._received = received  # type: ignore[attr-defined]
+    try:
+        out.write(fragment)
+    except OSError:
+        out.close()
+        if message._data_set_path is not None:
+            Path(str(message._data_set_path)).unlink(missing_ok=True)
+        return
+    if received > max_bytes:
+        out.close()
 
 
 def send_msg(self: DIMSEServiceProvider, primitive: Any, context_id: int) -> None:

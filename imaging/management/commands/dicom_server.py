@@ -92,7 +92,12 @@ class Command(BaseCommand):
         sys.setswitchinterval(GIL_SWITCH_SECONDS)
         tasks.load()  # Celery's modules, imported now (before any fork) and not by the first store
         _collect_less()
-        accel.install(storage.temp_dir(), enabled=settings.DICOM_ACCELERATE, debug=settings.DEBUG)
+        accel.install(
+            storage.temp_dir(),
+            enabled=settings.DICOM_ACCELERATE,
+            debug=settings.DEBUG,
+            max_file_bytes=settings.DICOM_MAX_FILE_BYTES,
+        )
         ae = build_ae(ae_title)
         services = DjangoServices(check_host=settings.DICOM_CHECK_DEVICE_HOST, write_ahead=settings.DICOM_WRITE_AHEAD)
         listening, load = shared if shared is not None else (None, None)
