@@ -67,8 +67,8 @@ def main() -> None:
         template.prepare()  # one migrated database (this checkout's schema), copied for every run
         # (the migrations have not changed between the commits compared here)
         servers["base"].template = template.template
-        what = f"{args.small_studies} studies of {args.per_study}" if args.small_studies else "one CT study of"
-        print(f"{what} {instances} instances on {args.associations} association(s), {processes} server process(es)")
+        what = f"{args.small_studies} studies of {args.per_study} instance(s)" if args.small_studies else "one CT study"
+        print(f"{what}, {instances} instances on {args.associations} association(s), {processes} server process(es)")
         for pair in range(args.pairs):
             line = []
             for name, server in servers.items():
