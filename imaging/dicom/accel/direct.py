@@ -266,12 +266,12 @@ class DirectStore:
             message.path.unlink(missing_ok=True)
         if debug:
             log.debug(
-                "C-STORE %s (message %d, context %d) from %s: %s",
+                "C-STORE %s (message %d, context %d) from %s: 0x%04X on the reading thread",
                 request.sop_instance_uid,
                 request.message_id,
                 message.context_id,
                 self.assoc.requestor.ae_title,
-                status if isinstance(status, int) else status.get("Status"),
+                status if isinstance(status, int) else int(status.get("Status", _PROCESSING_FAILURE)),
             )
         if self.assoc.is_established:
             self._respond(message, status)
