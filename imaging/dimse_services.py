@@ -124,6 +124,19 @@ class DjangoServices:
         except IngestError as exc:
             raise DimseFailure(exc.dicom_status, exc.reason) from None
 
+    def store_refused(self, peer: Peer, sop_instance_uid: str, code: str, reason: str) -> None:
+        """Audited as ingest audits its refusals (an "instance.store" failure)."""
+        device: Device = peer.principal
+        audit.record(
+            actor=audit.Actor.for_device(device),
+            action="instance.store",
+            object_type="instance",
+            object_id=sop_instance_uid,
+            source=_source(peer),
+            outcome=AuditEvent.Outcome.FAILURE,
+            detail={"via": "dimse", "code": code, "reason": reason[:500], "dicom_status": Status.OUT_OF_RESOURCES},
+        )
+
     def _spooling(self, peer: Peer) -> Spooling | None:
         """The write-ahead spool (imaging/spool.py) for this association, where it can serve:
         PostgreSQL and a local store."""

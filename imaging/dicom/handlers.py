@@ -82,6 +82,10 @@ class Services(Protocol):
 
     def association_ended(self, peer: Peer) -> None: ...
 
+    def store_refused(self, peer: Peer, sop_instance_uid: str, code: str, reason: str) -> None:
+        """An instance refused while it was received, before store() (too large, not writable):
+        note the refusal as store() would have (code as imaging/ingest.py names it)."""
+
     def store_thread_ended(self) -> None:
         """A thread other than the association's own that ran store() ends (the reading thread,
         imaging/dicom/accel/direct.py): let go of what it holds for this thread."""
@@ -207,7 +211,11 @@ class Handlers:
         self._peers[assoc] = peer
         assoc.acceptor.ae_title = peer.called_ae
         accel.serve_stores_directly(
-            assoc, partial(self.store_status, peer), self.on_store, self.services.store_thread_ended
+            assoc,
+            partial(self.store_status, peer),
+            self.on_store,
+            self.services.store_thread_ended,
+            partial(self.services.store_refused, peer),
         )
 
     def on_acse_received(self, event: evt.Event) -> None:

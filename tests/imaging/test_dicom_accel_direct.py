@@ -320,6 +320,8 @@ def _response_of(side: SimpleNamespace) -> tuple[int, str | None]:
 def test_a_data_set_over_the_limit_stops_being_written_and_is_refused_a700(rx_folder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(fastpath, "max_bytes", 6)
     side = _stand_in(lambda instance: pytest.fail("a data set over the limit was stored"))
+    noted: list[tuple[str, str, str]] = []
+    side.store.refused = lambda *refusal: noted.append(refusal)
     assert side.store.take(0x04, _body((1, 0x03, _store_command()), (1, 0x00, b"\x08\x00\x16\x00")))
     assert len(list(rx_folder.glob("rx-*"))) == 1
     assert side.store.take(0x04, _body((1, 0x00, b"\x08\x00\x18\x00")))  # 8 bytes: past the limit
@@ -329,6 +331,7 @@ def test_a_data_set_over_the_limit_stops_being_written_and_is_refused_a700(rx_fo
     status, comment = _response_of(side)
     assert status == 0xA700
     assert comment == "the data set is 110 bytes, over the limit of 6 bytes"
+    assert noted == [(SOP_INSTANCE, "too-large", comment)]  # the services audit it
     assert side.dul.event_queue.empty()  # in step: pynetdicom never saw the rest
 
 
@@ -343,9 +346,12 @@ class _FullDisk:
 def test_a_full_disk_while_writing_is_answered_a700_and_the_association_goes_on(rx_folder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(fastpath, "open_received_file", lambda *uids: (_FullDisk(), rx_folder / "rx-full.dcm"))
     side = _stand_in(lambda instance: pytest.fail("a data set not written whole was stored"))
+    noted: list[tuple[str, str, str]] = []
+    side.store.refused = lambda *refusal: noted.append(refusal)
     assert side.store.take(0x04, _body((1, 0x03, _store_command()), (1, 0x00, b"\x08\x00\x16\x00")))
     assert side.store.take(0x04, _body((1, 0x02, b"\x00\x00")))
     assert _response_of(side) == (0xA700, "cannot write the data set: No space left on device")
+    assert noted == [(SOP_INSTANCE, "storage-failed", "cannot write the data set: No space left on device")]
     assert side.store.message is None
 
 

@@ -59,6 +59,7 @@ class FakeServices:
         self.releasing: list[Peer] = []
         self.hold_release: threading.Event | None = None
         self.store_threads_ended = 0
+        self.refused: list[tuple[str, str, str]] = []
 
     def authorize_association(self, peer: Peer) -> Decision:
         if self.fail is not None and not isinstance(self.fail, DimseFailure):
@@ -92,6 +93,9 @@ class FakeServices:
 
     def association_ended(self, peer: Peer) -> None:
         self.ended.append(peer)
+
+    def store_refused(self, peer: Peer, sop_instance_uid: str, code: str, reason: str) -> None:
+        self.refused.append((sop_instance_uid, code, reason))
 
     def store_thread_ended(self) -> None:
         self.store_threads_ended += 1

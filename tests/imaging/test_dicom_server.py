@@ -382,6 +382,8 @@ def test_an_instance_over_the_size_limit_is_refused_a700_and_the_association_goe
     assert "the limit of 1048576 bytes" in refused.ErrorComment
     assert stored.Status == 0x0000
     assert list(Instance.objects.values_list("sop_uid", flat=True)) == [small.SOPInstanceUID]
+    failed = AuditEvent.objects.filter(action="instance.store", outcome=AuditEvent.Outcome.FAILURE)
+    assert [event.detail["code"] for event in failed] == ["too-large"]
     assert [p for p in (data_dir / "tmp").rglob("*") if p.is_file()] == []  # nothing left half-received
 
 

@@ -168,12 +168,18 @@ def installed() -> bool:
 
 
 def serve_stores_directly(
-    assoc: Any, handler: direct.StoreHandler, bound: Any, thread_ended: Callable[[], None]
+    assoc: Any,
+    handler: direct.StoreHandler,
+    bound: Any,
+    thread_ended: Callable[[], None],
+    refused: direct.RefusalHandler,
 ) -> None:
     """Let an accepted association serve its C-STOREs on its reading thread with `handler`
     while its EVT_C_STORE handler is `bound`; `thread_ended` runs on that thread when it ends,
-    if it served any. Nothing happens when the accelerated path is not installed."""
-    direct.activate(assoc, handler, bound, thread_ended)
+    if it served any; `refused(sop_instance_uid, code, reason)` is told of an instance refused
+    while it was received (too large, not writable). Nothing happens when the accelerated path
+    is not installed."""
+    direct.activate(assoc, handler, bound, thread_ended, refused)
 
 
 def requested_association_handlers() -> list[evt.EventHandlerType]:

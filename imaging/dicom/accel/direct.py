@@ -49,7 +49,9 @@ from imaging.dicom.status import error_comment
 
 log = logging.getLogger("imaging.dicom")
 debug = False  # log each C-STORE served here at DEBUG (accel.install(debug=True), with DEBUG on)
-TOO_LARGE = "too-large"
+TOO_LARGE = "too-large"  # refusal codes as ingest names them (imaging/ingest.py STATUSES)
+STORAGE_FAILED = "storage-failed"
+RefusalHandler = Callable[[str, str, str], None]  # (SOP Instance UID, code, reason)
 
 _ATTR = "_cloudpacs_direct_store"
 _P_DATA_TF = 0x04
@@ -123,7 +125,8 @@ class _Message:
     file: Any  # None once writing stopped: the data set is refused, its rest read and dropped
     path: Path | None
     received: int = 0  # data set bytes, written or not
-    refusal: str = ""  # why writing stopped (over the size limit: TOO_LARGE)
+    refusal: str = ""  # why writing stopped: TOO_LARGE, STORAGE_FAILED, or discarded
+    error: str = ""  # what failed, for STORAGE_FAILED
 
 
 class DirectStore:
@@ -135,6 +138,7 @@ class DirectStore:
         self.handler: StoreHandler | None = None
         self.expected: Any = None  # the EVT_C_STORE handler the association must still have
         self.thread_ended: Callable[[], None] | None = None
+        self.refused: RefusalHandler | None = None
         self.served = 0
         self.message: _Message | None = None
 
@@ -177,7 +181,8 @@ class DirectStore:
                 try:
                     message.file.write(fragment)
                 except OSError as exc:  # a full disk: refused below, the association goes on
-                    _stop_writing(message, f"cannot write the data set: {exc.strerror or exc}")
+                    _stop_writing(message, STORAGE_FAILED)
+                    message.error = str(exc.strerror or exc)
         if control & 0x02:
             self.message = None
             if message.file is None:
@@ -221,8 +226,10 @@ class DirectStore:
         try:
             out, path = fastpath.open_received_file(request.sop_class_uid, request.sop_instance_uid, transfer_syntax)
         except OSError as exc:  # a full disk, or no descriptor left: refused once the data set is in
-            reason = f"cannot write the data set: {exc.strerror or exc}"
-            self.message = _Message(request, context_id, transfer_syntax, None, None, refusal=reason)
+            error = str(exc.strerror or exc)
+            self.message = _Message(
+                request, context_id, transfer_syntax, None, None, refusal=STORAGE_FAILED, error=error
+            )
             return True
         self.message = _Message(request, context_id, transfer_syntax, out, path)
         return True
@@ -231,10 +238,17 @@ class DirectStore:
 
     def _refuse(self, message: _Message) -> None:
         """Answer a data set that was not kept (PS3.4 B.2.3: 0xA700, refused: out of resources)."""
-        reason = message.refusal
-        if reason == TOO_LARGE:
+        code, uid = message.refusal, message.request.sop_instance_uid
+        if code == TOO_LARGE:
             reason = f"the data set is {message.received} bytes, over the limit of {fastpath.max_bytes} bytes"
-        log.warning("C-STORE %s refused: 0xA700 %s", message.request.sop_instance_uid, reason)
+        else:
+            reason = f"cannot write the data set: {message.error}"
+        log.warning("C-STORE %s refused: 0xA700 %s", uid, reason)
+        if self.refused is not None:
+            try:
+                self.refused(uid, code, reason)
+            except Exception:
+                log.exception("noting the refusal of %s", uid)
         status = Dataset()
         status.Status = _OUT_OF_RESOURCES
         status.ErrorComment = error_comment(reason)
@@ -422,11 +436,18 @@ def install(assoc: Any) -> DirectStore:
     return direct
 
 
-def activate(assoc: Any, handler: StoreHandler, bound: Any, thread_ended: Callable[[], None]) -> None:
+def activate(
+    assoc: Any,
+    handler: StoreHandler,
+    bound: Any,
+    thread_ended: Callable[[], None],
+    refused: RefusalHandler | None = None,
+) -> None:
     """Let the association's direct store serve C-STOREs with `handler` while the association's
     EVT_C_STORE handler is `bound` (checked for each request); `thread_ended` runs on the
-    reading thread when it ends, if it served any. Nothing happens for an association without
-    a direct store (install()) or with another EVT_C_STORE handler."""
+    reading thread when it ends, if it served any; `refused` is told of each instance refused
+    before `handler` could see it (too large, not writable). Nothing happens for an association
+    without a direct store (install()) or with another EVT_C_STORE handler."""
     direct: DirectStore | None = getattr(getattr(assoc, "dul", None), _ATTR, None)
     if direct is None:
         return
@@ -435,6 +456,7 @@ def activate(assoc: Any, handler: StoreHandler, bound: Any, thread_ended: Callab
         return
     direct.expected = binding
     direct.thread_ended = thread_ended
+    direct.refused = refused
     direct.handler = handler
 
 
