@@ -234,6 +234,9 @@ DICOM_WRITE_AHEAD = env_bool("DICOM_WRITE_AHEAD", True)
 # before their answer (imaging/spool.py).
 DICOM_SPOOL_MAX_ENTRIES = env_int("DICOM_SPOOL_MAX_ENTRIES", 1000, minimum=1)
 DICOM_PROCESSES = env_int("DICOM_PROCESSES", 1, minimum=1, maximum=64)  # share the port (SO_REUSEPORT)
+# imaging/dicom/accel/: the server's faster path through pynetdicom (only on the pynetdicom
+# version it was written for). False: pynetdicom's own path, as it ships.
+DICOM_ACCELERATE = env_bool("DICOM_ACCELERATE", True)
 
 # --- Celery ---------------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "")

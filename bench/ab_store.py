@@ -1,10 +1,12 @@
 """A/B pairs for the DIMSE store path: our dicom_server at another commit against this checkout.
 
     .venv/bin/python bench/ab_store.py BASE_REV [--this REV] [--pairs 3] [--associations 1] [--processes 2]
+    .venv/bin/python bench/ab_store.py BASE_REV --small-studies 200 --per-study 5
 
 Checks BASE_REV (and REV, else this checkout) out into temporary git worktrees and runs
 both servers alternately (base, this, base, ...) on the same machine, each on a fresh copy of one migrated
-PostgreSQL database, storing the same generated CT study with storescu. Prints each run's
+PostgreSQL database, storing the same generated CT study (or, with --small-studies N, N
+studies of --per-study K instances each, every one its own patient) with storescu. Prints each run's
 instances per second and server CPU per instance. Single runs on this machine kind swing by
 a third; only interleaved pairs compare a change fairly. Needs what bench/dimse_store.py
 needs (PostgreSQL on 127.0.0.1:5432 with trust, dcmtk); binds loopback ports only.
@@ -32,6 +34,8 @@ def main() -> None:
     parser.add_argument("--associations", type=int, default=1, choices=(1, 4))
     parser.add_argument("--processes", type=int, default=2, help="server processes for 4 associations")
     parser.add_argument("--instances", type=int, default=500)
+    parser.add_argument("--small-studies", type=int, default=0, help="store this many small studies instead")
+    parser.add_argument("--per-study", type=int, default=1, help="instances in each small study (512x512)")
     args = parser.parse_args()
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "alliance.settings")
@@ -51,23 +55,29 @@ def main() -> None:
     processes = 1 if args.associations == 1 else args.processes
     servers = {name: dimse_store.Ours(work, processes, root=roots[name]) for name in ("base", "this")}
     try:
-        ct = work / "ct"
-        dimse_store.generate_ct(ct, args.instances)
-        folders = [ct] if args.associations == 1 else dimse_store.split(ct, 4)
+        data = work / "data"
+        if args.small_studies:
+            dimse_store.generate_small_studies(data, args.small_studies, args.per_study)
+            instances = args.small_studies * args.per_study
+        else:
+            dimse_store.generate_ct(data, args.instances)
+            instances = args.instances
+        folders = [data] if args.associations == 1 else dimse_store.split(data, 4)
         template = servers["this"]
         template.prepare()  # one migrated database (this checkout's schema), copied for every run
         # (the migrations have not changed between the commits compared here)
         servers["base"].template = template.template
-        print(f"{args.instances} instances on {args.associations} association(s), {processes} server process(es)")
+        what = f"{args.small_studies} studies of {args.per_study} instance(s)" if args.small_studies else "one CT study"
+        print(f"{what}, {instances} instances on {args.associations} association(s), {processes} server process(es)")
         for pair in range(args.pairs):
             line = []
             for name, server in servers.items():
                 seconds, cpu = dimse_store.measure_store(
                     f"{name}{pair}", server.running, dimse_store.OUR_AE, folders, processes
                 )
-                if server.count() != args.instances:
-                    raise RuntimeError(f"{name}: the index holds {server.count()} instances, not {args.instances}")
-                line.append(f"{name} {args.instances / seconds:.0f}/s ({cpu / args.instances * 1000:.1f} ms CPU)")
+                if server.count() != instances:
+                    raise RuntimeError(f"{name}: the index holds {server.count()} instances, not {instances}")
+                line.append(f"{name} {instances / seconds:.0f}/s ({cpu / instances * 1000:.1f} ms CPU)")
             print(f"pair {pair + 1}: " + "   ".join(line), flush=True)
     finally:
         for server in servers.values():

@@ -6,10 +6,10 @@ each received data set to a file (no parsing, no index, no fsync), set up like o
 
 bench/dimse_store.py runs it beside our dicom_server and Orthanc: what pynetdicom itself
 costs per instance on this machine, which no work of ours on top of it can go below. With
---ours it runs pynetdicom as our server does: reactors woken by their work and PDUs read
-in bulk (imaging/dicom/wakeup.py), C-STORE's file meta and responses encoded by hand and
-P-DATA taken apart in place (imaging/dicom/fastpath.py), cheaper negotiation
-(imaging/dicom/scp.py), and C-STORE served on the reading thread (imaging/dicom/direct.py).
+--ours it runs pynetdicom as our server does, with imaging/dicom/accel installed: reactors
+woken by their work (wakeup.py), C-STORE's file meta and responses encoded by hand and P-DATA
+taken apart in place (fastpath.py), cheaper negotiation (negotiation.py), and C-STORE served
+on the reading thread with PDUs read in bulk (direct.py).
 """
 
 from __future__ import annotations
@@ -56,21 +56,19 @@ def serve(port: int, folder: Path, ours: bool) -> None:
     handlers: list[Any] = [(evt.EVT_C_STORE, on_store)]
     if ours:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from imaging.dicom import direct, fastpath, scp
+        from imaging.dicom import accel
+
+        accel.install(folder)
 
         def store_direct(instance: Any) -> int:
             shutil.move(instance.path, folder / f"{os.getpid()}-{next(counter)}.dcm")
             return 0x0000
 
         def serve_directly(event: evt.Event) -> None:  # as our Handlers do once they accept
-            direct.activate(event.assoc, store_direct, on_store, lambda: None)
+            accel.serve_stores_directly(event.assoc, store_direct, on_store, lambda: None)
 
         handlers.append((evt.EVT_REQUESTED, serve_directly))
     server = ae.make_server(("127.0.0.1", port), evt_handlers=handlers, server_class=Server)
-    if ours:
-        server.RequestHandlerClass = scp.WakingRequestHandler
-        fastpath.install()
-        scp._speed_up_negotiation()
     server.serve_forever()
 
 

@@ -1,6 +1,7 @@
 """DIMSE benchmark: our dicom_server (PostgreSQL index) against Orthanc, in one run.
 
     .venv/bin/python bench/dimse_store.py [--instances 500] [--studies 10000] [--processes 2] [--repeat 3]
+        [--small-studies N --per-study K]
 
 Generates one CT study (512x512, 16 bit) with the project's generator, then for each
 server: C-STORE it with dcmtk's storescu on 1 association and on 4 parallel associations
@@ -8,6 +9,8 @@ server: C-STORE it with dcmtk's storescu on 1 association and on 4 parallel asso
 with --studies studies indexed. Both servers and storescu run with TCP_NODELAY=1 in their
 environment (Debian's dcmtk and Orthanc leave Nagle on otherwise). Our index rows for the
 C-FIND part are inserted in bulk; Orthanc's are stored as small instances over C-STORE.
+With --small-studies N, also N studies of --per-study K 512x512 instances each (every study
+its own patient) on one association, ours against Orthanc, in a table of their own.
 Prints a Markdown table (paste it into bench/RESULTS.md). Needs PostgreSQL on
 127.0.0.1:5432 (trust), dcmtk and the Debian `orthanc` package; binds loopback ports only.
 """
@@ -27,6 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -71,6 +75,31 @@ def generate_ct(folder: Path, instances: int) -> int:
     datasets = dicomgen.make_ct_series(instances, patient_id="BENCH-CT", patient_name="Bench^CT")
     paths = dicomgen.write_series(datasets, folder)
     return sum(p.stat().st_size for p in paths)
+
+
+def generate_small_studies(folder: Path, studies: int, per_study: int) -> int:
+    """`studies` studies of `per_study` 512x512 CT instances each, each study its own patient:
+    what township clinics send (single-instance DX studies, five-instance studies), where
+    every study is a first instance of its series for the server (the careful path)."""
+    import datetime as dt
+
+    from tests.imaging import dicomgen
+
+    folder.mkdir(parents=True)
+    size = 0
+    for i in range(studies):
+        datasets = dicomgen.make_ct_series(
+            per_study,
+            patient_id=f"SMALL{i:06d}",
+            patient_name=f"Small^Study{i:06d}",
+            accession_number=f"S{i:07d}",
+            study_date=dt.date(2026, 1, 1) + dt.timedelta(days=i % 300),
+        )
+        for j, ds in enumerate(datasets):
+            path = folder / f"{i:06d}-{j:03d}.dcm"
+            path.write_bytes(dicomgen.part10_bytes(ds))
+            size += path.stat().st_size
+    return size
 
 
 def split(folder: Path, parts: int) -> list[Path]:
@@ -372,6 +401,7 @@ def percentile(values: list[float], p: float) -> float:
 @dataclass
 class Row:
     server: str
+    workload: str  # "ct", or "small" (--small-studies)
     associations: int
     processes: int
     instances: int
@@ -413,6 +443,10 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 2, help="our processes for 4 associations")
     parser.add_argument("--find-rounds", type=int, default=200, help="0 skips the C-FIND part")
     parser.add_argument("--repeat", type=int, default=3, help="store runs per row, interleaved; the median is reported")
+    parser.add_argument(
+        "--small-studies", type=int, default=0, help="also store this many small studies on one association"
+    )
+    parser.add_argument("--per-study", type=int, default=1, help="instances in each small study (512x512)")
     args = parser.parse_args()
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "alliance.settings")
@@ -430,7 +464,7 @@ def main() -> None:
         size = generate_ct(ct, args.instances)
         parts = split(ct, 4)
         ours.prepare()
-        plan = [
+        plan: list[tuple[Any, str, int, list[Path]]] = [
             (ours, "one", 1, [ct]),
             (orthanc, "one", 1, [ct]),
             (ours, "four", args.processes, parts),
@@ -440,16 +474,26 @@ def main() -> None:
             (woken, "one", 1, [ct]),
             (woken, "four", args.processes, parts),
         ]
+        workloads = {"ct": (args.instances, size)}
+        if args.small_studies:
+            small = work / "small"
+            small_size = generate_small_studies(small, args.small_studies, args.per_study)
+            workloads["small"] = (args.small_studies * args.per_study, small_size)
+            plan += [(ours, "small", 1, [small]), (orthanc, "small", 1, [small])]
         for _ in range(args.repeat):
             for server, label, processes, folders in plan:
                 called = {ours: OUR_AE, orthanc: ORTHANC_AE}.get(server, "BARE")
+                workload = "small" if label == "small" else "ct"
+                instances, data_size = workloads[workload]
                 seconds, cpu = measure_store(label, server.running, called, folders, processes)
                 key = f"{server.name}/{label}"
-                row = rows.setdefault(key, Row(server.name, len(folders), processes, args.instances, size, []))
+                row = rows.setdefault(
+                    key, Row(server.name, workload, len(folders), processes, instances, data_size, [])
+                )
                 row.runs.append((seconds, cpu))
-                print(f"{key}: {args.instances / seconds:.0f} instances/s", flush=True)
-                if server is ours and ours.count() != args.instances:
-                    raise RuntimeError(f"our index holds {ours.count()} instances, not {args.instances}")
+                print(f"{key}: {instances / seconds:.0f} instances/s", flush=True)
+                if server is ours and ours.count() != instances:
+                    raise RuntimeError(f"our index holds {ours.count()} instances, not {instances}")
         finds: dict[str, list[float]] = {}
         if args.find_rounds:
             measure_finds(ours, orthanc, args, finds)
@@ -479,16 +523,33 @@ def report(rows: list[Row], finds: dict[str, list[float]], args: argparse.Namesp
     print("| " + " | ".join([*columns, "server CPU ms/instance"]) + " |")
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:
-        print(row.markdown())
+        if row.workload == "ct":
+            print(row.markdown())
     print()
-    orthanc = {row.associations: row.rate for row in rows if row.server == Orthanc.name}
+    orthanc = {row.associations: row.rate for row in rows if row.server == Orthanc.name and row.workload == "ct"}
     for row in rows:
-        if row.server != Orthanc.name and row.associations in orthanc:
+        if row.server != Orthanc.name and row.associations in orthanc and row.workload == "ct":
             print(
                 f"- {row.server} on {row.associations} association(s), {row.processes} process(es): "
                 f"{row.rate / orthanc[row.associations]:.2f}x Orthanc"
             )
     print()
+    small = [row for row in rows if row.workload == "small"]
+    if small:
+        print(
+            f"C-STORE of {args.small_studies} studies of {args.per_study} instance(s) each (512x512, 16 bit, "
+            "each study its own patient) with storescu on one association:"
+        )
+        print()
+        print("| " + " | ".join([*columns, "server CPU ms/instance"]) + " |")
+        print("|---|---|---|---|---|---|---|---|")
+        for row in small:
+            print(row.markdown())
+        rates = {row.server: row.rate for row in small}
+        if Orthanc.name in rates and Ours.name in rates:
+            print()
+            print(f"- {Ours.name}: {rates[Ours.name] / rates[Orthanc.name]:.2f}x Orthanc")
+        print()
     print(f"Study-level C-FIND with {args.studies} studies indexed, {args.find_rounds} queries on one association")
     print("(PatientID, StudyInstanceUID, PatientName prefix wildcard, StudyDate range):")
     print()

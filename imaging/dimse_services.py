@@ -69,7 +69,7 @@ class DjangoServices:
             return self._authorize(peer)
         finally:
             # The association's thread lets its connection go: a sender's C-STOREs are served
-            # on the reading thread, with its own (imaging/dicom/direct.py); queries open one
+            # on the reading thread, with its own (imaging/dicom/accel/direct.py); queries open one
             # again when they come. One connection per association, not two.
             connection.close()
 
@@ -121,6 +121,7 @@ class DjangoServices:
                     via="dimse",
                     source=source,
                     spooling=self._spooling(peer),
+                    expected_sop_uid=instance.sop_instance_uid,
                 )
             else:
                 ingest_bytes(instance.part10(), institution=institution, actor=actor, via="dimse", source=source)
@@ -135,6 +136,19 @@ class DjangoServices:
             log.exception("C-STORE %s from %s could not be stored", instance.sop_instance_uid, peer.calling_ae)
             connection.close_if_unusable_or_obsolete()  # the next C-STORE connects afresh
             raise DimseFailure(Status.OUT_OF_RESOURCES, _STORE_FAILED) from exc
+
+    def store_refused(self, peer: Peer, sop_instance_uid: str, code: str, reason: str) -> None:
+        """Audited as ingest audits its refusals (an "instance.store" failure)."""
+        device: Device = peer.principal
+        audit.record(
+            actor=audit.Actor.for_device(device),
+            action="instance.store",
+            object_type="instance",
+            object_id=sop_instance_uid,
+            source=_source(peer),
+            outcome=AuditEvent.Outcome.FAILURE,
+            detail={"via": "dimse", "code": code, "reason": reason[:500], "dicom_status": Status.OUT_OF_RESOURCES},
+        )
 
     def _spooling(self, peer: Peer) -> Spooling | None:
         """The write-ahead spool (imaging/spool.py) for this association, where it can serve:

@@ -138,11 +138,21 @@ def receive_path(
     via: str,
     source: str,
     spooling: Spooling | None,
+    expected_sop_uid: str | None = None,
 ) -> IngestResult | None:
     """ingest_path for an instance received over DIMSE: with `spooling`, a further instance of
     a series this process has indexed is made durable in the spool and indexed right after
-    (imaging/spool.py), and None is returned. The caller removes `path` afterwards."""
-    return _ingest(Path(path), institution=institution, actor=actor, via=via, source=source, spooling=spooling)
+    (imaging/spool.py), and None is returned. `expected_sop_uid`: the C-STORE's Affected SOP
+    Instance UID, which the data set's must be. The caller removes `path` afterwards."""
+    return _ingest(
+        Path(path),
+        institution=institution,
+        actor=actor,
+        via=via,
+        source=source,
+        spooling=spooling,
+        expected_sop_uid=expected_sop_uid,
+    )
 
 
 @dataclass
@@ -162,6 +172,7 @@ def _ingest(
     source: str,
     expected_study_uid: str | None = None,
     spooling: Spooling | None = None,
+    expected_sop_uid: str | None = None,
 ) -> IngestResult | None:
     parsed: ParsedFile | None = None
     # While we read and check it, the pool makes its data durable and computes its checksum;
@@ -170,7 +181,7 @@ def _ingest(
     presynced = storage.presync(path) if spooling is None else None
     hashing = storage.background(sha256_of, path) if spooling is None else None
     try:
-        parsed = read(path, expected_study_uid)
+        parsed = read(path, expected_study_uid, expected_sop_uid)
         if spooling is not None:
             if _spooled(path, parsed, institution, spooling):
                 return None

@@ -38,6 +38,8 @@ STATUSES: dict[str, tuple[int, int]] = {
     "unsupported-transfer-syntax": (Status.CANNOT_UNDERSTAND, HTTPStatus.UNSUPPORTED_MEDIA_TYPE),
     "too-large": (Status.OUT_OF_RESOURCES, HTTPStatus.REQUEST_ENTITY_TOO_LARGE),
     "study-mismatch": (Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, HTTPStatus.CONFLICT),
+    # the request, the file meta and the data set name other instances
+    "uid-mismatch": (Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, HTTPStatus.CONFLICT),
     "uid-conflict": (Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, HTTPStatus.CONFLICT),
     "storage-failed": (Status.OUT_OF_RESOURCES, HTTPStatus.SERVICE_UNAVAILABLE),
     "out-of-space": (Status.OUT_OF_RESOURCES, HTTPStatus.INSUFFICIENT_STORAGE),  # RFC 4918 11.5
@@ -111,13 +113,14 @@ class Received:
         return storage.storage_key_for(a.study_uid, a.series_uid, a.sop_uid)
 
 
-def read(path: Path, expected_study_uid: str | None) -> ParsedFile:
+def read(path: Path, expected_study_uid: str | None, expected_sop_uid: str | None = None) -> ParsedFile:
     try:
         return read_file(
             path,
             max_bytes=settings.DICOM_MAX_FILE_BYTES,
             inflate=InflateLimits.of(settings),
             expected_study_uid=expected_study_uid,
+            expected_sop_uid=expected_sop_uid,
         )
     except InvalidFile as exc:
         error = IngestError(exc.code, exc.template, **exc.params)

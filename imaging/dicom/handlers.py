@@ -9,11 +9,8 @@ sub-associations and C-GET sub-operations (PS3.4 C.4).
 from __future__ import annotations
 
 import logging
-import shutil
 import socket
-import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import partial
@@ -26,18 +23,18 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import build_context, evt
 from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, C_STORE
+from pynetdicom.pdu_primitives import A_RELEASE
 from pynetdicom.presentation import PresentationContext
 
-from imaging.dicom import direct, wakeup
+from imaging.dicom import accel
 from imaging.dicom.identifiers import PATIENT_ROOT, STUDY_ROOT, QueryRequest, ReceivedInstance, Retrieval, StoredObject
-from imaging.dicom.status import DimseFailure, Status
+from imaging.dicom.status import DimseFailure, Status, error_comment
 
 log = logging.getLogger("imaging.dicom")
 
 _PATIENT_ROOT_PREFIX = "1.2.840.10008.5.1.4.1.2.1."  # PS3.4 C.6.1: patient root FIND/MOVE/GET
 _STUDY_ROOT_PREFIX = "1.2.840.10008.5.1.4.1.2.2."
 _MAX_CONTEXTS = 128  # PS3.8 9.3.2.2: presentation context IDs are odd numbers 1..255
-_ERROR_COMMENT_MAX = 64  # (0000,0902) LO
 
 
 class RejectReason(IntEnum):
@@ -85,17 +82,22 @@ class Services(Protocol):
 
     def association_ended(self, peer: Peer) -> None: ...
 
+    def store_refused(self, peer: Peer, sop_instance_uid: str, code: str, reason: str) -> None:
+        """An instance refused while it was received, before store() (too large, not writable):
+        note the refusal as store() would have (code as imaging/ingest.py names it)."""
+
     def store_thread_ended(self) -> None:
         """A thread other than the association's own that ran store() ends (the reading thread,
-        imaging/dicom/direct.py): let go of what it holds for this thread."""
+        imaging/dicom/accel/direct.py): let go of what it holds for this thread."""
 
 
 def status_dataset(status: int, reason: str = "") -> Dataset:
     """A response status with its Error Comment (0000,0902), so the peer sees why."""
     ds = Dataset()
     ds.Status = int(status)
-    if reason:
-        ds.ErrorComment = reason[:_ERROR_COMMENT_MAX]
+    comment = error_comment(reason)
+    if comment:
+        ds.ErrorComment = comment
     return ds
 
 
@@ -104,28 +106,6 @@ def set_no_delay(event: evt.Event) -> None:
     sock = getattr(event.assoc.dul.socket, "socket", None)
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def keep_responses_for_their_sender(event: evt.Event) -> None:
-    """Work around a pynetdicom race on associations we request (C-MOVE sub-associations).
-
-    send_c_store pauses the association's reactor before it sends, but the reactor can take
-    the response off the queue in the instant after the pause check (likelier with
-    TCP_NODELAY on a loaded host); it then drops it as unexpected and the sender waits until
-    the peer gives up. Responses the reactor takes go back on the queue for the sender.
-    """
-    assoc = event.assoc
-    serve = assoc._serve_request
-
-    def serve_requests_only(msg: Any, context_id: int) -> None:
-        if msg.is_valid_request:
-            serve(msg, context_id)
-        else:
-            assoc.dimse.msg_queue.put((context_id, msg))
-
-    # Replacing the bound method on this one association is the point: pynetdicom offers no hook
-    # between its DIMSE reactor and the request dispatch.
-    assoc._serve_request = serve_requests_only  # type: ignore[method-assign]
 
 
 def received_path(event: evt.Event) -> Path | None:
@@ -164,67 +144,14 @@ def move_contexts(objects: list[StoredObject]) -> list[PresentationContext]:
     return list(contexts.values())
 
 
-class StoredFile(Dataset):
-    """What C-MOVE and C-GET hand pynetdicom for each instance: only its SOP Class and SOP
-    Instance UIDs, and the stored object. pynetdicom takes nothing but a Dataset from a
-    retrieve handler and would encode it again; the association's send_c_store, wrapped by
-    send_as_stored, sends the stored file's data set bytes instead, exactly as received."""
-
-    def __init__(self, obj: StoredObject) -> None:
-        super().__init__()
-        self.SOPClassUID = obj.sop_class_uid
-        self.SOPInstanceUID = obj.sop_instance_uid
-        self.stored = obj
-
-
-@contextmanager
-def stored_path(obj: StoredObject) -> Iterator[Path]:
-    """A real file holding the stored instance: the stored file itself, or a temporary copy
-    (object storage)."""
-    if obj.path is not None:
-        yield obj.path
-        return
-    with obj.open() as source, tempfile.NamedTemporaryFile(suffix=".dcm") as copy:
-        shutil.copyfileobj(source, copy, 1024 * 1024)
-        copy.flush()
-        yield Path(copy.name)
-
-
-def send_as_stored(assoc: Any) -> None:
-    """Make this association send StoredFile data sets as the stored bytes.
-
-    pynetdicom sends a file path's data set unchanged (_config.STORE_SEND_CHUNKED_DATASET,
-    set by the server) when the peer accepted the file's own transfer syntax; when it did not,
-    the file is decoded and pynetdicom converts it to one the peer accepted, as it can.
-    """
-    if getattr(assoc, "sends_as_stored", False):
-        return
-    send = assoc.send_c_store
-
-    def send_c_store(dataset: Any, *args: Any, **kwargs: Any) -> Any:
-        if not isinstance(dataset, StoredFile):
-            return send(dataset, *args, **kwargs)
-        with stored_path(dataset.stored) as path:
-            if _accepts(assoc, dataset.stored):
-                return send(path, *args, **kwargs)
-            return send(dcmread(path), *args, **kwargs)
-
-    # An attribute of this one association: pynetdicom's retrieve services call
-    # self.assoc.send_c_store (C-GET) and store_assoc.send_c_store (C-MOVE) for each instance.
-    assoc.send_c_store = send_c_store
-    assoc.sends_as_stored = True
-
-
-def _accepts(assoc: Any, obj: StoredObject) -> bool:
-    """Whether the peer accepted a context for the object's SOP class in its stored syntax."""
-    return any(
-        cx.abstract_syntax == obj.sop_class_uid and cx.transfer_syntax[0] == obj.transfer_syntax_uid
-        for cx in assoc.accepted_contexts
-    )
-
-
-def _send_as_stored_on_open(event: evt.Event) -> None:
-    send_as_stored(event.assoc)
+def outgoing(obj: StoredObject) -> Dataset:
+    """What C-MOVE and C-GET hand pynetdicom for a stored instance. Accelerated: a StoredFile,
+    sent as the stored bytes (imaging/dicom/accel/retrieve.py); else the decoded data set,
+    which pynetdicom encodes again in the transfer syntax the peer accepted."""
+    if accel.installed():
+        return accel.StoredFile(obj)
+    with obj.open() as source:
+        return dcmread(source)
 
 
 class Handlers:
@@ -242,6 +169,7 @@ class Handlers:
             (evt.EVT_C_FIND, self.on_find),
             (evt.EVT_C_MOVE, self.on_move),
             (evt.EVT_C_GET, self.on_get),
+            (evt.EVT_ACSE_RECV, self.on_acse_received),
             (evt.EVT_RELEASED, self.on_ended),
             (evt.EVT_ABORTED, self.on_ended),
         ]
@@ -282,25 +210,28 @@ class Handlers:
         peer.principal = decision.principal
         self._peers[assoc] = peer
         assoc.acceptor.ae_title = peer.called_ae
-        self._release_when_done(assoc, peer)
-        direct.activate(assoc, partial(self.store_status, peer), self.on_store, self.services.store_thread_ended)
+        accel.serve_stores_directly(
+            assoc,
+            partial(self.store_status, peer),
+            self.on_store,
+            self.services.store_thread_ended,
+            partial(self.services.store_refused, peer),
+        )
 
-    def _release_when_done(self, assoc: Any, peer: Peer) -> None:
-        """Have this association's A-RELEASE-RP wait for services.association_releasing: a
-        peer that has released may count on everything it stored being found. (pynetdicom
-        signals EVT_RELEASED only after the response is sent, and has no hook before it.)"""
-        acse = assoc.acse
-        send_release = acse.send_release
-
-        def send_release_when_done(is_response: bool = False) -> None:
-            if is_response:
-                try:
-                    self.services.association_releasing(peer)
-                except Exception:
-                    log.exception("finishing the association of %s@%s before its release", peer.calling_ae, peer.host)
-            send_release(is_response)
-
-        acse.send_release = send_release_when_done
+    def on_acse_received(self, event: evt.Event) -> None:
+        """A peer asking to release (PS3.8 7.2): finish what its stores left before the
+        A-RELEASE-RP, so a peer that has released may count on everything it stored being
+        found. pynetdicom signals this on the association's thread just before it responds."""
+        primitive = getattr(event, "primitive", None)  # set from the event data (EVT_ACSE_RECV)
+        if not isinstance(primitive, A_RELEASE) or primitive.result is not None:
+            return
+        peer = self._peers.get(event.assoc)
+        if peer is None:
+            return
+        try:
+            self.services.association_releasing(peer)
+        except Exception:
+            log.exception("finishing the association of %s@%s before its release", peer.calling_ae, peer.host)
 
     @staticmethod
     def _reject(assoc: Any, result: int, source: int, diagnostic: int) -> None:
@@ -380,18 +311,12 @@ class Handlers:
         if dest is None:
             yield None, None
             return
-        sub_association_handlers = [
-            (evt.EVT_CONN_OPEN, set_no_delay),
-            (evt.EVT_CONN_OPEN, keep_responses_for_their_sender),
-            (evt.EVT_CONN_OPEN, _send_as_stored_on_open),
-            (evt.EVT_CONN_OPEN, wakeup.install_on_open),
-        ]
+        sub_association_handlers = [(evt.EVT_CONN_OPEN, set_no_delay), *accel.requested_association_handlers()]
         options = {"contexts": move_contexts(retrieval.objects), "evt_handlers": sub_association_handlers}
         yield dest.host, dest.port, options
         yield from self._send(event, retrieval.objects)
 
     def on_get(self, event: evt.Event) -> Iterator[Any]:
-        send_as_stored(event.assoc)
         try:
             retrieval = self._retrieval(event, None)
         except DimseFailure as failure:
@@ -407,4 +332,4 @@ class Handlers:
             if event.is_cancelled:
                 yield Status.CANCEL, None
                 return
-            yield Status.PENDING, StoredFile(obj)
+            yield Status.PENDING, outgoing(obj)

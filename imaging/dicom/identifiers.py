@@ -66,7 +66,7 @@ class QueryRequest:
 @dataclass(frozen=True)
 class ReceivedInstance:
     """One C-STORE request's data set, kept encoded as the peer sent it: in a PS3.10 file at
-    `path` when pynetdicom received it in chunks (scp.receive_into_files), else in memory."""
+    `path` when it was received into a file (imaging/dicom/accel), else in memory."""
 
     sop_class_uid: str
     sop_instance_uid: str

@@ -135,10 +135,14 @@ def read_file(
     max_bytes: int,
     inflate: InflateLimits | None = None,
     expected_study_uid: str | None = None,
+    expected_sop_uid: str | None = None,
 ) -> ParsedFile:
     """Parse and check one incoming file; raise InvalidFile naming what is wrong. A deflated
     data set may inflate as `inflate` allows (by default to `max_bytes`, a hundredfold),
-    into a temporary file beside `path`."""
+    into a temporary file beside `path`.
+
+    `expected_sop_uid`: the SOP Instance UID the sender named the instance by (a C-STORE's
+    Affected SOP Instance UID), which the data set's must be."""
     size = path.stat().st_size
     if size > max_bytes:
         raise InvalidFile(
@@ -167,6 +171,7 @@ def read_file(
     attributes = Attributes(dataset, partial=isinstance(dataset, QuickHeader))
     try:
         check_instance(attributes, transfer_syntax, expected_study_uid)
+        check_identity(attributes, _media_storage_uids(dataset, layout), expected_sop_uid)
     except InvalidFile as exc:
         exc.sop_uid = attributes.sop_uid if is_valid_uid(attributes.sop_uid) else ""
         raise
@@ -209,6 +214,52 @@ def check_instance(attributes: Attributes, transfer_syntax: str, expected_study_
             uid=attributes.study_uid,
             expected=expected_study_uid,
         )
+
+
+def check_identity(attributes: Attributes, media_storage: tuple[str, str], expected_sop_uid: str | None) -> None:
+    """The instance is the one it says it is everywhere: the sender's name for it
+    (`expected_sop_uid`) and the File Meta Information's Media Storage SOP Class and Instance
+    UIDs (PS3.10 7.1; `media_storage`, "" when absent) agree with the data set's SOP Class UID
+    (0008,0016) and SOP Instance UID (0008,0018). Otherwise the sender would be told Success
+    for a UID that retrieves nothing (PS3.4 B.2.3: refused as 0xA900). Each reason says what
+    disagrees in its first 64 characters, all an Error Comment (LO) carries."""
+    sop_uid = attributes.sop_uid
+    if expected_sop_uid is not None and sop_uid != expected_sop_uid:
+        raise InvalidFile(
+            "uid-mismatch",
+            gettext_noop("SOP Instance UID (0008,0018) is not the request's: %(uid)s vs %(expected)s"),
+            uid=sop_uid,
+            expected=expected_sop_uid,
+        )
+    meta_class, meta_instance = media_storage
+    if meta_instance and meta_instance != sop_uid:
+        raise InvalidFile(
+            "uid-mismatch",
+            gettext_noop("file meta's SOP Instance UID (0002,0003) is not the data set's: %(meta)s vs %(uid)s"),
+            meta=meta_instance,
+            uid=sop_uid,
+        )
+    if meta_class and meta_class != attributes.sop_class_uid:
+        raise InvalidFile(
+            "uid-mismatch",
+            gettext_noop("file meta's SOP Class UID (0002,0002) is not the data set's: %(meta)s vs %(uid)s"),
+            meta=meta_class,
+            uid=attributes.sop_class_uid,
+        )
+
+
+def _media_storage_uids(dataset: Dataset | QuickHeader, layout: str) -> tuple[str, str]:
+    """(Media Storage SOP Class UID, Media Storage SOP Instance UID) of the file meta, "" where absent."""
+    if layout == "bare":
+        return "", ""
+    meta = getattr(dataset, "file_meta", None)
+    if meta is None:
+        return "", ""
+    return _meta_text(meta.get("MediaStorageSOPClassUID")), _meta_text(meta.get("MediaStorageSOPInstanceUID"))
+
+
+def _meta_text(value: Any) -> str:
+    return str(value).rstrip("\x00 ") if value is not None else ""
 
 
 def _layout(head: bytes) -> str:
@@ -381,6 +432,7 @@ def _check_structure(fp: BinaryIO, size: int, layout: str, transfer_syntax: str)
 _KEYWORD_TAGS = {k: int(tag) for k in ATTRIBUTE_KEYWORDS if (tag := tag_for_keyword(k)) is not None}
 _WANTED_TAGS = frozenset(_KEYWORD_TAGS.values())
 _TRANSFER_SYNTAX_UID = 0x00020010
+_MEDIA_STORAGE_TAGS = {0x00020002: "MediaStorageSOPClassUID", 0x00020003: "MediaStorageSOPInstanceUID"}
 _CHARACTER_SET = 0x00080005
 
 
@@ -388,7 +440,7 @@ def _read_part10_in_one_walk(fp: BinaryIO, size: int) -> tuple[QuickHeader, str]
     """The header (only ATTRIBUTE_KEYWORDS) and the transfer syntax, or None to go the full way."""
     try:
         with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            start, transfer_syntax = _file_meta(data, 132, size)
+            start, transfer_syntax, media = _file_meta(data, 132, size)
             if transfer_syntax not in SUPPORTED_TRANSFER_SYNTAXES:
                 return None
             if transfer_syntax == pydicom_uid.DeflatedExplicitVRLittleEndian:
@@ -405,7 +457,7 @@ def _read_part10_in_one_walk(fp: BinaryIO, size: int) -> tuple[QuickHeader, str]
     except (InvalidFile, OSError, ValueError, struct.error):
         return None
     encoding: str | list[str] = "iso8859"  # PS3.5 6.1.2.2: the default repertoire
-    header = QuickHeader(elements, implicit, little, encoding, transfer_syntax)
+    header = QuickHeader(elements, implicit, little, encoding, transfer_syntax, media)
     if _CHARACTER_SET in elements:
         try:
             header.encoding = convert_encodings(header.get("SpecificCharacterSet"))
@@ -442,12 +494,13 @@ class QuickHeader:
         little: bool,
         encoding: str | list[str],
         transfer_syntax: str,
+        media_storage: dict[str, str],
     ) -> None:
         self.elements = elements
         self.implicit = implicit
         self.little = little
         self.encoding = encoding
-        self.file_meta = {"TransferSyntaxUID": transfer_syntax}
+        self.file_meta = {"TransferSyntaxUID": transfer_syntax, **media_storage}
 
     def get(self, keyword: str, default: Any = None) -> Any:
         tag = _KEYWORD_TAGS.get(keyword)
@@ -476,21 +529,28 @@ class QuickHeader:
         return _Found(found[1]) if found is not None else None
 
 
-def _file_meta(data: mmap.mmap | bytes, start: int, size: int) -> tuple[int, str | None]:
+def _file_meta(data: mmap.mmap | bytes, start: int, size: int) -> tuple[int, str | None, dict[str, str]]:
     """Position just after the group 0002 elements (always explicit VR little endian,
-    PS3.10 7.1), and the Transfer Syntax UID among them ("" when absent, None when an element
-    of undefined length makes the group untrustworthy)."""
+    PS3.10 7.1), the Transfer Syntax UID among them ("" when absent, None when an element of
+    undefined length makes the group untrustworthy), and the Media Storage SOP Class and
+    Instance UIDs found (by keyword)."""
     walker = _Walker(data, size, start)
     transfer_syntax: str | None = ""
+    media: dict[str, str] = {}
     while walker.pos + 8 <= size and struct.unpack_from("<H", data, walker.pos)[0] == 0x0002:
         tag, _, length = walker.tag_and_length(False, "<")
         if length == _UNDEFINED:
             transfer_syntax, length = None, 0
         elif tag == _TRANSFER_SYNTAX_UID and transfer_syntax is not None:
-            value = data[walker.pos : walker.pos + length]
-            transfer_syntax = value.rstrip(b"\x00 ").decode("ascii", "replace")
+            transfer_syntax = _uid_at(data, walker.pos, length)
+        elif tag in _MEDIA_STORAGE_TAGS:
+            media[_MEDIA_STORAGE_TAGS[tag]] = _uid_at(data, walker.pos, length)
         walker.skip(length, tag)
-    return walker.pos, transfer_syntax
+    return walker.pos, transfer_syntax, media
+
+
+def _uid_at(data: mmap.mmap | bytes, pos: int, length: int) -> str:
+    return data[pos : pos + length].rstrip(b"\x00 ").decode("ascii", "replace")
 
 
 # --- deflated data sets (PS3.5 A.5) ---------------------------------------------------
@@ -525,7 +585,7 @@ def _meta_of_stream(source: BinaryIO) -> _Meta | None:
     at_end = len(head) < _META_PEEK
     while True:
         try:
-            end, transfer_syntax = _file_meta(head, start, len(head))
+            end, transfer_syntax, _ = _file_meta(head, start, len(head))
         except InvalidFile:
             if at_end:
                 raise

@@ -1,6 +1,13 @@
 """DIMSE status codes by name (PS3.7 Annex C, PS3.4 B.2.3 and C.4)."""
 
+import re
 from enum import IntEnum
+
+ERROR_COMMENT_MAX = 64  # (0000,0902) Error Comment is LO (PS3.7 E.1)
+# PS3.5 6.2: an LO value is default-repertoire characters without control characters; a
+# backslash would split it into several values, which a command element cannot hold.
+_NOT_IN_LO = re.compile(r"[^\x20-\x5b\x5d-\x7e]")
+_LO_REPLACEMENTS = {"\\": "/", "\t": " ", "\n": " ", "\r": " "}
 
 
 class Status(IntEnum):
@@ -31,3 +38,10 @@ class DimseFailure(Exception):
         super().__init__(f"0x{status:04X} {reason}")
         self.status = status
         self.reason = reason
+
+
+def error_comment(reason: str) -> str:
+    """`reason` as an Error Comment: one LO value of at most 64 characters, a backslash made a
+    slash, other control and non-ASCII characters a space or a question mark."""
+    comment = _NOT_IN_LO.sub(lambda m: _LO_REPLACEMENTS.get(m.group(), "?"), reason[:ERROR_COMMENT_MAX])
+    return comment.rstrip(" ")

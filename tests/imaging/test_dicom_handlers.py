@@ -4,7 +4,6 @@ plus one in-process association against the real pynetdicom server."""
 from __future__ import annotations
 
 import io
-import queue
 import socket
 import threading
 from collections.abc import Iterable
@@ -25,6 +24,7 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, evt
 from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, C_STORE
+from pynetdicom.pdu_primitives import A_ASSOCIATE, A_RELEASE
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
@@ -33,19 +33,17 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
+from imaging.dicom import accel
 from imaging.dicom.handlers import (
     Decision,
     Handlers,
     Peer,
     RejectReason,
-    StoredFile,
-    keep_responses_for_their_sender,
     move_contexts,
-    send_as_stored,
     set_no_delay,
 )
 from imaging.dicom.identifiers import Destination, QueryRequest, ReceivedInstance, Retrieval, StoredObject
-from imaging.dicom.scp import build_ae, make_server, send_files_as_stored
+from imaging.dicom.scp import build_ae, make_server
 from imaging.dicom.status import DimseFailure, Status
 
 
@@ -61,6 +59,7 @@ class FakeServices:
         self.releasing: list[Peer] = []
         self.hold_release: threading.Event | None = None
         self.store_threads_ended = 0
+        self.refused: list[tuple[str, str, str]] = []
 
     def authorize_association(self, peer: Peer) -> Decision:
         if self.fail is not None and not isinstance(self.fail, DimseFailure):
@@ -94,6 +93,9 @@ class FakeServices:
 
     def association_ended(self, peer: Peer) -> None:
         self.ended.append(peer)
+
+    def store_refused(self, peer: Peer, sop_instance_uid: str, code: str, reason: str) -> None:
+        self.refused.append((sop_instance_uid, code, reason))
 
     def store_thread_ended(self) -> None:
         self.store_threads_ended += 1
@@ -185,17 +187,24 @@ def test_a_failing_decision_rejects_transiently() -> None:
     assert assoc.acse.rejected == (0x02, 0x03, 0x01)
 
 
-def test_the_release_response_waits_for_the_services_and_a_failure_there_does_not_stop_it() -> None:
+def _acse_received(assoc: Assoc, primitive: Any) -> Any:
+    return SimpleNamespace(assoc=assoc, primitive=primitive)
+
+
+def test_a_release_request_lets_the_services_finish_and_a_failure_there_does_not_stop_it() -> None:
     services = FakeServices()
     handlers, assoc = accepted(services)
-    assoc.acse.send_release(is_response=True)
+    response = A_RELEASE()
+    response.result = "affirmative"
+    handlers.on_acse_received(_acse_received(assoc, response))  # our own release's answer: nothing to do
+    handlers.on_acse_received(_acse_received(assoc, A_ASSOCIATE()))
+    assert services.releasing == []
+    handlers.on_acse_received(_acse_received(assoc, A_RELEASE()))
     assert [p.calling_ae for p in services.releasing] == ["CT_CLINA"]
-    assert assoc.acse.released is True
     failing = FakeServices()
     failing.association_releasing = lambda peer: 1 / 0  # type: ignore[method-assign]
     handlers, assoc = accepted(failing)
-    assoc.acse.send_release(is_response=True)
-    assert assoc.acse.released is True
+    handlers.on_acse_received(_acse_received(assoc, A_RELEASE()))  # logged, not raised
 
 
 def test_end_of_association_tells_the_services_once() -> None:
@@ -245,6 +254,24 @@ def test_refused_store_answers_its_status_with_the_reason() -> None:
     answer = handlers.on_store(store_event(assoc))
     assert answer.Status == 0xA900
     assert answer.ErrorComment.startswith("PatientID (0010,0020) is missing") and len(answer.ErrorComment) == 64
+
+
+@pytest.mark.parametrize(
+    ("reason", "comment"),
+    [
+        ("PatientID '1\\2' is invalid", "PatientID '1/2' is invalid"),  # a backslash would make two values
+        ("line one\nline\ttwo\x00", "line one line two?"),
+        ("Wang^Fang=王^芳", "Wang^Fang=?^?"),  # the command set is in the default repertoire
+        ("", None),
+    ],
+)
+def test_a_refusal_reason_becomes_one_valid_error_comment(reason: str, comment: str | None) -> None:
+    handlers, assoc = accepted(FakeServices(fail=DimseFailure(0xA900, reason)))
+    answer = handlers.on_store(store_event(assoc))
+    assert answer.Status == 0xA900
+    assert answer.get("ErrorComment") == comment
+    if comment is not None:
+        assert isinstance(answer.ErrorComment, str)  # one value, not pydicom's MultiValue
 
 
 def test_unexpected_store_error_is_a_processing_failure() -> None:
@@ -364,57 +391,25 @@ def test_move_contexts_offer_each_stored_syntax_once_with_native_fallbacks() -> 
     assert len(contexts[0].transfer_syntax) == 2 and contexts[1].transfer_syntax == [JPEG2000Lossless]
 
 
-def fake_sender(accepted_syntax: str) -> tuple[Any, list[Any]]:
-    sent: list[Any] = []
-
-    def send_c_store(dataset: Any, **kwargs: Any) -> Any:
-        sent.append(Path(dataset).read_bytes() if isinstance(dataset, Path) else dataset)
-        return SimpleNamespace(Status=0)
-
-    context = SimpleNamespace(abstract_syntax=CTImageStorage, transfer_syntax=[accepted_syntax])
-    return SimpleNamespace(send_c_store=send_c_store, accepted_contexts=[context]), sent
-
-
-def test_a_retrieved_instance_goes_out_as_the_stored_file_when_the_peer_accepts_its_syntax(tmp_path: Path) -> None:
-    obj, data = stored_ct()
-    (tmp_path / "stored.dcm").write_bytes(data)
-    on_disk = StoredObject(
-        obj.sop_class_uid, obj.sop_instance_uid, obj.transfer_syntax_uid, obj.open, tmp_path / "stored.dcm"
-    )
-    assoc, sent = fake_sender(ExplicitVRLittleEndian)
-    send_as_stored(assoc)
-    send_as_stored(assoc)  # wrapping twice changes nothing
-
-    assoc.send_c_store(StoredFile(on_disk), msg_id=2)
-    assoc.send_c_store(StoredFile(obj), msg_id=3)  # object storage: sent from a temporary copy
-    other = Dataset()
-    assoc.send_c_store(other, msg_id=4)
-
-    assert sent == [data, data, other]
-
-
-def test_a_retrieved_instance_is_decoded_for_a_peer_that_did_not_accept_its_syntax() -> None:
+def test_get_yields_the_decoded_instance_on_pynetdicom_s_own_path() -> None:
+    services = FakeServices()
     obj, _ = stored_ct()
-    assoc, sent = fake_sender(ImplicitVRLittleEndian)
-    send_as_stored(assoc)
-
-    assoc.send_c_store(StoredFile(obj), msg_id=2)
-
-    (decoded,) = sent
-    assert isinstance(decoded, Dataset) and not isinstance(decoded, StoredFile)
-    assert (decoded.SOPInstanceUID, decoded.PatientID) == (obj.sop_instance_uid, "1001")
+    services.retrieval = Retrieval(objects=[obj])
+    handlers, assoc = accepted(services)
+    event = query_event(assoc, StudyRootQueryRetrieveInformationModelGet, study_identifier(StudyInstanceUID="1"))
+    _, (_, dataset) = handlers.on_get(event)
+    assert isinstance(dataset, Dataset) and not isinstance(dataset, accel.StoredFile)
+    assert (dataset.SOPInstanceUID, dataset.PatientID) == (obj.sop_instance_uid, "1001")
 
 
-def test_a_response_taken_by_the_reactor_goes_back_to_its_sender() -> None:
-    served: list[Any] = []
-    dimse = SimpleNamespace(msg_queue=queue.Queue())
-    assoc = SimpleNamespace(dimse=dimse, _serve_request=lambda msg, cx: served.append(msg))
-    keep_responses_for_their_sender(SimpleNamespace(assoc=assoc))
-    response, request = SimpleNamespace(is_valid_request=False), SimpleNamespace(is_valid_request=True)
-    assoc._serve_request(response, 3)
-    assoc._serve_request(request, 1)
-    assert dimse.msg_queue.get_nowait() == (3, response)
-    assert served == [request]
+def test_get_yields_the_stored_file_when_accelerated(accelerated) -> None:  # type: ignore[no-untyped-def]
+    services = FakeServices()
+    obj, _ = stored_ct()
+    services.retrieval = Retrieval(objects=[obj])
+    handlers, assoc = accepted(services)
+    event = query_event(assoc, StudyRootQueryRetrieveInformationModelGet, study_identifier(StudyInstanceUID="1"))
+    _, (_, dataset) = handlers.on_get(event)
+    assert isinstance(dataset, accel.StoredFile) and dataset.stored is obj
 
 
 def test_set_no_delay_turns_off_nagle() -> None:
@@ -423,8 +418,23 @@ def test_set_no_delay_turns_off_nagle() -> None:
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
 
 
+def received_data_set(event: Any) -> bytes:
+    """The data set an SCU in this process received: in memory, or in a file after its meta
+    (when accel is installed, as for the server, pynetdicom in this process receives so)."""
+    path = event.dataset_path
+    if path is None:
+        return bytes(event.encoded_dataset(False))
+    # pynetdicom closes and removes such a file after the handler on its service-class path
+    # only, not on a C-GET requestor's (Association._c_store_scp): done here.
+    event.request._dataset_file.close()
+    data = path.read_bytes()
+    path.unlink()
+    return data[144 + int.from_bytes(data[140:144], "little") :]
+
+
 @pytest.fixture
-def running_server():  # type: ignore[no-untyped-def]
+def running_server(dimse_path):  # type: ignore[no-untyped-def]
+    """The real server with fake services, on each DIMSE path."""
     services = FakeServices()
     server = make_server(build_ae(), "127.0.0.1", 0, services)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -486,12 +496,9 @@ def test_transfer_syntax_the_store_does_not_accept_is_refused_at_association(run
         assoc.release()
 
 
-def test_c_get_sends_the_stored_bytes_and_converts_only_for_a_peer_that_needs_it(running_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from pynetdicom import _config
+def test_c_get_sends_the_stored_bytes_and_converts_only_for_a_peer_that_needs_it(running_server) -> None:  # type: ignore[no-untyped-def]
     from pynetdicom.presentation import build_role
 
-    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", _config.STORE_SEND_CHUNKED_DATASET)
-    send_files_as_stored()
     server, services = running_server
     obj, data = stored_ct()
     services.retrieval = Retrieval(objects=[obj])
@@ -501,7 +508,7 @@ def test_c_get_sends_the_stored_bytes_and_converts_only_for_a_peer_that_needs_it
         scu.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
         scu.add_requested_context(CTImageStorage, syntax)
         handlers = [
-            (evt.EVT_C_STORE, lambda event, syntax=syntax: received.update({syntax: event.encoded_dataset(False)}) or 0)
+            (evt.EVT_C_STORE, lambda event, syntax=syntax: received.update({syntax: received_data_set(event)}) or 0)
         ]
         assoc = scu.associate(
             "127.0.0.1",

@@ -26,15 +26,8 @@ from django.db import connections
 
 from alliance.supervise import Restarts, end_with_parent
 from imaging import reconcile, spool, storage, tasks
-from imaging.dicom.scp import (
-    AcceptLoad,
-    build_ae,
-    listening_socket,
-    make_server,
-    quiet_protocol_logging,
-    receive_into_files,
-    send_files_as_stored,
-)
+from imaging.dicom import accel
+from imaging.dicom.scp import AcceptLoad, build_ae, listening_socket, make_server
 from imaging.dimse_services import DjangoServices
 
 GIL_SWITCH_SECONDS = 0.0005
@@ -182,10 +175,12 @@ class Command(BaseCommand):
         sys.setswitchinterval(GIL_SWITCH_SECONDS)
         tasks.load()  # Celery's modules, imported now (before any fork) and not by the first store
         _collect_less()
-        if not settings.DEBUG:
-            quiet_protocol_logging()
-        receive_into_files(storage.temp_dir())
-        send_files_as_stored()
+        accel.install(
+            storage.temp_dir(),
+            enabled=settings.DICOM_ACCELERATE,
+            debug=settings.DEBUG,
+            max_file_bytes=settings.DICOM_MAX_FILE_BYTES,
+        )
         ae = build_ae(ae_title)
         services = DjangoServices(check_host=settings.DICOM_CHECK_DEVICE_HOST, write_ahead=settings.DICOM_WRITE_AHEAD)
         listening, load = shared if shared is not None else (None, None)

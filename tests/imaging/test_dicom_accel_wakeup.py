@@ -1,15 +1,16 @@
-"""imaging/dicom/wakeup.py: pynetdicom's reactors woken by their work, and bulk PDU reads.
+"""imaging/dicom/accel/wakeup.py: pynetdicom's reactors woken by their work.
 
-Real associations against the real server (whose accepted associations get the wakers), plus
-the pieces on their own. No timing thresholds: where a wait must end because of work, the
-bound on the wait is made an hour, so a wait that did not end shows as a thread still alive.
+Like the module, these tests use pynetdicom alone: real associations with a plain pynetdicom
+server whose accepted associations get the wakers (wakeup.install_on_open), plus the pieces on
+their own. No timing thresholds: where a wait must end because of work, the bound on the wait
+is made an hour, so a wait that did not end shows as a thread still alive.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
-from pathlib import Path
+import time
 from queue import Queue
 from types import SimpleNamespace
 from typing import Any
@@ -20,12 +21,33 @@ from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification
 
-from imaging.dicom import wakeup
+from imaging.dicom.accel import wakeup
 from tests.imaging import dicomgen
-from tests.imaging.test_dicom_handlers import running_server
 
 HOUR = 3600.0
-server = running_server  # the real server with fake services, as the handler tests use it
+
+
+class _Stored:
+    def __init__(self) -> None:
+        self.stored: list[Any] = []
+
+    def on_store(self, event: Any) -> int:
+        self.stored.append(event.dataset)
+        return 0x0000
+
+
+@pytest.fixture
+def server():  # type: ignore[no-untyped-def]
+    """A plain pynetdicom storage and verification server whose associations get the wakers."""
+    received = _Stored()
+    ae = AE(ae_title="STORE_SCP")
+    ae.add_supported_context(CTImageStorage, ExplicitVRLittleEndian)
+    ae.add_supported_context(Verification)
+    handlers = [(evt.EVT_CONN_OPEN, wakeup.install_on_open), (evt.EVT_C_STORE, received.on_store)]
+    srv = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+    yield srv, received
+    srv.shutdown()
+    wakeup.disable()
 
 
 def _accepted(server: Any) -> list[Association]:
@@ -40,7 +62,7 @@ def _associate(server: Any, storage: bool = False, *, max_pdu: int | None = None
     if storage:
         scu.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
     scu.add_requested_context(Verification)
-    return scu.associate("127.0.0.1", server.server_address[1], ae_title="CLINA")
+    return scu.associate("127.0.0.1", server.server_address[1], ae_title="STORE_SCP")
 
 
 def test_a_series_stored_on_one_association_arrives_whole_and_in_order(server) -> None:  # type: ignore[no-untyped-def]
@@ -58,7 +80,7 @@ def test_a_series_stored_on_one_association_arrives_whole_and_in_order(server) -
     finally:
         assoc.release()
     assert statuses == [0x0000] * 20
-    assert [i.sop_instance_uid for i in services.stored] == [str(ds.SOPInstanceUID) for ds in series]
+    assert [ds.SOPInstanceUID for ds in services.stored] == [ds.SOPInstanceUID for ds in series]
     assert assoc.is_released
 
 
@@ -70,31 +92,6 @@ def test_an_association_aborted_by_the_peer_ends_on_the_server(server) -> None: 
     accepted.join(timeout=30)
     assert not accepted.is_alive()
     assert accepted.is_aborted
-
-
-def test_a_large_pdu_is_read_whole_in_bulk(server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """A 2 MiB instance in one association with 1 MiB PDUs: every byte arrives."""
-    srv, services = server
-    ds = dicomgen.make_ct_series(1, 1024, 1024)[0]
-    assoc = _associate(srv, True, max_pdu=0)  # unlimited: the server's 1 MiB decides
-    try:
-        assert assoc.send_c_store(ds).Status == 0x0000
-    finally:
-        assoc.release()
-    (received,) = services.stored
-    data = received.part10() if received.path is None else received.path.read_bytes()
-    assert ds.PixelData in data
-
-
-def test_bulk_recv_returns_what_was_read_when_the_peer_closes() -> None:
-    left, right = socket.socketpair()
-    wrapper = SimpleNamespace(socket=left, recv=None)
-    wakeup._read_in_bulk(wrapper)
-    right.sendall(b"abcdef")
-    right.close()
-    assert wrapper.recv(4) == bytearray(b"abcd")
-    assert wrapper.recv(10) == bytearray(b"ef")  # as pynetdicom's own recv: short, then the caller sees EOF
-    left.close()
 
 
 def _fake_association() -> Any:
@@ -225,17 +222,10 @@ def test_the_dul_eventfd_is_closed_when_the_association_ends(server) -> None:  #
     assert not waker.is_open
 
 
-def test_a_pdu_header_claiming_gigabytes_takes_memory_only_for_what_arrives(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """The length is the peer's word, read before any association exists: a claimed 1 TiB
-    must not be allocated up front (it would fail here with MemoryError)."""
-    monkeypatch.setattr(wakeup, "FIRST_READ_BYTES", 1024)
-    left, right = socket.socketpair()
-    try:
-        wrapper = SimpleNamespace(socket=left, recv=None)
-        wakeup._read_in_bulk(wrapper)
-        sent = bytes(range(256)) * 20  # 5,120 bytes: the buffer grows from 1 KiB, doubling
-        right.sendall(sent)
-        right.close()
-        assert wrapper.recv(1 << 40) == bytearray(sent)
-    finally:
-        left.close()
+def test_disable_gives_pynetdicom_its_time_module_back() -> None:
+    from pynetdicom import association, dul
+
+    wakeup._enable()
+    assert isinstance(association.time, wakeup._Time) and isinstance(dul.time, wakeup._Time)  # type: ignore[attr-defined]
+    wakeup.disable()
+    assert association.time is time and dul.time is time  # type: ignore[attr-defined]

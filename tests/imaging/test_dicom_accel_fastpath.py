@@ -1,4 +1,4 @@
-"""imaging/dicom/fastpath.py: C-STORE's file meta and response encoded by hand.
+"""imaging/dicom/accel/fastpath.py: C-STORE's file meta and response encoded by hand.
 
 The encoders are compared byte for byte with what pydicom and pynetdicom produce; the patched
 decoding and sending run under real associations against the real server, C-STORE mixed with
@@ -7,6 +7,7 @@ other messages, in large PDUs and in PDUs small enough to split the command set.
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 import threading
@@ -26,17 +27,17 @@ from pydicom.uid import (
     MRImageStorage,
     generate_uid,
 )
-from pynetdicom import AE, _config
-from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom import AE
 from pynetdicom.dimse_messages import C_STORE_RSP, DIMSEMessage
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import create_file_meta, encode
-from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
 
-from imaging.dicom import fastpath
+from imaging.dicom import accel
+from imaging.dicom.accel import fastpath
+from imaging.dicom.accel.negotiation import copy_contexts, set_uid_remembered
 from imaging.dicom.identifiers import ReceivedInstance
 from imaging.dicom.scp import build_ae, make_server
 from imaging.dicom.status import DimseFailure
@@ -124,17 +125,10 @@ class _KeepingServices(FakeServices):
 
 
 @pytest.fixture
-def fast_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    """The real server, receiving into files in tmp_path through the fast path, with a small
-    maximum PDU when a test asks for one (monkeypatch undoes the process-wide settings)."""
-    monkeypatch.setattr(_config, "STORE_RECV_CHUNKED_DATASET", True)
-    # As dicom_server runs (scp.quiet_protocol_logging): pynetdicom's standard logging handlers
-    # listen to PDU and DIMSE events, which keeps every fast path out of the way.
-    monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "none")
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    monkeypatch.setattr(DIMSEMessage, "decode_msg", fastpath.decode_msg)
-    monkeypatch.setattr(DIMSEServiceProvider, "send_msg", fastpath.send_msg)
-    monkeypatch.setattr(DULServiceProvider, "_decode_pdu", fastpath.decode_pdu)
+def fast_server(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """The real server, accelerated (accel.install, undone after), receiving into files in
+    tmp_path, with a small maximum PDU when a test asks for one."""
+    accel.install(tmp_path)
     started = []
 
     def start(max_pdu: int | None = None, services: _KeepingServices | None = None) -> tuple[Any, _KeepingServices]:
@@ -150,6 +144,7 @@ def fast_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignor
     yield start
     for server in started:
         server.shutdown()
+    accel.uninstall()
 
 
 def _associate(server: Any, max_pdu: int = 16382) -> Any:
@@ -255,8 +250,6 @@ def _open_with(cs: Dataset, assoc: Any) -> None:
 
 
 def test_each_association_gets_its_own_copy_of_the_supported_contexts() -> None:
-    from imaging.dicom.scp import copy_contexts
-
     contexts = build_ae().supported_contexts
     copies = copy_contexts(contexts)
     assert [vars(cx) for cx in copies] == [vars(cx) for cx in contexts]
@@ -287,8 +280,6 @@ def test_the_server_copies_contexts_for_the_associations_it_accepts(fast_server)
 def test_negotiation_remembers_uids_as_pynetdicom_makes_them_and_refuses_bad_ones_every_time() -> None:
     from pynetdicom import utils
 
-    from imaging.dicom.scp import set_uid_remembered
-
     for value in (CTImageStorage, "1.2.3", b"1.2.840.10008.1.2\x00", "", None):
         assert set_uid_remembered(value, "x") == utils.set_uid(value, "x")
     assert set_uid_remembered("1.2.3", "x") is set_uid_remembered("1.2.3", "x")
@@ -303,8 +294,6 @@ def test_negotiation_remembers_uids_as_pynetdicom_makes_them_and_refuses_bad_one
 
 def test_a_server_makes_negotiation_remember_uids(fast_server) -> None:  # type: ignore[no-untyped-def]
     from pynetdicom import pdu_items, pdu_primitives, presentation
-
-    from imaging.dicom.scp import set_uid_remembered
 
     server, _ = fast_server()
     assert presentation.set_uid is pdu_items.set_uid is pdu_primitives.set_uid is set_uid_remembered
@@ -406,3 +395,35 @@ def test_a_busier_process_lets_the_other_take_the_connection(monkeypatch) -> Non
     load.ended(0)
     load.wait_turn(0)
     assert waits == [scp.AcceptLoad.DEFER_SECONDS]
+
+
+def test_on_pynetdicom_s_path_a_data_set_is_written_one_fragment_past_the_limit_then_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is then larger than the limit, which ingest refuses as too large (0xA700)."""
+    monkeypatch.setattr(fastpath, "max_bytes", 4)
+    message = DIMSEMessage()
+    path = tmp_path / "rx.dcm"
+    message._data_set_file = open(path, "xb", buffering=0)  # type: ignore[assignment]  # noqa: SIM115
+    message._data_set_path = path
+    for fragment in (b"abc", b"def", b"ghi"):
+        fastpath._write_received(message, fragment)
+    assert message._data_set_file.closed  # type: ignore[union-attr]
+    assert path.read_bytes() == b"abcdef"
+
+
+def test_on_pynetdicom_s_path_a_failed_write_removes_the_file(tmp_path: Path) -> None:
+    """ingest then cannot read it and refuses it as a storage failure (0xA700)."""
+
+    class FullDisk(io.RawIOBase):
+        def write(self, data: Any) -> int:
+            raise OSError(28, "No space left on device")
+
+    message = DIMSEMessage()
+    path = tmp_path / "rx.dcm"
+    path.write_bytes(b"meta")
+    message._data_set_file = FullDisk()  # type: ignore[assignment]
+    message._data_set_path = path
+    fastpath._write_received(message, b"abc")
+    fastpath._write_received(message, b"def")  # dropped
+    assert not path.exists()

@@ -6,9 +6,9 @@ for every received file, primitive_to_message and encode for every response): ab
 third of a millisecond of interpreter time per instance on the association's threads,
 which a modality sending a series waits for on every image. Both encodings are short and
 fixed (PS3.10 7.1 file meta, Explicit VR Little Endian; PS3.7 E.1 command set, Implicit VR
-Little Endian), so `install()` swaps in encoders that produce the same bytes as pynetdicom
-(tests/imaging/test_dicom_fastpath.py compares them), and leaves every other message and
-every unusual response to pynetdicom.
+Little Endian), so imaging/dicom/accel/__init__.py swaps in encoders that produce the same
+bytes as pynetdicom (tests/imaging/test_dicom_accel_fastpath.py compares them), and leaves
+every other message and every unusual response to pynetdicom.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import os
 import struct
+import sys
 import tempfile
 import uuid
 from io import BytesIO
@@ -34,6 +35,7 @@ _C_STORE_RQ = 0x0001
 _C_STORE_RSP = 0x8001
 _NO_DATA_SET = 0x0101
 _PREAMBLE = b"\x00" * 128 + b"DICM"
+max_bytes = sys.maxsize  # a received data set larger is not written whole (accel.install's max_file_bytes)
 
 
 # --- encoding -------------------------------------------------------------------------
@@ -99,7 +101,7 @@ def store_response_command(
         if comment is not None:
             elements.append(_implicit(0x0000, 0x0902, _pad(comment.encode("ascii"), b" ")))
         elements.append(_implicit(0x0000, 0x1000, _pad(sop_instance_uid.encode("ascii"), b"\x00")))
-    except (UnicodeEncodeError, struct.error, TypeError):
+    except (UnicodeEncodeError, struct.error, TypeError, AttributeError):  # AttributeError: not one string
         return None  # a value pydicom would encode differently, or refuse: its business
     body = b"".join(elements)
     return _implicit(0x0000, 0x0000, struct.pack("<I", len(body))) + body
@@ -109,9 +111,9 @@ def store_response_command(
 
 _names = itertools.count()
 _TOKEN = uuid.uuid4().hex[:12]  # with the pid: unique across forks and across restarts reusing a pid
-_original_decode_msg = DIMSEMessage.decode_msg
-_original_send_msg = DIMSEServiceProvider.send_msg
-_original_decode_pdu = DULServiceProvider._decode_pdu
+original_decode_msg = DIMSEMessage.decode_msg
+original_send_msg = DIMSEServiceProvider.send_msg
+original_decode_pdu = DULServiceProvider._decode_pdu
 
 
 def _received_file(message: DIMSEMessage, assoc: Any, context_id: int) -> None:
@@ -124,7 +126,7 @@ def _received_file(message: DIMSEMessage, assoc: Any, context_id: int) -> None:
 
 
 def open_received_file(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str) -> tuple[Any, Path]:
-    """A new file in the temp folder (scp.receive_into_files) for a received data set, unbuffered,
+    """A new file in the temp folder (accel.install's receive folder) for a received data set, unbuffered,
     its preamble and file meta written; the caller closes and removes it."""
     path = Path(tempfile.gettempdir()) / f"rx-{_TOKEN}-{os.getpid()}-{next(_names)}.dcm"
     out = open(str(path), "xb", buffering=0)  # noqa: SIM115 - the caller closes it
@@ -193,14 +195,14 @@ def decode_pdu(self: DULServiceProvider, bytestream: bytearray) -> tuple[Any, st
         values = p_data_values(bytestream)
         if values is not None:
             return ReceivedPData(values), "Evt10"
-    return _original_decode_pdu(self, bytestream)
+    return original_decode_pdu(self, bytestream)
 
 
 def decode_msg(self: DIMSEMessage, primitive: P_DATA, assoc: Any = None) -> bool:
     """DIMSEMessage.decode_msg, with a received C-STORE data set going into a file whose
     meta header is written by hand. Any other message: pynetdicom's own decoding."""
     if not (_config.STORE_RECV_CHUNKED_DATASET and assoc is not None) or primitive.__class__ is not P_DATA:
-        return _original_decode_msg(self, primitive, assoc)
+        return original_decode_msg(self, primitive, assoc)
     pdvs = primitive.presentation_data_value_list
     for index, (context_id, data) in enumerate(pdvs):
         control = data[0]
@@ -218,19 +220,43 @@ def decode_msg(self: DIMSEMessage, primitive: P_DATA, assoc: Any = None) -> bool
                 restart = P_DATA()
                 restart.presentation_data_value_list.append((context_id, bytes([control]) + command))
                 restart.presentation_data_value_list.extend(pdvs[index + 1 :])
-                return _original_decode_msg(self, restart, assoc)
+                return original_decode_msg(self, restart, assoc)
             self.__class__ = C_STORE_RQ
             if self.command_set.CommandDataSetType == _NO_DATA_SET:
                 return True
-            _received_file(self, assoc, context_id)
+            try:
+                _received_file(self, assoc, context_id)
+            except OSError:  # a full disk: received in memory instead, as pynetdicom would
+                pass
         else:  # data set fragment
             if self._data_set_file is not None:
-                self._data_set_file.write(data[1:])
+                _write_received(self, data[1:])
             else:
                 self.data_set.write(data[1:])  # type: ignore[union-attr]
             if control & 2:
                 return True
     return False
+
+
+def _write_received(message: DIMSEMessage, fragment: bytes | memoryview) -> None:
+    """Write a C-STORE data set fragment to its file, until it is more than max_bytes (the file
+    is then closed, one fragment over: ingest refuses it as too large) or a write fails (the
+    file is then removed: ingest refuses it, out of resources). The rest is dropped either way;
+    the association goes on."""
+    out: Any = message._data_set_file  # the file open_received_file opened
+    if out is None or out.closed:
+        return
+    received = getattr(message, "_received", 0) + len(fragment)
+    message._received = received  # type: ignore[attr-defined]
+    try:
+        out.write(fragment)
+    except OSError:
+        out.close()
+        if message._data_set_path is not None:
+            Path(str(message._data_set_path)).unlink(missing_ok=True)
+        return
+    if received > max_bytes:
+        out.close()
 
 
 def send_msg(self: DIMSEServiceProvider, primitive: Any, context_id: int) -> None:
@@ -243,11 +269,4 @@ def send_msg(self: DIMSEServiceProvider, primitive: Any, context_id: int) -> Non
             pdata.presentation_data_value_list.append((context_id, b"\x03" + command))
             self.dul.send_pdu(pdata)
             return
-    _original_send_msg(self, primitive, context_id)
-
-
-def install() -> None:
-    """Patch pynetdicom's DIMSE message decoding and sending (idempotent, process-wide)."""
-    DIMSEMessage.decode_msg = decode_msg  # type: ignore[method-assign]
-    DIMSEServiceProvider.send_msg = send_msg  # type: ignore[method-assign]
-    DULServiceProvider._decode_pdu = decode_pdu  # type: ignore[method-assign]
+    original_send_msg(self, primitive, context_id)

@@ -1,5 +1,4 @@
-"""Wake pynetdicom's two reactor loops when there is work, instead of letting them poll, and
-read each PDU in as few system calls as the kernel allows.
+"""Wake pynetdicom's two reactor loops when there is work, instead of letting them poll.
 
 pynetdicom 3 runs two threads per association and both poll. The DUL reactor sleeps 1 ms
 whenever it finds nothing to do, then looks at its socket and at the PDUs queued for sending;
@@ -14,11 +13,12 @@ primitive is queued for sending; the association reactor waits on an Event set w
 message or an ACSE primitive (release, abort) is queued for it. Both waits are bounded by
 MAX_WAIT, so timers and kill flags are still checked as before. Only the sleeps of those two
 loops change, recognised by the calling function and the thread; every other sleep in
-pynetdicom, and every association without install(), behaves as it did.
+pynetdicom, and every association without install(), behaves as it did. `disable()` puts
+pynetdicom's modules back as they were.
 
-install() also has the association's socket read a PDU with recv_into() in large pieces;
-pynetdicom reads 4 KiB per recv(), some 130 system calls and bytearray extensions for one
-512 KiB image (0.7 ms of CPU per instance on this machine's kind).
+This module depends on pynetdicom and the standard library only (Linux: os.eventfd), so that
+it can be offered to pynetdicom as it stands; tests/imaging/test_dicom_accel_wakeup.py tests
+it against plain pynetdicom servers.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 
 MAX_WAIT = 0.05  # seconds; the ARTIM and idle timers have second resolution
-_ATTR = "_cloudpacs_waker"
+_ATTR = "_reactor_waker"
 _DUL_LOOP: CodeType = DULServiceProvider.run_reactor.__code__
 _ASSOCIATION_LOOP: CodeType = Association._run_reactor.__code__
 
@@ -190,42 +190,23 @@ class _Time:
 
 
 _enabled = threading.Lock()
+_MODULES = (_association_module, _dul_module)
 
 
 def _enable() -> None:
     with _enabled:
-        for module in (_association_module, _dul_module):
+        for module in _MODULES:
             if not isinstance(module.time, _Time):  # type: ignore[attr-defined]
                 module.time = _Time()  # type: ignore[attr-defined]
 
 
-# The buffer a PDU is first read into. The length comes from the peer's PDU header, before
-# anything is known of the peer, so memory is only ever taken for bytes that have arrived:
-# the buffer doubles as it fills, up to that length (as pynetdicom's own reads grow).
-FIRST_READ_BYTES = 2 * 1024 * 1024  # a whole PDU at our 1 MiB maximum
-
-
-def _read_in_bulk(wrapper: Any) -> None:
-    """Have this AssociationSocket read a PDU with as few recv calls as the kernel allows
-    (pynetdicom reads 4 KiB per call: 130 system calls for a 512 KiB image)."""
-
-    def recv(nr_bytes: int) -> bytearray:
-        raw = wrapper.socket
-        buffer = bytearray(min(nr_bytes, FIRST_READ_BYTES))
-        got = 0
-        while got < nr_bytes:
-            if got == len(buffer):
-                buffer.extend(bytes(min(len(buffer), nr_bytes - len(buffer))))
-            with memoryview(buffer) as view:
-                n = raw.recv_into(view[got:], len(buffer) - got)
-            if not n:  # the peer closed: what was read so far, as pynetdicom does
-                break
-            got += n
-        del buffer[got:]
-        return buffer
-
-    # An attribute of this one socket wrapper: the DUL calls self.socket.recv(n) for each PDU.
-    wrapper.recv = recv
+def disable() -> None:
+    """Give pynetdicom's modules their `time` back: associations made from now on poll as
+    pynetdicom ships (a waker already installed sleeps as before, its loop no longer asks)."""
+    with _enabled:
+        for module in _MODULES:
+            if isinstance(module.time, _Time):  # type: ignore[attr-defined]
+                module.time = time  # type: ignore[attr-defined]
 
 
 def install(assoc: Association) -> None:
@@ -233,8 +214,6 @@ def install(assoc: Association) -> None:
     if getattr(assoc.dul, _ATTR, None) is not None:
         return
     _enable()
-    if assoc.dul.socket is not None:
-        _read_in_bulk(assoc.dul.socket)
     setattr(assoc.dul, _ATTR, _DulWaker(assoc.dul))
     if assoc.is_acceptor:
         # On associations we request, a sender thread waits for its responses on the same

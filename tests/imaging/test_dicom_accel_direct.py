@@ -1,4 +1,4 @@
-"""imaging/dicom/direct.py: C-STORE served on the association's reading thread.
+"""imaging/dicom/accel/direct.py: C-STORE served on the association's reading thread.
 
 The command parser is checked against pynetdicom's own encoding; the direct store against a
 real server and pynetdicom as the peer (where the handler ran, what arrived, what the peer
@@ -8,7 +8,10 @@ fed PDUs by hand.
 
 from __future__ import annotations
 
+import errno
+import io
 import queue
+import socket
 import struct
 import tempfile
 import threading
@@ -19,18 +22,20 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from pydicom import dcmread
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
-from pynetdicom import _config, evt
+from pynetdicom import AE, _config, evt
 from pynetdicom.dimse_messages import C_ECHO_RQ, C_STORE_RQ
 from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import P_DATA_TF
 
-from imaging.dicom import direct, fastpath
+from imaging.dicom.accel import direct, fastpath
 from imaging.dicom.handlers import status_dataset
 from imaging.dicom.identifiers import ReceivedInstance
+from imaging.dicom.status import DimseFailure
 from tests.imaging import dicomgen
-from tests.imaging.test_dicom_fastpath import (  # noqa: F401 - a fixture
+from tests.imaging.test_dicom_accel_fastpath import (  # noqa: F401 - a fixture
     _associate,
     _expected_file,
     _KeepingServices,
@@ -155,6 +160,28 @@ def test_a_failing_handler_is_answered_with_a_failure_status_and_its_reason(fast
         assoc.release()
     assert rsp.Status == 0x0110  # Handlers.store_status: processing failure, with its reason
     assert rsp.ErrorComment == "the instance could not be stored; try again"
+
+
+def test_a_response_our_encoder_cannot_write_goes_out_through_pynetdicom_s(fast_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """Whatever our encoding of a response trips over on the reading thread, the peer still
+    gets its status (pynetdicom encodes it) and the association goes on."""
+
+    def cannot_encode(*values: Any) -> bytes:
+        raise ValueError("an encoder bug")
+
+    monkeypatch.setattr(fastpath, "store_response_command", cannot_encode)
+    services = _ThreadNoting()
+    server = _server_with(fast_server, services)
+    assoc = _associate(server)
+    try:
+        stored = assoc.send_c_store(dicomgen.make_ct_series(1, 32, 32)[0])
+        services.fail = DimseFailure(0xA900, "refused")
+        refused = assoc.send_c_store(dicomgen.make_ct_series(1, 32, 32)[0])
+        assert assoc.send_c_echo().Status == 0x0000
+    finally:
+        assoc.release()
+    assert (stored.Status, refused.Status) == (0x0000, 0xA900)
+    assert all(isinstance(thread, DULServiceProvider) for thread in services.threads)
 
 
 # --- what a well-behaved peer never sends: a stand-in association ---------------------------
@@ -282,6 +309,79 @@ def test_a_handler_that_raises_is_answered_c211_as_pynetdicom_does(rx_folder: Pa
     assert list(rx_folder.glob("rx-*")) == []
 
 
+def _response_of(side: SimpleNamespace) -> tuple[int, str | None]:
+    """(Status, Error Comment) of the one C-STORE response the stand-in sent."""
+    (pdu,) = side.dul.socket.sent
+    command = pdu[12:]  # PDU header (6), PDV item length (4), context ID and control header (2)
+    ds = dcmread(io.BytesIO(command), force=True)  # implicit VR little endian (PS3.7 6.3.1)
+    return int(ds.Status), ds.get("ErrorComment")
+
+
+def test_a_data_set_over_the_limit_stops_being_written_and_is_refused_a700(rx_folder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(fastpath, "max_bytes", 6)
+    side = _stand_in(lambda instance: pytest.fail("a data set over the limit was stored"))
+    noted: list[tuple[str, str, str]] = []
+    side.store.refused = lambda *refusal: noted.append(refusal)
+    assert side.store.take(0x04, _body((1, 0x03, _store_command()), (1, 0x00, b"\x08\x00\x16\x00")))
+    assert len(list(rx_folder.glob("rx-*"))) == 1
+    assert side.store.take(0x04, _body((1, 0x00, b"\x08\x00\x18\x00")))  # 8 bytes: past the limit
+    assert list(rx_folder.glob("rx-*")) == []  # no more written, and what was is gone
+    assert side.store.take(0x04, _body((1, 0x00, b"\x00" * 100)))  # read and dropped
+    assert side.store.take(0x04, _body((1, 0x02, b"\x00\x00")))
+    status, comment = _response_of(side)
+    assert status == 0xA700
+    assert comment == "the data set is 110 bytes, over the limit of 6 bytes"
+    assert noted == [(SOP_INSTANCE, "too-large", comment)]  # the services audit it
+    assert side.dul.event_queue.empty()  # in step: pynetdicom never saw the rest
+
+
+class _FullDisk:
+    def write(self, data: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_full_disk_while_writing_is_answered_a700_and_the_association_goes_on(rx_folder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(fastpath, "open_received_file", lambda *uids: (_FullDisk(), rx_folder / "rx-full.dcm"))
+    side = _stand_in(lambda instance: pytest.fail("a data set not written whole was stored"))
+    noted: list[tuple[str, str, str]] = []
+    side.store.refused = lambda *refusal: noted.append(refusal)
+    assert side.store.take(0x04, _body((1, 0x03, _store_command()), (1, 0x00, b"\x08\x00\x16\x00")))
+    assert side.store.take(0x04, _body((1, 0x02, b"\x00\x00")))
+    assert _response_of(side) == (0xA700, "cannot write the data set: No space left on device")
+    assert noted == [(SOP_INSTANCE, "storage-failed", "cannot write the data set: No space left on device")]
+    assert side.store.message is None
+
+
+def test_a_file_that_cannot_be_opened_is_answered_a700(rx_folder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    def cannot_open(*uids: str) -> Any:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fastpath, "open_received_file", cannot_open)
+    side = _stand_in(lambda instance: pytest.fail("a data set not written was stored"))
+    assert side.store.take(0x04, _body((1, 0x03, _store_command()), (1, 0x02, b"\x08\x00\x16\x00")))
+    assert _response_of(side)[0] == 0xA700
+
+
+def test_over_a_real_association_a_too_large_instance_is_refused_and_the_next_stored(fast_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    large = dicomgen.make_ct_series(1, 256, 256)[0]  # 128 KiB of pixels, over several 16 KiB PDUs
+    small = dicomgen.make_ct_series(1, 16, 16)[0]
+    monkeypatch.setattr(fastpath, "max_bytes", 64 * 1024)
+    services = _ThreadNoting()
+    server = _server_with(fast_server, services)
+    assoc = _associate(server)
+    try:
+        refused = assoc.send_c_store(large)
+        stored = assoc.send_c_store(small)
+    finally:
+        assoc.release()
+    assert refused.Status == 0xA700 and "the limit of 65536 bytes" in refused.ErrorComment
+    assert stored.Status == 0x0000
+    assert [i.sop_instance_uid for i in services.stored] == [small.SOPInstanceUID]
+
+
 def test_closing_drops_a_data_set_in_progress_and_tells_the_services(rx_folder: Path) -> None:
     side = _stand_in(lambda instance: 0x0000)
     ended: list[bool] = []
@@ -291,3 +391,49 @@ def test_closing_drops_a_data_set_in_progress_and_tells_the_services(rx_folder: 
     side.store.close()
     assert ended == [True]
     assert list(rx_folder.glob("rx-*")) == []
+
+
+# --- reading a PDU in bulk ------------------------------------------------------------------
+
+
+def test_bulk_recv_returns_what_was_read_when_the_peer_closes() -> None:
+    left, right = socket.socketpair()
+    wrapper = SimpleNamespace(socket=left, recv=None)
+    direct.read_in_bulk(wrapper)
+    right.sendall(b"abcdef")
+    right.close()
+    assert wrapper.recv(4) == bytearray(b"abcd")
+    assert wrapper.recv(10) == bytearray(b"ef")  # as pynetdicom's own recv: short, then the caller sees EOF
+    left.close()
+
+
+def test_a_pdu_header_claiming_gigabytes_takes_memory_only_for_what_arrives(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The length is the peer's word, read before any association exists: a claimed 1 TiB
+    must not be allocated up front (it would fail here with MemoryError)."""
+    monkeypatch.setattr(direct, "FIRST_READ_BYTES", 1024)
+    left, right = socket.socketpair()
+    try:
+        wrapper = SimpleNamespace(socket=left, recv=None)
+        direct.read_in_bulk(wrapper)
+        sent = bytes(range(256)) * 20  # 5,120 bytes: the buffer grows from 1 KiB, doubling
+        right.sendall(sent)
+        right.close()
+        assert wrapper.recv(1 << 40) == bytearray(sent)
+    finally:
+        left.close()
+
+
+def test_a_large_pdu_is_read_whole_in_bulk(fast_server) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """A 2 MiB instance in one association with 1 MiB PDUs: every byte arrives."""
+    server, services = fast_server()
+    ds = dicomgen.make_ct_series(1, 1024, 1024)[0]
+    scu = AE(ae_title="CT_CLINA")
+    scu.maximum_pdu_size = 0  # unlimited: the server's 1 MiB decides
+    scu.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = scu.associate("127.0.0.1", server.server_address[1], ae_title="CLINA")
+    try:
+        assert assoc.send_c_store(ds).Status == 0x0000
+    finally:
+        assoc.release()
+    (received,) = services.files
+    assert ds.PixelData in received
