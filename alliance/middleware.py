@@ -1,4 +1,4 @@
-"""Request middleware: deactivation takes effect at once, and a strict CSP on every page."""
+"""Request middleware: who is asking (request.principal), deactivation at once, a strict CSP."""
 
 from collections.abc import Callable
 
@@ -6,12 +6,13 @@ from django.conf import settings
 from django.contrib.auth import logout
 from django.http import HttpRequest, HttpResponse
 
-from alliance.access import doctor_of
+from alliance.access import NOBODY, resolve_principal
 
 
 class ActiveDoctorMiddleware:
-    """A doctor deactivated (or whose institution is switched off) loses a live session at once.
+    """Resolves the request's principal once (request.principal, passed to every access function).
 
+    A doctor deactivated (or whose institution is switched off) loses a live session at once.
     Superusers without a doctor record keep Django admin access for operators.
     """
 
@@ -19,9 +20,11 @@ class ActiveDoctorMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        user = request.user
-        if user.is_authenticated and not user.is_superuser and doctor_of(user) is None:
+        principal = resolve_principal(request.user)
+        if principal.doctor is None and request.user.is_authenticated and not request.user.is_superuser:
             logout(request)
+            principal = NOBODY
+        request.principal = principal  # type: ignore[attr-defined]
         return self.get_response(request)
 
 

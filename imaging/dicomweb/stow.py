@@ -3,7 +3,7 @@
 The body, chunked or not, is split into parts spooled to files as it arrives; only a
 well-formed body is stored (a malformed one is refused whole with 400), each part then
 through imaging.ingest, the one path from bytes to an indexed instance. Instances go
-into the caller's own institution (alliance.access.may_upload_to).
+into the caller's own institution (imaging.access.may_upload_to).
 
 Status (PS3.18 10.5.3): 200 all stored, 202 some failed, 409 none stored, 415 wrong
 media type, 400 empty or malformed body. The body lists ReferencedSOPSequence and
@@ -28,9 +28,10 @@ from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from alliance import access, audit
+from alliance import audit
+from alliance.access import principal_of
 from alliance.models import AuditEvent
-from imaging import ingest
+from imaging import access, ingest
 from imaging.dicomweb import media
 from imaging.dicomweb.multipart import Part
 from imaging.dicomweb.parsers import MultipartRelatedDicomParser, body_stream
@@ -63,8 +64,8 @@ class StoreInstances(DicomWebView):
                 content_type, detail='STOW-RS accepts multipart/related; type="application/dicom".'
             )
         self.choose(request, [media.DICOM_JSON, media.JSON])
-        doctor = access.doctor_of(request.user)
-        if doctor is None or not access.may_upload_to(request.user, doctor.institution):
+        institution = access.upload_institution_of(principal_of(request))
+        if institution is None:
             raise exceptions.PermissionDenied("Only clinicians may store studies, into their own institution.")
         with tempfile.TemporaryDirectory(dir=temp_dir(), prefix="stow-") as spool:
             parts = MultipartRelatedDicomParser().parse(
@@ -72,7 +73,7 @@ class StoreInstances(DicomWebView):
                 content_type,
                 {"spool_dir": Path(spool), "max_part_bytes": settings.DICOM_MAX_FILE_BYTES},
             )
-            outcomes = self._store_all(request, parts, doctor.institution, study)
+            outcomes = self._store_all(request, parts, institution, study)
         return self._respond(request, outcomes)
 
     def _store_all(self, request: Request, parts: list[Part], institution: Any, study: str) -> list[Outcome]:
@@ -93,7 +94,7 @@ class StoreInstances(DicomWebView):
             result = ingest.ingest_path(
                 part.path,
                 institution=institution,
-                actor=audit.Actor.for_user(request.user),
+                actor=audit.actor_of(request),
                 via="stow-rs",
                 source=audit.source_of(request),
                 expected_study_uid=study or None,
