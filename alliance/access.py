@@ -139,9 +139,14 @@ def resolve_principal(user: Any) -> Principal:
 
 
 def principal_of(request: Any) -> Principal:
-    """The request's principal, resolved once by alliance.middleware (or the API's token
-    authentication); nobody on a request that did not pass through them."""
-    principal: Principal = getattr(request, "principal", NOBODY)
+    """The request's principal, resolved once: by alliance.middleware for the session's user,
+    by the API's token authentication for the token's, or here, once, for a user that another
+    authentication put on the request after the middleware ran."""
+    principal: Principal | None = getattr(request, "principal", None)
+    user = request.user
+    if principal is None or principal.user is not user:
+        principal = resolve_principal(user)
+        request.principal = principal
     return principal
 
 

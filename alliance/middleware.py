@@ -6,7 +6,7 @@ from django.conf import settings
 from django.contrib.auth import logout
 from django.http import HttpRequest, HttpResponse
 
-from alliance.access import NOBODY, resolve_principal
+from alliance.access import resolve_principal
 
 
 class ActiveDoctorMiddleware:
@@ -23,7 +23,7 @@ class ActiveDoctorMiddleware:
         principal = resolve_principal(request.user)
         if principal.doctor is None and request.user.is_authenticated and not request.user.is_superuser:
             logout(request)
-            principal = NOBODY
+            principal = resolve_principal(request.user)  # now anonymous
         request.principal = principal  # type: ignore[attr-defined]
         return self.get_response(request)
 

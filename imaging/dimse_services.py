@@ -2,10 +2,10 @@
 
 imaging/dicom/handlers.py calls these from pynetdicom's association threads. Every
 decision goes through alliance/access.py (which device this is) and imaging/access.py
-(what its principal sees, the same functions the web asks with a doctor's); every C-STORE
-(in ingest), C-FIND, C-MOVE and C-GET, and every rejected association, writes an audit event. A thread that serves an
-association (its reading thread for C-STORE, its own for the rest) keeps one database
-connection and closes it when the association ends.
+(what its principal sees, the same functions the web asks with a doctor's); every
+C-STORE (in ingest), C-FIND, C-MOVE and C-GET, and every rejected association, writes an
+audit event. A thread that serves an association (its reading thread for C-STORE, its
+own for the rest) keeps one database connection and closes it when the association ends.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from alliance.access import resolve_principal
 from consults import services
 from consults.models import Consult, Status
 from imaging.models import Instance, Patient, Series, Study
@@ -45,7 +46,7 @@ def make_study(institution: Any, *, modality: str = "CT", body_part: str = "CHES
 
 def walk(world: Any, to: str, *, named: bool = False, study: Study | None = None, priority: str = "routine") -> Consult:
     """A consult from clinic A's clinician to the hospital's pool (or its specialist), moved to `to`."""
-    owner, spec = world.owner.user, world.specialist.user
+    owner, spec = resolve_principal(world.owner.user), resolve_principal(world.specialist.user)
     consult = services.consult_create(
         by=owner,
         studies=[study or make_study(world.clin_a)],
