@@ -21,6 +21,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from alliance.access import Principal
+from alliance.models import Institution
 from imaging.models import Study, StudyGroupGrant, StudyUserGrant
 
 READ = "read_study"
@@ -104,7 +105,7 @@ def may_write_study(principal: Principal, study: Study) -> bool:
     return any(grants.filter(content_object=study).exists() for grants in _grants(principal, WRITE))
 
 
-def may_upload_to(principal: Principal, institution: Any) -> bool:
+def may_upload_to(principal: Principal, institution: Institution) -> bool:
     """Studies uploaded in the browser (or by STOW-RS) belong to the uploader's own
     institution, and only while its image store is switched on (C11)."""
     return (
@@ -115,7 +116,7 @@ def may_upload_to(principal: Principal, institution: Any) -> bool:
     )
 
 
-def upload_institution_of(principal: Principal) -> Any:
+def upload_institution_of(principal: Principal) -> Institution | None:
     """The institution the principal's uploads go to, or None when it may not upload."""
     institution = principal.institution
     if institution is None or not may_upload_to(principal, institution):

@@ -89,13 +89,14 @@ def _listing(
     request: HttpRequest, rows: QuerySet[Any], search: list[str], *, by_institution: bool = True
 ) -> dict[str, Any]:
     """Search box (q), institution and active filters, and a page of rows."""
+    principal = access.principal_of(request)
     q = request.GET.get("q", "").strip()
     if q:
         match = Q()
         for field in search:
             match |= Q(**{f"{field}__icontains": q})
         rows = rows.filter(match)
-    institutions = access.institutions_managed_by(access.principal_of(request))
+    institutions = access.institutions_managed_by(principal)
     chosen = None
     if by_institution and request.GET.get("institution", "").isdigit():
         chosen = institutions.filter(pk=int(request.GET["institution"])).first()
@@ -115,21 +116,22 @@ def _listing(
         "institutions": institutions,
         "chosen": chosen,
         "query_string": query.urlencode(),
-        "is_alliance_admin": access.principal_of(request).is_alliance_admin,
+        "is_alliance_admin": principal.is_alliance_admin,
     }
 
 
 @manager_required
 def index(request: HttpRequest) -> HttpResponse:
-    institutions = access.institutions_managed_by(access.principal_of(request))
-    if not access.principal_of(request).is_alliance_admin and institutions.count() == 1:
+    principal = access.principal_of(request)
+    institutions = access.institutions_managed_by(principal)
+    if not principal.is_alliance_admin and institutions.count() == 1:
         return redirect("manage:institution_detail", pk=institutions.get().pk)
     figures = {
         "institutions": institutions.filter(active=True).count(),
-        "doctors": access.doctors_managed_by(access.principal_of(request)).filter(active=True).count(),
-        "departments": access.departments_managed_by(access.principal_of(request)).filter(active=True).count(),
-        "pools": access.pools_managed_by(access.principal_of(request)).filter(active=True).count(),
-        "devices": access.devices_managed_by(access.principal_of(request)).filter(active=True).count(),
+        "doctors": access.doctors_managed_by(principal).filter(active=True).count(),
+        "departments": access.departments_managed_by(principal).filter(active=True).count(),
+        "pools": access.pools_managed_by(principal).filter(active=True).count(),
+        "devices": access.devices_managed_by(principal).filter(active=True).count(),
         "specialties": Specialty.objects.count(),
     }
     return render(request, "manage/index.html", {"figures": figures})
@@ -192,8 +194,9 @@ def institution_add(request: HttpRequest) -> HttpResponse:
 
 @manager_required
 def institution_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    principal = access.principal_of(request)
     institution = get_object_or_404(
-        access.institutions_managed_by(access.principal_of(request)).select_related("parent", "alliance"), pk=pk
+        access.institutions_managed_by(principal).select_related("parent", "alliance"), pk=pk
     )
     figures = {
         "doctors": institution.doctors.filter(active=True).count(),
@@ -211,7 +214,7 @@ def institution_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "figures": figures,
             "modules": modules,
             "children": children,
-            "is_alliance_admin": access.principal_of(request).is_alliance_admin,
+            "is_alliance_admin": principal.is_alliance_admin,
         },
     )
 
@@ -246,9 +249,10 @@ def institution_edit(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @alliance_admin_required
 def institution_active(request: HttpRequest, pk: int) -> HttpResponse:
-    institution = get_object_or_404(access.institutions_managed_by(access.principal_of(request)), pk=pk)
+    principal = access.principal_of(request)
+    institution = get_object_or_404(access.institutions_managed_by(principal), pk=pk)
     active = _active_flag(request)
-    if not active and not access.may_switch_off_institution(access.principal_of(request), institution):
+    if not active and not access.may_switch_off_institution(principal, institution):
         messages.error(request, _("You cannot switch off your own institution."))
     else:
         services.institution_update(institution=institution, active=active, by=_actor(request))
@@ -382,17 +386,19 @@ def doctor_add(request: HttpRequest, institution: int) -> HttpResponse:
 
 
 def _changeable_doctor(request: HttpRequest, pk: int) -> Doctor:
+    principal = access.principal_of(request)
     doctor = get_object_or_404(
-        access.doctors_managed_by(access.principal_of(request)).select_related("user", "institution", "department"),
+        access.doctors_managed_by(principal).select_related("user", "institution", "department"),
         pk=pk,
     )
-    if not access.may_change_doctor(access.principal_of(request), doctor):
+    if not access.may_change_doctor(principal, doctor):
         raise PermissionDenied
     return doctor
 
 
 @manager_required
 def doctor_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    principal = access.principal_of(request)
     doctor = _changeable_doctor(request, pk)
     initial = {
         "full_name": doctor.user.get_full_name(),
@@ -405,7 +411,7 @@ def doctor_edit(request: HttpRequest, pk: int) -> HttpResponse:
     form = forms.DoctorForm(
         request.POST or None,
         initial=initial,
-        roles=access.assignable_roles(access.principal_of(request)),
+        roles=access.assignable_roles(principal),
         departments=doctor.institution.departments.filter(Q(active=True) | Q(pk=doctor.department_id)),
     )
     if request.method == "POST" and form.is_valid():
@@ -417,8 +423,8 @@ def doctor_edit(request: HttpRequest, pk: int) -> HttpResponse:
         "form": form,
         "doctor": doctor,
         "pools": doctor.pools.select_related("institution"),
-        "may_move": access.institutions_managed_by(access.principal_of(request)).count() > 1,
-        "is_self": not access.may_switch_off_doctor(access.principal_of(request), doctor),
+        "may_move": access.institutions_managed_by(principal).count() > 1,
+        "is_self": not access.may_switch_off_doctor(principal, doctor),
     }
     return render(request, "manage/doctor_edit.html", context)
 
@@ -441,20 +447,15 @@ def doctor_active(request: HttpRequest, pk: int) -> HttpResponse:
 
 @manager_required
 def doctor_move(request: HttpRequest, pk: int) -> HttpResponse:
+    principal = access.principal_of(request)
     doctor = _changeable_doctor(request, pk)
-    targets = (
-        access.institutions_managed_by(access.principal_of(request))
-        .filter(active=True)
-        .exclude(pk=doctor.institution_id)
-    )
+    targets = access.institutions_managed_by(principal).filter(active=True).exclude(pk=doctor.institution_id)
     if not targets.exists():
         raise PermissionDenied
     form = forms.MoveForm(
         request.POST or None,
         institutions=targets,
-        departments=access.departments_managed_by(access.principal_of(request)).filter(
-            active=True, institution__in=targets
-        ),
+        departments=access.departments_managed_by(principal).filter(active=True, institution__in=targets),
     )
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data

@@ -56,11 +56,12 @@ class ConsultListCreate(ListAPIView):
     serializer_class = s.ConsultListSerializer
 
     def get_queryset(self) -> QuerySet[Consult]:
-        tabs = selectors.worklist_tabs(principal_of(self.request))
+        principal = principal_of(self.request)
+        tabs = selectors.worklist_tabs(principal)
         tab = self.request.query_params.get("tab") or selectors.default_tab(tabs)
         if tab not in tabs:
             raise Http404("No such tab.")
-        return selectors.worklist(principal_of(self.request), tab)
+        return selectors.worklist(principal, tab)
 
     def paginate_queryset(self, queryset: QuerySet[Consult]) -> list[Consult] | None:
         page = super().paginate_queryset(queryset)
@@ -73,14 +74,15 @@ class ConsultListCreate(ListAPIView):
 
     @extend_schema(request=s.ConsultCreateSerializer, responses={201: s.ConsultDetailSerializer})
     def post(self, request: Request) -> Response:
+        principal = principal_of(request)
         data = s.ConsultCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        studies = list(access.studies_requestable_by(principal_of(request)).filter(study_uid__in=v["studies"]))
+        studies = list(access.studies_requestable_by(principal).filter(study_uid__in=v["studies"]))
         if len(studies) != len(set(v["studies"])):
             raise exceptions.ValidationError({"studies": ["You may only attach your own institution's studies."]})
         consult = services.consult_create(
-            by=principal_of(request),
+            by=principal,
             studies=studies,
             question=v["question"],
             history=v["history"],
@@ -89,7 +91,7 @@ class ConsultListCreate(ListAPIView):
             specialist=_target(Doctor, v["specialist"], "specialist"),
         )
         if v["send"]:
-            consult = services.consult_request(consult=consult, by=principal_of(request))
+            consult = services.consult_request(consult=consult, by=principal)
         return _detail(request, consult, status.HTTP_201_CREATED)
 
 
@@ -106,35 +108,34 @@ class ConsultAction(APIView):
 
     @extend_schema(request=s.ActionSerializer, responses=s.ConsultDetailSerializer, operation_id="consults_action")
     def post(self, request: Request, pk: int, action: str) -> Response:
-        consult = access.get_consult_for(principal_of(request), pk)
+        principal = principal_of(request)
+        consult = access.get_consult_for(principal, pk)
         body = s.ActionSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         d = body.validated_data
         calls = {
-            "request": lambda: services.consult_request(consult=consult, by=principal_of(request)),
-            "claim": lambda: services.consult_claim(consult=consult, by=principal_of(request)),
-            "reject": lambda: services.consult_reject(consult=consult, by=principal_of(request), reason=d["reason"]),
-            "release": lambda: services.consult_release(consult=consult, by=principal_of(request), reason=d["reason"]),
-            "start-report": lambda: services.consult_start_report(consult=consult, by=principal_of(request)),
-            "hold": lambda: services.consult_hold(consult=consult, by=principal_of(request), question=d["question"]),
-            "answer": lambda: services.consult_answer(consult=consult, by=principal_of(request), answer=d["answer"]),
+            "request": lambda: services.consult_request(consult=consult, by=principal),
+            "claim": lambda: services.consult_claim(consult=consult, by=principal),
+            "reject": lambda: services.consult_reject(consult=consult, by=principal, reason=d["reason"]),
+            "release": lambda: services.consult_release(consult=consult, by=principal, reason=d["reason"]),
+            "start-report": lambda: services.consult_start_report(consult=consult, by=principal),
+            "hold": lambda: services.consult_hold(consult=consult, by=principal, question=d["question"]),
+            "answer": lambda: services.consult_answer(consult=consult, by=principal, answer=d["answer"]),
             "sign": lambda: services.consult_sign(
                 consult=consult,
-                by=principal_of(request),
+                by=principal,
                 findings=d["findings"],
                 impression=d["impression"],
                 recommendation=d["recommendation"],
             ),
-            "addendum": lambda: services.consult_addendum(
-                consult=consult, by=principal_of(request), text=d["addendum"]
-            ),
-            "cancel": lambda: services.consult_cancel(consult=consult, by=principal_of(request), reason=d["reason"]),
-            "fail": lambda: services.consult_fail(consult=consult, by=principal_of(request), reason=d["reason"]),
+            "addendum": lambda: services.consult_addendum(consult=consult, by=principal, text=d["addendum"]),
+            "cancel": lambda: services.consult_cancel(consult=consult, by=principal, reason=d["reason"]),
+            "fail": lambda: services.consult_fail(consult=consult, by=principal, reason=d["reason"]),
         }
         if action not in calls:
             raise Http404("No such action.")
         _run(calls[action])
-        if not access.consults_visible_to(principal_of(request)).filter(pk=consult.pk).exists():
+        if not access.consults_visible_to(principal).filter(pk=consult.pk).exists():
             return Response({"id": consult.pk, "status": Consult.objects.get(pk=consult.pk).status})
         return _detail(request, consult)
 
@@ -144,12 +145,11 @@ class ReportDraft(APIView):
 
     @extend_schema(request=s.DraftSerializer, responses=s.VersionSerializer, operation_id="consults_report_draft")
     def put(self, request: Request, pk: int) -> Response:
-        consult = access.get_consult_for(principal_of(request), pk)
+        principal = principal_of(request)
+        consult = access.get_consult_for(principal, pk)
         body = s.DraftSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        version = _run(
-            lambda: services.consult_save_draft(consult=consult, by=principal_of(request), **body.validated_data)
-        )
+        version = _run(lambda: services.consult_save_draft(consult=consult, by=principal, **body.validated_data))
         return Response(s.VersionSerializer(version).data)
 
 
@@ -165,24 +165,24 @@ class Messages(APIView):
         request=s.MessageCreateSerializer, responses={201: s.MessageSerializer}, operation_id="consults_messages_create"
     )
     def post(self, request: Request, pk: int) -> Response:
-        consult = access.get_consult_for(principal_of(request), pk)
-        message = services.consult_post_message(
-            consult=consult, by=principal_of(request), body=str(request.data.get("body", ""))
-        )
+        principal = principal_of(request)
+        consult = access.get_consult_for(principal, pk)
+        message = services.consult_post_message(consult=consult, by=principal, body=str(request.data.get("body", "")))
         return Response(s.MessageSerializer(message).data, status=status.HTTP_201_CREATED)
 
 
 class SecondOpinion(APIView):
     @extend_schema(request=s.SecondOpinionSerializer, responses={201: s.ConsultDetailSerializer})
     def post(self, request: Request, pk: int) -> Response:
-        consult = access.get_consult_for(principal_of(request), pk)
+        principal = principal_of(request)
+        consult = access.get_consult_for(principal, pk)
         body = s.SecondOpinionSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         v = body.validated_data
         new = _run(
             lambda: services.consult_second_opinion(
                 consult=consult,
-                by=principal_of(request),
+                by=principal,
                 pool=_target(Pool, v["pool"], "pool"),
                 specialist=_target(Doctor, v["specialist"], "specialist"),
                 question=v["question"],
