@@ -38,6 +38,7 @@ lint: install
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy alliance imaging consults referrals demo
+	.venv/bin/lint-imports
 
 bench: install
 	bash bench/run-all

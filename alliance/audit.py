@@ -10,10 +10,10 @@ with them as the statement `insert_prepared` gives.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack
 
 from django.db import connection, models
 from django.db.models.sql import InsertQuery
@@ -40,8 +40,9 @@ class Actor:
     def for_user(cls, user: Any) -> Actor:
         if user is None or not getattr(user, "is_authenticated", False):
             return ANONYMOUS
-        # access.doctor_of keeps the doctor on the user; use it rather than query again
-        doctor = getattr(user, "_active_doctor", None) or getattr(user, "doctor", None)
+        # A request's actor comes from its principal (access.Principal.actor), which has the
+        # doctor loaded; this is for a user met elsewhere (sign-in, a script).
+        doctor = getattr(user, "doctor", None)
         return cls("user", str(user.pk), user.get_username(), doctor.institution_id if doctor else None)
 
     @classmethod
@@ -149,4 +150,56 @@ def record_many(
             detail=detail,
         )
         for oid, patient, basis in items
+    )
+
+
+# --- reads of patient data ----------------------------------------------------------------
+
+
+class Readable(Protocol):
+    """A record of patient data as the audit trail names it (a study, a series, an instance):
+    its app says how (e.g. imaging.models.Study.audit_type)."""
+
+    pk: Any
+    audit_type: str
+
+    @property
+    def audit_id(self) -> str: ...
+
+    @property
+    def audit_patient(self) -> str: ...
+
+
+def actor_of(request: Any) -> Actor:
+    """Who made a web or API request: its principal, resolved once by alliance.middleware."""
+    actor: Actor = request.principal.actor
+    return actor
+
+
+def read(request: Any, obj: Readable, action: str, basis: str, *, via: str = "") -> AuditEvent:
+    """The event of a page or API call that showed the object's patient data to the request's
+    principal, on the given basis (imaging.access.basis_for); via names the door ("api", "viewer")."""
+    return record(
+        actor=actor_of(request),
+        action=action,
+        object_type=obj.audit_type,
+        object_id=obj.audit_id,
+        patient=obj.audit_patient,
+        basis=basis,
+        source=source_of(request),
+        detail={"via": via} if via else None,
+    )
+
+
+def read_many(request: Any, objs: Sequence[Readable], action: str, bases: Mapping[Any, str], *, via: str = "") -> None:
+    """`read` for a list the request showed: one event per object, bases by object pk."""
+    if not objs:
+        return
+    record_many(
+        actor=actor_of(request),
+        action=action,
+        object_type=objs[0].audit_type,
+        items=[(o.audit_id, o.audit_patient, bases.get(o.pk, "")) for o in objs],
+        source=source_of(request),
+        detail={"via": via} if via else None,
     )

@@ -7,16 +7,12 @@ from alliance import access
 
 def doctor(request: HttpRequest) -> dict[str, Any]:
     """The signed-in doctor and what their navigation may show."""
-    d = access.doctor_of(getattr(request, "user", None))
+    principal = access.principal_of(request)
+    d = principal.doctor
     return {
         "current_doctor": d,
-        "nav_manage": bool(d) and access.institutions_managed_by(request.user).exists(),
-        "nav_alliance_admin": bool(d) and access.is_alliance_admin(request.user),
-        "nav_clinical": bool(d) and access.has_clinical_role(request.user),
-        "nav_images": bool(d)
-        and access.has_clinical_role(request.user)
-        and access.has_module(request.user, "image_store"),
-        "nav_consults": bool(d)
-        and access.has_clinical_role(request.user)
-        and access.has_module(request.user, "consults"),
+        "nav_manage": bool(d) and access.institutions_managed_by(principal).exists(),
+        "nav_alliance_admin": principal.is_alliance_admin,
+        "nav_clinical": principal.is_clinical,
+        "nav_images": principal.is_clinical and principal.has_module("image_store"),
     }

@@ -1,5 +1,5 @@
-"""Request middleware: deactivation takes effect at once, a strict CSP on every page, and 503
-rather than 500 while the database is unavailable."""
+"""Request middleware: who is asking (request.principal), deactivation at once, a strict CSP,
+and 503 rather than 500 while the database is unavailable."""
 
 import logging
 from collections.abc import Callable
@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template import loader
 from django.utils.translation import gettext
 
-from alliance.access import doctor_of
+from alliance.access import resolve_principal
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +23,9 @@ _JSON_PREFIXES = ("/api/", "/dicomweb/")
 
 
 class ActiveDoctorMiddleware:
-    """A doctor deactivated (or whose institution is switched off) loses a live session at once.
+    """Resolves the request's principal once (request.principal, passed to every access function).
 
+    A doctor deactivated (or whose institution is switched off) loses a live session at once.
     Superusers without a doctor record keep Django admin access for operators.
     """
 
@@ -32,9 +33,11 @@ class ActiveDoctorMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        user = request.user
-        if user.is_authenticated and not user.is_superuser and doctor_of(user) is None:
+        principal = resolve_principal(request.user)
+        if principal.doctor is None and request.user.is_authenticated and not request.user.is_superuser:
             logout(request)
+            principal = resolve_principal(request.user)  # now anonymous
+        request.principal = principal  # type: ignore[attr-defined]
         return self.get_response(request)
 
 

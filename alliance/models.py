@@ -47,7 +47,7 @@ class Institution(models.Model):
     # The called AE title of this institution on our DICOM server.
     ae_title = models.CharField(_("AE title"), max_length=16, unique=True, validators=[ae_title_validator])
     active = models.BooleanField(_("active"), default=True)
-    # Members of the institution, for per-object grants (django-guardian group permissions).
+    # Members of the institution, for per-object grants (imaging.models.StudyGroupGrant).
     group = models.OneToOneField(Group, on_delete=models.PROTECT, related_name="institution", editable=False)
     # Capabilities switched on for this institution (C11): a set of Module values.
     modules = models.JSONField(_("modules"), default=list, blank=True)

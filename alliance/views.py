@@ -29,7 +29,7 @@ AUDIT_PAGE_SIZE = 50
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    doctor = access.doctor_of(request.user)
+    doctor = access.principal_of(request).doctor
     context: dict[str, Any] = {"doctor": doctor}
     if doctor is not None:
         context["roles"] = set(doctor.roles)
@@ -40,7 +40,7 @@ def home(request: HttpRequest) -> HttpResponse:
         if doctor.has_role(Role.INSTITUTION_ADMIN):
             context["institution_figures"] = _institution_figures(doctor.institution)
         if doctor.has_role(Role.ALLIANCE_ADMIN):
-            context["alliance_figures"] = _alliance_figures(request.user)
+            context["alliance_figures"] = _alliance_figures(access.principal_of(request))
     return render(request, "alliance/home.html", context)
 
 
@@ -53,8 +53,8 @@ def _institution_figures(institution: Institution) -> dict[str, int]:
     }
 
 
-def _alliance_figures(user: Any) -> dict[str, Any]:
-    institutions = access.institutions_managed_by(user)
+def _alliance_figures(principal: access.Principal) -> dict[str, Any]:
+    institutions = access.institutions_managed_by(principal)
     by_level = dict(
         institutions.filter(active=True).values_list("level").annotate(n=Count("pk")).values_list("level", "n")
     )
@@ -65,7 +65,7 @@ def _alliance_figures(user: Any) -> dict[str, Any]:
         "doctors": Doctor.objects.filter(institution__in=institutions, active=True).count(),
         "pools": Pool.objects.filter(institution__in=institutions, active=True).count(),
         "devices": Device.objects.filter(institution__in=institutions, active=True).count(),
-        "failed_logins": access.audit_events_visible_to(user)
+        "failed_logins": access.audit_events_visible_to(principal)
         .filter(Q(action="login") & ~Q(outcome=AuditEvent.Outcome.SUCCESS), time__gte=since)
         .count(),
     }
@@ -95,11 +95,12 @@ def server_error(request: HttpRequest) -> HttpResponse:
 
 
 def _audit_search(request: HttpRequest) -> tuple[AuditFilterForm, Any]:
-    if not access.may_read_audit(request.user):
+    principal = access.principal_of(request)
+    if not access.may_read_audit(principal):
         raise PermissionDenied
-    institutions = access.institutions_managed_by(request.user)
+    institutions = access.institutions_managed_by(principal)
     form = AuditFilterForm(request.GET or None, institutions=institutions)
-    events = access.audit_events_visible_to(request.user)
+    events = access.audit_events_visible_to(principal)
     if form.is_bound and form.is_valid():
         events = form.filter(events)
     elif form.is_bound:
@@ -116,7 +117,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     form, events = _audit_search(request)
     page = Paginator(events, AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
     audit.record(
-        actor=audit.Actor.for_user(request.user),
+        actor=access.principal_of(request).actor,
         action="audit.view",
         object_type="audit",
         source=audit.source_of(request),
@@ -177,7 +178,7 @@ def _csv_rows(events: Any) -> Iterator[str]:
 def audit_csv(request: HttpRequest) -> StreamingHttpResponse:
     form, events = _audit_search(request)
     audit.record(
-        actor=audit.Actor.for_user(request.user),
+        actor=access.principal_of(request).actor,
         action="audit.export",
         object_type="audit",
         source=audit.source_of(request),

@@ -7,8 +7,10 @@ from typing import Any
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
-from alliance import access
+from alliance.access import NOBODY, Principal
+from consults import access
 from consults.models import Priority
+from imaging.models import Study
 
 RECENT_STUDIES = 200
 
@@ -33,28 +35,26 @@ class TargetForm(forms.Form):
 
 
 class ConsultRequestForm(TargetForm):
-    studies = StudyChoiceField(
-        label=_("Studies"), queryset=access.studies_visible_to(None), widget=forms.CheckboxSelectMultiple
-    )
+    studies = StudyChoiceField(label=_("Studies"), queryset=Study.objects.none(), widget=forms.CheckboxSelectMultiple)
     question = forms.CharField(label=_("Clinical question"), widget=forms.Textarea(attrs={"rows": 3}))
     history = forms.CharField(label=_("Clinical history"), required=False, widget=forms.Textarea(attrs={"rows": 3}))
     priority = forms.ChoiceField(label=_("Priority"), choices=Priority.choices, initial=Priority.ROUTINE)
     pool = forms.ModelChoiceField(
-        label=_("Specialist pool"), queryset=access.consult_targets_for(None)[0], required=False
+        label=_("Specialist pool"), queryset=access.consult_targets_for(NOBODY)[0], required=False
     )
     specialist = TargetDoctorField(
-        label=_("Or a named specialist"), queryset=access.consult_targets_for(None)[1], required=False
+        label=_("Or a named specialist"), queryset=access.consult_targets_for(NOBODY)[1], required=False
     )
 
-    def __init__(self, *args: Any, user: Any, preselected: list[str] | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, principal: Principal, preselected: list[str] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        studies = access.studies_requestable_by(user).select_related("patient")
+        studies = access.studies_requestable_by(principal).select_related("patient")
         recent = list(studies.order_by("-received_at").values_list("pk", flat=True)[:RECENT_STUDIES])
         picked = list(studies.filter(study_uid__in=preselected or []).values_list("pk", flat=True))
         self._choices_field("studies").queryset = studies.filter(pk__in=recent + picked).order_by("-received_at")
         if picked:
             self.initial.setdefault("studies", picked)
-        pools, specialists = access.consult_targets_for(user)
+        pools, specialists = access.consult_targets_for(principal)
         self._choices_field("pool").queryset = pools
         self._choices_field("specialist").queryset = specialists
 
@@ -69,15 +69,15 @@ class SecondOpinionForm(TargetForm):
     question = forms.CharField(label=_("Clinical question"), required=False, widget=forms.Textarea(attrs={"rows": 3}))
     priority = forms.ChoiceField(label=_("Priority"), choices=Priority.choices, initial=Priority.ROUTINE)
     pool = forms.ModelChoiceField(
-        label=_("Specialist pool"), queryset=access.consult_targets_for(None)[0], required=False
+        label=_("Specialist pool"), queryset=access.consult_targets_for(NOBODY)[0], required=False
     )
     specialist = TargetDoctorField(
-        label=_("Or a named specialist"), queryset=access.consult_targets_for(None)[1], required=False
+        label=_("Or a named specialist"), queryset=access.consult_targets_for(NOBODY)[1], required=False
     )
 
-    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, principal: Principal, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        pools, specialists = access.consult_targets_for(user)
+        pools, specialists = access.consult_targets_for(principal)
         self._choices_field("pool").queryset = pools
         self._choices_field("specialist").queryset = specialists
 

@@ -1,7 +1,7 @@
 """Remote consultation (C5): a clinic's request, a specialist's claim, a signed report.
 
 States follow FHIR Task (Task.status); the allowed moves are the TRANSITIONS table
-below, checked by consults.services for every write and by alliance.access for every
+below, checked by consults.services for every write and by consults.access for every
 "may this user do it" question. The log of moves is ConsultTransition, not a comment.
 """
 
@@ -58,7 +58,7 @@ CLOSED_STATUSES = (Status.REJECTED, Status.CANCELLED, Status.FAILED)
 
 
 class Party:
-    """Who may take a step, relative to one consult (see alliance.access.parties_of)."""
+    """Who may take a step, relative to one consult (see consults.access.parties_of)."""
 
     REQUESTER = "requester"  # the clinician who wrote the request
     CANDIDATE = "candidate"  # may claim it: a member of the target pool, or the named specialist

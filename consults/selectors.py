@@ -1,4 +1,4 @@
-"""Reads of consults for pages and the API, built on alliance.access (no rule lives here)."""
+"""Reads of consults for pages and the API, built on consults.access (no rule lives here)."""
 
 from __future__ import annotations
 
@@ -9,19 +9,23 @@ from datetime import datetime, timedelta
 from functools import reduce
 from typing import Any
 
-from django.db.models import Count, F, Prefetch, QuerySet, Value
+from django.db.models import Count, F, Prefetch, Q, QuerySet, Value
 from django.db.models.functions import Coalesce
 
-from alliance import access
-from consults import clock
+from alliance.access import Principal
+from alliance.models import Role
+from consults import access, clock
 from consults.models import (
+    CLOSED_STATUSES,
     DEFAULT_POLICY,
     OPEN_STATUSES,
+    OWNED_STATUSES,
     Consult,
     Notification,
     PriorityPolicy,
     ReportTemplate,
     ReportVersion,
+    Status,
 )
 from imaging.models import Study
 
@@ -39,18 +43,46 @@ TAB_LABELS_ORDER = [
 ]
 
 
-def worklist_counts(user: Any) -> dict[str, int]:
-    """How many consults each of the user's tabs holds: one query."""
-    tabs = access.consult_worklist_tabs(user)
+def worklist_tabs(principal: Principal) -> dict[str, Q]:
+    """The worklist tabs a principal has, each a filter within consults_visible_to(principal).
+
+    Specialists: their pools' unclaimed cases, their own open cases, what they signed.
+    Clinicians: their institution's requests by status (drafts: their own).
+    The receiving institution's admin: every open case sent to the institution.
+    """
+    doctor = principal.doctor
+    if doctor is None or not principal.has_module(access.CONSULTS_MODULE):
+        return {}
+    tabs: dict[str, Q] = {}
+    if principal.has_role(Role.SPECIALIST):
+        tabs["unclaimed"] = Q(status=Status.REQUESTED) & access.claimable(principal)
+        tabs["mine"] = Q(owner_id=doctor.pk, status__in=OWNED_STATUSES)
+        tabs["signed"] = Q(owner_id=doctor.pk, status=Status.COMPLETED)
+    if principal.has_role(Role.CLINICIAN):
+        ours = Q(requesting_institution_id=doctor.institution_id)
+        tabs["waiting"] = ours & Q(status__in=[Status.REQUESTED, Status.ACCEPTED])
+        tabs["reading"] = ours & Q(status=Status.IN_PROGRESS)
+        tabs["questions"] = ours & Q(status=Status.ON_HOLD)
+        tabs["reports"] = ours & Q(status=Status.COMPLETED)
+        tabs["closed"] = ours & Q(status__in=CLOSED_STATUSES)
+        tabs["drafts"] = Q(requester_id=doctor.pk, status=Status.DRAFT)
+    if principal.has_role(Role.INSTITUTION_ADMIN):
+        tabs["desk"] = Q(status__in=OPEN_STATUSES) & access.at_receiving_desk(principal)
+    return tabs
+
+
+def worklist_counts(principal: Principal) -> dict[str, int]:
+    """How many consults each of the principal's tabs holds: one query."""
+    tabs = worklist_tabs(principal)
     if not tabs:
         return {}
     any_tab = reduce(operator.or_, tabs.values())
     return Consult.objects.filter(any_tab).aggregate(**{name: Count("pk", filter=q) for name, q in tabs.items()})
 
 
-def worklist(user: Any, tab: str) -> QuerySet[Consult]:
+def worklist(principal: Principal, tab: str) -> QuerySet[Consult]:
     """One tab's consults ordered by priority then time left; page it, then hydrate() the page."""
-    q = access.consult_worklist_tabs(user).get(tab)
+    q = worklist_tabs(principal).get(tab)
     if q is None:
         return Consult.objects.none()
     rows = Consult.objects.filter(q)
@@ -78,7 +110,7 @@ def hydrate(page: Iterable[Consult]) -> list[Consult]:
     return [rows[pk] for pk in ids]
 
 
-def default_tab(user: Any, counts: dict[str, Any]) -> str:
+def default_tab(counts: dict[str, Any]) -> str:
     tabs = [t for t in TAB_LABELS_ORDER if t in counts]
     return tabs[0] if tabs else ""
 

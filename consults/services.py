@@ -1,10 +1,12 @@
 """Every write to a consult. One keyword-only, atomic function per move of the workflow.
 
 Each move: lock the row, check the move against consults.models.TRANSITIONS for the
-acting party (alliance.access.parties_of), change the row, log a ConsultTransition,
+acting party (consults.access.parties_of), change the row, log a ConsultTransition,
 write one audit event, and leave e-mail to transaction.on_commit. Access to the studies
-is granted and revoked only through alliance.access. In-app notifications are rows
+is granted and revoked only through imaging.grants. In-app notifications are rows
 written in the same transaction, so a notice exists exactly when its move happened.
+`by` is the acting principal (alliance.access.Principal, as the view resolved it for the
+request), or None for the system (the deadline job).
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from typing import Any, TypeVar
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils.translation import gettext as _
 
-from alliance import access, audit
-from alliance.access import AccessDenied, Grantee
-from consults import clock
+from alliance import audit
+from alliance.access import AccessDenied, Principal, institution_admins_of
+from consults import access, clock
 from consults.models import (
     DEFAULT_POLICY,
     PRIORITY_RANK,
@@ -37,6 +40,8 @@ from consults.models import (
     Status,
 )
 from consults.selectors import policy_table
+from imaging import grants
+from imaging.grants import Grantee
 
 T = TypeVar("T")
 
@@ -64,10 +69,18 @@ def _locked(consult: Consult) -> Consult:
     ).get(pk=consult.pk)
 
 
-def _check(consult: Consult, action: str, user: Any) -> str:
+def _user(by: Principal | None) -> Any:
+    return by.user if by is not None else None
+
+
+def _actor(by: Principal | None) -> audit.Actor:
+    return by.actor if by is not None else audit.SYSTEM
+
+
+def _check(consult: Consult, action: str, by: Principal | None) -> str:
     """Refuse the move unless the acting party and the current status allow it."""
     move = TRANSITIONS[action]
-    parties = {Party.SYSTEM} if user is None else access.parties_of(user, consult)
+    parties = {Party.SYSTEM} if by is None else access.parties_of(by, consult)
     if not move.parties & parties:
         raise AccessDenied(_("You may not do this to consult #%(id)s.") % {"id": consult.pk})
     if consult.status not in move.sources:
@@ -90,7 +103,7 @@ def patients_of(consult: Consult) -> str:
 def audit_read(request: Any, consult: Consult, action: str = "consult.view") -> None:
     """The audit event of a page or API call that showed the consult (or its report) to the user."""
     audit.record(
-        actor=audit.Actor.for_user(request.user),
+        actor=audit.actor_of(request),
         action=action,
         object_type="consult",
         object_id=consult.pk,
@@ -100,18 +113,18 @@ def audit_read(request: Any, consult: Consult, action: str = "consult.view") -> 
     )
 
 
-def _log(consult: Consult, action: str, from_status: str, user: Any, at: datetime, reason: str = "") -> None:
+def _log(consult: Consult, action: str, from_status: str, by: Principal | None, at: datetime, reason: str = "") -> None:
     ConsultTransition.objects.create(
         consult=consult,
         action=action,
         from_status=from_status,
         to_status=consult.status,
-        by=user,
+        by=_user(by),
         at=at,
         reason=reason,
     )
     audit.record(
-        actor=audit.Actor.for_user(user) if user is not None else audit.SYSTEM,
+        actor=_actor(by),
         action=f"consult.{action}",
         object_type="consult",
         object_id=consult.pk,
@@ -121,11 +134,12 @@ def _log(consult: Consult, action: str, from_status: str, user: Any, at: datetim
     )
 
 
-def _notify(consult: Consult, users: Iterable[Any], verb: str, at: datetime, actor: Any = None) -> None:
+def _notify(consult: Consult, users: Iterable[Any], verb: str, at: datetime, by: Principal | None = None) -> None:
     """A notice for every user concerned except the one who acted; e-mail after commit."""
     from consults import tasks
 
-    targets = {u.pk: u for u in users if u is not None and (actor is None or u.pk != actor.pk)}
+    acting = by.user_id if by is not None else None
+    targets = {u.pk: u for u in users if u is not None and u.pk != acting}
     rows = Notification.objects.bulk_create(
         Notification(user_id=pk, consult=consult, verb=verb, created_at=at) for pk in targets
     )
@@ -150,11 +164,11 @@ def _candidate_users(consult: Consult) -> list[Any]:
 
 def _receiving_admins(consult: Consult) -> list[Any]:
     institution_id = access.receiving_institution_id(consult)
-    return [d.user for d in access.institution_admins_of(institution_id)] if institution_id else []
+    return [d.user for d in institution_admins_of(institution_id)] if institution_id else []
 
 
-def _doctor(user: Any) -> Any:
-    doctor = access.doctor_of(user)
+def _doctor(by: Principal) -> Any:
+    doctor = by.doctor
     if doctor is None:
         raise AccessDenied(_("Only an active doctor may act on consults."))
     return doctor
@@ -167,15 +181,13 @@ def _required(value: str, field: str, message: str) -> str:
     return value
 
 
-def _grant_case(consult: Consult, grantee: Grantee, user: Any) -> None:
-    actor = audit.Actor.for_user(user) if user is not None else audit.SYSTEM
+def _grant_case(consult: Consult, grantee: Grantee, by: Principal | None) -> None:
     for study in consult.studies.select_related("patient"):
-        access.grant_study(study=study, grantee=grantee, basis=consult.basis, by=actor, write=True)
+        grants.grant_study(study=study, grantee=grantee, basis=consult.basis, by=_actor(by), write=True)
 
 
-def _revoke_case(consult: Consult, user: Any, write_only: bool = False) -> None:
-    actor = audit.Actor.for_user(user) if user is not None else audit.SYSTEM
-    access.revoke_grants(basis=consult.basis, by=actor, write_only=write_only)
+def _revoke_case(consult: Consult, by: Principal | None, write_only: bool = False) -> None:
+    grants.revoke_grants(basis=consult.basis, by=_actor(by), write_only=write_only)
 
 
 def policy_for(alliance_id: int, priority: str) -> tuple[timedelta, timedelta]:
@@ -189,10 +201,10 @@ def policy_for(alliance_id: int, priority: str) -> tuple[timedelta, timedelta]:
 # --- the request ------------------------------------------------------------------------
 
 
-def _validate_target(user: Any, pool: Any, specialist: Any) -> Any:
+def _validate_target(by: Principal, pool: Any, specialist: Any) -> Any:
     if pool is None and specialist is None:
         raise ValidationError({"pool": _("Choose a specialist pool or a named specialist.")})
-    pools, specialists = access.consult_targets_for(user)
+    pools, specialists = access.consult_targets_for(by)
     if pool is not None and not pools.filter(pk=pool.pk).exists():
         raise ValidationError({"pool": _("This pool does not take consults from your alliance.")})
     if specialist is not None and not specialists.filter(pk=specialist.pk).exists():
@@ -203,13 +215,11 @@ def _validate_target(user: Any, pool: Any, specialist: Any) -> Any:
     return pool
 
 
-def _validate_studies(user: Any, studies: Iterable[Any]) -> list[Any]:
+def _validate_studies(by: Principal, studies: Iterable[Any]) -> list[Any]:
     studies = list(studies)
     if not studies:
         raise ValidationError({"studies": _("Attach at least one study.")})
-    allowed = set(
-        access.studies_requestable_by(user).filter(pk__in=[s.pk for s in studies]).values_list("pk", flat=True)
-    )
+    allowed = set(access.studies_requestable_by(by).filter(pk__in=[s.pk for s in studies]).values_list("pk", flat=True))
     if any(s.pk not in allowed for s in studies):
         raise ValidationError({"studies": _("You may only attach your own institution's studies.")})
     return studies
@@ -218,7 +228,7 @@ def _validate_studies(user: Any, studies: Iterable[Any]) -> list[Any]:
 @transaction.atomic
 def consult_create(
     *,
-    by: Any,
+    by: Principal,
     studies: Iterable[Any],
     question: str,
     history: str = "",
@@ -266,7 +276,7 @@ def _start_clock(consult: Consult, now: datetime) -> None:
 
 
 @transaction.atomic
-def consult_request(*, consult: Consult, by: Any) -> Consult:
+def consult_request(*, consult: Consult, by: Principal) -> Consult:
     """Send the draft: the target gets write access to exactly its studies; the clock starts."""
     consult = _locked(consult)
     previous = _check(consult, "request", by)
@@ -285,7 +295,7 @@ def consult_request(*, consult: Consult, by: Any) -> Consult:
 
 
 @transaction.atomic
-def consult_claim(*, consult: Consult, by: Any) -> Consult:
+def consult_claim(*, consult: Consult, by: Principal) -> Consult:
     """One reader per case: the row lock makes the second of two simultaneous claims fail."""
     consult = _locked(consult)
     if consult.owner_id is not None and Party.CANDIDATE in access.parties_of(by, consult):
@@ -305,7 +315,7 @@ def consult_claim(*, consult: Consult, by: Any) -> Consult:
 
 
 @transaction.atomic
-def consult_reject(*, consult: Consult, by: Any, reason: str) -> Consult:
+def consult_reject(*, consult: Consult, by: Principal, reason: str) -> Consult:
     consult = _locked(consult)
     previous = _check(consult, "reject", by)
     reason = _required(reason, "reason", _("Say why the consult is declined."))
@@ -319,17 +329,17 @@ def consult_reject(*, consult: Consult, by: Any, reason: str) -> Consult:
     return consult
 
 
-def _widen(consult: Consult, user: Any, now: datetime) -> None:
+def _widen(consult: Consult, by: Principal | None, now: datetime) -> None:
     """A named request opens to the specialist's whole pool (deadline escalation)."""
     if consult.widened_at is not None:
         return
     consult.widened_at = now
     if consult.specialist_id and consult.pool_id:
-        _grant_case(consult, Grantee.pool(_set(consult.pool)), user)
+        _grant_case(consult, Grantee.pool(_set(consult.pool)), by)
 
 
 @transaction.atomic
-def consult_release(*, consult: Consult, by: Any = None, reason: str = "", widen: bool = False) -> Consult:
+def consult_release(*, consult: Consult, by: Principal | None = None, reason: str = "", widen: bool = False) -> Consult:
     """Back to the pool: by the owner, the receiving institution's admin, or (by=None) the deadline job."""
     consult = _locked(consult)
     previous = _check(consult, "release", by)
@@ -359,7 +369,7 @@ def _template_for(consult: Consult) -> ReportTemplate | None:
 
 
 @transaction.atomic
-def consult_start_report(*, consult: Consult, by: Any) -> ReportVersion:
+def consult_start_report(*, consult: Consult, by: Principal) -> ReportVersion:
     """The owner starts the report: a draft version, filled from the matching template."""
     consult = _locked(consult)
     previous = _check(consult, "start_report", by)
@@ -398,7 +408,7 @@ def _draft_of(consult: Consult) -> ReportVersion:
 
 @transaction.atomic
 def consult_save_draft(
-    *, consult: Consult, by: Any, findings: str, impression: str, recommendation: str = ""
+    *, consult: Consult, by: Principal, findings: str, impression: str, recommendation: str = ""
 ) -> ReportVersion:
     """Autosave of the report draft; a signed version is never written again."""
     consult = _locked(consult)
@@ -408,7 +418,7 @@ def consult_save_draft(
     draft.updated_at = clock.now()
     draft.save(update_fields=["findings", "impression", "recommendation", "updated_at"])
     audit.record(
-        actor=audit.Actor.for_user(by),
+        actor=by.actor,
         action="consult.save_draft",
         object_type="consult",
         object_id=consult.pk,
@@ -420,7 +430,7 @@ def consult_save_draft(
 
 
 @transaction.atomic
-def consult_hold(*, consult: Consult, by: Any, question: str) -> Consult:
+def consult_hold(*, consult: Consult, by: Principal, question: str) -> Consult:
     """The owner asks the requester; the deadline clock pauses until the answer."""
     consult = _locked(consult)
     previous = _check(consult, "hold", by)
@@ -436,7 +446,7 @@ def consult_hold(*, consult: Consult, by: Any, question: str) -> Consult:
 
 
 @transaction.atomic
-def consult_answer(*, consult: Consult, by: Any, answer: str) -> Consult:
+def consult_answer(*, consult: Consult, by: Principal, answer: str) -> Consult:
     """The requester answers; every deadline moves later by the time spent on hold."""
     consult = _locked(consult)
     previous = _check(consult, "answer", by)
@@ -459,7 +469,7 @@ def consult_answer(*, consult: Consult, by: Any, answer: str) -> Consult:
 def consult_sign(
     *,
     consult: Consult,
-    by: Any,
+    by: Principal,
     findings: str | None = None,
     impression: str | None = None,
     recommendation: str | None = None,
@@ -485,7 +495,7 @@ def consult_sign(
 
 
 @transaction.atomic
-def consult_addendum(*, consult: Consult, by: Any, text: str) -> ReportVersion:
+def consult_addendum(*, consult: Consult, by: Principal, text: str) -> ReportVersion:
     """A new signed version with the addendum; earlier versions stay as they were."""
     consult = _locked(consult)
     previous = _check(consult, "addendum", by)
@@ -515,7 +525,7 @@ def consult_addendum(*, consult: Consult, by: Any, text: str) -> ReportVersion:
 
 
 @transaction.atomic
-def consult_cancel(*, consult: Consult, by: Any, reason: str) -> Consult:
+def consult_cancel(*, consult: Consult, by: Principal, reason: str) -> Consult:
     """The requester withdraws; access granted for the case ends at once."""
     consult = _locked(consult)
     previous = _check(consult, "cancel", by)
@@ -533,7 +543,7 @@ def consult_cancel(*, consult: Consult, by: Any, reason: str) -> Consult:
 
 
 @transaction.atomic
-def consult_fail(*, consult: Consult, by: Any, reason: str) -> Consult:
+def consult_fail(*, consult: Consult, by: Principal, reason: str) -> Consult:
     """The owner cannot report (e.g. images unreadable); the specialist side keeps read-only access."""
     consult = _locked(consult)
     previous = _check(consult, "fail", by)
@@ -550,7 +560,7 @@ def consult_fail(*, consult: Consult, by: Any, reason: str) -> Consult:
 
 @transaction.atomic
 def consult_second_opinion(
-    *, consult: Consult, by: Any, pool: Any = None, specialist: Any = None, question: str = "", priority: str = ""
+    *, consult: Consult, by: Principal, pool: Any = None, specialist: Any = None, question: str = "", priority: str = ""
 ) -> Consult:
     """A new consult on the same studies, linked to the completed one, sent elsewhere."""
     consult = _locked(consult)
@@ -578,7 +588,7 @@ def consult_second_opinion(
 
 
 @transaction.atomic
-def consult_post_message(*, consult: Consult, by: Any, body: str) -> Message:
+def consult_post_message(*, consult: Consult, by: Principal, body: str) -> Message:
     consult = _locked(consult)
     if not access.may_post_message(by, consult):
         raise AccessDenied(_("Only the requester and the owner write in an open case's thread."))
@@ -586,7 +596,7 @@ def consult_post_message(*, consult: Consult, by: Any, body: str) -> Message:
     now = clock.now()
     message = Message.objects.create(consult=consult, author=_doctor(by), body=body, created_at=now)
     audit.record(
-        actor=audit.Actor.for_user(by),
+        actor=by.actor,
         action="consult.message",
         object_type="consult",
         object_id=consult.pk,
@@ -594,7 +604,9 @@ def consult_post_message(*, consult: Consult, by: Any, body: str) -> Message:
         basis=consult.basis,
     )
     other = (
-        _set(consult.owner).user if consult.requester.user_id == by.pk and consult.owner_id else consult.requester.user
+        _set(consult.owner).user
+        if consult.requester.user_id == by.user_id and consult.owner_id
+        else consult.requester.user
     )
     _notify(consult, [other], "message", now, by)
     return message
@@ -661,8 +673,6 @@ def _deadline_step(pk: int, now: datetime) -> list[str]:
 
 
 def _due_for_deadline_work(now: datetime) -> list[int]:
-    from django.db.models import Q
-
     owned = Q(status__in=[Status.ACCEPTED, Status.IN_PROGRESS]) & (
         Q(reminded_50=False, remind_50_at__lte=now) | Q(reminded_80=False, remind_80_at__lte=now)
     )
@@ -687,7 +697,7 @@ def consult_check_deadlines(*, now: datetime | None = None) -> dict[str, int]:
 
 
 @transaction.atomic
-def policy_set(*, by: Any, priority: str, deadline_minutes: int, claim_timeout_minutes: int) -> PriorityPolicy:
+def policy_set(*, by: Principal, priority: str, deadline_minutes: int, claim_timeout_minutes: int) -> PriorityPolicy:
     """The alliance admin sets the deadline and claim timeout of one priority for new requests."""
     if not access.may_set_consult_policy(by):
         raise AccessDenied(_("Only an alliance admin sets the turnaround policy."))
@@ -697,14 +707,14 @@ def policy_set(*, by: Any, priority: str, deadline_minutes: int, claim_timeout_m
         raise ValidationError({"deadline_minutes": _("The deadline is at least one minute.")})
     if not 1 <= claim_timeout_minutes <= deadline_minutes:
         raise ValidationError({"claim_timeout_minutes": _("The claim timeout is between one minute and the deadline.")})
-    alliance = access.alliance_of(by)
+    alliance = by.alliance
     policy, _created = PriorityPolicy.objects.update_or_create(
         alliance=_set(alliance),
         priority=priority,
         defaults={"deadline_minutes": deadline_minutes, "claim_timeout_minutes": claim_timeout_minutes},
     )
     audit.record(
-        actor=audit.Actor.for_user(by),
+        actor=by.actor,
         action="consult.policy",
         object_type="alliance",
         object_id=_set(alliance).pk,
@@ -718,7 +728,7 @@ def policy_set(*, by: Any, priority: str, deadline_minutes: int, claim_timeout_m
 
 
 @transaction.atomic
-def policies_set(*, by: Any, rows: dict[str, tuple[int, int]]) -> list[PriorityPolicy]:
+def policies_set(*, by: Principal, rows: dict[str, tuple[int, int]]) -> list[PriorityPolicy]:
     """Several priorities at once (the policy page): all are written, or none.
 
     A row equal to what is in force already is left alone, so the audit log shows changes only.
@@ -726,7 +736,7 @@ def policies_set(*, by: Any, rows: dict[str, tuple[int, int]]) -> list[PriorityP
     """
     if not access.may_set_consult_policy(by):
         raise AccessDenied(_("Only an alliance admin sets the turnaround policy."))
-    current = {row["priority"]: row for row in policy_table(access.alliance_of(by))}
+    current = {row["priority"]: row for row in policy_table(by.alliance)}
     errors: dict[str, list[str]] = {}
     changed = []
     for priority, (deadline_minutes, claim_timeout_minutes) in rows.items():
@@ -795,7 +805,7 @@ def report_template_create(
 @transaction.atomic
 def report_template_save(
     *,
-    by: Any,
+    by: Principal,
     template: ReportTemplate | None = None,
     name: str,
     modality: str,
@@ -809,13 +819,13 @@ def report_template_save(
         raise AccessDenied(_("Only an alliance admin keeps the report templates."))
     texts = {"findings": findings, "impression": impression, "recommendation": recommendation}
     if template is None:
-        alliance = _set(access.alliance_of(by))
+        alliance = _set(by.alliance)
         return report_template_create(
             alliance=alliance,
             name=name,
             modality=modality,
             body_part=body_part,
-            actor=audit.Actor.for_user(by),
+            actor=by.actor,
             **texts,
         )
     template = access.report_templates_managed_by(by).select_for_update().get(pk=template.pk)
@@ -823,7 +833,7 @@ def report_template_save(
         setattr(template, field, value)
     template.save()
     audit.record(
-        actor=audit.Actor.for_user(by),
+        actor=by.actor,
         action="consult.template_update",
         object_type="report_template",
         object_id=template.pk,

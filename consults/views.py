@@ -1,6 +1,6 @@
 """Consult pages: worklists, the request form, the case page, the report editor, the PDF.
 
-Every page asks alliance.access who may see what and calls consults.services to write.
+Every page asks consults.access who may see what and calls consults.services to write.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from alliance import access, audit
-from alliance.access import AccessDenied
-from consults import clock, pdf, selectors, services
+from alliance import audit
+from alliance.access import AccessDenied, Principal, principal_of
+from consults import access, clock, pdf, selectors, services
 from consults.forms import ConsultRequestForm, PolicyForm, ReportForm, ReportTemplateForm, SecondOpinionForm
 from consults.models import Consult, Notification
 
@@ -28,17 +28,18 @@ PAGE_SIZE = 25
 
 @login_required
 def worklist(request: HttpRequest) -> HttpResponse:
-    counts = selectors.worklist_counts(request.user)
+    principal = principal_of(request)
+    counts = selectors.worklist_counts(principal)
     if not counts:
         return HttpResponseForbidden(_("Consults are for doctors with a clinical role."))
-    tab = request.GET.get("tab") or selectors.default_tab(request.user, counts)
+    tab = request.GET.get("tab") or selectors.default_tab(counts)
     if tab not in counts:
         raise Http404("No such tab.")
-    page = Paginator(selectors.worklist(request.user, tab), PAGE_SIZE).get_page(request.GET.get("page"))
+    page = Paginator(selectors.worklist(principal, tab), PAGE_SIZE).get_page(request.GET.get("page"))
     now = clock.now()
     rows = [(c, selectors.deadline_of(c, now)) for c in selectors.hydrate(page.object_list)]
     audit.record_many(
-        actor=audit.Actor.for_user(request.user),
+        actor=audit.actor_of(request),
         action="consult.list",
         object_type="consult",
         items=[(str(c.pk), ",".join(str(s.patient_id) for s in c.studies.all()), c.basis) for c, _d in rows],
@@ -48,20 +49,27 @@ def worklist(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "consults/worklist.html",
-        {"tabs": tabs, "tab": tab, "page": page, "rows": rows, "may_request": access.may_request_consult(request.user)},
+        {
+            "tabs": tabs,
+            "tab": tab,
+            "page": page,
+            "rows": rows,
+            "may_request": access.may_request_consult(principal),
+        },
     )
 
 
 @login_required
 def new(request: HttpRequest) -> HttpResponse:
-    if not access.may_request_consult(request.user):
+    principal = principal_of(request)
+    if not access.may_request_consult(principal):
         return HttpResponseForbidden(_("Only a clinician may request a consult."))
-    form = ConsultRequestForm(request.POST or None, user=request.user, preselected=request.GET.getlist("study"))
+    form = ConsultRequestForm(request.POST or None, principal=principal, preselected=request.GET.getlist("study"))
     if request.method == "POST" and form.is_valid():
         try:
-            consult = services.consult_create(by=request.user, **form.cleaned_data)
+            consult = services.consult_create(by=principal, **form.cleaned_data)
             if "send" in request.POST:
-                services.consult_request(consult=consult, by=request.user)
+                services.consult_request(consult=consult, by=principal)
                 messages.success(request, _("Consult #%(id)s sent.") % {"id": consult.pk})
             else:
                 messages.success(request, _("Draft #%(id)s saved.") % {"id": consult.pk})
@@ -78,33 +86,34 @@ def _form_errors(form: Any, exc: ValidationError) -> None:
 
 @login_required
 def detail(request: HttpRequest, pk: int) -> HttpResponse:
-    consult = access.get_consult_for(request.user, pk)
+    principal = principal_of(request)
+    consult = access.get_consult_for(principal, pk)
     services.audit_read(request, consult, "consult.view")
-    actions = access.actions_for(request.user, consult)
+    actions = access.actions_for(principal, consult)
     context = {
         "consult": consult,
         "deadline": selectors.deadline_of(consult),
         "actions": [a for a in actions if a not in {"save_draft", "sign", "second_opinion"}],
         "may_report": "save_draft" in actions or "start_report" in actions,
         "may_second_opinion": "second_opinion" in actions,
-        "may_message": access.may_post_message(request.user, consult),
+        "may_message": access.may_post_message(principal, consult),
         **selectors.case_detail(consult),
     }
     return render(request, "consults/detail.html", context)
 
 
-def _call(action: str, consult: Consult, user: Any, data: Any) -> Any:
+def _call(action: str, consult: Consult, by: Principal, data: Any) -> Any:
     calls: dict[str, Callable[[], Any]] = {
-        "request": lambda: services.consult_request(consult=consult, by=user),
-        "claim": lambda: services.consult_claim(consult=consult, by=user),
-        "reject": lambda: services.consult_reject(consult=consult, by=user, reason=data.get("reason", "")),
-        "release": lambda: services.consult_release(consult=consult, by=user, reason=data.get("reason", "")),
-        "start_report": lambda: services.consult_start_report(consult=consult, by=user),
-        "hold": lambda: services.consult_hold(consult=consult, by=user, question=data.get("question", "")),
-        "answer": lambda: services.consult_answer(consult=consult, by=user, answer=data.get("answer", "")),
-        "addendum": lambda: services.consult_addendum(consult=consult, by=user, text=data.get("addendum", "")),
-        "cancel": lambda: services.consult_cancel(consult=consult, by=user, reason=data.get("reason", "")),
-        "fail": lambda: services.consult_fail(consult=consult, by=user, reason=data.get("reason", "")),
+        "request": lambda: services.consult_request(consult=consult, by=by),
+        "claim": lambda: services.consult_claim(consult=consult, by=by),
+        "reject": lambda: services.consult_reject(consult=consult, by=by, reason=data.get("reason", "")),
+        "release": lambda: services.consult_release(consult=consult, by=by, reason=data.get("reason", "")),
+        "start_report": lambda: services.consult_start_report(consult=consult, by=by),
+        "hold": lambda: services.consult_hold(consult=consult, by=by, question=data.get("question", "")),
+        "answer": lambda: services.consult_answer(consult=consult, by=by, answer=data.get("answer", "")),
+        "addendum": lambda: services.consult_addendum(consult=consult, by=by, text=data.get("addendum", "")),
+        "cancel": lambda: services.consult_cancel(consult=consult, by=by, reason=data.get("reason", "")),
+        "fail": lambda: services.consult_fail(consult=consult, by=by, reason=data.get("reason", "")),
     }
     if action not in calls:
         raise Http404("No such action.")
@@ -120,15 +129,16 @@ def _error_text(exc: Exception) -> str:
 @login_required
 @require_POST
 def act(request: HttpRequest, pk: int, action: str) -> HttpResponse:
-    consult = access.get_consult_for(request.user, pk)
+    principal = principal_of(request)
+    consult = access.get_consult_for(principal, pk)
     try:
-        _call(action, consult, request.user, request.POST)
+        _call(action, consult, principal, request.POST)
     except (ValidationError, AccessDenied, services.IllegalTransition) as exc:
         messages.error(request, _error_text(exc))
         return redirect("consults:detail", pk=consult.pk)
     if action == "start_report":
         return redirect("consults:report", pk=consult.pk)
-    if not access.consults_visible_to(request.user).filter(pk=consult.pk).exists():
+    if not access.consults_visible_to(principal).filter(pk=consult.pk).exists():
         messages.success(request, _("Consult #%(id)s is closed.") % {"id": consult.pk})
         return redirect("consults:worklist")
     return redirect("consults:detail", pk=consult.pk)
@@ -137,9 +147,10 @@ def act(request: HttpRequest, pk: int, action: str) -> HttpResponse:
 @login_required
 @require_POST
 def post_message(request: HttpRequest, pk: int) -> HttpResponse:
-    consult = access.get_consult_for(request.user, pk)
+    principal = principal_of(request)
+    consult = access.get_consult_for(principal, pk)
     try:
-        services.consult_post_message(consult=consult, by=request.user, body=request.POST.get("body", ""))
+        services.consult_post_message(consult=consult, by=principal, body=request.POST.get("body", ""))
     except (ValidationError, AccessDenied) as exc:
         messages.error(request, _error_text(exc))
     return redirect("consults:detail", pk=consult.pk)
@@ -148,8 +159,9 @@ def post_message(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def report(request: HttpRequest, pk: int) -> HttpResponse:
     """The report editor of the owner: draft (autosaved by static/consults/report.js) and sign."""
-    consult = access.get_consult_for(request.user, pk)
-    if not access.may_act(request.user, consult, "save_draft"):
+    principal = principal_of(request)
+    consult = access.get_consult_for(principal, pk)
+    if not access.may_act(principal, consult, "save_draft"):
         messages.error(request, _("Only the owner edits the report of a case in progress."))
         return redirect("consults:detail", pk=consult.pk)
     case = selectors.case_detail(consult)
@@ -158,10 +170,10 @@ def report(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         try:
             if "sign" in request.POST:
-                services.consult_sign(consult=consult, by=request.user, **form.cleaned_data)
+                services.consult_sign(consult=consult, by=principal, **form.cleaned_data)
                 messages.success(request, _("Report signed."))
                 return redirect("consults:detail", pk=consult.pk)
-            services.consult_save_draft(consult=consult, by=request.user, **form.cleaned_data)
+            services.consult_save_draft(consult=consult, by=principal, **form.cleaned_data)
             messages.success(request, _("Draft saved."))
             return redirect("consults:report", pk=consult.pk)
         except (ValidationError, AccessDenied, services.IllegalTransition) as exc:
@@ -190,13 +202,14 @@ def _initial(request: HttpRequest, consult: Consult, draft: Any) -> dict[str, st
 
 @login_required
 def second_opinion(request: HttpRequest, pk: int) -> HttpResponse:
-    consult = access.get_consult_for(request.user, pk)
-    if not access.may_act(request.user, consult, "second_opinion"):
+    principal = principal_of(request)
+    consult = access.get_consult_for(principal, pk)
+    if not access.may_act(principal, consult, "second_opinion"):
         raise Http404("No such consult.")
-    form = SecondOpinionForm(request.POST or None, user=request.user, initial={"priority": consult.priority})
+    form = SecondOpinionForm(request.POST or None, principal=principal, initial={"priority": consult.priority})
     if request.method == "POST" and form.is_valid():
         try:
-            new = services.consult_second_opinion(consult=consult, by=request.user, **form.cleaned_data)
+            new = services.consult_second_opinion(consult=consult, by=principal, **form.cleaned_data)
             messages.success(request, _("Second opinion #%(id)s requested.") % {"id": new.pk})
             return redirect("consults:detail", pk=new.pk)
         except (ValidationError, AccessDenied, services.IllegalTransition) as exc:
@@ -209,7 +222,7 @@ def second_opinion(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 def report_pdf(request: HttpRequest, pk: int) -> HttpResponse:
-    consult = access.get_consult_for(request.user, pk)
+    consult = access.get_consult_for(principal_of(request), pk)
     case = selectors.case_detail(consult)
     if not case["signed_versions"]:
         raise Http404("No signed report.")
@@ -243,13 +256,14 @@ def notifications_read(request: HttpRequest) -> HttpResponse:
 @login_required
 def policy(request: HttpRequest) -> HttpResponse:
     """The alliance admin's turnaround policy: deadline and claim timeout per priority."""
-    if not access.may_set_consult_policy(request.user):
+    principal = principal_of(request)
+    if not access.may_set_consult_policy(principal):
         return HttpResponseForbidden(_("Only an alliance admin sets the turnaround policy."))
-    table = selectors.policy_table(access.alliance_of(request.user))
+    table = selectors.policy_table(principal.alliance)
     form = PolicyForm(request.POST or None, table=table)
     if request.method == "POST" and form.is_valid():
         try:
-            changed = services.policies_set(by=request.user, rows=form.policy_rows())
+            changed = services.policies_set(by=principal, rows=form.policy_rows())
             messages.success(request, _("Turnaround policy saved (%(n)s priorities changed).") % {"n": len(changed)})
             return redirect("consults:policy")
         except ValidationError as exc:
@@ -260,24 +274,26 @@ def policy(request: HttpRequest) -> HttpResponse:
 @login_required
 def templates(request: HttpRequest) -> HttpResponse:
     """The alliance's report templates (the starting text of a report, by modality and body part)."""
-    if not access.may_manage_report_templates(request.user):
+    principal = principal_of(request)
+    if not access.may_manage_report_templates(principal):
         return HttpResponseForbidden(_("Only an alliance admin keeps the report templates."))
-    rows = access.report_templates_managed_by(request.user).order_by("modality", "body_part", "name")
+    rows = access.report_templates_managed_by(principal).order_by("modality", "body_part", "name")
     return render(request, "consults/templates.html", {"templates": rows})
 
 
 @login_required
 def template_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
-    if not access.may_manage_report_templates(request.user):
+    principal = principal_of(request)
+    if not access.may_manage_report_templates(principal):
         return HttpResponseForbidden(_("Only an alliance admin keeps the report templates."))
     template = None
     if pk is not None:
-        template = get_object_or_404(access.report_templates_managed_by(request.user), pk=pk)
+        template = get_object_or_404(access.report_templates_managed_by(principal), pk=pk)
     initial = {f: getattr(template, f) for f in ReportTemplateForm.base_fields} if template else None
     form = ReportTemplateForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
-            saved = services.report_template_save(by=request.user, template=template, **form.cleaned_data)
+            saved = services.report_template_save(by=principal, template=template, **form.cleaned_data)
             messages.success(request, _("Template %(name)s saved.") % {"name": saved.name})
             return redirect("consults:templates")
         except ValidationError as exc:

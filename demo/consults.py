@@ -15,6 +15,7 @@ from typing import Any
 from django.db import transaction
 
 from alliance import audit
+from alliance.access import resolve_principal
 from alliance.models import Alliance, Doctor, Institution, Pool
 from consults import services
 from consults.models import Consult, Priority, ReportTemplate, Status
@@ -148,7 +149,7 @@ def load_demo_consults(stdout: Writer | None = None, actor: audit.Actor = audit.
         if Consult.objects.filter(requester=requester, question=case.question).exists():
             continue
         with transaction.atomic():  # a case is made whole or not at all
-            _walk(case, study, requester.user, reader.user, pool)
+            _walk(case, study, resolve_principal(requester.user), resolve_principal(reader.user), pool)
         new += 1
     say(f"Demo report templates: {templates} new. Demo consults from {CLINIC} to {pool.name}: {new} new.\n")
     return new

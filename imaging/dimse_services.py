@@ -1,10 +1,11 @@
 """The Django side of the DICOM server: who may associate, and what is stored, found and retrieved.
 
 imaging/dicom/handlers.py calls these from pynetdicom's association threads. Every
-decision goes through alliance/access.py; every C-STORE (in ingest), C-FIND, C-MOVE and
-C-GET, and every rejected association, writes an audit event. A thread that serves an
-association (its reading thread for C-STORE, its own for the rest) keeps one database
-connection and closes it when the association ends.
+decision goes through alliance/access.py (which device this is) and imaging/access.py
+(what its principal sees, the same functions the web asks with a doctor's); every
+C-STORE (in ingest), C-FIND, C-MOVE and C-GET, and every rejected association, writes an
+audit event. A thread that serves an association (its reading thread for C-STORE, its
+own for the rest) keeps one database connection and closes it when the association ends.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from functools import partial
 from typing import Any
 
 from django.db import close_old_connections, connection, transaction
+from django.db.models import QuerySet
 
 from alliance import access, audit
+from alliance.access import Principal
 from alliance.models import AuditEvent, Device, Institution
+from imaging import access as imaging_access
 from imaging import spool, storage
 from imaging.dicom.handlers import Decision, Peer, RejectReason
 from imaging.dicom.identifiers import Destination, QueryRequest, ReceivedInstance, Retrieval, StoredObject
@@ -43,6 +47,11 @@ _STORE_FAILED = "the archive could not store the instance; try again later"
 
 def _source(peer: Peer) -> str:
     return f"{peer.host}:{peer.port}"
+
+
+def _visible(device: Device) -> QuerySet[Study]:
+    """The studies the device's principal sees (imaging.access, as for a doctor on the web)."""
+    return imaging_access.studies_visible_to(Principal.for_device(device))
 
 
 def _study_of(row: Any, level: Level) -> Study | None:
@@ -168,7 +177,7 @@ class DjangoServices:
         spool.drain()  # what this process answered is found
         level = Level(query.level)
         try:
-            rows = list(find(level, query.criteria, access.studies_visible_to_device(device)))
+            rows = list(find(level, query.criteria, _visible(device)))
         except InvalidCriterion as exc:
             raise DimseFailure(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc)) from None
         self._audit_rows(peer, "dicom.find", level, rows, {"level": level.value, "matches": len(rows)})
@@ -191,7 +200,7 @@ class DjangoServices:
             object_type = "patient"
         else:
             studies = {s.pk: s for s in (_study_of(row, level) for row in rows) if s is not None}
-            bases = access.bases_for_device(device, list(studies.values()))
+            bases = imaging_access.bases_for(Principal.for_device(device), list(studies.values()))
             items = [(s.study_uid, s.patient.patient_id, bases[pk]) for pk, s in studies.items()]
             object_type = "study"
         source = _source(peer)
@@ -218,7 +227,7 @@ class DjangoServices:
                 Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, f"a {level.value} retrieve needs {UNIQUE_KEYS[level]}"
             )
         try:
-            instances = list(find(Level.IMAGE, keys, access.studies_visible_to_device(device)))
+            instances = list(find(Level.IMAGE, keys, _visible(device)))
         except InvalidCriterion as exc:
             raise DimseFailure(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc)) from None
         action = "dicom.move" if destination else "dicom.get"

@@ -8,6 +8,7 @@ from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from alliance import access
+from alliance.access import Principal
 from alliance.models import Institution
 from imaging.selectors import StudyQuery
 
@@ -31,11 +32,11 @@ class StudySearchForm(forms.Form):
         label=_("Institution"), required=False, queryset=Institution.objects.none(), empty_label=_("Any")
     )
 
-    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, principal: Principal, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         institution = self.fields["institution"]
         assert isinstance(institution, forms.ModelChoiceField)
-        institution.queryset = access.institutions_visible_to(user)
+        institution.queryset = access.institutions_visible_to(principal)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}

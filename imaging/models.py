@@ -4,9 +4,10 @@ The files themselves are kept byte-for-byte in the "dicom" storage; these rows i
 the attributes that queries need. Attribute names follow PS3.3.
 """
 
+from django.conf import settings
+from django.contrib.auth.models import Group, Permission
 from django.db import models
 from django.utils.translation import gettext_lazy as _
-from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
 from alliance.models import Institution
 
@@ -94,6 +95,16 @@ class Study(models.Model):
     def __str__(self) -> str:
         return f"{self.study_uid} {self.description}"
 
+    audit_type = "study"  # how the audit trail names a read of it (alliance.audit.read)
+
+    @property
+    def audit_id(self) -> str:
+        return self.study_uid
+
+    @property
+    def audit_patient(self) -> str:
+        return str(self.patient_id)
+
     @property
     def referring_physician_name(self) -> str:
         return person_name(self.referring_physician)
@@ -122,6 +133,16 @@ class Series(models.Model):
 
     def __str__(self) -> str:
         return f"{self.modality} {self.series_number} {self.description}"
+
+    audit_type = "series"
+
+    @property
+    def audit_id(self) -> str:
+        return self.series_uid
+
+    @property
+    def audit_patient(self) -> str:
+        return str(self.study.patient_id)
 
 
 class Instance(models.Model):
@@ -163,28 +184,45 @@ class Instance(models.Model):
     def __str__(self) -> str:
         return self.sop_uid
 
+    audit_type = "instance"
 
-class StudyGroupGrant(GroupObjectPermissionBase):
+    @property
+    def audit_id(self) -> str:
+        return self.sop_uid
+
+    @property
+    def audit_patient(self) -> str:
+        return str(self.series.study.patient_id)
+
+
+class StudyGroupGrant(models.Model):
     """A grant of a study to a group (an institution's or a pool's members), for one case.
 
-    django-guardian's direct foreign-key permission model, plus what a case needs: the
-    basis ("consult:12"), an expiry and a revocation. Only alliance.access writes these.
+    An object permission (group, permission, study) plus what a case needs: the basis
+    ("consult:12"), an expiry and a revocation. Only imaging.grants writes these; only
+    imaging.access reads them (the README's architecture notes say why not django-guardian).
     """
 
+    group = models.ForeignKey(Group, on_delete=models.CASCADE)
+    permission = models.ForeignKey(Permission, on_delete=models.CASCADE)
     content_object = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="group_grants")
     basis = models.CharField(max_length=64, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta(GroupObjectPermissionBase.Meta):
-        abstract = False
+    class Meta:
         unique_together = [("group", "permission", "content_object", "basis")]
 
+    def __str__(self) -> str:
+        return f"{self.basis}: group {self.group_id} on study {self.content_object_id}"
 
-class StudyUserGrant(UserObjectPermissionBase):
+
+class StudyUserGrant(models.Model):
     """A grant of a study to one user (a named specialist, or break-glass access)."""
 
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    permission = models.ForeignKey(Permission, on_delete=models.CASCADE)
     content_object = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="user_grants")
     basis = models.CharField(max_length=64, db_index=True)
     reason = models.TextField(blank=True)
@@ -193,6 +231,8 @@ class StudyUserGrant(UserObjectPermissionBase):
     revoked_at = models.DateTimeField(null=True, blank=True)
     reviewed_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta(UserObjectPermissionBase.Meta):
-        abstract = False
+    class Meta:
         unique_together = [("user", "permission", "content_object", "basis")]
+
+    def __str__(self) -> str:
+        return f"{self.basis}: user {self.user_id} on study {self.content_object_id}"

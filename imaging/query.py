@@ -1,7 +1,7 @@
 """Attribute matching for C-FIND and QIDO-RS over the image index (PS3.4 C.2.2.2, PS3.18 8.3.4).
 
 Both the DICOM server and QIDO-RS call `find(level, criteria, studies)` with the studies
-the caller may see (from alliance.access) and build each response with `identifier`.
+the caller may see (from imaging.access) and build each response with `identifier`.
 Matching kinds (PS3.4 C.2.2.2): single value, universal (empty or "*"), wild card ("*"
 and "?"), range ("a-b", "a-", "-b" for DA and TM) and list of UIDs (backslash). Person
 names match case-insensitively (C.2.2.2.1 allows it, and clinics type names in any case).

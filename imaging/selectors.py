@@ -1,6 +1,6 @@
 """Reads of the image index that pages and the REST API share.
 
-Every query starts from `alliance.access.studies_visible_to`, so the list a doctor sees,
+Every query starts from `imaging.access.studies_visible_to`, so the list a doctor sees,
 the study they open and the series they page through obey the one access policy.
 """
 
@@ -9,13 +9,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
 
 from django.db.models import F, Q, QuerySet, Value
 from django.db.models.functions import Replace
 from django.http import Http404
 
-from alliance import access
+from alliance.access import Principal
+from imaging import access
 from imaging.models import Instance, Series, Study
 
 _NAME_SEPARATORS = re.compile(r"[\s^=,]+")
@@ -34,10 +34,10 @@ class StudyQuery:
     institution_id: int | None = None
 
 
-def studies_for(user: Any, query: StudyQuery | None = None) -> QuerySet[Study]:
-    """The studies the user may see that match the query, newest first."""
+def studies_for(principal: Principal, query: StudyQuery | None = None) -> QuerySet[Study]:
+    """The studies the principal may see that match the query, newest first."""
     query = query or StudyQuery()
-    studies = access.studies_visible_to(user).select_related("patient", "patient__issuer", "institution")
+    studies = access.studies_visible_to(principal).select_related("patient", "patient__issuer", "institution")
     studies = _filter_patient_name(studies, query.patient_name)
     if query.patient_id:
         studies = studies.filter(patient__patient_id__iexact=query.patient_id.strip())
@@ -85,10 +85,10 @@ def series_of(study: Study) -> QuerySet[Series]:
     return study.series.order_by(F("series_number").asc(nulls_last=True), "pk")
 
 
-def get_series_for(user: Any, series_uid: str, study_uid: str | None = None) -> Series:
-    """A series of a study the user may see; the same 404 when missing or forbidden."""
+def get_series_for(principal: Principal, series_uid: str, study_uid: str | None = None) -> Series:
+    """A series of a study the principal may see; the same 404 when missing or forbidden."""
     series = Series.objects.select_related("study", "study__patient", "study__institution").filter(
-        series_uid=series_uid, study__in=access.studies_visible_to(user)
+        series_uid=series_uid, study__in=access.studies_visible_to(principal)
     )
     if study_uid is not None:
         series = series.filter(study__study_uid=study_uid)
@@ -109,8 +109,8 @@ def representative_instance(series: Series) -> Instance | None:
     return instances[count // 2 : count // 2 + 1].first() or instances.first()
 
 
-def get_instance_for(user: Any, study_uid: str, series_uid: str, sop_uid: str) -> Instance:
-    series = get_series_for(user, series_uid, study_uid)
+def get_instance_for(principal: Principal, study_uid: str, series_uid: str, sop_uid: str) -> Instance:
+    series = get_series_for(principal, series_uid, study_uid)
     instance = series.instances.filter(sop_uid=sop_uid).first()
     if instance is None:
         raise Http404("No such instance.")

@@ -1,28 +1,27 @@
 """Imaging pages: the study list, the study page, series thumbnails and the upload page.
 
 Each page that shows patient data writes its audit events in the request that shows it;
-a missing study and a forbidden one give the same 404 (alliance.access.get_study_for).
+a missing study and a forbidden one give the same 404 (imaging.access.get_study_for).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
-from alliance import access, audit
+from alliance import audit
+from alliance.access import principal_of
+from imaging import access, selectors, uploads
 from imaging import render as rendering
-from imaging import selectors, uploads
 from imaging.dicomweb.views import audit_unservable
 from imaging.forms import StudySearchForm
 from imaging.models import Instance, Study
@@ -65,30 +64,20 @@ def basis_url(basis: str) -> str:
         return ""
 
 
-def _audit_studies(request: HttpRequest, action: str, studies: Iterable[Study], bases: dict[int, str]) -> None:
-    audit.record_many(
-        actor=audit.Actor.for_user(request.user),
-        action=action,
-        object_type="study",
-        items=[(s.study_uid, str(s.patient_id), bases.get(s.pk, "")) for s in studies],
-        source=audit.source_of(request),
-    )
-
-
 @login_required
 @require_GET
 def study_list(request: HttpRequest) -> HttpResponse:
-    form = StudySearchForm(request.GET or None, user=request.user)
+    principal = principal_of(request)
+    form = StudySearchForm(request.GET or None, principal=principal)
     query = form.to_query() if form.is_valid() else selectors.StudyQuery()
     if form.is_bound and not form.is_valid():
         studies = Study.objects.none()
     else:
-        studies = selectors.studies_for(request.user, query)
+        studies = selectors.studies_for(principal, query)
     page = Paginator(studies, STUDIES_PER_PAGE).get_page(request.GET.get("page"))
     shown = list(page.object_list)
-    bases = access.bases_for(request.user, shown)
-    with transaction.atomic():
-        _audit_studies(request, "study.list", shown, bases)
+    bases = access.bases_for(principal, shown)
+    audit.read_many(request, shown, "study.list", bases)
     rows = [Row(s, shared_badge(bases.get(s.pk, "")), basis_url(bases.get(s.pk, ""))) for s in shown]
     params = request.GET.copy()
     params.pop("page", None)
@@ -99,19 +88,11 @@ def study_list(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def study_detail(request: HttpRequest, study_uid: str) -> HttpResponse:
-    study = access.get_study_for(request.user, study_uid)
-    basis = access.basis_for(request.user, study)
+    principal = principal_of(request)
+    study = access.get_study_for(principal, study_uid)
+    basis = access.basis_for(principal, study)
     series = list(selectors.series_of(study))
-    with transaction.atomic():
-        audit.record(
-            actor=audit.Actor.for_user(request.user),
-            action="study.view",
-            object_type="study",
-            object_id=study.study_uid,
-            patient=str(study.patient_id),
-            basis=basis,
-            source=audit.source_of(request),
-        )
+    audit.read(request, study, "study.view", basis)
     with_images = {s.pk for s in series if s.num_instances and s.modality.upper() not in NO_IMAGE_MODALITIES}
     context = {
         "study": study,
@@ -119,7 +100,7 @@ def study_detail(request: HttpRequest, study_uid: str) -> HttpResponse:
         "with_images": with_images,
         "badge": shared_badge(basis),
         "badge_url": basis_url(basis),
-        "may_request_consult": basis == "own-institution" and access.may_request_consult(request.user),
+        "own_study": basis == access.OWN_INSTITUTION,  # consults' context processor adds may_request_consult
     }
     return render(request, "imaging/study_detail.html", context)
 
@@ -128,11 +109,12 @@ def study_detail(request: HttpRequest, study_uid: str) -> HttpResponse:
 @require_GET
 def thumbnail(request: HttpRequest, study_uid: str, series_uid: str, sop_uid: str = "") -> HttpResponse:
     """A series' thumbnail (its middle slice), or one instance's, as JPEG."""
+    principal = principal_of(request)
     instance: Instance | None
     if sop_uid:
-        instance = selectors.get_instance_for(request.user, study_uid, series_uid, sop_uid)
+        instance = selectors.get_instance_for(principal, study_uid, series_uid, sop_uid)
     else:
-        series = selectors.get_series_for(request.user, series_uid, study_uid)
+        series = selectors.get_series_for(principal, series_uid, study_uid)
         instance = selectors.representative_instance(series)
         if instance is None:
             raise Http404("The series has no instances.")
@@ -144,26 +126,17 @@ def thumbnail(request: HttpRequest, study_uid: str, series_uid: str, sop_uid: st
         if isinstance(exc, OSError):
             audit_unservable(request, study, instance, via="thumbnail", error=exc)
         return no_thumbnail()
-    with transaction.atomic():
-        audit.record(
-            actor=audit.Actor.for_user(request.user),
-            action="instance.thumbnail",
-            object_type="instance",
-            object_id=instance.sop_uid,
-            patient=str(study.patient_id),
-            basis=access.basis_for(request.user, study),
-            source=audit.source_of(request),
-        )
+    audit.read(request, instance, "instance.thumbnail", access.basis_for(principal, study))
     response = HttpResponse(jpeg, content_type="image/jpeg")
     response["Cache-Control"] = "private, max-age=3600"
     return response
 
 
 def _uploader_institution(request: HttpRequest) -> Any:
-    doctor = access.doctor_of(request.user)
-    if doctor is None or not access.may_upload_to(request.user, doctor.institution):
+    institution = access.upload_institution_of(principal_of(request))
+    if institution is None:
         raise PermissionDenied(_("Only clinicians of an institution may upload its studies."))
-    return doctor.institution
+    return institution
 
 
 @login_required
@@ -192,7 +165,7 @@ def upload_files(request: HttpRequest) -> HttpResponse:
             uploaded,
             name=name,
             institution=institution,
-            actor=audit.Actor.for_user(request.user),
+            actor=audit.actor_of(request),
             source=audit.source_of(request),
         )
     wants_json = "application/json" in request.headers.get("Accept", "")

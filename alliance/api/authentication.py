@@ -11,7 +11,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 
-from alliance.access import doctor_of, remember_doctor
+from alliance.access import Principal
 
 
 class DoctorTokenAuthentication(TokenAuthentication):
@@ -23,7 +23,10 @@ class DoctorTokenAuthentication(TokenAuthentication):
             return None
         if len(header) != 2:
             raise exceptions.AuthenticationFailed("Invalid token header.")
-        return self.authenticate_credentials(header[1])
+        user, token = self.authenticate_credentials(header[1])
+        # The middleware saw no signed-in user: the principal of this request is the token's.
+        request._request.principal = self.principal_for(user)
+        return user, token
 
     def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
         token = Token.objects.select_related("user__doctor__institution__alliance").filter(key=key).first()
@@ -32,10 +35,14 @@ class DoctorTokenAuthentication(TokenAuthentication):
         user = token.user
         if not user.is_active:
             raise exceptions.AuthenticationFailed("User inactive or deleted.")
-        remember_doctor(user, getattr(user, "doctor", None))
-        if doctor_of(user) is None and not user.is_superuser:
+        if self.principal_for(user).doctor is None and not user.is_superuser:
             raise exceptions.AuthenticationFailed("User inactive or deleted.")
         return user, token
+
+    @staticmethod
+    def principal_for(user: Any) -> Principal:
+        """The doctor loaded with the token (select_related above): no query of its own."""
+        return Principal.for_doctor(user, getattr(user, "doctor", None))
 
     def authenticate_header(self, request: Any) -> str:
         return "Token"

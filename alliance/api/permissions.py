@@ -2,14 +2,14 @@ from typing import Any
 
 from rest_framework.permissions import BasePermission
 
-from alliance.access import doctor_of, institutions_managed_by
+from alliance.access import institutions_managed_by, principal_of
 
 
 class IsActiveDoctor(BasePermission):
-    """The API is for active doctors of active institutions; what they see is decided in access.py."""
+    """The API is for active doctors of active institutions; what they see is decided by the apps' access functions."""
 
     def has_permission(self, request: Any, view: Any) -> bool:
-        return doctor_of(request.user) is not None
+        return principal_of(request).doctor is not None
 
 
 class ManagesMembers(BasePermission):
@@ -18,4 +18,5 @@ class ManagesMembers(BasePermission):
     message = "Only institution and alliance admins manage doctors and devices."
 
     def has_permission(self, request: Any, view: Any) -> bool:
-        return doctor_of(request.user) is not None and institutions_managed_by(request.user).exists()
+        principal = principal_of(request)
+        return principal.doctor is not None and institutions_managed_by(principal).exists()

@@ -87,6 +87,10 @@ class PoolBriefSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+def _as_principal(doctor: Doctor) -> access.Principal:
+    return access.Principal.for_doctor(doctor.user, doctor)
+
+
 class MeSerializer(DoctorSerializer):
     """The caller: their doctor record, where they work and what they may manage."""
 
@@ -100,10 +104,10 @@ class MeSerializer(DoctorSerializer):
         read_only_fields = fields
 
     def get_managed_institutions(self, doctor: Doctor) -> list[int]:
-        return list(access.institutions_managed_by(doctor.user).values_list("pk", flat=True))
+        return list(access.institutions_managed_by(_as_principal(doctor)).values_list("pk", flat=True))
 
     def get_is_alliance_admin(self, doctor: Doctor) -> bool:
-        return access.is_alliance_admin(doctor.user)
+        return _as_principal(doctor).is_alliance_admin
 
 
 # --- input ----------------------------------------------------------------------------
@@ -120,7 +124,7 @@ class _VisibleRelated(serializers.PrimaryKeyRelatedField):
         super().__init__(queryset=model.objects.none(), **kwargs)
 
     def get_queryset(self) -> Any:
-        return self.visible(self.context["request"].user)
+        return self.visible(access.principal_of(self.context["request"]))
 
 
 def _institution_field(**kwargs: Any) -> Any:

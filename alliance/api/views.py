@@ -34,15 +34,15 @@ class _InstitutionFilter(serializers.Serializer):
 
 
 class MembershipViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """List and read what access.py lets the caller see; create and PATCH through services."""
+    """List and read what alliance.access lets the caller see; create and PATCH through services."""
 
     http_method_names = ["get", "post", "patch", "head", "options"]
 
-    def visible(self, user: Any) -> QuerySet[Any]:
+    def visible(self, principal: access.Principal) -> QuerySet[Any]:
         raise NotImplementedError
 
     def get_queryset(self) -> QuerySet[Any]:
-        rows = self.visible(self.request.user)
+        rows = self.visible(access.principal_of(self.request))
         if self.action == "list" and "institution" in self.request.query_params:
             query = _InstitutionFilter(data=self.request.query_params)
             query.is_valid(raise_exception=True)
@@ -51,7 +51,7 @@ class MembershipViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
 
     @property
     def actor(self) -> audit.Actor:
-        return audit.Actor.for_user(self.request.user)
+        return access.principal_of(self.request).actor
 
     def validated(self, serializer_class: type[serializers.Serializer]) -> dict[str, Any]:
         serializer = serializer_class(data=self.request.data, context=self.get_serializer_context())
@@ -62,7 +62,7 @@ class MembershipViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         return Response(self.get_serializer(self.get_queryset().get(pk=obj.pk)).data, status=code)
 
     def require_manager_of(self, institution: Institution) -> None:
-        if not access.may_manage_institution(self.request.user, institution):
+        if not access.may_manage_institution(access.principal_of(self.request), institution):
             raise PermissionDenied("You do not manage this institution.")
 
 
@@ -83,20 +83,20 @@ class InstitutionViewSet(MembershipViewSet):
 
     serializer_class = s.InstitutionSerializer
 
-    def visible(self, user: Any) -> QuerySet[Institution]:
-        return access.institutions_visible_to(user)
+    def visible(self, principal: access.Principal) -> QuerySet[Institution]:
+        return access.institutions_visible_to(principal)
 
     def get_queryset(self) -> QuerySet[Institution]:
-        return self.visible(self.request.user)
+        return self.visible(access.principal_of(self.request))
 
     def require_alliance_admin(self) -> None:
-        if not access.may_manage_alliance(self.request.user):
+        if not access.may_manage_alliance(access.principal_of(self.request)):
             raise PermissionDenied("Only an alliance admin adds or changes institutions.")
 
     def create(self, request: Request) -> Response:
         self.require_alliance_admin()
         data = self.validated(s.InstitutionCreateSerializer)
-        alliance = access.alliance_of(request.user)
+        alliance = access.principal_of(request).alliance
         if alliance is None:
             raise PermissionDenied("You are not a member of an alliance.")
         institution = services.institution_create(alliance=alliance, by=self.actor, **data)
@@ -106,7 +106,9 @@ class InstitutionViewSet(MembershipViewSet):
         institution = self.get_object()
         self.require_alliance_admin()
         data = self.validated(s.InstitutionUpdateSerializer)
-        if data.get("active") is False and not access.may_switch_off_institution(request.user, institution):
+        if data.get("active") is False and not access.may_switch_off_institution(
+            access.principal_of(request), institution
+        ):
             raise ValidationError({"active": ["You cannot switch off your own institution."]})
         services.institution_update(institution=institution, by=self.actor, **data)
         return self.respond(institution)
@@ -118,8 +120,8 @@ class DepartmentViewSet(MembershipViewSet):
 
     serializer_class = s.DepartmentSerializer
 
-    def visible(self, user: Any) -> QuerySet[Department]:
-        return access.departments_visible_to(user)
+    def visible(self, principal: access.Principal) -> QuerySet[Department]:
+        return access.departments_visible_to(principal)
 
     def create(self, request: Request) -> Response:
         data = self.validated(s.DepartmentCreateSerializer)
@@ -140,8 +142,8 @@ class PoolViewSet(MembershipViewSet):
 
     serializer_class = s.PoolSerializer
 
-    def visible(self, user: Any) -> QuerySet[Pool]:
-        return access.pools_visible_to(user).select_related("specialty").prefetch_related("members")
+    def visible(self, principal: access.Principal) -> QuerySet[Pool]:
+        return access.pools_visible_to(principal).select_related("specialty").prefetch_related("members")
 
     def create(self, request: Request) -> Response:
         data = self.validated(s.PoolCreateSerializer)
@@ -167,21 +169,21 @@ class DoctorViewSet(MembershipViewSet):
     serializer_class = s.DoctorSerializer
     permission_classes = [ManagesMembers]
 
-    def visible(self, user: Any) -> QuerySet[Doctor]:
+    def visible(self, principal: access.Principal) -> QuerySet[Doctor]:
         return (
-            access.doctors_managed_by(user)
+            access.doctors_managed_by(principal)
             .select_related("user", "institution")
             .prefetch_related("specialties", "pools")
         )
 
     def get_managed_doctor(self) -> Doctor:
         doctor = self.get_object()
-        if not access.may_change_doctor(self.request.user, doctor):
+        if not access.may_change_doctor(access.principal_of(self.request), doctor):
             raise PermissionDenied("Only an alliance admin manages an alliance admin.")
         return doctor
 
     def require_roles(self, before: list[str], after: list[str]) -> None:
-        if not access.may_set_roles(self.request.user, before, after):
+        if not access.may_set_roles(access.principal_of(self.request), before, after):
             raise PermissionDenied("Only an alliance admin gives or takes the alliance admin role.")
 
     def create(self, request: Request) -> Response:
@@ -204,7 +206,7 @@ class DoctorViewSet(MembershipViewSet):
     def deactivate(self, request: Request, pk: str) -> Response:
         """Sign the doctor out everywhere at once: sessions and API tokens end."""
         doctor = self.get_managed_doctor()
-        if not access.may_switch_off_doctor(request.user, doctor):
+        if not access.may_switch_off_doctor(access.principal_of(request), doctor):
             raise ValidationError({"active": ["You cannot deactivate yourself."]})
         services.doctor_set_active(doctor=doctor, active=False, by=self.actor)
         return self.respond(doctor)
@@ -233,8 +235,8 @@ class DeviceViewSet(MembershipViewSet):
     serializer_class = s.DeviceSerializer
     permission_classes = [ManagesMembers]
 
-    def visible(self, user: Any) -> QuerySet[Device]:
-        return access.devices_managed_by(user)
+    def visible(self, principal: access.Principal) -> QuerySet[Device]:
+        return access.devices_managed_by(principal)
 
     def create(self, request: Request) -> Response:
         data = self.validated(s.DeviceCreateSerializer)
@@ -253,7 +255,7 @@ class MeView(APIView):
 
     @extend_schema(responses=s.MeSerializer)
     def get(self, request: Request) -> Response:
-        doctor = access.doctor_of(request.user)
+        doctor = access.principal_of(request).doctor
         if doctor is None:
             raise NotAuthenticated()
         rows = Doctor.objects.select_related("user", "institution").prefetch_related("specialties", "pools")

@@ -39,7 +39,7 @@ def manager_required(view: View) -> View:
     @login_required
     @wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not access.institutions_managed_by(request.user).exists():
+        if not access.institutions_managed_by(access.principal_of(request)).exists():
             raise PermissionDenied
         return view(request, *args, **kwargs)
 
@@ -50,7 +50,7 @@ def alliance_admin_required(view: View) -> View:
     @login_required
     @wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not access.may_manage_alliance(request.user):
+        if not access.may_manage_alliance(access.principal_of(request)):
             raise PermissionDenied
         return view(request, *args, **kwargs)
 
@@ -58,7 +58,7 @@ def alliance_admin_required(view: View) -> View:
 
 
 def _actor(request: HttpRequest) -> audit.Actor:
-    return audit.Actor.for_user(request.user)
+    return access.principal_of(request).actor
 
 
 def _back(request: HttpRequest, default: str) -> HttpResponseRedirect:
@@ -89,13 +89,14 @@ def _listing(
     request: HttpRequest, rows: QuerySet[Any], search: list[str], *, by_institution: bool = True
 ) -> dict[str, Any]:
     """Search box (q), institution and active filters, and a page of rows."""
+    principal = access.principal_of(request)
     q = request.GET.get("q", "").strip()
     if q:
         match = Q()
         for field in search:
             match |= Q(**{f"{field}__icontains": q})
         rows = rows.filter(match)
-    institutions = access.institutions_managed_by(request.user)
+    institutions = access.institutions_managed_by(principal)
     chosen = None
     if by_institution and request.GET.get("institution", "").isdigit():
         chosen = institutions.filter(pk=int(request.GET["institution"])).first()
@@ -115,21 +116,22 @@ def _listing(
         "institutions": institutions,
         "chosen": chosen,
         "query_string": query.urlencode(),
-        "is_alliance_admin": access.is_alliance_admin(request.user),
+        "is_alliance_admin": principal.is_alliance_admin,
     }
 
 
 @manager_required
 def index(request: HttpRequest) -> HttpResponse:
-    institutions = access.institutions_managed_by(request.user)
-    if not access.is_alliance_admin(request.user) and institutions.count() == 1:
+    principal = access.principal_of(request)
+    institutions = access.institutions_managed_by(principal)
+    if not principal.is_alliance_admin and institutions.count() == 1:
         return redirect("manage:institution_detail", pk=institutions.get().pk)
     figures = {
         "institutions": institutions.filter(active=True).count(),
-        "doctors": access.doctors_managed_by(request.user).filter(active=True).count(),
-        "departments": access.departments_managed_by(request.user).filter(active=True).count(),
-        "pools": access.pools_managed_by(request.user).filter(active=True).count(),
-        "devices": access.devices_managed_by(request.user).filter(active=True).count(),
+        "doctors": access.doctors_managed_by(principal).filter(active=True).count(),
+        "departments": access.departments_managed_by(principal).filter(active=True).count(),
+        "pools": access.pools_managed_by(principal).filter(active=True).count(),
+        "devices": access.devices_managed_by(principal).filter(active=True).count(),
         "specialties": Specialty.objects.count(),
     }
     return render(request, "manage/index.html", {"figures": figures})
@@ -141,7 +143,7 @@ def index(request: HttpRequest) -> HttpResponse:
 @manager_required
 def institution_list(request: HttpRequest) -> HttpResponse:
     rows = (
-        access.institutions_managed_by(request.user)
+        access.institutions_managed_by(access.principal_of(request))
         .select_related("parent")
         .annotate(n_doctors=Count("doctors", filter=Q(doctors__active=True), distinct=True))
         .annotate(n_devices=Count("devices", filter=Q(devices__active=True), distinct=True))
@@ -156,7 +158,7 @@ def institution_list(request: HttpRequest) -> HttpResponse:
 
 
 def _alliance_parents(request: HttpRequest, exclude: Institution | None = None) -> QuerySet[Institution]:
-    parents = access.institutions_managed_by(request.user)
+    parents = access.institutions_managed_by(access.principal_of(request))
     return parents.exclude(pk=exclude.pk) if exclude else parents
 
 
@@ -167,7 +169,7 @@ def institution_add(request: HttpRequest) -> HttpResponse:
     )
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        alliance = access.alliance_of(request.user)
+        alliance = access.principal_of(request).alliance
         if alliance is None:  # alliance_admin_required admits only an active doctor, who has an alliance
             raise RuntimeError("institution_add: the alliance administrator has no alliance")
         institution = _save(
@@ -192,8 +194,9 @@ def institution_add(request: HttpRequest) -> HttpResponse:
 
 @manager_required
 def institution_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    principal = access.principal_of(request)
     institution = get_object_or_404(
-        access.institutions_managed_by(request.user).select_related("parent", "alliance"), pk=pk
+        access.institutions_managed_by(principal).select_related("parent", "alliance"), pk=pk
     )
     figures = {
         "doctors": institution.doctors.filter(active=True).count(),
@@ -211,14 +214,14 @@ def institution_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "figures": figures,
             "modules": modules,
             "children": children,
-            "is_alliance_admin": access.is_alliance_admin(request.user),
+            "is_alliance_admin": principal.is_alliance_admin,
         },
     )
 
 
 @alliance_admin_required
 def institution_edit(request: HttpRequest, pk: int) -> HttpResponse:
-    institution = get_object_or_404(access.institutions_managed_by(request.user), pk=pk)
+    institution = get_object_or_404(access.institutions_managed_by(access.principal_of(request)), pk=pk)
     initial = {
         "name": institution.name,
         "level": institution.level,
@@ -246,9 +249,10 @@ def institution_edit(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @alliance_admin_required
 def institution_active(request: HttpRequest, pk: int) -> HttpResponse:
-    institution = get_object_or_404(access.institutions_managed_by(request.user), pk=pk)
+    principal = access.principal_of(request)
+    institution = get_object_or_404(access.institutions_managed_by(principal), pk=pk)
     active = _active_flag(request)
-    if not active and not access.may_switch_off_institution(request.user, institution):
+    if not active and not access.may_switch_off_institution(principal, institution):
         messages.error(request, _("You cannot switch off your own institution."))
     else:
         services.institution_update(institution=institution, active=active, by=_actor(request))
@@ -258,7 +262,7 @@ def institution_active(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _institution_for_add(request: HttpRequest, pk: int) -> Institution:
-    return get_object_or_404(access.institutions_managed_by(request.user).filter(active=True), pk=pk)
+    return get_object_or_404(access.institutions_managed_by(access.principal_of(request)).filter(active=True), pk=pk)
 
 
 # --- departments ----------------------------------------------------------------------
@@ -267,7 +271,7 @@ def _institution_for_add(request: HttpRequest, pk: int) -> Institution:
 @manager_required
 def department_list(request: HttpRequest) -> HttpResponse:
     rows = (
-        access.departments_managed_by(request.user)
+        access.departments_managed_by(access.principal_of(request))
         .select_related("institution")
         .annotate(n_doctors=Count("doctors", filter=Q(doctors__active=True)))
         .order_by("institution__name", "name")
@@ -292,7 +296,9 @@ def department_add(request: HttpRequest, institution: int) -> HttpResponse:
 
 @manager_required
 def department_edit(request: HttpRequest, pk: int) -> HttpResponse:
-    department = get_object_or_404(access.departments_managed_by(request.user).select_related("institution"), pk=pk)
+    department = get_object_or_404(
+        access.departments_managed_by(access.principal_of(request)).select_related("institution"), pk=pk
+    )
     form = forms.DepartmentForm(request.POST or None, initial={"name": department.name})
     if request.method == "POST" and form.is_valid():
         name = form.cleaned_data["name"].strip()
@@ -312,7 +318,7 @@ def department_edit(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @manager_required
 def department_active(request: HttpRequest, pk: int) -> HttpResponse:
-    department = get_object_or_404(access.departments_managed_by(request.user), pk=pk)
+    department = get_object_or_404(access.departments_managed_by(access.principal_of(request)), pk=pk)
     services.department_update(department=department, active=_active_flag(request), by=_actor(request))
     messages.success(request, _("Saved."))
     return _back(request, f"{reverse('manage:department_list')}?institution={department.institution_id}")
@@ -324,7 +330,7 @@ def department_active(request: HttpRequest, pk: int) -> HttpResponse:
 @manager_required
 def doctor_list(request: HttpRequest) -> HttpResponse:
     rows = (
-        access.doctors_managed_by(request.user)
+        access.doctors_managed_by(access.principal_of(request))
         .select_related("user", "institution", "department")
         .prefetch_related("specialties")
         .order_by("institution__name", "user__username")
@@ -354,7 +360,7 @@ def doctor_add(request: HttpRequest, institution: int) -> HttpResponse:
     owner = _institution_for_add(request, institution)
     form = forms.DoctorCreateForm(
         request.POST or None,
-        roles=access.assignable_roles(request.user),
+        roles=access.assignable_roles(access.principal_of(request)),
         departments=owner.departments.filter(active=True),
         initial={"roles": ["clinician"]},
     )
@@ -380,16 +386,19 @@ def doctor_add(request: HttpRequest, institution: int) -> HttpResponse:
 
 
 def _changeable_doctor(request: HttpRequest, pk: int) -> Doctor:
+    principal = access.principal_of(request)
     doctor = get_object_or_404(
-        access.doctors_managed_by(request.user).select_related("user", "institution", "department"), pk=pk
+        access.doctors_managed_by(principal).select_related("user", "institution", "department"),
+        pk=pk,
     )
-    if not access.may_change_doctor(request.user, doctor):
+    if not access.may_change_doctor(principal, doctor):
         raise PermissionDenied
     return doctor
 
 
 @manager_required
 def doctor_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    principal = access.principal_of(request)
     doctor = _changeable_doctor(request, pk)
     initial = {
         "full_name": doctor.user.get_full_name(),
@@ -402,7 +411,7 @@ def doctor_edit(request: HttpRequest, pk: int) -> HttpResponse:
     form = forms.DoctorForm(
         request.POST or None,
         initial=initial,
-        roles=access.assignable_roles(request.user),
+        roles=access.assignable_roles(principal),
         departments=doctor.institution.departments.filter(Q(active=True) | Q(pk=doctor.department_id)),
     )
     if request.method == "POST" and form.is_valid():
@@ -414,8 +423,8 @@ def doctor_edit(request: HttpRequest, pk: int) -> HttpResponse:
         "form": form,
         "doctor": doctor,
         "pools": doctor.pools.select_related("institution"),
-        "may_move": access.institutions_managed_by(request.user).count() > 1,
-        "is_self": not access.may_switch_off_doctor(request.user, doctor),
+        "may_move": access.institutions_managed_by(principal).count() > 1,
+        "is_self": not access.may_switch_off_doctor(principal, doctor),
     }
     return render(request, "manage/doctor_edit.html", context)
 
@@ -425,7 +434,7 @@ def doctor_edit(request: HttpRequest, pk: int) -> HttpResponse:
 def doctor_active(request: HttpRequest, pk: int) -> HttpResponse:
     doctor = _changeable_doctor(request, pk)
     active = _active_flag(request)
-    if not active and not access.may_switch_off_doctor(request.user, doctor):
+    if not active and not access.may_switch_off_doctor(access.principal_of(request), doctor):
         messages.error(request, _("You cannot deactivate yourself."))
     else:
         services.doctor_set_active(doctor=doctor, active=active, by=_actor(request))
@@ -438,14 +447,15 @@ def doctor_active(request: HttpRequest, pk: int) -> HttpResponse:
 
 @manager_required
 def doctor_move(request: HttpRequest, pk: int) -> HttpResponse:
+    principal = access.principal_of(request)
     doctor = _changeable_doctor(request, pk)
-    targets = access.institutions_managed_by(request.user).filter(active=True).exclude(pk=doctor.institution_id)
+    targets = access.institutions_managed_by(principal).filter(active=True).exclude(pk=doctor.institution_id)
     if not targets.exists():
         raise PermissionDenied
     form = forms.MoveForm(
         request.POST or None,
         institutions=targets,
-        departments=access.departments_managed_by(request.user).filter(active=True, institution__in=targets),
+        departments=access.departments_managed_by(principal).filter(active=True, institution__in=targets),
     )
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
@@ -495,7 +505,7 @@ def doctor_password(request: HttpRequest, pk: int) -> HttpResponse:
 @manager_required
 def pool_list(request: HttpRequest) -> HttpResponse:
     rows = (
-        access.pools_managed_by(request.user)
+        access.pools_managed_by(access.principal_of(request))
         .select_related("institution", "specialty")
         .annotate(n_members=Count("members", filter=Q(members__active=True)))
         .order_by("institution__name", "name")
@@ -542,7 +552,7 @@ def pool_add(request: HttpRequest, institution: int) -> HttpResponse:
 
 @manager_required
 def pool_edit(request: HttpRequest, pk: int) -> HttpResponse:
-    pool = get_object_or_404(access.pools_managed_by(request.user).select_related("institution"), pk=pk)
+    pool = get_object_or_404(access.pools_managed_by(access.principal_of(request)).select_related("institution"), pk=pk)
     initial = {"name": pool.name, "specialty": pool.specialty_id, "members": list(pool.members.all())}
     form = forms.PoolForm(request.POST or None, initial=initial, doctors=_pool_candidates(pool.institution, pool))
     if request.method == "POST" and form.is_valid():
@@ -570,7 +580,7 @@ def pool_edit(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @manager_required
 def pool_active(request: HttpRequest, pk: int) -> HttpResponse:
-    pool = get_object_or_404(access.pools_managed_by(request.user), pk=pk)
+    pool = get_object_or_404(access.pools_managed_by(access.principal_of(request)), pk=pk)
     services.pool_update(pool=pool, active=_active_flag(request), by=_actor(request))
     messages.success(request, _("Saved."))
     return _back(request, f"{reverse('manage:pool_list')}?institution={pool.institution_id}")
@@ -582,7 +592,9 @@ def pool_active(request: HttpRequest, pk: int) -> HttpResponse:
 @manager_required
 def device_list(request: HttpRequest) -> HttpResponse:
     rows = (
-        access.devices_managed_by(request.user).select_related("institution").order_by("institution__name", "ae_title")
+        access.devices_managed_by(access.principal_of(request))
+        .select_related("institution")
+        .order_by("institution__name", "ae_title")
     )
     context = _listing(request, rows, ["ae_title", "host", "description", "institution__name"])
     return render(request, "manage/device_list.html", context)
@@ -611,7 +623,9 @@ def device_add(request: HttpRequest, institution: int) -> HttpResponse:
 
 @manager_required
 def device_edit(request: HttpRequest, pk: int) -> HttpResponse:
-    device = get_object_or_404(access.devices_managed_by(request.user).select_related("institution"), pk=pk)
+    device = get_object_or_404(
+        access.devices_managed_by(access.principal_of(request)).select_related("institution"), pk=pk
+    )
     initial = {"ae_title": device.ae_title, "host": device.host, "port": device.port, "description": device.description}
     form = forms.DeviceForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
@@ -632,7 +646,7 @@ def device_edit(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @manager_required
 def device_active(request: HttpRequest, pk: int) -> HttpResponse:
-    device = get_object_or_404(access.devices_managed_by(request.user), pk=pk)
+    device = get_object_or_404(access.devices_managed_by(access.principal_of(request)), pk=pk)
     services.device_update(device=device, active=_active_flag(request), by=_actor(request))
     messages.success(request, _("Saved."))
     return _back(request, f"{reverse('manage:device_list')}?institution={device.institution_id}")

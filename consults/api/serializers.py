@@ -7,8 +7,8 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from alliance import access
-from consults import selectors
+from alliance.access import principal_of
+from consults import access, selectors
 from consults.models import Consult, ConsultTransition, Message, Notification, Priority, PriorityPolicy, ReportVersion
 
 
@@ -124,7 +124,7 @@ class ConsultDetailSerializer(ConsultListSerializer):
 
     @extend_schema_field(serializers.ListField(child=serializers.CharField()))
     def get_actions(self, consult: Consult) -> list[str]:
-        return access.actions_for(self.context["request"].user, consult)
+        return access.actions_for(principal_of(self.context["request"]), consult)
 
 
 class ConsultCreateSerializer(serializers.Serializer):

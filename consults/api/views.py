@@ -13,9 +13,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from alliance import access
+from alliance.access import principal_of
 from alliance.models import Doctor, Pool
-from consults import selectors, services
+from consults import access, selectors, services
 from consults.api import serializers as s
 from consults.models import Consult
 
@@ -36,7 +36,7 @@ def _run(call: Any) -> Any:
 
 
 def _detail(request: Request, consult: Consult, code: int = status.HTTP_200_OK) -> Response:
-    consult = access.get_consult_for(request.user, consult.pk)
+    consult = access.get_consult_for(principal_of(request), consult.pk)
     context = {"request": request, "case": selectors.case_detail(consult)}
     return Response(s.ConsultDetailSerializer(consult, context=context).data, status=code)
 
@@ -56,11 +56,12 @@ class ConsultListCreate(ListAPIView):
     serializer_class = s.ConsultListSerializer
 
     def get_queryset(self) -> QuerySet[Consult]:
-        tabs = access.consult_worklist_tabs(self.request.user)
-        tab = self.request.query_params.get("tab") or selectors.default_tab(self.request.user, tabs)
+        principal = principal_of(self.request)
+        tabs = selectors.worklist_tabs(principal)
+        tab = self.request.query_params.get("tab") or selectors.default_tab(tabs)
         if tab not in tabs:
             raise Http404("No such tab.")
-        return selectors.worklist(self.request.user, tab)
+        return selectors.worklist(principal, tab)
 
     def paginate_queryset(self, queryset: QuerySet[Consult]) -> list[Consult] | None:
         page = super().paginate_queryset(queryset)
@@ -68,19 +69,20 @@ class ConsultListCreate(ListAPIView):
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         response = super().list(request, *args, **kwargs)
-        response.data["counts"] = selectors.worklist_counts(request.user)
+        response.data["counts"] = selectors.worklist_counts(principal_of(request))
         return response
 
     @extend_schema(request=s.ConsultCreateSerializer, responses={201: s.ConsultDetailSerializer})
     def post(self, request: Request) -> Response:
+        principal = principal_of(request)
         data = s.ConsultCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        studies = list(access.studies_requestable_by(request.user).filter(study_uid__in=v["studies"]))
+        studies = list(access.studies_requestable_by(principal).filter(study_uid__in=v["studies"]))
         if len(studies) != len(set(v["studies"])):
             raise exceptions.ValidationError({"studies": ["You may only attach your own institution's studies."]})
         consult = services.consult_create(
-            by=request.user,
+            by=principal,
             studies=studies,
             question=v["question"],
             history=v["history"],
@@ -89,14 +91,14 @@ class ConsultListCreate(ListAPIView):
             specialist=_target(Doctor, v["specialist"], "specialist"),
         )
         if v["send"]:
-            consult = services.consult_request(consult=consult, by=request.user)
+            consult = services.consult_request(consult=consult, by=principal)
         return _detail(request, consult, status.HTTP_201_CREATED)
 
 
 class ConsultDetail(APIView):
     @extend_schema(responses=s.ConsultDetailSerializer, operation_id="consults_retrieve")
     def get(self, request: Request, pk: int) -> Response:
-        consult = access.get_consult_for(request.user, pk)
+        consult = access.get_consult_for(principal_of(request), pk)
         services.audit_read(request, consult)
         return _detail(request, consult)
 
@@ -106,33 +108,34 @@ class ConsultAction(APIView):
 
     @extend_schema(request=s.ActionSerializer, responses=s.ConsultDetailSerializer, operation_id="consults_action")
     def post(self, request: Request, pk: int, action: str) -> Response:
-        consult = access.get_consult_for(request.user, pk)
+        principal = principal_of(request)
+        consult = access.get_consult_for(principal, pk)
         body = s.ActionSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         d = body.validated_data
         calls = {
-            "request": lambda: services.consult_request(consult=consult, by=request.user),
-            "claim": lambda: services.consult_claim(consult=consult, by=request.user),
-            "reject": lambda: services.consult_reject(consult=consult, by=request.user, reason=d["reason"]),
-            "release": lambda: services.consult_release(consult=consult, by=request.user, reason=d["reason"]),
-            "start-report": lambda: services.consult_start_report(consult=consult, by=request.user),
-            "hold": lambda: services.consult_hold(consult=consult, by=request.user, question=d["question"]),
-            "answer": lambda: services.consult_answer(consult=consult, by=request.user, answer=d["answer"]),
+            "request": lambda: services.consult_request(consult=consult, by=principal),
+            "claim": lambda: services.consult_claim(consult=consult, by=principal),
+            "reject": lambda: services.consult_reject(consult=consult, by=principal, reason=d["reason"]),
+            "release": lambda: services.consult_release(consult=consult, by=principal, reason=d["reason"]),
+            "start-report": lambda: services.consult_start_report(consult=consult, by=principal),
+            "hold": lambda: services.consult_hold(consult=consult, by=principal, question=d["question"]),
+            "answer": lambda: services.consult_answer(consult=consult, by=principal, answer=d["answer"]),
             "sign": lambda: services.consult_sign(
                 consult=consult,
-                by=request.user,
+                by=principal,
                 findings=d["findings"],
                 impression=d["impression"],
                 recommendation=d["recommendation"],
             ),
-            "addendum": lambda: services.consult_addendum(consult=consult, by=request.user, text=d["addendum"]),
-            "cancel": lambda: services.consult_cancel(consult=consult, by=request.user, reason=d["reason"]),
-            "fail": lambda: services.consult_fail(consult=consult, by=request.user, reason=d["reason"]),
+            "addendum": lambda: services.consult_addendum(consult=consult, by=principal, text=d["addendum"]),
+            "cancel": lambda: services.consult_cancel(consult=consult, by=principal, reason=d["reason"]),
+            "fail": lambda: services.consult_fail(consult=consult, by=principal, reason=d["reason"]),
         }
         if action not in calls:
             raise Http404("No such action.")
         _run(calls[action])
-        if not access.consults_visible_to(request.user).filter(pk=consult.pk).exists():
+        if not access.consults_visible_to(principal).filter(pk=consult.pk).exists():
             return Response({"id": consult.pk, "status": Consult.objects.get(pk=consult.pk).status})
         return _detail(request, consult)
 
@@ -142,17 +145,18 @@ class ReportDraft(APIView):
 
     @extend_schema(request=s.DraftSerializer, responses=s.VersionSerializer, operation_id="consults_report_draft")
     def put(self, request: Request, pk: int) -> Response:
-        consult = access.get_consult_for(request.user, pk)
+        principal = principal_of(request)
+        consult = access.get_consult_for(principal, pk)
         body = s.DraftSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        version = _run(lambda: services.consult_save_draft(consult=consult, by=request.user, **body.validated_data))
+        version = _run(lambda: services.consult_save_draft(consult=consult, by=principal, **body.validated_data))
         return Response(s.VersionSerializer(version).data)
 
 
 class Messages(APIView):
     @extend_schema(responses=s.MessageSerializer(many=True), operation_id="consults_messages_list")
     def get(self, request: Request, pk: int) -> Response:
-        consult = access.get_consult_for(request.user, pk)
+        consult = access.get_consult_for(principal_of(request), pk)
         services.audit_read(request, consult)
         rows = consult.messages.select_related("author__user")
         return Response(s.MessageSerializer(rows, many=True).data)
@@ -161,24 +165,24 @@ class Messages(APIView):
         request=s.MessageCreateSerializer, responses={201: s.MessageSerializer}, operation_id="consults_messages_create"
     )
     def post(self, request: Request, pk: int) -> Response:
-        consult = access.get_consult_for(request.user, pk)
-        message = services.consult_post_message(
-            consult=consult, by=request.user, body=str(request.data.get("body", ""))
-        )
+        principal = principal_of(request)
+        consult = access.get_consult_for(principal, pk)
+        message = services.consult_post_message(consult=consult, by=principal, body=str(request.data.get("body", "")))
         return Response(s.MessageSerializer(message).data, status=status.HTTP_201_CREATED)
 
 
 class SecondOpinion(APIView):
     @extend_schema(request=s.SecondOpinionSerializer, responses={201: s.ConsultDetailSerializer})
     def post(self, request: Request, pk: int) -> Response:
-        consult = access.get_consult_for(request.user, pk)
+        principal = principal_of(request)
+        consult = access.get_consult_for(principal, pk)
         body = s.SecondOpinionSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         v = body.validated_data
         new = _run(
             lambda: services.consult_second_opinion(
                 consult=consult,
-                by=request.user,
+                by=principal,
                 pool=_target(Pool, v["pool"], "pool"),
                 specialist=_target(Doctor, v["specialist"], "specialist"),
                 question=v["question"],
@@ -216,12 +220,12 @@ class Policies(APIView):
     @extend_schema(responses=s.PolicySerializer(many=True))
     def get(self, request: Request) -> Response:
         keys = ("priority", "deadline_minutes", "claim_timeout_minutes")
-        out = [{k: row[k] for k in keys} for row in selectors.policy_table(access.alliance_of(request.user))]
+        out = [{k: row[k] for k in keys} for row in selectors.policy_table(principal_of(request).alliance)]
         return Response(out)
 
     @extend_schema(request=s.PolicySerializer, responses=s.PolicySerializer)
     def put(self, request: Request) -> Response:
         body = s.PolicySerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        policy = services.policy_set(by=request.user, **body.validated_data)
+        policy = services.policy_set(by=principal_of(request), **body.validated_data)
         return Response(s.PolicySerializer(policy).data)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics
@@ -16,8 +15,9 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from alliance import access, audit
-from imaging import selectors
+from alliance import audit
+from alliance.access import principal_of
+from imaging import access, selectors
 from imaging.api.serializers import InstanceSerializer, SeriesSerializer, StudySerializer
 from imaging.forms import StudySearchForm
 from imaging.models import Instance, Series, Study
@@ -33,19 +33,6 @@ STUDY_FILTERS = [
 ]
 
 
-def _record(request: Request, action: str, object_type: str, object_id: str, study: Study, basis: str) -> None:
-    audit.record(
-        actor=audit.Actor.for_user(request.user),
-        action=action,
-        object_type=object_type,
-        object_id=object_id,
-        patient=str(study.patient_id),
-        basis=basis,
-        source=audit.source_of(request),
-        detail={"via": "api"},
-    )
-
-
 @extend_schema_view(get=extend_schema(parameters=STUDY_FILTERS))
 class StudyList(generics.ListAPIView):
     """Studies the caller may see (own institution and shared with them), newest first."""
@@ -53,23 +40,16 @@ class StudyList(generics.ListAPIView):
     serializer_class = StudySerializer
 
     def get_queryset(self) -> QuerySet[Study]:
-        form = StudySearchForm(self.request.query_params, user=self.request.user)
+        principal = principal_of(self.request)
+        form = StudySearchForm(self.request.query_params, principal=principal)
         if not form.is_valid():
             raise ValidationError(form.errors.get_json_data())
-        return selectors.studies_for(self.request.user, form.to_query())
+        return selectors.studies_for(principal, form.to_query())
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         page = self.paginate_queryset(self.get_queryset()) or []
-        bases = access.bases_for(request.user, page)
-        with transaction.atomic():
-            audit.record_many(
-                actor=audit.Actor.for_user(request.user),
-                action="study.list",
-                object_type="study",
-                items=[(s.study_uid, str(s.patient_id), bases.get(s.pk, "")) for s in page],
-                source=audit.source_of(request),
-                detail={"via": "api"},
-            )
+        bases = access.bases_for(principal_of(request), page)
+        audit.read_many(request, page, "study.list", bases, via="api")
         serializer = self.get_serializer(page, many=True, context={**self.get_serializer_context(), "bases": bases})
         return self.get_paginated_response(serializer.data)
 
@@ -81,10 +61,10 @@ class StudyDetail(generics.GenericAPIView):
     queryset = Study.objects.none()  # the model, for the schema; get() asks the access policy
 
     def get(self, request: Request, study_uid: str) -> Response:
-        study = access.get_study_for(request.user, study_uid)
-        basis = access.basis_for(request.user, study)
-        with transaction.atomic():
-            _record(request, "study.view", "study", study.study_uid, study, basis)
+        principal = principal_of(request)
+        study = access.get_study_for(principal, study_uid)
+        basis = access.basis_for(principal, study)
+        audit.read(request, study, "study.view", basis, via="api")
         context = {**self.get_serializer_context(), "bases": {study.pk: basis}}
         return Response(self.get_serializer(study, context=context).data)
 
@@ -96,12 +76,12 @@ class StudySeriesList(generics.ListAPIView):
     queryset = Series.objects.none()  # the model, for the schema; list() asks the access policy
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        study = access.get_study_for(request.user, kwargs["study_uid"])
+        principal = principal_of(request)
+        study = access.get_study_for(principal, kwargs["study_uid"])
         page = self.paginate_queryset(selectors.series_of(study)) or []
         for series in page:
             series.study = study
-        with transaction.atomic():
-            _record(request, "series.list", "study", study.study_uid, study, access.basis_for(request.user, study))
+        audit.read(request, study, "series.list", access.basis_for(principal, study), via="api")
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
 
@@ -112,11 +92,10 @@ class SeriesInstanceList(generics.ListAPIView):
     queryset = Instance.objects.none()  # the model, for the schema; list() asks the access policy
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        series = selectors.get_series_for(request.user, kwargs["series_uid"])
+        principal = principal_of(request)
+        series = selectors.get_series_for(principal, kwargs["series_uid"])
         page = self.paginate_queryset(selectors.instances_of(series)) or []
         for instance in page:
             instance.series = series
-        basis = access.basis_for(request.user, series.study)
-        with transaction.atomic():
-            _record(request, "instance.list", "series", series.series_uid, series.study, basis)
+        audit.read(request, series, "instance.list", access.basis_for(principal, series.study), via="api")
         return self.get_paginated_response(self.get_serializer(page, many=True).data)

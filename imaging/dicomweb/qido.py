@@ -17,8 +17,8 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from alliance import access
-from imaging import query
+from alliance.access import Principal, principal_of
+from imaging import access, query
 from imaging.dicomweb import media
 from imaging.dicomweb.views import BadRequest, DicomWebView, audit_studies, base_url
 from imaging.query import KEYS, Level
@@ -178,10 +178,10 @@ def _fields(
 # --- the answer -----------------------------------------------------------------------
 
 
-def run(search: Search, user: Any, base_url: str) -> tuple[list[dict[str, Any]], list[StudyIdentity], bool]:
+def run(search: Search, principal: Principal, base_url: str) -> tuple[list[dict[str, Any]], list[StudyIdentity], bool]:
     """(DICOM JSON datasets, the owning studies, whether more results exist)."""
     try:
-        rows = query.find(search.level, search.criteria, access.studies_visible_to(user))
+        rows = query.find(search.level, search.criteria, access.studies_visible_to(principal))
     except query.InvalidCriterion as exc:
         raise BadRequest(f"Invalid value for {exc.keyword}: {exc.reason}.") from None
     prefix = _STUDY_OF[search.level]
@@ -291,7 +291,7 @@ class _SearchView(DicomWebView):
         self.choose(request, [media.DICOM_JSON, media.JSON])
         path = {"StudyInstanceUID": study, "SeriesInstanceUID": series}
         search = parse_search(request.query_params, self.level, {k: v for k, v in path.items() if v}, self.defaults)
-        datasets, studies, more = run(search, request.user, base_url())
+        datasets, studies, more = run(search, principal_of(request), base_url())
         if more and search.limit == MAX_RESULTS:
             search.warnings.append("There are more results: request them with offset.")
         if studies:

@@ -3,7 +3,7 @@
 The body, chunked or not, is split into parts spooled to files as it arrives; only a
 well-formed body is stored (a malformed one is refused whole with 400), each part then
 through imaging.ingest, the one path from bytes to an indexed instance. Instances go
-into the caller's own institution (alliance.access.may_upload_to).
+into the caller's own institution (imaging.access.may_upload_to).
 
 Every answer says what became of each part (PS3.18 10.5.3, Annex I), in
 application/dicom+json or application/dicom+xml as the client asks: ReferencedSOPSequence
@@ -39,9 +39,10 @@ from pydicom.filereader import read_file_meta_info
 from rest_framework import exceptions
 from rest_framework.request import Request
 
-from alliance import access, audit
+from alliance import audit
+from alliance.access import principal_of
 from alliance.models import AuditEvent
-from imaging import ingest
+from imaging import access, ingest
 from imaging.dicom.datasets import is_valid_uid
 from imaging.dicomweb import media
 from imaging.dicomweb.multipart import Part
@@ -127,7 +128,7 @@ class StoreInstances(DicomWebView):
             result = ingest.ingest_path(
                 part.path,
                 institution=institution,
-                actor=audit.Actor.for_user(request.user),
+                actor=audit.actor_of(request),
                 via="stow-rs",
                 source=audit.source_of(request),
                 expected_study_uid=study or None,
@@ -186,10 +187,10 @@ def _multipart_content_type(request: Request) -> str:
 
 
 def _uploading_institution(request: Request) -> Any:
-    doctor = access.doctor_of(request.user)
-    if doctor is None or not access.may_upload_to(request.user, doctor.institution):
+    institution = access.upload_institution_of(principal_of(request))
+    if institution is None:
         raise exceptions.PermissionDenied("Only clinicians may store studies, into their own institution.")
-    return doctor.institution
+    return institution
 
 
 @contextlib.contextmanager

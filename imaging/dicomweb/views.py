@@ -1,7 +1,7 @@
 """What every DICOMweb view shares: authentication, negotiation, errors and the audit event.
 
 Authentication is the REST API's (Token or Bearer for clients, the session for our own
-pages); what a caller sees is decided by alliance.access alone. Each view negotiates
+pages); what a caller sees is decided by imaging.access alone. Each view negotiates
 its own representation with `media.choose` (see media.py for why DRF's does not fit);
 errors are JSON with a reason, whatever the client accepted.
 """
@@ -20,9 +20,11 @@ from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from alliance import access, audit
+from alliance import audit
+from alliance.access import principal_of
 from alliance.api.permissions import IsActiveDoctor
 from alliance.models import AuditEvent
+from imaging import access
 from imaging.dicomweb import media
 from imaging.dicomweb.renderers import DicomJsonRenderer, ErrorJsonRenderer
 from imaging.models import Study
@@ -114,10 +116,10 @@ def audit_studies(
     """Study rows (or stand-ins with pk, study_uid, institution_id, patient_id) into one event."""
     if viewer_session.covers(request, action, studies):
         return  # part of a viewing the viewer page already audited ("study.view")
-    bases = access.bases_for(request.user, studies)
+    bases = access.bases_for(principal_of(request), studies)
     first = studies[0] if len(studies) == 1 else None
     audit.record(
-        actor=audit.Actor.for_user(request.user),
+        actor=audit.actor_of(request),
         action=action,
         object_type="study",
         object_id=first.study_uid if first else f"{len(studies)} studies",

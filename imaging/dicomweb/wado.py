@@ -2,7 +2,7 @@
 
 Study, series and instance retrieval streams each stored file from storage in chunks
 (multipart/related; type="application/dicom"); nothing larger than one instance is held
-in memory, and only when it must be transcoded. Access: alliance.access.get_study_for,
+in memory, and only when it must be transcoded. Access: imaging.access.get_study_for,
 which answers the same 404 for a study that is missing and one the caller may not see.
 """
 
@@ -23,8 +23,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from rest_framework.request import Request
 
-from alliance import access
-from imaging import render
+from alliance.access import principal_of
+from imaging import access, render
 from imaging.dicom import part10
 from imaging.dicomweb import dicomjson, media, transfer
 from imaging.dicomweb.dicomjson import BULK_VRS
@@ -49,7 +49,7 @@ class _InstancesView(DicomWebView):
     def instances(
         self, request: Request, study: str, series: str = "", instance: str = ""
     ) -> tuple[Study, list[Instance]]:
-        visible = access.get_study_for(request.user, study)
+        visible = access.get_study_for(principal_of(request), study)
         rows: QuerySet[Instance] = Instance.objects.filter(series__study=visible).select_related("series")
         if series:
             rows = rows.filter(series__series_uid=series)

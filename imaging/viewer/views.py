@@ -10,7 +10,6 @@ from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.contrib.staticfiles import finders
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import get_script_prefix
@@ -19,7 +18,9 @@ from django.utils.text import capfirst
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
-from alliance import access, audit
+from alliance import audit
+from alliance.access import principal_of
+from imaging import access
 from imaging.dicomweb.wado import instance_metadata
 from imaging.models import Study
 from imaging.viewer import session
@@ -31,18 +32,9 @@ NON_IMAGE_MODALITIES = ("SR", "PR", "KO")
 @require_GET
 @login_required
 def study(request: HttpRequest, study_uid: str) -> HttpResponse:
-    found = access.get_study_for(request.user, study_uid)
-    with transaction.atomic():
-        audit.record(
-            actor=audit.Actor.for_user(request.user),
-            action="study.view",
-            object_type="study",
-            object_id=found.study_uid,
-            patient=str(found.patient_id),
-            basis=access.basis_for(request.user, found),
-            source=audit.source_of(request),
-            detail={"via": "viewer"},
-        )
+    principal = principal_of(request)
+    found = access.get_study_for(principal, study_uid)
+    audit.read(request, found, "study.view", access.basis_for(principal, found), via="viewer")
     session.remember_opening(request, found.study_uid)
     # ?embed=1: no site header, for a page that shows the viewer in a frame beside
     # something else (a consult's report); the policy allows framing by this site only.

@@ -1,106 +1,92 @@
-"""The one access policy: own institution, grants with a basis, expiry and revocation."""
+"""alliance.access: who is asking (the principal, resolved once per request) and membership."""
 
-from datetime import timedelta
+from __future__ import annotations
 
-import pytest
-from django.http import Http404
-from django.utils import timezone
+from typing import Any
 
-from alliance import access, audit
-from alliance.models import AuditEvent
-from imaging.models import Patient, Study
+from django.contrib.auth.models import AnonymousUser
+from django.contrib.sessions.backends.db import SessionStore
+from django.http import HttpRequest, HttpResponse
+from django.test import RequestFactory
 
+from alliance import access, audit, services
+from alliance.access import NOBODY, Principal, resolve_principal
+from alliance.middleware import ActiveDoctorMiddleware
+from alliance.models import Role
 
-def _study(institution, uid="1.2.3.4"):  # type: ignore[no-untyped-def]
-    patient = Patient.objects.create(issuer=institution, patient_id="1001", name="ZHANG^SAN")
-    return Study.objects.create(study_uid=uid, patient=patient, institution=institution)
-
-
-@pytest.fixture
-def study_a(alliance_world):  # type: ignore[no-untyped-def]
-    return _study(alliance_world.clin_a)
+PERSONAS = ["owner", "inst_admin_a", "specialist", "stranger", "alliance_admin"]
 
 
-def visible(doctor, study) -> bool:  # type: ignore[no-untyped-def]
-    return access.studies_visible_to(doctor.user).filter(pk=study.pk).exists()
+def _through_middleware(user: Any) -> Principal:
+    seen: list[Principal] = []
+
+    def view(request: HttpRequest) -> HttpResponse:
+        seen.append(access.principal_of(request))
+        return HttpResponse()
+
+    request = RequestFactory().get("/")
+    request.user = user
+    request.session = SessionStore()
+    ActiveDoctorMiddleware(view)(request)
+    return seen[0]
 
 
-def test_owner_and_colleague_see_own_institution_study(alliance_world, study_a):  # type: ignore[no-untyped-def]
-    assert visible(alliance_world.owner, study_a)
-    assert visible(alliance_world.colleague, study_a)
-    assert access.basis_for(alliance_world.owner.user, study_a) == "own-institution"
+def test_the_middleware_resolves_the_principal_once_per_request(alliance_world, django_assert_num_queries) -> None:  # type: ignore[no-untyped-def]
+    owner = alliance_world.owner
+    user = type(owner.user).objects.get(pk=owner.user.pk)
+    with django_assert_num_queries(1):
+        principal = _through_middleware(user)
+        assert (principal.doctor, principal.institution_id, principal.roles) == (
+            owner,
+            owner.institution_id,
+            {"clinician"},
+        )
+        assert principal.alliance == alliance_world.alliance and principal.is_clinical
+    assert not hasattr(user, "_active_doctor")  # nothing is cached on the user object
 
 
-def test_others_see_nothing_without_grant(alliance_world, study_a):  # type: ignore[no-untyped-def]
-    for persona in ("specialist", "outsider_specialist", "stranger", "alliance_admin"):
-        assert not visible(getattr(alliance_world, persona), study_a), persona
+def test_a_user_set_by_another_authentication_is_resolved_once(alliance_world, django_assert_num_queries) -> None:  # type: ignore[no-untyped-def]
+    request = RequestFactory().get("/")
+    request.user = AnonymousUser()
+    request.principal = resolve_principal(request.user)  # type: ignore[attr-defined]
+    request.user = alliance_world.specialist.user  # as DRF's forced or another authentication does
+    with django_assert_num_queries(1):
+        assert access.principal_of(request).doctor == alliance_world.specialist
+        assert access.principal_of(request) is access.principal_of(request)
 
 
-def test_pool_grant_opens_study_to_pool_members_only(alliance_world, study_a):  # type: ignore[no-untyped-def]
-    access.grant_study(
-        study=study_a, grantee=access.Grantee.pool(alliance_world.pool), basis="consult:1", by=audit.SYSTEM
-    )
-    assert visible(alliance_world.specialist, study_a)
-    assert access.basis_for(alliance_world.specialist.user, study_a) == "consult:1"
-    assert not visible(alliance_world.outsider_specialist, study_a)
-    assert not visible(alliance_world.stranger, study_a)
+def test_anonymous_and_switched_off_doctors_are_nobody(alliance_world) -> None:  # type: ignore[no-untyped-def]
+    assert _through_middleware(AnonymousUser()).doctor is None
+    services.doctor_set_active(doctor=alliance_world.stranger, active=False, by=audit.SYSTEM)
+    assert _through_middleware(alliance_world.stranger.user).doctor is None
 
 
-def test_revoked_grant_ends_access_and_is_audited(alliance_world, study_a):  # type: ignore[no-untyped-def]
-    access.grant_study(
-        study=study_a, grantee=access.Grantee.pool(alliance_world.pool), basis="consult:2", by=audit.SYSTEM
-    )
-    assert access.revoke_grants(basis="consult:2", by=audit.SYSTEM) == 1
-    assert not visible(alliance_world.specialist, study_a)
-    assert AuditEvent.objects.filter(action="grant.revoke", basis="consult:2").exists()
+def test_a_specialists_pools_and_groups_reach_its_principal(alliance_world) -> None:  # type: ignore[no-untyped-def]
+    specialist = resolve_principal(alliance_world.specialist.user)
+    assert specialist.pool_ids == [alliance_world.pool.pk]
+    groups = {row["pk"] for row in specialist.group_ids}  # type: ignore[index]
+    assert groups == {alliance_world.hosp.group_id, alliance_world.pool.group_id}
+    assert resolve_principal(alliance_world.owner.user).pool_ids == []
 
 
-def test_expired_grant_gives_no_access(alliance_world, study_a):  # type: ignore[no-untyped-def]
-    access.grant_study(
-        study=study_a,
-        grantee=access.Grantee(user=alliance_world.stranger.user),
-        basis="referral:1",
-        by=audit.SYSTEM,
-        expires_at=timezone.now() - timedelta(minutes=1),
-    )
-    assert not visible(alliance_world.stranger, study_a)
+def test_the_actor_of_a_principal_names_the_user_and_institution(alliance_world) -> None:  # type: ignore[no-untyped-def]
+    owner = resolve_principal(alliance_world.owner.user)
+    assert owner.actor == audit.Actor("user", str(owner.user.pk), "owner", alliance_world.clin_a.pk)
+    assert NOBODY.actor == audit.ANONYMOUS
 
 
-def test_missing_and_forbidden_study_raise_the_same_404(alliance_world, study_a):  # type: ignore[no-untyped-def]
-    with pytest.raises(Http404) as forbidden:
-        access.get_study_for(alliance_world.stranger.user, study_a.study_uid)
-    with pytest.raises(Http404) as missing:
-        access.get_study_for(alliance_world.stranger.user, "9.9.9")
-    assert str(forbidden.value) == str(missing.value)
+def test_who_manages_which_institutions(alliance_world) -> None:  # type: ignore[no-untyped-def]
+    w = alliance_world
+    managed = {p: set(access.institutions_managed_by(resolve_principal(getattr(w, p).user))) for p in PERSONAS}
+    assert managed["alliance_admin"] == {w.hosp, w.clin_a, w.clin_b, w.office}
+    assert managed["inst_admin_a"] == {w.clin_a}
+    assert managed["owner"] == managed["specialist"] == managed["stranger"] == set()
+    assert not access.institutions_managed_by(NOBODY).exists()
 
 
-def test_write_grant_drops_to_read_only(alliance_world, study_a):  # type: ignore[no-untyped-def]
-    access.grant_study(
-        study=study_a, grantee=access.Grantee.pool(alliance_world.pool), basis="consult:3", by=audit.SYSTEM, write=True
-    )
-    assert access.may_write_study(alliance_world.specialist.user, study_a)
-    access.revoke_grants(basis="consult:3", by=audit.SYSTEM, write_only=True)
-    assert not access.may_write_study(alliance_world.specialist.user, study_a)
-    assert visible(alliance_world.specialist, study_a)
-
-
-def test_device_sees_own_institution_and_institution_grants(alliance_world, study_a):  # type: ignore[no-untyped-def]
-    from alliance import services
-
-    dev_b = services.device_create(
-        institution=alliance_world.clin_b, ae_title="CLINB_CT", host="127.0.0.1", port=104, by=audit.SYSTEM
-    )
-    assert not access.studies_visible_to_device(dev_b).filter(pk=study_a.pk).exists()
-    access.grant_study(
-        study=study_a, grantee=access.Grantee.institution(alliance_world.clin_b), basis="referral:7", by=audit.SYSTEM
-    )
-    assert access.studies_visible_to_device(dev_b).filter(pk=study_a.pk).exists()
-    assert access.basis_for_device(dev_b, study_a) == "referral:7"
-
-
-def test_break_glass_needs_a_reason(alliance_world, study_a):  # type: ignore[no-untyped-def]
-    with pytest.raises(access.AccessDenied):
-        access.break_glass(user=alliance_world.stranger.user, study=study_a, reason="")
-    access.break_glass(user=alliance_world.stranger.user, study=study_a, reason="Unconscious patient in ER")
-    assert visible(alliance_world.stranger, study_a)
-    assert AuditEvent.objects.filter(action="break-glass", object_id=study_a.study_uid).exists()
+def test_only_an_alliance_admin_makes_alliance_admins(alliance_world) -> None:  # type: ignore[no-untyped-def]
+    admin = resolve_principal(alliance_world.alliance_admin.user)
+    inst_admin = resolve_principal(alliance_world.inst_admin_a.user)
+    assert Role.ALLIANCE_ADMIN in access.assignable_roles(admin)
+    assert access.assignable_roles(inst_admin) == [r for r in Role.values if r != Role.ALLIANCE_ADMIN]
+    assert access.assignable_roles(resolve_principal(alliance_world.owner.user)) == []

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from alliance.access import resolve_principal
 from consults import services
 from consults.models import Consult, Status
 from imaging.models import Study
@@ -15,7 +16,7 @@ from tests.factories import StudyFactory
 
 def walk(world: Any, to: str, *, named: bool = False, study: Study | None = None, priority: str = "routine") -> Consult:
     """A consult from clinic A's clinician to the hospital's pool (or its specialist), moved to `to`."""
-    owner, spec = world.owner.user, world.specialist.user
+    owner, spec = resolve_principal(world.owner.user), resolve_principal(world.specialist.user)
     consult = services.consult_create(
         by=owner,
         studies=[study or StudyFactory(institution=world.clin_a)],

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
+from alliance.access import resolve_principal
 from consults import services
 from consults.models import ConsultTransition, Status
 from tests.consults.conftest import walk
@@ -33,7 +34,7 @@ def test_two_simultaneous_claims_have_exactly_one_winner(alliance_world: Any) ->
         try:
             barrier.wait(timeout=10)
             with translation.override("en"):
-                services.consult_claim(consult=consult, by=user)
+                services.consult_claim(consult=consult, by=resolve_principal(user))
             outcomes[user.username] = "won"
         except services.IllegalTransition as exc:
             outcomes[user.username] = str(exc)

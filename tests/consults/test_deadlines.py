@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
-from alliance import access
+from alliance.access import resolve_principal
+from consults import access as consults_access
 from consults import clock, services
 from consults.models import Notification, Status
+from imaging import access
 from tests.consults.conftest import walk
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -51,9 +53,9 @@ def test_owner_is_reminded_at_half_and_four_fifths_of_the_time_once(world: Any, 
 def test_on_hold_time_does_not_count(world: Any, time: Clock) -> None:
     consult = walk(world, Status.IN_PROGRESS)
     time.at(hours=2)
-    services.consult_hold(consult=consult, by=world.specialist.user, question="Prior CT?")
+    services.consult_hold(consult=consult, by=resolve_principal(world.specialist.user), question="Prior CT?")
     assert services.consult_check_deadlines(now=time.at(hours=30)) == {}  # paused: nothing happens
-    services.consult_answer(consult=consult, by=world.owner.user, answer="None.")  # 28 h on hold
+    services.consult_answer(consult=consult, by=resolve_principal(world.owner.user), answer="None.")  # 28 h on hold
     consult.refresh_from_db()
     assert consult.paused_seconds == 28 * 3600
     assert consult.due_at == T0 + timedelta(hours=24 + 28)
@@ -68,10 +70,10 @@ def test_unclaimed_named_request_is_widened_to_the_pool_at_claim_timeout(world: 
     world.pool.members.add(colleague)
     consult = walk(world, Status.REQUESTED, named=True)  # routine: claim timeout 4 h
     study = consult.studies.get()
-    assert not access.studies_visible_to(colleague.user).filter(pk=study.pk).exists()
+    assert not access.studies_visible_to(resolve_principal(colleague.user)).filter(pk=study.pk).exists()
     assert services.consult_check_deadlines(now=time.at(hours=4)) == {"widen": 1}
-    assert access.may_claim(colleague.user, consult.__class__.objects.get(pk=consult.pk))
-    assert access.studies_visible_to(colleague.user).filter(pk=study.pk).exists()
+    assert consults_access.may_claim(resolve_principal(colleague.user), consult.__class__.objects.get(pk=consult.pk))
+    assert access.studies_visible_to(resolve_principal(colleague.user)).filter(pk=study.pk).exists()
     assert "widen" in _verbs(world.hosp_admin.user)
     assert services.consult_check_deadlines(now=time.at(hours=5)) == {}
 

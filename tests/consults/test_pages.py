@@ -27,6 +27,17 @@ def test_clinician_requests_a_consult_with_the_form(world: Any) -> None:
     assert consult.status == Status.REQUESTED and consult.priority == "urgent"
 
 
+def test_the_study_page_offers_a_consult_to_the_owning_clinic_only(world: Any) -> None:
+    consult = walk(world, Status.REQUESTED)
+    study = consult.studies.get()
+    offers = {
+        persona: f"/consults/new/?study={study.study_uid}"
+        in client_for(getattr(world, persona)).get(f"/imaging/studies/{study.study_uid}/").content.decode()
+        for persona in ("owner", "colleague", "specialist")
+    }
+    assert offers == {"owner": True, "colleague": True, "specialist": False}
+
+
 def test_request_form_errors_name_the_field(world: Any) -> None:
     client = client_for(world.owner)
     response = client.post("/consults/new/", {"question": "", "priority": "stat", "send": "1"})

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from alliance.access import resolve_principal
 from consults import services
 from consults.models import Status
 from tests.conftest import client_for
@@ -29,7 +30,9 @@ def test_report_pdf_holds_institutions_patient_question_chinese_findings_signer_
     world: Any, tmp_path: Path
 ) -> None:
     consult = walk(world, Status.COMPLETED)
-    services.consult_addendum(consult=consult, by=world.specialist.user, text="与2025年片对比无变化。")
+    services.consult_addendum(
+        consult=consult, by=resolve_principal(world.specialist.user), text="与2025年片对比无变化。"
+    )
     response = client_for(world.owner).get(f"/consults/{consult.pk}/report.pdf")
     assert response.status_code == 200 and response["Content-Type"] == "application/pdf"
     text = _text(response.content, tmp_path)

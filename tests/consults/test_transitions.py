@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.core.exceptions import ValidationError
 
-from alliance.access import AccessDenied
+from alliance.access import AccessDenied, resolve_principal
 from alliance.models import AuditEvent
 from consults import services
 from consults.models import ConsultTransition, Notification, ReportVersion, Status
@@ -28,23 +28,24 @@ PERSONAS = [
 
 
 def _do(action: str, consult: Any, user: Any, world: Any) -> Any:
+    by = resolve_principal(user)
     calls = {
-        "request": lambda: services.consult_request(consult=consult, by=user),
-        "claim": lambda: services.consult_claim(consult=consult, by=user),
-        "reject": lambda: services.consult_reject(consult=consult, by=user, reason="Not our specialty."),
-        "release": lambda: services.consult_release(consult=consult, by=user, reason="Going off shift."),
-        "start_report": lambda: services.consult_start_report(consult=consult, by=user),
+        "request": lambda: services.consult_request(consult=consult, by=by),
+        "claim": lambda: services.consult_claim(consult=consult, by=by),
+        "reject": lambda: services.consult_reject(consult=consult, by=by, reason="Not our specialty."),
+        "release": lambda: services.consult_release(consult=consult, by=by, reason="Going off shift."),
+        "start_report": lambda: services.consult_start_report(consult=consult, by=by),
         "save_draft": lambda: services.consult_save_draft(
-            consult=consult, by=user, findings="Findings.", impression="Impression."
+            consult=consult, by=by, findings="Findings.", impression="Impression."
         ),
-        "hold": lambda: services.consult_hold(consult=consult, by=user, question="Prior imaging?"),
-        "answer": lambda: services.consult_answer(consult=consult, by=user, answer="None."),
-        "sign": lambda: services.consult_sign(consult=consult, by=user, impression="Benign."),
-        "addendum": lambda: services.consult_addendum(consult=consult, by=user, text="Compare with 2025 film."),
-        "cancel": lambda: services.consult_cancel(consult=consult, by=user, reason="Patient transferred."),
-        "fail": lambda: services.consult_fail(consult=consult, by=user, reason="Images unreadable."),
+        "hold": lambda: services.consult_hold(consult=consult, by=by, question="Prior imaging?"),
+        "answer": lambda: services.consult_answer(consult=consult, by=by, answer="None."),
+        "sign": lambda: services.consult_sign(consult=consult, by=by, impression="Benign."),
+        "addendum": lambda: services.consult_addendum(consult=consult, by=by, text="Compare with 2025 film."),
+        "cancel": lambda: services.consult_cancel(consult=consult, by=by, reason="Patient transferred."),
+        "fail": lambda: services.consult_fail(consult=consult, by=by, reason="Images unreadable."),
         "second_opinion": lambda: services.consult_second_opinion(
-            consult=consult, by=user, specialist=world.outsider_specialist
+            consult=consult, by=by, specialist=world.outsider_specialist
         ),
     }
     return calls[action]()
@@ -132,7 +133,7 @@ def test_an_illegal_move_is_refused_with_a_clear_message_and_changes_nothing(
 def test_reasons_are_required_and_the_error_names_the_field(world: Any) -> None:
     consult = walk(world, Status.REQUESTED)
     with pytest.raises(ValidationError) as err:
-        services.consult_cancel(consult=consult, by=world.owner.user, reason="  ")
+        services.consult_cancel(consult=consult, by=resolve_principal(world.owner.user), reason="  ")
     assert "reason" in err.value.message_dict
     consult.refresh_from_db()
     assert consult.status == Status.REQUESTED
@@ -141,7 +142,10 @@ def test_reasons_are_required_and_the_error_names_the_field(world: Any) -> None:
 def test_a_request_may_attach_only_the_requesters_own_institutions_studies(world: Any) -> None:
     with pytest.raises(ValidationError) as err:
         services.consult_create(
-            by=world.owner.user, studies=[StudyFactory(institution=world.clin_b)], question="?", pool=world.pool
+            by=resolve_principal(world.owner.user),
+            studies=[StudyFactory(institution=world.clin_b)],
+            question="?",
+            pool=world.pool,
         )
     assert "studies" in err.value.message_dict
 
@@ -152,7 +156,9 @@ def test_signed_version_is_immutable_in_the_service_and_in_the_database(world: A
     consult = walk(world, Status.COMPLETED)
     version = ReportVersion.objects.get(report__consult=consult)
     with pytest.raises(services.IllegalTransition):
-        services.consult_save_draft(consult=consult, by=world.specialist.user, findings="x", impression="y")
+        services.consult_save_draft(
+            consult=consult, by=resolve_principal(world.specialist.user), findings="x", impression="y"
+        )
     with pytest.raises(DatabaseError), transaction.atomic():
         ReportVersion.objects.filter(pk=version.pk).update(findings="tampered")
     version.refresh_from_db()
@@ -161,7 +167,9 @@ def test_signed_version_is_immutable_in_the_service_and_in_the_database(world: A
 
 def test_addendum_adds_a_version_and_the_original_stays_readable(world: Any) -> None:
     consult = walk(world, Status.COMPLETED)
-    services.consult_addendum(consult=consult, by=world.specialist.user, text="Compare with the 2025 film.")
+    services.consult_addendum(
+        consult=consult, by=resolve_principal(world.specialist.user), text="Compare with the 2025 film."
+    )
     v1, v2 = ReportVersion.objects.filter(report__consult=consult).order_by("number")
     assert (v1.number, v1.addendum, v1.impression) == (1, "", "Nodule 8 mm.")
     assert (v2.number, v2.addendum, v2.impression) == (2, "Compare with the 2025 film.", "Nodule 8 mm.")
@@ -170,12 +178,16 @@ def test_addendum_adds_a_version_and_the_original_stays_readable(world: Any) -> 
 
 def test_second_opinion_is_a_new_linked_consult_sent_elsewhere(world: Any) -> None:
     first = walk(world, Status.COMPLETED)
-    second = services.consult_second_opinion(consult=first, by=world.owner.user, specialist=world.outsider_specialist)
+    second = services.consult_second_opinion(
+        consult=first, by=resolve_principal(world.owner.user), specialist=world.outsider_specialist
+    )
     assert second.second_opinion_of == first
     assert second.status == Status.REQUESTED
     assert set(second.studies.all()) == set(first.studies.all())
     with pytest.raises(ValidationError):
-        services.consult_second_opinion(consult=first, by=world.owner.user, specialist=world.specialist)
+        services.consult_second_opinion(
+            consult=first, by=resolve_principal(world.owner.user), specialist=world.specialist
+        )
 
 
 def test_request_notifies_the_pool_and_sign_notifies_the_requester(

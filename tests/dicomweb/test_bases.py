@@ -1,8 +1,10 @@
-"""access.bases_for: the basis of each study in a multi-study answer, for its one audit event."""
+"""imaging.access.bases_for: the basis of each study in a multi-study answer, for its one audit event."""
 
 from __future__ import annotations
 
-from alliance import access, audit
+from alliance import audit
+from alliance.access import NOBODY, resolve_principal
+from imaging import access, grants
 from imaging.models import Patient, Study
 
 
@@ -18,15 +20,14 @@ def test_bases_name_own_institution_and_the_grant_and_nothing_else(
     own = _study(w.clin_b, "1.2.3.1")
     granted = _study(w.clin_a, "1.2.3.2")
     hidden = _study(w.clin_a, "1.2.3.3")
-    access.grant_study(study=granted, grantee=access.Grantee.institution(w.clin_b), basis="consult:7", by=audit.SYSTEM)
-    user = w.stranger.user
-    access.doctor_of(user)
+    grants.grant_study(study=granted, grantee=grants.Grantee.institution(w.clin_b), basis="consult:7", by=audit.SYSTEM)
+    principal = resolve_principal(w.stranger.user)
     with django_assert_max_num_queries(3):
-        bases = access.bases_for(user, [own, granted, hidden])
+        bases = access.bases_for(principal, [own, granted, hidden])
     assert bases == {own.pk: "own-institution", granted.pk: "consult:7", hidden.pk: ""}
-    assert bases[granted.pk] == access.basis_for(user, granted)
+    assert bases[granted.pk] == access.basis_for(principal, granted)
 
 
 def test_bases_of_someone_without_a_doctor_are_empty(alliance_world) -> None:  # type: ignore[no-untyped-def]
     study = _study(alliance_world.clin_a, "1.2.3.4")
-    assert access.bases_for(None, [study]) == {study.pk: ""}
+    assert access.bases_for(NOBODY, [study]) == {study.pk: ""}

@@ -23,7 +23,8 @@ from django.db import connection
 from django.test import Client
 from pydicom import dcmread
 
-from alliance import access, audit, services
+from alliance import audit, services
+from imaging import grants
 from imaging.dicomweb.multipart import read_parts
 from imaging.models import Study
 from tests.imaging.dicomgen import make_ct_series, part10_bytes
@@ -238,8 +239,8 @@ def test_clinic_b_token_and_session_see_nothing_until_a_grant(world, server, big
     assert sees(by_token) == nothing
     assert sees(by_session) == nothing
     study = Study.objects.get(study_uid=ids[0])
-    access.grant_study(
-        study=study, grantee=access.Grantee.institution(world.clin_b), basis="consult:5", by=audit.SYSTEM
+    grants.grant_study(
+        study=study, grantee=grants.Grantee.institution(world.clin_b), basis="consult:5", by=audit.SYSTEM
     )
     everything = [1, 1, 2, "ok", "ok", "ok", "ok", "ok", "ok"]
     assert sees(by_token) == everything

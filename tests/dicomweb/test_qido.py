@@ -7,8 +7,10 @@ import datetime as dt
 import pytest
 from django.conf import settings
 
-from alliance import access, audit
+from alliance import audit
+from alliance.access import resolve_principal
 from alliance.models import AuditEvent
+from imaging import access, grants
 from tests.dicomweb.conftest import BASE, store
 from tests.imaging.dicomgen import make_ct_series
 
@@ -136,9 +138,9 @@ def test_another_clinic_finds_nothing_by_any_route_until_a_grant(alliance_world,
         f"{ct.url}/series/{ct.series}/instances",
     ]
     assert [stranger_client.get(route).status_code for route in routes] == [204] * len(routes)
-    study = access.get_study_for(alliance_world.owner.user, ct.study)
-    access.grant_study(
-        study=study, grantee=access.Grantee.institution(alliance_world.clin_b), basis="consult:1", by=audit.SYSTEM
+    study = access.get_study_for(resolve_principal(alliance_world.owner.user), ct.study)
+    grants.grant_study(
+        study=study, grantee=grants.Grantee.institution(alliance_world.clin_b), basis="consult:1", by=audit.SYSTEM
     )
     assert [stranger_client.get(route).status_code for route in routes] == [200] * len(routes)
 

@@ -309,7 +309,7 @@ def test_database_away_before_the_body_is_read_is_503(owner_client, monkeypatch)
     def away(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise OperationalError("the database system is shutting down")
 
-    monkeypatch.setattr(stow.access, "doctor_of", away)
+    monkeypatch.setattr(stow.access, "upload_institution_of", away)
     response = post(owner_client, f"{BASE}/studies", multipart([part10_bytes(make_ct_series(1, 16, 16)[0])]))
     assert response.status_code == 503 and int(response.headers["Retry-After"]) > 0
     assert response.json()["error"]["message"]

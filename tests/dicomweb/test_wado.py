@@ -14,8 +14,10 @@ from PIL import Image
 from pydicom import dcmread
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
-from alliance import access, audit
+from alliance import audit
+from alliance.access import resolve_principal
 from alliance.models import AuditEvent
+from imaging import access, grants
 from imaging.dicomweb.multipart import read_parts
 from tests.dicomweb.conftest import BASE, store
 from tests.imaging.dicomgen import make_ct_series
@@ -181,9 +183,9 @@ def test_another_clinic_gets_404_on_every_route_until_a_grant(alliance_world, st
     assert [stranger_client.get(u).status_code for u in urls] == [404] * len(urls)
     missing = stranger_client.get(f"{BASE}/studies/1.2.3.4.5")
     assert missing.status_code == 404 and missing.json() == stranger_client.get(ct.url).json()
-    study = access.get_study_for(alliance_world.owner.user, ct.study)
-    access.grant_study(
-        study=study, grantee=access.Grantee.institution(alliance_world.clin_b), basis="consult:9", by=audit.SYSTEM
+    study = access.get_study_for(resolve_principal(alliance_world.owner.user), ct.study)
+    grants.grant_study(
+        study=study, grantee=grants.Grantee.institution(alliance_world.clin_b), basis="consult:9", by=audit.SYSTEM
     )
     assert [stranger_client.get(u).status_code for u in urls] == [200] * len(urls)
 

@@ -10,8 +10,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from alliance import access, audit, services
+from alliance import audit, services
 from alliance.models import AuditEvent
+from imaging import grants
 from tests import factories
 
 SEE = ("owner", "colleague", "inst_admin_a")
@@ -90,8 +91,8 @@ def test_anonymous_and_deactivated_are_refused(alliance_world, study_a):  # type
 
 
 def test_pool_grant_opens_study_series_and_instances_to_specialist(alliance_world, study_a):  # type: ignore[no-untyped-def]
-    access.grant_study(
-        study=study_a, grantee=access.Grantee.pool(alliance_world.pool), basis="consult:5", by=audit.SYSTEM
+    grants.grant_study(
+        study=study_a, grantee=grants.Grantee.pool(alliance_world.pool), basis="consult:5", by=audit.SYSTEM
     )
     client = api_for(alliance_world.specialist)
     listed = client.get("/api/v1/studies/").json()["results"]
@@ -110,12 +111,12 @@ def test_pool_grant_opens_study_series_and_instances_to_specialist(alliance_worl
 
 
 def test_revoked_grant_closes_the_api_at_once(alliance_world, study_a):  # type: ignore[no-untyped-def]
-    access.grant_study(
-        study=study_a, grantee=access.Grantee.pool(alliance_world.pool), basis="consult:6", by=audit.SYSTEM
+    grants.grant_study(
+        study=study_a, grantee=grants.Grantee.pool(alliance_world.pool), basis="consult:6", by=audit.SYSTEM
     )
     client = api_for(alliance_world.specialist)
     assert uids(client.get("/api/v1/studies/")) == [study_a.study_uid]
-    access.revoke_grants(basis="consult:6", by=audit.SYSTEM)
+    grants.revoke_grants(basis="consult:6", by=audit.SYSTEM)
     assert uids(client.get("/api/v1/studies/")) == []
     assert client.get(f"/api/v1/studies/{study_a.study_uid}/").status_code == 404
 
@@ -204,8 +205,8 @@ def test_study_list_costs_the_same_queries_for_3_or_30_studies(  # type: ignore[
         for i in range(n):
             factories.StudyFactory(institution=alliance_world.hosp, series=0)
             shared = factories.StudyFactory(institution=alliance_world.clin_a, series=0)
-            access.grant_study(
-                study=shared, grantee=access.Grantee.pool(alliance_world.pool), basis=f"consult:{i}", by=audit.SYSTEM
+            grants.grant_study(
+                study=shared, grantee=grants.Grantee.pool(alliance_world.pool), basis=f"consult:{i}", by=audit.SYSTEM
             )
 
     client = api_for(alliance_world.hosp_admin)

@@ -12,8 +12,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from alliance import access, audit
+from alliance import audit
 from alliance.models import AuditEvent
+from imaging import grants
 from imaging.views import STUDIES_PER_PAGE
 from tests import factories
 from tests.conftest import client_for
@@ -85,8 +86,8 @@ def test_anonymous_is_sent_to_sign_in(db):  # type: ignore[no-untyped-def]
 
 
 def test_pool_grant_shows_study_to_specialist_with_consult_badge(alliance_world, study_a):  # type: ignore[no-untyped-def]
-    access.grant_study(
-        study=study_a, grantee=access.Grantee.pool(alliance_world.pool), basis="consult:7", by=audit.SYSTEM
+    grants.grant_study(
+        study=study_a, grantee=grants.Grantee.pool(alliance_world.pool), basis="consult:7", by=audit.SYSTEM
     )
     client = en_client(alliance_world.specialist)
     response = client.get(reverse("imaging:study_list"))
@@ -178,8 +179,8 @@ def test_search_filters(alliance_world, three_studies, params, expected):  # typ
 
 def test_institution_filter_separates_own_from_shared(alliance_world, study_a):  # type: ignore[no-untyped-def]
     hosp_study = factories.StudyFactory(institution=alliance_world.hosp)
-    access.grant_study(
-        study=study_a, grantee=access.Grantee.institution(alliance_world.hosp), basis="referral:3", by=audit.SYSTEM
+    grants.grant_study(
+        study=study_a, grantee=grants.Grantee.institution(alliance_world.hosp), basis="referral:3", by=audit.SYSTEM
     )
     client = en_client(alliance_world.hosp_admin)
     assert set(listed_uids(client.get(reverse("imaging:study_list")))) == {study_a.study_uid, hosp_study.study_uid}
@@ -212,8 +213,8 @@ def test_empty_list_writes_no_audit_event(alliance_world, study_a):  # type: ign
 
 
 def test_study_page_writes_view_event_with_basis(alliance_world, study_a):  # type: ignore[no-untyped-def]
-    access.grant_study(
-        study=study_a, grantee=access.Grantee.pool(alliance_world.pool), basis="consult:9", by=audit.SYSTEM
+    grants.grant_study(
+        study=study_a, grantee=grants.Grantee.pool(alliance_world.pool), basis="consult:9", by=audit.SYSTEM
     )
     en_client(alliance_world.specialist).get(reverse("imaging:study_detail", args=[study_a.study_uid]))
     event = AuditEvent.objects.get(action="study.view")
@@ -235,7 +236,7 @@ def shared_and_own(world, count: int) -> None:  # type: ignore[no-untyped-def]
     for n in range(count):
         factories.StudyFactory(institution=world.hosp, series=0)
         shared = factories.StudyFactory(institution=world.clin_a, series=0)
-        access.grant_study(study=shared, grantee=access.Grantee.pool(world.pool), basis=f"consult:{n}", by=audit.SYSTEM)
+        grants.grant_study(study=shared, grantee=grants.Grantee.pool(world.pool), basis=f"consult:{n}", by=audit.SYSTEM)
 
 
 def test_study_list_query_count_does_not_grow_with_studies(  # type: ignore[no-untyped-def]
@@ -350,8 +351,8 @@ def test_thumbnail_of_a_series_under_another_study_uid_is_404(alliance_world, in
 
 
 def test_consult_badge_links_to_the_case(alliance_world, study_a):  # type: ignore[no-untyped-def]
-    access.grant_study(
-        study=study_a, grantee=access.Grantee.pool(alliance_world.pool), basis="consult:7", by=audit.SYSTEM
+    grants.grant_study(
+        study=study_a, grantee=grants.Grantee.pool(alliance_world.pool), basis="consult:7", by=audit.SYSTEM
     )
     response = en_client(alliance_world.specialist).get(reverse("imaging:study_list"))
     assert response.context["rows"][0].badge_url == reverse("consults:detail", args=[7])
@@ -364,8 +365,8 @@ def test_own_study_page_offers_a_consult_request_and_a_shared_one_does_not(  # t
     request_url = f"{reverse('consults:new')}?study={study_a.study_uid}"
     own = en_client(alliance_world.owner).get(reverse("imaging:study_detail", args=[study_a.study_uid]))
     assert request_url in own.content.decode()
-    access.grant_study(
-        study=study_a, grantee=access.Grantee.pool(alliance_world.pool), basis="consult:8", by=audit.SYSTEM
+    grants.grant_study(
+        study=study_a, grantee=grants.Grantee.pool(alliance_world.pool), basis="consult:8", by=audit.SYSTEM
     )
     shared = en_client(alliance_world.specialist).get(reverse("imaging:study_detail", args=[study_a.study_uid]))
     assert shared.status_code == 200

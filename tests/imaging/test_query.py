@@ -7,7 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from alliance import access, audit
+from alliance import audit
+from alliance.access import Principal
+from imaging import access, grants
 from imaging.models import Patient
 from imaging.query import InvalidCriterion, Level, find, identifier, unsupported_keys
 from tests import factories
@@ -60,8 +62,8 @@ def index(db):  # type: ignore[no-untyped-def]
         series=0,
     )
     factories.SeriesFactory(study=b, series_uid="1.2.3.3.1", modality="CT", instances=1)
-    device_a = SimpleNamespace(active=True, institution=w.clin_a)
-    visible = access.studies_visible_to_device(device_a)  # type: ignore[arg-type]
+    device_a = SimpleNamespace(active=True, institution=w.clin_a, institution_id=w.clin_a.pk)
+    visible = access.studies_visible_to(Principal.for_device(device_a))  # type: ignore[arg-type]
     return SimpleNamespace(world=w, ct=ct, mr=mr, b=b, doe=doe, wang=wang, visible=visible)
 
 
@@ -167,8 +169,8 @@ def test_patient_level_counts_only_what_the_caller_sees(index) -> None:  # type:
 
 
 def grant_b_study_to_clinic_a(index) -> None:  # type: ignore[no-untyped-def]
-    access.grant_study(
-        study=index.b, grantee=access.Grantee.institution(index.world.clin_a), basis="consult:1", by=audit.SYSTEM
+    grants.grant_study(
+        study=index.b, grantee=grants.Grantee.institution(index.world.clin_a), basis="consult:1", by=audit.SYSTEM
     )
 
 

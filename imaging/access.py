@@ -1,0 +1,124 @@
+"""May this principal see (or write to) this study? One function per decision.
+
+- A doctor sees their own institution's studies (clinical roles only); a DICOM device its
+  institution's.
+- Another institution's study is visible only through an unexpired, unrevoked grant
+  (StudyGroupGrant to the institution's or a pool's group, or StudyUserGrant to the doctor)
+  that a consult, referral or break-glass created (imaging/grants.py); the grant names its basis.
+- An alliance admin sees no images by default.
+
+Pages, the REST API, DICOMweb and the DICOM server all call these functions with the
+principal they resolved once (alliance.access.Principal); no rule lives anywhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.http import Http404
+from django.utils import timezone
+
+from alliance.access import Principal
+from alliance.models import Institution
+from imaging.models import Study, StudyGroupGrant, StudyUserGrant
+
+READ = "read_study"
+WRITE = "change_study"
+IMAGE_STORE_MODULE = "image_store"
+OWN_INSTITUTION = "own-institution"
+
+
+class StudyRef(Protocol):
+    """What a decision needs of a study: a Study row, or a light stand-in for one."""
+
+    pk: Any
+    institution_id: Any
+
+
+def live() -> Q:
+    """Grants in force: not revoked, not expired."""
+    return Q(revoked_at__isnull=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
+
+
+def _grants(principal: Principal, codename: str) -> list[QuerySet[Any]]:
+    """The live grants of one permission that reach the principal: to its groups and to its user."""
+    found: list[QuerySet[Any]] = [
+        StudyGroupGrant.objects.filter(live(), group_id__in=principal.group_ids, permission__codename=codename)
+    ]
+    if principal.doctor is not None:
+        found.append(StudyUserGrant.objects.filter(live(), user_id=principal.user.pk, permission__codename=codename))
+    return found
+
+
+def _owns(principal: Principal, study: StudyRef) -> bool:
+    return principal.sees_own_institution and study.institution_id == principal.institution_id
+
+
+def studies_visible_to(principal: Principal) -> QuerySet[Study]:
+    if principal.institution_id is None:
+        return Study.objects.none()
+    visible = Q(institution_id=principal.institution_id) if principal.sees_own_institution else Q(pk__in=[])
+    for grants in _grants(principal, READ):
+        visible |= Q(Exists(grants.filter(content_object=OuterRef("pk"))))
+    return Study.objects.filter(visible)
+
+
+def get_study_for(principal: Principal, study_uid: str) -> Study:
+    """The study if the principal may see it; the same 404 whether it is missing or forbidden."""
+    visible = studies_visible_to(principal).select_related("patient", "institution")
+    study = visible.filter(study_uid=study_uid).first()
+    if study is None:
+        raise Http404("No such study.")
+    return study
+
+
+def basis_for(principal: Principal, study: StudyRef) -> str:
+    """On what basis the principal sees this study, for the audit trail ("" when it does not)."""
+    return bases_for(principal, [study])[study.pk]
+
+
+def bases_for(principal: Principal, studies: Sequence[StudyRef]) -> dict[Any, str]:
+    """basis_for over many studies at once (a list page, a QIDO-RS or C-FIND answer):
+    study pk -> basis, "" when none. Own-institution studies need no query; the rest take
+    one query per kind of grant (the user's own first)."""
+    found = {s.pk: OWN_INSTITUTION for s in studies if _owns(principal, s)}
+    if principal.institution_id is not None:
+        for grants in reversed(_grants(principal, READ)):
+            missing = [s.pk for s in studies if s.pk not in found]
+            if not missing:
+                break
+            for study_pk, basis in grants.filter(content_object_id__in=missing).values_list(
+                "content_object_id", "basis"
+            ):
+                found.setdefault(study_pk, basis)
+    return {s.pk: found.get(s.pk, "") for s in studies}
+
+
+def may_write_study(principal: Principal, study: Study) -> bool:
+    """Annotate or attach to a study: own institution (a doctor's), or a live grant with write."""
+    if principal.doctor is None:
+        return False
+    if _owns(principal, study):
+        return True
+    return any(grants.filter(content_object=study).exists() for grants in _grants(principal, WRITE))
+
+
+def may_upload_to(principal: Principal, institution: Institution) -> bool:
+    """Studies uploaded in the browser (or by STOW-RS) belong to the uploader's own
+    institution, and only while its image store is switched on (C11)."""
+    return (
+        principal.doctor is not None
+        and principal.institution_id == institution.pk
+        and principal.is_clinical
+        and IMAGE_STORE_MODULE in institution.modules
+    )
+
+
+def upload_institution_of(principal: Principal) -> Institution | None:
+    """The institution the principal's uploads go to, or None when it may not upload."""
+    institution = principal.institution
+    if institution is None or not may_upload_to(principal, institution):
+        return None
+    return institution

@@ -1,0 +1,138 @@
+"""The only writers of study grants: a case (consult, referral) or break-glass opens a study
+to a group or a user, and closing the case revokes what it opened.
+
+Grants are rows of StudyGroupGrant and StudyUserGrant, each naming its basis ("consult:12"),
+an expiry and a revocation; imaging/access.py reads only the live ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.contrib.auth.models import Group, Permission
+from django.db import transaction
+from django.utils import timezone
+
+from alliance import audit
+from alliance.access import AccessDenied, Principal
+from alliance.models import Institution, Pool
+from imaging.access import READ, WRITE
+from imaging.models import Study, StudyGroupGrant, StudyUserGrant
+
+BREAK_GLASS_HOURS = 24
+BREAK_GLASS_MIN_REASON = 10
+
+
+@dataclass(frozen=True)
+class Grantee:
+    """Who receives a case's access: a group (an institution's or a pool's) or one user."""
+
+    group: Group | None = None
+    user: Any = None
+
+    @classmethod
+    def institution(cls, institution: Institution) -> Grantee:
+        return cls(group=institution.group)
+
+    @classmethod
+    def pool(cls, pool: Pool) -> Grantee:
+        return cls(group=pool.group)
+
+    @property
+    def audit_name(self) -> str:
+        return f"group:{self.group.pk}" if self.group is not None else f"user:{self.user.pk}"
+
+
+def _permission(codename: str) -> Permission:
+    return Permission.objects.get(codename=codename, content_type__app_label="imaging")
+
+
+def _write_grant(study: Study, grantee: Grantee, permission: Permission, basis: str, values: dict[str, Any]) -> None:
+    if grantee.group is not None:
+        StudyGroupGrant.objects.update_or_create(
+            group=grantee.group, content_object=study, permission=permission, basis=basis, defaults=values
+        )
+    else:
+        StudyUserGrant.objects.update_or_create(
+            user=grantee.user, content_object=study, permission=permission, basis=basis, defaults=values
+        )
+
+
+@transaction.atomic
+def grant_study(
+    *,
+    study: Study,
+    grantee: Grantee,
+    basis: str,
+    by: audit.Actor,
+    write: bool = False,
+    expires_at: datetime | None = None,
+    reason: str = "",
+) -> None:
+    """Open the study to the grantee for a case (read, and write while the case is worked)."""
+    values: dict[str, Any] = {"expires_at": expires_at, "revoked_at": None}
+    if grantee.group is None:
+        values["reason"] = reason
+    for codename in [READ, WRITE] if write else [READ]:
+        _write_grant(study, grantee, _permission(codename), basis, values)
+    audit.record(
+        actor=by,
+        action="grant.create",
+        object_type="study",
+        object_id=study.study_uid,
+        patient=str(study.patient_id),
+        basis=basis,
+        detail={"grantee": grantee.audit_name, "write": write, "expires_at": str(expires_at or "")},
+    )
+
+
+@transaction.atomic
+def revoke_grants(*, basis: str, by: audit.Actor, write_only: bool = False) -> int:
+    """End a case's access (write_only: drop to read-only, as when a report is signed)."""
+    now = timezone.now()
+    count = 0
+    for model in (StudyGroupGrant, StudyUserGrant):
+        rows = model.objects.filter(basis=basis, revoked_at__isnull=True)
+        if write_only:
+            rows = rows.filter(permission__codename=WRITE)
+        count += rows.update(revoked_at=now)
+    audit.record(
+        actor=by,
+        action="grant.revoke",
+        object_type="basis",
+        object_id=basis,
+        basis=basis,
+        detail={"grants": count, "write_only": write_only},
+    )
+    return count
+
+
+@transaction.atomic
+def break_glass(*, by: Principal, study: Study, reason: str, source: str = "") -> None:
+    """Emergency access to a study outside the doctor's grants: needs a reason, expires, is reviewed."""
+    if by.doctor is None or not by.is_clinical:
+        raise AccessDenied("Only an active clinician or specialist may use emergency access.")
+    reason = reason.strip()
+    if len(reason) < BREAK_GLASS_MIN_REASON:
+        raise AccessDenied("Emergency access needs a reason of at least 10 characters.")
+    basis = f"break-glass:{by.user_id}"
+    grant_study(
+        study=study,
+        grantee=Grantee(user=by.user),
+        basis=basis,
+        by=by.actor,
+        reason=reason,
+        expires_at=timezone.now() + timedelta(hours=BREAK_GLASS_HOURS),
+    )
+    audit.record(
+        actor=by.actor,
+        action="break-glass",
+        object_type="study",
+        object_id=study.study_uid,
+        patient=str(study.patient_id),
+        basis=basis,
+        source=source,
+        detail={"reason": reason},
+    )

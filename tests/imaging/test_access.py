@@ -1,0 +1,138 @@
+"""imaging.access and imaging.grants: own institution, grants with a basis, expiry and revocation,
+for every persona: the owner, a colleague, the specialist on the case, a specialist not on it,
+a clinician of an unrelated clinic, the alliance admin, anonymous, and a DICOM device."""
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import AnonymousUser
+from django.http import Http404
+from django.utils import timezone
+
+from alliance import audit, services
+from alliance.access import NOBODY, AccessDenied, Principal, resolve_principal
+from alliance.models import AuditEvent
+from imaging import access, grants
+from imaging.models import Patient, Study
+
+PERSONAS = ["owner", "colleague", "specialist", "outsider_specialist", "stranger", "alliance_admin"]
+
+
+def _study(institution, uid="1.2.3.4"):  # type: ignore[no-untyped-def]
+    patient = Patient.objects.create(issuer=institution, patient_id="1001", name="ZHANG^SAN")
+    return Study.objects.create(study_uid=uid, patient=patient, institution=institution)
+
+
+@pytest.fixture
+def study_a(alliance_world):  # type: ignore[no-untyped-def]
+    return _study(alliance_world.clin_a)
+
+
+def principal(world, persona: str) -> Principal:  # type: ignore[no-untyped-def]
+    return resolve_principal(getattr(world, persona).user)
+
+
+def seers(world, study) -> set[str]:  # type: ignore[no-untyped-def]
+    return {p for p in PERSONAS if access.studies_visible_to(principal(world, p)).filter(pk=study.pk).exists()}
+
+
+def share_with_pool(world, study, basis="consult:1", write=False):  # type: ignore[no-untyped-def]
+    grants.grant_study(study=study, grantee=grants.Grantee.pool(world.pool), basis=basis, by=audit.SYSTEM, write=write)
+
+
+def test_owner_and_colleague_see_own_institution_study_and_no_one_else(alliance_world, study_a):  # type: ignore[no-untyped-def]
+    assert seers(alliance_world, study_a) == {"owner", "colleague"}
+    assert access.basis_for(principal(alliance_world, "owner"), study_a) == "own-institution"
+    assert access.basis_for(principal(alliance_world, "specialist"), study_a) == ""
+
+
+def test_anonymous_sees_nothing_and_has_no_basis(alliance_world, study_a):  # type: ignore[no-untyped-def]
+    anonymous = resolve_principal(AnonymousUser())
+    assert not access.studies_visible_to(anonymous).exists()
+    assert access.bases_for(anonymous, [study_a]) == {study_a.pk: ""}
+    with pytest.raises(Http404):
+        access.get_study_for(NOBODY, study_a.study_uid)
+
+
+def test_pool_grant_opens_study_to_the_specialist_on_the_case_only(alliance_world, study_a):  # type: ignore[no-untyped-def]
+    share_with_pool(alliance_world, study_a)
+    assert seers(alliance_world, study_a) == {"owner", "colleague", "specialist"}
+    assert access.basis_for(principal(alliance_world, "specialist"), study_a) == "consult:1"
+
+
+def test_revoked_grant_ends_access_and_is_audited(alliance_world, study_a):  # type: ignore[no-untyped-def]
+    share_with_pool(alliance_world, study_a, basis="consult:2")
+    assert grants.revoke_grants(basis="consult:2", by=audit.SYSTEM) == 1
+    assert "specialist" not in seers(alliance_world, study_a)
+    assert AuditEvent.objects.filter(action="grant.revoke", basis="consult:2").exists()
+
+
+def test_expired_grant_gives_no_access(alliance_world, study_a):  # type: ignore[no-untyped-def]
+    grants.grant_study(
+        study=study_a,
+        grantee=grants.Grantee(user=alliance_world.stranger.user),
+        basis="referral:1",
+        by=audit.SYSTEM,
+        expires_at=timezone.now() - timedelta(minutes=1),
+    )
+    assert "stranger" not in seers(alliance_world, study_a)
+    assert access.basis_for(principal(alliance_world, "stranger"), study_a) == ""
+
+
+def test_missing_and_forbidden_study_raise_the_same_404(alliance_world, study_a):  # type: ignore[no-untyped-def]
+    stranger = principal(alliance_world, "stranger")
+    with pytest.raises(Http404) as forbidden:
+        access.get_study_for(stranger, study_a.study_uid)
+    with pytest.raises(Http404) as missing:
+        access.get_study_for(stranger, "9.9.9")
+    assert str(forbidden.value) == str(missing.value)
+
+
+def test_write_grant_drops_to_read_only(alliance_world, study_a):  # type: ignore[no-untyped-def]
+    share_with_pool(alliance_world, study_a, basis="consult:3", write=True)
+    specialist = principal(alliance_world, "specialist")
+    assert access.may_write_study(specialist, study_a)
+    grants.revoke_grants(basis="consult:3", by=audit.SYSTEM, write_only=True)
+    assert not access.may_write_study(specialist, study_a)
+    assert "specialist" in seers(alliance_world, study_a)
+
+
+def test_only_the_owning_clinicians_may_write_without_a_grant(alliance_world, study_a):  # type: ignore[no-untyped-def]
+    writers = {p for p in PERSONAS if access.may_write_study(principal(alliance_world, p), study_a)}
+    assert writers == {"owner", "colleague"}
+    assert not access.may_write_study(NOBODY, study_a)
+
+
+def test_device_sees_own_institution_and_institution_grants(alliance_world, study_a):  # type: ignore[no-untyped-def]
+    dev_b = services.device_create(
+        institution=alliance_world.clin_b, ae_title="CLINB_CT", host="127.0.0.1", port=104, by=audit.SYSTEM
+    )
+    device = Principal.for_device(dev_b)
+    assert not access.studies_visible_to(device).filter(pk=study_a.pk).exists()
+    grants.grant_study(
+        study=study_a, grantee=grants.Grantee.institution(alliance_world.clin_b), basis="referral:7", by=audit.SYSTEM
+    )
+    assert access.studies_visible_to(device).filter(pk=study_a.pk).exists()
+    assert access.basis_for(device, study_a) == "referral:7"
+    assert not access.may_write_study(device, study_a)
+
+
+def test_a_switched_off_device_acts_for_nobody(alliance_world, study_a):  # type: ignore[no-untyped-def]
+    dev_a = services.device_create(
+        institution=alliance_world.clin_a, ae_title="CLINA_CT", host="127.0.0.1", port=104, by=audit.SYSTEM
+    )
+    assert access.studies_visible_to(Principal.for_device(dev_a)).filter(pk=study_a.pk).exists()
+    dev_a.active = False
+    assert Principal.for_device(dev_a) is NOBODY
+
+
+def test_break_glass_needs_a_clinician_and_a_reason(alliance_world, study_a):  # type: ignore[no-untyped-def]
+    stranger = principal(alliance_world, "stranger")
+    with pytest.raises(AccessDenied):
+        grants.break_glass(by=stranger, study=study_a, reason="")
+    with pytest.raises(AccessDenied):
+        grants.break_glass(by=principal(alliance_world, "alliance_admin"), study=study_a, reason="Unconscious in ER")
+    grants.break_glass(by=stranger, study=study_a, reason="Unconscious patient in ER")
+    assert "stranger" in seers(alliance_world, study_a)
+    assert access.basis_for(stranger, study_a) == f"break-glass:{alliance_world.stranger.user.pk}"
+    assert AuditEvent.objects.filter(action="break-glass", object_id=study_a.study_uid).exists()
