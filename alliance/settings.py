@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "corsheaders",
     "axes",
+    "guardian",  # the grant tables are its object permission models; its backend is not used
     "alliance",
     "imaging",
     "imaging.viewer",
@@ -117,6 +118,9 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- authentication -------------------------------------------------------------------
+ANONYMOUS_USER_NAME = None  # guardian: no anonymous user row
+# Guardian's backend would ignore a grant's expiry and revocation: imaging.access decides (README).
+SILENCED_SYSTEM_CHECKS = ["guardian.W001"]
 AUTHENTICATION_BACKENDS = [
     "alliance.auth_backends.LockoutBackend",
     "django.contrib.auth.backends.ModelBackend",

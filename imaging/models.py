@@ -4,10 +4,9 @@ The files themselves are kept byte-for-byte in the "dicom" storage; these rows i
 the attributes that queries need. Attribute names follow PS3.3.
 """
 
-from django.conf import settings
-from django.contrib.auth.models import Group, Permission
 from django.db import models
 from django.utils.translation import gettext_lazy as _
+from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
 from alliance.models import Institution
 
@@ -195,34 +194,33 @@ class Instance(models.Model):
         return str(self.series.study.patient_id)
 
 
-class StudyGroupGrant(models.Model):
+class StudyGroupGrant(GroupObjectPermissionBase):
     """A grant of a study to a group (an institution's or a pool's members), for one case.
 
-    An object permission (group, permission, study) plus what a case needs: the basis
-    ("consult:12"), an expiry and a revocation. Only imaging.grants writes these; only
-    imaging.access reads them (the README's architecture notes say why not django-guardian).
+    django-guardian's direct foreign-key object permission (group, permission, study), plus
+    what a case needs: the basis ("consult:12"), an expiry and a revocation. Only
+    imaging.grants writes these; only imaging.access reads them. Guardian's permission
+    backend is not installed: it would ignore the expiry and the revocation (README,
+    architecture notes).
     """
 
-    group = models.ForeignKey(Group, on_delete=models.CASCADE)
-    permission = models.ForeignKey(Permission, on_delete=models.CASCADE)
     content_object = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="group_grants")
     basis = models.CharField(max_length=64, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
+    class Meta(GroupObjectPermissionBase.Meta):
+        abstract = False
         unique_together = [("group", "permission", "content_object", "basis")]
 
     def __str__(self) -> str:
         return f"{self.basis}: group {self.group_id} on study {self.content_object_id}"
 
 
-class StudyUserGrant(models.Model):
+class StudyUserGrant(UserObjectPermissionBase):
     """A grant of a study to one user (a named specialist, or break-glass access)."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
-    permission = models.ForeignKey(Permission, on_delete=models.CASCADE)
     content_object = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="user_grants")
     basis = models.CharField(max_length=64, db_index=True)
     reason = models.TextField(blank=True)
@@ -231,7 +229,8 @@ class StudyUserGrant(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
     reviewed_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
+    class Meta(UserObjectPermissionBase.Meta):
+        abstract = False
         unique_together = [("user", "permission", "content_object", "basis")]
 
     def __str__(self) -> str:
