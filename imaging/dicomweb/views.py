@@ -61,6 +61,14 @@ class ServiceUnavailable(exceptions.APIException):
     wait = 30
 
 
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database is away: the same code as every other page and API answers then
+    (alliance.middleware.database_unavailable)."""
+
+    default_code = "database_unavailable"
+    default_detail = "The database is unavailable for the moment; try again shortly."
+
+
 class InsufficientStorage(ServiceUnavailable):
     status_code = 507
     default_code = "insufficient_storage"
@@ -94,7 +102,7 @@ class DicomWebView(APIView):
     def handle_exception(self, exc: Exception) -> HttpResponseBase:
         if isinstance(exc, OperationalError | InterfaceError):  # the database is away, not the request wrong
             log.warning("DICOMweb %s: the database is unavailable (%s)", type(self).__name__, exc)
-            exc = ServiceUnavailable()
+            exc = DatabaseUnavailable()
         response = super().handle_exception(exc)
         if getattr(response, "data", None) is not None:
             response.accepted_renderer = ErrorJsonRenderer()  # type: ignore[attr-defined]
