@@ -15,6 +15,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
+from alliance.celery import app as celery_app
 from imaging import reconcile, render
 from imaging.models import Instance
 
@@ -115,9 +116,7 @@ MAX_BATCH = 200
 def _send_batch(instance_ids: list[int]) -> None:
     """Queue render_instances on the project's Celery app by name: a shared task resolves its
     app per thread, and the batcher's thread must not fall back to another app's broker."""
-    from alliance.celery import app
-
-    app.send_task("imaging.tasks.render_instances", args=[instance_ids])
+    celery_app.send_task("imaging.tasks.render_instances", args=[instance_ids])
 
 
 class _Batcher:
