@@ -474,6 +474,9 @@ def _start_put(path: Path, key: str, presynced: Future[None] | None = None) -> t
         except FileExistsError:
             if _is_link_of(key, path):
                 return key, storage.background(_sync_link, key)
+            if _same_bytes_under(key, path):
+                log.warning("the file under %s, which no row names, is this instance's: taken over", key)
+                return key, storage.background(_sync_link, key)
             beside = storage.alternative_key(key)
             log.warning("a file no index row names is under %s; storing this instance as %s", key, beside)
             return beside, storage.start_put(path, beside, presynced)
@@ -489,6 +492,20 @@ def _is_link_of(key: str, path: Path) -> bool:
     try:
         return dest is not None and os.path.samefile(dest, path)
     except FileNotFoundError:
+        return False
+
+
+def _same_bytes_under(key: str, path: Path) -> bool:
+    """Whether the file under `key` holds exactly the bytes at `path`: a copy kept when an
+    earlier store could not tell whether its commit happened (it did not: the caller holds the
+    UID's lock and found no row). The resend takes it over instead of leaving it an orphan.
+    Should it be the file of a one-round-trip store of the same instance still committing,
+    that store fails on the unique UID, removes the file, and its careful retry finds this
+    row and repairs the file from its own copy (audited as instance.repair)."""
+    dest = storage.local_path_for_key(key)
+    try:
+        return dest is not None and dest.stat().st_size == path.stat().st_size and sha256_of(dest) == sha256_of(path)
+    except (OSError, IngestError):
         return False
 
 

@@ -680,3 +680,39 @@ def test_a_render_request_that_fails_after_commit_leaves_the_store_a_success(cli
 
     assert [r.created for r in results] == [True, True, True]
     assert Instance.objects.count() == 3
+
+
+def test_a_resend_takes_over_the_copy_an_undecided_commit_kept_instead_of_leaving_an_orphan(
+    clinic, actor, dicom_dir
+):
+    """A store that could not tell whether its commit happened keeps its file (no row names
+    it). Sent again, the same bytes take that file over: one file, named by the row."""
+    data = part10_bytes(_ct())
+    ds = dcmread(BytesIO(data), stop_before_pixels=True)
+    key = storage.storage_key_for(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    kept = storage.local_path_for_key(key)
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.write_bytes(data)
+
+    result = _ingest(data, clinic, actor)
+
+    assert result.created and result.instance.storage_key == key
+    assert stored_files(dicom_dir) == [kept]
+    assert kept.read_bytes() == data
+
+
+def test_a_file_under_the_key_with_other_bytes_is_left_alone_and_the_instance_stored_beside(
+    clinic, actor, dicom_dir
+):
+    data = part10_bytes(_ct())
+    ds = dcmread(BytesIO(data), stop_before_pixels=True)
+    key = storage.storage_key_for(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    stranger = storage.local_path_for_key(key)
+    stranger.parent.mkdir(parents=True, exist_ok=True)
+    stranger.write_bytes(b"not these bytes")
+
+    result = _ingest(data, clinic, actor)
+
+    assert result.instance.storage_key != key
+    assert stranger.read_bytes() == b"not these bytes"
+    assert storage.local_path(result.instance).read_bytes() == data
