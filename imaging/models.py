@@ -164,7 +164,8 @@ class Instance(models.Model):
     # two is set a render is owed, and a periodic sweep asks for it again (a request lost
     # with the broker or a killed process costs a delay, not the thumbnail).
     rendered = models.BooleanField(default=False)
-    unrenderable = models.BooleanField(default=False)
+    # db_default: a server of the previous release (a rolling upgrade) inserts rows without it
+    unrenderable = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         verbose_name = _("instance")
