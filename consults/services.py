@@ -22,7 +22,7 @@ from django.utils.translation import gettext as _
 
 from alliance import audit
 from alliance.access import AccessDenied, Principal, institution_admins_of
-from consults import access, clock
+from consults import access, clock, tasks  # tasks names services only when one runs
 from consults.models import (
     DEFAULT_POLICY,
     PRIORITY_RANK,
@@ -136,8 +136,6 @@ def _log(consult: Consult, action: str, from_status: str, by: Principal | None, 
 
 def _notify(consult: Consult, users: Iterable[Any], verb: str, at: datetime, by: Principal | None = None) -> None:
     """A notice for every user concerned except the one who acted; e-mail after commit."""
-    from consults import tasks
-
     acting = by.user_id if by is not None else None
     targets = {u.pk: u for u in users if u is not None and u.pk != acting}
     rows = Notification.objects.bulk_create(
