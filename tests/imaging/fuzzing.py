@@ -329,23 +329,29 @@ def _m_swap(rng: random.Random, raw: _Raw) -> str:
 
 
 def _m_truncate(rng: random.Random, raw: _Raw) -> str:
+    if not raw.data:  # an earlier mutation left nothing (every draw below needs a byte)
+        return "truncate"
     del raw.data[rng.randrange(len(raw.data)) :]
     return "truncate"
 
 
 def _m_flip(rng: random.Random, raw: _Raw) -> str:
+    if not raw.data:
+        return "flip"
     for _ in range(rng.randint(1, 8)):
         raw.data[rng.randrange(len(raw.data))] ^= rng.randint(1, 255)
     return "flip"
 
 
 def _m_insert(rng: random.Random, raw: _Raw) -> str:
-    at = rng.randrange(len(raw.data))
+    at = rng.randrange(len(raw.data)) if raw.data else 0
     raw.data[at:at] = rng.randbytes(rng.randint(1, 16))
     return "insert"
 
 
 def _m_delete(rng: random.Random, raw: _Raw) -> str:
+    if not raw.data:
+        return "delete"
     at = rng.randrange(len(raw.data))
     del raw.data[at : at + rng.randint(1, 16)]
     return "delete"
