@@ -682,9 +682,7 @@ def test_a_render_request_that_fails_after_commit_leaves_the_store_a_success(cli
     assert Instance.objects.count() == 3
 
 
-def test_a_resend_takes_over_the_copy_an_undecided_commit_kept_instead_of_leaving_an_orphan(
-    clinic, actor, dicom_dir
-):
+def test_a_resend_takes_over_the_copy_an_undecided_commit_kept_instead_of_leaving_an_orphan(clinic, actor, dicom_dir):
     """A store that could not tell whether its commit happened keeps its file (no row names
     it). Sent again, the same bytes take that file over: one file, named by the row."""
     data = part10_bytes(_ct())
@@ -701,9 +699,7 @@ def test_a_resend_takes_over_the_copy_an_undecided_commit_kept_instead_of_leavin
     assert kept.read_bytes() == data
 
 
-def test_a_file_under_the_key_with_other_bytes_is_left_alone_and_the_instance_stored_beside(
-    clinic, actor, dicom_dir
-):
+def test_a_file_under_the_key_with_other_bytes_is_left_alone_and_the_instance_stored_beside(clinic, actor, dicom_dir):
     data = part10_bytes(_ct())
     ds = dcmread(BytesIO(data), stop_before_pixels=True)
     key = storage.storage_key_for(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
