@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
+from django.db import Error as DatabaseFailure
 from django.db import close_old_connections, connection, transaction
 from django.db.models import QuerySet
 
@@ -143,8 +144,17 @@ class DjangoServices:
             # take for a storage failure), or anything else: not stored, and the sender may try
             # again. PS3.4 B.2.3 has no other status for it (0x0110 is no C-STORE status).
             log.exception("C-STORE %s from %s could not be stored", instance.sop_instance_uid, peer.calling_ae)
+            self._audit_failed_store(peer, instance.sop_instance_uid, exc)
             connection.close_if_unusable_or_obsolete()  # the next C-STORE connects afresh
             raise DimseFailure(Status.OUT_OF_RESOURCES, _STORE_FAILED) from exc
+
+    def _audit_failed_store(self, peer: Peer, sop_instance_uid: str, exc: Exception) -> None:
+        """Every store attempt is audited, this one too; with the database away the log line
+        above is all there can be."""
+        try:
+            self.store_refused(peer, sop_instance_uid, "storage-failed", f"{type(exc).__name__}: {exc}")
+        except DatabaseFailure:
+            log.warning("could not audit the failed C-STORE of %s: the database is away", sop_instance_uid)
 
     def store_refused(self, peer: Peer, sop_instance_uid: str, code: str, reason: str) -> None:
         """Audited as ingest audits its refusals (an "instance.store" failure)."""

@@ -60,3 +60,14 @@ def test_a_full_store_is_refused_out_of_resources_and_is_507_over_http(clinic, m
 def test_other_refusals_keep_their_status(clinic, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     conflict = IngestError("uid-conflict", "SOP Instance UID %(uid)s is already in use", uid="1.2.3")
     assert _store_failing_with(clinic, monkeypatch, conflict).status == 0xA900
+
+
+@pytest.mark.django_db(transaction=True)  # the failed store lets its connection go; the event is committed
+def test_a_store_that_fails_unexpectedly_is_audited_as_a_failed_store(clinic, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from alliance.models import AuditEvent
+
+    _store_failing_with(clinic, monkeypatch, RuntimeError("anything else"))
+
+    event = AuditEvent.objects.get(action="instance.store")
+    assert (event.object_id, event.outcome) == ("1.2.3.4", AuditEvent.Outcome.FAILURE)
+    assert event.detail["code"] == "storage-failed" and "RuntimeError" in event.detail["reason"]
