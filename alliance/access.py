@@ -288,3 +288,11 @@ def move_destination_for(device: Device, destination_ae: str) -> Device | None:
     return Device.objects.filter(
         ae_title=destination_ae.strip(), active=True, institution_id=device.institution_id
     ).first()
+
+
+def settings_of(alliance_id: int) -> Any:
+    """The alliance's settings row (AllianceSettings), made with the defaults the first time."""
+    from alliance.models import AllianceSettings
+
+    row, _created = AllianceSettings.objects.get_or_create(alliance_id=alliance_id)
+    return row

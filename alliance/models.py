@@ -199,3 +199,55 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.time:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action} {self.object_type}:{self.object_id}"
+
+
+def default_film_sheets() -> dict[str, int]:
+    """Printed film sheets a study would have cost, by modality (C8 figures)."""
+    return {"CT": 2, "MR": 2, "DX": 1, "CR": 1, "DR": 1, "MG": 1, "RF": 1, "XA": 1, "US": 1}
+
+
+class AllianceSettings(models.Model):
+    """The alliance-wide knobs of its capabilities, one row per alliance (alliance.access.settings_of)."""
+
+    class FilmCheck(models.TextChoices):
+        BIRTH_DATE = "dob", _("Date of birth")
+        PIN = "pin", _("6-digit PIN printed on the slip")
+
+    alliance = models.OneToOneField(Alliance, on_delete=models.CASCADE, related_name="settings")
+    # Governance (C9): how long access lasts once the work that needed it is done.
+    reader_access_days = models.PositiveIntegerField(
+        _("reader's read-only access after signing (days)"), default=90, validators=[MaxValueValidator(3650)]
+    )
+    referral_access_days = models.PositiveIntegerField(
+        _("receiver's read-only access after a referral is completed (days)"),
+        default=90,
+        validators=[MaxValueValidator(3650)],
+    )
+    break_glass_hours = models.PositiveIntegerField(
+        _("emergency access lasts (hours)"), default=4, validators=[MinValueValidator(1), MaxValueValidator(72)]
+    )
+    # Cloud film (C8).
+    film_check = models.CharField(
+        _("patients prove who they are by"), max_length=8, choices=FilmCheck.choices, default=FilmCheck.BIRTH_DATE
+    )
+    film_expiry_days = models.PositiveIntegerField(
+        _("film links last (days)"), default=30, validators=[MinValueValidator(1), MaxValueValidator(3650)]
+    )
+    film_max_openings = models.PositiveIntegerField(
+        _("openings allowed per film link (0: no limit)"), default=0, validators=[MaxValueValidator(100000)]
+    )
+    film_on_sign = models.BooleanField(_("a signed consult report makes its film link"), default=True)
+    film_show_doctor_names = models.BooleanField(
+        _("patients see the names of the doctors who opened their images"), default=False
+    )
+    film_sheets = models.JSONField(_("film sheets per study, by modality"), default=default_film_sheets)
+    film_sheet_cost = models.DecimalField(
+        _("cost of one film sheet (yuan)"), max_digits=8, decimal_places=2, default=18
+    )
+
+    class Meta:
+        verbose_name = _("alliance settings")
+        verbose_name_plural = _("alliance settings")
+
+    def __str__(self) -> str:
+        return f"settings of {self.alliance}"
