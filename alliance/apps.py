@@ -7,4 +7,9 @@ class AllianceConfig(AppConfig):
     verbose_name = _("Alliance membership")
 
     def ready(self) -> None:
+        from django.core import checks
+
         from alliance import signals  # noqa: F401  (sign-in auditing)
+        from alliance.pdf import check_cjk_font
+
+        checks.register(check_cjk_font)

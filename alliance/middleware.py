@@ -12,6 +12,7 @@ from django.template import loader
 from django.utils.translation import gettext
 
 from alliance.access import resolve_principal
+from alliance.pdf import MissingFont
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,8 @@ class DatabaseUnavailableMiddleware:
     """A view that finds the database unavailable answers 503 Service Unavailable with
     Retry-After (RFC 9110 15.6.4), not 500: the client may simply try again. What fails
     before the view (the session, the signed-in user) is answered so by
-    alliance.views.server_error."""
+    alliance.views.server_error. A PDF refused for want of a Chinese font (alliance.pdf)
+    is answered 503 too, with what to install."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -72,6 +74,10 @@ class DatabaseUnavailableMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if isinstance(exception, MissingFont):
+            # A PDF this server cannot print with its Chinese: say what to install, print nothing.
+            log.error("PDF refused on %s: no CJK font", request.path)
+            return HttpResponse(loader.render_to_string("503.html", {"message": str(exception)}), status=503)
         if not isinstance(exception, DATABASE_UNAVAILABLE):
             return None
         return database_unavailable(request, exception)

@@ -1,7 +1,7 @@
 """The signed report as a printable PDF (WeasyPrint), with a QR code that opens the case.
 
 Chinese text needs a CJK font: the stylesheet asks fontconfig for Noto Sans CJK SC
-(Debian fonts-noto-cjk, see .ci/install-system-packages).
+(Debian fonts-noto-cjk); alliance.pdf.render_pdf refuses to print without one.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from django.http import HttpRequest
 from django.template.loader import render_to_string
 from django.urls import reverse
 
+from alliance.pdf import render_pdf
 from consults.models import Consult
 
 
@@ -24,11 +25,9 @@ def case_url(consult: Consult, request: HttpRequest | None = None) -> str:
 
 
 def render_report(consult: Consult, case: dict[str, Any], request: HttpRequest | None = None) -> bytes:
-    from weasyprint import HTML
-
     url = case_url(consult, request)
     qr = segno.make(url, error="m").svg_data_uri(scale=3, border=1)
     html = render_to_string(
         "consults/report_pdf.html", {"consult": consult, "url": url, "qr": qr, **case}, request=request
     )
-    return HTML(string=html, base_url=str(settings.BASE_DIR)).write_pdf()
+    return render_pdf(html)

@@ -65,3 +65,22 @@ def test_qr_code_points_at_the_case_page(world: Any) -> None:
 
     consult = walk(world, Status.COMPLETED)
     assert pdf.case_url(consult).endswith(f"/consults/{consult.pk}/")
+
+
+def test_without_a_chinese_font_the_report_pdf_is_refused_with_what_to_install(world: Any, monkeypatch: Any) -> None:
+    from alliance import pdf
+
+    monkeypatch.setattr(pdf, "cjk_font_families", lambda: ())
+    consult = walk(world, Status.COMPLETED)
+    response = client_for(world.owner).get(f"/consults/{consult.pk}/report.pdf")
+    assert response.status_code == 503
+    assert response["Content-Type"].startswith("text/html")
+    assert b"fonts-noto-cjk" in response.content
+    assert [m.id for m in pdf.check_cjk_font()] == ["alliance.W001"]
+
+
+def test_with_a_chinese_font_the_start_up_check_is_silent(monkeypatch: Any) -> None:
+    from alliance import pdf
+
+    monkeypatch.setattr(pdf, "cjk_font_families", lambda: ("Noto Sans CJK SC",))
+    assert pdf.check_cjk_font() == []
