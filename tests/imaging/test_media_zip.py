@@ -93,6 +93,10 @@ def test_zip_holds_a_dicomdir_and_every_file_byte_for_byte_under_ps310_file_ids(
         for name in names:
             assert is_conformant_file_id(Path(name)), name
             assert len(name.split("/")) <= 8
+    if shutil.which("unzip"):
+        (tmp_path / "media.zip").write_bytes(data)
+        tested = subprocess.run(["unzip", "-tq", str(tmp_path / "media.zip")], capture_output=True, text=True)
+        assert tested.returncode == 0, tested.stdout + tested.stderr
     folder = extracted(data, tmp_path / "x")
     with file_set(folder / "DICOMDIR") as fileset:
         instances = list(fileset)

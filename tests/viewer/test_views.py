@@ -203,3 +203,9 @@ def test_viewer_page_uses_the_include_with_the_automatic_layout(alliance_world: 
     html = client_for(alliance_world.owner).get(viewer_url(ct_study.study_uid)).content.decode()
     assert html.count('id="viewer"') == 1 and 'data-ui="auto"' in html
     assert config_of(html)["layout"] == "auto"
+
+
+def test_viewer_page_takes_the_touch_layout_when_asked(alliance_world: Any, ct_study: Any) -> None:
+    html = client_for(alliance_world.owner).get(viewer_url(ct_study.study_uid) + "?layout=touch").content.decode()
+    assert 'data-ui="touch"' in html and config_of(html)["layout"] == "touch"
+    assert "data-touch-preset" in html and 'data-touch-action="fullscreen"' in html
