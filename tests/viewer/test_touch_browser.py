@@ -89,13 +89,13 @@ def pane_data(page: Any, name: str) -> str:
     return page.locator(PANE).get_attribute(f"data-{name}") or ""
 
 
-def nothing_overflows(page: Any) -> None:
+def nothing_overflows(page: Any, screen: dict[str, int] = PHONE) -> None:
     width = page.evaluate("() => document.documentElement.scrollWidth")
-    assert width <= PHONE["width"], f"the page is {width} px wide on a {PHONE['width']} px screen"
+    assert width <= screen["width"], f"the page is {width} px wide on a {screen['width']} px screen"
     for button in page.locator("#viewer button:visible").all():
         box = button.bounding_box()
-        assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"] + 0.5, button.inner_text()
-        assert box["y"] + box["height"] <= PHONE["height"] + 0.5, button.inner_text()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= screen["width"] + 0.5, button.inner_text()
+        assert box["y"] + box["height"] <= screen["height"] + 0.5, button.inner_text()
     for button in page.locator(".vw-touchbar button:visible, .vw-touchactions button:visible").all():
         box = button.bounding_box()
         assert box["height"] >= 44 and box["width"] >= 44, f"{button.inner_text()!r} is a {box} target"
@@ -208,6 +208,23 @@ def test_rendered_fallback_on_a_phone_swipes_and_pinches_too(
     page.wait_for_function(f"() => document.querySelector(\"{PANE} img.vw-rendered\").src.includes('window=-600,1500')")
     page.wait_for_timeout(300)
     shots(page, "phone-rendered-touch")
+
+
+def test_phone_turned_sideways_keeps_the_image_big_and_the_buttons_on_screen(
+    phone: Any, live_site: Any, ct_study: Any, shots: Any
+) -> None:
+    page = phone
+    sideways = {"width": PHONE["height"], "height": PHONE["width"]}
+    page.set_viewport_size(sideways)
+    open_on_phone(page, live_site.url, ct_study.study_uid)
+    page.locator("[data-touch-action=fullscreen]").tap()
+    page.wait_for_function("() => document.getElementById('viewer').classList.contains('is-fullscreen')")
+    assert page.locator("#viewer").get_attribute("data-ui") == "touch"
+    nothing_overflows(page, sideways)
+    image = page.locator(f"{PANE} [data-viewport]").bounding_box()
+    assert image["height"] >= 0.6 * sideways["height"], image
+    page.wait_for_timeout(300)
+    shots(page, "phone-sideways-fullscreen")
 
 
 def test_desktop_keeps_its_toolbar_and_can_ask_for_the_touch_layout(
