@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.backends.signals import connection_created
 from django.utils.translation import gettext_lazy as _
 
 
@@ -8,3 +9,6 @@ class AllianceConfig(AppConfig):
 
     def ready(self) -> None:
         from alliance import signals  # noqa: F401  (sign-in auditing)
+        from alliance.aggregates import register_sqlite_functions
+
+        connection_created.connect(register_sqlite_functions, dispatch_uid="alliance.aggregates")
