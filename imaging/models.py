@@ -61,6 +61,10 @@ class Patient(models.Model):
 _SEXES = {"M": _("male"), "F": _("female"), "O": _("other")}
 
 
+# PS3.3 C.7.3.1.1.1: modalities of objects that accompany images rather than being them.
+NON_IMAGE_MODALITIES = frozenset({"SR", "KO", "PR", "DOC", "OT"})
+
+
 class Study(models.Model):
     """PS3.3 C.7.2.1 General Study Module, plus counts kept up to date by ingest."""
 
@@ -88,6 +92,11 @@ class Study(models.Model):
             models.Index(fields=["institution", "study_date"]),
             models.Index(fields=["study_date"]),
             models.Index(fields=["accession_number"]),
+            # The figures' studies and bytes received per institution and month, answered
+            # from the index alone (PostgreSQL's INCLUDE; other databases index the keys).
+            models.Index(
+                fields=["received_at", "institution"], include=["size_bytes"], name="imaging_figures_received"
+            ),
         ]
         permissions = [("read_study", "May read the study's images and metadata")]
 
@@ -111,6 +120,14 @@ class Study(models.Model):
     @property
     def modality_list(self) -> list[str]:
         return [m for m in self.modalities.split("\\") if m]
+
+    @property
+    def principal_modality(self) -> str:
+        """The imaging modality the study is of: the first that is not a document or a
+        presentation object (SR, KO, PR, DOC, OT), else the first, else ""."""
+        modalities = self.modality_list
+        images = [m for m in modalities if m not in NON_IMAGE_MODALITIES]
+        return (images or modalities or [""])[0]
 
 
 class Series(models.Model):
