@@ -8,10 +8,12 @@ The pages therefore show the same numbers whichever database the alliance runs o
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
-from django.db.models import Aggregate, Expression, FloatField, Func
+from django.db.models import Aggregate, Expression, Field, FloatField, Func
 from django.db.models.sql.compiler import SQLCompiler
 
 
@@ -42,10 +44,25 @@ class SQLitePercentileCont:
         return percentile_cont(self.values, self.fraction)
 
 
+class SQLitePercentilesCont(SQLitePercentileCont):
+    """percentiles_cont(value, '[0.5, 0.9]'): several percentiles of one sort, as a JSON list."""
+
+    def step(self, value: Any, fraction: Any) -> None:  # type: ignore[override]
+        self.fractions = fraction
+        if value is not None:
+            self.values.append(float(value))
+
+    def finalize(self) -> str | None:  # type: ignore[override]
+        if not self.values:
+            return None
+        return json.dumps([percentile_cont(self.values, f) for f in json.loads(self.fractions)])
+
+
 def register_sqlite_functions(sender: Any, connection: Any, **kwargs: Any) -> None:
     """connection_created receiver: give SQLite the aggregates PostgreSQL has built in."""
     if connection.vendor == "sqlite":
         connection.connection.create_aggregate("percentile_cont", 2, SQLitePercentileCont)
+        connection.connection.create_aggregate("percentiles_cont", 2, SQLitePercentilesCont)
 
 
 class PercentileCont(Aggregate):
@@ -67,6 +84,36 @@ class PercentileCont(Aggregate):
         # template argument when it adds the FILTER clause.
         fallback = self.copy()
         fallback.template = "%(function)s(%(expressions)s, %(fraction)s)"
+        return fallback.as_sql(compiler, connection, **extra_context)
+
+
+class FloatListField(Field):  # type: ignore[type-arg]
+    """The result of PercentilesCont: a PostgreSQL array, or SQLite's JSON text, as a list."""
+
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> list[float] | None:
+        if value is None or isinstance(value, list):
+            return value
+        return [float(v) for v in json.loads(value)]
+
+
+class PercentilesCont(Aggregate):
+    """Several percentiles from one sort: percentile_cont(ARRAY[...]) WITHIN GROUP (ORDER BY
+    expression) on PostgreSQL; a list of floats, in the order of `fractions`, or None for no rows."""
+
+    function = "percentile_cont"
+    name = "PercentilesCont"
+    output_field = FloatListField()
+    template = "%(function)s(ARRAY[%(fractions)s]::double precision[]) WITHIN GROUP (ORDER BY %(expressions)s)"
+
+    def __init__(self, expression: Any, fractions: Sequence[float], **extra: Any) -> None:
+        if not fractions or not all(0.0 <= float(f) <= 1.0 for f in fractions):
+            raise ValueError("A percentile's fraction lies between 0 and 1.")
+        listed = ", ".join(repr(float(f)) for f in fractions)
+        super().__init__(expression, fractions=listed, **extra)
+
+    def as_sqlite(self, compiler: SQLCompiler, connection: Any, **extra_context: Any) -> Any:
+        fallback = self.copy()
+        fallback.template = "percentiles_cont(%(expressions)s, '[%(fractions)s]')"
         return fallback.as_sql(compiler, connection, **extra_context)
 
 

@@ -29,6 +29,9 @@ class Scope:
     end: datetime
     now: datetime
     tz: tzinfo
+    # Every member of the alliance (no institution chosen by its admin): a section may skip
+    # the "requested or received by one of these" test, which every row of the alliance passes.
+    whole_alliance: bool = False
 
     def months(self) -> list[date]:
         """The first day of every month the range touches, in order (empty months included)."""

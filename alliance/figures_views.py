@@ -42,6 +42,7 @@ def _filter(request: HttpRequest) -> tuple[FiguresFilterForm, figures.Scope | No
         end=datetime.combine(max(first, last) + timedelta(days=1), time.min, tzinfo=tz),
         now=timezone.now(),
         tz=tz,
+        whole_alliance=chosen is None and principal.is_alliance_admin,
     )
     return form, scope
 

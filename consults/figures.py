@@ -4,7 +4,7 @@ A consult belongs to an institution's figures when that institution requested it
 received it (its pool's or its named specialist's institution). Volume and turnaround
 count the consults requested in the date range; the backlog is what is open now.
 Turnaround is request to signed less the time on hold, the clock the deadline runs on.
-Every number is one SQL aggregate; the section makes the same six queries whatever the data.
+Every number is an SQL aggregate; the section makes the same queries whatever the data.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from django.db.models import Case, Count, F, IntegerField, Q, QuerySet, Value, W
 from django.db.models.functions import TruncMonth
 from django.utils.translation import gettext_lazy as _
 
-from alliance.aggregates import PercentileCont, SecondsBetween
+from alliance.aggregates import PercentilesCont, SecondsBetween
 from alliance.figures import Chart, Scope, Series, Table, month_label
 from alliance.models import Doctor, Pool
-from consults.models import OPEN_STATUSES, Consult, ConsultTransition, Priority, Status
+from consults.models import OPEN_STATUSES, Consult, Priority, Status
 from consults.selectors import policy_table
 
 # The most pressing first, as the worklist reads them.
@@ -40,6 +40,8 @@ TURNAROUND = SecondsBetween("requested_at", "completed_at") - F("paused_seconds"
 def consults_in(scope: Scope) -> QuerySet[Consult]:
     """The consults the scope's institutions requested or received."""
     ids = scope.institution_ids
+    if scope.whole_alliance:
+        return Consult.objects.filter(requesting_institution_id__in=ids)
     return Consult.objects.filter(
         Q(requesting_institution_id__in=ids)
         | Q(pool_id__in=Pool.objects.filter(institution_id__in=ids).values("pk"))
@@ -52,16 +54,21 @@ def requested_in(scope: Scope) -> QuerySet[Consult]:
 
 
 def compute(scope: Scope) -> list[Table]:
+    # One scan for volume, signed and breached counts.
     volume = list(
         requested_in(scope)
         .annotate(month=TruncMonth("requested_at", tzinfo=scope.tz))
         .values("month", "priority", "modality")
-        .annotate(n=Count("pk"))
+        .annotate(
+            n=Count("pk"),
+            signed=Count("pk", filter=Q(status=Status.COMPLETED)),
+            breached=Count("pk", filter=Q(breached_at__isnull=False)),
+        )
     )
     return [
         volume_by_month(scope, volume),
         volume_by_modality(volume),
-        *turnaround_and_breaches(scope),
+        *turnaround_and_breaches(scope, volume),
         backlog(scope),
         readers(scope),
     ]
@@ -120,25 +127,42 @@ def _share(part: int, whole: int) -> float | None:
     return round(100 * part / whole, 1) if whole else None
 
 
-def turnaround_and_breaches(scope: Scope) -> list[Table]:
-    signed = Q(status=Status.COMPLETED)
-    rows = {
+def turnaround_and_breaches(scope: Scope, volume: list[dict[str, Any]]) -> list[Table]:
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for row in volume:
+        for name in ("n", "signed", "breached"):
+            counts[row["priority"]][name] += row[name]
+    # The percentiles sort only the signed consults' turnarounds, once for both.
+    times = {
         row["priority"]: row
         for row in requested_in(scope)
+        .filter(status=Status.COMPLETED)
         .annotate(turnaround=TURNAROUND)
         .values("priority")
         .annotate(
-            requested=Count("pk"),
-            signed=Count("pk", filter=signed),
-            in_time=Count("pk", filter=signed & Q(turnaround__lte=F("deadline_seconds"))),
-            breached=Count("pk", filter=Q(breached_at__isnull=False)),
-            p50=PercentileCont("turnaround", 0.5, filter=signed),
-            p90=PercentileCont("turnaround", 0.9, filter=signed),
+            in_time=Count("pk", filter=Q(turnaround__lte=F("deadline_seconds"))),
+            p=PercentilesCont("turnaround", (0.5, 0.9)),
         )
     }
     deadlines = {row["priority"]: row["deadline_minutes"] for row in policy_table(scope.alliance_id)}
-    empty = {"requested": 0, "signed": 0, "in_time": 0, "breached": 0, "p50": None, "p90": None}
-    stats = [(p, rows.get(p, empty)) for p in PRIORITIES]
+    stats = []
+    for p in PRIORITIES:
+        p50, p90 = times[p]["p"] if p in times and times[p]["p"] else (None, None)
+        in_time = times[p]["in_time"] if p in times else 0
+        c = counts[p]
+        stats.append(
+            (
+                p,
+                {
+                    "requested": c["n"],
+                    "signed": c["signed"],
+                    "breached": c["breached"],
+                    "in_time": in_time,
+                    "p50": p50,
+                    "p90": p90,
+                },
+            )
+        )
     return [_turnaround_table(stats, deadlines), _breaches_table(stats)]
 
 
@@ -239,22 +263,20 @@ def backlog(scope: Scope) -> Table:
 
 
 def readers(scope: Scope) -> Table:
-    counts: dict[int, Counter[str]] = defaultdict(Counter)
-    for row in (
-        ConsultTransition.objects.filter(
-            consult_id__in=consults_in(scope).values("pk"),
-            action__in=("claim", "sign"),
-            at__gte=scope.start,
-            at__lt=scope.end,
-            by__isnull=False,
-        )
-        .values("by", "action")
-        .annotate(n=Count("pk"))
-    ):
-        counts[row["by"]][row["action"]] += row["n"]
-    doctors = Doctor.objects.filter(user_id__in=list(counts)).select_related("user", "institution") if counts else []
-    ranked = sorted(doctors, key=lambda d: (-counts[d.user_id]["sign"], -counts[d.user_id]["claim"], d.display_name))
-    rows = [[d.display_name, d.institution.name, counts[d.user_id]["claim"], counts[d.user_id]["sign"]] for d in ranked]
+    """Claims and signatures in the range, counted on the consults (the owner who kept the
+    case: a consult released and claimed again counts for its last owner)."""
+    claimed = Q(claimed_at__gte=scope.start, claimed_at__lt=scope.end)
+    signed = Q(status=Status.COMPLETED, completed_at__gte=scope.start, completed_at__lt=scope.end)
+    counts = {
+        row["owner"]: (row["claims"], row["reports"])
+        for row in consults_in(scope)
+        .filter(claimed | signed, owner__isnull=False)
+        .values("owner")
+        .annotate(claims=Count("pk", filter=claimed), reports=Count("pk", filter=signed))
+    }
+    doctors = Doctor.objects.filter(pk__in=list(counts)).select_related("user", "institution") if counts else []
+    ranked = sorted(doctors, key=lambda d: (-counts[d.pk][1], -counts[d.pk][0], d.display_name))
+    rows = [[d.display_name, d.institution.name, *counts[d.pk]] for d in ranked]
     return Table(
         key="readers",
         title=_("Claims and signed reports per specialist"),

@@ -246,8 +246,6 @@ class ConsultTransition(models.Model):
 
     class Meta:
         ordering = ["at", "id"]
-        # The figures' claims and reports per specialist: one action over a date range.
-        indexes = [models.Index(fields=["action", "at"], name="consults_figures_action_at")]
 
     def __str__(self) -> str:
         return f"{self.consult_id}: {self.from_status} -> {self.to_status}"

@@ -130,6 +130,24 @@ class Study(models.Model):
         return (images or modalities or [""])[0]
 
 
+class ReceivedDay(models.Model):
+    """Studies and bytes an institution received on one day (in settings.TIME_ZONE): the
+    figures' roll-up of closed days, so that a year of a region is summed from a few
+    thousand rows instead of 1.5 million studies. Derived data only, rewritten by
+    imaging.figures.roll_up_received_days; the days after the last roll-up are summed live."""
+
+    institution = models.ForeignKey(Institution, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    studies = models.PositiveIntegerField()
+    size_bytes = models.BigIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["day", "institution"], name="imaging_received_day_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.institution_id} {self.day}: {self.studies}"
+
+
 class Series(models.Model):
     """PS3.3 C.7.3.1 General Series Module."""
 

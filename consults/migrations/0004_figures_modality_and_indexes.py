@@ -48,8 +48,4 @@ class Migration(migrations.Migration):
             model_name='consult',
             index=models.Index(fields=['requested_at'], name='consults_figures_requested'),
         ),
-        migrations.AddIndex(
-            model_name='consulttransition',
-            index=models.Index(fields=['action', 'at'], name='consults_figures_action_at'),
-        ),
     ]

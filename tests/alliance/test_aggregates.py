@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 from django.db.models import Q
 
-from alliance.aggregates import PercentileCont, SQLitePercentileCont, percentile_cont
+from alliance.aggregates import PercentileCont, PercentilesCont, SQLitePercentileCont, percentile_cont
 from imaging.models import Study
 from tests import factories
 from tests.factories import StudyFactory
@@ -63,3 +63,15 @@ def test_the_database_gives_the_hand_computed_values(fraction: float, expected: 
     )
     assert got["p"] == pytest.approx(expected)
     assert got["tiny"] == pytest.approx(10.0)
+
+
+@pytest.mark.django_db
+def test_several_percentiles_from_one_sort_match_the_single_ones() -> None:
+    institution = factories.make_institution()
+    for size in VALUES:
+        StudyFactory(institution=institution, series=0, size_bytes=int(size))
+    got = Study.objects.aggregate(
+        p=PercentilesCont("size_bytes", tuple(EXPECTED)), none=PercentilesCont("size_bytes", (0.5,), filter=Q(pk=-1))
+    )
+    assert got["p"] == pytest.approx(list(EXPECTED.values()))
+    assert got["none"] is None

@@ -20,6 +20,8 @@ from alliance.access import figures_institutions_for, resolve_principal
 from alliance.models import AuditEvent
 from consults.figures import compute as consult_figures
 from imaging.figures import compute as imaging_figures
+from imaging.figures import roll_up_received_days
+from imaging.models import ReceivedDay, Study
 from tests.alliance import figures_fixture as fx
 from tests.conftest import client_for
 
@@ -116,6 +118,25 @@ def test_studies_and_gigabytes_per_institution_and_month(world: Any) -> None:
         ["Clinic B", "2026-03", 0, 0.0, 0.0],
         ["Clinic B", "2026-04", 1, 3.0, 3.0],
     ]
+
+
+@pytest.mark.parametrize("rolled_up_to", [(3, 10), (4, 21), (6, 1)])
+def test_rolled_up_days_and_live_days_sum_to_the_same_figures(world: Any, rolled_up_to: tuple[int, int]) -> None:
+    """The roll-up ends before, inside and after the range: every study counts once."""
+    roll_up_received_days(now=fx.at(*rolled_up_to, 12))
+    roll_up_received_days(now=fx.at(*rolled_up_to, 13))  # a second run changes nothing
+    got = tables(imaging_figures(scope_of(world.alliance_admin)))
+    assert got["received-month"] == [["2026-03", 2, 3.0], ["2026-04", 2, 3.5]]
+    assert got["per-institution"] == [["Clinic A", 3, 3.5, 7.5], ["Clinic B", 1, 3.0, 3.0]]
+    assert got["institution-month"][1] == ["Clinic A", "2026-04", 1, 0.5, 7.5]
+
+
+def test_roll_up_sums_again_the_last_days_where_studies_still_grow(world: Any) -> None:
+    roll_up_received_days(now=fx.at(3, 5, 12))
+    Study.objects.filter(received_at=fx.at(3, 3, 13)).update(size_bytes=2 * 10**9)
+    roll_up_received_days(now=fx.at(3, 6, 12))
+    day = ReceivedDay.objects.get(institution=world.clin_a, day=fx.at(3, 3).date())
+    assert (day.studies, day.size_bytes) == (2, 4 * 10**9)
 
 
 def test_institution_admin_figures_hold_only_their_institutions_consults_and_studies(world: Any) -> None:
