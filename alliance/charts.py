@@ -16,9 +16,11 @@ from django.utils.safestring import SafeString, mark_safe
 
 from alliance.figures import Chart
 
-WIDTH = 360
+WIDTH = 340
 PALETTE = ("#1d4ed8", "#0d9488", "#d97706", "#dc2626", "#7c3aed", "#475569", "#db2777", "#65a30d")
-FONT = 'font-family="inherit" font-size="11"'
+FONT = 'font-family="inherit" font-size="12"'
+# Estimated text widths at that size: CJK characters are about twice as wide as Latin ones.
+LATIN_WIDTH, WIDE_WIDTH = 7.0, 12.5
 _ids = count(1)
 
 
@@ -31,6 +33,10 @@ def nice_ceiling(value: float) -> float:
         if step * power >= value:
             return step * power
     return 10 * power
+
+
+def text_width(text: str) -> float:
+    return sum(LATIN_WIDTH if ord(ch) < 0x2E80 else WIDE_WIDTH for ch in text)
 
 
 def _number(value: float) -> str:
@@ -67,7 +73,7 @@ def _legend(names: Sequence[str], extra: str = "") -> tuple[list[str], float]:
     if extra:
         entries.append((extra, "#111827", "line"))
     for name, colour, shape in entries:
-        width = 16 + 6.5 * len(name) + 10
+        width = 16 + text_width(name) + 12
         if x + width > WIDTH and x > 4:
             x, y = 4.0, y + 16
         if shape == "rect":
@@ -85,15 +91,18 @@ def _legend(names: Sequence[str], extra: str = "") -> tuple[list[str], float]:
 def _columns(chart: Chart, title: str) -> SafeString:
     names = [str(series.name) for series in chart.series]
     legend, top = _legend(names)
-    left, bottom, plot_h = 40.0, 46.0, 150.0
-    plot_w = WIDTH - left - 6
     n = max(len(chart.categories), 1)
     totals = [sum(s.values[i] or 0 for s in chart.series) for i in range(len(chart.categories))]
     ceiling = nice_ceiling(max(totals, default=0))
+    left, plot_h = 10 + text_width(_number(ceiling)), 150.0
+    plot_w = WIDTH - left - 6
+    slot = plot_w / n
+    longest = max((text_width(c) for c in chart.categories), default=0)
+    rotate = longest > slot - 4
+    bottom = 16 + (longest * 0.72 if rotate else 6)
     scale = plot_h / ceiling
     base = top + 8 + plot_h
     body = _y_axis(left, base, plot_h, ceiling)
-    slot = plot_w / n
     bar = max(min(slot * 0.7, 40), 2)
     unit = f" {chart.unit}" if chart.unit else ""
     for i, category in enumerate(chart.categories):
@@ -111,10 +120,16 @@ def _columns(chart: Chart, title: str) -> SafeString:
                 f"<title>{tip}</title></rect>"
             )
         cx, cy = x + bar / 2, base + 8
-        body.append(
-            f'<text x="{cx:.1f}" y="{cy:.1f}" {FONT} fill="#374151" text-anchor="end" '
-            f'transform="rotate(-45 {cx:.1f} {cy:.1f})">{escape(category)}</text>'
-        )
+        if rotate:
+            body.append(
+                f'<text x="{cx:.1f}" y="{cy:.1f}" {FONT} fill="#374151" text-anchor="end" '
+                f'transform="rotate(-45 {cx:.1f} {cy:.1f})">{escape(category)}</text>'
+            )
+        else:
+            body.append(
+                f'<text x="{cx:.1f}" y="{cy + 6:.1f}" {FONT} fill="#374151" text-anchor="middle">'
+                f"{escape(category)}</text>"
+            )
     summary = "; ".join(f"{c}: {_number(t)}{unit}" for c, t in zip(chart.categories, totals, strict=True))
     return _frame(title, summary, base + bottom, body, legend)
 
@@ -134,7 +149,8 @@ def _y_axis(left: float, base: float, plot_h: float, ceiling: float) -> list[str
 def _bars(chart: Chart, title: str) -> SafeString:
     names = [str(series.name) for series in chart.series]
     legend, top = _legend(names, str(chart.marker_label) if chart.markers else "")
-    left, right, bar, gap = 64.0, 44.0, 12.0, 10.0
+    left = 10 + max((text_width(c) for c in chart.categories), default=0)
+    right, bar, gap = 44.0, 12.0, 10.0
     plot_w = WIDTH - left - right
     values = [v for s in chart.series for v in s.values if v is not None]
     ceiling = nice_ceiling(max([*values, *(m for m in chart.markers if m is not None)], default=0))
@@ -144,6 +160,7 @@ def _bars(chart: Chart, title: str) -> SafeString:
     y = top + 6
     group = bar * len(chart.series)
     for i, category in enumerate(chart.categories):
+        marker = chart.markers[i] if i < len(chart.markers) else None
         body.append(
             f'<text x="{left - 6:.1f}" y="{y + group / 2 + 4:.1f}" {FONT} fill="#111827" text-anchor="end">'
             f"{escape(category)}</text>"
@@ -156,12 +173,14 @@ def _bars(chart: Chart, title: str) -> SafeString:
                 continue
             w = max(value * scale, 1)
             tip = escape(f"{category} · {series.name}: {_number(value)}{unit}")
+            label_x = left + w + 3
+            if marker is not None and label_x - 4 <= left + marker * scale <= label_x + text_width(_number(value)):
+                label_x = left + marker * scale + 5  # the value would sit on the deadline line
             body.append(
                 f'<rect x="{left:.1f}" y="{by:.1f}" width="{w:.1f}" height="{bar - 2:.1f}" '
                 f'fill="{PALETTE[k % len(PALETTE)]}"><title>{tip}</title></rect>'
-                f'<text x="{left + w + 3:.1f}" y="{by + 9:.1f}" {FONT} fill="#374151">{_number(value)}</text>'
+                f'<text x="{label_x:.1f}" y="{by + 9:.1f}" {FONT} fill="#374151">{_number(value)}</text>'
             )
-        marker = chart.markers[i] if i < len(chart.markers) else None
         if marker is not None:
             mx = left + marker * scale
             tip = escape(f"{category} · {chart.marker_label}: {_number(marker)}{unit}")

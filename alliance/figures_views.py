@@ -28,12 +28,18 @@ def _filter(request: HttpRequest) -> tuple[FiguresFilterForm, figures.Scope | No
         raise PermissionDenied
     institutions = access.figures_institutions_for(principal)
     bound = any(request.GET.get(name) for name in FILTER_FIELDS)
-    form = FiguresFilterForm(request.GET if bound else None, institutions=institutions)
+    today = timezone.localdate()
+    default_from, default_to = FiguresFilterForm.default_window(today)
+    form = FiguresFilterForm(
+        request.GET if bound else None,
+        institutions=institutions,
+        initial={"date_from": default_from, "date_to": default_to},
+    )
     if bound and not form.is_valid():
         return form, None
     chosen = form.cleaned_data.get("institution") if bound else None
     ids = (chosen.pk,) if chosen else tuple(institutions.order_by("pk").values_list("pk", flat=True))
-    first, last = form.window(timezone.localdate())
+    first, last = form.window(today)
     tz = timezone.get_current_timezone()
     scope = figures.Scope(
         alliance_id=principal.doctor.institution.alliance_id,  # type: ignore[union-attr]
@@ -66,9 +72,7 @@ def _cell(value: Any) -> str:
 def _table_view(section: figures.Section, table: figures.Table) -> dict[str, Any]:
     return {
         "table": table,
-        "rows": [
-            [(column, _cell(value)) for column, value in zip(table.columns, row, strict=True)] for row in table.rows
-        ],
+        "rows": [[_cell(value) for value in row] for row in table.rows],
         "svg": charts.render(table.chart, str(table.title)) if table.chart else "",
         "csv_name": f"{section.key}/{table.key}.csv",
     }

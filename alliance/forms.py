@@ -81,13 +81,13 @@ class FiguresFilterForm(forms.Form):
     date_from = forms.DateField(
         label=_("From"),
         required=False,
-        widget=forms.DateInput(attrs={"type": "date"}),
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
         error_messages={"invalid": _("From: enter a date as YYYY-MM-DD.")},
     )
     date_to = forms.DateField(
         label=_("To"),
         required=False,
-        widget=forms.DateInput(attrs={"type": "date"}),
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
         error_messages={"invalid": _("To: enter a date as YYYY-MM-DD.")},
     )
     institution = forms.ModelChoiceField(
@@ -111,8 +111,13 @@ class FiguresFilterForm(forms.Form):
             self.add_error("date_from", _("From: the range may span at most three years."))
         return data
 
+    @staticmethod
+    def default_window(today: date) -> tuple[date, date]:
+        """The twelve months to today (the first of the month eleven months before)."""
+        return _twelve_months_before(today), today
+
     def window(self, today: date) -> tuple[date, date]:
-        """(first day, last day): the chosen days, by default the last twelve months to today."""
+        """(first day, last day): the chosen days, by default the twelve months to today."""
         data = self.cleaned_data if self.is_bound else {}
         end = data.get("date_to") or today
         start = data.get("date_from") or _twelve_months_before(end)
