@@ -137,7 +137,9 @@ class SecondsBetween(Func):
 
     def as_sql(self, compiler: SQLCompiler, connection: Any, *args: Any, **extra_context: Any) -> Any:
         start, end, params = self._sides(compiler)
-        return f"EXTRACT(EPOCH FROM ({end} - {start}))::double precision", params
+        # date_part, not EXTRACT: EXTRACT returns numeric since PostgreSQL 14, several times
+        # slower per row than date_part's double precision over a year of consults.
+        return f"date_part('epoch', {end} - {start})", params
 
     def as_sqlite(self, compiler: SQLCompiler, connection: Any, **extra_context: Any) -> Any:
         start, end, params = self._sides(compiler)

@@ -84,11 +84,16 @@ class Table:
     folded: bool = False
 
 
+# A section's function: the scope, and optionally the key of the one table wanted (a CSV
+# export), so that it may skip the queries of the others; it may return more than asked.
+Compute = Callable[[Scope, str | None], list[Table]]
+
+
 @dataclass(frozen=True)
 class Section:
     key: str
     title: str | Promise
-    compute: Callable[[Scope], list[Table]]
+    compute: Compute
     order: int = 100
     description: str | Promise = ""
 
@@ -100,7 +105,7 @@ _ONE_MICROSECOND = datetime.resolution
 def register(
     key: str,
     title: str | Promise,
-    compute: Callable[[Scope], list[Table]],
+    compute: Compute,
     *,
     order: int = 100,
     description: str | Promise = "",

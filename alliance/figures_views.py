@@ -84,7 +84,7 @@ def figures_page(request: HttpRequest) -> HttpResponse:
     sections = []
     if scope is not None:
         for section in figures.sections():
-            tables = [_table_view(section, table) for table in section.compute(scope)]
+            tables = [_table_view(section, table) for table in section.compute(scope, None)]
             sections.append({"section": section, "tables": tables})
     audit.record(
         actor=access.principal_of(request).actor,
@@ -124,7 +124,7 @@ def figures_csv(request: HttpRequest, section: str, table: str) -> HttpResponse:
     if scope is None:
         message = " ".join(str(error) for errors in form.errors.values() for error in errors)
         return HttpResponse(message, status=400, content_type="text/plain; charset=utf-8")
-    chosen = next((t for t in registered.compute(scope) if t.key == table), None)
+    chosen = next((t for t in registered.compute(scope, table) if t.key == table), None)
     if chosen is None:
         raise Http404
     audit.record(

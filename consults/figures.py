@@ -10,7 +10,7 @@ Every number is an SQL aggregate; the section makes the same queries whatever th
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, timedelta
 from typing import Any
 
@@ -35,6 +35,7 @@ AGE_BUCKETS = (
     (None, _("Over 3 days")),
 )
 TURNAROUND = SecondsBetween("requested_at", "completed_at") - F("paused_seconds")
+TABLES = ("volume-month", "volume-modality", "turnaround", "breaches", "backlog", "readers")
 
 
 def consults_in(scope: Scope) -> QuerySet[Consult]:
@@ -53,9 +54,25 @@ def requested_in(scope: Scope) -> QuerySet[Consult]:
     return consults_in(scope).filter(requested_at__gte=scope.start, requested_at__lt=scope.end)
 
 
-def compute(scope: Scope) -> list[Table]:
-    # One scan for volume, signed and breached counts.
-    volume = list(
+def compute(scope: Scope, only: str | None = None) -> list[Table]:
+    """Every table, or the one named by `only` with just the queries it needs."""
+    wanted = set(TABLES) if only is None else {only}
+    volume = _volume(scope) if wanted & {"volume-month", "volume-modality", "turnaround", "breaches"} else []
+    builders: dict[str, Callable[[], Table]] = {
+        "volume-month": lambda: volume_by_month(scope, volume),
+        "volume-modality": lambda: volume_by_modality(volume),
+        "turnaround": lambda: turnaround(scope, volume),
+        "breaches": lambda: breaches(volume),
+        "backlog": lambda: backlog(scope),
+        "readers": lambda: readers(scope),
+    }
+    return [builders[key]() for key in TABLES if key in wanted]
+
+
+def _volume(scope: Scope) -> list[dict[str, Any]]:
+    """Consults requested per month, priority and modality, with how many were signed and
+    breached: one scan for four tables."""
+    return list(
         requested_in(scope)
         .annotate(month=TruncMonth("requested_at", tzinfo=scope.tz))
         .values("month", "priority", "modality")
@@ -65,13 +82,6 @@ def compute(scope: Scope) -> list[Table]:
             breached=Count("pk", filter=Q(breached_at__isnull=False)),
         )
     )
-    return [
-        volume_by_month(scope, volume),
-        volume_by_modality(volume),
-        *turnaround_and_breaches(scope, volume),
-        backlog(scope),
-        readers(scope),
-    ]
 
 
 def _priority_labels() -> list[Any]:
@@ -127,11 +137,16 @@ def _share(part: int, whole: int) -> float | None:
     return round(100 * part / whole, 1) if whole else None
 
 
-def turnaround_and_breaches(scope: Scope, volume: list[dict[str, Any]]) -> list[Table]:
+def _per_priority(volume: list[dict[str, Any]]) -> dict[str, Counter[str]]:
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     for row in volume:
         for name in ("n", "signed", "breached"):
             counts[row["priority"]][name] += row[name]
+    return counts
+
+
+def turnaround(scope: Scope, volume: list[dict[str, Any]]) -> Table:
+    counts = _per_priority(volume)
     # The percentiles sort only the signed consults' turnarounds, once for both.
     times = {
         row["priority"]: row
@@ -149,21 +164,13 @@ def turnaround_and_breaches(scope: Scope, volume: list[dict[str, Any]]) -> list[
     for p in PRIORITIES:
         p50, p90 = times[p]["p"] if p in times and times[p]["p"] else (None, None)
         in_time = times[p]["in_time"] if p in times else 0
-        c = counts[p]
-        stats.append(
-            (
-                p,
-                {
-                    "requested": c["n"],
-                    "signed": c["signed"],
-                    "breached": c["breached"],
-                    "in_time": in_time,
-                    "p50": p50,
-                    "p90": p90,
-                },
-            )
-        )
-    return [_turnaround_table(stats, deadlines), _breaches_table(stats)]
+        stats.append((p, {"signed": counts[p]["signed"], "in_time": in_time, "p50": p50, "p90": p90}))
+    return _turnaround_table(stats, deadlines)
+
+
+def breaches(volume: list[dict[str, Any]]) -> Table:
+    counts = _per_priority(volume)
+    return _breaches_table([(p, {"requested": counts[p]["n"], "breached": counts[p]["breached"]}) for p in PRIORITIES])
 
 
 def _turnaround_table(stats: Sequence[tuple[str, dict[str, Any]]], deadlines: dict[str, int]) -> Table:

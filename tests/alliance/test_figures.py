@@ -139,6 +139,14 @@ def test_roll_up_sums_again_the_last_days_where_studies_still_grow(world: Any) -
     assert (day.studies, day.size_bytes) == (2, 4 * 10**9)
 
 
+@pytest.mark.parametrize("key", ["volume-month", "volume-modality", "turnaround", "breaches", "backlog", "readers"])
+def test_one_table_alone_equals_the_same_table_of_the_whole_section(world: Any, key: str) -> None:
+    scope = scope_of(world.alliance_admin)
+    alone = consult_figures(scope, key)
+    assert [t.key for t in alone] == [key]
+    assert tables(alone)[key] == tables(consult_figures(scope))[key]
+
+
 def test_institution_admin_figures_hold_only_their_institutions_consults_and_studies(world: Any) -> None:
     scope = scope_of(world.inst_admin_a)
     assert scope.institution_ids == (world.clin_a.pk,)
@@ -239,7 +247,7 @@ def read_csv(response: Any) -> list[list[str]]:
 def test_every_table_exports_as_csv_with_the_same_numbers(world: Any) -> None:
     client = client_for(world.alliance_admin)
     for section in figures.sections():
-        for table in section.compute(scope_of(world.alliance_admin)):
+        for table in section.compute(scope_of(world.alliance_admin), None):
             url = reverse("figures_csv", args=[section.key, table.key])
             response = client.get(url, fx.RANGE, HTTP_ACCEPT_LANGUAGE="en")
             assert response.status_code == 200, url
