@@ -102,7 +102,7 @@ def figures_page(request: HttpRequest) -> HttpResponse:
         "query_string": request.GET.urlencode(),
         "last_day": (scope.end - timedelta(days=1)).date() if scope else None,
     }
-    return render(request, "alliance/figures.html", context, status=200 if scope else 400)
+    return render(request, "alliance/figures.html", context)
 
 
 def _csv_value(value: Any) -> str:
