@@ -181,6 +181,24 @@ def may_manage_alliance(principal: Principal) -> bool:
     return principal.is_alliance_admin
 
 
+def figures_institutions_for(principal: Principal) -> QuerySet[Institution]:
+    """Whose figures the principal sees (alliance.figures): every member of the alliance for
+    the alliance admin, their own institution for an institution admin, none for anyone else."""
+    doctor = principal.doctor
+    if doctor is None:
+        return Institution.objects.none()
+    if principal.is_alliance_admin:
+        return Institution.objects.filter(alliance_id=doctor.institution.alliance_id)
+    if principal.has_role(Role.INSTITUTION_ADMIN):
+        return Institution.objects.filter(pk=doctor.institution_id)
+    return Institution.objects.none()
+
+
+def may_see_figures(principal: Principal) -> bool:
+    """The figures pages (and their menu entry) are for the alliance and institution admins."""
+    return principal.doctor is not None and (principal.is_alliance_admin or principal.has_role(Role.INSTITUTION_ADMIN))
+
+
 def may_read_audit(principal: Principal) -> bool:
     return principal.is_alliance_admin
 

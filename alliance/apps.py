@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.backends.signals import connection_created
 from django.utils.translation import gettext_lazy as _
 
 
@@ -10,6 +11,8 @@ class AllianceConfig(AppConfig):
         from django.core import checks
 
         from alliance import signals  # noqa: F401  (sign-in auditing)
+        from alliance.aggregates import register_sqlite_functions
         from alliance.pdf import check_cjk_font
 
         checks.register(check_cjk_font)
+        connection_created.connect(register_sqlite_functions, dispatch_uid="alliance.aggregates")

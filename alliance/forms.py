@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from django import forms
@@ -68,3 +68,63 @@ class AuditFilterForm(forms.Form):
     def applied(self) -> dict[str, str]:
         """The filters in use, for the audit record of the search itself."""
         return {name: str(value) for name, value in self.cleaned_data.items() if value not in (None, "")}
+
+
+class FiguresFilterForm(forms.Form):
+    """The figures' date range (inclusive days in the reader's zone) and institution.
+
+    A bad value is answered with a message that names the field: the messages stand alone
+    at the top of the page as well as under their field."""
+
+    MAX_DAYS = 3 * 366
+
+    date_from = forms.DateField(
+        label=_("From"),
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
+        error_messages={"invalid": _("From: enter a date as YYYY-MM-DD.")},
+    )
+    date_to = forms.DateField(
+        label=_("To"),
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
+        error_messages={"invalid": _("To: enter a date as YYYY-MM-DD.")},
+    )
+    institution = forms.ModelChoiceField(
+        label=_("Institution"),
+        required=False,
+        queryset=Institution.objects.none(),
+        empty_label=_("All I may see"),
+        error_messages={"invalid_choice": _("Institution: not a member whose figures you may see.")},
+    )
+
+    def __init__(self, *args: Any, institutions: QuerySet[Institution], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["institution"].queryset = institutions.order_by("name")  # type: ignore[attr-defined]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        start, end = data.get("date_from"), data.get("date_to")
+        if start and end and start > end:
+            self.add_error("date_to", _("To: the end date is before the start date."))
+        elif start and end and (end - start).days > self.MAX_DAYS:
+            self.add_error("date_from", _("From: the range may span at most three years."))
+        return data
+
+    @staticmethod
+    def default_window(today: date) -> tuple[date, date]:
+        """The twelve months to today (the first of the month eleven months before)."""
+        return _twelve_months_before(today), today
+
+    def window(self, today: date) -> tuple[date, date]:
+        """(first day, last day): the chosen days, by default the twelve months to today."""
+        data = self.cleaned_data if self.is_bound else {}
+        end = data.get("date_to") or today
+        start = data.get("date_from") or _twelve_months_before(end)
+        return start, end
+
+
+def _twelve_months_before(day: date) -> date:
+    """The first day of the month eleven months before `day`'s (twelve months in all)."""
+    months = day.year * 12 + day.month - 1 - 11
+    return date(months // 12, months % 12 + 1, 1)

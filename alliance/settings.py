@@ -285,6 +285,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "unsent-emails": {"task": "consults.tasks.send_unsent_emails", "schedule": float(RETRY_SWEEP_SECONDS)},
     "owed-renders": {"task": "imaging.tasks.requeue_owed_renders", "schedule": float(RETRY_SWEEP_SECONDS)},
     "stale-temp-files": {"task": "imaging.tasks.remove_stale_temp_files", "schedule": 3600.0},
+    "figures-received-days": {"task": "imaging.tasks.roll_up_received_days", "schedule": 3600.0},
 }
 
 # --- REST API -------------------------------------------------------------------------

@@ -5,3 +5,15 @@ from django.utils.translation import gettext_lazy as _
 class ConsultsConfig(AppConfig):
     name = "consults"
     verbose_name = _("Remote consultation")
+
+    def ready(self) -> None:
+        from alliance import figures
+        from consults.figures import compute
+
+        figures.register(
+            "consults",
+            _("Consults"),
+            compute,
+            order=10,
+            description=_("Volume, turnaround against the deadlines, breaches, the backlog now and who reads."),
+        )

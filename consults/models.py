@@ -167,6 +167,10 @@ class Consult(models.Model):
     history = models.TextField(_("clinical history"), blank=True)
     priority = models.CharField(_("priority"), max_length=16, choices=Priority.choices, default=Priority.ROUTINE)
     priority_rank = models.PositiveSmallIntegerField(default=PRIORITY_RANK[Priority.ROUTINE])
+    # The principal modality of the studies (imaging.Study.principal_modality of the first),
+    # kept on the row so that the figures count consults by modality without joining the
+    # region's studies.
+    modality = models.CharField(_("modality"), max_length=16, blank=True, default="")
     pool = models.ForeignKey(
         Pool, on_delete=models.PROTECT, null=True, blank=True, related_name="consults", verbose_name=_("pool")
     )
@@ -213,6 +217,7 @@ class Consult(models.Model):
             models.Index(fields=["owner", "status"]),
             models.Index(fields=["requesting_institution", "status"]),
             models.Index(fields=["specialist", "status"]),
+            models.Index(fields=["requested_at"], name="consults_figures_requested"),
         ]
 
     def __str__(self) -> str:

@@ -251,6 +251,7 @@ def consult_create(
         history=(history or "").strip(),
         priority=priority,
         priority_rank=PRIORITY_RANK[Priority(priority)],
+        modality=studies[0].principal_modality,
         pool=_validate_target(by, pool, specialist),
         specialist=specialist,
         second_opinion_of=second_opinion_of,

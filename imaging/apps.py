@@ -5,3 +5,15 @@ from django.utils.translation import gettext_lazy as _
 class ImagingConfig(AppConfig):
     name = "imaging"
     verbose_name = _("Image store")
+
+    def ready(self) -> None:
+        from alliance import figures
+        from imaging.figures import compute
+
+        figures.register(
+            "imaging",
+            _("Image store"),
+            compute,
+            order=50,
+            description=_("Studies received and the space they take, per institution and month."),
+        )

@@ -61,6 +61,10 @@ class Patient(models.Model):
 _SEXES = {"M": _("male"), "F": _("female"), "O": _("other")}
 
 
+# PS3.3 C.7.3.1.1.1: modalities of objects that accompany images rather than being them.
+NON_IMAGE_MODALITIES = frozenset({"SR", "KO", "PR", "DOC", "OT"})
+
+
 class Study(models.Model):
     """PS3.3 C.7.2.1 General Study Module, plus counts kept up to date by ingest."""
 
@@ -88,6 +92,11 @@ class Study(models.Model):
             models.Index(fields=["institution", "study_date"]),
             models.Index(fields=["study_date"]),
             models.Index(fields=["accession_number"]),
+            # The figures' studies and bytes received per institution and month, answered
+            # from the index alone (PostgreSQL's INCLUDE; other databases index the keys).
+            models.Index(
+                fields=["received_at", "institution"], include=["size_bytes"], name="imaging_figures_received"
+            ),
         ]
         permissions = [("read_study", "May read the study's images and metadata")]
 
@@ -111,6 +120,32 @@ class Study(models.Model):
     @property
     def modality_list(self) -> list[str]:
         return [m for m in self.modalities.split("\\") if m]
+
+    @property
+    def principal_modality(self) -> str:
+        """The imaging modality the study is of: the first that is not a document or a
+        presentation object (SR, KO, PR, DOC, OT), else the first, else ""."""
+        modalities = self.modality_list
+        images = [m for m in modalities if m not in NON_IMAGE_MODALITIES]
+        return (images or modalities or [""])[0]
+
+
+class ReceivedDay(models.Model):
+    """Studies and bytes an institution received on one day (in settings.TIME_ZONE): the
+    figures' roll-up of closed days, so that a year of a region is summed from a few
+    thousand rows instead of 1.5 million studies. Derived data only, rewritten by
+    imaging.figures.roll_up_received_days; the days after the last roll-up are summed live."""
+
+    institution = models.ForeignKey(Institution, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    studies = models.PositiveIntegerField()
+    size_bytes = models.BigIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["day", "institution"], name="imaging_received_day_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.institution_id} {self.day}: {self.studies}"
 
 
 class Series(models.Model):

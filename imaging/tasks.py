@@ -182,3 +182,11 @@ def schedule_renders(instance_ids: list[int]) -> None:
 def load() -> None:
     """Nothing: importing this module (Celery's app and its task machinery) is the point, for
     a server that forks (dicom_server) and should not import it while it serves."""
+
+
+@shared_task
+def roll_up_received_days() -> int:
+    """The beat job keeping the figures' per-day sums of received studies (imaging.figures)."""
+    from imaging.figures import roll_up_received_days as roll_up
+
+    return roll_up()

@@ -9,7 +9,7 @@ from playwright.sync_api import sync_playwright
 from tests.factories import PASSWORD
 
 CHROMIUM = "/usr/bin/chromium"
-PAGES = ["/", "/manage/", "/manage/institutions/", "/manage/doctors/", "/audit/"]
+PAGES = ["/", "/manage/", "/manage/institutions/", "/manage/doctors/", "/audit/", "/figures/"]
 
 
 @pytest.mark.integration

@@ -1,0 +1,294 @@
+"""The consults' section of the figures pages (alliance.figures), registered in ConsultsConfig.ready().
+
+A consult belongs to an institution's figures when that institution requested it or
+received it (its pool's or its named specialist's institution). Volume and turnaround
+count the consults requested in the date range; the backlog is what is open now.
+Turnaround is request to signed less the time on hold, the clock the deadline runs on.
+Every number is an SQL aggregate; the section makes the same queries whatever the data.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from datetime import date, timedelta
+from typing import Any
+
+from django.db.models import Case, Count, F, IntegerField, Q, QuerySet, Value, When
+from django.db.models.functions import TruncMonth
+from django.utils.translation import gettext_lazy as _
+
+from alliance.aggregates import PercentilesCont, SecondsBetween
+from alliance.figures import Chart, Scope, Series, Table, month_label
+from alliance.models import Doctor, Pool
+from consults.models import OPEN_STATUSES, Consult, Priority, Status
+from consults.selectors import policy_table
+
+# The most pressing first, as the worklist reads them.
+PRIORITIES = (Priority.STAT, Priority.ASAP, Priority.URGENT, Priority.ROUTINE)
+# Age of an open consult since it was requested: (upper bound, label); the last is open-ended.
+AGE_BUCKETS = (
+    (timedelta(hours=1), _("Under 1 h")),
+    (timedelta(hours=4), _("1–4 h")),
+    (timedelta(hours=24), _("4–24 h")),
+    (timedelta(days=3), _("1–3 days")),
+    (None, _("Over 3 days")),
+)
+TURNAROUND = SecondsBetween("requested_at", "completed_at") - F("paused_seconds")
+TABLES = ("volume-month", "volume-modality", "turnaround", "breaches", "backlog", "readers")
+
+
+def consults_in(scope: Scope) -> QuerySet[Consult]:
+    """The consults the scope's institutions requested or received."""
+    ids = scope.institution_ids
+    if scope.whole_alliance:
+        return Consult.objects.filter(requesting_institution_id__in=ids)
+    return Consult.objects.filter(
+        Q(requesting_institution_id__in=ids)
+        | Q(pool_id__in=Pool.objects.filter(institution_id__in=ids).values("pk"))
+        | Q(specialist_id__in=Doctor.objects.filter(institution_id__in=ids).values("pk"))
+    )
+
+
+def requested_in(scope: Scope) -> QuerySet[Consult]:
+    return consults_in(scope).filter(requested_at__gte=scope.start, requested_at__lt=scope.end)
+
+
+def compute(scope: Scope, only: str | None = None) -> list[Table]:
+    """Every table, or the one named by `only` with just the queries it needs."""
+    wanted = set(TABLES) if only is None else {only}
+    volume = _volume(scope) if wanted & {"volume-month", "volume-modality", "turnaround", "breaches"} else []
+    builders: dict[str, Callable[[], Table]] = {
+        "volume-month": lambda: volume_by_month(scope, volume),
+        "volume-modality": lambda: volume_by_modality(volume),
+        "turnaround": lambda: turnaround(scope, volume),
+        "breaches": lambda: breaches(volume),
+        "backlog": lambda: backlog(scope),
+        "readers": lambda: readers(scope),
+    }
+    return [builders[key]() for key in TABLES if key in wanted]
+
+
+def _volume(scope: Scope) -> list[dict[str, Any]]:
+    """Consults requested per month, priority and modality, with how many were signed and
+    breached: one scan for four tables."""
+    return list(
+        requested_in(scope)
+        .annotate(month=TruncMonth("requested_at", tzinfo=scope.tz))
+        .values("month", "priority", "modality")
+        .annotate(
+            n=Count("pk"),
+            signed=Count("pk", filter=Q(status=Status.COMPLETED)),
+            breached=Count("pk", filter=Q(breached_at__isnull=False)),
+        )
+    )
+
+
+def _priority_labels() -> list[Any]:
+    return [Priority(p).label for p in PRIORITIES]
+
+
+def volume_by_month(scope: Scope, volume: list[dict[str, Any]]) -> Table:
+    counts: dict[date | None, Counter[str]] = defaultdict(Counter)
+    for row in volume:
+        counts[scope.month_of(row["month"])][row["priority"]] += row["n"]
+    months = scope.months()
+    rows = [[month_label(m), *(counts[m][p] for p in PRIORITIES), sum(counts[m].values())] for m in months]
+    chart = Chart(
+        kind="columns",
+        categories=[month_label(m) for m in months],
+        series=[Series(Priority(p).label, [counts[m][p] for m in months]) for p in PRIORITIES],
+    )
+    return Table(
+        key="volume-month",
+        title=_("Consults requested per month, by priority"),
+        columns=[_("Month"), *_priority_labels(), _("Total")],
+        rows=rows if volume else [],
+        chart=chart if volume else None,
+    )
+
+
+def volume_by_modality(volume: list[dict[str, Any]]) -> Table:
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for row in volume:
+        counts[row["modality"]][row["priority"]] += row["n"]
+    order = sorted(counts, key=lambda m: (-sum(counts[m].values()), m))
+    rows = [[m or "—", *(counts[m][p] for p in PRIORITIES), sum(counts[m].values())] for m in order]
+    chart = Chart(
+        kind="bars",
+        categories=[m or "—" for m in order],
+        series=[Series(_("Consults"), [sum(counts[m].values()) for m in order])],
+    )
+    return Table(
+        key="volume-modality",
+        title=_("Consults requested by modality"),
+        columns=[_("Modality"), *_priority_labels(), _("Total")],
+        rows=rows,
+        note=_("The modality of the consult's first study."),
+        chart=chart if rows else None,
+    )
+
+
+def _minutes(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds / 60, 1)
+
+
+def _share(part: int, whole: int) -> float | None:
+    return round(100 * part / whole, 1) if whole else None
+
+
+def _per_priority(volume: list[dict[str, Any]]) -> dict[str, Counter[str]]:
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for row in volume:
+        for name in ("n", "signed", "breached"):
+            counts[row["priority"]][name] += row[name]
+    return counts
+
+
+def turnaround(scope: Scope, volume: list[dict[str, Any]]) -> Table:
+    counts = _per_priority(volume)
+    # The percentiles sort only the signed consults' turnarounds, once for both.
+    times = {
+        row["priority"]: row
+        for row in requested_in(scope)
+        .filter(status=Status.COMPLETED)
+        .annotate(turnaround=TURNAROUND)
+        .values("priority")
+        .annotate(
+            in_time=Count("pk", filter=Q(turnaround__lte=F("deadline_seconds"))),
+            p=PercentilesCont("turnaround", (0.5, 0.9)),
+        )
+    }
+    deadlines = {row["priority"]: row["deadline_minutes"] for row in policy_table(scope.alliance_id)}
+    stats = []
+    for p in PRIORITIES:
+        p50, p90 = times[p]["p"] if p in times and times[p]["p"] else (None, None)
+        in_time = times[p]["in_time"] if p in times else 0
+        stats.append((p, {"signed": counts[p]["signed"], "in_time": in_time, "p50": p50, "p90": p90}))
+    return _turnaround_table(stats, deadlines)
+
+
+def breaches(volume: list[dict[str, Any]]) -> Table:
+    counts = _per_priority(volume)
+    return _breaches_table([(p, {"requested": counts[p]["n"], "breached": counts[p]["breached"]}) for p in PRIORITIES])
+
+
+def _turnaround_table(stats: Sequence[tuple[str, dict[str, Any]]], deadlines: dict[str, int]) -> Table:
+    rows = [
+        [
+            Priority(p).label,
+            s["signed"],
+            _minutes(s["p50"]),
+            _minutes(s["p90"]),
+            deadlines[p],
+            _share(s["in_time"], s["signed"]),
+        ]
+        for p, s in stats
+    ]
+    chart = Chart(
+        kind="bars",
+        categories=[str(Priority(p).label) for p, _s in stats],
+        series=[
+            Series(_("p50"), [_minutes(s["p50"]) for _p, s in stats]),
+            Series(_("p90"), [_minutes(s["p90"]) for _p, s in stats]),
+        ],
+        unit=_("min"),
+        markers=[deadlines[p] for p, _s in stats],
+        marker_label=_("Deadline"),
+    )
+    any_signed = any(s["signed"] for _p, s in stats)
+    return Table(
+        key="turnaround",
+        title=_("Turnaround, request to signed report, against the deadline"),
+        columns=[
+            _("Priority"),
+            _("Signed"),
+            _("p50 (min)"),
+            _("p90 (min)"),
+            _("Deadline (min)"),
+            _("Signed in time (%)"),
+        ],
+        rows=rows if any_signed else [],
+        note=_(
+            "Time on hold waiting for the requester is not counted, as for the deadline. "
+            "The deadline shown is the policy in force now; each consult is judged by its own."
+        ),
+        chart=chart if any_signed else None,
+    )
+
+
+def _breaches_table(stats: Sequence[tuple[str, dict[str, Any]]]) -> Table:
+    rows: list[list[Any]] = [
+        [Priority(p).label, s["requested"], s["breached"], _share(s["breached"], s["requested"])] for p, s in stats
+    ]
+    requested = sum(s["requested"] for _p, s in stats)
+    breached = sum(s["breached"] for _p, s in stats)
+    rows.append([_("All"), requested, breached, _share(breached, requested)])
+    return Table(
+        key="breaches",
+        title=_("Deadline breaches"),
+        columns=[_("Priority"), _("Requested"), _("Breached"), _("Share (%)")],
+        rows=rows if requested else [],
+        note=_("Consults requested in the range whose deadline passed before they were signed."),
+    )
+
+
+def _age_bucket(scope: Scope) -> Case:
+    whens = [
+        When(requested_at__gt=scope.now - bound, then=Value(index))
+        for index, (bound, _label) in enumerate(AGE_BUCKETS)
+        if bound is not None
+    ]
+    return Case(*whens, default=Value(len(AGE_BUCKETS) - 1), output_field=IntegerField())
+
+
+def backlog(scope: Scope) -> Table:
+    counts: dict[str, Counter[int]] = defaultdict(Counter)
+    for row in (
+        consults_in(scope)
+        .filter(status__in=OPEN_STATUSES)
+        .annotate(bucket=_age_bucket(scope))
+        .values("status", "bucket")
+        .annotate(n=Count("pk"))
+    ):
+        counts[row["status"]][row["bucket"]] += row["n"]
+    buckets = range(len(AGE_BUCKETS))
+    rows = [[Status(s).label, *(counts[s][b] for b in buckets), sum(counts[s].values())] for s in OPEN_STATUSES]
+    chart = Chart(
+        kind="columns",
+        categories=[str(Status(s).label) for s in OPEN_STATUSES],
+        series=[Series(label, [counts[s][b] for s in OPEN_STATUSES]) for b, (_bound, label) in enumerate(AGE_BUCKETS)],
+    )
+    return Table(
+        key="backlog",
+        title=_("Backlog now: open consults by state and time since the request"),
+        columns=[_("State"), *(label for _bound, label in AGE_BUCKETS), _("Total")],
+        rows=rows if counts else [],
+        note=_("Open now, whatever the date range."),
+        chart=chart if counts else None,
+    )
+
+
+def readers(scope: Scope) -> Table:
+    """Claims and signatures in the range, counted on the consults (the owner who kept the
+    case: a consult released and claimed again counts for its last owner)."""
+    claimed = Q(claimed_at__gte=scope.start, claimed_at__lt=scope.end)
+    signed = Q(status=Status.COMPLETED, completed_at__gte=scope.start, completed_at__lt=scope.end)
+    counts = {
+        row["owner"]: (row["claims"], row["reports"])
+        for row in consults_in(scope)
+        .filter(claimed | signed, owner__isnull=False)
+        .values("owner")
+        .annotate(claims=Count("pk", filter=claimed), reports=Count("pk", filter=signed))
+    }
+    doctors = Doctor.objects.filter(pk__in=list(counts)).select_related("user", "institution") if counts else []
+    ranked = sorted(doctors, key=lambda d: (-counts[d.pk][1], -counts[d.pk][0], d.display_name))
+    rows = [[d.display_name, d.institution.name, *counts[d.pk]] for d in ranked]
+    return Table(
+        key="readers",
+        title=_("Claims and signed reports per specialist"),
+        columns=[_("Specialist"), _("Institution"), _("Claims"), _("Reports signed")],
+        rows=rows,
+        note=_("Claims and signatures made in the date range, on consults of the institutions shown."),
+        folded=len(rows) > 12,
+    )
