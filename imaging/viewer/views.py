@@ -60,13 +60,28 @@ def bundle_preload() -> dict[str, Any]:
     return {"modules": [f"viewer/{name}" for name in listed["modules"]], "worker": f"viewer/{listed['worker']}"}
 
 
-def viewer_config(study: Study) -> dict[str, Any]:
-    """What the script needs, as data (json_script): no inline JavaScript under the CSP."""
+LAYOUTS = ("auto", "touch")
+
+
+def viewer_config(study: Study, *, dicomweb_base: str | None = None, layout: str = "auto") -> dict[str, Any]:
+    """What the script needs, as data (json_script): no inline JavaScript under the CSP.
+
+    dicomweb_base: the DICOMweb root the script reads the study from (a path on this site,
+    e.g. a film link's own scoped DICOMweb); by default the site's /dicomweb. The script
+    fetches from nowhere else, with same-origin credentials only.
+    layout: "auto" picks the touch layout on a narrow touch-first screen, "touch" always."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
+    dicomweb = f"{get_script_prefix()}dicomweb" if dicomweb_base is None else dicomweb_base.rstrip("/")
+    if not dicomweb.startswith("/") or dicomweb.startswith("//") or "\\" in dicomweb:
+        # A path on this site only: the patient data must never go to another host.
+        raise ValueError(f"dicomweb_base must be a path on this site, not {dicomweb_base!r}")
     patient = study.patient
     birth = formats.date_format(patient.birth_date) if patient.birth_date else ""
     return {
         "study_uid": study.study_uid,
-        "dicomweb": f"{get_script_prefix()}dicomweb",
+        "dicomweb": dicomweb,
+        "layout": layout,
         "patient": {
             "name": patient.display_name,  # "杨志强 (Yang Zhiqiang)", as on the pages
             "id": patient.patient_id,

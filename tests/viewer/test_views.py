@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 from django.contrib.staticfiles import finders
+from django.template.loader import render_to_string
 from django.urls import reverse
 
 from alliance.models import AuditEvent
+from imaging.viewer.views import bundle_preload, viewer_config
 from tests.conftest import client_for
 
 pytestmark = pytest.mark.django_db
@@ -163,3 +165,41 @@ def test_page_asks_for_the_cornerstone_chunks_and_worker_with_itself(alliance_wo
         assert finders.find(url.removeprefix("/static/")), f"{url} is in the committed bundle"
     fallback = client.get(viewer_url(ct_study.study_uid) + "?mode=rendered").content.decode()
     assert "modulepreload" not in fallback and 'rel="prefetch"' not in fallback
+
+
+def test_config_reads_from_another_dicomweb_base_when_embedded(ct_study: Any) -> None:
+    config = viewer_config(ct_study, dicomweb_base="/film/abc/dicomweb/", layout="touch")
+    assert config["dicomweb"] == "/film/abc/dicomweb"
+    assert config["layout"] == "touch"
+    assert config["study_uid"] == ct_study.study_uid
+    assert viewer_config(ct_study)["layout"] == "auto"
+    assert viewer_config(ct_study)["dicomweb"] == "/dicomweb"
+
+
+@pytest.mark.parametrize("base", ["https://elsewhere.example/dicomweb", "//elsewhere.example/dicomweb", "dicomweb"])
+def test_config_refuses_a_dicomweb_base_off_this_site(ct_study: Any, base: str) -> None:
+    with pytest.raises(ValueError, match="path on this site"):
+        viewer_config(ct_study, dicomweb_base=base)
+
+
+def test_config_refuses_an_unknown_layout(ct_study: Any) -> None:
+    with pytest.raises(ValueError, match="layout"):
+        viewer_config(ct_study, layout="tablet")
+
+
+def test_include_renders_the_viewer_for_another_page(ct_study: Any) -> None:
+    config = viewer_config(ct_study, dicomweb_base="/film/abc/dicomweb", layout="touch")
+    html = render_to_string("viewer/_viewer.html", {"viewer_config": config, "preload": bundle_preload()})
+    assert 'id="viewer"' in html and 'data-ui="touch"' in html
+    assert config_of(html)["dicomweb"] == "/film/abc/dicomweb"
+    assert '<script type="module" src="/static/viewer/viewer.js"></script>' in html
+    assert '<link rel="stylesheet" href="/static/viewer/viewer.css">' in html
+    assert "modulepreload" in html
+    for tag in re.findall(r"<script\b[^>]*>", html):
+        assert 'type="application/json"' in tag or "src=" in tag, tag
+
+
+def test_viewer_page_uses_the_include_with_the_automatic_layout(alliance_world: Any, ct_study: Any) -> None:
+    html = client_for(alliance_world.owner).get(viewer_url(ct_study.study_uid)).content.decode()
+    assert html.count('id="viewer"') == 1 and 'data-ui="auto"' in html
+    assert config_of(html)["layout"] == "auto"
