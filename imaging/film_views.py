@@ -149,7 +149,7 @@ def study(request: HttpRequest, key: str, link: FilmLink, study_uid: str) -> Htt
     found = access.get_study_for(principal, study_uid)  # type: ignore[arg-type]
     films.record_read(link=link, action="study.view", studies=[found], source=_source(request), via="film")
     base = film_session.link_path(key) + "dicomweb"
-    config = viewer_config(found, dicomweb_base=base, layout="touch")  # type: ignore[call-arg]
+    config = viewer_config(found, dicomweb_base=base, layout="touch")
     context = {"link": link, "key": key, "study": found, "viewer_config": config, "preload": bundle_preload()}
     return render(request, "films/study.html", context)
 
