@@ -38,6 +38,7 @@ def _film_dicomweb(view_class: type) -> Callable[..., HttpResponseBase]:
 
 urlpatterns: list[URLPattern] = [
     path("", film_views.enter, name="enter"),
+    path("language/", film_views.language, name="language"),
     path("<str:key>/", film_views.home, name="home"),
     path("<str:key>/study/<str:study_uid>/", film_views.study, name="study"),
     path("<str:key>/report/<int:number>/", film_views.report, name="report"),

@@ -4,6 +4,11 @@ Before the check nothing about the patient is shown (an expired, revoked or unkn
 gets one and the same page and status); after it, the holder acts through the film
 session (imaging.film_session) and every decision is imaging.access's or imaging.films'.
 Every answer carries no-referrer, no-store and a strict CSP with no outside host.
+
+No CSRF token: with no-referrer a browser sends "Origin: null" on these forms, which
+Django's check refuses. Cross-site requests are kept out otherwise: every URL but the
+code form's holds the link's secret key, and the film cookie is SameSite=Strict, so a
+request from another site neither knows the URL nor carries the session.
 """
 
 from __future__ import annotations
@@ -13,10 +18,13 @@ from functools import wraps
 from typing import Any
 
 import segno
+from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
-from django.views.decorators.csrf import csrf_protect
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from alliance import audit
@@ -75,7 +83,7 @@ def _unavailable(request: HttpRequest) -> HttpResponse:
 
 
 @patient_page
-@csrf_protect
+@csrf_exempt
 def enter(request: HttpRequest) -> HttpResponseBase:
     """Type the code printed on the slip."""
     code = films.normal_key(request.POST.get("code", "")) if request.method == "POST" else ""
@@ -85,7 +93,7 @@ def enter(request: HttpRequest) -> HttpResponseBase:
 
 
 @patient_page
-@csrf_protect
+@csrf_exempt
 def home(request: HttpRequest, key: str) -> HttpResponseBase:
     principal = film_session.principal_of(request, key)
     if principal is not None:
@@ -194,7 +202,7 @@ def download(request: HttpRequest, key: str, link: FilmLink) -> StreamingHttpRes
 
 
 @verified
-@csrf_protect
+@csrf_exempt
 def share(request: HttpRequest, key: str, link: FilmLink) -> HttpResponse:
     """Share with a doctor: a second link, 1 to 7 days, shown as a QR code, revocable."""
     if not films.may_share(link):
@@ -217,7 +225,7 @@ def share(request: HttpRequest, key: str, link: FilmLink) -> HttpResponse:
 
 @verified
 @require_POST
-@csrf_protect
+@csrf_exempt
 def share_revoke(request: HttpRequest, key: str, link: FilmLink, pk: int) -> HttpResponse:
     shared = films.shares_of(link).filter(pk=pk).first()
     if shared is None:
@@ -239,7 +247,22 @@ def who(request: HttpRequest, key: str, link: FilmLink) -> HttpResponse:
 
 @patient_page
 @require_POST
-@csrf_protect
+@csrf_exempt
+def language(request: HttpRequest) -> HttpResponse:
+    """Switch between Chinese and English (Django's set_language needs a CSRF token)."""
+    code = request.POST.get("language", "")
+    target = request.POST.get("next", "")
+    if not target.startswith("/film/") or not url_has_allowed_host_and_scheme(target, None):
+        target = reverse("films:enter")
+    response = redirect(target)
+    if code in dict(settings.LANGUAGES):
+        response.set_cookie(settings.LANGUAGE_COOKIE_NAME, code, max_age=365 * 24 * 3600, samesite="Lax")
+    return response
+
+
+@patient_page
+@require_POST
+@csrf_exempt
 def leave(request: HttpRequest, key: str) -> HttpResponse:
     response = redirect("films:home", key=key)
     film_session.end(response, key)

@@ -657,7 +657,8 @@ def who_looked(link: FilmLink, limit: int = 200) -> list[Look]:
     looks: list[Look] = []
     last: dict[tuple[str, str, str], datetime] = {}
     for event in events:
-        key = (event.actor_type, event.actor_id, event.basis)
+        # A link's holder is one looker whatever the event's basis (its opening names the case).
+        key = (event.actor_type, event.actor_id, "" if event.actor_type == "share" else event.basis)
         if key in last and last[key] - event.time < timedelta(hours=1):
             continue
         last[key] = event.time
