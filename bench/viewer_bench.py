@@ -13,10 +13,15 @@ drives /viewer/study/<uid>/ with Playwright:
 - scroll rate: with the series loaded, the slices from first to last one key press at a
   time, each press waiting for the image to be drawn; frames per second over the stack.
 
+--profile phone: the first image only, as a phone sees it: a 390x844 touch screen
+(mobile, 3 device pixels per CSS pixel; the viewer takes its touch layout) on the
+throttled line (10 Mbit/s, 50 ms), empty cache and warm; its own section in the results.
+
 Chromium runs headless with --disable-gpu, so WebGL is SwiftShader (software) on the
 CPU: a real GPU draws faster. Needs PostgreSQL on 127.0.0.1:5432 (trust auth).
 
   .venv/bin/python bench/viewer_bench.py --results bench/RESULTS.md
+  .venv/bin/python bench/viewer_bench.py --profile phone --results bench/RESULTS.md
   .venv/bin/python bench/viewer_bench.py --slices 100 --runs 1     # a quick look
 """
 
@@ -50,6 +55,7 @@ PG = "postgres://postgres@127.0.0.1:5432"
 CHROMIUM = "/usr/bin/chromium"
 TRACE = bool(os.environ.get("VIEWER_BENCH_TRACE"))  # print every request's timing (start, end, bytes)
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True, "device_scale_factor": 3}
 THROTTLED = {"offline": False, "latency": 50, "downloadThroughput": 10e6 / 8, "uploadThroughput": 10e6 / 8}
 PANE = "[data-pane='0']"
 FIRST_IMAGE_JS = "() => Number(document.getElementById('viewer').dataset.firstImageMs || 0)"
@@ -170,8 +176,8 @@ def web_server(env: dict[str, str], port: int, log: Path) -> Iterator[str]:
             server.wait(timeout=20)
 
 
-def first_image(browser: Any, url: str, cookie: dict[str, str], throttled: bool) -> dict[str, float]:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
+def first_image(browser: Any, url: str, cookie: dict[str, str], throttled: bool, phone: bool = False) -> dict[str, Any]:
+    context = browser.new_context(**(PHONE if phone else {"viewport": {"width": 1280, "height": 800}}))
     context.add_cookies([cookie])
     page = context.new_page()
     if throttled:
@@ -192,6 +198,9 @@ def first_image(browser: Any, url: str, cookie: dict[str, str], throttled: bool)
                 )
             for mark, at in page.evaluate(MARKS_JS).items():
                 figures[f"{visit}_{mark.removeprefix('viewer:')}_ms"] = at
+        if phone:
+            viewer = page.locator("#viewer")
+            figures["layout"] = f"{viewer.get_attribute('data-ui')}, {viewer.get_attribute('data-mode')}"
         return figures
     finally:
         context.close()
@@ -233,6 +242,58 @@ def measure(base: str, study_uid: str, session: str, runs: int) -> dict[str, Any
     return result
 
 
+def measure_phone(base: str, study_uid: str, session: str, runs: int) -> dict[str, Any]:
+    from playwright.sync_api import sync_playwright
+
+    url = f"{base}/viewer/study/{study_uid}/"
+    cookie = {"name": "sessionid", "value": session, "url": base}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        for _ in range(2):  # warm the server's workers, as in measure()
+            first_image(browser, url, cookie, throttled=False, phone=True)
+        samples = [first_image(browser, url, cookie, throttled=True, phone=True) for _ in range(runs)]
+        browser.close()
+    keys = set.intersection(*(set(s) for s in samples)) - {"layout"}
+    result: dict[str, Any] = {key: round(statistics.median(s[key] for s in samples), 1) for key in sorted(keys)}
+    result["layout"] = samples[0]["layout"]
+    result["cold_all_ms"] = [round(s["cold_ms"]) for s in samples]
+    return {"phone_10mbit_50ms": result}
+
+
+def write_section(path: Path, heading: str, section: str) -> None:
+    """Replace the section under `heading` (up to the next "## "), or add it at the end."""
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
+    start = text.find(f"{heading}\n")
+    if start == -1:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
+    path.write_text(text, encoding="utf-8")
+
+
+def write_phone_results(path: Path, figures: dict[str, Any], command: str) -> None:
+    phone = figures["phone_10mbit_50ms"]
+    cold = phone["cold_ms"]
+    section = f"""## Viewer, phone profile
+
+`{command}`: {figures["machine"]}. Chromium headless as a phone: 390x844 touch screen,
+mobile, 3 device pixels per CSS pixel (the viewer took its layout: {phone["layout"]}), on a
+line of 10 Mbit/s down and up with 50 ms latency (Chromium's network emulation); without a
+GPU, so Cornerstone draws on the CPU. {figures["slices"]}-slice CT, 512x512, 16 bit, stored
+uncompressed; median of {figures["runs"]} runs (empty cache: {", ".join(f"{v} ms" for v in phone["cold_all_ms"])}).
+Time from navigation start to the first image drawn from the slice's stored pixels; KB is
+what crossed the network before it. Cornerstone's code had been parsed and run
+{phone["cold_engine-loaded_ms"]:.0f} ms after navigation start.
+
+| | first image | KB | target |
+|---|---|---|---|
+| empty cache | {cold:.0f} ms | {phone["cold_kb"]:.0f} | < 2 s ({"met" if cold < 2000 else "NOT met"}) |
+| warm cache | {phone["warm_ms"]:.0f} ms | {phone["warm_kb"]:.0f} | |
+"""
+    write_section(path, "## Viewer, phone profile", section)
+
+
 def write_results(path: Path, figures: dict[str, Any], command: str) -> None:
     loop, slow, scroll = figures["loopback"], figures["throttled_10mbit_50ms"], figures["scroll"]
     section = f"""## Viewer
@@ -257,14 +318,7 @@ prefetcher is still fetching. With the software WebGL renderer instead of the CP
 (`?render=gpu`): {scroll["software_webgl_loaded_fps"]:.0f} frames/s, which is why the viewer
 draws on the CPU where WebGL is software.
 """
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    start = text.find("## Viewer")
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
-    path.write_text(text, encoding="utf-8")
+    write_section(path, "## Viewer", section)
 
 
 def main() -> None:
@@ -273,6 +327,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--results", type=Path, help="rewrite this file's Viewer section")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (server log)")
+    parser.add_argument("--profile", choices=["desktop", "phone"], default="desktop")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]  # the run itself keeps both cores busy: this is the machine's own
     work = Path(tempfile.mkdtemp(prefix="viewer-bench-"))
@@ -288,7 +343,8 @@ def main() -> None:
     try:
         study_uid, session = prepare(env, args.slices, 512)
         with web_server(env, free_port(), work / "gunicorn.log") as base:
-            figures = measure(base, study_uid, session, args.runs)
+            measured = measure_phone if args.profile == "phone" else measure
+            figures = measured(base, study_uid, session, args.runs)
         load = f"load {load_before:.1f} before the run and {os.getloadavg()[0]:.1f} after it (1-minute average)"
         figures.update(
             slices=args.slices, runs=args.runs, machine=f"{os.cpu_count()} cores, {platform.machine()}, {load}"
@@ -296,7 +352,11 @@ def main() -> None:
         print(json.dumps(figures, indent=2))
         if args.results:
             command = "python bench/viewer_bench.py" + (f" --slices {args.slices}" if args.slices != 300 else "")
-            write_results(args.results, figures, command)
+            command += f" --runs {args.runs}" if args.runs != 3 else ""
+            if args.profile == "phone":
+                write_phone_results(args.results, figures, command + " --profile phone")
+            else:
+                write_results(args.results, figures, command)
     finally:
         from django.db import connections
 

@@ -40,7 +40,8 @@ def study(request: HttpRequest, study_uid: str) -> HttpResponse:
     # something else (a consult's report); the policy allows framing by this site only.
     context = {
         "study": found,
-        "viewer_config": viewer_config(found),
+        # ?layout=touch: the touch layout on any screen (a tablet with a keyboard).
+        "viewer_config": viewer_config(found, layout="touch" if request.GET.get("layout") == "touch" else "auto"),
         "embed": request.GET.get("embed") == "1",
         # ?mode=rendered forces the server-rendered fallback, which needs none of Cornerstone.
         "preload": None if request.GET.get("mode") == "rendered" else bundle_preload(),
@@ -136,4 +137,6 @@ def viewer_strings() -> dict[str, str]:
         "images": _("%(count)s images"),
         "play": _("Play"),
         "stop": _("Stop"),
+        "full_screen": _("Full screen"),
+        "exit_full_screen": _("Exit full screen"),
     }

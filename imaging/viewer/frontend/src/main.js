@@ -4,6 +4,7 @@
 import "./style.css";
 
 import { StudyClient } from "./dicomweb.js";
+import { touchLayout } from "./touch.js";
 
 const params = new URLSearchParams(window.location.search);
 
@@ -38,6 +39,7 @@ performance.mark("viewer:start");
 const renderer = webGLRenderer();
 const mode = chooseMode(renderer);
 root.dataset.mode = mode;
+root.dataset.ui = touchLayout(config) ? "touch" : "desktop";
 if (mode === "rendered") root.querySelector("[data-fallback-note]").hidden = false;
 // The first slice's pixels are asked for now, while the viewer's code (the bigger
 // download) is still on its way: the page carries that slice's metadata.

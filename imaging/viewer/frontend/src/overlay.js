@@ -43,5 +43,6 @@ export function renderOverlay(pane, { config, series, dataset, index, count, voi
   ]);
   pane.dataset.index = index === null ? "" : String(index);
   pane.dataset.count = String(count);
+  pane.dataset.zoom = zoom ? zoom.toFixed(2) : "1.00";
   if (voi) pane.dataset.window = `${Math.round(voi.width)}/${Math.round(voi.center)}`;
 }

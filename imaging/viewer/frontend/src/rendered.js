@@ -15,7 +15,13 @@ export async function start({ root, config, client }) {
     if (button.dataset.tool !== "StackScroll") button.disabled = true;
   }
   root.querySelector("[data-tool=StackScroll]").click();
-  await startShell({ root, config, client, createPane: (pane) => createPane({ pane, root, config, client }) });
+  await startShell({
+    root,
+    config,
+    client,
+    gestures: true, // drag or swipe through the slices, pinch to zoom, two fingers for the window
+    createPane: (pane) => createPane({ pane, root, config, client }),
+  });
 }
 
 function createPane({ pane, root, config, client }) {
@@ -29,15 +35,19 @@ function createPane({ pane, root, config, client }) {
   let instances = [];
   let index = 0;
   let voi = null;
-  let view = { rotation: 0, flipH: false, flipV: false, invert: false };
+  const plainView = () => ({ rotation: 0, flipH: false, flipV: false, invert: false, zoom: 1, tx: 0, ty: 0 });
+  let view = plainView();
   let timer = null;
-  let dragY = null;
+  let windowTimer = null;
+  const MIN_ZOOM = 0.5;
+  const MAX_ZOOM = 10;
+  const WINDOW_REQUEST_MS = 250; // a new rendered image at most this often while the window is dragged
 
   const url = (i) => client.renderedUrl(series.uid, instances[i].sopUid, voi);
   const applyView = () => {
     const sx = view.flipH ? -1 : 1;
     const sy = view.flipV ? -1 : 1;
-    img.style.transform = `rotate(${view.rotation}deg) scale(${sx}, ${sy})`;
+    img.style.transform = `translate(${view.tx}px, ${view.ty}px) scale(${view.zoom}) rotate(${view.rotation}deg) scale(${sx}, ${sy})`;
     img.classList.toggle("is-inverted", view.invert);
   };
   const show = (i) => {
@@ -48,6 +58,11 @@ function createPane({ pane, root, config, client }) {
     for (let d = 1; d <= PREFETCH_AROUND; d += 1) {
       for (const j of [index + d, index - d]) if (j >= 0 && j < instances.length) new Image().src = url(j);
     }
+    renderZoom();
+  };
+  // The overlay: also on its own after a pinch, which needs no new image.
+  function renderZoom() {
+    if (!instances.length) return;
     const dataset = instances[index].dataset;
     renderOverlay(pane, {
       config,
@@ -56,9 +71,9 @@ function createPane({ pane, root, config, client }) {
       index,
       count: instances.length,
       voi: voi ?? datasetWindow(dataset),
-      zoom: null,
+      zoom: view.zoom === 1 ? null : view.zoom,
     });
-  };
+  }
   img.addEventListener("load", () => {
     if (!root.dataset.firstImageMs) {
       performance.mark("viewer:first-image");
@@ -74,22 +89,6 @@ function createPane({ pane, root, config, client }) {
     },
     { passive: false },
   );
-  element.addEventListener("pointerdown", (event) => {
-    dragY = event.clientY;
-    element.setPointerCapture(event.pointerId);
-  });
-  element.addEventListener("pointermove", (event) => {
-    if (dragY === null) return;
-    const step = Math.trunc((event.clientY - dragY) / 8);
-    if (step) {
-      dragY = event.clientY;
-      show(index + step);
-    }
-  });
-  element.addEventListener("pointerup", () => {
-    dragY = null;
-  });
-
   const controller = {
     async load(picked) {
       if (timer) controller.cine();
@@ -101,6 +100,40 @@ function createPane({ pane, root, config, client }) {
       pane.dataset.loaded = "true";
     },
     scroll: (delta) => show(index + delta),
+    count: () => instances.length,
+    currentWindow: () => voi ?? (instances.length ? datasetWindow(instances[index].dataset) : null),
+    windowTo(target) {
+      voi = { center: target.center, width: target.width };
+      if (!windowTimer) {
+        windowTimer = setTimeout(() => {
+          windowTimer = null;
+          show(index);
+        }, WINDOW_REQUEST_MS);
+      }
+    },
+    windowDone() {
+      clearTimeout(windowTimer);
+      windowTimer = null;
+      show(index);
+    },
+    // Pinch: the image scales about the point between the fingers, which stays put.
+    zoomAt(factor, clientX, clientY) {
+      const wanted = Math.max(MIN_ZOOM, Math.min(MAX_ZOOM, view.zoom * factor));
+      const f = wanted / view.zoom;
+      const rect = element.getBoundingClientRect();
+      const qx = clientX - (rect.left + rect.width / 2) - view.tx;
+      const qy = clientY - (rect.top + rect.height / 2) - view.ty;
+      view.tx += (1 - f) * qx;
+      view.ty += (1 - f) * qy;
+      view.zoom = wanted;
+      applyView();
+      renderZoom();
+    },
+    panBy(dx, dy) {
+      view.tx += dx;
+      view.ty += dy;
+      applyView();
+    },
     setIndex: (i) => show(i),
     preset(preset) {
       voi = preset === "default" ? null : { center: preset.center, width: preset.width };
@@ -120,7 +153,7 @@ function createPane({ pane, root, config, client }) {
       applyView();
     },
     reset() {
-      view = { rotation: 0, flipH: false, flipV: false, invert: false };
+      view = plainView();
       voi = null;
       applyView();
       show(index);

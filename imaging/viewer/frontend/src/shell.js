@@ -4,10 +4,13 @@
 // reset, cine, tool) so the controls never need to know how pixels reach the screen.
 
 import { PRESETS } from "./presets.js";
+import { bindGestures, bindTouchBar } from "./touch.js";
 
 const KEY_STEPS = { ArrowDown: 1, ArrowRight: 1, ArrowUp: -1, ArrowLeft: -1, PageDown: 10, PageUp: -10 };
 
-export async function startShell({ root, config, client, createPane }) {
+// gestures: the pane's own swipe / pinch / two-finger window handling (touch.js) instead
+// of the mode's (Cornerstone's tools on a desktop).
+export async function startShell({ root, config, client, createPane, gestures }) {
   const panes = [...root.querySelectorAll("[data-pane]")];
   const controllers = new Map();
   const status = root.querySelector("[data-status]");
@@ -47,6 +50,18 @@ export async function startShell({ root, config, client, createPane }) {
   };
 
   bindToolbar(root, config, () => controllerOf(active), controllers);
+  const touch = root.dataset.ui === "touch";
+  if (touch) {
+    bindTouchBar(root, config, () => controllerOf(active));
+    root.addEventListener("viewer:resized", () => {
+      for (const controller of controllers.values()) controller.resize();
+    });
+  }
+  const hint = root.querySelector("[data-touch-hint]");
+  const hideHint = () => {
+    if (hint) hint.hidden = true;
+  };
+  if (touch) setTimeout(hideHint, 8000);
   bindLayout(root, panes, controllers, async (layout) => {
     if (layout === 2 && !panes[1].dataset.seriesUid && seriesList.length) {
       await show(panes[1], seriesList[1] ?? seriesList[0]);
@@ -55,6 +70,7 @@ export async function startShell({ root, config, client, createPane }) {
   for (const pane of panes) {
     pane.addEventListener("pointerdown", () => activate(pane));
     pane.addEventListener("focus", () => activate(pane));
+    if (gestures) bindGestures(pane.querySelector("[data-viewport]"), () => controllerOf(pane), hideHint);
     const slider = pane.querySelector("[data-slider]");
     slider.addEventListener("input", () => controllerOf(pane).setIndex(Number(slider.value)));
   }
@@ -140,10 +156,12 @@ function bindToolbar(root, config, current, controllers) {
     "flip-v": (c) => c.flip("v"),
     invert: (c) => c.invert(),
     reset: (c) => c.reset(),
-    cine: (c, button) => {
+    cine: (c) => {
       const playing = c.cine();
-      button.setAttribute("aria-pressed", playing ? "true" : "false");
-      button.textContent = playing ? config.strings.stop : config.strings.play;
+      for (const button of root.querySelectorAll("[data-action=cine]")) {
+        button.setAttribute("aria-pressed", playing ? "true" : "false");
+        button.textContent = playing ? config.strings.stop : config.strings.play;
+      }
     },
   };
   for (const button of root.querySelectorAll("[data-action]")) {
@@ -152,9 +170,10 @@ function bindToolbar(root, config, current, controllers) {
     button.addEventListener("click", () => action(current(), button));
   }
   root.addEventListener("viewer:cine-stopped", () => {
-    const button = root.querySelector("[data-action=cine]");
-    button.setAttribute("aria-pressed", "false");
-    button.textContent = config.strings.play;
+    for (const button of root.querySelectorAll("[data-action=cine]")) {
+      button.setAttribute("aria-pressed", "false");
+      button.textContent = config.strings.play;
+    }
   });
 }
 

@@ -59,7 +59,8 @@ export async function start({ root, config, client, firstFrame, cpuRendering }) 
   imageRetrievalPoolManager.setMaxSimultaneousRequests(Enums.RequestType.Prefetch, 3);
 
   const engine = new RenderingEngine(ENGINE_ID);
-  const tools = lazyTools(engine, root);
+  const touch = root.dataset.ui === "touch";
+  const tools = lazyTools(engine, root, touch);
   // A window or phone resize keeps the reader's zoom and pan; a layout switch refits (below).
   new ResizeObserver(() => engine.resize(true, true)).observe(root.querySelector("[data-panes]"));
 
@@ -73,13 +74,14 @@ export async function start({ root, config, client, firstFrame, cpuRendering }) 
     root,
     config,
     client,
-    createPane: (pane) => createPane({ pane, root, config, client, engine, tools, takeFirstFrame }),
+    gestures: touch, // touch.js drives the image on a touch layout; Cornerstone's tools with a mouse
+    createPane: (pane) => createPane({ pane, root, config, client, engine, tools, takeFirstFrame, cpuRendering }),
   });
 }
 
 // The tools (tools.js), asked for by the first pane that has drawn an image; `now` is
 // null until they are set up, with the tool picked meanwhile as the primary one.
-function lazyTools(engine, root) {
+function lazyTools(engine, root, touch) {
   let settle;
   const ready = new Promise((resolve, reject) => {
     settle = { resolve, reject };
@@ -93,7 +95,7 @@ function lazyTools(engine, root) {
         asked = true;
         import("./tools.js")
           .then(({ setUpTools }) => {
-            tools.now = setUpTools(engine, root.dataset.tool);
+            tools.now = setUpTools(engine, touch ? null : root.dataset.tool, { touch });
             settle.resolve(tools.now);
           })
           .catch(settle.reject);
@@ -104,7 +106,7 @@ function lazyTools(engine, root) {
   return tools;
 }
 
-function createPane({ pane, root, config, client, engine, tools, takeFirstFrame }) {
+function createPane({ pane, root, config, client, engine, tools, takeFirstFrame, cpuRendering }) {
   const element = pane.querySelector("[data-viewport]");
   const viewportId = `pane-${pane.dataset.pane}`;
   const slider = pane.querySelector("[data-slider]");
@@ -219,7 +221,51 @@ function createPane({ pane, root, config, client, engine, tools, takeFirstFrame 
     return [shown, await fullMetadata];
   };
 
+  const MIN_ZOOM = 0.5;
+  const MAX_ZOOM = 20;
   return {
+    count() {
+      return aloneOf ?? engine.getViewport(viewportId)?.getImageIds().length ?? 0;
+    },
+    currentWindow() {
+      const range = engine.getViewport(viewportId)?.getProperties().voiRange;
+      return range ? windowOf(range) : null;
+    },
+    windowTo(target) {
+      const vp = engine.getViewport(viewportId);
+      if (!vp) return;
+      vp.setProperties({ voiRange: voiRange(target) });
+      vp.render();
+    },
+    // Pinch: zoom by `factor` about the point between the fingers, which stays put.
+    // Pan is in CSS pixels of the canvas (positive: the image moves right and down). On
+    // the CPU path Cornerstone's pan does not follow the device pixel ratio (the image
+    // leaves the screen on a phone), so there the pinch zooms about the centre and the
+    // image does not move with the fingers.
+    zoomAt(factor, clientX, clientY) {
+      const vp = engine.getViewport(viewportId);
+      if (!vp || !Number.isFinite(factor) || factor <= 0) return;
+      const relative = vp.getZoom() / fitZoom;
+      const wanted = Math.max(MIN_ZOOM, Math.min(MAX_ZOOM, relative * factor));
+      const f = wanted / relative;
+      if (f === 1) return;
+      vp.setZoom(vp.getZoom() * f);
+      if (!cpuRendering) {
+        const rect = element.getBoundingClientRect();
+        const [px, py] = vp.getPan();
+        const qx = clientX - rect.left - rect.width / 2;
+        const qy = clientY - rect.top - rect.height / 2;
+        vp.setPan([px + (1 - f) * qx, py + (1 - f) * qy]);
+      }
+      vp.render();
+    },
+    panBy(dx, dy) {
+      const vp = engine.getViewport(viewportId);
+      if (!vp || cpuRendering || (!dx && !dy)) return;
+      const [px, py] = vp.getPan();
+      vp.setPan([px + dx, py + dy]);
+      vp.render();
+    },
     async load(picked) {
       if (playing) this.cine();
       const vp = viewport();

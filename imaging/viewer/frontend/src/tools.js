@@ -28,15 +28,17 @@ const SECONDARY_BINDINGS = {
   [StackScrollTool.toolName]: [{ mouseButton: MouseBindings.Wheel }],
 };
 
-export function setUpTools(engine, primary) {
+// primary: the tool on the left button and one finger; null on the touch layout, where
+// touch.js handles the fingers and the mouse (the wheel still scrolls).
+export function setUpTools(engine, primary, { touch = false } = {}) {
   initTools();
   for (const Tool of TOOLS) addTool(Tool);
   toolUtilities.stackPrefetch.setConfiguration({ maxImagesToPrefetch: Infinity, preserveExistingPool: false });
   const group = ToolGroupManager.createToolGroup(GROUP_ID);
   for (const Tool of TOOLS) group.addTool(Tool.toolName);
-  applyTool(group, primary);
+  applyTool(group, primary, touch);
   return {
-    use: (name) => applyTool(group, name),
+    use: (name) => applyTool(group, name, touch),
     // The tools take an element in when the engine announces it (ELEMENT_ENABLED); one
     // enabled before they were loaded is announced again, once, for them.
     addViewport({ element, viewportId, enabledBefore }) {
@@ -48,10 +50,10 @@ export function setUpTools(engine, primary) {
   };
 }
 
-function applyTool(group, primary) {
+function applyTool(group, primary, touch) {
   for (const Tool of TOOLS) {
     const name = Tool.toolName;
-    const bindings = [...(SECONDARY_BINDINGS[name] ?? [])];
+    const bindings = (SECONDARY_BINDINGS[name] ?? []).filter((b) => !touch || b.mouseButton === MouseBindings.Wheel);
     if (name === primary) bindings.push({ mouseButton: MouseBindings.Primary }, { numTouchPoints: 1 });
     if (bindings.length) group.setToolActive(name, { bindings });
     else group.setToolPassive(name);
