@@ -4,6 +4,7 @@ The files themselves are kept byte-for-byte in the "dicom" storage; these rows i
 the attributes that queries need. Attribute names follow PS3.3.
 """
 
+from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
@@ -271,7 +272,7 @@ class FilmLink(models.Model):
     parent = models.ForeignKey("self", on_delete=models.CASCADE, null=True, blank=True, related_name="shares")
     institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="film_links")
     created_by = models.ForeignKey(
-        "auth.User", on_delete=models.PROTECT, null=True, blank=True, related_name="film_links_created"
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="film_links_created"
     )
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     expires_at = models.DateTimeField(_("expires"))

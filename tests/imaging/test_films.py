@@ -457,3 +457,12 @@ def test_api_needs_exactly_one_of_study_consult_or_referral(world: Any) -> None:
     both = {"study": world.study.study_uid, "consult": 1}
     assert doctor.post("/api/v1/films/", both, content_type="application/json").status_code == 400
     assert doctor.post("/api/v1/films/", {"consult": 999}, content_type="application/json").status_code == 400
+
+
+def test_the_film_session_is_its_own_short_path_scoped_strict_cookie(world: Any) -> None:
+    made = make(world)
+    response = verify(Client(), made)
+    cookie = response.cookies["film"]
+    assert cookie["path"] == made.path and cookie["httponly"] and cookie["samesite"] == "Strict"
+    assert int(cookie["max-age"]) == 30 * 60
+    assert set(response.cookies) == {"film"}  # no Django session, no CSRF cookie
