@@ -33,6 +33,7 @@ def patient_film(consult: Consult) -> dict[str, Any] | None:
         return None
     return {
         "url": film.url,
+        "entry": settings.SITE_URL + reverse("films:enter"),
         "code": film.code_display,
         "pin": film.pin,
         "expires_at": film.link.expires_at,

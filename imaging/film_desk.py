@@ -13,6 +13,7 @@ from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
@@ -51,6 +52,7 @@ def _made_context(made: films.Issued) -> dict[str, Any]:
         "made": made,
         "qr": segno.make(made.url, error="m").svg_data_uri(scale=4, border=2),
         "studies": list(made.link.studies.select_related("patient", "institution")),
+        "entry": settings.SITE_URL + reverse("films:enter"),  # where the code is typed
     }
 
 
