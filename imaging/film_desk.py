@@ -14,6 +14,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
@@ -21,6 +22,13 @@ from alliance import audit
 from alliance.access import AccessDenied, principal_of
 from imaging import access, films
 from imaging.models import FilmLink
+
+
+def _back(request: HttpRequest) -> HttpResponse:
+    """Back to the page the form was on (a path of this site only), or home."""
+    target = request.POST.get("back", "")
+    allowed = url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure())
+    return redirect(target if target.startswith("/") and allowed else "home")
 
 
 def _days(request: HttpRequest) -> int | None:
@@ -43,7 +51,7 @@ def new(request: HttpRequest) -> HttpResponse:
             made = films.film_create(studies=[study], by=principal, expires_in_days=_days(request), verify=verify)
     except (ValidationError, AccessDenied) as exc:
         messages.error(request, " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc))
-        return redirect(request.POST.get("back") or "home")
+        return _back(request)
     return render(request, "films/desk_made.html", _made_context(made))
 
 
@@ -90,7 +98,7 @@ def revoke(request: HttpRequest, pk: int) -> HttpResponse:
     link = films.get_link_for(principal, pk)
     films.film_revoke(link=link, by=principal.actor, source=audit.source_of(request))
     messages.success(request, _("The film link is withdrawn: it no longer opens."))
-    return redirect(request.POST.get("back") or "home")
+    return _back(request)
 
 
 def links_of_study(principal: Any, study: Any) -> list[FilmLink]:

@@ -466,3 +466,14 @@ def test_the_film_session_is_its_own_short_path_scoped_strict_cookie(world: Any)
     assert cookie["path"] == made.path and cookie["httponly"] and cookie["samesite"] == "Strict"
     assert int(cookie["max-age"]) == 30 * 60
     assert set(response.cookies) == {"film"}  # no Django session, no CSRF cookie
+
+
+def test_withdrawing_goes_back_to_a_page_of_this_site_only(world: Any) -> None:
+    made = make(world)
+    doctor = client_for(world.owner)
+    response = doctor.post(reverse("imaging:film_revoke", args=[made.link.pk]), {"back": "https://evil.example/"})
+    assert response.status_code == 302 and response["Location"] == "/"
+    again = make(world)
+    study_page = reverse("imaging:study_detail", args=[world.study.study_uid])
+    response = doctor.post(reverse("imaging:film_revoke", args=[again.link.pk]), {"back": study_page})
+    assert response["Location"] == study_page
