@@ -31,12 +31,17 @@ class AccessDenied(Exception):
 
 class Principal:
     """A doctor (loaded with their institution and alliance), a DICOM device acting for its
-    institution, or nobody. Built once and passed to every access function."""
+    institution, a patient's film link after its check (imaging.films: it sees that link's
+    studies and nothing else, and acts for no institution), or nobody. Built once and passed
+    to every access function."""
 
-    def __init__(self, *, user: Any = None, doctor: Doctor | None = None, device: Device | None = None) -> None:
+    def __init__(
+        self, *, user: Any = None, doctor: Doctor | None = None, device: Device | None = None, film: Any = None
+    ) -> None:
         self.user = user
         self.doctor = doctor
         self.device = device
+        self.film = film
 
     @classmethod
     def for_doctor(cls, user: Any, doctor: Doctor | None) -> Principal:
@@ -51,6 +56,12 @@ class Principal:
         if not device.active or not device.institution.active:
             return NOBODY
         return cls(device=device)
+
+    @classmethod
+    def for_film(cls, link: Any, user: Any) -> Principal:
+        """A verified film link (imaging.films decides that); user is the anonymous user the
+        request carries, so that principal_of keeps this principal."""
+        return cls(user=user, film=link)
 
     @property
     def user_id(self) -> int | None:
@@ -117,6 +128,9 @@ class Principal:
         """Who the audit trail names for what this principal does."""
         if self.device is not None:
             return audit.Actor.for_device(self.device)
+        if self.film is not None:
+            actor: audit.Actor = self.film.actor
+            return actor
         if self.user is None or not getattr(self.user, "is_authenticated", False):
             return audit.ANONYMOUS
         institution_id = self.doctor.institution_id if self.doctor is not None else None

@@ -9,6 +9,8 @@ class ConsultsConfig(AppConfig):
     def ready(self) -> None:
         from alliance import figures
         from consults.figures import compute
+        from consults.films import ConsultFilms
+        from imaging.films import register_case_kind
 
         figures.register(
             "consults",
@@ -17,3 +19,4 @@ class ConsultsConfig(AppConfig):
             order=10,
             description=_("Volume, turnaround against the deadlines, breaches, the backlog now and who reads."),
         )
+        register_case_kind("consult", ConsultFilms())

@@ -40,7 +40,7 @@ from consults.models import (
     Status,
 )
 from consults.selectors import policy_table
-from imaging import grants
+from imaging import films, grants
 from imaging.grants import Grantee
 
 T = TypeVar("T")
@@ -489,6 +489,13 @@ def consult_sign(
     consult.save()
     _revoke_case(consult, by, write_only=True)
     _log(consult, "sign", previous, by, now)
+    # The patient's cloud film of the answered case, if the alliance has it made on signing.
+    films.film_on_sign(
+        case=consult.basis,
+        studies=list(consult.studies.select_related("patient")),
+        institution=consult.requesting_institution,
+        by=by.actor,
+    )
     _notify(consult, [consult.requester.user], "sign", now, by)
     return draft
 

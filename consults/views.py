@@ -21,7 +21,8 @@ from alliance import audit
 from alliance.access import AccessDenied, Principal, principal_of
 from consults import access, clock, pdf, selectors, services
 from consults.forms import ConsultRequestForm, PolicyForm, ReportForm, ReportTemplateForm, SecondOpinionForm
-from consults.models import Consult, Notification
+from consults.models import Consult, Notification, Status
+from imaging import films
 
 PAGE_SIZE = 25
 
@@ -97,9 +98,18 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
         "may_report": "save_draft" in actions or "start_report" in actions,
         "may_second_opinion": "second_opinion" in actions,
         "may_message": access.may_post_message(principal, consult),
+        **_film_context(principal, consult),
         **selectors.case_detail(consult),
     }
     return render(request, "consults/detail.html", context)
+
+
+def _film_context(principal: Principal, consult: Consult) -> dict[str, Any]:
+    """The patient's film links of a finished case, for the requesting institution."""
+    if consult.status != Status.COMPLETED or principal.institution_id != consult.requesting_institution_id:
+        return {}
+    links = list(films.links_visible_to(principal).filter(case=consult.basis))
+    return {"film_links": links, "may_make_film": films.may_make_case_film(principal)}
 
 
 def _call(action: str, consult: Consult, by: Principal, data: Any) -> Any:

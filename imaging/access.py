@@ -6,6 +6,8 @@
   (StudyGroupGrant to the institution's or a pool's group, or StudyUserGrant to the doctor)
   that a consult, referral or break-glass created (imaging/grants.py); the grant names its basis.
 - An alliance admin sees no images by default.
+- A patient's film link, once checked (imaging.films), sees the studies it was made for and
+  nothing else: no other study of the same patient, no institution's.
 
 Pages, the REST API, DICOMweb and the DICOM server all call these functions with the
 principal they resolved once (alliance.access.Principal); no rule lives anywhere else.
@@ -56,7 +58,14 @@ def _owns(principal: Principal, study: StudyRef) -> bool:
     return principal.sees_own_institution and study.institution_id == principal.institution_id
 
 
+def film_basis(link: Any) -> str:
+    """The basis of what a film link's holder sees ("film:<id>"), for the audit trail."""
+    return f"film:{link.pk}"
+
+
 def studies_visible_to(principal: Principal) -> QuerySet[Study]:
+    if principal.film is not None:
+        return Study.objects.filter(film_links=principal.film.pk)
     if principal.institution_id is None:
         return Study.objects.none()
     visible = Q(institution_id=principal.institution_id) if principal.sees_own_institution else Q(pk__in=[])
@@ -83,6 +92,8 @@ def bases_for(principal: Principal, studies: Sequence[StudyRef]) -> dict[Any, st
     """basis_for over many studies at once (a list page, a QIDO-RS or C-FIND answer):
     study pk -> basis, "" when none. Own-institution studies need no query; the rest take
     one query per kind of grant (the user's own first)."""
+    if principal.film is not None:
+        return {s.pk: film_basis(principal.film) for s in studies}
     found = {s.pk: OWN_INSTITUTION for s in studies if _owns(principal, s)}
     if principal.institution_id is not None:
         for grants in reversed(_grants(principal, READ)):

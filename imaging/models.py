@@ -4,10 +4,12 @@ The files themselves are kept byte-for-byte in the "dicom" storage; these rows i
 the attributes that queries need. Attribute names follow PS3.3.
 """
 
+from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
+from alliance import audit
 from alliance.models import Institution
 
 
@@ -271,3 +273,98 @@ class StudyUserGrant(UserObjectPermissionBase):
 
     def __str__(self) -> str:
         return f"{self.basis}: user {self.user_id} on study {self.content_object_id}"
+
+
+class FilmLink(models.Model):
+    """A patient's cloud film (C8): a link to one patient's studies, opened on a phone after a
+    check of date of birth or PIN. Its handle (the QR) and its short code (typed) are random,
+    kept here only as hashes; see imaging.films for how they are made, checked and audited.
+
+    kind "patient": made by the institution (or by signing a consult) for the patient;
+    kind "share": made by the patient from their own link, for another doctor, 1 to 7 days.
+    """
+
+    class Kind(models.TextChoices):
+        PATIENT = "patient", _("Patient's link")
+        SHARE = "share", _("Shared with a doctor")
+
+    class Verify(models.TextChoices):
+        BIRTH_DATE = "dob", _("Date of birth")
+        PIN = "pin", _("PIN")
+
+    handle_hash = models.CharField(max_length=64, unique=True)
+    code_hash = models.CharField(max_length=64, unique=True)
+    pin_hash = models.CharField(max_length=128, blank=True)
+    # A random seed from which the server (with its key) derives the handle, code and PIN
+    # again, for a reprinted slip or the QR on a report PDF; useless without the key.
+    seed = models.CharField(max_length=64)
+    kind = models.CharField(_("kind"), max_length=8, choices=Kind.choices, default=Kind.PATIENT)
+    verify = models.CharField(_("check"), max_length=8, choices=Verify.choices, default=Verify.BIRTH_DATE)
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="film_links")
+    studies = models.ManyToManyField(Study, related_name="film_links")
+    # The case the link was made for ("consult:12", "referral:7"); "" for a study.
+    case = models.CharField(_("case"), max_length=64, blank=True, db_index=True)
+    parent = models.ForeignKey("self", on_delete=models.CASCADE, null=True, blank=True, related_name="shares")
+    institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="film_links")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="film_links_created"
+    )
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    expires_at = models.DateTimeField(_("expires"))
+    max_openings = models.PositiveIntegerField(_("openings allowed"), default=0)  # 0: no limit
+    openings = models.PositiveIntegerField(_("openings"), default=0)
+    last_opened_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(_("revoked"), null=True, blank=True)
+    # Wrong answers in a row; at the limit the link is locked until locked_until.
+    failed_attempts = models.PositiveIntegerField(default=0)
+    locked_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("film link")
+        verbose_name_plural = _("film links")
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"film link {self.pk} ({self.kind})"
+
+    audit_type = "film"
+
+    @property
+    def audit_id(self) -> str:
+        return str(self.pk)
+
+    @property
+    def actor(self) -> audit.Actor:
+        """What its holder does is audited with the link as the actor (type "share")."""
+        return audit.Actor("share", str(self.pk), f"film:{self.kind}", self.institution_id)
+
+    @property
+    def audit_patient(self) -> str:
+        return str(self.patient_id)
+
+
+class FilmAttemptSource(models.Model):
+    """Wrong film answers from one network address, across links (the per-source lockout)."""
+
+    source = models.CharField(max_length=255, unique=True)
+    failed_attempts = models.PositiveIntegerField(default=0)
+    last_failure_at = models.DateTimeField(null=True, blank=True)
+    locked_until = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.failed_attempts}"
+
+
+class FilmSaving(models.Model):
+    """Printed film not needed: a study opened by its patient through a film link, counted
+    once per study (a study belongs to one patient), at the sheets and cost of that day."""
+
+    study = models.OneToOneField(Study, on_delete=models.CASCADE, related_name="film_saving")
+    institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="film_savings")
+    link = models.ForeignKey(FilmLink, on_delete=models.SET_NULL, null=True, blank=True, related_name="savings")
+    sheets = models.PositiveIntegerField()
+    cost = models.DecimalField(max_digits=10, decimal_places=2)
+    counted_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.study_id}: {self.sheets} sheets"

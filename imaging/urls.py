@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from imaging import views
+from imaging import film_desk, views
 
 app_name = "imaging"
 
@@ -18,4 +18,7 @@ urlpatterns = [
     ),
     path("upload/", views.upload, name="upload"),
     path("upload/files/", views.upload_files, name="upload_files"),
+    path("films/new/", film_desk.new, name="film_new"),
+    path("films/<int:pk>/slip.pdf", film_desk.slip, name="film_slip"),
+    path("films/<int:pk>/revoke/", film_desk.revoke, name="film_revoke"),
 ]

@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from alliance import audit
 from alliance.access import principal_of
-from imaging import access, selectors, uploads
+from imaging import access, film_desk, films, selectors, uploads
 from imaging import render as rendering
 from imaging.dicomweb.views import audit_unservable
 from imaging.forms import StudySearchForm
@@ -101,6 +101,8 @@ def study_detail(request: HttpRequest, study_uid: str) -> HttpResponse:
         "badge": shared_badge(basis),
         "badge_url": basis_url(basis),
         "own_study": basis == access.OWN_INSTITUTION,  # consults' context processor adds may_request_consult
+        "may_make_film": films.may_make_film(principal, study),
+        "film_links": film_desk.links_of_study(principal, study),
     }
     return render(request, "imaging/study_detail.html", context)
 

@@ -2,11 +2,13 @@
 
 from django.urls import path
 
-from imaging.api import views
+from imaging.api import films, views
 
 urlpatterns = [
     path("studies/", views.StudyList.as_view(), name="api-study-list"),
     path("studies/<str:study_uid>/", views.StudyDetail.as_view(), name="api-study-detail"),
     path("studies/<str:study_uid>/series/", views.StudySeriesList.as_view(), name="api-study-series"),
+    path("films/", films.FilmList.as_view(), name="api-film-list"),
+    path("films/<int:pk>/revoke/", films.FilmRevoke.as_view(), name="api-film-revoke"),
     path("series/<str:series_uid>/instances/", views.SeriesInstanceList.as_view(), name="api-series-instances"),
 ]

@@ -291,7 +291,7 @@ class _SearchView(DicomWebView):
         self.choose(request, [media.DICOM_JSON, media.JSON])
         path = {"StudyInstanceUID": study, "SeriesInstanceUID": series}
         search = parse_search(request.query_params, self.level, {k: v for k, v in path.items() if v}, self.defaults)
-        datasets, studies, more = run(search, principal_of(request), base_url())
+        datasets, studies, more = run(search, principal_of(request), base_url(request))
         if more and search.limit == MAX_RESULTS:
             search.warnings.append("There are more results: request them with offset.")
         if studies:

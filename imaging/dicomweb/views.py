@@ -33,13 +33,14 @@ from imaging.viewer import session as viewer_session
 log = logging.getLogger(__name__)
 
 
-def base_url() -> str:
-    """Where clients reach DICOMweb, for RetrieveURL and BulkDataURI values.
+def base_url(request: Any = None) -> str:
+    """Where clients reach DICOMweb, for RetrieveURL and BulkDataURI values: /dicomweb, or
+    the base a request came through (a patient's film link has its own, imaging.film_session).
 
     Built from SITE_URL rather than the Host header: dicomweb-client sends Host without
     the port, and a proxy in front may rewrite it.
     """
-    return settings.SITE_URL + "/dicomweb"
+    return settings.SITE_URL + (getattr(request, "dicomweb_path", None) or "/dicomweb")
 
 
 class BadRequest(exceptions.APIException):

@@ -62,7 +62,8 @@ class _InstancesView(DicomWebView):
 
     def instance_url(self, study: Study, instance: Instance) -> str:
         return (
-            f"{base_url()}/studies/{study.study_uid}/series/{instance.series.series_uid}/instances/{instance.sop_uid}"
+            f"{base_url(self.request)}/studies/{study.study_uid}"
+            f"/series/{instance.series.series_uid}/instances/{instance.sop_uid}"
         )
 
     def read(self, request: Request, study: Study, instance: Instance, via: str) -> Dataset:

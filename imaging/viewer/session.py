@@ -40,6 +40,8 @@ def covers(request: Any, action: str, studies: Sequence[Any]) -> bool:
     """Whether these reads belong to a viewing that this session already audited."""
     if action not in COVERED_ACTIONS or not studies:
         return False
+    if getattr(request, "film_viewing", False):
+        return True  # a film link's holder: its page audited the viewing (imaging.film_session)
     if not isinstance(getattr(request, "successful_authenticator", None), SessionAuthentication):
         return False
     opened = request.session.get(SESSION_KEY, {})
