@@ -19,8 +19,8 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from alliance import audit
-from alliance.pdf import render_pdf
 from alliance.access import AccessDenied, principal_of
+from alliance.pdf import render_pdf
 from imaging import access, films
 from imaging.models import FilmLink
 

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     dependencies = [
         ("alliance", "0003_alliance_settings"),
-        ("imaging", "0003_unrenderable_db_default"),
+        ("imaging", "0005_figures_received_days"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
