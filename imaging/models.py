@@ -4,6 +4,7 @@ The files themselves are kept byte-for-byte in the "dicom" storage; these rows i
 the attributes that queries need. Attribute names follow PS3.3.
 """
 
+from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
@@ -236,3 +237,31 @@ class StudyUserGrant(UserObjectPermissionBase):
 
     def __str__(self) -> str:
         return f"{self.basis}: user {self.user_id} on study {self.content_object_id}"
+
+
+class PatientLink(models.Model):
+    """The alliance's cross-reference: one person known under two issuers' IDs.
+
+    Recorded when a receiving hospital names its own ID for a referred patient. Never a
+    merge: both Patient rows stay as they are, and a link only lets a viewer find the other
+    side's studies that the viewer may see anyway (imaging.selectors.linked_studies).
+    """
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="links_out")
+    linked = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="links_in")
+    basis = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        verbose_name = _("patient cross-reference")
+        verbose_name_plural = _("patient cross-references")
+        constraints = [
+            models.UniqueConstraint(fields=["patient", "linked"], name="patient_link_unique"),
+            models.CheckConstraint(condition=~models.Q(patient=models.F("linked")), name="patient_link_not_self"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.patient_id} <-> {self.linked_id}"
