@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -24,7 +25,7 @@ class Direction(models.TextChoices):
 
 
 # Levels of care: a tertiary hospital above a secondary (county) one above the primary level.
-LEVEL_RANK = {
+LEVEL_RANK: dict[str, int] = {
     Institution.Level.TERTIARY: 3,
     Institution.Level.SECONDARY: 2,
     Institution.Level.TOWNSHIP: 1,
@@ -49,16 +50,16 @@ class Urgency(models.TextChoices):
 
 
 # Lower rank is read first; stored on the row so that the desk's list sorts on an index.
-URGENCY_RANK = {Urgency.EMERGENCY: 0, Urgency.URGENT: 1, Urgency.ROUTINE: 2}
+URGENCY_RANK: dict[str, int] = {Urgency.EMERGENCY: 0, Urgency.URGENT: 1, Urgency.ROUTINE: 2}
 
 # How soon the receiving desk is expected to answer: shown with the urgency everywhere.
-ANSWER_WITHIN = {
+ANSWER_WITHIN: dict[str, timedelta] = {
     Urgency.EMERGENCY: timedelta(hours=2),
     Urgency.URGENT: timedelta(hours=24),
     Urgency.ROUTINE: timedelta(hours=72),
 }
 
-URGENCY_WITH_TIME = {
+URGENCY_WITH_TIME: dict[str, Any] = {
     Urgency.EMERGENCY: _("Emergency · desk answers within 2 h"),
     Urgency.URGENT: _("Urgent · desk answers within 24 h"),
     Urgency.ROUTINE: _("Routine · desk answers within 72 h"),
