@@ -82,6 +82,7 @@ TEMPLATES = [
                 "django.template.context_processors.i18n",
                 "alliance.context_processors.doctor",
                 "consults.context_processors.consults",
+                "referrals.context_processors.referrals",
             ],
         },
     },
@@ -283,6 +284,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": float(env_int("CONSULT_DEADLINE_CHECK_SECONDS", 60, minimum=5)),
     },
     "unsent-emails": {"task": "consults.tasks.send_unsent_emails", "schedule": float(RETRY_SWEEP_SECONDS)},
+    "referral-reminders": {
+        "task": "referrals.tasks.remind_waiting",
+        "schedule": float(env_int("REFERRAL_REMINDER_CHECK_SECONDS", 300, minimum=5)),
+    },
+    "referral-unsent-emails": {"task": "referrals.tasks.send_unsent_emails", "schedule": float(RETRY_SWEEP_SECONDS)},
     "owed-renders": {"task": "imaging.tasks.requeue_owed_renders", "schedule": float(RETRY_SWEEP_SECONDS)},
     "stale-temp-files": {"task": "imaging.tasks.remove_stale_temp_files", "schedule": 3600.0},
 }
