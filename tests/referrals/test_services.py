@@ -596,3 +596,14 @@ def test_the_institution_admin_names_the_desk(world) -> None:  # type: ignore[no
     other = walk(world, Status.REQUESTED)
     with pytest.raises(AccessDenied):
         call("propose", other, principal(world.specialist))
+
+
+def test_the_reminder_and_the_mail_sweep_are_on_the_beat(settings) -> None:  # type: ignore[no-untyped-def]
+    tasks_on_beat = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert {"referrals.tasks.remind_waiting", "referrals.tasks.send_unsent_emails"} <= tasks_on_beat
+
+
+def test_a_request_put_on_hold_is_not_reminded(world) -> None:  # type: ignore[no-untyped-def]
+    referral = walk(world, Status.ON_HOLD)
+    Referral.objects.filter(pk=referral.pk).update(requested_at=timezone.now() - timedelta(days=3))
+    assert tasks.remind_waiting() == 0
