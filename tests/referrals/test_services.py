@@ -607,3 +607,43 @@ def test_a_request_put_on_hold_is_not_reminded(world) -> None:  # type: ignore[n
     referral = walk(world, Status.ON_HOLD)
     Referral.objects.filter(pk=referral.pk).update(requested_at=timezone.now() - timedelta(days=3))
     assert tasks.remind_waiting() == 0
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_two_desk_members_answering_at_the_same_moment_have_exactly_one_winner(world) -> None:  # type: ignore[no-untyped-def]
+    """One accepts, the other declines: the row lock orders them, the second sees the first's
+    state and is refused (neither move is possible after the other)."""
+    import threading
+
+    from django.db import connection, connections
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the row lock is tested on PostgreSQL")
+    referral = walk(world, Status.REQUESTED)
+    barrier = threading.Barrier(2)
+    outcomes: dict[str, str] = {}
+
+    def run(name: str, action: str) -> None:
+        try:
+            barrier.wait(timeout=10)
+            call(action, referral, principal(getattr(world, name)))
+            outcomes[action] = "won"
+        except services.IllegalTransition:
+            outcomes[action] = "refused"
+        finally:
+            connections.close_all()
+
+    threads = [
+        threading.Thread(target=run, args=("desk", "accept")),
+        threading.Thread(target=run, args=("hosp_admin", "reject")),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(outcomes.values()) == ["refused", "won"]
+    referral.refresh_from_db()
+    winner = next(a for a, o in outcomes.items() if o == "won")
+    assert referral.status == TRANSITIONS[winner].target
+    assert referral.transitions.filter(action__in=["accept", "reject"]).count() == 1
