@@ -16,6 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from alliance import audit
 from alliance.access import principal_of
 from alliance.api.permissions import IsActiveDoctor
 from alliance.models import Doctor, Institution
@@ -97,7 +98,18 @@ class ReferralListCreate(ListAPIView):
 
     def paginate_queryset(self, queryset: QuerySet[Referral]) -> list[Referral] | None:
         page = super().paginate_queryset(queryset)
-        return None if page is None else selectors.hydrate(page)
+        if page is None:
+            return None
+        shown = selectors.hydrate(page)
+        # A list shows patients: one audit event per referral listed, in one insert.
+        audit.record_many(
+            actor=audit.actor_of(self.request),
+            action="referral.list",
+            object_type="referral",
+            items=[(str(r.pk), str(r.patient_id), r.basis) for r in shown],
+            source=audit.source_of(self.request),
+        )
+        return shown
 
     @extend_schema(parameters=BOX_PARAMETERS)
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:

@@ -203,6 +203,8 @@ def test_the_list_has_both_boxes_counts_and_tabs(world) -> None:  # type: ignore
     assert incoming["count"] == 1 and incoming["results"][0]["status"] == "accepted"
     assert api_for(world.desk).get(BASE, {"box": "incoming", "tab": "drafts"}).status_code == 404
     assert api_for(world.desk).get(BASE, {"box": "sideways"}).status_code == 400
+    listed = AuditEvent.objects.filter(action="referral.list", actor_name="desk")
+    assert [e.object_id for e in listed] == [str(incoming["results"][0]["id"])]
 
 
 def test_the_list_answers_in_a_constant_number_of_queries(world, django_assert_max_num_queries) -> None:  # type: ignore[no-untyped-def]
