@@ -6,6 +6,7 @@ from datetime import date, datetime
 from typing import Any
 
 from django import forms
+from django.http import QueryDict
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -72,10 +73,11 @@ class ListFilterForm(forms.Form):
         """The valid filters as a query string, kept by the tabs and the pages."""
         if not self.is_bound:
             return ""
-        query = self.data.copy()
-        for key in ("tab", "page"):
-            query.pop(key, None)
-        return str(query.urlencode())
+        query = QueryDict(mutable=True)
+        for key, value in self.data.items():
+            if key not in ("tab", "page") and value:
+                query[key] = value
+        return query.urlencode()
 
 
 class StudyChoiceField(forms.ModelMultipleChoiceField):
@@ -93,8 +95,17 @@ class InstitutionSelect(forms.Select):
         super().__init__(*args, **kwargs)
         self.from_level = from_level
 
-    def create_option(self, name: str, value: Any, label: Any, selected: Any, index: int, **kwargs: Any) -> Any:
-        option = super().create_option(name, value, label, selected, index, **kwargs)
+    def create_option(
+        self,
+        name: str,
+        value: Any,
+        label: int | str,
+        selected: bool,
+        index: int,
+        subindex: int | None = None,
+        attrs: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        option = super().create_option(name, value, label, selected, index, subindex, attrs)
         instance = getattr(value, "instance", None)
         if instance is not None:
             option["attrs"]["data-direction"] = direction_between(self.from_level, instance.level)

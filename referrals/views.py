@@ -195,7 +195,7 @@ def new(request: HttpRequest) -> HttpResponse:
 
 
 def _action_forms(principal: Principal, referral: Referral, actions: list[str]) -> list[tuple[str, Any]]:
-    forms = []
+    forms: list[tuple[str, Any]] = []
     for action in actions:
         form_class = ACTION_FORMS[action]
         if form_class is AcceptForm:
