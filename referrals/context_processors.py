@@ -26,6 +26,7 @@ def referrals(request: HttpRequest) -> dict[str, Any]:
             lambda: principal.institution is not None and access.may_manage_desk(principal, principal.institution)
         ),
         "referrals_waiting": SimpleLazyObject(lambda: _waiting(principal)),
+        "referrals_unread": SimpleLazyObject(lambda: selectors.unread_count(principal.user)),
         "referrals_summaries": SimpleLazyObject(lambda: selectors.summaries_returned(principal, limit=5)),
     }
 

@@ -308,6 +308,34 @@ def slip_pdf(request: HttpRequest, pk: int) -> HttpResponse:
     return response
 
 
+# --- notifications ------------------------------------------------------------------------------
+
+
+@login_required
+def notifications(request: HttpRequest) -> HttpResponse:
+    _principal(request)
+    page = Paginator(selectors.notifications_of(request.user), PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "referrals/notifications.html", {"page": page})
+
+
+@login_required
+def notification_open(request: HttpRequest, pk: int) -> HttpResponse:
+    _principal(request)
+    notice = selectors.notifications_of(request.user).filter(pk=pk).first()
+    if notice is None:
+        raise Http404("No such notification.")
+    services.notifications_mark_read(user=request.user, ids=[notice.pk])
+    return redirect("referrals:detail", pk=notice.referral_id)
+
+
+@login_required
+@require_POST
+def notifications_read(request: HttpRequest) -> HttpResponse:
+    _principal(request)
+    services.notifications_mark_read(user=request.user)
+    return redirect("referrals:notifications")
+
+
 # --- the desk ---------------------------------------------------------------------------------
 
 

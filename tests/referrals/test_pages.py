@@ -421,3 +421,16 @@ def test_switching_the_module_off_removes_every_referral_page(world: Any) -> Non
     home = owner.get("/").content.decode()
     assert 'id="nav-referrals"' not in home and 'id="home-referrals"' not in home
     assert REASON not in home
+
+
+def test_notifications_list_the_moves_and_opening_one_marks_it_read(world: Any) -> None:
+    referral = walk(world, Status.ACCEPTED)
+    owner = client_for(world.owner)
+    page = owner.get("/referrals/notifications/")
+    body = page.content.decode()
+    assert "Accepted with an appointment" in body and f"referral #{referral.pk}" in body
+    notice = page.context["page"][0]
+    assert owner.get(f"/referrals/notifications/{notice.pk}/")["Location"] == f"/referrals/{referral.pk}/"
+    notice.refresh_from_db()
+    assert notice.read_at is not None
+    assert client_for(world.stranger).get(f"/referrals/notifications/{notice.pk}/").status_code == 404
