@@ -144,10 +144,13 @@ class ReferralForm(forms.Form):
         principal: Principal,
         preselected: list[str] | None = None,
         fixed_studies: list[int] | None = None,
+        patient: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         studies = access.studies_referable_by(principal).select_related("patient")
+        if patient is not None:  # prefilled: only that patient's studies may go with it
+            studies = studies.filter(patient=patient)
         recent = list(studies.order_by("-received_at").values_list("pk", flat=True)[:RECENT_STUDIES])
         picked = list(studies.filter(study_uid__in=preselected or []).values_list("pk", flat=True))
         picked += list(studies.filter(pk__in=fixed_studies or []).values_list("pk", flat=True))

@@ -164,6 +164,7 @@ def new(request: HttpRequest) -> HttpResponse:
         principal=principal,
         preselected=request.GET.getlist("study"),
         fixed_studies=fixed,
+        patient=prefill.get("patient"),
         initial=_initial_of(prefill),
     )
     if request.method == "POST" and form.is_valid():
