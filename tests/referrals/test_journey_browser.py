@@ -137,6 +137,14 @@ def test_clinic_refers_up_hospital_treats_and_refers_back_down_in_the_browser(
         expect(cp.locator("#home-referrals-summaries .stat-value")).to_have_text("1")
         _shot(cp, "09-clinic-home-summary-1366")
 
+        # The desk page (the admin names desk doctors) and the clinic's notifications.
+        dp.goto(f"{live_server.url}/referrals/desk/")
+        expect(dp.locator("#desk-members li")).to_have_count(1)
+        _shot(dp, "16-desk-page-1366")
+        cp.goto(f"{live_server.url}/referrals/notifications/")
+        expect(cp.locator(".cs-notifications li")).to_have_count(3)  # accepted, arrived, completed
+        _shot(cp, "17-clinic-notifications-1366")
+
         # The same pages on a phone.
         phone = browser.new_context(viewport=NARROW, locale="zh-CN", is_mobile=True, device_scale_factor=2)
         phone.add_cookies(clinic_cookie)

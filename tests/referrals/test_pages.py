@@ -434,3 +434,13 @@ def test_notifications_list_the_moves_and_opening_one_marks_it_read(world: Any) 
     notice.refresh_from_db()
     assert notice.read_at is not None
     assert client_for(world.stranger).get(f"/referrals/notifications/{notice.pk}/").status_code == 404
+
+
+def test_the_study_page_offers_a_referral_to_the_owning_clinic_only(world: Any) -> None:
+    study = walk(world, Status.REQUESTED).studies.get()
+    offers = {
+        persona: f"/referrals/new/?study={study.study_uid}"
+        in client_for(getattr(world, persona)).get(f"/imaging/studies/{study.study_uid}/").content.decode()
+        for persona in ("owner", "hosp_admin")
+    }
+    assert offers == {"owner": True, "hosp_admin": False}
