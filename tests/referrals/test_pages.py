@@ -444,3 +444,8 @@ def test_the_study_page_offers_a_referral_to_the_owning_clinic_only(world: Any) 
         for persona in ("owner", "hosp_admin")
     }
     assert offers == {"owner": True, "hosp_admin": False}
+
+
+def test_the_console_links_the_institution_admin_to_the_referral_desk(world: Any) -> None:
+    page = client_for(world.hosp_admin).get(f"/manage/institutions/{world.hosp.pk}/")
+    assert page.status_code == 200 and 'id="manage-referral-desk"' in page.content.decode()
