@@ -18,6 +18,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
@@ -119,6 +120,7 @@ def _worklist(request: HttpRequest, side: str) -> HttpResponse:
         "rows": shown,
         "form": form,
         "query": form.query_string(),
+        "referrals_root": reverse("referrals:index"),  # rows link to root + pk + "/": one reverse, not two a row
         "may_refer": access.may_refer(principal),
         "on_desk": access.is_desk_member(principal, principal.institution_id),
     }
@@ -293,8 +295,6 @@ def post_message(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def referral_url(referral: Referral) -> str:
-    from django.urls import reverse
-
     return reverse("referrals:detail", args=[referral.pk])
 
 
