@@ -14,6 +14,7 @@ urlpatterns = [
     path("viewer/", include("imaging.viewer.urls")),
     path("consults/", include("consults.urls")),
     path("film/", include("imaging.film_urls")),
+    path("referrals/", include("referrals.urls")),
     path("api/v1/", include("alliance.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", DocsView.as_view(url_name="api-schema"), name="api-docs"),

@@ -28,12 +28,14 @@ BY_APP_LABEL = {
     "alliance": "demo.alliance.load",
     "imaging": "demo.imaging.load",
     "consults": "demo.consults.load",
+    "referrals": "demo.referrals.load",
 }
 
 
 def in_app_order() -> list[Loader]:
     """The installed apps' loaders in INSTALLED_APPS order, which lists an app after the apps
-    it builds on (alliance, imaging, consults): studies need their clinics, consults their studies."""
+    it builds on (alliance, imaging, consults, referrals): studies need their clinics, consults and
+    referrals their studies."""
     return [
         import_string(BY_APP_LABEL[config.label]) for config in apps.get_app_configs() if config.label in BY_APP_LABEL
     ]

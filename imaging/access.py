@@ -133,3 +133,13 @@ def upload_institution_of(principal: Principal) -> Institution | None:
     if institution is None or not may_upload_to(principal, institution):
         return None
     return institution
+
+
+def live_grants_of(basis: str) -> QuerySet[StudyGroupGrant]:
+    """A case's live read grants to groups (its basis, "referral:12"), with their studies:
+    what the case opens now, to whom and until when (for the case page's access list)."""
+    return (
+        StudyGroupGrant.objects.filter(live(), basis=basis, permission__codename=READ)
+        .select_related("content_object__patient", "content_object__institution", "group__institution")
+        .order_by("created_at", "pk")
+    )

@@ -13,6 +13,7 @@ from typing import Any
 
 from django.contrib.auth.models import Group, Permission
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from alliance import audit
@@ -107,6 +108,35 @@ def revoke_grants(*, basis: str, by: audit.Actor, write_only: bool = False) -> i
         detail={"grants": count, "write_only": write_only},
     )
     return count
+
+
+@transaction.atomic
+def expire_grants(*, basis: str, at: datetime, by: audit.Actor) -> int:
+    """Let a case's access run out at `at`, read only (as when a referral is completed).
+
+    The live grants of the basis end at `at` (none is made to last longer than it had);
+    write grants of the basis end now. How many read grants were given the expiry.
+    """
+    now = timezone.now()
+    count = 0
+    for model in (StudyGroupGrant, StudyUserGrant):
+        rows = model.objects.filter(live_q(now), basis=basis)
+        rows.filter(permission__codename=WRITE).update(revoked_at=now)
+        reads = rows.filter(permission__codename=READ)
+        count += reads.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=at)).update(expires_at=at)
+    audit.record(
+        actor=by,
+        action="grant.expire",
+        object_type="basis",
+        object_id=basis,
+        basis=basis,
+        detail={"grants": count, "expires_at": at.isoformat()},
+    )
+    return count
+
+
+def live_q(now: datetime) -> Q:
+    return Q(revoked_at__isnull=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=now))
 
 
 @transaction.atomic

@@ -368,3 +368,31 @@ class FilmSaving(models.Model):
 
     def __str__(self) -> str:
         return f"{self.study_id}: {self.sheets} sheets"
+
+
+class PatientLink(models.Model):
+    """The alliance's cross-reference: one person known under two issuers' IDs.
+
+    Recorded when a receiving hospital names its own ID for a referred patient. Never a
+    merge: both Patient rows stay as they are, and a link only lets a viewer find the other
+    side's studies that the viewer may see anyway (imaging.selectors.linked_studies).
+    """
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="links_out")
+    linked = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="links_in")
+    basis = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        verbose_name = _("patient cross-reference")
+        verbose_name_plural = _("patient cross-references")
+        constraints = [
+            models.UniqueConstraint(fields=["patient", "linked"], name="patient_link_unique"),
+            models.CheckConstraint(condition=~models.Q(patient=models.F("linked")), name="patient_link_not_self"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.patient_id} <-> {self.linked_id}"

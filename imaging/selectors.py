@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from django.db.models import F, Q, QuerySet, Value
 from django.db.models.functions import Replace
@@ -17,6 +18,7 @@ from django.http import Http404
 from alliance.access import Principal
 from imaging import access
 from imaging.models import Instance, Series, Study
+from imaging.patients import linked_patient_ids
 
 _NAME_SEPARATORS = re.compile(r"[\s^=,]+")
 
@@ -116,3 +118,13 @@ def get_instance_for(principal: Principal, study_uid: str, series_uid: str, sop_
         raise Http404("No such instance.")
     instance.series = series
     return instance
+
+
+def linked_studies(principal: Principal, patient: Any) -> QuerySet[Study]:
+    """The studies of the patient and of every patient linked to it (both directions) that the
+    principal may see: the alliance's cross-reference, newest first. Nothing is merged."""
+    ids = linked_patient_ids(patient)
+    studies = access.studies_visible_to(principal).filter(patient_id__in=ids)
+    return studies.select_related("patient", "patient__issuer", "institution").order_by(
+        F("study_date").desc(nulls_last=True), "-pk"
+    )

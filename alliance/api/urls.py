@@ -1,4 +1,4 @@
-"""/api/v1/: membership here; imaging and consults mount their routers below."""
+"""/api/v1/: membership here; imaging, consults and referrals mount their routers below."""
 
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
@@ -18,4 +18,5 @@ urlpatterns = [
     *router.urls,
     path("", include("imaging.api.urls")),
     path("consults/", include("consults.api.urls")),
+    path("referrals/", include("referrals.api.urls")),
 ]
