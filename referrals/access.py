@@ -226,3 +226,15 @@ def desk_doctors_q(institution_id: int) -> Q:
         else Q(roles__icontains=f'"{Role.INSTITUTION_ADMIN}"')
     )
     return Q(institution_id=institution_id, active=True) & (admins | Q(desk_memberships__institution_id=institution_id))
+
+
+def may_give_film(principal: Principal, referral: Referral) -> bool:
+    """Either side of a completed referral may make the patient's cloud film link for it."""
+    from imaging import films
+
+    sides = (referral.from_institution_id, referral.to_institution_id)
+    return (
+        referral.status == Status.COMPLETED
+        and principal.institution_id in sides
+        and films.may_make_case_film(principal)
+    )

@@ -1,7 +1,8 @@
 """The referral slip as a printable PDF (WeasyPrint), with a QR code that opens the case.
 
 The patient carries it to the receiving institution. Chinese text needs a CJK font: the
-stylesheet asks fontconfig for Noto Sans CJK SC (Debian fonts-noto-cjk), as consults/pdf.py does.
+stylesheet asks fontconfig for Noto Sans CJK SC (Debian fonts-noto-cjk); alliance.pdf.render_pdf
+refuses to print without one.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from django.http import HttpRequest
 from django.template.loader import render_to_string
 from django.urls import reverse
 
+from alliance.pdf import render_pdf
 from referrals.models import Referral
 
 
@@ -24,11 +26,9 @@ def case_url(referral: Referral, request: HttpRequest | None = None) -> str:
 
 
 def render_slip(referral: Referral, case: dict[str, Any], request: HttpRequest | None = None) -> bytes:
-    from weasyprint import HTML
-
     url = case_url(referral, request)
     qr = segno.make(url, error="m").svg_data_uri(scale=3, border=1)
     html = render_to_string(
         "referrals/slip_pdf.html", {"referral": referral, "url": url, "qr": qr, **case}, request=request
     )
-    return HTML(string=html, base_url=str(settings.BASE_DIR)).write_pdf()
+    return render_pdf(html)

@@ -25,6 +25,7 @@ from django.views.decorators.http import require_POST
 
 from alliance import audit
 from alliance.access import AccessDenied, Principal, principal_of
+from imaging import films
 from referrals import access, pdf, selectors, services
 from referrals.forms import (
     ACTION_FORMS,
@@ -224,9 +225,18 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
         "message_form": MessageForm(),
         "may_refer_back": access.may_refer_back(principal, referral),
         "now": timezone.now(),
+        **_film_context(principal, referral),
         **case,
     }
     return render(request, "referrals/detail.html", context)
+
+
+def _film_context(principal: Principal, referral: Referral) -> dict[str, Any]:
+    """The patient's film links of a completed referral, for either side."""
+    if not access.may_give_film(principal, referral):
+        return {}
+    links = list(films.links_visible_to(principal).filter(case=referral.basis))
+    return {"film_links": links, "may_make_film": True}
 
 
 def _call(action: str, referral: Referral, by: Principal, data: dict[str, Any]) -> Any:
