@@ -8,6 +8,7 @@ class ImagingConfig(AppConfig):
 
     def ready(self) -> None:
         from alliance import figures
+        from imaging import film_figures
         from imaging.figures import compute
 
         figures.register(
@@ -16,4 +17,11 @@ class ImagingConfig(AppConfig):
             compute,
             order=50,
             description=_("Studies received and the space they take, per institution and month."),
+        )
+        figures.register(
+            "cloud_film",
+            _("Cloud film"),
+            film_figures.compute,
+            order=60,
+            description=_("Printed film the patients did not need, and what it would have cost."),
         )
