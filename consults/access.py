@@ -168,3 +168,14 @@ def consult_targets_for(principal: Principal) -> tuple[QuerySet[Pool], QuerySet[
     pools = Pool.objects.filter(active=True, institution_id__in=receiving_ids, **live).select_related("institution")
     doctors = with_role(Doctor.objects.filter(active=True, institution_id__in=receiving_ids, **live), Role.SPECIALIST)
     return pools, doctors.select_related("user", "institution")
+
+
+def may_give_film(principal: Principal, consult: Consult) -> bool:
+    """The requesting institution gives its patient the film of a signed consult."""
+    from imaging import films
+
+    return (
+        consult.status == Status.COMPLETED
+        and principal.institution_id == consult.requesting_institution_id
+        and films.may_make_case_film(principal)
+    )
