@@ -22,6 +22,7 @@ from alliance.access import AccessDenied, Principal, principal_of
 from consults import access, clock, pdf, selectors, services
 from consults.forms import ConsultRequestForm, PolicyForm, ReportForm, ReportTemplateForm, SecondOpinionForm
 from consults.models import Consult, Notification
+from imaging import selectors as imaging_selectors
 
 PAGE_SIZE = 25
 
@@ -97,6 +98,7 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
         "may_report": "save_draft" in actions or "start_report" in actions,
         "may_second_opinion": "second_opinion" in actions,
         "may_message": access.may_post_message(principal, consult),
+        "access_now": imaging_selectors.access_of_basis(consult.basis),
         **selectors.case_detail(consult),
     }
     return render(request, "consults/detail.html", context)

@@ -7,18 +7,20 @@ an expiry and a revocation; imaging/access.py reads only the live ones.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import Group, Permission
 from django.db import transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from alliance import audit
 from alliance.access import AccessDenied, Principal
 from alliance.models import Institution, Pool
-from imaging.access import READ, WRITE
+from imaging.access import READ, WRITE, live
 from imaging.models import Study, StudyGroupGrant, StudyUserGrant
 
 BREAK_GLASS_HOURS = 24
@@ -107,6 +109,63 @@ def revoke_grants(*, basis: str, by: audit.Actor, write_only: bool = False) -> i
         detail={"grants": count, "write_only": write_only},
     )
     return count
+
+
+def _live_of(basis: str) -> list[QuerySet[Any]]:
+    return [model.objects.filter(live(), basis=basis) for model in (StudyGroupGrant, StudyUserGrant)]
+
+
+@transaction.atomic
+def narrow_grants(
+    *, basis: str, studies: Iterable[Study], grantees: Iterable[Grantee], by: audit.Actor, write: bool = True
+) -> int:
+    """The case's access goes to exactly these grantees: each gets read (and write) on every
+    study, and every other live grant of the basis is revoked (a claim narrows a pool's
+    grant to the claimer; a release widens it back). Returns how many grants were revoked."""
+    grantees = list(grantees)
+    studies = list(studies)
+    values: dict[str, Any] = {"expires_at": None, "revoked_at": None}
+    for study in studies:
+        for grantee in grantees:
+            for codename in [READ, WRITE] if write else [READ]:
+                _write_grant(study, grantee, _permission(codename), basis, values)
+    groups = [g.group.pk for g in grantees if g.group is not None]
+    users = [g.user.pk for g in grantees if g.group is None]
+    group_rows, user_rows = _live_of(basis)
+    now = timezone.now()
+    revoked = group_rows.exclude(group_id__in=groups).update(revoked_at=now)
+    revoked += user_rows.exclude(user_id__in=users).update(revoked_at=now)
+    audit.record(
+        actor=by,
+        action="grant.narrow",
+        object_type="basis",
+        object_id=basis,
+        patient=",".join(sorted({str(s.patient_id) for s in studies}))[:200],
+        basis=basis,
+        detail={"grantees": [g.audit_name for g in grantees], "write": write, "revoked": revoked},
+    )
+    return revoked
+
+
+@transaction.atomic
+def close_case_grants(*, basis: str, read_until: datetime, by: audit.Actor) -> int:
+    """The work of a case is done (a report signed): write access ends now and read access
+    at `read_until` (the alliance's reader_access_days). Returns how many grants changed."""
+    now = timezone.now()
+    changed = 0
+    for rows in _live_of(basis):
+        changed += rows.filter(permission__codename=WRITE).update(revoked_at=now)
+        reads = rows.filter(permission__codename=READ).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=read_until))
+        changed += reads.update(expires_at=read_until)
+    audit.record(
+        actor=by,
+        action="grant.close",
+        object_type="basis",
+        object_id=basis,
+        basis=basis,
+        detail={"grants": changed, "read_until": read_until.isoformat()},
+    )
+    return changed
 
 
 @transaction.atomic

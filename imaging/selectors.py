@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
+from typing import Any
 
 from django.db.models import F, Q, QuerySet, Value
 from django.db.models.functions import Replace
 from django.http import Http404
 
 from alliance.access import Principal
+from alliance.models import Doctor, Institution, Pool
 from imaging import access
-from imaging.models import Instance, Series, Study
+from imaging.models import Instance, Series, Study, StudyGroupGrant, StudyUserGrant
 
 _NAME_SEPARATORS = re.compile(r"[\s^=,]+")
 
@@ -116,3 +118,50 @@ def get_instance_for(principal: Principal, study_uid: str, series_uid: str, sop_
         raise Http404("No such instance.")
     instance.series = series
     return instance
+
+
+@dataclass(frozen=True)
+class Access:
+    """One grantee's live access on a case's basis: who, whether they may write, and until when
+    (None: while the case is open)."""
+
+    who: str
+    kind: str  # "user", "pool" or "institution"
+    write: bool
+    until: datetime | None
+
+
+def _group_names(group_ids: set[int]) -> dict[int, tuple[str, str]]:
+    names = {g: ("pool", str(p)) for g, p in ((p.group_id, p) for p in Pool.objects.filter(group_id__in=group_ids))}
+    for institution in Institution.objects.filter(group_id__in=group_ids):
+        names[institution.group_id] = ("institution", institution.name)
+    return names
+
+
+def access_of_basis(basis: str) -> list[Access]:
+    """Who holds live grants of a case now, one line per grantee (its studies together), and
+    until when: what a case page shows under "who has access"."""
+    found: dict[tuple[str, int], dict[str, Any]] = {}
+    rows = [
+        *(("group", g, c, e) for g, c, e in _live(StudyGroupGrant, basis, "group_id")),
+        *(("user", u, c, e) for u, c, e in _live(StudyUserGrant, basis, "user_id")),
+    ]
+    for kind, pk, codename, expires in rows:
+        entry = found.setdefault((kind, pk), {"write": False, "until": expires})
+        entry["write"] |= codename == access.WRITE
+        if codename == access.READ:
+            entry["until"] = expires
+    groups = _group_names({pk for kind, pk in found if kind == "group"})
+    users = {
+        d.user_id: d.display_name
+        for d in Doctor.objects.select_related("user").filter(user_id__in=[pk for kind, pk in found if kind == "user"])
+    }
+    result = []
+    for (kind, pk), entry in found.items():
+        label_kind, who = groups.get(pk, ("group", str(pk))) if kind == "group" else ("user", users.get(pk, str(pk)))
+        result.append(Access(who=who, kind=label_kind, write=entry["write"], until=entry["until"]))
+    return sorted(result, key=lambda a: (a.kind, a.who))
+
+
+def _live(model: Any, basis: str, grantee: str) -> Any:
+    return model.objects.filter(access.live(), basis=basis).values_list(grantee, "permission__codename", "expires_at")
