@@ -9,16 +9,8 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db.models import QuerySet
 from django.utils.translation import gettext_lazy as _
 
-from alliance.models import Department, Doctor, Institution, Role, Specialty, ae_title_validator
+from alliance.models import MODULE_LABELS, Department, Doctor, Institution, Role, Specialty, ae_title_validator
 from alliance.services import ALL_MODULES
-
-MODULE_LABELS = {
-    "image_store": _("Image store"),
-    "consults": _("Remote consults"),
-    "referrals": _("Referrals"),
-    "cloud_film": _("Cloud film"),
-    "teaching": _("Teaching files"),
-}
 
 
 def apply_service_errors(form: forms.Form, exc: ValidationError) -> None:
