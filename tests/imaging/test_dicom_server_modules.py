@@ -63,7 +63,7 @@ def _last_status(responses: Any) -> int:
     return int(statuses[-1])
 
 
-def test_a_switched_off_image_store_refuses_every_dimse_service_of_the_institution(server, world) -> None:  # type: ignore[no-untyped-def]
+def test_a_switched_off_image_store_refuses_every_dimse_service_of_the_institution(server, world) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     services.institution_update(institution=world.clin_a, modules=["consults"], by=audit.SYSTEM)
     ds = dicomgen.make_ct_series(1, 16, 16, patient_id="P-OFF")[0]
     assoc = _association(server)
@@ -84,7 +84,7 @@ def test_a_switched_off_image_store_refuses_every_dimse_service_of_the_instituti
         assoc.release()
 
 
-def test_with_the_image_store_on_the_same_store_succeeds(server, world) -> None:  # type: ignore[no-untyped-def]
+def test_with_the_image_store_on_the_same_store_succeeds(server, world) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     ds = dicomgen.make_ct_series(1, 16, 16, patient_id="P-ON")[0]
     assoc = _association(server)
     try:
