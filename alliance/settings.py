@@ -83,6 +83,7 @@ TEMPLATES = [
                 "django.template.context_processors.i18n",
                 "alliance.context_processors.doctor",
                 "consults.context_processors.consults",
+                "imaging.context_processors.imaging",
             ],
         },
     },

@@ -21,8 +21,8 @@ from django.http import Http404
 from django.utils import timezone
 
 from alliance.access import Principal
-from alliance.models import Institution
-from imaging.models import Study, StudyGroupGrant, StudyUserGrant
+from alliance.models import Institution, Role
+from imaging.models import BreakGlassReview, Study, StudyGroupGrant, StudyUserGrant
 
 READ = "read_study"
 WRITE = "change_study"
@@ -122,3 +122,38 @@ def upload_institution_of(principal: Principal) -> Institution | None:
     if institution is None or not may_upload_to(principal, institution):
         return None
     return institution
+
+
+# --- break-glass ----------------------------------------------------------------------
+
+
+def may_break_glass(principal: Principal) -> bool:
+    """Emergency access is for doctors with a clinical role whose institution has the image store."""
+    return principal.doctor is not None and principal.is_clinical and principal.has_module(IMAGE_STORE_MODULE)
+
+
+def break_glass_studies_for(principal: Principal) -> QuerySet[Study]:
+    """Studies the principal may open by breaking the glass: their alliance's, outside their own institution."""
+    if not may_break_glass(principal) or principal.doctor is None:
+        return Study.objects.none()
+    institution = principal.doctor.institution
+    return Study.objects.filter(institution__alliance_id=institution.alliance_id).exclude(institution_id=institution.pk)
+
+
+def break_glass_reviews_for(principal: Principal) -> QuerySet[BreakGlassReview]:
+    """Emergency accesses to the studies of the institution the principal administers."""
+    if principal.doctor is None or not principal.has_role(Role.INSTITUTION_ADMIN):
+        return BreakGlassReview.objects.none()
+    return BreakGlassReview.objects.filter(owner_institution_id=principal.institution_id)
+
+
+def may_review_break_glass(principal: Principal, review: BreakGlassReview) -> bool:
+    return break_glass_reviews_for(principal).filter(pk=review.pk).exists()
+
+
+def active_break_glass(principal: Principal, study: StudyRef) -> BreakGlassReview | None:
+    """The emergency access through which the principal sees the study now (the red banner), if any."""
+    kind, _sep, number = basis_for(principal, study).partition(":")
+    if kind != "break-glass" or not number.isdigit():
+        return None
+    return BreakGlassReview.objects.filter(pk=int(number), user=principal.user).first()

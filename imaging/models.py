@@ -4,6 +4,7 @@ The files themselves are kept byte-for-byte in the "dicom" storage; these rows i
 the attributes that queries need. Attribute names follow PS3.3.
 """
 
+from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
@@ -236,3 +237,44 @@ class StudyUserGrant(UserObjectPermissionBase):
 
     def __str__(self) -> str:
         return f"{self.basis}: user {self.user_id} on study {self.content_object_id}"
+
+
+class BreakGlassReview(models.Model):
+    """One emergency access to a study outside the doctor's grants (break-glass), and its review
+    by an admin of the institution that owns the study. The grant itself is a StudyUserGrant
+    with basis "break-glass:<this id>"; every step is also in the (append-only) audit trail,
+    which cannot hold the review's changing state."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", _("Waiting for review")
+        APPROVED = "approved", _("Approved")
+        FLAGGED = "flagged", _("Flagged")
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="break_glass")
+    # The study's institution when the glass was broken: whose admin reviews it.
+    owner_institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="break_glass_reviews")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="break_glass")
+    user_institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="break_glass_opened")
+    reason = models.TextField(_("reason"))
+    opened_at = models.DateTimeField(_("opened"))
+    expires_at = models.DateTimeField(_("access until"))
+    state = models.CharField(_("review"), max_length=16, choices=State.choices, default=State.PENDING)
+    comment = models.TextField(_("comment"), blank=True)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    emailed_at = models.DateTimeField(null=True, blank=True)  # the admins' e-mail (an outbox row)
+
+    class Meta:
+        verbose_name = _("emergency access")
+        verbose_name_plural = _("emergency accesses")
+        ordering = ["-opened_at", "-id"]
+        indexes = [models.Index(fields=["owner_institution", "state", "opened_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.basis} by user {self.user_id} on study {self.study_id}"
+
+    @property
+    def basis(self) -> str:
+        return f"break-glass:{self.pk}"

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from imaging import views
+from imaging import emergency, views
 
 app_name = "imaging"
 
@@ -16,6 +16,9 @@ urlpatterns = [
         views.thumbnail,
         name="thumbnail",
     ),
+    path("break-glass/", emergency.break_glass, name="break_glass"),
+    path("break-glass/reviews/", emergency.break_glass_reviews, name="break_glass_reviews"),
+    path("break-glass/reviews/<int:pk>/", emergency.break_glass_review, name="break_glass_review"),
     path("upload/", views.upload, name="upload"),
     path("upload/files/", views.upload_files, name="upload_files"),
 ]

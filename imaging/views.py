@@ -101,6 +101,7 @@ def study_detail(request: HttpRequest, study_uid: str) -> HttpResponse:
         "badge": shared_badge(basis),
         "badge_url": basis_url(basis),
         "own_study": basis == access.OWN_INSTITUTION,  # consults' context processor adds may_request_consult
+        "emergency": access.active_break_glass(principal, study),
     }
     return render(request, "imaging/study_detail.html", context)
 

@@ -2,11 +2,14 @@
 
 from django.urls import path
 
-from imaging.api import views
+from imaging.api import break_glass, views
 
 urlpatterns = [
     path("studies/", views.StudyList.as_view(), name="api-study-list"),
     path("studies/<str:study_uid>/", views.StudyDetail.as_view(), name="api-study-detail"),
     path("studies/<str:study_uid>/series/", views.StudySeriesList.as_view(), name="api-study-series"),
     path("series/<str:series_uid>/instances/", views.SeriesInstanceList.as_view(), name="api-series-instances"),
+    path("break-glass/", break_glass.BreakGlassOpen.as_view(), name="api-break-glass"),
+    path("break-glass/reviews/", break_glass.BreakGlassReviews.as_view(), name="api-break-glass-reviews"),
+    path("break-glass/reviews/<int:pk>/", break_glass.BreakGlassReviewAction.as_view(), name="api-break-glass-review"),
 ]
