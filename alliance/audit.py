@@ -10,7 +10,7 @@ with them as the statement `insert_prepared` gives.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack
@@ -203,3 +203,38 @@ def read_many(request: Any, objs: Sequence[Readable], action: str, bases: Mappin
         source=source_of(request),
         detail={"via": via} if via else None,
     )
+
+
+# --- lookups for the audit page -------------------------------------------------------
+
+# How the audit page turns what an admin knows (a Patient ID, a name, an accession number)
+# into what the trail holds. The imaging app registers them (AppConfig.ready): alliance may
+# not import it. "patient": (alliance_id, patient_id, name) -> values of AuditEvent.patient;
+# "study": (alliance_id, UID or accession number) -> Study Instance UIDs.
+_LOOKUPS: dict[str, Callable[..., list[str]]] = {}
+
+
+def register_lookup(name: str, lookup: Callable[..., list[str]]) -> None:
+    _LOOKUPS[name] = lookup
+
+
+def lookup(name: str, *args: Any) -> list[str] | None:
+    """The registered lookup's answer, or None when no app registered one."""
+    found = _LOOKUPS.get(name)
+    return None if found is None else found(*args)
+
+
+def summary(detail: Any, limit: int = 160) -> str:
+    """An event's detail as short text: "from: requested; to: accepted" rather than a dict."""
+    if not isinstance(detail, dict):
+        return str(detail)[:limit]
+    parts = []
+    for key, value in detail.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, list | tuple):
+            value = ", ".join(str(v) for v in value)
+        if value not in ("", None):
+            parts.append(f"{key}: {value}")
+    text = "; ".join(parts)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

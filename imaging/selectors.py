@@ -18,7 +18,7 @@ from django.http import Http404
 from alliance.access import Principal
 from alliance.models import Doctor, Institution, Pool
 from imaging import access
-from imaging.models import Instance, Series, Study, StudyGroupGrant, StudyUserGrant
+from imaging.models import Instance, Patient, Series, Study, StudyGroupGrant, StudyUserGrant
 
 _NAME_SEPARATORS = re.compile(r"[\s^=,]+")
 
@@ -165,3 +165,29 @@ def access_of_basis(basis: str) -> list[Access]:
 
 def _live(model: Any, basis: str, grantee: str) -> Any:
     return model.objects.filter(access.live(), basis=basis).values_list(grantee, "permission__codename", "expires_at")
+
+
+AUDIT_PATIENTS_MAX = 200  # a name that matches more patients than this is too vague to search by
+
+
+def patient_audit_keys(alliance_id: int, patient_id: str = "", name: str = "") -> list[str]:
+    """What the audit trail's patient column holds for the alliance's patients matching a Patient
+    ID and/or a name: the index's patient key (what pages and the API record) and the DICOM
+    Patient ID (what the DICOM server records). For the audit page (alliance.audit lookups)."""
+    patients = Patient.objects.filter(issuer__alliance_id=alliance_id)
+    if patient_id.strip():
+        patients = patients.filter(patient_id__iexact=patient_id.strip())
+    words = [w for w in _NAME_SEPARATORS.split(name) if w]
+    if words:
+        patients = patients.annotate(_joined=Replace(Replace(F("name"), Value("^"), Value("")), Value(" "), Value("")))
+        for word in words:
+            patients = patients.filter(Q(name__icontains=word) | Q(_joined__icontains=word))
+    rows = list(patients.values_list("pk", "patient_id")[:AUDIT_PATIENTS_MAX])
+    return sorted({str(pk) for pk, _ in rows} | {pid for _, pid in rows if pid})
+
+
+def study_audit_keys(alliance_id: int, key: str) -> list[str]:
+    """The Study Instance UIDs of the alliance's studies with this UID or accession number."""
+    key = key.strip()
+    studies = Study.objects.filter(institution__alliance_id=alliance_id)
+    return list(studies.filter(Q(study_uid=key) | Q(accession_number=key)).values_list("study_uid", flat=True)[:50])
