@@ -677,3 +677,29 @@ def specialty_add(request: HttpRequest) -> HttpResponse:
             messages.success(request, _("Specialty %(name)s added.") % {"name": data["name"]})
             return redirect("manage:specialty_list")
     return render(request, "manage/form.html", {"form": form, "title": _("Add a specialty"), "section": "specialties"})
+
+
+# --- alliance-wide settings -----------------------------------------------------------
+
+
+@alliance_admin_required
+def alliance_settings(request: HttpRequest) -> HttpResponse:
+    alliance = access.principal_of(request).alliance
+    assert alliance is not None  # an alliance admin is a doctor of the alliance
+    row = access.settings_of(alliance.pk)
+    form = forms.AllianceSettingsForm(request.POST or None, instance=row)
+    if request.method == "POST" and form.is_valid():
+        fields = {name: form.cleaned_data[name] for name in services.SETTINGS_FIELDS}
+        row.refresh_from_db()  # the form wrote onto the instance; the service compares with what is stored
+        done = _save(form, lambda: services.alliance_settings_update(alliance=alliance, by=_actor(request), **fields))
+        if done is not None:
+            messages.success(request, _("Saved."))
+            return redirect("manage:alliance_settings")
+    context = {
+        "form": form,
+        "title": _("Alliance settings"),
+        "lead": _("How long access lasts, emergency access and cloud film, for every member of %(name)s.")
+        % {"name": alliance.name},
+        "section": "settings",
+    }
+    return render(request, "manage/form.html", context)
