@@ -210,7 +210,8 @@ def read_many(request: Any, objs: Sequence[Readable], action: str, bases: Mappin
 # How the audit page turns what an admin knows (a Patient ID, a name, an accession number)
 # into what the trail holds. The imaging app registers them (AppConfig.ready): alliance may
 # not import it. "patient": (alliance_id, patient_id, name) -> values of AuditEvent.patient;
-# "study": (alliance_id, UID or accession number) -> Study Instance UIDs.
+# "study": (alliance_id, UID or accession number) -> Study Instance UIDs;
+# "patient_labels": (values of AuditEvent.patient) -> {value: "P-1001 王芳 (Wang Fang)"}.
 _LOOKUPS: dict[str, Callable[..., list[str]]] = {}
 
 
@@ -238,3 +239,8 @@ def summary(detail: Any, limit: int = 160) -> str:
             parts.append(f"{key}: {value}")
     text = "; ".join(parts)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def patient_label(value: str, labels: Mapping[str, str]) -> str:
+    """The patient column as people read it (several patients are comma-separated)."""
+    return ", ".join(labels.get(part, part) for part in value.split(",")) if value else ""

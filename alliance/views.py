@@ -126,9 +126,11 @@ def audit_log(request: HttpRequest) -> HttpResponse:
         detail={"filters": _filters_of(form), "page": page.number},
     )
     names = _institution_names({e.actor_institution_id for e in page})
+    labels = audit.lookup("patient_labels", [e.patient for e in page if e.patient]) or {}
     for event in page:
         event.institution_name = names.get(event.actor_institution_id, "")
         event.summary = audit.summary(event.detail)
+        event.patient_label = audit.patient_label(event.patient, labels)
     query = request.GET.copy()
     query.pop("page", None)
     context = {"form": form, "page_obj": page, "query_string": query.urlencode(), "bad_fields": _bad_fields(form)}
@@ -154,6 +156,7 @@ CSV_COLUMNS = (
     "object_type",
     "object_id",
     "patient",
+    "patient_label",
     "basis",
     "source",
     "outcome",
@@ -172,19 +175,31 @@ def _csv_safe(value: Any) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
+def _chunks(events: Any, size: int = 2000) -> Iterator[list[AuditEvent]]:
+    chunk: list[AuditEvent] = []
+    for event in events.iterator(chunk_size=size):
+        chunk.append(event)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def _csv_rows(events: Any) -> Iterator[str]:
     writer = csv.writer(_Echo())
     yield "\ufeff"  # a byte-order mark, so that spreadsheet programs read the Chinese as UTF-8
     yield writer.writerow(CSV_COLUMNS)
-    names: dict[int | None, str] = {}
-    for event in events.iterator(chunk_size=2000):
-        if event.actor_institution_id not in names:
-            names.update(_institution_names({event.actor_institution_id}))
-        event.actor_institution = names.get(event.actor_institution_id, "")
-        row = [getattr(event, column) for column in CSV_COLUMNS]
-        row[0] = timezone.localtime(event.time).isoformat()  # ISO 8601 with the reader's zone offset
-        row[-1] = json.dumps(event.detail, ensure_ascii=False, sort_keys=True)
-        yield writer.writerow([_csv_safe(value) for value in row])
+    for chunk in _chunks(events):  # names and patients looked up once per chunk, not per row
+        names = _institution_names({e.actor_institution_id for e in chunk})
+        labels = audit.lookup("patient_labels", [e.patient for e in chunk if e.patient]) or {}
+        for event in chunk:
+            event.actor_institution = names.get(event.actor_institution_id, "")
+            event.patient_label = audit.patient_label(event.patient, labels)
+            row = [getattr(event, column) for column in CSV_COLUMNS]
+            row[0] = timezone.localtime(event.time).isoformat()  # ISO 8601 with the reader's zone offset
+            row[-1] = json.dumps(event.detail, ensure_ascii=False, sort_keys=True)
+            yield writer.writerow([_csv_safe(value) for value in row])
 
 
 @login_required

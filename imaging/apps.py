@@ -12,3 +12,4 @@ class ImagingConfig(AppConfig):
 
         audit.register_lookup("patient", selectors.patient_audit_keys)
         audit.register_lookup("study", selectors.study_audit_keys)
+        audit.register_lookup("patient_labels", selectors.patient_audit_labels)

@@ -228,14 +228,15 @@ class DjangoServices:
         actor = audit.Actor.for_device(device)
         if level is Level.PATIENT:
             items = [
-                (p.patient_id, p.patient_id, "own-institution" if p.issuer_id == device.institution_id else "grant")
+                (p.patient_id, str(p.pk), "own-institution" if p.issuer_id == device.institution_id else "grant")
                 for p in rows
             ]
             object_type = "patient"
         else:
             studies = {s.pk: s for s in (_study_of(row, level) for row in rows) if s is not None}
             bases = imaging_access.bases_for(Principal.for_device(device), list(studies.values()))
-            items = [(s.study_uid, s.patient.patient_id, bases[pk]) for pk, s in studies.items()]
+            # the patient column holds the index key, as pages and the API write it (audit.read)
+            items = [(s.study_uid, str(s.patient_id), bases[pk]) for pk, s in studies.items()]
             object_type = "study"
         source = _source(peer)
         with transaction.atomic():

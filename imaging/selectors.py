@@ -172,8 +172,8 @@ AUDIT_PATIENTS_MAX = 200  # a name that matches more patients than this is too v
 
 def patient_audit_keys(alliance_id: int, patient_id: str = "", name: str = "") -> list[str]:
     """What the audit trail's patient column holds for the alliance's patients matching a Patient
-    ID and/or a name: the index's patient key (what pages and the API record) and the DICOM
-    Patient ID (what the DICOM server records). For the audit page (alliance.audit lookups)."""
+    ID and/or a name: the index's patient key (what every door records), and the DICOM Patient
+    ID (what the DICOM server recorded before issue 16). For the audit page (alliance.audit lookups)."""
     patients = Patient.objects.filter(issuer__alliance_id=alliance_id)
     if patient_id.strip():
         patients = patients.filter(patient_id__iexact=patient_id.strip())
@@ -191,3 +191,10 @@ def study_audit_keys(alliance_id: int, key: str) -> list[str]:
     key = key.strip()
     studies = Study.objects.filter(institution__alliance_id=alliance_id)
     return list(studies.filter(Q(study_uid=key) | Q(accession_number=key)).values_list("study_uid", flat=True)[:50])
+
+
+def patient_audit_labels(keys: list[str]) -> dict[str, str]:
+    """How the audit page shows its patient column: the index key ("13") as "P-1001 王芳 (Wang Fang)"."""
+    pks = {int(k) for key in keys for k in key.split(",") if k.isdigit()}
+    rows = Patient.objects.filter(pk__in=pks).only("pk", "patient_id", "name")
+    return {str(p.pk): f"{p.patient_id} {p.display_name}".strip() for p in rows}

@@ -96,6 +96,7 @@ def test_columns_are_readable_detail_as_text_and_institutions_by_name(looked: An
     html = page.content.decode()
     assert "via: viewer" in html and "{&#x27;via&#x27;" not in html
     assert "Clinic A" in html
+    assert "P-1001 王芳 (WANG FANG)" in html  # the patient as people know them, not the index key
     assert "Times in Asia/Shanghai." in html
 
 
@@ -105,6 +106,7 @@ def test_the_csv_gives_iso_8601_times_with_the_zone_and_institution_names(looked
     assert {row["action"] for row in rows} == {"study.view", "dicom.find"}
     assert all(row["time"].endswith("+08:00") for row in rows)
     assert {row["actor_institution"] for row in rows} == {"Clinic A"}
+    assert {row["patient_label"] for row in rows} == {"P-1001 王芳 (WANG FANG)", "P-1001"}
 
 
 def test_the_filtered_page_takes_a_fixed_number_of_queries(looked: Any, django_assert_max_num_queries: Any) -> None:
@@ -135,3 +137,19 @@ def test_the_patient_filter_uses_the_index(looked: Any) -> None:
         plan = events.explain()
         cursor.execute("SET enable_seqscan = on")
     assert "patient" in plan and "Index" in plan
+
+
+def test_a_c_find_is_audited_under_the_patient_key_the_pages_use(looked: Any) -> None:
+    from alliance import services
+    from imaging.dicom.handlers import Peer
+    from imaging.dicom.identifiers import QueryRequest
+    from imaging.dimse_services import DjangoServices
+
+    device = services.device_create(institution=looked.clin_a, ae_title="WS_A", host="*", port=104, by=audit.SYSTEM)
+    peer = Peer("WS_A", "CLINA", "127.0.0.1", 4100, principal=device)
+    query = QueryRequest(root="study", level="STUDY", criteria={"PatientID": "P-1001"}, keywords=["PatientID"])
+    assert len(list(DjangoServices(check_host=False).find(peer, query))) == 1
+    event = AuditEvent.objects.get(action="dicom.find", actor_name="WS_A")
+    assert event.patient == str(looked.wang.patient_id)
+    found = shown(client_for(looked.alliance_admin), patient_name="王芳")
+    assert event.pk in {e.pk for e in found}

@@ -149,14 +149,14 @@ def test_a_device_of_the_reading_hospital_never_finds_the_case_study_by_c_find(w
 
 def test_the_case_page_shows_who_has_access_now_and_until_when(world: Any) -> None:
     consult = walk(world, Status.REQUESTED)
-    page = client_for(world.owner).get(f"/consults/{consult.pk}/").content.decode()
+    page = client_for(world.owner).get(f"/consults/{consult.pk}/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
     assert "Every member of CT reading desk" in page and "While the case is open" in page
     services.consult_claim(consult=consult, by=who(world.specialist))
     services.consult_start_report(consult=consult, by=who(world.specialist))
     services.consult_sign(consult=consult, by=who(world.specialist), impression="Normal.")
     (line,) = selectors.access_of_basis(consult.basis)
     assert (line.who, line.kind, line.write) == (world.specialist.display_name, "user", False)
-    page = client_for(world.owner).get(f"/consults/{consult.pk}/").content.decode()
+    page = client_for(world.owner).get(f"/consults/{consult.pk}/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
     assert "Read only" in page and timezone.localtime(line.until).strftime("%Y-%m-%d %H:%M") in page
     assert "Every member of" not in page
 
