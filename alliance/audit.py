@@ -212,17 +212,23 @@ def read_many(request: Any, objs: Sequence[Readable], action: str, bases: Mappin
 # not import it. "patient": (alliance_id, patient_id, name) -> values of AuditEvent.patient;
 # "study": (alliance_id, UID or accession number) -> Study Instance UIDs;
 # "patient_labels": (values of AuditEvent.patient) -> {value: "P-1001 王芳 (Wang Fang)"}.
-_LOOKUPS: dict[str, Callable[..., list[str]]] = {}
+_LOOKUPS: dict[str, Callable[..., Any]] = {}
 
 
-def register_lookup(name: str, lookup: Callable[..., list[str]]) -> None:
+def register_lookup(name: str, lookup: Callable[..., Any]) -> None:
     _LOOKUPS[name] = lookup
 
 
 def lookup(name: str, *args: Any) -> list[str] | None:
-    """The registered lookup's answer, or None when no app registered one."""
+    """The registered lookup's answer (a list of column values), or None when no app registered one."""
     found = _LOOKUPS.get(name)
-    return None if found is None else found(*args)
+    return None if found is None else list(found(*args))
+
+
+def patient_labels(values: list[str]) -> dict[str, str]:
+    """{patient column value: how people read it}, from the registered "patient_labels" lookup."""
+    found = _LOOKUPS.get("patient_labels")
+    return dict(found(values)) if found is not None and values else {}
 
 
 def summary(detail: Any, limit: int = 160) -> str:

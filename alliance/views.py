@@ -126,7 +126,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
         detail={"filters": _filters_of(form), "page": page.number},
     )
     names = _institution_names({e.actor_institution_id for e in page})
-    labels = audit.lookup("patient_labels", [e.patient for e in page if e.patient]) or {}
+    labels = audit.patient_labels([e.patient for e in page if e.patient])
     for event in page:
         event.institution_name = names.get(event.actor_institution_id, "")
         event.summary = audit.summary(event.detail)
@@ -192,11 +192,13 @@ def _csv_rows(events: Any) -> Iterator[str]:
     yield writer.writerow(CSV_COLUMNS)
     for chunk in _chunks(events):  # names and patients looked up once per chunk, not per row
         names = _institution_names({e.actor_institution_id for e in chunk})
-        labels = audit.lookup("patient_labels", [e.patient for e in chunk if e.patient]) or {}
+        labels = audit.patient_labels([e.patient for e in chunk if e.patient])
         for event in chunk:
-            event.actor_institution = names.get(event.actor_institution_id, "")
-            event.patient_label = audit.patient_label(event.patient, labels)
-            row = [getattr(event, column) for column in CSV_COLUMNS]
+            readable = {
+                "actor_institution": names.get(event.actor_institution_id, ""),
+                "patient_label": audit.patient_label(event.patient, labels),
+            }
+            row = [readable[c] if c in readable else getattr(event, c) for c in CSV_COLUMNS]
             row[0] = timezone.localtime(event.time).isoformat()  # ISO 8601 with the reader's zone offset
             row[-1] = json.dumps(event.detail, ensure_ascii=False, sort_keys=True)
             yield writer.writerow([_csv_safe(value) for value in row])
