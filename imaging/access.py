@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from alliance.access import Principal
 from alliance.models import Institution, Role
-from imaging.models import BreakGlassReview, Study, StudyGroupGrant, StudyUserGrant
+from imaging.models import BreakGlassReview, Patient, Study, StudyGroupGrant, StudyUserGrant
 
 READ = "read_study"
 WRITE = "change_study"
@@ -157,3 +157,15 @@ def active_break_glass(principal: Principal, study: StudyRef) -> BreakGlassRevie
     if kind != "break-glass" or not number.isdigit():
         return None
     return BreakGlassReview.objects.filter(pk=int(number), user=principal.user).first()
+
+
+# --- study maintenance ----------------------------------------------------------------
+
+
+def may_correct_patient(principal: Principal, patient: Patient) -> bool:
+    """An admin of the institution that issued the Patient ID corrects its demographics (one issuer)."""
+    return (
+        principal.doctor is not None
+        and principal.has_role(Role.INSTITUTION_ADMIN)
+        and patient.issuer_id == principal.institution_id
+    )

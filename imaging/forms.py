@@ -88,3 +88,21 @@ class BreakGlassReviewForm(forms.Form):
     comment = forms.CharField(
         label=_("Comment"), max_length=2000, required=False, widget=forms.Textarea(attrs={"rows": 2})
     )
+
+
+class PatientCorrectionForm(forms.Form):
+    name = forms.CharField(
+        label=_("Patient name"),
+        max_length=324,
+        required=False,
+        help_text=_("As DICOM writes it: family^given, then = and the Chinese characters, e.g. WANG^FANG=王^芳"),
+    )
+    birth_date = forms.DateField(
+        label=_("Birth date"), required=False, widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
+    )
+    sex = forms.ChoiceField(
+        label=_("Sex"),
+        required=False,
+        choices=[("", _("Unknown")), ("M", _("male")), ("F", _("female")), ("O", _("other"))],
+    )
+    reason = forms.CharField(label=_("Reason"), max_length=500, widget=forms.Textarea(attrs={"rows": 2}))

@@ -38,6 +38,8 @@ class Patient(models.Model):
     birth_date = models.DateField(_("birth date"), null=True, blank=True)  # (0010,0030) DA
     sex = models.CharField(_("sex"), max_length=16, blank=True)  # (0010,0040) CS
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set when an admin corrected the demographics (imaging.maintenance); ingest then keeps them.
+    corrected_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = _("patient")

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from imaging import emergency, views
+from imaging import emergency, maintenance_views, views
 
 app_name = "imaging"
 
@@ -19,6 +19,7 @@ urlpatterns = [
     path("break-glass/", emergency.break_glass, name="break_glass"),
     path("break-glass/reviews/", emergency.break_glass_reviews, name="break_glass_reviews"),
     path("break-glass/reviews/<int:pk>/", emergency.break_glass_review, name="break_glass_review"),
+    path("patients/<int:pk>/correct/", maintenance_views.patient_correct, name="patient_correct"),
     path("upload/", views.upload, name="upload"),
     path("upload/files/", views.upload_files, name="upload_files"),
 ]

@@ -102,6 +102,7 @@ def study_detail(request: HttpRequest, study_uid: str) -> HttpResponse:
         "badge_url": basis_url(basis),
         "own_study": basis == access.OWN_INSTITUTION,  # consults' context processor adds may_request_consult
         "emergency": access.active_break_glass(principal, study),
+        "may_correct_patient": access.may_correct_patient(principal, study.patient),
     }
     return render(request, "imaging/study_detail.html", context)
 
