@@ -62,7 +62,7 @@ def studies_visible_to(principal: Principal) -> QuerySet[Study]:
     visible = Q(institution_id=principal.institution_id) if principal.sees_own_institution else Q(pk__in=[])
     for grants in _grants(principal, READ):
         visible |= Q(Exists(grants.filter(content_object=OuterRef("pk"))))
-    return Study.objects.filter(visible)
+    return Study.objects.filter(visible, deleted_at__isnull=True)  # a deleted study is gone for everyone
 
 
 def get_study_for(principal: Principal, study_uid: str) -> Study:
@@ -160,6 +160,16 @@ def active_break_glass(principal: Principal, study: StudyRef) -> BreakGlassRevie
 
 
 # --- study maintenance ----------------------------------------------------------------
+
+
+def may_delete_study(principal: Principal, study: Study) -> bool:
+    """An admin of the institution that owns the study deletes it (soft, with a reason)."""
+    return (
+        principal.doctor is not None
+        and principal.has_role(Role.INSTITUTION_ADMIN)
+        and study.institution_id == principal.institution_id
+        and study.deleted_at is None
+    )
 
 
 def may_correct_patient(principal: Principal, patient: Patient) -> bool:

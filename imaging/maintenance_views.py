@@ -8,6 +8,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
 
 from alliance import audit
 from alliance.access import principal_of
@@ -46,3 +47,20 @@ def patient_correct(request: HttpRequest, pk: int) -> HttpResponse:
         source=audit.source_of(request),
     )
     return render(request, "imaging/patient_correct.html", {"form": form, "patient": patient, "study": study})
+
+
+@require_POST
+@login_required
+def study_delete(request: HttpRequest, study_uid: str) -> HttpResponse:
+    principal = principal_of(request)
+    study = access.get_study_for(principal, study_uid)
+    if not access.may_delete_study(principal, study):
+        raise PermissionDenied(_("Only an admin of the institution that owns the study deletes it."))
+    try:
+        maintenance.study_delete(by=principal, study=study, reason=request.POST.get("reason", ""))
+    except ValidationError:
+        messages.error(request, _("Say why the study is deleted."))
+        return redirect("imaging:study_detail", study_uid=study.study_uid)
+    days = maintenance.RETENTION_DAYS
+    messages.success(request, _("The study is deleted; its files are removed after %(days)d days.") % {"days": days})
+    return redirect("imaging:study_list")

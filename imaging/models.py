@@ -83,6 +83,10 @@ class Study(models.Model):
     size_bytes = models.BigIntegerField(default=0)
     received_at = models.DateTimeField(_("received"), auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Soft delete by an institution admin (imaging.maintenance): hidden from every door at once,
+    # its files kept until the retention job (purge_deleted_studies) removes them.
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    deleted_reason = models.TextField(blank=True, default="", db_default="")  # raw inserts (index.py) omit it
 
     class Meta:
         verbose_name = _("study")

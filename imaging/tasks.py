@@ -21,7 +21,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from alliance.celery import app as celery_app
-from imaging import grants, reconcile, render
+from imaging import grants, maintenance, reconcile, render
 from imaging.models import BreakGlassReview, Instance
 
 log = logging.getLogger(__name__)
@@ -218,3 +218,9 @@ def send_break_glass_email(review_id: int) -> int:
             "link": link,
         }
         return send_mail(subject, body, None, [user.email for user in admins])
+
+
+@shared_task(acks_late=True)
+def purge_deleted_studies() -> int:
+    """The daily retention sweep of soft-deleted studies (imaging.maintenance)."""
+    return maintenance.purge_deleted_studies()

@@ -104,3 +104,61 @@ def test_the_page_corrects_and_says_what_the_files_keep(stored: Any) -> None:
     assert done.status_code == 302
     stored.patient.refresh_from_db()
     assert (stored.patient.name, stored.patient.sex) == ("WANG^FANG=王^芳", "F")
+
+
+# --- soft delete and retention ------------------------------------------------------------
+
+
+def test_a_deleted_study_is_gone_from_every_door_at_once(stored: Any) -> None:
+    from imaging.models import Study
+
+    admin = client_for(stored.inst_admin_a)
+    assert 'id="delete-study"' in admin.get(f"/imaging/studies/{stored.study_uid}/").content.decode()
+    refused = admin.post(f"/imaging/studies/{stored.study_uid}/delete/", {"reason": ""})
+    assert refused.status_code == 302 and Study.objects.get(study_uid=stored.study_uid).deleted_at is None
+    assert admin.post(f"/imaging/studies/{stored.study_uid}/delete/", {"reason": "Wrong patient."}).status_code == 302
+    assert client_for(stored.owner).get(f"/imaging/studies/{stored.study_uid}/").status_code == 404
+    api = token_client(stored.owner)
+    assert api.get(f"/api/v1/studies/{stored.study_uid}/").status_code == 404
+    qido = api.get(f"/dicomweb/studies?StudyInstanceUID={stored.study_uid}", HTTP_ACCEPT="application/dicom+json")
+    assert qido.status_code == 204 or qido.json() == []
+    device = services.device_create(institution=stored.clin_a, ae_title="WS_A", host="*", port=104, by=audit.SYSTEM)
+    peer = Peer("WS_A", "CLINA", "127.0.0.1", 4100, principal=device)
+    query = QueryRequest(root="study", level="STUDY", criteria={"PatientID": "P-77"}, keywords=[])
+    assert list(DjangoServices(check_host=False).find(peer, query)) == []
+    event = AuditEvent.objects.get(action="study.delete")
+    assert event.detail["reason"] == "Wrong patient."
+
+
+def test_only_the_owning_admin_deletes(stored: Any) -> None:
+    for persona in ("owner", "hosp_admin", "alliance_admin"):
+        answer = client_for(getattr(stored, persona)).post(
+            f"/imaging/studies/{stored.study_uid}/delete/", {"reason": "x"}
+        )
+        assert answer.status_code in (403, 404), persona
+
+
+def test_the_retention_job_removes_rows_and_files_after_30_days_and_storage_stays_consistent(
+    stored: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from datetime import timedelta
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    from imaging import storage
+    from imaging.models import Instance, Study
+
+    study = Study.objects.get(study_uid=stored.study_uid)
+    keys = list(Instance.objects.filter(series__study=study).values_list("storage_key", flat=True))
+    maintenance.study_delete(by=resolve_principal(stored.inst_admin_a.user), study=study, reason="Duplicate.")
+    assert maintenance.purge_deleted_studies(now=timezone.now() + timedelta(days=29)) == 0
+    assert all(storage.dicom_storage().exists(k) for k in keys)  # kept during retention
+    with django_capture_on_commit_callbacks(execute=True):
+        assert maintenance.purge_deleted_studies(now=timezone.now() + timedelta(days=31)) == 1
+    assert not Study.objects.filter(pk=study.pk).exists() and not Instance.objects.filter(storage_key__in=keys).exists()
+    assert not any(storage.dicom_storage().exists(k) for k in keys)
+    assert AuditEvent.objects.filter(action="study.purge", object_id=stored.study_uid).exists()
+    out = StringIO()
+    call_command("dicom_storage_check", "--older-than", "1", stdout=out)  # exits 1 if anything is wrong
