@@ -15,9 +15,20 @@ from typing import Any
 from django.contrib.auth.models import Group
 from django.db import connection
 from django.db.models import Q, QuerySet
+from django.utils.translation import gettext
 
 from alliance import audit
-from alliance.models import Alliance, AuditEvent, Department, Device, Doctor, Institution, Pool, Role
+from alliance.models import (
+    MODULE_LABELS,
+    Alliance,
+    AuditEvent,
+    Department,
+    Device,
+    Doctor,
+    Institution,
+    Pool,
+    Role,
+)
 
 CLINICAL_ROLES: frozenset[str] = frozenset({Role.CLINICIAN, Role.SPECIALIST, Role.INSTITUTION_ADMIN})
 
@@ -98,7 +109,7 @@ class Principal:
 
     def has_module(self, module: str) -> bool:
         """Whether the doctor's institution has this capability switched on (C11: what is off is absent)."""
-        return self.doctor is not None and module in self.doctor.institution.modules
+        return self.doctor is not None and module_on(self, module)
 
     @property
     def sees_own_institution(self) -> bool:
@@ -162,6 +173,72 @@ def principal_of(request: Any) -> Principal:
         principal = resolve_principal(user)
         request.principal = principal
     return principal
+
+
+# --- module switches (C11) ------------------------------------------------------------
+
+IMAGE_STORE = "image_store"
+CONSULTS = "consults"
+REFERRALS = "referrals"
+CLOUD_FILM = "cloud_film"
+TEACHING = "teaching"
+
+# Which module switches the views of a Python package on and off, by the longest matching
+# prefix of the view's module: every page, REST endpoint and DICOMweb route of an app
+# obeys its switch without a line in the app (alliance.middleware.ModuleSwitchMiddleware
+# for pages, alliance.api.permissions.IsActiveDoctor for the REST API and DICOMweb).
+# A view elsewhere names its module with alliance.access.switched_by.
+MODULE_OF_PACKAGE: dict[str, str] = {
+    "imaging": IMAGE_STORE,
+    "imaging.films": CLOUD_FILM,
+    "consults": CONSULTS,
+    "referrals": REFERRALS,
+    "teaching": TEACHING,
+}
+
+
+def module_on(principal: Principal, module: str) -> bool:
+    """Whether the principal's institution (a doctor's or a device's) has the module switched on."""
+    institution = principal.institution
+    return institution is not None and module in institution.modules
+
+
+def module_of_view(view: Any) -> str | None:
+    """The module that switches a view (a function, an as_view() function or a view instance)."""
+    named = getattr(view, "switched_by", None) or getattr(getattr(view, "view_class", None), "switched_by", None)
+    if named:
+        return str(named)
+    package = getattr(view, "__module__", "") or type(view).__module__
+    found = [prefix for prefix in MODULE_OF_PACKAGE if package == prefix or package.startswith(prefix + ".")]
+    return MODULE_OF_PACKAGE[max(found, key=len)] if found else None
+
+
+def switched_by(module: str) -> Any:
+    """Mark a view (function or class) outside MODULE_OF_PACKAGE as part of a module."""
+
+    def mark(view: Any) -> Any:
+        view.switched_by = module
+        return view
+
+    return mark
+
+
+def module_refused(principal: Principal, view: Any) -> str | None:
+    """The module a view belongs to when it is switched off for the principal's institution
+    (None: the view may run, and its own access functions decide). Nobody signed in is
+    left to the view, which sends them to sign in."""
+    module = module_of_view(view)
+    if module is None or principal.institution is None or module_on(principal, module):
+        return None
+    return module
+
+
+def module_off_message(module: str, institution: Any) -> str:
+    """What a refused request of a switched-off module is told (page, REST API, DICOMweb)."""
+    return gettext("%(module)s is switched off for %(institution)s.") % {
+        "module": MODULE_LABELS.get(module, module),
+        "institution": institution,
+    }
 
 
 # --- membership administration --------------------------------------------------------

@@ -10,7 +10,7 @@ with them as the statement `insert_prepared` gives.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack
@@ -203,3 +203,50 @@ def read_many(request: Any, objs: Sequence[Readable], action: str, bases: Mappin
         source=source_of(request),
         detail={"via": via} if via else None,
     )
+
+
+# --- lookups for the audit page -------------------------------------------------------
+
+# How the audit page turns what an admin knows (a Patient ID, a name, an accession number)
+# into what the trail holds. The imaging app registers them (AppConfig.ready): alliance may
+# not import it. "patient": (alliance_id, patient_id, name) -> values of AuditEvent.patient;
+# "study": (alliance_id, UID or accession number) -> Study Instance UIDs;
+# "patient_labels": (values of AuditEvent.patient) -> {value: "P-1001 王芳 (Wang Fang)"}.
+_LOOKUPS: dict[str, Callable[..., Any]] = {}
+
+
+def register_lookup(name: str, lookup: Callable[..., Any]) -> None:
+    _LOOKUPS[name] = lookup
+
+
+def lookup(name: str, *args: Any) -> list[str] | None:
+    """The registered lookup's answer (a list of column values), or None when no app registered one."""
+    found = _LOOKUPS.get(name)
+    return None if found is None else list(found(*args))
+
+
+def patient_labels(values: list[str]) -> dict[str, str]:
+    """{patient column value: how people read it}, from the registered "patient_labels" lookup."""
+    found = _LOOKUPS.get("patient_labels")
+    return dict(found(values)) if found is not None and values else {}
+
+
+def summary(detail: Any, limit: int = 160) -> str:
+    """An event's detail as short text: "from: requested; to: accepted" rather than a dict."""
+    if not isinstance(detail, dict):
+        return str(detail)[:limit]
+    parts = []
+    for key, value in detail.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, list | tuple):
+            value = ", ".join(str(v) for v in value)
+        if value not in ("", None):
+            parts.append(f"{key}: {value}")
+    text = "; ".join(parts)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def patient_label(value: str, labels: Mapping[str, str]) -> str:
+    """The patient column as people read it (several patients are comma-separated)."""
+    return ", ".join(labels.get(part, part) for part in value.split(",")) if value else ""

@@ -6,33 +6,62 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from django import forms
-from django.db.models import QuerySet
+from django.contrib.auth import get_user_model
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from alliance import audit
 from alliance.models import AuditEvent, Institution
+
+User = get_user_model()
+
+
+def _actor_matches(text: str) -> Q:
+    """A doctor by user name or by name (their user ids), or a device by AE title."""
+    text = text.strip()
+    named = User.objects.filter(Q(first_name__icontains=text) | Q(last_name__icontains=text))
+    ids = [str(pk) for pk in named.values_list("pk", flat=True)[:200]]
+    return Q(actor_name__icontains=text) | Q(actor_type="user", actor_id__in=ids)
 
 
 class AuditFilterForm(forms.Form):
     date_from = forms.DateField(label=_("From"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
     date_to = forms.DateField(label=_("To"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    actor = forms.CharField(label=_("Actor"), required=False, max_length=200, help_text=_("User name or AE title"))
+    patient_id = forms.CharField(label=_("Patient ID"), required=False, max_length=64, help_text=_("As on the images"))
+    patient_name = forms.CharField(
+        label=_("Patient name"), required=False, max_length=200, help_text=_("Every word must occur, e.g. 王芳")
+    )
+    study = forms.CharField(
+        label=_("Study"), required=False, max_length=64, help_text=_("Study Instance UID or accession number")
+    )
+    actor = forms.CharField(
+        label=_("Doctor or device"), required=False, max_length=200, help_text=_("User name, name or AE title")
+    )
     institution = forms.ModelChoiceField(
-        label=_("Institution"), required=False, queryset=Institution.objects.none(), empty_label=_("All")
+        label=_("Institution"),
+        required=False,
+        queryset=Institution.objects.none(),
+        empty_label=_("All"),
+        error_messages={"invalid_choice": _("No institution of your alliance has this id.")},
     )
     action = forms.CharField(
-        label=_("Action"), required=False, max_length=64, help_text=_("Starts with, e.g. doctor. or login")
+        label=_("Action"), required=False, max_length=64, help_text=_("Starts with, e.g. study. or login")
     )
     object_type = forms.CharField(label=_("Object type"), required=False, max_length=64)
     object_id = forms.CharField(label=_("Object ID"), required=False, max_length=128)
-    patient = forms.CharField(label=_("Patient"), required=False, max_length=200)
     outcome = forms.ChoiceField(
         label=_("Outcome"), required=False, choices=[("", _("All")), *AuditEvent.Outcome.choices]
     )
 
-    def __init__(self, *args: Any, institutions: QuerySet[Institution], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, institutions: QuerySet[Institution], alliance_id: int | None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["institution"].queryset = institutions  # type: ignore[attr-defined]
+        self.alliance_id = alliance_id
+
+    def bad_fields(self) -> list[str]:
+        """The labels of the filters that are not valid, for the message above the results."""
+        return [str(self.fields[name].label) for name in self.errors if name in self.fields]
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -50,7 +79,7 @@ class AuditFilterForm(forms.Form):
         if data.get("date_to"):
             events = events.filter(time__lt=datetime.combine(data["date_to"] + timedelta(days=1), time.min, tzinfo=tz))
         if data.get("actor"):
-            events = events.filter(actor_name__icontains=data["actor"])
+            events = events.filter(_actor_matches(data["actor"]))
         if data.get("institution"):
             events = events.filter(actor_institution_id=data["institution"].pk)
         if data.get("action"):
@@ -59,8 +88,12 @@ class AuditFilterForm(forms.Form):
             events = events.filter(object_type__iexact=data["object_type"])
         if data.get("object_id"):
             events = events.filter(object_id=data["object_id"])
-        if data.get("patient"):
-            events = events.filter(patient=data["patient"])
+        if data.get("patient_id") or data.get("patient_name"):
+            keys = audit.lookup("patient", self.alliance_id, data.get("patient_id", ""), data.get("patient_name", ""))
+            events = events.filter(patient__in=keys or [])
+        if data.get("study"):
+            uids = audit.lookup("study", self.alliance_id, data["study"]) or [data["study"].strip()]
+            events = events.filter(object_id__in=uids)
         if data.get("outcome"):
             events = events.filter(outcome=data["outcome"])
         return events

@@ -3,15 +3,17 @@ and 503 rather than 500 while the database is unavailable."""
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import logout
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.template import loader
 from django.utils.translation import gettext
 
-from alliance.access import resolve_principal
+from alliance.access import module_off_message, module_refused, principal_of, resolve_principal
 from alliance.pdf import MissingFont
 
 log = logging.getLogger(__name__)
@@ -96,3 +98,32 @@ def database_unavailable(request: HttpRequest, exception: BaseException) -> Http
         response = HttpResponse(loader.render_to_string("503.html", {"message": message}), status=503)
     response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
+
+
+class ModuleSwitchMiddleware:
+    """A page of a module switched off for the doctor's institution answers 404 with a page that
+    says so (C11: what is off is absent). Token requests are decided by the REST API's
+    permission (alliance.api.permissions.IsActiveDoctor) once the token is read."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_view(
+        self, request: HttpRequest, view: Callable[..., Any], args: Any, kwargs: Any
+    ) -> HttpResponse | None:
+        principal = principal_of(request)
+        module = module_refused(principal, view)
+        if module is None:
+            return None
+        return module_off(request, module, principal.institution)
+
+
+def module_off(request: HttpRequest, module: str, institution: Any) -> HttpResponse:
+    """404: JSON in the API's error format for the API and DICOMweb, else a page."""
+    message = module_off_message(module, institution)
+    if request.path_info.startswith(_JSON_PREFIXES) or "application/json" in request.headers.get("Accept", ""):
+        return JsonResponse({"error": {"code": "module_off", "message": message, "fields": {}}}, status=404)
+    return render(request, "module_off.html", {"message": message, "module": module}, status=404)

@@ -14,6 +14,17 @@ ae_title_validator = RegexValidator(
 )
 
 
+# The capabilities an institution may have switched on (C11), as people read them; the codes
+# are alliance.services.ALL_MODULES and alliance.access decides what a switch turns off.
+MODULE_LABELS = {
+    "image_store": _("Image store"),
+    "consults": _("Remote consults"),
+    "referrals": _("Referrals"),
+    "cloud_film": _("Cloud film"),
+    "teaching": _("Teaching files"),
+}
+
+
 class Alliance(models.Model):
     name = models.CharField(_("name"), max_length=200, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -19,7 +19,17 @@ from django.utils.translation import gettext as _
 from rest_framework.authtoken.models import Token
 
 from alliance import audit
-from alliance.models import Alliance, Department, Device, Doctor, Institution, Pool, Role, Specialty
+from alliance.models import (
+    Alliance,
+    AllianceSettings,
+    Department,
+    Device,
+    Doctor,
+    Institution,
+    Pool,
+    Role,
+    Specialty,
+)
 
 User = get_user_model()
 
@@ -457,3 +467,46 @@ def device_update(*, device: Device, by: audit.Actor, **fields: Any) -> Device:
         device.save()
         audit.record(actor=by, action="device.update", object_type="device", object_id=device.pk, detail=changed)
     return device
+
+
+# --- alliance-wide settings -------------------------------------------------------------
+
+SETTINGS_FIELDS = (
+    "reader_access_days",
+    "referral_access_days",
+    "break_glass_hours",
+    "film_check",
+    "film_expiry_days",
+    "film_max_openings",
+    "film_on_sign",
+    "film_show_doctor_names",
+    "film_sheets",
+    "film_sheet_cost",
+)
+
+
+def _check_film_sheets(sheets: Any) -> None:
+    valid = isinstance(sheets, dict) and all(
+        isinstance(k, str) and k.strip() and isinstance(v, int) and 0 <= v <= 100 for k, v in sheets.items()
+    )
+    if not valid:
+        raise ValidationError({"film_sheets": _("Give whole numbers of sheets (0 to 100) per modality, e.g. CT: 2.")})
+
+
+@transaction.atomic
+def alliance_settings_update(*, alliance: Alliance, by: audit.Actor, **fields: Any) -> AllianceSettings:
+    """Change the alliance's knobs (alliance.access.settings_of reads them); only what changed is audited."""
+    unknown = set(fields) - set(SETTINGS_FIELDS)
+    if unknown:
+        raise ValidationError({name: _("Unknown setting.") for name in sorted(unknown)})
+    if "film_sheets" in fields:
+        _check_film_sheets(fields["film_sheets"])
+    row, _created = AllianceSettings.objects.select_for_update().get_or_create(alliance=alliance)
+    changed = _changes(row, fields)
+    if changed:
+        row.full_clean()
+        row.save()
+        audit.record(
+            actor=by, action="alliance.settings", object_type="alliance", object_id=alliance.pk, detail=changed
+        )
+    return row

@@ -60,6 +60,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "alliance.middleware.ActiveDoctorMiddleware",
+    "alliance.middleware.ModuleSwitchMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "alliance.middleware.ContentSecurityPolicyMiddleware",
@@ -83,6 +84,7 @@ TEMPLATES = [
                 "alliance.context_processors.doctor",
                 "consults.context_processors.consults",
                 "referrals.context_processors.referrals",
+                "imaging.context_processors.imaging",
             ],
         },
     },
@@ -292,6 +294,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "owed-renders": {"task": "imaging.tasks.requeue_owed_renders", "schedule": float(RETRY_SWEEP_SECONDS)},
     "stale-temp-files": {"task": "imaging.tasks.remove_stale_temp_files", "schedule": 3600.0},
     "figures-received-days": {"task": "imaging.tasks.roll_up_received_days", "schedule": 3600.0},
+    "deleted-studies": {"task": "imaging.tasks.purge_deleted_studies", "schedule": 86400.0},
 }
 
 # --- REST API -------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
+from django.utils.translation import gettext
 from django.views import defaults
 
 from alliance import access, audit
@@ -99,7 +100,8 @@ def _audit_search(request: HttpRequest) -> tuple[AuditFilterForm, Any]:
     if not access.may_read_audit(principal):
         raise PermissionDenied
     institutions = access.institutions_managed_by(principal)
-    form = AuditFilterForm(request.GET or None, institutions=institutions)
+    alliance_id = principal.doctor.institution.alliance_id if principal.doctor is not None else None
+    form = AuditFilterForm(request.GET or None, institutions=institutions, alliance_id=alliance_id)
     events = access.audit_events_visible_to(principal)
     if form.is_bound and form.is_valid():
         events = form.filter(events)
@@ -123,16 +125,24 @@ def audit_log(request: HttpRequest) -> HttpResponse:
         source=audit.source_of(request),
         detail={"filters": _filters_of(form), "page": page.number},
     )
-    names = dict(Institution.objects.filter(pk__in={e.actor_institution_id for e in page}).values_list("pk", "name"))
+    names = _institution_names({e.actor_institution_id for e in page})
+    labels = audit.patient_labels([e.patient for e in page if e.patient])
     for event in page:
         event.institution_name = names.get(event.actor_institution_id, "")
+        event.summary = audit.summary(event.detail)
+        event.patient_label = audit.patient_label(event.patient, labels)
     query = request.GET.copy()
     query.pop("page", None)
-    return render(
-        request,
-        "alliance/audit_log.html",
-        {"form": form, "page_obj": page, "query_string": query.urlencode()},
-    )
+    context = {"form": form, "page_obj": page, "query_string": query.urlencode(), "bad_fields": _bad_fields(form)}
+    return render(request, "alliance/audit_log.html", context)
+
+
+def _institution_names(ids: set[int | None]) -> dict[int | None, str]:
+    return dict(Institution.objects.filter(pk__in=[i for i in ids if i]).values_list("pk", "name"))
+
+
+def _bad_fields(form: AuditFilterForm) -> str:
+    return ", ".join(form.bad_fields()) if form.is_bound and not form.is_valid() else ""
 
 
 CSV_COLUMNS = (
@@ -141,10 +151,12 @@ CSV_COLUMNS = (
     "actor_id",
     "actor_name",
     "actor_institution_id",
+    "actor_institution",
     "action",
     "object_type",
     "object_id",
     "patient",
+    "patient_label",
     "basis",
     "source",
     "outcome",
@@ -163,20 +175,42 @@ def _csv_safe(value: Any) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
+def _chunks(events: Any, size: int = 2000) -> Iterator[list[AuditEvent]]:
+    chunk: list[AuditEvent] = []
+    for event in events.iterator(chunk_size=size):
+        chunk.append(event)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def _csv_rows(events: Any) -> Iterator[str]:
     writer = csv.writer(_Echo())
     yield "\ufeff"  # a byte-order mark, so that spreadsheet programs read the Chinese as UTF-8
     yield writer.writerow(CSV_COLUMNS)
-    for event in events.iterator(chunk_size=2000):
-        row = [getattr(event, column) for column in CSV_COLUMNS]
-        row[0] = event.time.isoformat()
-        row[-1] = json.dumps(event.detail, ensure_ascii=False, sort_keys=True)
-        yield writer.writerow([_csv_safe(value) for value in row])
+    for chunk in _chunks(events):  # names and patients looked up once per chunk, not per row
+        names = _institution_names({e.actor_institution_id for e in chunk})
+        labels = audit.patient_labels([e.patient for e in chunk if e.patient])
+        for event in chunk:
+            readable = {
+                "actor_institution": names.get(event.actor_institution_id, ""),
+                "patient_label": audit.patient_label(event.patient, labels),
+            }
+            row = [readable[c] if c in readable else getattr(event, c) for c in CSV_COLUMNS]
+            row[0] = timezone.localtime(event.time).isoformat()  # ISO 8601 with the reader's zone offset
+            row[-1] = json.dumps(event.detail, ensure_ascii=False, sort_keys=True)
+            yield writer.writerow([_csv_safe(value) for value in row])
 
 
 @login_required
-def audit_csv(request: HttpRequest) -> StreamingHttpResponse:
+def audit_csv(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     form, events = _audit_search(request)
+    bad = _bad_fields(form)
+    if bad:
+        message = gettext("These filters are not valid: %(fields)s.") % {"fields": bad}
+        return HttpResponse(message, status=400, content_type="text/plain; charset=utf-8")
     audit.record(
         actor=access.principal_of(request).actor,
         action="audit.export",

@@ -8,8 +8,11 @@ class ConsultsConfig(AppConfig):
 
     def ready(self) -> None:
         from alliance import figures
+        from alliance.modules import register_open_cases
+        from consults.access import CONSULTS_MODULE
         from consults.figures import compute
         from consults.films import ConsultFilms
+        from consults.selectors import open_cases_at
         from imaging.films import register_case_kind
 
         figures.register(
@@ -20,3 +23,4 @@ class ConsultsConfig(AppConfig):
             description=_("Volume, turnaround against the deadlines, breaches, the backlog now and who reads."),
         )
         register_case_kind("consult", ConsultFilms())
+        register_open_cases(CONSULTS_MODULE, open_cases_at)

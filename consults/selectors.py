@@ -11,9 +11,11 @@ from typing import Any
 
 from django.db.models import Count, F, Prefetch, Q, QuerySet, Value
 from django.db.models.functions import Coalesce
+from django.utils.translation import gettext as _
 
 from alliance.access import Principal
 from alliance.models import Role
+from alliance.modules import OpenCases
 from consults import access, clock
 from consults.models import (
     CLOSED_STATUSES,
@@ -191,3 +193,22 @@ def policy_table(alliance: Any) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def open_cases_at(institution: Any) -> OpenCases | None:
+    """Open consults requested by or sent to the institution, and what switching consults off
+    there does to them (alliance.modules asks before the switch)."""
+    open_ = Consult.objects.filter(status__in=OPEN_STATUSES)
+    requested = open_.filter(requesting_institution=institution).count()
+    received = open_.filter(
+        Q(pool__institution=institution) | Q(pool__isnull=True, specialist__institution=institution)
+    )
+    sent_to = received.count()
+    if not requested and not sent_to:
+        return None
+    consequence = _(
+        "Open consults: %(requested)d requested by %(name)s, %(received)d sent to it. While consults are "
+        "off its doctors can neither see nor act on them; the other side can still work on them, their "
+        "deadlines keep running, and they are back when consults are switched on again."
+    ) % {"requested": requested, "received": sent_to, "name": institution.name}
+    return OpenCases(module=access.CONSULTS_MODULE, count=requested + sent_to, consequence=consequence)

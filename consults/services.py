@@ -21,7 +21,7 @@ from django.db.models import Q
 from django.utils.translation import gettext as _
 
 from alliance import audit
-from alliance.access import AccessDenied, Principal, institution_admins_of
+from alliance.access import AccessDenied, Principal, institution_admins_of, settings_of
 from consults import access, clock, tasks  # tasks names services only when one runs
 from consults.models import (
     DEFAULT_POLICY,
@@ -184,8 +184,29 @@ def _grant_case(consult: Consult, grantee: Grantee, by: Principal | None) -> Non
         grants.grant_study(study=study, grantee=grantee, basis=consult.basis, by=_actor(by), write=True)
 
 
-def _revoke_case(consult: Consult, by: Principal | None, write_only: bool = False) -> None:
-    grants.revoke_grants(basis=consult.basis, by=_actor(by), write_only=write_only)
+def _revoke_case(consult: Consult, by: Principal | None) -> None:
+    grants.revoke_grants(basis=consult.basis, by=_actor(by))
+
+
+def _candidate_grantees(consult: Consult) -> list[Grantee]:
+    """Who may claim, as grantees: the named specialist, and the pool once the case is pool-wide."""
+    grantees = [Grantee(user=_set(consult.specialist).user)] if consult.specialist_id else []
+    if consult.pool_id and (consult.specialist_id is None or consult.widened_at):
+        grantees.append(Grantee.pool(_set(consult.pool)))
+    return grantees
+
+
+def _narrow_case(consult: Consult, grantees: list[Grantee], by: Principal | None) -> None:
+    """The case's images go to exactly these grantees (the claimer; or the candidates again)."""
+    grants.narrow_grants(
+        basis=consult.basis, studies=consult.studies.select_related("patient"), grantees=grantees, by=_actor(by)
+    )
+
+
+def _close_case(consult: Consult, by: Principal | None, now: datetime) -> None:
+    """The reader keeps read-only access for the alliance's reader_access_days, then none."""
+    days = settings_of(consult.requesting_institution.alliance_id).reader_access_days
+    grants.close_case_grants(basis=consult.basis, read_until=now + timedelta(days=days), by=_actor(by))
 
 
 def policy_for(alliance_id: int, priority: str) -> tuple[timedelta, timedelta]:
@@ -308,6 +329,7 @@ def consult_claim(*, consult: Consult, by: Principal) -> Consult:
     consult.claimed_at = now
     consult.claim_due_at = now + timedelta(seconds=consult.claim_timeout_seconds)
     consult.save()
+    _narrow_case(consult, [Grantee(user=by.user)], by)
     _log(consult, "claim", previous, by, now)
     _notify(consult, [consult.requester.user], "claim", now, by)
     return consult
@@ -348,8 +370,9 @@ def consult_release(*, consult: Consult, by: Principal | None = None, reason: st
     consult.owner = None
     consult.claim_due_at = now + timedelta(seconds=consult.claim_timeout_seconds)
     if widen:
-        _widen(consult, by, now)
+        consult.widened_at = consult.widened_at or now
     consult.save()
+    _narrow_case(consult, _candidate_grantees(consult), by)
     _log(consult, "release", previous, by, now, reason)
     _notify(consult, [former_owner, consult.requester.user, *_candidate_users(consult)], "release", now, by)
     return consult
@@ -487,7 +510,7 @@ def consult_sign(
     consult.status = Status.COMPLETED
     consult.completed_at = now
     consult.save()
-    _revoke_case(consult, by, write_only=True)
+    _close_case(consult, by, now)
     _log(consult, "sign", previous, by, now)
     # The patient's cloud film of the answered case, if the alliance has it made on signing.
     films.film_on_sign(
@@ -558,7 +581,7 @@ def consult_fail(*, consult: Consult, by: Principal, reason: str) -> Consult:
     consult.status = Status.FAILED
     consult.reason = reason
     consult.save()
-    _revoke_case(consult, by, write_only=True)
+    _close_case(consult, by, now)
     _log(consult, "fail", previous, by, now, reason)
     _notify(consult, [consult.requester.user], "fail", now, by)
     return consult

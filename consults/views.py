@@ -23,6 +23,7 @@ from consults import access, clock, pdf, selectors, services
 from consults.forms import ConsultRequestForm, PolicyForm, ReportForm, ReportTemplateForm, SecondOpinionForm
 from consults.models import Consult, Notification
 from imaging import films
+from imaging import selectors as imaging_selectors
 
 PAGE_SIZE = 25
 
@@ -99,6 +100,7 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
         "may_second_opinion": "second_opinion" in actions,
         "may_message": access.may_post_message(principal, consult),
         **_film_context(principal, consult),
+        "access_now": imaging_selectors.access_of_basis(consult.basis),
         **selectors.case_detail(consult),
     }
     return render(request, "consults/detail.html", context)

@@ -23,8 +23,8 @@ from django.http import Http404
 from django.utils import timezone
 
 from alliance.access import Principal
-from alliance.models import Institution
-from imaging.models import Study, StudyGroupGrant, StudyUserGrant
+from alliance.models import Institution, Role
+from imaging.models import BreakGlassReview, Patient, Study, StudyGroupGrant, StudyUserGrant
 
 READ = "read_study"
 WRITE = "change_study"
@@ -71,7 +71,7 @@ def studies_visible_to(principal: Principal) -> QuerySet[Study]:
     visible = Q(institution_id=principal.institution_id) if principal.sees_own_institution else Q(pk__in=[])
     for grants in _grants(principal, READ):
         visible |= Q(Exists(grants.filter(content_object=OuterRef("pk"))))
-    return Study.objects.filter(visible)
+    return Study.objects.filter(visible, deleted_at__isnull=True)  # a deleted study is gone for everyone
 
 
 def get_study_for(principal: Principal, study_uid: str) -> Study:
@@ -142,4 +142,61 @@ def live_grants_of(basis: str) -> QuerySet[StudyGroupGrant]:
         StudyGroupGrant.objects.filter(live(), basis=basis, permission__codename=READ)
         .select_related("content_object__patient", "content_object__institution", "group__institution")
         .order_by("created_at", "pk")
+    )
+
+
+# --- break-glass ----------------------------------------------------------------------
+
+
+def may_break_glass(principal: Principal) -> bool:
+    """Emergency access is for doctors with a clinical role whose institution has the image store."""
+    return principal.doctor is not None and principal.is_clinical and principal.has_module(IMAGE_STORE_MODULE)
+
+
+def break_glass_studies_for(principal: Principal) -> QuerySet[Study]:
+    """Studies the principal may open by breaking the glass: their alliance's, outside their own institution."""
+    if not may_break_glass(principal) or principal.doctor is None:
+        return Study.objects.none()
+    institution = principal.doctor.institution
+    return Study.objects.filter(institution__alliance_id=institution.alliance_id).exclude(institution_id=institution.pk)
+
+
+def break_glass_reviews_for(principal: Principal) -> QuerySet[BreakGlassReview]:
+    """Emergency accesses to the studies of the institution the principal administers."""
+    if principal.doctor is None or not principal.has_role(Role.INSTITUTION_ADMIN):
+        return BreakGlassReview.objects.none()
+    return BreakGlassReview.objects.filter(owner_institution_id=principal.institution_id)
+
+
+def may_review_break_glass(principal: Principal, review: BreakGlassReview) -> bool:
+    return break_glass_reviews_for(principal).filter(pk=review.pk).exists()
+
+
+def active_break_glass(principal: Principal, study: StudyRef) -> BreakGlassReview | None:
+    """The emergency access through which the principal sees the study now (the red banner), if any."""
+    kind, _sep, number = basis_for(principal, study).partition(":")
+    if kind != "break-glass" or not number.isdigit():
+        return None
+    return BreakGlassReview.objects.filter(pk=int(number), user=principal.user).first()
+
+
+# --- study maintenance ----------------------------------------------------------------
+
+
+def may_delete_study(principal: Principal, study: Study) -> bool:
+    """An admin of the institution that owns the study deletes it (soft, with a reason)."""
+    return (
+        principal.doctor is not None
+        and principal.has_role(Role.INSTITUTION_ADMIN)
+        and study.institution_id == principal.institution_id
+        and study.deleted_at is None
+    )
+
+
+def may_correct_patient(principal: Principal, patient: Patient) -> bool:
+    """An admin of the institution that issued the Patient ID corrects its demographics (one issuer)."""
+    return (
+        principal.doctor is not None
+        and principal.has_role(Role.INSTITUTION_ADMIN)
+        and patient.issuer_id == principal.institution_id
     )

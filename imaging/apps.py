@@ -7,8 +7,8 @@ class ImagingConfig(AppConfig):
     verbose_name = _("Image store")
 
     def ready(self) -> None:
-        from alliance import figures
-        from imaging import film_figures
+        from alliance import audit, figures
+        from imaging import film_figures, selectors
         from imaging.figures import compute
 
         figures.register(
@@ -25,3 +25,6 @@ class ImagingConfig(AppConfig):
             order=60,
             description=_("Printed film the patients did not need, and what it would have cost."),
         )
+        audit.register_lookup("patient", selectors.patient_audit_keys)
+        audit.register_lookup("study", selectors.study_audit_keys)
+        audit.register_lookup("patient_labels", selectors.patient_audit_labels)

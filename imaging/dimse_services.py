@@ -55,6 +55,28 @@ def _visible(device: Device) -> QuerySet[Study]:
     return imaging_access.studies_visible_to(Principal.for_device(device))
 
 
+def _image_store_on(peer: Peer, action: str) -> None:
+    """C-STORE, C-FIND, C-MOVE and C-GET are the image store: with the module switched off for
+    the device's institution each is refused 0x0124 "Refused: Not Authorized" (PS3.7 Annex C,
+    a general status every DIMSE service may return; PS3.4 has no service-specific status for
+    it, and 0xA700 would tell the sender to try again later). The association itself stays
+    up, so that C-ECHO still shows the network path works."""
+    device: Device = peer.principal
+    if access.module_on(Principal.for_device(device), access.IMAGE_STORE):
+        return
+    reason = f"the image store is switched off for {peer.called_ae}"
+    audit.record(
+        actor=audit.Actor.for_device(device),
+        action=action,
+        object_type="ae",
+        object_id=peer.called_ae,
+        source=_source(peer),
+        outcome=AuditEvent.Outcome.DENIED,
+        detail={"reason": "module off", "module": access.IMAGE_STORE, "dicom_status": int(Status.NOT_AUTHORIZED)},
+    )
+    raise DimseFailure(Status.NOT_AUTHORIZED, reason)
+
+
 def _study_of(row: Any, level: Level) -> Study | None:
     if level is Level.STUDY:
         return row
@@ -120,6 +142,7 @@ class DjangoServices:
     # --- C-STORE ------------------------------------------------------------------------
 
     def store(self, peer: Peer, instance: ReceivedInstance) -> None:
+        _image_store_on(peer, "instance.store")
         device: Device = peer.principal
         institution, actor, source = device.institution, audit.Actor.for_device(device), _source(peer)
         try:
@@ -183,6 +206,7 @@ class DjangoServices:
     # --- C-FIND -------------------------------------------------------------------------
 
     def find(self, peer: Peer, query: QueryRequest) -> Iterator[Any]:
+        _image_store_on(peer, "dicom.find")
         device: Device = peer.principal
         spool.drain()  # what this process answered is found
         level = Level(query.level)
@@ -204,14 +228,15 @@ class DjangoServices:
         actor = audit.Actor.for_device(device)
         if level is Level.PATIENT:
             items = [
-                (p.patient_id, p.patient_id, "own-institution" if p.issuer_id == device.institution_id else "grant")
+                (p.patient_id, str(p.pk), "own-institution" if p.issuer_id == device.institution_id else "grant")
                 for p in rows
             ]
             object_type = "patient"
         else:
             studies = {s.pk: s for s in (_study_of(row, level) for row in rows) if s is not None}
             bases = imaging_access.bases_for(Principal.for_device(device), list(studies.values()))
-            items = [(s.study_uid, s.patient.patient_id, bases[pk]) for pk, s in studies.items()]
+            # the patient column holds the index key, as pages and the API write it (audit.read)
+            items = [(s.study_uid, str(s.patient_id), bases[pk]) for pk, s in studies.items()]
             object_type = "study"
         source = _source(peer)
         with transaction.atomic():
@@ -225,6 +250,7 @@ class DjangoServices:
     # --- C-MOVE and C-GET ---------------------------------------------------------------
 
     def retrieve(self, peer: Peer, query: QueryRequest, move_destination: str | None) -> Retrieval:
+        _image_store_on(peer, "dicom.move" if move_destination is not None else "dicom.get")
         device: Device = peer.principal
         spool.drain()
         destination = None

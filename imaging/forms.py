@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
 from alliance import access
@@ -58,3 +59,50 @@ class StudySearchForm(forms.Form):
             accession=data.get("accession", ""),
             institution_id=institution.pk if institution else None,
         )
+
+
+class BreakGlassForm(forms.Form):
+    """Emergency access: which study (its UID or accession number) and why."""
+
+    study = forms.CharField(
+        label=_("Study Instance UID or accession number"),
+        max_length=64,
+        help_text=_("A study of another member of the alliance, as the patient's papers or the other doctor give it."),
+    )
+    reason = forms.CharField(
+        label=_("Reason"),
+        min_length=10,
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text=_("Why you must see these images now, outside the usual sharing (at least 10 characters)."),
+    )
+
+    def matches(self, studies: Any) -> list[Any]:
+        key = self.cleaned_data["study"].strip()
+        found = studies.filter(Q(study_uid=key) | Q(accession_number=key)).select_related("institution")
+        return list(found.order_by("-study_date", "pk")[:20])
+
+
+class BreakGlassReviewForm(forms.Form):
+    decision = forms.ChoiceField(choices=[("approve", _("Approve")), ("flag", _("Flag"))])
+    comment = forms.CharField(
+        label=_("Comment"), max_length=2000, required=False, widget=forms.Textarea(attrs={"rows": 2})
+    )
+
+
+class PatientCorrectionForm(forms.Form):
+    name = forms.CharField(
+        label=_("Patient name"),
+        max_length=324,
+        required=False,
+        help_text=_("As DICOM writes it: family^given, then = and the Chinese characters, e.g. WANG^FANG=王^芳"),
+    )
+    birth_date = forms.DateField(
+        label=_("Birth date"), required=False, widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
+    )
+    sex = forms.ChoiceField(
+        label=_("Sex"),
+        required=False,
+        choices=[("", _("Unknown")), ("M", _("male")), ("F", _("female")), ("O", _("other"))],
+    )
+    reason = forms.CharField(label=_("Reason"), max_length=500, widget=forms.Textarea(attrs={"rows": 2}))

@@ -7,22 +7,31 @@ an expiry and a revocation; imaging/access.py reads only the live ones.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import Group, Permission
+from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from alliance import audit
-from alliance.access import AccessDenied, Principal
+from alliance.access import AccessDenied, Principal, institution_admins_of, settings_of
 from alliance.models import Institution, Pool
-from imaging.access import READ, WRITE
-from imaging.models import Study, StudyGroupGrant, StudyUserGrant
+from imaging.access import (
+    READ,
+    WRITE,
+    break_glass_studies_for,
+    live,
+    may_break_glass,
+    may_review_break_glass,
+)
+from imaging.models import BreakGlassReview, Study, StudyGroupGrant, StudyUserGrant
 
-BREAK_GLASS_HOURS = 24
 BREAK_GLASS_MIN_REASON = 10
 
 
@@ -110,51 +119,99 @@ def revoke_grants(*, basis: str, by: audit.Actor, write_only: bool = False) -> i
     return count
 
 
-@transaction.atomic
-def expire_grants(*, basis: str, at: datetime, by: audit.Actor) -> int:
-    """Let a case's access run out at `at`, read only (as when a referral is completed).
+def _live_of(basis: str) -> list[QuerySet[Any]]:
+    return [model.objects.filter(live(), basis=basis) for model in (StudyGroupGrant, StudyUserGrant)]
 
-    The live grants of the basis end at `at` (none is made to last longer than it had);
-    write grants of the basis end now. How many read grants were given the expiry.
-    """
+
+def narrow_grants(
+    *, basis: str, studies: Iterable[Study], grantees: Iterable[Grantee], by: audit.Actor, write: bool = True
+) -> int:
+    """The case's access goes to exactly these grantees: each gets read (and write) on every
+    study, and every other live grant of the basis is revoked (a claim narrows a pool's
+    grant to the claimer; a release widens it back). Returns how many grants were revoked."""
+    grantees = list(grantees)
+    studies = list(studies)
+    values: dict[str, Any] = {"expires_at": None, "revoked_at": None}
+    for study in studies:
+        for grantee in grantees:
+            for codename in [READ, WRITE] if write else [READ]:
+                _write_grant(study, grantee, _permission(codename), basis, values)
+    groups = [g.group.pk for g in grantees if g.group is not None]
+    users = [g.user.pk for g in grantees if g.group is None]
+    group_rows, user_rows = _live_of(basis)
     now = timezone.now()
-    count = 0
-    for model in (StudyGroupGrant, StudyUserGrant):
-        rows = model.objects.filter(live_q(now), basis=basis)
-        rows.filter(permission__codename=WRITE).update(revoked_at=now)
-        reads = rows.filter(permission__codename=READ)
-        count += reads.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=at)).update(expires_at=at)
+    revoked = group_rows.exclude(group_id__in=groups).update(revoked_at=now)
+    revoked += user_rows.exclude(user_id__in=users).update(revoked_at=now)
     audit.record(
         actor=by,
-        action="grant.expire",
+        action="grant.narrow",
+        object_type="basis",
+        object_id=basis,
+        patient=",".join(sorted({str(s.patient_id) for s in studies}))[:200],
+        basis=basis,
+        detail={"grantees": [g.audit_name for g in grantees], "write": write, "revoked": revoked},
+    )
+    return revoked
+
+
+@transaction.atomic
+def close_case_grants(*, basis: str, read_until: datetime, by: audit.Actor) -> int:
+    """The work of a case is done (a report signed): write access ends now and read access
+    at `read_until` (the alliance's reader_access_days). Returns how many grants changed."""
+    now = timezone.now()
+    changed = 0
+    for rows in _live_of(basis):
+        changed += rows.filter(permission__codename=WRITE).update(revoked_at=now)
+        reads = rows.filter(permission__codename=READ).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=read_until))
+        changed += reads.update(expires_at=read_until)
+    audit.record(
+        actor=by,
+        action="grant.close",
         object_type="basis",
         object_id=basis,
         basis=basis,
-        detail={"grants": count, "expires_at": at.isoformat()},
+        detail={"grants": changed, "read_until": read_until.isoformat()},
     )
-    return count
-
-
-def live_q(now: datetime) -> Q:
-    return Q(revoked_at__isnull=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+    return changed
 
 
 @transaction.atomic
-def break_glass(*, by: Principal, study: Study, reason: str, source: str = "") -> None:
-    """Emergency access to a study outside the doctor's grants: needs a reason, expires, is reviewed."""
-    if by.doctor is None or not by.is_clinical:
-        raise AccessDenied("Only an active clinician or specialist may use emergency access.")
-    reason = reason.strip()
+def break_glass(*, by: Principal, study: Study, reason: str, source: str = "") -> BreakGlassReview:
+    """Emergency access to a study outside the doctor's grants: needs a reason, lasts the
+    alliance's break_glass_hours, and waits for the review of an admin of the institution
+    that owns the study (told in the app and by e-mail)."""
+    if not may_break_glass(by):
+        raise AccessDenied(_("Only an active clinician or specialist may use emergency access."))
+    reason = (reason or "").strip()
     if len(reason) < BREAK_GLASS_MIN_REASON:
-        raise AccessDenied("Emergency access needs a reason of at least 10 characters.")
-    basis = f"break-glass:{by.user_id}"
+        raise ValidationError(
+            {
+                "reason": _("Emergency access needs a reason of at least %(n)d characters.")
+                % {"n": BREAK_GLASS_MIN_REASON}
+            }
+        )
+    if not break_glass_studies_for(by).filter(pk=study.pk).exists():
+        raise AccessDenied(_("Emergency access is for studies of your alliance that you cannot see otherwise."))
+    now = timezone.now()
+    doctor = by.doctor
+    assert doctor is not None  # may_break_glass
+    hours = settings_of(doctor.institution.alliance_id).break_glass_hours
+    record = BreakGlassReview.objects.create(
+        study=study,
+        owner_institution_id=study.institution_id,
+        user=by.user,
+        user_institution=doctor.institution,
+        reason=reason,
+        opened_at=now,
+        expires_at=now + timedelta(hours=hours),
+    )
     grant_study(
         study=study,
         grantee=Grantee(user=by.user),
-        basis=basis,
+        basis=record.basis,
         by=by.actor,
         reason=reason,
-        expires_at=timezone.now() + timedelta(hours=BREAK_GLASS_HOURS),
+        expires_at=record.expires_at,
     )
     audit.record(
         actor=by.actor,
@@ -162,7 +219,63 @@ def break_glass(*, by: Principal, study: Study, reason: str, source: str = "") -
         object_type="study",
         object_id=study.study_uid,
         patient=str(study.patient_id),
-        basis=basis,
+        basis=record.basis,
         source=source,
-        detail={"reason": reason},
+        detail={"reason": reason, "hours": hours, "owner_institution": study.institution_id},
     )
+    _mail_admins_after_commit(record)
+    return record
+
+
+def _mail_admins_after_commit(record: BreakGlassReview) -> None:
+    from imaging import tasks  # tasks call services; this is the one way back
+
+    def queue() -> None:  # named: a robust on_commit logs its callback's __qualname__
+        tasks.send_break_glass_email.delay(record.pk)
+
+    transaction.on_commit(queue, robust=True)
+
+
+@transaction.atomic
+def break_glass_review(
+    *, by: Principal, review: BreakGlassReview, approve: bool, comment: str = ""
+) -> BreakGlassReview:
+    """The owning institution's admin approves an emergency access, or flags it with a comment;
+    a flagged access that is still running ends at once."""
+    review = BreakGlassReview.objects.select_for_update().get(pk=review.pk)
+    if not may_review_break_glass(by, review):
+        raise AccessDenied(_("Only an admin of the institution that owns the study reviews its emergency access."))
+    if review.state != BreakGlassReview.State.PENDING:
+        raise ValidationError({"state": _("This emergency access was reviewed already.")})
+    comment = (comment or "").strip()
+    if not approve and not comment:
+        raise ValidationError({"comment": _("Say what is wrong with this emergency access.")})
+    now = timezone.now()
+    review.state = BreakGlassReview.State.APPROVED if approve else BreakGlassReview.State.FLAGGED
+    review.comment, review.reviewed_by, review.reviewed_at = comment, by.user, now
+    review.save(update_fields=["state", "comment", "reviewed_by", "reviewed_at"])
+    grants = StudyUserGrant.objects.filter(basis=review.basis)
+    grants.update(reviewed_at=now)
+    ended = 0 if approve else grants.filter(live()).update(revoked_at=now)
+    audit.record(
+        actor=by.actor,
+        action="break-glass.review",
+        object_type="study",
+        object_id=review.study.study_uid,
+        patient=str(review.study.patient_id),
+        basis=review.basis,
+        detail={"state": review.state, "comment": comment, "ended": bool(ended)},
+    )
+    return review
+
+
+@transaction.atomic
+def break_glass_emailed(*, review: BreakGlassReview) -> list[Any]:
+    """The admins to mail about an emergency access not mailed yet (and it is marked mailed);
+    [] when another run mailed it already."""
+    row = BreakGlassReview.objects.select_for_update(skip_locked=True).filter(pk=review.pk, emailed_at=None).first()
+    if row is None:
+        return []
+    row.emailed_at = timezone.now()
+    row.save(update_fields=["emailed_at"])
+    return [d.user for d in institution_admins_of(row.owner_institution_id) if d.user.email]

@@ -365,8 +365,9 @@ def _insert_statement(model: type[models.Model], vendor: str) -> tuple[str, list
 
 def _patient(cursor: Any, a: Attributes, institution: Institution) -> int:
     """The patient's primary key (issuer = our institution), created or its blanks and
-    changed demographics brought up to date from this file."""
-    select = f"SELECT id, name, birth_date, sex FROM {_table(Patient)} WHERE issuer_id = %s AND patient_id = %s"  # noqa: S608
+    changed demographics brought up to date from this file, unless an admin corrected them
+    (imaging.maintenance): a correction outlives the devices that keep sending the old values."""
+    select = f"SELECT id, name, birth_date, sex, corrected_at FROM {_table(Patient)} WHERE issuer_id = %s AND patient_id = %s"  # noqa: S608,E501
     cursor.execute(select, [institution.pk, a.patient_id])
     row = cursor.fetchone()
     seen = {"name": a.patient_name[:324], "birth_date": a.patient_birth_date, "sex": a.patient_sex[:16]}
@@ -378,10 +379,10 @@ def _patient(cursor: Any, a: Attributes, institution: Institution) -> int:
         # another store created the patient meanwhile: read it as usual
         cursor.execute(select, [institution.pk, a.patient_id])
         row = cursor.fetchone()
-    pk, name, birth_date, sex = row
+    pk, name, birth_date, sex, corrected_at = row
     stored = {"name": name, "birth_date": str(birth_date) if birth_date else None, "sex": sex}
     changed = {k: v for k, v in seen.items() if v and stored[k] != (v.isoformat() if isinstance(v, dt.date) else v)}
-    if changed:
+    if changed and corrected_at is None:
         Patient.objects.filter(pk=pk).update(**changed)
     return int(pk)
 

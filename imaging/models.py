@@ -39,6 +39,8 @@ class Patient(models.Model):
     birth_date = models.DateField(_("birth date"), null=True, blank=True)  # (0010,0030) DA
     sex = models.CharField(_("sex"), max_length=16, blank=True)  # (0010,0040) CS
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set when an admin corrected the demographics (imaging.maintenance); ingest then keeps them.
+    corrected_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = _("patient")
@@ -86,6 +88,10 @@ class Study(models.Model):
     size_bytes = models.BigIntegerField(default=0)
     received_at = models.DateTimeField(_("received"), auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Soft delete by an institution admin (imaging.maintenance): hidden from every door at once,
+    # its files kept until the retention job (purge_deleted_studies) removes them.
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    deleted_reason = models.TextField(blank=True, default="", db_default="")  # raw inserts (index.py) omit it
 
     class Meta:
         verbose_name = _("study")
@@ -396,3 +402,44 @@ class PatientLink(models.Model):
 
     def __str__(self) -> str:
         return f"{self.patient_id} <-> {self.linked_id}"
+
+
+class BreakGlassReview(models.Model):
+    """One emergency access to a study outside the doctor's grants (break-glass), and its review
+    by an admin of the institution that owns the study. The grant itself is a StudyUserGrant
+    with basis "break-glass:<this id>"; every step is also in the (append-only) audit trail,
+    which cannot hold the review's changing state."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", _("Waiting for review")
+        APPROVED = "approved", _("Approved")
+        FLAGGED = "flagged", _("Flagged")
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="break_glass")
+    # The study's institution when the glass was broken: whose admin reviews it.
+    owner_institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="break_glass_reviews")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="break_glass")
+    user_institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="break_glass_opened")
+    reason = models.TextField(_("reason"))
+    opened_at = models.DateTimeField(_("opened"))
+    expires_at = models.DateTimeField(_("access until"))
+    state = models.CharField(_("review"), max_length=16, choices=State.choices, default=State.PENDING)
+    comment = models.TextField(_("comment"), blank=True)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    emailed_at = models.DateTimeField(null=True, blank=True)  # the admins' e-mail (an outbox row)
+
+    class Meta:
+        verbose_name = _("emergency access")
+        verbose_name_plural = _("emergency accesses")
+        ordering = ["-opened_at", "-id"]
+        indexes = [models.Index(fields=["owner_institution", "state", "opened_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.basis} by user {self.user_id} on study {self.study_id}"
+
+    @property
+    def basis(self) -> str:
+        return f"break-glass:{self.pk}"

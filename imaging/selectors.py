@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from django.db.models import F, Q, QuerySet, Value
@@ -16,8 +16,9 @@ from django.db.models.functions import Replace
 from django.http import Http404
 
 from alliance.access import Principal
+from alliance.models import Doctor, Institution, Pool
 from imaging import access
-from imaging.models import Instance, Series, Study
+from imaging.models import Instance, Patient, Series, Study, StudyGroupGrant, StudyUserGrant
 from imaging.patients import linked_patient_ids
 
 _NAME_SEPARATORS = re.compile(r"[\s^=,]+")
@@ -128,3 +129,83 @@ def linked_studies(principal: Principal, patient: Any) -> QuerySet[Study]:
     return studies.select_related("patient", "patient__issuer", "institution").order_by(
         F("study_date").desc(nulls_last=True), "-pk"
     )
+
+
+@dataclass(frozen=True)
+class Access:
+    """One grantee's live access on a case's basis: who, whether they may write, and until when
+    (None: while the case is open)."""
+
+    who: str
+    kind: str  # "user", "pool" or "institution"
+    write: bool
+    until: datetime | None
+
+
+def _group_names(group_ids: set[int]) -> dict[int, tuple[str, str]]:
+    names = {g: ("pool", str(p)) for g, p in ((p.group_id, p) for p in Pool.objects.filter(group_id__in=group_ids))}
+    for institution in Institution.objects.filter(group_id__in=group_ids):
+        names[institution.group_id] = ("institution", institution.name)
+    return names
+
+
+def access_of_basis(basis: str) -> list[Access]:
+    """Who holds live grants of a case now, one line per grantee (its studies together), and
+    until when: what a case page shows under "who has access"."""
+    found: dict[tuple[str, int], dict[str, Any]] = {}
+    rows = [
+        *(("group", g, c, e) for g, c, e in _live(StudyGroupGrant, basis, "group_id")),
+        *(("user", u, c, e) for u, c, e in _live(StudyUserGrant, basis, "user_id")),
+    ]
+    for kind, pk, codename, expires in rows:
+        entry = found.setdefault((kind, pk), {"write": False, "until": expires})
+        entry["write"] |= codename == access.WRITE
+        if codename == access.READ:
+            entry["until"] = expires
+    groups = _group_names({pk for kind, pk in found if kind == "group"})
+    users = {
+        d.user_id: d.display_name
+        for d in Doctor.objects.select_related("user").filter(user_id__in=[pk for kind, pk in found if kind == "user"])
+    }
+    result = []
+    for (kind, pk), entry in found.items():
+        label_kind, who = groups.get(pk, ("group", str(pk))) if kind == "group" else ("user", users.get(pk, str(pk)))
+        result.append(Access(who=who, kind=label_kind, write=entry["write"], until=entry["until"]))
+    return sorted(result, key=lambda a: (a.kind, a.who))
+
+
+def _live(model: Any, basis: str, grantee: str) -> Any:
+    return model.objects.filter(access.live(), basis=basis).values_list(grantee, "permission__codename", "expires_at")
+
+
+AUDIT_PATIENTS_MAX = 200  # a name that matches more patients than this is too vague to search by
+
+
+def patient_audit_keys(alliance_id: int, patient_id: str = "", name: str = "") -> list[str]:
+    """What the audit trail's patient column holds for the alliance's patients matching a Patient
+    ID and/or a name: the index's patient key (what every door records), and the DICOM Patient
+    ID (what the DICOM server recorded before issue 16). For the audit page (alliance.audit lookups)."""
+    patients = Patient.objects.filter(issuer__alliance_id=alliance_id)
+    if patient_id.strip():
+        patients = patients.filter(patient_id__iexact=patient_id.strip())
+    words = [w for w in _NAME_SEPARATORS.split(name) if w]
+    if words:
+        patients = patients.annotate(_joined=Replace(Replace(F("name"), Value("^"), Value("")), Value(" "), Value("")))
+        for word in words:
+            patients = patients.filter(Q(name__icontains=word) | Q(_joined__icontains=word))
+    rows = list(patients.values_list("pk", "patient_id")[:AUDIT_PATIENTS_MAX])
+    return sorted({str(pk) for pk, _ in rows} | {pid for _, pid in rows if pid})
+
+
+def study_audit_keys(alliance_id: int, key: str) -> list[str]:
+    """The Study Instance UIDs of the alliance's studies with this UID or accession number."""
+    key = key.strip()
+    studies = Study.objects.filter(institution__alliance_id=alliance_id)
+    return list(studies.filter(Q(study_uid=key) | Q(accession_number=key)).values_list("study_uid", flat=True)[:50])
+
+
+def patient_audit_labels(keys: list[str]) -> dict[str, str]:
+    """How the audit page shows its patient column: the index key ("13") as "P-1001 王芳 (Wang Fang)"."""
+    pks = {int(k) for key in keys for k in key.split(",") if k.isdigit()}
+    rows = Patient.objects.filter(pk__in=pks).only("pk", "patient_id", "name")
+    return {str(p.pk): f"{p.patient_id} {p.display_name}".strip() for p in rows}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import smtplib
 import threading
 from collections.abc import Callable
 from datetime import timedelta
@@ -13,11 +14,15 @@ from typing import Any
 
 from celery import shared_task
 from django.conf import settings
-from django.utils import timezone
+from django.core.mail import send_mail
+from django.db import transaction
+from django.urls import reverse
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
 
 from alliance.celery import app as celery_app
-from imaging import reconcile, render
-from imaging.models import Instance
+from imaging import grants, maintenance, reconcile, render
+from imaging.models import BreakGlassReview, Instance
 
 log = logging.getLogger(__name__)
 
@@ -190,3 +195,40 @@ def roll_up_received_days() -> int:
     from imaging.figures import roll_up_received_days as roll_up
 
     return roll_up()
+
+
+@shared_task(
+    acks_late=True,
+    autoretry_for=(smtplib.SMTPException, ConnectionError, TimeoutError),
+    retry_backoff=True,
+    max_retries=5,
+)
+def send_break_glass_email(review_id: int) -> int:
+    """Tell the admins of the study's institution that someone broke the glass (at most once)."""
+    review = BreakGlassReview.objects.select_related("study", "owner_institution", "user").filter(pk=review_id).first()
+    if review is None:
+        return 0
+    # one transaction around the mail: a failed send leaves the review unmailed for the retry
+    with transaction.atomic(), translation.override(settings.LANGUAGE_CODE):
+        admins = grants.break_glass_emailed(review=review)
+        if not admins:
+            return 0
+        link = settings.SITE_URL + reverse("imaging:break_glass_reviews")
+        subject = _("Emergency access to a study of %(institution)s") % {"institution": review.owner_institution}
+        body = _(
+            "%(who)s opened a study of %(institution)s by emergency access until %(until)s.\n"
+            "Reason: %(reason)s\n\nReview it: %(link)s\n"
+        ) % {
+            "who": review.user.get_full_name() or review.user.get_username(),
+            "institution": review.owner_institution,
+            "until": timezone.localtime(review.expires_at).strftime("%Y-%m-%d %H:%M"),
+            "reason": review.reason,
+            "link": link,
+        }
+        return send_mail(subject, body, None, [user.email for user in admins])
+
+
+@shared_task(acks_late=True)
+def purge_deleted_studies() -> int:
+    """The daily retention sweep of soft-deleted studies (imaging.maintenance)."""
+    return maintenance.purge_deleted_studies()

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from imaging import film_desk, views
+from imaging import emergency, film_desk, maintenance_views, views
 
 app_name = "imaging"
 
@@ -16,6 +16,11 @@ urlpatterns = [
         views.thumbnail,
         name="thumbnail",
     ),
+    path("break-glass/", emergency.break_glass, name="break_glass"),
+    path("break-glass/reviews/", emergency.break_glass_reviews, name="break_glass_reviews"),
+    path("break-glass/reviews/<int:pk>/", emergency.break_glass_review, name="break_glass_review"),
+    path("patients/<int:pk>/correct/", maintenance_views.patient_correct, name="patient_correct"),
+    path("studies/<str:study_uid>/delete/", maintenance_views.study_delete, name="study_delete"),
     path("upload/", views.upload, name="upload"),
     path("upload/files/", views.upload_files, name="upload_files"),
     path("films/new/", film_desk.new, name="film_new"),

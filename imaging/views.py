@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from alliance import audit
 from alliance.access import principal_of
-from imaging import access, film_desk, films, selectors, uploads
+from imaging import access, film_desk, films, maintenance, selectors, uploads
 from imaging import render as rendering
 from imaging.dicomweb.views import audit_unservable
 from imaging.forms import StudySearchForm
@@ -103,6 +103,10 @@ def study_detail(request: HttpRequest, study_uid: str) -> HttpResponse:
         "own_study": basis == access.OWN_INSTITUTION,  # consults' context processor adds may_request_consult
         "may_make_film": films.may_make_film(principal, study),
         "film_links": film_desk.links_of_study(principal, study),
+        "emergency": access.active_break_glass(principal, study),
+        "may_correct_patient": access.may_correct_patient(principal, study.patient),
+        "may_delete_study": access.may_delete_study(principal, study),
+        "retention_days": maintenance.RETENTION_DAYS,
     }
     return render(request, "imaging/study_detail.html", context)
 

@@ -539,7 +539,7 @@ def referral_complete(*, referral: Referral, by: Principal, summary: str) -> Ref
     referral.completed_at = now
     referral.save()
     days = settings_of(referral.to_institution.alliance_id).referral_access_days
-    grants.expire_grants(basis=referral.basis, at=now + timedelta(days=days), by=_actor(by))
+    grants.close_case_grants(basis=referral.basis, read_until=now + timedelta(days=days), by=_actor(by))
     _log(referral, "complete", previous, by, now)
     _notify(referral, [referral.referrer.user], "complete", now, by)
     return referral

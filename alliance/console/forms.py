@@ -9,16 +9,17 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db.models import QuerySet
 from django.utils.translation import gettext_lazy as _
 
-from alliance.models import Department, Doctor, Institution, Role, Specialty, ae_title_validator
-from alliance.services import ALL_MODULES
-
-MODULE_LABELS = {
-    "image_store": _("Image store"),
-    "consults": _("Remote consults"),
-    "referrals": _("Referrals"),
-    "cloud_film": _("Cloud film"),
-    "teaching": _("Teaching files"),
-}
+from alliance.models import (
+    MODULE_LABELS,
+    AllianceSettings,
+    Department,
+    Doctor,
+    Institution,
+    Role,
+    Specialty,
+    ae_title_validator,
+)
+from alliance.services import ALL_MODULES, SETTINGS_FIELDS
 
 
 def apply_service_errors(form: forms.Form, exc: ValidationError) -> None:
@@ -185,3 +186,33 @@ class SpecialtyForm(forms.Form):
         if Specialty.objects.filter(code=code).exists():
             raise ValidationError(_("A specialty with this code exists already."))
         return code
+
+
+class AllianceSettingsForm(forms.ModelForm):
+    """Every knob of AllianceSettings; film sheets as "CT: 2, MR: 2" rather than raw JSON."""
+
+    film_sheets = forms.CharField(
+        label=_("film sheets per study, by modality"),
+        max_length=500,
+        help_text=_("Modality and sheets, separated by commas, e.g. CT: 2, MR: 2, DX: 1"),
+    )
+
+    class Meta:
+        model = AllianceSettings
+        fields = list(SETTINGS_FIELDS)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        sheets = self.instance.film_sheets or {}
+        self.initial["film_sheets"] = ", ".join(f"{m}: {n}" for m, n in sheets.items())
+
+    def clean_film_sheets(self) -> dict[str, int]:
+        sheets: dict[str, int] = {}
+        for part in self.cleaned_data["film_sheets"].split(","):
+            if not part.strip():
+                continue
+            modality, _sep, count = part.partition(":")
+            if not modality.strip() or not count.strip().isdigit() or int(count) > 100:
+                raise ValidationError(_("Write each modality as MODALITY: sheets, e.g. CT: 2 (0 to 100 sheets)."))
+            sheets[modality.strip().upper()] = int(count)
+        return sheets

@@ -31,4 +31,5 @@ urlpatterns = [
     path("devices/<int:pk>/active/", views.device_active, name="device_active"),
     path("specialties/", views.specialty_list, name="specialty_list"),
     path("specialties/add/", views.specialty_add, name="specialty_add"),
+    path("alliance/settings/", views.alliance_settings, name="alliance_settings"),
 ]

@@ -28,6 +28,7 @@ from django.views.decorators.http import require_POST
 from alliance import access, audit, services
 from alliance.console import forms
 from alliance.models import Doctor, Institution, Pool, Role, Specialty
+from alliance.modules import open_cases
 
 PAGE_SIZE = 25
 View = Callable[..., HttpResponse]
@@ -232,18 +233,19 @@ def institution_edit(request: HttpRequest, pk: int) -> HttpResponse:
     form = forms.InstitutionForm(
         request.POST or None, initial=initial, parents=_alliance_parents(request, exclude=institution)
     )
+    left_open: list[Any] = []
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        done = _save(form, lambda: services.institution_update(institution=institution, by=_actor(request), **data))
-        if done is not None:
-            messages.success(request, _("Saved."))
-            return redirect("manage:institution_detail", pk=institution.pk)
+        switched_off = set(institution.modules) - set(data["modules"])
+        left_open = open_cases(institution, switched_off)
+        if not left_open or request.POST.get("confirm") == "1":
+            done = _save(form, lambda: services.institution_update(institution=institution, by=_actor(request), **data))
+            if done is not None:
+                messages.success(request, _("Saved."))
+                return redirect("manage:institution_detail", pk=institution.pk)
     title = _("Edit %(name)s") % {"name": institution.name}
-    return render(
-        request,
-        "manage/form.html",
-        {"form": form, "title": title, "section": "institutions", "institution": institution},
-    )
+    context = {"form": form, "title": title, "section": "institutions", "institution": institution}
+    return render(request, "manage/form.html", {**context, "confirm_switch_off": left_open})
 
 
 @require_POST
@@ -675,3 +677,29 @@ def specialty_add(request: HttpRequest) -> HttpResponse:
             messages.success(request, _("Specialty %(name)s added.") % {"name": data["name"]})
             return redirect("manage:specialty_list")
     return render(request, "manage/form.html", {"form": form, "title": _("Add a specialty"), "section": "specialties"})
+
+
+# --- alliance-wide settings -----------------------------------------------------------
+
+
+@alliance_admin_required
+def alliance_settings(request: HttpRequest) -> HttpResponse:
+    alliance = access.principal_of(request).alliance
+    assert alliance is not None  # an alliance admin is a doctor of the alliance
+    row = access.settings_of(alliance.pk)
+    form = forms.AllianceSettingsForm(request.POST or None, instance=row)
+    if request.method == "POST" and form.is_valid():
+        fields = {name: form.cleaned_data[name] for name in services.SETTINGS_FIELDS}
+        row.refresh_from_db()  # the form wrote onto the instance; the service compares with what is stored
+        done = _save(form, lambda: services.alliance_settings_update(alliance=alliance, by=_actor(request), **fields))
+        if done is not None:
+            messages.success(request, _("Saved."))
+            return redirect("manage:alliance_settings")
+    context = {
+        "form": form,
+        "title": _("Alliance settings"),
+        "lead": _("How long access lasts, emergency access and cloud film, for every member of %(name)s.")
+        % {"name": alliance.name},
+        "section": "settings",
+    }
+    return render(request, "manage/form.html", context)

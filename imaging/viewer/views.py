@@ -45,6 +45,7 @@ def study(request: HttpRequest, study_uid: str) -> HttpResponse:
         "embed": request.GET.get("embed") == "1",
         # ?mode=rendered forces the server-rendered fallback, which needs none of Cornerstone.
         "preload": None if request.GET.get("mode") == "rendered" else bundle_preload(),
+        "emergency": access.active_break_glass(principal, found),
     }
     return render(request, "viewer/study.html", context)
 

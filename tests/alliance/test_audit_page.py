@@ -84,7 +84,7 @@ def test_audit_log_shows_its_alliance_only(events) -> None:  # type: ignore[no-u
         ({"actor": "own"}, {"1.2.3", "1.2.4"}),
         ({"action": "wado"}, {"9.9"}),
         ({"object_type": "study", "object_id": "1.2.4"}, {"1.2.4"}),
-        ({"patient": "P-1001"}, {"1.2.3"}),
+        ({"study": "1.2.3"}, {"1.2.3"}),
         ({"outcome": "denied"}, {"1.2.4"}),
         ({"action": "study", "actor": "stranger"}, set()),
     ],
@@ -118,10 +118,10 @@ def test_reversed_date_range_is_refused_on_the_end_date(events) -> None:  # type
 
 
 def test_reading_the_audit_log_is_audited_with_its_filters(events) -> None:  # type: ignore[no-untyped-def]
-    client_for(events.alliance_admin).get(reverse("audit_log"), {"patient": "P-1001"})
+    client_for(events.alliance_admin).get(reverse("audit_log"), {"study": "1.2.3"})
     event = AuditEvent.objects.get(action="audit.view")
     assert event.actor_name == "alliance_admin"
-    assert event.detail["filters"] == {"patient": "P-1001"}
+    assert event.detail["filters"] == {"study": "1.2.3"}
 
 
 def test_audit_log_is_paginated_with_filters_kept(events, django_assert_max_num_queries) -> None:  # type: ignore[no-untyped-def]

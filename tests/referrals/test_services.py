@@ -367,7 +367,7 @@ def test_completion_narrows_access_to_the_alliance_setting(world) -> None:  # ty
     expected = referral.completed_at + timedelta(days=30)
     assert grant.expires_at == expected and grant.revoked_at is None
     assert sees(world, "desk", study)
-    assert AuditEvent.objects.filter(action="grant.expire", object_id=referral.basis).exists()
+    assert AuditEvent.objects.filter(action="grant.close", object_id=referral.basis).exists()
 
 
 def test_with_no_days_of_access_after_completion_the_receiver_loses_the_study(world) -> None:  # type: ignore[no-untyped-def]
