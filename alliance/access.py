@@ -191,6 +191,11 @@ TEACHING = "teaching"
 MODULE_OF_PACKAGE: dict[str, str] = {
     "imaging": IMAGE_STORE,
     "imaging.films": CLOUD_FILM,
+    "imaging.film_desk": CLOUD_FILM,
+    "imaging.api.films": CLOUD_FILM,
+    # The patient's film pages: no doctor's switch applies (a doctor signed in in the same
+    # browser changes nothing); imaging.films checks the link's own institution.
+    "imaging.film_views": "",
     "consults": CONSULTS,
     "referrals": REFERRALS,
     "teaching": TEACHING,
@@ -210,7 +215,7 @@ def module_of_view(view: Any) -> str | None:
         return str(named)
     package = getattr(view, "__module__", "") or type(view).__module__
     found = [prefix for prefix in MODULE_OF_PACKAGE if package == prefix or package.startswith(prefix + ".")]
-    return MODULE_OF_PACKAGE[max(found, key=len)] if found else None
+    return MODULE_OF_PACKAGE[max(found, key=len)] or None if found else None
 
 
 def switched_by(module: str) -> Any:

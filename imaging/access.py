@@ -65,7 +65,7 @@ def film_basis(link: Any) -> str:
 
 def studies_visible_to(principal: Principal) -> QuerySet[Study]:
     if principal.film is not None:
-        return Study.objects.filter(film_links=principal.film.pk)
+        return Study.objects.filter(film_links=principal.film.pk, deleted_at__isnull=True)
     if principal.institution_id is None:
         return Study.objects.none()
     visible = Q(institution_id=principal.institution_id) if principal.sees_own_institution else Q(pk__in=[])

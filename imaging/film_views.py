@@ -128,7 +128,9 @@ def _verify(request: HttpRequest, key: str) -> HttpResponse:
 
 
 def _studies(link: FilmLink) -> list[Study]:
-    principal_studies = Study.objects.filter(film_links=link).select_related("patient", "institution")
+    principal_studies = Study.objects.filter(film_links=link, deleted_at__isnull=True).select_related(
+        "patient", "institution"
+    )
     return list(principal_studies.order_by("-study_date", "-pk"))
 
 

@@ -487,7 +487,7 @@ def film_verify(*, key: str, answer: str, source: str) -> Verification:
     link.openings += 1
     link.last_opened_at = now
     link.save(update_fields=["failed_attempts", "locked_until", "openings", "last_opened_at"])
-    studies = list(link.studies.all())
+    studies = list(link.studies.filter(deleted_at__isnull=True))
     saved = _count_savings(link, studies, now)
     _record(link.actor, "film.open", link, source=source, studies=[s.study_uid for s in studies], saved=saved)
     return Verification(Verified.OPENED, link)

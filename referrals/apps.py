@@ -8,11 +8,15 @@ class ReferralsConfig(AppConfig):
 
     def ready(self) -> None:
         from alliance import figures
+        from alliance.modules import register_open_cases
         from imaging.films import register_case_kind
+        from referrals.access import REFERRALS_MODULE
         from referrals.figures import compute
         from referrals.films import ReferralFilms
+        from referrals.selectors import open_cases_at
 
         register_case_kind("referral", ReferralFilms())
+        register_open_cases(REFERRALS_MODULE, open_cases_at)
         figures.register(
             "referrals",
             _("Referrals"),

@@ -12,11 +12,12 @@ from django.utils.translation import gettext_lazy as _
 
 from alliance.access import Principal, with_role
 from alliance.models import Doctor, Role
+from alliance.modules import OpenCases
 from imaging import access as imaging_access
 from imaging.models import Study
 from imaging.selectors import linked_studies
 from referrals import access
-from referrals.models import CLOSED_STATUSES, DeskMember, Referral, ReferralNotification, Status
+from referrals.models import CLOSED_STATUSES, OPEN_STATUSES, DeskMember, Referral, ReferralNotification, Status
 
 TAB_LABELS = {
     "waiting": _("Waiting for an answer"),
@@ -274,3 +275,19 @@ def unread_count(user: Any) -> int:
     if not getattr(user, "is_authenticated", False):
         return 0
     return ReferralNotification.objects.filter(user=user, read_at__isnull=True).count()
+
+
+def open_cases_at(institution: Any) -> OpenCases | None:
+    """Open referrals sent by or to the institution, and what switching referrals off there
+    does to them (alliance.modules asks before the switch)."""
+    open_ = Referral.objects.filter(status__in=OPEN_STATUSES)
+    sent = open_.filter(from_institution=institution).count()
+    received = open_.filter(to_institution=institution).count()
+    if not sent and not received:
+        return None
+    consequence = _(
+        "Open referrals: %(sent)d sent by %(name)s, %(received)d sent to it. While referrals are off its "
+        "doctors can neither see nor act on them, and its desk is not told of new ones; the other side "
+        "keeps its access to the attached studies, and everything is back when referrals are switched on again."
+    ) % {"sent": sent, "received": received, "name": institution.name}
+    return OpenCases(module=access.REFERRALS_MODULE, count=sent + received, consequence=consequence)

@@ -421,8 +421,8 @@ def test_cloud_film_switched_off_is_absent_everywhere(world: Any) -> None:
     doctor = client_for(world.owner)
     assert b"film-links" not in doctor.get(reverse("imaging:study_detail", args=[world.study.study_uid])).content
     api = doctor.post("/api/v1/films/", {"study": world.study.study_uid}, content_type="application/json")
-    assert api.status_code == 403
-    assert doctor.get("/api/v1/films/").json()["results"] == []
+    assert api.status_code == 404 and api.json()["error"]["code"] == "module_off"
+    assert doctor.get("/api/v1/films/").status_code == 404
 
 
 # --- REST API --------------------------------------------------------------------------------------
@@ -477,3 +477,37 @@ def test_withdrawing_goes_back_to_a_page_of_this_site_only(world: Any) -> None:
     study_page = reverse("imaging:study_detail", args=[world.study.study_uid])
     response = doctor.post(reverse("imaging:film_revoke", args=[again.link.pk]), {"back": study_page})
     assert response["Location"] == study_page
+
+
+def test_a_doctor_signed_in_elsewhere_does_not_switch_the_patients_film_pages_off(world: Any) -> None:
+    made = make(world)
+    world.clin_b.modules = []  # the stranger's clinic has neither the image store nor cloud film
+    world.clin_b.save()
+    browser = client_for(world.stranger)
+    assert verify(browser, made).status_code == 303
+    assert browser.get(reverse("films:home", args=[made.handle])).status_code == 200
+
+
+def test_the_film_desk_pages_are_cloud_films_switch(world: Any) -> None:
+    from alliance.access import module_of_view
+    from imaging import film_desk, film_views
+    from imaging.api import films as film_api
+
+    assert module_of_view(film_desk.new) == "cloud_film"
+    assert module_of_view(film_api.FilmList.as_view()) == "cloud_film"
+    assert module_of_view(film_views.home) is None
+
+
+def test_a_deleted_study_leaves_the_patients_film_at_once(world: Any) -> None:
+    from imaging import maintenance
+
+    made = make(world)
+    patient = opened(made)
+    assert patient.get(reverse("films:home", args=[made.handle]), HTTP_ACCEPT_LANGUAGE="en").status_code == 200
+    maintenance.study_delete(
+        study=world.study, by=resolve_principal(world.inst_admin_a.user), reason="Wrong patient filed"
+    )
+    page = patient.get(reverse("films:home", args=[made.handle]), HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "CT THORAX NODULE" not in page
+    uid = world.study.study_uid
+    assert patient.get(reverse("films:study", args=[made.handle, uid])).status_code == 404

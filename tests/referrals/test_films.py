@@ -87,3 +87,21 @@ def test_who_looked_shows_the_hospitals_reading_for_the_referral(world: Any) -> 
     assert "Lead Hospital" in page
     assert "A referral to another hospital" in page
     assert referral.basis not in page
+
+
+def test_switching_referrals_off_with_an_open_referral_asks_first_and_says_what_happens(world: Any) -> None:
+    walk(world, Status.REQUESTED)
+    modules = [m for m in world.hosp.modules if m != "referrals"]
+    data = {
+        "name": world.hosp.name,
+        "level": world.hosp.level,
+        "parent": world.hosp.parent_id or "",
+        "ae_title": world.hosp.ae_title,
+        "modules": modules,
+    }
+    admin = client_for(world.alliance_admin)
+    asked = admin.post(f"/manage/institutions/{world.hosp.pk}/edit/", data, HTTP_ACCEPT_LANGUAGE="en")
+    assert asked.status_code == 200
+    assert "Open referrals: 0 sent by Lead Hospital, 1 sent to it." in asked.content.decode()
+    world.hosp.refresh_from_db()
+    assert "referrals" in world.hosp.modules
