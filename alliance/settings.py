@@ -156,6 +156,11 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_AGE = env_int("SESSION_HOURS", 12, minimum=1) * 3600
+# Cloud film (imaging/films.py): wrong birth dates or PINs before a link (or a network
+# address) is locked, for how long, and how long a verified patient's session lasts.
+FILM_ATTEMPT_LIMIT = env_int("FILM_ATTEMPT_LIMIT", 5, minimum=1, maximum=100)
+FILM_LOCK_MINUTES = env_int("FILM_LOCK_MINUTES", 15, minimum=1)
+FILM_SESSION_MINUTES = env_int("FILM_SESSION_MINUTES", 30, minimum=1, maximum=24 * 60)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "SAMEORIGIN"

@@ -29,7 +29,7 @@ _SALT = "imaging.film_session"
 
 
 def minutes() -> int:
-    return int(getattr(settings, "FILM_SESSION_MINUTES", 30))
+    return int(settings.FILM_SESSION_MINUTES)
 
 
 def link_path(key: str) -> str:

@@ -54,11 +54,11 @@ _CODE_READS_AS = str.maketrans({"O": "0", "I": "1", "L": "1"})
 
 
 def attempt_limit() -> int:
-    return int(getattr(settings, "FILM_ATTEMPT_LIMIT", 5))
+    return int(settings.FILM_ATTEMPT_LIMIT)
 
 
 def lock_time() -> timedelta:
-    return timedelta(minutes=int(getattr(settings, "FILM_LOCK_MINUTES", 15)))
+    return timedelta(minutes=int(settings.FILM_LOCK_MINUTES))
 
 
 # --- handles, codes and PINs ------------------------------------------------------------
