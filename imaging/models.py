@@ -336,6 +336,13 @@ class FilmLink(models.Model):
     audit_type = "film"
 
     @property
+    def case_label(self) -> str:
+        """The case in words ("Consult #3"), not its basis code."""
+        kind, _sep, number = self.case.partition(":")
+        labels = {"consult": _("Consult #%(n)s"), "referral": _("Referral #%(n)s")}
+        return str(labels[kind] % {"n": number}) if kind in labels else self.case
+
+    @property
     def audit_id(self) -> str:
         return str(self.pk)
 

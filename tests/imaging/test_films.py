@@ -511,3 +511,15 @@ def test_a_deleted_study_leaves_the_patients_film_at_once(world: Any) -> None:
     assert "CT THORAX NODULE" not in page
     uid = world.study.study_uid
     assert patient.get(reverse("films:study", args=[made.handle, uid])).status_code == 404
+
+
+def test_the_study_page_names_a_links_case_in_words_not_its_code(world: Any) -> None:
+    from tests.consults.conftest import walk
+
+    consult = walk(world, "completed", study=world.study)
+    films.film_create_for_case(case=consult.basis, by=resolve_principal(world.owner.user))
+    page = client_for(world.owner).get(
+        reverse("imaging:study_detail", args=[world.study.study_uid]), HTTP_ACCEPT_LANGUAGE="en"
+    )
+    assert f"Consult #{consult.pk}" in page.content.decode()
+    assert consult.basis not in page.content.decode()
