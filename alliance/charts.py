@@ -39,6 +39,15 @@ def text_width(text: str) -> float:
     return sum(LATIN_WIDTH if ord(ch) < 0x2E80 else WIDE_WIDTH for ch in text)
 
 
+def fit(text: str, width: float) -> str:
+    """The text, cut with an ellipsis to about `width` (the whole text stays in the tooltip)."""
+    if text_width(text) <= width:
+        return text
+    while text and text_width(text + "…") > width:
+        text = text[:-1]
+    return text.rstrip() + "…"
+
+
 def _number(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 10 or value == int(value) else f"{value:,.1f}"
 
@@ -94,7 +103,8 @@ def _columns(chart: Chart, title: str) -> SafeString:
     n = max(len(chart.categories), 1)
     totals = [sum(s.values[i] or 0 for s in chart.series) for i in range(len(chart.categories))]
     ceiling = nice_ceiling(max(totals, default=0))
-    left, plot_h = 10 + text_width(_number(ceiling)), 150.0
+    # room for the widest tick label ("3.8" is wider than the top's "5")
+    left, plot_h = 10 + max(text_width(_number(ceiling * step / 4)) for step in range(5)), 150.0
     plot_w = WIDTH - left - 6
     slot = plot_w / n
     longest = max((text_width(c) for c in chart.categories), default=0)
@@ -149,7 +159,10 @@ def _y_axis(left: float, base: float, plot_h: float, ceiling: float) -> list[str
 def _bars(chart: Chart, title: str) -> SafeString:
     names = [str(series.name) for series in chart.series]
     legend, top = _legend(names, str(chart.marker_label) if chart.markers else "")
-    left = 10 + max((text_width(c) for c in chart.categories), default=0)
+    # Long names (an institution's, in two languages) keep at most 40% of the width: cut, with
+    # the whole name in the bar's tooltip, so that the bars keep room to be read.
+    label_room = WIDTH * 0.4
+    left = 10 + min(max((text_width(c) for c in chart.categories), default=0), label_room)
     right, bar, gap = 44.0, 12.0, 10.0
     plot_w = WIDTH - left - right
     values = [v for s in chart.series for v in s.values if v is not None]
@@ -163,7 +176,7 @@ def _bars(chart: Chart, title: str) -> SafeString:
         marker = chart.markers[i] if i < len(chart.markers) else None
         body.append(
             f'<text x="{left - 6:.1f}" y="{y + group / 2 + 4:.1f}" {FONT} fill="#111827" text-anchor="end">'
-            f"{escape(category)}</text>"
+            f"<title>{escape(category)}</title>{escape(fit(category, label_room))}</text>"
         )
         for k, series in enumerate(chart.series):
             value = series.values[i]
