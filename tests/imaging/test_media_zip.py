@@ -239,3 +239,10 @@ def test_zip_name_says_date_and_modality_and_nothing_about_the_patient(ct: Study
     assert media.media_zip_name([ct]) == "dicom-20260314-CT.zip"
     other = store(make_ct_series(1, 32, 32, study_date=dt.date(2025, 1, 2)), clinic)
     assert media.media_zip_name([ct, other]) == "dicom-20250102-2-studies.zip"
+
+
+def test_the_layout_reads_each_series_in_one_query_not_one_per_file(
+    ct: Study, django_assert_max_num_queries: Any
+) -> None:
+    with django_assert_max_num_queries(6):
+        b"".join(media.media_zip([ct]))
