@@ -1,4 +1,5 @@
-"""The study page of a clinic's doctor, with its cloud film links, fits a phone's width."""
+"""A clinic doctor's pages with tables (the study list, the study page with its cloud film links,
+the consult worklist) fit a phone's width: a wide table scrolls inside its box."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.mark.integration
-def test_study_page_with_film_links_does_not_scroll_sideways_on_a_phone(alliance_world: Any, live_server: Any) -> None:
+def test_clinic_pages_with_tables_do_not_scroll_sideways_on_a_phone(alliance_world: Any, live_server: Any) -> None:
     study = StudyFactory(institution=alliance_world.clin_a, description="CT THORAX", series__instances=2)
     owner = resolve_principal(alliance_world.owner.user)
     films.film_create(studies=[study], by=owner)
@@ -33,9 +34,11 @@ def test_study_page_with_film_links_does_not_scroll_sideways_on_a_phone(alliance
             page.wait_for_url(f"{live_server.url}/")
             page.goto(f"{live_server.url}/imaging/studies/{study.study_uid}/")
             assert page.locator("[data-film-link]").count() == 2
-            overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-            if overflow > 1:
-                problems.append(f"study page at {width}px scrolls sideways by {overflow}px")
+            for path in (f"/imaging/studies/{study.study_uid}/", "/imaging/studies/", "/consults/"):
+                page.goto(f"{live_server.url}{path}")
+                overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+                if overflow > 1:
+                    problems.append(f"{path} at {width}px scrolls sideways by {overflow}px")
             page.close()
         browser.close()
     assert problems == []
