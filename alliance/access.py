@@ -27,6 +27,8 @@ from alliance.models import (
     Doctor,
     Institution,
     Pool,
+    PoolMembership,
+    PrivilegeChange,
     Role,
 )
 
@@ -128,11 +130,23 @@ class Principal:
         return Group.objects.filter(own | Q(pool__active=True, pool__members=self.doctor)).values("pk")
 
     @cached_property
-    def pool_ids(self) -> list[int]:
-        """The active pools a specialist reads for (one query, the first time it is asked)."""
+    def pool_since(self) -> dict[int, Any]:
+        """The active pools a specialist reads for, each with the time they joined it: a pool's
+        cases reach a member only from then on (one query, the first time it is asked)."""
         if self.doctor is None or not self.has_role(Role.SPECIALIST):
-            return []
-        return list(self.doctor.pools.filter(active=True).values_list("pk", flat=True))
+            return {}
+        rows = PoolMembership.objects.filter(doctor=self.doctor, pool__active=True, pool__members=self.doctor)
+        return dict(rows.values_list("pool_id", "since"))
+
+    @property
+    def pool_ids(self) -> list[int]:
+        """The active pools a specialist reads for."""
+        return list(self.pool_since)
+
+    def in_pool_since(self, pool_id: int | None, when: Any) -> bool:
+        """Whether the principal was a member of the pool when a case was sent to it."""
+        since = self.pool_since.get(pool_id) if pool_id is not None else None
+        return since is not None and when is not None and since <= when
 
     @property
     def actor(self) -> audit.Actor:
@@ -355,6 +369,59 @@ def may_switch_off_institution(principal: Principal, institution: Institution) -
 def may_set_roles(principal: Principal, before: list[str], after: list[str]) -> bool:
     """Every role given or taken away must be one the principal may assign."""
     return all(may_assign_role(principal, role) for role in set(before) ^ set(after))
+
+
+# --- privilege changes (issue #22: nobody grants themselves images) ------------------------
+
+ADMIN_ROLES: frozenset[str] = frozenset({Role.INSTITUTION_ADMIN, Role.ALLIANCE_ADMIN})
+
+
+def may_change_privileges_of(principal: Principal, doctor: Doctor) -> bool:
+    """Nobody changes their own roles, institution or specialist desks: another admin does."""
+    return principal.doctor is not None and principal.doctor.pk != doctor.pk
+
+
+def may_set_pool_members(principal: Principal, before: set[Doctor], after: set[Doctor]) -> bool:
+    """Nobody seats themselves on a desk (or takes themselves off one)."""
+    return principal.doctor is not None and principal.doctor not in set(before) ^ set(after)
+
+
+def needs_second_admin(doctor: Doctor, kind: str, *, roles: list[str] | None = None) -> bool:
+    """Whether a change gives an admin account clinical access, which a second admin must
+    approve: clinical roles for an admin who has none, a move of an admin who has clinical
+    roles (they would see the new institution's patients), a seat on a specialist desk."""
+    if not ADMIN_ROLES & set(doctor.roles):
+        return False
+    clinical_now = bool(CLINICAL_ROLES & set(doctor.roles))
+    if kind == PrivilegeChange.Kind.ROLES:
+        return not clinical_now and bool(CLINICAL_ROLES & set(roles or []))
+    if kind == PrivilegeChange.Kind.MOVE:
+        return clinical_now
+    return kind == PrivilegeChange.Kind.POOL
+
+
+def privilege_changes_visible_to(principal: Principal) -> QuerySet[PrivilegeChange]:
+    """Changes of doctors the principal manages (the subject's or, for a move, the target's admins)."""
+    managed = institutions_managed_by(principal)
+    return PrivilegeChange.objects.filter(subject__institution__in=managed).select_related(
+        "subject__user", "subject__institution", "requested_by__user", "decided_by__user"
+    )
+
+
+def may_decide_privilege_change(principal: Principal, change: PrivilegeChange) -> bool:
+    """A second admin: one who manages the doctor (and the target of a move), is neither the
+    one who asked nor the doctor concerned, and the change still waits."""
+    if change.state != PrivilegeChange.State.PENDING or principal.doctor is None:
+        return False
+    if principal.doctor.pk in {change.requested_by_id, change.subject_id}:
+        return False
+    if not may_change_doctor(principal, change.subject):
+        return False
+    if change.kind == PrivilegeChange.Kind.MOVE:
+        return institutions_managed_by(principal).filter(pk=change.payload.get("institution")).exists()
+    if change.kind == PrivilegeChange.Kind.POOL:
+        return pools_managed_by(principal).filter(pk=change.payload.get("pool")).exists()
+    return True
 
 
 def departments_visible_to(principal: Principal) -> QuerySet[Department]:

@@ -156,6 +156,63 @@ class Pool(models.Model):
         return f"{self.name} ({self.institution})"
 
 
+class PoolMembership(models.Model):
+    """Since when a doctor has been a member of a pool: a pool's grants reach a member only
+    for the cases sent to the pool since then (issue #22: joining a desk is no way into its
+    earlier cases). Kept beside Pool.members by alliance.services.pool_set_members."""
+
+    pool = models.ForeignKey(Pool, on_delete=models.CASCADE, related_name="memberships")
+    doctor = models.ForeignKey(Doctor, on_delete=models.CASCADE, related_name="pool_memberships")
+    since = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["pool", "doctor"], name="pool_membership_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.doctor_id} in pool {self.pool_id} since {self.since:%Y-%m-%d %H:%M}"
+
+
+class PrivilegeChange(models.Model):
+    """A change that would give an admin account clinical access (a clinical role, a move of a
+    clinical admin to another institution, a seat on a specialist desk): it waits for a second
+    admin, who approves or refuses it (alliance.services.privilege_change_*)."""
+
+    class Kind(models.TextChoices):
+        ROLES = "roles", _("Roles")
+        MOVE = "move", _("Move to another institution")
+        POOL = "pool", _("Seat on a specialist desk")
+
+    class State(models.TextChoices):
+        PENDING = "pending", _("Waiting for a second admin")
+        APPROVED = "approved", _("Approved")
+        REFUSED = "refused", _("Refused")
+
+    subject = models.ForeignKey(Doctor, on_delete=models.CASCADE, related_name="privilege_changes")
+    kind = models.CharField(_("change"), max_length=8, choices=Kind.choices)
+    # roles: {"roles": [...]}; move: {"institution": id, "department": id | None}; pool: {"pool": id}
+    payload = models.JSONField(default=dict)
+    requested_by = models.ForeignKey(Doctor, on_delete=models.PROTECT, related_name="+")
+    requested_at = models.DateTimeField(auto_now_add=True)
+    state = models.CharField(_("state"), max_length=8, choices=State.choices, default=State.PENDING)
+    decided_by = models.ForeignKey(Doctor, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    comment = models.TextField(_("comment"), blank=True)
+
+    class Meta:
+        verbose_name = _("privilege change")
+        verbose_name_plural = _("privilege changes")
+        ordering = ["-requested_at", "-id"]
+        constraints = [
+            # One pending change of a kind per doctor: a second request replaces nothing silently.
+            models.UniqueConstraint(
+                fields=["subject", "kind"], condition=models.Q(state="pending"), name="privilege_change_one_pending"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} of doctor {self.subject_id} ({self.state})"
+
+
 class Device(models.Model):
     """A DICOM application entity of an institution (modality, workstation or PACS)."""
 

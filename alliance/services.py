@@ -27,6 +27,7 @@ from alliance.models import (
     Doctor,
     Institution,
     Pool,
+    PrivilegeChange,
     Role,
     Specialty,
 )
@@ -420,6 +421,83 @@ def pool_set_members(*, pool: Pool, members: list[Doctor], by: audit.Actor) -> P
         detail={"members": sorted(d.pk for d in after)},
     )
     return pool
+
+
+# --- privilege changes that wait for a second admin (issue #22) -----------------------
+
+
+@transaction.atomic
+def privilege_change_request(
+    *, subject: Doctor, kind: str, payload: dict[str, Any], requested_by: Doctor, by: audit.Actor
+) -> PrivilegeChange:
+    """Put on hold a change that would give an admin account clinical access (the caller asked
+    alliance.access.needs_second_admin); a second admin decides it. The admins of the
+    institutions concerned are told at once."""
+    if PrivilegeChange.objects.filter(subject=subject, kind=kind, state=PrivilegeChange.State.PENDING).exists():
+        raise ValidationError(
+            {
+                "privileges": _("A change of this kind for %(name)s already waits for a second admin.")
+                % {"name": subject.display_name}
+            }
+        )
+    change = PrivilegeChange.objects.create(subject=subject, kind=kind, payload=payload, requested_by=requested_by)
+    audit.record(
+        actor=by,
+        action="privilege.request",
+        object_type="doctor",
+        object_id=subject.pk,
+        detail={"change": change.pk, "kind": kind, **payload},
+    )
+    _notify_privilege_change(change)
+    return change
+
+
+@transaction.atomic
+def privilege_change_decide(
+    *, change: PrivilegeChange, approve: bool, decided_by: Doctor, by: audit.Actor, comment: str = ""
+) -> PrivilegeChange:
+    """Approve (the change is made now, as if the first admin had made it) or refuse it."""
+    change = PrivilegeChange.objects.select_for_update().select_related("subject__user").get(pk=change.pk)
+    if change.state != PrivilegeChange.State.PENDING:
+        raise ValidationError({"state": _("This change was already decided.")})
+    if approve:
+        _apply_privilege_change(change, by)
+    change.state = PrivilegeChange.State.APPROVED if approve else PrivilegeChange.State.REFUSED
+    change.decided_by = decided_by
+    change.decided_at = timezone.now()
+    change.comment = comment.strip()
+    change.save(update_fields=["state", "decided_by", "decided_at", "comment"])
+    audit.record(
+        actor=by,
+        action="privilege.approve" if approve else "privilege.refuse",
+        object_type="doctor",
+        object_id=change.subject_id,
+        detail={"change": change.pk, "kind": change.kind, "requested_by": change.requested_by_id, **change.payload},
+    )
+    _notify_privilege_change(change)
+    return change
+
+
+def _apply_privilege_change(change: PrivilegeChange, by: audit.Actor) -> None:
+    doctor = change.subject
+    if change.kind == PrivilegeChange.Kind.ROLES:
+        doctor_update(doctor=doctor, roles=list(change.payload["roles"]), by=by)
+    elif change.kind == PrivilegeChange.Kind.MOVE:
+        institution = Institution.objects.get(pk=change.payload["institution"])
+        department_id = change.payload.get("department")
+        department = Department.objects.get(pk=department_id) if department_id else None
+        doctor_move(doctor=doctor, institution=institution, department=department, by=by)
+    else:
+        pool = Pool.objects.get(pk=change.payload["pool"])
+        if doctor.institution_id != pool.institution_id:
+            raise ValidationError({"members": _("Pool members must be doctors of the pool's institution.")})
+        pool_set_members(pool=pool, members=[*pool.members.all(), doctor], by=by)
+
+
+def _notify_privilege_change(change: PrivilegeChange) -> None:
+    from alliance import tasks
+
+    transaction.on_commit(lambda: tasks.privilege_change_notice.delay(change.pk))
 
 
 # --- devices --------------------------------------------------------------------------

@@ -29,7 +29,11 @@ def claimable(principal: Principal) -> Q:
     """Consults the principal may claim: named to them, or sent (or widened) to one of their pools."""
     doctor = principal.doctor
     pool_wide = Q(specialist__isnull=True) | Q(widened_at__isnull=False)
-    q = Q(pool_id__in=principal.pool_ids) & pool_wide
+    # A pool's cases reach a member only if they were sent (or widened) to it since they joined.
+    seated = Q(pk__in=[])
+    for pool_id, since in principal.pool_since.items():
+        seated |= Q(pool_id=pool_id) & (Q(requested_at__gte=since) | Q(widened_at__gte=since))
+    q = seated & pool_wide
     if doctor is not None and doctor.has_role(Role.SPECIALIST):
         q |= Q(specialist_id=doctor.pk)
     return q
@@ -96,7 +100,8 @@ def parties_of(principal: Principal, consult: Consult) -> frozenset[str]:
     if consult.specialist_id == doctor.pk and doctor.has_role(Role.SPECIALIST):
         parties.update({Party.NAMED, Party.CANDIDATE})
     pool_wide = consult.specialist_id is None or consult.widened_at is not None
-    if pool_wide and consult.pool_id in principal.pool_ids:
+    sent = max((t for t in (consult.requested_at, consult.widened_at) if t is not None), default=None)
+    if pool_wide and principal.in_pool_since(consult.pool_id, sent):
         parties.add(Party.CANDIDATE)
     if doctor.has_role(Role.INSTITUTION_ADMIN) and receiving_institution_id(consult) == doctor.institution_id:
         parties.add(Party.POOL_ADMIN)

@@ -12,7 +12,7 @@ from typing import Any
 from rest_framework import serializers
 
 from alliance import access
-from alliance.models import Department, Device, Doctor, Institution, Pool, Role, Specialty
+from alliance.models import Department, Device, Doctor, Institution, Pool, PrivilegeChange, Role, Specialty
 from alliance.services import ALL_MODULES
 
 # --- output ---------------------------------------------------------------------------
@@ -71,6 +71,40 @@ class DoctorSerializer(serializers.ModelSerializer):
             "active",
         ]
         read_only_fields = fields
+
+
+class PrivilegeChangeSerializer(serializers.ModelSerializer):
+    """A change giving an admin account clinical access, and its second admin's decision."""
+
+    subject_name = serializers.CharField(source="subject.display_name", read_only=True)
+    requested_by_name = serializers.CharField(source="requested_by.display_name", read_only=True)
+    decided_by_name = serializers.SerializerMethodField()
+
+    class Meta:
+        model = PrivilegeChange
+        fields = [
+            "id",
+            "subject",
+            "subject_name",
+            "kind",
+            "payload",
+            "state",
+            "requested_by",
+            "requested_by_name",
+            "requested_at",
+            "decided_by",
+            "decided_by_name",
+            "decided_at",
+            "comment",
+        ]
+        read_only_fields = fields
+
+    def get_decided_by_name(self, change: PrivilegeChange) -> str:
+        return change.decided_by.display_name if change.decided_by is not None else ""
+
+
+class PrivilegeDecisionSerializer(serializers.Serializer):
+    comment = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
 
 
 class DeviceSerializer(serializers.ModelSerializer):

@@ -12,6 +12,7 @@ router.register("departments", views.DepartmentViewSet, basename="department")
 router.register("pools", views.PoolViewSet, basename="pool")
 router.register("doctors", views.DoctorViewSet, basename="doctor")
 router.register("devices", views.DeviceViewSet, basename="device")
+router.register("privilege-changes", views.PrivilegeChangeViewSet, basename="privilege-change")
 
 urlpatterns = [
     path("me/", views.MeView.as_view(), name="api-me"),

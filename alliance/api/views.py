@@ -19,10 +19,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from alliance import access, audit, services
+from alliance import access, audit, privileges, services
 from alliance.api import serializers as s
 from alliance.api.permissions import ManagesMembers
-from alliance.models import Department, Device, Doctor, Institution, Pool
+from alliance.models import Department, Device, Doctor, Institution, Pool, PrivilegeChange
 
 BY_INSTITUTION = OpenApiParameter(
     "institution", OpenApiTypes.INT, description="Only rows of this institution (id)", required=False
@@ -60,6 +60,14 @@ class MembershipViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
 
     def respond(self, obj: Any, code: int = status.HTTP_200_OK) -> Response:
         return Response(self.get_serializer(self.get_queryset().get(pk=obj.pk)).data, status=code)
+
+    def respond_held(self, obj: Any, held: list[PrivilegeChange]) -> Response:
+        """200 with the object; 202 with the changes put on hold for a second admin, if any."""
+        if not held:
+            return self.respond(obj)
+        body = dict(self.get_serializer(self.get_queryset().get(pk=obj.pk)).data)
+        body["pending_changes"] = s.PrivilegeChangeSerializer(held, many=True).data
+        return Response(body, status=status.HTTP_202_ACCEPTED)
 
     def require_manager_of(self, institution: Institution) -> None:
         if not access.may_manage_institution(access.principal_of(self.request), institution):
@@ -148,7 +156,11 @@ class PoolViewSet(MembershipViewSet):
     def create(self, request: Request) -> Response:
         data = self.validated(s.PoolCreateSerializer)
         self.require_manager_of(data["institution"])
+        members = data.pop("members", None)
         pool = services.pool_create(by=self.actor, **data)
+        held = privileges.set_pool_members(access.principal_of(request), pool, members) if members else []
+        if held:
+            return self.respond_held(pool, held)
         return self.respond(pool, status.HTTP_201_CREATED)
 
     def partial_update(self, request: Request, pk: str) -> Response:
@@ -157,9 +169,8 @@ class PoolViewSet(MembershipViewSet):
         data = self.validated(s.PoolUpdateSerializer)
         members = data.pop("members", None)
         services.pool_update(pool=pool, by=self.actor, **data)
-        if members is not None:
-            services.pool_set_members(pool=pool, members=members, by=self.actor)
-        return self.respond(pool)
+        held = privileges.set_pool_members(access.principal_of(request), pool, members) if members is not None else []
+        return self.respond_held(pool, held)
 
 
 @_writes(s.DoctorCreateSerializer, s.DoctorUpdateSerializer, s.DoctorSerializer)
@@ -198,8 +209,8 @@ class DoctorViewSet(MembershipViewSet):
         data = self.validated(s.DoctorUpdateSerializer)
         if "roles" in data:
             self.require_roles(doctor.roles, data["roles"])
-        services.doctor_update(doctor=doctor, by=self.actor, **data)
-        return self.respond(doctor)
+        change = privileges.update_doctor(access.principal_of(request), doctor, **data)
+        return self.respond_held(doctor, [change] if change is not None else [])
 
     @extend_schema(request=None, responses=s.DoctorSerializer)
     @action(detail=True, methods=["post"])
@@ -224,8 +235,43 @@ class DoctorViewSet(MembershipViewSet):
         doctor = self.get_managed_doctor()
         data = self.validated(s.DoctorMoveSerializer)
         self.require_manager_of(data["institution"])
-        services.doctor_move(doctor=doctor, by=self.actor, **data)
-        return self.respond(doctor)
+        change = privileges.move(access.principal_of(request), doctor, data["institution"], data.get("department"))
+        return self.respond_held(doctor, [change] if change is not None else [])
+
+
+@extend_schema_view(list=extend_schema(parameters=[BY_INSTITUTION]))
+class PrivilegeChangeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Changes that would give an admin account clinical access, waiting for a second admin."""
+
+    serializer_class = s.PrivilegeChangeSerializer
+    permission_classes = [ManagesMembers]
+
+    def get_queryset(self) -> QuerySet[PrivilegeChange]:
+        rows = access.privilege_changes_visible_to(access.principal_of(self.request))
+        if self.action == "list" and "institution" in self.request.query_params:
+            query = _InstitutionFilter(data=self.request.query_params)
+            query.is_valid(raise_exception=True)
+            rows = rows.filter(subject__institution_id=query.validated_data["institution"])
+        return rows
+
+    def _decide(self, request: Request, approve: bool) -> Response:
+        body = s.PrivilegeDecisionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        change = privileges.decide(
+            access.principal_of(request), self.get_object(), approve=approve, comment=body.validated_data["comment"]
+        )
+        return Response(self.get_serializer(self.get_queryset().get(pk=change.pk)).data)
+
+    @extend_schema(request=s.PrivilegeDecisionSerializer, responses=s.PrivilegeChangeSerializer)
+    @action(detail=True, methods=["post"])
+    def approve(self, request: Request, pk: str) -> Response:
+        """Make the change now (a second admin: neither the one who asked nor the doctor)."""
+        return self._decide(request, True)
+
+    @extend_schema(request=s.PrivilegeDecisionSerializer, responses=s.PrivilegeChangeSerializer)
+    @action(detail=True, methods=["post"])
+    def refuse(self, request: Request, pk: str) -> Response:
+        return self._decide(request, False)
 
 
 @_writes(s.DeviceCreateSerializer, s.DeviceUpdateSerializer, s.DeviceSerializer)

@@ -216,3 +216,9 @@ class AllianceSettingsForm(forms.ModelForm):
                 raise ValidationError(_("Write each modality as MODALITY: sheets, e.g. CT: 2 (0 to 100 sheets)."))
             sheets[modality.strip().upper()] = int(count)
         return sheets
+
+
+class PrivilegeDecisionForm(forms.Form):
+    comment = forms.CharField(
+        label=_("Comment"), required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 3})
+    )

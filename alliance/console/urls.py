@@ -32,4 +32,6 @@ urlpatterns = [
     path("specialties/", views.specialty_list, name="specialty_list"),
     path("specialties/add/", views.specialty_add, name="specialty_add"),
     path("alliance/settings/", views.alliance_settings, name="alliance_settings"),
+    path("privileges/", views.privilege_list, name="privilege_list"),
+    path("privileges/<int:pk>/", views.privilege_decide, name="privilege_decide"),
 ]

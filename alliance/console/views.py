@@ -25,9 +25,9 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from alliance import access, audit, services
+from alliance import access, audit, privileges, services
 from alliance.console import forms
-from alliance.models import Doctor, Institution, Pool, Role, Specialty
+from alliance.models import Doctor, Institution, Pool, PrivilegeChange, Role, Specialty
 from alliance.modules import open_cases
 
 PAGE_SIZE = 25
@@ -77,6 +77,18 @@ def _save(form: Any, write: Callable[[], Any]) -> Any:
     except ValidationError as exc:
         forms.apply_service_errors(form, exc)
         return None
+    except access.AccessDenied as exc:
+        form.add_error(None, str(exc))
+        return None
+
+
+def _held_message(request: HttpRequest, held: list[PrivilegeChange]) -> None:
+    for change in held:
+        messages.warning(
+            request,
+            _("%(change)s for %(name)s waits for a second admin: it gives an admin account access to patients.")
+            % {"change": change.get_kind_display(), "name": change.subject.display_name},
+        )
 
 
 def _active_flag(request: HttpRequest) -> bool:
@@ -418,8 +430,15 @@ def doctor_edit(request: HttpRequest, pk: int) -> HttpResponse:
     )
     if request.method == "POST" and form.is_valid():
         fields = _doctor_fields(form.cleaned_data)
-        if _save(form, lambda: services.doctor_update(doctor=doctor, by=_actor(request), **fields)):
+
+        def write() -> list[PrivilegeChange]:
+            change = privileges.update_doctor(principal, doctor, **fields)
+            return [change] if change is not None else []
+
+        held = _save(form, write)
+        if held is not None:
             messages.success(request, _("Saved."))
+            _held_message(request, held)
             return redirect("manage:doctor_edit", pk=doctor.pk)
     context = {
         "form": form,
@@ -461,17 +480,17 @@ def doctor_move(request: HttpRequest, pk: int) -> HttpResponse:
     )
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        moved = _save(
-            form,
-            lambda: services.doctor_move(
-                doctor=doctor, institution=data["institution"], department=data["department"], by=_actor(request)
-            ),
-        )
+        moved = _save(form, lambda: [privileges.move(principal, doctor, data["institution"], data["department"])])
         if moved is not None:
-            messages.success(
-                request,
-                _("%(name)s now works at %(inst)s.") % {"name": doctor.display_name, "inst": data["institution"].name},
-            )
+            held = [change for change in moved if change is not None]
+            if held:
+                _held_message(request, held)
+            else:
+                messages.success(
+                    request,
+                    _("%(name)s now works at %(inst)s.")
+                    % {"name": doctor.display_name, "inst": data["institution"].name},
+                )
             return redirect("manage:doctor_edit", pk=doctor.pk)
     title = _("Move %(name)s to another institution") % {"name": doctor.display_name}
     lead = _("They leave the specialist desks of %(inst)s and lose access to its studies at once.") % {
@@ -528,18 +547,18 @@ def pool_add(request: HttpRequest, institution: int) -> HttpResponse:
     form = forms.PoolForm(request.POST or None, doctors=_pool_candidates(owner))
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        pool = _save(
-            form,
-            lambda: services.pool_create(
-                institution=owner,
-                specialty=data["specialty"],
-                name=data["name"],
-                members=list(data["members"]),
-                by=_actor(request),
-            ),
-        )
-        if pool is not None:
+
+        def create() -> tuple[Pool, list[PrivilegeChange]]:
+            created = services.pool_create(
+                institution=owner, specialty=data["specialty"], name=data["name"], by=_actor(request)
+            )
+            return created, privileges.set_pool_members(access.principal_of(request), created, list(data["members"]))
+
+        made = _save(form, create)
+        if made is not None:
+            pool, held = made
             messages.success(request, _("Pool %(name)s created.") % {"name": pool.name})
+            _held_message(request, held)
             return redirect(f"{reverse('manage:pool_list')}?institution={owner.pk}")
     title = _("Add a specialist pool to %(name)s") % {"name": owner.name}
     context = {
@@ -560,14 +579,14 @@ def pool_edit(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
 
-        def write() -> Pool:
+        def write() -> list[PrivilegeChange]:
             services.pool_update(pool=pool, name=data["name"].strip(), specialty=data["specialty"], by=_actor(request))
-            if set(data["members"]) != set(pool.members.all()):
-                services.pool_set_members(pool=pool, members=list(data["members"]), by=_actor(request))
-            return pool
+            return privileges.set_pool_members(access.principal_of(request), pool, list(data["members"]))
 
-        if _save(form, write):
+        held = _save(form, write)
+        if held is not None:
             messages.success(request, _("Saved."))
+            _held_message(request, held)
             return redirect(f"{reverse('manage:pool_list')}?institution={pool.institution_id}")
     context = {
         "form": form,
@@ -703,3 +722,58 @@ def alliance_settings(request: HttpRequest) -> HttpResponse:
         "section": "settings",
     }
     return render(request, "manage/form.html", context)
+
+
+# --- privilege changes waiting for a second admin -------------------------------------
+
+
+@manager_required
+def privilege_list(request: HttpRequest) -> HttpResponse:
+    principal = access.principal_of(request)
+    rows = access.privilege_changes_visible_to(principal)
+    pending = [c for c in rows.filter(state=PrivilegeChange.State.PENDING)]
+    decidable = {c.pk for c in pending if access.may_decide_privilege_change(principal, c)}
+    context = {
+        "pending": pending,
+        "decidable": decidable,
+        "decided": rows.exclude(state=PrivilegeChange.State.PENDING)[:50],
+        "section": "privileges",
+    }
+    return render(request, "manage/privilege_list.html", context)
+
+
+@manager_required
+def privilege_decide(request: HttpRequest, pk: int) -> HttpResponse:
+    """The confirmation page of one change: what it gives, then approve or refuse."""
+    principal = access.principal_of(request)
+    change = get_object_or_404(access.privilege_changes_visible_to(principal), pk=pk)
+    form = forms.PrivilegeDecisionForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        approve = request.POST.get("decision") == "approve"
+        decided = _save(
+            form, lambda: privileges.decide(principal, change, approve=approve, comment=form.cleaned_data["comment"])
+        )
+        if decided is not None:
+            text = _("Approved: the change is made.") if approve else _("Refused: nothing changes.")
+            messages.success(request, text)
+            return redirect("manage:privilege_list")
+    context = {
+        "change": change,
+        "form": form,
+        "may_decide": access.may_decide_privilege_change(principal, change),
+        "target": _privilege_target(change),
+        "section": "privileges",
+    }
+    return render(request, "manage/privilege_decide.html", context)
+
+
+def _privilege_target(change: PrivilegeChange) -> str:
+    """What the change gives, in words."""
+    if change.kind == PrivilegeChange.Kind.ROLES:
+        labels = dict(Role.choices)
+        return ", ".join(str(labels.get(r, r)) for r in change.payload.get("roles", []))
+    if change.kind == PrivilegeChange.Kind.MOVE:
+        institution = Institution.objects.filter(pk=change.payload.get("institution")).first()
+        return institution.name if institution else ""
+    pool = Pool.objects.filter(pk=change.payload.get("pool")).select_related("institution").first()
+    return str(pool) if pool else ""

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
+from alliance import signals as alliance_signals
 from alliance.access import resolve_principal
+from alliance.models import PoolMembership
 from consults import access as consults_access
 from consults import clock, services
 from consults.models import Notification, Status
@@ -31,9 +33,12 @@ class Clock:
 
 
 @pytest.fixture
-def time(monkeypatch: pytest.MonkeyPatch) -> Clock:
+def time(world: Any, monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """Consults run on this clock; desk members joined before it (the world's) and join on it."""
     fake = Clock()
     monkeypatch.setattr(clock, "now", fake)
+    monkeypatch.setattr(alliance_signals, "_now", fake)
+    PoolMembership.objects.update(since=T0 - timedelta(days=365))
     return fake
 
 

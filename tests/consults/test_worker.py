@@ -16,6 +16,7 @@ import pytest
 from celery import Celery
 from django.db import connection
 
+from alliance.models import PoolMembership
 from consults import clock
 from consults.models import Consult, Notification, Status
 from tests.consults.conftest import walk
@@ -78,6 +79,7 @@ def test_real_worker_reminds_the_owner_and_releases_a_stalled_claim(
     world.specialist.user.email = "specialist@hosp.example"
     world.specialist.user.save()
     monkeypatch.setattr(clock, "now", lambda: T0)
+    PoolMembership.objects.update(since=T0 - timedelta(days=1))  # the desk was staffed before T0
     reading = walk(world, Status.IN_PROGRESS)  # routine: 24 h, claim timeout 4 h
     stalled = walk(world, Status.ACCEPTED)
     queue = f"consults-test-{uuid.uuid4().hex[:8]}"
