@@ -23,7 +23,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from alliance.access import Principal
-from alliance.models import Institution, Role
+from alliance.models import Institution, PoolMembership, Role
 from imaging.models import BreakGlassReview, Patient, Study, StudyGroupGrant, StudyUserGrant
 
 READ = "read_study"
@@ -47,11 +47,26 @@ def live() -> Q:
 def _grants(principal: Principal, codename: str) -> list[QuerySet[Any]]:
     """The live grants of one permission that reach the principal: to its groups and to its user."""
     found: list[QuerySet[Any]] = [
-        StudyGroupGrant.objects.filter(live(), group_id__in=principal.group_ids, permission__codename=codename)
+        StudyGroupGrant.objects.filter(live(), _reaching_groups(principal), permission__codename=codename)
     ]
     if principal.doctor is not None:
         found.append(StudyUserGrant.objects.filter(live(), user_id=principal.user.pk, permission__codename=codename))
     return found
+
+
+def _reaching_groups(principal: Principal) -> Q:
+    """Group grants that reach the principal: its institution's; and a pool's only when the
+    doctor was already a member when the case was sent (the grant's creation), so that joining
+    a desk opens none of its earlier cases (issue #22)."""
+    if principal.doctor is None:
+        return Q(group_id__in=principal.group_ids)
+    seated = PoolMembership.objects.filter(
+        doctor_id=principal.doctor.pk,
+        pool__active=True,
+        pool__group_id=OuterRef("group_id"),
+        since__lte=OuterRef("created_at"),
+    )
+    return Q(group_id=principal.doctor.institution.group_id) | Q(Exists(seated))
 
 
 def _owns(principal: Principal, study: StudyRef) -> bool:
