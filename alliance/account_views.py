@@ -68,16 +68,15 @@ def account(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def password(request: HttpRequest) -> HttpResponse:
-    form = PasswordChangeForm(request.user, request.POST or None)
+    user: Any = request.user
+    form = PasswordChangeForm(user, request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            accounts.password_change(
-                user=request.user, new_password=form.cleaned_data["new_password1"], by=_actor(request)
-            )
+            accounts.password_change(user=user, new_password=form.cleaned_data["new_password1"], by=_actor(request))
         except ValidationError as exc:
             apply_service_errors(form, exc)
         else:
-            update_session_auth_hash(request, request.user)
+            update_session_auth_hash(request, user)
             messages.success(request, _("Your password is changed."))
             return _next(request, reverse("account:index"))
     doctor = access.principal_of(request).doctor
