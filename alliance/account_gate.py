@@ -64,6 +64,7 @@ class AccountGateMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         step = step_for(request) if request.user.is_authenticated else None
+        request.account_step = step  # type: ignore[attr-defined]  # base.html hides the main menu meanwhile
         if step is None or _is_open(request, step):
             return self.get_response(request)
         if request.path_info.startswith(_JSON_PREFIXES):
