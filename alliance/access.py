@@ -475,7 +475,3 @@ def sign_in_locks_visible_to(principal: Principal) -> QuerySet[Any]:
 def may_see_address_locks(principal: Principal) -> bool:
     """Addresses refused for every username concern no one institution: the alliance admin's."""
     return principal.is_alliance_admin
-
-
-def may_see_sign_in_locks(principal: Principal) -> bool:
-    return principal.doctor is not None and institutions_managed_by(principal).exists()

@@ -31,7 +31,8 @@ class CodeForm(forms.Form):
     code = forms.CharField(
         label=pgettext_lazy("one-time code", "Code"),
         max_length=20,
-        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "autofocus": True}),
+        # no numeric keypad: a recovery code has letters
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "autofocus": True}),
     )
 
 
