@@ -9,12 +9,15 @@ and the membership rules below. This module imports no other app.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
+from django.conf import settings as django_settings
 from django.contrib.auth.models import Group
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import Q, QuerySet, Sum
+from django.utils import timezone
 from django.utils.translation import gettext
 
 from alliance import audit
@@ -170,7 +173,8 @@ def resolve_principal(user: Any) -> Principal:
     if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
         return Principal(user=user)
     doctor = (
-        Doctor.objects.select_related("institution", "institution__alliance")
+        # The alliance's settings come along (a LEFT JOIN): the account gate reads its policy.
+        Doctor.objects.select_related("institution", "institution__alliance", "institution__alliance__settings")
         .filter(user=user, active=True, institution__active=True)
         .first()
     )
@@ -477,3 +481,64 @@ def settings_of(alliance_id: int) -> Any:
 
     row, _created = AllianceSettings.objects.get_or_create(alliance_id=alliance_id)
     return row
+
+
+# --- accounts: second factor, sign-in locks ---------------------------------------------
+
+SECOND_FACTOR_ROLES: frozenset[str] = frozenset({Role.SPECIALIST, Role.INSTITUTION_ADMIN, Role.ALLIANCE_ADMIN})
+
+
+def second_factor_required(principal: Principal) -> bool:
+    """The alliance's policy asks this doctor (a specialist or an admin) for a second factor."""
+    from alliance.models import AllianceSettings, default_second_factor_required
+
+    doctor = principal.doctor
+    if doctor is None or not SECOND_FACTOR_ROLES & set(doctor.roles):
+        return False
+    try:
+        return bool(doctor.institution.alliance.settings.second_factor_required)
+    except AllianceSettings.DoesNotExist:  # not made yet: the default it would be made with
+        return default_second_factor_required()
+
+
+def may_reset_second_factor(principal: Principal, doctor: Doctor) -> bool:
+    """Another admin resets a lost second factor: an institution admin for their doctors, an
+    alliance admin for anyone of the alliance; never one's own (that needs a second person)."""
+    if doctor.user_id == principal.user_id:
+        return False
+    return may_change_doctor(principal, doctor)
+
+
+def address_refused(address: str) -> bool:
+    """One client address that failed to sign in too often lately (any usernames) is refused for
+    every username until its failures age out or an alliance admin lifts the lock."""
+    return bool(address) and address_failures(address) >= django_settings.LOGIN_ADDRESS_FAILURE_LIMIT
+
+
+def address_failures(address: str) -> int:
+    """Failed sign-ins from one address within the lockout window (django-axes' per-pair rows)."""
+    from axes.models import AccessAttempt
+
+    since = timezone.now() - timedelta(hours=django_settings.AXES_COOLOFF_TIME)
+    rows = AccessAttempt.objects.filter(ip_address=address, attempt_time__gte=since)
+    return int(rows.aggregate(n=Sum("failures_since_start"))["n"] or 0)
+
+
+def sign_in_locks_visible_to(principal: Principal) -> QuerySet[Any]:
+    """Locked (username, address) pairs an admin sees: an alliance admin all of them (a username
+    nobody has included), an institution admin those of the doctors they manage."""
+    from axes.models import AccessAttempt
+
+    since = timezone.now() - timedelta(hours=django_settings.AXES_COOLOFF_TIME)
+    locked = AccessAttempt.objects.filter(
+        attempt_time__gte=since, failures_since_start__gte=django_settings.AXES_FAILURE_LIMIT
+    ).order_by("-attempt_time")
+    if principal.is_alliance_admin:
+        return locked
+    usernames = doctors_managed_by(principal).values("user__username")
+    return locked.filter(username__in=usernames) if principal.doctor is not None else locked.none()
+
+
+def may_see_address_locks(principal: Principal) -> bool:
+    """Addresses refused for every username concern no one institution: the alliance admin's."""
+    return principal.is_alliance_admin

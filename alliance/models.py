@@ -118,6 +118,12 @@ class Doctor(models.Model):
     # A list of Role values; a doctor may hold several (a specialist who is also an admin).
     roles = models.JSONField(_("roles"), default=list)
     active = models.BooleanField(_("active"), default=True)
+    # A password an admin set (console: add a doctor, reset a password) is the doctor's own
+    # only once they changed it: until then every page leads to the change (alliance.account_gate).
+    must_change_password = models.BooleanField(_("must change password at next sign-in"), default=False)
+    # Whether the doctor has a confirmed authenticator (django_otp's TOTPDevice), kept by
+    # alliance.accounts with the device, so that each request knows it without a query.
+    second_factor = models.BooleanField(_("second factor set up"), default=False, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -274,6 +280,11 @@ def default_film_sheets() -> dict[str, int]:
     return {"CT": 2, "MR": 2, "DX": 1, "CR": 1, "DR": 1, "MG": 1, "RF": 1, "XA": 1, "US": 1}
 
 
+def default_second_factor_required() -> bool:
+    """A new alliance's policy (settings.OTP_REQUIRED_DEFAULT: on in production, off in the demo)."""
+    return bool(settings.OTP_REQUIRED_DEFAULT)
+
+
 class AllianceSettings(models.Model):
     """The alliance-wide knobs of its capabilities, one row per alliance (alliance.access.settings_of)."""
 
@@ -312,6 +323,11 @@ class AllianceSettings(models.Model):
     film_sheet_cost = models.DecimalField(
         _("cost of one film sheet (yuan)"), max_digits=8, decimal_places=2, default=18
     )
+    # Accounts: specialists, institution admins and alliance admins sign in with a second factor.
+    second_factor_required = models.BooleanField(
+        _("second factor (TOTP) required for specialists, institution admins and alliance admins"),
+        default=default_second_factor_required,
+    )
 
     class Meta:
         verbose_name = _("alliance settings")
@@ -319,3 +335,30 @@ class AllianceSettings(models.Model):
 
     def __str__(self) -> str:
         return f"settings of {self.alliance}"
+
+
+class ApiToken(models.Model):
+    """A REST API token. Only its SHA-256 digest is kept: the key is shown once, when it is made
+    (alliance.accounts.token_issue). It stops working when it expires or is revoked."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    prefix = models.CharField(_("begins with"), max_length=8, editable=False)
+    name = models.CharField(_("name"), max_length=100, blank=True)
+    created_at = models.DateTimeField(_("made"))
+    expires_at = models.DateTimeField(_("expires"))
+    revoked_at = models.DateTimeField(_("revoked"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("API token")
+        verbose_name_plural = _("API tokens")
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… of {self.user_id}"
+
+    @property
+    def is_expired(self) -> bool:
+        from django.utils import timezone
+
+        return self.expires_at <= timezone.now()

@@ -4,8 +4,8 @@ report, approving a privilege change).
 One decision: `confirm_identity` answers whether the secret the user typed proves it is them.
 A wrong secret counts toward the same sign-in lockout as the sign-in page (django-axes, through
 Django's `user_login_failed` signal) and is audited; a locked account is refused whatever it types.
-The second-factor check (a TOTP code for a user who has one) belongs here too, so that every
-caller asks the same question.
+A user with a confirmed authenticator (alliance.accounts) proves it with a current TOTP code or
+an unused recovery code instead of the password: what they type is the second factor.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from axes.handlers.proxy import AxesProxyHandler
 from django.contrib.auth.signals import user_login_failed
 from django.http import HttpRequest
 
-from alliance import audit
+from alliance import accounts, audit
+from alliance.access import address_refused
 from alliance.models import AuditEvent
 
 
@@ -33,12 +34,16 @@ def _credentials(user: Any) -> dict[str, str]:
 
 
 def is_locked(request: HttpRequest, user: Any) -> bool:
-    """Whether the sign-in lockout holds this user (as the sign-in page would refuse them)."""
+    """Whether the sign-in lockout holds this user here (as the sign-in page would refuse them):
+    their (username, address) pair, or the address for every username."""
+    if address_refused(audit.source_of(request)):
+        return True
     return not AxesProxyHandler.is_allowed(request, _credentials(user))
 
 
 def confirm_identity(*, request: HttpRequest, user: Any, secret: str, purpose: str) -> None:
-    """Raise IdentityNotConfirmed unless `secret` is this user's password.
+    """Raise IdentityNotConfirmed unless `secret` is this user's current TOTP code or an unused
+    recovery code (when they have a confirmed authenticator), or else their password.
 
     `purpose` names the act in the audit row of a refusal (e.g. "consult.sign").
     """
@@ -47,12 +52,18 @@ def confirm_identity(*, request: HttpRequest, user: Any, secret: str, purpose: s
     if is_locked(request, user):
         _refused(request, user, purpose, "locked")
         raise IdentityNotConfirmed("locked")
-    if user.check_password(secret):
+    if _proves(user, secret):
         return
     # The same signal the sign-in form sends: axes counts it toward the lockout.
     user_login_failed.send(sender=__name__, credentials=_credentials(user), request=request)
     _refused(request, user, purpose, "wrong")
     raise IdentityNotConfirmed("wrong")
+
+
+def _proves(user: Any, secret: str) -> bool:
+    if accounts.has_second_factor(user):
+        return accounts.verify_second_factor(user, secret) is not None
+    return bool(user.check_password(secret))
 
 
 def _refused(request: HttpRequest, user: Any, purpose: str, reason: str) -> None:

@@ -16,9 +16,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from rest_framework.authtoken.models import Token
 
-from alliance import audit
+from alliance import accounts, audit
 from alliance.models import (
     Alliance,
     AllianceSettings,
@@ -218,7 +217,9 @@ def doctor_create(
     department: Department | None = None,
     title: str = "",
     specialties: list[Specialty] | None = None,
+    password_temporary: bool = False,
 ) -> Doctor:
+    """`password_temporary`: an admin chose the password, so the doctor changes it at first sign-in."""
     username = username.strip()
     if not username:
         raise ValidationError({"username": _("A username is required.")})
@@ -240,7 +241,14 @@ def doctor_create(
         user.set_unusable_password()
     user.full_clean(exclude=["password"])
     user.save()
-    doctor = Doctor.objects.create(user=user, institution=institution, department=department, title=title, roles=roles)
+    doctor = Doctor.objects.create(
+        user=user,
+        institution=institution,
+        department=department,
+        title=title,
+        roles=roles,
+        must_change_password=bool(password) and password_temporary,
+    )
     if specialties:
         doctor.specialties.set(specialties)
     user.groups.add(institution.group)
@@ -294,7 +302,7 @@ def _update_account(user: Any, *, full_name: str | None, email: str | None) -> d
 
 
 def _end_sessions(user: Any) -> None:
-    Token.objects.filter(user=user).delete()
+    accounts.revoke_all_tokens(user)
     for session in Session.objects.filter(expire_date__gt=timezone.now()).iterator():
         if str(session.get_decoded().get("_auth_user_id")) == str(user.pk):
             session.delete()
@@ -343,7 +351,9 @@ def doctor_move(
 
 
 @transaction.atomic
-def doctor_set_password(*, doctor: Doctor, password: str, by: audit.Actor) -> None:
+def doctor_set_password(*, doctor: Doctor, password: str, by: audit.Actor, temporary: bool = True) -> None:
+    """An admin's new password for a doctor: the doctor changes it at their next sign-in
+    (`temporary`), unless it is the admin's own."""
     from django.contrib.auth.password_validation import validate_password
 
     try:
@@ -352,16 +362,14 @@ def doctor_set_password(*, doctor: Doctor, password: str, by: audit.Actor) -> No
         raise ValidationError({"password": exc.messages}) from None
     doctor.user.set_password(password)
     doctor.user.save(update_fields=["password"])
+    doctor.must_change_password = temporary
+    doctor.save(update_fields=["must_change_password"])
     audit.record(actor=by, action="doctor.password", object_type="doctor", object_id=doctor.pk)
 
 
-@transaction.atomic
-def token_create(*, doctor: Doctor, by: audit.Actor) -> Token:
-    """A fresh API token (the old one stops working)."""
-    Token.objects.filter(user=doctor.user).delete()
-    token = Token.objects.create(user=doctor.user)
-    audit.record(actor=by, action="token.create", object_type="doctor", object_id=doctor.pk)
-    return token
+def token_create(*, doctor: Doctor, by: audit.Actor) -> accounts.IssuedToken:
+    """A fresh API token (the doctor's others stop working); its key is in the result only."""
+    return accounts.token_issue(user=doctor.user, by=by, name="token_create", replace=True)
 
 
 # --- pools ----------------------------------------------------------------------------
@@ -560,6 +568,7 @@ SETTINGS_FIELDS = (
     "film_show_doctor_names",
     "film_sheets",
     "film_sheet_cost",
+    "second_factor_required",
 )
 
 

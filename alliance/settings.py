@@ -40,6 +40,9 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "corsheaders",
     "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "guardian",  # the grant tables are its object permission models; its backend is not used
     "alliance",
     "imaging",
@@ -59,7 +62,9 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "alliance.middleware.ActiveDoctorMiddleware",
+    "alliance.account_gate.AccountGateMiddleware",
     "alliance.middleware.ModuleSwitchMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -144,7 +149,24 @@ LOGOUT_REDIRECT_URL = "login"
 
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1) / 60  # hours
-AXES_LOCKOUT_PARAMETERS = ["username"]
+# --- accounts: sign-in throttling, second factor, API tokens (alliance/accounts.py) ---
+# A lock holds one (username, client address) pair: a stranger who knows a username cannot
+# lock its owner out from elsewhere. One address that fails this many times (any usernames)
+# within LOGIN_LOCKOUT_MINUTES is refused for every username (alliance.access.address_refused).
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+LOGIN_ADDRESS_FAILURE_LIMIT = env_int("LOGIN_ADDRESS_FAILURE_LIMIT", 20, minimum=1)
+# The client address is the audit trail's (alliance.audit.source_of: the socket's, unless a
+# trusted proxy says otherwise), so that a lock and its audit row name the same address.
+AXES_CLIENT_IP_CALLABLE = "alliance.audit.source_of"
+AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)
+AXES_IPWARE_PROXY_COUNT = None
+# A new alliance's policy "second factor required for specialists and admins" starts on;
+# `make run` (the demo) and the tests start it off.
+OTP_REQUIRED_DEFAULT = env_bool("OTP_REQUIRED_DEFAULT", True)
+OTP_TOTP_ISSUER = env_str("OTP_TOTP_ISSUER", "Alliance Cloud PACS")
+# A REST API token works for this many days after it is made.
+API_TOKEN_DAYS = env_int("API_TOKEN_DAYS", 90, minimum=1, maximum=3650)
+# --- end accounts ---
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "alliance.views.locked_out"
 AXES_VERBOSE = False

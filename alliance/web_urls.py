@@ -17,4 +17,5 @@ urlpatterns = [
     path("figures/", figures_views.figures_page, name="figures"),
     path("figures/<slug:section>/<slug:table>.csv", figures_views.figures_csv, name="figures_csv"),
     path("manage/", include("alliance.console.urls")),
+    path("account/", include("alliance.account_urls")),
 ]

@@ -62,6 +62,13 @@ def _fast_password_hashing(settings):  # type: ignore[no-untyped-def]
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def _second_factor_policy_off(settings):  # type: ignore[no-untyped-def]
+    """New alliances start without the second-factor requirement (as the demo does); the
+    tests of the policy switch it on."""
+    settings.OTP_REQUIRED_DEFAULT = False
+
+
 @pytest.fixture
 def alliance_world(db):  # type: ignore[no-untyped-def]
     alliance = factories.AllianceFactory(name="Test Alliance")

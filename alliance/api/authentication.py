@@ -1,20 +1,29 @@
-"""Token authentication that honours deactivation at once.
+"""Token authentication that honours deactivation, expiry and revocation at once.
 
 Accepts `Authorization: Token <key>` and `Authorization: Bearer <key>` (DICOMweb clients
-send the latter). A token of an inactive user or doctor is refused like a wrong one.
+send the latter). Tokens are kept as SHA-256 digests (alliance.models.ApiToken): a key is
+looked up by its digest. A token of an inactive user or doctor is refused like a wrong one;
+one whose password an admin set answers 403 "password_change_required" until they change it.
 """
 
 from typing import Any
 
+from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
-from rest_framework.authentication import TokenAuthentication
-from rest_framework.authtoken.models import Token
+from rest_framework.authentication import BaseAuthentication
 
 from alliance.access import Principal
+from alliance.accounts import token_digest
+from alliance.models import ApiToken
 
 
-class DoctorTokenAuthentication(TokenAuthentication):
+class PasswordChangeRequired(exceptions.PermissionDenied):
+    default_detail = "Change the password an admin set for you on the web page first (My account)."
+    default_code = "password_change_required"
+
+
+class DoctorTokenAuthentication(BaseAuthentication):
     keywords = ("Token", "Bearer")
 
     def authenticate(self, request: Any) -> tuple[Any, Any] | None:
@@ -25,13 +34,22 @@ class DoctorTokenAuthentication(TokenAuthentication):
             raise exceptions.AuthenticationFailed("Invalid token header.")
         user, token = self.authenticate_credentials(header[1])
         # The middleware saw no signed-in user: the principal of this request is the token's.
-        request._request.principal = self.principal_for(user)
+        principal = self.principal_for(user)
+        request._request.principal = principal
+        if principal.doctor is not None and principal.doctor.must_change_password:
+            raise PasswordChangeRequired()
         return user, token
 
     def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
-        token = Token.objects.select_related("user__doctor__institution__alliance").filter(key=key).first()
+        token = (
+            ApiToken.objects.select_related("user__doctor__institution__alliance")
+            .filter(digest=token_digest(key), revoked_at__isnull=True)
+            .first()
+        )
         if token is None:
             raise exceptions.AuthenticationFailed("Invalid token.")
+        if token.expires_at <= timezone.now():
+            raise exceptions.AuthenticationFailed("Token expired: make a new one on the API tokens page.")
         user = token.user
         if not user.is_active:
             raise exceptions.AuthenticationFailed("User inactive or deleted.")
@@ -60,5 +78,6 @@ class DoctorTokenScheme(OpenApiAuthenticationExtension):
             "type": "apiKey",
             "in": "header",
             "name": "Authorization",
-            "description": 'A token from `manage.py token_create`, sent as "Token <key>" or "Bearer <key>".',
+            "description": 'A token from the "API tokens" page (or `manage.py token_create`), sent as '
+            '"Token <key>" or "Bearer <key>". It expires after API_TOKEN_DAYS.',
         }

@@ -3,7 +3,7 @@
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
-from alliance.api import views
+from alliance.api import tokens, views
 
 router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False
@@ -13,6 +13,7 @@ router.register("pools", views.PoolViewSet, basename="pool")
 router.register("doctors", views.DoctorViewSet, basename="doctor")
 router.register("devices", views.DeviceViewSet, basename="device")
 router.register("privilege-changes", views.PrivilegeChangeViewSet, basename="privilege-change")
+router.register("tokens", tokens.TokenViewSet, basename="token")
 
 urlpatterns = [
     path("me/", views.MeView.as_view(), name="api-me"),

@@ -120,7 +120,7 @@ class DoctorCreateForm(DoctorForm):
     password = forms.CharField(
         label=_("Initial password"),
         widget=forms.PasswordInput(render_value=False),
-        help_text=_("Give it to the doctor in person; they can sign in with it at once."),
+        help_text=_("Give it to the doctor in person; they choose their own at their first sign-in."),
     )
     field_order = ["username", "full_name", "email", "password", "roles", "department", "title", "specialties"]
 

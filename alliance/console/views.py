@@ -11,6 +11,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import update_session_auth_hash
 from django.contrib.auth.decorators import login_required
@@ -18,14 +19,14 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import Count, Q, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from alliance import access, audit, privileges, services
+from alliance import access, accounts, audit, privileges, services
 from alliance.console import forms
 from alliance.models import Doctor, Institution, Pool, PrivilegeChange, Role, Specialty
 from alliance.modules import open_cases
@@ -386,6 +387,7 @@ def doctor_add(request: HttpRequest, institution: int) -> HttpResponse:
                 institution=owner,
                 username=data["username"],
                 password=data["password"],
+                password_temporary=True,
                 by=_actor(request),
                 **_doctor_fields(data),
             ),
@@ -446,6 +448,7 @@ def doctor_edit(request: HttpRequest, pk: int) -> HttpResponse:
         "pools": doctor.pools.select_related("institution"),
         "may_move": access.institutions_managed_by(principal).count() > 1,
         "is_self": not access.may_switch_off_doctor(principal, doctor),
+        "may_reset_second_factor": doctor.second_factor and access.may_reset_second_factor(principal, doctor),
     }
     return render(request, "manage/doctor_edit.html", context)
 
@@ -506,7 +509,11 @@ def doctor_password(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         password = form.cleaned_data["password"]
         done = _save(
-            form, lambda: services.doctor_set_password(doctor=doctor, password=password, by=_actor(request)) or True
+            form,
+            lambda: services.doctor_set_password(
+                doctor=doctor, password=password, by=_actor(request), temporary=doctor.user_id != request.user.pk
+            )
+            or True,
         )
         if done:
             if doctor.user_id == request.user.pk:
@@ -518,6 +525,55 @@ def doctor_password(request: HttpRequest, pk: int) -> HttpResponse:
             return redirect("manage:doctor_edit", pk=doctor.pk)
     title = _("Reset the password of %(name)s") % {"name": doctor.display_name}
     return render(request, "manage/form.html", {"form": form, "title": title, "section": "doctors"})
+
+
+@require_POST
+@manager_required
+def doctor_second_factor_reset(request: HttpRequest, pk: int) -> HttpResponse:
+    """Another admin removes a doctor's authenticator and recovery codes (asked to confirm first)."""
+    doctor = _changeable_doctor(request, pk)
+    if not access.may_reset_second_factor(access.principal_of(request), doctor):
+        raise PermissionDenied
+    accounts.second_factor_reset(doctor=doctor, by=_actor(request))
+    messages.success(
+        request,
+        _("The second factor of %(name)s is removed; they set up a new one at their next sign-in.")
+        % {"name": doctor.display_name},
+    )
+    return redirect("manage:doctor_edit", pk=doctor.pk)
+
+
+# --- sign-in locks --------------------------------------------------------------------
+
+
+@manager_required
+def sign_in_locks(request: HttpRequest) -> HttpResponse:
+    principal = access.principal_of(request)
+    context = {
+        "locks": access.sign_in_locks_visible_to(principal)[:200],
+        "addresses": accounts.refused_addresses() if access.may_see_address_locks(principal) else None,
+        "failure_limit": settings.AXES_FAILURE_LIMIT,
+        "address_limit": settings.LOGIN_ADDRESS_FAILURE_LIMIT,
+        "lockout_minutes": round(settings.AXES_COOLOFF_TIME * 60),
+        "section": "locks",
+    }
+    return render(request, "manage/sign_in_locks.html", context)
+
+
+@require_POST
+@manager_required
+def sign_in_lock_lift(request: HttpRequest) -> HttpResponse:
+    principal = access.principal_of(request)
+    address = request.POST.get("address", "")
+    username = request.POST.get("username")
+    if username is None:
+        if not access.may_see_address_locks(principal):
+            raise PermissionDenied
+    elif not access.sign_in_locks_visible_to(principal).filter(username=username, ip_address=address).exists():
+        raise Http404
+    accounts.sign_in_lock_lift(by=_actor(request), address=address, username=username)
+    messages.success(request, _("The lock is lifted."))
+    return redirect("manage:sign_in_locks")
 
 
 # --- pools ----------------------------------------------------------------------------

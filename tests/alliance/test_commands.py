@@ -9,9 +9,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from rest_framework.authtoken.models import Token
 
-from alliance.models import Alliance, AuditEvent, Device, Doctor, Institution, Pool, Role, Specialty
+from alliance import accounts
+from alliance.models import Alliance, ApiToken, AuditEvent, Device, Doctor, Institution, Pool, Role, Specialty
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -38,7 +38,7 @@ def refused(*args: str, stdin: str | None = None) -> str:
 
 
 def counts() -> tuple[int, ...]:
-    models = (Alliance, Institution, Device, Doctor, User, Pool, Specialty, Token, AuditEvent)
+    models = (Alliance, Institution, Device, Doctor, User, Pool, Specialty, ApiToken, AuditEvent)
     return tuple(model.objects.count() for model in models)
 
 
@@ -205,7 +205,8 @@ def test_token_create_prints_the_token_as_last_word_and_replaces_the_old_one(cli
     first = run("token_create", "zhou").strip().splitlines()[-1].split()[-1]
     second = run("token_create", "zhou").strip().splitlines()[-1].split()[-1]
     assert first != second
-    assert list(Token.objects.filter(user=doctor.user).values_list("key", flat=True)) == [second]
+    working = accounts.tokens_of(doctor.user).values_list("digest", flat=True)
+    assert list(working) == [accounts.token_digest(second)]
     assert AuditEvent.objects.filter(action="token.create", actor_name="manage.py token_create").count() == 2
 
 
@@ -216,4 +217,4 @@ def test_token_create_refuses_unknown_and_deactivated_doctors(clinic: Institutio
     services.doctor_set_active(doctor=doctor, active=False, by=audit.SYSTEM)
     assert "nobody" in refused("token_create", "nobody")
     assert "deactivated" in refused("token_create", "gone")
-    assert not Token.objects.exists()
+    assert not ApiToken.objects.exists()

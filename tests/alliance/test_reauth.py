@@ -41,3 +41,53 @@ def test_a_wrong_password_is_refused_audited_and_counts_toward_the_lockout(allia
     with pytest.raises(IdentityNotConfirmed) as refused:
         confirm_identity(request=_request(), user=user, secret=PASSWORD, purpose="consult.sign")
     assert refused.value.reason == "locked"
+
+
+def _enrolled(user):  # type: ignore[no-untyped-def]
+    from django_otp.oath import totp
+
+    from alliance import accounts, audit
+
+    device = accounts.totp_begin(user=user, by=audit.SYSTEM)
+    code = totp(device.bin_key, step=device.step, t0=device.t0, digits=device.digits)
+    codes = accounts.totp_confirm(user=user, device=device, code=f"{code:06d}", by=audit.SYSTEM)
+    return device, codes
+
+
+def _next_code(device):  # type: ignore[no-untyped-def]
+    from django_otp.oath import totp
+
+    return f"{totp(device.bin_key, step=device.step, t0=device.t0, digits=device.digits, drift=1):06d}"
+
+
+def test_with_an_authenticator_a_current_code_confirms_and_the_password_does_not(alliance_world):  # type: ignore[no-untyped-def]
+    user = alliance_world.specialist.user
+    device, _codes = _enrolled(user)
+    with pytest.raises(IdentityNotConfirmed) as refused:
+        confirm_identity(request=_request(), user=user, secret=PASSWORD, purpose="consult.sign")
+    assert refused.value.reason == "wrong"
+    device.refresh_from_db()
+    device.throttling_failure_count = 0  # the password's failure throttled the device; start afresh
+    device.throttling_failure_timestamp = None
+    device.save()
+    confirm_identity(request=_request(), user=user, secret=_next_code(device), purpose="consult.sign")
+
+
+def test_with_an_authenticator_a_recovery_code_confirms_once(alliance_world):  # type: ignore[no-untyped-def]
+    user = alliance_world.specialist.user
+    _device, codes = _enrolled(user)
+    confirm_identity(request=_request(), user=user, secret=codes[3], purpose="consult.sign")
+    with pytest.raises(IdentityNotConfirmed) as refused:
+        confirm_identity(request=_request(), user=user, secret=codes[3], purpose="consult.sign")
+    assert refused.value.reason == "wrong"
+
+
+def test_wrong_codes_count_toward_the_lockout(alliance_world, settings):  # type: ignore[no-untyped-def]
+    settings.AXES_FAILURE_LIMIT = 2
+    user = alliance_world.specialist.user
+    _enrolled(user)
+    for _ in range(2):
+        with pytest.raises(IdentityNotConfirmed):
+            confirm_identity(request=_request(), user=user, secret="000000", purpose="consult.sign")
+    assert is_locked(_request(), user)
+    assert AuditEvent.objects.filter(action="auth.reconfirm", outcome=AuditEvent.Outcome.FAILURE).count() == 2

@@ -21,7 +21,7 @@ def seat_existing_members(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("alliance", "0003_alliance_settings"),
+        ("alliance", "0005_hash_api_tokens"),
     ]
 
     operations = [
