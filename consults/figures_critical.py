@@ -53,6 +53,7 @@ def per_month(scope: Scope) -> Table:
     for row in rows:
         counts[scope.month_of(row["month"])][row["modality"] or "—"] += row["n"]
     modalities = sorted({m for c in counts.values() for m in c})
+    flagged = bool(counts)  # before the rows: reading the defaultdict fills it
     months = scope.months()
     table = [[month_label(m), *(counts[m][x] for x in modalities), sum(counts[m].values())] for m in months]
     chart = Chart(
@@ -64,8 +65,8 @@ def per_month(scope: Scope) -> Table:
         key="critical-month",
         title=_("Critical results flagged per month, by modality"),
         columns=[_("Month"), *modalities, _("Total")],
-        rows=table if counts else [],
-        chart=chart if counts else None,
+        rows=table if flagged else [],
+        chart=chart if flagged else None,
     )
 
 
