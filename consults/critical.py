@@ -93,7 +93,7 @@ def critical_flag(
         finding=finding,
         text=_finding_text(consult, finding, text),
         modality=consult.modality,
-        flagged_by=by.doctor,
+        flagged_by=services._doctor(by),
         flagged_at=now,
     )
     _audit(by.actor, "critical_flag", result, listed=finding is not None)
