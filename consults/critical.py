@@ -18,6 +18,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils.timezone import localtime
 from django.utils.translation import gettext as _
 
 from alliance import audit
@@ -115,7 +116,7 @@ def critical_acknowledge(*, result: CriticalResult, by: Principal, read_back: st
     if result.is_acknowledged:
         raise IllegalTransition(
             _("This critical result was already acknowledged by %(name)s at %(at)s.")
-            % {"name": result.acknowledged_by, "at": result.acknowledged_at}
+            % {"name": result.acknowledged_by, "at": localtime(result.acknowledged_at).strftime("%Y-%m-%d %H:%M")}
         )
     read_back = " ".join((read_back or "").split())
     if not read_back:

@@ -62,6 +62,7 @@ def test_reader_flags_requester_sees_banner_and_home_and_reads_back(
     consult = walk(world, Status.IN_PROGRESS)
     reader_cookie = _session_cookie(live_server, world.specialist)
     clinic_cookie = _session_cookie(live_server, world.owner)
+    admin_cookie = _session_cookie(live_server, world.alliance_admin)
     case_url = f"{live_server.url}/consults/{consult.pk}/"
     owner_name = world.owner.display_name
     with sync_playwright() as pw:
@@ -105,6 +106,10 @@ def test_reader_flags_requester_sees_banner_and_home_and_reads_back(
         _shots(browser, clinic_cookie, case_url, "acknowledged")
         cp.goto(f"{live_server.url}/")
         expect(cp.locator("#home-critical")).to_have_count(0)
+
+        # The alliance admin's list and the figures' section.
+        _shots(browser, admin_cookie, f"{live_server.url}/consults/critical-findings/", "findings")
+        _shots(browser, admin_cookie, f"{live_server.url}/figures/#critical", "figures")
         browser.close()
     # The ORM only outside Playwright's greenlet (see _session_cookie).
     result = CriticalResult.objects.get()
