@@ -101,7 +101,7 @@ def acknowledgement(scope: Scope) -> Table:
         title=_("Critical results: time to acknowledgement and escalations"),
         columns=[
             _("Modality"),
-            _("Flagged"),
+            _("Critical results flagged"),
             _("Acknowledged"),
             _("p50 to acknowledge (min)"),
             _("p90 to acknowledge (min)"),

@@ -112,7 +112,7 @@ def test_the_receiving_institution_counts_the_flags_of_the_cases_it_read(flagged
         "critical-ack": (
             [
                 "Modality",
-                "Flagged",
+                "Critical results flagged",
                 "Acknowledged",
                 "p50 to acknowledge (min)",
                 "p90 to acknowledge (min)",
