@@ -68,6 +68,7 @@ def test_reader_flags_a_listed_finding_while_writing_and_the_requesting_clinicia
     world: Any, dissection: CriticalFinding, time: Clock, django_capture_on_commit_callbacks: Any, settings: Any
 ) -> None:
     settings.CELERY_TASK_ALWAYS_EAGER = True
+    settings.LANGUAGE_CODE = "en"  # the language of the e-mail
     world.owner.user.email = "owner@clinic-a.example"
     world.owner.user.save()
     consult = walk(world, Status.IN_PROGRESS)
