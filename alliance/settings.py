@@ -307,7 +307,14 @@ RETRY_SWEEP_SECONDS = env_int("RETRY_SWEEP_SECONDS", 60, minimum=1)
 RETRY_AFTER_SECONDS = env_int("RETRY_AFTER_SECONDS", 300, minimum=0)
 # Files in DATA_DIR/tmp untouched this long are partial receives of a process that died.
 TEMP_MAX_AGE_SECONDS = env_int("TEMP_MAX_AGE_SECONDS", 3600, minimum=60)
+# A critical result (危急值) not acknowledged by the requesting side this long is escalated to
+# its institution admin. A deployment-wide rule, like the hospital regulation it follows.
+CRITICAL_ESCALATE_MINUTES = env_int("CRITICAL_ESCALATE_MINUTES", 15, minimum=1)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "critical-escalation": {
+        "task": "consults.tasks.escalate_critical_results",
+        "schedule": float(env_int("CRITICAL_CHECK_SECONDS", 60, minimum=5)),
+    },
     "consult-deadlines": {
         "task": "consults.tasks.check_deadlines",
         "schedule": float(env_int("CONSULT_DEADLINE_CHECK_SECONDS", 60, minimum=5)),

@@ -14,7 +14,16 @@ from django.http import Http404
 
 from alliance.access import Principal, may_manage_alliance, with_role
 from alliance.models import Doctor, Institution, Pool, Role
-from consults.models import OPEN_STATUSES, TRANSITIONS, Consult, Party, ReportTemplate, Status
+from consults.models import (
+    OPEN_STATUSES,
+    TRANSITIONS,
+    Consult,
+    CriticalFinding,
+    CriticalResult,
+    Party,
+    ReportTemplate,
+    Status,
+)
 from imaging import access as imaging_access
 from imaging.models import Study
 
@@ -183,4 +192,46 @@ def may_give_film(principal: Principal, consult: Consult) -> bool:
         consult.status == Status.COMPLETED
         and principal.institution_id == consult.requesting_institution_id
         and films.may_make_case_film(principal)
+    )
+
+
+# --- critical results (危急值) ------------------------------------------------------------
+
+# The reader flags while writing the report, while waiting for an answer, and after signing.
+CRITICAL_FLAG_STATUSES = (Status.IN_PROGRESS, Status.ON_HOLD, Status.COMPLETED)
+
+
+def may_flag_critical(principal: Principal, consult: Consult) -> bool:
+    """Only the reader of the case (its owner) flags a critical finding on it."""
+    return consult.status in CRITICAL_FLAG_STATUSES and Party.OWNER in parties_of(principal, consult)
+
+
+def critical_results_acknowledgeable_by(principal: Principal) -> QuerySet[CriticalResult]:
+    """Flags the principal may read back: a clinician of the requesting institution who sees the case."""
+    doctor = principal.doctor
+    if doctor is None or not principal.is_clinical:
+        return CriticalResult.objects.none()
+    visible = consults_visible_to(principal).filter(requesting_institution_id=doctor.institution_id)
+    return CriticalResult.objects.filter(consult__in=visible.values("pk"))
+
+
+def may_acknowledge_critical(principal: Principal, result: CriticalResult) -> bool:
+    return critical_results_acknowledgeable_by(principal).filter(pk=result.pk).exists()
+
+
+def may_manage_critical_findings(principal: Principal) -> bool:
+    """The list of critical findings is the alliance's, kept by its admin."""
+    return may_manage_alliance(principal)
+
+
+def critical_findings_managed_by(principal: Principal) -> QuerySet[CriticalFinding]:
+    if not may_manage_critical_findings(principal):
+        return CriticalFinding.objects.none()
+    return CriticalFinding.objects.filter(alliance=principal.alliance)
+
+
+def critical_findings_for(consult: Consult) -> QuerySet[CriticalFinding]:
+    """The entries of the list a reader may pick on this consult: its alliance's, its modality's, in use."""
+    return CriticalFinding.objects.filter(
+        alliance_id=consult.requesting_institution.alliance_id, modality=consult.modality, active=True
     )

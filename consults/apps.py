@@ -11,6 +11,7 @@ class ConsultsConfig(AppConfig):
         from alliance.modules import register_open_cases
         from consults.access import CONSULTS_MODULE
         from consults.figures import compute
+        from consults.figures_critical import compute as critical_figures
         from consults.films import ConsultFilms
         from consults.selectors import open_cases_at
         from imaging.films import register_case_kind
@@ -21,6 +22,13 @@ class ConsultsConfig(AppConfig):
             compute,
             order=10,
             description=_("Volume, turnaround against the deadlines, breaches, the backlog now and who reads."),
+        )
+        figures.register(
+            "critical",
+            _("Critical results"),
+            critical_figures,
+            order=11,
+            description=_("Critical results flagged per month and modality, time to acknowledgement, escalations."),
         )
         register_case_kind("consult", ConsultFilms())
         register_open_cases(CONSULTS_MODULE, open_cases_at)

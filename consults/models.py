@@ -117,6 +117,9 @@ ACTION_LABELS = {
     "remind_80": _("Four fifths of the time used"),
     "breach": _("Deadline breached"),
     "message": _("New message"),
+    "critical": _("Critical result"),
+    "critical_ack": _("Critical result acknowledged"),
+    "critical_escalate": _("Critical result not acknowledged"),
 }
 
 
@@ -334,3 +337,65 @@ class Notification(models.Model):
     @property
     def label(self) -> str:
         return str(ACTION_LABELS.get(self.verb, self.verb))
+
+
+class CriticalFinding(models.Model):
+    """One entry of the alliance's list of critical findings (危急值) for a modality."""
+
+    alliance = models.ForeignKey(Alliance, on_delete=models.CASCADE, related_name="critical_findings")
+    modality = models.CharField(_("modality"), max_length=16)
+    name = models.CharField(_("finding"), max_length=200)
+    active = models.BooleanField(_("in use"), default=True)
+
+    class Meta:
+        verbose_name = _("critical finding")
+        verbose_name_plural = _("critical findings")
+        ordering = ["modality", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["alliance", "modality", "name"], name="critical_finding_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.modality}: {self.name}"
+
+
+class CriticalResult(models.Model):
+    """A critical finding the reader flagged on a consult, until the requesting side reads it
+    back (acknowledged_*) or, past the setting CRITICAL_ESCALATE_MINUTES, its admin is told
+    (escalated_at, set once). The finding's text is copied: the list may change later."""
+
+    consult = models.ForeignKey(Consult, on_delete=models.CASCADE, related_name="critical_results")
+    finding = models.ForeignKey(
+        CriticalFinding, on_delete=models.PROTECT, null=True, blank=True, related_name="results"
+    )
+    text = models.CharField(_("critical finding"), max_length=300)
+    # The consult's modality when flagged, so that the figures count without a join.
+    modality = models.CharField(_("modality"), max_length=16, blank=True, default="")
+    flagged_by = models.ForeignKey(Doctor, on_delete=models.PROTECT, related_name="critical_flagged")
+    flagged_at = models.DateTimeField(_("flagged"))
+    acknowledged_by = models.ForeignKey(
+        Doctor, on_delete=models.PROTECT, null=True, blank=True, related_name="critical_acknowledged"
+    )
+    acknowledged_at = models.DateTimeField(_("acknowledged"), null=True, blank=True)
+    read_back = models.CharField(_("read back"), max_length=300, blank=True)
+    escalated_at = models.DateTimeField(_("escalated"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("critical result")
+        verbose_name_plural = _("critical results")
+        ordering = ["-flagged_at", "-id"]
+        indexes = [
+            models.Index(
+                fields=["flagged_at"],
+                condition=models.Q(acknowledged_at=None, escalated_at=None),
+                name="consults_critical_waiting",
+            ),
+            models.Index(fields=["flagged_at"], name="consults_critical_figures"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.consult_id}: {self.text}"
+
+    @property
+    def is_acknowledged(self) -> bool:
+        return self.acknowledged_at is not None

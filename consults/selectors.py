@@ -23,6 +23,7 @@ from consults.models import (
     OPEN_STATUSES,
     OWNED_STATUSES,
     Consult,
+    CriticalResult,
     Notification,
     PriorityPolicy,
     ReportTemplate,
@@ -212,3 +213,25 @@ def open_cases_at(institution: Any) -> OpenCases | None:
         "deadlines keep running, and they are back when consults are switched on again."
     ) % {"requested": requested, "received": sent_to, "name": institution.name}
     return OpenCases(module=access.CONSULTS_MODULE, count=requested + sent_to, consequence=consequence)
+
+
+# --- critical results (危急值) ------------------------------------------------------------
+
+
+def critical_results_to_acknowledge(principal: Principal) -> QuerySet[CriticalResult]:
+    """The flags waiting for the principal's side to read them back, the oldest first."""
+    return (
+        access.critical_results_acknowledgeable_by(principal)
+        .filter(acknowledged_at=None)
+        .select_related("consult", "flagged_by__user", "flagged_by__institution")
+        .prefetch_related("consult__studies__patient")
+        .order_by("flagged_at", "pk")
+    )
+
+
+def critical_results_of(consult: Consult) -> list[CriticalResult]:
+    """Every flag of the case, the ones still waiting first, then the newest."""
+    rows = consult.critical_results.select_related(
+        "flagged_by__user", "flagged_by__institution", "acknowledged_by__user", "acknowledged_by__institution"
+    )
+    return sorted(rows, key=lambda r: (r.is_acknowledged, -r.flagged_at.timestamp(), -r.pk))

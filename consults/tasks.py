@@ -85,3 +85,15 @@ def send_unsent_emails(older_than_seconds: float | None = None) -> int:
         return 0
     log.warning("mailing %d notice(s) whose e-mail was not sent when they were made", len(ids))
     return int(send_notification_emails(ids))
+
+
+@shared_task(acks_late=True)
+def escalate_critical_results(now: str | None = None) -> int:
+    """The beat job of critical results: escalate each flag unacknowledged past the setting, once."""
+    from consults import critical  # critical imports services, which imports this module
+
+    moment = datetime.fromisoformat(now) if now else None
+    escalated = critical.critical_escalate_due(now=moment)
+    if escalated:
+        log.warning("escalated %d unacknowledged critical result(s)", escalated)
+    return escalated

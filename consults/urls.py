@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from consults import views
+from consults import views, views_critical
 
 app_name = "consults"
 
@@ -16,6 +16,11 @@ urlpatterns = [
     path("notifications/", views.notifications, name="notifications"),
     path("notifications/read/", views.notifications_read, name="notifications_read"),
     path("notifications/<int:pk>/", views.notification_open, name="notification_open"),
+    path("critical-findings/", views_critical.findings, name="critical_findings"),
+    path("critical-findings/add/", views_critical.finding_edit, name="critical_finding_add"),
+    path("critical-findings/<int:pk>/", views_critical.finding_edit, name="critical_finding_edit"),
+    path("<int:pk>/critical/", views_critical.flag, name="critical_flag"),
+    path("<int:pk>/critical/<int:result_pk>/acknowledge/", views_critical.acknowledge, name="critical_acknowledge"),
     path("<int:pk>/", views.detail, name="detail"),
     path("<int:pk>/report/", views.report, name="report"),
     path("<int:pk>/report.pdf", views.report_pdf, name="report_pdf"),

@@ -1,4 +1,4 @@
-"""Demo consults for `manage.py seed_demo`: report templates, and three cases from the
+"""Demo consults for `manage.py seed_demo`: report templates, the list of critical findings, and three cases from the
 Qingshan health centre to the city hospital's radiology desk, so that a newcomer finds a
 living worklist: one waiting to be claimed, one being read, one with a signed report.
 
@@ -17,8 +17,8 @@ from django.db import transaction
 from alliance import audit
 from alliance.access import resolve_principal
 from alliance.models import Alliance, Doctor, Institution, Pool
-from consults import services
-from consults.models import Consult, Priority, ReportTemplate, Status
+from consults import critical, services
+from consults.models import Consult, CriticalFinding, Priority, ReportTemplate, Status
 from demo.loaders import Writer
 from imaging.models import Study
 
@@ -47,6 +47,31 @@ CHEST_FILM = DemoTemplate(
     "心、肺、膈未见明显异常。",
     "如临床症状持续，建议胸部CT进一步检查。",
 )
+# The alliance's starting list of critical findings (危急值) per modality, after the lists
+# Chinese hospitals keep for their radiology departments; the alliance admin edits it.
+CRITICAL_FINDINGS: dict[str, tuple[str, ...]] = {
+    "CT": (
+        "张力性气胸 (Tension pneumothorax)",
+        "主动脉夹层 (Aortic dissection)",
+        "急性颅内出血 (Acute intracranial haemorrhage)",
+        "大面积脑梗死 (Large cerebral infarction)",
+        "肺动脉栓塞 (Pulmonary embolism)",
+        "消化道穿孔、游离气体 (Free intraperitoneal gas)",
+        "急性肠梗阻 (Acute bowel obstruction)",
+    ),
+    "MR": ("急性脑梗死 (Acute cerebral infarction)", "急性颅内出血 (Acute intracranial haemorrhage)"),
+    "DX": (
+        "气胸 (Pneumothorax)",
+        "膈下游离气体 (Free gas under the diaphragm)",
+        "急性肠梗阻 (Acute bowel obstruction)",
+    ),
+    "CR": (
+        "气胸 (Pneumothorax)",
+        "膈下游离气体 (Free gas under the diaphragm)",
+        "急性肠梗阻 (Acute bowel obstruction)",
+    ),
+    "US": ("异位妊娠破裂 (Ruptured ectopic pregnancy)", "心包填塞 (Cardiac tamponade)"),
+}
 TEMPLATES = (
     DemoTemplate(
         "胸部CT平扫 (Chest CT, non-contrast)",
@@ -134,6 +159,7 @@ def load_demo_consults(stdout: Writer | None = None, actor: audit.Actor = audit.
         say(f"Demo consults skipped: no institution {CLINIC}.\n")
         return 0
     templates = _load_templates(clinic.alliance, actor)
+    findings = _load_critical_findings(clinic.alliance, actor)
     requester = Doctor.objects.filter(user__username=REQUESTER).select_related("user").first()
     reader = Doctor.objects.filter(user__username=READER).select_related("user").first()
     pool = Pool.objects.filter(institution__ae_title=DESK[0], specialty__code=DESK[1], active=True).first()
@@ -151,6 +177,7 @@ def load_demo_consults(stdout: Writer | None = None, actor: audit.Actor = audit.
         with transaction.atomic():  # a case is made whole or not at all
             _walk(case, study, resolve_principal(requester.user), resolve_principal(reader.user), pool)
         new += 1
+    say(f"Demo critical findings: {findings} new.\n")
     say(f"Demo report templates: {templates} new. Demo consults from {CLINIC} to {pool.name}: {new} new.\n")
     return new
 
@@ -164,6 +191,16 @@ def _load_templates(alliance: Alliance, actor: audit.Actor) -> int:
         if not known:
             services.report_template_create(alliance=alliance, actor=actor, **vars(t))
             new += 1
+    return new
+
+
+def _load_critical_findings(alliance: Alliance, actor: audit.Actor) -> int:
+    new = 0
+    for modality, names in CRITICAL_FINDINGS.items():
+        for name in names:
+            if not CriticalFinding.objects.filter(alliance=alliance, modality=modality, name=name).exists():
+                critical.critical_finding_create(alliance=alliance, modality=modality, name=name, actor=actor)
+                new += 1
     return new
 
 

@@ -10,8 +10,8 @@ from django.core.management import call_command
 
 import demo.imaging
 from alliance.models import Institution
-from consults.models import Consult, ReportTemplate, Status
-from demo.consults import CASES, TEMPLATES
+from consults.models import Consult, CriticalFinding, ReportTemplate, Status
+from demo.consults import CASES, CRITICAL_FINDINGS, TEMPLATES
 from tests.conftest import client_for
 from tests.factories import StudyFactory
 
@@ -70,3 +70,12 @@ def test_demo_radiologist_sees_the_living_worklist_and_the_signed_pdf() -> None:
     signed = Consult.objects.get(status=Status.COMPLETED)
     response = client_for(signed.requester).get(f"/consults/{signed.pk}/report.pdf")
     assert response.status_code == 200 and response["Content-Type"] == "application/pdf"
+
+
+def test_seed_demo_keeps_a_list_of_critical_findings_once() -> None:
+    seed()
+    expected = {(m, n) for m, names in CRITICAL_FINDINGS.items() for n in names}
+    assert set(CriticalFinding.objects.values_list("modality", "name")) == expected
+    assert {"CT", "DX"} <= {m for m, _n in expected}
+    seed()
+    assert CriticalFinding.objects.count() == len(expected)
