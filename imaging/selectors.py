@@ -35,10 +35,11 @@ class StudyQuery:
     modality: str = ""
     accession: str = ""
     institution_id: int | None = None
+    oldest_first: bool = False
 
 
 def studies_for(principal: Principal, query: StudyQuery | None = None) -> QuerySet[Study]:
-    """The studies the principal may see that match the query, newest first."""
+    """The studies the principal may see that match the query, newest first (or oldest)."""
     query = query or StudyQuery()
     studies = access.studies_visible_to(principal).select_related("patient", "patient__issuer", "institution")
     studies = _filter_patient_name(studies, query.patient_name)
@@ -54,6 +55,8 @@ def studies_for(principal: Principal, query: StudyQuery | None = None) -> QueryS
         studies = studies.filter(accession_number__iexact=query.accession.strip())
     if query.institution_id:
         studies = studies.filter(institution_id=query.institution_id)
+    if query.oldest_first:
+        return studies.order_by(F("study_date").asc(nulls_last=True), F("study_time").asc(nulls_last=True), "pk")
     return studies.order_by(F("study_date").desc(nulls_last=True), F("study_time").desc(nulls_last=True), "-pk")
 
 
