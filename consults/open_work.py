@@ -18,11 +18,11 @@ TEXT_LENGTH = 120
 
 
 def patient_of(consult: Consult) -> str:
-    """The patients of the consult's studies as the site shows them: "王芳 (P-1001)"."""
+    """The patients of the consult's studies as the site shows them: "王芳 (WANG FANG) · P-1001"."""
     seen: dict[int, str] = {}
     for study in consult.studies.all():
         patient = study.patient
-        seen.setdefault(patient.pk, f"{patient.display_name or _('(no name)')} ({patient.patient_id})")
+        seen.setdefault(patient.pk, f"{patient.display_name or _('(no name)')} · {patient.patient_id}")
     return ", ".join(seen.values())
 
 

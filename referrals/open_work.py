@@ -31,7 +31,7 @@ def _asked(referral: Referral) -> str:
 def waiting(principal: Principal, since: datetime | None) -> list[WorkItem]:
     return [
         WorkItem(
-            patient=f"{r.patient.display_name or _('(no name)')} ({r.patient.patient_id})",
+            patient=f"{r.patient.display_name or _('(no name)')} · {r.patient.patient_id}",
             case=_("Referral #%(number)d") % {"number": r.pk},
             asked=_asked(r),
             url=reverse("referrals:detail", args=[r.pk]),
