@@ -32,6 +32,7 @@ from consults.models import (
     Status,
 )
 from imaging.models import Study
+from imaging.selectors import StudyQuery, filter_studies
 from imaging.study_cases import StudyCase
 
 TAB_LABELS_ORDER = [
@@ -323,3 +324,19 @@ def cases_on_studies(principal: Principal, study_ids: Sequence[int]) -> dict[int
             )
         )
     return out
+
+
+# --- the consult form's study picker -------------------------------------------------
+
+PICK_LIMIT = 20
+
+
+def studies_to_pick(principal: Principal, query: StudyQuery, limit: int = PICK_LIMIT) -> list[Study]:
+    """Studies the principal may attach to a consult that match the picker's search, newest first."""
+    return list(filter_studies(access.studies_requestable_by(principal), query)[:limit])
+
+
+def priority_deadlines(alliance: Any) -> list[dict[str, Any]]:
+    """Each priority with the deadline in force (the alliance's policy or DEFAULT_POLICY), for
+    the form to show beside the priority chosen."""
+    return [{"priority": row["priority"], "minutes": row["deadline_minutes"]} for row in policy_table(alliance)]
