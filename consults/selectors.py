@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from functools import reduce
 from typing import Any
 
-from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, QuerySet, Subquery, Value
+from django.db.models import Count, prefetch_related_objects, Exists, F, OuterRef, Prefetch, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils.translation import gettext as _
@@ -178,6 +178,15 @@ def unread_count(user: Any) -> int:
 
 def notifications_of(user: Any) -> QuerySet[Notification]:
     return Notification.objects.filter(user=user).select_related("consult")
+
+
+def notification_rows(page: Iterable[Notification]) -> list[Notification]:
+    """One page of notifications with each case's studies and patients (a fixed number of queries)."""
+    rows = list(page)
+    prefetch_related_objects(
+        rows, Prefetch("consult__studies", queryset=Study.objects.select_related("patient").order_by("pk"))
+    )
+    return rows
 
 
 def policy_table(alliance: Any) -> list[dict[str, Any]]:

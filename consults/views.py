@@ -304,8 +304,20 @@ def report_pdf(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 def notifications(request: HttpRequest) -> HttpResponse:
+    """The bell's list: for each notification the patient, the case and what happened; each
+    opens the case. The patients shown are audited as a list of their consults."""
     page = Paginator(selectors.notifications_of(request.user), PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "consults/notifications.html", {"page": page})
+    rows = selectors.notification_rows(page.object_list)
+    consults = {n.consult.pk: n.consult for n in rows}.values()
+    audit.record_many(
+        actor=audit.actor_of(request),
+        action="consult.list",
+        object_type="consult",
+        items=[(str(c.pk), ",".join(sorted({str(s.patient_id) for s in c.studies.all()})), c.basis) for c in consults],
+        source=audit.source_of(request),
+        detail={"via": "notifications"},
+    )
+    return render(request, "consults/notifications.html", {"page": page, "rows": rows})
 
 
 @login_required

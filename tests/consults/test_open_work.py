@@ -102,3 +102,19 @@ def test_home_page_says_when_nothing_waits(world: Any) -> None:
     page = client_for(world.colleague).get("/").content.decode()
     assert 'id="home-work-none"' in page
     assert 'id="home-work-questions"' not in page
+
+
+def test_bell_list_shows_patient_case_and_what_happened_and_opens_the_case(world: Any) -> None:
+    consult = walk(world, Status.ON_HOLD, study=chinese_study(world))
+    client = client_for(world.owner)
+    client.cookies["django_language"] = "en"
+    page = client.get("/consults/notifications/").content.decode()
+    item = page[page.index('id="notification-list"') :]
+    item = item[: item.index("</li>")]
+    assert "王芳 (WANG FANG) · P-1001" in item
+    assert f"Consult #{consult.pk}" in item
+    assert "Question to the requester" in item
+    link = item[item.index('href="') + 6 :].split('"')[0]
+    assert client.get(link).url == f"/consults/{consult.pk}/"
+    shown = AuditEvent.objects.filter(action="consult.list", detail__via="notifications")
+    assert [e.object_id for e in shown] == [str(consult.pk)]
