@@ -77,6 +77,7 @@ class ConsultRequestForm(TargetForm):
         # Any study the user may attach is accepted; the page offers only those picked and
         # those the picker's search found (picked_studies), never a list of every study.
         studies = access.studies_requestable_by(principal).select_related("patient")
+        self._requestable = studies
         self._choices_field("studies").queryset = studies
         picked = list(studies.filter(study_uid__in=preselected or []).values_list("pk", flat=True))
         if picked:
@@ -94,8 +95,7 @@ class ConsultRequestForm(TargetForm):
     def picked_studies(self) -> list[Study]:
         """The studies ticked (the posted ones, or those the page was opened with)."""
         ids = self["studies"].value() or []
-        studies = self._choices_field("studies").queryset
-        return list(studies.filter(pk__in=[i for i in ids if str(i).isdigit()]).order_by("-received_at"))
+        return list(self._requestable.filter(pk__in=[i for i in ids if str(i).isdigit()]).order_by("-received_at"))
 
 
 class SecondOpinionForm(TargetForm):

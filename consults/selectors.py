@@ -9,7 +9,18 @@ from datetime import datetime, timedelta
 from functools import reduce
 from typing import Any
 
-from django.db.models import Count, prefetch_related_objects, Exists, F, OuterRef, Prefetch, Q, QuerySet, Subquery, Value
+from django.db.models import (
+    Count,
+    Exists,
+    F,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    prefetch_related_objects,
+)
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils.translation import gettext as _
@@ -315,7 +326,7 @@ def cases_on_studies(principal: Principal, study_ids: Sequence[int]) -> dict[int
             study_id__in=list(study_ids), consult_id__in=access.consults_visible_to(principal).values("pk")
         )
         .annotate(signed=Exists(signed))
-        .values_list("study_id", "consult_id", "consult__status", "signed")
+        .values_list("study_id", "consult_id", "consult__status", "signed")  # type: ignore[misc]  # an annotation
         .order_by("study_id", "-consult_id")
     )
     out: dict[int, list[StudyCase]] = {}
