@@ -72,7 +72,8 @@ def _cell(value: Any) -> str:
 def _table_view(section: figures.Section, table: figures.Table) -> dict[str, Any]:
     return {
         "table": table,
-        "rows": [[_cell(value) for value in row] for row in table.rows],
+        # (column, value) per cell: the column names each value on a phone, where rows are cards.
+        "rows": [list(zip(table.columns, [_cell(value) for value in row], strict=False)) for row in table.rows],
         "svg": charts.render(table.chart, str(table.title)) if table.chart else "",
         "csv_name": f"{section.key}/{table.key}.csv",
     }

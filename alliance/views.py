@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.utils.translation import gettext
 from django.views import defaults
 
-from alliance import access, audit
+from alliance import access, audit, open_work
 from alliance.forms import AuditFilterForm
 from alliance.middleware import DATABASE_UNAVAILABLE, database_unavailable
 from alliance.models import AuditEvent, Device, Doctor, Institution, Pool, Role
@@ -42,7 +42,26 @@ def home(request: HttpRequest) -> HttpResponse:
             context["institution_figures"] = _institution_figures(doctor.institution)
         if doctor.has_role(Role.ALLIANCE_ADMIN):
             context["alliance_figures"] = _alliance_figures(access.principal_of(request))
+        context["open_work"] = _open_work(request)
+        context["has_open_work"] = any(work.items for work in context["open_work"])
     return render(request, "alliance/home.html", context)
+
+
+def _open_work(request: HttpRequest) -> list[open_work.WorkList]:
+    """The lists of what waits for the user (registered by consults and referrals); every
+    line names a patient, so the page audits each case it shows."""
+    principal = access.principal_of(request)
+    lists = open_work.open_work(principal, open_work.previous_sign_in(principal))
+    for object_type, items in open_work.audit_items(lists).items():
+        audit.record_many(
+            actor=audit.actor_of(request),
+            action=f"{object_type}.list",
+            object_type=object_type,
+            items=items,
+            source=audit.source_of(request),
+            detail={"via": "home"},
+        )
+    return lists
 
 
 def _institution_figures(institution: Institution) -> dict[str, int]:

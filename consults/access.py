@@ -184,6 +184,17 @@ def consult_targets_for(principal: Principal) -> tuple[QuerySet[Pool], QuerySet[
     return pools, doctors.select_related("user", "institution")
 
 
+def second_opinion_targets_for(principal: Principal, consult: Consult) -> tuple[QuerySet[Pool], QuerySet[Doctor]]:
+    """Where a second opinion on the consult may go: any target but the first reader, and not
+    the first pool (it would route the case back to the same desk)."""
+    pools, doctors = consult_targets_for(principal)
+    if consult.pool_id is not None:
+        pools = pools.exclude(pk=consult.pool_id)
+    if consult.owner_id is not None:
+        doctors = doctors.exclude(pk=consult.owner_id)
+    return pools, doctors
+
+
 def may_give_film(principal: Principal, consult: Consult) -> bool:
     """The requesting institution gives its patient the film of a signed consult."""
     from imaging import films

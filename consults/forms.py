@@ -10,16 +10,42 @@ from django.utils.translation import gettext_lazy as _
 from alliance.access import NOBODY, Principal
 from consults import access
 from consults.models import Priority
+from imaging.forms import MODALITIES
 from imaging.models import Study
+from imaging.selectors import StudyQuery
 
-RECENT_STUDIES = 200
+
+def study_label(study: Study) -> str:
+    """A study as the picker shows it, the name as the rest of the site shows it (never a raw PN)."""
+    patient = study.patient
+    parts = [f"{patient.display_name or _('(no name)')} · {patient.patient_id}", study.modalities, study.description]
+    parts.append(study.study_date.isoformat() if study.study_date else "")
+    return " · ".join(str(p) for p in parts if p)
 
 
 class StudyChoiceField(forms.ModelMultipleChoiceField):
     def label_from_instance(self, obj: Any) -> str:
-        parts = [f"{obj.patient.name} ({obj.patient.patient_id})", obj.modalities, obj.description]
-        parts.append(obj.study_date.isoformat() if obj.study_date else "")
-        return " · ".join(p for p in parts if p)
+        return study_label(obj)
+
+
+class StudyPickForm(forms.Form):
+    """The consult form's study search: a patient's name or ID, a study date, a modality."""
+
+    q = forms.CharField(label=_("Patient name or ID"), max_length=64, required=False)
+    date = forms.DateField(label=_("Study date"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    modality = forms.ChoiceField(
+        label=_("Modality"), required=False, choices=[("", _("Any"))] + [(m, m) for m in MODALITIES]
+    )
+
+    def to_query(self) -> StudyQuery:
+        """The criteria of a valid form (call is_valid first)."""
+        data = self.cleaned_data
+        return StudyQuery(
+            patient=data.get("q", ""),
+            date_from=data.get("date"),
+            date_to=data.get("date"),
+            modality=data.get("modality", ""),
+        )
 
 
 class TargetDoctorField(forms.ModelChoiceField):
@@ -48,10 +74,12 @@ class ConsultRequestForm(TargetForm):
 
     def __init__(self, *args: Any, principal: Principal, preselected: list[str] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Any study the user may attach is accepted; the page offers only those picked and
+        # those the picker's search found (picked_studies), never a list of every study.
         studies = access.studies_requestable_by(principal).select_related("patient")
-        recent = list(studies.order_by("-received_at").values_list("pk", flat=True)[:RECENT_STUDIES])
+        self._requestable = studies
+        self._choices_field("studies").queryset = studies
         picked = list(studies.filter(study_uid__in=preselected or []).values_list("pk", flat=True))
-        self._choices_field("studies").queryset = studies.filter(pk__in=recent + picked).order_by("-received_at")
         if picked:
             self.initial.setdefault("studies", picked)
         pools, specialists = access.consult_targets_for(principal)
@@ -64,6 +92,11 @@ class ConsultRequestForm(TargetForm):
             self.add_error("pool", _("Choose a specialist pool or a named specialist."))
         return data
 
+    def picked_studies(self) -> list[Study]:
+        """The studies ticked (the posted ones, or those the page was opened with)."""
+        ids = self["studies"].value() or []
+        return list(self._requestable.filter(pk__in=[i for i in ids if str(i).isdigit()]).order_by("-received_at"))
+
 
 class SecondOpinionForm(TargetForm):
     question = forms.CharField(label=_("Clinical question"), required=False, widget=forms.Textarea(attrs={"rows": 3}))
@@ -75,9 +108,10 @@ class SecondOpinionForm(TargetForm):
         label=_("Or a named specialist"), queryset=access.consult_targets_for(NOBODY)[1], required=False
     )
 
-    def __init__(self, *args: Any, principal: Principal, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, principal: Principal, consult: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("initial", {}).setdefault("question", consult.question)
         super().__init__(*args, **kwargs)
-        pools, specialists = access.consult_targets_for(principal)
+        pools, specialists = access.second_opinion_targets_for(principal, consult)
         self._choices_field("pool").queryset = pools
         self._choices_field("specialist").queryset = specialists
 

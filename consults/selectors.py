@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import reduce
 from typing import Any
 
-from django.db.models import Count, F, Prefetch, Q, QuerySet, Value
+from django.db.models import (
+    Count,
+    Exists,
+    F,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    prefetch_related_objects,
+)
 from django.db.models.functions import Coalesce
+from django.urls import reverse
 from django.utils.translation import gettext as _
 
 from alliance.access import Principal
@@ -24,6 +36,7 @@ from consults.models import (
     OWNED_STATUSES,
     Consult,
     CriticalResult,
+    Message,
     Notification,
     PriorityPolicy,
     ReportTemplate,
@@ -31,6 +44,8 @@ from consults.models import (
     Status,
 )
 from imaging.models import Study
+from imaging.selectors import StudyQuery, filter_studies
+from imaging.study_cases import StudyCase
 
 TAB_LABELS_ORDER = [
     "unclaimed",
@@ -177,6 +192,15 @@ def notifications_of(user: Any) -> QuerySet[Notification]:
     return Notification.objects.filter(user=user).select_related("consult")
 
 
+def notification_rows(page: Iterable[Notification]) -> list[Notification]:
+    """One page of notifications with each case's studies and patients (a fixed number of queries)."""
+    rows = list(page)
+    prefetch_related_objects(
+        rows, Prefetch("consult__studies", queryset=Study.objects.select_related("patient").order_by("pk"))
+    )
+    return rows
+
+
 def policy_table(alliance: Any) -> list[dict[str, Any]]:
     """The deadline and claim timeout in force for each priority (the alliance's or the default)."""
     rows = {p.priority: p for p in PriorityPolicy.objects.filter(alliance=alliance)}
@@ -235,3 +259,127 @@ def critical_results_of(consult: Consult) -> list[CriticalResult]:
         "flagged_by__user", "flagged_by__institution", "acknowledged_by__user", "acknowledged_by__institution"
     )
     return sorted(rows, key=lambda r: (r.is_acknowledged, -r.flagged_at.timestamp(), -r.pk))
+
+
+# --- what waits for the user (the home page, through alliance.open_work) ---------------
+
+OPEN_WORK_LIMIT = 10
+# "About to breach": the deadline states of deadline_of() that ask for action now.
+NEAR_BREACH_STATES = frozenset({"danger", "breached"})
+
+
+def _last_message() -> QuerySet[Message]:
+    return Message.objects.filter(consult=OuterRef("pk")).order_by("-created_at", "-pk")
+
+
+def questions_waiting(principal: Principal, limit: int = OPEN_WORK_LIMIT) -> list[Consult]:
+    """Open consults whose thread's last message came from the other side and waits for the
+    user's side: the requesting institution's clinicians answer the reader's questions (the
+    case is on hold), the reader who owns the case reads the requester's answers and messages.
+    Each consult carries last_message (its text) for the home page; hydrated."""
+    doctor = principal.doctor
+    if doctor is None or not principal.has_module(access.CONSULTS_MODULE):
+        return []
+    from_requesting_side = Q(last_author_institution=F("requesting_institution_id"))
+    q = Q(pk__in=[])
+    if principal.has_role(Role.CLINICIAN):
+        q |= Q(requesting_institution_id=doctor.institution_id) & ~from_requesting_side
+    if principal.has_role(Role.SPECIALIST):
+        q |= Q(owner_id=doctor.pk) & from_requesting_side
+    rows = (
+        access.consults_visible_to(principal)
+        .filter(status__in=OPEN_STATUSES)
+        .annotate(
+            last_author_institution=Subquery(_last_message().values("author__institution_id")[:1]),
+            last_message_at=Subquery(_last_message().values("created_at")[:1]),
+            last_message=Subquery(_last_message().values("body")[:1]),
+        )
+        .filter(q, last_message_at__isnull=False)
+        .order_by("last_message_at", "pk")
+    )
+    found = list(rows[:limit])
+    hydrated = {c.pk: c for c in hydrate(found)}
+    for consult in found:
+        hydrated[consult.pk].last_message = consult.last_message  # type: ignore[attr-defined]
+        hydrated[consult.pk].last_message_at = consult.last_message_at  # type: ignore[attr-defined]
+    return [hydrated[c.pk] for c in found]
+
+
+def reports_signed_since(principal: Principal, since: datetime | None, limit: int = OPEN_WORK_LIMIT) -> list[Consult]:
+    """The user's own requests whose report was signed after `since` (their previous visit;
+    the last week when there is none), newest first; hydrated."""
+    doctor = principal.doctor
+    if doctor is None or not principal.has_role(Role.CLINICIAN):
+        return []
+    since = since or clock.now() - timedelta(days=7)
+    rows = access.consults_visible_to(principal).filter(
+        requester_id=doctor.pk, status=Status.COMPLETED, completed_at__gt=since
+    )
+    return hydrate(rows.order_by("-completed_at", "-pk")[:limit])
+
+
+def near_deadline(principal: Principal, limit: int = OPEN_WORK_LIMIT) -> list[tuple[Consult, Deadline]]:
+    """Open cases about to breach their deadline (or past it) that are the user's to act on:
+    a specialist's claimed cases and the cases they may claim; a requester's own open cases.
+    Most pressing first, with each case's Deadline; hydrated."""
+    doctor = principal.doctor
+    if doctor is None or not principal.has_module(access.CONSULTS_MODULE):
+        return []
+    q = Q(pk__in=[])
+    if principal.has_role(Role.SPECIALIST):
+        q |= Q(owner_id=doctor.pk, status__in=OWNED_STATUSES) | (
+            Q(status=Status.REQUESTED) & access.claimable(principal)
+        )
+    if principal.has_role(Role.CLINICIAN):
+        q |= Q(requester_id=doctor.pk, status__in=OPEN_STATUSES)
+    running = access.consults_visible_to(principal).filter(q, due_at__isnull=False, paused_since__isnull=True)
+    now = clock.now()
+    near = [
+        c for c in running.order_by("due_at", "pk")[: limit * 10] if deadline_of(c, now).state in NEAR_BREACH_STATES
+    ]
+    return [(c, deadline_of(c, now)) for c in hydrate(near[:limit])]
+
+
+def cases_on_studies(principal: Principal, study_ids: Sequence[int]) -> dict[int, list[StudyCase]]:
+    """The consults on these studies the principal may see, with their state and signed
+    report (imaging.study_cases asks, for the study list and page): one query."""
+    signed = ReportVersion.objects.filter(report__consult=OuterRef("consult_id"), signed_at__isnull=False)
+    links = (
+        Consult.studies.through.objects.filter(
+            study_id__in=list(study_ids), consult_id__in=access.consults_visible_to(principal).values("pk")
+        )
+        .annotate(signed=Exists(signed))
+        .values_list("study_id", "consult_id", "consult__status", "signed")  # type: ignore[misc]  # an annotation
+        .order_by("study_id", "-consult_id")
+    )
+    out: dict[int, list[StudyCase]] = {}
+    for study_id, consult_id, status, has_report in links:
+        out.setdefault(study_id, []).append(
+            StudyCase(
+                kind="consult",
+                number=consult_id,
+                label=_("Consult #%(number)d") % {"number": consult_id},
+                state=Status(status).label,
+                url=reverse("consults:detail", args=[consult_id]),
+                report_url=reverse("consults:detail", args=[consult_id]) + "#report" if has_report else "",
+                report_pdf_url=reverse("consults:report_pdf", args=[consult_id]) if has_report else "",
+                awaits_report=status in OPEN_STATUSES,
+            )
+        )
+    return out
+
+
+# --- the consult form's study picker -------------------------------------------------
+
+PICK_LIMIT = 20
+
+
+def studies_to_pick(principal: Principal, query: StudyQuery, limit: int = PICK_LIMIT) -> list[Study]:
+    """Studies the principal may attach to a consult that match the picker's search, newest first."""
+    return list(filter_studies(access.studies_requestable_by(principal), query)[:limit])
+
+
+def priority_deadlines(alliance: Any) -> list[dict[str, Any]]:
+    """Each priority with the deadline in force (the alliance's policy or DEFAULT_POLICY), for
+    the form to show beside the priority chosen."""
+    return [{"priority": row["priority"], "minutes": row["deadline_minutes"]} for row in policy_table(alliance)]

@@ -9,6 +9,7 @@ app_name = "consults"
 urlpatterns = [
     path("", views.worklist, name="worklist"),
     path("new/", views.new, name="new"),
+    path("new/studies/", views.study_search, name="study_search"),
     path("policy/", views.policy, name="policy"),
     path("templates/", views.templates, name="templates"),
     path("templates/add/", views.template_edit, name="template_add"),

@@ -12,16 +12,25 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from alliance import audit
 from alliance.access import AccessDenied, Principal, principal_of
 from consults import access, clock, pdf, selectors, services
-from consults.forms import ConsultRequestForm, PolicyForm, ReportForm, ReportTemplateForm, SecondOpinionForm
+from consults.forms import (
+    ConsultRequestForm,
+    PolicyForm,
+    ReportForm,
+    ReportTemplateForm,
+    SecondOpinionForm,
+    StudyPickForm,
+    study_label,
+)
 from consults.models import Consult, Notification
+from imaging import access as imaging_access
 from imaging import films
 from imaging import selectors as imaging_selectors
 
@@ -78,7 +87,53 @@ def new(request: HttpRequest) -> HttpResponse:
             return redirect("consults:detail", pk=consult.pk)
         except ValidationError as exc:
             _form_errors(form, exc)
-    return render(request, "consults/new.html", {"form": form})
+    picker = StudyPickForm(request.GET if "find" in request.GET else None)
+    found = _pick_studies(request, principal, picker)
+    context = {
+        "form": form,
+        "picker": picker,
+        "picked": form.picked_studies(),
+        "found": found,
+        "deadlines": selectors.priority_deadlines(principal.alliance),
+    }
+    return render(request, "consults/new.html", context)
+
+
+def _pick_studies(request: HttpRequest, principal: Principal, picker: StudyPickForm) -> list[Any]:
+    """The picker's search (only when one was made): the studies shown, audited as read."""
+    if not picker.is_bound or not picker.is_valid():
+        return []
+    found = selectors.studies_to_pick(principal, picker.to_query())
+    audit.read_many(request, found, "study.list", imaging_access.bases_for(principal, found), via="consult-picker")
+    return found
+
+
+@login_required
+@require_GET
+def study_search(request: HttpRequest) -> HttpResponse:
+    """The consult form's study picker as JSON: studies the user may attach that match a
+    patient's name or ID, a study date and a modality; names as the site shows them."""
+    principal = principal_of(request)
+    if not access.may_request_consult(principal):
+        return JsonResponse({"error": _("Only a clinician may request a consult.")}, status=403)
+    picker = StudyPickForm(request.GET)
+    if not picker.is_valid():
+        return JsonResponse({"errors": {k: [str(e) for e in v] for k, v in picker.errors.items()}}, status=400)
+    found = _pick_studies(request, principal, picker)
+    return JsonResponse({"studies": [_picked_json(s) for s in found], "limit": selectors.PICK_LIMIT})
+
+
+def _picked_json(study: Any) -> dict[str, Any]:
+    return {
+        "id": study.pk,
+        "study_uid": study.study_uid,
+        "label": study_label(study),
+        "patient": study.patient.display_name,
+        "patient_id": study.patient.patient_id,
+        "study_date": study.study_date.isoformat() if study.study_date else "",
+        "modalities": study.modality_list,
+        "description": study.description,
+    }
 
 
 def _form_errors(form: Any, exc: ValidationError) -> None:
@@ -218,7 +273,9 @@ def second_opinion(request: HttpRequest, pk: int) -> HttpResponse:
     consult = access.get_consult_for(principal, pk)
     if not access.may_act(principal, consult, "second_opinion"):
         raise Http404("No such consult.")
-    form = SecondOpinionForm(request.POST or None, principal=principal, initial={"priority": consult.priority})
+    form = SecondOpinionForm(
+        request.POST or None, principal=principal, consult=consult, initial={"priority": consult.priority}
+    )
     if request.method == "POST" and form.is_valid():
         try:
             new = services.consult_second_opinion(consult=consult, by=principal, **form.cleaned_data)
@@ -247,8 +304,20 @@ def report_pdf(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 def notifications(request: HttpRequest) -> HttpResponse:
+    """The bell's list: for each notification the patient, the case and what happened; each
+    opens the case. The patients shown are audited as a list of their consults."""
     page = Paginator(selectors.notifications_of(request.user), PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "consults/notifications.html", {"page": page})
+    rows = selectors.notification_rows(page.object_list)
+    consults = {n.consult.pk: n.consult for n in rows}.values()
+    audit.record_many(
+        actor=audit.actor_of(request),
+        action="consult.list",
+        object_type="consult",
+        items=[(str(c.pk), ",".join(sorted({str(s.patient_id) for s in c.studies.all()})), c.basis) for c in consults],
+        source=audit.source_of(request),
+        detail={"via": "notifications"},
+    )
+    return render(request, "consults/notifications.html", {"page": page, "rows": rows})
 
 
 @login_required

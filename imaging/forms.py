@@ -33,6 +33,12 @@ class StudySearchForm(forms.Form):
         label=_("Institution"), required=False, queryset=Institution.objects.none(), empty_label=_("Any")
     )
 
+    sort = forms.ChoiceField(
+        label=_("Order"),
+        required=False,
+        choices=[("newest", _("Newest first")), ("oldest", _("Oldest first"))],
+    )
+
     def __init__(self, *args: Any, principal: Principal, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         institution = self.fields["institution"]
@@ -58,6 +64,7 @@ class StudySearchForm(forms.Form):
             modality=data.get("modality", ""),
             accession=data.get("accession", ""),
             institution_id=institution.pk if institution else None,
+            oldest_first=data.get("sort") == "oldest",
         )
 
 

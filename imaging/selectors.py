@@ -35,13 +35,20 @@ class StudyQuery:
     modality: str = ""
     accession: str = ""
     institution_id: int | None = None
+    oldest_first: bool = False
+    patient: str = ""  # every word in the name or the patient ID, partial (the consult form's picker)
 
 
 def studies_for(principal: Principal, query: StudyQuery | None = None) -> QuerySet[Study]:
-    """The studies the principal may see that match the query, newest first."""
-    query = query or StudyQuery()
-    studies = access.studies_visible_to(principal).select_related("patient", "patient__issuer", "institution")
+    """The studies the principal may see that match the query, newest first (or oldest)."""
+    return filter_studies(access.studies_visible_to(principal), query or StudyQuery())
+
+
+def filter_studies(studies: QuerySet[Study], query: StudyQuery) -> QuerySet[Study]:
+    """Narrow studies an access function gave to those matching the query, ordered by date."""
+    studies = studies.select_related("patient", "patient__issuer", "institution")
     studies = _filter_patient_name(studies, query.patient_name)
+    studies = _filter_patient(studies, query.patient)
     if query.patient_id:
         studies = studies.filter(patient__patient_id__iexact=query.patient_id.strip())
     if query.date_from:
@@ -54,6 +61,8 @@ def studies_for(principal: Principal, query: StudyQuery | None = None) -> QueryS
         studies = studies.filter(accession_number__iexact=query.accession.strip())
     if query.institution_id:
         studies = studies.filter(institution_id=query.institution_id)
+    if query.oldest_first:
+        return studies.order_by(F("study_date").asc(nulls_last=True), F("study_time").asc(nulls_last=True), "pk")
     return studies.order_by(F("study_date").desc(nulls_last=True), F("study_time").desc(nulls_last=True), "-pk")
 
 
@@ -71,6 +80,23 @@ def _filter_patient_name(studies: QuerySet[Study], text: str) -> QuerySet[Study]
     )
     for word in words:
         studies = studies.filter(Q(patient__name__icontains=word) | Q(_joined_name__icontains=word))
+    return studies
+
+
+def _filter_patient(studies: QuerySet[Study], text: str) -> QuerySet[Study]:
+    """As _filter_patient_name, where a word may also be part of the patient ID."""
+    words = [w for w in _NAME_SEPARATORS.split(text) if w]
+    if not words:
+        return studies
+    studies = studies.annotate(
+        _joined_patient=Replace(Replace(F("patient__name"), Value("^"), Value("")), Value(" "), Value(""))
+    )
+    for word in words:
+        studies = studies.filter(
+            Q(patient__name__icontains=word)
+            | Q(_joined_patient__icontains=word)
+            | Q(patient__patient_id__icontains=word)
+        )
     return studies
 
 

@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from alliance import audit
 from alliance.access import principal_of
-from imaging import access, film_desk, films, maintenance, selectors, uploads
+from imaging import access, film_desk, films, maintenance, selectors, study_cases, uploads
 from imaging import render as rendering
 from imaging.dicomweb.views import audit_unservable
 from imaging.forms import StudySearchForm
@@ -46,11 +46,14 @@ def shared_badge(basis: str) -> str:
 
 
 class Row(NamedTuple):
-    """One line of the study list: the study and, when it is shared, how."""
+    """One line of the study list: the study, how it is shared when it is, its cases and
+    their report status (imaging.study_cases)."""
 
     study: Study
     badge: str
     badge_url: str
+    cases: list[study_cases.StudyCase]
+    report_status: str
 
 
 def basis_url(basis: str) -> str:
@@ -78,11 +81,32 @@ def study_list(request: HttpRequest) -> HttpResponse:
     shown = list(page.object_list)
     bases = access.bases_for(principal, shown)
     audit.read_many(request, shown, "study.list", bases)
-    rows = [Row(s, shared_badge(bases.get(s.pk, "")), basis_url(bases.get(s.pk, ""))) for s in shown]
+    cases = study_cases.cases_of(principal, [s.pk for s in shown])
+    rows = [_row(s, bases.get(s.pk, ""), cases.get(s.pk, [])) for s in shown]
     params = request.GET.copy()
     params.pop("page", None)
-    context = {"form": form, "page": page, "rows": rows, "query_string": params.urlencode()}
+    context = {
+        "form": form,
+        "page": page,
+        "rows": rows,
+        "query_string": params.urlencode(),
+        "date_sort_url": _date_sort_url(request, query.oldest_first),
+        "oldest_first": query.oldest_first,
+        "report_labels": study_cases.REPORT_LABELS,
+    }
     return render(request, "imaging/study_list.html", context)
+
+
+def _row(study: Study, basis: str, cases: list[study_cases.StudyCase]) -> Row:
+    return Row(study, shared_badge(basis), basis_url(basis), cases, study_cases.report_status(cases))
+
+
+def _date_sort_url(request: HttpRequest, oldest_first: bool) -> str:
+    """The study date column's link: the same search in the other order, from page one."""
+    params = request.GET.copy()
+    params.pop("page", None)
+    params["sort"] = "newest" if oldest_first else "oldest"
+    return "?" + params.urlencode()
 
 
 @login_required
@@ -107,6 +131,7 @@ def study_detail(request: HttpRequest, study_uid: str) -> HttpResponse:
         "may_correct_patient": access.may_correct_patient(principal, study.patient),
         "may_delete_study": access.may_delete_study(principal, study),
         "retention_days": maintenance.RETENTION_DAYS,
+        "study_cases": study_cases.cases_of(principal, [study.pk]).get(study.pk, []),
     }
     return render(request, "imaging/study_detail.html", context)
 

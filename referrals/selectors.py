@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.db.models import Count, Prefetch, Q, QuerySet
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -16,6 +18,7 @@ from alliance.modules import OpenCases
 from imaging import access as imaging_access
 from imaging.models import Study
 from imaging.selectors import linked_studies
+from imaging.study_cases import StudyCase
 from referrals import access
 from referrals.models import CLOSED_STATUSES, OPEN_STATUSES, DeskMember, Referral, ReferralNotification, Status
 
@@ -291,3 +294,41 @@ def open_cases_at(institution: Any) -> OpenCases | None:
         "keeps its access to the attached studies, and everything is back when referrals are switched on again."
     ) % {"sent": sent, "received": received, "name": institution.name}
     return OpenCases(module=access.REFERRALS_MODULE, count=sent + received, consequence=consequence)
+
+
+def waiting_for_action(principal: Principal, limit: int = 10) -> list[Referral]:
+    """The referrals that wait for the user (the home page): requests to answer at the
+    user's desk, and the user's own referrals where the desk proposed another date.
+    Most urgent first, then oldest; hydrated."""
+    doctor = principal.doctor
+    if doctor is None or not access.may_use_referrals(principal):
+        return []
+    q = Q(referrer_id=doctor.pk, from_institution_id=doctor.institution_id, status=Status.ON_HOLD)
+    if access.is_desk_member(principal, doctor.institution_id):
+        q |= Q(to_institution_id=doctor.institution_id, status=Status.REQUESTED)
+    rows = access.referrals_visible_to(principal).filter(q).order_by("urgency_rank", "requested_at", "pk")
+    return hydrate(rows[:limit])
+
+
+def cases_on_studies(principal: Principal, study_ids: Sequence[int]) -> dict[int, list[StudyCase]]:
+    """The referrals the principal may see that carry these studies, with their state
+    (imaging.study_cases asks, for the study list and page): one query."""
+    links = (
+        Referral.studies.through.objects.filter(
+            study_id__in=list(study_ids), referral_id__in=access.referrals_visible_to(principal).values("pk")
+        )
+        .values_list("study_id", "referral_id", "referral__status")
+        .order_by("study_id", "-referral_id")
+    )
+    out: dict[int, list[StudyCase]] = {}
+    for study_id, referral_id, status in links:
+        out.setdefault(study_id, []).append(
+            StudyCase(
+                kind="referral",
+                number=referral_id,
+                label=_("Referral #%(number)d") % {"number": referral_id},
+                state=Status(status).label,
+                url=reverse("referrals:detail", args=[referral_id]),
+            )
+        )
+    return out

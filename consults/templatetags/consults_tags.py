@@ -8,7 +8,8 @@ from django import template
 from django.utils.translation import gettext as _
 
 from consults import selectors
-from consults.models import ACTION_LABELS
+from consults.forms import study_label
+from consults.models import ACTION_LABELS, Priority
 
 register = template.Library()
 
@@ -33,3 +34,25 @@ def time_left(deadline: Any) -> str:
     minutes = abs(deadline.minutes or 0)
     text = _("%(h)d h %(m)02d min") % {"h": minutes // 60, "m": minutes % 60}
     return _("overdue %(t)s") % {"t": text} if deadline.state == "breached" else text
+
+
+@register.filter
+def within(minutes: int) -> str:
+    """A deadline in minutes as the consult form shows it: "within 8 h", "within 1 h 30 min"."""
+    hours, rest = divmod(int(minutes), 60)
+    if hours and rest:
+        return _("within %(h)d h %(m)d min") % {"h": hours, "m": rest}
+    if hours:
+        return _("within %(h)d h") % {"h": hours}
+    return _("within %(m)d min") % {"m": rest}
+
+
+@register.filter
+def study_choice(study: Any) -> str:
+    """A study in the consult form's picker (consults.forms.study_label)."""
+    return study_label(study)
+
+
+@register.filter
+def priority_label(priority: str) -> str:
+    return str(Priority(priority).label) if priority in Priority.values else priority

@@ -17,7 +17,7 @@ def test_clinician_requests_a_consult_with_the_form(world: Any) -> None:
     client = client_for(world.owner)
     page = client.get("/consults/new/", {"study": study.study_uid})
     assert page.status_code == 200
-    assert study.patient.name in page.content.decode()
+    assert study.patient.display_name in page.content.decode()  # as the site shows names, not the DICOM PN
     response = client.post(
         "/consults/new/",
         {"studies": [study.pk], "question": "Fracture?", "priority": "urgent", "pool": world.pool.pk, "send": "1"},
@@ -49,8 +49,9 @@ def test_request_form_errors_name_the_field(world: Any) -> None:
 
 def test_request_form_offers_only_own_institutions_studies(world: Any) -> None:
     mine, theirs = StudyFactory(institution=world.clin_a), StudyFactory(institution=world.clin_b)
-    page = client_for(world.owner).get("/consults/new/").content.decode()
-    assert mine.patient.name in page and theirs.patient.name not in page
+    page = client_for(world.owner).get("/consults/new/", {"find": "1", "q": "patient"}).content.decode()
+    assert f'name="studies" value="{mine.pk}"' in page and f'name="studies" value="{theirs.pk}"' not in page
+    assert mine.patient.display_name in page and theirs.patient.display_name not in page
 
 
 def test_specialist_worklist_shows_unclaimed_with_counts_and_deadline_colour(world: Any) -> None:
