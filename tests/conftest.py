@@ -9,6 +9,7 @@ the pool), stranger (clinician at B), alliance_admin (alliance office, no clinic
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -54,6 +55,29 @@ def _media_and_data(settings, tmp_path):  # type: ignore[no-untyped-def]
 
     app.conf.task_always_eager = True
     app.conf.task_eager_propagates = True
+
+
+DESKS_STAFFED_SINCE = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _desks_staffed_long_ago(monkeypatch):  # type: ignore[no-untyped-def]
+    """Many tests run cases on a clock set in the past (consults.clock); a desk's members count
+    as seated since long before, so that the desk-seat rule (alliance.models.PoolMembership)
+    does not hide those cases. The rule's own tests ask for `desk_clock_real`."""
+    from alliance import signals
+
+    monkeypatch.setattr(signals, "_now", lambda: DESKS_STAFFED_SINCE)
+
+
+@pytest.fixture
+def desk_clock_real(monkeypatch):  # type: ignore[no-untyped-def]
+    """Members join a desk at the real time of day (the desk-seat rule's tests)."""
+    from django.utils import timezone
+
+    from alliance import signals
+
+    monkeypatch.setattr(signals, "_now", timezone.now)
 
 
 @pytest.fixture(autouse=True)

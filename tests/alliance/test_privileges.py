@@ -166,7 +166,7 @@ def test_an_ordinary_role_change_is_made_at_once(world: Any) -> None:
     assert set(world.colleague.roles) == {"clinician", "specialist"}
 
 
-def test_a_desk_member_sees_only_cases_sent_since_joining(world: Any) -> None:
+def test_a_desk_member_sees_only_cases_sent_since_joining(world: Any, desk_clock_real: Any) -> None:
     before = walk(world, Status.REQUESTED)
     newcomer = make_doctor(institution=world.hosp, roles=["specialist"], username="newcomer")
     world.pool.members.add(newcomer)
@@ -180,7 +180,7 @@ def test_a_desk_member_sees_only_cases_sent_since_joining(world: Any) -> None:
     assert _sees(world.specialist, before.studies.get()) and _sees(world.specialist, after.studies.get())
 
 
-def test_leaving_a_desk_and_joining_again_starts_again(world: Any) -> None:
+def test_leaving_a_desk_and_joining_again_starts_again(world: Any, desk_clock_real: Any) -> None:
     first = walk(world, Status.REQUESTED)
     world.pool.members.remove(world.specialist)
     assert not PoolMembership.objects.filter(pool=world.pool, doctor=world.specialist).exists()
