@@ -143,7 +143,7 @@ class PoolViewSet(MembershipViewSet):
     serializer_class = s.PoolSerializer
 
     def visible(self, principal: access.Principal) -> QuerySet[Pool]:
-        return access.pools_visible_to(principal).select_related("specialty").prefetch_related("members")
+        return access.pools_visible_to(principal).select_related("specialty").prefetch_related("members", "reviewers")
 
     def create(self, request: Request) -> Response:
         data = self.validated(s.PoolCreateSerializer)
@@ -156,9 +156,12 @@ class PoolViewSet(MembershipViewSet):
         self.require_manager_of(pool.institution)
         data = self.validated(s.PoolUpdateSerializer)
         members = data.pop("members", None)
+        reviewers = data.pop("reviewers", None)
         services.pool_update(pool=pool, by=self.actor, **data)
         if members is not None:
             services.pool_set_members(pool=pool, members=members, by=self.actor)
+        if reviewers is not None:
+            services.pool_set_reviewers(pool=pool, reviewers=reviewers, by=self.actor)
         return self.respond(pool)
 
 

@@ -535,6 +535,8 @@ def pool_add(request: HttpRequest, institution: int) -> HttpResponse:
                 specialty=data["specialty"],
                 name=data["name"],
                 members=list(data["members"]),
+                two_level_signoff=data["two_level_signoff"],
+                reviewers=list(data["reviewers"]),
                 by=_actor(request),
             ),
         )
@@ -555,15 +557,29 @@ def pool_add(request: HttpRequest, institution: int) -> HttpResponse:
 @manager_required
 def pool_edit(request: HttpRequest, pk: int) -> HttpResponse:
     pool = get_object_or_404(access.pools_managed_by(access.principal_of(request)).select_related("institution"), pk=pk)
-    initial = {"name": pool.name, "specialty": pool.specialty_id, "members": list(pool.members.all())}
+    initial = {
+        "name": pool.name,
+        "specialty": pool.specialty_id,
+        "members": list(pool.members.all()),
+        "two_level_signoff": pool.two_level_signoff,
+        "reviewers": list(pool.reviewers.all()),
+    }
     form = forms.PoolForm(request.POST or None, initial=initial, doctors=_pool_candidates(pool.institution, pool))
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
 
         def write() -> Pool:
-            services.pool_update(pool=pool, name=data["name"].strip(), specialty=data["specialty"], by=_actor(request))
+            services.pool_update(
+                pool=pool,
+                name=data["name"].strip(),
+                specialty=data["specialty"],
+                two_level_signoff=data["two_level_signoff"],
+                by=_actor(request),
+            )
             if set(data["members"]) != set(pool.members.all()):
                 services.pool_set_members(pool=pool, members=list(data["members"]), by=_actor(request))
+            if set(data["reviewers"]) != set(pool.reviewers.all()):
+                services.pool_set_reviewers(pool=pool, reviewers=list(data["reviewers"]), by=_actor(request))
             return pool
 
         if _save(form, write):
