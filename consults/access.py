@@ -44,11 +44,17 @@ def at_receiving_desk(principal: Principal) -> Q:
 
 
 def reviewed_pool_ids(principal: Principal) -> list[int]:
-    """The active pools with two-level sign-off where the principal is a reviewer (one query)."""
-    if principal.doctor is None:
-        return []
-    pools = Pool.objects.filter(reviewers=principal.doctor, two_level_signoff=True, active=True)
-    return list(pools.values_list("pk", flat=True))
+    """The active pools with two-level sign-off where the principal is a reviewer (one query per
+    request: the answer is kept on the principal, which lives as long as the request)."""
+    known = getattr(principal, "_reviewed_pool_ids", None)
+    if known is not None:
+        return list(known)
+    found: list[int] = []
+    if principal.doctor is not None and principal.has_role(Role.SPECIALIST):
+        pools = Pool.objects.filter(reviewers=principal.doctor, two_level_signoff=True, active=True)
+        found = list(pools.values_list("pk", flat=True))
+    principal._reviewed_pool_ids = found  # type: ignore[attr-defined]
+    return list(found)
 
 
 def under_review_by(principal: Principal) -> Q:

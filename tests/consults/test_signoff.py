@@ -443,3 +443,21 @@ def test_a_claim_by_someone_who_was_never_a_candidate_stays_404(world: Any) -> N
     consult = walk(world, Status.ACCEPTED)
     answer = api_for(world.outsider_specialist).post(f"/api/v1/consults/{consult.pk}/claim/")
     assert answer.status_code == 404
+
+
+@pytest.mark.integration  # WeasyPrint and poppler's pdftotext
+def test_the_preliminary_report_pdf_says_so_and_names_the_signers_title(
+    world: Any, two_level: Any, tmp_path: Any
+) -> None:
+    import subprocess
+
+    consult = walk(world, Status.IN_PROGRESS)
+    _sign(world, consult)
+    answer = client_for(world.owner).get(f"/consults/{consult.pk}/report.pdf", HTTP_ACCEPT_LANGUAGE="zh-hans")
+    assert answer.status_code == 200
+    path = tmp_path / "report.pdf"
+    path.write_bytes(answer.content)
+    text = subprocess.run(
+        ["pdftotext", "-enc", "UTF-8", str(path), "-"], capture_output=True, check=True, text=True
+    ).stdout
+    assert "初步报告：由书写医生签署" in text and "住院医师" in text and "常规 · 24 小时内" in text

@@ -76,6 +76,11 @@ def test_junior_signs_reviewer_returns_then_verifies_and_the_requester_sees_prel
         expect(junior.locator("#sign-preliminary-note")).to_be_visible()
         expect(junior.locator("#sign-signer")).to_contain_text("住院医师")
         _shot(junior, "confirm-1366")
+        junior_phone = page_for(world.specialist, 390, 844)
+        junior_phone.goto(junior.url)
+        expect(junior_phone.locator("#sign-password")).to_be_visible()
+        assert junior_phone.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
+        _shot(junior_phone, "confirm-390")
 
         # A wrong password is refused, on the page, and nothing is signed.
         junior.fill("#sign-password", "not-my-password")
@@ -94,6 +99,7 @@ def test_junior_signs_reviewer_returns_then_verifies_and_the_requester_sees_prel
         phone = page_for(world.owner, 390, 844)
         phone.goto(case_url)
         expect(phone.locator("#preliminary-banner")).to_be_visible()
+        assert phone.evaluate("document.documentElement.scrollWidth") <= 390
         _shot(phone, "preliminary-case-390")
 
         # The reviewer finds it on the worklist and returns it with a comment.
