@@ -43,25 +43,19 @@ def at_receiving_desk(principal: Principal) -> Q:
     return Q(pool__institution_id=institution_id) | Q(pool__isnull=True, specialist__institution_id=institution_id)
 
 
-def reviewed_pool_ids(principal: Principal) -> list[int]:
-    """The active pools with two-level sign-off where the principal is a reviewer (one query per
-    request: the answer is kept on the principal, which lives as long as the request)."""
-    known = getattr(principal, "_reviewed_pool_ids", None)
-    if known is not None:
-        return list(known)
-    found: list[int] = []
-    if principal.doctor is not None and principal.has_role(Role.SPECIALIST):
-        pools = Pool.objects.filter(reviewers=principal.doctor, two_level_signoff=True, active=True)
-        found = list(pools.values_list("pk", flat=True))
-    principal._reviewed_pool_ids = found  # type: ignore[attr-defined]
-    return list(found)
+def _reviewed_pools(principal: Principal) -> QuerySet[Pool]:
+    """The active pools with two-level sign-off where the principal is a reviewer."""
+    if principal.doctor is None or not principal.has_role(Role.SPECIALIST):
+        return Pool.objects.none()
+    return Pool.objects.filter(reviewers=principal.doctor, two_level_signoff=True, active=True)
 
 
 def under_review_by(principal: Principal) -> Q:
-    """Cases of the pools the principal reviews, from the claim on: what a reviewer may follow."""
-    reviewed = reviewed_pool_ids(principal)
-    if not reviewed:
+    """Cases of the pools the principal reviews, from the claim on: what a reviewer may follow.
+    The pools are a subquery, so that the worklist stays one round trip per question."""
+    if principal.doctor is None or not principal.has_role(Role.SPECIALIST):
         return Q(pk__in=[])
+    reviewed = _reviewed_pools(principal).values("pk")
     return Q(pool_id__in=reviewed, status__in=[*OWNED_STATUSES, Status.PRELIMINARY, Status.COMPLETED])
 
 

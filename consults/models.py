@@ -310,6 +310,14 @@ class ReportVersion(models.Model):
     def is_signed(self) -> bool:
         return self.signed_at is not None
 
+    @property
+    def review_outcome(self) -> str:
+        """ "" when no review was needed; else "preliminary" (waiting), "approved" or "returned"."""
+        if not self.preliminary:
+            return ""
+        outcomes = [r.outcome for r in self.reviews.all()]
+        return outcomes[-1] if outcomes else "preliminary"
+
 
 class ReportReview(models.Model):
     """A reviewer's decision on a preliminary version: approved (the report is final) or returned."""

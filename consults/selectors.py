@@ -33,9 +33,9 @@ from consults.models import (
 from imaging.models import Study
 
 TAB_LABELS_ORDER = [
-    "review",
     "unclaimed",
     "mine",
+    "review",
     "signed",
     "desk",
     "waiting",
@@ -62,8 +62,7 @@ def worklist_tabs(principal: Principal) -> dict[str, Q]:
         tabs["unclaimed"] = Q(status=Status.REQUESTED) & access.claimable(principal)
         tabs["mine"] = Q(owner_id=doctor.pk, status__in=OWNED_STATUSES)
         tabs["signed"] = Q(owner_id=doctor.pk, status__in=[Status.PRELIMINARY, Status.COMPLETED])
-        if access.reviewed_pool_ids(principal):
-            tabs["review"] = access.waiting_for_review_by(principal)
+        tabs["review"] = access.waiting_for_review_by(principal)
     if principal.has_role(Role.CLINICIAN):
         ours = Q(requesting_institution_id=doctor.institution_id)
         tabs["waiting"] = ours & Q(status__in=[Status.REQUESTED, Status.ACCEPTED])
@@ -116,6 +115,11 @@ def hydrate(page: Iterable[Consult]) -> list[Consult]:
         .in_bulk()
     )
     return [rows[pk] for pk in ids]
+
+
+def shown_tabs(counts: dict[str, int], current: str) -> list[tuple[str, int]]:
+    """The tabs a page shows, in order: "review" only to whom it holds reports (or who is on it)."""
+    return [(t, counts[t]) for t in TAB_LABELS_ORDER if t in counts and (t != "review" or counts[t] or t == current)]
 
 
 def default_tab(counts: dict[str, Any]) -> str:

@@ -48,7 +48,7 @@ def worklist(request: HttpRequest) -> HttpResponse:
         items=[(str(c.pk), ",".join(str(s.patient_id) for s in c.studies.all()), c.basis) for c, _d in rows],
         source=audit.source_of(request),
     )
-    tabs = [(t, counts[t]) for t in selectors.TAB_LABELS_ORDER if t in counts]
+    tabs = selectors.shown_tabs(counts, tab)
     return render(
         request,
         "consults/worklist.html",

@@ -279,6 +279,8 @@ def test_a_returned_report_goes_back_to_the_junior_who_fixes_and_signs_again(wor
     assert second.number == 2 and second.preliminary
     services.consult_verify(consult=consult, by=senior)
     assert Consult.objects.get(pk=consult.pk).status == Status.COMPLETED
+    versions = ReportVersion.objects.filter(report__consult=consult).order_by("number")
+    assert [v.review_outcome for v in versions] == ["returned", "approved"]
 
 
 def test_returning_without_comments_is_refused(world: Any, two_level: Any) -> None:
@@ -360,7 +362,9 @@ def test_the_reviewers_worklist_shows_reports_waiting_for_verification(world: An
     assert selectors.worklist_counts(senior)["review"] == 1
     page = client_for(two_level.senior).get("/consults/?tab=review", HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
     assert "待审核" in page and f"/consults/{consult.pk}/" in page
-    assert "review" not in selectors.worklist_counts(resolve_principal(two_level.member.user))
+    assert selectors.worklist_counts(resolve_principal(two_level.member.user))["review"] == 0
+    member_page = client_for(two_level.member).get("/consults/", HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
+    assert "待审核" not in member_page
 
 
 def test_after_a_claim_the_images_stay_with_the_claimer_and_the_reviewers_only(world: Any, two_level: Any) -> None:

@@ -129,5 +129,8 @@ def test_junior_signs_reviewer_returns_then_verifies_and_the_requester_sees_prel
         expect(requester.locator("#preliminary-banner")).to_have_count(0)
         expect(requester.locator("#report")).to_contain_text(FIXED)
         expect(requester.locator("#report")).to_contain_text("主任医师")
+        expect(requester.locator("#report .cs-status-completed")).to_have_text("已审核")
+        expect(requester.locator("#report .cs-status-returned")).to_have_text("已退回")
+        expect(requester.locator("#report .cs-status-preliminary")).to_have_count(0)
         _shot(requester, "final-case-1366")
         browser.close()
