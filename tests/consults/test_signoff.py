@@ -295,6 +295,10 @@ def test_a_pool_member_who_is_no_reviewer_may_not_verify(world: Any, two_level: 
     _sign(world, consult)
     with pytest.raises(AccessDenied):
         services.consult_verify(consult=consult, by=resolve_principal(two_level.member.user))
+    with pytest.raises(AccessDenied):
+        services.consult_return_report(consult=consult, by=resolve_principal(two_level.member.user), comments="x")
+    with pytest.raises(AccessDenied):
+        services.consult_verify(consult=consult, by=resolve_principal(world.owner.user))  # the requester
     answer = api_for(two_level.member).post(f"/api/v1/consults/{consult.pk}/verify/", {"password": PASSWORD})
     assert answer.status_code in (403, 404)
 
