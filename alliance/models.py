@@ -149,6 +149,10 @@ class Pool(models.Model):
     specialty = models.ForeignKey(Specialty, on_delete=models.PROTECT, related_name="pools")
     name = models.CharField(_("name"), max_length=200)
     members = models.ManyToManyField(Doctor, blank=True, related_name="pools")
+    # Two-level sign-off (书写 → 审核): a report signed by a member who is not a reviewer is
+    # preliminary until one of the reviewers (members too) verifies it.
+    two_level_signoff = models.BooleanField(_("two-level sign-off"), default=False)
+    reviewers = models.ManyToManyField(Doctor, blank=True, related_name="pools_reviewed", verbose_name=_("reviewers"))
     active = models.BooleanField(_("active"), default=True)
     group = models.OneToOneField(Group, on_delete=models.PROTECT, related_name="pool", editable=False)
 

@@ -377,10 +377,17 @@ def token_create(*, doctor: Doctor, by: audit.Actor) -> accounts.IssuedToken:
 
 @transaction.atomic
 def pool_create(
-    *, institution: Institution, specialty: Specialty, name: str, by: audit.Actor, members: list[Doctor] | None = None
+    *,
+    institution: Institution,
+    specialty: Specialty,
+    name: str,
+    by: audit.Actor,
+    members: list[Doctor] | None = None,
+    two_level_signoff: bool = False,
+    reviewers: list[Doctor] | None = None,
 ) -> Pool:
     _check_name_free(institution.pools.all(), name.strip(), str(institution))
-    pool = Pool(institution=institution, specialty=specialty, name=name.strip())
+    pool = Pool(institution=institution, specialty=specialty, name=name.strip(), two_level_signoff=two_level_signoff)
     pool.full_clean(exclude=["group"])
     pool.group = _unique_group("pool")
     pool.save()
@@ -393,6 +400,8 @@ def pool_create(
     )
     if members:
         pool_set_members(pool=pool, members=members, by=by)
+    if reviewers:
+        pool_set_reviewers(pool=pool, reviewers=reviewers, by=by)
     return pool
 
 
@@ -421,12 +430,30 @@ def pool_set_members(*, pool: Pool, members: list[Doctor], by: audit.Actor) -> P
     for doctor in after - before:
         doctor.user.groups.add(pool.group)
     pool.members.set(after)
+    pool.reviewers.remove(*(before - after))  # a reviewer is a member of the pool
     audit.record(
         actor=by,
         action="pool.members",
         object_type="pool",
         object_id=pool.pk,
         detail={"members": sorted(d.pk for d in after)},
+    )
+    return pool
+
+
+@transaction.atomic
+def pool_set_reviewers(*, pool: Pool, reviewers: list[Doctor], by: audit.Actor) -> Pool:
+    """The members who verify the others' reports when the pool has two-level sign-off."""
+    members = set(pool.members.all())
+    if any(d not in members for d in reviewers):
+        raise ValidationError({"reviewers": _("Reviewers must be members of the pool.")})
+    pool.reviewers.set(reviewers)
+    audit.record(
+        actor=by,
+        action="pool.reviewers",
+        object_type="pool",
+        object_id=pool.pk,
+        detail={"reviewers": sorted(d.pk for d in reviewers)},
     )
     return pool
 

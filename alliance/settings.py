@@ -355,6 +355,11 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     "PREPROCESSING_HOOKS": ["alliance.api.schema.only_rest_api"],
+    # A consult has a state a referral has not ("preliminary", two-level sign-off): two enums.
+    "ENUM_NAME_OVERRIDES": {
+        "ConsultStatusEnum": "consults.models.Status",
+        "ReferralStatusEnum": "referrals.models.Status",
+    },
 }
 CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", [])
 CORS_URLS_REGEX = r"^/(dicomweb|api)/.*$"

@@ -16,6 +16,7 @@ from alliance.access import Principal, may_manage_alliance, with_role
 from alliance.models import Doctor, Institution, Pool, Role
 from consults.models import (
     OPEN_STATUSES,
+    OWNED_STATUSES,
     TRANSITIONS,
     Consult,
     CriticalFinding,
@@ -56,9 +57,34 @@ def at_receiving_desk(principal: Principal) -> Q:
     return Q(pool__institution_id=institution_id) | Q(pool__isnull=True, specialist__institution_id=institution_id)
 
 
+def _reviewed_pools(principal: Principal) -> QuerySet[Pool]:
+    """The active pools with two-level sign-off where the principal is a reviewer."""
+    if principal.doctor is None or not principal.has_role(Role.SPECIALIST):
+        return Pool.objects.none()
+    return Pool.objects.filter(reviewers=principal.doctor, two_level_signoff=True, active=True)
+
+
+def under_review_by(principal: Principal) -> Q:
+    """Cases of the pools the principal reviews, from the claim on: what a reviewer may follow.
+    The pools are a subquery, so that the worklist stays one round trip per question."""
+    if principal.doctor is None or not principal.has_role(Role.SPECIALIST):
+        return Q(pk__in=[])
+    reviewed = _reviewed_pools(principal).values("pk")
+    return Q(pool_id__in=reviewed, status__in=[*OWNED_STATUSES, Status.PRELIMINARY, Status.COMPLETED])
+
+
+def waiting_for_review_by(principal: Principal) -> Q:
+    """Preliminary reports the principal may verify: of a pool they review, written by someone else."""
+    doctor = principal.doctor
+    if doctor is None:
+        return Q(pk__in=[])
+    return Q(status=Status.PRELIMINARY) & under_review_by(principal) & ~Q(owner_id=doctor.pk)
+
+
 def consults_visible_to(principal: Principal) -> QuerySet[Consult]:
     """The requesting institution sees its requests (drafts only their author); the specialist
-    side sees what it may claim and what it owns; after cancel or reject it sees nothing."""
+    side sees what it may claim and what it owns, a pool's reviewers its cases under two-level
+    sign-off; after cancel or reject it sees nothing."""
     doctor = principal.doctor
     if doctor is None or not _takes_part(principal):
         return Consult.objects.none()
@@ -68,6 +94,7 @@ def consults_visible_to(principal: Principal) -> QuerySet[Consult]:
     q |= Q(owner_id=doctor.pk) & ~Q(status__in=[Status.CANCELLED, Status.REJECTED])
     q |= Q(status=Status.REQUESTED) & claimable(principal)
     q |= Q(status__in=OPEN_STATUSES) & at_receiving_desk(principal)
+    q |= under_review_by(principal)
     return Consult.objects.filter(q)
 
 
@@ -88,6 +115,22 @@ def get_consult_for(principal: Principal, pk: Any) -> Consult:
     if consult is None:
         raise Http404("No such consult.")
     return consult
+
+
+def get_consult_to_claim(principal: Principal, pk: Any) -> Consult:
+    """The consult a claim is about: as get_consult_for, and also a case the principal could have
+    claimed that another reader has just taken (it left their view), so that the claim is answered
+    "already claimed by ..." rather than a 404. Nothing of the case is shown for it but the claimer."""
+    try:
+        return get_consult_for(principal, pk)
+    except Http404:
+        if not str(pk).isdigit():
+            raise
+        claimed = Consult.objects.select_related("pool", "specialist", "owner__user").filter(owner__isnull=False)
+        consult = claimed.filter(pk=int(pk)).first()
+        if consult is None or Party.CANDIDATE not in parties_of(principal, consult):
+            raise
+        return consult
 
 
 def receiving_institution_id(consult: Consult) -> int | None:
@@ -114,19 +157,48 @@ def parties_of(principal: Principal, consult: Consult) -> frozenset[str]:
         parties.add(Party.CANDIDATE)
     if doctor.has_role(Role.INSTITUTION_ADMIN) and receiving_institution_id(consult) == doctor.institution_id:
         parties.add(Party.POOL_ADMIN)
+    if is_reviewer_of(doctor, consult) and consult.owner_id != doctor.pk:
+        parties.add(Party.REVIEWER)  # a reviewer never verifies their own report
     return frozenset(parties)
+
+
+def is_reviewer_of(doctor: Doctor, consult: Consult) -> bool:
+    """Is the doctor a reviewer of the consult's pool while it has two-level sign-off on?"""
+    pool = consult.pool
+    return pool is not None and pool.two_level_signoff and pool.reviewers.filter(pk=doctor.pk).exists()
+
+
+def needs_review(consult: Consult) -> bool:
+    """Is the owner's signature preliminary: two-level sign-off on, and the owner no reviewer?"""
+    pool, owner = consult.pool, consult.owner
+    return pool is not None and owner is not None and pool.two_level_signoff and not is_reviewer_of(owner, consult)
 
 
 def may_act(principal: Principal, consult: Consult, action: str) -> bool:
     """May the principal make this move now (right party and right status)?"""
     move = TRANSITIONS[action]
-    return consult.status in move.sources and bool(move.parties & parties_of(principal, consult))
+    return (
+        consult.status in move.sources
+        and bool(move.parties & parties_of(principal, consult))
+        and _signature_fits(action, consult)
+    )
+
+
+def _signature_fits(action: str, consult: Consult) -> bool:
+    """Of the two signatures, only the one the pool's sign-off asks of the owner applies."""
+    if action in ("sign", "sign_preliminary"):
+        return (action == "sign_preliminary") == needs_review(consult)
+    return True
 
 
 def actions_for(principal: Principal, consult: Consult) -> list[str]:
     """Every move the principal may make on the consult now (for the case page and the API)."""
     parties = parties_of(principal, consult)
-    return [a for a, m in TRANSITIONS.items() if a != "create" and consult.status in m.sources and m.parties & parties]
+    return [
+        a
+        for a, m in TRANSITIONS.items()
+        if a != "create" and consult.status in m.sources and m.parties & parties and _signature_fits(a, consult)
+    ]
 
 
 def may_claim(principal: Principal, consult: Consult) -> bool:

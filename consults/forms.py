@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from alliance.access import NOBODY, Principal
-from consults import access
+from consults import access, priorities
 from consults.models import Priority
 from imaging.forms import MODALITIES
 from imaging.models import Study
@@ -54,6 +55,12 @@ class TargetDoctorField(forms.ModelChoiceField):
 
 
 class TargetForm(forms.Form):
+    def _priority_choices(self, principal: Principal) -> None:
+        """Most urgent first, each with the deadline the alliance gives it ("紧急 · 2 小时内")."""
+        field = self.fields["priority"]
+        assert isinstance(field, forms.ChoiceField)
+        field.choices = priorities.priority_choices(principal.alliance)
+
     def _choices_field(self, name: str) -> forms.ModelChoiceField:
         field = self.fields[name]
         assert isinstance(field, forms.ModelChoiceField)
@@ -85,6 +92,7 @@ class ConsultRequestForm(TargetForm):
         pools, specialists = access.consult_targets_for(principal)
         self._choices_field("pool").queryset = pools
         self._choices_field("specialist").queryset = specialists
+        self._priority_choices(principal)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -114,6 +122,7 @@ class SecondOpinionForm(TargetForm):
         pools, specialists = access.second_opinion_targets_for(principal, consult)
         self._choices_field("pool").queryset = pools
         self._choices_field("specialist").queryset = specialists
+        self._priority_choices(principal)
 
 
 class ReportForm(forms.Form):
@@ -132,7 +141,7 @@ class PolicyForm(forms.Form):
         self.rows = []
         for row in table:
             priority = row["priority"]
-            label = Priority(priority).label
+            label = priorities.label_with(priority, timedelta(minutes=row["deadline_minutes"]))
             deadline = forms.IntegerField(label=_("Deadline (minutes)"), min_value=1, initial=row["deadline_minutes"])
             claim = forms.IntegerField(
                 label=_("Claim timeout (minutes)"), min_value=1, initial=row["claim_timeout_minutes"]

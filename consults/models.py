@@ -18,12 +18,16 @@ from alliance.models import Alliance, Doctor, Institution, Pool
 
 
 class Priority(models.TextChoices):
-    """FHIR request-priority, from the least to the most pressing."""
+    """FHIR request-priority, from the most to the least pressing (lists show them in this order).
 
-    ROUTINE = "routine", _("Routine")
-    URGENT = "urgent", _("Urgent")
-    ASAP = "asap", _("ASAP")
+    The Chinese words must read in that order too: 危急 (life-threatening) > 紧急 (emergency) >
+    加急 (expedited) > 常规 (routine). consults.priorities adds the deadline to every label.
+    """
+
     STAT = "stat", _("STAT")
+    ASAP = "asap", _("ASAP")
+    URGENT = "urgent", _("Urgent")
+    ROUTINE = "routine", _("Routine")
 
 
 # Lower rank is read first; stored on the row so that the worklist sorts on an index.
@@ -46,6 +50,9 @@ class Status(models.TextChoices):
     ACCEPTED = "accepted", _("Accepted")
     IN_PROGRESS = "in-progress", _("In progress")
     ON_HOLD = "on-hold", _("On hold")
+    # Not a FHIR Task.status: a junior reader's signed report waiting for a reviewer of the pool
+    # (two-level sign-off); the API's report_status says "preliminary" as FHIR DiagnosticReport does.
+    PRELIMINARY = "preliminary", _("Preliminary report")
     COMPLETED = "completed", _("Completed")
     REJECTED = "rejected", _("Rejected")
     CANCELLED = "cancelled", _("Cancelled")
@@ -65,6 +72,7 @@ class Party:
     NAMED = "named"  # the specialist the request names
     OWNER = "owner"  # the specialist who claimed it
     POOL_ADMIN = "pool_admin"  # institution admin of the receiving institution
+    REVIEWER = "reviewer"  # a reviewer of the pool (two-level sign-off), not the report's author
     SYSTEM = "system"  # the deadline job
 
 
@@ -92,6 +100,11 @@ TRANSITIONS: dict[str, Move] = {
     "hold": _move((Status.IN_PROGRESS,), Status.ON_HOLD, Party.OWNER),
     "answer": _move((Status.ON_HOLD,), Status.IN_PROGRESS, Party.REQUESTER),
     "sign": _move((Status.IN_PROGRESS,), Status.COMPLETED, Party.OWNER),
+    # Two-level sign-off (书写 → 审核): a junior's signature makes a preliminary report that a
+    # reviewer of the pool verifies, or returns to the junior for another draft.
+    "sign_preliminary": _move((Status.IN_PROGRESS,), Status.PRELIMINARY, Party.OWNER),
+    "verify": _move((Status.PRELIMINARY,), Status.COMPLETED, Party.REVIEWER),
+    "return_report": _move((Status.PRELIMINARY,), Status.IN_PROGRESS, Party.REVIEWER),
     "addendum": _move((Status.COMPLETED,), Status.COMPLETED, Party.OWNER),
     "cancel": _move((Status.DRAFT, Status.REQUESTED, Status.ACCEPTED), Status.CANCELLED, Party.REQUESTER),
     "fail": _move((Status.IN_PROGRESS,), Status.FAILED, Party.OWNER),
@@ -108,6 +121,9 @@ ACTION_LABELS = {
     "hold": _("Question to the requester"),
     "answer": _("Answered"),
     "sign": _("Report signed"),
+    "sign_preliminary": _("Preliminary report signed"),
+    "verify": _("Report verified"),
+    "return_report": _("Report returned for changes"),
     "addendum": _("Addendum signed"),
     "cancel": _("Cancelled"),
     "fail": _("Failed"),
@@ -283,6 +299,8 @@ class ReportVersion(models.Model):
         Doctor, on_delete=models.PROTECT, null=True, blank=True, related_name="report_versions_signed"
     )
     signed_at = models.DateTimeField(null=True, blank=True)
+    # Signed by a junior reader under two-level sign-off: preliminary until a ReportReview approves it.
+    preliminary = models.BooleanField(_("preliminary"), default=False)
 
     class Meta:
         ordering = ["number"]
@@ -294,6 +312,34 @@ class ReportVersion(models.Model):
     @property
     def is_signed(self) -> bool:
         return self.signed_at is not None
+
+    @property
+    def review_outcome(self) -> str:
+        """ "" when no review was needed; else "preliminary" (waiting), "approved" or "returned"."""
+        if not self.preliminary:
+            return ""
+        outcomes = [r.outcome for r in self.reviews.all()]
+        return outcomes[-1] if outcomes else "preliminary"
+
+
+class ReportReview(models.Model):
+    """A reviewer's decision on a preliminary version: approved (the report is final) or returned."""
+
+    class Outcome(models.TextChoices):
+        APPROVED = "approved", _("Approved")
+        RETURNED = "returned", _("Returned")
+
+    version = models.ForeignKey(ReportVersion, on_delete=models.PROTECT, related_name="reviews")
+    reviewer = models.ForeignKey(Doctor, on_delete=models.PROTECT, related_name="report_reviews")
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    comments = models.TextField(_("comments"), blank=True)
+    at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.version} {self.outcome}"
 
 
 class Message(models.Model):

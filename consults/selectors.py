@@ -39,6 +39,7 @@ from consults.models import (
     Message,
     Notification,
     PriorityPolicy,
+    ReportReview,
     ReportTemplate,
     ReportVersion,
     Status,
@@ -50,6 +51,7 @@ from imaging.study_cases import StudyCase
 TAB_LABELS_ORDER = [
     "unclaimed",
     "mine",
+    "review",
     "signed",
     "desk",
     "waiting",
@@ -75,13 +77,14 @@ def worklist_tabs(principal: Principal) -> dict[str, Q]:
     if principal.has_role(Role.SPECIALIST):
         tabs["unclaimed"] = Q(status=Status.REQUESTED) & access.claimable(principal)
         tabs["mine"] = Q(owner_id=doctor.pk, status__in=OWNED_STATUSES)
-        tabs["signed"] = Q(owner_id=doctor.pk, status=Status.COMPLETED)
+        tabs["signed"] = Q(owner_id=doctor.pk, status__in=[Status.PRELIMINARY, Status.COMPLETED])
+        tabs["review"] = access.waiting_for_review_by(principal)
     if principal.has_role(Role.CLINICIAN):
         ours = Q(requesting_institution_id=doctor.institution_id)
         tabs["waiting"] = ours & Q(status__in=[Status.REQUESTED, Status.ACCEPTED])
         tabs["reading"] = ours & Q(status=Status.IN_PROGRESS)
         tabs["questions"] = ours & Q(status=Status.ON_HOLD)
-        tabs["reports"] = ours & Q(status=Status.COMPLETED)
+        tabs["reports"] = ours & Q(status__in=[Status.PRELIMINARY, Status.COMPLETED])
         tabs["closed"] = ours & Q(status__in=CLOSED_STATUSES)
         tabs["drafts"] = Q(requester_id=doctor.pk, status=Status.DRAFT)
     if principal.has_role(Role.INSTITUTION_ADMIN):
@@ -104,6 +107,8 @@ def worklist(principal: Principal, tab: str) -> QuerySet[Consult]:
     if q is None:
         return Consult.objects.none()
     rows = Consult.objects.filter(q)
+    if tab == "review":
+        return rows.order_by("priority_rank", "id")
     if tab in {"signed", "reports", "closed"}:
         return rows.order_by("-completed_at", "-created_at", "-id")
     if tab == "drafts":
@@ -126,6 +131,11 @@ def hydrate(page: Iterable[Consult]) -> list[Consult]:
         .in_bulk()
     )
     return [rows[pk] for pk in ids]
+
+
+def shown_tabs(counts: dict[str, int], current: str) -> list[tuple[str, int]]:
+    """The tabs a page shows, in order: "review" only to whom it holds reports (or who is on it)."""
+    return [(t, counts[t]) for t in TAB_LABELS_ORDER if t in counts and (t != "review" or counts[t] or t == current)]
 
 
 def default_tab(counts: dict[str, Any]) -> str:
@@ -162,8 +172,11 @@ def case_detail(consult: Consult) -> dict[str, Any]:
     """What the case page and the API detail show, in a fixed number of queries."""
     studies = list(consult.studies.select_related("patient", "institution").prefetch_related("series"))
     versions = list(
-        ReportVersion.objects.filter(report__consult=consult).select_related("signed_by__user", "author__user")
+        ReportVersion.objects.filter(report__consult=consult)
+        .select_related("signed_by__user", "author__user")
+        .prefetch_related(Prefetch("reviews", queryset=ReportReview.objects.select_related("reviewer__user")))
     )
+    reviews = [r for v in versions for r in v.reviews.all()]
     return {
         "studies": studies,
         "transitions": list(consult.transitions.select_related("by")),
@@ -171,6 +184,11 @@ def case_detail(consult: Consult) -> dict[str, Any]:
         "versions": versions,
         "signed_versions": [v for v in versions if v.is_signed],
         "draft": next((v for v in versions if not v.is_signed), None),
+        "reviews": reviews,
+        "returned": next((r for r in reversed(reviews) if r.outcome == ReportReview.Outcome.RETURNED), None)
+        if consult.status == Status.IN_PROGRESS
+        else None,
+        "preliminary": consult.status == Status.PRELIMINARY,
         "second_opinions": list(consult.second_opinions.all()),
     }
 

@@ -20,7 +20,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils.translation import gettext as _
 
-from alliance import audit
+from alliance import audit, reauth
 from alliance.access import AccessDenied, Principal, institution_admins_of, settings_of
 from consults import access, clock, tasks  # tasks names services only when one runs
 from consults.models import (
@@ -35,6 +35,7 @@ from consults.models import (
     Priority,
     PriorityPolicy,
     Report,
+    ReportReview,
     ReportTemplate,
     ReportVersion,
     Status,
@@ -196,6 +197,20 @@ def _candidate_grantees(consult: Consult) -> list[Grantee]:
     return grantees
 
 
+def _reviewers(consult: Consult) -> list[Any]:
+    """The active reviewers of the consult's pool when it has two-level sign-off; else nobody."""
+    pool = consult.pool
+    if pool is None or not pool.two_level_signoff:
+        return []
+    return [d.user for d in pool.reviewers.filter(active=True).select_related("user")]
+
+
+def _reader_grantees(consult: Consult) -> list[Grantee]:
+    """Who reads a claimed case's images: the owner, and the pool's reviewers under two-level sign-off."""
+    owner = _set(consult.owner).user
+    return [Grantee(user=owner), *(Grantee(user=u) for u in _reviewers(consult) if u.pk != owner.pk)]
+
+
 def _narrow_case(consult: Consult, grantees: list[Grantee], by: Principal | None) -> None:
     """The case's images go to exactly these grantees (the claimer; or the candidates again)."""
     grants.narrow_grants(
@@ -329,7 +344,7 @@ def consult_claim(*, consult: Consult, by: Principal) -> Consult:
     consult.claimed_at = now
     consult.claim_due_at = now + timedelta(seconds=consult.claim_timeout_seconds)
     consult.save()
-    _narrow_case(consult, [Grantee(user=by.user)], by)
+    _narrow_case(consult, _reader_grantees(consult), by)
     _log(consult, "claim", previous, by, now)
     _notify(consult, [consult.requester.user], "claim", now, by)
     return consult
@@ -378,21 +393,9 @@ def consult_release(*, consult: Consult, by: Principal | None = None, reason: st
     return consult
 
 
-def _template_for(consult: Consult) -> ReportTemplate | None:
-    study = consult.studies.first()
-    if study is None:
-        return None
-    modalities = study.modality_list
-    body_parts = [b for b in study.series.values_list("body_part", flat=True) if b]
-    templates = ReportTemplate.objects.filter(
-        alliance_id=consult.requesting_institution.alliance_id, modality__in=modalities
-    )
-    return templates.filter(body_part__in=body_parts).first() or templates.filter(body_part="").first()
-
-
 @transaction.atomic
 def consult_start_report(*, consult: Consult, by: Principal) -> ReportVersion:
-    """The owner starts the report: a draft version, filled from the matching template."""
+    """The owner starts the report: an empty draft (a template is applied only when the reader picks one)."""
     consult = _locked(consult)
     previous = _check(consult, "start_report", by)
     now = clock.now()
@@ -401,15 +404,8 @@ def consult_start_report(*, consult: Consult, by: Principal) -> ReportVersion:
     report, _created = Report.objects.get_or_create(consult=consult)
     draft = report.versions.filter(signed_at__isnull=True).first()
     if draft is None:
-        template = _template_for(consult)
         draft = ReportVersion.objects.create(
-            report=report,
-            number=report.versions.count() + 1,
-            findings=template.findings if template else "",
-            impression=template.impression if template else "",
-            recommendation=template.recommendation if template else "",
-            author=_set(consult.owner),
-            updated_at=now,
+            report=report, number=report.versions.count() + 1, author=_set(consult.owner), updated_at=now
         )
     _log(consult, "start_report", previous, by, now)
     _notify(consult, [consult.requester.user], "start_report", now, by)
@@ -496,22 +492,47 @@ def consult_sign(
     impression: str | None = None,
     recommendation: str | None = None,
 ) -> ReportVersion:
-    """Sign the draft (saving the given text first): immutable from now on; access drops to read-only."""
+    """Sign the draft (saving the given text first): immutable from now on; access drops to read-only.
+
+    Under the pool's two-level sign-off a junior reader's signature is preliminary: the case
+    waits for a reviewer (consult_verify, consult_return_report) and is final only then.
+    Pages and the API sign through consult_sign_confirmed, which asks for the password first.
+    """
     consult = _locked(consult)
-    previous = _check(consult, "sign", by)
+    action = "sign_preliminary" if access.needs_review(consult) else "sign"
+    previous = _check(consult, action, by)
     draft = _draft_of(consult)
     for field, value in (("findings", findings), ("impression", impression), ("recommendation", recommendation)):
         if value is not None:
             setattr(draft, field, value)
-    _required(draft.impression, "impression", _("A signed report needs an impression."))
+    check_signable(impression=draft.impression)
     now = clock.now()
     draft.signed_by, draft.signed_at, draft.updated_at = consult.owner, now, now
+    draft.preliminary = action == "sign_preliminary"
     draft.save()
+    if draft.preliminary:
+        consult.status = Status.PRELIMINARY
+        consult.save()
+        _log(consult, action, previous, by, now)
+        _notify(consult, [consult.requester.user, *_reviewers(consult)], action, now, by)
+        return draft
+    _finalise(consult, by, now)
+    _log(consult, "sign", previous, by, now)
+    _notify(consult, [consult.requester.user], "sign", now, by)
+    return draft
+
+
+def check_signable(*, impression: str) -> None:
+    """What a report needs before it may be signed (asked again by consult_sign)."""
+    _required(impression, "impression", _("A signed report needs an impression."))
+
+
+def _finalise(consult: Consult, by: Principal, now: datetime) -> None:
+    """The report is final (signed, or verified under two-level sign-off): the case is done."""
     consult.status = Status.COMPLETED
     consult.completed_at = now
     consult.save()
     _close_case(consult, by, now)
-    _log(consult, "sign", previous, by, now)
     # The patient's cloud film of the answered case, if the alliance has it made on signing.
     films.film_on_sign(
         case=consult.basis,
@@ -519,7 +540,81 @@ def consult_sign(
         institution=consult.requesting_institution,
         by=by.actor,
     )
-    _notify(consult, [consult.requester.user], "sign", now, by)
+
+
+def consult_sign_confirmed(
+    *, request: Any, consult: Consult, by: Principal, secret: str, **texts: Any
+) -> ReportVersion:
+    """The signature a person gives: their password again, then consult_sign.
+
+    The check runs before (outside) the signing transaction, so that a refused attempt stays
+    audited and counted toward the sign-in lockout. Raises reauth.IdentityNotConfirmed.
+    """
+    reauth.confirm_identity(request=request, user=by.user, secret=secret, purpose="consult.sign")
+    return consult_sign(consult=consult, by=by, **texts)
+
+
+def refusal_text(exc: reauth.IdentityNotConfirmed) -> str:
+    """Why a password check refused a signature, in words for the reader."""
+    texts = {
+        "missing": _("Type your password to sign."),
+        "wrong": _("Wrong password: nothing was signed."),
+        "locked": _("Your account is locked after too many failed sign-ins: nothing was signed."),
+    }
+    return str(texts.get(exc.reason, texts["wrong"]))
+
+
+def _preliminary_of(consult: Consult) -> ReportVersion:
+    version = ReportVersion.objects.filter(report__consult=consult, signed_at__isnull=False).order_by("-number").first()
+    if version is None or not version.preliminary:
+        raise IllegalTransition(_("Consult #%(id)s has no preliminary report.") % {"id": consult.pk})
+    return version
+
+
+@transaction.atomic
+def consult_verify(*, consult: Consult, by: Principal) -> ReportVersion:
+    """A reviewer of the pool approves the junior's preliminary report: it is final now."""
+    consult = _locked(consult)
+    previous = _check(consult, "verify", by)
+    version = _preliminary_of(consult)
+    now = clock.now()
+    ReportReview.objects.create(version=version, reviewer=_doctor(by), outcome=ReportReview.Outcome.APPROVED, at=now)
+    _finalise(consult, by, now)
+    _log(consult, "verify", previous, by, now)
+    _notify(consult, [consult.requester.user, _set(consult.owner).user], "verify", now, by)
+    return version
+
+
+def consult_verify_confirmed(*, request: Any, consult: Consult, by: Principal, secret: str) -> ReportVersion:
+    """Verifying is the final signature: the reviewer's password again, then consult_verify."""
+    reauth.confirm_identity(request=request, user=by.user, secret=secret, purpose="consult.verify")
+    return consult_verify(consult=consult, by=by)
+
+
+@transaction.atomic
+def consult_return_report(*, consult: Consult, by: Principal, comments: str) -> ReportVersion:
+    """A reviewer returns the preliminary report with comments; the junior gets a new draft of it."""
+    consult = _locked(consult)
+    previous = _check(consult, "return_report", by)
+    comments = _required(comments, "comments", _("Say what the reader should change."))
+    version = _preliminary_of(consult)
+    now = clock.now()
+    ReportReview.objects.create(
+        version=version, reviewer=_doctor(by), outcome=ReportReview.Outcome.RETURNED, comments=comments, at=now
+    )
+    draft = ReportVersion.objects.create(
+        report_id=version.report_id,
+        number=version.number + 1,
+        findings=version.findings,
+        impression=version.impression,
+        recommendation=version.recommendation,
+        author=_set(consult.owner),
+        updated_at=now,
+    )
+    consult.status = Status.IN_PROGRESS
+    consult.save()
+    _log(consult, "return_report", previous, by, now, comments)
+    _notify(consult, [_set(consult.owner).user], "return_report", now, by)
     return draft
 
 

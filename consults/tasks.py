@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
-from consults import services
+from consults import priorities, services
 from consults.models import Notification
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def send_notification_emails(notification_ids: list[int]) -> int:
         rows = list(
             Notification.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(pk__in=notification_ids, emailed_at=None)
-            .select_related("user")
+            .select_related("user", "consult__requesting_institution")
         )
         for n in rows:
             if n.user.email:
@@ -66,6 +66,9 @@ def _mail(n: Notification) -> int:
         "id": n.consult_id,
         "link": link,
     }
+    consult = n.consult
+    priority = priorities.priority_label(consult.priority, consult.requesting_institution.alliance_id)
+    body += _("Priority: %(priority)s\n") % {"priority": priority}
     return send_mail(subject, body, None, [n.user.email])
 
 

@@ -25,6 +25,7 @@ urlpatterns = [
     path("<int:pk>/", views.detail, name="detail"),
     path("<int:pk>/report/", views.report, name="report"),
     path("<int:pk>/report.pdf", views.report_pdf, name="report_pdf"),
+    path("<int:pk>/sign/", views.sign, name="sign"),
     path("<int:pk>/messages/", views.post_message, name="message"),
     path("<int:pk>/second-opinion/", views.second_opinion, name="second_opinion"),
     path("<int:pk>/<slug:action>/", views.act, name="act"),

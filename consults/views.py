@@ -19,6 +19,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from alliance import audit
 from alliance.access import AccessDenied, Principal, principal_of
+from alliance.reauth import IdentityNotConfirmed
 from consults import access, clock, pdf, selectors, services
 from consults.forms import (
     ConsultRequestForm,
@@ -56,7 +57,7 @@ def worklist(request: HttpRequest) -> HttpResponse:
         items=[(str(c.pk), ",".join(str(s.patient_id) for s in c.studies.all()), c.basis) for c, _d in rows],
         source=audit.source_of(request),
     )
-    tabs = [(t, counts[t]) for t in selectors.TAB_LABELS_ORDER if t in counts]
+    tabs = selectors.shown_tabs(counts, tab)
     return render(
         request,
         "consults/worklist.html",
@@ -150,7 +151,7 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
     context = {
         "consult": consult,
         "deadline": selectors.deadline_of(consult),
-        "actions": [a for a in actions if a not in {"save_draft", "sign", "second_opinion"}],
+        "actions": [a for a in actions if a not in {"save_draft", "sign", "sign_preliminary", "second_opinion"}],
         "may_report": "save_draft" in actions or "start_report" in actions,
         "may_second_opinion": "second_opinion" in actions,
         "may_message": access.may_post_message(principal, consult),
@@ -158,6 +159,8 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
         "access_now": imaging_selectors.access_of_basis(consult.basis),
         **selectors.case_detail(consult),
     }
+    if not context["may_report"]:
+        context["returned"] = None  # the reviewer's comments are for the reader who fixes the report
     return render(request, "consults/detail.html", context)
 
 
@@ -169,7 +172,7 @@ def _film_context(principal: Principal, consult: Consult) -> dict[str, Any]:
     return {"film_links": links, "may_make_film": True}
 
 
-def _call(action: str, consult: Consult, by: Principal, data: Any) -> Any:
+def _call(action: str, consult: Consult, by: Principal, data: Any, request: HttpRequest) -> Any:
     calls: dict[str, Callable[[], Any]] = {
         "request": lambda: services.consult_request(consult=consult, by=by),
         "claim": lambda: services.consult_claim(consult=consult, by=by),
@@ -181,6 +184,12 @@ def _call(action: str, consult: Consult, by: Principal, data: Any) -> Any:
         "addendum": lambda: services.consult_addendum(consult=consult, by=by, text=data.get("addendum", "")),
         "cancel": lambda: services.consult_cancel(consult=consult, by=by, reason=data.get("reason", "")),
         "fail": lambda: services.consult_fail(consult=consult, by=by, reason=data.get("reason", "")),
+        "verify": lambda: services.consult_verify_confirmed(
+            request=request, consult=consult, by=by, secret=data.get("password", "")
+        ),
+        "return_report": lambda: services.consult_return_report(
+            consult=consult, by=by, comments=data.get("comments", "")
+        ),
     }
     if action not in calls:
         raise Http404("No such action.")
@@ -197,11 +206,19 @@ def _error_text(exc: Exception) -> str:
 @require_POST
 def act(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     principal = principal_of(request)
-    consult = access.get_consult_for(principal, pk)
+    if action == "claim":
+        consult = access.get_consult_to_claim(principal, pk)
+    else:
+        consult = access.get_consult_for(principal, pk)
     try:
-        _call(action, consult, principal, request.POST)
+        _call(action, consult, principal, request.POST, request)
+    except IdentityNotConfirmed as exc:
+        messages.error(request, services.refusal_text(exc))
+        return redirect("consults:detail", pk=consult.pk)
     except (ValidationError, AccessDenied, services.IllegalTransition) as exc:
         messages.error(request, _error_text(exc))
+        if not access.consults_visible_to(principal).filter(pk=consult.pk).exists():
+            return redirect("consults:worklist")  # a claim lost to another reader: the case left our view
         return redirect("consults:detail", pk=consult.pk)
     if action == "start_report":
         return redirect("consults:report", pk=consult.pk)
@@ -236,11 +253,10 @@ def report(request: HttpRequest, pk: int) -> HttpResponse:
     form = ReportForm(request.POST or None, initial=_initial(request, consult, draft))
     if request.method == "POST" and form.is_valid():
         try:
-            if "sign" in request.POST:
-                services.consult_sign(consult=consult, by=principal, **form.cleaned_data)
-                messages.success(request, _("Report signed."))
-                return redirect("consults:detail", pk=consult.pk)
             services.consult_save_draft(consult=consult, by=principal, **form.cleaned_data)
+            if "sign" in request.POST:  # signing is confirmed on its own page, with the password
+                services.check_signable(impression=form.cleaned_data["impression"])
+                return redirect("consults:sign", pk=consult.pk)
             messages.success(request, _("Draft saved."))
             return redirect("consults:report", pk=consult.pk)
         except (ValidationError, AccessDenied, services.IllegalTransition) as exc:
@@ -250,6 +266,43 @@ def report(request: HttpRequest, pk: int) -> HttpResponse:
                 messages.error(request, str(exc))
     context = {"consult": consult, "form": form, "draft": draft, "templates": selectors.templates_for(consult), **case}
     return render(request, "consults/report.html", context)
+
+
+@login_required
+def sign(request: HttpRequest, pk: int) -> HttpResponse:
+    """The confirmation of a signature: the report as it will be signed, and the password again."""
+    principal = principal_of(request)
+    consult = access.get_consult_for(principal, pk)
+    if not access.may_act(principal, consult, "save_draft"):
+        messages.error(request, _("Only the owner signs the report of a case in progress."))
+        return redirect("consults:detail", pk=consult.pk)
+    case = selectors.case_detail(consult)
+    if case["draft"] is None:
+        raise Http404("No report draft.")
+    error = ""
+    if request.method == "POST":
+        try:
+            version = services.consult_sign_confirmed(
+                request=request, consult=consult, by=principal, secret=request.POST.get("password", "")
+            )
+            done = (
+                _("Preliminary report signed; it waits for a reviewer.") if version.preliminary else _("Report signed.")
+            )
+            messages.success(request, done)
+            return redirect("consults:detail", pk=consult.pk)
+        except IdentityNotConfirmed as exc:
+            error = services.refusal_text(exc)
+        except (ValidationError, AccessDenied, services.IllegalTransition) as exc:
+            error = _error_text(exc)
+    context = {
+        "consult": consult,
+        "draft": case["draft"],
+        "error": error,
+        "preliminary": access.needs_review(consult),
+        "signer": principal.doctor,
+        "now": clock.now(),
+    }
+    return render(request, "consults/sign.html", context)
 
 
 def _initial(request: HttpRequest, consult: Consult, draft: Any) -> dict[str, str]:

@@ -44,7 +44,7 @@ class PoolSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Pool
-        fields = ["id", "institution", "specialty", "name", "members", "active"]
+        fields = ["id", "institution", "specialty", "name", "members", "two_level_signoff", "reviewers", "active"]
         read_only_fields = fields
 
 
@@ -210,7 +210,9 @@ class PoolCreateSerializer(serializers.Serializer):
 class PoolUpdateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200, required=False)
     active = serializers.BooleanField(required=False)
+    two_level_signoff = serializers.BooleanField(required=False)
     members = _members_field()
+    reviewers = _members_field()
 
 
 class DoctorCreateSerializer(serializers.Serializer):

@@ -151,7 +151,7 @@ class PoolViewSet(MembershipViewSet):
     serializer_class = s.PoolSerializer
 
     def visible(self, principal: access.Principal) -> QuerySet[Pool]:
-        return access.pools_visible_to(principal).select_related("specialty").prefetch_related("members")
+        return access.pools_visible_to(principal).select_related("specialty").prefetch_related("members", "reviewers")
 
     def create(self, request: Request) -> Response:
         data = self.validated(s.PoolCreateSerializer)
@@ -168,8 +168,11 @@ class PoolViewSet(MembershipViewSet):
         self.require_manager_of(pool.institution)
         data = self.validated(s.PoolUpdateSerializer)
         members = data.pop("members", None)
+        reviewers = data.pop("reviewers", None)
         services.pool_update(pool=pool, by=self.actor, **data)
         held = privileges.set_pool_members(access.principal_of(request), pool, members) if members is not None else []
+        if reviewers is not None:
+            services.pool_set_reviewers(pool=pool, reviewers=reviewers, by=self.actor)
         return self.respond_held(pool, held)
 
 

@@ -160,10 +160,31 @@ class PoolForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
         help_text=_("Doctors of this institution who read the desk's consults."),
     )
+    two_level_signoff = forms.BooleanField(
+        label=_("Two-level sign-off"),
+        required=False,
+        help_text=_("A report signed by a member who is not a reviewer is preliminary until a reviewer verifies it."),
+    )
+    reviewers = DoctorChoiceField(
+        label=_("Reviewers"),
+        queryset=Doctor.objects.none(),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text=_("Members who verify the other members' reports (they must be members too)."),
+    )
 
     def __init__(self, *args: Any, doctors: QuerySet[Doctor], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["members"].queryset = doctors.select_related("user")  # type: ignore[attr-defined]
+        self.fields["reviewers"].queryset = doctors.select_related("user")  # type: ignore[attr-defined]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if not set(data.get("reviewers") or []) <= set(data.get("members") or []):
+            self.add_error("reviewers", _("Reviewers must be members of the pool."))
+        if data.get("two_level_signoff") and not data.get("reviewers"):
+            self.add_error("reviewers", _("Two-level sign-off needs at least one reviewer."))
+        return data
 
 
 class DeviceForm(forms.Form):

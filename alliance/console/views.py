@@ -606,9 +606,16 @@ def pool_add(request: HttpRequest, institution: int) -> HttpResponse:
 
         def create() -> tuple[Pool, list[PrivilegeChange]]:
             created = services.pool_create(
-                institution=owner, specialty=data["specialty"], name=data["name"], by=_actor(request)
+                institution=owner,
+                specialty=data["specialty"],
+                name=data["name"],
+                two_level_signoff=data["two_level_signoff"],
+                by=_actor(request),
             )
-            return created, privileges.set_pool_members(access.principal_of(request), created, list(data["members"]))
+            held = privileges.set_pool_members(access.principal_of(request), created, list(data["members"]))
+            if data["reviewers"]:
+                services.pool_set_reviewers(pool=created, reviewers=list(data["reviewers"]), by=_actor(request))
+            return created, held
 
         made = _save(form, create)
         if made is not None:
@@ -630,14 +637,29 @@ def pool_add(request: HttpRequest, institution: int) -> HttpResponse:
 @manager_required
 def pool_edit(request: HttpRequest, pk: int) -> HttpResponse:
     pool = get_object_or_404(access.pools_managed_by(access.principal_of(request)).select_related("institution"), pk=pk)
-    initial = {"name": pool.name, "specialty": pool.specialty_id, "members": list(pool.members.all())}
+    initial = {
+        "name": pool.name,
+        "specialty": pool.specialty_id,
+        "members": list(pool.members.all()),
+        "two_level_signoff": pool.two_level_signoff,
+        "reviewers": list(pool.reviewers.all()),
+    }
     form = forms.PoolForm(request.POST or None, initial=initial, doctors=_pool_candidates(pool.institution, pool))
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
 
         def write() -> list[PrivilegeChange]:
-            services.pool_update(pool=pool, name=data["name"].strip(), specialty=data["specialty"], by=_actor(request))
-            return privileges.set_pool_members(access.principal_of(request), pool, list(data["members"]))
+            services.pool_update(
+                pool=pool,
+                name=data["name"].strip(),
+                specialty=data["specialty"],
+                two_level_signoff=data["two_level_signoff"],
+                by=_actor(request),
+            )
+            held = privileges.set_pool_members(access.principal_of(request), pool, list(data["members"]))
+            if set(data["reviewers"]) != set(pool.reviewers.all()):
+                services.pool_set_reviewers(pool=pool, reviewers=list(data["reviewers"]), by=_actor(request))
+            return held
 
         held = _save(form, write)
         if held is not None:

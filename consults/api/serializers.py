@@ -8,13 +8,24 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from alliance.access import principal_of
-from consults import access, selectors
-from consults.models import Consult, ConsultTransition, Message, Notification, Priority, PriorityPolicy, ReportVersion
+from consults import access, priorities, selectors
+from consults.models import (
+    Consult,
+    ConsultTransition,
+    Message,
+    Notification,
+    Priority,
+    PriorityPolicy,
+    ReportReview,
+    ReportVersion,
+    Status,
+)
 
 
 class DoctorRefSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     name = serializers.CharField(source="display_name")
+    title = serializers.CharField()
 
 
 class PoolRefSerializer(serializers.Serializer):
@@ -44,13 +55,32 @@ class ConsultListSerializer(serializers.ModelSerializer):
     pool = PoolRefSerializer(allow_null=True)
     studies = StudyRefSerializer(many=True)
     deadline = serializers.SerializerMethodField()
+    priority_label = serializers.SerializerMethodField()
+    report_status = serializers.SerializerMethodField()
 
     class Meta:
         model = Consult
         fields = [
-            "id", "status", "priority", "question", "requester", "requesting_institution", "pool", "specialist",
+            "id", "status", "report_status", "priority", "priority_label", "question", "requester",
+            "requesting_institution", "pool", "specialist",
             "owner", "studies", "created_at", "requested_at", "due_at", "completed_at", "second_opinion_of", "deadline",
         ]  # fmt: skip
+
+    @extend_schema_field(serializers.CharField())
+    def get_priority_label(self, consult: Consult) -> str:
+        """The priority as people read it ("紧急 · 2 小时内"); `priority` keeps the FHIR code."""
+        alliance_id = consult.requesting_institution.alliance_id
+        cache = self.context.setdefault("priority_labels", {})
+        if alliance_id not in cache:
+            cache[alliance_id] = priorities.priority_labels(alliance_id)
+        return cache[alliance_id][consult.priority]
+
+    @extend_schema_field(serializers.ChoiceField(choices=["preliminary", "final"], allow_null=True))
+    def get_report_status(self, consult: Consult) -> str | None:
+        """As FHIR DiagnosticReport.status: preliminary until verified (two-level sign-off), then final."""
+        if consult.status == Status.PRELIMINARY:
+            return "preliminary"
+        return "final" if consult.status == Status.COMPLETED else None
 
     @extend_schema_field(DeadlineSerializer)
     def get_deadline(self, consult: Consult) -> dict[str, Any]:
@@ -74,13 +104,23 @@ class MessageSerializer(serializers.ModelSerializer):
         fields = ["id", "author", "body", "created_at"]
 
 
+class ReviewSerializer(serializers.ModelSerializer):
+    reviewer = DoctorRefSerializer()
+
+    class Meta:
+        model = ReportReview
+        fields = ["reviewer", "outcome", "comments", "at"]
+
+
 class VersionSerializer(serializers.ModelSerializer):
     signed_by = DoctorRefSerializer(allow_null=True)
+    reviews = ReviewSerializer(many=True, read_only=True)
 
     class Meta:
         model = ReportVersion
         fields = [
             "number", "findings", "impression", "recommendation", "addendum", "updated_at", "signed_by", "signed_at",
+            "preliminary", "reviews",
         ]  # fmt: skip
 
 
@@ -145,6 +185,11 @@ class ActionSerializer(serializers.Serializer):
     findings = serializers.CharField(required=False, allow_blank=True, default=None)
     impression = serializers.CharField(required=False, allow_blank=True, default=None)
     recommendation = serializers.CharField(required=False, allow_blank=True, default=None)
+    # sign and verify: the signer's password again (alliance.reauth)
+    password = serializers.CharField(
+        required=False, allow_blank=True, default="", write_only=True, trim_whitespace=False
+    )
+    comments = serializers.CharField(required=False, allow_blank=True, default="")
 
 
 class DraftSerializer(serializers.Serializer):

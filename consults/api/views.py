@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from alliance.access import principal_of
 from alliance.models import Doctor, Pool
+from alliance.reauth import IdentityNotConfirmed
 from consults import access, selectors, services
 from consults.api import serializers as s
 from consults.models import Consult
@@ -26,13 +27,28 @@ class Conflict(exceptions.APIException):
     default_detail = "The consult is not in a state that allows this."
 
 
+class SignatureRefused(exceptions.APIException):
+    """The password given with a signature did not confirm the signer (codes: password_missing,
+    password_wrong, account_locked); nothing was signed."""
+
+    status_code = status.HTTP_403_FORBIDDEN
+    default_code = "password_wrong"
+
+
+REFUSAL_CODES = {"missing": "password_missing", "wrong": "password_wrong", "locked": "account_locked"}
+
+
 def _run(call: Any) -> Any:
     """Service errors keep their meaning: a wrong state is 409; AccessDenied and
-    ValidationError are mapped by the project's one error handler (403, 400 with fields)."""
+    ValidationError are mapped by the project's one error handler (403, 400 with fields);
+    a signature whose password is missing or wrong is 403 with its own code."""
     try:
         return call()
     except services.IllegalTransition as exc:
         raise Conflict(str(exc)) from None
+    except IdentityNotConfirmed as exc:
+        code = REFUSAL_CODES.get(exc.reason, "password_wrong")
+        raise SignatureRefused(services.refusal_text(exc), code=code) from None
 
 
 def _detail(request: Request, consult: Consult, code: int = status.HTTP_200_OK) -> Response:
@@ -109,7 +125,10 @@ class ConsultAction(APIView):
     @extend_schema(request=s.ActionSerializer, responses=s.ConsultDetailSerializer, operation_id="consults_action")
     def post(self, request: Request, pk: int, action: str) -> Response:
         principal = principal_of(request)
-        consult = access.get_consult_for(principal, pk)
+        if action == "claim":
+            consult = access.get_consult_to_claim(principal, pk)
+        else:
+            consult = access.get_consult_for(principal, pk)
         body = s.ActionSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         d = body.validated_data
@@ -121,9 +140,11 @@ class ConsultAction(APIView):
             "start-report": lambda: services.consult_start_report(consult=consult, by=principal),
             "hold": lambda: services.consult_hold(consult=consult, by=principal, question=d["question"]),
             "answer": lambda: services.consult_answer(consult=consult, by=principal, answer=d["answer"]),
-            "sign": lambda: services.consult_sign(
+            "sign": lambda: services.consult_sign_confirmed(
+                request=request,
                 consult=consult,
                 by=principal,
+                secret=d["password"],
                 findings=d["findings"],
                 impression=d["impression"],
                 recommendation=d["recommendation"],
@@ -131,6 +152,12 @@ class ConsultAction(APIView):
             "addendum": lambda: services.consult_addendum(consult=consult, by=principal, text=d["addendum"]),
             "cancel": lambda: services.consult_cancel(consult=consult, by=principal, reason=d["reason"]),
             "fail": lambda: services.consult_fail(consult=consult, by=principal, reason=d["reason"]),
+            "verify": lambda: services.consult_verify_confirmed(
+                request=request, consult=consult, by=principal, secret=d["password"]
+            ),
+            "return-report": lambda: services.consult_return_report(
+                consult=consult, by=principal, comments=d["comments"]
+            ),
         }
         if action not in calls:
             raise Http404("No such action.")

@@ -7,7 +7,7 @@ from typing import Any
 from django import template
 from django.utils.translation import gettext as _
 
-from consults import selectors
+from consults import priorities, selectors
 from consults.forms import study_label
 from consults.models import ACTION_LABELS, Priority
 
@@ -54,5 +54,21 @@ def study_choice(study: Any) -> str:
 
 
 @register.filter
-def priority_label(priority: str) -> str:
+def priority_name(priority: str) -> str:
+    """A priority's name alone (the form's deadline list shows the deadline beside it)."""
     return str(Priority(priority).label) if priority in Priority.values else priority
+
+
+@register.simple_tag(takes_context=True)
+def priority_label(context: Any, consult: Any) -> str:
+    """The consult's priority as everyone reads it ("紧急 · 2 小时内"), one query per page and alliance."""
+    request = context.get("request")
+    cache = getattr(request, "_priority_labels", None)
+    if cache is None:
+        cache = {}
+        if request is not None:
+            request._priority_labels = cache
+    alliance_id = consult.requesting_institution.alliance_id
+    if alliance_id not in cache:
+        cache[alliance_id] = priorities.priority_labels(alliance_id)
+    return cache[alliance_id][consult.priority]

@@ -291,6 +291,8 @@ def test_pools_are_listed_to_every_member_with_their_members(world: SimpleNamesp
             "specialty": "radiology",
             "name": "CT reading desk",
             "members": [world.specialist.pk],
+            "two_level_signoff": False,
+            "reviewers": [],
             "active": True,
         }
     ]

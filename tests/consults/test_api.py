@@ -8,7 +8,7 @@ from rest_framework.test import APIClient
 
 from consults.models import Consult, Status
 from tests.consults.conftest import walk
-from tests.factories import StudyFactory
+from tests.factories import PASSWORD, StudyFactory
 
 
 def api_for(doctor: Any) -> APIClient:
@@ -36,7 +36,7 @@ def test_whole_journey_over_the_api(world: Any) -> None:
     assert draft.status_code == 200 and draft.json()["findings"] == "左下肺动脉充盈缺损。"
     assert spec.post(f"/api/v1/consults/{pk}/hold/", {"question": "D-dimer?"}).json()["status"] == "on-hold"
     assert owner.post(f"/api/v1/consults/{pk}/answer/", {"answer": "1.8 mg/L"}).json()["status"] == "in-progress"
-    signed = spec.post(f"/api/v1/consults/{pk}/sign/", {})
+    signed = spec.post(f"/api/v1/consults/{pk}/sign/", {"password": PASSWORD})
     assert signed.json()["status"] == "completed"
     detail = owner.get(f"/api/v1/consults/{pk}/").json()
     assert detail["report"][0]["findings"] == "左下肺动脉充盈缺损。"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from django.conf import settings as django_settings
 
-from tests.factories import StudyFactory
+from tests.factories import PASSWORD, StudyFactory
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", Path(django_settings.BASE_DIR) / "test-artifacts")) / "consults"
@@ -106,6 +106,9 @@ def test_clinician_and_specialist_complete_a_consult_in_the_browser(
         expect(sp.locator("textarea[name=findings]")).to_have_value(FINDINGS)
         sp.fill("textarea[name=impression]", "右上肺小结节，考虑良性。")
         sp.click("#sign-report")
+        expect(sp.locator("#sign-text")).to_contain_text(FINDINGS)
+        sp.fill("#sign-password", PASSWORD)
+        sp.click("#sign-confirm-button")
         expect(sp.locator("#consult-status")).to_have_attribute("class", "cs-status cs-status-completed")
         _shot(sp, "05-signed-case")
 

@@ -9,7 +9,7 @@ import pytest
 from consults.models import Consult, Notification, Status
 from tests.conftest import client_for
 from tests.consults.conftest import walk
-from tests.factories import StudyFactory
+from tests.factories import PASSWORD, StudyFactory
 
 
 def test_clinician_requests_a_consult_with_the_form(world: Any) -> None:
@@ -104,7 +104,8 @@ def test_claim_hold_answer_sign_through_the_pages(world: Any) -> None:
         f"/consults/{consult.pk}/report/",
         {"findings": "右肺上叶结节。", "impression": "Benign nodule.", "recommendation": "", "sign": "1"},
     )
-    assert response.status_code == 302
+    assert response.status_code == 302 and response["Location"] == f"/consults/{consult.pk}/sign/"
+    assert spec.post(response["Location"], {"password": PASSWORD}).status_code == 302
     consult.refresh_from_db()
     assert consult.status == Status.COMPLETED
     page = owner.get(f"/consults/{consult.pk}/").content.decode()

@@ -23,14 +23,16 @@ BODY = {
 }
 
 
-def test_alliance_admin_adds_a_template_that_starts_the_next_report(world: Any) -> None:
+def test_alliance_admin_adds_a_template_that_the_next_report_offers_without_filling_it_in(world: Any) -> None:
     response = client_for(world.alliance_admin).post("/consults/templates/add/", BODY)
     assert response.status_code == 302 and response["Location"] == "/consults/templates/"
     template = ReportTemplate.objects.get()
     assert (template.modality, template.body_part, template.alliance_id) == ("CT", "CHEST", world.hosp.alliance_id)
     assert AuditEvent.objects.filter(action="consult.template_create", object_id=str(template.pk)).exists()
     consult = walk(world, Status.IN_PROGRESS)
-    assert consult.report.versions.get().findings == "双肺纹理清晰。"
+    assert consult.report.versions.get().findings == ""  # applied only when the reader picks it (issue 15)
+    editor = client_for(world.specialist).get(f"/consults/{consult.pk}/report/").content.decode()
+    assert f"?template={template.pk}" in editor
 
 
 def test_template_errors_name_the_field(world: Any) -> None:

@@ -54,12 +54,14 @@ def test_seed_demo_creates_templates_and_cases_once() -> None:
     assert {c.studies.get().institution.ae_title for c in Consult.objects.all()} == {"QINGSHAN"}
 
 
-def test_demo_report_draft_starts_from_the_chest_film_template() -> None:
+def test_demo_report_draft_starts_empty_and_the_editor_offers_the_chest_film_template() -> None:
     seed()
     consult = Consult.objects.get(status=Status.IN_PROGRESS)
     draft = consult.report.versions.get()
-    assert draft.impression == ReportTemplate.objects.get(modality="DX").impression
-    assert "双肺" in draft.findings
+    assert (draft.findings, draft.impression) == ("", "")  # a template only when the reader picks one
+    template = ReportTemplate.objects.get(modality="DX")
+    editor = client_for(consult.owner).get(f"/consults/{consult.pk}/report/?template={template.pk}")
+    assert "双肺" in editor.content.decode() and template.impression in editor.content.decode()
 
 
 def test_demo_radiologist_sees_the_living_worklist_and_the_signed_pdf() -> None:
