@@ -19,6 +19,13 @@ from imaging import access as imaging_access
 from imaging import key_objects
 
 
+class Unsaveable(exceptions.APIException):
+    """What the viewer sent cannot be saved: 400 with the reason as the error's message."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_code = "invalid"
+
+
 class KeyObjectsSerializer(serializers.Serializer):  # type: ignore[type-arg]
     key_images = serializers.ListField(child=serializers.CharField(max_length=64))
     measurements = serializers.ListField(child=serializers.DictField())
@@ -57,6 +64,6 @@ class KeyObjects(APIView):
                 measurements=data.get("measurements", []),
             )
         except key_objects.KeyObjectsInvalid as exc:
-            raise exceptions.ValidationError({"detail": str(exc)}) from None
+            raise Unsaveable(str(exc)) from None
         found = key_objects.key_objects_of(study, principal.user.pk)
         return Response({**found, "may_save": True}, status=status.HTTP_201_CREATED)
