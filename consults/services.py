@@ -520,7 +520,18 @@ def consult_sign(
         by=by.actor,
     )
     _notify(consult, [consult.requester.user], "sign", now, by)
+    _report_into_study_on_commit(draft)
     return draft
+
+
+def _report_into_study_on_commit(version: ReportVersion) -> None:
+    """Once the signing commits, the report goes into the case's studies as DICOM (consults.report_objects)."""
+
+    def queue_report_into_studies() -> None:  # named: a robust on_commit logs its callback's __qualname__
+        tasks.report_into_studies.delay(version.pk)
+
+    # robust: with the broker away the signing still stands; the report can be written later.
+    transaction.on_commit(queue_report_into_studies, robust=True)
 
 
 @transaction.atomic

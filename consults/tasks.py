@@ -85,3 +85,15 @@ def send_unsent_emails(older_than_seconds: float | None = None) -> int:
         return 0
     log.warning("mailing %d notice(s) whose e-mail was not sent when they were made", len(ids))
     return int(send_notification_emails(ids))
+
+
+@shared_task(acks_late=True, autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
+def report_into_studies(version_id: int) -> list[str]:
+    """The signed report version into each of its consult's studies (Encapsulated PDF and
+    Basic Text SR). Safe to run twice: a second run finds the instances and writes nothing.
+    Retried on OSError (storage or broker away for a moment)."""
+    from consults import report_objects
+    from consults.models import ReportVersion
+
+    version = ReportVersion.objects.select_related("report__consult", "signed_by__institution").get(pk=version_id)
+    return report_objects.report_into_studies(version=version)

@@ -195,7 +195,7 @@ def key_objects_save(*, study: Study, by: Principal, key_images: Any, measuremen
     ko_uid, sr_uid = reader_series_uids(study, by.user.pk)
     number = _next_number(ko_uid, sr_uid)
     previous_sr = Instance.objects.filter(series__series_uid=sr_uid).order_by("-instance_number").first()
-    source = source_dataset(marked[0] if marked else _any_image(study))
+    source = source_dataset(_source_image(study, marked))
     made = creator(by.institution.name if by.institution else "")
     observer = observer_of(by)
     now = timezone.localtime()
@@ -225,13 +225,19 @@ def _has_saved(study: Study, by: Principal) -> bool:
     return Instance.objects.filter(series__series_uid__in=reader_series_uids(study, by.user.pk)).exists()
 
 
-def _any_image(study: Study) -> Instance:
-    found = (
+def any_image(study: Study) -> Instance | None:
+    """An image of the study, whose header the new objects copy their patient and study from."""
+    return (
         Instance.objects.filter(series__study=study)
         .exclude(sop_class_uid__in=NON_IMAGE_CLASSES)
         .select_related("series")
+        .order_by("pk")
         .first()
     )
+
+
+def _source_image(study: Study, marked: list[Instance]) -> Instance:
+    found = marked[0] if marked else any_image(study)
     if found is None:
         raise KeyObjectsInvalid(_("The study has no image to measure."))
     return found
