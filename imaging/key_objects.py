@@ -274,34 +274,37 @@ def _ingest(ds: Dataset, study: Study, by: Principal) -> str:
 
 
 def key_objects_of(study: Study, user_id: Any) -> dict[str, Any]:
-    """The reader's current key images and measurements, parsed from their latest documents."""
+    """The reader's current key images and measurements, parsed from their latest documents,
+    with the series of every image they name (series_of: SOP Instance UID -> Series UID)."""
     ko_uid, sr_uid = reader_series_uids(study, user_id)
-    latest = _latest(study, [ko_uid, sr_uid])
     found: dict[str, Any] = {"key_images": [], "measurements": [], "saved_at": None}
-    for instance in latest:
+    for instance in _latest(study, [ko_uid, sr_uid]):
         ds = _read(instance)
         found["saved_at"] = f"{ds.get('ContentDate', '')}{ds.get('ContentTime', '')}"
         if instance.sop_class_uid == objects.KEY_OBJECT_SELECTION:
             found["key_images"] = key_images_in(ds)
         else:
             found["measurements"] = measurements_in(ds)
+    named = set(found["key_images"]) | {m["sop_uid"] for m in found["measurements"]}
+    rows = Instance.objects.filter(series__study=study, sop_uid__in=named).values_list("sop_uid", "series__series_uid")
+    found["series_of"] = dict(rows)
     return found
 
 
-def first_key_image(study: Study, user_id: Any) -> str | None:
-    """The first key image the viewer opens on: the user's own, else the latest any reader saved."""
-    own = key_objects_of(study, user_id)["key_images"]
-    if own:
-        return str(own[0])
-    latest = (
-        Instance.objects.filter(series__study=study, sop_class_uid=objects.KEY_OBJECT_SELECTION)
-        .order_by("-received_at", "-pk")
-        .first()
-    )
-    if latest is None:
-        return None
-    images = key_images_in(_read(latest))
-    return images[0] if images else None
+def first_key_image(study: Study, user_id: Any) -> dict[str, str] | None:
+    """Where the viewer opens: the user's own first key image, else the first of the latest
+    Key Object Selection any reader saved in the study; None when there is none."""
+    own = key_objects_of(study, user_id)
+    uids = own["key_images"]
+    if not uids:
+        latest = (
+            Instance.objects.filter(series__study=study, sop_class_uid=objects.KEY_OBJECT_SELECTION)
+            .order_by("-received_at", "-pk")
+            .first()
+        )
+        uids = key_images_in(_read(latest)) if latest is not None else []
+    image = Instance.objects.filter(series__study=study, sop_uid__in=uids[:1]).select_related("series").first()
+    return {"sop_uid": image.sop_uid, "series_uid": image.series.series_uid} if image is not None else None
 
 
 def _latest(study: Study, series_uids: list[str]) -> list[Instance]:
