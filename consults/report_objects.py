@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import logging
 
-from pydicom.dataset import Dataset
-
 from django.conf import settings
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
+from pydicom.dataset import Dataset
 
 from alliance import audit
 from consults import pdf, selectors, services

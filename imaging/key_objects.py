@@ -35,7 +35,7 @@ from alliance import audit
 from alliance.access import Principal
 from imaging import ingest, storage
 from imaging.dicom import objects
-from imaging.models import Instance, Series, Study
+from imaging.models import Instance, Study
 
 log = logging.getLogger(__name__)
 
@@ -161,9 +161,7 @@ def _measurement(raw: Any, images: dict[str, Instance]) -> objects.Measurement:
     if kind == "rectangle":
         points.append(points[0])  # PS3.3 C.18.6.1.1: a closed POLYLINE repeats its first point
     label = raw.get("label") or ""
-    return objects.Measurement(
-        _ref(instance, frame), graphic_type, points, _values(raw, unit), label=str(label)[:64]
-    )
+    return objects.Measurement(_ref(instance, frame), graphic_type, points, _values(raw, unit), label=str(label)[:64])
 
 
 def _parse_request(study: Study, key_images: Any, measurements: Any) -> tuple[list[Instance], list[Any]]:
@@ -173,10 +171,10 @@ def _parse_request(study: Study, key_images: Any, measurements: Any) -> tuple[li
         raise KeyObjectsInvalid(_("measurements must be a list."))
     if len(key_images) > MAX_KEY_IMAGES or len(measurements) > MAX_MEASUREMENTS:
         raise KeyObjectsInvalid(_("Too many key images or measurements in one save."))
-    wanted = set(key_images) | {m.get("sop_uid") for m in measurements if isinstance(m, dict)}
-    if not all(isinstance(u, str) for u in wanted):
+    named = [m.get("sop_uid") for m in measurements if isinstance(m, dict)]
+    if not all(isinstance(u, str) for u in named):
         raise KeyObjectsInvalid(_("Each measurement names its image (sop_uid)."))
-    images = _images_of(study, wanted)
+    images = _images_of(study, set(key_images) | {str(u) for u in named})
     ordered = list(dict.fromkeys(key_images))
     return [images[u] for u in ordered], [_measurement(m, images) for m in measurements]
 

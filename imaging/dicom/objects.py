@@ -45,7 +45,17 @@ PATIENT_AND_STUDY = (
 )
 # Type 2 of those modules: present, empty when the source has no value.
 TYPE_2 = frozenset(
-    {"PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber"}
+    {
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyDate",
+        "StudyTime",
+        "ReferringPhysicianName",
+        "StudyID",
+        "AccessionNumber",
+    }
 )
 UUID_ROOT = "2.25"  # PS3.5 B.2: UIDs made from a UUID need no registered root
 
@@ -208,7 +218,6 @@ def _base(source: Dataset, creator: Creator, doc: Document, sop_class: str, moda
     if creator.station:
         ds.StationName = creator.station[:16]
     return ds
-
 
 
 def _referenced_series(images: Iterable[ImageRef]) -> DicomSequence:

@@ -11,8 +11,8 @@ from typing import Any
 from django.contrib.auth.decorators import login_required
 from django.contrib.staticfiles import finders
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
 from django.middleware.csrf import get_token
+from django.shortcuts import render
 from django.urls import get_script_prefix, reverse
 from django.utils import formats
 from django.utils.text import capfirst

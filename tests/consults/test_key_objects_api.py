@@ -9,10 +9,10 @@ from typing import Any
 import pydicom
 import pytest
 
+from alliance.models import AuditEvent
 from consults.models import Status
 from imaging import storage
 from imaging.dicom import objects
-from alliance.models import AuditEvent
 from imaging.models import Instance, Study
 from tests.conftest import client_for
 from tests.consults.conftest import walk
@@ -88,7 +88,9 @@ def test_saving_again_supersedes_the_previous_documents(world: Any, study: Study
 
 def test_each_reader_has_their_own_documents(world: Any, study: Study, reading: Any) -> None:
     images = _images(study)
-    assert _post(client_for(world.specialist), study, {"key_images": [images[0]], "measurements": []}).status_code == 201
+    assert (
+        _post(client_for(world.specialist), study, {"key_images": [images[0]], "measurements": []}).status_code == 201
+    )
     assert _post(client_for(world.owner), study, {"key_images": [images[2]], "measurements": []}).status_code == 201
     assert client_for(world.specialist).get(_url(study)).json()["key_images"] == [images[0]]
     assert client_for(world.owner).get(_url(study)).json()["key_images"] == [images[2]]
@@ -115,7 +117,9 @@ def test_length_without_two_points_or_a_number_is_refused(world: Any, study: Stu
     sop = _images(study)[0]
     client = client_for(world.specialist)
     bad_points = {**_length(sop), "points": [[1, 2]]}
-    assert "2 points" in _post(client, study, {"key_images": [], "measurements": [bad_points]}).json()["error"]["message"]
+    assert (
+        "2 points" in _post(client, study, {"key_images": [], "measurements": [bad_points]}).json()["error"]["message"]
+    )
     bad_value = {**_length(sop), "length": "long"}
     assert "number" in _post(client, study, {"key_images": [], "measurements": [bad_value]}).json()["error"]["message"]
 
@@ -135,7 +139,9 @@ def test_specialist_not_reading_gets_404_and_one_who_claimed_after_signing_may_n
     world: Any, study: Study
 ) -> None:
     walk(world, Status.COMPLETED, study=study)
-    assert _post(client_for(world.outsider_specialist), study, {"key_images": [], "measurements": []}).status_code == 404
+    assert (
+        _post(client_for(world.outsider_specialist), study, {"key_images": [], "measurements": []}).status_code == 404
+    )
     reader = client_for(world.specialist)
     assert reader.get(_url(study)).json()["may_save"] is False
     assert _post(reader, study, {"key_images": _images(study)[:1], "measurements": []}).status_code == 403

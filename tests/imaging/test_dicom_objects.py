@@ -17,7 +17,7 @@ from tests.imaging.dicomgen import make_ct_series
 DCIODVFY = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "dciodvfy"
 CREATOR = objects.Creator("Alliance Cloud PACS", "Cloud PACS", "1", institution="Lead Hospital", station="CLOUDPACS")
 READER = objects.Observer("王医生", "Lead Hospital")
-MADE = dt.datetime(2026, 12, 3, 8, 30, 5)
+MADE = dt.datetime(2026, 12, 3, 8, 30, 5, tzinfo=dt.UTC)
 
 
 @pytest.fixture

@@ -27,7 +27,9 @@ SHOTS = Path("/work/wt/notes/shots")
 
 
 def _ready(page: Any) -> None:
-    page.wait_for_function("() => document.getElementById('viewer').dataset.keyImages === 'ready'", timeout=LOAD_TIMEOUT_MS)
+    page.wait_for_function(
+        "() => document.getElementById('viewer').dataset.keyImages === 'ready'", timeout=LOAD_TIMEOUT_MS
+    )
 
 
 def _draw_length(page: Any) -> None:
@@ -107,7 +109,8 @@ def test_save_failure_is_said_clearly(sign_in: Any, live_site: Any, alliance_wor
     page.wait_for_function(
         "() => document.querySelector('[data-key-message]').dataset.kind === 'error'", timeout=LOAD_TIMEOUT_MS
     )
-    assert "Nothing to save" in page.locator("[data-key-message]").inner_text() or "没有" in page.locator(
-        "[data-key-message]"
-    ).inner_text()
+    assert (
+        "Nothing to save" in page.locator("[data-key-message]").inner_text()
+        or "没有" in page.locator("[data-key-message]").inner_text()
+    )
     page.screenshot(path=SHOTS / "dicomobj-error-1366.png")
