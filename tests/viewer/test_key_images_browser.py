@@ -44,12 +44,15 @@ def _draw_length(page: Any) -> None:
     page.locator("[data-pane='0'] svg text").filter(has_text="mm").first.wait_for(timeout=LOAD_TIMEOUT_MS)
 
 
-def _dicomweb(live_site: Any, doctor: Any) -> DICOMwebClient:
+def _dicomweb(live_site: Any, doctor: Any, session: requests.Session) -> DICOMwebClient:
     client = Client()
     client.force_login(doctor.user)
-    session = requests.Session()
     session.cookies.set("sessionid", client.cookies["sessionid"].value)
     return DICOMwebClient(url=f"{live_site.url}/dicomweb", session=session)
+
+
+def _sop_classes(found: list[dict[str, Any]]) -> list[str]:
+    return [i["00080016"]["Value"][0] for i in found]
 
 
 def test_key_image_and_length_are_saved_shown_again_and_found_by_qido(
@@ -89,14 +92,16 @@ def test_key_image_and_length_are_saved_shown_again_and_found_by_qido(
     page.wait_for_timeout(500)
     page.screenshot(path=SHOTS / "dicomobj-reopened-390.png", full_page=True)
 
-    dicomweb = _dicomweb(live_site, alliance_world.owner)
-    found = dicomweb.search_for_instances(study_instance_uid=ct_study.study_uid, search_filters={"Modality": "SR"})
-    assert [i["00080016"]["Value"][0] for i in found] == [objects.COMPREHENSIVE_SR]
-    found = dicomweb.search_for_instances(study_instance_uid=ct_study.study_uid, search_filters={"Modality": "KO"})
-    assert [i["00080016"]["Value"][0] for i in found] == [objects.KEY_OBJECT_SELECTION]
-    kos = dicomweb.retrieve_instance(
-        ct_study.study_uid, found[0]["0020000E"]["Value"][0], found[0]["00080018"]["Value"][0]
-    )
+    # An outside viewer (the requesting clinic's) finds and retrieves them; the session is
+    # closed after, so the live server's thread lets go of its database connection.
+    with requests.Session() as session:
+        dicomweb = _dicomweb(live_site, alliance_world.owner, session)
+        uid = ct_study.study_uid
+        srs = dicomweb.search_for_instances(study_instance_uid=uid, search_filters={"Modality": "SR"})
+        assert _sop_classes(srs) == [objects.COMPREHENSIVE_SR]
+        found = dicomweb.search_for_instances(study_instance_uid=uid, search_filters={"Modality": "KO"})
+        assert _sop_classes(found) == [objects.KEY_OBJECT_SELECTION]
+        kos = dicomweb.retrieve_instance(uid, found[0]["0020000E"]["Value"][0], found[0]["00080018"]["Value"][0])
     assert kos.ContentSequence[-1].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
 
 
