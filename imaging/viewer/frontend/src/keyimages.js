@@ -121,14 +121,16 @@ function buildBar(root, strings) {
   save.dataset.keySave = "";
   save.title = strings.save_title;
   save.textContent = strings.save;
-  group.append(star, save);
-  root.querySelector(".vw-bar")?.append(group);
+  // The outcome floats over the foot of the viewer: the toolbar may scroll sideways on a
+  // narrow screen, and the images keep their room.
   const message = document.createElement("p");
   message.className = "vw-key-message";
   message.dataset.keyMessage = "";
   message.setAttribute("role", "status");
   message.hidden = true;
-  root.querySelector(".vw-main")?.prepend(message);
+  group.append(star, save);
+  root.querySelector(".vw-bar")?.append(group);
+  root.append(message);
   return { star, save, message };
 }
 
