@@ -38,7 +38,8 @@ def _length(sop_uid: str, mm: float = 21.5) -> dict[str, Any]:
 
 
 def _post(client: Any, study: Study, body: dict[str, Any]) -> Any:
-    return client.post(_url(study), data=json.dumps(body), content_type="application/json")
+    # In English, so the reasons read as the test names them (the default language is zh-hans).
+    return client.post(_url(study), data=json.dumps(body), content_type="application/json", HTTP_ACCEPT_LANGUAGE="en")
 
 
 @pytest.fixture
