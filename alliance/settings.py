@@ -5,6 +5,7 @@ defaults give the embedded mode: SQLite, files under DATA_DIR, Celery over kombu
 filesystem transport. DATABASE_URL, CELERY_BROKER_URL and S3_* switch to the real parts.
 """
 
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -259,6 +260,15 @@ DICOM_HOST = env_str("DICOM_HOST", "127.0.0.1")
 DICOM_PORT = env_int("DICOM_PORT", 11112, minimum=1, maximum=65535)
 DICOM_CHECK_DEVICE_HOST = env_bool("DICOM_CHECK_DEVICE_HOST", True)
 DICOM_AE_TITLE = env_str("DICOM_AE_TITLE", "CLOUDPACS")  # ours when we call out (C-MOVE)
+# The objects we write into studies (key images, measurements, signed reports) name us as
+# their maker, with UIDs under this root: an organisation root registered for the operator,
+# or "2.25" (PS3.5 B.2), UIDs made from UUIDs, which need no registration.
+DICOM_UID_ROOT = env_str("DICOM_UID_ROOT", "2.25")
+if not re.fullmatch(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+", DICOM_UID_ROOT) or len(DICOM_UID_ROOT) > 24:
+    raise ImproperlyConfigured("DICOM_UID_ROOT must be a UID root of at most 24 characters, e.g. 1.2.840.99999")
+DICOM_MANUFACTURER = env_str("DICOM_MANUFACTURER", "Alliance Cloud PACS")
+DICOM_MODEL_NAME = env_str("DICOM_MODEL_NAME", "Cloud PACS")
+DICOM_SOFTWARE_VERSION = env_str("DICOM_SOFTWARE_VERSION", "1")
 # A further instance of a series is answered once durable in the spool and indexed right after
 # (imaging/spool.py; PostgreSQL and a local store only). False: every instance indexed first.
 DICOM_WRITE_AHEAD = env_bool("DICOM_WRITE_AHEAD", True)

@@ -236,6 +236,19 @@ def may_read_report(principal: Principal, consult: Consult) -> bool:
     return consults_visible_to(principal).filter(pk=consult.pk).exists()
 
 
+def may_save_key_objects(principal: Principal, study: Study) -> bool:
+    """Key images and measurements are saved into a study the principal may read, by its
+    reader on an open consult that includes it, or by a doctor of the owning institution."""
+    if principal.doctor is None or not imaging_access.studies_visible_to(principal).filter(pk=study.pk).exists():
+        return False
+    if imaging_access.may_mark_own_study(principal, study):
+        return True
+    return (
+        _takes_part(principal)
+        and Consult.objects.filter(owner_id=principal.doctor.pk, studies=study, status__in=OPEN_STATUSES).exists()
+    )
+
+
 def studies_requestable_by(principal: Principal) -> QuerySet[Study]:
     """Studies a doctor may attach to a consult: visible to them and owned by their institution."""
     if principal.doctor is None or not may_request_consult(principal):

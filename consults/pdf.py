@@ -7,6 +7,8 @@ Chinese text needs a CJK font: the stylesheet asks fontconfig for Noto Sans CJK 
 
 from __future__ import annotations
 
+import base64
+import logging
 from typing import Any
 
 import segno
@@ -17,7 +19,12 @@ from django.urls import reverse
 
 from alliance.pdf import render_pdf
 from consults.models import Consult
-from imaging import films
+from imaging import films, key_objects, render
+from imaging.models import Instance
+
+log = logging.getLogger(__name__)
+
+MAX_KEY_IMAGES = 12  # two rows of a page: the report is not an image atlas
 
 
 def case_url(consult: Consult, request: HttpRequest | None = None) -> str:
@@ -45,6 +52,38 @@ def patient_film(consult: Consult) -> dict[str, Any] | None:
 def render_report(consult: Consult, case: dict[str, Any], request: HttpRequest | None = None) -> bytes:
     url = case_url(consult, request)
     qr = segno.make(url, error="m").svg_data_uri(scale=3, border=1)
-    context = {"consult": consult, "url": url, "qr": qr, "film": patient_film(consult), **case}
+    context = {
+        "consult": consult,
+        "url": url,
+        "qr": qr,
+        "film": patient_film(consult),
+        "key_images": key_image_thumbnails(consult, case["studies"]),
+        **case,
+    }
     html = render_to_string("consults/report_pdf.html", context, request=request)
     return render_pdf(html)
+
+
+def key_image_thumbnails(consult: Consult, studies: list[Any]) -> list[dict[str, str]]:
+    """The reader's key images (their Key Object Selection in each study, imaging.key_objects)
+    as thumbnails from the render path (imaging.render), with where each comes from."""
+    if consult.owner is None:
+        return []
+    found: list[dict[str, str]] = []
+    for study in studies:
+        uids = key_objects.key_objects_of(study, consult.owner.user_id)["key_images"][: MAX_KEY_IMAGES - len(found)]
+        rows = Instance.objects.filter(series__study=study, sop_uid__in=uids).select_related("series")
+        by_uid = {i.sop_uid: i for i in rows}
+        found += [thumb for thumb in (_thumbnail(by_uid[u]) for u in uids if u in by_uid) if thumb is not None]
+    return found
+
+
+def _thumbnail(instance: Instance) -> dict[str, str] | None:
+    try:
+        jpeg = render.thumbnail(instance)
+    except (render.RenderError, OSError) as exc:  # the report still prints without this image
+        log.warning("key image %s cannot be rendered for the report: %s", instance.sop_uid, exc)
+        return None
+    series = instance.series
+    caption = " · ".join(str(v) for v in (series.modality, series.description, instance.instance_number) if v)
+    return {"src": "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii"), "caption": caption}

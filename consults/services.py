@@ -540,6 +540,10 @@ def _finalise(consult: Consult, by: Principal, now: datetime) -> None:
         institution=consult.requesting_institution,
         by=by.actor,
     )
+    # A hospital PACS that retrieves the study gets the final report with it (PDF and text SR).
+    final = ReportVersion.objects.filter(report__consult=consult, signed_at__isnull=False).order_by("-number").first()
+    if final is not None:
+        _report_into_study_on_commit(final)
 
 
 def consult_sign_confirmed(
@@ -616,6 +620,16 @@ def consult_return_report(*, consult: Consult, by: Principal, comments: str) -> 
     _log(consult, "return_report", previous, by, now, comments)
     _notify(consult, [_set(consult.owner).user], "return_report", now, by)
     return draft
+
+
+def _report_into_study_on_commit(version: ReportVersion) -> None:
+    """Once the signing commits, the report goes into the case's studies as DICOM (consults.report_objects)."""
+
+    def queue_report_into_studies() -> None:  # named: a robust on_commit logs its callback's __qualname__
+        tasks.report_into_studies.delay(version.pk)
+
+    # robust: with the broker away the signing still stands; the report can be written later.
+    transaction.on_commit(queue_report_into_studies, robust=True)
 
 
 @transaction.atomic

@@ -100,3 +100,15 @@ def escalate_critical_results(now: str | None = None) -> int:
     if escalated:
         log.warning("escalated %d unacknowledged critical result(s)", escalated)
     return escalated
+
+
+@shared_task(acks_late=True, autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
+def report_into_studies(version_id: int) -> list[str]:
+    """The signed report version into each of its consult's studies (Encapsulated PDF and
+    Basic Text SR). Safe to run twice: a second run finds the instances and writes nothing.
+    Retried on OSError (storage or broker away for a moment)."""
+    from consults import report_objects
+    from consults.models import ReportVersion
+
+    version = ReportVersion.objects.select_related("report__consult", "signed_by__institution").get(pk=version_id)
+    return report_objects.report_into_studies(version=version)

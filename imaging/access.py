@@ -131,6 +131,12 @@ def may_write_study(principal: Principal, study: Study) -> bool:
     return any(grants.filter(content_object=study).exists() for grants in _grants(principal, WRITE))
 
 
+def may_mark_own_study(principal: Principal, study: StudyRef) -> bool:
+    """A doctor of the institution that owns the study keeps key images and measurements on
+    it (a reader from elsewhere does so through their consult: consults.access)."""
+    return principal.doctor is not None and principal.is_clinical and _owns(principal, study)
+
+
 def may_upload_to(principal: Principal, institution: Institution) -> bool:
     """Studies uploaded in the browser (or by STOW-RS) belong to the uploader's own
     institution, and only while its image store is switched on (C11)."""

@@ -19,6 +19,7 @@ urlpatterns = [
     path("me/", views.MeView.as_view(), name="api-me"),
     *router.urls,
     path("", include("imaging.api.urls")),
+    path("", include("consults.api.study_urls")),
     path("consults/", include("consults.api.urls")),
     path("referrals/", include("referrals.api.urls")),
 ]

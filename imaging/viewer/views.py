@@ -11,8 +11,9 @@ from typing import Any
 from django.contrib.auth.decorators import login_required
 from django.contrib.staticfiles import finders
 from django.http import HttpRequest, HttpResponse
+from django.middleware.csrf import get_token
 from django.shortcuts import render
-from django.urls import get_script_prefix
+from django.urls import get_script_prefix, reverse
 from django.utils import formats
 from django.utils.text import capfirst
 from django.utils.translation import gettext as _
@@ -20,7 +21,7 @@ from django.views.decorators.http import require_GET
 
 from alliance import audit
 from alliance.access import principal_of
-from imaging import access
+from imaging import access, key_objects
 from imaging.dicomweb.wado import instance_metadata
 from imaging.models import Study
 from imaging.viewer import session
@@ -38,10 +39,12 @@ def study(request: HttpRequest, study_uid: str) -> HttpResponse:
     session.remember_opening(request, found.study_uid)
     # ?embed=1: no site header, for a page that shows the viewer in a frame beside
     # something else (a consult's report); the policy allows framing by this site only.
+    config = viewer_config(found, layout="touch" if request.GET.get("layout") == "touch" else "auto")
+    config["key_objects"] = key_objects_config(request, found)
     context = {
         "study": found,
         # ?layout=touch: the touch layout on any screen (a tablet with a keyboard).
-        "viewer_config": viewer_config(found, layout="touch" if request.GET.get("layout") == "touch" else "auto"),
+        "viewer_config": config,
         "embed": request.GET.get("embed") == "1",
         # ?mode=rendered forces the server-rendered fallback, which needs none of Cornerstone.
         "preload": None if request.GET.get("mode") == "rendered" else bundle_preload(),
@@ -120,6 +123,26 @@ def first_image(study: Study) -> dict[str, Any] | None:
         # Its metadata too: the script then asks for the slice's pixels at once, while
         # the viewer's code is still loading, and the series' metadata after it is drawn.
         "middle_metadata": instance_metadata(middle),
+    }
+
+
+def key_objects_config(request: HttpRequest, study: Study) -> dict[str, Any]:
+    """For keyimages.js: where the user's key images and measurements are read and saved
+    (the API says whether they may save), and the first key image, where the viewer opens."""
+    return {
+        "url": reverse("api-study-key-objects", args=[study.study_uid]),
+        "csrf": get_token(request),
+        "first": key_objects.first_key_image(study, request.user.pk),
+        "strings": {
+            "key_image": _("Key image"),
+            "key_image_title": _("Mark or unmark the image on screen as a key image"),
+            "save": _("Save marks"),
+            "save_title": _("Save the key images and measurements into the study"),
+            "saving": _("Saving…"),
+            "saved": _("Saved into the study: %(keys)s key images, %(measurements)s measurements."),
+            "save_failed": _("Not saved:"),
+            "load_failed": _("Your saved key images and measurements could not be loaded."),
+        },
     }
 
 

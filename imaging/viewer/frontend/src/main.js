@@ -51,3 +51,5 @@ const firstFrame =
 const viewer = mode === "rendered" ? await import("./rendered.js") : await import("./stack.js");
 root.dataset.cpuRendering = String(mode === "cornerstone" && cpuRendering(renderer));
 await viewer.start({ root, config, client, firstFrame, cpuRendering: root.dataset.cpuRendering === "true" });
+// Key images and measurements kept in the study (keyimages.js), for a doctor's viewer.
+if (mode === "cornerstone" && config.key_objects) (await import("./keyimages.js")).startKeyImages({ root, config, client });
