@@ -293,4 +293,4 @@ def test_page_makes_the_same_number_of_queries_whatever_the_data(world: Any) -> 
     with CaptureQueriesContext(connection) as after:
         client.get(reverse("figures"), fx.RANGE)
     assert len(after) == len(before)
-    assert len(before) <= 25
+    assert len(before) <= 26
