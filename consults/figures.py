@@ -5,23 +5,34 @@ received it (its pool's or its named specialist's institution). Volume and turna
 count the consults requested in the date range; the backlog is what is open now.
 Turnaround is request to signed less the time on hold, the clock the deadline runs on.
 Every number is an SQL aggregate; the section makes the same queries whatever the data.
+
+Fast on a year of a region (bench/figures_bench.py): the volume and the claims per
+specialist of closed days are summed from the roll-ups ConsultDay and ReaderDay (kept by
+the hourly beat job consults.tasks.roll_up_consult_days; a day is rolled up once every
+consult requested on it is closed, so a rolled-up row never changes), the days after from
+the consults themselves; the turnaround percentiles read the signed consults from the
+covering index consults_figures_signed.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from django.db.models import Case, Count, F, IntegerField, Q, QuerySet, Value, When
-from django.db.models.functions import TruncMonth
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Case, Count, F, IntegerField, Min, Q, QuerySet, Sum, Value, When
+from django.db.models.functions import TruncDate, TruncMonth
 from django.utils.translation import gettext_lazy as _
 
 from alliance.aggregates import PercentilesCont, SecondsBetween
 from alliance.figures import Chart, Scope, Series, Table, month_label
 from alliance.models import Doctor, Pool
-from consults.models import OPEN_STATUSES, Consult, Priority, Status
+from consults import clock
+from consults.models import OPEN_STATUSES, Consult, ConsultDay, ConsultRollUp, Priority, ReaderDay, Status
 from consults.selectors import policy_table
 
 # The most pressing first, as the worklist reads them.
@@ -54,26 +65,143 @@ def requested_in(scope: Scope) -> QuerySet[Consult]:
     return consults_in(scope).filter(requested_at__gte=scope.start, requested_at__lt=scope.end)
 
 
+def _rollup_zone() -> tzinfo:
+    return ZoneInfo(settings.TIME_ZONE)
+
+
+def _oldest_open_day(tz: tzinfo) -> date | None:
+    oldest = Consult.objects.filter(status__in=OPEN_STATUSES).aggregate(first=Min("requested_at"))["first"]
+    return None if oldest is None else oldest.astimezone(tz).date()
+
+
+_INSTITUTIONS = {
+    "pool_institution_id": F("pool__institution_id"),
+    "specialist_institution_id": F("specialist__institution_id"),
+}
+_KEYS = ("requesting_institution_id", "pool_institution_id", "specialist_institution_id")
+
+
+@transaction.atomic
+def roll_up_consult_days(*, now: datetime | None = None) -> int:
+    """Sum the consults of every day not yet rolled up whose consults are all closed (the
+    days before today and before the day of the oldest open consult) into ConsultDay, and
+    their claims and signatures into ReaderDay; returns the rows written. Derived numbers
+    only: no record of a patient or a person changes, so there is nothing to audit."""
+    tz = _rollup_zone()
+    today = (now or clock.now()).astimezone(tz).date()
+    oldest_open = _oldest_open_day(tz)
+    cutoff = today if oldest_open is None else min(today, oldest_open)
+    mark = ConsultRollUp.objects.select_for_update().first()
+    if mark is None:
+        first = Consult.objects.filter(requested_at__isnull=False).aggregate(first=Min("requested_at"))["first"]
+        if first is None:
+            return 0
+        start = first.astimezone(tz).date()
+    else:
+        start = mark.until
+    if start >= cutoff:
+        return 0
+    low, high = datetime.combine(start, time.min, tzinfo=tz), datetime.combine(cutoff, time.min, tzinfo=tz)
+    days = [
+        ConsultDay(
+            day=row["day"],
+            **{key: row[key] for key in _KEYS},
+            priority=row["priority"],
+            modality=row["modality"],
+            requested=row["n"],
+            signed=row["signed"],
+            breached=row["breached"],
+        )
+        for row in Consult.objects.filter(requested_at__gte=low, requested_at__lt=high)
+        .annotate(day=TruncDate("requested_at", tzinfo=tz), **_INSTITUTIONS)
+        .values("day", *_KEYS, "priority", "modality")
+        .annotate(
+            n=Count("pk"),
+            signed=Count("pk", filter=Q(status=Status.COMPLETED)),
+            breached=Count("pk", filter=Q(breached_at__isnull=False)),
+        )
+    ]
+    readers: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0])
+    for index, (moment, extra) in enumerate((("claimed_at", Q()), ("completed_at", Q(status=Status.COMPLETED)))):
+        for row in (
+            Consult.objects.filter(extra, owner__isnull=False, **{f"{moment}__gte": low, f"{moment}__lt": high})
+            .annotate(day=TruncDate(moment, tzinfo=tz), **_INSTITUTIONS)
+            .values("day", "owner_id", *_KEYS)
+            .annotate(n=Count("pk"))
+        ):
+            readers[(row["day"], row["owner_id"], *(row[key] for key in _KEYS))][index] += row["n"]
+    reader_days = [
+        ReaderDay(day=key[0], owner_id=key[1], **dict(zip(_KEYS, key[2:], strict=True)), claims=n[0], reports=n[1])
+        for key, n in readers.items()
+    ]
+    ConsultDay.objects.filter(day__gte=start).delete()
+    ReaderDay.objects.filter(day__gte=start).delete()
+    ConsultDay.objects.bulk_create(days, batch_size=5000)
+    ReaderDay.objects.bulk_create(reader_days, batch_size=5000)
+    if mark is None:
+        ConsultRollUp.objects.create(until=cutoff)
+    else:
+        mark.until = cutoff
+        mark.save(update_fields=["until"])
+    return len(days) + len(reader_days)
+
+
+class _Split:
+    """Where the roll-ups end for this scope: days before `day` are summed from ConsultDay
+    and ReaderDay, moments from `moment` on from the consults (no roll-up, or one cut in
+    another zone: all live)."""
+
+    def __init__(self, scope: Scope) -> None:
+        mark = ConsultRollUp.objects.first()
+        oldest_open = _oldest_open_day(scope.tz)
+        if mark is None or str(scope.tz) != str(_rollup_zone()):
+            self.day, self.moment = date.min, None
+        else:
+            # A consult open now on a rolled-up day (none should be) sends that day live again.
+            self.day = mark.until if oldest_open is None else min(mark.until, oldest_open)
+            self.moment = datetime.combine(self.day, time.min, tzinfo=scope.tz)
+
+    def live_from(self, start: datetime) -> datetime:
+        return start if self.moment is None else max(start, self.moment)
+
+    def rolled(self, rows: QuerySet[Any], scope: Scope) -> QuerySet[Any]:
+        """The roll-up rows of the scope's institutions and its closed days."""
+        ids = scope.institution_ids
+        mine = Q(requesting_institution_id__in=ids)
+        if not scope.whole_alliance:
+            mine |= Q(pool_institution_id__in=ids) | Q(specialist_institution_id__in=ids)
+        until = min(scope.end.astimezone(scope.tz).date(), self.day)
+        return rows.filter(mine, day__gte=scope.start.astimezone(scope.tz).date(), day__lt=until)
+
+
 def compute(scope: Scope, only: str | None = None) -> list[Table]:
     """Every table, or the one named by `only` with just the queries it needs."""
     wanted = set(TABLES) if only is None else {only}
-    volume = _volume(scope) if wanted & {"volume-month", "volume-modality", "turnaround", "breaches"} else []
+    split = _Split(scope)
+    volume = _volume(scope, split) if wanted & {"volume-month", "volume-modality", "turnaround", "breaches"} else []
     builders: dict[str, Callable[[], Table]] = {
         "volume-month": lambda: volume_by_month(scope, volume),
         "volume-modality": lambda: volume_by_modality(volume),
         "turnaround": lambda: turnaround(scope, volume),
         "breaches": lambda: breaches(volume),
         "backlog": lambda: backlog(scope),
-        "readers": lambda: readers(scope),
+        "readers": lambda: readers(scope, split),
     }
     return [builders[key]() for key in TABLES if key in wanted]
 
 
-def _volume(scope: Scope) -> list[dict[str, Any]]:
+def _volume(scope: Scope, split: _Split) -> list[dict[str, Any]]:
     """Consults requested per month, priority and modality, with how many were signed and
-    breached: one scan for four tables."""
-    return list(
+    breached: one query of the roll-up and one scan of the days after it, for four tables."""
+    rolled = (
+        split.rolled(ConsultDay.objects.all(), scope)
+        .annotate(month=TruncMonth("day"))
+        .values("month", "priority", "modality")
+        .annotate(n=Sum("requested"), signed=Sum("signed"), breached=Sum("breached"))
+    )
+    live = (
         requested_in(scope)
+        .filter(requested_at__gte=split.live_from(scope.start))
         .annotate(month=TruncMonth("requested_at", tzinfo=scope.tz))
         .values("month", "priority", "modality")
         .annotate(
@@ -82,6 +210,7 @@ def _volume(scope: Scope) -> list[dict[str, Any]]:
             breached=Count("pk", filter=Q(breached_at__isnull=False)),
         )
     )
+    return [*rolled, *live]
 
 
 def _priority_labels() -> list[Any]:
@@ -269,18 +398,26 @@ def backlog(scope: Scope) -> Table:
     )
 
 
-def readers(scope: Scope) -> Table:
+def readers(scope: Scope, split: _Split | None = None) -> Table:
     """Claims and signatures in the range, counted on the consults (the owner who kept the
     case: a consult released and claimed again counts for its last owner)."""
-    claimed = Q(claimed_at__gte=scope.start, claimed_at__lt=scope.end)
-    signed = Q(status=Status.COMPLETED, completed_at__gte=scope.start, completed_at__lt=scope.end)
-    counts = {
-        row["owner"]: (row["claims"], row["reports"])
-        for row in consults_in(scope)
+    split = split or _Split(scope)
+    since = split.live_from(scope.start)
+    claimed = Q(claimed_at__gte=since, claimed_at__lt=scope.end)
+    signed = Q(status=Status.COMPLETED, completed_at__gte=since, completed_at__lt=scope.end)
+    counts: dict[int, tuple[int, int]] = {}
+    for row in [
+        *split.rolled(ReaderDay.objects.all(), scope)
+        .values("owner")
+        .annotate(claims=Sum("claims"), reports=Sum("reports")),
+        *consults_in(scope)
         .filter(claimed | signed, owner__isnull=False)
         .values("owner")
-        .annotate(claims=Count("pk", filter=claimed), reports=Count("pk", filter=signed))
-    }
+        .annotate(claims=Count("pk", filter=claimed), reports=Count("pk", filter=signed)),
+    ]:
+        before = counts.get(row["owner"], (0, 0))
+        counts[row["owner"]] = (before[0] + row["claims"], before[1] + row["reports"])
+    counts = {owner: n for owner, n in counts.items() if n != (0, 0)}
     doctors = Doctor.objects.filter(pk__in=list(counts)).select_related("user", "institution") if counts else []
     ranked = sorted(doctors, key=lambda d: (-counts[d.pk][1], -counts[d.pk][0], d.display_name))
     rows = [[d.display_name, d.institution.name, *counts[d.pk]] for d in ranked]

@@ -218,6 +218,24 @@ class Consult(models.Model):
             models.Index(fields=["requesting_institution", "status"]),
             models.Index(fields=["specialist", "status"]),
             models.Index(fields=["requested_at"], name="consults_figures_requested"),
+            # The figures' live parts: turnaround percentiles over the signed consults read
+            # from this index alone (in priority order, no sort before the percentiles), and
+            # the claims and signatures after the roll-up (consults.figures).
+            models.Index(
+                fields=["priority", "requested_at"],
+                include=[
+                    "completed_at",
+                    "paused_seconds",
+                    "deadline_seconds",
+                    "requesting_institution",
+                    "pool",
+                    "specialist",
+                ],
+                condition=models.Q(status="completed"),
+                name="consults_figures_signed",
+            ),
+            models.Index(fields=["claimed_at"], name="consults_figures_claimed"),
+            models.Index(fields=["completed_at"], name="consults_figures_completed"),
         ]
 
     def __str__(self) -> str:
@@ -231,6 +249,60 @@ class Consult(models.Model):
     @property
     def is_open(self) -> bool:
         return self.status in OPEN_STATUSES
+
+
+class ConsultDay(models.Model):
+    """The figures' roll-up of closed days (in settings.TIME_ZONE): consults requested on
+    `day`, per requesting, pool and named specialist's institution, priority and modality,
+    with how many were signed and breached. Only days whose consults are all closed are
+    rolled up (a closed consult changes no more), so the rows never go stale; the days
+    from ConsultRollUp.until on are counted live. Derived data, rewritten by
+    consults.figures.roll_up_consult_days."""
+
+    day = models.DateField()
+    requesting_institution = models.ForeignKey(Institution, on_delete=models.CASCADE, related_name="+")
+    pool_institution = models.ForeignKey(Institution, on_delete=models.CASCADE, null=True, related_name="+")
+    specialist_institution = models.ForeignKey(Institution, on_delete=models.CASCADE, null=True, related_name="+")
+    priority = models.CharField(max_length=16)
+    modality = models.CharField(max_length=16, blank=True)
+    requested = models.PositiveIntegerField()
+    signed = models.PositiveIntegerField()
+    breached = models.PositiveIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["day"], name="consults_day_day")]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.requesting_institution_id} {self.priority}: {self.requested}"
+
+
+class ReaderDay(models.Model):
+    """The figures' roll-up of claims and signatures per specialist and closed day (a claim
+    counts on the day of the consult's claimed_at, a report on its completed_at), with the
+    consult's institutions as in ConsultDay. Rewritten with it."""
+
+    day = models.DateField()
+    owner = models.ForeignKey(Doctor, on_delete=models.CASCADE, related_name="+")
+    requesting_institution = models.ForeignKey(Institution, on_delete=models.CASCADE, related_name="+")
+    pool_institution = models.ForeignKey(Institution, on_delete=models.CASCADE, null=True, related_name="+")
+    specialist_institution = models.ForeignKey(Institution, on_delete=models.CASCADE, null=True, related_name="+")
+    claims = models.PositiveIntegerField()
+    reports = models.PositiveIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["day"], name="consults_reader_day_day")]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.owner_id}: {self.claims}/{self.reports}"
+
+
+class ConsultRollUp(models.Model):
+    """One row: ConsultDay and ReaderDay hold every day before `until` (exclusive)."""
+
+    until = models.DateField()
+
+    def __str__(self) -> str:
+        return f"consult days until {self.until}"
 
 
 class ConsultTransition(models.Model):

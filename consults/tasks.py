@@ -85,3 +85,11 @@ def send_unsent_emails(older_than_seconds: float | None = None) -> int:
         return 0
     log.warning("mailing %d notice(s) whose e-mail was not sent when they were made", len(ids))
     return int(send_notification_emails(ids))
+
+
+@shared_task
+def roll_up_consult_days() -> int:
+    """The beat job keeping the figures' per-day sums of closed consults (consults.figures)."""
+    from consults.figures import roll_up_consult_days as roll_up
+
+    return roll_up()
