@@ -263,7 +263,7 @@ def main() -> None:
         user.save(update_fields=["password"])
     # What the hourly beat job imaging.tasks.roll_up_received_days keeps up to date.
     roll_up_received_days()
-    # And what consults.tasks.roll_up_consult_days keeps (the closed days of consults).
+    # And what consults.tasks.roll_up_consult_days keeps (the closed months of consults).
     started = time.perf_counter()
     written = roll_up_consult_days()
     print(f"consult roll-up: {written:,} rows in {time.perf_counter() - started:.1f} s")

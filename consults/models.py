@@ -218,22 +218,7 @@ class Consult(models.Model):
             models.Index(fields=["requesting_institution", "status"]),
             models.Index(fields=["specialist", "status"]),
             models.Index(fields=["requested_at"], name="consults_figures_requested"),
-            # The figures' live parts: turnaround percentiles over the signed consults read
-            # from this index alone (in priority order, no sort before the percentiles), and
-            # the claims and signatures after the roll-up (consults.figures).
-            models.Index(
-                fields=["priority", "requested_at"],
-                include=[
-                    "completed_at",
-                    "paused_seconds",
-                    "deadline_seconds",
-                    "requesting_institution",
-                    "pool",
-                    "specialist",
-                ],
-                condition=models.Q(status="completed"),
-                name="consults_figures_signed",
-            ),
+            # The figures' live claims and signatures after the roll-up (consults.figures).
             models.Index(fields=["claimed_at"], name="consults_figures_claimed"),
             models.Index(fields=["completed_at"], name="consults_figures_completed"),
         ]
@@ -251,15 +236,16 @@ class Consult(models.Model):
         return self.status in OPEN_STATUSES
 
 
-class ConsultDay(models.Model):
-    """The figures' roll-up of closed days (in settings.TIME_ZONE): consults requested on
-    `day`, per requesting, pool and named specialist's institution, priority and modality,
-    with how many were signed and breached. Only days whose consults are all closed are
-    rolled up (a closed consult changes no more), so the rows never go stale; the days
-    from ConsultRollUp.until on are counted live. Derived data, rewritten by
-    consults.figures.roll_up_consult_days."""
+class ConsultMonth(models.Model):
+    """The figures' roll-up of closed months (in settings.TIME_ZONE): consults requested in
+    `month` (its first day), per requesting, pool and named specialist's institution,
+    priority and modality, with how many were signed, signed in time and breached, and the
+    signed ones' turnarounds (seconds, sorted float64, little-endian) so that the turnaround
+    percentiles stay exact. Only months whose consults are all closed are rolled up (a
+    closed consult changes no more), so the rows never go stale; the rest is counted live.
+    Derived data, rewritten by consults.figures.roll_up_consult_days."""
 
-    day = models.DateField()
+    month = models.DateField()
     requesting_institution = models.ForeignKey(Institution, on_delete=models.CASCADE, related_name="+")
     pool_institution = models.ForeignKey(Institution, on_delete=models.CASCADE, null=True, related_name="+")
     specialist_institution = models.ForeignKey(Institution, on_delete=models.CASCADE, null=True, related_name="+")
@@ -267,19 +253,21 @@ class ConsultDay(models.Model):
     modality = models.CharField(max_length=16, blank=True)
     requested = models.PositiveIntegerField()
     signed = models.PositiveIntegerField()
+    in_time = models.PositiveIntegerField()
     breached = models.PositiveIntegerField()
+    turnarounds = models.BinaryField()
 
     class Meta:
-        indexes = [models.Index(fields=["day"], name="consults_day_day")]
+        indexes = [models.Index(fields=["month"], name="consults_month_month")]
 
     def __str__(self) -> str:
-        return f"{self.day} {self.requesting_institution_id} {self.priority}: {self.requested}"
+        return f"{self.month} {self.requesting_institution_id} {self.priority}: {self.requested}"
 
 
 class ReaderDay(models.Model):
     """The figures' roll-up of claims and signatures per specialist and closed day (a claim
     counts on the day of the consult's claimed_at, a report on its completed_at), with the
-    consult's institutions as in ConsultDay. Rewritten with it."""
+    consult's institutions as in ConsultMonth. Rewritten with it."""
 
     day = models.DateField()
     owner = models.ForeignKey(Doctor, on_delete=models.CASCADE, related_name="+")
@@ -297,7 +285,8 @@ class ReaderDay(models.Model):
 
 
 class ConsultRollUp(models.Model):
-    """One row: ConsultDay and ReaderDay hold every day before `until` (exclusive)."""
+    """One row: ConsultMonth and ReaderDay hold every day before `until` (exclusive, the
+    first day of a month)."""
 
     until = models.DateField()
 

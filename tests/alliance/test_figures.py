@@ -20,7 +20,7 @@ from alliance.access import figures_institutions_for, resolve_principal
 from alliance.models import AuditEvent
 from consults.figures import compute as consult_figures
 from consults.figures import roll_up_consult_days
-from consults.models import Consult, ConsultDay, ConsultRollUp, ReaderDay, Status
+from consults.models import Consult, ConsultMonth, ConsultRollUp, ReaderDay, Status
 from imaging.figures import compute as imaging_figures
 from imaging.figures import roll_up_received_days
 from imaging.models import ReceivedDay, Study
@@ -155,29 +155,35 @@ def every_consult_table(world: Any) -> list[dict[str, list[list[Any]]]]:
 
 @pytest.mark.parametrize("rolled_up_to", [(3, 4), (3, 25), (6, 1)])
 def test_consult_roll_up_and_live_days_give_the_same_figures(world: Any, rolled_up_to: tuple[int, int]) -> None:
-    """The consults' roll-up ends before and inside the range, or stops at the oldest open
+    """The consults' roll-up ends before the range, or stops at the month of the oldest open
     consult (c7, 03-20): every table of every institution stays the same."""
     live = every_consult_table(world)
     roll_up_consult_days(now=fx.at(*rolled_up_to, 12))
     roll_up_consult_days(now=fx.at(*rolled_up_to, 13))  # a second run changes nothing
-    assert ConsultDay.objects.exists()
+    assert ConsultMonth.objects.filter(month=fx.at(2, 1).date()).exists()
     assert every_consult_table(world) == live
 
 
-def test_consult_roll_up_stops_at_the_day_of_the_oldest_open_consult(world: Any) -> None:
+def test_consult_roll_up_stops_at_the_month_of_the_oldest_open_consult(world: Any) -> None:
     roll_up_consult_days(now=fx.at(6, 1, 12))
-    assert ConsultRollUp.objects.get().until == fx.at(3, 20).date()
-    assert not ConsultDay.objects.filter(day__gte=fx.at(3, 20).date()).exists()
+    assert ConsultRollUp.objects.get().until == fx.at(3, 1).date()
+    assert not ConsultMonth.objects.filter(month__gte=fx.at(3, 1).date()).exists()
 
 
 def test_consult_roll_up_of_every_closed_day_gives_the_same_figures(world: Any) -> None:
-    """With every consult closed, the whole range is summed from the roll-ups."""
+    """With every consult closed, the whole range is summed from the roll-ups (March and
+    April whole; a range cut inside a month reads its edges live)."""
     Consult.objects.filter(status__in=[Status.REQUESTED, Status.ACCEPTED]).update(status=Status.CANCELLED)
     live = every_consult_table(world)
-    roll_up_consult_days(now=timezone.now() + timedelta(days=1))
+    cut = scope_of(world.alliance_admin)
+    cut = figures.Scope(**{**vars(cut), "start": fx.at(3, 3), "end": fx.at(4, 15)})
+    live_cut = tables(consult_figures(cut))
+    roll_up_consult_days(now=timezone.now() + timedelta(days=40))
     assert ConsultRollUp.objects.get().until > fx.at(5, 1).date()
+    assert ConsultMonth.objects.filter(month=fx.at(3, 1).date(), signed__gt=0).exists()
     assert ReaderDay.objects.filter(day__lt=fx.at(5, 1).date()).exists()
     assert every_consult_table(world) == live
+    assert tables(consult_figures(cut)) == live_cut
 
 
 @pytest.mark.parametrize("key", ["volume-month", "volume-modality", "turnaround", "breaches", "backlog", "readers"])
@@ -334,4 +340,4 @@ def test_page_makes_the_same_number_of_queries_whatever_the_data(world: Any) -> 
     with CaptureQueriesContext(connection) as after:
         client.get(reverse("figures"), fx.RANGE)
     assert len(after) == len(before)
-    assert len(before) <= 30  # the consults' roll-up: its mark, the oldest open consult, two sums
+    assert len(before) <= 31  # the consults' roll-up: its mark, the oldest open consult, three sums
