@@ -221,6 +221,13 @@ class Consult(models.Model):
             # The figures' live claims and signatures after the roll-up (consults.figures).
             models.Index(fields=["claimed_at"], name="consults_figures_claimed"),
             models.Index(fields=["completed_at"], name="consults_figures_completed"),
+            # The oldest open consult, where the figures' roll-up stops: without it PostgreSQL
+            # walks consults_figures_requested from the oldest consult of the year.
+            models.Index(
+                fields=["requested_at"],
+                condition=models.Q(status__in=["requested", "accepted", "in-progress", "on-hold"]),
+                name="consults_open_requested",
+            ),
         ]
 
     def __str__(self) -> str:
