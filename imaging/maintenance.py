@@ -249,6 +249,7 @@ def _follow(study: Study, series: int, instances: int, size: int) -> None:
         num_instances=F("num_instances") + instances,
         size_bytes=F("size_bytes") + size,
         modalities="\\".join(modalities),
+        updated_at=timezone.now(),
     )
     day = study.received_at.astimezone(ZoneInfo(settings.TIME_ZONE)).date()
     ReceivedDay.objects.filter(institution_id=study.institution_id, day=day).update(size_bytes=F("size_bytes") + size)

@@ -18,6 +18,7 @@ from django.utils.functional import Promise
 from alliance import figures
 from alliance.access import figures_institutions_for, resolve_principal
 from alliance.models import AuditEvent
+from consults import tasks as consult_tasks
 from consults.figures import compute as consult_figures
 from consults.figures import roll_up_consult_days
 from consults.models import Consult, ConsultMonth, ConsultRollUp, ReaderDay, Status
@@ -184,6 +185,13 @@ def test_consult_roll_up_of_every_closed_day_gives_the_same_figures(world: Any) 
     assert ReaderDay.objects.filter(day__lt=fx.at(5, 1).date()).exists()
     assert every_consult_table(world) == live
     assert tables(consult_figures(cut)) == live_cut
+
+
+def test_the_consult_roll_up_is_an_hourly_beat_job(world: Any, settings: Any) -> None:
+    entry = settings.CELERY_BEAT_SCHEDULE["figures-consult-days"]
+    assert entry == {"task": "consults.tasks.roll_up_consult_days", "schedule": 3600.0}
+    assert consult_tasks.roll_up_consult_days() > 0  # February, before c7 (03-20) still open
+    assert ConsultMonth.objects.filter(month=fx.at(2, 1).date(), signed=1).exists()
 
 
 @pytest.mark.parametrize("key", ["volume-month", "volume-modality", "turnaround", "breaches", "backlog", "readers"])
