@@ -338,6 +338,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "owed-renders": {"task": "imaging.tasks.requeue_owed_renders", "schedule": float(RETRY_SWEEP_SECONDS)},
     "stale-temp-files": {"task": "imaging.tasks.remove_stale_temp_files", "schedule": 3600.0},
     "figures-received-days": {"task": "imaging.tasks.roll_up_received_days", "schedule": 3600.0},
+    "figures-consult-days": {"task": "consults.tasks.roll_up_consult_days", "schedule": 3600.0},
     "deleted-studies": {"task": "imaging.tasks.purge_deleted_studies", "schedule": 86400.0},
 }
 

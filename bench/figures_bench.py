@@ -250,6 +250,7 @@ def main() -> None:
     from django.test import Client, override_settings
 
     from alliance.models import Institution
+    from consults.figures import roll_up_consult_days
     from imaging.figures import roll_up_received_days
     from imaging.models import Study
 
@@ -262,6 +263,10 @@ def main() -> None:
         user.save(update_fields=["password"])
     # What the hourly beat job imaging.tasks.roll_up_received_days keeps up to date.
     roll_up_received_days()
+    # And what consults.tasks.roll_up_consult_days keeps (the closed months of consults).
+    started = time.perf_counter()
+    written = roll_up_consult_days()
+    print(f"consult roll-up: {written:,} rows in {time.perf_counter() - started:.1f} s")
     print(f"studies {Study.objects.count():,}; database {URL.rsplit('/', 1)[1]}")
     hospital = Institution.objects.get(name="Region Hospital 1").pk
     users = get_user_model().objects

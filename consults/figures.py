@@ -5,23 +5,37 @@ received it (its pool's or its named specialist's institution). Volume and turna
 count the consults requested in the date range; the backlog is what is open now.
 Turnaround is request to signed less the time on hold, the clock the deadline runs on.
 Every number is an SQL aggregate; the section makes the same queries whatever the data.
+
+Fast on a year of a region (bench/figures_bench.py): the whole months of the range are
+summed from the roll-up ConsultMonth (turnarounds included, stored sorted so that the
+percentiles stay exact) and the claims per specialist from ReaderDay, both kept by the
+hourly beat job consults.tasks.roll_up_consult_days (a month is rolled up once every
+consult requested in it is closed, so a rolled-up row never changes); the rest of the
+range from the consults themselves. The percentiles are computed by selection
+(numpy.partition) with percentile_cont's interpolation, on PostgreSQL and SQLite alike.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from django.db.models import Case, Count, F, IntegerField, Q, QuerySet, Value, When
-from django.db.models.functions import TruncMonth
+import numpy
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Case, Count, F, IntegerField, Min, Q, QuerySet, Sum, Value, When
+from django.db.models.functions import TruncDate, TruncMonth
 from django.utils.translation import gettext_lazy as _
 
-from alliance.aggregates import PercentilesCont, SecondsBetween
+from alliance.aggregates import SecondsBetween
 from alliance.figures import Chart, Scope, Series, Table, month_label
 from alliance.models import Doctor, Pool
-from consults.models import OPEN_STATUSES, Consult, Priority, Status
+from consults import clock
+from consults.models import OPEN_STATUSES, Consult, ConsultMonth, ConsultRollUp, Priority, ReaderDay, Status
 from consults.selectors import policy_table
 
 # The most pressing first, as the worklist reads them.
@@ -54,26 +68,193 @@ def requested_in(scope: Scope) -> QuerySet[Consult]:
     return consults_in(scope).filter(requested_at__gte=scope.start, requested_at__lt=scope.end)
 
 
+def _rollup_zone() -> tzinfo:
+    return ZoneInfo(settings.TIME_ZONE)
+
+
+def _oldest_open_day(tz: tzinfo) -> date | None:
+    oldest = Consult.objects.filter(status__in=OPEN_STATUSES).aggregate(first=Min("requested_at"))["first"]
+    return None if oldest is None else oldest.astimezone(tz).date()
+
+
+_INSTITUTIONS = {
+    "pool_institution_id": F("pool__institution_id"),
+    "specialist_institution_id": F("specialist__institution_id"),
+}
+_KEYS = ("requesting_institution_id", "pool_institution_id", "specialist_institution_id")
+
+
+def _first_of_month(day: date) -> date:
+    return day.replace(day=1)
+
+
+def _next_month(month: date) -> date:
+    return date(month.year + month.month // 12, month.month % 12 + 1, 1)
+
+
+def _packed(values: list[float]) -> bytes:
+    return numpy.sort(numpy.asarray(values, dtype="<f8")).tobytes()
+
+
+@transaction.atomic
+def roll_up_consult_days(*, now: datetime | None = None) -> int:
+    """Sum the consults of every month not yet rolled up whose consults are all closed (the
+    months ended before today and before the day of the oldest open consult) into
+    ConsultMonth, and their claims and signatures per day into ReaderDay; returns the rows
+    written. Derived numbers only: no record of a patient or a person changes, so there is
+    nothing to audit. Run hourly; a month is rolled up once, after it ends."""
+    tz = _rollup_zone()
+    today = (now or clock.now()).astimezone(tz).date()
+    oldest_open = _oldest_open_day(tz)
+    cutoff = _first_of_month(today if oldest_open is None else min(today, oldest_open))
+    mark = ConsultRollUp.objects.select_for_update().first()
+    if mark is None:
+        first = Consult.objects.filter(requested_at__isnull=False).aggregate(first=Min("requested_at"))["first"]
+        if first is None:
+            return 0
+        start = _first_of_month(first.astimezone(tz).date())
+    else:
+        start = mark.until
+    if start >= cutoff:
+        return 0
+    low, high = datetime.combine(start, time.min, tzinfo=tz), datetime.combine(cutoff, time.min, tzinfo=tz)
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    rows = (
+        Consult.objects.filter(requested_at__gte=low, requested_at__lt=high)
+        .annotate(month=TruncMonth("requested_at", tzinfo=tz), turnaround=TURNAROUND, **_INSTITUTIONS)
+        .values_list("month", *_KEYS, "priority", "modality", "status", "breached_at", "turnaround", "deadline_seconds")
+    )
+    for month, *keys, priority, modality, status, breached_at, turn, deadline in rows.iterator(chunk_size=5000):
+        key = (_month_date(month, tz), *keys, priority, modality)
+        group = groups.setdefault(key, {"requested": 0, "signed": 0, "in_time": 0, "breached": 0, "turnarounds": []})
+        group["requested"] += 1
+        group["breached"] += breached_at is not None
+        if status == Status.COMPLETED:
+            group["signed"] += 1
+            group["in_time"] += turn <= deadline
+            group["turnarounds"].append(turn)
+    months = [
+        ConsultMonth(
+            month=key[0],
+            **dict(zip(_KEYS, key[1:4], strict=True)),
+            priority=key[4],
+            modality=key[5],
+            requested=g["requested"],
+            signed=g["signed"],
+            in_time=g["in_time"],
+            breached=g["breached"],
+            turnarounds=_packed(g["turnarounds"]),
+        )
+        for key, g in groups.items()
+    ]
+    readers: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0])
+    for index, (moment, extra) in enumerate((("claimed_at", Q()), ("completed_at", Q(status=Status.COMPLETED)))):
+        for row in (
+            Consult.objects.filter(extra, owner__isnull=False, **{f"{moment}__gte": low, f"{moment}__lt": high})
+            .annotate(day=TruncDate(moment, tzinfo=tz), **_INSTITUTIONS)
+            .values("day", "owner_id", *_KEYS)
+            .annotate(n=Count("pk"))
+        ):
+            readers[(row["day"], row["owner_id"], *(row[key] for key in _KEYS))][index] += row["n"]
+    reader_days = [
+        ReaderDay(day=key[0], owner_id=key[1], **dict(zip(_KEYS, key[2:], strict=True)), claims=n[0], reports=n[1])
+        for key, n in readers.items()
+    ]
+    ConsultMonth.objects.filter(month__gte=start).delete()
+    ReaderDay.objects.filter(day__gte=start).delete()
+    ConsultMonth.objects.bulk_create(months, batch_size=2000)
+    ReaderDay.objects.bulk_create(reader_days, batch_size=5000)
+    if mark is None:
+        ConsultRollUp.objects.create(until=cutoff)
+    else:
+        mark.until = cutoff
+        mark.save(update_fields=["until"])
+    return len(months) + len(reader_days)
+
+
+def _month_date(value: date | datetime, tz: tzinfo) -> date:
+    if isinstance(value, datetime):
+        return (value.astimezone(tz) if value.tzinfo else value).date().replace(day=1)
+    return value.replace(day=1)
+
+
+class _Split:
+    """Where the roll-ups serve this scope. Claims and signatures: days before `day` from
+    ReaderDay, moments from `moment` on from the consults. Volume and turnaround: the whole
+    months from `months[0]` to `months[1]` (exclusive) from ConsultMonth, the rest of the
+    range from the consults. No roll-up, or one cut in another zone: all live."""
+
+    def __init__(self, scope: Scope) -> None:
+        mark = ConsultRollUp.objects.first()
+        oldest_open = _oldest_open_day(scope.tz)
+        first_day = scope.start.astimezone(scope.tz).date()
+        if mark is None or str(scope.tz) != str(_rollup_zone()):
+            self.day, self.moment = date.min, None
+            self.months = (first_day, first_day)
+            return
+        # A consult open now on a rolled-up day (none should be) sends that day live again.
+        self.day = mark.until if oldest_open is None else min(mark.until, oldest_open)
+        self.moment = datetime.combine(self.day, time.min, tzinfo=scope.tz)
+        last = min(scope.end.astimezone(scope.tz).date(), self.day)
+        begin = first_day if first_day.day == 1 else _next_month(first_day)
+        end = begin
+        while _next_month(end) <= last:
+            end = _next_month(end)
+        self.months = (begin, end) if end > begin else (first_day, first_day)
+
+    def live_from(self, start: datetime) -> datetime:
+        return start if self.moment is None else max(start, self.moment)
+
+    def live(self, scope: Scope) -> Q:
+        """The part of the range the month roll-up does not cover."""
+        begin, end = (datetime.combine(m, time.min, tzinfo=scope.tz) for m in self.months)
+        return Q(requested_at__gte=scope.start, requested_at__lt=begin) | Q(
+            requested_at__gte=max(end, scope.start), requested_at__lt=scope.end
+        )
+
+    def _mine(self, scope: Scope) -> Q:
+        ids = scope.institution_ids
+        mine = Q(requesting_institution_id__in=ids)
+        if not scope.whole_alliance:
+            mine |= Q(pool_institution_id__in=ids) | Q(specialist_institution_id__in=ids)
+        return mine
+
+    def rolled_days(self, rows: QuerySet[Any], scope: Scope) -> QuerySet[Any]:
+        """The day roll-up rows of the scope's institutions and its closed days."""
+        until = min(scope.end.astimezone(scope.tz).date(), self.day)
+        return rows.filter(self._mine(scope), day__gte=scope.start.astimezone(scope.tz).date(), day__lt=until)
+
+    def rolled_months(self, scope: Scope) -> QuerySet[ConsultMonth]:
+        return ConsultMonth.objects.filter(self._mine(scope), month__gte=self.months[0], month__lt=self.months[1])
+
+
 def compute(scope: Scope, only: str | None = None) -> list[Table]:
     """Every table, or the one named by `only` with just the queries it needs."""
     wanted = set(TABLES) if only is None else {only}
-    volume = _volume(scope) if wanted & {"volume-month", "volume-modality", "turnaround", "breaches"} else []
+    split = _Split(scope)
+    volume = _volume(scope, split) if wanted & {"volume-month", "volume-modality", "turnaround", "breaches"} else []
     builders: dict[str, Callable[[], Table]] = {
         "volume-month": lambda: volume_by_month(scope, volume),
         "volume-modality": lambda: volume_by_modality(volume),
-        "turnaround": lambda: turnaround(scope, volume),
+        "turnaround": lambda: turnaround(scope, volume, split),
         "breaches": lambda: breaches(volume),
         "backlog": lambda: backlog(scope),
-        "readers": lambda: readers(scope),
+        "readers": lambda: readers(scope, split),
     }
     return [builders[key]() for key in TABLES if key in wanted]
 
 
-def _volume(scope: Scope) -> list[dict[str, Any]]:
+def _volume(scope: Scope, split: _Split) -> list[dict[str, Any]]:
     """Consults requested per month, priority and modality, with how many were signed and
-    breached: one scan for four tables."""
-    return list(
+    breached: one query of the roll-up and one of the rest of the range, for four tables."""
+    rolled = (
+        split.rolled_months(scope)
+        .values("month", "priority", "modality")
+        .annotate(n=Sum("requested"), signed=Sum("signed"), breached=Sum("breached"))
+    )
+    live = (
         requested_in(scope)
+        .filter(split.live(scope))
         .annotate(month=TruncMonth("requested_at", tzinfo=scope.tz))
         .values("month", "priority", "modality")
         .annotate(
@@ -82,6 +263,22 @@ def _volume(scope: Scope) -> list[dict[str, Any]]:
             breached=Count("pk", filter=Q(breached_at__isnull=False)),
         )
     )
+    return [*rolled, *live]
+
+
+def percentiles(values: numpy.ndarray, fractions: Sequence[float]) -> list[float] | None:
+    """PostgreSQL's percentile_cont of the values (alliance.aggregates.percentile_cont),
+    without sorting them all: the two neighbours of each position by selection."""
+    if not len(values):
+        return None
+    positions = [f * (len(values) - 1) for f in fractions]
+    wanted = sorted({int(math.floor(p)) for p in positions} | {int(math.ceil(p)) for p in positions})
+    chosen = numpy.partition(values, wanted)
+    out = []
+    for position in positions:
+        low, high = math.floor(position), math.ceil(position)
+        out.append(float(chosen[low] + (chosen[high] - chosen[low]) * (position - low)))
+    return out
 
 
 def _priority_labels() -> list[Any]:
@@ -145,26 +342,35 @@ def _per_priority(volume: list[dict[str, Any]]) -> dict[str, Counter[str]]:
     return counts
 
 
-def turnaround(scope: Scope, volume: list[dict[str, Any]]) -> Table:
+def turnaround(scope: Scope, volume: list[dict[str, Any]], split: _Split | None = None) -> Table:
+    """p50 and p90 over the signed consults' turnarounds: those of the rolled-up months as
+    stored (sorted float64), the rest read live, the percentiles by selection."""
+    split = split or _Split(scope)
     counts = _per_priority(volume)
-    # The percentiles sort only the signed consults' turnarounds, once for both.
-    times = {
-        row["priority"]: row
-        for row in requested_in(scope)
-        .filter(status=Status.COMPLETED)
+    values: dict[str, list[numpy.ndarray]] = defaultdict(list)
+    in_time: Counter[str] = Counter()
+    for priority, blob, n in (
+        split.rolled_months(scope).filter(signed__gt=0).values_list("priority", "turnarounds", "in_time")
+    ):
+        values[priority].append(numpy.frombuffer(bytes(blob), dtype="<f8"))
+        in_time[priority] += n
+    live = (
+        requested_in(scope)
+        .filter(split.live(scope), status=Status.COMPLETED)
         .annotate(turnaround=TURNAROUND)
-        .values("priority")
-        .annotate(
-            in_time=Count("pk", filter=Q(turnaround__lte=F("deadline_seconds"))),
-            p=PercentilesCont("turnaround", (0.5, 0.9)),
-        )
-    }
+        .values_list("priority", "turnaround", "deadline_seconds")
+    )
+    extra: dict[str, list[float]] = defaultdict(list)
+    for priority, turn, deadline in live:
+        extra[priority].append(turn)
+        in_time[priority] += turn <= deadline
     deadlines = {row["priority"]: row["deadline_minutes"] for row in policy_table(scope.alliance_id)}
     stats = []
     for p in PRIORITIES:
-        p50, p90 = times[p]["p"] if p in times and times[p]["p"] else (None, None)
-        in_time = times[p]["in_time"] if p in times else 0
-        stats.append((p, {"signed": counts[p]["signed"], "in_time": in_time, "p50": p50, "p90": p90}))
+        parts = [*values[p], numpy.asarray(extra[p], dtype="<f8")]
+        found = percentiles(numpy.concatenate(parts), (0.5, 0.9))
+        p50, p90 = found if found else (None, None)
+        stats.append((p, {"signed": counts[p]["signed"], "in_time": in_time[p], "p50": p50, "p90": p90}))
     return _turnaround_table(stats, deadlines)
 
 
@@ -269,18 +475,26 @@ def backlog(scope: Scope) -> Table:
     )
 
 
-def readers(scope: Scope) -> Table:
+def readers(scope: Scope, split: _Split | None = None) -> Table:
     """Claims and signatures in the range, counted on the consults (the owner who kept the
     case: a consult released and claimed again counts for its last owner)."""
-    claimed = Q(claimed_at__gte=scope.start, claimed_at__lt=scope.end)
-    signed = Q(status=Status.COMPLETED, completed_at__gte=scope.start, completed_at__lt=scope.end)
-    counts = {
-        row["owner"]: (row["claims"], row["reports"])
-        for row in consults_in(scope)
+    split = split or _Split(scope)
+    since = split.live_from(scope.start)
+    claimed = Q(claimed_at__gte=since, claimed_at__lt=scope.end)
+    signed = Q(status=Status.COMPLETED, completed_at__gte=since, completed_at__lt=scope.end)
+    counts: dict[int, tuple[int, int]] = {}
+    for row in [
+        *split.rolled_days(ReaderDay.objects.all(), scope)
+        .values("owner")
+        .annotate(claims=Sum("claims"), reports=Sum("reports")),
+        *consults_in(scope)
         .filter(claimed | signed, owner__isnull=False)
         .values("owner")
-        .annotate(claims=Count("pk", filter=claimed), reports=Count("pk", filter=signed))
-    }
+        .annotate(claims=Count("pk", filter=claimed), reports=Count("pk", filter=signed)),
+    ]:
+        before = counts.get(row["owner"], (0, 0))
+        counts[row["owner"]] = (before[0] + row["claims"], before[1] + row["reports"])
+    counts = {owner: n for owner, n in counts.items() if n != (0, 0)}
     doctors = Doctor.objects.filter(pk__in=list(counts)).select_related("user", "institution") if counts else []
     ranked = sorted(doctors, key=lambda d: (-counts[d.pk][1], -counts[d.pk][0], d.display_name))
     rows = [[d.display_name, d.institution.name, *counts[d.pk]] for d in ranked]

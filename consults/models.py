@@ -237,6 +237,16 @@ class Consult(models.Model):
             models.Index(fields=["requesting_institution", "status"]),
             models.Index(fields=["specialist", "status"]),
             models.Index(fields=["requested_at"], name="consults_figures_requested"),
+            # The figures' live claims and signatures after the roll-up (consults.figures).
+            models.Index(fields=["claimed_at"], name="consults_figures_claimed"),
+            models.Index(fields=["completed_at"], name="consults_figures_completed"),
+            # The oldest open consult, where the figures' roll-up stops: without it PostgreSQL
+            # walks consults_figures_requested from the oldest consult of the year.
+            models.Index(
+                fields=["requested_at"],
+                condition=models.Q(status__in=["requested", "accepted", "in-progress", "on-hold"]),
+                name="consults_open_requested",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -250,6 +260,64 @@ class Consult(models.Model):
     @property
     def is_open(self) -> bool:
         return self.status in OPEN_STATUSES
+
+
+class ConsultMonth(models.Model):
+    """The figures' roll-up of closed months (in settings.TIME_ZONE): consults requested in
+    `month` (its first day), per requesting, pool and named specialist's institution,
+    priority and modality, with how many were signed, signed in time and breached, and the
+    signed ones' turnarounds (seconds, sorted float64, little-endian) so that the turnaround
+    percentiles stay exact. Only months whose consults are all closed are rolled up (a
+    closed consult changes no more), so the rows never go stale; the rest is counted live.
+    Derived data, rewritten by consults.figures.roll_up_consult_days."""
+
+    month = models.DateField()
+    requesting_institution = models.ForeignKey(Institution, on_delete=models.CASCADE, related_name="+")
+    pool_institution = models.ForeignKey(Institution, on_delete=models.CASCADE, null=True, related_name="+")
+    specialist_institution = models.ForeignKey(Institution, on_delete=models.CASCADE, null=True, related_name="+")
+    priority = models.CharField(max_length=16)
+    modality = models.CharField(max_length=16, blank=True)
+    requested = models.PositiveIntegerField()
+    signed = models.PositiveIntegerField()
+    in_time = models.PositiveIntegerField()
+    breached = models.PositiveIntegerField()
+    turnarounds = models.BinaryField()
+
+    class Meta:
+        indexes = [models.Index(fields=["month"], name="consults_month_month")]
+
+    def __str__(self) -> str:
+        return f"{self.month} {self.requesting_institution_id} {self.priority}: {self.requested}"
+
+
+class ReaderDay(models.Model):
+    """The figures' roll-up of claims and signatures per specialist and closed day (a claim
+    counts on the day of the consult's claimed_at, a report on its completed_at), with the
+    consult's institutions as in ConsultMonth. Rewritten with it."""
+
+    day = models.DateField()
+    owner = models.ForeignKey(Doctor, on_delete=models.CASCADE, related_name="+")
+    requesting_institution = models.ForeignKey(Institution, on_delete=models.CASCADE, related_name="+")
+    pool_institution = models.ForeignKey(Institution, on_delete=models.CASCADE, null=True, related_name="+")
+    specialist_institution = models.ForeignKey(Institution, on_delete=models.CASCADE, null=True, related_name="+")
+    claims = models.PositiveIntegerField()
+    reports = models.PositiveIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["day"], name="consults_reader_day_day")]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.owner_id}: {self.claims}/{self.reports}"
+
+
+class ConsultRollUp(models.Model):
+    """One row: ConsultMonth and ReaderDay hold every day before `until` (exclusive, the
+    first day of a month)."""
+
+    until = models.DateField()
+
+    def __str__(self) -> str:
+        return f"consult days until {self.until}"
 
 
 class ConsultTransition(models.Model):

@@ -112,3 +112,11 @@ def report_into_studies(version_id: int) -> list[str]:
 
     version = ReportVersion.objects.select_related("report__consult", "signed_by__institution").get(pk=version_id)
     return report_objects.report_into_studies(version=version)
+
+
+@shared_task
+def roll_up_consult_days() -> int:
+    """The beat job keeping the figures' per-day sums of closed consults (consults.figures)."""
+    from consults.figures import roll_up_consult_days as roll_up
+
+    return roll_up()

@@ -214,6 +214,16 @@ def may_delete_study(principal: Principal, study: Study) -> bool:
     )
 
 
+def may_move_series(principal: Principal, study: Study) -> bool:
+    """An admin of the institution that owns the study moves a misfiled series out of it."""
+    return (
+        principal.doctor is not None
+        and principal.has_role(Role.INSTITUTION_ADMIN)
+        and study.institution_id == principal.institution_id
+        and study.deleted_at is None
+    )
+
+
 def may_correct_patient(principal: Principal, patient: Patient) -> bool:
     """An admin of the institution that issued the Patient ID corrects its demographics (one issuer)."""
     return (

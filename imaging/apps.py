@@ -8,7 +8,7 @@ class ImagingConfig(AppConfig):
 
     def ready(self) -> None:
         from alliance import audit, figures
-        from imaging import film_figures, selectors
+        from imaging import break_glass_figures, film_figures, selectors
         from imaging.figures import compute
 
         figures.register(
@@ -24,6 +24,13 @@ class ImagingConfig(AppConfig):
             film_figures.compute,
             order=60,
             description=_("Printed film the patients did not need, and what it would have cost."),
+        )
+        figures.register(
+            "break_glass",
+            _("Emergency access"),
+            break_glass_figures.compute,
+            order=70,
+            description=_("Studies opened outside the grants in an emergency, and their review."),
         )
         audit.register_lookup("patient", selectors.patient_audit_keys)
         audit.register_lookup("study", selectors.study_audit_keys)

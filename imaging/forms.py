@@ -11,6 +11,7 @@ from django.utils.translation import gettext_lazy as _
 from alliance import access
 from alliance.access import Principal
 from alliance.models import Institution
+from imaging.models import Study
 from imaging.selectors import StudyQuery
 
 MODALITIES = ["CT", "MR", "CR", "DX", "DR", "US", "MG", "PT", "NM", "XA", "RF", "ES", "OT", "SR"]
@@ -113,3 +114,26 @@ class PatientCorrectionForm(forms.Form):
         choices=[("", _("Unknown")), ("M", _("male")), ("F", _("female")), ("O", _("other"))],
     )
     reason = forms.CharField(label=_("Reason"), max_length=500, widget=forms.Textarea(attrs={"rows": 2}))
+
+
+class SeriesMoveForm(forms.Form):
+    """Where a misfiled series goes: another study of the same patient and institution."""
+
+    target = forms.ModelChoiceField(
+        label=_("Move to study"),
+        queryset=Study.objects.none(),
+        empty_label=None,
+        error_messages={"invalid_choice": _("Move to study: choose another study of this patient.")},
+    )
+    reason = forms.CharField(label=_("Reason"), max_length=500, widget=forms.Textarea(attrs={"rows": 2}))
+
+    def __init__(self, *args: Any, targets: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["target"].queryset = targets  # type: ignore[attr-defined]
+        self.fields["target"].label_from_instance = _target_label  # type: ignore[attr-defined]
+
+
+def _target_label(study: Any) -> str:
+    date = study.study_date.strftime("%Y-%m-%d") if study.study_date else "—"
+    parts = [date, study.description or "", study.accession_number or "", study.study_uid]
+    return " · ".join(p for p in parts if p)

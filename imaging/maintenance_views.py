@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 from alliance import audit
 from alliance.access import principal_of
 from imaging import access, maintenance
-from imaging.forms import PatientCorrectionForm
+from imaging.forms import PatientCorrectionForm, SeriesMoveForm
 from imaging.models import Patient
 
 
@@ -64,3 +64,31 @@ def study_delete(request: HttpRequest, study_uid: str) -> HttpResponse:
     days = maintenance.RETENTION_DAYS
     messages.success(request, _("The study is deleted; its files are removed after %(days)d days.") % {"days": days})
     return redirect("imaging:study_list")
+
+
+@login_required
+def series_move(request: HttpRequest, study_uid: str, series_uid: str) -> HttpResponse:
+    """Move a misfiled series to another study of the patient: choose, confirm, move."""
+    principal = principal_of(request)
+    study = access.get_study_for(principal, study_uid)
+    if not access.may_move_series(principal, study):
+        raise PermissionDenied(_("Only an admin of the institution that owns the study moves its series."))
+    series = get_object_or_404(study.series.all(), series_uid=series_uid)
+    form = SeriesMoveForm(request.POST or None, targets=maintenance.move_targets(study))
+    confirming = False
+    if request.method == "POST" and form.is_valid():
+        if request.POST.get("confirm") != "1":
+            confirming = True
+        else:
+            target = form.cleaned_data["target"]
+            try:
+                maintenance.series_move(by=principal, series=series, target=target, reason=form.cleaned_data["reason"])
+            except ValidationError as exc:
+                for field, errors in exc.message_dict.items():
+                    form.add_error(field if field in form.fields else None, errors)
+            else:
+                messages.success(request, _("The series is moved; its images now belong to this study."))
+                return redirect("imaging:study_detail", study_uid=target.study_uid)
+    audit.read(request, study, "series.move.view", access.OWN_INSTITUTION)
+    context = {"form": form, "study": study, "series": series, "confirming": confirming}
+    return render(request, "imaging/series_move.html", context)

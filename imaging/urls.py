@@ -21,6 +21,7 @@ urlpatterns = [
     path("break-glass/reviews/<int:pk>/", emergency.break_glass_review, name="break_glass_review"),
     path("patients/<int:pk>/correct/", maintenance_views.patient_correct, name="patient_correct"),
     path("studies/<str:study_uid>/delete/", maintenance_views.study_delete, name="study_delete"),
+    path("studies/<str:study_uid>/series/<str:series_uid>/move/", maintenance_views.series_move, name="series_move"),
     path("upload/", views.upload, name="upload"),
     path("upload/files/", views.upload_files, name="upload_files"),
     path("films/new/", film_desk.new, name="film_new"),

@@ -130,6 +130,7 @@ def study_detail(request: HttpRequest, study_uid: str) -> HttpResponse:
         "emergency": access.active_break_glass(principal, study),
         "may_correct_patient": access.may_correct_patient(principal, study.patient),
         "may_delete_study": access.may_delete_study(principal, study),
+        "may_move_series": access.may_move_series(principal, study),
         "retention_days": maintenance.RETENTION_DAYS,
         "study_cases": study_cases.cases_of(principal, [study.pk]).get(study.pk, []),
     }

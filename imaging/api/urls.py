@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from imaging.api import break_glass, films, views
+from imaging.api import break_glass, films, maintenance, views
 
 urlpatterns = [
     path("studies/", views.StudyList.as_view(), name="api-study-list"),
@@ -11,6 +11,7 @@ urlpatterns = [
     path("films/", films.FilmList.as_view(), name="api-film-list"),
     path("films/<int:pk>/revoke/", films.FilmRevoke.as_view(), name="api-film-revoke"),
     path("series/<str:series_uid>/instances/", views.SeriesInstanceList.as_view(), name="api-series-instances"),
+    path("series/<str:series_uid>/move/", maintenance.SeriesMove.as_view(), name="api-series-move"),
     path("break-glass/", break_glass.BreakGlassOpen.as_view(), name="api-break-glass"),
     path("break-glass/reviews/", break_glass.BreakGlassReviews.as_view(), name="api-break-glass-reviews"),
     path("break-glass/reviews/<int:pk>/", break_glass.BreakGlassReviewAction.as_view(), name="api-break-glass-review"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from typing import Any
 
 import pytest
@@ -18,7 +18,10 @@ from django.utils.functional import Promise
 from alliance import figures
 from alliance.access import figures_institutions_for, resolve_principal
 from alliance.models import AuditEvent
+from consults import tasks as consult_tasks
 from consults.figures import compute as consult_figures
+from consults.figures import roll_up_consult_days
+from consults.models import Consult, ConsultMonth, ConsultRollUp, ReaderDay, Status
 from imaging.figures import compute as imaging_figures
 from imaging.figures import roll_up_received_days
 from imaging.models import ReceivedDay, Study
@@ -137,6 +140,58 @@ def test_roll_up_sums_again_the_last_days_where_studies_still_grow(world: Any) -
     roll_up_received_days(now=fx.at(3, 6, 12))
     day = ReceivedDay.objects.get(institution=world.clin_a, day=fx.at(3, 3).date())
     assert (day.studies, day.size_bytes) == (2, 4 * 10**9)
+
+
+def every_consult_table(world: Any) -> list[dict[str, list[list[Any]]]]:
+    """The consults' tables for the alliance admin, a requesting and a receiving institution."""
+    scopes = [
+        scope_of(world.alliance_admin),
+        scope_of(world.inst_admin_a),
+        scope_of(world.hosp_admin),
+        scope_of(world.alliance_admin, only=world.clin_b),
+    ]
+    whole = [figures.Scope(**{**vars(scopes[0]), "whole_alliance": True})]
+    return [tables(consult_figures(scope)) for scope in [*scopes, *whole]]
+
+
+@pytest.mark.parametrize("rolled_up_to", [(3, 4), (3, 25), (6, 1)])
+def test_consult_roll_up_and_live_days_give_the_same_figures(world: Any, rolled_up_to: tuple[int, int]) -> None:
+    """The consults' roll-up ends before the range, or stops at the month of the oldest open
+    consult (c7, 03-20): every table of every institution stays the same."""
+    live = every_consult_table(world)
+    roll_up_consult_days(now=fx.at(*rolled_up_to, 12))
+    roll_up_consult_days(now=fx.at(*rolled_up_to, 13))  # a second run changes nothing
+    assert ConsultMonth.objects.filter(month=fx.at(2, 1).date()).exists()
+    assert every_consult_table(world) == live
+
+
+def test_consult_roll_up_stops_at_the_month_of_the_oldest_open_consult(world: Any) -> None:
+    roll_up_consult_days(now=fx.at(6, 1, 12))
+    assert ConsultRollUp.objects.get().until == fx.at(3, 1).date()
+    assert not ConsultMonth.objects.filter(month__gte=fx.at(3, 1).date()).exists()
+
+
+def test_consult_roll_up_of_every_closed_day_gives_the_same_figures(world: Any) -> None:
+    """With every consult closed, the whole range is summed from the roll-ups (March and
+    April whole; a range cut inside a month reads its edges live)."""
+    Consult.objects.filter(status__in=[Status.REQUESTED, Status.ACCEPTED]).update(status=Status.CANCELLED)
+    live = every_consult_table(world)
+    cut = scope_of(world.alliance_admin)
+    cut = figures.Scope(**{**vars(cut), "start": fx.at(3, 3), "end": fx.at(4, 15)})
+    live_cut = tables(consult_figures(cut))
+    roll_up_consult_days(now=timezone.now() + timedelta(days=40))
+    assert ConsultRollUp.objects.get().until > fx.at(5, 1).date()
+    assert ConsultMonth.objects.filter(month=fx.at(3, 1).date(), signed__gt=0).exists()
+    assert ReaderDay.objects.filter(day__lt=fx.at(5, 1).date()).exists()
+    assert every_consult_table(world) == live
+    assert tables(consult_figures(cut)) == live_cut
+
+
+def test_the_consult_roll_up_is_an_hourly_beat_job(world: Any, settings: Any) -> None:
+    entry = settings.CELERY_BEAT_SCHEDULE["figures-consult-days"]
+    assert entry == {"task": "consults.tasks.roll_up_consult_days", "schedule": 3600.0}
+    assert consult_tasks.roll_up_consult_days() > 0  # February, before c7 (03-20) still open
+    assert ConsultMonth.objects.filter(month=fx.at(2, 1).date(), signed=1).exists()
 
 
 @pytest.mark.parametrize("key", ["volume-month", "volume-modality", "turnaround", "breaches", "backlog", "readers"])
@@ -293,4 +348,6 @@ def test_page_makes_the_same_number_of_queries_whatever_the_data(world: Any) -> 
     with CaptureQueriesContext(connection) as after:
         client.get(reverse("figures"), fx.RANGE)
     assert len(after) == len(before)
-    assert len(before) <= 28  # 25, and 3 for the critical results' section (consults/figures_critical.py)
+    assert (
+        len(before) <= 34
+    )  # 31 with the consults' roll-up (its mark, the oldest open consult, sums), 3 for critical results
