@@ -10,11 +10,13 @@ with them as the statement `insert_prepared` gives.
 from __future__ import annotations
 
 import functools
+import ipaddress
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack
 
+from django.conf import settings
 from django.db import connection, models
 from django.db.models.sql import InsertQuery
 from django.utils import timezone
@@ -59,11 +61,34 @@ SYSTEM = Actor("system", name="system")
 
 
 def source_of(request: HttpRequest | None) -> str:
-    """The network address a web request came from (the proxy's view when behind one)."""
+    """The network address a web request came from. X-Forwarded-For is believed only when the
+    socket's peer is a proxy the deployment named (settings.TRUSTED_PROXIES): then the client is
+    the right-most address in it that is not one of those proxies, since every hop appends the
+    address it saw and anything left of that the client may have written itself."""
     if request is None:
         return ""
-    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-    return forwarded.split(",")[0].strip() or request.META.get("REMOTE_ADDR", "")
+    remote = request.META.get("REMOTE_ADDR", "")
+    if not _is_trusted_proxy(remote):
+        return remote
+    hops = [hop.strip() for hop in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _is_trusted_proxy(hop):
+            return hop
+    return hops[0] if hops else remote
+
+
+def _is_trusted_proxy(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted_proxy_networks(tuple(settings.TRUSTED_PROXIES)))
+
+
+@functools.lru_cache(maxsize=8)
+def trusted_proxy_networks(entries: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """settings.TRUSTED_PROXIES (addresses or CIDRs) as networks; settings checked them at start-up."""
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
 
 
 class EventFields(TypedDict, total=False):

@@ -5,6 +5,7 @@ defaults give the embedded mode: SQLite, files under DATA_DIR, Celery over kombu
 filesystem transport. DATABASE_URL, CELERY_BROKER_URL and S3_* switch to the real parts.
 """
 
+import ipaddress
 from pathlib import Path
 
 import dj_database_url
@@ -350,3 +351,13 @@ LOGGING = {
         "kombu.connection": {"level": "ERROR" if CELERY_BROKER_URL == "filesystem://" else "WARNING"},
     },
 }
+
+# --- audit: trusted proxies, transport security, export (issue 22, items 3, 5, 8) -------
+# The audit's source address (alliance.audit.source_of) reads X-Forwarded-For only from these
+# peers: the addresses or CIDRs of the reverse proxies in front (e.g. "127.0.0.1,10.0.0.0/8").
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
+for _proxy in TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(f"TRUSTED_PROXIES: {_proxy!r} is not an address or CIDR") from None
