@@ -1,6 +1,7 @@
 """Request middleware: who is asking (request.principal), deactivation at once, a strict CSP,
 and 503 rather than 500 while the database is unavailable."""
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +14,7 @@ from django.shortcuts import render
 from django.template import loader
 from django.utils.translation import gettext
 
+from alliance import audit
 from alliance.access import module_off_message, module_refused, principal_of, resolve_principal
 from alliance.pdf import MissingFont
 
@@ -42,6 +44,22 @@ class ActiveDoctorMiddleware:
             principal = resolve_principal(request.user)  # now anonymous
         request.principal = principal  # type: ignore[attr-defined]
         return self.get_response(request)
+
+
+class AuditContextMiddleware:
+    """Refused reads (alliance.audit.denied) name this request's route and source, and are
+    written once the response has been sent (Django calls a response's closers after the server
+    has sent it), so a refusal answers as fast as a missing object's 404."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        with audit.collecting_denials(request) as denials:
+            response = self.get_response(request)
+        if denials:
+            response._resource_closers.append(functools.partial(audit.record_denials, denials))
+        return response
 
 
 class ContentSecurityPolicyMiddleware:

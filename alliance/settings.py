@@ -361,3 +361,8 @@ for _proxy in TRUSTED_PROXIES:
         ipaddress.ip_network(_proxy, strict=False)
     except ValueError:
         raise ImproperlyConfigured(f"TRUSTED_PROXIES: {_proxy!r} is not an address or CIDR") from None
+# Refused reads are audited after their response is sent (alliance.middleware.AuditContextMiddleware).
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("alliance.middleware.ActiveDoctorMiddleware") + 1, "alliance.middleware.AuditContextMiddleware"
+)
+CELERY_BEAT_SCHEDULE["denied-read-counts"] = {"task": "alliance.tasks.summarize_denied_reads", "schedule": 60.0}
