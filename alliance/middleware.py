@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import logout
 from django.db import InterfaceError, OperationalError
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import render
 from django.template import loader
 from django.utils.translation import gettext
@@ -60,6 +60,27 @@ class AuditContextMiddleware:
         if denials:
             response._resource_closers.append(functools.partial(audit.record_denials, denials))
         return response
+
+
+class NoStoreMiddleware:
+    """Every answer may carry patient data, so none is kept by a browser or a shared cache
+    (Cache-Control: no-store), unless its view chose otherwise: pixel data may be cached
+    privately (alliance.middleware.cache_privately). Static files are answered before this."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if "Cache-Control" not in response.headers:
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+
+def cache_privately(response: HttpResponseBase, seconds: int) -> HttpResponseBase:
+    """Pixel data: the browser of the one who asked may keep it, no shared cache may."""
+    response.headers["Cache-Control"] = f"private, max-age={seconds}"
+    return response
 
 
 class ContentSecurityPolicyMiddleware:

@@ -366,3 +366,22 @@ MIDDLEWARE.insert(
     MIDDLEWARE.index("alliance.middleware.ActiveDoctorMiddleware") + 1, "alliance.middleware.AuditContextMiddleware"
 )
 CELERY_BEAT_SCHEDULE["denied-read-counts"] = {"task": "alliance.tasks.summarize_denied_reads", "schedule": 60.0}
+
+# Transport security (issue 22 item 8). TLS=on says the site is served over HTTPS (by the
+# reverse proxy in deploy/nginx, which sets X-Forwarded-Proto): plain HTTP is redirected, HSTS
+# is sent (HSTS_SECONDS; preload on unless HSTS_PRELOAD=0: it only matters once the domain is
+# submitted to the browsers' list), and cookies are Secure. The production settings are
+# DEBUG=0, ALLOW_DEV_SECRET_KEY=0 with a SECRET_KEY, ALLOWED_HOSTS and TLS=on (README).
+TLS = env_bool("TLS", False)
+if TLS:
+    SECURE_SSL_REDIRECT = True
+    SECURE_HSTS_SECONDS = env_int("HSTS_SECONDS", 365 * 86400, minimum=1)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("HSTS_PRELOAD", True)
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    if env_bool("BEHIND_TLS_PROXY", True):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Responses carry Cache-Control: no-store unless their view chose private caching (pixel data).
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("whitenoise.middleware.WhiteNoiseMiddleware") + 1, "alliance.middleware.NoStoreMiddleware"
+)
