@@ -385,3 +385,8 @@ if TLS:
 MIDDLEWARE.insert(
     MIDDLEWARE.index("whitenoise.middleware.WhiteNoiseMiddleware") + 1, "alliance.middleware.NoStoreMiddleware"
 )
+# Bad input (issue 22 item 9): REST paging parameters are checked (400 naming the parameter).
+REST_FRAMEWORK["DEFAULT_PAGINATION_CLASS"] = "alliance.api.pagination.StrictLimitOffsetPagination"
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("alliance.middleware.AuditContextMiddleware") + 1, "alliance.middleware.NulInQueryMiddleware"
+)
