@@ -390,3 +390,12 @@ REST_FRAMEWORK["DEFAULT_PAGINATION_CLASS"] = "alliance.api.pagination.StrictLimi
 MIDDLEWARE.insert(
     MIDDLEWARE.index("alliance.middleware.AuditContextMiddleware") + 1, "alliance.middleware.NulInQueryMiddleware"
 )
+# The audit trail is append-only against the app's own database role too (issue 22 item 4):
+# DATABASE_URL is the app's role (INSERT and SELECT on the audit table, owner of nothing);
+# `manage.py migrate` connects as DATABASE_MIGRATE_URL, the owner, when it is set. Both roles
+# are made by `manage.py db_roles` (deploy/postgres/README.md).
+DATABASE_MIGRATE_URL = env_str("DATABASE_MIGRATE_URL", "")
+if DATABASE_MIGRATE_URL and not DATABASE_MIGRATE_URL.startswith(("postgres://", "postgresql://")):
+    raise ImproperlyConfigured(
+        "DATABASE_MIGRATE_URL must be a postgres:// URL (the owner role of DATABASE_URL's database)"
+    )
