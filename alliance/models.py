@@ -242,6 +242,20 @@ class DeniedReadTally(models.Model):
         return f"{self.minute:%Y-%m-%d %H:%M} {actor} {self.object_type}:{self.object_id} x{self.count}"
 
 
+class AtnaOutbox(models.Model):
+    """Audit events not yet sent to the ATNA collector (alliance.atna). A trigger adds each
+    event's id in the transaction that writes the event (migration 0005); the sender removes
+    them once sent."""
+
+    event_id = models.BigIntegerField(primary_key=True)
+
+    class Meta:
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return f"ATNA outbox: event {self.event_id}"
+
+
 def default_film_sheets() -> dict[str, int]:
     """Printed film sheets a study would have cost, by modality (C8 figures)."""
     return {"CT": 2, "MR": 2, "DX": 1, "CR": 1, "DR": 1, "MG": 1, "RF": 1, "XA": 1, "US": 1}

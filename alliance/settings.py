@@ -399,3 +399,28 @@ if DATABASE_MIGRATE_URL and not DATABASE_MIGRATE_URL.startswith(("postgres://", 
     raise ImproperlyConfigured(
         "DATABASE_MIGRATE_URL must be a postgres:// URL (the owner role of DATABASE_URL's database)"
     )
+# IHE ATNA export (issue 22 item 5, alliance/atna.py): the audit trail is also sent to this
+# syslog collector as DICOM PS3.15 A.5 messages: tcp://host:port, or tls://host:port (RFC 5425)
+# with ATNA_SYSLOG_CA (the collector's CA file) and, for mutual TLS, ATNA_SYSLOG_CERT and
+# ATNA_SYSLOG_KEY. Empty: no export. Beat sends what is pending every ATNA_SEND_SECONDS.
+ATNA_SYSLOG_URL = env_str("ATNA_SYSLOG_URL", "")
+if ATNA_SYSLOG_URL:
+    from urllib.parse import urlsplit as _urlsplit
+
+    _atna = _urlsplit(ATNA_SYSLOG_URL)
+    try:
+        _atna_port = _atna.port
+    except ValueError:
+        _atna_port = None
+    if _atna.scheme not in {"tcp", "tls"} or not _atna.hostname or not _atna_port:
+        raise ImproperlyConfigured(f"ATNA_SYSLOG_URL={ATNA_SYSLOG_URL!r} must be tcp://host:port or tls://host:port")
+ATNA_SYSLOG_CA = env_str("ATNA_SYSLOG_CA", "")
+ATNA_SYSLOG_CERT = env_str("ATNA_SYSLOG_CERT", "")
+ATNA_SYSLOG_KEY = env_str("ATNA_SYSLOG_KEY", "")
+ATNA_SOURCE_ID = env_str("ATNA_SOURCE_ID", SITE_URL.split("://")[-1].split("/")[0])
+ATNA_ENTERPRISE_SITE_ID = env_str("ATNA_ENTERPRISE_SITE_ID", ATNA_SOURCE_ID)
+ATNA_APP_NAME = env_str("ATNA_APP_NAME", "cloudpacs")
+CELERY_BEAT_SCHEDULE["atna-export"] = {
+    "task": "alliance.tasks.send_atna",
+    "schedule": float(env_int("ATNA_SEND_SECONDS", 10, minimum=1)),
+}

@@ -134,7 +134,11 @@ def test_a_refused_referral_is_a_denied_read(alliance_world: Any) -> None:
     response = stranger_client(alliance_world).get(reverse("referrals:detail", args=[referral.pk]))
     assert response.status_code == 404
     (event,) = denied_events()
-    assert (event.object_type, event.object_id, event.patient) == ("referral", str(referral.pk), str(referral.patient_id))
+    assert (event.object_type, event.object_id, event.patient) == (
+        "referral",
+        str(referral.pk),
+        str(referral.patient_id),
+    )
     with pytest.raises(Exception, match="No such referral"):
         referral_access.get_referral_for(resolve_principal(alliance_world.stranger.user), referral.pk + 1000)
     assert len(denied_events()) == 1

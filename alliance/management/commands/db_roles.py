@@ -24,6 +24,8 @@ from django.db import connection, transaction
 
 from alliance.models import AuditEvent
 
+# The functions of the audit table's triggers (migrations alliance/0002 and 0005).
+TRIGGER_FUNCTIONS = ("alliance_auditevent_append_only", "alliance_atna_outbox_add")
 ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -38,7 +40,7 @@ def statements(owner: str, app: str, *, database: str, tables: list[str], sequen
         f"REVOKE CREATE ON SCHEMA public FROM {a}",
         *(f"ALTER TABLE public.{_q(t)} OWNER TO {o}" for t in tables),
         *(f"ALTER SEQUENCE public.{_q(s)} OWNER TO {o}" for s in sequences),
-        f"ALTER FUNCTION public.alliance_auditevent_append_only() OWNER TO {o}",
+        *(f"ALTER FUNCTION public.{name}() OWNER TO {o}" for name in TRIGGER_FUNCTIONS),
         f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {a}",
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {a}",
         f"REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON public.{audit_table} FROM {a}",
