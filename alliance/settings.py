@@ -424,3 +424,5 @@ CELERY_BEAT_SCHEDULE["atna-export"] = {
     "task": "alliance.tasks.send_atna",
     "schedule": float(env_int("ATNA_SEND_SECONDS", 10, minimum=1)),
 }
+# No page is framed but the viewer inside a consult's report (imaging.viewer.views.study).
+X_FRAME_OPTIONS = "DENY"
