@@ -110,7 +110,11 @@ BY_PREFIX: dict[str, tuple[Code, str, Code | None]] = {
     "pool": (SECURITY_ALERT, "E", SECURITY_ROLES_CHANGED),
     "device": (SECURITY_ALERT, "E", NETWORK_CONFIGURATION),
 }
-OUTCOMES = {AuditEvent.Outcome.SUCCESS: "0", AuditEvent.Outcome.DENIED: "4", AuditEvent.Outcome.FAILURE: "8"}
+OUTCOMES: dict[str, str] = {
+    AuditEvent.Outcome.SUCCESS: "0",
+    AuditEvent.Outcome.DENIED: "4",
+    AuditEvent.Outcome.FAILURE: "8",
+}
 # ParticipantObjectIDTypeCode of the objects DICOM names (PS3.16 CID 404); ours are local codes.
 DICOM_OBJECTS = {
     "study": dcm("110180", "Study Instance UID"),
@@ -220,7 +224,7 @@ def syslog_frame(event: AuditEvent, payload: bytes) -> bytes:
 
 def _connect() -> socket.socket:
     target = urlsplit(settings.ATNA_SYSLOG_URL)
-    raw = socket.create_connection((target.hostname, target.port), timeout=TIMEOUT_SECONDS)
+    raw = socket.create_connection((target.hostname, target.port or 0), timeout=TIMEOUT_SECONDS)
     if target.scheme != "tls":
         return raw
     context = ssl.create_default_context(cafile=settings.ATNA_SYSLOG_CA or None)

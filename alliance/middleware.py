@@ -4,7 +4,7 @@ and 503 rather than 500 while the database is unavailable."""
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.contrib.auth import logout
@@ -19,6 +19,7 @@ from alliance.access import module_off_message, module_refused, principal_of, re
 from alliance.pdf import MissingFont
 
 log = logging.getLogger(__name__)
+R = TypeVar("R", bound=HttpResponseBase)
 
 # What a lost or refused database connection raises (psycopg2's OperationalError and
 # InterfaceError, through Django's wrappers).
@@ -58,7 +59,9 @@ class AuditContextMiddleware:
         with audit.collecting_denials(request) as denials:
             response = self.get_response(request)
         if denials:
-            response._resource_closers.append(functools.partial(audit.record_denials, denials))
+            response._resource_closers.append(  # type: ignore[attr-defined]
+                functools.partial(audit.record_denials, denials)
+            )
         return response
 
 
@@ -77,7 +80,7 @@ class NoStoreMiddleware:
         return response
 
 
-def cache_privately(response: HttpResponseBase, seconds: int) -> HttpResponseBase:
+def cache_privately(response: R, seconds: int) -> R:
     """Pixel data: the browser of the one who asked may keep it, no shared cache may."""
     response.headers["Cache-Control"] = f"private, max-age={seconds}"
     return response

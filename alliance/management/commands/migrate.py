@@ -24,5 +24,5 @@ class Command(DjangoMigrate):
             owner = dj_database_url.parse(url)
             connection = connections["default"]
             connection.close()
-            connection.settings_dict.update({key: owner[key] for key in OWNER_FIELDS if key in owner})
+            connection.settings_dict.update({key: owner[key] for key in OWNER_FIELDS if key in owner})  # type: ignore[literal-required]
         super().handle(*args, **options)
