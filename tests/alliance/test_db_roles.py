@@ -96,3 +96,26 @@ def test_role_names_are_quoted_and_the_audit_table_is_revoked() -> None:
     sql = statements("own", "app", database="db", tables=["alliance_auditevent"], sequences=[])
     assert 'REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON public."alliance_auditevent" FROM "app"' in sql
     assert 'ALTER TABLE public."alliance_auditevent" OWNER TO "own"' in sql
+
+
+def test_migrate_connects_as_the_owner_of_database_migrate_url() -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    role = f"no_such_owner_{uuid.uuid4().hex[:8]}"
+    s = connection.settings_dict
+    env = {
+        **os.environ,
+        "DATABASE_MIGRATE_URL": f"postgres://{role}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}",
+    }
+    result = subprocess.run(  # noqa: S603 - our own interpreter and manage.py
+        [sys.executable, "manage.py", "migrate", "--plan"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0 and f'role "{role}" does not exist' in result.stderr
