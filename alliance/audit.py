@@ -10,16 +10,20 @@ with them as the statement `insert_prepared` gives.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import ipaddress
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack
 
-from django.db import connection, models
+from django.conf import settings
+from django.db import connection, models, transaction
 from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
-from alliance.models import AuditEvent
+from alliance.models import AuditEvent, DeniedReadTally
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -59,11 +63,34 @@ SYSTEM = Actor("system", name="system")
 
 
 def source_of(request: HttpRequest | None) -> str:
-    """The network address a web request came from (the proxy's view when behind one)."""
+    """The network address a web request came from. X-Forwarded-For is believed only when the
+    socket's peer is a proxy the deployment named (settings.TRUSTED_PROXIES): then the client is
+    the right-most address in it that is not one of those proxies, since every hop appends the
+    address it saw and anything left of that the client may have written itself."""
     if request is None:
         return ""
-    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-    return forwarded.split(",")[0].strip() or request.META.get("REMOTE_ADDR", "")
+    remote = request.META.get("REMOTE_ADDR", "")
+    if not _is_trusted_proxy(remote):
+        return remote
+    hops = [hop.strip() for hop in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _is_trusted_proxy(hop):
+            return hop
+    return hops[0] if hops else remote
+
+
+def _is_trusted_proxy(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted_proxy_networks(tuple(settings.TRUSTED_PROXIES)))
+
+
+@functools.lru_cache(maxsize=8)
+def trusted_proxy_networks(entries: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """settings.TRUSTED_PROXIES (addresses or CIDRs) as networks; settings checked them at start-up."""
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
 
 
 class EventFields(TypedDict, total=False):
@@ -250,3 +277,162 @@ def summary(detail: Any, limit: int = 160) -> str:
 def patient_label(value: str, labels: Mapping[str, str]) -> str:
     """The patient column as people read it (several patients are comma-separated)."""
     return ", ".join(labels.get(part, part) for part in value.split(",")) if value else ""
+
+
+# --- refused reads ----------------------------------------------------------------------
+#
+# An access function that answers 404 for an object that exists but is not the caller's calls
+# `denied`. Within a web request (alliance.middleware.AuditContextMiddleware) the event is
+# written after the response has gone out, so the refusal costs the caller no more time than a
+# missing object's 404 (the access function's one existence check is made in both cases).
+
+
+@dataclass(frozen=True)
+class Denial:
+    actor: Actor
+    object_type: str
+    object_id: str
+    patient: str
+    route: str
+    source: str
+    time: datetime
+
+
+_request: ContextVar[HttpRequest | None] = ContextVar("alliance_audit_request", default=None)
+_pending: ContextVar[list[Denial] | None] = ContextVar("alliance_audit_denials", default=None)
+
+DENIED_READ = "read.denied"
+DENIED_READ_COUNT = "read.denied.count"
+
+
+def route_of(request: HttpRequest | None) -> str:
+    """The URL pattern a request matched (its name), else its path; "" outside a request."""
+    if request is None:
+        return ""
+    match = getattr(request, "resolver_match", None)
+    return (match.view_name if match is not None and match.view_name else request.path)[:200]
+
+
+def denied(actor: Actor, object_type: str, object_id: str | int, patient: str = "") -> None:
+    """A read of an existing object refused to this actor (the caller answers 404). The route and
+    source come from the web request being served, if any."""
+    request = _request.get()
+    denial = Denial(
+        actor, object_type, str(object_id)[:128], patient, route_of(request), source_of(request), timezone.now()
+    )
+    pending = _pending.get()
+    if pending is None:
+        record_denials([denial])
+    else:
+        pending.append(denial)
+
+
+@contextmanager
+def collecting_denials(request: HttpRequest) -> Iterator[list[Denial]]:
+    """Within: `denied` names this request's route and source, and keeps its denials in the list
+    given, for the caller to pass to record_denials once the response is sent."""
+    pending: list[Denial] = []
+    request_token = _request.set(request)
+    pending_token = _pending.set(pending)
+    try:
+        yield pending
+    finally:
+        _pending.reset(pending_token)
+        _request.reset(request_token)
+
+
+def record_denials(denials: Sequence[Denial]) -> None:
+    for denial in denials:
+        _tally(denial)
+
+
+def _tally(denial: Denial) -> None:
+    """Count the denial in its minute; the first of the minute is written as an audit event."""
+    minute = denial.time.replace(second=0, microsecond=0)
+    with transaction.atomic():
+        count = _count_up(minute, denial)
+        if count == 1:
+            record(
+                actor=denial.actor,
+                action=DENIED_READ,
+                object_type=denial.object_type,
+                object_id=denial.object_id,
+                patient=denial.patient,
+                source=denial.source,
+                outcome=AuditEvent.Outcome.DENIED,
+                detail={"route": denial.route, "minute": minute.isoformat()},
+                time=denial.time,
+            )
+
+
+def _count_up(minute: datetime, denial: Denial) -> int:
+    """One statement, the same on PostgreSQL and SQLite (3.35+): insert the minute's tally or
+    add one to it, and say which count this denial made. The unique constraint serialises
+    concurrent denials, so exactly one of them sees 1."""
+    table = DeniedReadTally._meta.db_table
+    sql = (
+        f"INSERT INTO {table} (minute, actor_type, actor_id, object_type, object_id, count, summarized) "  # noqa: S608 - our table name
+        "VALUES (%s, %s, %s, %s, %s, 1, %s) "
+        "ON CONFLICT (minute, actor_type, actor_id, object_type, object_id) "
+        f"DO UPDATE SET count = {table}.count + 1 RETURNING count"
+    )
+    field = DeniedReadTally._meta.get_field("minute")
+    params = [
+        field.get_db_prep_save(minute, connection),
+        denial.actor.type,
+        denial.actor.id,
+        denial.object_type,
+        denial.object_id,
+        False,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        (count,) = cursor.fetchone()
+    return int(count)
+
+
+def summarize_denials(now: datetime | None = None) -> int:
+    """For every minute that is over and was refused more than once, one audit event with the
+    count (the first denial already has its own). Safe to run twice: a tally is marked once."""
+    cutoff = (now or timezone.now()).replace(second=0, microsecond=0)
+    written = 0
+    for tally_id in DeniedReadTally.objects.filter(summarized=False, minute__lt=cutoff).values_list("pk", flat=True):
+        written += _summarize(tally_id)
+    return written
+
+
+@transaction.atomic
+def _summarize(tally_id: int) -> int:
+    tally = DeniedReadTally.objects.select_for_update().filter(pk=tally_id, summarized=False).first()
+    if tally is None:
+        return 0
+    DeniedReadTally.objects.filter(pk=tally.pk).update(summarized=True)
+    if tally.count < 2:
+        return 0
+    first = (
+        AuditEvent.objects.filter(
+            action=DENIED_READ,
+            actor_type=tally.actor_type,
+            actor_id=tally.actor_id,
+            object_type=tally.object_type,
+            object_id=tally.object_id,
+            time__gte=tally.minute,
+        )
+        .order_by("time")
+        .first()
+    )
+    record(
+        actor=Actor(tally.actor_type, tally.actor_id, first.actor_name if first else "", None),
+        action=DENIED_READ_COUNT,
+        object_type=tally.object_type,
+        object_id=tally.object_id,
+        patient=first.patient if first else "",
+        source=first.source if first else "",
+        outcome=AuditEvent.Outcome.DENIED,
+        detail={
+            "count": tally.count,
+            "minute": tally.minute.isoformat(),
+            "route": first.detail.get("route", "") if first else "",
+        },
+    )
+    return 1

@@ -1,22 +1,25 @@
 """Request middleware: who is asking (request.principal), deactivation at once, a strict CSP,
 and 503 rather than 500 while the database is unavailable."""
 
+import functools
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.contrib.auth import logout
 from django.db import InterfaceError, OperationalError
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import render
 from django.template import loader
 from django.utils.translation import gettext
 
+from alliance import audit
 from alliance.access import module_off_message, module_refused, principal_of, resolve_principal
 from alliance.pdf import MissingFont
 
 log = logging.getLogger(__name__)
+R = TypeVar("R", bound=HttpResponseBase)
 
 # What a lost or refused database connection raises (psycopg2's OperationalError and
 # InterfaceError, through Django's wrappers).
@@ -42,6 +45,70 @@ class ActiveDoctorMiddleware:
             principal = resolve_principal(request.user)  # now anonymous
         request.principal = principal  # type: ignore[attr-defined]
         return self.get_response(request)
+
+
+class AuditContextMiddleware:
+    """Refused reads (alliance.audit.denied) name this request's route and source, and are
+    written once the response has been sent (Django calls a response's closers after the server
+    has sent it), so a refusal answers as fast as a missing object's 404."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        with audit.collecting_denials(request) as denials:
+            response = self.get_response(request)
+        if denials:
+            response._resource_closers.append(  # type: ignore[attr-defined]
+                functools.partial(audit.record_denials, denials)
+            )
+        return response
+
+
+class NoStoreMiddleware:
+    """Every answer may carry patient data, so none is kept by a browser or a shared cache
+    (Cache-Control: no-store), unless its view chose otherwise: pixel data may be cached
+    privately (alliance.middleware.cache_privately). Static files are answered before this."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if "Cache-Control" not in response.headers:
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+
+def cache_privately(response: R, seconds: int) -> R:
+    """Pixel data: the browser of the one who asked may keep it, no shared cache may."""
+    response.headers["Cache-Control"] = f"private, max-age={seconds}"
+    return response
+
+
+class NulInQueryMiddleware:
+    """A query parameter (a QIDO key, an API or page filter) holding a NUL byte answers 400
+    naming the parameter: no filter of ours means one, and the database refuses it in a string
+    (500 before). One check for every entry point instead of one per filter."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        for name, values in request.GET.lists():
+            if "\x00" in name or any("\x00" in value for value in values):
+                return bad_parameter(request, name.replace("\x00", "\\x00"))
+        return self.get_response(request)
+
+
+def bad_parameter(request: HttpRequest, name: str) -> HttpResponse:
+    message = f"The query parameter {name} holds a NUL byte."
+    if request.path.startswith("/api/"):
+        body = {"code": "invalid", "message": "The request has invalid fields.", "fields": {name: [message]}}
+        return JsonResponse({"error": body}, status=400)
+    if request.path.startswith("/dicomweb/"):
+        return JsonResponse({"detail": message}, status=400)
+    return HttpResponse(message, status=400, content_type="text/plain; charset=utf-8")
 
 
 class ContentSecurityPolicyMiddleware:

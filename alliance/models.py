@@ -279,6 +279,50 @@ class AuditEvent(models.Model):
         return f"{self.time:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action} {self.object_type}:{self.object_id}"
 
 
+class DeniedReadTally(models.Model):
+    """How often one actor was refused one existing object within one minute (alliance.audit.denied).
+
+    A scan of thousands of refused reads writes one audit event per actor, object and minute
+    (the first) plus, once the minute is over, one event with the count; the audit table is
+    append-only, so the count grows here until then."""
+
+    minute = models.DateTimeField()
+    actor_type = models.CharField(max_length=16)
+    actor_id = models.CharField(max_length=64, blank=True)
+    object_type = models.CharField(max_length=64)
+    object_id = models.CharField(max_length=128)
+    count = models.PositiveIntegerField(default=1)
+    summarized = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["minute", "actor_type", "actor_id", "object_type", "object_id"],
+                name="denied_read_once_a_minute",
+            )
+        ]
+        indexes = [models.Index(fields=["summarized", "minute"])]
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        actor = f"{self.actor_type}:{self.actor_id}"
+        return f"{self.minute:%Y-%m-%d %H:%M} {actor} {self.object_type}:{self.object_id} x{self.count}"
+
+
+class AtnaOutbox(models.Model):
+    """Audit events not yet sent to the ATNA collector (alliance.atna). A trigger adds each
+    event's id in the transaction that writes the event (migration 0005); the sender removes
+    them once sent."""
+
+    event_id = models.BigIntegerField(primary_key=True)
+
+    class Meta:
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return f"ATNA outbox: event {self.event_id}"
+
+
 def default_film_sheets() -> dict[str, int]:
     """Printed film sheets a study would have cost, by modality (C8 figures)."""
     return {"CT": 2, "MR": 2, "DX": 1, "CR": 1, "DR": 1, "MG": 1, "RF": 1, "XA": 1, "US": 1}

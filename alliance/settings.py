@@ -5,6 +5,7 @@ defaults give the embedded mode: SQLite, files under DATA_DIR, Celery over kombu
 filesystem transport. DATABASE_URL, CELERY_BROKER_URL and S3_* switch to the real parts.
 """
 
+import ipaddress
 import re
 from pathlib import Path
 
@@ -395,3 +396,78 @@ LOGGING = {
         "kombu.connection": {"level": "ERROR" if CELERY_BROKER_URL == "filesystem://" else "WARNING"},
     },
 }
+
+# --- audit: trusted proxies, transport security, export (issue 22, items 3, 5, 8) -------
+# The audit's source address (alliance.audit.source_of) reads X-Forwarded-For only from these
+# peers: the addresses or CIDRs of the reverse proxies in front (e.g. "127.0.0.1,10.0.0.0/8").
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
+for _proxy in TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(f"TRUSTED_PROXIES: {_proxy!r} is not an address or CIDR") from None
+# Refused reads are audited after their response is sent (alliance.middleware.AuditContextMiddleware).
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("alliance.middleware.ActiveDoctorMiddleware") + 1, "alliance.middleware.AuditContextMiddleware"
+)
+CELERY_BEAT_SCHEDULE["denied-read-counts"] = {"task": "alliance.tasks.summarize_denied_reads", "schedule": 60.0}
+
+# Transport security (issue 22 item 8). TLS=on says the site is served over HTTPS (by the
+# reverse proxy in deploy/nginx, which sets X-Forwarded-Proto): plain HTTP is redirected, HSTS
+# is sent (HSTS_SECONDS; preload on unless HSTS_PRELOAD=0: it only matters once the domain is
+# submitted to the browsers' list), and cookies are Secure. The production settings are
+# DEBUG=0, ALLOW_DEV_SECRET_KEY=0 with a SECRET_KEY, ALLOWED_HOSTS and TLS=on (README).
+TLS = env_bool("TLS", False)
+if TLS:
+    SECURE_SSL_REDIRECT = True
+    SECURE_HSTS_SECONDS = env_int("HSTS_SECONDS", 365 * 86400, minimum=1)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("HSTS_PRELOAD", True)
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    if env_bool("BEHIND_TLS_PROXY", True):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Responses carry Cache-Control: no-store unless their view chose private caching (pixel data).
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("whitenoise.middleware.WhiteNoiseMiddleware") + 1, "alliance.middleware.NoStoreMiddleware"
+)
+# Bad input (issue 22 item 9): REST paging parameters are checked (400 naming the parameter).
+REST_FRAMEWORK["DEFAULT_PAGINATION_CLASS"] = "alliance.api.pagination.StrictLimitOffsetPagination"
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("alliance.middleware.AuditContextMiddleware") + 1, "alliance.middleware.NulInQueryMiddleware"
+)
+# The audit trail is append-only against the app's own database role too (issue 22 item 4):
+# DATABASE_URL is the app's role (INSERT and SELECT on the audit table, owner of nothing);
+# `manage.py migrate` connects as DATABASE_MIGRATE_URL, the owner, when it is set. Both roles
+# are made by `manage.py db_roles` (deploy/postgres/README.md).
+DATABASE_MIGRATE_URL = env_str("DATABASE_MIGRATE_URL", "")
+if DATABASE_MIGRATE_URL and not DATABASE_MIGRATE_URL.startswith(("postgres://", "postgresql://")):
+    raise ImproperlyConfigured(
+        "DATABASE_MIGRATE_URL must be a postgres:// URL (the owner role of DATABASE_URL's database)"
+    )
+# IHE ATNA export (issue 22 item 5, alliance/atna.py): the audit trail is also sent to this
+# syslog collector as DICOM PS3.15 A.5 messages: tcp://host:port, or tls://host:port (RFC 5425)
+# with ATNA_SYSLOG_CA (the collector's CA file) and, for mutual TLS, ATNA_SYSLOG_CERT and
+# ATNA_SYSLOG_KEY. Empty: no export. Beat sends what is pending every ATNA_SEND_SECONDS.
+ATNA_SYSLOG_URL = env_str("ATNA_SYSLOG_URL", "")
+if ATNA_SYSLOG_URL:
+    from urllib.parse import urlsplit as _urlsplit
+
+    _atna = _urlsplit(ATNA_SYSLOG_URL)
+    try:
+        _atna_port = _atna.port
+    except ValueError:
+        _atna_port = None
+    if _atna.scheme not in {"tcp", "tls"} or not _atna.hostname or not _atna_port:
+        raise ImproperlyConfigured(f"ATNA_SYSLOG_URL={ATNA_SYSLOG_URL!r} must be tcp://host:port or tls://host:port")
+ATNA_SYSLOG_CA = env_str("ATNA_SYSLOG_CA", "")
+ATNA_SYSLOG_CERT = env_str("ATNA_SYSLOG_CERT", "")
+ATNA_SYSLOG_KEY = env_str("ATNA_SYSLOG_KEY", "")
+ATNA_SOURCE_ID = env_str("ATNA_SOURCE_ID", SITE_URL.split("://")[-1].split("/")[0])
+ATNA_ENTERPRISE_SITE_ID = env_str("ATNA_ENTERPRISE_SITE_ID", ATNA_SOURCE_ID)
+ATNA_APP_NAME = env_str("ATNA_APP_NAME", "cloudpacs")
+CELERY_BEAT_SCHEDULE["atna-export"] = {
+    "task": "alliance.tasks.send_atna",
+    "schedule": float(env_int("ATNA_SEND_SECONDS", 10, minimum=1)),
+}
+# No page is framed but the viewer inside a consult's report (imaging.viewer.views.study).
+X_FRAME_OPTIONS = "DENY"

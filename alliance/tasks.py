@@ -1,4 +1,4 @@
-"""Celery tasks of the membership app: thin, by id, safe to run twice."""
+"""Celery tasks of the membership app and the audit trail: thin, by id, safe to run twice."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from django.core.mail import send_mail
 from django.utils import translation
 from django.utils.translation import gettext as _
 
-from alliance import access
+from alliance import access, atna, audit
 from alliance.models import Doctor, Institution, Pool, PrivilegeChange
 
 
@@ -59,3 +59,15 @@ def privilege_change_notice(change_id: int) -> int:
         if doctor.user.email:
             sent += send_mail(subject, body, None, [doctor.user.email])
     return sent
+
+
+@shared_task(name="alliance.tasks.summarize_denied_reads")
+def summarize_denied_reads() -> int:
+    """One audit event with the count for each minute of repeated refused reads that is over."""
+    return audit.summarize_denials()
+
+
+@shared_task(name="alliance.tasks.send_atna")
+def send_atna() -> int:
+    """Send the audit events the ATNA collector has not had yet (none lost while it is away)."""
+    return atna.send_pending()

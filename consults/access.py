@@ -113,7 +113,7 @@ def get_consult_for(principal: Principal, pk: Any) -> Consult:
         .first()
     )
     if consult is None:
-        raise Http404("No such consult.")
+        imaging_access.refuse(principal, "consult", Consult.objects.filter(pk=pk), str(pk), "studies__patient_id")
     return consult
 
 

@@ -16,12 +16,13 @@ principal they resolved once (alliance.access.Principal); no rule lives anywhere
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
+from alliance import audit
 from alliance.access import Principal
 from alliance.models import Institution, PoolMembership, Role
 from imaging.models import BreakGlassReview, Patient, Study, StudyGroupGrant, StudyUserGrant
@@ -94,8 +95,25 @@ def get_study_for(principal: Principal, study_uid: str) -> Study:
     visible = studies_visible_to(principal).select_related("patient", "institution")
     study = visible.filter(study_uid=study_uid).first()
     if study is None:
-        raise Http404("No such study.")
+        refuse(
+            principal,
+            "study",
+            Study.objects.filter(study_uid=study_uid, deleted_at__isnull=True),
+            study_uid,
+            "patient_id",
+        )
     return study
+
+
+def refuse(principal: Principal, audit_type: str, existing: QuerySet[Any], audit_id: str, patient: str) -> NoReturn:
+    """The 404 of an object the principal may not see. When it exists (existing: one indexed
+    lookup, made for a missing object too), the refusal is audited as a denied read of it; the
+    answer is the same either way. patient is the lookup of the object's patient pk. The
+    consults and referrals apps refuse theirs through this too."""
+    found = existing.values_list("pk", patient).first()
+    if found is not None:
+        audit.denied(principal.actor, audit_type, audit_id, "" if found[1] is None else str(found[1]))
+    raise Http404(f"No such {audit_type}.")
 
 
 def basis_for(principal: Principal, study: StudyRef) -> str:

@@ -214,7 +214,8 @@ class DjangoServices:
             rows = list(find(level, query.criteria, _visible(device)))
         except InvalidCriterion as exc:
             raise DimseFailure(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc)) from None
-        self._audit_rows(peer, "dicom.find", level, rows, {"level": level.value, "matches": len(rows)})
+        detail = {"level": level.value, "keys": _audited_keys(query), "matches": len(rows)}
+        self._audit_rows(peer, "dicom.find", level, rows, detail)
         for row in rows:
             ds = identifier(row, level, query.keywords)
             if "RetrieveAETitle" in query.keywords:
@@ -267,7 +268,7 @@ class DjangoServices:
         except InvalidCriterion as exc:
             raise DimseFailure(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc)) from None
         action = "dicom.move" if destination else "dicom.get"
-        detail = {"level": level.value, "instances": len(instances)}
+        detail: dict[str, Any] = {"level": level.value, "keys": _audited_keys(query), "instances": len(instances)}
         if destination:
             detail["destination"] = destination.ae_title
         self._audit_rows(peer, action, Level.IMAGE, instances, detail)
@@ -288,6 +289,15 @@ class DjangoServices:
             )
             raise DimseFailure(Status.MOVE_DESTINATION_UNKNOWN, f"{ae_title} is not a device of this institution")
         return Destination(ae_title=target.ae_title, host=target.host, port=target.port)
+
+
+# What a C-FIND, C-GET or C-MOVE asked for, as the audit trail keeps it (IHE ATNA "Query"
+# and "Begin Transferring" record the query itself, not only what it matched).
+AUDITED_KEYS = ("PatientID", "AccessionNumber", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+
+
+def _audited_keys(query: QueryRequest) -> dict[str, str]:
+    return {key: query.criteria[key][:512] for key in AUDITED_KEYS if query.criteria.get(key, "")}
 
 
 def _stored(instance: Instance) -> StoredObject:

@@ -235,9 +235,11 @@ def links_visible_to(principal: Principal) -> QuerySet[FilmLink]:
 
 
 def get_link_for(principal: Principal, pk: Any) -> FilmLink:
-    link = links_visible_to(principal).filter(pk=pk).first() if str(pk).isdigit() else None
-    if link is None:
+    if not str(pk).isdigit():
         raise Http404("No such film link.")
+    link = links_visible_to(principal).filter(pk=pk).first()
+    if link is None:
+        access.refuse(principal, "film", FilmLink.objects.filter(pk=pk), str(pk), "patient_id")
     return link
 
 

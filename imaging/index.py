@@ -34,7 +34,7 @@ from alliance import audit
 from alliance.models import AuditEvent, Institution
 from imaging.dicom.datasets import Attributes
 from imaging.models import Instance, Patient, Series, Study
-from imaging.received import IngestError, IngestResult, Received
+from imaging.received import IngestError, IngestResult, Received, uid_conflict
 
 _LOCK_NAMESPACE = 3_000_003  # pg_advisory_xact_lock(namespace, hashtext(SOP Instance UID))
 
@@ -211,11 +211,7 @@ def _parents(cursor: Any, a: Attributes, institution: Institution, size: int, no
     patient_pk = _patient(cursor, a, institution)
     study = _study(cursor, a, institution, patient_pk, size, now)
     if study.institution_id != institution.pk:
-        raise IngestError(
-            "uid-conflict",
-            gettext_noop("Study Instance UID %(uid)s is already in use by another institution"),
-            uid=a.study_uid,
-        )
+        raise uid_conflict("Study Instance UID of another institution", a.study_uid)
     if study.patient_id != patient_pk:
         raise IngestError(
             "uid-conflict",
@@ -225,12 +221,7 @@ def _parents(cursor: Any, a: Attributes, institution: Institution, size: int, no
         )
     series, series_created = _series(cursor, a, study)
     if series.study_id != study.pk:
-        raise IngestError(
-            "uid-conflict",
-            gettext_noop("Series Instance UID %(series_uid)s already belongs to another study than %(study_uid)s"),
-            series_uid=a.series_uid,
-            study_uid=a.study_uid,
-        )
+        raise uid_conflict(f"Series Instance UID of another study than {a.study_uid}", a.series_uid)
     _study_follows_series(cursor, study, a, series_created)
     return study, series
 

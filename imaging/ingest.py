@@ -76,6 +76,7 @@ from imaging.received import (
     sha256_of,
     storage_failed,
     stored_problem,
+    uid_conflict,
 )
 
 __all__ = [
@@ -579,9 +580,7 @@ def _duplicate(
     series = existing.series
     study = series.study
     if study.institution_id != institution.pk:
-        raise IngestError(
-            "uid-conflict", gettext_noop("SOP Instance UID %(uid)s is already in use"), uid=existing.sop_uid
-        )
+        raise uid_conflict("SOP Instance UID of another institution", existing.sop_uid)
     problem = stored_problem(existing)
     if problem is not None:
         _repair(existing, received, problem, actor=actor, via=via, source=source)

@@ -146,6 +146,8 @@ def find(level: Level | str, criteria: dict[str, str], studies: QuerySet[Study])
         key = KEYS.get(keyword)
         if key is None or not key.matchable or not key.supported_at(level):
             continue
+        if "\x00" in value:  # no DICOM value holds one, and the database refuses it in a string
+            raise InvalidCriterion(key.keyword, value, "a NUL byte is not allowed")
         condition &= _match(key, key.lookup(level), value)
     return _rows(level, studies).filter(condition)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import mmap
 import os
 import uuid
@@ -25,6 +26,8 @@ from imaging.dicom.datasets import Attributes
 from imaging.dicom.part10 import InflateLimits, InvalidFile, ParsedFile, read_file
 from imaging.dicom.status import Status
 from imaging.models import Instance, Series, Study
+
+log = logging.getLogger(__name__)
 
 # code -> (DIMSE status, HTTP status). PS3.4 B.2.3 (C-STORE) and PS3.7 C.4.2.1.4:
 # A7xx refused: out of resources; A9xx error: data set does not match SOP class;
@@ -68,6 +71,17 @@ class IngestError(Exception):
     @property
     def localized_reason(self) -> str:
         return gettext(self.template) % self.params
+
+
+# The one answer to an instance whose UIDs clash with what is stored anywhere in the alliance:
+# it says neither where nor whose (another institution's Study Instance UID is no business of
+# the sender), only that the instance must come with new UIDs. The clash itself is logged.
+UID_CONFLICT = gettext_noop("The UIDs of this instance conflict with stored data; it was not stored")
+
+
+def uid_conflict(what: str, uid: str) -> IngestError:
+    log.info("uid-conflict: %s %s", what, uid)
+    return IngestError("uid-conflict", UID_CONFLICT)
 
 
 def storage_failed(template: str, exc: BaseException) -> IngestError:

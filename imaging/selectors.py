@@ -123,7 +123,10 @@ def get_series_for(principal: Principal, series_uid: str, study_uid: str | None 
         series = series.filter(study__study_uid=study_uid)
     found = series.first()
     if found is None:
-        raise Http404("No such series.")
+        existing = Series.objects.filter(series_uid=series_uid, study__deleted_at__isnull=True)
+        if study_uid is not None:
+            existing = existing.filter(study__study_uid=study_uid)
+        access.refuse(principal, "series", existing, series_uid, "study__patient_id")
     return found
 
 

@@ -96,7 +96,7 @@ def get_referral_for(principal: Principal, pk: Any) -> Referral:
         .first()
     )
     if referral is None:
-        raise Http404("No such referral.")
+        imaging_access.refuse(principal, "referral", Referral.objects.filter(pk=pk), str(pk), "patient_id")
     return referral
 
 
@@ -163,7 +163,9 @@ def get_consult_to_refer(principal: Principal, consult_id: Any) -> Any:
         pk=pk, status=Status.COMPLETED, requesting_institution_id=principal.institution_id
     ).first()
     if consult is None:
-        raise Http404("No such consult.")
+        # Its own institution's consult that is not signed yet is not a refused read.
+        others = consult_model.objects.filter(pk=pk).exclude(requesting_institution_id=principal.institution_id)
+        imaging_access.refuse(principal, "consult", others, str(pk), "studies__patient_id")
     return consult
 
 

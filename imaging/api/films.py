@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.request import Request
@@ -118,6 +117,6 @@ class FilmRevoke(APIView):
     @extend_schema(request=None, responses={200: FilmLinkSerializer})
     def post(self, request: Request, pk: int) -> Response:
         principal = principal_of(request)
-        link = get_object_or_404(films.links_visible_to(principal), pk=pk)
+        link = films.get_link_for(principal, pk)
         link = films.film_revoke(link=link, by=principal.actor, source=audit.source_of(request))
         return Response(FilmLinkSerializer(link).data)

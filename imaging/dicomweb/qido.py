@@ -25,6 +25,8 @@ from imaging.query import KEYS, Level
 
 MAX_RESULTS = 1000
 CONTROL_PARAMS = {"limit", "offset", "fuzzymatching", "includefield", "accept"}
+# Larger offsets or limits are refused (400), not passed to the database (a bigint overflows).
+MAX_OFFSET = 10**9
 CHARSET = "ISO_IR 192"
 
 # PS3.18 Table 10.6.3-3..5: attributes returned by default at each level (those indexed here).
@@ -153,8 +155,8 @@ def _non_negative(params: QueryDict, name: str, default: int) -> int:
     raw = params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit():
-        raise BadRequest(f"{name} must be a non-negative integer, not {raw!r}.")
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_OFFSET:
+        raise BadRequest(f"{name} must be an integer from 0 to {MAX_OFFSET}, not {raw[:40]!r}.")
     return int(raw)
 
 

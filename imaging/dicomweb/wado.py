@@ -24,6 +24,7 @@ from pydicom.uid import UID
 from rest_framework.request import Request
 
 from alliance.access import principal_of
+from alliance.middleware import cache_privately
 from imaging import access, render
 from imaging.dicom import part10
 from imaging.dicomweb import dicomjson, media, transfer
@@ -41,6 +42,10 @@ from imaging.models import Instance, Study
 from imaging.storage import local_path, open_instance, temp_dir
 
 log = logging.getLogger(__name__)
+
+# Pixel data (frames, rendered images, thumbnails) may stay in the asker's browser this long;
+# everything else is answered no-store (alliance.middleware.NoStoreMiddleware).
+PIXEL_CACHE_SECONDS = 3600
 
 
 class _InstancesView(DicomWebView):
@@ -263,9 +268,10 @@ class RetrieveFrames(_InstancesView):
                 else renderer.response(parts, syntax)
             )
             patch_vary_headers(response, ["Accept-Encoding"])
-            return response
+            return cache_privately(response, PIXEL_CACHE_SECONDS)
         parts = [OutPart(part_type, data=frame) for frame in data]
-        return MultipartCompressedFrameRenderer(part_type).response(parts, transfer_syntax=stored)
+        response = MultipartCompressedFrameRenderer(part_type).response(parts, transfer_syntax=stored)
+        return cache_privately(response, PIXEL_CACHE_SECONDS)
 
     def _frames(
         self, request: Request, study: Study, instance: Instance, ds: Dataset, numbers: list[int], as_stored: bool
@@ -352,7 +358,7 @@ class RetrieveRendered(_InstancesView):
         with handle:
             image = _render_or_404(handle, number[0] - 1, window, size, chosen, quality)
         self.audit(request, "dicomweb.rendered", [visible], instance=instance, frame=number[0])
-        return IMAGE_RENDERERS[chosen].response(image)
+        return cache_privately(IMAGE_RENDERERS[chosen].response(image), PIXEL_CACHE_SECONDS)
 
 
 def _render_or_404(
@@ -384,4 +390,4 @@ class RetrieveThumbnail(_InstancesView):
             audit_unservable(request, visible, chosen, via="dicomweb.thumbnail", error=exc)
             raise Http404("The stored file of this instance cannot be read.") from None
         self.audit(request, "dicomweb.thumbnail", [visible], instance=chosen.sop_uid)
-        return IMAGE_RENDERERS[media.JPEG].response(data)
+        return cache_privately(IMAGE_RENDERERS[media.JPEG].response(data), PIXEL_CACHE_SECONDS)

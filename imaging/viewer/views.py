@@ -17,6 +17,7 @@ from django.urls import get_script_prefix, reverse
 from django.utils import formats
 from django.utils.text import capfirst
 from django.utils.translation import gettext as _
+from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET
 
 from alliance import audit
@@ -32,6 +33,7 @@ NON_IMAGE_MODALITIES = ("SR", "PR", "KO")
 
 @require_GET
 @login_required
+@xframe_options_sameorigin  # the one page this site frames (a consult's report); all others DENY
 def study(request: HttpRequest, study_uid: str) -> HttpResponse:
     principal = principal_of(request)
     found = access.get_study_for(principal, study_uid)

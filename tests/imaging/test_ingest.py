@@ -139,8 +139,10 @@ def test_study_uid_owned_by_another_institution_is_refused_not_merged(clinic, ot
     with pytest.raises(IngestError) as caught:
         _ingest(part10_bytes(make_ct_series(1, 32, 32, study_uid=study_uid)[0]), other_clinic, actor)
 
-    assert caught.value.code == "uid-conflict"
-    assert "another institution" in caught.value.reason
+    assert (caught.value.code, caught.value.http_status) == ("uid-conflict", 409)
+    # the same answer as any other clash: nothing says the UID is another institution's
+    assert caught.value.reason == "The UIDs of this instance conflict with stored data; it was not stored"
+    assert study_uid not in caught.value.reason and "institution" not in caught.value.reason
     assert Study.objects.get().num_instances == 1
     assert len(stored_files(dicom_dir)) == 1
 

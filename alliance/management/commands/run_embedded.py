@@ -64,6 +64,8 @@ class Command(BaseCommand):
             "300",
             "--access-logfile",
             "-",
+            "--logger-class",
+            "alliance.access_log.ScrubbingLogger",  # no patient data from query strings in the log
         ]
 
     def _worker_command(self, bin_dir: Path) -> list[str]:

@@ -1,0 +1,43 @@
+"""Issue 22 item 10: `manage.py check --deploy` is clean with the production settings:
+DEBUG=0, ALLOW_DEV_SECRET_KEY=0 with a SECRET_KEY, ALLOWED_HOSTS and TLS=on (README,
+"Production checklist")."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PRODUCTION = {
+    "DEBUG": "0",
+    "ALLOW_DEV_SECRET_KEY": "0",
+    "SECRET_KEY": secrets.token_urlsafe(50),
+    "ALLOWED_HOSTS": "pacs.example.org",
+    "TLS": "on",
+}
+
+
+def check_deploy(**env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own interpreter and manage.py
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_check_deploy_is_clean_with_the_production_settings() -> None:
+    result = check_deploy(**PRODUCTION)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_check_deploy_flags_a_deployment_without_tls() -> None:
+    result = check_deploy(**{**PRODUCTION, "TLS": "off"})
+    assert result.returncode != 0
+    assert "security.W004" in result.stderr + result.stdout  # no HSTS

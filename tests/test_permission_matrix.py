@@ -1,0 +1,387 @@
+"""Issue 22 item 10: every route with a path parameter, from the URL conf and the OpenAPI
+schema, asked by every persona for objects of an institution in another alliance: the answer
+is a refusal (403/404, or the sign-in / film check for those not signed in), no identifier of
+the patient or the objects appears in the body or headers, and a clinician of another clinic
+(the stranger) leaves a denied-read audit row wherever the object is a study, series, film,
+consult (or its report) or referral.
+
+ROUTES is an explicit table: a route that appears in the URL conf or the schema without an
+entry here fails test_every_route_with_a_parameter_is_in_the_table, so a new route cannot
+escape this test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, resolve
+from django.utils import timezone
+
+from alliance import audit, services
+from alliance.access import resolve_principal
+from alliance.models import AuditEvent
+from consults import services as consult_services
+from consults.models import Notification, ReportTemplate
+from imaging import films
+from imaging.models import BreakGlassReview
+from referrals import services as referral_services
+from referrals.models import ReferralNotification
+from tests import factories
+from tests.factories import store_ct_study
+
+FAR_PATIENT_ID, FAR_NAME = "FAR-4242", "FARAWAY^SECRET"
+
+
+@dataclass(frozen=True)
+class Route:
+    """How to ask for a route: the method, its path arguments from the far objects, and the
+    kind of object whose refusal is audited (None: membership and other non-patient objects)."""
+
+    kwargs: Callable[[Any], dict[str, Any]]
+    method: str = "get"
+    audited: str | None = None
+
+
+def study(f: Any) -> dict[str, Any]:
+    return {"study_uid": f.study.study_uid}
+
+
+def dw(f: Any, *parts: str) -> dict[str, Any]:
+    values = {"study": f.study.study_uid, "series": f.series.series_uid, "instance": f.instance.sop_uid}
+    values |= {"frames": "1", "tag": "7FE00010"}
+    return {k: values[k] for k in parts}
+
+
+def film(f: Any, **more: Any) -> dict[str, Any]:
+    return {"key": f.film.handle, **more}
+
+
+def pk(attr: str) -> Callable[[Any], dict[str, Any]]:
+    return lambda f: {"pk": getattr(f, attr).pk}
+
+
+D = "dicomweb/studies/<str:study>"
+S = D + "/series/<str:series>"
+I = S + "/instances/<str:instance>"  # noqa: E741
+F = "film/<str:key>/dicomweb/studies/<str:study>"
+FS = F + "/series/<str:series>"
+FI = FS + "/instances/<str:instance>"
+
+ROUTES: dict[str, Route] = {
+    # pages of the alliance's own management (membership: not patient data, refused unaudited)
+    "figures/<slug:section>/<slug:table>.csv": Route(lambda f: {"section": "far", "table": "far"}),
+    **{
+        f"manage/institutions/<int:pk>/{tail}": Route(pk("clinic"), method)
+        for tail, method in (("", "get"), ("edit/", "get"), ("active/", "post"))
+    },
+    **{
+        f"manage/institutions/<int:institution>/{kind}/add/": Route(lambda f: {"institution": f.clinic.pk})
+        for kind in ("departments", "doctors", "pools", "devices")
+    },
+    "manage/departments/<int:pk>/": Route(pk("department")),
+    "manage/departments/<int:pk>/active/": Route(pk("department"), "post"),
+    "manage/doctors/<int:pk>/": Route(pk("owner")),
+    "manage/doctors/<int:pk>/active/": Route(pk("owner"), "post"),
+    "manage/doctors/<int:pk>/move/": Route(pk("owner")),
+    "manage/doctors/<int:pk>/password/": Route(pk("owner")),
+    "manage/pools/<int:pk>/": Route(pk("pool")),
+    "manage/pools/<int:pk>/active/": Route(pk("pool"), "post"),
+    "manage/devices/<int:pk>/": Route(pk("device")),
+    "manage/devices/<int:pk>/active/": Route(pk("device"), "post"),
+    # imaging pages
+    "imaging/studies/<str:study_uid>/": Route(study, audited="study"),
+    "imaging/studies/<str:study_uid>/series/<str:series_uid>/thumbnail.jpg": Route(
+        lambda f: study(f) | {"series_uid": f.series.series_uid}, audited="series"
+    ),
+    "imaging/studies/<str:study_uid>/series/<str:series_uid>/instances/<str:sop_uid>/thumbnail.jpg": Route(
+        lambda f: study(f) | {"series_uid": f.series.series_uid, "sop_uid": f.instance.sop_uid}, audited="series"
+    ),
+    "imaging/break-glass/reviews/<int:pk>/": Route(pk("review"), "post"),
+    "imaging/patients/<int:pk>/correct/": Route(lambda f: {"pk": f.study.patient_id}),
+    "imaging/studies/<str:study_uid>/delete/": Route(study, "post", audited="study"),
+    "imaging/films/<int:pk>/slip.pdf": Route(lambda f: {"pk": f.film.link.pk}, audited="film"),
+    "imaging/films/<int:pk>/revoke/": Route(lambda f: {"pk": f.film.link.pk}, "post", audited="film"),
+    "viewer/study/<str:study_uid>/": Route(study, audited="study"),
+    # DICOMweb
+    **{D + tail: Route(lambda f: dw(f, "study"), audited="study") for tail in ("", "/metadata", "/thumbnail")},
+    # QIDO-RS searches within a study: an empty result (204), as for a study that does not exist
+    **{D + tail: Route(lambda f: dw(f, "study")) for tail in ("/series", "/instances")},
+    S + "/instances": Route(lambda f: dw(f, "study", "series")),
+    **{
+        S + tail: Route(lambda f: dw(f, "study", "series"), audited="study") for tail in ("", "/metadata", "/thumbnail")
+    },
+    **{
+        I + tail: Route(lambda f: dw(f, "study", "series", "instance"), audited="study")
+        for tail in ("", "/metadata", "/rendered", "/thumbnail")
+    },
+    I + "/bulk/<str:tag>": Route(lambda f: dw(f, "study", "series", "instance", "tag"), audited="study"),
+    I + "/frames/<str:frames>": Route(lambda f: dw(f, "study", "series", "instance", "frames"), audited="study"),
+    I + "/frames/<str:frames>/rendered": Route(
+        lambda f: dw(f, "study", "series", "instance", "frames"), audited="study"
+    ),
+    # consults
+    "consults/templates/<int:pk>/": Route(pk("template")),
+    "consults/notifications/<int:pk>/": Route(pk("consult_notice")),
+    "consults/<int:pk>/": Route(pk("consult"), audited="consult"),
+    "consults/<int:pk>/report/": Route(pk("consult"), audited="consult"),
+    "consults/<int:pk>/report.pdf": Route(pk("consult"), audited="consult"),
+    "consults/<int:pk>/messages/": Route(pk("consult"), "post", audited="consult"),
+    "consults/<int:pk>/second-opinion/": Route(pk("consult"), "post", audited="consult"),
+    "consults/<int:pk>/<slug:action>/": Route(lambda f: {"pk": f.consult.pk, "action": "cancel"}, "post", "consult"),
+    # the patient's cloud film: a far link's pages ask for its check and show nothing else
+    **{
+        f"film/<str:key>/{tail}": Route(film)
+        for tail in (
+            "",
+            "images.zip",
+            "share/",
+            "who/",
+            "dicomweb/studies",
+            "dicomweb/series",
+            "dicomweb/instances",
+        )
+    },
+    "film/<str:key>/leave/": Route(film, "post"),
+    "film/<str:key>/study/<str:study_uid>/": Route(lambda f: film(f, study_uid=f.study.study_uid)),
+    "film/<str:key>/report/<int:number>/": Route(lambda f: film(f, number=1)),
+    "film/<str:key>/report/<int:number>.pdf": Route(lambda f: film(f, number=1)),
+    "film/<str:key>/share/<int:pk>/revoke/": Route(lambda f: film(f, pk=f.film.link.pk), "post"),
+    **{
+        F + tail: Route(lambda f: film(f) | dw(f, "study"))
+        for tail in ("", "/metadata", "/thumbnail", "/series", "/instances")
+    },
+    **{
+        FS + tail: Route(lambda f: film(f) | dw(f, "study", "series"))
+        for tail in ("", "/metadata", "/thumbnail", "/instances")
+    },
+    **{
+        FI + tail: Route(lambda f: film(f) | dw(f, "study", "series", "instance"))
+        for tail in ("", "/metadata", "/rendered", "/thumbnail")
+    },
+    FI + "/bulk/<str:tag>": Route(lambda f: film(f) | dw(f, "study", "series", "instance", "tag")),
+    FI + "/frames/<str:frames>": Route(lambda f: film(f) | dw(f, "study", "series", "instance", "frames")),
+    FI + "/frames/<str:frames>/rendered": Route(lambda f: film(f) | dw(f, "study", "series", "instance", "frames")),
+    # referrals
+    "referrals/notifications/<int:pk>/": Route(pk("referral_notice")),
+    "referrals/desk/<int:doctor_pk>/remove/": Route(lambda f: {"doctor_pk": f.owner.pk}, "post"),
+    "referrals/<int:pk>/": Route(pk("referral"), audited="referral"),
+    "referrals/<int:pk>/slip.pdf": Route(pk("referral"), audited="referral"),
+    "referrals/<int:pk>/messages/": Route(pk("referral"), "post", audited="referral"),
+    "referrals/<int:pk>/<slug:action>/": Route(lambda f: {"pk": f.referral.pk, "action": "cancel"}, "post", "referral"),
+    # REST API
+    **{
+        f"api/v1/^{kind}/(?P<pk>[^/.]+)/$": Route(pk(attr))
+        for kind, attr in (
+            ("institutions", "clinic"),
+            ("departments", "department"),
+            ("pools", "pool"),
+            ("doctors", "owner"),
+            ("devices", "device"),
+        )
+    },
+    **{
+        f"api/v1/^doctors/(?P<pk>[^/.]+)/{verb}/$": Route(pk("owner"), "post")
+        for verb in ("activate", "deactivate", "move")
+    },
+    "api/v1/studies/<str:study_uid>/": Route(study, audited="study"),
+    "api/v1/studies/<str:study_uid>/series/": Route(study, audited="study"),
+    "api/v1/films/<int:pk>/revoke/": Route(lambda f: {"pk": f.film.link.pk}, "post", audited="film"),
+    "api/v1/series/<str:series_uid>/instances/": Route(lambda f: {"series_uid": f.series.series_uid}, audited="series"),
+    "api/v1/break-glass/reviews/<int:pk>/": Route(pk("review"), "post"),
+    "api/v1/consults/<int:pk>/": Route(pk("consult"), audited="consult"),
+    "api/v1/consults/<int:pk>/report/draft/": Route(pk("consult"), "put", audited="consult"),
+    "api/v1/consults/<int:pk>/messages/": Route(pk("consult"), audited="consult"),
+    "api/v1/consults/<int:pk>/second-opinion/": Route(pk("consult"), "post", audited="consult"),
+    "api/v1/consults/<int:pk>/<slug:action>/": Route(
+        lambda f: {"pk": f.consult.pk, "action": "cancel"}, "post", "consult"
+    ),
+    "api/v1/referrals/<int:pk>/": Route(pk("referral"), audited="referral"),
+    "api/v1/referrals/<int:pk>/messages/": Route(pk("referral"), audited="referral"),
+    "api/v1/referrals/<int:pk>/<slug:action>/": Route(
+        lambda f: {"pk": f.referral.pk, "action": "cancel"}, "post", "referral"
+    ),
+}
+# Routes left out, each with the reason.
+EXEMPT = {
+    "django-admin/": "Django's admin site: superusers only, guarded by its own permission checks",
+}
+FORMAT_SUFFIX = r"\.(?P<format>[a-z0-9]+)/?$"
+
+
+def parameter_routes() -> Iterator[str]:
+    def walk(patterns: list[Any], prefix: str) -> Iterator[str]:
+        for p in patterns:
+            if isinstance(p, URLResolver):
+                yield from walk(p.url_patterns, prefix + str(p.pattern))
+            elif isinstance(p, URLPattern):
+                route = prefix + str(p.pattern)
+                if "<" in route or "(?P" in route:
+                    yield route
+
+    yield from walk(get_resolver().url_patterns, "")
+
+
+def table_key(route: str) -> str | None:
+    """The ROUTES entry a route is tested by (DRF's .json suffix variants by their plain one)."""
+    if any(route.startswith(prefix) for prefix in EXEMPT):
+        return None
+    if route.endswith(FORMAT_SUFFIX) and "(?P<pk>" not in route.replace(FORMAT_SUFFIX, ""):
+        return None  # a list's format suffix: no object parameter
+    return route.replace(FORMAT_SUFFIX, "/$") if route.endswith(FORMAT_SUFFIX) else route
+
+
+def test_every_route_with_a_parameter_is_in_the_table() -> None:
+    missing = sorted({key for route in parameter_routes() if (key := table_key(route)) is not None} - set(ROUTES))
+    assert not missing, "routes with no entry in ROUTES (add how to build their object):\n" + "\n".join(missing)
+
+
+def test_every_schema_path_with_a_parameter_resolves_to_a_tabled_route() -> None:
+    from drf_spectacular.generators import SchemaGenerator
+
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    samples = {"pk": "1", "id": "1", "study_uid": "1.2.3", "series_uid": "1.2.3", "action": "cancel"}
+    tabled = {key for route in parameter_routes() if (key := table_key(route)) is not None}
+    for path in schema["paths"]:
+        if "{" not in path:
+            continue
+        concrete = path
+        for name, value in samples.items():
+            concrete = concrete.replace("{" + name + "}", value)
+        assert "{" not in concrete, f"{path}: a parameter this test does not know"
+        route = resolve(concrete).route  # as Django reports it: without a regex route's "^"
+        assert route in {key.replace("/^", "/") for key in tabled & set(ROUTES)}, path
+
+
+@pytest.fixture
+def far(alliance_world: Any) -> SimpleNamespace:
+    """An institution of another alliance, with one of everything: nobody of alliance_world may see any of it."""
+    alliance = factories.AllianceFactory(name="Far Alliance")
+    hosp = factories.make_institution(alliance=alliance, level="tertiary", name="Far Hospital", ae_title="FARHOSP")
+    clinic = factories.make_institution(alliance=alliance, name="Far Clinic", ae_title="FARCLIN", parent=hosp)
+    owner = factories.make_doctor(institution=clinic, username="far_owner")
+    principal = resolve_principal(owner.user)
+    study = store_ct_study(clinic, patient_id=FAR_PATIENT_ID, patient_name=FAR_NAME)
+    series = study.series.get()
+    pool = factories.make_pool(institution=hosp, name="Far desk")
+    consult = consult_services.consult_create(
+        by=principal,
+        studies=[study],
+        question="Far question?",
+        history="",
+        priority="routine",
+        pool=pool,
+        specialist=None,
+    )
+    referral = referral_services.referral_create(
+        by=principal, studies=[study], direction="up", to_institution=hosp, reason="Far reason", urgency="routine"
+    )
+    now = timezone.now()
+    return SimpleNamespace(
+        clinic=clinic,
+        owner=owner,
+        study=study,
+        series=series,
+        instance=series.instances.get(),
+        pool=pool,
+        consult=consult,
+        referral=referral,
+        film=films.film_create(studies=[study], by=principal, verify="dob"),
+        device=services.device_create(institution=clinic, ae_title="FARCT", host="*", port=104, by=audit.SYSTEM),
+        department=services.department_create(institution=clinic, name="Far radiology", by=audit.SYSTEM),
+        template=ReportTemplate.objects.create(alliance=alliance, name="Far CT", modality="CT"),
+        consult_notice=Notification.objects.create(user=owner.user, consult=consult, verb="requested", created_at=now),
+        referral_notice=ReferralNotification.objects.create(
+            user=owner.user, referral=referral, verb="requested", created_at=now
+        ),
+        review=BreakGlassReview.objects.create(
+            study=study,
+            owner_institution=clinic,
+            user=owner.user,
+            user_institution=clinic,
+            reason="far",
+            opened_at=now,
+            expires_at=now,
+        ),
+    )
+
+
+def personas(world: Any) -> dict[str, Client]:
+    clients = {"anonymous": Client()}
+    for name in (
+        "owner",
+        "colleague",
+        "specialist",
+        "outsider_specialist",
+        "stranger",
+        "inst_admin_a",
+        "hosp_admin",
+        "alliance_admin",
+    ):
+        client = Client()
+        client.force_login(getattr(world, name).user)
+        clients[name] = client
+    holder = Client()  # a patient's film link of clinic A, checked: sees that link's studies only
+    made = films.film_create(
+        studies=[store_ct_study(world.clin_a)], by=resolve_principal(world.owner.user), verify="dob"
+    )
+    assert holder.post(made.path, {"answer": "1960-01-01"}).status_code == 303
+    clients["film_holder"] = holder
+    return clients
+
+
+def identifiers(far: Any) -> list[str]:
+    return [FAR_PATIENT_ID, "FARAWAY", "SECRET", far.study.study_uid, far.series.series_uid, far.instance.sop_uid]
+
+
+def url_of(route: str, kwargs: dict[str, Any]) -> str:
+    url = route
+    for name, value in kwargs.items():
+        for pattern in (f"<str:{name}>", f"<int:{name}>", f"<slug:{name}>", f"(?P<{name}>[^/.]+)"):
+            url = url.replace(pattern, str(value))
+    url = "/" + url.replace("^", "").removesuffix("$")
+    assert "<" not in url and "(?P" not in url, url
+    return url
+
+
+REFUSED = {403, 404}
+NOT_SIGNED_IN = {302, 401, 403, 404}
+FILM_CHECK = {200, 302, 401, 403, 404}  # a film link's own check page: nothing of the patient
+# a QIDO-RS search within a study finds nothing (204 No Content), as in a missing study
+QIDO_WITHIN = {204, 403, 404}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("route", sorted(ROUTES))
+def test_no_persona_gets_anything_of_another_alliance(route: str, alliance_world: Any, far: Any) -> None:
+    entry = ROUTES[route]
+    url = url_of(route, entry.kwargs(far))
+    secrets = identifiers(far)
+    for name, client in personas(alliance_world).items():
+        response = getattr(client, entry.method)(url)
+        allowed = (
+            FILM_CHECK
+            if route.startswith("film/")
+            else NOT_SIGNED_IN
+            if name in ("anonymous", "film_holder")
+            else QIDO_WITHIN
+            if route.startswith("dicomweb/") and route.endswith(("/series", "/instances"))
+            else REFUSED
+        )
+        assert response.status_code in allowed, (name, url, response.status_code)
+        body = b"".join(response.streaming_content) if response.streaming else response.content
+        headers = "\n".join(f"{k}: {v}" for k, v in response.headers.items() if k != "Location")
+        for secret in secrets:
+            assert secret.encode() not in body, (name, url, secret)
+            assert secret not in headers, (name, url, secret)
+        location = response.headers.get("Location", "")
+        assert not any(s in location.split("?")[0] for s in secrets), (name, url, location)
+    if entry.audited:
+        denied = AuditEvent.objects.filter(
+            outcome=AuditEvent.Outcome.DENIED, actor_name="stranger", object_type=entry.audited
+        )
+        assert denied.exists(), f"{route}: the stranger's refusal left no denied audit row"
