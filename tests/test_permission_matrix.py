@@ -24,9 +24,9 @@ from django.utils import timezone
 
 from alliance import audit, services
 from alliance.access import resolve_principal
-from alliance.models import AuditEvent
+from alliance.models import ApiToken, AuditEvent, PrivilegeChange
 from consults import services as consult_services
-from consults.models import Notification, ReportTemplate
+from consults.models import CriticalFinding, CriticalResult, Notification, ReportTemplate
 from imaging import films
 from imaging.models import BreakGlassReview
 from referrals import services as referral_services
@@ -205,6 +205,32 @@ ROUTES: dict[str, Route] = {
     "api/v1/referrals/<int:pk>/<slug:action>/": Route(
         lambda f: {"pk": f.referral.pk, "action": "cancel"}, "post", "referral"
     ),
+    # accounts and privilege changes (membership: refused unaudited)
+    "account/tokens/<int:pk>/revoke/": Route(pk("token"), "post"),
+    "api/v1/^tokens/(?P<pk>[^/.]+)/$": Route(pk("token"), "delete"),
+    "manage/doctors/<int:pk>/second-factor/reset/": Route(pk("owner"), "post"),
+    "manage/privileges/<int:pk>/": Route(pk("privilege")),
+    "api/v1/^privilege-changes/(?P<pk>[^/.]+)/$": Route(pk("privilege")),
+    **{
+        f"api/v1/^privilege-changes/(?P<pk>[^/.]+)/{verb}/$": Route(pk("privilege"), "post")
+        for verb in ("approve", "refuse")
+    },
+    # reading: signing, critical results, key objects, maintenance
+    "consults/<int:pk>/sign/": Route(pk("consult"), audited="consult"),
+    "consults/<int:pk>/critical/": Route(pk("consult"), "post", audited="consult"),
+    "consults/<int:pk>/critical/<int:result_pk>/acknowledge/": Route(
+        lambda f: {"pk": f.consult.pk, "result_pk": f.critical.pk}, "post", audited="consult"
+    ),
+    "consults/critical-findings/<int:pk>/": Route(pk("finding")),
+    "api/v1/consults/<int:pk>/critical/": Route(pk("consult"), audited="consult"),
+    "api/v1/consults/<int:pk>/critical/<int:result_pk>/acknowledge/": Route(
+        lambda f: {"pk": f.consult.pk, "result_pk": f.critical.pk}, "post", audited="consult"
+    ),
+    "api/v1/studies/<str:study_uid>/key-objects/": Route(study, audited="study"),
+    "api/v1/series/<str:series_uid>/move/": Route(lambda f: {"series_uid": f.series.series_uid}, "post"),
+    "imaging/studies/<str:study_uid>/series/<str:series_uid>/move/": Route(
+        lambda f: study(f) | {"series_uid": f.series.series_uid}, audited="study"
+    ),
 }
 # Routes left out, each with the reason.
 EXEMPT = {
@@ -244,7 +270,7 @@ def test_every_schema_path_with_a_parameter_resolves_to_a_tabled_route() -> None
     from drf_spectacular.generators import SchemaGenerator
 
     schema = SchemaGenerator().get_schema(request=None, public=True)
-    samples = {"pk": "1", "id": "1", "study_uid": "1.2.3", "series_uid": "1.2.3", "action": "cancel"}
+    samples = {"pk": "1", "id": "1", "result_pk": "1", "study_uid": "1.2.3", "series_uid": "1.2.3", "action": "cancel"}
     tabled = {key for route in parameter_routes() if (key := table_key(route)) is not None}
     for path in schema["paths"]:
         if "{" not in path:
@@ -281,7 +307,14 @@ def far(alliance_world: Any) -> SimpleNamespace:
         by=principal, studies=[study], direction="up", to_institution=hosp, reason="Far reason", urgency="routine"
     )
     now = timezone.now()
+    services.token_create(doctor=owner, by=audit.SYSTEM)
     return SimpleNamespace(
+        token=ApiToken.objects.filter(user=owner.user).first(),
+        privilege=PrivilegeChange.objects.create(
+            subject=owner, kind=PrivilegeChange.Kind.ROLES, payload={"roles": ["clinician"]}, requested_by=owner
+        ),
+        critical=CriticalResult.objects.create(consult=consult, text="Far finding", flagged_by=owner, flagged_at=now),
+        finding=CriticalFinding.objects.create(alliance=alliance, modality="CT", name="Far finding"),
         clinic=clinic,
         owner=owner,
         study=study,
