@@ -93,6 +93,9 @@ def study_detail(request: HttpRequest, study_uid: str) -> HttpResponse:
     basis = access.basis_for(principal, study)
     series = list(selectors.series_of(study))
     audit.read(request, study, "study.view", basis)
+    # The patient's other studies this user may see (same issuer or a linked patient).
+    priors = selectors.prior_studies(principal, study)
+    audit.read_many(request, priors, "study.list", access.bases_for(principal, priors))
     with_images = {s.pk for s in series if s.num_instances and s.modality.upper() not in NO_IMAGE_MODALITIES}
     context = {
         "study": study,
@@ -107,6 +110,7 @@ def study_detail(request: HttpRequest, study_uid: str) -> HttpResponse:
         "may_correct_patient": access.may_correct_patient(principal, study.patient),
         "may_delete_study": access.may_delete_study(principal, study),
         "retention_days": maintenance.RETENTION_DAYS,
+        "priors": priors,
     }
     return render(request, "imaging/study_detail.html", context)
 
