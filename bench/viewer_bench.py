@@ -275,10 +275,10 @@ def mpr_time(browser: Any, url: str, cookie: dict[str, str]) -> dict[str, Any]:
         page.wait_for_function("() => !document.querySelector('[data-action=mpr]').disabled", timeout=120_000)
         page.click("[data-action=mpr]")
         page.wait_for_function(
-            "() => ['ready', 'failed'].includes(document.getElementById('viewer').dataset.mpr)", timeout=300_000
+            "() => ['ready', 'failed'].includes(document.getElementById('viewer').dataset.mprState)", timeout=300_000
         )
         viewer = page.locator("#viewer")
-        if viewer.get_attribute("data-mpr") != "ready":
+        if viewer.get_attribute("data-mpr-state") != "ready":
             raise RuntimeError("MPR failed to load")
         return {"mpr_ms": float(viewer.get_attribute("data-mpr-ms"))}
     finally:

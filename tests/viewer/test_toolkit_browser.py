@@ -390,9 +390,9 @@ def test_mpr_shows_three_planes_and_a_mip_slab_of_a_ct(
     assert page.locator("[data-mpr]").count() == 0, "nothing of MPR is made before the reader asks"
     button.click()
     page.wait_for_function(
-        "() => ['ready', 'failed'].includes(document.getElementById('viewer').dataset.mpr)", timeout=60_000
+        "() => ['ready', 'failed'].includes(document.getElementById('viewer').dataset.mprState)", timeout=60_000
     )
-    assert page.locator("#viewer").get_attribute("data-mpr") == "ready", "\n".join(console)
+    assert page.locator("#viewer").get_attribute("data-mpr-state") == "ready", "\n".join(console)
     page.wait_for_timeout(500)
     shot(page, artifacts, "viewer-mpr-1366")
     for plane in ("axial", "sagittal", "coronal", "mip"):

@@ -100,7 +100,7 @@ export function bindMpr({ root, config, current, cpuRendering }) {
     engine.destroy();
     core.setUseCPURendering(cpuRendering, false);
     ui.screen.hidden = true;
-    root.dataset.mpr = "closed";
+    root.dataset.mprState = "closed";
     button.setAttribute("aria-pressed", "false");
   };
 
@@ -112,7 +112,7 @@ export function bindMpr({ root, config, current, cpuRendering }) {
     setSlabText();
     ui.screen.hidden = false;
     ui.status.textContent = s.mpr_loading;
-    root.dataset.mpr = "loading";
+    root.dataset.mprState = "loading";
     delete root.dataset.mprMs;
     button.setAttribute("aria-pressed", "true");
     const [core, tools] = await Promise.all([import("@cornerstonejs/core"), import("@cornerstonejs/tools")]);
@@ -165,7 +165,7 @@ export function bindMpr({ root, config, current, cpuRendering }) {
     if (open?.engine !== engine) return;
     engine.render();
     await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
-    root.dataset.mpr = "ready";
+    root.dataset.mprState = "ready";
     root.dataset.mprMs = String(Math.round(performance.now() - started));
     ui.status.textContent = "";
   };
@@ -178,7 +178,7 @@ export function bindMpr({ root, config, current, cpuRendering }) {
     start().catch((error) => {
       console.error(error);
       if (ui) ui.status.textContent = s.load_failed;
-      root.dataset.mpr = "failed";
+      root.dataset.mprState = "failed";
     });
   });
   root.addEventListener("click", (event) => {
