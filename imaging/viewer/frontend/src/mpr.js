@@ -115,7 +115,9 @@ export function bindMpr({ root, config, current, cpuRendering }) {
     root.dataset.mprState = "loading";
     delete root.dataset.mprMs;
     button.setAttribute("aria-pressed", "true");
-    const [core, tools] = await Promise.all([import("@cornerstonejs/core"), import("@cornerstonejs/tools")]);
+    const parts = await import("./mprparts.js");
+    const core = parts;
+    const tools = { ...parts, Enums: parts.ToolEnums };
     // Volume viewports draw with WebGL only: the page may have picked Cornerstone's CPU
     // path for its stacks (a software WebGL); the MPR engine is made with WebGL anyway.
     core.setUseCPURendering(false, false); // false: the stack viewports keep their own path
