@@ -13,6 +13,10 @@ drives /viewer/study/<uid>/ with Playwright:
 - scroll rate: with the series loaded, the slices from first to last one key press at a
   time, each press waiting for the image to be drawn; frames per second over the stack.
 
+--profile mpr: with the series loaded in the stack view, the reader asks for MPR: the
+time from the click to the axial, sagittal and coronal planes (and the MIP) drawn from the
+whole volume (the viewer's data-mpr-ms), on loopback, median of --runs.
+
 --profile phone: the first image only, as a phone sees it: a 390x844 touch screen
 (mobile, 3 device pixels per CSS pixel; the viewer takes its touch layout) on the
 throttled line (10 Mbit/s, 50 ms), empty cache and warm; its own section in the results.
@@ -22,6 +26,7 @@ CPU: a real GPU draws faster. Needs PostgreSQL on 127.0.0.1:5432 (trust auth).
 
   .venv/bin/python bench/viewer_bench.py --results bench/RESULTS.md
   .venv/bin/python bench/viewer_bench.py --profile phone --results bench/RESULTS.md
+  .venv/bin/python bench/viewer_bench.py --profile mpr --results bench/RESULTS.md
   .venv/bin/python bench/viewer_bench.py --slices 100 --runs 1     # a quick look
 """
 
@@ -260,6 +265,58 @@ def measure_phone(base: str, study_uid: str, session: str, runs: int) -> dict[st
     return {"phone_10mbit_50ms": result}
 
 
+def mpr_time(browser: Any, url: str, cookie: dict[str, str]) -> dict[str, Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.add_cookies([cookie])
+    page = context.new_page()
+    try:
+        page.goto(url)
+        page.wait_for_function(f"() => document.querySelector(\"{PANE}\").dataset.loaded === 'true'", timeout=120_000)
+        page.wait_for_function("() => !document.querySelector('[data-action=mpr]').disabled", timeout=120_000)
+        page.click("[data-action=mpr]")
+        page.wait_for_function(
+            "() => ['ready', 'failed'].includes(document.getElementById('viewer').dataset.mprState)", timeout=300_000
+        )
+        viewer = page.locator("#viewer")
+        if viewer.get_attribute("data-mpr-state") != "ready":
+            raise RuntimeError("MPR failed to load")
+        return {"mpr_ms": float(viewer.get_attribute("data-mpr-ms"))}
+    finally:
+        context.close()
+
+
+def measure_mpr(base: str, study_uid: str, session: str, runs: int) -> dict[str, Any]:
+    from playwright.sync_api import sync_playwright
+
+    url = f"{base}/viewer/study/{study_uid}/"
+    cookie = {"name": "sessionid", "value": session, "url": base}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        first_image(browser, url, cookie, throttled=False)  # warm the server's workers
+        samples = [mpr_time(browser, url, cookie)["mpr_ms"] for _ in range(runs)]
+        browser.close()
+    return {"mpr_loopback": {"median_ms": round(statistics.median(samples)), "all_ms": [round(v) for v in samples]}}
+
+
+def write_mpr_results(path: Path, figures: dict[str, Any], command: str) -> None:
+    mpr = figures["mpr_loopback"]
+    ms = mpr["median_ms"]
+    section = f"""## Viewer, MPR
+
+`{command}`: {figures["machine"]}. The machine was shared with other work (other helpers'
+builds and tests) while this ran. Chromium headless without a GPU: the volume viewports
+draw with the software WebGL (SwiftShader). {figures["slices"]}-slice CT, 512x512, 16 bit,
+stored uncompressed, on loopback. Time from the click on MPR (the series already loaded in
+the stack view) to the axial, sagittal and coronal planes and the MIP drawn from the whole
+volume; median of {figures["runs"]} runs ({", ".join(f"{v} ms" for v in mpr["all_ms"])}).
+
+| | three planes drawn | target |
+|---|---|---|
+| loopback | {ms} ms | < 3 s ({"met" if ms < 3000 else "NOT met"}) |
+"""
+    write_section(path, "## Viewer, MPR", section)
+
+
 def write_section(path: Path, heading: str, section: str) -> None:
     """Replace the section under `heading` (up to the next "## "), or add it at the end."""
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
@@ -327,7 +384,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--results", type=Path, help="rewrite this file's Viewer section")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (server log)")
-    parser.add_argument("--profile", choices=["desktop", "phone"], default="desktop")
+    parser.add_argument("--profile", choices=["desktop", "phone", "mpr"], default="desktop")
+    parser.add_argument("--port", type=int, default=0, help="the web server's port (default: any free one)")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]  # the run itself keeps both cores busy: this is the machine's own
     work = Path(tempfile.mkdtemp(prefix="viewer-bench-"))
@@ -342,8 +400,8 @@ def main() -> None:
     subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", database], check=True)
     try:
         study_uid, session = prepare(env, args.slices, 512)
-        with web_server(env, free_port(), work / "gunicorn.log") as base:
-            measured = measure_phone if args.profile == "phone" else measure
+        with web_server(env, args.port or free_port(), work / "gunicorn.log") as base:
+            measured = {"phone": measure_phone, "mpr": measure_mpr}.get(args.profile, measure)
             figures = measured(base, study_uid, session, args.runs)
         load = f"load {load_before:.1f} before the run and {os.getloadavg()[0]:.1f} after it (1-minute average)"
         figures.update(
@@ -355,6 +413,8 @@ def main() -> None:
             command += f" --runs {args.runs}" if args.runs != 3 else ""
             if args.profile == "phone":
                 write_phone_results(args.results, figures, command + " --profile phone")
+            elif args.profile == "mpr":
+                write_mpr_results(args.results, figures, command + " --profile mpr")
             else:
                 write_results(args.results, figures, command)
     finally:

@@ -160,6 +160,22 @@ def linked_studies(principal: Principal, patient: Any) -> QuerySet[Study]:
     )
 
 
+def prior_studies(principal: Principal, study: Study, *, limit: int = 50) -> list[Study]:
+    """The patient's other studies the principal may see, newest first: the same patient of
+    the same issuer and every patient linked to it (PatientLink), through linked_studies and
+    so through every access rule. A study of another issuer's patient without a link is
+    never among them."""
+    return list(linked_studies(principal, study.patient).exclude(pk=study.pk)[:limit])
+
+
+def get_prior_for(principal: Principal, study: Study, prior_uid: str) -> Study:
+    """One of `study`'s priors by UID, or the same 404 as for a missing study."""
+    prior = linked_studies(principal, study.patient).exclude(pk=study.pk).filter(study_uid=prior_uid).first()
+    if prior is None:
+        raise Http404("No such study.")
+    return prior
+
+
 @dataclass(frozen=True)
 class Access:
     """One grantee's live access on a case's basis: who, whether they may write, and until when

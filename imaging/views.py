@@ -117,6 +117,9 @@ def study_detail(request: HttpRequest, study_uid: str) -> HttpResponse:
     basis = access.basis_for(principal, study)
     series = list(selectors.series_of(study))
     audit.read(request, study, "study.view", basis)
+    # The patient's other studies this user may see (same issuer or a linked patient).
+    priors = selectors.prior_studies(principal, study)
+    audit.read_many(request, priors, "study.list", access.bases_for(principal, priors))
     with_images = {s.pk for s in series if s.num_instances and s.modality.upper() not in NO_IMAGE_MODALITIES}
     context = {
         "study": study,
@@ -133,6 +136,7 @@ def study_detail(request: HttpRequest, study_uid: str) -> HttpResponse:
         "may_move_series": access.may_move_series(principal, study),
         "retention_days": maintenance.RETENTION_DAYS,
         "study_cases": study_cases.cases_of(principal, [study.pk]).get(study.pk, []),
+        "priors": priors,
     }
     return render(request, "imaging/study_detail.html", context)
 

@@ -199,8 +199,9 @@ def test_rendered_fallback_on_a_phone_swipes_and_pinches_too(
     fingers = Fingers(page)
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     start = slice_index(page)
-    fingers.drag([(cx, cy + 100)], [(cx, cy - 100)])  # up the screen: earlier slices
-    page.wait_for_function(f'() => Number(document.querySelector("{PANE}").dataset.index) < {start}')
+    assert start == 0, "the first slice is shown first"
+    fingers.drag([(cx, cy - 100)], [(cx, cy + 100)])  # down the screen: later slices
+    page.wait_for_function(f'() => Number(document.querySelector("{PANE}").dataset.index) > {start}')
     fingers.drag([(cx - 30, cy), (cx + 30, cy)], [(cx - 120, cy), (cx + 120, cy)])
     page.wait_for_function(f'() => Number(document.querySelector("{PANE}").dataset.zoom) > 1.5')
     assert "scale(" in page.locator(f"{PANE} img.vw-rendered").get_attribute("style")

@@ -58,7 +58,7 @@ def test_viewer_shows_the_ct_and_scrolls_through_slices(
     page.set_viewport_size({"width": 1280, "height": 800})
     pane = open_viewer(page, live_site.url, ct_study.study_uid)
     start = slice_index(page)
-    assert start == (ct_study.num_instances - 1) // 2, "the middle slice is shown first"
+    assert start == 0, "the first slice is shown first"
     page.wait_for_timeout(300)
     page.screenshot(path=artifacts / "viewer-desktop.png")
     before = pixels(pane.screenshot())
@@ -213,16 +213,16 @@ def test_two_up_invert_rotate_and_cine(
 def test_first_slice_is_fetched_once_and_drawn_from_those_bytes(
     sign_in: Any, live_site: Any, alliance_world: Any, ct_study: Any, requests_seen: list[str]
 ) -> None:
-    """main.js fetches the middle slice while Cornerstone loads; the loader must take those
+    """main.js fetches the first slice while Cornerstone loads; the loader must take those
     bytes (COMPRESSED_FRAME_DATA), not fetch the slice again."""
     page = sign_in(alliance_world.owner)
     open_viewer(page, live_site.url, ct_study.study_uid)
     page.wait_for_timeout(500)  # let the prefetcher run too
     instances = ct_study.series.get().instances.order_by("instance_number")
-    middle = instances[(ct_study.num_instances - 1) // 2].sop_uid
-    fetched = [u for u in requests_seen if f"/instances/{middle}/frames/" in u]
+    first = instances[0].sop_uid
+    fetched = [u for u in requests_seen if f"/instances/{first}/frames/" in u]
     assert len(fetched) == 1 and fetched[0].endswith("/frames/1"), fetched
-    assert slice_index(page) == (ct_study.num_instances - 1) // 2
+    assert slice_index(page) == 0
 
 
 def _first_slice_with_metadata_held(page: Any, live_site: Any, ct_study: Any) -> tuple[Any, list[Any]]:
@@ -240,21 +240,18 @@ def _first_slice_with_metadata_held(page: Any, live_site: Any, ct_study: Any) ->
 def test_first_slice_is_drawn_before_the_series_metadata_arrives(
     sign_in: Any, live_site: Any, alliance_world: Any, ct_study: Any
 ) -> None:
-    """The series' metadata is held back: the middle slice is drawn from what the page
+    """The series' metadata is held back: the first slice is drawn from what the page
     carries, and the overlay gives the series' size without claiming the slice's place."""
     page, held = _first_slice_with_metadata_held(sign_in(alliance_world.owner), live_site, ct_study)
     page.wait_for_function("() => document.querySelector(\"[data-pane='0'] [data-ov='bl']\").innerText.includes('…')")
     corner = page.locator("[data-pane='0'] [data-ov='bl']").inner_text()
-    assert f"… / {ct_study.num_instances}" in corner and "Position -11.0 mm" in corner, corner
+    assert f"… / {ct_study.num_instances}" in corner and "Position 0.0 mm" in corner, corner
     assert "1.00×" in page.locator("[data-pane='0'] [data-ov='br']").inner_text()
     assert held and page.locator("[data-pane='0']").get_attribute("data-loaded") == "false"
     held[0].continue_()
     page.wait_for_function("() => document.querySelector(\"[data-pane='0']\").dataset.loaded === 'true'")
-    wait_index(page, (ct_study.num_instances - 1) // 2)
-    assert (
-        f"{(ct_study.num_instances - 1) // 2 + 1} / {ct_study.num_instances}"
-        in page.locator("[data-pane='0'] [data-ov='bl']").inner_text()
-    )
+    wait_index(page, 0)
+    assert f"1 / {ct_study.num_instances}" in page.locator("[data-pane='0'] [data-ov='bl']").inner_text()
 
 
 def test_keys_pressed_while_the_first_slice_is_alone_count_once_the_series_arrives(
@@ -268,4 +265,4 @@ def test_keys_pressed_while_the_first_slice_is_alone_count_once_the_series_arriv
     assert held and page.locator("[data-pane='0']").get_attribute("data-loaded") == "false"
     held[0].continue_()
     page.wait_for_function("() => document.querySelector(\"[data-pane='0']\").dataset.loaded === 'true'")
-    wait_index(page, (ct_study.num_instances - 1) // 2 + 2)
+    wait_index(page, 2)

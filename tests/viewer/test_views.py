@@ -134,7 +134,7 @@ def test_embedded_viewer_leaves_out_the_site_header(alliance_world: Any, ct_stud
     assert 'class="viewer-page"' in client.get(viewer_url(ct_study.study_uid)).content.decode()
 
 
-def test_config_names_the_first_series_and_its_middle_slice(
+def test_config_names_the_first_series_and_its_first_slice(
     alliance_world: Any, ct_study: Any, django_assert_max_num_queries: Any
 ) -> None:
     client = client_for(alliance_world.owner)
@@ -144,13 +144,14 @@ def test_config_names_the_first_series_and_its_middle_slice(
     by_number = list(series.instances.order_by("instance_number").values_list("sop_uid", flat=True))
     assert config["first"]["uid"] == series.series_uid
     assert config["first"]["count"] == len(by_number) == 24
-    assert config["first"]["middle_sop_uid"] == by_number[11]
+    assert config["first"]["first_sop_uid"] == by_number[0]
+    assert config["start_index"] is None, "no key image: the viewer opens on the first slice"
 
 
-def test_config_carries_the_middle_slice_metadata_without_its_pixels(alliance_world: Any, ct_study: Any) -> None:
+def test_config_carries_the_first_slice_metadata_without_its_pixels(alliance_world: Any, ct_study: Any) -> None:
     config = config_of(client_for(alliance_world.owner).get(viewer_url(ct_study.study_uid)).content.decode())
-    metadata = config["first"]["middle_metadata"]
-    assert metadata["00080018"]["Value"] == [config["first"]["middle_sop_uid"]]
+    metadata = config["first"]["first_metadata"]
+    assert metadata["00080018"]["Value"] == [config["first"]["first_sop_uid"]]
     assert metadata["00280010"]["Value"] == [ct_study.series.get().instances.first().rows]
     assert set(metadata["7FE00010"]) == {"vr", "BulkDataURI"}, "pixels come through WADO-RS, not in the page"
 

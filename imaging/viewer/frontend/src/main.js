@@ -45,8 +45,8 @@ if (mode === "rendered") root.querySelector("[data-fallback-note]").hidden = fal
 // download) is still on its way: the page carries that slice's metadata.
 const first = config.first;
 const firstFrame =
-  mode === "cornerstone" && first?.middle_metadata
-    ? client.frame(first.uid, first.middle_sop_uid, 1).catch((error) => console.error(error))
+  mode === "cornerstone" && first?.first_metadata
+    ? client.frame(first.uid, first.first_sop_uid, 1).catch((error) => console.error(error))
     : null;
 const viewer = mode === "rendered" ? await import("./rendered.js") : await import("./stack.js");
 root.dataset.cpuRendering = String(mode === "cornerstone" && cpuRendering(renderer));

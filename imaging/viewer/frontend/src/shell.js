@@ -10,7 +10,9 @@ const KEY_STEPS = { ArrowDown: 1, ArrowRight: 1, ArrowUp: -1, ArrowLeft: -1, Pag
 
 // gestures: the pane's own swipe / pinch / two-finger window handling (touch.js) instead
 // of the mode's (Cornerstone's tools on a desktop).
-export async function startShell({ root, config, client, createPane, gestures }) {
+// onShell: called once the controls are bound, with what a further module (priors.js)
+// needs to drive the panes.
+export async function startShell({ root, config, client, createPane, gestures, onShell }) {
   const panes = [...root.querySelectorAll("[data-pane]")];
   const controllers = new Map();
   const status = root.querySelector("[data-status]");
@@ -62,7 +64,7 @@ export async function startShell({ root, config, client, createPane, gestures })
     if (hint) hint.hidden = true;
   };
   if (touch) setTimeout(hideHint, 8000);
-  bindLayout(root, panes, controllers, async (layout) => {
+  const setLayout = bindLayout(root, panes, controllers, async (layout) => {
     if (layout === 2 && !panes[1].dataset.seriesUid && seriesList.length) {
       await show(panes[1], seriesList[1] ?? seriesList[0]);
     }
@@ -86,6 +88,7 @@ export async function startShell({ root, config, client, createPane, gestures })
   });
 
   activate(panes[0]);
+  onShell?.({ panes, controllerOf, activePane: () => active, setLayout, say });
   say(config.strings.loading);
   // The server names the first series (config.first): it starts loading at once, while
   // the series list is still being searched.
@@ -180,14 +183,15 @@ function bindToolbar(root, config, current, controllers) {
 function bindLayout(root, panes, controllers, onLayout) {
   const buttons = [...root.querySelectorAll("[data-layout-button]")];
   const container = root.querySelector("[data-panes]");
+  const setLayout = async (layout, { load = true } = {}) => {
+    for (const b of buttons) b.setAttribute("aria-pressed", Number(b.dataset.layoutButton) === layout ? "true" : "false");
+    container.dataset.layout = String(layout);
+    panes[1].hidden = layout === 1;
+    for (const controller of controllers.values()) controller.resize();
+    if (load) await onLayout(layout);
+  };
   for (const button of buttons) {
-    button.addEventListener("click", async () => {
-      const layout = Number(button.dataset.layoutButton);
-      for (const b of buttons) b.setAttribute("aria-pressed", b === button ? "true" : "false");
-      container.dataset.layout = String(layout);
-      panes[1].hidden = layout === 1;
-      for (const controller of controllers.values()) controller.resize();
-      await onLayout(layout);
-    });
+    button.addEventListener("click", () => setLayout(Number(button.dataset.layoutButton)));
   }
+  return setLayout;
 }

@@ -11,7 +11,6 @@ import {
   setUseCPURendering,
   imageRetrievalPoolManager,
   metaData,
-  utilities as coreUtilities,
 } from "@cornerstonejs/core";
 import { init as initLoader, wadors } from "@cornerstonejs/dicom-image-loader";
 import extractMultipart from "@cornerstonejs/dicom-image-loader/wadors/extractMultipart";
@@ -21,6 +20,10 @@ import { datasetWindow, instanceOf } from "./dicomweb.js";
 import { renderOverlay } from "./overlay.js";
 import { voiRange, windowOf } from "./presets.js";
 import { startShell } from "./shell.js";
+import { bindWheel, createScroller } from "./scroll.js";
+import { paneHooks } from "./panehooks.js";
+import { bindPriors } from "./priors.js";
+import { bindMprToShell } from "./mpr.js";
 
 performance.mark("viewer:engine-loaded"); // Cornerstone's chunk parsed and run (bench/viewer_bench.py)
 const ENGINE_ID = "viewer";
@@ -76,6 +79,10 @@ export async function start({ root, config, client, firstFrame, cpuRendering }) 
     client,
     gestures: touch, // touch.js drives the image on a touch layout; Cornerstone's tools with a mouse
     createPane: (pane) => createPane({ pane, root, config, client, engine, tools, takeFirstFrame, cpuRendering }),
+    onShell: (shell) => {
+      bindPriors({ root, config, shell });
+      bindMprToShell({ root, config, shell, cpuRendering });
+    },
   });
 }
 
@@ -106,7 +113,10 @@ function lazyTools(engine, root, touch) {
   return tools;
 }
 
-function createPane({ pane, root, config, client, engine, tools, takeFirstFrame, cpuRendering }) {
+function createPane({ pane, root, config: ownConfig, client: ownClient, engine, tools, takeFirstFrame, cpuRendering }) {
+  // The study the pane shows: the page's own, or a prior opened beside it (priors.js).
+  let config = ownConfig;
+  let client = ownClient;
   const element = pane.querySelector("[data-viewport]");
   const viewportId = `pane-${pane.dataset.pane}`;
   const slider = pane.querySelector("[data-slider]");
@@ -117,8 +127,15 @@ function createPane({ pane, root, config, client, engine, tools, takeFirstFrame,
   let fitZoom = 1; // the zoom that fits the image: the overlay shows zoom relative to it
   let aloneOf = null; // while the first slice is shown alone: the series' image count
   let early = null; // what the user asked for meanwhile: { delta } or { index }, applied once all is loaded
+  // The first series of the first pane opens here (a key image), else on its first slice.
+  let startIndex = pane.dataset.pane === "0" ? (ownConfig.start_index ?? null) : null;
+  // Or the key image the page names by its SOP Instance UID (where in the sorted stack it
+  // lands is known only once the series is loaded).
+  let startSop = pane.dataset.pane === "0" ? (ownConfig.start_sop_uid ?? null) : null;
+  const scroller = createScroller(() => (aloneOf ? null : engine.getViewport(viewportId)));
 
   element.addEventListener("contextmenu", (event) => event.preventDefault());
+  bindWheel(element, (delta) => controller.scroll(delta));
   const viewport = () => {
     if (!engine.getViewport(viewportId)) {
       const enabledBefore = !tools.now;
@@ -178,6 +195,16 @@ function createPane({ pane, root, config, client, engine, tools, takeFirstFrame,
         return imageId;
       }),
     );
+  // The stack index of an instance's first frame, or null when it is not in the series.
+  const frameOf = (instances, sopUid) => {
+    if (!sopUid) return null;
+    let at = 0;
+    for (const instance of instances) {
+      if (instance.sopUid === sopUid) return at;
+      at += instance.frames;
+    }
+    return null;
+  };
   const datasetsOf = (instances) => instances.flatMap((instance) => Array(instance.frames).fill(instance.dataset));
 
   const showAlone = async (vp, picked, middle) => {
@@ -193,16 +220,16 @@ function createPane({ pane, root, config, client, engine, tools, takeFirstFrame,
   // metadata, and main.js has asked for that slice's pixels already: the slice is drawn
   // alone, and the series' metadata (read by the server from every file) is asked for after.
   const showEmbeddedMiddle = async (vp, picked) => {
-    const middle = instanceOf(picked.middle_metadata);
+    const middle = instanceOf(picked.first_metadata);
     const frame = await takeFirstFrame();
     if (frame) keepFetchedFrame(imageIdsOf(picked.uid, [middle])[0], frame);
     return showAlone(vp, picked, middle);
   };
   // Another series: its middle slice's own metadata and frame, racing the series' metadata.
   const middleUid = async (series) => {
-    if (series.middle_sop_uid) return series.middle_sop_uid;
+    if (series.first_sop_uid) return series.first_sop_uid;
     const uids = await client.instanceList(series.uid);
-    return uids.length < 3 ? null : uids[Math.floor((uids.length - 1) / 2)];
+    return uids.length < 3 ? null : uids[0];
   };
   const showMiddleFirst = async (vp, picked, fullMetadata) => {
     const uid = await middleUid(picked);
@@ -212,7 +239,7 @@ function createPane({ pane, root, config, client, engine, tools, takeFirstFrame,
     return showAlone(vp, picked, middle);
   };
   const showFirstThenAll = async (vp, picked) => {
-    if (picked.middle_metadata) {
+    if (picked.first_metadata) {
       const shown = await showEmbeddedMiddle(vp, picked).catch(() => null);
       return [shown, await client.instances(picked.uid)];
     }
@@ -223,7 +250,7 @@ function createPane({ pane, root, config, client, engine, tools, takeFirstFrame,
 
   const MIN_ZOOM = 0.5;
   const MAX_ZOOM = 20;
-  return {
+  const controller = {
     count() {
       return aloneOf ?? engine.getViewport(viewportId)?.getImageIds().length ?? 0;
     },
@@ -266,24 +293,32 @@ function createPane({ pane, root, config, client, engine, tools, takeFirstFrame,
       vp.setPan([px + dx, py + dy]);
       vp.render();
     },
-    async load(picked) {
+    // source: { client, config } of a prior study (priors.js); the page's own study by default.
+    async load(picked, source = null) {
+      config = source?.config ?? ownConfig;
+      client = source?.client ?? ownClient;
+      pane.dataset.study = config.study_uid;
       if (playing) this.cine();
       const vp = viewport();
       tools.now?.prefetch.disable(element);
       series = picked;
       early = null;
+      scroller.reset();
       pane.dataset.loaded = "false";
-      const [shown, instances] = await showFirstThenAll(vp, picked);
+      const [, instances] = await showFirstThenAll(vp, picked);
       if (series !== picked) return; // another series was picked meanwhile
       const imageIds = imageIdsOf(picked.uid, instances);
       if (!imageIds.length) throw new Error("series without images");
       datasets = datasetsOf(instances);
       aloneOf = null;
       slider.max = String(imageIds.length - 1);
-      const shownIndex = instances.findIndex((instance) => instance.sopUid === shown);
-      // The slice already on screen stays; else the middle slice is shown first. The
-      // prefetcher then fills in outwards from it.
-      const start = shownIndex >= 0 ? shownIndex : Math.floor((imageIds.length - 1) / 2);
+      // The first slice in anatomical order (head first), unless the page names a start
+      // (config.start_index, e.g. a key image), for the first series opened only. The
+      // slice drawn alone was the server's guess at the first one (Instance Number 1);
+      // the prefetcher then fills in outwards from where the stack starts.
+      const start = startIndex ?? frameOf(instances, startSop) ?? 0;
+      startIndex = null;
+      startSop = null;
       const asked = early;
       early = null;
       const target = asked?.index ?? start + (asked?.delta ?? 0);
@@ -302,16 +337,18 @@ function createPane({ pane, root, config, client, engine, tools, takeFirstFrame,
         early = { delta: (early?.delta ?? 0) + delta };
         return;
       }
-      const vp = engine.getViewport(viewportId);
-      if (vp) coreUtilities.scroll(vp, { delta, debounceLoading: true });
+      scroller.by(delta);
     },
     setIndex(index) {
       if (aloneOf) {
         early = { index };
         return;
       }
-      const vp = engine.getViewport(viewportId);
-      if (vp) vp.setImageIdIndex(Math.max(0, Math.min(index, vp.getImageIds().length - 1)));
+      scroller.to(index);
+    },
+    // Where the pane is going (the last slice asked for), or is.
+    targetIndex() {
+      return aloneOf ? null : scroller.target();
     },
     preset(preset) {
       const vp = engine.getViewport(viewportId);
@@ -335,8 +372,15 @@ function createPane({ pane, root, config, client, engine, tools, takeFirstFrame,
       const vp = engine.getViewport(viewportId);
       if (!vp) return;
       const current = vp.getViewPresentation();
-      if (direction === "h") vp.setViewPresentation({ flipHorizontal: !current.flipHorizontal });
-      else vp.setViewPresentation({ flipVertical: !current.flipVertical });
+      // The flip is of the screen: left and right as the reader sees them. The WebGL path
+      // mirrors the camera (already the screen's axes); Cornerstone's CPU path flips the
+      // image before turning it (and its view presentation cannot flip at all: it needs
+      // the WebGL image data), so on a quarter turn the screen's horizontal is the image's
+      // vertical.
+      let horizontal = direction === "h";
+      if (cpuRendering && Math.round((current.rotation ?? 0) / 90) % 2 === 1) horizontal = !horizontal;
+      if (horizontal) vp.setCamera({ flipHorizontal: !current.flipHorizontal });
+      else vp.setCamera({ flipVertical: !current.flipVertical });
       vp.render();
     },
     invert() {
@@ -349,7 +393,8 @@ function createPane({ pane, root, config, client, engine, tools, takeFirstFrame,
       const vp = engine.getViewport(viewportId);
       if (!vp) return;
       // resetCamera keeps rotation and flips; the view presentation holds them.
-      vp.setViewPresentation({ rotation: 0, flipHorizontal: false, flipVertical: false });
+      vp.setViewPresentation({ rotation: 0 });
+      vp.setCamera({ flipHorizontal: false, flipVertical: false });
       vp.resetCamera();
       vp.resetProperties();
       vp.render();
@@ -373,4 +418,6 @@ function createPane({ pane, root, config, client, engine, tools, takeFirstFrame,
       }
     },
   };
+  paneHooks(pane, { engine, viewportId, controller, datasets: () => datasets });
+  return controller;
 }
