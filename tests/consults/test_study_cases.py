@@ -80,8 +80,8 @@ def test_study_page_lists_consults_and_referrals_with_their_state(world: Any) ->
     referral = refer(world, study)
     page = en_client(world.owner).get(reverse("imaging:study_detail", args=[study.study_uid])).content.decode()
     block = page[page.index('id="study-cases"') :]
-    assert f'data-case="consult:{consult.pk}"' in block
-    assert f'data-case="referral:{referral.pk}"' in block
+    assert f'data-case-kind="consult" data-case-number="{consult.pk}"' in block
+    assert f'data-case-kind="referral" data-case-number="{referral.pk}"' in block
     assert "Requested" in block
     assert f"/consults/{consult.pk}/report.pdf" in block
 
