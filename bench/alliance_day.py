@@ -244,6 +244,7 @@ class Day:
 
     def __init__(self, cfg: Config, world: SimpleNamespace, cases: list[Case], clock: SimClock) -> None:
         from alliance.access import resolve_principal
+        from consults.priorities import deadlines_of
 
         self.cfg, self.world, self.clock = cfg, world, clock
         self.cases = [Case(**{k: v for k, v in vars(c).items() if k != "holds"}) for c in cases]
@@ -258,6 +259,7 @@ class Day:
         self.job_times: list[float] = []
         self.job_counts: dict[str, int] = {}
         self.open = 0
+        self.deadlines = {p: d.total_seconds() for p, d in deadlines_of(world.alliance).items()}
         self.shifts = max(1, round(24 / cfg.shift_hours)) if cfg.shift_hours < 24 else 1
 
     # --- the event queue ---------------------------------------------------------------
@@ -475,7 +477,7 @@ def summary(day: Day) -> dict[str, dict[str, Any]]:
     for p in PRIORITIES:
         mine = [c for c in day.cases if c.priority == p]
         turns = [turnaround(c) for c in mine]
-        deadline = mine[0].deadline if mine else None
+        deadline = day.deadlines[p]
         out[p] = {
             "requested": len(mine),
             "signed": sum(c.signed is not None for c in mine),
