@@ -109,13 +109,14 @@ def test_patient_journey_on_a_phone(
         expect(page.locator("[data-report-text]")).to_contain_text("右上肺结节，直径8毫米。")
         _shot(page, "05-report")
 
-        # Download for another hospital: a ZIP with a DICOMDIR and the 24 images.
+        # Download for another hospital: a ZIP with a DICOMDIR, the 24 images and the signed
+        # report, which signing wrote into the study (an Encapsulated PDF and a Basic Text SR).
         page.goto(url)
         with page.expect_download() as download:
             page.locator("[data-download]").click()
         archive = zipfile.ZipFile(io.BytesIO(Path(download.value.path()).read_bytes()))
         assert "DICOMDIR" in archive.namelist()
-        assert sum(name.startswith("DICOM/") for name in archive.namelist()) == 24
+        assert sum(name.startswith("DICOM/") for name in archive.namelist()) == 24 + 2
 
         # Share with a doctor: a QR code and a PIN on the phone.
         page.goto(live_server.url + reverse("films:share", args=[made.handle]))
