@@ -107,6 +107,9 @@ ROUTES: dict[str, Route] = {
     "imaging/films/<int:pk>/slip.pdf": Route(lambda f: {"pk": f.film.link.pk}, audited="film"),
     "imaging/films/<int:pk>/revoke/": Route(lambda f: {"pk": f.film.link.pk}, "post", audited="film"),
     "viewer/study/<str:study_uid>/": Route(study, audited="study"),
+    "viewer/study/<str:study_uid>/prior/<str:prior_uid>/": Route(
+        lambda f: study(f) | {"prior_uid": f.study.study_uid}, audited="study"
+    ),
     # DICOMweb
     **{D + tail: Route(lambda f: dw(f, "study"), audited="study") for tail in ("", "/metadata", "/thumbnail")},
     # QIDO-RS searches within a study: an empty result (204), as for a study that does not exist
