@@ -1,13 +1,15 @@
 """A/B pairs for the DIMSE store path: our dicom_server at another commit against this checkout.
 
     .venv/bin/python bench/ab_store.py BASE_REV [--this REV] [--pairs 3] [--associations 1] [--processes 2]
-    .venv/bin/python bench/ab_store.py BASE_REV --small-studies 200 --per-study 5
+    .venv/bin/python bench/ab_store.py BASE_REV --small-studies 200 --per-study 5 [--associations 4] [--with-worker]
 
 Checks BASE_REV (and REV, else this checkout) out into temporary git worktrees and runs
 both servers alternately (base, this, base, ...) on the same machine, each on a fresh copy of one migrated
 PostgreSQL database, storing the same generated CT study (or, with --small-studies N, N
 studies of --per-study K instances each, every one its own patient) with storescu. Prints each run's
-instances per second and server CPU per instance. Single runs on this machine kind swing by
+instances per second and server CPU per instance (with --with-worker, beside the Celery
+workers `make run` starts, and how much they had rendered; see bench/dimse_store.py). Small
+studies on 4 associations keep each study whole on one. Single runs on this machine kind swing by
 a third; only interleaved pairs compare a change fairly. Needs what bench/dimse_store.py
 needs (PostgreSQL on 127.0.0.1:5432 with trust, dcmtk); binds loopback ports only.
 """
@@ -36,6 +38,7 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=500)
     parser.add_argument("--small-studies", type=int, default=0, help="store this many small studies instead")
     parser.add_argument("--per-study", type=int, default=1, help="instances in each small study (512x512)")
+    parser.add_argument("--with-worker", action="store_true", help="run the Celery workers of `make run` beside")
     args = parser.parse_args()
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "alliance.settings")
@@ -53,7 +56,10 @@ def main() -> None:
             ["git", "worktree", "add", "-q", "--detach", str(roots[name]), rev], cwd=dimse_store.ROOT, check=True
         )
     processes = 1 if args.associations == 1 else args.processes
-    servers = {name: dimse_store.Ours(work, processes, root=roots[name]) for name in ("base", "this")}
+    servers = {
+        name: dimse_store.Ours(work, processes, root=roots[name], with_worker=args.with_worker)
+        for name in ("base", "this")
+    }
     try:
         data = work / "data"
         if args.small_studies:
@@ -62,13 +68,18 @@ def main() -> None:
         else:
             dimse_store.generate_ct(data, args.instances)
             instances = args.instances
-        folders = [data] if args.associations == 1 else dimse_store.split(data, 4)
+        split = dimse_store.split_studies if args.small_studies else dimse_store.split
+        folders = [data] if args.associations == 1 else split(data, 4)
         template = servers["this"]
         template.prepare()  # one migrated database (this checkout's schema), copied for every run
         # (the migrations have not changed between the commits compared here)
         servers["base"].template = template.template
         what = f"{args.small_studies} studies of {args.per_study} instance(s)" if args.small_studies else "one CT study"
-        print(f"{what}, {instances} instances on {args.associations} association(s), {processes} server process(es)")
+        beside = ", beside the Celery workers" if args.with_worker else ""
+        print(
+            f"{what}, {instances} instances on {args.associations} association(s), {processes} server process(es)"
+            f"{beside}; load {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
+        )
         for pair in range(args.pairs):
             line = []
             for name, server in servers.items():
@@ -79,6 +90,10 @@ def main() -> None:
                     raise RuntimeError(f"{name}: the index holds {server.count()} instances, not {instances}")
                 line.append(f"{name} {instances / seconds:.0f}/s ({cpu / instances * 1000:.1f} ms CPU)")
             print(f"pair {pair + 1}: " + "   ".join(line), flush=True)
+            for name, server in servers.items():
+                for note in server.notes:
+                    print(f"    {name} {note}", flush=True)
+                server.notes.clear()
     finally:
         for server in servers.values():
             server.cleanup()

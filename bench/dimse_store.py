@@ -1,7 +1,7 @@
 """DIMSE benchmark: our dicom_server (PostgreSQL index) against Orthanc, in one run.
 
     .venv/bin/python bench/dimse_store.py [--instances 500] [--studies 10000] [--processes 2] [--repeat 3]
-        [--small-studies N --per-study K]
+        [--small-studies N --per-study K] [--with-worker]
 
 Generates one CT study (512x512, 16 bit) with the project's generator, then for each
 server: C-STORE it with dcmtk's storescu on 1 association and on 4 parallel associations
@@ -10,7 +10,13 @@ with --studies studies indexed. Both servers and storescu run with TCP_NODELAY=1
 environment (Debian's dcmtk and Orthanc leave Nagle on otherwise). Our index rows for the
 C-FIND part are inserted in bulk; Orthanc's are stored as small instances over C-STORE.
 With --small-studies N, also N studies of --per-study K 512x512 instances each (every study
-its own patient) on one association, ours against Orthanc, in a table of their own.
+its own patient) on one association and on 4 (each study whole on one of them), ours against
+Orthanc, in a table of their own. With --with-worker, our server runs beside the Celery
+workers `make run` starts (run_embedded's commands: the render worker at its lower CPU
+priority, and the one for the other queues), on the same DATA_DIR and broker, so that
+rendering the thumbnails of what arrives competes with ingest for the cores; each run of
+ours then also says how many of its instances were rendered when the store ended, and how
+long the backlog took to drain after it.
 Prints a Markdown table (paste it into bench/RESULTS.md). Needs PostgreSQL on
 127.0.0.1:5432 (trust), dcmtk and the Debian `orthanc` package; binds loopback ports only.
 """
@@ -116,6 +122,21 @@ def split(folder: Path, parts: int) -> list[Path]:
     return chunks
 
 
+def split_studies(folder: Path, parts: int) -> list[Path]:
+    """split() keeping each small study whole on one association (files named <study>-<n>.dcm)."""
+    studies = sorted({f.name.split("-")[0] for f in folder.glob("*.dcm")})
+    chunks = []
+    for i in range(parts):
+        chunk = folder.parent / f"{folder.name}-studies{i}"
+        shutil.rmtree(chunk, ignore_errors=True)
+        chunk.mkdir()
+        for study in studies[i::parts]:
+            for f in folder.glob(f"{study}-*.dcm"):
+                os.link(f, chunk / f.name)
+        chunks.append(chunk)
+    return chunks
+
+
 def storescu(port: int, called_ae: str, folders: list[Path]) -> float:
     """Seconds for storescu to send every folder, one association per folder, all at once."""
     start = time.perf_counter()
@@ -141,13 +162,17 @@ def storescu(port: int, called_ae: str, folders: list[Path]) -> float:
 class Ours:
     name = "ours (dicom_server, PostgreSQL)"
 
-    def __init__(self, work: Path, processes: int, root: Path = ROOT) -> None:
+    def __init__(self, work: Path, processes: int, root: Path = ROOT, with_worker: bool = False) -> None:
         self.work = work
         self.processes = processes
         self.root = root  # the checkout whose dicom_server runs (bench/ab_store.py runs two)
+        self.with_worker = with_worker
+        if with_worker:
+            self.name = "ours (dicom_server, PostgreSQL) beside the Celery workers"
         self.template = f"bench_dimse_tpl_{os.getpid()}"
         self.db = ""
         self.databases: set[str] = set()
+        self.notes: list[str] = []  # what each run with the workers rendered
 
     def prepare(self) -> None:
         """A migrated database with one institution and its device, copied for every run."""
@@ -181,15 +206,65 @@ class Ours:
         }
         cmd = [sys.executable, "manage.py", "dicom_server", "--processes", str(processes)]
         log = (self.work / f"ours-{label}.log").open("w")
+        workers = self._start_workers(label, env) if self.with_worker else []
         proc = subprocess.Popen(cmd, cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_for_port(port, proc)
             time.sleep(1.0 if processes > 1 else 0.2)  # every process bound
             yield port, proc.pid
+            if workers:
+                self._note_rendering(label)
         finally:
             stop(proc)
+            for worker in workers:
+                stop(worker)
             log.close()
             shutil.rmtree(data, ignore_errors=True)
+
+    def _start_workers(self, label: str, env: dict[str, str]) -> list[subprocess.Popen]:
+        """The Celery workers as `make run` (run_embedded) starts them, ready to take tasks."""
+        from alliance.management.commands.run_embedded import Command as RunEmbedded
+
+        embedded, bin_dir = RunEmbedded(), Path(sys.executable).parent
+        commands = {"render": embedded._render_worker_command(bin_dir), "worker": embedded._worker_command(bin_dir)}
+        workers, logs = [], []
+        for name, cmd in commands.items():
+            path = self.work / f"ours-{label}-{name}.log"
+            with path.open("w") as out:
+                workers.append(subprocess.Popen(cmd, cwd=self.root, env=env, stdout=out, stderr=subprocess.STDOUT))
+            logs.append(path)
+        deadline = time.monotonic() + 120
+        while not all(" ready." in path.read_text(errors="replace") for path in logs):
+            if time.monotonic() > deadline or any(w.poll() is not None for w in workers):
+                for worker in workers:
+                    stop(worker)
+                raise RuntimeError(f"the Celery workers did not start: see {', '.join(map(str, logs))}")
+            time.sleep(0.2)
+        return workers
+
+    def _note_rendering(self, label: str, drain_seconds: float = 300) -> None:
+        """How many instances were rendered when the store ended, and how long the rest took."""
+        start = time.monotonic()
+        total, rendered = self.rendered()
+        if total == 0:
+            return
+        at_end = rendered
+        while rendered < total and time.monotonic() - start < drain_seconds:
+            time.sleep(0.5)
+            total, rendered = self.rendered()
+        drained = f"all rendered {time.monotonic() - start:.0f} s later" if rendered == total else "not all rendered"
+        self.notes.append(f"{label}: {at_end} of {total} rendered when the store ended, {drained}")
+
+    def rendered(self) -> tuple[int, int]:
+        sql = "select count(*), count(*) filter (where rendered or unrenderable) from imaging_instance"
+        out = subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-Atc", sql, self.db],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        total, rendered = out.stdout.strip().split("|")
+        return int(total), int(rendered)
 
     def count(self) -> int:
         out = subprocess.run(
@@ -447,6 +522,9 @@ def main() -> None:
         "--small-studies", type=int, default=0, help="also store this many small studies on one association"
     )
     parser.add_argument("--per-study", type=int, default=1, help="instances in each small study (512x512)")
+    parser.add_argument(
+        "--with-worker", action="store_true", help="run the Celery workers of `make run` beside our server"
+    )
     args = parser.parse_args()
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "alliance.settings")
@@ -456,7 +534,7 @@ def main() -> None:
     django.setup()
 
     work = Path(tempfile.mkdtemp(prefix="bench-dimse-"))
-    ours, orthanc = Ours(work, args.processes), Orthanc(work)
+    ours, orthanc = Ours(work, args.processes, with_worker=args.with_worker), Orthanc(work)
     bare, woken = BarePynetdicom(work), BarePynetdicom(work, ours=True)
     rows: dict[str, Row] = {}
     try:
@@ -479,11 +557,17 @@ def main() -> None:
             small = work / "small"
             small_size = generate_small_studies(small, args.small_studies, args.per_study)
             workloads["small"] = (args.small_studies * args.per_study, small_size)
-            plan += [(ours, "small", 1, [small]), (orthanc, "small", 1, [small])]
+            small_parts = split_studies(small, 4)
+            plan += [
+                (ours, "small", 1, [small]),
+                (orthanc, "small", 1, [small]),
+                (ours, "small4", args.processes, small_parts),
+                (orthanc, "small4", 1, small_parts),
+            ]
         for _ in range(args.repeat):
             for server, label, processes, folders in plan:
                 called = {ours: OUR_AE, orthanc: ORTHANC_AE}.get(server, "BARE")
-                workload = "small" if label == "small" else "ct"
+                workload = "small" if label.startswith("small") else "ct"
                 instances, data_size = workloads[workload]
                 seconds, cpu = measure_store(label, server.running, called, folders, processes)
                 key = f"{server.name}/{label}"
@@ -497,7 +581,7 @@ def main() -> None:
         finds: dict[str, list[float]] = {}
         if args.find_rounds:
             measure_finds(ours, orthanc, args, finds)
-        report(list(rows.values()), finds, args, orthanc.version())
+        report(list(rows.values()), finds, args, orthanc.version(), ours.notes)
     finally:
         ours.cleanup()
         shutil.rmtree(work, ignore_errors=True)
@@ -512,7 +596,14 @@ def measure_finds(ours: Ours, orthanc: Orthanc, args: argparse.Namespace, finds:
         finds["Orthanc"] = find_latencies(port, ORTHANC_AE, args.studies, args.find_rounds)
 
 
-def report(rows: list[Row], finds: dict[str, list[float]], args: argparse.Namespace, orthanc_version: str) -> None:
+def report(
+    rows: list[Row],
+    finds: dict[str, list[float]],
+    args: argparse.Namespace,
+    orthanc_version: str,
+    notes: list[str] | None = None,
+) -> None:
+    notes = notes or []
     print()
     print(f"C-STORE of one {args.instances}-instance CT (512x512, 16 bit) with dcmtk storescu, TCP_NODELAY=1;")
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -538,17 +629,27 @@ def report(rows: list[Row], finds: dict[str, list[float]], args: argparse.Namesp
     if small:
         print(
             f"C-STORE of {args.small_studies} studies of {args.per_study} instance(s) each (512x512, 16 bit, "
-            "each study its own patient) with storescu on one association:"
+            "each study its own patient) with storescu on one association and on 4 (each study on one):"
         )
         print()
         print("| " + " | ".join([*columns, "server CPU ms/instance"]) + " |")
         print("|---|---|---|---|---|---|---|---|")
         for row in small:
             print(row.markdown())
-        rates = {row.server: row.rate for row in small}
-        if Orthanc.name in rates and Ours.name in rates:
-            print()
-            print(f"- {Ours.name}: {rates[Ours.name] / rates[Orthanc.name]:.2f}x Orthanc")
+        orthanc_small = {row.associations: row.rate for row in small if row.server == Orthanc.name}
+        print()
+        for row in small:
+            if row.server != Orthanc.name and row.associations in orthanc_small:
+                print(
+                    f"- {row.server} on {row.associations} association(s), {row.processes} process(es): "
+                    f"{row.rate / orthanc_small[row.associations]:.2f}x Orthanc"
+                )
+        print()
+    if notes:
+        print("Rendering beside the store (the Celery workers of `make run`):")
+        print()
+        for note in notes:
+            print(f"- {note}")
         print()
     print(f"Study-level C-FIND with {args.studies} studies indexed, {args.find_rounds} queries on one association")
     print("(PatientID, StudyInstanceUID, PatientName prefix wildcard, StudyDate range):")
