@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 PIP := .venv/bin/pip
 STAMP := .venv/.installed
-LOCALES := $(wildcard */locale imaging/*/locale)
+LOCALES := $(wildcard */locale imaging/*/locale consults/*/locale)
 
 .PHONY: run test test-unit lint messages install system-packages bench
 

@@ -9,6 +9,7 @@ and the membership rules below. This module imports no other app.
 
 from __future__ import annotations
 
+import hmac
 from datetime import timedelta
 from functools import cached_property
 from typing import Any
@@ -133,13 +134,19 @@ class Principal:
         return Group.objects.filter(own | Q(pool__active=True, pool__members=self.doctor)).values("pk")
 
     @cached_property
-    def pool_since(self) -> dict[int, Any]:
-        """The active pools a specialist reads for, each with the time they joined it: a pool's
-        cases reach a member only from then on (one query, the first time it is asked)."""
+    def pool_seats(self) -> dict[int, tuple[int, Any]]:
+        """The active pools a specialist reads for: pool id -> (the pool's group, the time they
+        joined it). A pool's cases, and its group's grants (imaging.access), reach a member only
+        from then on (one query, the first time it is asked)."""
         if self.doctor is None or not self.has_role(Role.SPECIALIST):
             return {}
         rows = PoolMembership.objects.filter(doctor=self.doctor, pool__active=True, pool__members=self.doctor)
-        return dict(rows.values_list("pool_id", "since"))
+        return {pool: (group, since) for pool, group, since in rows.values_list("pool_id", "pool__group_id", "since")}
+
+    @property
+    def pool_since(self) -> dict[int, Any]:
+        """pool_seats without the groups: pool id -> the time the specialist joined it."""
+        return {pool: since for pool, (_group, since) in self.pool_seats.items()}
 
     @property
     def pool_ids(self) -> list[int]:
@@ -200,6 +207,7 @@ CONSULTS = "consults"
 REFERRALS = "referrals"
 CLOUD_FILM = "cloud_film"
 TEACHING = "teaching"
+SCREENING = "screening"
 
 # Which module switches the views of a Python package on and off, by the longest matching
 # prefix of the view's module: every page, REST endpoint and DICOMweb route of an app
@@ -216,7 +224,10 @@ MODULE_OF_PACKAGE: dict[str, str] = {
     "imaging.film_views": "",
     "consults": CONSULTS,
     "referrals": REFERRALS,
-    "teaching": TEACHING,
+    # Teaching cases live inside consults (a specialist's finished case becomes one) but have
+    # their own switch.
+    "consults.teaching": TEACHING,
+    "consults.screening": SCREENING,
 }
 
 
@@ -352,12 +363,15 @@ def may_change_doctor(principal: Principal, doctor: Doctor) -> bool:
 
 
 def audit_events_visible_to(principal: Principal) -> QuerySet[AuditEvent]:
-    """The alliance's audit trail: its members' events and those with no institution (system,
-    devices not yet known, failed sign-ins). Only alliance admins read it."""
+    """The alliance's audit trail: its members' events (an event of the system about a patient is
+    filed under the patient's institution, alliance.audit.build) and those of no institution
+    that name no patient (devices not yet known, failed sign-ins, the system's own jobs). Only
+    alliance admins read it."""
     if not may_read_audit(principal) or principal.doctor is None:
         return AuditEvent.objects.none()
     members = Institution.objects.filter(alliance_id=principal.doctor.institution.alliance_id).values("pk")
-    return AuditEvent.objects.filter(Q(actor_institution_id__in=members) | Q(actor_institution_id__isnull=True))
+    unattributed = Q(actor_institution_id__isnull=True, patient="")
+    return AuditEvent.objects.filter(Q(actor_institution_id__in=members) | unattributed)
 
 
 def may_switch_off_doctor(principal: Principal, doctor: Doctor) -> bool:
@@ -454,8 +468,14 @@ def institution_admins_of(institution_id: int) -> QuerySet[Doctor]:
 # --- devices (DICOM network) ----------------------------------------------------------
 
 
-def device_for_association(*, calling_ae: str, called_ae: str, host: str, check_host: bool) -> Device | None:
-    """The registered, active device that may associate, or None (reject the association)."""
+def device_for_association(
+    *, calling_ae: str, called_ae: str, host: str, check_host: bool, client_cert_sha256: str = ""
+) -> Device | None:
+    """The registered, active device that may associate, or None (reject the association).
+
+    A device with a pinned client certificate (PS3.15 B.1, for a clinic behind NAT whose
+    address changes) associates only over TLS with that very certificate, from any address;
+    any other device from its registered host (or any, registered as "*")."""
     device = (
         Device.objects.select_related("institution", "institution__alliance")
         .filter(ae_title=calling_ae.strip(), active=True, institution__active=True)
@@ -463,6 +483,8 @@ def device_for_association(*, calling_ae: str, called_ae: str, host: str, check_
     )
     if device is None or device.institution.ae_title != called_ae.strip():
         return None
+    if device.tls_client_sha256:
+        return device if hmac.compare_digest(device.tls_client_sha256, client_cert_sha256.lower()) else None
     if check_host and device.host not in {host, "*"}:
         return None
     return device

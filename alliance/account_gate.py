@@ -20,7 +20,7 @@ from django.utils.translation import gettext
 
 from alliance.access import principal_of, second_factor_required
 
-_JSON_PREFIXES = ("/api/", "/dicomweb/")
+_JSON_PREFIXES = ("/api/", "/dicomweb/", "/fhir/")
 ALWAYS_OPEN = frozenset({"logout", "set_language", "javascript-catalog"})
 
 

@@ -24,7 +24,7 @@ from django.utils.translation import gettext_lazy, pgettext_lazy
 from django.views.decorators.http import require_POST
 
 from alliance import access, accounts, audit, reauth
-from alliance.console.forms import apply_service_errors
+from alliance.forms import apply_service_errors
 
 
 class CodeForm(forms.Form):

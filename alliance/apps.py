@@ -10,7 +10,7 @@ class AllianceConfig(AppConfig):
     def ready(self) -> None:
         from django.core import checks
 
-        from alliance import signals  # noqa: F401  (sign-in auditing)
+        from alliance import ops, signals  # noqa: F401  (task failures recorded; sign-in auditing)
         from alliance.aggregates import register_sqlite_functions
         from alliance.pdf import check_cjk_font
 

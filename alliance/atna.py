@@ -238,8 +238,7 @@ def send_pending(batch: int = BATCH) -> int:
     the outbox only once all of it was sent. Returns how many were sent; stops at the first
     failure (the collector away): the next run sends them again."""
     if not settings.ATNA_SYSLOG_URL:
-        # no collector configured: nothing to keep events for (the trail itself keeps them)
-        AtnaOutbox.objects.all().delete()
+        empty_outbox()
         return 0
     sent = 0
     while True:
@@ -251,6 +250,12 @@ def send_pending(batch: int = BATCH) -> int:
         sent += done
         if done < batch:
             return sent
+
+
+def empty_outbox() -> int:
+    """No collector configured: nothing to keep the ids for (the trail itself keeps the events)."""
+    deleted, _ = AtnaOutbox.objects.all().delete()
+    return deleted
 
 
 @transaction.atomic

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack
 
 from django.conf import settings
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from django.http import HttpRequest
 
     from alliance.models import Device
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -106,30 +109,75 @@ class EventFields(TypedDict, total=False):
     time: datetime  # now, unless given
 
 
+# The institution whose patient an event's patient key names (AuditEvent.patient), registered
+# by the app that keeps patients (imaging; alliance sits below it).
+PatientOwner = Callable[[str], int | None]
+_patient_owner: PatientOwner | None = None
+
+
+def register_patient_owner(owner: PatientOwner) -> None:
+    """Called from imaging's AppConfig.ready()."""
+    global _patient_owner
+    _patient_owner = owner
+
+
 def build(*, actor: Actor, action: str, **fields: Unpack[EventFields]) -> AuditEvent:
     """An unsaved event, with each value cut to its column's width: what `record` saves, for a
-    caller that writes it together with other rows."""
+    caller that writes it together with other rows.
+
+    An event of an actor of no institution (the system's jobs, an anonymous caller) about a
+    patient is filed under the institution that holds the patient, so that the audit trail of
+    that institution's alliance shows it and no other alliance's does."""
+    object_id, patient, basis, institution_id = _item_values(
+        actor, fields.get("object_id", ""), fields.get("patient", ""), fields.get("basis", "")
+    )
     return AuditEvent(
         time=fields.get("time") or timezone.now(),
         actor_type=actor.type,
         actor_id=actor.id,
         actor_name=actor.name[:200],
-        actor_institution_id=actor.institution_id,
+        actor_institution_id=institution_id,
         action=action,
         object_type=fields.get("object_type", ""),
-        object_id=str(fields.get("object_id", ""))[:128],
-        patient=fields.get("patient", "")[:200],
-        basis=fields.get("basis", "")[:64],
+        object_id=object_id,
+        patient=patient,
+        basis=basis,
         source=fields.get("source", "")[:255],
         outcome=fields.get("outcome", AuditEvent.Outcome.SUCCESS),
         detail=fields.get("detail") or {},
     )
 
 
+def _item_values(actor: Actor, object_id: str | int, patient: str, basis: str) -> tuple[str, str, str, int | None]:
+    """An event's object, patient, basis and institution, each cut to its column's width."""
+    patient = patient[:200]
+    institution_id = actor.institution_id
+    if institution_id is None and patient and _patient_owner is not None:
+        institution_id = _patient_owner(patient)
+    return str(object_id)[:128], patient, basis[:64], institution_id
+
+
 def record(*, actor: Actor, action: str, **fields: Unpack[EventFields]) -> AuditEvent:
     event = build(actor=actor, action=action, **fields)
     event.save(force_insert=True)
     return event
+
+
+def record_read(*, actor: Actor, action: str, **fields: Unpack[EventFields]) -> None:
+    """`record` for the event of a read (a search, a retrieval), written before the answer goes
+    out as every read's is, but committed without waiting for PostgreSQL to flush it to disk
+    (asynchronous commit, for this one statement only): a read answered in a few milliseconds
+    would otherwise spend most of them in that flush. The event is in the database when the
+    answer goes out, and a failure to write it still fails the read; only a crash of the
+    database server itself within a fraction of a second (three wal_writer_delay) could lose
+    it. Inside a transaction (the caller's writes must stay durable), or on SQLite, it is
+    `record`."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block or not connection.get_autocommit():
+        record(actor=actor, action=action, **fields)
+        return
+    sql, params = insert_prepared([build(actor=actor, action=action, **fields)])
+    with connection.cursor() as cursor:  # one simple query: one implicit transaction
+        cursor.execute(f"SET LOCAL synchronous_commit TO OFF; {sql}", params)
 
 
 def insert_prepared(events: Sequence[AuditEvent]) -> tuple[str, list[Any]]:
@@ -151,6 +199,9 @@ def _insert_text(vendor: str, count: int) -> tuple[str, tuple[models.Field[Any, 
     return f"{head} VALUES {', '.join([group] * count)}", fields
 
 
+_EVENTS_PER_INSERT = 500  # 6,500 parameters: within PostgreSQL's 65,535 and SQLite's 32,766
+
+
 def record_many(
     *,
     actor: Actor,
@@ -161,23 +212,45 @@ def record_many(
     outcome: str = AuditEvent.Outcome.SUCCESS,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    """Audit one request that touched several objects: items are (object_id, patient, basis)."""
-    now = timezone.now()
-    AuditEvent.objects.bulk_create(
-        build(
-            actor=actor,
-            action=action,
-            time=now,
-            object_type=object_type,
-            object_id=oid,
-            patient=patient,
-            basis=basis,
-            source=source,
-            outcome=outcome,
-            detail=detail,
-        )
-        for oid, patient, basis in items
+    """Audit one request that touched several objects: items are (object_id, patient, basis).
+
+    One INSERT (insert_prepared's, its text made once per number of events) for up to
+    _EVENTS_PER_INSERT events: outside a transaction that statement commits itself, so a
+    caller that only audits (a read) needs no transaction of its own and pays no BEGIN and
+    COMMIT round trips; more events are written in one transaction.
+
+    The events differ only in their object, patient and basis (and, for an actor of no
+    institution, the patient's institution): the rest of the values are prepared once, from
+    one event built as `record` builds it, not once per event (a C-FIND answering fifty
+    scheduled steps wrote fifty copies of the same JSON detail)."""
+    listed = list(items)
+    if not listed:
+        return
+    sample = build(
+        actor=actor,
+        action=action,
+        time=timezone.now(),
+        object_type=object_type,
+        source=source,
+        outcome=outcome,
+        detail=detail,
     )
+    _, fields = _insert_text(connection.vendor, 1)
+    common = [f.get_db_prep_save(f.pre_save(sample, True), connection) for f in fields]
+    names = [f.attname for f in fields]
+    at_object, at_patient, at_basis = names.index("object_id"), names.index("patient"), names.index("basis")
+    at_institution = names.index("actor_institution_id")
+    rows = []
+    for oid, patient, basis in listed:
+        row = common.copy()
+        object_id, row[at_patient], row[at_basis], institution_id = _item_values(actor, oid, patient, basis)
+        row[at_object], row[at_institution] = object_id, institution_id
+        rows.append(row)
+    with transaction.atomic() if len(rows) > _EVENTS_PER_INSERT else nullcontext(), connection.cursor() as cursor:
+        for start in range(0, len(rows), _EVENTS_PER_INSERT):
+            chunk = rows[start : start + _EVENTS_PER_INSERT]
+            sql, _ = _insert_text(connection.vendor, len(chunk))
+            cursor.execute(sql, [value for row in chunk for value in row])
 
 
 # --- reads of patient data ----------------------------------------------------------------
@@ -195,6 +268,13 @@ class Readable(Protocol):
 
     @property
     def audit_patient(self) -> str: ...
+
+
+def patients(ids: Iterable[object]) -> str:
+    """The patient column of an event about several patients (a consult's studies, a grant's):
+    their ids once each, sorted, comma-separated as patient_label reads them back, cut to the
+    column's 200 characters."""
+    return ",".join(sorted({str(pk) for pk in ids}))[:200]
 
 
 def actor_of(request: Any) -> Actor:
@@ -342,8 +422,19 @@ def collecting_denials(request: HttpRequest) -> Iterator[list[Denial]]:
 
 
 def record_denials(denials: Sequence[Denial]) -> None:
+    """Write each denial on its own: one that fails is logged (Django's response closer would
+    drop the exception unseen) and the rest are still written."""
     for denial in denials:
-        _tally(denial)
+        try:
+            _tally(denial)
+        except Exception:
+            log.exception(
+                "Could not record a denied read of %s %s by %s:%s",
+                denial.object_type,
+                denial.object_id,
+                denial.actor.type,
+                denial.actor.id,
+            )
 
 
 def _tally(denial: Denial) -> None:
@@ -371,8 +462,8 @@ def _count_up(minute: datetime, denial: Denial) -> int:
     concurrent denials, so exactly one of them sees 1."""
     table = DeniedReadTally._meta.db_table
     sql = (
-        f"INSERT INTO {table} (minute, actor_type, actor_id, object_type, object_id, count, summarized) "  # noqa: S608 - our table name
-        "VALUES (%s, %s, %s, %s, %s, 1, %s) "
+        f"INSERT INTO {table} (minute, actor_type, actor_id, object_type, object_id, count) "  # noqa: S608 - our table name
+        "VALUES (%s, %s, %s, %s, %s, 1) "
         "ON CONFLICT (minute, actor_type, actor_id, object_type, object_id) "
         f"DO UPDATE SET count = {table}.count + 1 RETURNING count"
     )
@@ -383,7 +474,6 @@ def _count_up(minute: datetime, denial: Denial) -> int:
         denial.actor.id,
         denial.object_type,
         denial.object_id,
-        False,
     ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -391,22 +481,31 @@ def _count_up(minute: datetime, denial: Denial) -> int:
     return int(count)
 
 
+# Denials are written after their response is sent, a moment after they happened: a minute is
+# summarised only once this much more has passed, so that no late denial is still being counted.
+SUMMARY_GRACE = timedelta(minutes=1)
+
+
 def summarize_denials(now: datetime | None = None) -> int:
-    """For every minute that is over and was refused more than once, one audit event with the
-    count (the first denial already has its own). Safe to run twice: a tally is marked once."""
-    cutoff = (now or timezone.now()).replace(second=0, microsecond=0)
+    """For every minute that is over (and its grace too) and was refused more than once, one
+    audit event with the count (the first denial already has its own); the minute's tally is
+    then deleted. Safe to run twice. A tally that fails is logged and left for the next run."""
+    cutoff = ((now or timezone.now()) - SUMMARY_GRACE).replace(second=0, microsecond=0)
     written = 0
-    for tally_id in DeniedReadTally.objects.filter(summarized=False, minute__lt=cutoff).values_list("pk", flat=True):
-        written += _summarize(tally_id)
+    for tally_id in DeniedReadTally.objects.filter(minute__lt=cutoff).values_list("pk", flat=True):
+        try:
+            written += _summarize(tally_id)
+        except Exception:
+            log.exception("Could not summarise denied-read tally %s", tally_id)
     return written
 
 
 @transaction.atomic
 def _summarize(tally_id: int) -> int:
-    tally = DeniedReadTally.objects.select_for_update().filter(pk=tally_id, summarized=False).first()
+    tally = DeniedReadTally.objects.select_for_update().filter(pk=tally_id).first()
     if tally is None:
         return 0
-    DeniedReadTally.objects.filter(pk=tally.pk).update(summarized=True)
+    tally.delete()
     if tally.count < 2:
         return 0
     first = (

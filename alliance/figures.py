@@ -125,3 +125,8 @@ def section(key: str) -> Section | None:
 
 def month_label(month: date) -> str:
     return month.strftime("%Y-%m")
+
+
+def minutes(seconds: float | None) -> float | None:
+    """A duration as the tables show it: minutes to one decimal (None stays an empty cell)."""
+    return None if seconds is None else round(seconds / 60, 1)

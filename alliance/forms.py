@@ -7,6 +7,7 @@ from typing import Any
 
 from django import forms
 from django.contrib.auth import get_user_model
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -15,6 +16,34 @@ from alliance import audit
 from alliance.models import AuditEvent, Institution
 
 User = get_user_model()
+
+
+def apply_service_errors(form: forms.Form, exc: ValidationError) -> None:
+    """Show a service's ValidationError on the fields it names (unknown names go on top).
+
+    A uniqueness error over several columns (e.g. a department name within its
+    institution) is shown on the one column of them that the form has.
+    """
+    if not hasattr(exc, "error_dict"):
+        form.add_error(None, exc.messages)
+        return
+    for name, errors in exc.error_dict.items():
+        for error in errors:
+            target = name if name in form.fields else None
+            if name == NON_FIELD_ERRORS:
+                unique = (error.params or {}).get("unique_check", ())
+                target = next((field for field in reversed(unique) if field in form.fields), None)
+            form.add_error(target, error)
+
+
+def error_text(exc: Exception) -> str:
+    """A service's refusal as one line for a page message: every message of a ValidationError
+    (with or without field names), else the exception's own text."""
+    if isinstance(exc, ValidationError) and hasattr(exc, "error_dict"):
+        return " ".join(m for msgs in exc.message_dict.values() for m in msgs)
+    if isinstance(exc, ValidationError):
+        return " ".join(exc.messages)
+    return str(exc)
 
 
 def _actor_matches(text: str) -> Q:

@@ -12,6 +12,7 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import render
 from django.template import loader
+from django.utils.cache import patch_vary_headers
 from django.utils.translation import gettext
 
 from alliance import audit
@@ -25,7 +26,7 @@ R = TypeVar("R", bound=HttpResponseBase)
 # InterfaceError, through Django's wrappers).
 DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
 RETRY_AFTER_SECONDS = 30
-_JSON_PREFIXES = ("/api/", "/dicomweb/")
+_JSON_PREFIXES = ("/api/", "/dicomweb/", "/fhir/")
 
 
 class ActiveDoctorMiddleware:
@@ -80,9 +81,14 @@ class NoStoreMiddleware:
         return response
 
 
-def cache_privately(response: R, seconds: int) -> R:
-    """Pixel data: the browser of the one who asked may keep it, no shared cache may."""
+def cache_privately(response: R, seconds: int, *, token: bool = True) -> R:
+    """Pixel data: the browser of the one who asked may keep it, no shared cache may. What it
+    keeps is kept per credential (Vary: Cookie, and Authorization where the view accepts a
+    token: `token`), so that another user signed in on the same browser, or another token,
+    is asked for again and passes the access check, instead of being shown the first one's
+    copy."""
     response.headers["Cache-Control"] = f"private, max-age={seconds}"
+    patch_vary_headers(response, ("Cookie", "Authorization") if token else ("Cookie",))
     return response
 
 

@@ -14,6 +14,11 @@ ae_title_validator = RegexValidator(
 )
 
 
+sha256_validator = RegexValidator(
+    r"^[0-9a-f]{64}$", _("A SHA-256 fingerprint is 64 hexadecimal digits (colons allowed).")
+)
+
+
 # The capabilities an institution may have switched on (C11), as people read them; the codes
 # are alliance.services.ALL_MODULES and alliance.access decides what a switch turns off.
 MODULE_LABELS = {
@@ -22,6 +27,7 @@ MODULE_LABELS = {
     "referrals": _("Referrals"),
     "cloud_film": _("Cloud film"),
     "teaching": _("Teaching files"),
+    "screening": _("Screening programmes"),
 }
 
 
@@ -207,6 +213,9 @@ class PrivilegeChange(models.Model):
     decided_by = models.ForeignKey(Doctor, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     decided_at = models.DateTimeField(null=True, blank=True)
     comment = models.TextField(_("comment"), blank=True)
+    # The state whose notice was mailed (an outbox: beat's sweep mails the changes where it
+    # differs from `state`, their task lost to a broker outage).
+    notified_state = models.CharField(max_length=8, blank=True, default="")
 
     class Meta:
         verbose_name = _("privilege change")
@@ -232,6 +241,12 @@ class Device(models.Model):
     port = models.PositiveIntegerField(_("port"), validators=[MinValueValidator(1), MaxValueValidator(65535)])
     description = models.CharField(_("description"), max_length=200, blank=True)
     active = models.BooleanField(_("active"), default=True)
+    # PS3.15 B.1: the SHA-256 of the client certificate the device presents over DICOM TLS, in
+    # lower-case hex. When set, the device associates only over TLS with this certificate, from
+    # any address (a clinic behind NAT), instead of from its registered host.
+    tls_client_sha256 = models.CharField(
+        _("pinned client certificate (SHA-256)"), max_length=64, blank=True, validators=[sha256_validator]
+    )
 
     class Meta:
         verbose_name = _("DICOM device")
@@ -284,7 +299,7 @@ class DeniedReadTally(models.Model):
 
     A scan of thousands of refused reads writes one audit event per actor, object and minute
     (the first) plus, once the minute is over, one event with the count; the audit table is
-    append-only, so the count grows here until then."""
+    append-only, so the count grows here until then, and the row is deleted once summarised."""
 
     minute = models.DateTimeField()
     actor_type = models.CharField(max_length=16)
@@ -292,7 +307,6 @@ class DeniedReadTally(models.Model):
     object_type = models.CharField(max_length=64)
     object_id = models.CharField(max_length=128)
     count = models.PositiveIntegerField(default=1)
-    summarized = models.BooleanField(default=False)
 
     class Meta:
         constraints = [
@@ -301,7 +315,6 @@ class DeniedReadTally(models.Model):
                 name="denied_read_once_a_minute",
             )
         ]
-        indexes = [models.Index(fields=["summarized", "minute"])]
         default_permissions = ()
 
     def __str__(self) -> str:
@@ -311,7 +324,7 @@ class DeniedReadTally(models.Model):
 
 class AtnaOutbox(models.Model):
     """Audit events not yet sent to the ATNA collector (alliance.atna). A trigger adds each
-    event's id in the transaction that writes the event (migration 0005); the sender removes
+    event's id in the transaction that writes the event (migration 0009); the sender removes
     them once sent."""
 
     event_id = models.BigIntegerField(primary_key=True)
@@ -410,3 +423,20 @@ class ApiToken(models.Model):
         from django.utils import timezone
 
         return self.expires_at <= timezone.now()
+
+
+class TaskFailure(models.Model):
+    """A Celery task that ended in failure (after its retries), kept for the operators: the
+    metrics count them by task (imaging.health), the admin lists them. No patient data: the
+    task's name, its id and the exception's class and first line."""
+
+    task = models.CharField(max_length=200)
+    task_id = models.CharField(max_length=64)
+    exception = models.CharField(max_length=500)
+    failed_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-failed_at"]
+
+    def __str__(self) -> str:
+        return f"{self.task} {self.failed_at:%Y-%m-%d %H:%M}"

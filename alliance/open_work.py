@@ -27,7 +27,7 @@ class WorkItem:
     asked: str  # what is asked, or what happened ("Answer the reader's question: ...")
     url: str  # opens the case
     at: datetime | None = None
-    state: str = ""  # a CSS hint: "", "warn", "danger", "breached"
+    state: str = ""  # a CSS hint: "", "warn", "danger", "breached", "critical"
     # What the audit trail records for the patient data this line shows.
     audit_type: str = ""
     audit_id: str = ""

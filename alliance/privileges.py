@@ -5,16 +5,19 @@ Each function asks alliance.access what the principal may do, then calls the ser
 change that would give an admin account clinical access is put on hold for a second admin
 (alliance.services.privilege_change_request) instead of being made. They raise
 alliance.access.AccessDenied (a 403 in the API, a message on the page) for a refusal.
+Each is one transaction: a refusal halfway (a held change already waiting, a bad department,
+a reviewer who is not a member) leaves nothing changed, whichever page or API called it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.db import transaction
 from django.utils.translation import gettext as _
 
 from alliance import access, services
-from alliance.models import Department, Doctor, Institution, Pool, PrivilegeChange
+from alliance.models import Department, Doctor, Institution, Pool, PrivilegeChange, Specialty
 
 Kind = PrivilegeChange.Kind
 
@@ -26,8 +29,9 @@ def _own(principal: access.Principal, doctor: Doctor) -> None:
         )
 
 
+@transaction.atomic
 def update_doctor(
-    principal: access.Principal, doctor: Doctor, *, roles: list[str] | None = None, **fields: Any
+    *, principal: access.Principal, doctor: Doctor, roles: list[str] | None = None, **fields: Any
 ) -> PrivilegeChange | None:
     """Change a doctor's record (one audited update); new roles are given now, or put on hold
     for a second admin when they give an admin account clinical access (the change returned)."""
@@ -49,8 +53,9 @@ def update_doctor(
     return held
 
 
+@transaction.atomic
 def move(
-    principal: access.Principal, doctor: Doctor, institution: Institution, department: Department | None
+    *, principal: access.Principal, doctor: Doctor, institution: Institution, department: Department | None
 ) -> PrivilegeChange | None:
     _own(principal, doctor)
     if access.needs_second_admin(doctor, Kind.MOVE):
@@ -66,7 +71,8 @@ def move(
     return None
 
 
-def set_pool_members(principal: access.Principal, pool: Pool, members: list[Doctor]) -> list[PrivilegeChange]:
+@transaction.atomic
+def set_pool_members(*, principal: access.Principal, pool: Pool, members: list[Doctor]) -> list[PrivilegeChange]:
     """Seat and unseat desk members; admin accounts joining wait for a second admin."""
     before = set(pool.members.all())
     after = set(members)
@@ -93,8 +99,47 @@ def set_pool_members(principal: access.Principal, pool: Pool, members: list[Doct
     return changes
 
 
+@transaction.atomic
+def create_pool(
+    *,
+    principal: access.Principal,
+    institution: Institution,
+    specialty: Specialty,
+    name: str,
+    members: list[Doctor],
+    two_level_signoff: bool = False,
+    reviewers: list[Doctor] | None = None,
+) -> tuple[Pool, list[PrivilegeChange]]:
+    """A new desk with its members and reviewers, or no desk at all."""
+    pool = services.pool_create(
+        institution=institution, specialty=specialty, name=name, two_level_signoff=two_level_signoff, by=principal.actor
+    )
+    held = set_pool_members(principal=principal, pool=pool, members=members)
+    if reviewers:
+        services.pool_set_reviewers(pool=pool, reviewers=reviewers, by=principal.actor)
+    return pool, held
+
+
+@transaction.atomic
+def update_pool(
+    *,
+    principal: access.Principal,
+    pool: Pool,
+    members: list[Doctor] | None = None,
+    reviewers: list[Doctor] | None = None,
+    **fields: Any,
+) -> list[PrivilegeChange]:
+    """Change a desk's record, members and reviewers together (None leaves that part as it is)."""
+    services.pool_update(pool=pool, by=principal.actor, **fields)
+    held = set_pool_members(principal=principal, pool=pool, members=members) if members is not None else []
+    if reviewers is not None and set(reviewers) != set(pool.reviewers.all()):
+        services.pool_set_reviewers(pool=pool, reviewers=reviewers, by=principal.actor)
+    return held
+
+
+@transaction.atomic
 def decide(
-    principal: access.Principal, change: PrivilegeChange, *, approve: bool, comment: str = ""
+    *, principal: access.Principal, change: PrivilegeChange, approve: bool, comment: str = ""
 ) -> PrivilegeChange:
     if not access.may_decide_privilege_change(principal, change):
         raise access.AccessDenied(

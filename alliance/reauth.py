@@ -60,8 +60,14 @@ def confirm_identity(*, request: HttpRequest, user: Any, secret: str, purpose: s
     raise IdentityNotConfirmed("wrong")
 
 
+def asks_for_code(user: Any) -> bool:
+    """Whether confirm_identity takes the authenticator's code from this user (else their
+    password): what the page that asks for it must say."""
+    return accounts.has_second_factor(user)
+
+
 def _proves(user: Any, secret: str) -> bool:
-    if accounts.has_second_factor(user):
+    if asks_for_code(user):
         return accounts.verify_second_factor(user, secret) is not None
     return bool(user.check_password(secret))
 

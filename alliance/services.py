@@ -117,7 +117,7 @@ def institution_create(
     return institution
 
 
-ALL_MODULES = ("image_store", "consults", "referrals", "cloud_film", "teaching")
+ALL_MODULES = ("image_store", "consults", "referrals", "cloud_film", "teaching", "screening")
 
 
 @transaction.atomic
@@ -384,7 +384,6 @@ def pool_create(
     by: audit.Actor,
     members: list[Doctor] | None = None,
     two_level_signoff: bool = False,
-    reviewers: list[Doctor] | None = None,
 ) -> Pool:
     _check_name_free(institution.pools.all(), name.strip(), str(institution))
     pool = Pool(institution=institution, specialty=specialty, name=name.strip(), two_level_signoff=two_level_signoff)
@@ -400,8 +399,6 @@ def pool_create(
     )
     if members:
         pool_set_members(pool=pool, members=members, by=by)
-    if reviewers:
-        pool_set_reviewers(pool=pool, reviewers=reviewers, by=by)
     return pool
 
 
@@ -530,9 +527,14 @@ def _apply_privilege_change(change: PrivilegeChange, by: audit.Actor) -> None:
 
 
 def _notify_privilege_change(change: PrivilegeChange) -> None:
+    """After the commit, queue the notice; with the broker away the change stands and beat's
+    sweep (tasks.send_unsent_privilege_notices) mails it later."""
     from alliance import tasks
 
-    transaction.on_commit(lambda: tasks.privilege_change_notice.delay(change.pk))
+    def queue_privilege_notice() -> None:  # named: a robust on_commit logs its callback's __qualname__
+        tasks.privilege_change_notice.delay(change.pk)
+
+    transaction.on_commit(queue_privilege_notice, robust=True)
 
 
 # --- devices --------------------------------------------------------------------------
@@ -547,9 +549,22 @@ def _check_device_ae(ae_title: str, device: Device | None = None) -> str:
     return ae_title
 
 
+def fingerprint(value: str) -> str:
+    """A certificate fingerprint as Device.tls_client_sha256 keeps it: what `openssl x509
+    -fingerprint -sha256` prints ("AB:CD:...") in lower-case hex without colons."""
+    return value.replace(":", "").replace(" ", "").strip().lower()
+
+
 @transaction.atomic
 def device_create(
-    *, institution: Institution, ae_title: str, host: str, port: int, by: audit.Actor, description: str = ""
+    *,
+    institution: Institution,
+    ae_title: str,
+    host: str,
+    port: int,
+    by: audit.Actor,
+    description: str = "",
+    tls_client_sha256: str = "",
 ) -> Device:
     device = Device(
         institution=institution,
@@ -557,6 +572,7 @@ def device_create(
         host=host.strip(),
         port=port,
         description=description,
+        tls_client_sha256=fingerprint(tls_client_sha256),
     )
     device.full_clean()
     device.save()
@@ -565,7 +581,13 @@ def device_create(
         action="device.create",
         object_type="device",
         object_id=device.pk,
-        detail={"institution": institution.pk, "ae_title": device.ae_title, "host": host, "port": port},
+        detail={
+            "institution": institution.pk,
+            "ae_title": device.ae_title,
+            "host": host,
+            "port": port,
+            "tls_client_sha256": device.tls_client_sha256,
+        },
     )
     return device
 
@@ -574,6 +596,8 @@ def device_create(
 def device_update(*, device: Device, by: audit.Actor, **fields: Any) -> Device:
     if "ae_title" in fields:
         fields["ae_title"] = _check_device_ae(fields["ae_title"], device)
+    if "tls_client_sha256" in fields:
+        fields["tls_client_sha256"] = fingerprint(fields["tls_client_sha256"] or "")
     changed = _changes(device, fields)
     if changed:
         device.full_clean()

@@ -13,6 +13,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
+from alliance import queues
 from alliance.env import env_bool, env_choice, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -49,13 +50,18 @@ INSTALLED_APPS = [
     "alliance",
     "imaging",
     "imaging.viewer",
+    "imaging.hl7",
+    "imaging.routing",
     "consults",
+    "consults.teaching",
     "referrals",
+    "consults.screening",
     "demo",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "alliance.ops.RequestLatencyMiddleware",
     "alliance.middleware.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -90,8 +96,10 @@ TEMPLATES = [
                 "django.template.context_processors.i18n",
                 "alliance.context_processors.doctor",
                 "consults.context_processors.consults",
+                "consults.teaching.context_processors.teaching",
                 "referrals.context_processors.referrals",
                 "imaging.context_processors.imaging",
+                "consults.screening.context_processors.screening",
             ],
         },
     },
@@ -204,31 +212,52 @@ USE_TZ = True
 FORCE_SCRIPT_NAME = env_str("SCRIPT_NAME", "").rstrip("/") or None
 STATIC_URL = env_str("STATIC_URL", "static/")
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = DATA_DIR / "staticfiles"
+# A container image collects them at build time outside DATA_DIR (a volume): deploy/Dockerfile.
+STATIC_ROOT = Path(env_str("STATIC_ROOT", "") or DATA_DIR / "staticfiles").resolve()
 STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns about a missing folder before collectstatic
 MEDIA_ROOT = DATA_DIR / "media"
 MEDIA_URL = "/media/"
 
 S3_BUCKET = env_str("S3_BUCKET", "")
 DICOM_STORAGE_BACKEND: dict[str, object]
+RENDER_CACHE_BACKEND: dict[str, object]
 if S3_BUCKET:
-    DICOM_STORAGE_BACKEND = {
+    from botocore.config import Config as _S3Config
+
+    _S3_OPTIONS: dict[str, object] = {
+        "bucket_name": S3_BUCKET,
+        "endpoint_url": env_str("S3_ENDPOINT_URL", "") or None,
+        "access_key": env_str("S3_ACCESS_KEY_ID", ""),
+        "secret_key": env_str("S3_SECRET_ACCESS_KEY", ""),
+        "region_name": env_str("S3_REGION", "us-east-1"),
+        "file_overwrite": True,
+        "default_acl": None,
+        "querystring_auth": False,
+        # An unreachable store fails a store within seconds (the C-STORE answers 0xA700, STOW
+        # 503, the spool waits it out) instead of holding the sender for minutes.
+        "client_config": _S3Config(
+            connect_timeout=env_int("S3_CONNECT_TIMEOUT", 5, minimum=1),
+            read_timeout=env_int("S3_READ_TIMEOUT", 60, minimum=1),
+            retries={"max_attempts": 3, "mode": "standard"},
+            signature_version="s3v4",
+            s3={"addressing_style": env_str("S3_ADDRESSING_STYLE", "auto")},
+        ),
+    }
+    DICOM_STORAGE_BACKEND = {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": _S3_OPTIONS}
+    # Thumbnails and previews beside the objects (imaging.storage.RENDER_CACHE_FOLDER), shared
+    # by every node instead of rendered again on each one's disk.
+    RENDER_CACHE_BACKEND = {
         "BACKEND": "storages.backends.s3.S3Storage",
-        "OPTIONS": {
-            "bucket_name": S3_BUCKET,
-            "endpoint_url": env_str("S3_ENDPOINT_URL", "") or None,
-            "access_key": env_str("S3_ACCESS_KEY_ID", ""),
-            "secret_key": env_str("S3_SECRET_ACCESS_KEY", ""),
-            "region_name": env_str("S3_REGION", "us-east-1"),
-            "file_overwrite": True,
-            "default_acl": None,
-            "querystring_auth": False,
-        },
+        "OPTIONS": {**_S3_OPTIONS, "location": "renders"},
     }
 else:
     DICOM_STORAGE_BACKEND = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {"location": DATA_DIR / "dicom", "file_permissions_mode": 0o640},
+    }
+    RENDER_CACHE_BACKEND = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": MEDIA_ROOT},
     }
 STORAGES = {
     "default": {
@@ -236,6 +265,7 @@ STORAGES = {
         "OPTIONS": {"location": MEDIA_ROOT},
     },
     "dicom": DICOM_STORAGE_BACKEND,
+    "renders": RENDER_CACHE_BACKEND,
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 DICOM_MAX_FILE_BYTES = env_int("DICOM_MAX_FILE_MB", 512, minimum=1) * 1024 * 1024
@@ -280,6 +310,23 @@ DICOM_PROCESSES = env_int("DICOM_PROCESSES", 1, minimum=1, maximum=64)  # share 
 # imaging/dicom/accel/: the server's faster path through pynetdicom (only on the pynetdicom
 # version it was written for). False: pynetdicom's own path, as it ships.
 DICOM_ACCELERATE = env_bool("DICOM_ACCELERATE", True)
+# DICOM over TLS (PS3.15 B.1, TLS 1.2 or later) on a port of its own beside DICOM_PORT; 0: off.
+# The server's certificate chain and key are PEM files; with a CA file, devices may present a
+# client certificate it issued, pinned per device (alliance.models.Device.tls_client_sha256).
+DICOM_TLS_PORT = env_int("DICOM_TLS_PORT", 0, minimum=0, maximum=65535)
+DICOM_TLS_CERT = env_str("DICOM_TLS_CERT", "")
+DICOM_TLS_KEY = env_str("DICOM_TLS_KEY", "")
+DICOM_TLS_CA = env_str("DICOM_TLS_CA", "")
+if DICOM_TLS_PORT:
+    for _name, _path, _needed in (
+        ("DICOM_TLS_CERT", DICOM_TLS_CERT, True),
+        ("DICOM_TLS_KEY", DICOM_TLS_KEY, True),
+        ("DICOM_TLS_CA", DICOM_TLS_CA, False),
+    ):
+        if (_needed or _path) and not Path(_path).is_file():
+            raise ImproperlyConfigured(f"{_name} must name a readable PEM file when DICOM_TLS_PORT is set: {_path!r}")
+    if DICOM_TLS_PORT == DICOM_PORT:
+        raise ImproperlyConfigured("DICOM_TLS_PORT must differ from DICOM_PORT")
 
 # --- Celery ---------------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "")
@@ -304,6 +351,15 @@ else:
     # broker, so it must stay above the longest task and the longest retry countdown
     # (imaging.tasks: 300 s). RabbitMQ redelivers at once when the connection drops.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 600, minimum=1)}
+# Queues by kind (alliance/queues.py; README "Workers and queues").
+CELERY_QUEUE_PREFIX = env_str("CELERY_QUEUE_PREFIX", "")
+CELERY_QUEUE_NAMES = tuple(CELERY_QUEUE_PREFIX + kind for kind in queues.KINDS)
+CELERY_TASK_QUEUES = queues.declare(CELERY_QUEUE_PREFIX, quorum=queues.is_rabbitmq(CELERY_BROKER_URL))
+CELERY_TASK_DEFAULT_QUEUE = CELERY_TASK_DEFAULT_EXCHANGE = CELERY_TASK_DEFAULT_ROUTING_KEY = (
+    CELERY_QUEUE_PREFIX + "celery"
+)
+CELERY_TASK_DEFAULT_EXCHANGE_TYPE = "topic"
+CELERY_TASK_ROUTES = queues.routes(CELERY_QUEUE_PREFIX)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -321,6 +377,12 @@ TEMP_MAX_AGE_SECONDS = env_int("TEMP_MAX_AGE_SECONDS", 3600, minimum=60)
 # A critical result (危急值) not acknowledged by the requesting side this long is escalated to
 # its institution admin. A deployment-wide rule, like the hospital regulation it follows.
 CRITICAL_ESCALATE_MINUTES = env_int("CRITICAL_ESCALATE_MINUTES", 15, minimum=1)
+# Teaching cases (consults.teaching): the key of the keyed hashes that replace the UIDs of a
+# de-identified copy (HMAC-SHA256, so that one study's copies keep their series together and
+# nobody without the key can tell which study a copy came from), and the most images a case
+# may copy at once. Changing the key changes the UIDs of copies made afterwards only.
+TEACHING_UID_KEY = env_str("TEACHING_UID_KEY", "") or f"teaching-uids:{SECRET_KEY}"
+TEACHING_MAX_IMAGES = env_int("TEACHING_MAX_IMAGES", 500, minimum=1, maximum=5000)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "critical-escalation": {
         "task": "consults.tasks.escalate_critical_results",
@@ -337,10 +399,49 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     },
     "referral-unsent-emails": {"task": "referrals.tasks.send_unsent_emails", "schedule": float(RETRY_SWEEP_SECONDS)},
     "owed-renders": {"task": "imaging.tasks.requeue_owed_renders", "schedule": float(RETRY_SWEEP_SECONDS)},
+    # Break-glass e-mail and privilege change notices whose task never reached the broker.
+    "break-glass-unsent-emails": {
+        "task": "imaging.tasks.send_unsent_break_glass_emails",
+        "schedule": float(RETRY_SWEEP_SECONDS),
+    },
+    "privilege-unsent-notices": {
+        "task": "alliance.tasks.send_unsent_privilege_notices",
+        "schedule": float(RETRY_SWEEP_SECONDS),
+    },
+    # Storage commitment reports whose task never reached the broker (imaging.commitment).
+    "owed-commitment-reports": {
+        "task": "imaging.tasks.resend_owed_commitments",
+        "schedule": float(RETRY_SWEEP_SECONDS),
+    },
     "stale-temp-files": {"task": "imaging.tasks.remove_stale_temp_files", "schedule": 3600.0},
     "figures-received-days": {"task": "imaging.tasks.roll_up_received_days", "schedule": 3600.0},
     "figures-consult-days": {"task": "consults.tasks.roll_up_consult_days", "schedule": 3600.0},
+    # A signed report's PDF and text SR that did not reach its studies (consults.report_objects).
+    "report-objects": {"task": "consults.tasks.write_missing_report_objects", "schedule": 600.0},
     "deleted-studies": {"task": "imaging.tasks.purge_deleted_studies", "schedule": 86400.0},
+}
+
+# Screening programmes (consults.screening): the clinic is reminded this many days before a
+# screening CT is due and again this many days after, while it is not done; beat looks for
+# reminders to send, and for arrived scans to tag to their rounds, every few minutes.
+SCREENING_REMIND_BEFORE_DAYS = env_int("SCREENING_REMIND_BEFORE_DAYS", 14, minimum=0, maximum=365)
+SCREENING_REMIND_AFTER_DAYS = env_int("SCREENING_REMIND_AFTER_DAYS", 7, minimum=0, maximum=365)
+CELERY_BEAT_SCHEDULE["screening-reminders"] = {
+    "task": "consults.screening.tasks.remind_due",
+    "schedule": float(env_int("SCREENING_CHECK_SECONDS", 3600, minimum=5)),
+}
+CELERY_BEAT_SCHEDULE["screening-match-scans"] = {
+    "task": "consults.screening.tasks.match_scans",
+    "schedule": float(env_int("SCREENING_MATCH_SECONDS", 300, minimum=5)),
+}
+# A signed reading's SR that did not reach its study (consults.screening.tasks).
+CELERY_BEAT_SCHEDULE["screening-reading-srs"] = {
+    "task": "consults.screening.tasks.write_missing_reading_srs",
+    "schedule": 600.0,
+}
+CELERY_BEAT_SCHEDULE["screening-unsent-emails"] = {
+    "task": "consults.screening.tasks.send_unsent_emails",
+    "schedule": float(RETRY_SWEEP_SECONDS),
 }
 
 # --- REST API -------------------------------------------------------------------------
@@ -373,13 +474,47 @@ SPECTACULAR_SETTINGS = {
         "ReferralStatusEnum": "referrals.models.Status",
     },
 }
+# --- HL7 v2 (imaging/hl7): orders in over MLLP, results out ------------------------------
+# `manage.py hl7_listener` takes ORM^O01 and OMI^O23 orders from the registered HIS endpoints
+# on this address; ORU^R01 results go to each endpoint's own host and port.
+HL7_HOST = env_str("HL7_HOST", "127.0.0.1")
+HL7_PORT = env_int("HL7_PORT", 2575, minimum=1, maximum=65535)
+HL7_ENCODING = env_choice("HL7_ENCODING", "utf-8", {"utf-8", "gb18030", "latin-1", "ascii"})
+HL7_APPLICATION = env_str("HL7_APPLICATION", "CLOUDPACS")  # MSH-3 of what we send (ACKs, ORU^R01)
+HL7_TIMEOUT_SECONDS = env_int("HL7_TIMEOUT_SECONDS", 30, minimum=1, maximum=600)
+HL7_SEND_RETRIES = env_int("HL7_SEND_RETRIES", 8, minimum=0, maximum=100)
+# The signed report's PDF goes into the ORU^R01 as an ED OBX when it is no larger than this.
+HL7_ORU_PDF_MAX_BYTES = env_int("HL7_ORU_PDF_MAX_BYTES", 2_000_000, minimum=0)
+
+CELERY_BEAT_SCHEDULE["hl7-unsent"] = {
+    "task": "consults.tasks.send_unsent_results",
+    "schedule": float(RETRY_SWEEP_SECONDS),
+}
+
+# --- FHIR R4 (alliance/fhir, read-only) ------------------------------------------------
+# Entries of a searchset Bundle when the search gives no _count (at most 1000 with one).
+FHIR_PAGE_SIZE = env_int("FHIR_PAGE_SIZE", 50, minimum=1, maximum=1000)
+# The namespace of the identifier systems the FHIR API writes: a patient ID of the institution
+# with AE title CLINA is {FHIR_SYSTEM_BASE}/patient-id/CLINA, its accession numbers
+# {FHIR_SYSTEM_BASE}/accession/CLINA. Keep it stable once systems outside store identifiers.
+FHIR_SYSTEM_BASE = env_str("FHIR_SYSTEM_BASE", SITE_URL + "/fhir/sid").rstrip("/")
 CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", [])
-CORS_URLS_REGEX = r"^/(dicomweb|api)/.*$"
+CORS_URLS_REGEX = r"^/(dicomweb|api|fhir)/.*$"
 CORS_ALLOW_HEADERS = ["authorization", "content-type", "accept", "accept-encoding"]
 
 # --- mail -----------------------------------------------------------------------------
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "cloudpacs@localhost")
+# The SMTP server a deployment sends through (EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend).
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)  # STARTTLS, usually port 587
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)  # TLS from the start, usually port 465
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30, minimum=1, maximum=600)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL exclude each other: set one")
 
 # --- logging --------------------------------------------------------------------------
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR"})
@@ -420,12 +555,16 @@ CELERY_BEAT_SCHEDULE["denied-read-counts"] = {"task": "alliance.tasks.summarize_
 TLS = env_bool("TLS", False)
 if TLS:
     SECURE_SSL_REDIRECT = True
+    # A load balancer's probe and a scraper on the node itself speak plain HTTP to gunicorn.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
     SECURE_HSTS_SECONDS = env_int("HSTS_SECONDS", 365 * 86400, minimum=1)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HSTS_INCLUDE_SUBDOMAINS", True)
     SECURE_HSTS_PRELOAD = env_bool("HSTS_PRELOAD", True)
     SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
     if env_bool("BEHIND_TLS_PROXY", True):
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# /metrics (imaging.health) answers loopback, and a scraper sending this bearer token.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 # Responses carry Cache-Control: no-store unless their view chose private caching (pixel data).
 MIDDLEWARE.insert(
     MIDDLEWARE.index("whitenoise.middleware.WhiteNoiseMiddleware") + 1, "alliance.middleware.NoStoreMiddleware"
@@ -447,7 +586,9 @@ if DATABASE_MIGRATE_URL and not DATABASE_MIGRATE_URL.startswith(("postgres://", 
 # IHE ATNA export (issue 22 item 5, alliance/atna.py): the audit trail is also sent to this
 # syslog collector as DICOM PS3.15 A.5 messages: tcp://host:port, or tls://host:port (RFC 5425)
 # with ATNA_SYSLOG_CA (the collector's CA file) and, for mutual TLS, ATNA_SYSLOG_CERT and
-# ATNA_SYSLOG_KEY. Empty: no export. Beat sends what is pending every ATNA_SEND_SECONDS.
+# ATNA_SYSLOG_KEY. Empty: no export. Beat sends what is pending every ATNA_SEND_SECONDS, only
+# when a collector is set; without one it empties the outbox (which the audit table's trigger
+# fills all the same) once an hour instead.
 ATNA_SYSLOG_URL = env_str("ATNA_SYSLOG_URL", "")
 if ATNA_SYSLOG_URL:
     from urllib.parse import urlsplit as _urlsplit
@@ -465,9 +606,33 @@ ATNA_SYSLOG_KEY = env_str("ATNA_SYSLOG_KEY", "")
 ATNA_SOURCE_ID = env_str("ATNA_SOURCE_ID", SITE_URL.split("://")[-1].split("/")[0])
 ATNA_ENTERPRISE_SITE_ID = env_str("ATNA_ENTERPRISE_SITE_ID", ATNA_SOURCE_ID)
 ATNA_APP_NAME = env_str("ATNA_APP_NAME", "cloudpacs")
-CELERY_BEAT_SCHEDULE["atna-export"] = {
-    "task": "alliance.tasks.send_atna",
-    "schedule": float(env_int("ATNA_SEND_SECONDS", 10, minimum=1)),
-}
+ATNA_SEND_SECONDS = env_int("ATNA_SEND_SECONDS", 10, minimum=1)
+if ATNA_SYSLOG_URL:
+    CELERY_BEAT_SCHEDULE["atna-export"] = {"task": "alliance.tasks.send_atna", "schedule": float(ATNA_SEND_SECONDS)}
+else:
+    CELERY_BEAT_SCHEDULE["atna-outbox"] = {"task": "alliance.tasks.empty_atna_outbox", "schedule": 3600.0}
 # No page is framed but the viewer inside a consult's report (imaging.viewer.views.study).
 X_FRAME_OPTIONS = "DENY"
+
+# Routing (issue 18 item 1, imaging/routing/): studies forwarded to an institution's own PACS or
+# workstation by C-STORE or STOW-RS. A study is routed by the ingest rules once nothing arrived
+# for it for ROUTE_QUIET_SECONDS (the beat sweep looks every ROUTE_SWEEP_SECONDS). A transient
+# failure (refused connection, timeout, out of resources, HTTP 5xx) is tried again after
+# ROUTE_RETRY_BASE_SECONDS, doubling up to ROUTE_RETRY_MAX_SECONDS (at most the broker's
+# visibility timeout: a retry is a countdown held by the worker), ROUTE_MAX_ATTEMPTS times.
+ROUTE_QUIET_SECONDS = env_int("ROUTE_QUIET_SECONDS", 30, minimum=0)
+ROUTE_SWEEP_SECONDS = env_int("ROUTE_SWEEP_SECONDS", 10, minimum=1)
+ROUTE_RETRY_BASE_SECONDS = env_int("ROUTE_RETRY_BASE_SECONDS", 30, minimum=1)
+ROUTE_RETRY_MAX_SECONDS = env_int("ROUTE_RETRY_MAX_SECONDS", 300, minimum=1)
+if ROUTE_RETRY_MAX_SECONDS < ROUTE_RETRY_BASE_SECONDS:
+    raise ImproperlyConfigured("ROUTE_RETRY_MAX_SECONDS must not be below ROUTE_RETRY_BASE_SECONDS")
+ROUTE_MAX_ATTEMPTS = env_int("ROUTE_MAX_ATTEMPTS", 8, minimum=1)
+# Seconds to wait for a peer: to connect and associate, and for each C-STORE response (or a
+# STOW-RS answer, per request).
+ROUTE_PEER_TIMEOUT = env_int("ROUTE_PEER_TIMEOUT", 60, minimum=1)
+# At most this many prior studies of the patient go with a case when a rule asks for them.
+ROUTE_PREFETCH_LIMIT = env_int("ROUTE_PREFETCH_LIMIT", 10, minimum=0)
+# The key that encrypts DICOMweb destinations' bearer tokens at rest (any string; changing it
+# makes the stored tokens unreadable: enter them again). Empty: derived from SECRET_KEY.
+ROUTE_TOKEN_KEY = env_str("ROUTE_TOKEN_KEY", "")
+CELERY_BEAT_SCHEDULE["routing-sweep"] = {"task": "imaging.routing.tasks.sweep", "schedule": float(ROUTE_SWEEP_SECONDS)}

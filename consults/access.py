@@ -12,12 +12,13 @@ from typing import Any
 from django.db.models import Q, QuerySet
 from django.http import Http404
 
-from alliance.access import Principal, may_manage_alliance, with_role
+from alliance.access import IMAGE_STORE, Principal, may_manage_alliance, with_role
 from alliance.models import Doctor, Institution, Pool, Role
 from consults.models import (
     OPEN_STATUSES,
     OWNED_STATUSES,
     TRANSITIONS,
+    UNFINISHED_STATUSES,
     Consult,
     CriticalFinding,
     CriticalResult,
@@ -26,7 +27,7 @@ from consults.models import (
     Status,
 )
 from imaging import access as imaging_access
-from imaging.models import Study
+from imaging.models import ScheduledStep, Study
 
 CONSULTS_MODULE = "consults"
 
@@ -84,7 +85,8 @@ def waiting_for_review_by(principal: Principal) -> Q:
 def consults_visible_to(principal: Principal) -> QuerySet[Consult]:
     """The requesting institution sees its requests (drafts only their author); the specialist
     side sees what it may claim and what it owns, a pool's reviewers its cases under two-level
-    sign-off; after cancel or reject it sees nothing."""
+    sign-off, the receiving institution's admin its desk's unfinished cases (a preliminary
+    report waiting for a reviewer included); after cancel or reject it sees nothing."""
     doctor = principal.doctor
     if doctor is None or not _takes_part(principal):
         return Consult.objects.none()
@@ -93,7 +95,7 @@ def consults_visible_to(principal: Principal) -> QuerySet[Consult]:
         q |= Q(requesting_institution_id=doctor.institution_id) & ~Q(status=Status.DRAFT)
     q |= Q(owner_id=doctor.pk) & ~Q(status__in=[Status.CANCELLED, Status.REJECTED])
     q |= Q(status=Status.REQUESTED) & claimable(principal)
-    q |= Q(status__in=OPEN_STATUSES) & at_receiving_desk(principal)
+    q |= Q(status__in=UNFINISHED_STATUSES) & at_receiving_desk(principal)
     q |= under_review_by(principal)
     return Consult.objects.filter(q)
 
@@ -201,6 +203,12 @@ def actions_for(principal: Principal, consult: Consult) -> list[str]:
     ]
 
 
+def may_sign(principal: Principal, consult: Consult) -> bool:
+    """May the principal sign the consult's report now: its owner while the report is in
+    progress, with the signature the pool's sign-off asks of them (preliminary or final)."""
+    return may_act(principal, consult, "sign_preliminary" if needs_review(consult) else "sign")
+
+
 def may_claim(principal: Principal, consult: Consult) -> bool:
     return may_act(principal, consult, "claim")
 
@@ -238,10 +246,15 @@ def may_read_report(principal: Principal, consult: Consult) -> bool:
 
 def may_save_key_objects(principal: Principal, study: Study) -> bool:
     """Key images and measurements are saved into a study the principal may read, by its
-    reader on an open consult that includes it, or by a doctor of the owning institution."""
+    reader on an open consult that includes it, by the reader of its screening CT, or by a
+    doctor of the owning institution."""
     if principal.doctor is None or not imaging_access.studies_visible_to(principal).filter(pk=study.pk).exists():
         return False
     if imaging_access.may_mark_own_study(principal, study):
+        return True
+    from consults.screening.access import may_measure  # the screening app's own rule
+
+    if may_measure(principal, study):
         return True
     return (
         _takes_part(principal)
@@ -331,3 +344,39 @@ def critical_findings_for(consult: Consult) -> QuerySet[CriticalFinding]:
     return CriticalFinding.objects.filter(
         alliance_id=consult.requesting_institution.alliance_id, modality=consult.modality, active=True
     )
+
+
+# The parties on the receiving side of a consult, and the states in which its grants live.
+RECEIVING_PARTIES = frozenset({Party.OWNER, Party.CANDIDATE, Party.NAMED, Party.POOL_ADMIN, Party.REVIEWER})
+CLOSED_TO_ROUTING = frozenset({Status.DRAFT, Status.REJECTED, Status.CANCELLED, Status.FAILED})
+
+
+def may_route_consult(principal: Principal, consult: Consult) -> bool:
+    """Send the case's studies to a destination of the receiving institution (its PACS): a
+    party on the receiving side, while the case's access lives (imaging.routing decides the rest)."""
+    return consult.status not in CLOSED_TO_ROUTING and bool(RECEIVING_PARTIES & parties_of(principal, consult))
+
+
+# --- exams a case asks for (imaging.worklist) ----------------------------------------------
+
+EXAM_PARTIES = frozenset({Party.OWNER, Party.REQUESTER})
+
+
+def may_order_exam(principal: Principal, consult: Consult) -> bool:
+    """The reader of an open case, or its requester, asks the requesting institution to
+    perform an exam of the patient (a step on its modality worklist), where that institution
+    keeps a worklist (its image store is on)."""
+    return (
+        consult.status in OPEN_STATUSES
+        and bool(EXAM_PARTIES & parties_of(principal, consult))
+        and IMAGE_STORE in consult.requesting_institution.modules
+    )
+
+
+def exams_of(principal: Principal, consult: Consult) -> QuerySet[ScheduledStep]:
+    """The exams asked for on the case, with their state, for whoever sees the case (the rest
+    of the requesting institution's worklist stays its own: imaging.access.steps_visible_to)."""
+    if not consults_visible_to(principal).filter(pk=consult.pk).exists():
+        return ScheduledStep.objects.none()
+    steps = ScheduledStep.objects.filter(consult_id=consult.pk, institution_id=consult.requesting_institution_id)
+    return steps.select_related("study").order_by("scheduled_at", "pk")

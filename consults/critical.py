@@ -6,7 +6,7 @@ an e-mail at once. A clinician of that institution acknowledges by reading the f
 back (critical_acknowledge). A flag nobody acknowledged within the setting
 CRITICAL_ESCALATE_MINUTES goes to the requesting institution's admins, once
 (critical_escalate_due, the beat job). Every step writes one audit event; notices are
-consults.Notification rows and their e-mail follows the consults' outbox (services._notify).
+consults.Notification rows and their e-mail follows the consults' outbox (services.notify).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def _audit(by: audit.Actor, action: str, result: CriticalResult, **detail: Any) 
         action=f"consult.{action}",
         object_type="consult",
         object_id=consult.pk,
-        patient=services.patients_of(consult),
+        patient=consult.audit_patient,
         basis=consult.basis,
         detail={"critical_result": result.pk, "finding": result.text, **detail},
     )
@@ -85,7 +85,7 @@ def critical_flag(
     *, consult: Consult, by: Principal, finding: CriticalFinding | None = None, text: str = ""
 ) -> CriticalResult:
     """The reader flags a critical finding; the requesting institution's clinicians are told at once."""
-    consult = services._locked(consult)
+    consult = services.locked(consult)
     if not access.may_flag_critical(by, consult):
         raise AccessDenied(_("Only the reader of consult #%(id)s flags a critical result on it.") % {"id": consult.pk})
     now = clock.now()
@@ -94,12 +94,12 @@ def critical_flag(
         finding=finding,
         text=_finding_text(consult, finding, text),
         modality=consult.modality,
-        flagged_by=services._doctor(by),
+        flagged_by=services.acting_doctor(by),
         flagged_at=now,
     )
     _audit(by.actor, "critical_flag", result, listed=finding is not None)
     told = [consult.requester.user, *_clinicians_of(consult.requesting_institution_id)]
-    services._notify(consult, told, "critical", now, by)
+    services.notify(consult, told, "critical", now, by)
     _audit(audit.SYSTEM, "critical_notify", result, users=sorted({u.pk for u in told if u.pk != by.user_id}))
     return result
 
@@ -129,7 +129,7 @@ def critical_acknowledge(*, result: CriticalResult, by: Principal, read_back: st
     result.read_back = read_back[:TEXT_MAX]
     result.save(update_fields=["acknowledged_by", "acknowledged_at", "read_back"])
     _audit(by.actor, "critical_ack", result, read_back=result.read_back)
-    services._notify(result.consult, [result.flagged_by.user], "critical_ack", now, by)
+    services.notify(result.consult, [result.flagged_by.user], "critical_ack", now, by)
     return result
 
 
@@ -155,7 +155,7 @@ def _escalate_one(pk: int, now: datetime) -> bool:
         result.save(update_fields=["escalated_at"])
         consult = result.consult
         admins = [d.user for d in institution_admins_of(consult.requesting_institution_id)]
-        services._notify(consult, admins, "critical_escalate", now)
+        services.notify(consult, admins, "critical_escalate", now)
         _audit(audit.SYSTEM, "critical_escalate", result, users=sorted(u.pk for u in admins))
         return True
 
@@ -210,9 +210,10 @@ def critical_finding_save(
     if not access.may_manage_critical_findings(by):
         raise AccessDenied(_("Only an alliance admin keeps the list of critical findings."))
     if finding is None:
-        return critical_finding_create(
-            alliance=services._set(by.alliance), modality=modality, name=name, actor=by.actor
-        )
+        alliance = by.alliance
+        if alliance is None:  # may_manage_critical_findings holds for an alliance's admin only
+            raise AccessDenied(_("Only an alliance admin keeps the list of critical findings."))
+        return critical_finding_create(alliance=alliance, modality=modality, name=name, actor=by.actor)
     finding = access.critical_findings_managed_by(by).select_for_update().get(pk=finding.pk)
     fields = _finding_fields(modality, name)
     clash = CriticalFinding.objects.filter(alliance_id=finding.alliance_id, **fields).exclude(pk=finding.pk)

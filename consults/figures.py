@@ -32,14 +32,12 @@ from django.db.models.functions import TruncDate, TruncMonth
 from django.utils.translation import gettext_lazy as _
 
 from alliance.aggregates import SecondsBetween
-from alliance.figures import Chart, Scope, Series, Table, month_label
+from alliance.figures import Chart, Scope, Series, Table, minutes, month_label
 from alliance.models import Doctor, Pool
 from consults import clock
-from consults.models import OPEN_STATUSES, Consult, ConsultMonth, ConsultRollUp, Priority, ReaderDay, Status
-from consults.selectors import policy_table
+from consults.models import UNFINISHED_STATUSES, Consult, ConsultMonth, ConsultRollUp, Priority, ReaderDay, Status
+from consults.priorities import BY_URGENCY, policy_table
 
-# The most pressing first, as the worklist reads them.
-PRIORITIES = (Priority.STAT, Priority.ASAP, Priority.URGENT, Priority.ROUTINE)
 # Age of an open consult since it was requested: (upper bound, label); the last is open-ended.
 AGE_BUCKETS = (
     (timedelta(hours=1), _("Under 1 h")),
@@ -72,8 +70,10 @@ def _rollup_zone() -> tzinfo:
     return ZoneInfo(settings.TIME_ZONE)
 
 
-def _oldest_open_day(tz: tzinfo) -> date | None:
-    oldest = Consult.objects.filter(status__in=OPEN_STATUSES).aggregate(first=Min("requested_at"))["first"]
+def _oldest_unfinished_day(tz: tzinfo) -> date | None:
+    """The day of the oldest consult that may still change (a preliminary report too: its
+    verification signs it): the roll-up stops before its month."""
+    oldest = Consult.objects.filter(status__in=UNFINISHED_STATUSES).aggregate(first=Min("requested_at"))["first"]
     return None if oldest is None else oldest.astimezone(tz).date()
 
 
@@ -98,15 +98,15 @@ def _packed(values: list[float]) -> bytes:
 
 @transaction.atomic
 def roll_up_consult_days(*, now: datetime | None = None) -> int:
-    """Sum the consults of every month not yet rolled up whose consults are all closed (the
-    months ended before today and before the day of the oldest open consult) into
+    """Sum the consults of every month not yet rolled up whose consults are all finished (the
+    months ended before today and before the day of the oldest unfinished consult) into
     ConsultMonth, and their claims and signatures per day into ReaderDay; returns the rows
     written. Derived numbers only: no record of a patient or a person changes, so there is
     nothing to audit. Run hourly; a month is rolled up once, after it ends."""
     tz = _rollup_zone()
     today = (now or clock.now()).astimezone(tz).date()
-    oldest_open = _oldest_open_day(tz)
-    cutoff = _first_of_month(today if oldest_open is None else min(today, oldest_open))
+    oldest_unfinished = _oldest_unfinished_day(tz)
+    cutoff = _first_of_month(today if oldest_unfinished is None else min(today, oldest_unfinished))
     mark = ConsultRollUp.objects.select_for_update().first()
     if mark is None:
         first = Consult.objects.filter(requested_at__isnull=False).aggregate(first=Min("requested_at"))["first"]
@@ -186,14 +186,14 @@ class _Split:
 
     def __init__(self, scope: Scope) -> None:
         mark = ConsultRollUp.objects.first()
-        oldest_open = _oldest_open_day(scope.tz)
+        oldest_unfinished = _oldest_unfinished_day(scope.tz)
         first_day = scope.start.astimezone(scope.tz).date()
         if mark is None or str(scope.tz) != str(_rollup_zone()):
             self.day, self.moment = date.min, None
             self.months = (first_day, first_day)
             return
         # A consult open now on a rolled-up day (none should be) sends that day live again.
-        self.day = mark.until if oldest_open is None else min(mark.until, oldest_open)
+        self.day = mark.until if oldest_unfinished is None else min(mark.until, oldest_unfinished)
         self.moment = datetime.combine(self.day, time.min, tzinfo=scope.tz)
         last = min(scope.end.astimezone(scope.tz).date(), self.day)
         begin = first_day if first_day.day == 1 else _next_month(first_day)
@@ -282,7 +282,7 @@ def percentiles(values: numpy.ndarray, fractions: Sequence[float]) -> list[float
 
 
 def _priority_labels() -> list[Any]:
-    return [Priority(p).label for p in PRIORITIES]
+    return [Priority(p).label for p in BY_URGENCY]
 
 
 def volume_by_month(scope: Scope, volume: list[dict[str, Any]]) -> Table:
@@ -290,11 +290,11 @@ def volume_by_month(scope: Scope, volume: list[dict[str, Any]]) -> Table:
     for row in volume:
         counts[scope.month_of(row["month"])][row["priority"]] += row["n"]
     months = scope.months()
-    rows = [[month_label(m), *(counts[m][p] for p in PRIORITIES), sum(counts[m].values())] for m in months]
+    rows = [[month_label(m), *(counts[m][p] for p in BY_URGENCY), sum(counts[m].values())] for m in months]
     chart = Chart(
         kind="columns",
         categories=[month_label(m) for m in months],
-        series=[Series(Priority(p).label, [counts[m][p] for m in months]) for p in PRIORITIES],
+        series=[Series(Priority(p).label, [counts[m][p] for m in months]) for p in BY_URGENCY],
     )
     return Table(
         key="volume-month",
@@ -310,7 +310,7 @@ def volume_by_modality(volume: list[dict[str, Any]]) -> Table:
     for row in volume:
         counts[row["modality"]][row["priority"]] += row["n"]
     order = sorted(counts, key=lambda m: (-sum(counts[m].values()), m))
-    rows = [[m or "—", *(counts[m][p] for p in PRIORITIES), sum(counts[m].values())] for m in order]
+    rows = [[m or "—", *(counts[m][p] for p in BY_URGENCY), sum(counts[m].values())] for m in order]
     chart = Chart(
         kind="bars",
         categories=[m or "—" for m in order],
@@ -324,10 +324,6 @@ def volume_by_modality(volume: list[dict[str, Any]]) -> Table:
         note=_("The modality of the consult's first study."),
         chart=chart if rows else None,
     )
-
-
-def _minutes(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds / 60, 1)
 
 
 def _share(part: int, whole: int) -> float | None:
@@ -366,7 +362,7 @@ def turnaround(scope: Scope, volume: list[dict[str, Any]], split: _Split | None 
         in_time[priority] += turn <= deadline
     deadlines = {row["priority"]: row["deadline_minutes"] for row in policy_table(scope.alliance_id)}
     stats = []
-    for p in PRIORITIES:
+    for p in BY_URGENCY:
         parts = [*values[p], numpy.asarray(extra[p], dtype="<f8")]
         found = percentiles(numpy.concatenate(parts), (0.5, 0.9))
         p50, p90 = found if found else (None, None)
@@ -376,7 +372,7 @@ def turnaround(scope: Scope, volume: list[dict[str, Any]], split: _Split | None 
 
 def breaches(volume: list[dict[str, Any]]) -> Table:
     counts = _per_priority(volume)
-    return _breaches_table([(p, {"requested": counts[p]["n"], "breached": counts[p]["breached"]}) for p in PRIORITIES])
+    return _breaches_table([(p, {"requested": counts[p]["n"], "breached": counts[p]["breached"]}) for p in BY_URGENCY])
 
 
 def _turnaround_table(stats: Sequence[tuple[str, dict[str, Any]]], deadlines: dict[str, int]) -> Table:
@@ -384,8 +380,8 @@ def _turnaround_table(stats: Sequence[tuple[str, dict[str, Any]]], deadlines: di
         [
             Priority(p).label,
             s["signed"],
-            _minutes(s["p50"]),
-            _minutes(s["p90"]),
+            minutes(s["p50"]),
+            minutes(s["p90"]),
             deadlines[p],
             _share(s["in_time"], s["signed"]),
         ]
@@ -395,8 +391,8 @@ def _turnaround_table(stats: Sequence[tuple[str, dict[str, Any]]], deadlines: di
         kind="bars",
         categories=[str(Priority(p).label) for p, _s in stats],
         series=[
-            Series(_("p50"), [_minutes(s["p50"]) for _p, s in stats]),
-            Series(_("p90"), [_minutes(s["p90"]) for _p, s in stats]),
+            Series(_("p50"), [minutes(s["p50"]) for _p, s in stats]),
+            Series(_("p90"), [minutes(s["p90"]) for _p, s in stats]),
         ],
         unit=_("min"),
         markers=[deadlines[p] for p, _s in stats],
@@ -452,18 +448,19 @@ def backlog(scope: Scope) -> Table:
     counts: dict[str, Counter[int]] = defaultdict(Counter)
     for row in (
         consults_in(scope)
-        .filter(status__in=OPEN_STATUSES)
+        .filter(status__in=UNFINISHED_STATUSES)
         .annotate(bucket=_age_bucket(scope))
         .values("status", "bucket")
         .annotate(n=Count("pk"))
     ):
         counts[row["status"]][row["bucket"]] += row["n"]
     buckets = range(len(AGE_BUCKETS))
-    rows = [[Status(s).label, *(counts[s][b] for b in buckets), sum(counts[s].values())] for s in OPEN_STATUSES]
+    states = UNFINISHED_STATUSES
+    rows = [[Status(s).label, *(counts[s][b] for b in buckets), sum(counts[s].values())] for s in states]
     chart = Chart(
         kind="columns",
-        categories=[str(Status(s).label) for s in OPEN_STATUSES],
-        series=[Series(label, [counts[s][b] for s in OPEN_STATUSES]) for b, (_bound, label) in enumerate(AGE_BUCKETS)],
+        categories=[str(Status(s).label) for s in states],
+        series=[Series(label, [counts[s][b] for s in states]) for b, (_bound, label) in enumerate(AGE_BUCKETS)],
     )
     return Table(
         key="backlog",

@@ -17,7 +17,7 @@ from django.db.models.functions import TruncMonth
 from django.utils.translation import gettext_lazy as _
 
 from alliance.aggregates import PercentilesCont, SecondsBetween
-from alliance.figures import Chart, Scope, Series, Table, month_label
+from alliance.figures import Chart, Scope, Series, Table, minutes, month_label
 from consults.figures import consults_in
 from consults.models import CriticalResult
 
@@ -70,10 +70,6 @@ def per_month(scope: Scope) -> Table:
     )
 
 
-def _minutes(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds / 60, 1)
-
-
 def _aggregates() -> dict[str, Any]:
     acknowledged = Q(acknowledged_at__isnull=False)
     return {
@@ -86,7 +82,7 @@ def _aggregates() -> dict[str, Any]:
 
 def _row(label: Any, s: dict[str, Any]) -> list[Any]:
     p50, p90 = s["p"] or (None, None)
-    return [label, s["flagged"], s["acknowledged"], _minutes(p50), _minutes(p90), s["escalated"]]
+    return [label, s["flagged"], s["acknowledged"], minutes(p50), minutes(p90), s["escalated"]]
 
 
 def acknowledgement(scope: Scope) -> Table:

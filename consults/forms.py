@@ -11,7 +11,7 @@ from django.utils.translation import gettext_lazy as _
 from alliance.access import NOBODY, Principal
 from consults import access, priorities
 from consults.models import Priority
-from imaging.forms import MODALITIES
+from imaging.forms import MODALITIES, ExamForm
 from imaging.models import Study
 from imaging.selectors import StudyQuery
 
@@ -176,3 +176,13 @@ class ReportTemplateForm(forms.Form):
     recommendation = forms.CharField(
         label=_("Recommendation"), required=False, widget=forms.Textarea(attrs={"rows": 2})
     )
+
+
+class ConsultExamForm(ExamForm):
+    """An exam the case asks the requesting institution to perform: modality, start, the
+    station if it matters and what to do; the accession number is made when it is scheduled."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in ("accession_number", "performing_physician"):
+            del self.fields[name]

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from alliance import audit
 from alliance.models import Alliance, Doctor, Institution, Pool
 
 
@@ -59,7 +60,13 @@ class Status(models.TextChoices):
     FAILED = "failed", _("Failed")
 
 
+# A case the reader's side still works on: its thread, its deadline clock, the reader's key images.
 OPEN_STATUSES = (Status.REQUESTED, Status.ACCEPTED, Status.IN_PROGRESS, Status.ON_HOLD)
+# Every status a requested consult can still leave (the open ones, and a preliminary report
+# waiting for its reviewer): its figures may still change, so the monthly roll-up waits for it,
+# and it is still the receiving desk's backlog. A draft can change too, but it was never
+# requested: no requested_at, so no month of the figures and no desk holds it.
+UNFINISHED_STATUSES = (*OPEN_STATUSES, Status.PRELIMINARY)
 OWNED_STATUSES = (Status.ACCEPTED, Status.IN_PROGRESS, Status.ON_HOLD)
 CLOSED_STATUSES = (Status.REJECTED, Status.CANCELLED, Status.FAILED)
 
@@ -136,7 +143,13 @@ ACTION_LABELS = {
     "critical": _("Critical result"),
     "critical_ack": _("Critical result acknowledged"),
     "critical_escalate": _("Critical result not acknowledged"),
+    "order_exam": _("Exam requested"),
+    "exam_arrived": _("Requested exam arrived"),
 }
+
+
+# The notices of a critical result (consults.critical), shown apart in the bell's list.
+CRITICAL_VERBS = frozenset({"critical", "critical_ack", "critical_escalate"})
 
 
 class PriorityPolicy(models.Model):
@@ -240,12 +253,12 @@ class Consult(models.Model):
             # The figures' live claims and signatures after the roll-up (consults.figures).
             models.Index(fields=["claimed_at"], name="consults_figures_claimed"),
             models.Index(fields=["completed_at"], name="consults_figures_completed"),
-            # The oldest open consult, where the figures' roll-up stops: without it PostgreSQL
-            # walks consults_figures_requested from the oldest consult of the year.
+            # The oldest unfinished consult, where the figures' roll-up stops: without it
+            # PostgreSQL walks consults_figures_requested from the oldest consult of the year.
             models.Index(
                 fields=["requested_at"],
-                condition=models.Q(status__in=["requested", "accepted", "in-progress", "on-hold"]),
-                name="consults_open_requested",
+                condition=models.Q(status__in=[s.value for s in UNFINISHED_STATUSES]),
+                name="consults_unfinished_requested",
             ),
         ]
 
@@ -256,6 +269,12 @@ class Consult(models.Model):
     def basis(self) -> str:
         """The grant basis that ties study access to this case."""
         return f"consult:{self.pk}"
+
+    @property
+    def audit_patient(self) -> str:
+        """The patients of the case's studies as the audit trail names them (prefetched studies
+        are used as they are; otherwise one query)."""
+        return audit.patients(s.patient_id for s in self.studies.all())
 
     @property
     def is_open(self) -> bool:
@@ -451,6 +470,11 @@ class Notification(models.Model):
     @property
     def label(self) -> str:
         return str(ACTION_LABELS.get(self.verb, self.verb))
+
+    @property
+    def is_critical(self) -> bool:
+        """A notice of a critical result: flagged, acknowledged or escalated (consults.critical)."""
+        return self.verb in CRITICAL_VERBS
 
 
 class CriticalFinding(models.Model):

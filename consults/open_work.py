@@ -26,19 +26,37 @@ def patient_of(consult: Consult) -> str:
     return ", ".join(seen.values())
 
 
-def _item(consult: Consult, asked: str, at: datetime | None, state: str = "") -> WorkItem:
+# Every flag waiting for a read back is listed, not the usual first ten.
+CRITICAL_LIMIT = 50
+
+
+def _item(consult: Consult, asked: str, at: datetime | None, state: str = "", anchor: str = "") -> WorkItem:
     return WorkItem(
         patient=patient_of(consult),
         case=_("Consult #%(number)d") % {"number": consult.pk},
         asked=asked,
-        url=reverse("consults:detail", args=[consult.pk]),
+        url=reverse("consults:detail", args=[consult.pk]) + anchor,
         at=at,
         state=state,
         audit_type="consult",
         audit_id=str(consult.pk),
-        audit_patient=",".join(sorted({str(s.patient_id) for s in consult.studies.all()})),
+        audit_patient=consult.audit_patient,
         basis=consult.basis,
     )
+
+
+def critical(principal: Principal, since: datetime | None) -> list[WorkItem]:
+    """The critical results waiting for the user's side to read them back, the oldest first."""
+    out = []
+    for result in selectors.critical_results_to_acknowledge(principal)[:CRITICAL_LIMIT]:
+        asked = _("Critical result flagged by %(name)s: %(text)s. Read it back on the case page.") % {
+            "name": result.flagged_by.display_name,
+            "text": result.text,
+        }
+        if result.escalated_at is not None:
+            asked = f"{asked} · {_('escalated')}"
+        out.append(_item(result.consult, asked, result.flagged_at, "critical", "#critical-banner"))
+    return out
 
 
 def questions(principal: Principal, since: datetime | None) -> list[WorkItem]:

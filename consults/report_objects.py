@@ -7,21 +7,26 @@ that retrieves the study (C-MOVE, C-GET, WADO) gets the report with it:
 Both go through imaging.ingest into a report series of the study. Their UIDs are derived
 from the report version and the study, so running this twice for the same version (a task
 retried, or run again after a lost acknowledgement) finds them stored and writes nothing.
-Called by consults.tasks.report_into_studies after the signing has committed.
+Called by consults.tasks.report_into_studies after a signing or an addendum has committed,
+and again by the sweep consults.tasks.write_missing_report_objects for a version whose
+objects are missing (the broker was away at the commit, or the task failed for good).
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from django.conf import settings
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from pydicom.dataset import Dataset
 
 from alliance import audit
-from consults import pdf, selectors, services
-from consults.models import ReportVersion
+from alliance.models import Doctor
+from consults import pdf, selectors
+from consults.models import Consult, ReportReview, ReportVersion
 from imaging import ingest, key_objects
 from imaging.dicom import objects
 from imaging.models import Instance, Study
@@ -34,14 +39,62 @@ SR_SERIES_NUMBER = 9904
 
 def report_uids(version: ReportVersion, study: Study) -> dict[str, str]:
     """The series and instances of this version's report in this study, the same on every run."""
+    return _uids(version.report.consult_id, version.pk, study.study_uid)
+
+
+def _uids(consult_pk: int, version_pk: int, study_uid: str) -> dict[str, str]:
     root = settings.DICOM_UID_ROOT
-    consult_pk = version.report.consult_id
     return {
-        "pdf_series": objects.derived_uid(root, "report-pdf-series", consult_pk, study.study_uid),
-        "sr_series": objects.derived_uid(root, "report-sr-series", consult_pk, study.study_uid),
-        "pdf": objects.derived_uid(root, "report-pdf", version.pk, study.study_uid),
-        "sr": objects.derived_uid(root, "report-sr", version.pk, study.study_uid),
+        "pdf_series": objects.derived_uid(root, "report-pdf-series", consult_pk, study_uid),
+        "sr_series": objects.derived_uid(root, "report-sr-series", consult_pk, study_uid),
+        "pdf": objects.derived_uid(root, "report-pdf", version_pk, study_uid),
+        "sr": objects.derived_uid(root, "report-sr", version_pk, study_uid),
     }
+
+
+def final_versions() -> QuerySet[ReportVersion]:
+    """The versions that go into the studies: every signed one that is final (signed at once,
+    verified under two-level sign-off, or an addendum); not a preliminary one still waiting or
+    returned to its reader."""
+    approved = ReportReview.objects.filter(version=OuterRef("pk"), outcome=ReportReview.Outcome.APPROVED)
+    return ReportVersion.objects.filter(signed_at__isnull=False).filter(Q(preliminary=False) | Exists(approved))
+
+
+def versions_missing_objects(*, signed_after: datetime, signed_before: datetime) -> list[int]:
+    """The final versions signed in that window whose PDF or text SR is missing from a study of
+    their consult that has an image to copy the patient from (a study without one never gets
+    them), the oldest first: a few queries, whatever the number of versions."""
+    versions = list(
+        final_versions()
+        .filter(signed_at__gte=signed_after, signed_at__lt=signed_before)
+        .order_by("signed_at", "pk")
+        .values_list("pk", "report__consult_id")
+    )
+    has_image = Instance.objects.filter(series__study=OuterRef("study_id")).exclude(
+        sop_class_uid__in=key_objects.NON_IMAGE_CLASSES
+    )
+    studies: dict[int, list[str]] = {}
+    for consult_pk, study_uid in (
+        Consult.studies.through.objects.filter(consult_id__in={c for _v, c in versions})
+        .filter(Exists(has_image))
+        .values_list("consult_id", "study__study_uid")
+    ):
+        studies.setdefault(consult_pk, []).append(study_uid)
+    wanted = {
+        pk: [uid for study_uid in studies.get(consult_pk, []) for uid in _instance_uids(consult_pk, pk, study_uid)]
+        for pk, consult_pk in versions
+    }
+    stored = set(
+        Instance.objects.filter(sop_uid__in=[u for uids in wanted.values() for u in uids]).values_list(
+            "sop_uid", flat=True
+        )
+    )
+    return [pk for pk, uids in wanted.items() if not stored.issuperset(uids)]
+
+
+def _instance_uids(consult_pk: int, version_pk: int, study_uid: str) -> tuple[str, str]:
+    uids = _uids(consult_pk, version_pk, study_uid)
+    return uids["pdf"], uids["sr"]
 
 
 def report_into_studies(*, version: ReportVersion) -> list[str]:
@@ -51,7 +104,7 @@ def report_into_studies(*, version: ReportVersion) -> list[str]:
     if not version.is_signed:
         raise ValueError(f"report version {version.pk} is not signed")
     consult = version.report.consult
-    case = selectors.case_detail(consult)
+    case = selectors.case_detail(consult, up_to=version.number)  # not a later addendum
     written: list[str] = []
     with translation.override(settings.LANGUAGE_CODE):
         printed: bytes | None = None
@@ -72,17 +125,29 @@ def report_into_studies(*, version: ReportVersion) -> list[str]:
             action="consult.report_into_study",
             object_type="consult",
             object_id=str(consult.pk),
-            patient=services.patients_of(consult),
+            patient=consult.audit_patient,
             detail={"version": version.number, "instances": written},
         )
     return written
 
 
+def _observer(doctor: Doctor | None) -> objects.Observer:
+    if doctor is None:
+        return objects.Observer(name="")
+    return objects.Observer(name=doctor.display_name[:64], organization=doctor.institution.name[:64])
+
+
+def _verification(version: ReportVersion) -> objects.Verification | None:
+    """Under two-level sign-off the report is verified by the reviewer who approved it, when
+    they did; otherwise by its signer at signing (None: the SR's default)."""
+    approved = [r for r in version.reviews.all() if r.outcome == ReportReview.Outcome.APPROVED]
+    if not version.preliminary or not approved:
+        return None
+    return objects.Verification(_observer(approved[-1].reviewer), timezone.localtime(approved[-1].at))
+
+
 def _write(version: ReportVersion, study: Study, source: Dataset, uids: dict[str, str], printed: bytes) -> list[str]:
-    signer = version.signed_by
-    observer = objects.Observer(
-        name=signer.display_name[:64] if signer else "", organization=signer.institution.name[:64] if signer else ""
-    )
+    observer = _observer(version.signed_by)
     made = key_objects.creator(observer.organization)
     at = timezone.localtime(version.signed_at)
     title = _("Remote consultation report")
@@ -98,6 +163,7 @@ def _write(version: ReportVersion, study: Study, source: Dataset, uids: dict[str
             findings=_with_addendum(version),
             impression=version.impression,
             language=settings.LANGUAGE_CODE,
+            verification=_verification(version),
         ),
     ]
     written = []

@@ -31,14 +31,13 @@ from alliance.modules import OpenCases
 from consults import access, clock
 from consults.models import (
     CLOSED_STATUSES,
-    DEFAULT_POLICY,
     OPEN_STATUSES,
     OWNED_STATUSES,
+    UNFINISHED_STATUSES,
     Consult,
     CriticalResult,
     Message,
     Notification,
-    PriorityPolicy,
     ReportReview,
     ReportTemplate,
     ReportVersion,
@@ -68,7 +67,7 @@ def worklist_tabs(principal: Principal) -> dict[str, Q]:
 
     Specialists: their pools' unclaimed cases, their own open cases, what they signed.
     Clinicians: their institution's requests by status (drafts: their own).
-    The receiving institution's admin: every open case sent to the institution.
+    The receiving institution's admin: every unfinished case sent to the institution.
     """
     doctor = principal.doctor
     if doctor is None or not principal.has_module(access.CONSULTS_MODULE):
@@ -88,7 +87,7 @@ def worklist_tabs(principal: Principal) -> dict[str, Q]:
         tabs["closed"] = ours & Q(status__in=CLOSED_STATUSES)
         tabs["drafts"] = Q(requester_id=doctor.pk, status=Status.DRAFT)
     if principal.has_role(Role.INSTITUTION_ADMIN):
-        tabs["desk"] = Q(status__in=OPEN_STATUSES) & access.at_receiving_desk(principal)
+        tabs["desk"] = Q(status__in=UNFINISHED_STATUSES) & access.at_receiving_desk(principal)
     return tabs
 
 
@@ -168,13 +167,17 @@ def deadline_of(consult: Consult, now: datetime | None = None) -> Deadline:
     return Deadline(left, "ok" if share > 0.5 else "warn" if share > 0.2 else "danger")
 
 
-def case_detail(consult: Consult) -> dict[str, Any]:
-    """What the case page and the API detail show, in a fixed number of queries."""
+def case_detail(consult: Consult, up_to: int | None = None) -> dict[str, Any]:
+    """What the case page and the API detail show, in a fixed number of queries. With `up_to`,
+    the report as it stood at that version (the PDF written into the studies for it)."""
     studies = list(consult.studies.select_related("patient", "institution").prefetch_related("series"))
+    shown = ReportVersion.objects.filter(report__consult=consult)
+    if up_to is not None:
+        shown = shown.filter(number__lte=up_to)
     versions = list(
-        ReportVersion.objects.filter(report__consult=consult)
-        .select_related("signed_by__user", "author__user")
-        .prefetch_related(Prefetch("reviews", queryset=ReportReview.objects.select_related("reviewer__user")))
+        shown.select_related("signed_by__user", "author__user").prefetch_related(
+            Prefetch("reviews", queryset=ReportReview.objects.select_related("reviewer__user"))
+        )
     )
     reviews = [r for v in versions for r in v.reviews.all()]
     return {
@@ -203,45 +206,41 @@ def templates_for(consult: Consult) -> QuerySet[ReportTemplate]:
 def unread_count(user: Any) -> int:
     if not getattr(user, "is_authenticated", False):
         return 0
-    return Notification.objects.filter(user=user, read_at__isnull=True).count()
+    return unread_notifications(user).count()
 
 
-def notifications_of(user: Any) -> QuerySet[Notification]:
-    return Notification.objects.filter(user=user).select_related("consult")
+def unread_notifications(user: Any) -> QuerySet[Notification]:
+    """The user's unread consult notices (registered with alliance.unread for the bell)."""
+    return Notification.objects.filter(user=user, read_at__isnull=True)
+
+
+def notifications_of(principal: Principal) -> QuerySet[Notification]:
+    """The user's notices, newest first, each with `visible`: whether the principal still sees its
+    consult (consults_visible_to, as a subquery of the same query). A notice outlives the user's
+    access (the reader of a cancelled case, a doctor moved away): it still says what happened,
+    but names no patient and opens nothing."""
+    still_seen = access.consults_visible_to(principal).filter(pk=OuterRef("consult_id"))
+    return (
+        Notification.objects.filter(user=principal.user).select_related("consult").annotate(visible=Exists(still_seen))
+    )
 
 
 def notification_rows(page: Iterable[Notification]) -> list[Notification]:
-    """One page of notifications with each case's studies and patients (a fixed number of queries)."""
+    """One page of notifications (from notifications_of) with the studies and patients of the
+    cases the user still sees, and of no other (a fixed number of queries)."""
     rows = list(page)
     prefetch_related_objects(
-        rows, Prefetch("consult__studies", queryset=Study.objects.select_related("patient").order_by("pk"))
+        [n for n in rows if n.visible],  # type: ignore[attr-defined]  # notifications_of's annotation
+        Prefetch("consult__studies", queryset=Study.objects.select_related("patient").order_by("pk")),
     )
     return rows
 
 
-def policy_table(alliance: Any) -> list[dict[str, Any]]:
-    """The deadline and claim timeout in force for each priority (the alliance's or the default)."""
-    rows = {p.priority: p for p in PriorityPolicy.objects.filter(alliance=alliance)}
-    out = []
-    for priority, (deadline, claim) in DEFAULT_POLICY.items():
-        row = rows.get(priority)
-        out.append(
-            {
-                "priority": str(priority),
-                "deadline_minutes": row.deadline_minutes if row else int(deadline.total_seconds() // 60),
-                "claim_timeout_minutes": row.claim_timeout_minutes if row else int(claim.total_seconds() // 60),
-                "default_deadline_minutes": int(deadline.total_seconds() // 60),
-                "default_claim_timeout_minutes": int(claim.total_seconds() // 60),
-                "custom": row is not None,
-            }
-        )
-    return out
-
-
 def open_cases_at(institution: Any) -> OpenCases | None:
-    """Open consults requested by or sent to the institution, and what switching consults off
-    there does to them (alliance.modules asks before the switch)."""
-    open_ = Consult.objects.filter(status__in=OPEN_STATUSES)
+    """Unfinished consults requested by or sent to the institution (a preliminary report waits
+    for a reviewer there), and what switching consults off there does to them (alliance.modules
+    asks before the switch)."""
+    open_ = Consult.objects.filter(status__in=UNFINISHED_STATUSES)
     requested = open_.filter(requesting_institution=institution).count()
     received = open_.filter(
         Q(pool__institution=institution) | Q(pool__isnull=True, specialist__institution=institution)
@@ -381,7 +380,7 @@ def cases_on_studies(principal: Principal, study_ids: Sequence[int]) -> dict[int
                 url=reverse("consults:detail", args=[consult_id]),
                 report_url=reverse("consults:detail", args=[consult_id]) + "#report" if has_report else "",
                 report_pdf_url=reverse("consults:report_pdf", args=[consult_id]) if has_report else "",
-                awaits_report=status in OPEN_STATUSES,
+                awaits_report=status in UNFINISHED_STATUSES,
             )
         )
     return out
@@ -395,9 +394,3 @@ PICK_LIMIT = 20
 def studies_to_pick(principal: Principal, query: StudyQuery, limit: int = PICK_LIMIT) -> list[Study]:
     """Studies the principal may attach to a consult that match the picker's search, newest first."""
     return list(filter_studies(access.studies_requestable_by(principal), query)[:limit])
-
-
-def priority_deadlines(alliance: Any) -> list[dict[str, Any]]:
-    """Each priority with the deadline in force (the alliance's policy or DEFAULT_POLICY), for
-    the form to show beside the priority chosen."""
-    return [{"priority": row["priority"], "minutes": row["deadline_minutes"]} for row in policy_table(alliance)]

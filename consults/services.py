@@ -22,9 +22,9 @@ from django.utils.translation import gettext as _
 
 from alliance import audit, reauth
 from alliance.access import AccessDenied, Principal, institution_admins_of, settings_of
-from consults import access, clock, tasks  # tasks names services only when one runs
+from consults import access, clock, hl7, priorities, tasks  # tasks names services only when one runs
 from consults.models import (
-    DEFAULT_POLICY,
+    CLOSED_STATUSES,
     PRIORITY_RANK,
     TRANSITIONS,
     Consult,
@@ -40,9 +40,10 @@ from consults.models import (
     ReportVersion,
     Status,
 )
-from consults.selectors import policy_table
-from imaging import films, grants
+from imaging import films, grants, worklist
 from imaging.grants import Grantee
+from imaging.models import ScheduledStep
+from imaging.routing import services as routing
 
 T = TypeVar("T")
 
@@ -61,9 +62,10 @@ class IllegalTransition(Exception):
 # --- the machinery shared by every move -------------------------------------------------
 
 
-def _locked(consult: Consult) -> Consult:
+def locked(consult: Consult) -> Consult:
     """Lock the row, then read it afresh: a join read under the lock could show the
-    related rows as they were before a concurrent move (PostgreSQL re-checks only the row)."""
+    related rows as they were before a concurrent move (PostgreSQL re-checks only the row).
+    Every write to a consult starts here (consults.critical's too)."""
     Consult.objects.select_for_update().filter(pk=consult.pk).values_list("pk", flat=True).get()
     return Consult.objects.select_related(
         "pool__institution", "specialist__user", "owner__user", "requester__user", "requesting_institution"
@@ -96,11 +98,6 @@ def _check(consult: Consult, action: str, by: Principal | None) -> str:
     return consult.status
 
 
-def patients_of(consult: Consult) -> str:
-    ids = sorted({str(pid) for pid in consult.studies.values_list("patient_id", flat=True)})
-    return ",".join(ids)[:200]
-
-
 def audit_read(request: Any, consult: Consult, action: str = "consult.view") -> None:
     """The audit event of a page or API call that showed the consult (or its report) to the user."""
     audit.record(
@@ -108,7 +105,7 @@ def audit_read(request: Any, consult: Consult, action: str = "consult.view") -> 
         action=action,
         object_type="consult",
         object_id=consult.pk,
-        patient=patients_of(consult),
+        patient=consult.audit_patient,
         basis=consult.basis,
         source=audit.source_of(request),
     )
@@ -129,14 +126,15 @@ def _log(consult: Consult, action: str, from_status: str, by: Principal | None, 
         action=f"consult.{action}",
         object_type="consult",
         object_id=consult.pk,
-        patient=patients_of(consult),
+        patient=consult.audit_patient,
         basis=consult.basis,
         detail={"from": from_status, "to": consult.status, "reason": reason},
     )
 
 
-def _notify(consult: Consult, users: Iterable[Any], verb: str, at: datetime, by: Principal | None = None) -> None:
-    """A notice for every user concerned except the one who acted; e-mail after commit."""
+def notify(consult: Consult, users: Iterable[Any], verb: str, at: datetime, by: Principal | None = None) -> None:
+    """A notice for every user concerned except the one who acted; e-mail after commit (the
+    one way a consult's notices are made, consults.critical's too)."""
     acting = by.user_id if by is not None else None
     targets = {u.pk: u for u in users if u is not None and u.pk != acting}
     rows = Notification.objects.bulk_create(
@@ -166,7 +164,8 @@ def _receiving_admins(consult: Consult) -> list[Any]:
     return [d.user for d in institution_admins_of(institution_id)] if institution_id else []
 
 
-def _doctor(by: Principal) -> Any:
+def acting_doctor(by: Principal) -> Any:
+    """The doctor who acts; refused for anyone else."""
     doctor = by.doctor
     if doctor is None:
         raise AccessDenied(_("Only an active doctor may act on consults."))
@@ -224,14 +223,6 @@ def _close_case(consult: Consult, by: Principal | None, now: datetime) -> None:
     grants.close_case_grants(basis=consult.basis, read_until=now + timedelta(days=days), by=_actor(by))
 
 
-def policy_for(alliance_id: int, priority: str) -> tuple[timedelta, timedelta]:
-    """(deadline, claim timeout) for a priority: the alliance's policy or the defaults."""
-    row = PriorityPolicy.objects.filter(alliance_id=alliance_id, priority=priority).first()
-    if row is None:
-        return DEFAULT_POLICY[Priority(priority)]
-    return timedelta(minutes=row.deadline_minutes), timedelta(minutes=row.claim_timeout_minutes)
-
-
 # --- the request ------------------------------------------------------------------------
 
 
@@ -272,7 +263,7 @@ def consult_create(
     second_opinion_of: Consult | None = None,
 ) -> Consult:
     """A draft request: the requester's own institution's studies, a question, a target."""
-    doctor = _doctor(by)
+    doctor = acting_doctor(by)
     if not access.may_request_consult(by):
         raise AccessDenied(_("Only a clinician may request a consult."))
     if priority not in Priority.values:
@@ -299,7 +290,7 @@ def consult_create(
 
 
 def _start_clock(consult: Consult, now: datetime) -> None:
-    deadline, claim_timeout = policy_for(consult.requesting_institution.alliance_id, consult.priority)
+    deadline, claim_timeout = priorities.policy_for(consult.requesting_institution.alliance_id, consult.priority)
     consult.requested_at = now
     consult.deadline_seconds = int(deadline.total_seconds())
     consult.claim_timeout_seconds = int(claim_timeout.total_seconds())
@@ -313,7 +304,7 @@ def _start_clock(consult: Consult, now: datetime) -> None:
 @transaction.atomic
 def consult_request(*, consult: Consult, by: Principal) -> Consult:
     """Send the draft: the target gets write access to exactly its studies; the clock starts."""
-    consult = _locked(consult)
+    consult = locked(consult)
     previous = _check(consult, "request", by)
     now = clock.now()
     consult.status = Status.REQUESTED
@@ -322,8 +313,38 @@ def consult_request(*, consult: Consult, by: Principal) -> Consult:
     grantee = Grantee(user=_set(consult.specialist).user) if consult.specialist_id else Grantee.pool(_set(consult.pool))
     _grant_case(consult, grantee, by)
     _log(consult, "request", previous, by, now)
-    _notify(consult, _candidate_users(consult), "request", now, by)
+    notify(consult, _candidate_users(consult), "request", now, by)
+    _route_after_commit(consult)
     return consult
+
+
+def routing_case(consult: Consult) -> routing.Case:
+    """The consult as imaging's routing rules see it."""
+    pool = consult.pool
+    receiving = pool.institution if pool is not None else _set(consult.specialist).institution
+    return routing.Case(consult.basis, "consult", consult.requesting_institution, receiving, pool)
+
+
+def _route_after_commit(consult: Consult) -> None:
+    """The routing rules of both sides fire once the request is committed (imaging.routing)."""
+
+    def route_requested_case() -> None:  # named: a robust on_commit logs its callback's __qualname__
+        routing.case_requested(case=routing_case(consult), studies=consult.studies.select_related("patient"))
+
+    transaction.on_commit(route_requested_case, robust=True)
+
+
+def consult_route(*, consult: Consult, by: Principal, destination: Any) -> int:
+    """The receiving side sends the case's studies to one of its destinations (its PACS); how
+    many studies were queued. Its devices may see them while the case's access lasts."""
+    if not access.may_route_consult(by, consult):
+        raise AccessDenied(_("You may not send the studies of consult #%(id)s.") % {"id": consult.pk})
+    if destination.institution_id != by.institution_id:
+        raise AccessDenied(_("Choose a destination of your institution."))
+    items = routing.route_case(
+        by=by, case=routing_case(consult), studies=consult.studies.all(), destination=destination
+    )
+    return len(items)
 
 
 # --- the specialist side ----------------------------------------------------------------
@@ -332,7 +353,7 @@ def consult_request(*, consult: Consult, by: Principal) -> Consult:
 @transaction.atomic
 def consult_claim(*, consult: Consult, by: Principal) -> Consult:
     """One reader per case: the row lock makes the second of two simultaneous claims fail."""
-    consult = _locked(consult)
+    consult = locked(consult)
     if consult.owner_id is not None and Party.CANDIDATE in access.parties_of(by, consult):
         raise IllegalTransition(
             _("Consult #%(id)s was already claimed by %(owner)s.") % {"id": consult.pk, "owner": consult.owner}
@@ -340,19 +361,19 @@ def consult_claim(*, consult: Consult, by: Principal) -> Consult:
     previous = _check(consult, "claim", by)
     now = clock.now()
     consult.status = Status.ACCEPTED
-    consult.owner = _doctor(by)
+    consult.owner = acting_doctor(by)
     consult.claimed_at = now
     consult.claim_due_at = now + timedelta(seconds=consult.claim_timeout_seconds)
     consult.save()
     _narrow_case(consult, _reader_grantees(consult), by)
     _log(consult, "claim", previous, by, now)
-    _notify(consult, [consult.requester.user], "claim", now, by)
+    notify(consult, [consult.requester.user], "claim", now, by)
     return consult
 
 
 @transaction.atomic
 def consult_reject(*, consult: Consult, by: Principal, reason: str) -> Consult:
-    consult = _locked(consult)
+    consult = locked(consult)
     previous = _check(consult, "reject", by)
     reason = _required(reason, "reason", _("Say why the consult is declined."))
     now = clock.now()
@@ -361,7 +382,7 @@ def consult_reject(*, consult: Consult, by: Principal, reason: str) -> Consult:
     consult.save()
     _revoke_case(consult, by)
     _log(consult, "reject", previous, by, now, reason)
-    _notify(consult, [consult.requester.user], "reject", now, by)
+    notify(consult, [consult.requester.user], "reject", now, by)
     return consult
 
 
@@ -377,7 +398,7 @@ def _widen(consult: Consult, by: Principal | None, now: datetime) -> None:
 @transaction.atomic
 def consult_release(*, consult: Consult, by: Principal | None = None, reason: str = "", widen: bool = False) -> Consult:
     """Back to the pool: by the owner, the receiving institution's admin, or (by=None) the deadline job."""
-    consult = _locked(consult)
+    consult = locked(consult)
     previous = _check(consult, "release", by)
     now = clock.now()
     former_owner = _set(consult.owner).user
@@ -389,14 +410,14 @@ def consult_release(*, consult: Consult, by: Principal | None = None, reason: st
     consult.save()
     _narrow_case(consult, _candidate_grantees(consult), by)
     _log(consult, "release", previous, by, now, reason)
-    _notify(consult, [former_owner, consult.requester.user, *_candidate_users(consult)], "release", now, by)
+    notify(consult, [former_owner, consult.requester.user, *_candidate_users(consult)], "release", now, by)
     return consult
 
 
 @transaction.atomic
 def consult_start_report(*, consult: Consult, by: Principal) -> ReportVersion:
     """The owner starts the report: an empty draft (a template is applied only when the reader picks one)."""
-    consult = _locked(consult)
+    consult = locked(consult)
     previous = _check(consult, "start_report", by)
     now = clock.now()
     consult.status = Status.IN_PROGRESS
@@ -408,7 +429,7 @@ def consult_start_report(*, consult: Consult, by: Principal) -> ReportVersion:
             report=report, number=report.versions.count() + 1, author=_set(consult.owner), updated_at=now
         )
     _log(consult, "start_report", previous, by, now)
-    _notify(consult, [consult.requester.user], "start_report", now, by)
+    notify(consult, [consult.requester.user], "start_report", now, by)
     return draft
 
 
@@ -429,7 +450,7 @@ def consult_save_draft(
     *, consult: Consult, by: Principal, findings: str, impression: str, recommendation: str = ""
 ) -> ReportVersion:
     """Autosave of the report draft; a signed version is never written again."""
-    consult = _locked(consult)
+    consult = locked(consult)
     _check(consult, "save_draft", by)
     draft = _draft_of(consult)
     draft.findings, draft.impression, draft.recommendation = findings, impression, recommendation
@@ -440,7 +461,7 @@ def consult_save_draft(
         action="consult.save_draft",
         object_type="consult",
         object_id=consult.pk,
-        patient=patients_of(consult),
+        patient=consult.audit_patient,
         basis=consult.basis,
         detail={"version": draft.number},
     )
@@ -450,7 +471,7 @@ def consult_save_draft(
 @transaction.atomic
 def consult_hold(*, consult: Consult, by: Principal, question: str) -> Consult:
     """The owner asks the requester; the deadline clock pauses until the answer."""
-    consult = _locked(consult)
+    consult = locked(consult)
     previous = _check(consult, "hold", by)
     question = _required(question, "question", _("Write the question for the requester."))
     now = clock.now()
@@ -459,14 +480,14 @@ def consult_hold(*, consult: Consult, by: Principal, question: str) -> Consult:
     consult.save()
     Message.objects.create(consult=consult, author=_set(consult.owner), body=question, created_at=now)
     _log(consult, "hold", previous, by, now, question)
-    _notify(consult, [consult.requester.user], "hold", now, by)
+    notify(consult, [consult.requester.user], "hold", now, by)
     return consult
 
 
 @transaction.atomic
 def consult_answer(*, consult: Consult, by: Principal, answer: str) -> Consult:
     """The requester answers; every deadline moves later by the time spent on hold."""
-    consult = _locked(consult)
+    consult = locked(consult)
     previous = _check(consult, "answer", by)
     answer = _required(answer, "answer", _("Write the answer."))
     now = clock.now()
@@ -479,7 +500,7 @@ def consult_answer(*, consult: Consult, by: Principal, answer: str) -> Consult:
     consult.save()
     Message.objects.create(consult=consult, author=consult.requester, body=answer, created_at=now)
     _log(consult, "answer", previous, by, now, answer)
-    _notify(consult, [_set(consult.owner).user], "answer", now, by)
+    notify(consult, [_set(consult.owner).user], "answer", now, by)
     return consult
 
 
@@ -498,7 +519,7 @@ def consult_sign(
     waits for a reviewer (consult_verify, consult_return_report) and is final only then.
     Pages and the API sign through consult_sign_confirmed, which asks for the password first.
     """
-    consult = _locked(consult)
+    consult = locked(consult)
     action = "sign_preliminary" if access.needs_review(consult) else "sign"
     previous = _check(consult, action, by)
     draft = _draft_of(consult)
@@ -514,11 +535,11 @@ def consult_sign(
         consult.status = Status.PRELIMINARY
         consult.save()
         _log(consult, action, previous, by, now)
-        _notify(consult, [consult.requester.user, *_reviewers(consult)], action, now, by)
+        notify(consult, [consult.requester.user, *_reviewers(consult)], action, now, by)
         return draft
     _finalise(consult, by, now)
     _log(consult, "sign", previous, by, now)
-    _notify(consult, [consult.requester.user], "sign", now, by)
+    notify(consult, [consult.requester.user], "sign", now, by)
     return draft
 
 
@@ -544,6 +565,7 @@ def _finalise(consult: Consult, by: Principal, now: datetime) -> None:
     final = ReportVersion.objects.filter(report__consult=consult, signed_at__isnull=False).order_by("-number").first()
     if final is not None:
         _report_into_study_on_commit(final)
+        hl7.queue_result(consult, final)
 
 
 def consult_sign_confirmed(
@@ -578,14 +600,15 @@ def _preliminary_of(consult: Consult) -> ReportVersion:
 @transaction.atomic
 def consult_verify(*, consult: Consult, by: Principal) -> ReportVersion:
     """A reviewer of the pool approves the junior's preliminary report: it is final now."""
-    consult = _locked(consult)
+    consult = locked(consult)
     previous = _check(consult, "verify", by)
     version = _preliminary_of(consult)
     now = clock.now()
-    ReportReview.objects.create(version=version, reviewer=_doctor(by), outcome=ReportReview.Outcome.APPROVED, at=now)
+    reviewer = acting_doctor(by)
+    ReportReview.objects.create(version=version, reviewer=reviewer, outcome=ReportReview.Outcome.APPROVED, at=now)
     _finalise(consult, by, now)
     _log(consult, "verify", previous, by, now)
-    _notify(consult, [consult.requester.user, _set(consult.owner).user], "verify", now, by)
+    notify(consult, [consult.requester.user, _set(consult.owner).user], "verify", now, by)
     return version
 
 
@@ -598,13 +621,13 @@ def consult_verify_confirmed(*, request: Any, consult: Consult, by: Principal, s
 @transaction.atomic
 def consult_return_report(*, consult: Consult, by: Principal, comments: str) -> ReportVersion:
     """A reviewer returns the preliminary report with comments; the junior gets a new draft of it."""
-    consult = _locked(consult)
+    consult = locked(consult)
     previous = _check(consult, "return_report", by)
     comments = _required(comments, "comments", _("Say what the reader should change."))
     version = _preliminary_of(consult)
     now = clock.now()
     ReportReview.objects.create(
-        version=version, reviewer=_doctor(by), outcome=ReportReview.Outcome.RETURNED, comments=comments, at=now
+        version=version, reviewer=acting_doctor(by), outcome=ReportReview.Outcome.RETURNED, comments=comments, at=now
     )
     draft = ReportVersion.objects.create(
         report_id=version.report_id,
@@ -618,7 +641,7 @@ def consult_return_report(*, consult: Consult, by: Principal, comments: str) -> 
     consult.status = Status.IN_PROGRESS
     consult.save()
     _log(consult, "return_report", previous, by, now, comments)
-    _notify(consult, [_set(consult.owner).user], "return_report", now, by)
+    notify(consult, [_set(consult.owner).user], "return_report", now, by)
     return draft
 
 
@@ -635,7 +658,7 @@ def _report_into_study_on_commit(version: ReportVersion) -> None:
 @transaction.atomic
 def consult_addendum(*, consult: Consult, by: Principal, text: str) -> ReportVersion:
     """A new signed version with the addendum; earlier versions stay as they were."""
-    consult = _locked(consult)
+    consult = locked(consult)
     previous = _check(consult, "addendum", by)
     text = _required(text, "addendum", _("Write the addendum."))
     last = ReportVersion.objects.filter(report__consult=consult, signed_at__isnull=False).order_by("-number").first()
@@ -655,7 +678,9 @@ def consult_addendum(*, consult: Consult, by: Principal, text: str) -> ReportVer
         signed_at=now,
     )
     _log(consult, "addendum", previous, by, now, text)
-    _notify(consult, [consult.requester.user], "addendum", now, by)
+    notify(consult, [consult.requester.user], "addendum", now, by)
+    hl7.queue_result(consult, version)
+    _report_into_study_on_commit(version)  # the PACS that retrieves the study gets the addendum too
     return version
 
 
@@ -665,7 +690,7 @@ def consult_addendum(*, consult: Consult, by: Principal, text: str) -> ReportVer
 @transaction.atomic
 def consult_cancel(*, consult: Consult, by: Principal, reason: str) -> Consult:
     """The requester withdraws; access granted for the case ends at once."""
-    consult = _locked(consult)
+    consult = locked(consult)
     previous = _check(consult, "cancel", by)
     reason = _required(reason, "reason", _("Say why the consult is cancelled."))
     now = clock.now()
@@ -676,14 +701,14 @@ def consult_cancel(*, consult: Consult, by: Principal, reason: str) -> Consult:
     if previous != Status.DRAFT:
         _revoke_case(consult, by)
     _log(consult, "cancel", previous, by, now, reason)
-    _notify(consult, concerned if previous != Status.DRAFT else [], "cancel", now, by)
+    notify(consult, concerned if previous != Status.DRAFT else [], "cancel", now, by)
     return consult
 
 
 @transaction.atomic
 def consult_fail(*, consult: Consult, by: Principal, reason: str) -> Consult:
     """The owner cannot report (e.g. images unreadable); the specialist side keeps read-only access."""
-    consult = _locked(consult)
+    consult = locked(consult)
     previous = _check(consult, "fail", by)
     reason = _required(reason, "reason", _("Say why no report can be written."))
     now = clock.now()
@@ -692,7 +717,7 @@ def consult_fail(*, consult: Consult, by: Principal, reason: str) -> Consult:
     consult.save()
     _close_case(consult, by, now)
     _log(consult, "fail", previous, by, now, reason)
-    _notify(consult, [consult.requester.user], "fail", now, by)
+    notify(consult, [consult.requester.user], "fail", now, by)
     return consult
 
 
@@ -701,7 +726,7 @@ def consult_second_opinion(
     *, consult: Consult, by: Principal, pool: Any = None, specialist: Any = None, question: str = "", priority: str = ""
 ) -> Consult:
     """A new consult on the same studies, linked to the completed one, sent elsewhere."""
-    consult = _locked(consult)
+    consult = locked(consult)
     previous = _check(consult, "second_opinion", by)
     if specialist is not None and specialist.pk == consult.owner_id:
         raise ValidationError({"specialist": _("A second opinion goes to another specialist.")})
@@ -722,23 +747,98 @@ def consult_second_opinion(
     return new
 
 
+# --- exams the case asks for (imaging.worklist) -----------------------------------------
+
+
+def _patient_of(consult: Consult) -> Any:
+    """The patient of the case: that of its first study, as its FHIR ServiceRequest names it."""
+    study = consult.studies.select_related("patient__issuer").order_by("pk").first()
+    if study is None:
+        raise ValidationError({"studies": _("The case has no study, so no patient to examine.")})
+    return study.patient
+
+
+@transaction.atomic
+def consult_order_exam(
+    *,
+    consult: Consult,
+    by: Principal,
+    modality: str,
+    scheduled_at: datetime,
+    station_ae: str = "",
+    procedure_description: str = "",
+) -> ScheduledStep:
+    """The reader (or the requester) asks the requesting institution to perform an exam of the
+    patient: a step on its modality worklist, linked to the case, with an accession number made
+    here. The other party is told; the study it brings joins the case (consult_exam_arrived)."""
+    consult = locked(consult)
+    if not access.may_order_exam(by, consult):
+        raise AccessDenied(_("Only the reader or the requester of an open case asks for an exam."))
+    institution = consult.requesting_institution
+    station_ae = (station_ae or "").strip().upper()
+    if station_ae and not institution.devices.filter(ae_title=station_ae, active=True).exists():
+        raise ValidationError({"station_ae": _("Choose a station of %(name)s.") % {"name": institution.name}})
+    patient = _patient_of(consult)
+    step = worklist.schedule_for_patient(
+        by=by.actor,
+        institution=institution,
+        patient=patient,
+        accession_number=worklist.new_accession_number(),
+        modality=modality,
+        scheduled_at=scheduled_at,
+        station_ae=station_ae,
+        procedure_description=procedure_description,
+        source=ScheduledStep.Source.CONSULT,
+        consult_id=consult.pk,
+    )
+    now = clock.now()
+    _log(consult, "order_exam", consult.status, by, now, _exam_note(step))
+    notify(consult, [consult.requester.user, consult.owner.user if consult.owner else None], "order_exam", now, by)
+    return step
+
+
+def _exam_note(step: ScheduledStep) -> str:
+    return " · ".join(filter(None, [step.modality, step.procedure_description, step.accession_number]))
+
+
+@transaction.atomic
+def consult_exam_arrived(*, step: ScheduledStep) -> None:
+    """imaging.worklist's hook: the study of an exam a case asked for has come. It joins the
+    case (unless the case was closed without a reading), opened to whoever reads the case's
+    other studies now, and both parties are told. Safe to call twice."""
+    if step.consult_id is None or step.study_id is None:
+        return
+    found = Consult.objects.filter(pk=step.consult_id, requesting_institution_id=step.institution_id).first()
+    if found is None:
+        return
+    consult = locked(found)
+    study = _set(step.study)
+    if consult.status in CLOSED_STATUSES or consult.studies.filter(pk=study.pk).exists():
+        return
+    consult.studies.add(study)
+    grants.extend_case_grants(basis=consult.basis, study=study, by=audit.SYSTEM)
+    now = clock.now()
+    _log(consult, "exam_arrived", consult.status, None, now, _exam_note(step))
+    notify(consult, [consult.requester.user, consult.owner.user if consult.owner else None], "exam_arrived", now)
+
+
 # --- the thread and the bell ------------------------------------------------------------
 
 
 @transaction.atomic
 def consult_post_message(*, consult: Consult, by: Principal, body: str) -> Message:
-    consult = _locked(consult)
+    consult = locked(consult)
     if not access.may_post_message(by, consult):
         raise AccessDenied(_("Only the requester and the owner write in an open case's thread."))
     body = _required(body, "body", _("Write a message."))
     now = clock.now()
-    message = Message.objects.create(consult=consult, author=_doctor(by), body=body, created_at=now)
+    message = Message.objects.create(consult=consult, author=acting_doctor(by), body=body, created_at=now)
     audit.record(
         actor=by.actor,
         action="consult.message",
         object_type="consult",
         object_id=consult.pk,
-        patient=patients_of(consult),
+        patient=consult.audit_patient,
         basis=consult.basis,
     )
     other = (
@@ -746,7 +846,7 @@ def consult_post_message(*, consult: Consult, by: Principal, body: str) -> Messa
         if consult.requester.user_id == by.user_id and consult.owner_id
         else consult.requester.user
     )
-    _notify(consult, [other], "message", now, by)
+    notify(consult, [other], "message", now, by)
     return message
 
 
@@ -763,7 +863,7 @@ def notifications_mark_read(*, user: Any, ids: Iterable[int] | None = None) -> i
 def _remind(consult: Consult, flag: str, verb: str, now: datetime) -> None:
     setattr(consult, flag, True)
     consult.save(update_fields=[flag])
-    _notify(consult, [_set(consult.owner).user], verb, now)
+    notify(consult, [_set(consult.owner).user], verb, now)
     audit.record(actor=audit.SYSTEM, action=f"consult.{verb}", object_type="consult", object_id=consult.pk)
 
 
@@ -782,14 +882,14 @@ def _escalate(consult: Consult, now: datetime) -> str:
     consult.save()
     owner = [_set(consult.owner).user] if consult.owner_id else []
     pool = _candidate_users(consult) if was_waiting else []
-    _notify(consult, [*_receiving_admins(consult), *owner, *pool], verb, now)
+    notify(consult, [*_receiving_admins(consult), *owner, *pool], verb, now)
     audit.record(actor=audit.SYSTEM, action=f"consult.{verb}", object_type="consult", object_id=consult.pk)
     return verb
 
 
 def _deadline_step(pk: int, now: datetime) -> list[str]:
     with transaction.atomic():
-        consult = _locked(Consult(pk=pk))
+        consult = locked(Consult(pk=pk))
         done = []
         if consult.status in (Status.ACCEPTED, Status.IN_PROGRESS):
             if not consult.reminded_50 and _set(consult.remind_50_at) <= now:
@@ -874,7 +974,7 @@ def policies_set(*, by: Principal, rows: dict[str, tuple[int, int]]) -> list[Pri
     """
     if not access.may_set_consult_policy(by):
         raise AccessDenied(_("Only an alliance admin sets the turnaround policy."))
-    current = {row["priority"]: row for row in policy_table(by.alliance)}
+    current = {row["priority"]: row for row in priorities.policy_table(by.alliance)}
     errors: dict[str, list[str]] = {}
     changed = []
     for priority, (deadline_minutes, claim_timeout_minutes) in rows.items():

@@ -5,23 +5,23 @@ from __future__ import annotations
 import logging
 import smtplib
 from datetime import datetime, timedelta
+from typing import Any
 
 from celery import shared_task
 from django.conf import settings
-from django.core.mail import send_mail
-from django.db import transaction
 from django.urls import reverse
-from django.utils import timezone, translation
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from alliance import notice_mail
 from consults import priorities, services
 from consults.models import Notification
 
 log = logging.getLogger(__name__)
 
-# Unsent notices older than this are given up (logged): a mail a day late helps nobody.
-EMAIL_GIVE_UP_AFTER = timedelta(days=1)
-SWEEP_BATCH = 500
+# How far back the report objects' sweep looks: longer than the broker outages it mends. A
+# version still without its objects after that is an operator's (the sweep logged its id).
+REPORT_OBJECTS_RETRY_DAYS = timedelta(days=7)
 
 
 @shared_task(acks_late=True)
@@ -41,24 +41,13 @@ def check_deadlines(now: str | None = None) -> dict[str, int]:
     max_retries=5,
 )
 def send_notification_emails(notification_ids: list[int]) -> int:
-    """One e-mail per notice not mailed yet to a user with an address; each notice is then
-    marked mailed. A notice another run is mailing (its row locked) is skipped, so two runs
-    do not both mail it; a run that fails mails its notices again on retry (at-least-once)."""
-    sent = 0
-    with transaction.atomic(), translation.override(settings.LANGUAGE_CODE):
-        rows = list(
-            Notification.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(pk__in=notification_ids, emailed_at=None)
-            .select_related("user", "consult__requesting_institution")
-        )
-        for n in rows:
-            if n.user.email:
-                sent += _mail(n)
-        Notification.objects.filter(pk__in=[n.pk for n in rows]).update(emailed_at=timezone.now())
-    return sent
+    """Mail the notices not mailed yet (alliance/notice_mail.py); how many mails went out."""
+    return notice_mail.mail_notices(
+        Notification, notification_ids, compose=_compose, related=("consult__requesting_institution",)
+    )
 
 
-def _mail(n: Notification) -> int:
+def _compose(n: Notification) -> tuple[str, str]:
     link = settings.SITE_URL + reverse("consults:detail", args=[n.consult_id])
     subject = _("[Consult #%(id)s] %(what)s") % {"id": n.consult_id, "what": n.label}
     body = _("%(what)s: consult #%(id)s.\n\nOpen the case: %(link)s\n") % {
@@ -69,25 +58,15 @@ def _mail(n: Notification) -> int:
     consult = n.consult
     priority = priorities.priority_label(consult.priority, consult.requesting_institution.alliance_id)
     body += _("Priority: %(priority)s\n") % {"priority": priority}
-    return send_mail(subject, body, None, [n.user.email])
+    return subject, body
 
 
 @shared_task(acks_late=True)
 def send_unsent_emails(older_than_seconds: float | None = None) -> int:
-    """The beat sweep: mail the notices whose e-mail task was never queued (the broker was
-    away at commit) or was lost, once they are older than RETRY_AFTER_SECONDS (younger
-    ones may still be on their way); how many mails went out."""
-    age = timedelta(seconds=settings.RETRY_AFTER_SECONDS if older_than_seconds is None else older_than_seconds)
-    now = timezone.now()
-    unsent = Notification.objects.filter(emailed_at=None, created_at__lt=now - age)
-    stale = unsent.filter(created_at__lt=now - EMAIL_GIVE_UP_AFTER).update(emailed_at=now)
-    if stale:
-        log.error("gave up mailing %d notice(s) older than %s", stale, EMAIL_GIVE_UP_AFTER)
-    ids = list(unsent.order_by("created_at").values_list("pk", flat=True)[:SWEEP_BATCH])
-    if not ids:
-        return 0
-    log.warning("mailing %d notice(s) whose e-mail was not sent when they were made", len(ids))
-    return int(send_notification_emails(ids))
+    """The beat sweep of the consult notices whose mail was never sent (alliance/notice_mail.py)."""
+    return notice_mail.sweep_unsent(
+        Notification, mail=send_notification_emails, older_than_seconds=older_than_seconds, what="consult notice(s)"
+    )
 
 
 @shared_task(acks_late=True)
@@ -110,8 +89,30 @@ def report_into_studies(version_id: int) -> list[str]:
     from consults import report_objects
     from consults.models import ReportVersion
 
-    version = ReportVersion.objects.select_related("report__consult", "signed_by__institution").get(pk=version_id)
+    version = (
+        ReportVersion.objects.select_related("report__consult", "signed_by__institution")
+        .prefetch_related("reviews__reviewer__institution")
+        .get(pk=version_id)
+    )
     return report_objects.report_into_studies(version=version)
+
+
+@shared_task(acks_late=True)
+def write_missing_report_objects(older_than_seconds: float | None = None) -> int:
+    """The beat sweep: queue report_into_studies again for every final report version signed
+    in the last REPORT_OBJECTS_RETRY_DAYS, and at least RETRY_AFTER_SECONDS ago (a younger one's
+    task may still be on its way), whose objects are missing from a study; how many were queued.
+    Safe to run twice: report_into_studies writes what is missing only."""
+    from consults import report_objects
+
+    age = timedelta(seconds=settings.RETRY_AFTER_SECONDS if older_than_seconds is None else older_than_seconds)
+    now = timezone.now()
+    ids = report_objects.versions_missing_objects(signed_after=now - REPORT_OBJECTS_RETRY_DAYS, signed_before=now - age)
+    for pk in ids:
+        report_into_studies.delay(pk)
+    if ids:
+        log.warning("queued again the report objects of %d signed version(s): %s", len(ids), ids)
+    return len(ids)
 
 
 @shared_task
@@ -120,3 +121,33 @@ def roll_up_consult_days() -> int:
     from consults.figures import roll_up_consult_days as roll_up
 
     return roll_up()
+
+
+@shared_task(bind=True, acks_late=True, max_retries=None)
+def send_result(self: Any, outbound_id: int) -> str:
+    """A signed report to the HIS as ORU^R01 (consults.hl7): retried with backoff while the HIS
+    is away or answers AE, until imaging.hl7.outbound gives up after HL7_SEND_RETRIES tries."""
+    from consults import hl7
+    from imaging.hl7 import outbound
+
+    try:
+        return outbound.deliver(outbound_id=outbound_id, build=hl7.build_oru)
+    except outbound.SendFailed as exc:
+        raise self.retry(exc=exc, countdown=min(2**self.request.retries * 10, 3600)) from None
+
+
+@shared_task(acks_late=True)
+def send_unsent_results(older_than_seconds: float | None = None) -> int:
+    """The beat sweep: send the results whose task was never queued (the broker was away at
+    commit) or was lost, once older than RETRY_AFTER_SECONDS; how many were sent now."""
+    from consults import hl7
+    from imaging.hl7 import outbound
+
+    age = timedelta(seconds=settings.RETRY_AFTER_SECONDS if older_than_seconds is None else older_than_seconds)
+    sent = 0
+    for pk in outbound.unsent(age):
+        try:
+            sent += outbound.deliver(outbound_id=pk, build=hl7.build_oru) == "sent"
+        except outbound.SendFailed:
+            continue  # still pending: the next sweep tries again, until the retries are spent
+    return sent

@@ -28,5 +28,7 @@ urlpatterns = [
     path("<int:pk>/sign/", views.sign, name="sign"),
     path("<int:pk>/messages/", views.post_message, name="message"),
     path("<int:pk>/second-opinion/", views.second_opinion, name="second_opinion"),
+    path("<int:pk>/route/", views.route, name="route"),
+    path("<int:pk>/exam/", views.order_exam, name="order_exam"),
     path("<int:pk>/<slug:action>/", views.act, name="act"),
 ]

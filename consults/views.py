@@ -10,18 +10,21 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
-from alliance import audit
+from alliance import audit, reauth
 from alliance.access import AccessDenied, Principal, principal_of
+from alliance.forms import apply_service_errors, error_text
 from alliance.reauth import IdentityNotConfirmed
-from consults import access, clock, pdf, selectors, services
+from consults import access, clock, pdf, priorities, selectors, services
 from consults.forms import (
+    ConsultExamForm,
     ConsultRequestForm,
     PolicyForm,
     ReportForm,
@@ -34,6 +37,7 @@ from consults.models import Consult, Notification
 from imaging import access as imaging_access
 from imaging import films
 from imaging import selectors as imaging_selectors
+from imaging.routing import access as routing_access
 
 PAGE_SIZE = 25
 
@@ -54,7 +58,7 @@ def worklist(request: HttpRequest) -> HttpResponse:
         actor=audit.actor_of(request),
         action="consult.list",
         object_type="consult",
-        items=[(str(c.pk), ",".join(str(s.patient_id) for s in c.studies.all()), c.basis) for c, _d in rows],
+        items=[(str(c.pk), c.audit_patient, c.basis) for c, _d in rows],
         source=audit.source_of(request),
     )
     tabs = selectors.shown_tabs(counts, tab)
@@ -87,7 +91,7 @@ def new(request: HttpRequest) -> HttpResponse:
                 messages.success(request, _("Draft #%(id)s saved.") % {"id": consult.pk})
             return redirect("consults:detail", pk=consult.pk)
         except ValidationError as exc:
-            _form_errors(form, exc)
+            apply_service_errors(form, exc)
     picker = StudyPickForm(request.GET if "find" in request.GET else None)
     found = _pick_studies(request, principal, picker)
     context = {
@@ -95,7 +99,7 @@ def new(request: HttpRequest) -> HttpResponse:
         "picker": picker,
         "picked": form.picked_studies(),
         "found": found,
-        "deadlines": selectors.priority_deadlines(principal.alliance),
+        "deadlines": priorities.priority_deadlines(principal.alliance),
     }
     return render(request, "consults/new.html", context)
 
@@ -137,11 +141,6 @@ def _picked_json(study: Any) -> dict[str, Any]:
     }
 
 
-def _form_errors(form: Any, exc: ValidationError) -> None:
-    for field, errors in exc.message_dict.items():
-        form.add_error(field if field in form.fields else None, errors)
-
-
 @login_required
 def detail(request: HttpRequest, pk: int) -> HttpResponse:
     principal = principal_of(request)
@@ -152,13 +151,20 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
         "consult": consult,
         "deadline": selectors.deadline_of(consult),
         "actions": [a for a in actions if a not in {"save_draft", "sign", "sign_preliminary", "second_opinion"}],
+        "reauth_with_code": "verify" in actions and reauth.asks_for_code(request.user),
         "may_report": "save_draft" in actions or "start_report" in actions,
         "may_second_opinion": "second_opinion" in actions,
         "may_message": access.may_post_message(principal, consult),
+        "may_order_exam": access.may_order_exam(principal, consult),
+        "exams": list(access.exams_of(principal, consult)),
         **_film_context(principal, consult),
         "access_now": imaging_selectors.access_of_basis(consult.basis),
+        "route_destinations": routing_access.case_destinations_for(principal)
+        if access.may_route_consult(principal, consult)
+        else [],
         **selectors.case_detail(consult),
     }
+    context["case_study_ids"] = {s.pk for s in context["studies"]}
     if not context["may_report"]:
         context["returned"] = None  # the reviewer's comments are for the reader who fixes the report
     return render(request, "consults/detail.html", context)
@@ -196,12 +202,6 @@ def _call(action: str, consult: Consult, by: Principal, data: Any, request: Http
     return calls[action]()
 
 
-def _error_text(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        return " ".join(m for msgs in exc.message_dict.values() for m in msgs)
-    return str(exc)
-
-
 @login_required
 @require_POST
 def act(request: HttpRequest, pk: int, action: str) -> HttpResponse:
@@ -216,7 +216,7 @@ def act(request: HttpRequest, pk: int, action: str) -> HttpResponse:
         messages.error(request, services.refusal_text(exc))
         return redirect("consults:detail", pk=consult.pk)
     except (ValidationError, AccessDenied, services.IllegalTransition) as exc:
-        messages.error(request, _error_text(exc))
+        messages.error(request, error_text(exc))
         if not access.consults_visible_to(principal).filter(pk=consult.pk).exists():
             return redirect("consults:worklist")  # a claim lost to another reader: the case left our view
         return redirect("consults:detail", pk=consult.pk)
@@ -236,7 +236,7 @@ def post_message(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         services.consult_post_message(consult=consult, by=principal, body=request.POST.get("body", ""))
     except (ValidationError, AccessDenied) as exc:
-        messages.error(request, _error_text(exc))
+        messages.error(request, error_text(exc))
     return redirect("consults:detail", pk=consult.pk)
 
 
@@ -261,9 +261,10 @@ def report(request: HttpRequest, pk: int) -> HttpResponse:
             return redirect("consults:report", pk=consult.pk)
         except (ValidationError, AccessDenied, services.IllegalTransition) as exc:
             if isinstance(exc, ValidationError):
-                _form_errors(form, exc)
+                apply_service_errors(form, exc)
             else:
                 messages.error(request, str(exc))
+    services.audit_read(request, consult, "consult.view")  # the case and its draft, to its reader
     context = {"consult": consult, "form": form, "draft": draft, "templates": selectors.templates_for(consult), **case}
     return render(request, "consults/report.html", context)
 
@@ -273,7 +274,7 @@ def sign(request: HttpRequest, pk: int) -> HttpResponse:
     """The confirmation of a signature: the report as it will be signed, and the password again."""
     principal = principal_of(request)
     consult = access.get_consult_for(principal, pk)
-    if not access.may_act(principal, consult, "save_draft"):
+    if not access.may_sign(principal, consult):
         messages.error(request, _("Only the owner signs the report of a case in progress."))
         return redirect("consults:detail", pk=consult.pk)
     case = selectors.case_detail(consult)
@@ -293,7 +294,8 @@ def sign(request: HttpRequest, pk: int) -> HttpResponse:
         except IdentityNotConfirmed as exc:
             error = services.refusal_text(exc)
         except (ValidationError, AccessDenied, services.IllegalTransition) as exc:
-            error = _error_text(exc)
+            error = error_text(exc)
+    services.audit_read(request, consult, "consult.view")  # the report to sign, shown again
     context = {
         "consult": consult,
         "draft": case["draft"],
@@ -301,6 +303,7 @@ def sign(request: HttpRequest, pk: int) -> HttpResponse:
         "preliminary": access.needs_review(consult),
         "signer": principal.doctor,
         "now": clock.now(),
+        "reauth_with_code": reauth.asks_for_code(request.user),
     }
     return render(request, "consults/sign.html", context)
 
@@ -336,7 +339,7 @@ def second_opinion(request: HttpRequest, pk: int) -> HttpResponse:
             return redirect("consults:detail", pk=new.pk)
         except (ValidationError, AccessDenied, services.IllegalTransition) as exc:
             if isinstance(exc, ValidationError):
-                _form_errors(form, exc)
+                apply_service_errors(form, exc)
             else:
                 messages.error(request, str(exc))
     return render(request, "consults/second_opinion.html", {"consult": consult, "form": form})
@@ -358,15 +361,17 @@ def report_pdf(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def notifications(request: HttpRequest) -> HttpResponse:
     """The bell's list: for each notification the patient, the case and what happened; each
-    opens the case. The patients shown are audited as a list of their consults."""
-    page = Paginator(selectors.notifications_of(request.user), PAGE_SIZE).get_page(request.GET.get("page"))
+    opens the case. Only the cases the user still sees name their patient and open; those
+    patients are audited as a list of their consults."""
+    notices = selectors.notifications_of(principal_of(request))
+    page = Paginator(notices, PAGE_SIZE).get_page(request.GET.get("page"))
     rows = selectors.notification_rows(page.object_list)
-    consults = {n.consult.pk: n.consult for n in rows}.values()
+    consults = {n.consult.pk: n.consult for n in rows if n.visible}.values()  # type: ignore[attr-defined]
     audit.record_many(
         actor=audit.actor_of(request),
         action="consult.list",
         object_type="consult",
-        items=[(str(c.pk), ",".join(sorted({str(s.patient_id) for s in c.studies.all()})), c.basis) for c in consults],
+        items=[(str(c.pk), c.audit_patient, c.basis) for c in consults],
         source=audit.source_of(request),
         detail={"via": "notifications"},
     )
@@ -393,7 +398,7 @@ def policy(request: HttpRequest) -> HttpResponse:
     principal = principal_of(request)
     if not access.may_set_consult_policy(principal):
         return HttpResponseForbidden(_("Only an alliance admin sets the turnaround policy."))
-    table = selectors.policy_table(principal.alliance)
+    table = priorities.policy_table(principal.alliance)
     form = PolicyForm(request.POST or None, table=table)
     if request.method == "POST" and form.is_valid():
         try:
@@ -401,7 +406,7 @@ def policy(request: HttpRequest) -> HttpResponse:
             messages.success(request, _("Turnaround policy saved (%(n)s priorities changed).") % {"n": len(changed)})
             return redirect("consults:policy")
         except ValidationError as exc:
-            _form_errors(form, exc)
+            apply_service_errors(form, exc)
     return render(request, "consults/policy.html", {"form": form, "rows": form.bound_rows()})
 
 
@@ -431,5 +436,63 @@ def template_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
             messages.success(request, _("Template %(name)s saved.") % {"name": saved.name})
             return redirect("consults:templates")
         except ValidationError as exc:
-            _form_errors(form, exc)
-    return render(request, "consults/template_form.html", {"form": form, "template": template})
+            apply_service_errors(form, exc)
+    return render(
+        request,
+        "consults/list_entry_form.html",
+        {
+            "form": form,
+            "heading": template.name if template else _("Add a template"),
+            "back_url": reverse("consults:templates"),
+            "back_label": _("Report templates"),
+            "submit_label": _("Save template"),
+        },
+    )
+
+
+@login_required
+@require_POST
+def route(request: HttpRequest, pk: int) -> HttpResponse:
+    """The receiving side sends the case's studies to its PACS (imaging.routing)."""
+    principal = principal_of(request)
+    consult = access.get_consult_for(principal, pk)
+    destination = (
+        routing_access.case_destinations_for(principal).filter(pk=request.POST.get("destination") or 0).first()
+    )
+    if destination is None:
+        messages.error(request, _("Choose one of your institution's destinations."))
+        return redirect("consults:detail", pk=consult.pk)
+    try:
+        queued = services.consult_route(consult=consult, by=principal, destination=destination)
+    except AccessDenied as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, _("%(n)d studies queued for %(name)s.") % {"n": queued, "name": destination.name})
+    return redirect("consults:detail", pk=consult.pk)
+
+
+@login_required
+def order_exam(request: HttpRequest, pk: int) -> HttpResponse:
+    """The reader (or the requester) asks the requesting institution to perform an exam of the
+    patient: it goes on that institution's modality worklist, linked to the case."""
+    principal = principal_of(request)
+    consult = access.get_consult_for(principal, pk)
+    if not access.may_order_exam(principal, consult):
+        raise PermissionDenied(_("The reader or the requester of an open case asks for an exam."))
+    form = ConsultExamForm(request.POST or None, institution=consult.requesting_institution)
+    if request.method == "POST" and form.is_valid():
+        try:
+            step = services.consult_order_exam(consult=consult, by=principal, **form.cleaned_data)
+        except ValidationError as exc:
+            apply_service_errors(form, exc)
+        except AccessDenied as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(
+                request,
+                _("Exam asked of %(name)s: accession number %(accession)s.")
+                % {"name": consult.requesting_institution.name, "accession": step.accession_number},
+            )
+            return redirect(f"{reverse('consults:detail', args=[consult.pk])}#exams")
+    services.audit_read(request, consult, "consult.view")
+    return render(request, "consults/order_exam.html", {"consult": consult, "form": form})

@@ -11,11 +11,13 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
 
 from alliance.access import AccessDenied, principal_of
+from alliance.forms import apply_service_errors, error_text
 from consults import access, critical
 from consults.models import CriticalResult
 from consults.services import IllegalTransition
@@ -32,12 +34,6 @@ class CriticalFindingForm(forms.Form):
         initial=True,
         help_text=gettext_lazy("A finding no longer in use is not offered to readers; past flags keep it."),
     )
-
-
-def _error_text(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        return " ".join(m for msgs in exc.message_dict.values() for m in msgs)
-    return str(exc)
 
 
 def _back(request: HttpRequest, pk: int) -> HttpResponse:
@@ -62,7 +58,7 @@ def flag(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         critical.critical_flag(consult=consult, by=principal, finding=finding, text=request.POST.get("text", ""))
     except (ValidationError, AccessDenied) as exc:
-        messages.error(request, _error_text(exc))
+        messages.error(request, error_text(exc))
         return _back(request, consult.pk)
     messages.success(request, _("Critical result flagged; the requesting institution is notified."))
     return _back(request, consult.pk)
@@ -77,7 +73,7 @@ def acknowledge(request: HttpRequest, pk: int, result_pk: int) -> HttpResponse:
     try:
         critical.critical_acknowledge(result=result, by=principal, read_back=request.POST.get("read_back", ""))
     except (ValidationError, AccessDenied, IllegalTransition) as exc:
-        messages.error(request, _error_text(exc))
+        messages.error(request, error_text(exc))
     else:
         messages.success(request, _("Critical result acknowledged."))
     return redirect("consults:detail", pk=consult.pk)
@@ -107,6 +103,15 @@ def finding_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
             messages.success(request, _("Critical finding %(name)s saved.") % {"name": saved.name})
             return redirect("consults:critical_findings")
         except ValidationError as exc:
-            for field, errors in exc.message_dict.items():
-                form.add_error(field if field in form.fields else None, errors)
-    return render(request, "consults/critical_finding_form.html", {"form": form, "finding": finding})
+            apply_service_errors(form, exc)
+    return render(
+        request,
+        "consults/list_entry_form.html",
+        {
+            "form": form,
+            "heading": finding.name if finding else _("Add a finding"),
+            "back_url": reverse("consults:critical_findings"),
+            "back_label": _("Critical findings"),
+            "submit_label": _("Save"),
+        },
+    )

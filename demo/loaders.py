@@ -28,14 +28,16 @@ BY_APP_LABEL = {
     "alliance": "demo.alliance.load",
     "imaging": "demo.imaging.load",
     "consults": "demo.consults.load",
+    "teaching": "demo.teaching.load",
     "referrals": "demo.referrals.load",
+    "screening": "demo.screening.load",
 }
 
 
 def in_app_order() -> list[Loader]:
     """The installed apps' loaders in INSTALLED_APPS order, which lists an app after the apps
-    it builds on (alliance, imaging, consults, referrals): studies need their clinics, consults and
-    referrals their studies."""
+    it builds on (alliance, imaging, consults, teaching, referrals, screening): studies need their
+    clinics, consults and referrals their studies, the teaching case its signed consult."""
     return [
         import_string(BY_APP_LABEL[config.label]) for config in apps.get_app_configs() if config.label in BY_APP_LABEL
     ]

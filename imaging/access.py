@@ -18,14 +18,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NoReturn, Protocol
 
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import BooleanField, Exists, F, Func, OuterRef, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
 from alliance import audit
 from alliance.access import Principal
-from alliance.models import Institution, PoolMembership, Role
-from imaging.models import BreakGlassReview, Patient, Study, StudyGroupGrant, StudyUserGrant
+from alliance.models import Device, Institution, Role
+from imaging.models import BreakGlassReview, Patient, ScheduledStep, Study, StudyGroupGrant, StudyUserGrant
 
 READ = "read_study"
 WRITE = "change_study"
@@ -57,17 +57,16 @@ def _grants(principal: Principal, codename: str) -> list[QuerySet[Any]]:
 
 def _reaching_groups(principal: Principal) -> Q:
     """Group grants that reach the principal: its institution's; and a pool's only when the
-    doctor was already a member when the case was sent (the grant's creation), so that joining
-    a desk opens none of its earlier cases (issue #22)."""
+    doctor sat on the desk (Principal.pool_seats: a specialist, an active pool) when the case
+    was sent (the grant's creation), so that joining a desk opens none of its earlier cases
+    (issue #22): the rule consults.access applies to the cases themselves."""
     if principal.doctor is None:
-        return Q(group_id__in=principal.group_ids)
-    seated = PoolMembership.objects.filter(
-        doctor_id=principal.doctor.pk,
-        pool__active=True,
-        pool__group_id=OuterRef("group_id"),
-        since__lte=OuterRef("created_at"),
-    )
-    return Q(group_id=principal.doctor.institution.group_id) | Q(Exists(seated))
+        return Q(group_id__in=principal.group_ids)  # a device: its institution's, devices_only too
+    # A doctor: never the grants made for the institution's devices only (imaging.routing).
+    reaching = Q(group_id=principal.doctor.institution.group_id, devices_only=False)
+    for group_id, since in principal.pool_seats.values():
+        reaching |= Q(group_id=group_id, created_at__gte=since, devices_only=False)
+    return reaching
 
 
 def _owns(principal: Principal, study: StudyRef) -> bool:
@@ -86,8 +85,36 @@ def studies_visible_to(principal: Principal) -> QuerySet[Study]:
         return Study.objects.none()
     visible = Q(institution_id=principal.institution_id) if principal.sees_own_institution else Q(pk__in=[])
     for grants in _grants(principal, READ):
-        visible |= Q(Exists(grants.filter(content_object=OuterRef("pk"))))
+        visible |= Q(_PkAmong(grants.values("content_object_id")))
     return Study.objects.filter(visible, deleted_at__isnull=True)  # a deleted study is gone for everyone
+
+
+class _PkAmong(Func):
+    """The study's pk is one of the ids a subquery selects (its grants' studies): an
+    uncorrelated condition, evaluated once per query, that any further filter combines with.
+
+    On PostgreSQL `id = ANY(ARRAY(subquery))`: the array is an InitPlan, so the condition is
+    an index condition on the primary key and the planner can OR it with the own-institution
+    arm as a BitmapOr (the (institution, study_date) index for a clinic's date range) rather
+    than filtering every study of the range or region through a subplan
+    (bench/RESULTS.md, "Region capacity"). Elsewhere (SQLite) the plain `id IN (subquery)`."""
+
+    output_field = BooleanField()
+    template = "%(expressions)s"
+    arg_joiner = " IN "
+
+    def __init__(self, ids: QuerySet[Any]) -> None:
+        super().__init__(F("pk"), ids)
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
+        return self.as_sql(
+            compiler, connection, template="%(expressions)s)", arg_joiner=" = ANY(ARRAY", **extra_context
+        )
+
+
+def studies_visible_to_devices_of(institution: Institution) -> QuerySet[Study]:
+    """What any DICOM device of the institution sees: what routing may send to its destinations."""
+    return studies_visible_to(Principal(device=Device(institution=institution)))
 
 
 def get_study_for(principal: Principal, study_uid: str) -> Study:
@@ -103,6 +130,21 @@ def get_study_for(principal: Principal, study_uid: str) -> Study:
             "patient_id",
         )
     return study
+
+
+def patients_visible_to(principal: Principal) -> QuerySet[Patient]:
+    """A patient is seen by whoever sees one of their studies (the FHIR Patient resource)."""
+    return Patient.objects.filter(Exists(studies_visible_to(principal).filter(patient_id=OuterRef("pk"))))
+
+
+def get_patient_for(principal: Principal, pk: Any) -> Patient:
+    """The patient if the principal sees one of their studies; the same 404 otherwise."""
+    if not str(pk).isdigit() or len(str(pk)) > 18:
+        raise Http404("No such patient.")
+    patient = patients_visible_to(principal).select_related("issuer").filter(pk=int(pk)).first()
+    if patient is None:
+        refuse(principal, "patient", Patient.objects.filter(pk=int(pk)), str(pk), "pk")
+    return patient
 
 
 def refuse(principal: Principal, audit_type: str, existing: QuerySet[Any], audit_id: str, patient: str) -> NoReturn:
@@ -249,3 +291,34 @@ def may_correct_patient(principal: Principal, patient: Patient) -> bool:
         and principal.has_role(Role.INSTITUTION_ADMIN)
         and patient.issuer_id == principal.institution_id
     )
+
+
+# --- modality worklist ------------------------------------------------------------------
+
+
+def steps_visible_to(principal: Principal) -> QuerySet[ScheduledStep]:
+    """An institution's worklist: its devices read it (MWL C-FIND), its clinicians see and keep
+    it; nobody else, whatever grants they hold (an order is the institution's own business)."""
+    if principal.institution_id is None or not principal.sees_own_institution:
+        return ScheduledStep.objects.none()
+    return ScheduledStep.objects.filter(institution_id=principal.institution_id)
+
+
+def get_step_for(principal: Principal, pk: int) -> ScheduledStep:
+    """The step if it is on the principal's worklist; the same 404 whether missing or not theirs."""
+    step = steps_visible_to(principal).select_related("patient__issuer").filter(pk=pk).first()
+    if step is None:
+        refuse(principal, "scheduled_step", ScheduledStep.objects.filter(pk=pk), str(pk), "patient_id")
+    return step
+
+
+def may_schedule(principal: Principal) -> bool:
+    """A clinician puts exams on their own institution's worklist, and takes them off, while its
+    image store is switched on (C11)."""
+    return principal.doctor is not None and principal.is_clinical and principal.has_module(IMAGE_STORE_MODULE)
+
+
+def may_schedule_at(principal: Principal, institution: Institution) -> bool:
+    """An order that names the institution to perform it (FHIR ServiceRequest.performer) is
+    taken as the REST API takes one: from a clinician who may schedule, for their own institution."""
+    return may_schedule(principal) and principal.institution_id == institution.pk

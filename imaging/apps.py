@@ -8,7 +8,7 @@ class ImagingConfig(AppConfig):
 
     def ready(self) -> None:
         from alliance import audit, figures
-        from imaging import break_glass_figures, film_figures, selectors
+        from imaging import break_glass_figures, film_figures, patients, selectors
         from imaging.figures import compute
 
         figures.register(
@@ -33,5 +33,13 @@ class ImagingConfig(AppConfig):
             description=_("Studies opened outside the grants in an emergency, and their review."),
         )
         audit.register_lookup("patient", selectors.patient_audit_keys)
+        audit.register_patient_owner(patients.issuer_of_audit_key)
         audit.register_lookup("study", selectors.study_audit_keys)
         audit.register_lookup("patient_labels", selectors.patient_audit_labels)
+        from alliance.fhir import registry
+        from imaging.fhir.audit_events import AuditEventProvider
+        from imaging.fhir.orders import WorklistOrderProvider
+        from imaging.fhir.resources import ImagingStudyProvider, PatientProvider
+
+        for provider in (PatientProvider(), ImagingStudyProvider(), AuditEventProvider(), WorklistOrderProvider()):
+            registry.register(provider)

@@ -8,6 +8,7 @@ from alliance.access import principal_of
 from alliance.models import Role
 from imaging import access
 from imaging.models import BreakGlassReview
+from imaging.routing import access as routing_access
 
 
 def imaging(request: HttpRequest) -> dict[str, Any]:
@@ -20,6 +21,8 @@ def imaging(request: HttpRequest) -> dict[str, Any]:
     )
     return {
         "nav_break_glass": access.may_break_glass(principal),
+        "nav_worklist": access.may_schedule(principal),
         "nav_break_glass_reviews": is_admin,
         "break_glass_pending": pending,
+        "nav_routing": routing_access.routing_institution_of(principal) is not None,
     }

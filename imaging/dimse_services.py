@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
+from django.conf import settings
 from django.db import Error as DatabaseFailure
 from django.db import close_old_connections, connection, transaction
 from django.db.models import QuerySet
@@ -23,10 +25,12 @@ from alliance import access, audit
 from alliance.access import Principal
 from alliance.models import AuditEvent, Device, Institution
 from imaging import access as imaging_access
-from imaging import spool, storage
+from imaging import commitment, spool, storage, tasks, worklist, worklist_query
 from imaging.dicom.handlers import Decision, Peer, RejectReason
 from imaging.dicom.identifiers import Destination, QueryRequest, ReceivedInstance, Retrieval, StoredObject
-from imaging.dicom.status import DimseFailure, Status
+from imaging.dicom.objects import new_uid
+from imaging.dicom.procedures import CommitmentReport, CommitmentRequest, PerformedStep, WorklistQuery
+from imaging.dicom.status import MPPS_MAY_NO_LONGER_BE_UPDATED, DimseFailure, Status
 from imaging.ingest import IngestError, Spooling, ingest_bytes, receive_path
 from imaging.models import Instance, Study
 from imaging.query import InvalidCriterion, Level, find, identifier
@@ -43,6 +47,12 @@ UNIQUE_KEYS = {
 
 
 _UNAVAILABLE = frozenset({"storage-failed", "out-of-space"})
+# PS3.4 F.7.2.1.2 and F.7.2.2.2: how an MPPS message that cannot be applied is answered
+_MPPS_FAILURES = {
+    worklist.DUPLICATE: (Status.DUPLICATE_SOP_INSTANCE, None),
+    worklist.UNKNOWN: (Status.NO_SUCH_SOP_INSTANCE, None),
+    worklist.FINAL: (Status.PROCESSING_FAILURE, MPPS_MAY_NO_LONGER_BE_UPDATED),
+}
 _STORE_FAILED = "the archive could not store the instance; try again later"
 
 
@@ -108,7 +118,11 @@ class DjangoServices:
     def _authorize(self, peer: Peer) -> Decision:
         close_old_connections()
         device = access.device_for_association(
-            calling_ae=peer.calling_ae, called_ae=peer.called_ae, host=peer.host, check_host=self.check_host
+            calling_ae=peer.calling_ae,
+            called_ae=peer.called_ae,
+            host=peer.host,
+            check_host=self.check_host,
+            client_cert_sha256=peer.client_cert_sha256,
         )
         if device is not None:
             return Decision(principal=device)
@@ -194,9 +208,9 @@ class DjangoServices:
 
     def _spooling(self, peer: Peer) -> Spooling | None:
         """The write-ahead spool (imaging/spool.py) for this association, where it can serve:
-        PostgreSQL and a local store."""
+        PostgreSQL (with a local store or S3: the spool itself is always local)."""
         if peer.session is None and self.write_ahead:
-            if connection.vendor == "postgresql" and storage.places_exclusively():
+            if connection.vendor == "postgresql":
                 device: Device = peer.principal
                 sender = spool.Sender(device.institution_id, audit.Actor.for_device(device), "dimse", _source(peer))
                 owner = spool.for_this_process()
@@ -289,6 +303,88 @@ class DjangoServices:
             )
             raise DimseFailure(Status.MOVE_DESTINATION_UNKNOWN, f"{ae_title} is not a device of this institution")
         return Destination(ae_title=target.ae_title, host=target.host, port=target.port)
+
+    # --- modality worklist and MPPS ------------------------------------------------------
+
+    def worklist(self, peer: Peer, query: WorklistQuery) -> Iterator[Any]:
+        _image_store_on(peer, "worklist.find")
+        device: Device = peer.principal
+        steps = imaging_access.steps_visible_to(Principal.for_device(device))
+        answers = worklist_query.answers(query)
+        try:
+            rows = answers.rows(steps)
+        except worklist_query.InvalidCriterion as exc:
+            raise DimseFailure(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc)) from None
+        keys = {k: v[:128] for k, v in {**query.criteria, **query.step_criteria}.items() if v}
+        detail: dict[str, Any] = {"keys": keys, "matches": len(rows)}
+        actor, source = audit.Actor.for_device(device), _source(peer)
+        # One INSERT, which commits itself: the read is audited before a match is sent.
+        if rows:
+            basis = imaging_access.OWN_INSTITUTION
+            items = [(*answers.audited(row), basis) for row in rows]
+            audit.record_many(
+                actor=actor,
+                action="worklist.find",
+                object_type="scheduled_step",
+                items=items,
+                source=source,
+                detail=detail,
+            )
+        else:
+            audit.record(actor=actor, action="worklist.find", source=source, detail=detail)
+        for row in rows:
+            yield answers.identifier(row)
+
+    def mpps_create(self, peer: Peer, sop_instance_uid: str, step: PerformedStep) -> str:
+        _image_store_on(peer, "worklist.mpps")
+        device: Device = peer.principal
+        uid = sop_instance_uid or new_uid(settings.DICOM_UID_ROOT)
+        with _mpps_failures():
+            worklist.mpps_started(
+                by=audit.Actor.for_device(device),
+                institution=device.institution,
+                device_ae=device.ae_title,
+                sop_uid=uid,
+                performed=step,
+            )
+        return uid
+
+    def mpps_set(self, peer: Peer, sop_instance_uid: str, step: PerformedStep) -> None:
+        _image_store_on(peer, "worklist.mpps")
+        device: Device = peer.principal
+        with _mpps_failures():
+            worklist.mpps_updated(
+                by=audit.Actor.for_device(device),
+                institution=device.institution,
+                sop_uid=sop_instance_uid,
+                performed=step,
+            )
+
+    # --- storage commitment -------------------------------------------------------------
+
+    def commitment_requested(self, peer: Peer, request: CommitmentRequest) -> CommitmentReport:
+        _image_store_on(peer, "storage.commit")
+        device: Device = peer.principal
+        spool.drain()  # what this process answered is indexed before we say what we hold
+        row = commitment.commitment_check(device=device, request=request, source=_source(peer))
+        return commitment.report_of(row, retrieve_ae=peer.called_ae)
+
+    def commitment_reported(self, peer: Peer, report: CommitmentReport, delivered: bool) -> None:
+        if report.commitment_id is None:
+            return
+        if delivered:
+            commitment.commitment_delivered(commitment_id=report.commitment_id)
+            return
+        tasks.deliver_commitment.delay(report.commitment_id)
+
+
+@contextmanager
+def _mpps_failures() -> Iterator[None]:
+    try:
+        yield
+    except worklist.PerformedStepError as exc:
+        status, error_id = _MPPS_FAILURES[exc.kind]
+        raise DimseFailure(status, str(exc), error_id=error_id) from None
 
 
 # What a C-FIND, C-GET or C-MOVE asked for, as the audit trail keeps it (IHE ATNA "Query"

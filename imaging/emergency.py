@@ -17,6 +17,7 @@ from django.views.decorators.http import require_POST
 
 from alliance import audit
 from alliance.access import AccessDenied, Principal, principal_of, settings_of
+from alliance.forms import apply_service_errors, error_text
 from imaging import access, grants
 from imaging.forms import BreakGlassForm, BreakGlassReviewForm
 from imaging.models import BreakGlassReview, Study
@@ -38,8 +39,7 @@ def _open(request: HttpRequest, principal: Principal, form: BreakGlassForm, stud
             by=principal, study=study, reason=form.cleaned_data["reason"], source=audit.source_of(request)
         )
     except ValidationError as exc:
-        for field, errors in exc.message_dict.items():
-            form.add_error(field if field in form.fields else None, errors)
+        apply_service_errors(form, exc)
         return None
     except AccessDenied as exc:
         form.add_error("study", str(exc))
@@ -106,7 +106,7 @@ def break_glass_review(request: HttpRequest, pk: int) -> HttpResponse:
             by=principal_of(request), review=review, approve=approve, comment=form.cleaned_data["comment"]
         )
     except ValidationError as exc:
-        messages.error(request, " ".join(m for ms in exc.message_dict.values() for m in ms))
+        messages.error(request, error_text(exc))
     else:
         messages.success(request, _("Approved.") if approve else _("Flagged; any access still open has ended."))
     return redirect("imaging:break_glass_reviews")

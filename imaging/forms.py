@@ -11,7 +11,7 @@ from django.utils.translation import gettext_lazy as _
 from alliance import access
 from alliance.access import Principal
 from alliance.models import Institution
-from imaging.models import Study
+from imaging.models import ScheduledStep, Study
 from imaging.selectors import StudyQuery
 
 MODALITIES = ["CT", "MR", "CR", "DX", "DR", "US", "MG", "PT", "NM", "XA", "RF", "ES", "OT", "SR"]
@@ -34,6 +34,10 @@ class StudySearchForm(forms.Form):
         label=_("Institution"), required=False, queryset=Institution.objects.none(), empty_label=_("Any")
     )
 
+    # Set by an EMR launch (imaging.launch): the issuer of the Patient ID; not shown as a field.
+    issuer: forms.ModelChoiceField[Institution] = forms.ModelChoiceField(
+        required=False, queryset=Institution.objects.none(), widget=forms.HiddenInput
+    )
     sort = forms.ChoiceField(
         label=_("Order"),
         required=False,
@@ -45,6 +49,9 @@ class StudySearchForm(forms.Form):
         institution = self.fields["institution"]
         assert isinstance(institution, forms.ModelChoiceField)
         institution.queryset = access.institutions_visible_to(principal)
+        issuer = self.fields["issuer"]
+        assert isinstance(issuer, forms.ModelChoiceField)
+        issuer.queryset = access.institutions_visible_to(principal)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -65,6 +72,7 @@ class StudySearchForm(forms.Form):
             modality=data.get("modality", ""),
             accession=data.get("accession", ""),
             institution_id=institution.pk if institution else None,
+            issuer_id=data["issuer"].pk if data.get("issuer") else None,
             oldest_first=data.get("sort") == "oldest",
         )
 
@@ -137,3 +145,68 @@ def _target_label(study: Any) -> str:
     date = study.study_date.strftime("%Y-%m-%d") if study.study_date else "—"
     parts = [date, study.description or "", study.accession_number or "", study.study_uid]
     return " · ".join(p for p in parts if p)
+
+
+# --- the modality worklist ----------------------------------------------------------------
+
+SEXES = [("", _("Unknown")), ("F", _("Female")), ("M", _("Male")), ("O", _("Other"))]
+EXAM_MODALITIES = [m for m in MODALITIES if m not in ("SR", "OT")]
+
+
+class ExamForm(forms.Form):
+    """An exam to put on an institution's worklist, its patient aside (the worklist page's form
+    adds the patient; a referral's page takes the referral's)."""
+
+    modality = forms.ChoiceField(label=_("Modality"), choices=[(m, m) for m in EXAM_MODALITIES])
+    scheduled_at = forms.DateTimeField(
+        label=_("Scheduled start"),
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"],
+    )
+    station_ae = forms.ChoiceField(
+        label=_("Station"),
+        required=False,
+        help_text=_("The device that performs it; any station of the modality when none is chosen."),
+    )
+    procedure_description = forms.CharField(label=_("Procedure"), max_length=64, required=False)
+    accession_number = forms.CharField(
+        label=_("Accession number"), max_length=16, required=False, help_text=_("Left blank, one is made.")
+    )
+    performing_physician = forms.CharField(label=_("Performing physician"), max_length=64, required=False)
+
+    def __init__(self, *args: Any, institution: Institution, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        stations = institution.devices.filter(active=True).order_by("ae_title").values_list("ae_title", "description")
+        station = self.fields["station_ae"]
+        assert isinstance(station, forms.ChoiceField)
+        station.choices = [("", _("Any station"))] + [(ae, f"{ae} {desc}".strip()) for ae, desc in stations]
+
+
+class ScheduledStepForm(ExamForm):
+    """An exam and its patient, who is known by the institution's own Patient ID."""
+
+    patient_id = forms.CharField(label=_("Patient ID"), max_length=64)
+    patient_name = forms.CharField(
+        label=_("Patient name"), max_length=64, help_text=_("As DICOM writes it, e.g. Wang^Fang or 王^芳.")
+    )
+    birth_date = forms.DateField(
+        label=_("Birth date"), required=False, widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
+    )
+    sex = forms.ChoiceField(label=_("Sex"), choices=SEXES, required=False)
+
+    field_order = ["patient_id", "patient_name", "birth_date", "sex"]
+
+
+class WorklistFilterForm(forms.Form):
+    day = forms.DateField(
+        label=_("Day"), required=False, widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
+    )
+    status = forms.ChoiceField(
+        label=_("Status"),
+        required=False,
+        choices=[("", _("To do (scheduled or in progress)")), ("all", _("All"))]
+        + [(v, label) for v, label in ScheduledStep.Status.choices],
+    )
+    modality = forms.ChoiceField(
+        label=_("Modality"), required=False, choices=[("", _("Any"))] + [(m, m) for m in EXAM_MODALITIES]
+    )

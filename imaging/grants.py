@@ -29,6 +29,7 @@ from imaging.access import (
     live,
     may_break_glass,
     may_review_break_glass,
+    studies_visible_to_devices_of,
 )
 from imaging.models import BreakGlassReview, Study, StudyGroupGrant, StudyUserGrant
 
@@ -140,18 +141,104 @@ def narrow_grants(
     users = [g.user.pk for g in grantees if g.group is None]
     group_rows, user_rows = _live_of(basis)
     now = timezone.now()
-    revoked = group_rows.exclude(group_id__in=groups).update(revoked_at=now)
+    # The receiving institution's devices keep theirs (open_to_devices): a claim moves the reading, not the PACS.
+    revoked = group_rows.exclude(group_id__in=groups).exclude(devices_only=True).update(revoked_at=now)
     revoked += user_rows.exclude(user_id__in=users).update(revoked_at=now)
     audit.record(
         actor=by,
         action="grant.narrow",
         object_type="basis",
         object_id=basis,
-        patient=",".join(sorted({str(s.patient_id) for s in studies}))[:200],
+        patient=audit.patients(s.patient_id for s in studies),
         basis=basis,
         detail={"grantees": [g.audit_name for g in grantees], "write": write, "revoked": revoked},
     )
     return revoked
+
+
+@transaction.atomic
+def extend_case_grants(*, basis: str, study: Study, by: audit.Actor) -> int:
+    """A study that joins a case later (the exam the case asked for came) is opened as the
+    case's other studies are now: to each grantee of the basis's live grants, with the same
+    permission and expiry (the longest, where they differ). Returns how many grants it got."""
+    groups: dict[tuple[int, int], tuple[datetime | None, bool]] = {}
+    for group_id, permission_id, expires_at, devices_only in StudyGroupGrant.objects.filter(
+        live(), basis=basis
+    ).values_list("group_id", "permission_id", "expires_at", "devices_only"):
+        key = (group_id, permission_id)
+        groups[key] = (_later(groups[key][0], expires_at) if key in groups else expires_at, devices_only)
+    users: dict[tuple[int, int], datetime | None] = {}
+    for user_id, permission_id, expires_at in StudyUserGrant.objects.filter(live(), basis=basis).values_list(
+        "user_id", "permission_id", "expires_at"
+    ):
+        key = (user_id, permission_id)
+        users[key] = _later(users[key], expires_at) if key in users else expires_at
+    for (group_id, permission_id), (expires_at, devices_only) in groups.items():
+        StudyGroupGrant.objects.update_or_create(
+            group_id=group_id,
+            permission_id=permission_id,
+            content_object=study,
+            basis=basis,
+            defaults={"expires_at": expires_at, "revoked_at": None, "devices_only": devices_only},
+        )
+    for (user_id, permission_id), expires_at in users.items():
+        StudyUserGrant.objects.update_or_create(
+            user_id=user_id,
+            permission_id=permission_id,
+            content_object=study,
+            basis=basis,
+            defaults={"expires_at": expires_at, "revoked_at": None},
+        )
+    audit.record(
+        actor=by,
+        action="grant.extend",
+        object_type="study",
+        object_id=study.study_uid,
+        patient=str(study.patient_id),
+        basis=basis,
+        detail={
+            "grantees": sorted({f"group:{g}" for g, _p in groups} | {f"user:{u}" for u, _p in users}),
+            "grants": len(groups) + len(users),
+        },
+    )
+    return len(groups) + len(users)
+
+
+def _later(one: datetime | None, other: datetime | None) -> datetime | None:
+    """The later of two expiries, where None (no expiry) is the latest."""
+    return None if one is None or other is None else max(one, other)
+
+
+@transaction.atomic
+def open_to_devices(*, studies: Iterable[Study], institution: Institution, basis: str, by: audit.Actor) -> int:
+    """Let the institution's DICOM devices (not its doctors) read a case's studies, for as long
+    as the case's other grants last (the basis is the case's: revoking or closing it ends this
+    too). Its destinations then receive them (imaging.routing) and its PACS may retrieve them.
+    A study the devices see already is left alone. Returns how many studies were opened."""
+    studies = list(studies)
+    visible = studies_visible_to_devices_of(institution).filter(pk__in=[s.pk for s in studies])
+    seen = set(visible.values_list("pk", flat=True))
+    opened = [s for s in studies if s.pk not in seen]
+    permission = _permission(READ)
+    for study in opened:
+        StudyGroupGrant.objects.update_or_create(
+            group=institution.group,
+            content_object=study,
+            permission=permission,
+            basis=basis,
+            defaults={"expires_at": None, "revoked_at": None, "devices_only": True},
+        )
+    if opened:
+        audit.record(
+            actor=by,
+            action="grant.devices",
+            object_type="basis",
+            object_id=basis,
+            patient=",".join(sorted({str(s.patient_id) for s in opened}))[:200],
+            basis=basis,
+            detail={"institution": institution.pk, "studies": [s.study_uid for s in opened]},
+        )
+    return len(opened)
 
 
 @transaction.atomic

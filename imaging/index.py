@@ -4,7 +4,9 @@
   round trip that is also the commit (autocommit PostgreSQL).
 - `write_series`: several spooled instances of one such series, in one round trip.
 - `write_careful`: the careful path's rows, inside the caller's transaction, after
-  `lock_and_find` has serialised stores of the SOP Instance UID.
+  `lock_and_find` has serialised stores of the SOP Instance UID (`fresh`: a study and
+  series `parents_absent` found new, created first).
+- `parents_absent`: whether a study and series are new to the index (read only).
 
 Plain SQL through Django's connection, a handful of statements per instance: on the
 C-STORE path the ORM's query building cost more than the database itself. PostgreSQL and
@@ -87,7 +89,7 @@ def write_series(
         instances.append(instance)
         events.append(event)
     statements.append(audit.insert_prepared(events))
-    instance_sql, instance_params = _insert_many_sql(instances)
+    instance_sql, instance_params = _insert_instances_sql(instances, study.pk)
     statements.append((f"{instance_sql} RETURNING id, sop_uid", instance_params))
     with connection.cursor() as cursor:
         cursor.execute("; ".join(sql for sql, _ in statements), [p for _, params in statements for p in params])
@@ -102,6 +104,21 @@ def committed_rows(sop_uids: Sequence[str]) -> dict[str, tuple[int, str]]:
     """The instance rows of these SOP Instance UIDs: uid -> (primary key, storage key)."""
     rows = Instance.objects.filter(sop_uid__in=sop_uids).values_list("sop_uid", "pk", "storage_key")
     return {uid: (pk, key) for uid, pk, key in rows}
+
+
+def parents_absent(a: Attributes) -> bool:
+    """Whether neither the Study nor the Series Instance UID of `a` is anywhere in the index:
+    one read-only query, no lock and no commit (the caller's autocommit connection runs it as
+    its own snapshot). Then the careful path could refuse the instance only for a parallel
+    store of the same UIDs or for its SOP Instance UID (imaging.ingest._spooled)."""
+    sql = (
+        f"SELECT EXISTS (SELECT 1 FROM {_table(Study)} WHERE study_uid = %s)"  # noqa: S608
+        f" OR EXISTS (SELECT 1 FROM {_table(Series)} WHERE series_uid = %s)"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [a.study_uid, a.series_uid])
+        row = cursor.fetchone()
+    return not row[0]
 
 
 def lock_and_find(sop_uid: str) -> int | None:
@@ -120,6 +137,18 @@ def lock_and_find(sop_uid: str) -> int | None:
     return None if row is None else int(row[0])
 
 
+def lock_and_find_many(sop_uids: Sequence[str]) -> set[str]:
+    """lock_and_find for several UIDs (PostgreSQL, inside the caller's transaction): each UID's
+    lock taken in one order (no two stores deadlock), then those already stored, in one
+    round trip."""
+    ordered = sorted(set(sop_uids))
+    lock = "SELECT count(pg_advisory_xact_lock(%s, hashtext(u))) FROM (SELECT unnest(%s::text[]) AS u ORDER BY 1) x"
+    find = f"SELECT sop_uid FROM {_table(Instance)} WHERE sop_uid = ANY(%s)"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(f"{lock}; {find}", [_LOCK_NAMESPACE, ordered, ordered])
+        return {row[0] for row in cursor.fetchall()}
+
+
 def write_careful(
     received: Received,
     key: str,
@@ -130,15 +159,18 @@ def write_careful(
     source: str,
     known_key: tuple[Any, ...],
     known: tuple[int, int, int] | None,
+    fresh: bool = False,
 ) -> IngestResult:
     """The careful path's rows, inside the caller's transaction (holding the UID's lock): the
     parents read (created when new) and checked, or those remembered under `known_key`
-    (`known`) counted in; then the audit event and the instance row."""
+    (`known`) counted in; then the audit event and the instance row. `fresh`: the study and
+    series were not in the index a moment ago, so they are created first and read only if
+    that finds them there (a round trip less for each, checked all the same)."""
     a = received.attributes
     now = timezone.now()
     with connection.cursor() as cursor:
         if known is None:
-            study, series = _parents(cursor, a, institution, received.size, now)
+            study, series = _parents(cursor, a, institution, received.size, now, fresh=fresh)
             remembered = (study.patient_id, study.pk, series.pk)
             transaction.on_commit(partial(known_parents.put, known_key, remembered))
             statements = []
@@ -165,7 +197,7 @@ def _instance_rows(
     """The instance (without its primary key) and the statements inserting its audit event
     and its row, the last one returning the row's id."""
     instance, event = _instance_and_event(received, key, study, series, actor=actor, via=via, source=source)
-    instance_sql, instance_params = _insert_sql(instance)
+    instance_sql, instance_params = _insert_instances_sql([instance], study.pk)
     return instance, [audit.insert_prepared([event]), (f"{instance_sql} RETURNING id", instance_params)]
 
 
@@ -205,10 +237,16 @@ def _instance_and_event(
     return instance, event
 
 
-def _parents(cursor: Any, a: Attributes, institution: Institution, size: int, now: Any) -> tuple[Study, Series]:
+def _parents(
+    cursor: Any, a: Attributes, institution: Institution, size: int, now: Any, *, fresh: bool = False
+) -> tuple[Study, Series]:
     """Patient, study and series read (created when new), checked against each other and
-    counted one instance more."""
+    counted one instance more. `fresh`: study and series are most likely new (write_careful)."""
     patient_pk = _patient(cursor, a, institution)
+    if fresh:
+        created = _new_study_with_series(cursor, a, institution, patient_pk, size, now)
+        if created is not None:
+            return created
     study = _study(cursor, a, institution, patient_pk, size, now)
     if study.institution_id != institution.pk:
         raise uid_conflict("Study Instance UID of another institution", a.study_uid)
@@ -229,8 +267,10 @@ def _parents(cursor: Any, a: Attributes, institution: Institution, size: int, no
 # Parents already checked and brought up to date by an earlier store of this process, for
 # files that name the same institution, patient (as written), study and series fields: the
 # next instance of a series then only counts itself in (_bumps). Entries are remembered on
-# commit; a study deleted since is caught by the instance's foreign key at commit, and the
-# store is retried without them (ingest forgets the entry).
+# commit; a study deleted since, or a series moved to another study (by this process or
+# another), is caught by the instance's INSERT, which takes the series only while it is in
+# the remembered study (_insert_instances_sql), and the store is retried without them
+# (ingest forgets the entry). A move in this process also forgets its series' entries.
 
 
 _KNOWN_RAW = (
@@ -278,6 +318,12 @@ class KnownParents:
     def forget(self, key: tuple[Any, ...]) -> None:
         with self.lock:
             self.rows.pop(key, None)
+
+    def forget_series(self, series_pk: int) -> None:
+        """Every entry of this series (it moved to another study)."""
+        with self.lock:
+            for key in [k for k, (_, _, series) in self.rows.items() if series == series_pk]:
+                del self.rows[key]
 
 
 known_parents = KnownParents()
@@ -332,26 +378,30 @@ def _insert_new(cursor: Any, model: type[models.Model], values: dict[str, Any], 
     return cursor.fetchone()
 
 
-def _insert_sql(obj: models.Model) -> tuple[str, list[Any]]:
-    """INSERT of every concrete field but the primary key, with auto_now(_add) applied."""
-    sql, fields = _insert_statement(type(obj), connection.vendor)
-    return sql, [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
-
-
-def _insert_many_sql(objs: Sequence[models.Model]) -> tuple[str, list[Any]]:
-    """One INSERT of several rows of one model (as _insert_sql, one VALUES group per row)."""
-    sql, fields = _insert_statement(type(objs[0]), connection.vendor)
+def _insert_instances_sql(instances: Sequence[Instance], study_pk: int) -> tuple[str, list[Any]]:
+    """One INSERT of instance rows of one series (every concrete field but the primary key,
+    auto_now(_add) applied), whose series must still be in the study `study_pk`: a series
+    moved to another study since its parents were remembered (imaging.maintenance.series_move,
+    perhaps in another process) makes the series id NULL, and the whole statement fails
+    (IntegrityError) before anything is counted under the old study."""
+    sql, fields = _insert_instance_statement(connection.vendor)
     head, _, group = sql.rpartition(" VALUES ")
-    params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for obj in objs for f in fields]
-    return f"{head} VALUES {', '.join([group] * len(objs))}", params
+    params = []
+    for instance in instances:
+        for f in fields:
+            params.append(f.get_db_prep_save(f.pre_save(instance, True), connection))
+            if f.name == "series":
+                params.append(study_pk)
+    return f"{head} VALUES {', '.join([group] * len(instances))}", params
 
 
 @functools.cache
-def _insert_statement(model: type[models.Model], vendor: str) -> tuple[str, list[models.Field[Any, Any]]]:
-    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+def _insert_instance_statement(vendor: str) -> tuple[str, list[models.Field[Any, Any]]]:
+    fields = [f for f in Instance._meta.concrete_fields if not f.primary_key]
     columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
-    marks = ", ".join(["%s"] * len(fields))
-    return f"INSERT INTO {_table(model)} ({columns}) VALUES ({marks})", fields  # noqa: S608
+    in_study = f"(SELECT id FROM {_table(Series)} WHERE id = %s AND study_id = %s)"  # noqa: S608
+    marks = ", ".join(in_study if f.name == "series" else "%s" for f in fields)
+    return f"INSERT INTO {_table(Instance)} ({columns}) VALUES ({marks})", fields  # noqa: S608
 
 
 def _patient(cursor: Any, a: Attributes, institution: Institution) -> int:
@@ -381,19 +431,39 @@ def _patient(cursor: Any, a: Attributes, institution: Institution) -> int:
 _STUDY_FILL = ("study_date", "study_time", "accession_number", "description", "referring_physician")
 
 
-def _study(cursor: Any, a: Attributes, institution: Institution, patient_pk: int, size: int, now: Any) -> Study:
-    """The study row, locked until commit: counted one instance more, its blank fields filled
-    from this file; created (with this instance counted) when it is new."""
-    fill = {
+def _study_fill(a: Attributes) -> dict[str, Any]:
+    return {
         "study_date": a.study_date,
         "study_time": a.study_time,
         "accession_number": a.accession_number[:16],
         "description": a.study_description[:64],
         "referring_physician": a.referring_physician[:324],
     }
+
+
+def _study(cursor: Any, a: Attributes, institution: Institution, patient_pk: int, size: int, now: Any) -> Study:
+    """The study row, locked until commit: counted one instance more, its blank fields filled
+    from this file; created (with this instance counted) when it is new."""
+    fill = _study_fill(a)
     study = _bump_study(cursor, a.study_uid, fill, size, now)
     if study is not None:
         return study
+    study = _insert_study(cursor, a, institution, patient_pk, size, now, num_series=0)
+    if study is None:  # another store created it meanwhile
+        study = _bump_study(cursor, a.study_uid, fill, size, now)
+        if study is None:
+            raise IngestError(
+                "storage-failed", gettext_noop("the index could not be updated (%(error)s)"), error="race"
+            )
+    return study
+
+
+def _insert_study(
+    cursor: Any, a: Attributes, institution: Institution, patient_pk: int, size: int, now: Any, *, num_series: int
+) -> Study | None:
+    """The new study row counting this instance (and `num_series`), or None when one with its
+    UID is there already (nothing written)."""
+    fill = _study_fill(a)
     new = {
         "study_uid": a.study_uid,
         "patient": patient_pk,
@@ -401,31 +471,42 @@ def _study(cursor: Any, a: Attributes, institution: Institution, patient_pk: int
         **fill,
         "study_id": a.study_id[:16],
         "modalities": a.modality[:16],
-        "num_series": 0,
+        "num_series": num_series,
         "num_instances": 1,
         "size_bytes": size,
         "received_at": now,
         "updated_at": now,
     }
     inserted = _insert_new(cursor, Study, new, unique="study_uid", returning="id")
-    if inserted is None:  # another store created it meanwhile
-        study = _bump_study(cursor, a.study_uid, fill, size, now)
-        if study is None:
-            raise IngestError(
-                "storage-failed", gettext_noop("the index could not be updated (%(error)s)"), error="race"
-            )
-        return study
+    if inserted is None:
+        return None
     return Study(
         pk=int(inserted[0]),
         study_uid=a.study_uid,
         patient_id=patient_pk,
         institution_id=institution.pk,
         modalities=new["modalities"],
+        num_series=num_series,
         num_instances=1,
         size_bytes=size,
-        **{k: v for k, v in fill.items()},
+        **fill,
         study_id=new["study_id"],
     )
+
+
+def _new_study_with_series(
+    cursor: Any, a: Attributes, institution: Institution, patient_pk: int, size: int, now: Any
+) -> tuple[Study, Series] | None:
+    """A new study created with its new series (counting it and this instance) in two round
+    trips; None, with nothing written, when the study is there already (then _study reads
+    it). Once the study is ours, a series already there is another study's: refused."""
+    study = _insert_study(cursor, a, institution, patient_pk, size, now, num_series=1)
+    if study is None:
+        return None
+    series = _insert_series(cursor, a, study.pk)
+    if series is None:
+        raise uid_conflict(f"Series Instance UID of another study than {a.study_uid}", a.series_uid)
+    return study, series
 
 
 def _bump_study(cursor: Any, study_uid: str, fill: dict[str, Any], size: int, now: Any) -> Study | None:
@@ -465,23 +546,31 @@ def _series(cursor: Any, a: Attributes, study: Study) -> tuple[Series, bool]:
     bump = f"UPDATE {_table(Series)} SET num_instances = num_instances + 1 WHERE series_uid = %s RETURNING id, study_id"  # noqa: S608
     cursor.execute(bump, [a.series_uid])
     row = cursor.fetchone()
-    created = False
+    if row is not None:
+        return Series(pk=row[0], series_uid=a.series_uid, study_id=row[1], modality=a.modality[:16]), False
+    series = _insert_series(cursor, a, study.pk)
+    if series is not None:
+        return series, True
+    cursor.execute(bump, [a.series_uid])  # another store created it meanwhile
+    row = cursor.fetchone()
+    return Series(pk=row[0], series_uid=a.series_uid, study_id=row[1], modality=a.modality[:16]), False
+
+
+def _insert_series(cursor: Any, a: Attributes, study_pk: int) -> Series | None:
+    """The new series row counting this instance, or None when one with its UID is there."""
+    new = {
+        "series_uid": a.series_uid,
+        "study": study_pk,
+        "modality": a.modality[:16],
+        "series_number": a.series_number,
+        "description": a.series_description[:64],
+        "body_part": a.body_part[:16],
+        "num_instances": 1,
+    }
+    row = _insert_new(cursor, Series, new, unique="series_uid", returning="id, study_id")
     if row is None:
-        new = {
-            "series_uid": a.series_uid,
-            "study": study.pk,
-            "modality": a.modality[:16],
-            "series_number": a.series_number,
-            "description": a.series_description[:64],
-            "body_part": a.body_part[:16],
-            "num_instances": 1,
-        }
-        row = _insert_new(cursor, Series, new, unique="series_uid", returning="id, study_id")
-        created = row is not None
-        if row is None:  # another store created it meanwhile
-            cursor.execute(bump, [a.series_uid])
-            row = cursor.fetchone()
-    return Series(pk=row[0], series_uid=a.series_uid, study_id=row[1], modality=a.modality[:16]), created
+        return None
+    return Series(pk=row[0], series_uid=a.series_uid, study_id=row[1], modality=a.modality[:16])
 
 
 def _study_follows_series(cursor: Any, study: Study, a: Attributes, series_created: bool) -> None:

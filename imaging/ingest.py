@@ -36,9 +36,20 @@ received file, its statuses and IngestError are in imaging.received. The
 checksum and the fdatasync of the received file run on the store's pool while the file is
 parsed and checked.
 
+STOW-RS answers once every instance of its request is done, so `ingest_paths` stores them
+together: each file synced and hashed on the store's pool while the others are read, the
+further instances of a series put in place and indexed in one commit with one audit
+statement (_store_series, which the spool's indexer uses too); all of such a run or none.
+
 Over DIMSE (receive_path with a spool), such a further instance is answered once durable in
 the process's spool, and the spool's indexer stores and indexes it right after, several of
-a series in one commit (index_spooled_series); see imaging/spool.py for what that promises.
+a series in one commit (index_spooled_series). So is the first instance of a new study
+(neither its Study nor its Series Instance UID in the index: one read-only query, _spooled)
+and what follows it while it waits there: the indexer stores the first instances of several
+new studies in one commit (index_spooled_new). See imaging/spool.py for what that promises.
+With the DICOM storage on S3 (where a PUT replaces) the spool serves too: its indexer takes
+the locks of a run's UIDs, uploads their objects and commits their rows in one transaction
+(_series_into_object_storage); an object is deleted again only while those locks are held.
 """
 
 from __future__ import annotations
@@ -55,7 +66,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, connection, connections, transaction
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    DatabaseError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    connections,
+    transaction,
+)
 from django.db import Error as DatabaseFailure
 from django.utils.translation import gettext_noop
 
@@ -85,10 +105,13 @@ __all__ = [
     "IngestResult",
     "Spooling",
     "index_spooled",
+    "index_spooled_new",
     "index_spooled_series",
     "ingest_bytes",
     "ingest_path",
+    "ingest_paths",
     "receive_path",
+    "start_on",
 ]
 
 log = logging.getLogger(__name__)
@@ -131,6 +154,191 @@ def ingest_path(
     return result
 
 
+NOT_TRIED = None  # ingest_paths: not tried, the database or the store was found away before
+
+
+@dataclass(frozen=True)
+class Started:
+    """A received file's sync (None off a local store) and checksum, begun on the store's pool."""
+
+    presynced: Future[None] | None
+    hashing: Future[str]
+
+
+def start_on(path: Path) -> Started:
+    """Begin making a received file durable and computing its checksum on the store's pool, as
+    soon as it is complete: STOW-RS does so for each part while the rest of the body arrives,
+    and hands them to ingest_paths."""
+    return Started(storage.presync(path), storage.background(sha256_of, path))
+
+
+def ingest_paths(
+    paths: list[Path],
+    *,
+    institution: Institution,
+    actor: audit.Actor,
+    via: str,
+    source: str = "",
+    expected_study_uid: str | None = None,
+    started: list[Started] | None = None,
+) -> list[IngestResult | Exception | None]:
+    """ingest_path for the instances of one request (STOW-RS), which answers once all are
+    done: what becomes of each, in order, as its IngestResult, the exception ingest_path
+    would have raised, or NOT_TRIED once the database or the store was found away.
+
+    Each file's data is synced and hashed on the store's pool while the files are read and
+    checked; the further instances of a series whose parents are known (the first of a new
+    series is stored alone, which makes them known) are then stored and indexed together,
+    in one commit with one audit statement (_store_series, as the DIMSE spool's indexer
+    does): all of them or none. A refused file costs the others nothing. What cannot go
+    together (a duplicate, a file needing a PS3.10 prefix, SQLite, a transaction of the
+    caller's) goes one by one, as ingest_path would store it. `started`: start_on(path) of
+    each path, when the caller began them (else they begin here)."""
+    paths = [Path(p) for p in paths]
+    outcomes: list[IngestResult | Exception | None] = [NOT_TRIED] * len(paths)
+    started = started if started is not None else [start_on(path) for path in paths]
+    presynced = [s.presynced for s in started]
+    hashing = [s.hashing for s in started]
+    groups: dict[tuple[Any, ...], list[tuple[int, ParsedFile]]] = {}
+    alone: list[tuple[int, ParsedFile]] = []
+    for n, path in enumerate(paths):
+        try:
+            parsed = read(path, expected_study_uid)
+        except IngestError as exc:
+            _refused(exc, None, path, actor=actor, via=via, source=source)
+            outcomes[n] = exc
+            continue
+        except Exception as exc:  # noqa: BLE001 - the caller reports it, as ingest_path's
+            outcomes[n] = exc
+            continue
+        if parsed.prefix or not _autocommit_on_postgresql():
+            alone.append((n, parsed))
+        else:
+            groups.setdefault(index.known_key(parsed.attributes, institution), []).append((n, parsed))
+    store = partial(_stored_or_error, institution=institution, actor=actor, via=via, source=source)
+
+    def one(n: int, parsed: ParsedFile) -> bool:
+        outcomes[n] = store(paths[n], parsed, presynced[n], hashing[n])
+        return not _away(outcomes[n])
+
+    for n, parsed in alone:
+        if not one(n, parsed):
+            return outcomes
+    for known_key, members in groups.items():
+        if index.known_parents.get(known_key) is None:
+            if not one(*members[0]):  # its parents are made and remembered
+                return outcomes
+            members = members[1:]
+        known = index.known_parents.get(known_key)
+        results: list[IngestResult] | Exception | None = None
+        if known is not None and len(members) > 1:
+            results = _series_together(
+                [(paths[n], parsed, presynced[n], hashing[n]) for n, parsed in members],
+                known,
+                known_key,
+                institution=institution,
+                actor=actor,
+                via=via,
+                source=source,
+            )
+        if isinstance(results, Exception):
+            for n, _ in members:
+                outcomes[n] = results
+            if _away(results):
+                return outcomes
+        elif results is not None:
+            for (n, _), result in zip(members, results, strict=True):
+                outcomes[n] = result
+        else:  # not together: one by one, each on its path
+            for n, parsed in members:
+                if not one(n, parsed):
+                    return outcomes
+    return outcomes
+
+
+def _away(outcome: IngestResult | Exception | None) -> bool:
+    """Whether this outcome says the database or the store is away (the rest is not tried)."""
+    if isinstance(outcome, IngestError):
+        return outcome.code == "storage-failed"  # (index_failed's too)
+    return isinstance(outcome, OperationalError | InterfaceError)
+
+
+def _stored_or_error(
+    path: Path,
+    parsed: ParsedFile,
+    presynced: Future[None] | None,
+    hashing: Future[str],
+    *,
+    institution: Institution,
+    actor: audit.Actor,
+    via: str,
+    source: str,
+) -> IngestResult | Exception:
+    """One instance of ingest_paths, as _ingest stores it once read."""
+    try:
+        with StoredForm(path, parsed) as received:
+            if received.path == path:
+                received.hashing = hashing
+            else:
+                presynced = None
+            return _store(received, institution=institution, actor=actor, via=via, source=source, presynced=presynced)
+    except IngestError as exc:
+        _refused(exc, parsed, path, actor=actor, via=via, source=source)
+        return exc
+    except Exception as exc:  # noqa: BLE001 - the caller reports it, as ingest_path's
+        return exc
+
+
+def _series_together(
+    entries: list[tuple[Path, ParsedFile, Future[None] | None, Future[str]]],
+    known: tuple[int, int, int],
+    known_key: tuple[Any, ...],
+    *,
+    institution: Institution,
+    actor: audit.Actor,
+    via: str,
+    source: str,
+) -> list[IngestResult] | Exception | None:
+    """Several instances of one known series of ingest_paths in one commit, once their data is
+    durable: their results, the one error all of them failed with (nothing of any of them
+    stored, every refusal audited in one statement), or None when they cannot go together
+    (nothing changed: one by one then)."""
+    try:
+        received = [Received(p, path, path.stat().st_size, hashing=h) for path, p, _, h in entries]
+    except OSError as exc:
+        error = storage_failed(gettext_noop("the received file cannot be read (%(error)s)"), exc)
+        _refused_together(error, [p.sop_uid for _, p, _, _ in entries], actor=actor, via=via, source=source)
+        return error
+    try:
+        for (_, _, presynced, _), r in zip(entries, received, strict=True):
+            if presynced is not None:
+                _wait_durable(presynced, r.key())
+        return _store_series(received, known, known_key, institution=institution, actor=actor, via=via, source=source)
+    except IngestError as exc:
+        _refused_together(exc, [r.attributes.sop_uid for r in received], actor=actor, via=via, source=source)
+        return exc
+    except Exception as exc:  # noqa: BLE001 - the caller reports it, as ingest_path's
+        return exc
+
+
+def _refused_together(exc: IngestError, uids: list[str], *, actor: audit.Actor, via: str, source: str) -> None:
+    """_refused for every instance of a batch that failed as one: logged, and audited in one
+    statement (the database may be what failed: then the loss of the events is logged)."""
+    log.warning("refused %d instances via %s from %s (%s): %s", len(uids), via, source or "-", actor.name, exc)
+    try:
+        audit.record_many(
+            actor=actor,
+            action="instance.store",
+            object_type="instance",
+            items=[(uid, "", "") for uid in uids],
+            source=source,
+            outcome=AuditEvent.Outcome.FAILURE,
+            detail={"via": via, "code": exc.code, "reason": exc.reason[:500], "dicom_status": exc.dicom_status},
+        )
+    except DatabaseFailure:
+        log.exception("could not audit the refusal of %d instances", len(uids))
+
+
 def receive_path(
     path: Path,
     *,
@@ -142,9 +350,10 @@ def receive_path(
     expected_sop_uid: str | None = None,
 ) -> IngestResult | None:
     """ingest_path for an instance received over DIMSE: with `spooling`, a further instance of
-    a series this process has indexed is made durable in the spool and indexed right after
-    (imaging/spool.py), and None is returned. `expected_sop_uid`: the C-STORE's Affected SOP
-    Instance UID, which the data set's must be. The caller removes `path` afterwards."""
+    a series this process has indexed, or one of a new study (_spooled), is made durable in
+    the spool and indexed right after (imaging/spool.py), and None is returned.
+    `expected_sop_uid`: the C-STORE's Affected SOP Instance UID, which the data set's must
+    be. The caller removes `path` afterwards."""
     return _ingest(
         Path(path),
         institution=institution,
@@ -250,16 +459,35 @@ def index_spooled_series(
     remembered-parents key _spooled computed for it."""
     known_key = entries[0][2]
     known = index.known_parents.get(known_key)
-    if known is None or not _one_round_trip_possible():
+    if known is None or not _autocommit_on_postgresql():
         return None
     if any(key != known_key for _, _, key in entries):
         return None
     received = [Received(parsed, path, path.stat().st_size) for path, parsed, _ in entries]
+    return _store_series(received, known, known_key, institution=institution, actor=actor, via=via, source=source)
+
+
+def _store_series(
+    received: list[Received],
+    known: tuple[int, int, int],
+    known_key: tuple[Any, ...],
+    *,
+    institution: Institution,
+    actor: audit.Actor,
+    via: str,
+    source: str,
+) -> list[IngestResult] | None:
+    """index_spooled_series once its files are durable (on a local store) and wrapped:
+    stored and indexed in one commit, or None with nothing changed."""
     keys = [r.key() for r in received]
     if len(set(keys)) != len(keys):
         return None  # one instance twice in the batch
     for r in received:
         r.digest()
+    if not storage.places_exclusively():
+        return _series_into_object_storage(
+            received, keys, known, known_key, institution=institution, actor=actor, via=via, source=source
+        )
     placed = {r.attributes.sop_uid: key for r, key in zip(received, keys, strict=True)}
     try:
         storage.put_durable_files([(r.path, key) for r, key in zip(received, keys, strict=True)])
@@ -284,17 +512,170 @@ def index_spooled_series(
     return results
 
 
+def index_spooled_new(
+    entries: list[tuple[Path, ParsedFile, tuple[Any, ...]]],
+    *,
+    institution: Institution,
+    actor: audit.Actor,
+    via: str,
+    source: str,
+) -> bool:
+    """Store and index the first spooled instance of several series new to this process (each
+    of another series; _spooled found neither its study nor its series in the index) in one
+    transaction that holds their UIDs' locks: the files linked into place at once (their
+    folders synced in parallel), the parents created as new, the rows written, one commit.
+    False, with nothing changed, when that cannot be done (one of them is stored already, a
+    parallel store made a study or a series someone else's, a SQLite or object store): the
+    caller indexes each on its own (index_spooled), which sorts out each case and audits a
+    refusal. Raises when the database failed (nothing indexed; the files of rows known absent
+    deleted again, a lost COMMIT answer settled as _settle does)."""
+    if not storage.places_exclusively() or not _autocommit_on_postgresql():
+        return False  # object storage deletes an object only under its UID's lock: one by one
+    received = [Received(parsed, path, path.stat().st_size) for path, parsed, _ in entries]
+    uids = [r.attributes.sop_uid for r in received]
+    if len(set(uids)) != len(uids):
+        return False
+    synced: Future[None] = Future()  # the spool made the files durable
+    synced.set_result(None)
+    placed: dict[str, str] = {}
+    results: list[IngestResult] = []
+    committing = False
+    try:
+        with transaction.atomic():
+            if index.lock_and_find_many(uids):
+                return False  # a resend or a conflict: each on the careful path
+            pending = []
+            for r in received:
+                r.digest()
+                key, durable = _start_put(r.path, r.key(), synced)
+                placed[r.attributes.sop_uid] = key
+                pending.append((durable, key))
+            for r, (_, _, known_key) in zip(received, entries, strict=True):
+                key = placed[r.attributes.sop_uid]
+                written = index.write_careful(
+                    r,
+                    key,
+                    institution,
+                    actor=actor,
+                    via=via,
+                    source=source,
+                    known_key=known_key,
+                    known=None,
+                    fresh=True,
+                )
+                results.append(written)
+            for durable, key in pending:
+                _wait_durable(durable, key)  # every file durable before the COMMIT
+            transaction.on_commit(_render_later(*(r.instance.pk for r in results)), robust=True)
+            committing = True
+    except IngestError:  # a refusal: rolled back, each on its own will say which and why
+        _settle_quietly(placed)
+        return False
+    except BaseException as exc:
+        committed = _settle(exc, committing, placed)
+        if not committing or len(committed) < len(placed):
+            if isinstance(exc, IntegrityError):
+                return False
+            if isinstance(exc, DatabaseError):
+                raise index_failed(exc) from exc
+            raise
+        _enqueue_renders(list(committed.values()))  # the COMMIT's answer was lost, not the commit
+    return True
+
+
+def _settle_quietly(placed: dict[str, str]) -> None:
+    """The files of a transaction rolled back before its COMMIT was sent: none has its rows."""
+    for key in placed.values():
+        _delete_quietly(key)
+
+
+def _series_into_object_storage(
+    received: list[Received],
+    keys: list[str],
+    known: tuple[int, int, int],
+    known_key: tuple[Any, ...],
+    *,
+    institution: Institution,
+    actor: audit.Actor,
+    via: str,
+    source: str,
+) -> list[IngestResult] | None:
+    """index_spooled_series on S3, where a PUT replaces any object: in one transaction holding
+    every instance's lock (index.lock_and_find_many), the objects uploaded (several at once)
+    once none of them is indexed, then the rows; None, with nothing changed, when one is
+    already indexed or a remembered parent has gone. An object is deleted again only while
+    the locks are held (a store of the same instance waiting for them would otherwise have
+    its object deleted), or once its rows are known absent after a lost COMMIT answer."""
+    uids = [r.attributes.sop_uid for r in received]
+    placed: dict[str, str] = {}
+    committing = False
+    try:
+        with transaction.atomic():
+            if index.lock_and_find_many(uids):
+                return None  # a resend or a duplicate: one by one, each on the careful path
+            try:
+                storage.put_files([(r.path, key) for r, key in zip(received, keys, strict=True)])
+            except Exception as exc:
+                log.exception("storing %d spooled instances failed", len(keys))
+                raise storage_failed(gettext_noop("the file could not be stored (%(error)s)"), exc) from exc
+            placed = dict(zip(uids, keys, strict=True))
+            try:
+                results = index.write_series(received, keys, known, institution, actor=actor, via=via, source=source)
+            except BaseException:
+                for key in placed.values():
+                    _delete_quietly(key)  # under the locks: rolled back, nobody else's yet
+                placed = {}
+                raise
+            committing = True
+    except BaseException as exc:
+        if not committing:  # rolled back, its objects deleted
+            if isinstance(exc, IntegrityError):
+                index.known_parents.forget(known_key)  # a remembered parent has gone
+                return None
+            if isinstance(exc, DatabaseError):
+                raise index_failed(exc) from exc
+            raise
+        ids = _settle(exc, True, placed)  # the COMMIT failed: its answer may have been lost
+        if len(ids) < len(placed):
+            raise index_failed(exc) from exc
+        results = [_committed(r, key, ids[r.attributes.sop_uid]) for r, key in zip(received, keys, strict=True)]
+    transaction.on_commit(_render_later(*(r.instance.pk for r in results)), robust=True)  # runs now
+    return results
+
+
 def _spooled(path: Path, parsed: ParsedFile, institution: Institution, spooling: Spooling) -> bool:
-    """Hand the instance to the spool when its parents are known to this process (so the index
-    can refuse it only for a SOP Instance UID of another institution's) and the index
-    would take the one-round-trip path; whether it was handed over (and is durable)."""
-    if parsed.prefix:
+    """Hand the instance to the spool when the index cannot refuse it for its parents, and its
+    indexer can store runs of a series together (PostgreSQL; a local store or S3); whether it
+    was handed over (and is durable in the local spool). That is when its parents are known to
+    this process (a further instance of a series: the index can refuse it only for a SOP
+    Instance UID of another institution's); or when they are new (neither its Study nor its
+    Series Instance UID is in the index, one read-only query) or follow such a new series'
+    first instance still in the spool (the same parent values), where only a parallel store
+    of the same UIDs in another process can make a refusal (the indexer sets such a file
+    aside, as it does a SOP Instance UID conflict). An instance of a study or series new
+    here and still in the spool, but with other parent values (another Patient ID, say),
+    waits for the spool to index them, then takes the careful path: its refusal, if any, is
+    its own and told to its sender.
+    A known study with a new series takes the careful path: the study may be another
+    institution's or another patient's, and the sender must be told."""
+    if parsed.prefix or not _autocommit_on_postgresql():
         return False
     known_key = index.known_key(parsed.attributes, institution)
-    if index.known_parents.get(known_key) is None or not _one_round_trip_possible():
-        return False
+    new = False
+    synced: Future[None] | None = None
+    if index.known_parents.get(known_key) is None:
+        if not spooling.spool.follows_new(known_key):
+            a = parsed.attributes
+            if not spooling.spool.wait_for_new(a.study_uid, a.series_uid):
+                raise IngestError(
+                    "storage-failed", gettext_noop("the archive cannot index instances at the moment; try again later")
+                )
+            synced = storage.background(storage.fdatasync, path)  # while the index is asked
+            if not index.parents_absent(a):
+                return False  # (after wait_for_new: then what this process answered is indexed)
+        new = True
     try:
-        if not spooling.spool.put(path, parsed, spooling.association, known_key):
+        if not spooling.spool.put(path, parsed, spooling.association, known_key, new=new, synced=synced):
             return False  # the spool is at its bound: indexed before the answer instead
     except OSError as exc:
         if exc.errno == errno.EXDEV:  # the spool is on another file system than the received file
@@ -364,8 +745,12 @@ def _store(
 def _one_round_trip_possible() -> bool:
     """_store_known needs PostgreSQL in autocommit (its statements commit as one implicit
     transaction) and a store that never replaces a file (a local folder)."""
+    return _autocommit_on_postgresql() and storage.places_exclusively()
+
+
+def _autocommit_on_postgresql() -> bool:
     db = connections[DEFAULT_DB_ALIAS]  # the thread's own; `connection` finds it on every attribute
-    return db.vendor == "postgresql" and not db.in_atomic_block and db.get_autocommit() and storage.places_exclusively()
+    return db.vendor == "postgresql" and not db.in_atomic_block and db.get_autocommit()
 
 
 def _store_known(
@@ -449,9 +834,18 @@ def _store_once(
             _wait_durable(pending, key)
             # Durable first, then the rows: the study and series rows stay locked (against
             # parallel associations into the same series) only from their update to the commit.
-            result = index.write_careful(
-                received, key, institution, actor=actor, via=via, source=source, known_key=known_key, known=known
-            )
+            try:
+                result = index.write_careful(
+                    received, key, institution, actor=actor, via=via, source=source, known_key=known_key, known=known
+                )
+            except BaseException:
+                if not storage.places_exclusively():
+                    # Rolled back: the object goes while the UID's lock is held, for a PUT
+                    # replaces, and a store of the same instance waiting for the lock would
+                    # put its object under the same key, which deleting later would take.
+                    _delete_quietly(key)
+                    file_placed = False
+                raise
             transaction.on_commit(_render_later(result.instance.pk), robust=True)
             committing = commits  # what fails from here on is the COMMIT, whose answer may be lost
         return result

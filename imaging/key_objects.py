@@ -46,9 +46,10 @@ MAX_MEASUREMENTS = 200
 NON_IMAGE_CLASSES = frozenset(
     {objects.KEY_OBJECT_SELECTION, objects.COMPREHENSIVE_SR, objects.BASIC_TEXT_SR, objects.ENCAPSULATED_PDF}
 )
-SHAPES = {"length": ("POLYLINE", 2), "ellipse": ("ELLIPSE", 4), "rectangle": ("POLYLINE", 5)}
+SHAPES = {"length": ("POLYLINE", 2), "angle": ("POLYLINE", 3), "ellipse": ("ELLIPSE", 4), "rectangle": ("POLYLINE", 5)}
 VALUE_CONCEPTS = {
     "length": (objects.LENGTH, objects.MM),
+    "angle": (objects.ANGLE, objects.DEGREE),
     "area": (objects.AREA, objects.MM2),
     "mean": (objects.MEAN, None),
     "sd": (objects.STANDARD_DEVIATION, None),
@@ -141,7 +142,7 @@ def _values(raw: dict[str, Any], modality_unit: tuple[str, str, str]) -> list[ob
         if raw.get(name) is not None:
             values.append(objects.Value(concept, _number(raw[name], name), unit or modality_unit))
     if not values:
-        raise KeyObjectsInvalid(_("A measurement needs a value (length, area, mean or sd)."))
+        raise KeyObjectsInvalid(_("A measurement needs a value (length, angle, area, mean or sd)."))
     return values
 
 
@@ -290,19 +291,21 @@ def key_objects_of(study: Study, user_id: Any) -> dict[str, Any]:
 
 
 def first_key_image(study: Study, user_id: Any) -> dict[str, str] | None:
-    """Where the viewer opens: the user's own first key image, else the first of the latest
-    Key Object Selection any reader saved in the study; None when there is none."""
-    own = key_objects_of(study, user_id)
-    uids = own["key_images"]
-    if not uids:
-        latest = (
-            Instance.objects.filter(series__study=study, sop_class_uid=objects.KEY_OBJECT_SELECTION)
-            .order_by("-received_at", "-pk")
-            .first()
-        )
-        uids = key_images_in(_read(latest)) if latest is not None else []
+    """Where the viewer opens: the user's own first key image (their latest save's Key Object
+    Selection), else the first of the latest one any reader saved in the study; None when
+    there is none. The index picks the document; one file is read."""
+    ko_uid, sr_uid = reader_series_uids(study, user_id)
+    own = [i for i in _latest(study, [ko_uid, sr_uid]) if i.sop_class_uid == objects.KEY_OBJECT_SELECTION]
+    document = own[0] if own else _latest_key_objects(study)
+    uids = key_images_in(_read(document)) if document is not None else []
     image = Instance.objects.filter(series__study=study, sop_uid__in=uids[:1]).select_related("series").first()
     return {"sop_uid": image.sop_uid, "series_uid": image.series.series_uid} if image is not None else None
+
+
+def _latest_key_objects(study: Study) -> Instance | None:
+    """The Key Object Selection saved last in the study, by any reader."""
+    documents = Instance.objects.filter(series__study=study, sop_class_uid=objects.KEY_OBJECT_SELECTION)
+    return documents.order_by("-received_at", "-pk").first()
 
 
 def _latest(study: Study, series_uids: list[str]) -> list[Instance]:
@@ -366,11 +369,21 @@ def _group(group: Dataset) -> dict[str, Any] | None:
     return {**_shape(scoord), **measured, "label": label}
 
 
+def _kind_of(graphic_type: str, points: list[list[float]]) -> str:
+    """Our shapes by their graphic: an ellipse, a closed polyline (a rectangle), or an open
+    one of two points (a length) or three (an angle's arms, the vertex in the middle)."""
+    if graphic_type == "ELLIPSE":
+        return "ellipse"
+    if objects.is_closed([(p[0], p[1]) for p in points]):
+        return "rectangle"
+    return "length" if len(points) == 2 else "angle"
+
+
 def _shape(scoord: Dataset) -> dict[str, Any]:
     data = [float(v) for v in scoord.GraphicData]
     points = [[data[i], data[i + 1]] for i in range(0, len(data) - 1, 2)]
     image = scoord.ContentSequence[0].ReferencedSOPSequence[0]
-    kind = "ellipse" if scoord.GraphicType == "ELLIPSE" else "length" if len(points) == 2 else "rectangle"
+    kind = _kind_of(str(scoord.GraphicType), points)
     shape: dict[str, Any] = {"kind": kind, "sop_uid": str(image.ReferencedSOPInstanceUID)}
     shape["points"] = points[:-1] if kind == "rectangle" else points
     if "ReferencedFrameNumber" in image:

@@ -12,6 +12,7 @@ from django.views.decorators.http import require_POST
 
 from alliance import audit
 from alliance.access import principal_of
+from alliance.forms import apply_service_errors
 from imaging import access, maintenance
 from imaging.forms import PatientCorrectionForm, SeriesMoveForm
 from imaging.models import Patient
@@ -30,8 +31,7 @@ def patient_correct(request: HttpRequest, pk: int) -> HttpResponse:
         try:
             maintenance.patient_correct(by=principal, patient=patient, **form.cleaned_data)
         except ValidationError as exc:
-            for field, errors in exc.message_dict.items():
-                form.add_error(field if field in form.fields else None, errors)
+            apply_service_errors(form, exc)
         else:
             messages.success(request, _("The patient's details are corrected."))
             if study is not None:
@@ -84,8 +84,7 @@ def series_move(request: HttpRequest, study_uid: str, series_uid: str) -> HttpRe
             try:
                 maintenance.series_move(by=principal, series=series, target=target, reason=form.cleaned_data["reason"])
             except ValidationError as exc:
-                for field, errors in exc.message_dict.items():
-                    form.add_error(field if field in form.fields else None, errors)
+                apply_service_errors(form, exc)
             else:
                 messages.success(request, _("The series is moved; its images now belong to this study."))
                 return redirect("imaging:study_detail", study_uid=target.study_uid)

@@ -7,6 +7,7 @@ the attributes that queries need. Attribute names follow PS3.3.
 from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
 from alliance import audit
@@ -253,6 +254,10 @@ class StudyGroupGrant(GroupObjectPermissionBase):
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # A grant to an institution's DICOM devices only, not to its doctors: a consult's studies
+    # sent to the receiving institution's own PACS (imaging.routing), which may then find and
+    # retrieve them as the case's; its doctors still see them only through the case's own grants.
+    devices_only = models.BooleanField(default=False, db_default=False)
 
     class Meta(GroupObjectPermissionBase.Meta):
         abstract = False
@@ -450,3 +455,179 @@ class BreakGlassReview(models.Model):
     @property
     def basis(self) -> str:
         return f"break-glass:{self.pk}"
+
+
+class ScheduledStep(models.Model):
+    """A scheduled procedure step of an institution's modality worklist (PS3.4 K.6, PS3.3 C.4.10
+    Scheduled Procedure Step, C.4.11 Requested Procedure, C.4.12 Imaging Service Request).
+
+    Written only by imaging.worklist. The patient demographics are kept as ordered (they are what
+    the modality receives); the Patient row is the identity (issuer, patient ID). One step per
+    requested procedure: the accession number names both on the modality.
+    """
+
+    class Status(models.TextChoices):
+        # PS3.3 C.4.10.1: Scheduled Procedure Step Status (0040,0020), and MPPS's outcome
+        SCHEDULED = "scheduled", pgettext_lazy("worklist", "Scheduled")
+        IN_PROGRESS = "in-progress", pgettext_lazy("worklist", "In progress")
+        COMPLETED = "completed", pgettext_lazy("worklist", "Completed")
+        DISCONTINUED = "discontinued", pgettext_lazy("worklist", "Discontinued")
+
+    class Source(models.TextChoices):
+        CONSULT = "consult", _("Consult")
+        REFERRAL = "referral", _("Referral")
+        API = "api", _("REST API")
+        WEB = "web", _("Worklist page")
+        FHIR = "fhir", _("FHIR order")
+        HL7 = "hl7", _("HL7 order")
+
+    # From each status, the statuses it may move to (imaging.worklist checks every change).
+    TRANSITIONS = {
+        Status.SCHEDULED: {Status.IN_PROGRESS, Status.COMPLETED, Status.DISCONTINUED},
+        Status.IN_PROGRESS: {Status.COMPLETED, Status.DISCONTINUED},
+        Status.COMPLETED: set(),
+        Status.DISCONTINUED: set(),
+    }
+
+    institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="scheduled_steps")
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="scheduled_steps")
+    patient_name = models.CharField(_("patient name"), max_length=324, blank=True)  # (0010,0010) PN
+    birth_date = models.DateField(_("birth date"), null=True, blank=True)  # (0010,0030) DA
+    sex = models.CharField(_("sex"), max_length=16, blank=True)  # (0010,0040) CS
+    accession_number = models.CharField(_("accession number"), max_length=16)  # (0008,0050) SH
+    requested_procedure_id = models.CharField(_("requested procedure ID"), max_length=16)  # (0040,1001) SH
+    procedure_description = models.CharField(_("procedure"), max_length=64, blank=True)  # (0032,1060) LO
+    study_uid = models.CharField(_("Study Instance UID"), max_length=64, unique=True)  # (0020,000D) UI
+    modality = models.CharField(_("modality"), max_length=16)  # (0008,0060) CS
+    station_ae = models.CharField(_("scheduled station AE title"), max_length=16, blank=True)  # (0040,0001) AE
+    scheduled_at = models.DateTimeField(_("scheduled start"))  # (0040,0002) DA + (0040,0003) TM
+    performing_physician = models.CharField(_("performing physician"), max_length=324, blank=True)  # (0040,0006)
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.SCHEDULED)
+    source = models.CharField(_("source"), max_length=16, choices=Source.choices)
+    # The case that asked for the exam (plain ids: imaging sits below consults and referrals).
+    consult_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    referral_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    # What happened on the modality: the MPPS instance (N-CREATE) and the study that arrived.
+    mpps_uid = models.CharField(max_length=64, blank=True, db_index=True)
+    study = models.ForeignKey(Study, on_delete=models.SET_NULL, null=True, blank=True, related_name="scheduled_steps")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("scheduled procedure step")
+        verbose_name_plural = _("scheduled procedure steps")
+        ordering = ["scheduled_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["institution", "accession_number"], name="scheduled_step_accession_unique"),
+        ]
+        indexes = [
+            # the worklist query: an institution's steps of one status in a time window; a patient
+            # name prefix has an index of its own (migration 0012: UPPER(name), for LIKE 'X%')
+            models.Index(fields=["institution", "status", "scheduled_at"], name="imaging_worklist_window"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.accession_number} {self.modality} {self.scheduled_at:%Y-%m-%d %H:%M} ({self.status})"
+
+    audit_type = "scheduled_step"
+
+    @property
+    def audit_id(self) -> str:
+        return str(self.pk)
+
+    @property
+    def audit_patient(self) -> str:
+        return str(self.patient_id)
+
+    @property
+    def step_id(self) -> str:
+        """(0040,0009) Scheduled Procedure Step ID, SH: unique within the institution."""
+        return f"SPS{self.pk}"
+
+    @property
+    def patient_display(self) -> str:
+        return person_name(self.patient_name)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in (self.Status.SCHEDULED, self.Status.IN_PROGRESS)
+
+
+class ScheduledStepChange(models.Model):
+    """The transition log of a scheduled step: every status it took, when, by whom and why."""
+
+    step = models.ForeignKey(ScheduledStep, on_delete=models.CASCADE, related_name="changes")
+    from_status = models.CharField(max_length=16, blank=True)
+    to_status = models.CharField(max_length=16)
+    at = models.DateTimeField()
+    actor = models.CharField(max_length=200, blank=True)
+    reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"step {self.step_id}: {self.from_status or '-'} -> {self.to_status}"
+
+
+class PerformedProcedureStep(models.Model):
+    """A modality performed procedure step (PS3.4 F.7, PS3.3 C.4.13-C.4.14) a device of the
+    institution reported with MPPS N-CREATE and N-SET; it moves the scheduled steps it names."""
+
+    class Status(models.TextChoices):
+        # (0040,0252) Performed Procedure Step Status
+        IN_PROGRESS = "IN PROGRESS", pgettext_lazy("worklist", "In progress")
+        COMPLETED = "COMPLETED", pgettext_lazy("worklist", "Completed")
+        DISCONTINUED = "DISCONTINUED", pgettext_lazy("worklist", "Discontinued")
+
+    sop_uid = models.CharField(max_length=64, unique=True)  # its SOP Instance UID
+    institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="performed_steps")
+    device_ae = models.CharField(max_length=16)  # who reported it
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.IN_PROGRESS)
+    steps = models.ManyToManyField(ScheduledStep, blank=True, related_name="performed")
+    modality = models.CharField(max_length=16, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"MPPS {self.sop_uid} ({self.status})"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status != self.Status.IN_PROGRESS
+
+
+class StorageCommitment(models.Model):
+    """One storage commitment request of a device (PS3.4 J.3) and the report we owe it: which
+    instances we hold durably and indexed, which not, and whether the report reached it."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", _("Report pending")
+        DELIVERED = "delivered", _("Report delivered")
+        FAILED = "failed", _("Report not delivered")
+
+    institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="storage_commitments")
+    device = models.ForeignKey("alliance.Device", on_delete=models.PROTECT, related_name="storage_commitments")
+    transaction_uid = models.CharField(max_length=64, db_index=True)  # (0008,1195)
+    committed = models.JSONField(default=list)  # [[SOP Class UID, SOP Instance UID], ...]
+    failed = models.JSONField(default=list)  # [[SOP Class UID, SOP Instance UID, Failure Reason], ...]
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=255, blank=True)
+    requested_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    # When the next attempt is due (after a failed one's backoff, or when the sweep queued it
+    # again), and how long a worker holds the report while it sends it: the sweep queues again
+    # what is still pending well past the one with no live hold (imaging.commitment.owed_again).
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    sending_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["requested_at"], condition=models.Q(state="pending"), name="imaging_commitment_pending"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"commitment {self.transaction_uid} ({self.state})"

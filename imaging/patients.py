@@ -92,3 +92,11 @@ def linked_patient_ids(patient: Patient) -> set[int]:
     for a, b in pairs:
         ids.update((a, b))
     return ids
+
+
+def issuer_of_audit_key(key: str) -> int | None:
+    """The institution holding the patient an audit event names by its key (the Patient's pk,
+    as every `audit_patient` writes it); None for anything else (alliance.audit.build)."""
+    if not key.isdigit():
+        return None
+    return Patient.objects.filter(pk=int(key)).values_list("issuer_id", flat=True).first()

@@ -152,6 +152,39 @@ def find(level: Level | str, criteria: dict[str, str], studies: QuerySet[Study])
     return _rows(level, studies).filter(condition)
 
 
+def matching(keyword: str, vr: str, lookup: str, value: str) -> Q:
+    """The condition of one matching key of another information model (the modality worklist,
+    imaging.worklist_query) on an ORM lookup, by the same rules (PS3.4 C.2.2.2)."""
+    if "\x00" in value:
+        raise InvalidCriterion(keyword, value, "a NUL byte is not allowed")
+    return _match(Key(keyword, "", lookup, vr), lookup, value)
+
+
+def date_range(keyword: str, value: str) -> tuple[date | None, date | None]:
+    """A DA matching value as (first day, last day), None where open; both None when universal."""
+    key = Key(keyword, "", "", "DA")
+    return _bounds(key, value, _parse_date)  # type: ignore[return-value]
+
+
+def time_range(keyword: str, value: str) -> tuple[time | None, time | None]:
+    """A TM matching value as (start, end), a single time covering the period it names."""
+    key = Key(keyword, "", "", "TM")
+    return _bounds(key, value, _parse_time)  # type: ignore[return-value]
+
+
+def _bounds(key: Key, raw: str, parse: Callable[[Key, str, bool], Any]) -> tuple[Any, Any]:
+    value = raw.strip()
+    if _is_universal(value):
+        return None, None
+    if "\x00" in value:
+        raise InvalidCriterion(key.keyword, value, "a NUL byte is not allowed")
+    bounds = _range(key, value)
+    if bounds is None:
+        return parse(key, value, False), parse(key, value, True)
+    start, end = bounds
+    return (parse(key, start, False) if start else None), (parse(key, end, True) if end else None)
+
+
 def _rows(level: Level, studies: QuerySet[Study]) -> QuerySet[Any]:
     visible = studies.order_by()
     if level is Level.PATIENT:

@@ -28,13 +28,16 @@ log = logging.getLogger(__name__)
 def _walk(folder: str = "") -> Iterator[tuple[str, list[str]]]:
     """(folder, file names) for every folder of the DICOM storage, through the Storage API.
     A local store's folder is made by the first store into it, so a folder that does not
-    exist (yet, or any more) holds nothing."""
+    exist (yet, or any more) holds nothing. The render cache's folder, beside the objects in
+    an S3 bucket, is no DICOM storage's."""
     try:
         folders, files = storage.dicom_storage().listdir(folder)
     except FileNotFoundError:
         return
     yield folder, files
     for name in sorted(folders):
+        if not folder and name == storage.RENDER_CACHE_FOLDER:
+            continue
         yield from _walk(f"{folder}/{name}" if folder else name)
 
 

@@ -23,8 +23,6 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 
 import numpy as np
 from django.conf import settings
-from django.core.files.base import ContentFile
-from django.core.files.storage import storages
 from PIL import Image
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -93,16 +91,15 @@ def cache_key(instance: Instance, px: int) -> str:
 
 
 def _cached_render(instance: Instance, px: int) -> bytes:
-    cache = storages["default"]
+    """From the render cache (storage.render_cache: the bucket on S3, shared by every node), or
+    rendered now and kept there."""
     key = cache_key(instance, px)
-    if cache.exists(key):
-        with cache.open(key, "rb") as fh:
-            return fh.read()
+    cached = storage.cached_render(key)
+    if cached is not None:
+        return cached
     with storage.open_instance(instance) as fh:
         data = render_frame(fh, frame=instance.number_of_frames // 2, size=(px, px), quality=80)
-    saved = cache.save(key, ContentFile(data))
-    if saved != key:  # another worker rendered it meanwhile: keep theirs
-        cache.delete(saved)
+    storage.cache_render(key, data)
     return data
 
 

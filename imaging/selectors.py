@@ -35,6 +35,7 @@ class StudyQuery:
     modality: str = ""
     accession: str = ""
     institution_id: int | None = None
+    issuer_id: int | None = None  # the institution that issued the Patient ID (an EMR launch names it)
     oldest_first: bool = False
     patient: str = ""  # every word in the name or the patient ID, partial (the consult form's picker)
 
@@ -61,6 +62,8 @@ def filter_studies(studies: QuerySet[Study], query: StudyQuery) -> QuerySet[Stud
         studies = studies.filter(accession_number__iexact=query.accession.strip())
     if query.institution_id:
         studies = studies.filter(institution_id=query.institution_id)
+    if query.issuer_id:
+        studies = studies.filter(patient__issuer_id=query.issuer_id)
     if query.oldest_first:
         return studies.order_by(F("study_date").asc(nulls_last=True), F("study_time").asc(nulls_last=True), "pk")
     return studies.order_by(F("study_date").desc(nulls_last=True), F("study_time").desc(nulls_last=True), "-pk")
@@ -169,10 +172,12 @@ def prior_studies(principal: Principal, study: Study, *, limit: int = 50) -> lis
 
 
 def get_prior_for(principal: Principal, study: Study, prior_uid: str) -> Study:
-    """One of `study`'s priors by UID, or the same 404 as for a missing study."""
+    """One of `study`'s priors by UID, or the same 404 as for a missing study (a refused one
+    audited as a denied read of it, as access.get_study_for does)."""
     prior = linked_studies(principal, study.patient).exclude(pk=study.pk).filter(study_uid=prior_uid).first()
     if prior is None:
-        raise Http404("No such study.")
+        existing = Study.objects.filter(study_uid=prior_uid, deleted_at__isnull=True)
+        access.refuse(principal, "study", existing, prior_uid, "patient_id")
     return prior
 
 
@@ -198,8 +203,11 @@ def access_of_basis(basis: str) -> list[Access]:
     """Who holds live grants of a case now, one line per grantee (its studies together), and
     until when: what a case page shows under "who has access"."""
     found: dict[tuple[str, int], dict[str, Any]] = {}
+    group_rows = StudyGroupGrant.objects.filter(access.live(), basis=basis).values_list(
+        "group_id", "permission__codename", "expires_at", "devices_only"
+    )
     rows = [
-        *(("group", g, c, e) for g, c, e in _live(StudyGroupGrant, basis, "group_id")),
+        *(("devices" if devices else "group", g, c, e) for g, c, e, devices in group_rows),
         *(("user", u, c, e) for u, c, e in _live(StudyUserGrant, basis, "user_id")),
     ]
     for kind, pk, codename, expires in rows:
@@ -207,14 +215,19 @@ def access_of_basis(basis: str) -> list[Access]:
         entry["write"] |= codename == access.WRITE
         if codename == access.READ:
             entry["until"] = expires
-    groups = _group_names({pk for kind, pk in found if kind == "group"})
+    groups = _group_names({pk for kind, pk in found if kind in {"group", "devices"}})
     users = {
         d.user_id: d.display_name
         for d in Doctor.objects.select_related("user").filter(user_id__in=[pk for kind, pk in found if kind == "user"])
     }
     result = []
     for (kind, pk), entry in found.items():
-        label_kind, who = groups.get(pk, ("group", str(pk))) if kind == "group" else ("user", users.get(pk, str(pk)))
+        if kind == "devices":  # an institution's DICOM devices only (imaging.grants.open_to_devices)
+            label_kind, who = "devices", groups.get(pk, ("group", str(pk)))[1]
+        else:
+            label_kind, who = (
+                groups.get(pk, ("group", str(pk))) if kind == "group" else ("user", users.get(pk, str(pk)))
+            )
         result.append(Access(who=who, kind=label_kind, write=entry["write"], until=entry["until"]))
     return sorted(result, key=lambda a: (a.kind, a.who))
 

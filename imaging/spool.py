@@ -1,13 +1,24 @@
 """Write-ahead store for DIMSE: an instance is made durable and answered first, indexed right after.
 
-A modality sends a series one instance at a time and waits for each answer. For a further
-instance of a series this process has already indexed (imaging.ingest decides), the
-answer does not wait for PostgreSQL: the received file, already checked, is linked into
+A modality sends a series one instance at a time and waits for each answer. For an instance
+the index can refuse only in ways the sender could not act on anyway (imaging.ingest decides:
+a further instance of a series this process has already indexed; or the first instance of a
+new study, whose Study and Series Instance UIDs one read-only query found nowhere in the
+index, and the instances that follow it while it waits here), the answer does not wait for
+PostgreSQL: the received file, already checked, is linked into
 this process's spool folder and made durable there (its data and the folder entry), beside
 a durable record of who sent it; then the association gets its success status. The spool's
 indexer thread then stores and indexes it through the ordinary ingest path (checksum,
 exclusive placement under its key, rows and audit event in one commit) while the next
-instance is on the wire, and removes the spool entry.
+instance is on the wire, and removes the spool entry: a run of a known series in one commit,
+and the first instances of the new studies of one sender in one commit of their own
+(ingest.index_spooled_new), each further run of a new series behind its first. A known
+study with a new series is indexed before its answer (the study may be another
+institution's or another patient's, and the sender must be told). The spool is always a local folder;
+with the DICOM storage on S3 the indexer uploads a run's objects (holding their UIDs' locks)
+and commits their rows before it removes the entries, so an entry goes only once its object
+is in the bucket and indexed; while the bucket cannot be reached the indexer is stalled
+(below) and the entries wait.
 
 What this promises, and where it stops:
 - Durable before success, as for every other store: a crash after the answer leaves the
@@ -19,8 +30,12 @@ What this promises, and where it stops:
   and the web pages may see an association's last instances a few milliseconds late while
   it is still open.
 - A refusal that only the index can find (the SOP Instance UID is already another
-  institution's): the sender was told success, so nothing is deleted. The file is moved to
-  DATA_DIR/refused/, the refusal is audited and logged at ERROR for an administrator.
+  institution's; or, for a new study, a parallel store of the same UIDs between the look-up
+  and the indexer made its study another institution's or another patient's, or its series
+  another study's): the sender was told success, so nothing is deleted. The file is moved to
+  DATA_DIR/refused/, the refusal is audited and logged at ERROR for an administrator. A
+  refusal in the new studies indexed together costs the others nothing: the commit is
+  rolled back whole and each is indexed on its own.
 - Each process has its own folder DATA_DIR/spool/<token>/, locked (flock) while it runs; a
   folder whose lock is free belongs to a process that has gone, and recover() indexes it.
 - Back-pressure: the indexer never ends on an error. A failure of the database (a lost
@@ -45,6 +60,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +129,7 @@ class _Entry:
     parsed: Any = None  # imaging.dicom.part10.ParsedFile when known (recovery reads the file again)
     number: int = 0  # its place in the spool's queue
     known_key: Any = None  # ingest's remembered-parents key, computed when it was answered
+    new: bool = False  # its parents were not known to this process when it was answered
 
 
 def root() -> Path:
@@ -169,6 +186,8 @@ class Spool:
         self._changed = threading.Condition()
         self._health = _Health(self._changed)
         self._unfinished: set[int] = set()  # the numbers of the entries not indexed yet
+        self._new: dict[Any, int] = {}  # known_key -> entries of a new series not indexed yet
+        self._new_uids: dict[tuple[str, str], int] = {}  # ("study"|"series", UID) -> the same entries
         self._numbers = itertools.count()
         self._hurry = threading.Event()  # someone waits for the indexer: no lingering
         self._associations = itertools.count()
@@ -185,9 +204,42 @@ class Spool:
     def association(self, sender: Sender) -> _Association:
         return _Association(name=f"a{next(self._associations)}", sender=sender)
 
-    def put(self, path: Path, parsed: Any, association: _Association, known_key: Any) -> bool:
+    def follows_new(self, known_key: Any) -> bool:
+        """Whether entries of a series new to this process (put with `new`) under `known_key`
+        wait to be indexed: a further instance goes behind them, in order."""
+        with self._changed:
+            return known_key in self._new
+
+    def wait_for_new(self, study_uid: str, series_uid: str, timeout: float = RELEASE_WAIT_SECONDS) -> bool:
+        """Wait until no entry of a new series with this study or series UID waits to be
+        indexed (at once when none does): an instance of theirs with other parent values
+        (another Patient ID, say) may be refused for them, and must be indexed after them,
+        before its answer, so that the refusal is its own and the sender hears it. False when
+        they are not indexed within `timeout`, or as soon as the indexer is stalled."""
+        keys = (("study", study_uid), ("series", series_uid))
+        with self._changed:
+            if not any(key in self._new_uids for key in keys):
+                return True
+            self._hasten()
+            self._changed.wait_for(
+                lambda: not any(key in self._new_uids for key in keys) or self._health.stalled, timeout
+            )
+            return not any(key in self._new_uids for key in keys)
+
+    def put(
+        self,
+        path: Path,
+        parsed: Any,
+        association: _Association,
+        known_key: Any,
+        *,
+        new: bool = False,
+        synced: Future[None] | None = None,
+    ) -> bool:
         """Make the received file at `path` durable in the spool and queue it for indexing
-        (with what ingest made of it: `parsed`, `known_key`); True once it is durable.
+        (with what ingest made of it: `parsed`, `known_key`; `new`: its parents were not known
+        to this process); True once it is durable. `synced`: the fdatasync of `path` already
+        under way (the entry is the same file), waited for instead of syncing it here.
 
         False, taking nothing, when max_entries entries wait to be indexed: the caller indexes
         the instance before answering. Raises ingest.IngestError (0xA700) while the indexer
@@ -202,7 +254,10 @@ class Spool:
         try:
             if not association.recorded:
                 self._write_durably(self.folder / f"{association.name}.json", association.sender.to_json())
-            storage.fdatasync(entry_path)
+            if synced is not None:
+                synced.result()
+            else:
+                storage.fdatasync(entry_path)
             storage.fsync_dir(self.folder)
         except BaseException:
             entry_path.unlink(missing_ok=True)
@@ -212,7 +267,11 @@ class Spool:
             association.pending += 1
             number = next(self._numbers)
             self._unfinished.add(number)
-        self._queue.put(_Entry(entry_path, association.sender, association, parsed, number, known_key))
+            if new:
+                self._new[known_key] = self._new.get(known_key, 0) + 1
+                for key in _uid_keys(parsed):
+                    self._new_uids[key] = self._new_uids.get(key, 0) + 1
+        self._queue.put(_Entry(entry_path, association.sender, association, parsed, number, known_key, new))
         return True
 
     def wait_for(self, association: _Association, timeout: float = RELEASE_WAIT_SECONDS) -> bool:
@@ -272,10 +331,44 @@ class Spool:
         stopping = False
         while not stopping:
             batch, stopping = self._next_batch()
-            for run in _runs(batch):
-                self._index_surviving(run)
+            runs = _runs(batch)
+            done = self._index_new_series(runs)
+            for run in runs:
+                self._index_surviving([entry for entry in run if entry.number not in done])
                 self._finished(run)
         connection.close()
+
+    def _index_new_series(self, runs: list[list[_Entry]]) -> set[int]:
+        """The first entry of each run of a series new to this process, of one sender, indexed
+        together in one commit (ingest.index_spooled_new): the numbers of those indexed. When
+        that cannot be done, or fails, they are indexed entry by entry after (where a refusal
+        is set aside and audited, a failure waited out); the rest of each run follows its
+        first, its parents known by then."""
+        by_sender: dict[Sender, list[_Entry]] = {}
+        for run in runs:
+            if run[0].new and run[0].parsed is not None:
+                by_sender.setdefault(run[0].sender, []).append(run[0])
+        done: set[int] = set()
+        for sender, entries in by_sender.items():
+            try:
+                close_old_connections()
+                indexed = ingest.index_spooled_new(
+                    [(entry.path, entry.parsed, entry.known_key) for entry in entries],
+                    institution=_institution(sender.institution_id),
+                    actor=sender.actor,
+                    via=sender.via,
+                    source=sender.source,
+                )
+            except Exception:
+                log.exception("indexing %d spooled instances of new series together failed; one by one", len(entries))
+                connection.close()
+                continue
+            if indexed:
+                for entry in entries:
+                    entry.path.unlink(missing_ok=True)
+                    done.add(entry.number)
+                self._health.recovered()
+        return done
 
     def _next_batch(self) -> tuple[list[_Entry], bool]:
         """From the first entry, what arrives within LINGER_SECONDS (up to BATCH; at once when
@@ -324,6 +417,10 @@ class Spool:
                     if association.ended and association.pending == 0:
                         self._forget(association)  # before anyone waiting is told
                 self._unfinished.discard(entry.number)
+                if entry.new:
+                    _count_down(self._new, entry.known_key)
+                    for key in _uid_keys(entry.parsed):
+                        _count_down(self._new_uids, key)
             if not self._unfinished:
                 self._hurry.clear()
             self._changed.notify_all()
@@ -335,6 +432,17 @@ class Spool:
             os.fdatasync(fd)
         finally:
             os.close(fd)
+
+
+def _uid_keys(parsed: Any) -> tuple[tuple[str, str], tuple[str, str]]:
+    a = parsed.attributes
+    return ("study", a.study_uid), ("series", a.series_uid)
+
+
+def _count_down(counts: dict[Any, int], key: Any) -> None:
+    left = counts.pop(key, 1) - 1
+    if left:
+        counts[key] = left
 
 
 def _refusal_while_stalled() -> Exception:

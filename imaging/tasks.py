@@ -20,9 +20,11 @@ from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
+from alliance import notice_mail
 from alliance.celery import app as celery_app
-from imaging import grants, maintenance, reconcile, render
-from imaging.models import BreakGlassReview, Instance
+from imaging import commitment, grants, maintenance, reconcile, render, worklist
+from imaging.dicom import notify
+from imaging.models import BreakGlassReview, Instance, StorageCommitment
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +81,21 @@ def render_instance(instance_id: int) -> bool:
 
 @shared_task(**_RENDER_OPTIONS)
 def render_instances(instance_ids: list[int]) -> int:
-    """render_instance for a batch of newly stored instances; how many are now rendered."""
+    """The follow-up of a batch of newly stored instances: the worklist steps their studies
+    complete, then render_instance for each; how many are now rendered."""
+    complete_worklist_steps(instance_ids)
     return sum(1 for pk in instance_ids if render_instance(pk))
+
+
+def complete_worklist_steps(instance_ids: list[int]) -> None:
+    """Off the C-STORE path (ingest hands the ids here after its commit): a study that came
+    with a scheduled step's accession number completes the step (imaging.worklist)."""
+    try:
+        worklist.complete_from_instances(instance_ids)
+    except _TRANSIENT:
+        raise
+    except Exception:  # the renders still go on; the sweep's next batch of these asks again
+        log.exception("could not match %d stored instance(s) to the worklist", len(instance_ids))
 
 
 SWEEP_BATCH = 2000
@@ -229,6 +244,77 @@ def send_break_glass_email(review_id: int) -> int:
 
 
 @shared_task(acks_late=True)
+def send_unsent_break_glass_emails(older_than_seconds: float | None = None) -> int:
+    """The beat sweep: mail the admins about the emergency accesses whose e-mail task never
+    reached the broker (or was lost), once opened RETRY_AFTER_SECONDS ago; older than
+    notice_mail.EMAIL_GIVE_UP_AFTER they are given up and logged (the reviews page still
+    lists them). How many mails went out."""
+    age = timedelta(seconds=settings.RETRY_AFTER_SECONDS if older_than_seconds is None else older_than_seconds)
+    now = timezone.now()
+    unsent = BreakGlassReview.objects.filter(emailed_at=None)
+    given_up = unsent.filter(opened_at__lt=now - notice_mail.EMAIL_GIVE_UP_AFTER).update(emailed_at=now)
+    if given_up:
+        log.error("gave up mailing %d emergency access(es) older than %s", given_up, notice_mail.EMAIL_GIVE_UP_AFTER)
+    due = unsent.filter(opened_at__lt=now - age).order_by("opened_at")
+    ids = list(due.values_list("pk", flat=True)[: notice_mail.SWEEP_BATCH])
+    if ids:
+        log.warning("mailing %d emergency access(es) whose e-mail task was lost", len(ids))
+    sent = 0
+    for pk in ids:
+        try:
+            sent += send_break_glass_email(pk)
+        except Exception:  # noqa: BLE001 - the mail server away: the next sweep tries again
+            log.exception("could not mail the emergency access review %s", pk)
+    return sent
+
+
+@shared_task(acks_late=True)
 def purge_deleted_studies() -> int:
     """The daily retention sweep of soft-deleted studies (imaging.maintenance)."""
     return maintenance.purge_deleted_studies()
+
+
+# --- storage commitment reports that missed their association ---------------------------
+
+
+@shared_task(bind=True, acks_late=True, max_retries=commitment.MAX_ATTEMPTS)
+def deliver_commitment(self: Any, commitment_id: int) -> bool:
+    """Send a storage commitment report on an association of its own to the device (PS3.4
+    J.3.3), retried with backoff; True once delivered. Safe to run twice: the worker holds the
+    report while it sends (commitment_claim), and a delivered one is not sent again."""
+    row = commitment.commitment_claim(commitment_id=commitment_id)
+    if row is None:
+        return StorageCommitment.objects.filter(pk=commitment_id, state=StorageCommitment.State.DELIVERED).exists()
+    device = row.device
+    try:
+        if device.host == "*":
+            raise notify.NotDelivered(f"{device.ae_title} has no host to call (registered as '*')")
+        notify.send_commitment_report(
+            calling_ae=row.institution.ae_title,
+            called_ae=device.ae_title,
+            host=device.host,
+            port=device.port,
+            report=commitment.report_of(row, retrieve_ae=row.institution.ae_title),
+        )
+    except notify.NotDelivered as exc:
+        row = commitment.commitment_attempt_failed(
+            commitment_id=commitment_id, error=str(exc), final=device.host == "*"
+        )
+        if row.state == StorageCommitment.State.FAILED:
+            log.error("storage commitment %s: report not delivered: %s", row.transaction_uid, exc)
+            return False
+        raise self.retry(countdown=commitment.backoff(row.attempts)) from exc
+    commitment.commitment_delivered(commitment_id=commitment_id, attempts=row.attempts + 1)
+    return True
+
+
+@shared_task(acks_late=True)
+def resend_owed_commitments() -> int:
+    """The beat sweep: queue again the storage commitment reports still owed well past their
+    due time (imaging.commitment.owed_again); how many were queued."""
+    ids = commitment.owed_again()
+    for pk in ids:
+        deliver_commitment.delay(pk)
+    if ids:
+        log.warning("queued again %d storage commitment report(s) nobody was sending", len(ids))
+    return len(ids)

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from imaging import emergency, film_desk, maintenance_views, views
+from imaging import emergency, film_desk, maintenance_views, views, worklist_views
 
 app_name = "imaging"
 
@@ -22,6 +22,9 @@ urlpatterns = [
     path("patients/<int:pk>/correct/", maintenance_views.patient_correct, name="patient_correct"),
     path("studies/<str:study_uid>/delete/", maintenance_views.study_delete, name="study_delete"),
     path("studies/<str:study_uid>/series/<str:series_uid>/move/", maintenance_views.series_move, name="series_move"),
+    path("worklist/", worklist_views.worklist_page, name="worklist"),
+    path("worklist/new/", worklist_views.worklist_new, name="worklist_new"),
+    path("worklist/<int:pk>/discontinue/", worklist_views.worklist_discontinue, name="worklist_discontinue"),
     path("upload/", views.upload, name="upload"),
     path("upload/files/", views.upload_files, name="upload_files"),
     path("films/new/", film_desk.new, name="film_new"),

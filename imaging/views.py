@@ -20,11 +20,13 @@ from django.views.decorators.http import require_GET, require_POST
 
 from alliance import audit
 from alliance.access import principal_of
+from alliance.middleware import cache_privately
 from imaging import access, film_desk, films, maintenance, selectors, study_cases, uploads
 from imaging import render as rendering
 from imaging.dicomweb.views import audit_unservable
 from imaging.forms import StudySearchForm
 from imaging.models import Instance, Study
+from imaging.routing import views as routing_views
 
 STUDIES_PER_PAGE = 25
 # Series of these modalities hold documents or presentation states, not pixels.
@@ -40,6 +42,8 @@ def shared_badge(basis: str) -> str:
         return _("Shared via referral %(number)s") % {"number": number}
     if kind == "break-glass":
         return _("Emergency access")
+    if kind == "screening-round":
+        return _("Shared for a screening reading")
     if basis and basis != "own-institution":
         return _("Shared (%(basis)s)") % {"basis": basis}
     return ""
@@ -82,6 +86,7 @@ def study_list(request: HttpRequest) -> HttpResponse:
     bases = access.bases_for(principal, shown)
     audit.read_many(request, shown, "study.list", bases)
     cases = study_cases.cases_of(principal, [s.pk for s in shown])
+    study_cases.audit_cases(request, cases, shown, via="study-list")
     rows = [_row(s, bases.get(s.pk, ""), cases.get(s.pk, [])) for s in shown]
     params = request.GET.copy()
     params.pop("page", None)
@@ -121,6 +126,9 @@ def study_detail(request: HttpRequest, study_uid: str) -> HttpResponse:
     priors = selectors.prior_studies(principal, study)
     audit.read_many(request, priors, "study.list", access.bases_for(principal, priors))
     with_images = {s.pk for s in series if s.num_instances and s.modality.upper() not in NO_IMAGE_MODALITIES}
+    may_move_series = access.may_move_series(principal, study)
+    cases = study_cases.cases_of(principal, [study.pk])
+    study_cases.audit_cases(request, cases, [study], via="study-page")
     context = {
         "study": study,
         "series_list": series,
@@ -133,10 +141,13 @@ def study_detail(request: HttpRequest, study_uid: str) -> HttpResponse:
         "emergency": access.active_break_glass(principal, study),
         "may_correct_patient": access.may_correct_patient(principal, study.patient),
         "may_delete_study": access.may_delete_study(principal, study),
-        "may_move_series": access.may_move_series(principal, study),
+        "may_move_series": may_move_series,
+        "unmovable_series": maintenance.unmovable_series(series) if may_move_series else set(),
         "retention_days": maintenance.RETENTION_DAYS,
-        "study_cases": study_cases.cases_of(principal, [study.pk]).get(study.pk, []),
+        "study_cases": cases.get(study.pk, []),
+        "study_actions": study_cases.actions_of(principal, study),
         "priors": priors,
+        "send_form": routing_views.send_form_for(principal, study),
     }
     return render(request, "imaging/study_detail.html", context)
 
@@ -163,9 +174,7 @@ def thumbnail(request: HttpRequest, study_uid: str, series_uid: str, sop_uid: st
             audit_unservable(request, study, instance, via="thumbnail", error=exc)
         return no_thumbnail()
     audit.read(request, instance, "instance.thumbnail", access.basis_for(principal, study))
-    response = HttpResponse(jpeg, content_type="image/jpeg")
-    response["Cache-Control"] = "private, max-age=3600"
-    return response
+    return cache_privately(HttpResponse(jpeg, content_type="image/jpeg"), 3600, token=False)
 
 
 def _uploader_institution(request: HttpRequest) -> Any:
@@ -228,6 +237,4 @@ NO_THUMBNAIL_SVG = (
 
 
 def no_thumbnail() -> HttpResponse:
-    response = HttpResponse(NO_THUMBNAIL_SVG, content_type="image/svg+xml")
-    response["Cache-Control"] = "private, max-age=300"
-    return response
+    return cache_privately(HttpResponse(NO_THUMBNAIL_SVG, content_type="image/svg+xml"), 300, token=False)

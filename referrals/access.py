@@ -134,6 +134,17 @@ def may_post_message(principal: Principal, referral: Referral) -> bool:
     return referral.status in OPEN_STATUSES and bool(parties_of(principal, referral))
 
 
+def may_schedule_exam(principal: Principal, referral: Referral) -> bool:
+    """The receiving side puts an exam for the referred patient on its own modality worklist,
+    once it has accepted the referral and until it is done (imaging decides who keeps a worklist)."""
+    return (
+        referral.status in (Status.ACCEPTED, Status.IN_PROGRESS)
+        and principal.institution_id == referral.to_institution_id
+        and bool({Party.DESK, Party.RECEIVER} & parties_of(principal, referral))
+        and imaging_access.may_schedule(principal)
+    )
+
+
 def may_refer(principal: Principal) -> bool:
     """May write a referral (the "New referral" button): a clinical doctor with the module on."""
     return may_use_referrals(principal)
@@ -167,6 +178,27 @@ def get_consult_to_refer(principal: Principal, consult_id: Any) -> Any:
         others = consult_model.objects.filter(pk=pk).exclude(requesting_institution_id=principal.institution_id)
         imaging_access.refuse(principal, "consult", others, str(pk), "studies__patient_id")
     return consult
+
+
+def get_screening_result_to_refer(principal: Principal, reading_id: Any) -> Any:
+    """A signed positive screening result (Lung-RADS 3 or 4) of a participant of the principal's
+    institution, to refer them; 404 otherwise. Loaded by name: consults (whose screening app
+    holds it) and referrals are independent layers."""
+    try:
+        pk = int(reading_id)
+        reading_model = apps.get_model("screening", "Reading")
+    except (TypeError, ValueError, LookupError):
+        raise Http404("No such screening result.") from None
+    if not may_use_referrals(principal):
+        raise Http404("No such screening result.")
+    rows = reading_model.objects.select_related("round__participant__patient__issuer", "round__study")
+    reading = rows.filter(pk=pk, round__participant__institution_id=principal.institution_id).first()
+    if reading is None:
+        others = reading_model.objects.filter(pk=pk)
+        imaging_access.refuse(principal, "screening-reading", others, str(pk), "round__participant__patient_id")
+    if not reading.positive:
+        raise Http404("Only a positive screening result is referred from here.")
+    return reading
 
 
 def appointment_doctors_for(principal: Principal, referral: Referral) -> QuerySet[Doctor]:
@@ -240,3 +272,10 @@ def may_give_film(principal: Principal, referral: Referral) -> bool:
         and principal.institution_id in sides
         and films.may_make_case_film(principal)
     )
+
+
+def may_route_referral(principal: Principal, referral: Referral) -> bool:
+    """Send the referral's studies to a destination of the receiving institution: a member of
+    its desk or the receiving doctor, while the referral's access lives."""
+    closed = {Status.DRAFT, Status.REJECTED, Status.CANCELLED, Status.FAILED}
+    return referral.status not in closed and bool({Party.DESK, Party.RECEIVER} & parties_of(principal, referral))

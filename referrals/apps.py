@@ -7,7 +7,7 @@ class ReferralsConfig(AppConfig):
     verbose_name = _("Referral")
 
     def ready(self) -> None:
-        from alliance import figures, open_work
+        from alliance import figures, open_work, unread
         from alliance.modules import register_open_cases
         from imaging.films import register_case_kind
         from imaging.study_cases import register_study_cases
@@ -19,6 +19,7 @@ class ReferralsConfig(AppConfig):
         from referrals.selectors import open_cases_at
 
         register_study_cases("referral", referrals_selectors.cases_on_studies)
+        unread.register("referrals", referrals_selectors.unread_notifications)
         register_case_kind("referral", ReferralFilms())
         register_open_cases(REFERRALS_MODULE, open_cases_at)
         open_work.register("referrals", _("Referrals waiting for you"), referral_work.waiting, order=40)
@@ -31,3 +32,8 @@ class ReferralsConfig(AppConfig):
                 "Referrals up and down per institution, how many were accepted, and the wait for an appointment."
             ),
         )
+        from alliance.fhir import registry
+        from referrals import fhir
+
+        for provider in (fhir.ServiceRequestProvider(), fhir.TaskProvider()):
+            registry.register(provider)

@@ -10,6 +10,7 @@ from typing import Any
 from django.http import HttpRequest
 from django.utils.functional import SimpleLazyObject
 
+from alliance import unread
 from alliance.access import Principal, principal_of
 from referrals import access, selectors
 
@@ -26,7 +27,8 @@ def referrals(request: HttpRequest) -> dict[str, Any]:
             lambda: principal.institution is not None and access.may_manage_desk(principal, principal.institution)
         ),
         "referrals_waiting": SimpleLazyObject(lambda: _waiting(principal)),
-        "referrals_unread": SimpleLazyObject(lambda: selectors.unread_count(principal.user)),
+        # Read with the bell's count, in its one query (alliance.unread).
+        "referrals_unread": SimpleLazyObject(lambda: unread.unread_counts(request).get("referrals", 0)),
         "referrals_summaries": SimpleLazyObject(lambda: selectors.summaries_returned(principal, limit=5)),
     }
 

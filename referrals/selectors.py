@@ -274,10 +274,9 @@ def notifications_of(user: Any) -> QuerySet[ReferralNotification]:
     return ReferralNotification.objects.filter(user=user).select_related("referral")
 
 
-def unread_count(user: Any) -> int:
-    if not getattr(user, "is_authenticated", False):
-        return 0
-    return ReferralNotification.objects.filter(user=user, read_at__isnull=True).count()
+def unread_notifications(user: Any) -> QuerySet[ReferralNotification]:
+    """The user's unread referral notices (registered with alliance.unread for the top bar)."""
+    return ReferralNotification.objects.filter(user=user, read_at__isnull=True)
 
 
 def open_cases_at(institution: Any) -> OpenCases | None:

@@ -27,6 +27,7 @@ from imaging import grants
 from imaging.grants import Grantee
 from imaging.models import Patient, Study
 from imaging.patients import link_patients, register_patient
+from imaging.routing import services as routing
 from referrals import access, tasks  # tasks names services only when one runs
 from referrals.models import (
     TRANSITIONS,
@@ -363,7 +364,34 @@ def referral_request(*, referral: Referral, by: Principal) -> Referral:
     _grant(referral, referral.studies.select_related("patient"), by)
     _log(referral, "request", previous, by, now)
     _notify(referral, desk_users(referral.to_institution_id), "request", now, by)
+    _route_after_commit(referral)
     return referral
+
+
+def routing_case(referral: Referral) -> routing.Case:
+    """The referral as imaging's routing rules see it."""
+    return routing.Case(referral.basis, "referral", referral.from_institution, referral.to_institution)
+
+
+def _route_after_commit(referral: Referral) -> None:
+    """The routing rules of both sides fire once the request is committed (imaging.routing)."""
+
+    def route_requested_case() -> None:  # named: a robust on_commit logs its callback's __qualname__
+        routing.case_requested(case=routing_case(referral), studies=referral.studies.select_related("patient"))
+
+    transaction.on_commit(route_requested_case, robust=True)
+
+
+def referral_route(*, referral: Referral, by: Principal, destination: Any) -> int:
+    """The receiving side sends the referral's studies to one of its destinations; how many were queued."""
+    if not access.may_route_referral(by, referral):
+        raise AccessDenied(_("You may not send the studies of referral #%(id)s.") % {"id": referral.pk})
+    if destination.institution_id != by.institution_id:
+        raise AccessDenied(_("Choose a destination of your institution."))
+    items = routing.route_case(
+        by=by, case=routing_case(referral), studies=referral.studies.all(), destination=destination
+    )
+    return len(items)
 
 
 # --- the receiving desk -----------------------------------------------------------------
@@ -692,6 +720,19 @@ def refer_back_initial(referral: Referral) -> dict[str, Any]:
         "based_on": referral,
         "to_institution": referral.from_institution,
         "direction": direction_between(referral.to_institution.level, referral.from_institution.level),
+    }
+
+
+def from_screening_initial(reading: Any) -> dict[str, Any]:
+    """A positive screening result's "refer this participant": the patient, the screening CT,
+    the category with its recommended work-up as the reason, the findings as the summary."""
+    round_ = reading.round
+    return {
+        "patient": round_.participant.patient,
+        "studies": [round_.study] if round_.study_id else [],
+        "reason": reading.referral_reason(),
+        "summary": reading.referral_summary(),
+        "screening": reading,
     }
 
 

@@ -20,5 +20,7 @@ urlpatterns = [
     path("<int:pk>/", views.detail, name="detail"),
     path("<int:pk>/slip.pdf", views.slip_pdf, name="slip_pdf"),
     path("<int:pk>/messages/", views.post_message, name="message"),
+    path("<int:pk>/exam/", views.schedule_exam, name="schedule_exam"),
+    path("<int:pk>/route/", views.route, name="route"),
     path("<int:pk>/<slug:action>/", views.act, name="act"),
 ]

@@ -25,7 +25,11 @@ from django.views.decorators.http import require_POST
 
 from alliance import audit
 from alliance.access import AccessDenied, Principal, principal_of
-from imaging import films
+from alliance.forms import apply_service_errors, error_text
+from imaging import films, worklist
+from imaging.forms import ExamForm
+from imaging.models import ScheduledStep
+from imaging.routing import access as routing_access
 from referrals import access, pdf, selectors, services
 from referrals.forms import (
     ACTION_FORMS,
@@ -48,22 +52,6 @@ def _principal(request: HttpRequest) -> Principal:
     if not access.may_use_referrals(principal):
         raise Http404("Referrals are not available.")
     return principal
-
-
-def _error_text(exc: Exception) -> str:
-    if isinstance(exc, ValidationError) and hasattr(exc, "error_dict"):
-        return " ".join(m for msgs in exc.message_dict.values() for m in msgs)
-    if isinstance(exc, ValidationError):
-        return " ".join(exc.messages)
-    return str(exc)
-
-
-def _form_errors(form: Any, exc: ValidationError) -> None:
-    if not hasattr(exc, "error_dict"):
-        form.add_error(None, exc.messages)
-        return
-    for field, errors in exc.message_dict.items():
-        form.add_error(field if field in form.fields else None, errors)
 
 
 def _field_messages(request: HttpRequest, form: Any) -> None:
@@ -132,9 +120,13 @@ def _worklist(request: HttpRequest, side: str) -> HttpResponse:
 
 
 def _prefill(request: HttpRequest, principal: Principal) -> dict[str, Any]:
-    """What the form starts from: a signed consult ("refer this patient") or a completed up
-    referral ("refer back down"); recomputed on POST, never taken from hidden fields."""
+    """What the form starts from: a signed consult ("refer this patient"), a positive screening
+    result, or a completed up referral ("refer back down"); recomputed on POST, never taken
+    from hidden fields."""
     consult_id, based_on_id = request.GET.get("consult", ""), request.GET.get("based_on", "")
+    if request.GET.get("screening", ""):
+        reading = access.get_screening_result_to_refer(principal, request.GET["screening"])
+        return dict(services.from_screening_initial(reading))
     if consult_id:
         consult = access.get_consult_to_refer(principal, consult_id)
         return dict(services.from_consult_initial(consult))
@@ -183,7 +175,7 @@ def new(request: HttpRequest) -> HttpResponse:
                 **kwargs,
             )
         except ValidationError as exc:
-            _form_errors(form, exc)
+            apply_service_errors(form, exc)
         except AccessDenied as exc:
             form.add_error(None, str(exc))
         else:
@@ -224,7 +216,12 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
         "may_message": access.may_post_message(principal, referral),
         "message_form": MessageForm(),
         "may_refer_back": access.may_refer_back(principal, referral),
+        "may_schedule_exam": access.may_schedule_exam(principal, referral),
+        "exams": worklist.steps_for(principal, status="all").filter(referral_id=referral.pk),
         "now": timezone.now(),
+        "route_destinations": routing_access.case_destinations_for(principal)
+        if access.may_route_referral(principal, referral)
+        else [],
         **_film_context(principal, referral),
         **case,
     }
@@ -280,7 +277,7 @@ def act(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     try:
         _call(action, referral, principal, form.cleaned_data)
     except (ValidationError, AccessDenied, services.IllegalTransition) as exc:
-        messages.error(request, _error_text(exc))
+        messages.error(request, error_text(exc))
         return redirect("referrals:detail", pk=referral.pk)
     messages.success(request, str(ACTION_LABELS[action]))
     if not access.referrals_visible_to(principal).filter(pk=referral.pk).exists():
@@ -300,8 +297,43 @@ def post_message(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         services.referral_message(referral=referral, by=principal, body=form.cleaned_data["body"])
     except (ValidationError, AccessDenied, services.IllegalTransition) as exc:
-        messages.error(request, _error_text(exc))
+        messages.error(request, error_text(exc))
     return redirect(f"{referral_url(referral)}#thread")
+
+
+@login_required
+def schedule_exam(request: HttpRequest, pk: int) -> HttpResponse:
+    """The receiving side schedules an exam of the referred patient on its modality worklist:
+    under its own Patient ID when it recorded one on arrival, else the referrer's."""
+    principal = _principal(request)
+    referral = access.get_referral_for(principal, pk)
+    if not access.may_schedule_exam(principal, referral):
+        raise PermissionDenied(_("The receiving side schedules exams once it has accepted the referral."))
+    institution = referral.to_institution
+    initial = {"scheduled_at": referral.appointment_at}
+    form = ExamForm(request.POST or None, institution=institution, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        data: dict[str, Any] = dict(form.cleaned_data)
+        data["accession_number"] = data["accession_number"] or worklist.new_accession_number()
+        patient = referral.receiving_patient or referral.patient
+        try:
+            step = worklist.schedule_for_patient(
+                by=principal.actor,
+                institution=institution,
+                patient=patient,
+                source=ScheduledStep.Source.REFERRAL,
+                referral_id=referral.pk,
+                **data,
+            )
+        except ValidationError as exc:
+            apply_service_errors(form, exc)
+        else:
+            messages.success(
+                request, _("Exam scheduled: accession number %(accession)s.") % {"accession": step.accession_number}
+            )
+            return redirect("referrals:detail", pk=referral.pk)
+    services.audit_read(request, referral, "referral.view")
+    return render(request, "referrals/schedule_exam.html", {"referral": referral, "form": form})
 
 
 def referral_url(referral: Referral) -> str:
@@ -405,7 +437,7 @@ def desk(request: HttpRequest) -> HttpResponse:
         try:
             services.desk_add(institution=institution, doctor=form.cleaned_data["doctor"], by=principal)
         except (ValidationError, AccessDenied) as exc:
-            messages.error(request, _error_text(exc))
+            messages.error(request, error_text(exc))
         else:
             name = form.cleaned_data["doctor"].display_name
             messages.success(request, _("%(name)s is on the referral desk.") % {"name": name})
@@ -428,7 +460,28 @@ def desk_remove(request: HttpRequest, doctor_pk: int) -> HttpResponse:
     try:
         services.desk_remove(institution=institution, doctor=doctor, by=principal)
     except (ValidationError, AccessDenied) as exc:
-        messages.error(request, _error_text(exc))
+        messages.error(request, error_text(exc))
     else:
         messages.success(request, _("%(name)s is no longer on the referral desk.") % {"name": doctor.display_name})
     return redirect("referrals:desk")
+
+
+@login_required
+@require_POST
+def route(request: HttpRequest, pk: int) -> HttpResponse:
+    """The receiving side sends the referral's studies to its PACS (imaging.routing)."""
+    principal = _principal(request)
+    referral = access.get_referral_for(principal, pk)
+    destination = (
+        routing_access.case_destinations_for(principal).filter(pk=request.POST.get("destination") or 0).first()
+    )
+    if destination is None:
+        messages.error(request, _("Choose one of your institution's destinations."))
+        return redirect("referrals:detail", pk=referral.pk)
+    try:
+        queued = services.referral_route(referral=referral, by=principal, destination=destination)
+    except AccessDenied as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, _("%(n)d studies queued for %(name)s.") % {"n": queued, "name": destination.name})
+    return redirect("referrals:detail", pk=referral.pk)

@@ -21,6 +21,8 @@ from django.test import Client
 from tests import factories
 
 ROOT = Path(__file__).resolve().parent.parent
+# The S3 server fixtures (s3_endpoint: one SeaweedFS for the whole session, s3, s3_gate).
+pytest_plugins = ("tests.s3",)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -46,6 +48,10 @@ def _media_and_data(settings, tmp_path):  # type: ignore[no-untyped-def]
             "OPTIONS": {"location": tmp_path / "dicom"},
         },
         "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": tmp_path / "media"},
+        },
+        "renders": {
             "BACKEND": "django.core.files.storage.FileSystemStorage",
             "OPTIONS": {"location": tmp_path / "media"},
         },

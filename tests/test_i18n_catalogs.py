@@ -3,7 +3,7 @@
 The extractor is deliberately small: {% translate/trans "..." %} and {% blocktranslate %}
 blocks in templates/**, and gettext calls with a literal first argument in the apps' .py
 files (read with ast, so implicit string concatenation is handled). A string missing
-from every catalog (*/locale, imaging/*/locale) fails here with its file and text.
+from every catalog (*/locale, imaging/*/locale, consults/*/locale) fails here with its file and text.
 """
 
 from __future__ import annotations
@@ -108,8 +108,10 @@ def all_messages() -> dict[tuple[str, str], str]:
 
 def translated() -> set[tuple[str, str]]:
     done: set[tuple[str, str]] = set()
-    for po in sorted(ROOT.glob("*/locale/zh_Hans/LC_MESSAGES/django.po")) + sorted(
-        ROOT.glob("imaging/*/locale/zh_Hans/LC_MESSAGES/django.po")
+    for po in (
+        sorted(ROOT.glob("*/locale/zh_Hans/LC_MESSAGES/django.po"))
+        + sorted(ROOT.glob("imaging/*/locale/zh_Hans/LC_MESSAGES/django.po"))
+        + sorted(ROOT.glob("consults/*/locale/zh_Hans/LC_MESSAGES/django.po"))
     ):
         with po.open("rb") as handle:
             catalog = read_po(handle)

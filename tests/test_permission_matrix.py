@@ -12,6 +12,7 @@ escape this test.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -27,8 +28,11 @@ from alliance.access import resolve_principal
 from alliance.models import ApiToken, AuditEvent, PrivilegeChange
 from consults import services as consult_services
 from consults.models import CriticalFinding, CriticalResult, Notification, ReportTemplate
-from imaging import films
+from consults.screening import services as screening_services
+from consults.screening.models import Programme
+from imaging import films, worklist
 from imaging.models import BreakGlassReview
+from imaging.routing.models import Destination, RouteItem, RouteRule
 from referrals import services as referral_services
 from referrals.models import ReferralNotification
 from tests import factories
@@ -55,6 +59,17 @@ def dw(f: Any, *parts: str) -> dict[str, Any]:
     values = {"study": f.study.study_uid, "series": f.series.series_uid, "instance": f.instance.sop_uid}
     values |= {"frames": "1", "tag": "7FE00010"}
     return {k: values[k] for k in parts}
+
+
+def teaching_dw(f: Any) -> dict[str, Any]:
+    image = f.teaching_image
+    return {
+        "pk": f.teaching_case.pk,
+        "study": image.study_uid,
+        "series": image.series_uid,
+        "instance": image.sop_uid,
+        "frames": "1",
+    }
 
 
 def film(f: Any, **more: Any) -> dict[str, Any]:
@@ -106,6 +121,7 @@ ROUTES: dict[str, Route] = {
     "imaging/studies/<str:study_uid>/delete/": Route(study, "post", audited="study"),
     "imaging/films/<int:pk>/slip.pdf": Route(lambda f: {"pk": f.film.link.pk}, audited="film"),
     "imaging/films/<int:pk>/revoke/": Route(lambda f: {"pk": f.film.link.pk}, "post", audited="film"),
+    "imaging/worklist/<int:pk>/discontinue/": Route(pk("step"), audited="scheduled_step"),
     "viewer/study/<str:study_uid>/": Route(study, audited="study"),
     "viewer/study/<str:study_uid>/prior/<str:prior_uid>/": Route(
         lambda f: study(f) | {"prior_uid": f.study.study_uid}, audited="study"
@@ -175,6 +191,7 @@ ROUTES: dict[str, Route] = {
     "referrals/<int:pk>/": Route(pk("referral"), audited="referral"),
     "referrals/<int:pk>/slip.pdf": Route(pk("referral"), audited="referral"),
     "referrals/<int:pk>/messages/": Route(pk("referral"), "post", audited="referral"),
+    "referrals/<int:pk>/exam/": Route(pk("referral"), audited="referral"),
     "referrals/<int:pk>/<slug:action>/": Route(lambda f: {"pk": f.referral.pk, "action": "cancel"}, "post", "referral"),
     # REST API
     **{
@@ -196,6 +213,7 @@ ROUTES: dict[str, Route] = {
     "api/v1/films/<int:pk>/revoke/": Route(lambda f: {"pk": f.film.link.pk}, "post", audited="film"),
     "api/v1/series/<str:series_uid>/instances/": Route(lambda f: {"series_uid": f.series.series_uid}, audited="series"),
     "api/v1/break-glass/reviews/<int:pk>/": Route(pk("review"), "post"),
+    "api/v1/worklist/<int:pk>/discontinue/": Route(pk("step"), "post", audited="scheduled_step"),
     "api/v1/consults/<int:pk>/": Route(pk("consult"), audited="consult"),
     "api/v1/consults/<int:pk>/report/draft/": Route(pk("consult"), "put", audited="consult"),
     "api/v1/consults/<int:pk>/messages/": Route(pk("consult"), audited="consult"),
@@ -234,6 +252,80 @@ ROUTES: dict[str, Route] = {
     "imaging/studies/<str:study_uid>/series/<str:series_uid>/move/": Route(
         lambda f: study(f) | {"series_uid": f.series.series_uid}, audited="study"
     ),
+    # teaching cases: a published case of another alliance is no more theirs than its draft
+    **{
+        f"teaching/<int:pk>/{tail}": Route(pk("teaching_case"), method)
+        for tail, method in (
+            ("", "get"),
+            ("answer/", "post"),
+            ("comments/", "post"),
+            ("thumbnail.jpg", "get"),
+            ("edit/", "get"),
+            ("confirm/", "post"),
+            ("remove-series/", "post"),
+            ("publish/", "post"),
+            ("unpublish/", "post"),
+            ("discard/", "post"),
+        )
+    },
+    **{
+        f"teaching/<int:pk>/images/<int:image_pk>/{tail}": Route(
+            lambda f: {"pk": f.teaching_case.pk, "image_pk": f.teaching_image.pk}, method
+        )
+        for tail, method in (("preview.jpg", "get"), ("mask/", "post"))
+    },
+    **{
+        f"teaching/<int:pk>/dicomweb/studies/<str:study>/{tail}": Route(teaching_dw)
+        for tail in (
+            "series",
+            "series/<str:series>/instances",
+            "series/<str:series>/metadata",
+            "series/<str:series>/thumbnail",
+            "series/<str:series>/instances/<str:instance>/metadata",
+            "series/<str:series>/instances/<str:instance>/frames/<str:frames>",
+            "series/<str:series>/instances/<str:instance>/rendered",
+            "series/<str:series>/instances/<str:instance>/frames/<str:frames>/rendered",
+            "series/<str:series>/instances/<str:instance>/thumbnail",
+        )
+    },
+    # FHIR R4 (read by id; the searches are test_fhir_searches_find_nothing_of_another_alliance below)
+    "fhir/ImagingStudy/<str:resource_id>": Route(lambda f: {"resource_id": f.study.study_uid}, audited="study"),
+    "fhir/Patient/<str:resource_id>": Route(lambda f: {"resource_id": f.study.patient_id}, audited="patient"),
+    "fhir/ServiceRequest/<str:resource_id>": Route(
+        lambda f: {"resource_id": f"consult-{f.consult.pk}"}, audited="consult"
+    ),
+    "fhir/Task/<str:resource_id>": Route(lambda f: {"resource_id": f"referral-{f.referral.pk}"}, audited="referral"),
+    "fhir/DiagnosticReport/<str:resource_id>": Route(
+        lambda f: {"resource_id": f"consult-{f.consult.pk}"}, audited="consult"
+    ),
+    "fhir/Binary/<str:resource_id>": Route(lambda f: {"resource_id": f"consult-{f.consult.pk}"}, audited="consult"),
+    "fhir/AuditEvent/<str:resource_id>": Route(lambda f: {"resource_id": f.audit_event.pk}),
+    # routing (issue 18): the institution admin's console, "send to…" of a study and of a case
+    "routing/items/<int:pk>/retry/": Route(pk("route_item"), "post"),
+    "routing/destinations/<int:pk>/": Route(pk("route_destination")),
+    "routing/destinations/<int:pk>/echo/": Route(pk("route_destination"), "post"),
+    "routing/rules/<int:pk>/": Route(pk("route_rule")),
+    "routing/rules/<int:pk>/delete/": Route(pk("route_rule"), "post"),
+    "routing/studies/<str:study_uid>/send/": Route(study, "post", audited="study"),
+    "consults/<int:pk>/route/": Route(pk("consult"), "post", audited="consult"),
+    # a consult that asks for an exam (issue 18 item 2): the form, and posting it
+    "consults/<int:pk>/exam/": Route(pk("consult"), "post", audited="consult"),
+    "referrals/<int:pk>/route/": Route(pk("referral"), "post", audited="referral"),
+    "api/v1/studies/<str:study_uid>/route/": Route(study, "post", audited="study"),
+    "api/v1/routing/destinations/<int:pk>/": Route(pk("route_destination")),
+    "api/v1/routing/rules/<int:pk>/": Route(pk("route_rule")),
+    "api/v1/routing/queue/<int:pk>/retry/": Route(pk("route_item"), "post"),
+    # screening programmes: a programme is membership (refused unaudited), a participant patient data
+    **{
+        f"screening/<int:pk>/{tail}": Route(pk("programme")) for tail in ("", "edit/", "enrol/", "overdue/", "figures/")
+    },
+    "screening/participants/<int:pk>/": Route(pk("participant"), audited="screening-participant"),
+    "screening/participants/<int:pk>/withdraw/": Route(pk("participant"), audited="screening-participant"),
+    **{
+        f"screening/rounds/<int:pk>/{tail}": Route(pk("round"), method, audited="screening-participant")
+        for tail, method in (("invite/", "post"), ("tag/", "post"), ("read/", "get"), ("sign/", "get"))
+    },
+    "screening/studies/<str:study_uid>/": Route(study, audited="study"),
 }
 # Routes left out, each with the reason.
 EXEMPT = {
@@ -311,7 +403,31 @@ def far(alliance_world: Any) -> SimpleNamespace:
     )
     now = timezone.now()
     services.token_create(doctor=owner, by=audit.SYSTEM)
+    teaching_case = _far_teaching_case(clinic, study)
+    destination = Destination.objects.create(
+        institution=clinic, name="Far PACS", ae_title="FARPACS", host="h", port=104
+    )
+    programme = Programme.objects.create(alliance=alliance, name="Far screening", reading_pool=pool, created_by=owner)
+    programme.institutions.set([clinic])
+    participant = screening_services.participant_enrol(
+        by=principal,
+        programme=programme,
+        patient=study.patient,
+        consent_by="far",
+        consent_at=now,
+        consent_method="written",
+    )
+    screening_round = screening_services.round_tag(round_=participant.rounds.get(), study=study, by=principal)
     return SimpleNamespace(
+        teaching_case=teaching_case,
+        teaching_image=teaching_case.images.get(),
+        audit_event=AuditEvent.objects.filter(actor_institution_id=clinic.pk).latest("pk"),
+        route_destination=destination,
+        route_rule=RouteRule.objects.create(institution=clinic, destination=destination, name="Far rule"),
+        route_item=RouteItem.objects.create(destination=destination, study=study, state="failed"),
+        programme=programme,
+        participant=participant,
+        round=screening_round,
         token=ApiToken.objects.filter(user=owner.user).first(),
         privilege=PrivilegeChange.objects.create(
             subject=owner, kind=PrivilegeChange.Kind.ROLES, payload={"roles": ["clinician"]}, requested_by=owner
@@ -328,6 +444,21 @@ def far(alliance_world: Any) -> SimpleNamespace:
         referral=referral,
         film=films.film_create(studies=[study], by=principal, verify="dob"),
         device=services.device_create(institution=clinic, ae_title="FARCT", host="*", port=104, by=audit.SYSTEM),
+        step=worklist.schedule_step(
+            by=principal.actor,
+            institution=clinic,
+            patient_id=FAR_PATIENT_ID,
+            issuer=clinic,
+            patient_name=FAR_NAME,
+            birth_date=None,
+            sex="",
+            accession_number="FARACC",
+            modality="CT",
+            scheduled_at=now,
+            station_ae="FARCT",
+            procedure_description="Far CT",
+            source="api",
+        ),
         department=services.department_create(institution=clinic, name="Far radiology", by=audit.SYSTEM),
         template=ReportTemplate.objects.create(alliance=alliance, name="Far CT", modality="CT"),
         consult_notice=Notification.objects.create(user=owner.user, consult=consult, verb="requested", created_at=now),
@@ -344,6 +475,20 @@ def far(alliance_world: Any) -> SimpleNamespace:
             expires_at=now,
         ),
     )
+
+
+def _far_teaching_case(clinic: Any, study: Any) -> Any:
+    """A published teaching case of the far alliance, made by a specialist of the far clinic."""
+    from consults.teaching import diseases
+    from consults.teaching import services as teaching_services
+    from tests.teaching.conftest import ready
+
+    diseases.ensure_kept_list()  # seeded by its migration; a transactional test before may have emptied it
+
+    author = resolve_principal(factories.make_doctor(institution=clinic, roles=["specialist"]).user)
+    series = [study.series.get().series_uid]
+    case = teaching_services.case_create(by=author, study=study, series_uids=series, key_sop_uids=[], title="Far")
+    return teaching_services.case_publish(case=ready(case, author), by=author)
 
 
 def personas(world: Any) -> dict[str, Client]:
@@ -421,3 +566,33 @@ def test_no_persona_gets_anything_of_another_alliance(route: str, alliance_world
             outcome=AuditEvent.Outcome.DENIED, actor_name="stranger", object_type=entry.audited
         )
         assert denied.exists(), f"{route}: the stranger's refusal left no denied audit row"
+
+
+FHIR_SEARCHES = ["ImagingStudy", "Patient", "ServiceRequest", "Task", "DiagnosticReport", "AuditEvent"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("resource", FHIR_SEARCHES)
+def test_fhir_searches_find_nothing_of_another_alliance(resource: str, alliance_world: Any, far: Any) -> None:
+    """A search by the far patient's identifier (and one with no criteria) is an empty
+    searchset for every persona, or refused for those not signed in."""
+    from imaging.fhir.common import patient_system
+
+    name = "identifier" if resource == "Patient" else "patient.identifier"
+    queries = [{name: f"{patient_system('FARCLIN')}|{FAR_PATIENT_ID}"}, {name: FAR_PATIENT_ID}, {}]
+    secrets = identifiers(far)
+    for persona, client in personas(alliance_world).items():
+        for query in queries:
+            response = client.get(f"/fhir/{resource}", query)
+            body = response.content  # a searchset's own links repeat the query the caller sent: not checked
+            if persona in ("anonymous", "film_holder"):
+                assert response.status_code == 401, (persona, resource, response.status_code)
+            else:
+                assert response.status_code == 200, (persona, resource, response.status_code)
+                found = response.json()
+                far_ids = {str(far.study.patient_id), far.study.study_uid, f"consult-{far.consult.pk}"}
+                far_ids |= {f"referral-{far.referral.pk}", str(far.audit_event.pk)}
+                assert not far_ids & {e["resource"]["id"] for e in found.get("entry", [])}, (persona, resource)
+                body = json.dumps({k: v for k, v in found.items() if k != "link"}, ensure_ascii=False).encode()
+            for secret in secrets:
+                assert secret.encode() not in body, (persona, resource, query, secret)

@@ -100,6 +100,15 @@ def test_no_page_a_demo_persona_reaches_scrolls_sideways_on_a_phone(demo_world: 
             context = browser.new_context(viewport={"width": 390, "height": 844}, locale="zh-CN", device_scale_factor=1)
             page = context.new_page()
             _sign_in(page, origin, username)
+            # The top bar's buttons keep their words on one line ("切换" broke into one character a line).
+            broken = page.evaluate(
+                """() => [...document.querySelectorAll('header .tools .btn')].filter((b) => {
+                    const text = document.createRange();
+                    text.selectNodeContents(b);
+                    return new Set([...text.getClientRects()].map((r) => Math.round(r.top))).size > 1;
+                }).map((b) => b.textContent.trim())"""
+            )
+            assert broken == [], (username, broken)
             visited[username], too_wide = _crawl(page, origin, username)
             wide += too_wide
             context.close()

@@ -110,7 +110,7 @@ class PrivilegeDecisionSerializer(serializers.Serializer):
 class DeviceSerializer(serializers.ModelSerializer):
     class Meta:
         model = Device
-        fields = ["id", "institution", "ae_title", "host", "port", "description", "active"]
+        fields = ["id", "institution", "ae_title", "host", "port", "description", "active", "tls_client_sha256"]
         read_only_fields = fields
 
 
@@ -251,6 +251,7 @@ class DeviceCreateSerializer(serializers.Serializer):
     host = serializers.CharField(max_length=255)
     port = serializers.IntegerField(min_value=1, max_value=65535)
     description = serializers.CharField(max_length=200, required=False, default="")
+    tls_client_sha256 = serializers.CharField(max_length=95, required=False, default="", allow_blank=True)
 
 
 class DeviceUpdateSerializer(serializers.Serializer):
@@ -259,3 +260,4 @@ class DeviceUpdateSerializer(serializers.Serializer):
     port = serializers.IntegerField(min_value=1, max_value=65535, required=False)
     description = serializers.CharField(max_length=200, required=False)
     active = serializers.BooleanField(required=False)
+    tls_client_sha256 = serializers.CharField(max_length=95, required=False, allow_blank=True)

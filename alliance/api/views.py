@@ -156,9 +156,8 @@ class PoolViewSet(MembershipViewSet):
     def create(self, request: Request) -> Response:
         data = self.validated(s.PoolCreateSerializer)
         self.require_manager_of(data["institution"])
-        members = data.pop("members", None)
-        pool = services.pool_create(by=self.actor, **data)
-        held = privileges.set_pool_members(access.principal_of(request), pool, members) if members else []
+        members = data.pop("members", None) or []
+        pool, held = privileges.create_pool(principal=access.principal_of(request), members=members, **data)
         if held:
             return self.respond_held(pool, held)
         return self.respond(pool, status.HTTP_201_CREATED)
@@ -167,12 +166,7 @@ class PoolViewSet(MembershipViewSet):
         pool = self.get_object()
         self.require_manager_of(pool.institution)
         data = self.validated(s.PoolUpdateSerializer)
-        members = data.pop("members", None)
-        reviewers = data.pop("reviewers", None)
-        services.pool_update(pool=pool, by=self.actor, **data)
-        held = privileges.set_pool_members(access.principal_of(request), pool, members) if members is not None else []
-        if reviewers is not None:
-            services.pool_set_reviewers(pool=pool, reviewers=reviewers, by=self.actor)
+        held = privileges.update_pool(principal=access.principal_of(request), pool=pool, **data)
         return self.respond_held(pool, held)
 
 
@@ -212,7 +206,7 @@ class DoctorViewSet(MembershipViewSet):
         data = self.validated(s.DoctorUpdateSerializer)
         if "roles" in data:
             self.require_roles(doctor.roles, data["roles"])
-        change = privileges.update_doctor(access.principal_of(request), doctor, **data)
+        change = privileges.update_doctor(principal=access.principal_of(request), doctor=doctor, **data)
         return self.respond_held(doctor, [change] if change is not None else [])
 
     @extend_schema(request=None, responses=s.DoctorSerializer)
@@ -238,7 +232,12 @@ class DoctorViewSet(MembershipViewSet):
         doctor = self.get_managed_doctor()
         data = self.validated(s.DoctorMoveSerializer)
         self.require_manager_of(data["institution"])
-        change = privileges.move(access.principal_of(request), doctor, data["institution"], data.get("department"))
+        change = privileges.move(
+            principal=access.principal_of(request),
+            doctor=doctor,
+            institution=data["institution"],
+            department=data.get("department"),
+        )
         return self.respond_held(doctor, [change] if change is not None else [])
 
 
@@ -261,7 +260,10 @@ class PrivilegeChangeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
         body = s.PrivilegeDecisionSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         change = privileges.decide(
-            access.principal_of(request), self.get_object(), approve=approve, comment=body.validated_data["comment"]
+            principal=access.principal_of(request),
+            change=self.get_object(),
+            approve=approve,
+            comment=body.validated_data["comment"],
         )
         return Response(self.get_serializer(self.get_queryset().get(pk=change.pk)).data)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.utils.translation import gettext_lazy as _
 
@@ -20,24 +20,6 @@ from alliance.models import (
     ae_title_validator,
 )
 from alliance.services import ALL_MODULES, SETTINGS_FIELDS
-
-
-def apply_service_errors(form: forms.Form, exc: ValidationError) -> None:
-    """Show a service's ValidationError on the fields it names (unknown names go on top).
-
-    A uniqueness error over several columns (e.g. a department name within its
-    institution) is shown on the one column of them that the form has.
-    """
-    if not hasattr(exc, "error_dict"):
-        form.add_error(None, exc.messages)
-        return
-    for name, errors in exc.error_dict.items():
-        for error in errors:
-            target = name if name in form.fields else None
-            if name == NON_FIELD_ERRORS:
-                unique = (error.params or {}).get("unique_check", ())
-                target = next((field for field in reversed(unique) if field in form.fields), None)
-            form.add_error(target, error)
 
 
 class InstitutionChoiceField(forms.ModelChoiceField):
@@ -195,6 +177,15 @@ class DeviceForm(forms.Form):
     port = forms.IntegerField(label=_("Port"), min_value=1, max_value=65535, initial=104)
     description = forms.CharField(
         label=_("Description"), max_length=200, required=False, help_text=_("e.g. CT room 1, Siemens go.Up")
+    )
+    tls_client_sha256 = forms.CharField(
+        label=_("Pinned client certificate (SHA-256)"),
+        max_length=95,
+        required=False,
+        help_text=_(
+            "For a clinic behind NAT: the SHA-256 fingerprint of the certificate the device presents over "
+            "DICOM TLS. The device then connects only over TLS with that certificate, from any address."
+        ),
     )
 
 

@@ -28,6 +28,7 @@ from django.views.decorators.http import require_POST
 
 from alliance import access, accounts, audit, privileges, services
 from alliance.console import forms
+from alliance.forms import apply_service_errors
 from alliance.models import Doctor, Institution, Pool, PrivilegeChange, Role, Specialty
 from alliance.modules import open_cases
 
@@ -76,7 +77,7 @@ def _save(form: Any, write: Callable[[], Any]) -> Any:
         with transaction.atomic():
             return write()
     except ValidationError as exc:
-        forms.apply_service_errors(form, exc)
+        apply_service_errors(form, exc)
         return None
     except access.AccessDenied as exc:
         form.add_error(None, str(exc))
@@ -434,7 +435,7 @@ def doctor_edit(request: HttpRequest, pk: int) -> HttpResponse:
         fields = _doctor_fields(form.cleaned_data)
 
         def write() -> list[PrivilegeChange]:
-            change = privileges.update_doctor(principal, doctor, **fields)
+            change = privileges.update_doctor(principal=principal, doctor=doctor, **fields)
             return [change] if change is not None else []
 
         held = _save(form, write)
@@ -483,7 +484,14 @@ def doctor_move(request: HttpRequest, pk: int) -> HttpResponse:
     )
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        moved = _save(form, lambda: [privileges.move(principal, doctor, data["institution"], data["department"])])
+        moved = _save(
+            form,
+            lambda: [
+                privileges.move(
+                    principal=principal, doctor=doctor, institution=data["institution"], department=data["department"]
+                )
+            ],
+        )
         if moved is not None:
             held = [change for change in moved if change is not None]
             if held:
@@ -605,17 +613,15 @@ def pool_add(request: HttpRequest, institution: int) -> HttpResponse:
         data = form.cleaned_data
 
         def create() -> tuple[Pool, list[PrivilegeChange]]:
-            created = services.pool_create(
+            return privileges.create_pool(
+                principal=access.principal_of(request),
                 institution=owner,
                 specialty=data["specialty"],
                 name=data["name"],
                 two_level_signoff=data["two_level_signoff"],
-                by=_actor(request),
+                members=list(data["members"]),
+                reviewers=list(data["reviewers"]),
             )
-            held = privileges.set_pool_members(access.principal_of(request), created, list(data["members"]))
-            if data["reviewers"]:
-                services.pool_set_reviewers(pool=created, reviewers=list(data["reviewers"]), by=_actor(request))
-            return created, held
 
         made = _save(form, create)
         if made is not None:
@@ -649,17 +655,15 @@ def pool_edit(request: HttpRequest, pk: int) -> HttpResponse:
         data = form.cleaned_data
 
         def write() -> list[PrivilegeChange]:
-            services.pool_update(
+            return privileges.update_pool(
+                principal=access.principal_of(request),
                 pool=pool,
                 name=data["name"].strip(),
                 specialty=data["specialty"],
                 two_level_signoff=data["two_level_signoff"],
-                by=_actor(request),
+                members=list(data["members"]),
+                reviewers=list(data["reviewers"]),
             )
-            held = privileges.set_pool_members(access.principal_of(request), pool, list(data["members"]))
-            if set(data["reviewers"]) != set(pool.reviewers.all()):
-                services.pool_set_reviewers(pool=pool, reviewers=list(data["reviewers"]), by=_actor(request))
-            return held
 
         held = _save(form, write)
         if held is not None:
@@ -725,7 +729,13 @@ def device_edit(request: HttpRequest, pk: int) -> HttpResponse:
     device = get_object_or_404(
         access.devices_managed_by(access.principal_of(request)).select_related("institution"), pk=pk
     )
-    initial = {"ae_title": device.ae_title, "host": device.host, "port": device.port, "description": device.description}
+    initial = {
+        "ae_title": device.ae_title,
+        "host": device.host,
+        "port": device.port,
+        "description": device.description,
+        "tls_client_sha256": device.tls_client_sha256,
+    }
     form = forms.DeviceForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
@@ -829,7 +839,10 @@ def privilege_decide(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         approve = request.POST.get("decision") == "approve"
         decided = _save(
-            form, lambda: privileges.decide(principal, change, approve=approve, comment=form.cleaned_data["comment"])
+            form,
+            lambda: privileges.decide(
+                principal=principal, change=change, approve=approve, comment=form.cleaned_data["comment"]
+            ),
         )
         if decided is not None:
             text = _("Approved: the change is made.") if approve else _("Refused: nothing changes.")

@@ -69,11 +69,7 @@ class ConsultListSerializer(serializers.ModelSerializer):
     @extend_schema_field(serializers.CharField())
     def get_priority_label(self, consult: Consult) -> str:
         """The priority as people read it ("紧急 · 2 小时内"); `priority` keeps the FHIR code."""
-        alliance_id = consult.requesting_institution.alliance_id
-        cache = self.context.setdefault("priority_labels", {})
-        if alliance_id not in cache:
-            cache[alliance_id] = priorities.priority_labels(alliance_id)
-        return cache[alliance_id][consult.priority]
+        return priorities.consult_label(consult, self.context.setdefault("priority_labels", {}))
 
     @extend_schema_field(serializers.ChoiceField(choices=["preliminary", "final"], allow_null=True))
     def get_report_status(self, consult: Consult) -> str | None:
@@ -124,6 +120,21 @@ class VersionSerializer(serializers.ModelSerializer):
         ]  # fmt: skip
 
 
+class ExamSerializer(serializers.Serializer):
+    """An exam the case asked the requesting clinic for: its worklist step and, once it came, the study."""
+
+    accession_number = serializers.CharField()
+    modality = serializers.CharField()
+    scheduled_at = serializers.DateTimeField()
+    station_ae = serializers.CharField()
+    procedure_description = serializers.CharField()
+    status = serializers.CharField()
+    study_uid = serializers.SerializerMethodField()
+
+    def get_study_uid(self, step: Any) -> str | None:
+        return step.study.study_uid if step.study_id else None
+
+
 class ConsultDetailSerializer(ConsultListSerializer):
     history = serializers.CharField()
     reason = serializers.CharField()
@@ -131,6 +142,7 @@ class ConsultDetailSerializer(ConsultListSerializer):
     messages = serializers.SerializerMethodField()
     report = serializers.SerializerMethodField()
     actions = serializers.SerializerMethodField()
+    exams = serializers.SerializerMethodField()
 
     class Meta(ConsultListSerializer.Meta):
         fields = [
@@ -141,6 +153,7 @@ class ConsultDetailSerializer(ConsultListSerializer):
             "messages",
             "report",
             "actions",
+            "exams",
         ]
 
     def _case(self) -> dict[str, Any]:
@@ -165,6 +178,11 @@ class ConsultDetailSerializer(ConsultListSerializer):
     @extend_schema_field(serializers.ListField(child=serializers.CharField()))
     def get_actions(self, consult: Consult) -> list[str]:
         return access.actions_for(principal_of(self.context["request"]), consult)
+
+    @extend_schema_field(ExamSerializer(many=True))
+    def get_exams(self, consult: Consult) -> list[dict[str, Any]]:
+        """The exams asked for on the case (consults.access.exams_of)."""
+        return ExamSerializer(access.exams_of(principal_of(self.context["request"]), consult), many=True).data
 
 
 class ConsultCreateSerializer(serializers.Serializer):

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.http import Http404
+from django.utils.translation import gettext as _
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, status
 from rest_framework.generics import ListAPIView
@@ -13,10 +14,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from alliance.access import principal_of
+from alliance.access import AccessDenied, principal_of
 from alliance.models import Doctor, Pool
 from alliance.reauth import IdentityNotConfirmed
-from consults import access, selectors, services
+from consults import access, priorities, selectors, services
 from consults.api import serializers as s
 from consults.models import Consult
 
@@ -161,6 +162,9 @@ class ConsultAction(APIView):
         }
         if action not in calls:
             raise Http404("No such action.")
+        if action == "sign" and not access.may_sign(principal, consult):
+            # Refused before the password is checked: a signature that cannot be given costs no attempt.
+            raise AccessDenied(_("Only the owner signs the report of a case in progress."))
         _run(calls[action])
         if not access.consults_visible_to(principal).filter(pk=consult.pk).exists():
             return Response({"id": consult.pk, "status": Consult.objects.get(pk=consult.pk).status})
@@ -223,7 +227,7 @@ class Notifications(ListAPIView):
     serializer_class = s.NotificationSerializer
 
     def get_queryset(self) -> QuerySet[Any]:
-        rows = selectors.notifications_of(self.request.user)
+        rows = selectors.notifications_of(principal_of(self.request))
         return rows.filter(read_at__isnull=True) if self.request.query_params.get("unread") else rows
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -247,7 +251,7 @@ class Policies(APIView):
     @extend_schema(responses=s.PolicySerializer(many=True))
     def get(self, request: Request) -> Response:
         keys = ("priority", "deadline_minutes", "claim_timeout_minutes")
-        out = [{k: row[k] for k in keys} for row in selectors.policy_table(principal_of(request).alliance)]
+        out = [{k: row[k] for k in keys} for row in priorities.policy_table(principal_of(request).alliance)]
         return Response(out)
 
     @extend_schema(request=s.PolicySerializer, responses=s.PolicySerializer)

@@ -1,4 +1,5 @@
-"""Critical results (危急值) on the case page, in the report editor and on the home page."""
+"""Critical results (危急值) on the case page and in the report editor (the home page lists them
+through alliance.open_work: consults.open_work.critical)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ from typing import Any
 
 from django import template
 
-from alliance import audit
 from alliance.access import principal_of
 from consults import access, selectors
 from consults.models import Consult
@@ -49,26 +49,3 @@ def critical_flag_form(context: dict[str, Any], consult: Consult, back: str = ""
         "findings": access.critical_findings_for(consult) if may_flag else [],
         "back": back,
     }
-
-
-def _patients(consult: Consult) -> str:
-    """As services.patients_of, from the prefetched studies."""
-    return ",".join(sorted({str(s.patient_id) for s in consult.studies.all()}))[:200]
-
-
-@register.inclusion_tag("consults/_critical_home_list.html", takes_context=True)
-def critical_home(context: dict[str, Any]) -> dict[str, Any]:
-    """The requester's home: the flags waiting for their side to read back, with the patient
-    (a read of patient data, audited as the worklist's rows are)."""
-    request = context["request"]
-    principal = principal_of(request)
-    rows = list(selectors.critical_results_to_acknowledge(principal)[:50])
-    if rows:
-        audit.record_many(
-            actor=audit.actor_of(request),
-            action="consult.critical_list",
-            object_type="consult",
-            items=[(str(r.consult_id), _patients(r.consult), r.consult.basis) for r in rows],
-            source=audit.source_of(request),
-        )
-    return {"results": rows}

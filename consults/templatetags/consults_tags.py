@@ -7,9 +7,10 @@ from typing import Any
 from django import template
 from django.utils.translation import gettext as _
 
-from consults import priorities, selectors
+from alliance import unread
+from consults import priorities
 from consults.forms import study_label
-from consults.models import ACTION_LABELS, Priority
+from consults.models import ACTION_LABELS
 
 register = template.Library()
 
@@ -17,8 +18,7 @@ register = template.Library()
 @register.inclusion_tag("consults/_bell_link.html", takes_context=True)
 def notification_bell(context: dict[str, Any]) -> dict[str, Any]:
     request = context.get("request")
-    user = getattr(request, "user", None)
-    return {"unread": selectors.unread_count(user) if user is not None else 0}
+    return {"unread": unread.unread_counts(request).get("consults", 0) if request is not None else 0}
 
 
 @register.filter
@@ -38,13 +38,8 @@ def time_left(deadline: Any) -> str:
 
 @register.filter
 def within(minutes: int) -> str:
-    """A deadline in minutes as the consult form shows it: "within 8 h", "within 1 h 30 min"."""
-    hours, rest = divmod(int(minutes), 60)
-    if hours and rest:
-        return _("within %(h)d h %(m)d min") % {"h": hours, "m": rest}
-    if hours:
-        return _("within %(h)d h") % {"h": hours}
-    return _("within %(m)d min") % {"m": rest}
+    """A deadline in minutes as the consult form shows it (consults.priorities.within_short)."""
+    return priorities.within_short(minutes)
 
 
 @register.filter
@@ -56,7 +51,7 @@ def study_choice(study: Any) -> str:
 @register.filter
 def priority_name(priority: str) -> str:
     """A priority's name alone (the form's deadline list shows the deadline beside it)."""
-    return str(Priority(priority).label) if priority in Priority.values else priority
+    return priorities.priority_name(priority)
 
 
 @register.simple_tag(takes_context=True)
@@ -68,7 +63,4 @@ def priority_label(context: Any, consult: Any) -> str:
         cache = {}
         if request is not None:
             request._priority_labels = cache
-    alliance_id = consult.requesting_institution.alliance_id
-    if alliance_id not in cache:
-        cache[alliance_id] = priorities.priority_labels(alliance_id)
-    return cache[alliance_id][consult.priority]
+    return priorities.consult_label(consult, cache)

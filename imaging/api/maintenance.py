@@ -6,14 +6,13 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from alliance.access import principal_of
-from imaging import access, maintenance
-from imaging.models import Series
+from imaging import access, maintenance, selectors
 
 
 class SeriesMoveRequest(serializers.Serializer):
@@ -31,22 +30,19 @@ class SeriesMoveResult(serializers.Serializer):
 class SeriesMove(APIView):
     """Move a series to another study of the same patient, issuer and institution; its files
     are rewritten with the new Study Instance UID. Refused (400) for another patient,
-    institution or issuer, a deleted study, or the only series of a study."""
+    institution or issuer, a deleted study, the only series of a study, a key-object or
+    report series, or a series or study that changed during the move (try again)."""
 
     @extend_schema(request=SeriesMoveRequest, responses={200: SeriesMoveResult})
     def post(self, request: Request, series_uid: str) -> Response:
         principal = principal_of(request)
-        series = Series.objects.filter(series_uid=series_uid).select_related("study").first()
-        if series is None or not access.studies_visible_to(principal).filter(pk=series.study_id).exists():
-            raise NotFound("No such series.")
+        series = selectors.get_series_for(principal, series_uid)
         source = series.study
         if not access.may_move_series(principal, source):
             raise PermissionDenied("Only an admin of the institution that owns the study moves its series.")
         data = SeriesMoveRequest(data=request.data)
         data.is_valid(raise_exception=True)
-        target = access.studies_visible_to(principal).filter(study_uid=data.validated_data["study_uid"]).first()
-        if target is None:
-            raise NotFound("No such study.")
+        target = access.get_study_for(principal, data.validated_data["study_uid"])
         moved = maintenance.series_move(
             by=principal, series=series, target=target, reason=data.validated_data["reason"]
         )

@@ -8,8 +8,11 @@ sub-associations and C-GET sub-operations (PS3.4 C.4).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import socket
+import ssl
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
@@ -22,12 +25,23 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import build_context, evt
-from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, C_STORE
+from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, C_STORE, N_ACTION, N_CREATE, N_SET
 from pynetdicom.pdu_primitives import A_RELEASE
 from pynetdicom.presentation import PresentationContext
 
 from imaging.dicom import accel
 from imaging.dicom.identifiers import PATIENT_ROOT, STUDY_ROOT, QueryRequest, ReceivedInstance, Retrieval, StoredObject
+from imaging.dicom.layout import RowIdentifier
+from imaging.dicom.procedures import (
+    MPPS,
+    STORAGE_COMMITMENT,
+    STORAGE_COMMITMENT_INSTANCE,
+    WORKLIST_FIND,
+    CommitmentReport,
+    CommitmentRequest,
+    PerformedStep,
+    WorklistQuery,
+)
 from imaging.dicom.status import DimseFailure, Status, error_comment
 
 log = logging.getLogger("imaging.dicom")
@@ -35,6 +49,9 @@ log = logging.getLogger("imaging.dicom")
 _PATIENT_ROOT_PREFIX = "1.2.840.10008.5.1.4.1.2.1."  # PS3.4 C.6.1: patient root FIND/MOVE/GET
 _STUDY_ROOT_PREFIX = "1.2.840.10008.5.1.4.1.2.2."
 _MAX_CONTEXTS = 128  # PS3.8 9.3.2.2: presentation context IDs are odd numbers 1..255
+# How long the N-EVENT-REPORT of a storage commitment waits for the peer's answer on the
+# association of its request, before it goes out on an association of its own instead.
+REPORT_REPLY_SECONDS = 30
 
 
 class RejectReason(IntEnum):
@@ -55,6 +72,8 @@ class Peer:
     port: int
     principal: Any = None
     session: Any = None  # what the services keep for the association (its spool, for C-STORE)
+    tls: bool = False  # the association came over TLS (PS3.15 B.1)
+    client_cert_sha256: str = ""  # the SHA-256 of the client certificate it presented (hex), if any
 
 
 @dataclass(frozen=True)
@@ -87,8 +106,26 @@ class Services(Protocol):
         note the refusal as store() would have (code as imaging/ingest.py names it)."""
 
     def store_thread_ended(self) -> None:
-        """A thread other than the association's own that ran store() ends (the reading thread,
-        imaging/dicom/accel/direct.py): let go of what it holds for this thread."""
+        """A thread other than the association's own that called the services ends (the reading
+        thread of imaging/dicom/accel/direct.py, a commitment report's): let go of what it holds."""
+
+    def worklist(self, peer: Peer, query: WorklistQuery) -> Iterable[Dataset | RowIdentifier]:
+        """The modality worklist's matching items (PS3.4 K.6), each a Dataset or a row and
+        its layout (written without a Dataset on the accelerated path), or raise DimseFailure."""
+
+    def mpps_create(self, peer: Peer, sop_instance_uid: str, step: PerformedStep) -> str:
+        """Record a performed procedure step the modality started (its UID: the one given, or a
+        new one when the request had none), or raise DimseFailure."""
+
+    def mpps_set(self, peer: Peer, sop_instance_uid: str, step: PerformedStep) -> None:
+        """Update a performed procedure step, or raise DimseFailure."""
+
+    def commitment_requested(self, peer: Peer, request: CommitmentRequest) -> CommitmentReport:
+        """Which of the instances we keep, durably and indexed, and which not; or raise DimseFailure."""
+
+    def commitment_reported(self, peer: Peer, report: CommitmentReport, delivered: bool) -> None:
+        """The report went out on the request's association (delivered), or could not: then it
+        is to go out on an association of its own, to the device."""
 
 
 def status_dataset(status: int, reason: str = "") -> Dataset:
@@ -99,6 +136,25 @@ def status_dataset(status: int, reason: str = "") -> Dataset:
     if comment:
         ds.ErrorComment = comment
     return ds
+
+
+def failure_dataset(failure: DimseFailure) -> Dataset:
+    ds = status_dataset(failure.status, failure.reason)
+    if failure.error_id is not None:
+        ds.ErrorID = failure.error_id  # (0000,0903)
+    return ds
+
+
+def client_certificate_sha256(assoc: Any) -> tuple[bool, str]:
+    """(over TLS, the SHA-256 of the client's certificate in hex or "") of an association."""
+    wrapper = getattr(getattr(assoc, "dul", None), "socket", None)  # pynetdicom's AssociationSocket
+    sock = getattr(wrapper, "socket", None)
+    if not isinstance(sock, ssl.SSLSocket):
+        return False, ""
+    der = sock.getpeercert(binary_form=True)
+    if not der:
+        return True, ""
+    return True, hashlib.sha256(der).hexdigest()
 
 
 def set_no_delay(event: evt.Event) -> None:
@@ -169,6 +225,9 @@ class Handlers:
             (evt.EVT_C_FIND, self.on_find),
             (evt.EVT_C_MOVE, self.on_move),
             (evt.EVT_C_GET, self.on_get),
+            (evt.EVT_N_CREATE, self.on_n_create),
+            (evt.EVT_N_SET, self.on_n_set),
+            (evt.EVT_N_ACTION, self.on_n_action),
             (evt.EVT_ACSE_RECV, self.on_acse_received),
             (evt.EVT_RELEASED, self.on_ended),
             (evt.EVT_ABORTED, self.on_ended),
@@ -190,6 +249,7 @@ class Handlers:
             host=assoc.requestor.address,
             port=assoc.requestor.port,
         )
+        peer.tls, peer.client_cert_sha256 = client_certificate_sha256(assoc)
         try:
             decision = self.services.authorize_association(peer)
         except Exception:
@@ -280,7 +340,10 @@ class Handlers:
             return status_dataset(Status.PROCESSING_FAILURE, "the instance could not be stored; try again")
         return Status.SUCCESS
 
-    def on_find(self, event: evt.Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+    def on_find(self, event: evt.Event) -> Iterator[tuple[int | Dataset, Dataset | RowIdentifier | None]]:
+        if isinstance(event.request, C_FIND) and event.request.AffectedSOPClassUID == WORKLIST_FIND:
+            yield from self.on_worklist_find(event)
+            return
         try:
             query = QueryRequest.from_identifier(event.identifier, requested_query_root(event))
             for identifier in self.services.find(self.peer(event), query):
@@ -333,3 +396,149 @@ class Handlers:
                 yield Status.CANCEL, None
                 return
             yield Status.PENDING, outgoing(obj)
+
+    # --- modality worklist, performed procedure step, storage commitment ---------------
+
+    def on_worklist_find(self, event: evt.Event) -> Iterator[tuple[int | Dataset, Dataset | RowIdentifier | None]]:
+        """MWL C-FIND (PS3.4 K.4.1): a pending response per scheduled step that matches."""
+        try:
+            query = WorklistQuery.from_identifier(event.identifier)
+            written = accel.installed()  # a RowIdentifier goes to accel's encode as it is
+            for identifier in self.services.worklist(self.peer(event), query):
+                if event.is_cancelled:
+                    yield Status.CANCEL, None
+                    return
+                if isinstance(identifier, RowIdentifier) and not written:
+                    identifier = identifier.dataset()  # pynetdicom's own encode takes a Dataset
+                yield Status.PENDING, identifier
+        except DimseFailure as failure:
+            log.warning("MWL C-FIND refused: %s", failure)
+            yield status_dataset(failure.status, failure.reason), None
+
+    def on_n_create(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
+        """MPPS N-CREATE (PS3.4 F.7.2.1): the modality started a procedure step."""
+        request = event.request
+        if not isinstance(request, N_CREATE) or request.AffectedSOPClassUID != MPPS:
+            return status_dataset(Status.NO_SUCH_SOP_CLASS, "only MPPS instances are created here"), None
+        given = str(request.AffectedSOPInstanceUID or "")
+        try:
+            step = PerformedStep.from_create(_decoded(lambda: event.attribute_list))
+            uid = self.services.mpps_create(self.peer(event), given, step)
+        except DimseFailure as failure:
+            log.warning("MPPS N-CREATE %s refused: %s", given, failure)
+            return failure_dataset(failure), None
+        reply = Dataset()
+        if not given:  # PS3.7 10.1.5.1.4: the response names the instance we made
+            reply.AffectedSOPInstanceUID = uid
+        return Status.SUCCESS, reply
+
+    def on_n_set(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
+        """MPPS N-SET (PS3.4 F.7.2.2): the modality finished or abandoned the step."""
+        request = event.request
+        if not isinstance(request, N_SET) or request.RequestedSOPClassUID != MPPS:
+            return status_dataset(Status.NO_SUCH_SOP_CLASS, "only MPPS instances are set here"), None
+        uid = str(request.RequestedSOPInstanceUID or "")
+        try:
+            modifications = _decoded(lambda: event.modification_list)
+            step = PerformedStep.from_set(modifications)
+            self.services.mpps_set(self.peer(event), uid, step)
+        except DimseFailure as failure:
+            log.warning("MPPS N-SET %s refused: %s", uid, failure)
+            return failure_dataset(failure), None
+        return Status.SUCCESS, modifications
+
+    def on_n_action(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
+        """Storage commitment request (PS3.4 J.3.2): answered at once; the outcome follows as an
+        N-EVENT-REPORT, on this association while it is open, else on one of its own."""
+        request = event.request
+        if not isinstance(request, N_ACTION) or request.RequestedSOPClassUID != STORAGE_COMMITMENT:
+            return status_dataset(Status.NO_SUCH_SOP_CLASS, "only storage commitment is asked here"), None
+        if request.RequestedSOPInstanceUID != STORAGE_COMMITMENT_INSTANCE:
+            return status_dataset(
+                Status.NO_SUCH_SOP_INSTANCE, "the commitment instance is 1.2.840.10008.1.20.1.1"
+            ), None
+        peer = self.peer(event)
+        try:
+            information = _decoded(lambda: event.action_information)
+            commitment = CommitmentRequest.from_action(request.ActionTypeID, information)
+            report = self.services.commitment_requested(peer, commitment)
+        except DimseFailure as failure:
+            log.warning("storage commitment refused: %s", failure)
+            return failure_dataset(failure), None
+        watch = ResponseWatch(event.assoc, "N_ACTION_RSP")
+        sender = threading.Thread(
+            target=self._report, args=(event.assoc, peer, report, watch), name="commitment-report", daemon=True
+        )
+        sender.start()
+        return Status.SUCCESS, None
+
+    def _report(self, assoc: Any, peer: Peer, report: CommitmentReport, watch: ResponseWatch) -> None:
+        try:
+            delivered = watch.wait(REPORT_REPLY_SECONDS) and _send_report(assoc, report)
+            self.services.commitment_reported(peer, report, delivered=delivered)
+        except Exception:
+            log.exception("storage commitment %s: could not record its report", report.transaction_uid)
+        finally:
+            self.services.store_thread_ended()
+
+
+class ResponseWatch:
+    """Tells when the response of the request being served has gone out on the wire, so that a
+    message we send next on the association follows it (PS3.4 J.3.3: the commitment's report
+    comes after the N-ACTION response). pynetdicom marks its reactor paused while a handler runs,
+    so that a send_* method called from the handler goes at once; one from another thread
+    would go before the response. Public events only: the response's message is handed over
+    (EVT_DIMSE_SENT), then its PDU sent (EVT_PDU_SENT)."""
+
+    def __init__(self, assoc: Any, response: str) -> None:
+        self.assoc = assoc
+        self.response = response  # the class name of pynetdicom's message, e.g. N_ACTION_RSP
+        self.handed_over = False
+        self.sent = threading.Event()
+        assoc.bind(evt.EVT_DIMSE_SENT, self._message_sent)
+        assoc.bind(evt.EVT_PDU_SENT, self._pdu_sent)
+
+    def _message_sent(self, event: evt.Event) -> None:
+        if type(getattr(event, "message", None)).__name__ == self.response:
+            self.handed_over = True
+
+    def _pdu_sent(self, event: evt.Event) -> None:
+        if self.handed_over:
+            self.sent.set()
+
+    def wait(self, seconds: float) -> bool:
+        """True once the response is out; False if it did not go out within `seconds`."""
+        try:
+            return self.sent.wait(seconds)
+        finally:
+            self.assoc.unbind(evt.EVT_DIMSE_SENT, self._message_sent)
+            self.assoc.unbind(evt.EVT_PDU_SENT, self._pdu_sent)
+
+
+def _decoded(read: Any) -> Dataset | None:
+    """A request's data set as pynetdicom decodes it on first use; one it cannot decode is
+    refused with a status rather than an exception in pynetdicom's service class."""
+    try:
+        ds = read()
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds for bytes it cannot read
+        raise DimseFailure(Status.INVALID_ATTRIBUTE_VALUE, f"the data set cannot be decoded: {exc}") from None
+    return ds if isinstance(ds, Dataset) else None
+
+
+def _send_report(assoc: Any, report: CommitmentReport) -> bool:
+    """Send the commitment's N-EVENT-REPORT on the association of its request; True when the
+    peer answered Success (PS3.4 J.3.3)."""
+    if not assoc.is_established:
+        return False
+    timeout = assoc.dimse_timeout
+    assoc.dimse_timeout = min(timeout or REPORT_REPLY_SECONDS, REPORT_REPLY_SECONDS)
+    try:
+        answer, _reply = assoc.send_n_event_report(
+            report.event_information(), report.event_type, STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE
+        )
+    except Exception:  # noqa: BLE001 - released or aborted meanwhile: it goes out on its own association
+        log.warning("storage commitment %s: not reported on its association", report.transaction_uid, exc_info=True)
+        return False
+    finally:
+        assoc.dimse_timeout = timeout
+    return int(answer.get("Status", -1)) == Status.SUCCESS

@@ -3,6 +3,9 @@
 - a Key Object Selection document (PS3.3 A.35.4, TID 2010) naming the reader's key images;
 - a Comprehensive SR "Imaging Measurement Report" (PS3.16 TID 1500) with the reader's
   measurements, each a TID 300 measurement (UCUM units) tied to its image by an SCOORD;
+- a TID 1500 report of structured findings (a screening reading's nodules): each finding a
+  TID 1501 measurement group with its finding, finding site, measurements and qualitative
+  evaluations, and the report's own qualitative evaluations;
 - an Encapsulated PDF (PS3.3 A.45.1) holding a signed report;
 - a Basic Text SR (PS3.3 A.35.1, TID 2000 layout) holding its findings and impression.
 
@@ -81,6 +84,15 @@ class Observer:
 
 
 @dataclass(frozen=True)
+class Verification:
+    """Who verified a document and when (PS3.3 C.17.2 Verifying Observer): its author, or under
+    two-level sign-off the reviewer who approved it."""
+
+    observer: Observer
+    at: dt.datetime
+
+
+@dataclass(frozen=True)
 class ImageRef:
     sop_class_uid: str
     sop_uid: str
@@ -132,10 +144,13 @@ LENGTH = ("410668003", SCT, "Length")
 AREA = ("42798000", SCT, "Area")
 MEAN = ("373098007", SCT, "Mean")
 STANDARD_DEVIATION = ("386136009", SCT, "Standard Deviation")
+ANGLE = ("1483009", SCT, "Angle")
 MM = ("mm", UCUM, "millimeter")
 MM2 = ("mm2", UCUM, "square millimeter")
+MM3 = ("mm3", UCUM, "cubic millimeter")
 HU = ("[hnsf'U]", UCUM, "Hounsfield unit")
 NO_UNITS = ("1", UCUM, "no units")
+DEGREE = ("deg", UCUM, "degree")
 OF_INTEREST = ("113000", DCM, "Of Interest")
 KEY_OBJECT_DESCRIPTION = ("113012", DCM, "Key Object Description")
 IMAGING_MEASUREMENT_REPORT = ("126000", DCM, "Imaging Measurement Report")
@@ -156,6 +171,10 @@ TRACKING_IDENTIFIER = ("112039", DCM, "Tracking Identifier")
 TRACKING_UID = ("112040", DCM, "Tracking Unique Identifier")
 IMAGE_REGION = ("111030", DCM, "Image Region")
 DIAGNOSTIC_IMAGING_REPORT = ("18748-4", "LN", "Diagnostic imaging report")
+FINDING_SITE = ("363698007", SCT, "Finding Site")
+DERIVATION = ("121401", DCM, "Derivation")
+SOURCE_OF_MEASUREMENT = ("121112", DCM, "Source of Measurement")
+QUALITATIVE_EVALUATIONS = ("C0034375", "UMLS", "Qualitative Evaluations")  # TID 1500 row 12
 FINDINGS = ("121070", DCM, "Findings")
 FINDING = ("121071", DCM, "Finding")
 IMPRESSIONS = ("121072", DCM, "Impressions")
@@ -313,16 +332,20 @@ def _template(identifier: str) -> DicomSequence:
     return DicomSequence([item])
 
 
-def _sr_document(ds: Dataset, doc: Document, observer: Observer, creator: Creator, *, verified: bool) -> None:
-    """PS3.3 C.17.2 SR Document General Module."""
+def _sr_document(
+    ds: Dataset, doc: Document, observer: Observer, creator: Creator, *, verified: Verification | None
+) -> None:
+    """PS3.3 C.17.2 SR Document General Module; `observer` is the author, `verified` None for an
+    unverified document."""
     ds.CompletionFlag = "COMPLETE"
     ds.VerificationFlag = "VERIFIED" if verified else "UNVERIFIED"
     if verified:
         verifier = Dataset()
-        verifier.VerifyingObserverName = observer.name
+        verifier.VerifyingObserverName = verified.observer.name
         verifier.VerifyingObserverIdentificationCodeSequence = DicomSequence([])
-        verifier.VerifyingOrganization = observer.organization or creator.institution or creator.manufacturer
-        verifier.VerificationDateTime = doc.made_at.strftime("%Y%m%d%H%M%S")
+        organization = verified.observer.organization or creator.institution or creator.manufacturer
+        verifier.VerifyingOrganization = organization
+        verifier.VerificationDateTime = verified.at.strftime("%Y%m%d%H%M%S")
         ds.VerifyingObserverSequence = DicomSequence([verifier])
     author = Dataset()
     author.ObserverType = "PSN"
@@ -384,7 +407,7 @@ def measurement_report(
     """PS3.16 TID 1500 Measurement Report in a Comprehensive SR (PS3.3 A.35.3)."""
     ds = _base(source, creator, doc, COMPREHENSIVE_SR, "SR")
     ds.ReferencedPerformedProcedureStepSequence = DicomSequence([])
-    _sr_document(ds, doc, observer, creator, verified=False)
+    _sr_document(ds, doc, observer, creator, verified=None)
     images = [m.image for m in measurements]
     if images:  # an empty report (the reader removed every measurement) cites nothing
         ds.CurrentRequestedProcedureEvidenceSequence = _evidence(ds.StudyInstanceUID, images)
@@ -411,13 +434,14 @@ def _library_images(images: Sequence[ImageRef]) -> list[Dataset]:
 
 
 def _measurement_group(m: Measurement, index: int, doc: Document) -> Dataset:
-    """TID 1501 (a length: the SCOORD is what each number was inferred from) or TID 1410
-    (a planar ROI: the SCOORD is the group's Image Region)."""
+    """TID 1501 (a length or an angle, on an open polyline: the SCOORD is what each number
+    was inferred from) or TID 1410 (a planar ROI, an ellipse or a closed polyline: the SCOORD
+    is the group's Image Region)."""
     tracking = _text("HAS OBS CONTEXT", TRACKING_IDENTIFIER, m.label or f"Measurement {index}")
     tracking_uid = _item("HAS OBS CONTEXT", "UIDREF", TRACKING_UID)
     tracking_uid.UID = m.tracking_uid or derived_uid(UUID_ROOT, doc.sop_uid, index)
     children = [tracking, tracking_uid]
-    if m.graphic_type == "ELLIPSE" or len(m.points) > 2:
+    if m.graphic_type == "ELLIPSE" or is_closed(m.points):
         children.append(_scoord("CONTAINS", m, IMAGE_REGION))
         children += [_number(v) for v in m.values]
     else:
@@ -426,6 +450,12 @@ def _measurement_group(m: Measurement, index: int, doc: Document) -> Dataset:
             number.ContentSequence = DicomSequence([_scoord("INFERRED FROM", m, None)])
             children.append(number)
     return _container("CONTAINS", MEASUREMENT_GROUP, children)
+
+
+def is_closed(points: Sequence[tuple[float, float]]) -> bool:
+    """A closed POLYLINE repeats its first point last (PS3.3 C.18.6.1.1): it bounds a region
+    (three corners at least; an angle's three points are open even when its arms end together)."""
+    return len(points) > 3 and tuple(points[0]) == tuple(points[-1])
 
 
 def _number(value: Value) -> Dataset:
@@ -467,6 +497,130 @@ def _root(ds: Dataset, concept: tuple[str, str, str], template: str, children: l
     ds.ContentSequence = DicomSequence(children)
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """A qualitative evaluation: a coded answer (CODE) or words (TEXT) to a concept."""
+
+    concept: tuple[str, str, str]
+    code: tuple[str, str, str] | None = None
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class FindingValue:
+    """One number of a finding (TID 300): what, how much, in which UCUM unit, how it was derived
+    (e.g. Mean), and the image it was measured on (a Measurement's SCOORD, or just the image)."""
+
+    concept: tuple[str, str, str]
+    number: float
+    unit: tuple[str, str, str]
+    derivation: tuple[str, str, str] | None = None
+    image: ImageRef | None = None
+    drawn: Measurement | None = None
+
+
+@dataclass(frozen=True)
+class FindingGroup:
+    """One finding (TID 1501 Measurement Group): a nodule, where it is, its sizes, what it is."""
+
+    label: str
+    tracking_uid: str
+    finding: tuple[str, str, str]
+    site: tuple[str, str, str] | None
+    values: Sequence[FindingValue]
+    evaluations: Sequence[Evaluation] = ()
+
+
+@dataclass(frozen=True)
+class CodingScheme:
+    """A private coding scheme the document uses (PS3.3 C.12.1.1.2, designators "99...")."""
+
+    designator: str
+    name: str
+    responsible: str
+
+
+def findings_report(
+    source: Dataset,
+    *,
+    creator: Creator,
+    doc: Document,
+    observer: Observer,
+    groups: Sequence[FindingGroup],
+    evaluations: Sequence[Evaluation] = (),
+    schemes: Sequence[CodingScheme] = (),
+    language: str = "en",
+) -> Dataset:
+    """PS3.16 TID 1500 Measurement Report of structured findings, signed by its reader
+    (verified), in a Comprehensive SR (PS3.3 A.35.3)."""
+    ds = _base(source, creator, doc, COMPREHENSIVE_SR, "SR")
+    ds.ReferencedPerformedProcedureStepSequence = DicomSequence([])
+    _sr_document(ds, doc, observer, creator, verified=Verification(observer, doc.made_at))  # the reader who signed it
+    if schemes:
+        ds.CodingSchemeIdentificationSequence = DicomSequence([_scheme(s) for s in schemes])
+    images = [v.image for g in groups for v in g.values if v.image is not None]
+    if images:
+        ds.CurrentRequestedProcedureEvidenceSequence = _evidence(ds.StudyInstanceUID, images)
+    library = _container(
+        "CONTAINS", IMAGE_LIBRARY, [_container("CONTAINS", IMAGE_LIBRARY_GROUP, _library_images(images))]
+    )
+    children = [
+        _language(language),
+        *_observer_context(observer, creator, _device_uid(creator, doc)),
+        _code_item("HAS CONCEPT MOD", PROCEDURE_REPORTED, IMAGING_PROCEDURE),
+        library,
+        _container("CONTAINS", IMAGING_MEASUREMENTS, [_finding_group(g) for g in groups]),
+    ]
+    if evaluations:
+        children.append(_container("CONTAINS", QUALITATIVE_EVALUATIONS, [_evaluation(e) for e in evaluations]))
+    _root(ds, IMAGING_MEASUREMENT_REPORT, "1500", children)
+    return ds
+
+
+def _scheme(scheme: CodingScheme) -> Dataset:
+    item = Dataset()
+    item.CodingSchemeDesignator = scheme.designator
+    item.CodingSchemeName = scheme.name[:64]
+    item.CodingSchemeResponsibleOrganization = scheme.responsible[:64]
+    return item
+
+
+def _finding_group(group: FindingGroup) -> Dataset:
+    """TID 1501: tracking, the finding, its site (HAS CONCEPT MOD), its numbers, its evaluations."""
+    tracking_uid = _item("HAS OBS CONTEXT", "UIDREF", TRACKING_UID)
+    tracking_uid.UID = group.tracking_uid
+    children = [
+        _text("HAS OBS CONTEXT", TRACKING_IDENTIFIER, group.label[:64]),
+        tracking_uid,
+        _code_item("CONTAINS", FINDING, group.finding),
+    ]
+    if group.site is not None:
+        children.append(_code_item("HAS CONCEPT MOD", FINDING_SITE, group.site))
+    children += [_finding_number(v) for v in group.values]
+    children += [_evaluation(e) for e in group.evaluations]
+    return _container("CONTAINS", MEASUREMENT_GROUP, children)
+
+
+def _finding_number(value: FindingValue) -> Dataset:
+    item = _number(Value(value.concept, value.number, value.unit))
+    modifiers = []
+    if value.derivation is not None:
+        modifiers.append(_code_item("HAS CONCEPT MOD", DERIVATION, value.derivation))
+    if value.drawn is not None:
+        modifiers.append(_scoord("INFERRED FROM", value.drawn, None))
+    elif value.image is not None:
+        modifiers.append(_image("INFERRED FROM", value.image, SOURCE_OF_MEASUREMENT))
+    if modifiers:
+        item.ContentSequence = DicomSequence(modifiers)
+    return item
+
+
+def _evaluation(evaluation: Evaluation) -> Dataset:
+    if evaluation.code is not None:
+        return _code_item("CONTAINS", evaluation.concept, evaluation.code)
+    return _text("CONTAINS", evaluation.concept, evaluation.text)
+
+
 def basic_text_report(
     source: Dataset,
     *,
@@ -476,12 +630,14 @@ def basic_text_report(
     findings: str,
     impression: str,
     language: str = "zh",
+    verification: Verification | None = None,
 ) -> Dataset:
     """PS3.3 A.35.1 Basic Text SR, the signed report's findings and impression laid out as
-    TID 2000 (sections of TEXT items); verified by its signer."""
+    TID 2000 (sections of TEXT items); written by `observer` and verified by them when they
+    signed it, unless `verification` names the reviewer who verified it."""
     ds = _base(source, creator, doc, BASIC_TEXT_SR, "SR")
     ds.ReferencedPerformedProcedureStepSequence = DicomSequence([])
-    _sr_document(ds, doc, observer, creator, verified=True)
+    _sr_document(ds, doc, observer, creator, verified=verification or Verification(observer, doc.made_at))
     children = [_language(language), *_observer_context(observer, creator, _device_uid(creator, doc))[:2]]
     if findings.strip():
         children.append(_container("CONTAINS", FINDINGS, [_text("CONTAINS", FINDING, findings)]))

@@ -7,8 +7,10 @@ in imaging/dicom/accel/, installed (or not) by the dicom_server command before i
 from __future__ import annotations
 
 import ctypes
+import logging
 import multiprocessing
 import socket
+import ssl
 import threading
 import time
 from socketserver import TCPServer
@@ -26,6 +28,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from imaging.dicom.datasets import SUPPORTED_TRANSFER_SYNTAXES
 from imaging.dicom.handlers import Handlers, Services
+from imaging.dicom.procedures import MPPS, STORAGE_COMMITMENT, WORKLIST_FIND
 
 # pynetdicom.sop_class creates its SOP class names at import time from its UID tables, so
 # mypy cannot see them; each ignore covers exactly one such generated name.
@@ -40,6 +43,24 @@ QUERY_RETRIEVE: list[UID] = [
 ]
 # Larger PDUs mean fewer socket reads per instance; peers still send what they can.
 MAX_PDU_BYTES = 1024 * 1024
+# A TLS client that does not finish its handshake within this is let go.
+HANDSHAKE_SECONDS = 30
+log = logging.getLogger("imaging.dicom")
+
+
+def tls_context(cert: str, key: str, ca: str = "") -> ssl.SSLContext:
+    """The server side of DICOM TLS (PS3.15 B.1, and B.9's BCP 195 profiles): TLS 1.2 or later
+    with the certificate chain and key given. With a CA file, a client may present a
+    certificate that CA issued (it is then checked; one it did not issue ends the handshake),
+    for the device pinning of alliance.access.device_for_association. Bad files raise here,
+    so the server does not start half configured."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certfile=cert, keyfile=key)
+    if ca:
+        context.load_verify_locations(cafile=ca)
+        context.verify_mode = ssl.CERT_OPTIONAL
+    return context
 
 
 def storage_transfer_syntaxes() -> list[str]:
@@ -56,7 +77,7 @@ def storage_transfer_syntaxes() -> list[str]:
 def build_ae(ae_title: str = "CLOUDPACS", *, max_associations: int = 32) -> AE:
     """Storage of every storage SOP class in every transfer syntax the store accepts, compressed
     ones included (others are refused at association); verification; patient- and study-root
-    FIND, MOVE and GET."""
+    FIND, MOVE and GET; the modality worklist (FIND), MPPS and storage commitment (push model)."""
     ae = AE(ae_title=ae_title)
     ae.maximum_pdu_size = MAX_PDU_BYTES
     ae.maximum_associations = max_associations
@@ -73,6 +94,8 @@ def build_ae(ae_title: str = "CLOUDPACS", *, max_associations: int = 32) -> AE:
         ae.add_supported_context(cx.abstract_syntax, storage_syntaxes, scp_role=True, scu_role=False)
     for query_class in QUERY_RETRIEVE:
         ae.add_supported_context(query_class, ALL_TRANSFER_SYNTAXES)
+    for workflow_class in (WORKLIST_FIND, MPPS, STORAGE_COMMITMENT):
+        ae.add_supported_context(workflow_class, ALL_TRANSFER_SYNTAXES)
     return ae
 
 
@@ -134,11 +157,13 @@ class Server(ThreadedAssociationServer):
         listening: socket.socket | None = None,
         load: AcceptLoad | None = None,
         slot: int = 0,
+        tls: ssl.SSLContext | None = None,
         **kwargs: Any,
     ) -> None:
         self.listening = listening  # read by server_bind, which the base __init__ calls
         self.load = load
         self.slot = slot
+        self.tls = tls  # wrapped here, the handshake in the connection's own thread
         self._opened = threading.local()  # the association the request thread made (EVT_CONN_OPEN)
         super().__init__(*args, **kwargs)
         if load is not None:
@@ -165,6 +190,10 @@ class Server(ThreadedAssociationServer):
             self.load.started(self.slot)
         client.setblocking(True)
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls is not None:
+            # pynetdicom's own TLS shakes hands here, in the one thread that accepts: a slow
+            # or silent client would hold every other connection up.
+            client = self.tls.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
         return client, address
 
     # --- counting associations for AcceptLoad -------------------------------------------
@@ -179,6 +208,9 @@ class Server(ThreadedAssociationServer):
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         self._opened.assoc = None
         try:
+            if isinstance(request, ssl.SSLSocket) and not _shake_hands(request, client_address):
+                self.shutdown_request(request)
+                return
             super().process_request_thread(request, client_address)
             assoc = self._opened.assoc
             if assoc is not None:
@@ -201,6 +233,17 @@ class Server(ThreadedAssociationServer):
         super().server_close()
 
 
+def _shake_hands(conn: ssl.SSLSocket, client_address: Any) -> bool:
+    conn.settimeout(HANDSHAKE_SECONDS)
+    try:
+        conn.do_handshake()
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        log.warning("TLS handshake with %s failed: %s", client_address, exc)
+        return False
+    conn.settimeout(None)
+    return True
+
+
 def make_server(
     ae: AE,
     host: str,
@@ -210,9 +253,11 @@ def make_server(
     listening: socket.socket | None = None,
     load: AcceptLoad | None = None,
     slot: int = 0,
+    tls: ssl.SSLContext | None = None,
 ) -> Server:
     """A bound, listening server; call serve_forever() on it, shutdown() to stop. With
-    `listening`, `load` and `slot`: one of several processes sharing that socket."""
+    `listening`, `load` and `slot`: one of several processes sharing that socket. With `tls`:
+    every connection is DICOM over TLS (PS3.15 B.1)."""
     handlers = Handlers(services)
     server = ae.make_server(
         (host, port),
@@ -221,6 +266,7 @@ def make_server(
         listening=listening,
         load=load,
         slot=slot,
+        tls=tls,
     )
     if not isinstance(server, Server):  # make_server builds server_class
         raise TypeError(f"make_server returned {type(server).__name__}, not Server")

@@ -84,9 +84,11 @@ def read_parts(
     max_part_bytes: int,
     max_body_bytes: int | None = None,
     max_parts: int | None = None,
+    on_part: Callable[[Part], None] | None = None,
 ) -> list[Part]:
     """Split the body into parts spooled under spool_dir; MultipartError if it is malformed,
-    TooLarge as soon as a limit is passed (the rest is not read).
+    TooLarge as soon as a limit is passed (the rest is not read). `on_part` is called with
+    each part once it is spooled whole (work on it may start while the rest arrives).
 
     The whole body is read before anything is returned, so a truncated or malformed body
     is refused as a whole rather than half-processed.
@@ -103,6 +105,8 @@ def read_parts(
         path = spool_dir / f"part-{len(parts):05d}"
         size = _read_body(reader, delimiter, path, max_part_bytes)
         parts.append(Part(headers=headers, path=path, size=size))
+        if on_part is not None:
+            on_part(parts[-1])
     if not parts:
         raise MultipartError("The multipart body has no parts.")
     return parts

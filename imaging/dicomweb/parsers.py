@@ -128,6 +128,7 @@ class MultipartRelatedDicomParser(BaseParser):
                 max_part_bytes=context["max_part_bytes"],
                 max_body_bytes=context.get("max_body_bytes"),
                 max_parts=context.get("max_parts"),
+                on_part=context.get("on_part"),
             )
         except TooLarge as exc:
             raise PayloadTooLarge(str(exc)) from None

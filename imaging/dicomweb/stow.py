@@ -1,9 +1,13 @@
 """STOW-RS (PS3.18 10.5): store instances sent as multipart/related; type="application/dicom".
 
 The body, chunked or not, is split into parts spooled to files as it arrives; only a
-well-formed body is stored (a malformed one is refused whole with 400), each part then
-through imaging.ingest, the one path from bytes to an indexed instance. Instances go
-into the caller's own institution (imaging.access.may_upload_to).
+well-formed body is stored (a malformed one is refused whole with 400), the parts then
+through imaging.ingest, the one path from bytes to an indexed instance. Since the answer
+comes only once every part is done, the parts are made durable together: each one's sync
+and checksum start on the store's pool as soon as it is spooled, and the further instances
+of a series go into the index in one commit (ingest.ingest_paths); a part refused costs
+the others nothing. Instances go into the caller's own institution
+(imaging.access.may_upload_to).
 
 Every answer says what became of each part (PS3.18 10.5.3, Annex I), in
 application/dicom+json or application/dicom+xml as the client asks: ReferencedSOPSequence
@@ -23,16 +27,14 @@ import contextlib
 import errno
 import logging
 import tempfile
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from django.conf import settings
 from django.db import Error as DatabaseLayerError
-from django.db import InterfaceError, OperationalError, connection, connections
+from django.db import InterfaceError, OperationalError, connection
 from django.http import HttpResponse
 from pydicom import dcmread
 from pydicom.filereader import read_file_meta_info
@@ -63,10 +65,6 @@ log = logging.getLogger(__name__)
 PROCESSING_FAILURE = 0x0110
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
-# Ingest waits mostly on fsync and the database; a few parts at once use that time.
-STORE_THREADS = 4
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -91,62 +89,73 @@ class StoreInstances(DicomWebView):
         if (declared_length(request._request) or 0) > limit:
             body.abandon()
             raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+        started: dict[Path, ingest.Started] = {}
         with _spool_folder() as spool:
-            parts = self._parts(body, content_type, spool)
-            outcomes = self._store_all(request, parts, institution, study)
+            parts = self._parts(body, content_type, spool, started)
+            outcomes = self._store_all(request, parts, institution, study, started)
         return self._respond(request, outcomes, chosen)
 
-    def _parts(self, body: RequestBody, content_type: str, spool: Path) -> list[Part]:
+    def _parts(
+        self, body: RequestBody, content_type: str, spool: Path, started: dict[Path, ingest.Started]
+    ) -> list[Part]:
+        """The parts spooled; each DICOM part's sync and checksum begun (ingest.start_on) as
+        soon as it is whole, while the rest of the body arrives."""
+
+        def start(part: Part) -> None:
+            if _not_dicom(part) is None:
+                started[part.path] = ingest.start_on(part.path)
+
         context = {
             "spool_dir": spool,
             "max_part_bytes": settings.DICOM_MAX_FILE_BYTES,
             "max_body_bytes": settings.DICOMWEB_MAX_BODY_BYTES,
             "max_parts": settings.DICOMWEB_MAX_PARTS,
+            "on_part": start,
         }
         with body.reading(settings.REQUEST_BODY_TIMEOUT_SECONDS), _spool_errors():
             return MultipartRelatedDicomParser().parse(body, content_type, context)
 
-    def _store_all(self, request: Request, parts: list[Part], institution: Any, study: str) -> list[Outcome]:
-        """Ingest every part; several at once unless the caller holds a transaction open
-        (each thread has its own connection, which could not see that transaction's rows).
-        Once the database or the store is found away, the parts not yet begun are not tried."""
-        away = threading.Event()
-        store = partial(self._store, request, institution=institution, study=study, away=away)
-        if len(parts) == 1 or connection.in_atomic_block:
-            return [store(part) for part in parts]
-        return in_threads(store, parts, STORE_THREADS)
-
-    def _store(self, request: Request, part: Part, *, institution: Any, study: str, away: threading.Event) -> Outcome:
-        part_type = media.parse_media_range(part.content_type).type if part.content_type else media.DICOM
-        if part_type != media.DICOM:
-            return Outcome(
-                "", "", failure_reason=CANNOT_UNDERSTAND, reason=f"A part is {part_type}, not {media.DICOM}."
-            )
-        if away.is_set():
-            return _not_tried(part)
-        try:
-            result = ingest.ingest_path(
-                part.path,
+    def _store_all(
+        self,
+        request: Request,
+        parts: list[Part],
+        institution: Any,
+        study: str,
+        started: dict[Path, ingest.Started],
+    ) -> list[Outcome]:
+        """Ingest every part: together (ingest.ingest_paths: the files synced at once, the further
+        instances of a series indexed in one commit), or one by one through ingest_path inside a
+        transaction of the caller's (whose commit is the caller's). Once the database or the
+        store is found away, the parts not yet begun are not tried."""
+        outcomes: list[Outcome | None] = [_not_dicom(part) for part in parts]
+        dicom = [(n, part) for n, part in enumerate(parts) if outcomes[n] is None]
+        if not dicom:
+            return [o for o in outcomes if o is not None]
+        actor, source = audit.actor_of(request), audit.source_of(request)
+        ingest_one = partial(ingest.ingest_path, institution=institution, actor=actor, via="stow-rs", source=source)
+        if connection.in_atomic_block:
+            results: list[Any] = []
+            for _, part in dicom:
+                if results and _away(results[-1]):
+                    results.append(ingest.NOT_TRIED)
+                    continue
+                try:
+                    results.append(ingest_one(part.path, expected_study_uid=study or None))
+                except Exception as exc:  # noqa: BLE001 - reported below as the part's outcome
+                    results.append(exc)
+        else:
+            results = ingest.ingest_paths(
+                [part.path for _, part in dicom],
                 institution=institution,
-                actor=audit.actor_of(request),
+                actor=actor,
                 via="stow-rs",
-                source=audit.source_of(request),
+                source=source,
                 expected_study_uid=study or None,
+                started=[started.get(part.path) or ingest.start_on(part.path) for _, part in dicom],
             )
-        except ingest.IngestError as exc:
-            unavailable = exc.code == "storage-failed"
-            if unavailable:
-                away.set()
-            uids = _uids_of(part.path, exc.sop_uid)
-            return Outcome(*uids, failure_reason=exc.dicom_status, reason=exc.reason, unavailable=unavailable)
-        except (OperationalError, InterfaceError) as exc:
-            away.set()
-            log.warning("STOW-RS part %s: the database is unavailable (%s)", part.path.name, exc)
-            return _not_tried(part, "the database became unavailable while it was stored")
-        except Exception:  # a part must not cost the others their answer (PS3.18 I.2.2: 0110)
-            log.exception("STOW-RS part %s could not be processed", part.path.name)
-            return Outcome(*_uids_of(part.path), failure_reason=PROCESSING_FAILURE, reason="processing failed")
-        return Outcome(result.instance.sop_class_uid, result.instance.sop_uid, stored=result)
+        for (n, part), result in zip(dicom, results, strict=True):
+            outcomes[n] = _outcome(part, result)
+        return [o for o in outcomes if o is not None]
 
     def _respond(self, request: Request, outcomes: list[Outcome], chosen: str) -> HttpResponse:
         stored = [o for o in outcomes if o.stored is not None]
@@ -162,6 +171,37 @@ class StoreInstances(DicomWebView):
         if _any_away(failed):
             response.headers["Retry-After"] = str(ServiceUnavailable.wait)
         return response
+
+
+def _not_dicom(part: Part) -> Outcome | None:
+    part_type = media.parse_media_range(part.content_type).type if part.content_type else media.DICOM
+    if part_type == media.DICOM:
+        return None
+    return Outcome("", "", failure_reason=CANNOT_UNDERSTAND, reason=f"A part is {part_type}, not {media.DICOM}.")
+
+
+def _away(result: Any) -> bool:
+    """Whether ingest's answer says the database or the store is away."""
+    if isinstance(result, ingest.IngestError):
+        return result.code == "storage-failed"
+    return isinstance(result, OperationalError | InterfaceError)
+
+
+def _outcome(part: Part, result: Any) -> Outcome:
+    """What became of a part, from ingest's answer: its IngestResult, the error it raised, or
+    NOT_TRIED."""
+    if result is ingest.NOT_TRIED:
+        return _not_tried(part)
+    if isinstance(result, ingest.IngestError):
+        uids = _uids_of(part.path, result.sop_uid)
+        return Outcome(*uids, failure_reason=result.dicom_status, reason=result.reason, unavailable=_away(result))
+    if isinstance(result, OperationalError | InterfaceError):
+        log.warning("STOW-RS part %s: the database is unavailable (%s)", part.path.name, result)
+        return _not_tried(part, "the database became unavailable while it was stored")
+    if isinstance(result, BaseException):  # a part must not cost the others their answer (PS3.18 I.2.2: 0110)
+        log.error("STOW-RS part %s could not be processed", part.path.name, exc_info=result)
+        return Outcome(*_uids_of(part.path), failure_reason=PROCESSING_FAILURE, reason="processing failed")
+    return Outcome(result.instance.sop_class_uid, result.instance.sop_uid, stored=result)
 
 
 def store_response(studies: list[Any], stored: list[Outcome], failed: list[Outcome]) -> dict[str, Any]:
@@ -237,43 +277,10 @@ def _audit(request: Request, studies: list[Any], stored: list[Outcome], failed: 
             studies,
             {"stored": len(stored), "failed": [o.reason for o in failed]},
             outcome=AuditEvent.Outcome.SUCCESS if stored else AuditEvent.Outcome.FAILURE,
+            read=False,
         )
     except DatabaseLayerError:
         log.exception("could not audit a STOW-RS request (%d stored, %d failed)", len(stored), len(failed))
-
-
-def in_threads(work: Callable[[T], R], items: list[T], threads: int) -> list[R]:
-    """work(item) for every item on a few threads, results in the items' order.
-
-    Each thread closes its database connection when done; the first exception is re-raised.
-    """
-    results: list[Any] = [None] * len(items)
-    errors: list[BaseException] = []
-    queue = iter(enumerate(items))
-    lock = threading.Lock()
-
-    def run() -> None:
-        try:
-            while not errors:
-                with lock:
-                    item = next(queue, None)
-                if item is None:
-                    return
-                results[item[0]] = work(item[1])
-        except BaseException as exc:  # noqa: BLE001 - handed to the request's thread below
-            errors.append(exc)
-        finally:
-            with contextlib.suppress(DatabaseLayerError):  # a connection the database dropped
-                connections.close_all()
-
-    pool = [threading.Thread(target=run, name=f"stow-{n}") for n in range(min(threads, len(items)))]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return results
 
 
 def _uids_of(path: Path, sop_uid: str = "") -> tuple[str, str]:

@@ -121,13 +121,16 @@ def audit_studies(
     studies: Sequence[Any],
     detail: dict[str, Any],
     outcome: str = AuditEvent.Outcome.SUCCESS,
+    *,
+    read: bool = True,
 ) -> None:
-    """Study rows (or stand-ins with pk, study_uid, institution_id, patient_id) into one event."""
+    """Study rows (or stand-ins with pk, study_uid, institution_id, patient_id) into one event;
+    a read's is committed without waiting for the disk (audit.record_read), a store's with."""
     if viewer_session.covers(request, action, studies):
         return  # part of a viewing the viewer page already audited ("study.view")
     bases = access.bases_for(principal_of(request), studies)
     first = studies[0] if len(studies) == 1 else None
-    audit.record(
+    (audit.record_read if read else audit.record)(
         actor=audit.actor_of(request),
         action=action,
         object_type="study",

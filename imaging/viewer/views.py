@@ -100,7 +100,6 @@ def viewer_config(
     dicomweb_base: str | None = None,
     layout: str = "auto",
     priors: Sequence[Study] = (),
-    start_index: int | None = None,
 ) -> dict[str, Any]:
     """What the script needs, as data (json_script): no inline JavaScript under the CSP.
 
@@ -109,9 +108,7 @@ def viewer_config(
     fetches from nowhere else, with same-origin credentials only.
     layout: "auto" picks the touch layout on a narrow touch-first screen, "touch" always.
     priors: the patient's other studies the user may see (selectors.prior_studies), which
-    the viewer lists and opens beside this one.
-    start_index: the slice the first series opens on (0 is its first slice in anatomical
-    order, the default): the hook for a key image."""
+    the viewer lists and opens beside this one."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
     dicomweb = f"{get_script_prefix()}dicomweb" if dicomweb_base is None else dicomweb_base.rstrip("/")
@@ -136,7 +133,6 @@ def viewer_config(
         },
         "strings": viewer_strings(),
         "first": first_image(study),
-        "start_index": start_index,
         "priors": [prior_entry(study, p) for p in priors],
     }
 
@@ -188,6 +184,7 @@ def key_objects_config(request: HttpRequest, study: Study) -> dict[str, Any]:
         "strings": {
             "key_image": _("Key image"),
             "key_image_title": _("Mark or unmark the image on screen as a key image"),
+            "key_image_prior": _("A prior study's images are marked in that study's own viewer"),
             "save": _("Save marks"),
             "save_title": _("Save the key images and measurements into the study"),
             "saving": _("Saving…"),
@@ -230,6 +227,8 @@ def viewer_strings() -> dict[str, str]:
         "mpr_title": _("Axial, sagittal and coronal views with crosshairs, and a MIP slab"),
         "mpr_unavailable": _("MPR needs a CT or MR series of at least 20 parallel, evenly spaced slices."),
         "mpr_loading": _("Loading the volume…"),
+        # MPR shows a preview (every few slices, fewer pixels) until the whole series has arrived.
+        "mpr_reduced": _("Reduced detail until the whole volume has loaded: %(loaded)s of %(total)s slices"),
         "mpr_close": _("Close MPR"),
         "mpr_axial": _("Axial"),
         "mpr_sagittal": _("Sagittal"),

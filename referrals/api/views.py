@@ -256,7 +256,7 @@ class Notifications(ListAPIView):
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         response = super().list(request, *args, **kwargs)
-        response.data["unread"] = selectors.unread_count(request.user)
+        response.data["unread"] = selectors.unread_notifications(request.user).count()
         return response
 
 

@@ -271,3 +271,32 @@ def test_the_account_menu_is_in_the_nav(alliance_world) -> None:  # type: ignore
     assert 'class="account-menu"' in html
     for name in ("account:index", "account:password", "account:two_factor", "account:tokens"):
         assert f'href="{reverse(name)}"' in html
+
+
+def _device_queries(client: Client, path: str) -> list[str]:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(path).status_code == 200
+    return [q["sql"] for q in queries.captured_queries if "otp_" in q["sql"]]
+
+
+def test_a_request_of_a_doctor_without_an_authenticator_asks_nothing_of_the_device_tables(alliance_world) -> None:  # type: ignore[no-untyped-def]
+    """django_otp's middleware loads a device only for a session that was verified with one;
+    a signed-in doctor without a second factor costs no query of it."""
+    client = client_for(alliance_world.owner)
+    assert _device_queries(client, "/consults/") == []
+    assert _device_queries(client, "/api/v1/me/") == []
+
+
+def test_a_verified_session_checks_its_device_once_a_request_so_a_reset_ends_it_at_once(alliance_world) -> None:  # type: ignore[no-untyped-def]
+    device, _codes = _enrol(alliance_world.specialist)
+    client = Client()
+    _sign_in(client, "specialist")
+    client.post(reverse("account:verify"), {"code": _code(device, drift=1)})
+    assert len(_device_queries(client, "/consults/")) == 1
+    accounts.second_factor_reset(doctor=alliance_world.specialist, by=audit.SYSTEM)
+    _enrol(alliance_world.specialist)  # a new phone
+    response = client.get("/consults/")
+    assert response.status_code == 302 and response["Location"].startswith(reverse("account:verify"))

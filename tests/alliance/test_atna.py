@@ -252,3 +252,41 @@ def test_over_tls_an_unknown_ca_sends_nothing_and_keeps_the_events(settings: Any
     finally:
         receiver.stop()
     assert AtnaOutbox.objects.count() == 2
+
+
+def _beat_schedule(**env: str) -> dict[str, Any]:
+    import json
+    import os
+    import sys
+
+    code = (
+        "import django, json; django.setup(); from django.conf import settings as s; "
+        "print(json.dumps({k: [v['task'], v['schedule']] for k, v in s.CELERY_BEAT_SCHEDULE.items()}))"
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("ATNA_")}
+    environ.update(DJANGO_SETTINGS_MODULE="alliance.settings", **env)
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(  # noqa: S603 - our own interpreter
+        [sys.executable, "-c", code], env=environ, cwd=root, capture_output=True, text=True, check=True
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_beat_sends_to_the_collector_only_when_one_is_set() -> None:
+    tasks = {task: every for task, every in _beat_schedule(ATNA_SYSLOG_URL="tcp://127.0.0.1:6514").values()}
+    assert tasks["alliance.tasks.send_atna"] == 10.0
+    assert "alliance.tasks.empty_atna_outbox" not in tasks
+    tasks = {task: every for task, every in _beat_schedule().values()}
+    assert "alliance.tasks.send_atna" not in tasks
+    # the trigger still fills the outbox: it is emptied now and then, not every few seconds
+    assert tasks["alliance.tasks.empty_atna_outbox"] >= 3600
+
+
+def test_emptying_the_outbox_keeps_the_audit_trail(settings: Any) -> None:
+    from alliance.tasks import empty_atna_outbox
+
+    settings.ATNA_SYSLOG_URL = ""
+    record(3, "off")
+    assert empty_atna_outbox() == 3
+    assert not AtnaOutbox.objects.exists()
+    assert AuditEvent.objects.filter(action="study.view", object_id__startswith="off-").count() == 3

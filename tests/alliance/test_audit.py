@@ -9,6 +9,7 @@ from django.urls import reverse
 
 from alliance import audit
 from alliance.models import AuditEvent
+from imaging.models import Patient
 from tests import factories
 
 
@@ -46,3 +47,86 @@ def test_sign_in_success_and_failure_are_audited_with_the_source_address(db) -> 
     succeeded = AuditEvent.objects.get(action="login", outcome=AuditEvent.Outcome.SUCCESS)
     assert (succeeded.actor_id, succeeded.actor_institution_id) == (str(doctor.user.pk), doctor.institution_id)
     assert succeeded.source == "10.1.2.3"
+
+
+def _as_recorded(event: AuditEvent) -> tuple[object, ...]:
+    return (
+        event.actor_type,
+        event.actor_id,
+        event.actor_name,
+        event.actor_institution_id,
+        event.action,
+        event.object_type,
+        event.object_id,
+        event.patient,
+        event.basis,
+        event.source,
+        event.outcome,
+        event.detail,
+    )
+
+
+@pytest.mark.parametrize("count", [1, 3, 501])  # 501: two INSERTs in one transaction
+def test_record_many_writes_the_events_record_would_write(db, count: int) -> None:  # type: ignore[no-untyped-def]
+    clinic = factories.make_institution(ae_title="CLINA")
+    patient = Patient.objects.create(issuer=clinic, patient_id="P1", name="Wang^Fang")
+    device = audit.Actor("device", "7", "CT_CLINA", clinic.pk)
+    detail = {"keys": {"PatientName": "王*"}, "matches": count}
+    items = [(str(i), "" if i % 2 else str(patient.pk), "own-institution" + "x" * 70 * (i == 0)) for i in range(count)]
+    if count > 1:
+        items[-1] = ("o" * 200, "9" * 300, "basis")  # cut to the columns' widths, as build cuts them
+    for actor in (device, audit.SYSTEM):  # the system: each event filed under its patient's institution
+        before = AuditEvent.objects.count()
+        audit.record_many(
+            actor=actor, action="worklist.find", object_type="scheduled_step", items=items, source="h:1", detail=detail
+        )
+        written = list(AuditEvent.objects.order_by("pk")[before:])
+        expected = [
+            audit.build(
+                actor=actor,
+                action="worklist.find",
+                object_type="scheduled_step",
+                object_id=oid,
+                patient=key,
+                basis=basis,
+                source="h:1",
+                detail=detail,
+            )
+            for oid, key, basis in items
+        ]
+        assert [_as_recorded(e) for e in written] == [_as_recorded(e) for e in expected]
+        assert len({e.time for e in written}) == 1
+    assert AuditEvent.objects.filter(actor_type="system", patient=str(patient.pk))[0].actor_institution_id == clinic.pk
+
+
+def test_record_many_of_nothing_writes_nothing(db) -> None:  # type: ignore[no-untyped-def]
+    audit.record_many(actor=audit.SYSTEM, action="worklist.find", object_type="scheduled_step", items=[])
+    assert not AuditEvent.objects.filter(action="worklist.find").exists()
+
+
+def _synchronous_commit() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        return str(cursor.fetchone()[0])
+
+
+def test_a_read_is_audited_before_the_answer_without_waiting_for_the_disk(transactional_db) -> None:  # type: ignore[no-untyped-def]
+    """Outside a transaction on PostgreSQL the event commits asynchronously, in its own
+    implicit transaction: it is there at once, and the connection's setting is untouched."""
+    if connection.vendor != "postgresql":
+        pytest.skip("asynchronous commit is PostgreSQL's")
+    before = _synchronous_commit()
+    audit.record_read(actor=audit.SYSTEM, action="test.read", object_type="study", object_id="1.2.3", patient="7")
+    [event] = AuditEvent.objects.filter(action="test.read")
+    assert (event.object_id, event.patient, event.outcome) == ("1.2.3", "7", AuditEvent.Outcome.SUCCESS)
+    assert _synchronous_commit() == before == "on"
+
+
+def test_a_read_audited_inside_a_transaction_leaves_its_commit_durable(db) -> None:  # type: ignore[no-untyped-def]
+    """Inside a caller's transaction the event is an ordinary row of it: the caller's commit
+    still waits for the disk."""
+    with transaction.atomic():
+        audit.record_read(actor=audit.SYSTEM, action="test.read", object_type="study", object_id="1.2.3")
+        if connection.vendor == "postgresql":
+            assert _synchronous_commit() == "on"
+    assert AuditEvent.objects.filter(action="test.read").count() == 1

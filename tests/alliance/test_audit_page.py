@@ -78,6 +78,29 @@ def test_audit_log_shows_its_alliance_only(events) -> None:  # type: ignore[no-u
     assert "elsewhere_doc" not in names
 
 
+def test_the_systems_events_about_a_patient_show_in_the_patients_alliance_only(events) -> None:  # type: ignore[no-untyped-def]
+    """A job of no institution (routing, purge, reminders) is filed under the institution holding
+    the patient it names: the audit log of that alliance shows it, another alliance's does not;
+    its own jobs that name no patient show to every alliance admin."""
+    other = factories.make_institution(alliance=factories.AllianceFactory(name="Far"), name="Far", ae_title="FAR")
+    ours = factories.PatientFactory(issuer=events.clin_a)
+    theirs = factories.PatientFactory(issuer=other)
+    for patient, study in ((ours, "5.5.ours"), (theirs, "5.5.theirs")):
+        audit.record(
+            actor=audit.SYSTEM, action="route.send", object_type="study", object_id=study, patient=str(patient.pk)
+        )
+    audit.record(actor=audit.SYSTEM, action="maintenance.run", object_type="job", object_id="nightly")
+    assert AuditEvent.objects.get(object_id="5.5.ours").actor_institution_id == events.clin_a.pk
+    assert AuditEvent.objects.get(object_id="5.5.theirs").actor_institution_id == other.pk
+    shown = {row.object_id for row in _rows(client_for(events.alliance_admin).get(reverse("audit_log")))}
+    assert {"5.5.ours", "nightly"} <= shown
+    assert "5.5.theirs" not in shown
+    far_admin = factories.make_doctor(institution=other, username="far_admin", roles=["alliance_admin"])
+    shown_far = {row.object_id for row in _rows(client_for(far_admin).get(reverse("audit_log")))}
+    assert {"5.5.theirs", "nightly"} <= shown_far
+    assert "5.5.ours" not in shown_far
+
+
 @pytest.mark.parametrize(
     ("filters", "expected"),
     [

@@ -43,3 +43,31 @@ def test_check_deploy_flags_a_deployment_without_tls() -> None:
     result = check_deploy(**{**PRODUCTION, "TLS": "off"})
     assert result.returncode != 0
     assert "security.W004" in result.stderr + result.stdout  # no HSTS
+
+
+def test_the_smtp_server_is_set_from_the_environment() -> None:
+    smtp = {
+        "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "EMAIL_HOST": "smtp.hospital.example.cn",
+        "EMAIL_PORT": "587",
+        "EMAIL_USE_TLS": "1",
+        "EMAIL_HOST_USER": "cloudpacs",
+    }
+    shown = subprocess.run(  # noqa: S603 - our own interpreter and manage.py
+        [sys.executable, "manage.py", "diffsettings", "--all"],
+        cwd=ROOT,
+        env={**os.environ, **PRODUCTION, **smtp},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "EMAIL_HOST = 'smtp.hospital.example.cn'" in shown
+    assert "EMAIL_PORT = 587" in shown
+    assert "EMAIL_USE_TLS = True" in shown
+    assert "EMAIL_HOST_USER = 'cloudpacs'" in shown
+
+
+def test_starttls_and_implicit_tls_together_are_refused() -> None:
+    result = check_deploy(**PRODUCTION, EMAIL_USE_TLS="1", EMAIL_USE_SSL="1")
+    assert result.returncode != 0
+    assert "EMAIL_USE_TLS and EMAIL_USE_SSL exclude each other" in result.stderr

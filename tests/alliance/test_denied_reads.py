@@ -4,7 +4,8 @@ with the count once the minute is over; the answer is the same as a missing obje
 
 from __future__ import annotations
 
-from datetime import timedelta
+import logging
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -88,12 +89,50 @@ def test_the_count_of_a_minute_is_written_once_it_is_over(alliance_world: Any) -
         with pytest.raises(Exception, match="No such study"):
             imaging_access.get_study_for(stranger, study.study_uid)
     later = timezone.now() + timedelta(minutes=2)
+    repeated = sum(t.count for t in DeniedReadTally.objects.all() if t.count > 1)
     assert audit.summarize_denials(later) >= 1
     assert audit.summarize_denials(later) == 0  # safe to run twice
     counts = AuditEvent.objects.filter(action=audit.DENIED_READ_COUNT)
-    assert sum(e.detail["count"] for e in counts) + (25 - sum(t.count for t in DeniedReadTally.objects.all())) == 25
+    assert sum(e.detail["count"] for e in counts) == repeated
     assert {e.object_id for e in counts} == {study.study_uid}
     assert all(e.outcome == AuditEvent.Outcome.DENIED and e.patient == str(study.patient_id) for e in counts)
+
+
+MINUTE = datetime(2026, 3, 2, 9, 15, tzinfo=UTC)
+
+
+def _denial(world: Any, object_id: str, *, seconds: int = 10, object_type: str = "study") -> audit.Denial:
+    actor = resolve_principal(world.stranger.user).actor
+    return audit.Denial(
+        actor, object_type, object_id, "", "imaging:study_detail", "", MINUTE + timedelta(seconds=seconds)
+    )
+
+
+def test_a_summarised_minute_leaves_no_tally_behind(alliance_world: Any) -> None:
+    audit.record_denials([_denial(alliance_world, "1.2.3"), _denial(alliance_world, "1.2.3", seconds=20)])
+    audit.record_denials([_denial(alliance_world, "1.2.4")])
+    assert audit.summarize_denials(MINUTE + timedelta(minutes=3)) == 1
+    assert not DeniedReadTally.objects.exists()
+    (count,) = AuditEvent.objects.filter(action=audit.DENIED_READ_COUNT)
+    assert (count.object_id, count.detail["count"]) == ("1.2.3", 2)
+
+
+def test_a_minute_just_over_is_left_for_denials_still_being_written(alliance_world: Any) -> None:
+    audit.record_denials([_denial(alliance_world, "1.2.3"), _denial(alliance_world, "1.2.3", seconds=59)])
+    # a response sent at 09:15:59 writes its denials a moment after the minute turned
+    assert audit.summarize_denials(MINUTE + timedelta(minutes=1, seconds=5)) == 0
+    audit.record_denials([_denial(alliance_world, "1.2.3", seconds=58)])
+    assert audit.summarize_denials(MINUTE + timedelta(minutes=2, seconds=5)) == 1
+    count = AuditEvent.objects.get(action=audit.DENIED_READ_COUNT)
+    assert count.detail["count"] == 3
+
+
+def test_one_denial_that_cannot_be_written_does_not_stop_the_others(alliance_world: Any, caplog: Any) -> None:
+    too_long = _denial(alliance_world, "1.2.3", object_type="x" * 200)
+    with caplog.at_level(logging.ERROR, logger="alliance.audit"):
+        audit.record_denials([too_long, _denial(alliance_world, "1.2.4")])
+    assert [e.object_id for e in denied_events()] == ["1.2.4"]
+    assert any(r.levelno == logging.ERROR and "1.2.3" in r.getMessage() for r in caplog.records)
 
 
 def test_a_refused_series_thumbnail_is_a_denied_read_of_the_series(alliance_world: Any) -> None:
@@ -172,3 +211,22 @@ def test_c_get_events_record_the_query_keys_even_when_nothing_matched(alliance_w
     event = AuditEvent.objects.get(action="dicom.get")
     assert event.detail["keys"] == {"StudyInstanceUID": "1.2.3", "SeriesInstanceUID": "1.2.3.4"}
     assert (event.detail["level"], event.detail["instances"]) == ("SERIES", 0)
+
+
+def test_one_tally_that_cannot_be_summarised_does_not_stop_the_others(
+    alliance_world: Any, caplog: Any, monkeypatch: Any
+) -> None:
+    for object_id in ("1.2.3", "1.2.4"):
+        audit.record_denials([_denial(alliance_world, object_id), _denial(alliance_world, object_id, seconds=30)])
+    record = audit.record
+
+    def failing_for_one(**kwargs: Any) -> Any:
+        if kwargs["object_id"] == "1.2.3":
+            raise RuntimeError("audit write failed")
+        return record(**kwargs)
+
+    monkeypatch.setattr(audit, "record", failing_for_one)
+    with caplog.at_level(logging.ERROR, logger="alliance.audit"):
+        assert audit.summarize_denials(MINUTE + timedelta(minutes=3)) == 1
+    assert [t.object_id for t in DeniedReadTally.objects.all()] == ["1.2.3"]  # kept for the next run
+    assert [r.levelno for r in caplog.records] == [logging.ERROR]

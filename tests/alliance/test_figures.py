@@ -103,6 +103,7 @@ def test_backlog_counts_what_is_open_now_by_state_and_age(world: Any) -> None:
         ["Accepted", 0, 1, 0, 0, 0, 1],
         ["In progress", 0, 0, 0, 0, 0, 0],
         ["On hold", 0, 0, 0, 0, 0, 0],
+        ["Preliminary report", 0, 0, 0, 0, 0, 0],
     ]
 
 
@@ -351,3 +352,7 @@ def test_page_makes_the_same_number_of_queries_whatever_the_data(world: Any) -> 
     assert (
         len(before) <= 34
     )  # 31 with the consults' roll-up (its mark, the oldest open consult, sums), 3 for critical results
+
+
+def test_every_section_shows_a_duration_as_minutes_to_one_decimal() -> None:
+    assert (figures.minutes(90), figures.minutes(3599), figures.minutes(None)) == (1.5, 60.0, None)

@@ -9,9 +9,13 @@ from typing import Any
 import pytest
 from django.core import mail
 from django.http import Http404
+from kombu.exceptions import OperationalError
 
+from alliance import services
+from alliance import tasks as alliance_tasks
 from alliance.access import resolve_principal
-from alliance.models import AuditEvent, PoolMembership, PrivilegeChange
+from alliance.audit import SYSTEM
+from alliance.models import AuditEvent, Pool, PoolMembership, PrivilegeChange
 from consults import access as consult_access
 from consults.models import Status
 from imaging import access as imaging_access
@@ -132,6 +136,43 @@ def test_seating_another_admin_waits_for_a_second_admin_who_is_neither_asker_nor
     assert again.status_code == 403
 
 
+def test_notices_lost_with_the_broker_are_mailed_once_by_the_sweep(
+    world: Any, django_capture_on_commit_callbacks: Any, monkeypatch: Any
+) -> None:
+    other_admin = make_doctor(
+        institution=world.hosp, roles=["institution_admin", "specialist"], username="admin2", email="admin2@hosp.test"
+    )
+
+    def broker_away(*_args: Any) -> None:
+        raise OperationalError("[Errno 111] Connection refused")  # what Celery raises, the broker stopped
+
+    monkeypatch.setattr(alliance_tasks.privilege_change_notice, "delay", broker_away)
+    with django_capture_on_commit_callbacks(execute=True):  # a robust callback: logged, not raised
+        response = _api(world.hosp_admin).patch(
+            f"/api/v1/pools/{world.pool.pk}/",
+            {"members": [world.specialist.pk, other_admin.pk]},
+            content_type="application/json",
+        )
+    assert response.status_code == 202, response.content
+    change = PrivilegeChange.objects.get()
+    assert mail.outbox == []
+    assert alliance_tasks.send_unsent_privilege_notices() == 0  # younger than RETRY_AFTER_SECONDS
+    assert alliance_tasks.send_unsent_privilege_notices(older_than_seconds=0) == 1  # the subject, the only address
+    assert [m.to for m in mail.outbox] == [[other_admin.user.email]]
+    assert alliance_tasks.send_unsent_privilege_notices(older_than_seconds=0) == 0  # once
+    assert alliance_tasks.privilege_change_notice(change.pk) == 0  # nor again by a late task
+    # decided while the broker is still away: the decision is mailed too
+    with django_capture_on_commit_callbacks(execute=True):
+        done = _api(world.alliance_admin).post(
+            f"/api/v1/privilege-changes/{change.pk}/approve/", {}, content_type="application/json"
+        )
+    assert done.status_code == 200, done.content
+    assert alliance_tasks.send_unsent_privilege_notices(older_than_seconds=0) == 1
+    assert len(mail.outbox) == 2 and mail.outbox[0].subject != mail.outbox[1].subject
+    change.refresh_from_db()
+    assert change.notified_state == change.state == PrivilegeChange.State.APPROVED
+
+
 def test_a_clinical_role_for_an_alliance_admin_waits_and_is_refusable(world: Any) -> None:
     second = make_doctor(institution=world.office, roles=["alliance_admin"], username="alliance_admin2")
     response = _api(world.alliance_admin).patch(
@@ -216,3 +257,75 @@ def test_the_audit_page_shows_privilege_changes(world: Any) -> None:
     )
     page = client_for(world.alliance_admin).get("/audit/", {"action": "privilege."}).content.decode()
     assert "privilege.request" in page
+
+
+# A refusal halfway through an API write leaves nothing changed (each call is one transaction).
+
+
+def test_a_held_role_change_is_not_kept_when_the_rest_of_the_update_is_refused(world: Any) -> None:
+    second = make_doctor(institution=world.office, roles=["alliance_admin"], username="alliance_admin2")
+    elsewhere = services.department_create(institution=world.hosp, name="Radiology", by=SYSTEM)
+    response = _api(world.alliance_admin).patch(
+        f"/api/v1/doctors/{second.pk}/",
+        {"roles": ["alliance_admin", "clinician"], "department": elsewhere.pk},
+        content_type="application/json",
+    )
+    assert response.status_code == 400, response.content
+    assert not PrivilegeChange.objects.exists()
+    assert not AuditEvent.objects.filter(action="privilege.request").exists()
+
+
+def test_seating_stops_whole_when_a_held_admin_already_waits(world: Any) -> None:
+    other_admin = make_doctor(institution=world.hosp, roles=["institution_admin", "specialist"], username="admin2")
+    url = f"/api/v1/pools/{world.pool.pk}/"
+    first = _api(world.hosp_admin).patch(
+        url, {"members": [world.specialist.pk, other_admin.pk]}, content_type="application/json"
+    )
+    assert first.status_code == 202, first.content
+    again = _api(world.hosp_admin).patch(
+        url,
+        {"members": [world.specialist.pk, world.outsider_specialist.pk, other_admin.pk]},
+        content_type="application/json",
+    )
+    assert again.status_code == 400, again.content
+    assert set(world.pool.members.all()) == {world.specialist}
+    assert PrivilegeChange.objects.count() == 1
+
+
+def test_a_pool_created_with_a_refused_member_list_is_not_created(world: Any) -> None:
+    response = _api(world.hosp_admin).post(
+        "/api/v1/pools/",
+        {
+            "institution": world.hosp.pk,
+            "specialty": world.radiology.code,
+            "name": "MR desk",
+            "members": [world.specialist.pk, world.hosp_admin.pk],
+        },
+        content_type="application/json",
+    )
+    assert response.status_code == 403, response.content
+    assert not Pool.objects.filter(name="MR desk").exists()
+    assert not AuditEvent.objects.filter(action="pool.create", detail__name="MR desk").exists()
+
+
+def test_a_pool_update_with_a_refused_member_list_keeps_the_old_name(world: Any) -> None:
+    response = _api(world.hosp_admin).patch(
+        f"/api/v1/pools/{world.pool.pk}/",
+        {"name": "Renamed desk", "members": [world.specialist.pk, world.hosp_admin.pk]},
+        content_type="application/json",
+    )
+    assert response.status_code == 403, response.content
+    world.pool.refresh_from_db()
+    assert world.pool.name == "CT reading desk"
+    assert not AuditEvent.objects.filter(action="pool.update").exists()
+
+
+def test_a_pool_update_with_bad_reviewers_seats_nobody(world: Any) -> None:
+    not_a_member = make_doctor(institution=world.hosp, roles=["specialist"], username="third")
+    response = _api(world.hosp_admin).patch(
+        f"/api/v1/pools/{world.pool.pk}/",
+        {"members": [world.specialist.pk, world.outsider_specialist.pk], "reviewers": [not_a_member.pk]},
+        content_type="application/json",
+    )
+    assert response.status_code == 400, response.content
+    assert set(world.pool.members.all()) == {world.specialist}

@@ -86,9 +86,9 @@ def test_reader_flags_requester_sees_banner_and_home_and_reads_back(
 
         # The requester's home lists it; the case shows the red banner.
         cp.goto(f"{live_server.url}/")
-        expect(cp.locator("#home-critical")).to_contain_text(FINDING)
+        expect(cp.locator("#home-work-critical")).to_contain_text(FINDING)
         _shots(browser, clinic_cookie, cp.url, "home")
-        cp.click(f"#home-critical a[href*='/consults/{consult.pk}/']")
+        cp.click(f"#home-work-critical a[href*='/consults/{consult.pk}/']")
         banner = cp.locator("#critical-banner")
         expect(banner).to_contain_text("危急值")
         expect(banner).to_contain_text(FINDING)
@@ -105,7 +105,7 @@ def test_reader_flags_requester_sees_banner_and_home_and_reads_back(
         expect(cp.locator("#critical-history")).to_contain_text(owner_name)
         _shots(browser, clinic_cookie, case_url, "acknowledged")
         cp.goto(f"{live_server.url}/")
-        expect(cp.locator("#home-critical")).to_have_count(0)
+        expect(cp.locator("#home-work-critical")).to_have_count(0)
 
         # The alliance admin's list and the figures' section.
         _shots(browser, admin_cookie, f"{live_server.url}/consults/critical-findings/", "findings")

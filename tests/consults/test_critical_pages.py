@@ -36,8 +36,8 @@ def test_reader_flags_from_the_case_page_and_the_requester_sees_the_banner_and_h
     assert 'id="critical-banner"' in page and "大量气胸" in page and 'name="read_back"' in page
     assert 'name="read_back"' not in _get(world.specialist, detail)
     home = _get(world.colleague, reverse("home"))
-    assert 'id="home-critical"' in home and "大量气胸" in home
-    assert AuditEvent.objects.filter(action="consult.critical_list", object_id=str(consult.pk)).exists()
+    assert 'id="home-work-critical"' in home and "大量气胸" in home
+    assert AuditEvent.objects.filter(action="consult.list", object_id=str(consult.pk), detail__via="home").exists()
     notices = _get(world.owner, reverse("consults:notifications"))
     assert "cs-critical-notice" in notices and "Critical result" in notices
     ack = reverse("consults:critical_acknowledge", args=[consult.pk, result.pk])
@@ -45,7 +45,7 @@ def test_reader_flags_from_the_case_page_and_the_requester_sees_the_banner_and_h
     page = _get(world.owner, detail)
     assert 'id="critical-banner"' not in page and 'id="critical-history"' in page
     assert "Read back by" in page
-    assert 'id="home-critical"' not in _get(world.colleague, reverse("home"))
+    assert 'id="home-work-critical"' not in _get(world.colleague, reverse("home"))
 
 
 def test_report_editor_offers_the_modalitys_list(world: Any) -> None:
@@ -77,3 +77,16 @@ def test_alliance_admin_keeps_the_list_on_its_page(world: Any) -> None:
 def test_only_the_alliance_admin_opens_the_list(world: Any, who: str) -> None:
     response = client_for(getattr(world, who)).get(reverse("consults:critical_findings"))
     assert response.status_code == 403
+
+
+def test_a_critical_result_on_the_home_page_is_open_work_listed_first_and_audited_once(world: Any) -> None:
+    """The home page's one list of what waits (alliance.open_work): no "nothing waits" under a
+    critical result, and a case both critical and with a question is audited once."""
+    consult = walk(world, Status.ON_HOLD)  # a question for the clinic too
+    critical.critical_flag(consult=consult, by=resolve_principal(world.specialist.user), text="大量气胸")
+    home = _get(world.colleague, reverse("home"))
+    assert 'id="home-work-none"' not in home
+    assert home.index('id="home-work-critical"') < home.index('id="home-work-questions"')
+    assert f"/consults/{consult.pk}/#critical-banner" in home
+    assert AuditEvent.objects.filter(object_type="consult", object_id=str(consult.pk), detail__via="home").count() == 1
+    assert not AuditEvent.objects.filter(action="consult.critical_list").exists()

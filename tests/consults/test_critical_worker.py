@@ -5,10 +5,7 @@ longer than CRITICAL_ESCALATE_MINUTES goes to the requesting institution's admin
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,35 +18,30 @@ from alliance.access import resolve_principal
 from alliance.models import AuditEvent
 from consults import clock, critical
 from consults.models import CriticalResult, Notification, Status
+from tests.celery_worker import broker_up, new_prefix, start_worker, succeeded, wait_for
 from tests.consults.conftest import walk
-from tests.consults.test_worker import BROKER, _broker_up, _database_url, _succeeded, _wait_for
 
 TASK = "consults.tasks.escalate_critical_results"
 
 
 def _start_worker_with_beat(log: Any, tmp_path: Path) -> subprocess.Popen[bytes]:
-    """A worker as tests/consults/test_worker.py starts one, with its embedded beat: the
-    escalation job every 5 s, the consults' other jobs an hour apart so that they stay out
-    of the way. The beat sends to the default queue, which the worker consumes."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": _database_url(),
-        "CELERY_BROKER_URL": BROKER,
-        "CELERY_TASK_ALWAYS_EAGER": "0",
-        "DATA_DIR": str(tmp_path / "worker"),
-        "EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend",
-        "LANGUAGE_CODE": "en",
-        "CRITICAL_CHECK_SECONDS": "5",
-        "CRITICAL_ESCALATE_MINUTES": "15",
-        "CONSULT_DEADLINE_CHECK_SECONDS": "3600",
-        "RETRY_SWEEP_SECONDS": "3600",
-        "REFERRAL_REMINDER_CHECK_SECONDS": "3600",
-    }
-    celery = Path(sys.executable).parent / "celery"
-    name = f"critical-{uuid.uuid4().hex[:8]}"
-    args = [str(celery), "-A", "alliance", "worker", "-B", "-s", str(tmp_path / "beat-schedule"), "--pool=solo"]
-    args += ["-l", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"{name}@%h"]
-    return subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+    """A worker as tests/celery_worker.py starts one, with its embedded beat: the escalation
+    job every 5 s, the consults' other jobs an hour apart so that they stay out of the way.
+    The beat sends to the worker's own prefixed queues."""
+    return start_worker(
+        new_prefix("critical"),
+        log,
+        tmp_path / "worker",
+        "-B",
+        "-s",
+        str(tmp_path / "beat-schedule"),
+        EMAIL_BACKEND="django.core.mail.backends.console.EmailBackend",
+        CRITICAL_CHECK_SECONDS="5",
+        CRITICAL_ESCALATE_MINUTES="15",
+        CONSULT_DEADLINE_CHECK_SECONDS="3600",
+        RETRY_SWEEP_SECONDS="3600",
+        REFERRAL_REMINDER_CHECK_SECONDS="3600",
+    )
 
 
 @pytest.mark.integration
@@ -57,8 +49,8 @@ def _start_worker_with_beat(log: Any, tmp_path: Path) -> subprocess.Popen[bytes]
 def test_real_worker_escalates_an_unacknowledged_flag_once_on_its_own_clock(
     alliance_world: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    if connection.vendor != "postgresql" or not _broker_up():
-        pytest.skip("needs PostgreSQL and the Redis broker")
+    if connection.vendor != "postgresql" or not broker_up():
+        pytest.skip("needs PostgreSQL and the broker")
     world = alliance_world
     world.inst_admin_a.user.email = "admin@clinic-a.example"
     world.inst_admin_a.user.save()
@@ -75,12 +67,12 @@ def test_real_worker_escalates_an_unacknowledged_flag_once_on_its_own_clock(
         worker = _start_worker_with_beat(out, tmp_path)
     try:
         escalated = CriticalResult.objects.filter(pk=waiting.pk, escalated_at__isnull=False)
-        assert _wait_for(escalated.exists, timeout=90), log.read_text(errors="replace")[-3000:]
-        mailed = _wait_for(lambda: "Critical result not acknowledged" in log.read_text(errors="replace"), 30)
+        assert wait_for(escalated.exists, timeout=90), log.read_text(errors="replace")[-3000:]
+        mailed = wait_for(lambda: "Critical result not acknowledged" in log.read_text(errors="replace"), 30)
         assert mailed, log.read_text(errors="replace")[-3000:]
         # Two more runs of the job change nothing.
-        done = _succeeded(log, TASK)
-        assert _wait_for(lambda: _succeeded(log, TASK) >= done + 2, timeout=60), log.read_text(errors="replace")[-3000:]
+        done = succeeded(log, TASK)
+        assert wait_for(lambda: succeeded(log, TASK) >= done + 2, timeout=60), log.read_text(errors="replace")[-3000:]
     finally:
         worker.terminate()
         worker.wait(timeout=30)

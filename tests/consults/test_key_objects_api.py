@@ -114,6 +114,19 @@ def test_bad_input_is_refused_with_a_reason_and_writes_nothing(
     assert not Instance.objects.filter(series__study=study, series__modality__in=["KO", "SR"]).exists()
 
 
+def test_an_angle_is_saved_and_read_back_in_degrees(world: Any, study: Study, reading: Any) -> None:
+    sop = _images(study)[1]
+    angle = {"kind": "angle", "sop_uid": sop, "points": [[10, 40], [30, 12], [50, 40]], "angle": 71.1, "label": ""}
+    client = client_for(world.specialist)
+    assert _post(client, study, {"key_images": [], "measurements": [angle]}).status_code == 201
+    (read,) = client.get(_url(study)).json()["measurements"]
+    assert (read["kind"], read["sop_uid"], read["points"]) == ("angle", sop, [[10, 40], [30, 12], [50, 40]])
+    assert read["angle"] == pytest.approx(71.1)
+    two_points = {**angle, "points": [[10, 40], [30, 12]]}
+    refused = _post(client, study, {"key_images": [], "measurements": [two_points]})
+    assert refused.status_code == 400 and "3 points" in refused.json()["error"]["message"]
+
+
 def test_length_without_two_points_or_a_number_is_refused(world: Any, study: Study, reading: Any) -> None:
     sop = _images(study)[0]
     client = client_for(world.specialist)

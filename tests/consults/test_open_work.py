@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
 from alliance.access import resolve_principal
 from alliance.models import AuditEvent
 from consults import clock, open_work, selectors, services
-from consults.models import Status
+from consults.models import Notification, Status
 from tests.conftest import client_for
 from tests.consults.conftest import walk
 from tests.factories import PatientFactory, StudyFactory
@@ -118,3 +121,40 @@ def test_bell_list_shows_patient_case_and_what_happened_and_opens_the_case(world
     assert client.get(link).url == f"/consults/{consult.pk}/"
     shown = AuditEvent.objects.filter(action="consult.list", detail__via="notifications")
     assert [e.object_id for e in shown] == [str(consult.pk)]
+
+
+def _notifications_page(doctor: Any) -> str:
+    client = client_for(doctor)
+    client.cookies["django_language"] = "en"
+    page = client.get("/consults/notifications/").content.decode()
+    return page[page.index('id="notification-list"') :]
+
+
+def test_bell_list_names_no_patient_of_a_case_the_user_no_longer_sees(world: Any) -> None:
+    consult = walk(world, Status.ACCEPTED, study=chinese_study(world))
+    services.consult_cancel(consult=consult, by=principal(world.owner), reason="Patient transferred.")
+    shown = walk(world, Status.ACCEPTED)
+    page = _notifications_page(world.specialist)  # the reader of both: told of the cancel
+    assert f"Consult #{consult.pk}" in page and "Cancelled" in page and "no longer have access" in page
+    assert "P-1001" not in page and "王芳" not in page
+    assert f"/consults/notifications/{Notification.objects.get(consult=consult, verb='cancel').pk}/" not in page
+    listed = AuditEvent.objects.filter(action="consult.list", detail__via="notifications")
+    assert [e.object_id for e in listed] == [str(shown.pk)]
+
+
+def test_bell_list_asks_the_same_queries_for_few_or_many_cases(world: Any, django_assert_max_num_queries: Any) -> None:
+    client = client_for(world.specialist)
+    for _n in range(2):
+        walk(world, Status.ACCEPTED)
+    with CaptureQueriesContext(connection) as few:
+        client.get("/consults/notifications/")
+    for _n in range(4):
+        gone = walk(world, Status.ACCEPTED)
+        services.consult_cancel(consult=gone, by=principal(world.owner), reason="Transferred.")
+    with django_assert_max_num_queries(len(few)):
+        client.get("/consults/notifications/")
+
+
+def test_a_notice_of_a_critical_result_says_it_is_critical() -> None:
+    assert all(Notification(verb=v).is_critical for v in ("critical", "critical_ack", "critical_escalate"))
+    assert not any(Notification(verb=v).is_critical for v in ("claim", "sign", "message"))

@@ -6,6 +6,10 @@ from typing import Any
 
 import pytest
 
+from alliance import audit
+from alliance.access import resolve_principal
+from alliance.models import AuditEvent
+from consults import services
 from consults.models import Consult, Notification, Status
 from tests.conftest import client_for
 from tests.consults.conftest import walk
@@ -148,3 +152,39 @@ def test_people_outside_the_case_see_nothing_on_the_worklist(world: Any, persona
     response = client_for(getattr(world, persona)).get("/consults/")
     rows = response.context["rows"] if response.status_code == 200 else []
     assert rows == []
+
+
+def test_every_page_names_a_cases_patients_once_each_in_the_audit_trail(world: Any) -> None:
+    """Consult.audit_patient (alliance.audit.patients) for the worklist as for the case page:
+    two studies of one patient are one patient, several are sorted."""
+    first = StudyFactory(institution=world.clin_a)
+    again = StudyFactory(institution=world.clin_a, patient=first.patient)
+    consult = services.consult_create(
+        by=resolve_principal(world.owner.user), studies=[first, again], question="?", pool=world.pool
+    )
+    services.consult_request(consult=consult, by=resolve_principal(world.owner.user))
+    client_for(world.specialist).get("/consults/?tab=unclaimed")
+    listed = AuditEvent.objects.get(action="consult.list", object_id=str(consult.pk))
+    assert listed.patient == str(first.patient_id) == consult.audit_patient
+    assert audit.patients([12, 3, 12]) == "12,3" and len(audit.patients(range(10**4, 10**5))) == 200
+
+
+def _second_factor_drift(doctor: Any, *, device: bool) -> None:
+    """An authenticator the doctor record's flag does not know of (one added in the Django
+    admin): the identity check goes by the device, and so must the page that asks for it."""
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    if device:
+        TOTPDevice.objects.create(user=doctor.user, name="phone", confirmed=True)
+
+
+@pytest.mark.parametrize("device", [True, False])
+def test_the_sign_page_asks_for_what_the_identity_check_takes(world: Any, device: bool) -> None:
+    consult = walk(world, Status.IN_PROGRESS)
+    spec = client_for(world.specialist)
+    spec.post(f"/consults/{consult.pk}/report/", {"findings": "x", "impression": "Benign.", "sign": "1"})
+    _second_factor_drift(world.specialist, device=device)
+    page = spec.get(f"/consults/{consult.pk}/sign/").content.decode()
+    assert ("身份验证器应用显示的验证码" in page) is device
+    assert ('autocomplete="one-time-code"' in page) is device
+    assert ("您的密码" in page) is not device

@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 from alliance.access import AccessDenied, resolve_principal
 from alliance.models import AuditEvent
 from alliance.reauth import IdentityNotConfirmed
-from consults import priorities, selectors, services
+from consults import access, priorities, selectors, services
 from consults.forms import ConsultRequestForm
 from consults.models import Consult, ConsultTransition, Notification, PriorityPolicy, ReportVersion, Status
 from imaging import access as imaging_access
@@ -469,3 +469,58 @@ def test_the_preliminary_report_pdf_says_so_and_names_the_signers_title(
         ["pdftotext", "-enc", "UTF-8", str(path), "-"], capture_output=True, check=True, text=True
     ).stdout
     assert "初步报告：由书写医生签署" in text and "住院医师" in text and "常规 · 24 小时内" in text
+
+
+# --- the sign page: one access decision, audited --------------------------------------------
+
+
+def test_may_sign_is_the_owner_of_a_report_in_progress_with_the_signature_the_pool_asks(
+    world: Any, two_level: Any
+) -> None:
+    consult = walk(world, Status.ACCEPTED)
+    spec = resolve_principal(world.specialist.user)
+    assert not access.may_sign(spec, consult)  # not started
+    services.consult_start_report(consult=consult, by=spec)
+    consult.refresh_from_db()
+    assert access.may_sign(spec, consult)  # a junior's preliminary signature
+    for other in (world.owner, two_level.senior, two_level.member, world.hosp_admin):
+        assert not access.may_sign(resolve_principal(other.user), consult)
+    _sign(world, consult)
+    consult.refresh_from_db()
+    assert not access.may_sign(spec, consult)  # waits for the reviewer
+
+
+def test_showing_the_sign_page_and_the_report_editor_is_audited(world: Any) -> None:
+    consult = walk(world, Status.IN_PROGRESS)
+    client = client_for(world.specialist)
+    for page in ("report", "sign"):
+        before = AuditEvent.objects.filter(action="consult.view", object_id=str(consult.pk)).count()
+        assert client.get(f"/consults/{consult.pk}/{page}/").status_code == 200
+        shown = AuditEvent.objects.filter(action="consult.view", object_id=str(consult.pk))
+        assert shown.count() == before + 1 and shown.last().patient
+
+
+def test_api_sign_by_someone_who_may_not_sign_is_refused_before_the_password(world: Any) -> None:
+    consult = walk(world, Status.IN_PROGRESS)
+    answer = api_for(world.outsider_specialist).post(
+        f"/api/v1/consults/{consult.pk}/sign/", {"impression": "Nodule.", "password": "guess"}, format="json"
+    )
+    assert answer.status_code in (403, 404)
+    answer = api_for(world.owner).post(
+        f"/api/v1/consults/{consult.pk}/sign/", {"impression": "Nodule.", "password": "guess"}, format="json"
+    )
+    assert answer.status_code == 403 and answer.json()["error"]["code"] == "permission_denied"
+    assert not AuditEvent.objects.filter(action="auth.reconfirm").exists()
+    assert Consult.objects.get(pk=consult.pk).status == Status.IN_PROGRESS
+
+
+@pytest.mark.parametrize("device", [True, False])
+def test_the_verify_form_asks_for_what_the_identity_check_takes(world: Any, two_level: Any, device: bool) -> None:
+    from tests.consults.test_pages import _second_factor_drift
+
+    consult = walk(world, Status.IN_PROGRESS)
+    _sign(world, consult)
+    _second_factor_drift(two_level.senior, device=device)
+    page = client_for(two_level.senior).get(f"/consults/{consult.pk}/").content.decode()
+    assert ("身份验证器应用显示的验证码" in page) is device
+    assert ("您的密码" in page) is not device

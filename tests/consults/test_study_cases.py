@@ -13,6 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from alliance.access import resolve_principal
+from alliance.models import AuditEvent
 from consults import services
 from consults.models import Status
 from imaging.views import STUDIES_PER_PAGE
@@ -178,3 +179,28 @@ def test_date_header_link_turns_the_order_and_keeps_the_search(world: Any, named
     again = en_client(world.owner).get(LIST, {"patient_name": "wang", "sort": "oldest"})
     assert again.context["date_sort_url"] == "?patient_name=wang&sort=newest"
     assert 'aria-sort="ascending"' in again.content.decode()
+
+
+def test_the_cases_shown_beside_studies_are_audited_as_the_studies_are(world: Any) -> None:
+    consult = walk(world, Status.COMPLETED)
+    study = consult.studies.get()
+    referral = refer(world, study)
+    draft = walk(world, Status.DRAFT)  # shown to its author only
+    en_client(world.owner).get(LIST)
+    en_client(world.owner).get(reverse("imaging:study_detail", args=[study.study_uid]))
+    events = AuditEvent.objects.filter(action__in=["consult.list", "referral.list"], actor_id=str(world.owner.user.pk))
+    seen = sorted((e.action, e.object_id, e.patient, e.basis, e.detail["via"]) for e in events)
+    patient = str(study.patient_id)
+    expected = [
+        (f"{kind}.list", str(number), patient, f"{kind}:{number}", via)
+        for kind, number in (("consult", consult.pk), ("referral", referral.pk))
+        for via in ("study-list", "study-page")
+    ]
+    draft_patient = str(draft.studies.get().patient_id)
+    assert seen == sorted(
+        [*expected, ("consult.list", str(draft.pk), draft_patient, f"consult:{draft.pk}", "study-list")]
+    )
+    en_client(world.colleague).get(LIST)
+    by_colleague = AuditEvent.objects.filter(action="consult.list", actor_id=str(world.colleague.user.pk))
+    assert sorted(e.object_id for e in by_colleague) == [str(consult.pk)]
+    assert str(draft.pk) not in {e.object_id for e in by_colleague}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.urls import reverse
 
 from alliance import audit
 from alliance.models import Alliance, AuditEvent
@@ -79,3 +80,19 @@ def test_other_alliance_admin_writes_to_their_own_alliance(world: Any) -> None:
     admin = factories.make_doctor(institution=other, roles=["alliance_admin"], username="other_admin")
     client_for(admin).post("/consults/templates/add/", BODY)
     assert list(ReportTemplate.objects.values_list("alliance_id", flat=True)) == [other.alliance_id]
+
+
+@pytest.mark.parametrize(
+    ("url", "heading", "back", "submit"),
+    [
+        ("consults:template_add", "添加模板", "报告模板", "保存模板"),
+        ("consults:critical_finding_add", "添加危急值项目", "危急值清单", "保存"),
+    ],
+)
+def test_the_alliance_admins_two_lists_add_entries_on_one_form_page(
+    world: Any, url: str, heading: str, back: str, submit: str
+) -> None:
+    response = client_for(world.alliance_admin).get(reverse(url), HTTP_ACCEPT_LANGUAGE="zh-hans")
+    assert [t.name for t in response.templates][0] == "consults/list_entry_form.html"
+    page = response.content.decode()
+    assert f"<h1>{heading}</h1>" in page and f">{back}</a>" in page and f">{submit}</button>" in page

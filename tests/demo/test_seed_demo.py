@@ -105,11 +105,12 @@ def test_seed_demo_loads_each_apps_demo_in_the_order_the_apps_build_on_each_othe
     def recorder(label: str) -> Any:
         return lambda *, stdout, actor: loaded.append((label, actor.name))
 
-    for label in ("alliance", "imaging", "consults"):
+    for label in ("alliance", "imaging", "consults", "teaching"):
         monkeypatch.setattr(f"demo.{label}.load", recorder(label))
     run("seed_demo")
     assert loaded == [
         ("alliance", "manage.py seed_demo"),
         ("imaging", "manage.py seed_demo"),
         ("consults", "manage.py seed_demo"),
+        ("teaching", "manage.py seed_demo"),
     ]

@@ -159,20 +159,6 @@ def test_one_audit_event_for_the_request(owner_client) -> None:  # type: ignore[
     assert event.object_id == datasets[0].StudyInstanceUID and event.detail["stored"] == 3
 
 
-def test_parts_stored_on_threads_keep_their_order_and_errors_surface() -> None:
-    from imaging.dicomweb.stow import in_threads
-
-    assert in_threads(lambda n: n * 2, list(range(25)), 4) == [n * 2 for n in range(25)]
-
-    def fails_on_seven(n: int) -> int:
-        if n == 7:
-            raise ValueError("seven")
-        return n
-
-    with pytest.raises(ValueError, match="seven"):
-        in_threads(fails_on_seven, list(range(25)), 4)
-
-
 # --- every outcome is a PS3.18 answer, never a 500 --------------------------------------
 
 
@@ -248,7 +234,7 @@ def fail_after(monkeypatch, successes: int, error: BaseException) -> list[str]: 
     lock = threading.Lock()
 
     def flaky(*args, **kwargs):  # type: ignore[no-untyped-def]
-        with lock:  # parts are stored on several threads outside a test transaction
+        with lock:
             started.append(1)
             if len(started) > successes:
                 raise error
@@ -276,18 +262,71 @@ def test_database_lost_mid_request_lists_the_stored_parts_and_fails_the_rest(own
     assert int(response.headers["Retry-After"]) > 0
 
 
-def test_database_lost_while_parts_are_stored_on_threads_lists_exactly_the_stored(
+def test_parts_of_a_series_are_stored_together_and_a_bad_one_fails_alone(
     transactional_db, alliance_world, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
-    from django.db import InterfaceError
+    """Outside a transaction the parts go through ingest_paths: the first of the new series
+    alone (it makes the parents), the further good ones in one commit; the bad part is
+    reported, audited as refused, and costs the others nothing."""
+    from imaging import index
+    from imaging.storage import local_path
 
-    datasets = make_ct_series(12, 16, 16)
-    stored = fail_after(monkeypatch, 5, InterfaceError("connection already closed"))
-    client = token_client(alliance_world.owner)
-    response = post(client, f"{BASE}/studies", multipart([part10_bytes(ds) for ds in datasets]))
+    together, original = [], index.write_series
+
+    def spy(received, *args, **kwargs):  # type: ignore[no-untyped-def]
+        together.append([r.attributes.sop_uid for r in received])
+        return original(received, *args, **kwargs)
+
+    monkeypatch.setattr(index, "write_series", spy)
+    datasets = make_ct_series(5, 16, 16)
+    files = [part10_bytes(ds) for ds in datasets]
+    body = multipart([*files[:2], b"not dicom at all", *files[2:]])
+    response = post(token_client(alliance_world.owner), f"{BASE}/studies", body)
+    sops = [ds.SOPInstanceUID for ds in datasets]
     assert response.status_code == 202
-    assert sorted(referenced(response)) == sorted(stored) == sorted(Instance.objects.values_list("sop_uid", flat=True))
-    assert len(stored) == 5 and failures(response) == [0xA700] * 7
+    assert referenced(response) == sops and failures(response) == [0xC000]
+    assert together == [sops[1:]]
+    assert sorted(Instance.objects.values_list("sop_uid", flat=True)) == sorted(sops)
+    assert all(local_path(i).read_bytes() == files[sops.index(i.sop_uid)] for i in Instance.objects.all())
+    study = Study.objects.get(study_uid=datasets[0].StudyInstanceUID)
+    assert study.num_instances == 5 and study.series.get().num_instances == 5
+    events = AuditEvent.objects.filter(action="instance.store")
+    assert sorted(e.object_id for e in events.filter(outcome=AuditEvent.Outcome.SUCCESS)) == sorted(sops)
+    assert events.filter(outcome=AuditEvent.Outcome.FAILURE).count() == 1
+
+
+def test_the_database_lost_while_a_batch_commits_leaves_none_of_it(
+    transactional_db, alliance_world, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """The connection dies inside the one statement that indexes the batch (after the counters
+    and the audit events, before the instance rows): none of the batch is indexed, none of its
+    files is left in the store, and the answer fails each of them with 0xA700 and Retry-After."""
+    from imaging import index, storage
+
+    original = index._insert_instances_sql
+
+    def dies_midway(instances, *args, **kwargs):  # type: ignore[no-untyped-def]
+        sql, params = original(instances, *args, **kwargs)
+        if len(instances) == 1:  # the first of the series, stored alone
+            return sql, params
+        return "SELECT pg_terminate_backend(pg_backend_pid()); " + sql, params
+
+    monkeypatch.setattr(index, "_insert_instances_sql", dies_midway)
+    datasets = make_ct_series(6, 16, 16)
+    response = post(
+        token_client(alliance_world.owner), f"{BASE}/studies", multipart([part10_bytes(ds) for ds in datasets])
+    )
+    sops = [ds.SOPInstanceUID for ds in datasets]
+    assert response.status_code == 202 and int(response.headers["Retry-After"]) > 0
+    assert referenced(response) == sops[:1]  # the first of the series, stored alone
+    assert failures(response) == [0xA700] * 5
+    assert [f["00081155"]["Value"][0] for f in response.json()["00081198"]["Value"]] == sops[1:]
+    assert list(Instance.objects.values_list("sop_uid", flat=True)) == sops[:1]
+    study = Study.objects.get(study_uid=datasets[0].StudyInstanceUID)
+    assert study.num_instances == 1 and study.series.get().num_instances == 1
+    assert not AuditEvent.objects.filter(action="instance.store", object_id__in=sops[1:], outcome="success").exists()
+    store = storage.local_path(Instance.objects.get()).parent
+    assert sorted(p.name for p in store.iterdir()) == [f"{sops[0]}.dcm"]
 
 
 def test_database_away_from_the_first_part_is_503_with_every_part_failed(owner_client, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -202,3 +202,17 @@ def test_one_audit_event_per_retrieval_with_its_basis(alliance_world, owner_clie
 def test_unknown_series_or_instance_is_404(owner_client, ct, suffix) -> None:  # type: ignore[no-untyped-def]
     assert owner_client.get(f"{ct.url}/series/9.9.9{suffix}").status_code == 404
     assert owner_client.get(f"{ct.url}/series/{ct.series}/instances/9.9.9{suffix}").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "route",
+    ["{instance}/frames/1", "{instance}/rendered", "{instance}/frames/1/rendered", "{url}/thumbnail"],
+)
+def test_privately_cached_pixels_vary_with_the_cookie_and_the_token(owner_client, ct, route) -> None:  # type: ignore[no-untyped-def]
+    """A browser keeps its copy per credential: after another sign-in, or with another token,
+    it asks again and the access check runs."""
+    response = owner_client.get(route.format(url=ct.url, instance=ct.instance_url))
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"].startswith("private, max-age=")
+    vary = {v.strip().lower() for v in response.headers["Vary"].split(",")}
+    assert {"cookie", "authorization"} <= vary

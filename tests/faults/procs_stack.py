@@ -19,6 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
+from kombu import Connection
 from pydicom import dcmread
 
 from imaging import reconcile
@@ -76,9 +77,13 @@ class Stack:
         wait_for_port(port, proc, 120)
         return site
 
-    def worker(self, name: str = "worker", **env: str) -> subprocess.Popen[bytes]:
+    def worker(self, name: str = "worker", queues: tuple[str, ...] = (), **env: str) -> subprocess.Popen[bytes]:
+        """A worker on `queues` (their names without CELERY_QUEUE_PREFIX), or on every queue."""
         args = [str(BIN / "celery"), "-A", "alliance", "worker", "-l", "INFO", "--concurrency", "1"]
         args += ["--without-gossip", "--without-mingle", "-n", f"{name}-{os.getpid()}@%h"]
+        if queues:
+            prefix = {**self.env, **env}.get("CELERY_QUEUE_PREFIX", "")
+            args += ["-Q", ",".join(prefix + queue for queue in queues)]
         return self.start(name, args, **env)
 
     def beat(self, **env: str) -> subprocess.Popen[bytes]:
@@ -124,6 +129,70 @@ class PrivateRedis:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(timeout=30)
+
+
+class PrivateRabbitMQ:
+    """A RabbitMQ node of the test's own (Debian's rabbitmq-server, run as a second node beside
+    any other on the machine): its own node name, AMQP and distribution ports, config, data,
+    logs and Erlang cookie (HOME) under `folder`, registered with the machine's epmd. Its data
+    outlives stop(): start() again brings back its durable (quorum) queues and their messages,
+    as a restarted broker does. stop() ends only the node started here, by its PID."""
+
+    SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")  # not the /usr/sbin wrapper, which su's to rabbitmq
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder / "rabbitmq"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.port, self.dist_port = free_port(), free_port()
+        self.node = f"alliance-test-{os.getpid()}-{self.port}@localhost"
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}//"
+        (self.folder / "rabbitmq.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{self.port}\n")
+        (self.folder / "rabbitmq-env.conf").write_text("")  # not /etc/rabbitmq's, which names the shared node
+        (self.folder / "enabled_plugins").write_text("[].\n")  # no management or Prometheus listener
+        self.env = {
+            **os.environ,
+            "HOME": str(self.folder),  # its own .erlang.cookie
+            "RABBITMQ_CONF_ENV_FILE": str(self.folder / "rabbitmq-env.conf"),
+            "RABBITMQ_CONFIG_FILE": str(self.folder / "rabbitmq.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.folder / "enabled_plugins"),
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(self.folder / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.folder / "log"),
+            "RABBITMQ_PID_FILE": str(self.folder / "node.pid"),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+            "ERL_FLAGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with (self.folder / "server.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [str(self.SERVER)], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_for_port(self.port, self.proc, 180)
+
+    def stop(self) -> None:
+        """SIGTERM to the script started here, which stops its node cleanly and waits for it."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: the node and nothing else
+            self.proc.wait(timeout=30)
+
+    def messages(self, queue: str) -> int:
+        """How many messages wait in `queue` (a passive declare: nothing is created)."""
+        with Connection(self.url, connect_timeout=10) as conn:
+            _name, count, _consumers = conn.channel().queue_declare(queue=queue, passive=True)
+        return int(count)
+
+    def log(self) -> str:
+        return (self.folder / "server.log").read_text(errors="replace")
 
 
 def children_of(pid: int) -> set[int]:

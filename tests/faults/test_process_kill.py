@@ -105,6 +105,44 @@ def test_a_killed_dicom_server_child_is_replaced_and_what_it_answered_is_indexed
 @pytest.mark.integration
 @pytest.mark.usefixtures("dimse_world")
 @needs_dcmtk
+def test_a_killed_child_loses_none_of_the_new_studies_it_answered_from_its_spool(tmp_path: Path) -> None:
+    """Single-instance studies: each is the first instance of a new study, answered once
+    durable in the spool and indexed after. A child killed while it answers them: what it
+    acknowledged is indexed (by its replacement's recovery), in studies of their own, and the
+    storage check is clean; what it did not acknowledge goes again."""
+    files = [
+        path for i in range(200) for path in _series(tmp_path / "send" / f"s{i}", 1, size=32, patient_id=f"PK-N{i}")[1]
+    ]
+    stack, port = Stack(tmp_path), free_port()
+    try:
+        parent = stack.dicom_server(port, processes=2)
+        assert wait_for(lambda: len(children_of(parent.pid)) == 2)
+        first = children_of(parent.pid)
+        log = tmp_path / "storescu-1.log"
+        sending = storescu(port, files, log)
+        stack.procs["storescu"] = sending
+        victim = _serving_child(log, tmp_path, first)
+        os.kill(victim, signal.SIGKILL)
+        assert sending.wait(timeout=120) != 0  # its association died with the child
+        acked = acknowledged(log)
+
+        assert wait_for(lambda: len(children_of(parent.pid) - {victim}) == 2), stack.log("dicom")
+        assert wait_for(lambda: _spool_folder_of(tmp_path, {victim}) is None), stack.log("dicom")
+        indexed = dict(Instance.objects.values_list("sop_uid", "series__study__study_uid"))
+        assert {body_sha256(p)[0] for p in acked} <= set(indexed)
+        assert len(set(indexed.values())) == len(indexed)  # one study each, none merged
+        again = storescu(port, files, tmp_path / "storescu-2.log")
+        assert again.wait(timeout=300) == 0, (tmp_path / "storescu-2.log").read_text()[-2000:]
+        assert Instance.objects.count() == len(files)
+        status, report, orphans = storage_check()
+        assert (status, orphans) == (0, []), report
+    finally:
+        stack.stop_all()
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("dimse_world")
+@needs_dcmtk
 def test_the_children_of_a_killed_dicom_server_end_and_the_next_start_binds_the_port_and_clears_stale_tmp(
     tmp_path: Path,
 ) -> None:

@@ -7,14 +7,16 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ValidationError
+from django.db.models import Count
 from django.http import Http404
 from django.utils import timezone
 
 from alliance import audit, services
 from alliance.access import NOBODY, AccessDenied, Principal, resolve_principal
-from alliance.models import AuditEvent
+from alliance.models import AuditEvent, Pool, PoolMembership
 from imaging import access, grants
-from imaging.models import Patient, Study
+from imaging.models import Patient, Study, StudyGroupGrant
+from tests import factories
 
 PERSONAS = ["owner", "colleague", "specialist", "outsider_specialist", "stranger", "alliance_admin"]
 
@@ -137,3 +139,103 @@ def test_break_glass_needs_a_clinician_and_a_reason(alliance_world, study_a):  #
     assert "stranger" in seers(alliance_world, study_a)
     assert access.basis_for(stranger, study_a) == f"break-glass:{review.pk}"
     assert AuditEvent.objects.filter(action="break-glass", object_id=study_a.study_uid).exists()
+
+
+def _seated_since(world, when):  # type: ignore[no-untyped-def]
+    PoolMembership.objects.filter(pool=world.pool, doctor=world.specialist).update(since=when)
+
+
+def test_a_pools_grants_reach_a_specialist_who_sat_on_the_desk_when_the_case_was_sent(alliance_world, study_a):  # type: ignore[no-untyped-def]
+    share_with_pool(alliance_world, study_a)
+    sent = StudyGroupGrant.objects.get(group=alliance_world.pool.group).created_at
+    _seated_since(alliance_world, sent + timedelta(minutes=1))
+    assert "specialist" not in seers(alliance_world, study_a)
+    _seated_since(alliance_world, sent)
+    assert "specialist" in seers(alliance_world, study_a)
+
+
+def test_a_pools_grants_reach_only_the_members_pool_since_counts_as_on_the_desk(alliance_world, study_a):  # type: ignore[no-untyped-def]
+    """The desk rule of consults (Principal.pool_since: a specialist of an active pool) decides
+    who a pool's grants reach: not a member without the specialist role, nor an inactive pool."""
+    w = alliance_world
+    clinician = factories.make_doctor(institution=w.hosp, roles=["clinician"], username="desk-clinician")
+    services.pool_set_members(pool=w.pool, members=[w.specialist, clinician], by=audit.SYSTEM)
+    share_with_pool(w, study_a)
+    desk_clinician = resolve_principal(clinician.user)
+    assert desk_clinician.pool_since == {}
+    assert not access.studies_visible_to(desk_clinician).filter(pk=study_a.pk).exists()
+    assert access.basis_for(desk_clinician, study_a) == ""
+    specialist = resolve_principal(w.specialist.user)
+    assert set(specialist.pool_since) == {w.pool.pk}
+    assert access.studies_visible_to(specialist).filter(pk=study_a.pk).exists()
+    Pool.objects.filter(pk=w.pool.pk).update(active=False)
+    assert "specialist" not in seers(w, study_a)
+
+
+def test_the_rule_over_a_mixed_set_of_studies(alliance_world):  # type: ignore[no-untyped-def]
+    """studies_visible_to as a whole, each way in and each way out side by side: the own
+    institution's studies; a pool's, a user's and an institution's grant; an expired, a revoked
+    and a devices-only grant; a deleted study (owned or granted) and one never shared. The
+    answer stays a QuerySet that callers narrow, order and annotate further."""
+    w = alliance_world
+    made: dict[str, Study] = {}
+
+    def study(name: str, institution) -> Study:  # type: ignore[no-untyped-def]
+        patient = Patient.objects.create(issuer=institution, patient_id=f"P-{name}", name="MIXED^CASE")
+        made[name] = Study.objects.create(
+            study_uid=f"1.2.826.9.{len(made) + 1}", patient=patient, institution=institution
+        )
+        return made[name]
+
+    def grant(name: str, grantee: grants.Grantee, basis: str, **kw) -> None:  # type: ignore[no-untyped-def]
+        grants.grant_study(study=made[name], grantee=grantee, basis=basis, by=audit.SYSTEM, **kw)
+
+    study("hosp_own", w.hosp)
+    study("hosp_deleted", w.hosp)
+    for name in ["pool", "user", "institution", "expired", "revoked", "devices_only", "granted_deleted", "unshared"]:
+        study(name, w.clin_a)
+    grant("pool", grants.Grantee.pool(w.pool), "consult:1")
+    grant("user", grants.Grantee(user=w.specialist.user), "referral:2")
+    grant("institution", grants.Grantee.institution(w.hosp), "referral:3")
+    grant(
+        "expired",
+        grants.Grantee(user=w.specialist.user),
+        "referral:4",
+        expires_at=timezone.now() - timedelta(minutes=1),
+    )
+    grant("revoked", grants.Grantee.pool(w.pool), "consult:5")
+    grants.revoke_grants(basis="consult:5", by=audit.SYSTEM)
+    grants.open_to_devices(studies=[made["devices_only"]], institution=w.hosp, basis="referral:6", by=audit.SYSTEM)
+    grant("granted_deleted", grants.Grantee.pool(w.pool), "consult:7")
+    Study.objects.filter(pk__in=[made["hosp_deleted"].pk, made["granted_deleted"].pk]).update(deleted_at=timezone.now())
+    names = {s.pk: name for name, s in made.items()}
+
+    def seen(who: Principal) -> set[str]:
+        return {names[pk] for pk in access.studies_visible_to(who).values_list("pk", flat=True)}
+
+    specialist = principal(w, "specialist")
+    assert seen(specialist) == {"hosp_own", "pool", "user", "institution"}
+    assert seen(principal(w, "outsider_specialist")) == {"hosp_own", "institution"}
+    assert seen(principal(w, "owner")) == {
+        "pool", "user", "institution", "expired", "revoked", "devices_only", "unshared",
+    }  # fmt: skip
+    assert seen(principal(w, "stranger")) == set()
+    hosp_device = services.device_create(
+        institution=w.hosp, ae_title="HOSP_CT", host="127.0.0.1", port=104, by=audit.SYSTEM
+    )
+    assert seen(Principal.for_device(hosp_device)) == {"hosp_own", "institution", "devices_only"}
+    # Narrowed, ordered and annotated by the caller; the patients seen are those studies' patients.
+    narrowed = (
+        access.studies_visible_to(specialist)
+        .filter(institution=w.clin_a)
+        .annotate(series_count=Count("series"))
+        .order_by("-study_uid")
+    )
+    assert [(names[s.pk], s.series_count) for s in narrowed] == [("institution", 0), ("user", 0), ("pool", 0)]
+    assert set(access.patients_visible_to(specialist).values_list("patient_id", flat=True)) == {
+        "P-hosp_own", "P-pool", "P-user", "P-institution",
+    }  # fmt: skip
+    bases = access.bases_for(specialist, [made[n] for n in ("hosp_own", "pool", "user", "institution", "expired")])
+    assert [bases[made[n].pk] for n in ("hosp_own", "pool", "user", "institution", "expired")] == [
+        "own-institution", "consult:1", "referral:2", "referral:3", "",
+    ]  # fmt: skip

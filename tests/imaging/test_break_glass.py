@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
+from kombu.exceptions import OperationalError
 
 from alliance.access import AccessDenied, resolve_principal, settings_of
 from alliance.models import AuditEvent
@@ -124,6 +125,33 @@ def test_an_unknown_study_is_refused_on_the_study_field(alliance_world: Any, stu
     page = open_by_page(alliance_world.stranger, "NOPE-1")
     assert page.status_code == 200
     assert page.context["form"].errors["study"]
+
+
+def test_an_email_lost_with_the_broker_is_sent_once_by_the_sweep(
+    alliance_world: Any, study: Any, mailoutbox: list[Any], django_capture_on_commit_callbacks: Any, monkeypatch: Any
+) -> None:
+    alliance_world.inst_admin_a.user.email = "admin@clinic-a.example"
+    alliance_world.inst_admin_a.user.save()
+
+    def broker_away(*_args: Any) -> None:
+        raise OperationalError("[Errno 111] Connection refused")  # what Celery raises, the broker stopped
+
+    monkeypatch.setattr(tasks.send_break_glass_email, "delay", broker_away)
+    with django_capture_on_commit_callbacks(execute=True):  # a robust callback: logged, not raised
+        review = grants.break_glass(by=who(alliance_world.stranger), study=study, reason=REASON)
+    assert sees(alliance_world.stranger, study)  # the access stands
+    assert mailoutbox == []
+    assert tasks.send_unsent_break_glass_emails() == 0  # younger than RETRY_AFTER_SECONDS: maybe on its way
+    assert tasks.send_unsent_break_glass_emails(older_than_seconds=0) == 1
+    assert tasks.send_unsent_break_glass_emails(older_than_seconds=0) == 0  # once
+    (mail,) = mailoutbox
+    assert mail.to == ["admin@clinic-a.example"] and REASON in mail.body
+    # a day late it is given up (the reviews page still lists it) rather than mailed
+    late = grants.break_glass(by=who(alliance_world.outsider_specialist), study=study, reason=REASON)
+    BreakGlassReview.objects.filter(pk=late.pk).update(opened_at=timezone.now() - timedelta(days=2))
+    assert tasks.send_unsent_break_glass_emails(older_than_seconds=0) == 0
+    assert BreakGlassReview.objects.get(pk=late.pk).emailed_at is not None and len(mailoutbox) == 1
+    assert review.pk != late.pk
 
 
 def test_every_step_is_audited(alliance_world: Any, study: Any) -> None:

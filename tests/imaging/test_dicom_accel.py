@@ -16,7 +16,7 @@ import pynetdicom
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, _config, pdu_items, pdu_primitives, presentation, transport
+from pynetdicom import AE, _config, pdu_items, pdu_primitives, presentation, service_class, transport
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import DIMSEMessage
@@ -35,6 +35,7 @@ _PATCHED = [
     (DIMSEMessage, "decode_msg"),
     (DIMSEServiceProvider, "send_msg"),
     (DULServiceProvider, "_decode_pdu"),
+    (service_class, "encode"),
     (DULServiceProvider, "_read_pdu_data"),
     (RequestHandler, "_create_association"),
     (Association, "send_c_store"),
@@ -58,7 +59,10 @@ def test_it_was_written_for_the_pynetdicom_that_requirements_pin() -> None:
     assert pins["pynetdicom"] == accel.WRITTEN_FOR
 
 
-def test_install_changes_pynetdicom_and_uninstall_puts_everything_back(tmp_path: Path) -> None:
+def test_install_changes_pynetdicom_and_uninstall_puts_everything_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", False)  # pynetdicom's own default
     before = _snapshot()
     assert accel.install(tmp_path)
     try:

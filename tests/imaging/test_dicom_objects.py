@@ -160,3 +160,23 @@ def test_derived_uids_are_stable_valid_and_distinct() -> None:
     assert first == objects.derived_uid("2.25", "report", 7, "1.2.3")
     assert first != objects.derived_uid("2.25", "report", 8, "1.2.3")
     assert is_valid_uid(first) and is_valid_uid(objects.derived_uid("1.2.840.99999", "x"))
+
+
+def test_an_angle_is_a_number_in_degrees_inferred_from_its_open_polyline(images: list[Dataset], tmp_path: Path) -> None:
+    arms = [(2.0, 3.0), (8.0, 8.0), (14.0, 3.0)]
+    angle = objects.Measurement(_ref(images[1]), "POLYLINE", arms, [objects.Value(objects.ANGLE, 79.6, objects.DEGREE)])
+    ds = objects.measurement_report(images[0], creator=CREATOR, doc=_doc(9902), observer=READER, measurements=[angle])
+    assert _errors(ds, tmp_path) == []
+    back = _reread(ds)
+    (read,) = key_objects.measurements_in(back)
+    assert read["kind"] == "angle" and read["angle"] == pytest.approx(79.6)
+    assert read["points"] == [list(p) for p in arms] and read["sop_uid"] == images[1].SOPInstanceUID
+    group = [i for i in back.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "126010"][0]
+    number = group.ContentSequence[0].ContentSequence[2]
+    assert (number.ConceptNameCodeSequence[0].CodeValue, number.ConceptNameCodeSequence[0].CodingSchemeDesignator) == (
+        "1483009",
+        "SCT",
+    )
+    unit = number.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0]
+    assert (unit.CodeValue, unit.CodingSchemeDesignator) == ("deg", "UCUM")
+    assert number.ContentSequence[0].RelationshipType == "INFERRED FROM"

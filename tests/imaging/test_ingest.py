@@ -714,3 +714,28 @@ def test_a_file_under_the_key_with_other_bytes_is_left_alone_and_the_instance_st
     assert result.instance.storage_key != key
     assert stranger.read_bytes() == b"not these bytes"
     assert storage.local_path(result.instance).read_bytes() == data
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_series_another_process_moved_is_not_counted_into_the_study_remembered_here(clinic, actor, dicom_dir):
+    """The parents this process remembers do not know of a series move made elsewhere (the web
+    process): the one-round-trip insert checks the series is still in the remembered study,
+    and the careful path then says the series is in another study, as for any process."""
+    first, second, third = _known_series(clinic, actor, 3)
+    _ingest(second, clinic, actor)  # the one-round-trip path: the parents are remembered
+    series = Series.objects.get()
+    elsewhere = make_ct_series(1, 16, 16)
+    _ingest(part10_bytes(elsewhere[0]), clinic, actor)
+    target = Study.objects.get(study_uid=elsewhere[0].StudyInstanceUID)
+    Series.objects.filter(pk=series.pk).update(study=target)  # as series_move in another process
+    before = list(Study.objects.order_by("pk").values_list("num_series", "num_instances", "size_bytes"))
+
+    with pytest.raises(IngestError) as caught:
+        _ingest(third, clinic, actor)
+
+    assert caught.value.code == "uid-conflict"
+    assert list(Study.objects.order_by("pk").values_list("num_series", "num_instances", "size_bytes")) == before
+    assert Series.objects.get(pk=series.pk).num_instances == 2
+    assert Instance.objects.filter(series=series).count() == 2
+    assert not (dicom_dir / _key_of(third)).exists()
+    assert not any(remembered[2] == series.pk for remembered in index.known_parents.rows.values())

@@ -14,7 +14,7 @@ from django.urls import reverse
 
 from alliance import audit
 from alliance.models import AuditEvent
-from imaging import grants
+from imaging import grants, render
 from imaging.views import STUDIES_PER_PAGE
 from tests import factories
 from tests.conftest import client_for
@@ -242,8 +242,7 @@ def shared_and_own(world, count: int) -> None:  # type: ignore[no-untyped-def]
 def test_study_list_query_count_does_not_grow_with_studies(  # type: ignore[no-untyped-def]
     alliance_world, django_assert_max_num_queries
 ):
-    client = en_client(alliance_world.hosp_admin)
-    alliance_world.pool.members.add(alliance_world.hosp_admin)
+    client = en_client(alliance_world.specialist)  # on the pool's desk: its own studies and the pool's
     shared_and_own(alliance_world, 2)
     url = reverse("imaging:study_list")
     few = queries_of(client, url)
@@ -371,3 +370,19 @@ def test_own_study_page_offers_a_consult_request_and_a_shared_one_does_not(  # t
     shared = en_client(alliance_world.specialist).get(reverse("imaging:study_detail", args=[study_a.study_uid]))
     assert shared.status_code == 200
     assert reverse("consults:new") not in shared.content.decode().split("<main", 1)[1]
+
+
+def test_a_page_thumbnail_is_cached_privately_per_session(alliance_world, ingested_ct, monkeypatch):  # type: ignore[no-untyped-def]
+    series = ingested_ct.series.get()
+    client = en_client(alliance_world.owner)
+    shown = client.get(reverse("imaging:thumbnail", args=[ingested_ct.study_uid, series.series_uid]))
+
+    def undecodable(instance: object) -> bytes:
+        raise render.RenderError("no pixels")
+
+    monkeypatch.setattr(render, "thumbnail", undecodable)
+    stand_in = client.get(reverse("imaging:thumbnail", args=[ingested_ct.study_uid, series.series_uid]))
+    for response in (shown, stand_in):
+        assert response.status_code == 200 and response["Cache-Control"].startswith("private, max-age=")
+        assert "Cookie" in response["Vary"]
+    assert stand_in["Content-Type"] == "image/svg+xml"

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json as json_module
 import os
 import time
-from datetime import timedelta
+from datetime import date, timedelta
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,14 @@ import pydicom
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
-from django.utils import timezone
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone, translation
 
 from alliance import audit, services
 from alliance.access import AccessDenied, resolve_principal
 from alliance.models import AuditEvent
-from imaging import maintenance, storage
+from imaging import index, ingest, maintenance, storage
 from imaging.dicom.handlers import Peer
 from imaging.dicom.identifiers import QueryRequest
 from imaging.dimse_services import DjangoServices
@@ -244,3 +247,197 @@ def test_the_api_moves_a_series_and_explains_a_refusal(world: Any, django_captur
         "instances": 1,
     }
     assert token_client(world.owner).post(url, {"study_uid": world.a.study_uid, "reason": REASON}).status_code == 403
+
+
+@pytest.mark.django_db(transaction=True)
+def test_after_a_move_the_series_next_instances_go_where_their_study_uid_says(alliance_world: Any) -> None:
+    """Ingest remembers a series' parents; a move forgets them (on commit). A further instance
+    naming the target study lands there, counted there; one still naming the old study is
+    refused (the series is in another study now), and nothing is counted under the old study."""
+    w = alliance_world
+    a1 = make_ct_series(2, 16, 16, patient_id="P-88", patient_name="Li^Lei")
+    a2 = make_ct_series(
+        3, 16, 16, patient_id="P-88", patient_name="Li^Lei", study_uid=str(a1[0].StudyInstanceUID), series_number=2
+    )
+    b = make_ct_series(1, 16, 16, patient_id="P-88", patient_name="Li^Lei", accession_number="ACC-B")
+    store([*a1, a2[0], *b], w.clin_a)
+    moved = Series.objects.get(series_uid=str(a2[0].SeriesInstanceUID))
+    assert any(remembered[2] == moved.pk for remembered in index.known_parents.rows.values())
+    source = Study.objects.get(study_uid=str(a1[0].StudyInstanceUID))
+    target = Study.objects.get(study_uid=str(b[0].StudyInstanceUID))
+    principal = resolve_principal(w.inst_admin_a.user)
+
+    maintenance.series_move(by=principal, series=moved, target=target, reason=REASON)
+
+    assert not any(remembered[2] == moved.pk for remembered in index.known_parents.rows.values())
+    a2[1].StudyInstanceUID = target.study_uid
+    store([a2[1]], w.clin_a)
+    with pytest.raises(ingest.IngestError) as caught:
+        store([a2[2]], w.clin_a)
+    assert caught.value.code == "uid-conflict"
+    counts = {s.pk: (s.num_series, s.num_instances, s.size_bytes) for s in Study.objects.all()}
+    sizes = {
+        pk: sum(Instance.objects.filter(series__study_id=pk).values_list("size_bytes", flat=True)) for pk in counts
+    }
+    assert counts[source.pk] == (1, 2, sizes[source.pk])
+    assert counts[target.pk] == (2, 3, sizes[target.pk])
+    assert Series.objects.get(pk=moved.pk).num_instances == 2
+    assert {i.series.study_id for i in Instance.objects.filter(series=moved).select_related("series")} == {target.pk}
+
+
+def moved_file(series: Series) -> Any:
+    (instance,) = Instance.objects.filter(series=series)
+    with storage.open_instance(instance) as fh:
+        return pydicom.dcmread(fh)
+
+
+def test_a_moved_file_takes_every_study_attribute_of_its_new_study_in_a_character_set_that_holds_them(
+    world: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    latin = make_ct_series(
+        1, 16, 16, patient_id="P-88", patient_name="Li^Lei", study_uid=world.a.study_uid, series_number=3
+    )
+    latin[0].SpecificCharacterSet = "ISO_IR 100"
+    latin[0].SeriesDescription = "Schädel axial"
+    store(latin, world.clin_a)
+    series = Series.objects.get(series_uid=str(latin[0].SeriesInstanceUID))
+    Study.objects.filter(pk=world.b.pk).update(
+        study_date=date(2026, 5, 2), study_time=dt_time(8, 5, 30), referring_physician="王^医生", description="头部 CT"
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        move(world, series=series)
+    ds = moved_file(series)
+    assert ds.SpecificCharacterSet == "ISO_IR 192"
+    assert (ds.StudyDate, ds.StudyTime, ds.ReferringPhysicianName) == ("20260502", "080530", "王^医生")
+    assert (ds.AccessionNumber, ds.StudyID, ds.StudyDescription) == ("ACC-B", world.b.study_id, "头部 CT")
+    assert (ds.SeriesDescription, ds.PatientName) == ("Schädel axial", "Li^Lei")
+
+
+def test_a_moved_file_carries_no_study_attribute_its_new_study_lacks(
+    world: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    Study.objects.filter(pk=world.b.pk).update(
+        study_date=None, study_time=None, referring_physician="", accession_number="", study_id="", description=""
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        move(world)
+    ds = moved_file(world.moved)
+    assert ds.StudyInstanceUID == world.b.study_uid
+    assert {keyword: ds[keyword].value for keyword in maintenance.STUDY_ATTRIBUTES} == dict.fromkeys(
+        maintenance.STUDY_ATTRIBUTES, ""
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_files_are_rewritten_before_any_row_is_locked_and_the_studies_are_locked_before_the_series(
+    world: Any, monkeypatch: Any
+) -> None:
+    real = storage.put_file
+    inside: list[bool] = []
+
+    def put_file(source: Path, key: str) -> None:
+        inside.append(connection.in_atomic_block)
+        real(source, key)
+
+    monkeypatch.setattr(storage, "put_file", put_file)
+    with CaptureQueriesContext(connection) as queries:
+        move(world, series=world.two)
+    assert inside == [False, False]
+    locks = [q["sql"] for q in queries if "FOR UPDATE" in q["sql"]]
+    tables = [Study._meta.db_table, Series._meta.db_table, Instance._meta.db_table]
+    assert [next(t for t in tables if f'FROM "{t}"' in sql) for sql in locks] == tables
+
+
+def test_an_instance_that_arrives_during_the_rewrite_stops_the_move_and_its_new_files_go(
+    world: Any, monkeypatch: Any
+) -> None:
+    more = make_ct_series(
+        2, 16, 16, patient_id="P-88", patient_name="Li^Lei", study_uid=world.a.study_uid, series_number=4
+    )
+    store(more[:1], world.clin_a)
+    series = Series.objects.get(series_uid=str(more[0].SeriesInstanceUID))
+    before = files_and_keys(world)
+    real = storage.put_file
+
+    def put_file(source: Path, key: str) -> None:
+        real(source, key)
+        store(more[1:], world.clin_a)  # the modality sends the next slice meanwhile
+
+    monkeypatch.setattr(storage, "put_file", put_file)
+    with pytest.raises(ValidationError) as refused:
+        move(world, series=series)
+    assert set(refused.value.message_dict) == {"series"}
+    on_disk, keys = files_and_keys(world)
+    assert on_disk == keys and len(keys) == len(before[1]) + 1
+    assert Series.objects.get(pk=series.pk).study_id == world.a.pk
+    assert Study.objects.get(pk=world.a.pk).num_instances == 5
+    assert not AuditEvent.objects.filter(action="series.move").exists()
+
+
+def test_a_failure_in_the_index_change_removes_the_new_files(world: Any, monkeypatch: Any) -> None:
+    before = files_and_keys(world)
+
+    def fail(*args: Any) -> None:
+        raise RuntimeError("the index could not be changed")
+
+    monkeypatch.setattr(maintenance, "_follow", fail)
+    with pytest.raises(RuntimeError):
+        move(world, series=world.two)
+    assert files_and_keys(world) == before
+    assert Series.objects.get(pk=world.two.pk).study_id == world.a.pk
+
+
+def test_an_old_file_that_cannot_be_deleted_leaves_the_move_done_and_the_others_deleted(
+    world: Any, monkeypatch: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    old_keys = sorted(Instance.objects.filter(series=world.two).values_list("storage_key", flat=True))
+    real = storage.delete_key
+
+    def delete_key(key: str) -> None:
+        if key == old_keys[0]:
+            raise PermissionError("read-only")
+        real(key)
+
+    monkeypatch.setattr(storage, "delete_key", delete_key)
+    with django_capture_on_commit_callbacks(execute=True):
+        move(world, series=world.two)
+    on_disk, _keys = files_and_keys(world)
+    assert old_keys[0] in on_disk and old_keys[1] not in on_disk
+    assert Series.objects.get(pk=world.two.pk).study_id == world.b.pk
+
+
+@pytest.mark.parametrize("kind", ["KO", "SR", "an SR class under another modality"])
+def test_a_key_object_or_report_series_is_not_moved(world: Any, kind: str) -> None:
+    if kind == "an SR class under another modality":
+        Series.objects.filter(pk=world.moved.pk).update(modality="OT")
+        Instance.objects.filter(series=world.moved).update(sop_class_uid="1.2.840.10008.5.1.4.1.1.88.11")
+    else:
+        Series.objects.filter(pk=world.moved.pk).update(modality=kind)
+    before = files_and_keys(world)
+    with translation.override("en"), pytest.raises(ValidationError) as refused:
+        move(world)
+    assert "Key-object and report series" in refused.value.message_dict["series"][0]
+    assert files_and_keys(world) == before
+    assert Series.objects.get(pk=world.moved.pk).study_id == world.a.pk
+    page = client_for(world.inst_admin_a).get(f"/imaging/studies/{world.a.study_uid}/", HTTP_ACCEPT_LANGUAGE="en")
+    assert f"/series/{world.moved.series_uid}/move/" not in page.content.decode()
+    assert f"/series/{world.two.series_uid}/move/" in page.content.decode()
+
+
+def test_the_api_refuses_a_series_or_study_out_of_sight_as_missing_and_records_the_denied_read(world: Any) -> None:
+    hidden = make_ct_series(1, 16, 16, patient_id="B-7", patient_name="Zhou^Jie")
+    store(hidden, world.clin_b)
+    theirs = Series.objects.get(series_uid=str(hidden[0].SeriesInstanceUID))
+    api = token_client(world.inst_admin_a)
+    refused = api.post(f"/api/v1/series/{theirs.series_uid}/move/", {"study_uid": world.a.study_uid, "reason": REASON})
+    missing = api.post("/api/v1/series/1.2.3.404/move/", {"study_uid": world.a.study_uid, "reason": REASON})
+    assert refused.status_code == missing.status_code == 404
+    assert refused.json() == missing.json()
+    (event,) = AuditEvent.objects.filter(action=audit.DENIED_READ, object_id=theirs.series_uid)
+    assert (event.object_type, event.patient) == ("series", str(theirs.study.patient_id))
+    other_study = api.post(
+        f"/api/v1/series/{world.moved.series_uid}/move/", {"study_uid": theirs.study.study_uid, "reason": REASON}
+    )
+    assert other_study.status_code == 404
+    assert AuditEvent.objects.filter(action=audit.DENIED_READ, object_id=theirs.study.study_uid).count() == 1
+    assert Series.objects.get(pk=world.moved.pk).study_id == world.a.pk

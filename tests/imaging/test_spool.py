@@ -24,6 +24,7 @@ from alliance.models import AuditEvent
 from imaging import index, ingest, spool, storage
 from imaging.ingest import Spooling, ingest_bytes, receive_path
 from imaging.models import Instance, Series, Study
+from imaging.received import read
 from tests.imaging.dicomgen import make_ct_series, part10_bytes
 from tests.imaging.stored import stored_files
 
@@ -105,11 +106,161 @@ def test_further_instances_are_answered_from_the_spool_and_indexed_in_one_commit
     assert len(stored_files(dicom_dir)) == 6
 
 
-def test_an_instance_of_a_series_not_yet_indexed_here_is_indexed_before_its_answer(clinic, tmp_path, owner):  # type: ignore[no-untyped-def]
-    data = part10_bytes(make_ct_series(1, 16, 16)[0])
-    result = _receive(owner, clinic, tmp_path, data, owner.association(_sender(clinic)))
-    assert result is not None and result.created
-    assert Instance.objects.filter(pk=result.instance.pk).exists()
+def test_new_studies_are_answered_from_the_spool_and_indexed_together_their_further_instances_behind(
+    clinic, dicom_dir, tmp_path, owner, monkeypatch
+):  # type: ignore[no-untyped-def]
+    """Neither study nor series in the index: nothing but a parallel store of the same UIDs
+    could make the index refuse them, so they are answered once durable in the spool. The
+    first instance of each new series is indexed with the others' in one commit, and a
+    further instance of a new series follows its first into the spool, even before the
+    first is indexed."""
+    studies = [make_ct_series(2 if i == 0 else 1, 16, 16, patient_id=f"N-{i}") for i in range(3)]
+    sent = [part10_bytes(ds) for series in studies for ds in series]  # study 0 has two instances
+    together: list[int] = []
+    new = ingest.index_spooled_new
+
+    def spy(entries, **kwargs):  # type: ignore[no-untyped-def]
+        done = new(entries, **kwargs)
+        together.append((len(entries), done))
+        return done
+
+    monkeypatch.setattr(ingest, "index_spooled_new", spy)
+    renders: list[list[int]] = []
+    monkeypatch.setattr(ingest, "_enqueue_renders", renders.append)
+    association = owner.association(_sender(clinic))
+
+    answers = [
+        receive_path(
+            _received(tmp_path, data, f"rx-{i}.dcm"),
+            institution=clinic,
+            actor=_sender(clinic).actor,
+            via="dimse",
+            source="10.0.0.5:4100",
+            spooling=Spooling(owner, association),
+        )
+        for i, data in enumerate(sent)
+    ]
+    assert answers == [None] * 4  # all answered from the spool, the second of study 0 behind its first
+    assert Instance.objects.count() == 0  # the indexer lingers (owner): nothing indexed yet
+
+    assert owner.wait_for(association)
+
+    assert together == [(3, True)]  # the three first instances of new series in one commit
+    assert owner._new == {}
+    assert sorted(Study.objects.values_list("num_series", "num_instances")) == [(1, 1), (1, 1), (1, 2)]
+    for data in sent:
+        instance = Instance.objects.get(sha256=hashlib.sha256(data).hexdigest())
+        assert storage.local_path(instance).read_bytes() == data
+        event = AuditEvent.objects.get(action="instance.store", object_id=instance.sop_uid)
+        assert (event.actor_name, event.source, event.outcome) == (
+            "CT_CLINA",
+            "10.0.0.5:4100",
+            AuditEvent.Outcome.SUCCESS,
+        )
+    assert sorted(pk for run in renders for pk in run) == sorted(Instance.objects.values_list("pk", flat=True))
+    assert len(stored_files(dicom_dir)) == 4
+    assert not spool.refused_dir().exists()
+    assert sorted(p.name for p in owner.folder.iterdir()) == [".lock", "a0.json"]
+
+
+def test_a_new_series_of_a_known_study_is_indexed_before_its_answer(clinic, other_clinic, tmp_path, owner):  # type: ignore[no-untyped-def]
+    """The study is in the index: it may be another institution's, and the sender must hear so."""
+    theirs = make_ct_series(1, 16, 16, patient_id="B-1")[0]
+    ingest_bytes(part10_bytes(theirs), institution=other_clinic, actor=_sender(other_clinic).actor, via="test")
+    ours = make_ct_series(1, 16, 16, study_uid=theirs.StudyInstanceUID)[0]  # another series of that study
+
+    refused = _receive_refused(owner, clinic, tmp_path, part10_bytes(ours))
+
+    assert refused.code == "uid-conflict"
+    assert not [p for p in owner.folder.iterdir() if p.suffix == ".dcm"]
+    assert not spool.refused_dir().exists()
+    mine = make_ct_series(2, 16, 16)
+    ingest_bytes(part10_bytes(mine[0]), institution=clinic, actor=_sender(clinic).actor, via="test")
+    index.known_parents.rows.clear()  # as in a process that has not stored it
+    other_series = make_ct_series(1, 16, 16, study_uid=mine[0].StudyInstanceUID)[0]
+    result = _receive(owner, clinic, tmp_path, part10_bytes(other_series), owner.association(_sender(clinic)))
+    assert result is not None and result.created  # indexed before its answer
+    assert Study.objects.get(study_uid=mine[0].StudyInstanceUID).num_series == 2
+
+
+def test_an_instance_of_a_new_study_still_in_the_spool_with_another_patient_is_refused_before_its_answer(
+    clinic, tmp_path, owner
+):  # type: ignore[no-untyped-def]
+    """The spool holds a new study's first instance; another instance of that study names
+    another Patient ID. It waits for the spool to index the first, then takes the careful
+    path: the refusal is its own, told to its sender, and nothing is set aside."""
+    first = make_ct_series(1, 16, 16, patient_id="P-1")[0]
+    other = make_ct_series(1, 16, 16, patient_id="P-2", study_uid=first.StudyInstanceUID)[0]
+    association = owner.association(_sender(clinic))
+    assert _receive(owner, clinic, tmp_path, part10_bytes(first), association) is None  # spooled
+
+    with pytest.raises(ingest.IngestError) as refused:
+        _receive(owner, clinic, tmp_path, part10_bytes(other), association)
+
+    assert refused.value.code == "uid-conflict"
+    assert Instance.objects.get().sop_uid == first.SOPInstanceUID  # indexed before the refusal
+    assert not spool.refused_dir().exists()
+    assert owner._new == {} and owner._new_uids == {}
+
+
+def test_a_new_study_stored_meanwhile_by_another_institution_is_set_aside_and_the_others_are_indexed(
+    clinic, other_clinic, tmp_path, owner
+):  # type: ignore[no-untyped-def]
+    """The race the look-up cannot see: between the answer and the indexer, another
+    institution stores the same Study Instance UID, or another study the same Series
+    Instance UID. The sender was told success: each file is kept in DATA_DIR/refused,
+    audited; the new studies that came with them are not lost with them."""
+    first, second, third, fourth = (make_ct_series(1, 16, 16, patient_id=f"R-{i}")[0] for i in range(4))
+    association = owner.association(_sender(clinic))
+    sent = [part10_bytes(ds) for ds in (first, second, third, fourth)]
+    for i, data in enumerate(sent):
+        spooling = Spooling(owner, association)
+        path = _received(tmp_path, data, f"rx-{i}.dcm")
+        answer = receive_path(
+            path, institution=clinic, actor=_sender(clinic).actor, via="dimse", source="x", spooling=spooling
+        )
+        assert answer is None
+    theirs = make_ct_series(1, 16, 16, patient_id="B-9", study_uid=second.StudyInstanceUID)[0]
+    ingest_bytes(part10_bytes(theirs), institution=other_clinic, actor=_sender(other_clinic).actor, via="test")
+    elsewhere = make_ct_series(1, 16, 16, patient_id="R-9", series_uid=fourth.SeriesInstanceUID)[0]
+    ingest_bytes(part10_bytes(elsewhere), institution=clinic, actor=_sender(clinic).actor, via="test")
+
+    assert owner.wait_for(association)
+
+    assert sorted(p.read_bytes() for p in spool.refused_dir().iterdir()) == sorted([sent[1], sent[3]])
+    assert Study.objects.get(study_uid=second.StudyInstanceUID).institution == other_clinic
+    assert not Instance.objects.filter(sop_uid=second.SOPInstanceUID).exists()
+    for ds, data in ((first, sent[0]), (third, sent[2])):
+        instance = Instance.objects.get(sop_uid=ds.SOPInstanceUID)
+        assert instance.series.study.institution == clinic
+        assert storage.local_path(instance).read_bytes() == data
+    assert not Instance.objects.filter(sop_uid=fourth.SOPInstanceUID).exists()
+    assert not Study.objects.filter(study_uid=fourth.StudyInstanceUID).exists()  # nothing half-made
+    failures = AuditEvent.objects.filter(action="instance.store", outcome=AuditEvent.Outcome.FAILURE)
+    assert sorted((f.object_id, f.detail["code"]) for f in failures) == sorted(
+        [(second.SOPInstanceUID, "uid-conflict"), (fourth.SOPInstanceUID, "uid-conflict")]
+    )
+    assert not [p for p in owner.folder.iterdir() if p.suffix == ".dcm"]
+
+
+def test_a_new_study_answered_before_the_stop_is_indexed_on_recovery(clinic, dicom_dir, owner):  # type: ignore[no-untyped-def]
+    """A crash after the answer, before the indexer: the entry and its sender record are
+    durable in the spool folder; the next start indexes the new study from them."""
+    ds = make_ct_series(1, 16, 16, patient_id="C-1")[0]
+    data = part10_bytes(ds)
+    stopped = spool.root() / "0123456789ab-99997"
+    stopped.mkdir(parents=True)
+    (stopped / "a0.json").write_bytes(_sender(clinic).to_json())
+    (stopped / "a0-0.dcm").write_bytes(data)
+
+    assert spool.recover() == 1
+
+    instance = Instance.objects.get(sop_uid=ds.SOPInstanceUID)
+    assert instance.series.study.study_uid == ds.StudyInstanceUID
+    assert storage.local_path(instance).read_bytes() == data
+    event = AuditEvent.objects.get(action="instance.store", object_id=ds.SOPInstanceUID)
+    assert (event.actor_name, event.source) == ("CT_CLINA", "10.0.0.5:4100")
+    assert not stopped.exists()
 
 
 def test_what_a_stopped_process_left_is_indexed_with_its_sender_and_a_live_folder_is_left_alone(
@@ -452,3 +603,33 @@ def test_dicom_storage_check_reports_what_a_running_server_has_not_indexed_yet(c
     out = StringIO()
     call_command("dicom_storage_check", stdout=out)
     assert "not indexed yet" not in out.getvalue()
+
+
+def test_a_run_of_a_series_moved_since_its_parents_were_remembered_is_left_to_the_careful_path(
+    clinic, dicom_dir, tmp_path
+):  # type: ignore[no-untyped-def]
+    """A series moved to another study (by another process) since this process remembered its
+    parents: the run's one commit fails as a whole, nothing is counted or placed, and the
+    entries go one by one (where the careful path sorts each out)."""
+    sent = _known_series(clinic, 3)
+    series = Series.objects.get()
+    elsewhere = make_ct_series(1, 16, 16)
+    ingest_bytes(part10_bytes(elsewhere[0]), institution=clinic, actor=_sender(clinic).actor, via="dimse")
+    Series.objects.filter(pk=series.pk).update(study=Study.objects.get(study_uid=elsewhere[0].StudyInstanceUID))
+    before = list(Study.objects.order_by("pk").values_list("num_series", "num_instances", "size_bytes"))
+    entries = []
+    for number, data in enumerate(sent[1:]):
+        path = _received(tmp_path, data, f"{number}.dcm")
+        parsed = read(path, None)
+        entries.append((path, parsed, index.known_key(parsed.attributes, clinic)))
+    sender = _sender(clinic)
+
+    together = ingest.index_spooled_series(
+        entries, institution=clinic, actor=sender.actor, via=sender.via, source=sender.source
+    )
+
+    assert together is None
+    assert list(Study.objects.order_by("pk").values_list("num_series", "num_instances", "size_bytes")) == before
+    assert Instance.objects.filter(series=series).count() == 1
+    assert len(stored_files(dicom_dir)) == 2
+    assert not any(remembered[2] == series.pk for remembered in index.known_parents.rows.values())

@@ -398,7 +398,8 @@ def test_a_completed_consult_offers_refer_this_patient_prefilled_from_the_report
     consult = walk_consult(world, "completed")
     page = client_for(world.owner).get(f"/consults/{consult.pk}/").content.decode()
     assert f"/referrals/new/?consult={consult.pk}" in page
-    assert f"?consult={consult.pk}" not in client_for(world.specialist).get(f"/consults/{consult.pk}/").content.decode()
+    specialist_page = client_for(world.specialist).get(f"/consults/{consult.pk}/").content.decode()
+    assert f"/referrals/new/?consult={consult.pk}" not in specialist_page
     form = client_for(world.owner).get(f"/referrals/new/?consult={consult.pk}")
     assert form.status_code == 200
     assert form.context["form"].initial["studies"] == [consult.studies.get().pk]
@@ -449,3 +450,22 @@ def test_the_study_page_offers_a_referral_to_the_owning_clinic_only(world: Any) 
 def test_the_console_links_the_institution_admin_to_the_referral_desk(world: Any) -> None:
     page = client_for(world.hosp_admin).get(f"/manage/institutions/{world.hosp.pk}/")
     assert page.status_code == 200 and 'id="manage-referral-desk"' in page.content.decode()
+
+
+def test_case_history_names_the_system_for_a_move_nobody_made(world: Any) -> None:
+    """A move with no user (a job's) reads "system" in the history instead of breaking the page."""
+    from referrals.models import ReferralTransition
+
+    referral = walk(world, Status.ACCEPTED)
+    ReferralTransition.objects.create(
+        referral=referral,
+        action="remind",
+        from_status=Status.ACCEPTED,
+        to_status=Status.ACCEPTED,
+        by=None,
+        at=timezone.now(),
+    )
+    response = client_for(world.hosp_admin).get(f"/referrals/{referral.pk}/")
+    assert response.status_code == 200
+    history = response.content.decode().split('id="history"')[1]
+    assert "<td>system</td>" in history

@@ -36,6 +36,21 @@ def ct_study(alliance_world: Any) -> Study:
     return store_series(ct_series(CtSpec()), alliance_world.clin_a)
 
 
+@pytest.fixture
+def ct_with_prior(alliance_world: Any) -> tuple[Study, Study]:
+    """Two CTs of one patient; the prior's slices lie 5 mm further toward the feet."""
+    current = store_series(ct_series(CtSpec()), alliance_world.clin_a)
+    prior_slices = ct_series(CtSpec())
+    for ds in prior_slices:
+        x, y, z = ds.ImagePositionPatient
+        ds.ImagePositionPatient = [x, y, z - 5.0]
+        ds.SliceLocation = z - 5.0
+        ds.StudyDate, ds.AccessionNumber = "20240105", "A6001"
+    prior = store_series(prior_slices, alliance_world.clin_a)
+    assert prior.patient_id == current.patient_id
+    return current, prior
+
+
 @pytest.fixture(scope="session")
 def browser_type_launch_args() -> dict[str, Any]:
     return {

@@ -85,3 +85,18 @@ def test_a_stranger_cannot_open_a_prior_through_a_study_of_their_own(alliance_wo
     response = client_for(w.stranger).get(reverse("viewer:prior", args=[theirs.study_uid, ct_study.study_uid]))
     assert response.status_code == 404
     assert not AuditEvent.objects.filter(object_id=ct_study.study_uid, action="study.view").exists()
+
+
+def test_a_prior_refused_is_recorded_as_a_denied_read_of_that_study(alliance_world: Any) -> None:
+    w = alliance_world
+    current = factories.StudyFactory(institution=w.hosp)
+    other = factories.PatientFactory(issuer=w.clin_b, patient_id="B-2")
+    hidden = factories.StudyFactory(institution=w.clin_b, patient=other)
+    link_patients(patient=current.patient, linked=other, basis="referral:3", by=audit.SYSTEM)
+    response = client_for(w.hosp_admin).get(reverse("viewer:prior", args=[current.study_uid, hidden.study_uid]))
+    assert response.status_code == 404
+    (event,) = AuditEvent.objects.filter(action=audit.DENIED_READ, object_id=hidden.study_uid)
+    assert (event.object_type, event.patient, event.outcome) == ("study", str(other.pk), "denied")
+    missing = client_for(w.hosp_admin).get(reverse("viewer:prior", args=[current.study_uid, "1.2.3.404"]))
+    assert missing.status_code == 404 and missing.content == response.content
+    assert not AuditEvent.objects.filter(object_id="1.2.3.404").exists()

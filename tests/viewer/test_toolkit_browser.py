@@ -6,6 +6,7 @@ Screenshots go to /work/wt/notes/shots/ (for the issue) and test-artifacts/viewe
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 from pathlib import Path
@@ -44,7 +45,7 @@ def open_drawn(page: Any, base_url: str, study_uid: str, fragment: str = "") -> 
 
 def wait_loaded(page: Any, pane: str = PANE0) -> None:
     page.wait_for_function(
-        f"() => document.querySelector(\"{pane}\").dataset.loaded === 'true'", timeout=LOAD_TIMEOUT_MS
+        f"() => document.querySelector(\"{pane}\")?.dataset.loaded === 'true'", timeout=LOAD_TIMEOUT_MS
     )
 
 
@@ -235,6 +236,39 @@ def image_point(page: Any, column: float, row: float, size: int) -> tuple[float,
     return cx + (column + 0.5 - size / 2) * side / size, cy + (row + 0.5 - size / 2) * side / size
 
 
+def body_width_share(page: Any) -> float:
+    """The phantom's body (0.85 of the image wide) across the pane's middle row, as a share of
+    the width it has when the square image is fitted in the pane: 1.0 when fitted."""
+    pane = page.locator(f"{PANE0} [data-viewport]")
+    box = pane.bounding_box()
+    pixels = np.asarray(Image.open(io.BytesIO(pane.screenshot())).convert("RGB")).astype(int)
+    row = pixels[pixels.shape[0] // 2]
+    grey = (row.max(axis=1) - row.min(axis=1) < 12) & (row.mean(axis=1) > 60) & (row.mean(axis=1) < 200)
+    columns = np.flatnonzero(grey)
+    assert columns.size, "no soft tissue across the middle of the pane"
+    scale = pixels.shape[1] / box["width"]  # screenshot pixels per CSS pixel
+    return (columns[-1] - columns[0] + 1) / scale / (0.85 * min(box["width"], box["height"]))
+
+
+def test_an_image_left_fitted_is_fitted_again_when_the_pane_changes_size(
+    sign_in: Any, live_site: Any, alliance_world: Any, ct_study: Any
+) -> None:
+    """An image the reader has not zoomed or panned fills the pane again after each change of
+    its size, and stays flipped: neither cropped nor small."""
+    page = sign_in(alliance_world.owner)
+    page.set_viewport_size({"width": 1100, "height": 760})
+    open_drawn(page, live_site.url, ct_study.study_uid)
+    wait_loaded(page)
+    page.wait_for_timeout(300)
+    assert body_width_share(page) == pytest.approx(1.0, abs=0.04)
+    page.click("[data-action=flip-h]")
+    for width, height in ((1100, 520), (900, 900), (1280, 800)):
+        page.set_viewport_size({"width": width, "height": height})
+        page.wait_for_timeout(400)
+        assert body_width_share(page) == pytest.approx(1.0, abs=0.04), (width, height)
+        assert page.locator(PANE0).get_attribute("data-presentation") == "0 h-"
+
+
 def test_probe_shows_the_hu_of_the_pixel_under_the_cursor(
     sign_in: Any, live_site: Any, alliance_world: Any, ct_study: Any
 ) -> None:
@@ -256,6 +290,19 @@ def test_probe_shows_the_hu_of_the_pixel_under_the_cursor(
     assert "-820 HU" in page.locator(f"{PANE0} [data-probe]").inner_text()
 
 
+def settled_text(page: Any, selector: str) -> str:
+    """The element's text once it has stopped changing: the ROI's statistics are worked out
+    after the drag (throttled), so the label first shows those of a point on the way."""
+    text = page.locator(selector).first.text_content()
+    for _ in range(40):
+        page.wait_for_timeout(250)
+        later = page.locator(selector).first.text_content()
+        if later == text:
+            return text
+        text = later
+    pytest.fail(f"the label kept changing: {text}")
+
+
 def test_rectangle_roi_gives_area_in_mm2_mean_and_sd(
     sign_in: Any, live_site: Any, alliance_world: Any, ct_study: Any, artifacts: Path
 ) -> None:
@@ -275,7 +322,7 @@ def test_rectangle_roi_gives_area_in_mm2_mean_and_sd(
     page.mouse.up()
     label = page.locator(f"{PANE0} svg text").filter(has_text="Mean").first
     label.wait_for(timeout=LOAD_TIMEOUT_MS)
-    text = page.locator(f"{PANE0} svg").first.text_content()
+    text = settled_text(page, f"{PANE0} svg")
     shot(page, artifacts, "viewer-roi")
     mean = float(re.search(r"Mean (-?[\d.]+) HU", text)[1])
     sd = float(re.search(r"SD (-?[\d.]+) HU", text)[1])
@@ -304,19 +351,30 @@ def test_toolbar_offers_the_measuring_tools_in_chinese(
     assert page.locator("[data-tool=RectangleROI]").inner_text() == "矩形"
 
 
-@pytest.fixture
-def ct_with_prior(alliance_world: Any) -> tuple[Any, Any]:
-    """Two CTs of one patient; the prior's slices lie 5 mm further toward the feet."""
-    current = store_series(ct_series(CtSpec()), alliance_world.clin_a)
-    prior_slices = ct_series(CtSpec())
-    for ds in prior_slices:
-        x, y, z = ds.ImagePositionPatient
-        ds.ImagePositionPatient = [x, y, z - 5.0]
-        ds.SliceLocation = z - 5.0
-        ds.StudyDate, ds.AccessionNumber = "20240105", "A6001"
-    prior = store_series(prior_slices, alliance_world.clin_a)
-    assert prior.patient_id == current.patient_id
-    return current, prior
+def test_every_tool_of_the_desktop_toolbar_is_in_sight_without_scrolling(
+    sign_in: Any, live_site: Any, alliance_world: Any, ct_study: Any, artifacts: Path
+) -> None:
+    """A 1366 px laptop and a narrower window, in both languages: the toolbar wraps rather than
+    hiding its last buttons (key image, save) past the right edge."""
+    page = sign_in(alliance_world.owner)
+    for language in ("zh-hans", "en"):
+        page.context.add_cookies([{"name": "django_language", "value": language, "url": live_site.url}])
+        for width, height in ((1366, 800), (1024, 768)):
+            page.set_viewport_size({"width": width, "height": height})
+            open_drawn(page, live_site.url, ct_study.study_uid)
+            wait_loaded(page)
+            hidden = page.evaluate(
+                """() => [...document.querySelectorAll('.vw-bar button, .vw-bar select')]
+                    .filter((b) => b.offsetParent !== null)
+                    .filter((b) => b.getBoundingClientRect().right > document.documentElement.clientWidth)
+                    .map((b) => b.textContent.trim())"""
+            )
+            assert hidden == [], (language, width, hidden)
+            bar = page.evaluate(
+                "() => { const b = document.querySelector('.vw-bar'); return [b.scrollWidth, b.clientWidth]; }"
+            )
+            assert bar[0] <= bar[1], (language, width, bar)
+    shot(page, artifacts, "viewer-toolbar-1024-en")
 
 
 def test_prior_opens_beside_the_study_and_scrolls_with_it_by_position(
@@ -418,3 +476,290 @@ def test_mpr_shows_three_planes_and_a_mip_slab_of_a_ct(
     assert page.locator("[data-mpr]").is_hidden()
     page.keyboard.press("ArrowDown")
     settles_on(page, 1)
+
+
+# Records, from before the click, every state MPR announces on #viewer with the status line
+# and what each view's canvas holds at that moment (a PNG data URL): the reduced preview is
+# seen however briefly it lasts.
+RECORD_MPR_STATES_JS = """() => {
+  const viewer = document.getElementById("viewer");
+  window.mprStates = [];
+  const pictures = () => Object.fromEntries(["axial", "sagittal", "coronal"].map((plane) => {
+    const canvas = document.querySelector(`[data-mpr-view=${plane}] canvas`);
+    return [plane, canvas ? canvas.toDataURL("image/png") : null];
+  }));
+  new MutationObserver(() => {
+    const state = viewer.dataset.mprState;
+    const last = window.mprStates.at(-1);
+    if (last && last.state === state) return;
+    window.mprStates.push({
+      state, detail: viewer.dataset.mprDetail ?? null,
+      status: document.querySelector("[data-mpr-status]")?.textContent ?? "",
+      ms: viewer.dataset.mprMs ?? null, fullMs: viewer.dataset.mprFullMs ?? null,
+      pictures: state === "reduced" || state === "ready" ? pictures() : null,
+    });
+  }).observe(viewer, { attributes: true, attributeFilter: ["data-mpr-state"] });
+}"""
+
+
+def gray(data_url: str) -> np.ndarray:
+    png = base64.b64decode(data_url.split(",", 1)[1])
+    return np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.float32)
+
+
+def mismatch(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference, the edges (where np.roll wraps) left out."""
+    return float(np.abs(a - b)[4:-4, 4:-4].mean())
+
+
+def lies_where(preview: np.ndarray, full: np.ndarray) -> bool:
+    """The preview matches the full view better as it is than moved 3 pixels any way or
+    flipped: it lies where the volume does, only coarser."""
+    moved = [np.roll(full, shift, axis) for shift in (-3, 3) for axis in (0, 1)] + [full[::-1], full[:, ::-1]]
+    here = mismatch(preview, full)
+    return all(here < mismatch(preview, other) for other in moved)
+
+
+def test_mpr_of_a_long_series_shows_a_reduced_preview_first_then_full_detail(
+    sign_in: Any, live_site: Any, alliance_world: Any, artifacts: Path
+) -> None:
+    """100 slices of 320x320: more slices than the preview takes and wider images than it
+    keeps, so the views show previews (33, then 65 of the slices, every 2x2 pixels averaged)
+    before the whole volume, and the bar says so, in the reader's language."""
+    ct = store_series(ct_series(CtSpec(slices=100, size=320, spacing=1.0)), alliance_world.clin_a)
+    page = sign_in(alliance_world.owner)
+    page.context.add_cookies([{"name": "django_language", "value": "zh-hans", "url": live_site.url}])
+    page.set_viewport_size({"width": 1366, "height": 800})
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    open_drawn(page, live_site.url, ct.study_uid)
+    wait_loaded(page)
+    page.wait_for_function("() => !document.querySelector('[data-action=mpr]').disabled")
+    page.evaluate(RECORD_MPR_STATES_JS)
+    page.click("[data-action=mpr]")
+    page.wait_for_function(
+        "() => ['ready', 'failed'].includes(document.getElementById('viewer').dataset.mprState)", timeout=120_000
+    )
+    states = page.evaluate("() => window.mprStates")
+    assert [s["state"] for s in states] == ["loading", "reduced", "ready"], "\n".join(console)
+    _, reduced, ready = states
+    assert reduced["detail"] == "reduced"
+    assert re.fullmatch(r"容积数据加载完成前显示低细节预览：已加载 \d+ / 100 层", reduced["status"]), reduced["status"]
+    assert ready["detail"] == "full" and ready["status"] == ""
+    assert int(reduced["ms"]) <= int(ready["fullMs"]), "the planes were shown before full detail, not after"
+    assert ready["ms"] == reduced["ms"], "the time to the planes is the preview's, kept at full detail"
+    for plane in ("axial", "sagittal", "coronal"):
+        preview, full = gray(reduced["pictures"][plane]), gray(ready["pictures"][plane])
+        assert preview.std() > 10, f"the preview's {plane} view shows the CT, not a blank canvas"
+        # Same camera, same anatomy: the preview lies where the volume does (no shift, no
+        # flip along any axis), only coarser.
+        assert lies_where(preview, full), plane
+    shot(page, artifacts, "viewer-mpr-full-detail-zh")
+
+    # The crosshairs work on the full volume: a click in the axial view off its centre (and
+    # off the crosshair lines, which a click would grab) moves the sagittal plane to another
+    # column of the body.
+    sagittal = "document.querySelector('[data-mpr-view=sagittal] canvas')"
+    page.evaluate(f"() => {{ window.sagittalBefore = {sagittal}.toDataURL(); }}")
+    box = page.locator("[data-mpr-view=axial]").bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.36, box["y"] + box["height"] * 0.62)
+    page.wait_for_function(f"() => {sagittal}.toDataURL() !== window.sagittalBefore", timeout=LOAD_TIMEOUT_MS)
+    before = gray(page.evaluate("() => window.sagittalBefore"))
+    after = gray(page.evaluate(f"() => {sagittal}.toDataURL()"))
+    assert mismatch(before, after) > 1, "the crosshairs moved the sagittal plane"
+    page.click("[data-mpr-close]")
+    assert page.locator("[data-mpr]").is_hidden()
+
+
+def four_ct_series(alliance_world: Any) -> tuple[Any, list[str]]:
+    """One study, three CT series long enough that MPR is still loading when the reader
+    switches: A (series 2, opened first) of 100 slices of 320x320, B of 90 of 256, C of 110
+    of 320; and D, 6 slices that make no volume. Returns the study and the series' UIDs."""
+    made = [
+        ct_series(CtSpec(slices=100, size=320, spacing=1.0)),
+        ct_series(CtSpec(slices=90, size=256, spacing=1.2)),
+        ct_series(CtSpec(slices=110, size=320, spacing=0.9)),
+        ct_series(CtSpec(slices=6, size=64)),
+    ]
+    study_uid = made[0][0].StudyInstanceUID
+    for number, series in enumerate(made[1:], start=3):
+        for ds in series:
+            ds.StudyInstanceUID = study_uid
+            ds.SeriesNumber, ds.SeriesDescription = number, f"AXIAL {number}"
+    for series in made:
+        study = store_series(series, alliance_world.clin_a)
+    return study, [str(series[0].SeriesInstanceUID) for series in made]
+
+
+# Records every (state, series) MPR announces on #viewer, with the status line and the
+# moment (performance.now()) and what the axial view holds then (a PNG data URL, or null
+# without a canvas). window.mprSwitchOn(state, from, to) clicks series `to` in the
+# list in the same task as MPR next announces `state` for series `from`: the click lands
+# while the volume is surely still loading. Every frame request's series and start time is
+# kept too (resource timing), to see which series' slices were asked for after a switch.
+RECORD_MPR_SWITCH_JS = """() => {
+  const viewer = document.getElementById("viewer");
+  window.mprStates = [];
+  window.mprSwitches = [];
+  window.frameRequests = [];
+  let plan = null;
+  window.mprSwitchOn = (state, from, to) => { plan = { state, from, to }; };
+  performance.setResourceTimingBufferSize(100000);
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      const found = entry.name.match(/\\/series\\/([0-9.]+)\\/instances\\/[0-9.]+\\/frames\\//);
+      if (found) window.frameRequests.push({ series: found[1], url: entry.name, start: entry.startTime });
+    }
+  }).observe({ type: "resource", buffered: true });
+  new MutationObserver(() => {
+    const state = viewer.dataset.mprState;
+    const series = viewer.dataset.mprSeries ?? null;
+    const last = window.mprStates.at(-1);
+    if (last && last.state === state && last.series === series) return;
+    const status = document.querySelector("[data-mpr-status]")?.textContent ?? "";
+    const canvas = document.querySelector("[data-mpr-view=axial] canvas");
+    const axial = canvas ? canvas.toDataURL("image/png") : null;
+    const detail = viewer.dataset.mprDetail ?? null;
+    window.mprStates.push({ state, series, detail, at: performance.now(), status, axial });
+    if (plan && plan.state === state && plan.from === series) {
+      const { to } = plan;
+      plan = null;
+      window.mprSwitches.push({ to, at: performance.now(), status });
+      document.querySelector(`[data-series-list] button[data-series-uid="${to}"]`).click();
+    }
+  }).observe(viewer, { attributes: true, attributeFilter: ["data-mpr-state", "data-mpr-series"] });
+}"""
+
+
+def mpr_settles(page: Any, series_uid: str, console: list[str]) -> None:
+    """MPR reaches full detail of `series_uid` (not a stale series', not stuck at a preview)."""
+    try:
+        page.wait_for_function(
+            """(uid) => { const v = document.getElementById("viewer").dataset;
+                          return v.mprState === "failed" || (v.mprState === "ready" && v.mprSeries === uid); }""",
+            arg=series_uid,
+            timeout=120_000,
+        )
+    except Exception:  # noqa: BLE001 - say where it stopped instead of a bare timeout
+        states = page.evaluate("() => window.mprStates.map((s) => `${s.state} ${s.series} ${s.status}`)")
+        pytest.fail("MPR never reached full detail:\n" + "\n".join(states + console[-20:]))
+    viewer = page.locator("#viewer")
+    assert viewer.get_attribute("data-mpr-state") == "ready", "\n".join(console)
+    assert viewer.get_attribute("data-mpr-detail") == "full"
+    assert page.locator(PANE0).get_attribute("data-series-uid") == series_uid, "MPR shows the pane's series"
+    assert page.locator("[data-mpr-status]").inner_text() == ""
+
+
+def switched(page: Any, switch: int, console: list[str]) -> dict[str, Any]:
+    """The `switch`-th switch of the recorder, once it has happened."""
+    try:
+        page.wait_for_function(f"() => window.mprSwitches.length > {switch}", timeout=120_000)
+    except Exception:  # noqa: BLE001
+        states = page.evaluate("() => window.mprStates.map((s) => `${s.state} ${s.series} ${s.status}`)")
+        pytest.fail("MPR never showed the preview to switch from:\n" + "\n".join(states + console[-20:]))
+    found: dict[str, Any] = page.evaluate(f"() => window.mprSwitches[{switch}]")
+    return found
+
+
+def states_between(page: Any, start: float, end: float = float("inf")) -> list[dict[str, Any]]:
+    states: list[dict[str, Any]] = page.evaluate("() => window.mprStates")
+    return [s for s in states if start < s["at"] < end]
+
+
+def frames_asked_between(page: Any, series_uid: str, start: float, end: float) -> int:
+    requests = page.evaluate("() => window.frameRequests")
+    return sum(1 for r in requests if r["series"] == series_uid and start < r["start"] < end)
+
+
+def test_mpr_reaches_full_detail_of_the_series_opened_while_it_loads(
+    sign_in: Any, live_site: Any, alliance_world: Any, artifacts: Path
+) -> None:
+    """The reader opens MPR of series A and, while its volume is still loading (a preview on
+    screen), opens series B in the pane: MPR follows to B and reaches full detail of B, with
+    no state of A announced after the switch and none of A's slices asked for after it. Then
+    C, and back to A (its volume abandoned half loaded before) while C's loads; then B, MPR
+    closed and opened again before B has loaded in the pane. Each reaches full detail. D,
+    which makes no volume, closes MPR. And with MPR closed, the pane's own prefetch of a
+    series is abandoned when the reader opens another: none of its slices asked for after."""
+    study, (a_uid, b_uid, c_uid, d_uid) = four_ct_series(alliance_world)
+    page = sign_in(alliance_world.owner)
+    page.set_viewport_size({"width": 1366, "height": 800})
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    open_drawn(page, live_site.url, study.study_uid)
+    wait_loaded(page)
+    assert page.locator(PANE0).get_attribute("data-series-uid") == a_uid
+    page.wait_for_function("() => !document.querySelector('[data-action=mpr]').disabled")
+    page.wait_for_selector(f"[data-series-list] button[data-series-uid='{c_uid}']")
+    page.evaluate(RECORD_MPR_SWITCH_JS)
+    # A load-pool request ends when its image is decoded and the next one starts 5 ms later:
+    # a request of the old series starting just after a switch was due before it.
+    grace = 50
+
+    # A, then B as soon as A's preview is on screen.
+    page.evaluate(f"() => window.mprSwitchOn('reduced', '{a_uid}', '{b_uid}')")
+    page.click("[data-action=mpr]")
+    first = switched(page, 0, console)
+    loaded, total = map(int, re.findall(r"\d+", first["status"])[-2:])
+    assert loaded < total == 100, f"A's volume was still loading at the switch: {first['status']}"
+    mpr_settles(page, b_uid, console)
+    later = states_between(page, first["at"])
+    assert later and all(s["series"] == b_uid for s in later), [(s["state"], s["series"]) for s in later]
+    # Nothing of A stays on screen while B loads: the views are emptied at the switch.
+    assert later[0]["state"] == "loading"
+    assert later[0]["axial"] is None or gray(later[0]["axial"]).std() == 0, "A's picture left while B loads"
+    assert gray(later[-1]["axial"]).std() > 10, "B's axial plane drawn"
+    assert frames_asked_between(page, a_uid, first["at"] + grace, float("inf")) == 0, "A's volume was abandoned"
+    page.wait_for_timeout(300)
+    shot(page, artifacts, "viewer-mpr-after-switch")
+    for plane in ("axial", "sagittal", "coronal", "mip"):
+        assert spread(page.locator(f"[data-mpr-view={plane}]").screenshot()) > 10, plane
+
+    # C, then back to A as soon as C's preview is on screen.
+    page.evaluate(f"() => window.mprSwitchOn('reduced', '{c_uid}', '{a_uid}')")
+    page.click(f"[data-series-list] button[data-series-uid='{c_uid}']")
+    back = switched(page, 1, console)
+    mpr_settles(page, a_uid, console)
+    later = states_between(page, back["at"])
+    assert all(s["series"] == a_uid for s in later), [(s["state"], s["series"]) for s in later]
+    assert frames_asked_between(page, c_uid, back["at"] + grace, float("inf")) == 0, "C's volume was abandoned"
+
+    # B, and MPR closed and opened again while the pane loads it.
+    page.click(f"[data-series-list] button[data-series-uid='{b_uid}']")
+    page.click("[data-mpr-close]")
+    assert page.locator("[data-mpr]").is_hidden()
+    page.click("[data-action=mpr]")  # enabled once B makes a volume
+    mpr_settles(page, b_uid, console)
+
+    # D makes no volume: MPR closes, and its button waits for a series that does.
+    page.click(f"[data-series-list] button[data-series-uid='{d_uid}']")
+    page.wait_for_function("() => document.getElementById('viewer').dataset.mprState === 'closed'")
+    assert page.locator("[data-mpr]").is_hidden()
+    wait_loaded(page)
+    assert page.locator("[data-action=mpr]").is_disabled()
+
+    # MPR closed: C (half of it fetched by MPR before), and B as soon as the pane has C and
+    # its prefetcher has started on the rest of C's slices.
+    page.evaluate(
+        """([from, to]) => {
+            const pane = document.querySelector("[data-pane='0']");
+            new MutationObserver((_, observer) => {
+              if (pane.dataset.seriesUid !== from || pane.dataset.loaded !== "true") return;
+              observer.disconnect();
+              window.mprSwitches.push({ to, at: performance.now() });
+              document.querySelector(`[data-series-list] button[data-series-uid="${to}"]`).click();
+            }).observe(pane, { attributes: true, attributeFilter: ["data-loaded"] });
+        }""",
+        [c_uid, b_uid],
+    )
+    page.click(f"[data-series-list] button[data-series-uid='{c_uid}']")
+    third = switched(page, 2, console)
+    wait_loaded(page)
+    assert page.locator(PANE0).get_attribute("data-series-uid") == b_uid
+    page.wait_for_timeout(500)
+    asked = page.evaluate("() => window.frameRequests")
+    assert len({r["url"] for r in asked if r["series"] == c_uid}) < 110, "C's slices were not all fetched"
+    assert frames_asked_between(page, c_uid, third["at"] + grace, float("inf")) == 0, "C's prefetch was abandoned"
+    # The prefetcher runs for B: the pane goes to B's last slice.
+    page.keyboard.press("End")
+    settles_on(page, 89)

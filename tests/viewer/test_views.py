@@ -145,7 +145,8 @@ def test_config_names_the_first_series_and_its_first_slice(
     assert config["first"]["uid"] == series.series_uid
     assert config["first"]["count"] == len(by_number) == 24
     assert config["first"]["first_sop_uid"] == by_number[0]
-    assert config["start_index"] is None, "no key image: the viewer opens on the first slice"
+    assert "start_sop_uid" not in config, "no key image: the viewer opens on the first slice"
+    assert "start_index" not in config, "the key image is named by its SOP Instance UID only"
 
 
 def test_config_carries_the_first_slice_metadata_without_its_pixels(alliance_world: Any, ct_study: Any) -> None:

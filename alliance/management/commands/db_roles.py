@@ -24,7 +24,7 @@ from django.db import connection, transaction
 
 from alliance.models import AuditEvent
 
-# The functions of the audit table's triggers (migrations alliance/0002 and 0005).
+# The functions of the audit table's triggers (migrations alliance/0002 and 0009).
 TRIGGER_FUNCTIONS = ("alliance_auditevent_append_only", "alliance_atna_outbox_add")
 ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 

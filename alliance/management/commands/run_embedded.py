@@ -24,6 +24,9 @@ from alliance.env import env_int, env_str
 from alliance.models import Institution
 from alliance.supervise import Restarts
 
+RENDER_NICENESS = 10
+_QUIET = ("--loglevel", "INFO", "--concurrency", "1", "--without-gossip", "--without-mingle")
+
 
 class Command(BaseCommand):
     help = "Run the web app, the DICOM server, a Celery worker and Celery beat together."
@@ -41,6 +44,7 @@ class Command(BaseCommand):
             parts["dicom"] = [sys.executable, "manage.py", "dicom_server"]
         if not options["no_worker"]:
             parts["worker"] = self._worker_command(bin_dir)
+            parts["render"] = self._render_worker_command(bin_dir)
             parts["beat"] = self._beat_command(bin_dir)
         children = {name: _Part(name, cmd) for name, cmd in parts.items()}
         self._announce(host, port, dicom=not options["no_dicom"])
@@ -71,7 +75,26 @@ class Command(BaseCommand):
     def _worker_command(self, bin_dir: Path) -> list[str]:
         for folder in ("celery-queue", "celery-processed"):
             (settings.DATA_DIR / folder).mkdir(parents=True, exist_ok=True)
-        return [str(bin_dir / "celery"), "-A", "alliance", "worker", "--loglevel", "INFO", "--concurrency", "2"]
+        render = settings.CELERY_QUEUE_PREFIX + "render"
+        queues = ",".join(q for q in settings.CELERY_QUEUE_NAMES if q != render)
+        return [str(bin_dir / "celery"), "-A", "alliance", "worker", "-Q", queues, "-n", "worker@%h", *_QUIET]
+
+    def _render_worker_command(self, bin_dir: Path) -> list[str]:
+        """Thumbnails and previews in a worker of their own at a lower CPU priority: on a
+        machine that also runs the DICOM server, a burst of rendering yields to ingest, and
+        never holds up a deadline check or a critical result's escalation."""
+        celery = [
+            str(bin_dir / "celery"),
+            "-A",
+            "alliance",
+            "worker",
+            "-Q",
+            settings.CELERY_QUEUE_PREFIX + "render",
+            "-n",
+            "render@%h",
+            *_QUIET,
+        ]
+        return ["nice", "-n", str(RENDER_NICENESS), *celery]
 
     def _beat_command(self, bin_dir: Path) -> list[str]:
         schedule = str(settings.DATA_DIR / "celerybeat-schedule")

@@ -9,6 +9,9 @@ What it changes, each written against pynetdicom WRITTEN_FOR and measured in ben
 - fastpath.py: C-STORE's file meta and response encoded by hand, received P-DATA taken
   apart in place (DIMSEMessage.decode_msg, DIMSEServiceProvider.send_msg,
   DULServiceProvider._decode_pdu);
+- find.py: each C-FIND response's identifier and command set encoded by hand (a worklist
+  match's identifier written from its database row, imaging/dicom/layout.py), command and
+  identifier sent in one PDU (`encode` in pynetdicom's service_class module; send_msg);
 - negotiation.py: presentation contexts copied field by field, UIDs validated once
   (transport.deepcopy; set_uid in the presentation, pdu_items and pdu_primitives modules);
 - associations.py: each accepted association gets the above before it starts
@@ -16,6 +19,14 @@ What it changes, each written against pynetdicom WRITTEN_FOR and measured in ben
   fix of a pynetdicom race (activate through `requested_association_handlers()`);
 - retrieve.py: C-MOVE and C-GET send each stored file's bytes unchanged
   (Association.send_c_store).
+- sender.py: routing's C-STOREs (imaging/dicom/scu.py) written straight to the socket of an
+  association we requested, its reactor held for the run, pynetdicom's DIMSE log handlers
+  unbound for it while their lines would be dropped (`stored_sender`, with the handlers of
+  `sending_handlers`; neither needs install(), both check the version).
+- scoped.py: pynetdicom's documented switch for sending a file's data set as its bytes
+  (_config.STORE_SEND_CHUNKED_DATASET), on for one thread for the length of a block, where
+  routing needs it, instead of for the whole process (`stored_bytes_sent`; the association
+  module's `_config`; no install() needed, the version checked).
 
 On any other pynetdicom version, or with `enabled=False` (DICOM_ACCELERATE=0), install()
 logs one line and changes nothing of pynetdicom but its documented configuration: the
@@ -30,27 +41,34 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pynetdicom
-from pynetdicom import _config, evt, pdu_items, pdu_primitives, presentation, transport
+from pynetdicom import _config, evt, pdu_items, pdu_primitives, presentation, service_class, transport
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.transport import RequestHandler
 
-from imaging.dicom.accel import associations, direct, fastpath, negotiation, retrieve, wakeup
+from imaging.dicom.accel import associations, direct, fastpath, find, negotiation, retrieve, scoped, wakeup
 from imaging.dicom.accel.retrieve import StoredFile
+from imaging.dicom.accel.sender import StoredSender, data_set_offset
 
 __all__ = [
     "WRITTEN_FOR",
     "StoredFile",
+    "StoredSender",
+    "data_set_offset",
     "install",
     "installed",
     "requested_association_handlers",
+    "sending_handlers",
+    "stored_bytes_sent",
+    "stored_sender",
     "serve_stores_directly",
     "uninstall",
 ]
@@ -128,6 +146,7 @@ def _install(receive_folder: Path, debug: bool, max_file_bytes: int | None) -> N
     _set(DIMSEMessage, "decode_msg", fastpath.decode_msg)
     _set(DIMSEServiceProvider, "send_msg", fastpath.send_msg)
     _set(DULServiceProvider, "_decode_pdu", fastpath.decode_pdu)
+    _set(service_class, "encode", find.encode)
     _set(DULServiceProvider, "_read_pdu_data", direct.read_pdu_data)
     _set(transport, "deepcopy", negotiation.copy_contexts)
     for module in _NEGOTIATION_MODULES:
@@ -187,3 +206,37 @@ def requested_association_handlers() -> list[evt.EventHandlerType]:
     if not _installed:
         return []
     return [(evt.EVT_CONN_OPEN, associations.on_requested_open)]
+
+
+def _sending_possible(enabled: bool) -> bool:
+    return enabled and pynetdicom.__version__ == WRITTEN_FOR
+
+
+def sending_handlers(*, enabled: bool = True) -> list[evt.EventHandlerType]:
+    """Event handlers for an association that routing requests: its reactor wakers, bulk reads
+    and the response race fix (as for C-MOVE's); none on another pynetdicom version."""
+    if not _sending_possible(enabled):
+        return []
+    return [(evt.EVT_CONN_OPEN, associations.on_requested_open)]
+
+
+def stored_sender(assoc: Any, timeout: float, *, enabled: bool = True) -> StoredSender | None:
+    """A StoredSender holding the association for a run of C-STOREs, or None (another pynetdicom
+    version, or DICOM_ACCELERATE=0): the caller then sends through Association.send_c_store."""
+    if not _sending_possible(enabled):
+        return None
+    return StoredSender(assoc, timeout)
+
+
+@contextmanager
+def stored_bytes_sent() -> Iterator[bool]:
+    """Within the block, Association.send_c_store called on this thread with a file's path sends
+    the file's data set bytes as they are (what routing promises a peer, on either DIMSE path:
+    this is not one of the fast paths, DICOM_ACCELERATE does not switch it); every other thread
+    and pynetdicom user keeps pynetdicom's configuration. Yields False on another pynetdicom
+    version: the caller then hands pynetdicom the decoded data set, encoded again."""
+    if pynetdicom.__version__ != WRITTEN_FOR:
+        yield False
+        return
+    with scoped.stored_bytes():
+        yield True

@@ -1,6 +1,7 @@
 """What each association gets once pynetdicom has made it: the reactor wakers
-(imaging/dicom/accel/wakeup.py), bulk PDU reads and, on a server association, a direct store
-(imaging/dicom/accel/direct.py); on one we request, its responses kept for their sender."""
+(imaging/dicom/accel/wakeup.py), bulk PDU reads and, on a server association, whole-PDU sends
+(imaging/dicom/accel/find.py) and a direct store (imaging/dicom/accel/direct.py); on one we
+request, its responses kept for their sender."""
 
 from __future__ import annotations
 
@@ -9,17 +10,19 @@ from typing import Any
 from pynetdicom.association import Association
 from pynetdicom.transport import RequestHandler
 
-from imaging.dicom.accel import direct, wakeup
+from imaging.dicom.accel import direct, find, wakeup
 
 original_create_association = RequestHandler._create_association
 
 
 def create_association(self: RequestHandler) -> Association:
     """RequestHandler._create_association, giving each accepted association, before it starts,
-    its wakers, bulk reads and a direct store (inactive until the handlers activate it)."""
+    its wakers, bulk reads, whole-PDU sends (so that C-FIND responses may go out from the
+    association's thread) and a direct store (inactive until the handlers activate it)."""
     assoc = original_create_association(self)
     if assoc.dul.socket is not None:
         direct.read_in_bulk(assoc.dul.socket)
+        find.send_whole_pdus(assoc.dul.socket)
     wakeup.install(assoc)
     direct.install(assoc)
     return assoc

@@ -26,10 +26,12 @@ from typing import Any
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION, _config, evt
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import C_STORE_RQ, DIMSEMessage
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dimse_primitives import C_FIND, C_STORE
 from pynetdicom.dsutils import decode
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu_primitives import P_DATA
+
+from imaging.dicom.accel import elements, find
 
 _C_STORE_RQ = 0x0001
 _C_STORE_RSP = 0x8001
@@ -39,14 +41,6 @@ max_bytes = sys.maxsize  # a received data set larger is not written whole (acce
 
 
 # --- encoding -------------------------------------------------------------------------
-
-
-def _pad(value: bytes, pad: bytes) -> bytes:
-    return value + pad if len(value) % 2 else value
-
-
-def _implicit(group: int, element: int, value: bytes) -> bytes:
-    return struct.pack("<HHI", group, element, len(value)) + value
 
 
 def _explicit_short(element: int, vr: bytes, value: bytes) -> bytes:
@@ -61,11 +55,11 @@ def file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: st
     body = b"".join(
         (
             struct.pack("<HH", 0x0002, 0x0001) + b"OB\x00\x00" + struct.pack("<I", 2) + b"\x00\x01",
-            _explicit_short(0x0002, b"UI", _pad(sop_class_uid.encode("ascii"), b"\x00")),
-            _explicit_short(0x0003, b"UI", _pad(sop_instance_uid.encode("ascii"), b"\x00")),
-            _explicit_short(0x0010, b"UI", _pad(transfer_syntax_uid.encode("ascii"), b"\x00")),
-            _explicit_short(0x0012, b"UI", _pad(PYNETDICOM_IMPLEMENTATION_UID.encode("ascii"), b"\x00")),
-            _explicit_short(0x0013, b"SH", _pad(PYNETDICOM_IMPLEMENTATION_VERSION.encode("ascii"), b" ")),
+            _explicit_short(0x0002, b"UI", elements.pad(sop_class_uid.encode("ascii"), b"\x00")),
+            _explicit_short(0x0003, b"UI", elements.pad(sop_instance_uid.encode("ascii"), b"\x00")),
+            _explicit_short(0x0010, b"UI", elements.pad(transfer_syntax_uid.encode("ascii"), b"\x00")),
+            _explicit_short(0x0012, b"UI", elements.pad(PYNETDICOM_IMPLEMENTATION_UID.encode("ascii"), b"\x00")),
+            _explicit_short(0x0013, b"SH", elements.pad(PYNETDICOM_IMPLEMENTATION_VERSION.encode("ascii"), b" ")),
         )
     )
     return _PREAMBLE + _explicit_short(0x0000, b"UL", struct.pack("<I", len(body))) + body
@@ -91,20 +85,20 @@ def store_response_command(
     """A C-STORE response's command set from its values, or None when one of them would not
     encode as pynetdicom encodes it (it is left to pynetdicom then)."""
     try:
-        elements = [
-            _implicit(0x0000, 0x0002, _pad(sop_class_uid.encode("ascii"), b"\x00")),
-            _implicit(0x0000, 0x0100, struct.pack("<H", _C_STORE_RSP)),
-            _implicit(0x0000, 0x0120, struct.pack("<H", message_id)),
-            _implicit(0x0000, 0x0800, struct.pack("<H", _NO_DATA_SET)),
-            _implicit(0x0000, 0x0900, struct.pack("<H", status)),
+        parts = [
+            elements.implicit(0x0000, 0x0002, elements.pad(sop_class_uid.encode("ascii"), b"\x00")),
+            elements.implicit(0x0000, 0x0100, struct.pack("<H", _C_STORE_RSP)),
+            elements.implicit(0x0000, 0x0120, struct.pack("<H", message_id)),
+            elements.implicit(0x0000, 0x0800, struct.pack("<H", _NO_DATA_SET)),
+            elements.implicit(0x0000, 0x0900, struct.pack("<H", status)),
         ]
         if comment is not None:
-            elements.append(_implicit(0x0000, 0x0902, _pad(comment.encode("ascii"), b" ")))
-        elements.append(_implicit(0x0000, 0x1000, _pad(sop_instance_uid.encode("ascii"), b"\x00")))
+            parts.append(elements.implicit(0x0000, 0x0902, elements.pad(comment.encode("ascii"), b" ")))
+        parts.append(elements.implicit(0x0000, 0x1000, elements.pad(sop_instance_uid.encode("ascii"), b"\x00")))
     except (UnicodeEncodeError, struct.error, TypeError, AttributeError):  # AttributeError: not one string
         return None  # a value pydicom would encode differently, or refuse: its business
-    body = b"".join(elements)
-    return _implicit(0x0000, 0x0000, struct.pack("<I", len(body))) + body
+    body = b"".join(parts)
+    return elements.implicit(0x0000, 0x0000, struct.pack("<I", len(body))) + body
 
 
 # --- pynetdicom, patched ----------------------------------------------------------------
@@ -260,13 +254,30 @@ def _write_received(message: DIMSEMessage, fragment: bytes | memoryview) -> None
 
 
 def send_msg(self: DIMSEServiceProvider, primitive: Any, context_id: int) -> None:
-    """DIMSEServiceProvider.send_msg, with a plain C-STORE response encoded by hand (when no
-    one listens for EVT_DIMSE_SENT, which is given pynetdicom's message object)."""
-    if isinstance(primitive, C_STORE) and not self.assoc.get_handlers(evt.EVT_DIMSE_SENT):
-        command = store_response(primitive)
-        if command is not None and (self.maximum_pdu_size == 0 or len(command) + 6 <= self.maximum_pdu_size):
-            pdata = P_DATA()
-            pdata.presentation_data_value_list.append((context_id, b"\x03" + command))
-            self.dul.send_pdu(pdata)
-            return
+    """DIMSEServiceProvider.send_msg, with a plain C-STORE response, and a C-FIND response that
+    carries a status and perhaps an identifier, encoded by hand (when no one listens for
+    EVT_DIMSE_SENT, which is given pynetdicom's message object); a C-FIND response goes
+    straight to the socket when it may (find.send_directly)."""
+    if primitive.MessageIDBeingRespondedTo is not None and not self.assoc.get_handlers(evt.EVT_DIMSE_SENT):
+        if isinstance(primitive, C_FIND):
+            pdus = find.response_pdus(primitive, context_id, self.maximum_pdu_size)
+            if pdus is not None:
+                if not find.send_directly(self.dul, pdus):
+                    for pdata in find.response_pdata(pdus):
+                        self.dul.send_pdu(pdata)
+                return
+        elif isinstance(primitive, C_STORE):
+            store = _store_pdata(primitive, context_id, self.maximum_pdu_size)
+            if store is not None:
+                self.dul.send_pdu(store)
+                return
     original_send_msg(self, primitive, context_id)
+
+
+def _store_pdata(primitive: C_STORE, context_id: int, maximum_pdu: int) -> P_DATA | None:
+    command = store_response(primitive)
+    if command is None or (maximum_pdu and len(command) + 6 > maximum_pdu):
+        return None
+    pdata = P_DATA()
+    pdata.presentation_data_value_list.append((context_id, b"\x03" + command))
+    return pdata

@@ -1,4 +1,6 @@
-"""`manage.py dicom_server`: the DICOM network service (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET).
+"""`manage.py dicom_server`: the DICOM network service (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET;
+the modality worklist, MPPS and storage commitment), on DICOM_PORT and, when DICOM_TLS_PORT is
+set, over TLS on that port too (PS3.15 B.1).
 
 Wires settings and the Django-side services into imaging/dicom/scp.py. With --processes N
 (or DICOM_PROCESSES) N processes share one listening socket, the least busy taking each
@@ -14,7 +16,9 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
+import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -27,7 +31,7 @@ from django.db import connections
 from alliance.supervise import Restarts, end_with_parent
 from imaging import reconcile, spool, storage, tasks
 from imaging.dicom import accel
-from imaging.dicom.scp import AcceptLoad, build_ae, listening_socket, make_server
+from imaging.dicom.scp import AcceptLoad, Server, build_ae, listening_socket, make_server, tls_context
 from imaging.dimse_services import DjangoServices
 
 GIL_SWITCH_SECONDS = 0.0005
@@ -36,6 +40,7 @@ GC_YOUNG_THRESHOLD = 20_000
 
 _WATCH_SECONDS = 0.5
 _GONE = 1 << 30  # an association count no live process has
+Shared = tuple[socket.socket, AcceptLoad, socket.socket | None]  # plain, load, TLS
 log = logging.getLogger("imaging.dicom_server")
 
 
@@ -110,18 +115,23 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=settings.DICOM_PORT)
         parser.add_argument("--processes", type=int, default=settings.DICOM_PROCESSES)
         parser.add_argument("--ae-title", default=settings.DICOM_AE_TITLE, help="our AE title when we call out")
+        parser.add_argument("--tls-port", type=int, default=settings.DICOM_TLS_PORT, help="DICOM over TLS; 0: off")
 
     def handle(self, *args: Any, **options: Any) -> None:
         host, port, processes = options["host"], options["port"], max(1, options["processes"])
+        self.tls_port = options["tls_port"]
+        self.tls = self._tls_context() if self.tls_port else None
         signal.signal(signal.SIGTERM, _stop)
         self._tidy()
         connections.close_all()  # forked processes must not share this one's connection
-        self.stdout.write(f"DICOM server listening on {host}:{port} ({processes} process(es))")
+        over_tls = f" and {host}:{self.tls_port} over TLS" if self.tls else ""
+        self.stdout.write(f"DICOM server listening on {host}:{port}{over_tls} ({processes} process(es))")
         sys.stdout.flush()
         if processes == 1:  # one process serves; the service manager restarts it if it dies
             self._serve(host, port, options["ae_title"], shared=None, slot=0)
             return
-        shared = (listening_socket(host, port), AcceptLoad(processes))
+        tls_socket = listening_socket(host, self.tls_port) if self.tls else None
+        shared = (listening_socket(host, port), AcceptLoad(processes), tls_socket)
         children = _Children(lambda slot: self._serve(host, port, options["ae_title"], shared=shared, slot=slot))
         try:
             for slot in range(processes):
@@ -129,6 +139,14 @@ class Command(BaseCommand):
             self._supervise(children, shared[1])
         finally:
             children.stop()
+
+    @staticmethod
+    def _tls_context() -> ssl.SSLContext:
+        """Fails loudly: a certificate, key or CA that cannot be read stops the server."""
+        try:
+            return tls_context(settings.DICOM_TLS_CERT, settings.DICOM_TLS_KEY, settings.DICOM_TLS_CA)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise CommandError(f"DICOM TLS: cannot use DICOM_TLS_CERT/KEY/CA: {exc}") from exc
 
     def _tidy(self) -> None:
         """What a stopped server left: answered instances not indexed, partial receives."""
@@ -164,9 +182,7 @@ class Command(BaseCommand):
             children.start(slot, load)
             log.warning("DICOM server process of slot %d started again", slot)
 
-    def _serve(
-        self, host: str, port: int, ae_title: str, *, shared: tuple[socket.socket, AcceptLoad] | None, slot: int
-    ) -> None:
+    def _serve(self, host: str, port: int, ae_title: str, *, shared: Shared | None, slot: int) -> None:
         # Each C-STORE crosses several threads (pynetdicom's two reactors, the pool that
         # checksums and fsyncs the file while it is parsed): a thread that finished its
         # system call waits for the interpreter lock up to the switch interval (5 ms by
@@ -183,12 +199,27 @@ class Command(BaseCommand):
         )
         ae = build_ae(ae_title)
         services = DjangoServices(check_host=settings.DICOM_CHECK_DEVICE_HOST, write_ahead=settings.DICOM_WRITE_AHEAD)
-        listening, load = shared if shared is not None else (None, None)
+        listening, load, tls_listening = shared if shared is not None else (None, None, None)
         server = make_server(ae, host, port, services, listening=listening, load=load, slot=slot)
+        servers = [server]
+        if self.tls is not None:
+            servers.append(
+                make_server(
+                    ae, host, self.tls_port, services, listening=tls_listening, load=load, slot=slot, tls=self.tls
+                )
+            )
+            threading.Thread(target=servers[1].serve_forever, name="dicom-tls", daemon=True).start()
         try:
             server.serve_forever()
         except KeyboardInterrupt:
             pass
         finally:
-            server.server_close()
+            _close(servers)
             spool.drain()
+
+
+def _close(servers: list[Server]) -> None:
+    """The first served in this thread and has stopped; the others still serve in theirs."""
+    servers[0].server_close()
+    for server in servers[1:]:
+        server.shutdown()

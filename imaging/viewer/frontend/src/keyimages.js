@@ -4,23 +4,28 @@
 // writes them into the study as a Key Object Selection and a TID 1500 Structured Report.
 // On opening, what the user saved before is read back from those documents: key images
 // get their star, measurements are drawn again on their images once those are shown.
+// Only the study's own images count: a prior opened beside it (priors.js) keeps its marks
+// and measurements to itself, and the star is off while the reader works in its pane.
 
 import { Enums, getEnabledElement, utilities as coreUtilities } from "@cornerstonejs/core";
 import { annotation as annotations } from "@cornerstonejs/tools";
 
 // Cornerstone tool name -> our measurement kind (imaging/key_objects.py SHAPES).
-const KINDS = { Length: "length", EllipticalROI: "ellipse", RectangleROI: "rectangle" };
+const KINDS = { Length: "length", Angle: "angle", EllipticalROI: "ellipse", RectangleROI: "rectangle" };
 const TOOL_OF = Object.fromEntries(Object.entries(KINDS).map(([tool, kind]) => [kind, tool]));
-const FRAME_URL = /\/series\/([^/]+)\/instances\/([^/]+)\/frames\/(\d+)$/;
+const FRAME_URL = /\/studies\/([^/]+)\/series\/([^/]+)\/instances\/([^/]+)\/frames\/(\d+)$/;
 
-export function imageOf(imageId) {
+// The image a WADO-RS frame's image id names, if it is one of study `studyUid`'s.
+export function imageOf(imageId, studyUid) {
   const match = FRAME_URL.exec(imageId ?? "");
-  return match ? { seriesUid: match[1], sopUid: match[2], frame: Number(match[3]) } : null;
+  if (!match || decodeURIComponent(match[1]) !== studyUid) return null;
+  return { seriesUid: match[2], sopUid: match[3], frame: Number(match[4]) };
 }
 
 export async function startKeyImages({ root, config, client }) {
   const options = config.key_objects;
   const strings = options.strings;
+  const studyUid = config.study_uid;
   const keys = new Map(); // sopUid -> seriesUid, in marking order
   const pending = new Map(); // sopUid -> measurements to draw once the image is shown
   const ui = buildBar(root, strings);
@@ -33,11 +38,14 @@ export async function startKeyImages({ root, config, client }) {
   const activeElement = () => root.querySelector("[data-pane].is-active [data-viewport]") ?? root.querySelector("[data-viewport]");
   const currentImage = (element = activeElement()) => {
     const viewport = element && getEnabledElement(element)?.viewport;
-    return viewport?.getCurrentImageId ? imageOf(viewport.getCurrentImageId()) : null;
+    return viewport?.getCurrentImageId ? imageOf(viewport.getCurrentImageId(), studyUid) : null;
   };
   const refresh = () => {
     const image = currentImage();
     ui.star.setAttribute("aria-pressed", image && keys.has(image.sopUid) ? "true" : "false");
+    const study = activeElement()?.closest("[data-pane]")?.dataset.study;
+    ui.star.disabled = Boolean(study) && study !== studyUid;
+    ui.star.title = ui.star.disabled ? strings.key_image_prior : strings.key_image_title;
     for (const element of root.querySelectorAll("[data-viewport]")) {
       const pane = element.closest("[data-pane]");
       const shown = currentImage(element);
@@ -70,7 +78,7 @@ export async function startKeyImages({ root, config, client }) {
     badge.hidden = true;
     pane.append(badge);
     const onImage = (event) => {
-      drawPending(element, event.detail?.imageId, pending);
+      drawPending(element, event.detail?.imageId, pending, studyUid);
       refresh();
     };
     element.addEventListener(Enums.Events.STACK_NEW_IMAGE, onImage);
@@ -79,7 +87,7 @@ export async function startKeyImages({ root, config, client }) {
   root.addEventListener("pointerdown", refresh);
   for (const element of root.querySelectorAll("[data-viewport]")) {
     const viewport = getEnabledElement(element)?.viewport;
-    if (viewport?.getCurrentImageId) drawPending(element, viewport.getCurrentImageId(), pending);
+    if (viewport?.getCurrentImageId) drawPending(element, viewport.getCurrentImageId(), pending, studyUid);
   }
 
   ui.star.addEventListener("click", () => {
@@ -94,7 +102,7 @@ export async function startKeyImages({ root, config, client }) {
     ui.save.disabled = true;
     say(strings.saving, "");
     try {
-      const body = { key_images: [...keys.keys()], measurements: measurements(pending) };
+      const body = { key_images: [...keys.keys()], measurements: measurements(pending, studyUid) };
       const answer = await request(options.url, { method: "POST", body: JSON.stringify(body), csrf: options.csrf });
       say(strings.saved.replace("%(keys)s", answer.key_images.length).replace("%(measurements)s", answer.measurements.length), "ok");
     } catch (error) {
@@ -144,14 +152,15 @@ async function request(url, { method, body, csrf }) {
   return data;
 }
 
-// What is drawn now (Cornerstone's annotation state), plus what was saved on images not
-// shown yet this session, in the API's form: points in image pixels (column, row).
-function measurements(pending) {
+// What is drawn now on the study's images (Cornerstone's annotation state; not a prior's),
+// plus what was saved on images not shown yet this session, in the API's form: points in
+// image pixels (column, row).
+function measurements(pending, studyUid) {
   const found = [];
   for (const item of annotations.state.getAllAnnotations()) {
     const kind = KINDS[item.metadata?.toolName];
     const imageId = item.metadata?.referencedImageId;
-    const image = imageOf(imageId);
+    const image = imageOf(imageId, studyUid);
     if (!kind || !image || item.isVisible === false) continue;
     const world = item.data.handles.points;
     const points = world.map((p) => Array.from(coreUtilities.worldToImageCoords(imageId, p)));
@@ -160,6 +169,11 @@ function measurements(pending) {
     if (kind === "length") {
       entry.points = points;
       entry.length = Math.hypot(...[0, 1, 2].map((i) => world[0][i] - world[1][i]));
+    } else if (kind === "angle") {
+      // the arms' ends with the vertex between them; one still being drawn has no angle yet
+      if (points.length !== 3 || !Number.isFinite(stats.angle)) continue;
+      entry.points = points;
+      entry.angle = stats.angle;
     } else {
       entry.points = kind === "ellipse" ? ellipseAxes(points) : [points[0], points[1], points[3], points[2]];
       for (const [name, value] of [["area", stats.area], ["mean", stats.mean], ["sd", stats.stdDev]]) {
@@ -182,8 +196,8 @@ function ellipseAxes([bottom, top, left, right]) {
 
 // A saved measurement becomes a Cornerstone annotation again on the image it was drawn on,
 // once that image is in a viewport (its geometry is known from the series' metadata then).
-function drawPending(element, imageId, pending) {
-  const image = imageOf(imageId);
+function drawPending(element, imageId, pending, studyUid) {
+  const image = imageOf(imageId, studyUid);
   if (!image || !pending.has(image.sopUid)) return;
   const viewport = getEnabledElement(element)?.viewport;
   if (!viewport) return;

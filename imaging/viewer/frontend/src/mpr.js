@@ -2,7 +2,18 @@
 // of a slab whose thickness the reader sets, in Cornerstone3D volume viewports. Nothing
 // of it runs until the reader asks: the stack view's first image never waits for it. The
 // volume is streamed from the same WADO-RS frame image ids as the stack (their metadata is
-// already in the loader's metadata manager), decoded in the same web workers.
+// already in the loader's metadata manager), decoded in the same web workers; frames the
+// stack has already loaded come from Cornerstone's image cache, not the network.
+//
+// In steps, because a volume of a few hundred slices costs seconds to fetch (one request
+// per slice) and, on a software WebGL, seconds more to turn into a texture and draw. First
+// previews: 33 slices spread evenly from the first to the last, then 65 (the 33 and one
+// between each two), of images wider than PREVIEW_MAX_COLUMNS every 2x2 (or more) pixels
+// averaged into one: the views show the whole volume at reduced detail, and the bar says
+// so. Then, once every slice has arrived, the full volume replaces the preview in the same
+// views (the reader's crosshairs, zoom and pan kept), and only then does the screen say it
+// is ready.
+import { Enums as CoreEnums, imageLoadPoolManager, imageLoader } from "@cornerstonejs/core";
 
 import { tagValue, tagValues } from "./dicomweb.js";
 import { onSliceShown, panes, slicePositions } from "./panehooks.js";
@@ -15,6 +26,14 @@ const DEFAULT_SLAB_MM = 10;
 const ENGINE_ID = "viewer-mpr";
 const TOOL_GROUP_ID = "viewer-mpr-tools";
 const PLANES = ["axial", "sagittal", "coronal", "mip"];
+// Each count is one more than a power of two, so each preview's slices are among the
+// next one's: nothing fetched for one is wasted.
+const PREVIEW_SLICES = [33, 65];
+const PREVIEW_MAX_COLUMNS = 256;
+const STATUS_EVERY_MS = 250;
+// Frames of the volume in flight at once while MPR loads it (the stack's prefetcher, which
+// keeps fewer, is stopped meanwhile): the browser's six connections to the site kept busy.
+const VOLUME_AT_ONCE = 6;
 
 // Whether a series' slices make a volume: CT or MR, at least MIN_SLICES single-frame
 // slices of one orientation, evenly spaced along their normal. null when they do; else
@@ -71,19 +90,86 @@ function buildScreen(root, s) {
   return { screen, slab, slabText, close, status, views };
 }
 
-// root: #viewer; config: the page config; current(): the active pane's { imageIds,
-// datasets, voi } or null.
+// The previews of an n-slice volume: each one's slice indices (first and last included,
+// evenly spread, each preview's among the next one's), and how many pixels along each side
+// a preview averages into one. None when the volume is small enough to show at once.
+export function previewPlan(n, columns, rows) {
+  const block = Math.max(1, Math.ceil(Math.max(columns, rows) / PREVIEW_MAX_COLUMNS));
+  let counts = PREVIEW_SLICES.filter((count) => count < n);
+  if (!counts.length && block > 1) counts = [n];
+  const spread = (count) => Array.from({ length: count }, (_, k) => Math.round((k * (n - 1)) / (count - 1)));
+  return { levels: counts.map(spread), block };
+}
+
+// The preview's voxels (Float32, modality values) and geometry, from the full volume's
+// geometry and the decoded images of the slices the plan took. A voxel is the mean of a
+// block x block square of pixels (clamped at the right and bottom edges); preview slice k
+// lies where slice k of an evenly spaced stack from the first to the last slice would,
+// and holds the nearest real slice (at most half a slice gap away).
+export function previewVolume({ dimensions, spacing, origin, direction }, images, block) {
+  const [columns, rows, n] = dimensions;
+  const width = Math.ceil(columns / block);
+  const height = Math.ceil(rows / block);
+  const count = images.length;
+  const data = new Float32Array(width * height * count);
+  // Each output column's source columns, clamped at the right edge.
+  const sources = Int32Array.from({ length: width * block }, (_, i) => Math.min(i, columns - 1));
+  const row = new Float32Array(width);
+  images.forEach((image, k) => {
+    const pixels = image.voxelManager?.getScalarData() ?? image.getPixelData();
+    // Cornerstone's loader applies the modality LUT while decoding ("pre-scaling"); where
+    // it did not, the rescale is applied here, so preview and volume hold the same values.
+    const scaled = image.preScale?.scaled;
+    const slope = (scaled ? 1 : (image.slope ?? 1)) / (block * block);
+    const intercept = scaled ? 0 : (image.intercept ?? 0);
+    for (let y = 0; y < height; y += 1) {
+      row.fill(0);
+      for (let dy = 0; dy < block; dy += 1) {
+        const offset = Math.min(y * block + dy, rows - 1) * columns;
+        for (let i = 0; i < width * block; i += 1) row[(i / block) | 0] += pixels[offset + sources[i]];
+      }
+      const at = (k * height + y) * width;
+      for (let x = 0; x < width; x += 1) data[at + x] = row[x] * slope + intercept;
+    }
+  });
+  const shift = (block - 1) / 2; // a block's centre, in pixels from its first pixel
+  const rowDir = direction.slice(0, 3);
+  const columnDir = direction.slice(3, 6);
+  const previewOrigin = origin.map((v, i) => v + rowDir[i] * shift * spacing[0] + columnDir[i] * shift * spacing[1]);
+  const gap = count > 1 ? (spacing[2] * (n - 1)) / (count - 1) : spacing[2];
+  return {
+    scalarData: data,
+    dimensions: [width, height, count],
+    spacing: [spacing[0] * block, spacing[1] * block, gap],
+    origin: previewOrigin,
+    direction: [...direction],
+  };
+}
+
+// root: #viewer; config: the page config; current(): the active pane's { seriesUid,
+// imageIds, datasets, voi } or null. Opening and closing MPR is announced on root
+// ("viewer:mpr", detail { open }): the stack panes stop prefetching while it is open.
+//
+// MPR shows the active pane's series, and follows it: when the pane opens another series
+// while MPR is open, what MPR was loading or showing is let go at once (its volume's queued
+// requests with it, so the new series' slices wait behind none of them), and MPR starts
+// again on the new series once the pane has it (or closes when it makes no volume). Each
+// start is a run; a run that has been let go stops at its next step and never touches the
+// screen again.
 export function bindMpr({ root, config, current, cpuRendering }) {
   const s = config.strings;
   const button = root.querySelector("[data-action=mpr]");
-  if (!button) return { update() {} };
+  if (!button) return { update() {}, paneSeries() {} };
   let ui = null;
-  let open = null; // { engine, toolGroup, volumeId }
+  let active = false; // the MPR screen is up (loading, or showing a volume)
+  let run = 0; // the current run's number: a run whose number is no longer this has been let go
+  let open = null; // what the current run has made: { engine, toolGroup, core, tools, volumeIds, cleanups }
+  let following = null; // the series MPR waits for the active pane to open
 
   const update = () => {
     const pane = current();
     const problem = pane ? volumeProblem(pane.datasets) : "no series";
-    button.disabled = problem !== null;
+    button.disabled = !active && problem !== null; // while open, the button closes MPR
     button.title = problem === null ? s.mpr_title : s.mpr_unavailable;
     button.dataset.problem = problem ?? "";
   };
@@ -92,30 +178,107 @@ export function bindMpr({ root, config, current, cpuRendering }) {
     ui.slabText.textContent = s.mpr_slab.replace("%(mm)s", ui.slab.value);
   };
 
-  const close = () => {
-    if (!open) return;
-    const { engine, toolGroup, core, tools } = open;
-    open = null;
-    tools.ToolGroupManager.destroyToolGroup(toolGroup.id);
-    engine.destroy();
-    core.setUseCPURendering(cpuRendering, false);
-    ui.screen.hidden = true;
-    root.dataset.mprState = "closed";
-    button.setAttribute("aria-pressed", "false");
+  const announce = (isOpen) => root.dispatchEvent(new CustomEvent("viewer:mpr", { detail: { open: isOpen } }));
+  // The volume's requests are prefetch requests of Cornerstone's load pool, as the stack's.
+  const PREFETCH = CoreEnums.RequestType.Prefetch;
+  let stackAtOnce = null;
+  const volumeRequests = (loading) => {
+    if (loading && stackAtOnce === null) {
+      stackAtOnce = imageLoadPoolManager.getMaxSimultaneousRequests(PREFETCH);
+      imageLoadPoolManager.setMaxSimultaneousRequests(PREFETCH, VOLUME_AT_ONCE);
+    } else if (!loading && stackAtOnce !== null) {
+      imageLoadPoolManager.setMaxSimultaneousRequests(PREFETCH, stackAtOnce);
+      stackAtOnce = null;
+    }
   };
 
-  const start = async () => {
-    const pane = current();
-    if (!pane || volumeProblem(pane.datasets) !== null) return;
-    const started = performance.now();
+  // Frees what MPR holds in Cornerstone's cache (its volumes; the preview's own slice
+  // images), not the frames: those are the stack's too.
+  const drop = (core, volumeId) => {
+    const volume = core.cache.getVolume(volumeId);
+    if (!volume) return;
+    const local = volume.imageIds.filter((id) => id.startsWith(`${volumeId}_slice_`));
+    core.cache.removeVolumeLoadObject(volumeId); // also cancels a load in progress
+    for (const id of local) if (core.cache.getImageLoadObject(id)) core.cache.removeImageLoadObject(id, { force: true });
+  };
+
+  // Lets the current run go: what it made is destroyed, its volumes' loads cancelled (their
+  // queued requests taken out of the load pool), and it stops at its next step.
+  const letGo = () => {
+    run += 1;
+    if (!open) return;
+    const { engine, toolGroup, core, tools, volumeIds, cleanups } = open;
+    open = null;
+    for (const cleanup of cleanups) cleanup();
+    tools.ToolGroupManager.destroyToolGroup(toolGroup.id);
+    engine.destroy();
+    for (const volumeId of volumeIds) drop(core, volumeId);
+    core.setUseCPURendering(cpuRendering, false);
+  };
+
+  // The screen up, saying it loads `seriesUid`.
+  const loading = (seriesUid) => {
     ui ??= buildScreen(root, s);
     setSlabText();
     ui.screen.hidden = false;
     ui.status.textContent = s.mpr_loading;
+    for (const key of ["mprMs", "mprFullMs", "mprDetail"]) delete root.dataset[key];
+    root.dataset.mprSeries = seriesUid;
     root.dataset.mprState = "loading";
-    delete root.dataset.mprMs;
     button.setAttribute("aria-pressed", "true");
+    if (!active) {
+      active = true;
+      announce(true);
+      volumeRequests(true);
+    }
+  };
+
+  const close = () => {
+    if (!active) return;
+    letGo();
+    active = false;
+    following = null;
+    volumeRequests(false);
+    ui.screen.hidden = true;
+    delete root.dataset.mprSeries;
+    root.dataset.mprState = "closed";
+    button.setAttribute("aria-pressed", "false");
+    announce(false);
+    update();
+  };
+
+  // Run `mine` of MPR, on the active pane's series.
+  const start = async (mine, pane) => {
+    const live = () => mine === run; // false once closed, or started again, meanwhile
+    const started = performance.now();
+    const mark = (name) => performance.mark(`viewer:mpr-${name}`); // bench/viewer_bench.py reads these
+    mark("click");
+    loading(pane.seriesUid);
+    // The previews' slices are asked for first, before MPR's code has loaded: as the stack
+    // asks for the slice on screen (interaction requests go before the prefetcher's), the
+    // first preview's before the second's, or taken from Cornerstone's cache where the
+    // stack has them already.
+    const { imageIds } = pane;
+    const [rows, columns] = ["00280010", "00280011"].map((tag) => Number(tagValue(pane.datasets[0], tag)));
+    const plan = previewPlan(imageIds.length, columns, rows);
+    const asked = new Map();
+    const ask = (k) => {
+      if (!asked.has(k)) {
+        const options = { requestType: CoreEnums.RequestType.Interaction, priority: 0 };
+        asked.set(k, imageLoader.loadAndCacheImage(imageIds[k], options));
+      }
+      return asked.get(k);
+    };
+    const previewImages = plan.levels.map((level) =>
+      Promise.all(level.map(ask)).catch((error) => {
+        console.error(error); // no preview from these then
+        return null;
+      }),
+    );
+
     const parts = await import("./mprparts.js");
+    if (!live()) return;
+    mark("code");
     const core = parts;
     const tools = { ...parts, Enums: parts.ToolEnums };
     // Volume viewports draw with WebGL only: the page may have picked Cornerstone's CPU
@@ -139,7 +302,14 @@ export function bindMpr({ root, config, current, cpuRendering }) {
       })),
     );
     const toolGroup = tools.ToolGroupManager.createToolGroup(TOOL_GROUP_ID);
-    open = { engine, toolGroup, core, tools };
+    // The run's number in its volumes' ids: a run let go may still be creating its volume
+    // when the next run of the same series creates its own.
+    const volumeId = `cornerstoneStreamingImageVolume:${pane.seriesUid}:${mine}`;
+    // No scheme (no colon): Cornerstone would take a preview's own slice image ids for ones
+    // to load from a server when it looks for a default window.
+    const previewId = `mpr-preview-${pane.seriesUid}-${mine}`;
+    open = { engine, toolGroup, core, tools, volumeIds: [volumeId], cleanups: [] };
+    const still = live;
     for (const Tool of [tools.CrosshairsTool, tools.ZoomTool, tools.PanTool]) tools.addTool(Tool); // idempotent
     toolGroup.addTool(tools.CrosshairsTool.toolName);
     toolGroup.addTool(tools.ZoomTool.toolName);
@@ -149,39 +319,154 @@ export function bindMpr({ root, config, current, cpuRendering }) {
     toolGroup.setToolActive(tools.ZoomTool.toolName, { bindings: [{ mouseButton: tools.Enums.MouseBindings.Secondary }] });
     toolGroup.setToolActive(tools.PanTool.toolName, { bindings: [{ mouseButton: tools.Enums.MouseBindings.Auxiliary }] });
 
-    const volumeId = `cornerstoneStreamingImageVolume:${pane.seriesUid}`;
-    const volume = await core.volumeLoader.createAndCacheVolume(volumeId, { imageIds: pane.imageIds });
-    if (open?.engine !== engine) return;
-    const loaded = new Promise((resolve) => volume.load(resolve));
-    await core.setVolumesForViewports(engine, [{ volumeId }], [ids.axial, ids.sagittal, ids.coronal]);
-    await core.setVolumesForViewports(
-      engine,
-      [{ volumeId, blendMode: Enums.BlendModes.MAXIMUM_INTENSITY_BLEND, slabThickness: Number(ui.slab.value) }],
-      [ids.mip],
-    );
-    if (pane.voi) {
-      for (const plane of PLANES) engine.getViewport(ids[plane]).setProperties({ voiRange: pane.voi });
+    // Draws the given views; resolves once each has (its IMAGE_RENDERED).
+    const render = (planes) => {
+      const drawn = Promise.all(
+        planes.map(
+          (plane) => new Promise((resolve) => ui.views[plane].addEventListener(Enums.Events.IMAGE_RENDERED, resolve, { once: true })),
+        ),
+      );
+      engine.renderViewports(planes.map((plane) => ids[plane]));
+      return drawn;
+    };
+    // Puts a volume in the four views; `keep` holds the cameras to restore (the reader's
+    // crosshairs position, zoom and pan on the preview), else each view starts centred.
+    const show = async (id, keep = null) => {
+      await core.setVolumesForViewports(engine, [{ volumeId: id }], [ids.axial, ids.sagittal, ids.coronal]);
+      await core.setVolumesForViewports(
+        engine,
+        [{ volumeId: id, blendMode: Enums.BlendModes.MAXIMUM_INTENSITY_BLEND, slabThickness: Number(ui.slab.value) }],
+        [ids.mip],
+      );
+      for (const plane of PLANES) {
+        const viewport = engine.getViewport(ids[plane]);
+        if (keep) viewport.setCamera(keep[plane]);
+        if (pane.voi) viewport.setProperties({ voiRange: pane.voi });
+      }
+    };
+
+    const volume = await core.volumeLoader.createAndCacheVolume(volumeId, { imageIds });
+    if (!still()) {
+      drop(core, volumeId); // let go before its volume was in the cache
+      return;
     }
-    engine.render();
-    await loaded;
-    if (open?.engine !== engine) return;
-    engine.render();
-    await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+    mark("volume");
+    const total = volume.imageIds.length;
+    const loadedCount = () => volume.imageIds.filter((id) => core.cache.isLoaded(id)).length;
+    let full = null;
+    const loadFull = () => {
+      full ??= new Promise((resolve) => volume.load(resolve));
+      return full;
+    };
+    // The views' cameras, to keep across a change of volume; null before anything is shown.
+    const cameras = () =>
+      root.dataset.mprDetail ? Object.fromEntries(PLANES.map((p) => [p, engine.getViewport(ids[p]).getCamera()])) : null;
+    let said = 0;
+    const progress = (now = false) => {
+      if (!still() || root.dataset.mprDetail !== "reduced" || (!now && performance.now() - said < STATUS_EVERY_MS)) return;
+      said = performance.now();
+      ui.status.textContent = s.mpr_reduced.replace("%(loaded)s", String(loadedCount())).replace("%(total)s", String(total));
+    };
+    const onModified = (event) => event.detail.volumeId === volumeId && progress();
+
+    // The rest of the volume, as prefetch requests (after the previews' in the browser's
+    // queue), while the previews are built and drawn.
+    loadFull();
+    let loaded = false;
+    full.then(() => {
+      loaded = true;
+    });
+    let shown = null; // the preview in the views
+    for (const [level, pending] of previewImages.entries()) {
+      const images = await pending;
+      if (!still()) return;
+      if (!images || loaded) break; // the whole volume is here: no use for a preview
+      mark(`preview-${level}-frames`);
+      // In the volume's order (along the slice normal), which may run the other way.
+      const order = new Map(volume.imageIds.map((id, index) => [id, index]));
+      images.sort((a, b) => order.get(a.imageId) - order.get(b.imageId));
+      const geometry = previewVolume(volume, images, plan.block);
+      const id = `${previewId}-${level}`;
+      open.volumeIds.push(id);
+      const preview = core.volumeLoader.createLocalVolume(id, {
+        ...geometry,
+        metadata: { ...volume.metadata, Columns: geometry.dimensions[0], Rows: geometry.dimensions[1] },
+      });
+      // Every slice to the texture on its first draw: a made volume starts with none marked,
+      // and the first view drawn would show an empty texture.
+      preview.invalidate();
+      await show(id, cameras());
+      await render(["axial", "sagittal", "coronal"]);
+      if (!still()) return;
+      mark(`preview-${level}`);
+      if (shown) drop(core, shown);
+      shown = id;
+      if (root.dataset.mprDetail !== "reduced") {
+        root.dataset.mprMs = String(Math.round(performance.now() - started));
+        root.dataset.mprDetail = "reduced";
+        root.dataset.mprState = "reduced";
+        const unlisten = () => core.eventTarget.removeEventListener(Enums.Events.IMAGE_VOLUME_MODIFIED, onModified);
+        core.eventTarget.addEventListener(Enums.Events.IMAGE_VOLUME_MODIFIED, onModified);
+        open.cleanups.push(unlisten); // a cancelled load never settles `full`
+        full.finally(unlisten);
+        progress(true);
+      }
+      await render(["mip"]);
+      if (!still()) return;
+    }
+    await loadFull();
+    if (!still()) return;
+    mark("loaded");
+    // Full detail is claimed only for a volume that has every slice.
+    if (volume.framesLoaded < total) throw new Error(`${total - volume.framesLoaded} of ${total} slices could not be loaded`);
+    await show(volumeId, cameras());
+    if (!still()) return;
+    await render(PLANES);
+    if (!still()) return;
+    if (shown) drop(core, shown);
+    mark("full");
+    const ms = String(Math.round(performance.now() - started));
+    root.dataset.mprMs ??= ms;
+    root.dataset.mprFullMs = ms;
+    root.dataset.mprDetail = "full";
     root.dataset.mprState = "ready";
-    root.dataset.mprMs = String(Math.round(performance.now() - started));
     ui.status.textContent = "";
   };
 
-  button.addEventListener("click", () => {
-    if (open) {
+  const launch = () => {
+    const pane = current();
+    if (!pane || volumeProblem(pane.datasets) !== null) {
       close();
       return;
     }
-    start().catch((error) => {
+    letGo();
+    const mine = run;
+    start(mine, pane).catch((error) => {
+      if (mine !== run) return; // a run let go meanwhile: its failure is not the screen's
       console.error(error);
       if (ui) ui.status.textContent = s.load_failed;
       root.dataset.mprState = "failed";
     });
+  };
+
+  // The active pane starts opening a series (isLoading), or has opened it or failed to.
+  const paneSeries = (seriesUid, isLoading) => {
+    if (!active) return;
+    if (isLoading) {
+      // The series on screen opened again: kept, unless MPR of it failed.
+      if (following === null && seriesUid === root.dataset.mprSeries && root.dataset.mprState !== "failed") return;
+      following = seriesUid;
+      letGo();
+      loading(seriesUid);
+    } else if (seriesUid === following) {
+      following = null;
+      launch(); // or close, when the pane failed to open it or it makes no volume
+    }
+  };
+
+  button.addEventListener("click", () => {
+    if (active) close();
+    else launch();
   });
   root.addEventListener("click", (event) => {
     if (event.target.closest?.("[data-mpr-close]")) close();
@@ -196,7 +481,7 @@ export function bindMpr({ root, config, current, cpuRendering }) {
     root.dataset.slab = ui.slab.value;
   });
   update();
-  return { update };
+  return { update, paneSeries };
 }
 
 // The MPR button follows the active pane: enabled while its series makes a volume.
@@ -204,5 +489,8 @@ export function bindMprToShell({ root, config, shell, cpuRendering }) {
   const current = () => panes.get(shell.activePane())?.volumeSource() ?? null;
   const mpr = bindMpr({ root, config, current, cpuRendering });
   onSliceShown(() => mpr.update());
+  root.addEventListener("viewer:pane-series", ({ detail }) => {
+    if (detail.pane === shell.activePane()) mpr.paneSeries(detail.seriesUid, detail.loading);
+  });
   for (const pane of shell.panes) pane.addEventListener("pointerdown", () => setTimeout(mpr.update));
 }

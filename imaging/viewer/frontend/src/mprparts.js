@@ -5,6 +5,9 @@
 export {
   Enums,
   RenderingEngine,
+  cache,
+  eventTarget,
+  imageLoader,
   setUseCPURendering,
   setVolumesForViewports,
   volumeLoader,

@@ -81,7 +81,7 @@ export function bindPriors({ root, config, shell }) {
     try {
       const priorConfig = await fetchPrior(prior.url);
       const source = {
-        config: { ...config, ...priorConfig, priors: [], start_index: null },
+        config: { ...config, ...priorConfig, priors: [] },
         client: new StudyClient(priorConfig.dicomweb, priorConfig.study_uid),
       };
       if (!priorConfig.first) throw new Error("prior without images");

@@ -34,7 +34,6 @@ function createPane({ pane, root, config, client }) {
   let series = null;
   let instances = [];
   let index = 0;
-  let startIndex = pane.dataset.pane === "0" ? (config.start_index ?? null) : null;
   let voi = null;
   const plainView = () => ({ rotation: 0, flipH: false, flipV: false, invert: false, zoom: 1, tx: 0, ty: 0 });
   let view = plainView();
@@ -97,9 +96,7 @@ function createPane({ pane, root, config, client }) {
       instances = await client.instances(picked.uid);
       if (!instances.length) throw new Error("series without images");
       slider.max = String(instances.length - 1);
-      // The first slice, or where the page says the first series opens (a key image).
-      show(startIndex ?? 0);
-      startIndex = null;
+      show(0);
       pane.dataset.loaded = "true";
     },
     scroll: (delta) => show(index + delta),

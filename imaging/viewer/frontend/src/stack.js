@@ -9,7 +9,7 @@ import {
   getRenderingEngine,
   init as initCore,
   setUseCPURendering,
-  imageRetrievalPoolManager,
+  imageLoadPoolManager,
   metaData,
 } from "@cornerstonejs/core";
 import { init as initLoader, wadors } from "@cornerstonejs/dicom-image-loader";
@@ -30,6 +30,7 @@ const ENGINE_ID = "viewer";
 const CINE_FPS = 12;
 // Above the loader's own providers, which it asks too.
 const FETCHED_FRAME_PRIORITY = 10_000;
+const PREFETCH_AT_ONCE = 3;
 
 // Frames fetched before Cornerstone had loaded (main.js asks for the first slice's at
 // once). The WADO-RS loader asks the metadata providers for a frame's bytes
@@ -58,8 +59,12 @@ export async function start({ root, config, client, firstFrame, cpuRendering }) 
   if (cpuRendering) setUseCPURendering(true);
   metaData.addProvider(provideFetchedFrame, FETCHED_FRAME_PRIORITY);
   // Few prefetch requests at once, so on a slow line the slice being looked at (an
-  // interaction request, always first in the queue) never waits behind a long queue.
-  imageRetrievalPoolManager.setMaxSimultaneousRequests(Enums.RequestType.Prefetch, 3);
+  // interaction request, always first in the queue) never waits behind a long queue, nor
+  // does MPR's preview (mpr.js) or the code it loads. The limit is set on the load pool,
+  // whose requests end when the image is decoded: the retrieval pool's end as soon as
+  // they are sent, so a limit there let the prefetcher put a whole series (300 requests)
+  // in the browser's queue at once, before anything asked later.
+  imageLoadPoolManager.setMaxSimultaneousRequests(Enums.RequestType.Prefetch, PREFETCH_AT_ONCE);
 
   const engine = new RenderingEngine(ENGINE_ID);
   const touch = root.dataset.ui === "touch";
@@ -127,10 +132,9 @@ function createPane({ pane, root, config: ownConfig, client: ownClient, engine, 
   let fitZoom = 1; // the zoom that fits the image: the overlay shows zoom relative to it
   let aloneOf = null; // while the first slice is shown alone: the series' image count
   let early = null; // what the user asked for meanwhile: { delta } or { index }, applied once all is loaded
-  // The first series of the first pane opens here (a key image), else on its first slice.
-  let startIndex = pane.dataset.pane === "0" ? (ownConfig.start_index ?? null) : null;
-  // Or the key image the page names by its SOP Instance UID (where in the sorted stack it
-  // lands is known only once the series is loaded).
+  // The first series of the first pane opens on the key image the page names by its SOP
+  // Instance UID (where in the sorted stack it lands is known only once the series is
+  // loaded), else on its first slice.
   let startSop = pane.dataset.pane === "0" ? (ownConfig.start_sop_uid ?? null) : null;
   const scroller = createScroller(() => (aloneOf ? null : engine.getViewport(viewportId)));
 
@@ -180,6 +184,23 @@ function createPane({ pane, root, config: ownConfig, client: ownClient, engine, 
     pane.dataset.rendered = String(Number(pane.dataset.rendered || 0) + 1);
     tools.load();
   });
+  // MPR (mpr.js) loads the series itself while it is open: the pane's prefetcher stops
+  // meanwhile (its queued requests dropped; what it had fetched stays in the cache, which
+  // MPR reads first) and starts again, from the slice on screen, when MPR closes. Nor is it
+  // started or stopped while MPR is open, when the pane opens another series: Cornerstone's
+  // prefetcher empties the load pool's whole prefetch queue when it starts or stops, and
+  // MPR's volume is queued there too.
+  let mprOpen = false;
+  root.addEventListener("viewer:mpr", ({ detail }) => {
+    mprOpen = detail.open;
+    if (pane.dataset.loaded !== "true" || !tools.now) return;
+    if (detail.open) tools.now.prefetch.disable(element);
+    else tools.now.prefetch.enable(element);
+  });
+  // Announced on root ("viewer:pane-series", detail { pane, seriesUid, loading }) when the
+  // pane starts opening a series, and when it has (or has failed to): MPR follows the pane.
+  const announceSeries = (seriesUid, loading) =>
+    root.dispatchEvent(new CustomEvent("viewer:pane-series", { detail: { pane, seriesUid, loading } }));
   tools.ready.then(({ cine }) =>
     element.addEventListener(cine.Events.CLIP_STOPPED, () => {
       playing = false;
@@ -295,12 +316,20 @@ function createPane({ pane, root, config: ownConfig, client: ownClient, engine, 
     },
     // source: { client, config } of a prior study (priors.js); the page's own study by default.
     async load(picked, source = null) {
+      announceSeries(picked.uid, true);
+      try {
+        await this.loadSeries(picked, source);
+      } finally {
+        if (series === picked) announceSeries(picked.uid, false);
+      }
+    },
+    async loadSeries(picked, source) {
       config = source?.config ?? ownConfig;
       client = source?.client ?? ownClient;
       pane.dataset.study = config.study_uid;
       if (playing) this.cine();
       const vp = viewport();
-      tools.now?.prefetch.disable(element);
+      if (!mprOpen) tools.now?.prefetch.disable(element); // else stopped when MPR opened
       series = picked;
       early = null;
       scroller.reset();
@@ -312,12 +341,11 @@ function createPane({ pane, root, config: ownConfig, client: ownClient, engine, 
       datasets = datasetsOf(instances);
       aloneOf = null;
       slider.max = String(imageIds.length - 1);
-      // The first slice in anatomical order (head first), unless the page names a start
-      // (config.start_index, e.g. a key image), for the first series opened only. The
-      // slice drawn alone was the server's guess at the first one (Instance Number 1);
-      // the prefetcher then fills in outwards from where the stack starts.
-      const start = startIndex ?? frameOf(instances, startSop) ?? 0;
-      startIndex = null;
+      // The first slice in anatomical order (head first), unless the page names a key
+      // image (config.start_sop_uid), for the first series opened only. The slice drawn
+      // alone was the server's guess at the first one (Instance Number 1); the prefetcher
+      // then fills in outwards from where the stack starts.
+      const start = frameOf(instances, startSop) ?? 0;
       startSop = null;
       const asked = early;
       early = null;
@@ -328,7 +356,7 @@ function createPane({ pane, root, config: ownConfig, client: ownClient, engine, 
       const { prefetch } = await tools.load();
       if (series !== picked) return;
       pane.dataset.loaded = "true";
-      prefetch.enable(element);
+      if (!mprOpen) prefetch.enable(element); // else once MPR closes
       queueOverlay();
     },
     scroll(delta) {

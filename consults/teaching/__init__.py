@@ -1,0 +1,1 @@
+"""Teaching cases (C10): a specialist's finished case, de-identified, for the alliance's doctors."""

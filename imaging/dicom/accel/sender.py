@@ -1,0 +1,163 @@
+"""C-STORE requests sent as the stored file's bytes, past pynetdicom's per-PDU machinery.
+
+Association.send_c_store hands each P-DATA-TF PDU of a data set to the DUL thread through a
+queue and its state machine (32 of them for a 512x512 CT image at the 16 KiB PDU many peers
+accept), and pauses and resumes the association's reactor around every request, which polls
+at 1 ms. Routing a study (imaging/dicom/scu.py) is a run of C-STOREs on one association
+that asks nothing else of it, so StoredSender holds the reactor paused for the run (as
+send_c_store does around each request, so that it cannot take a response off the queue),
+writes each request's command and data set PDUs straight to the socket from the sending
+thread, and takes the response from the DIMSE queue that the DUL thread fills.
+
+Writing past the DUL is safe here: in Sta6 a P-DATA-TF PDU changes no state (PS3.8 9.2,
+DT-1), nothing else is queued for sending while the run holds the association, and the DUL
+thread still reads the socket and decodes the responses. The PDUs are PS3.8 9.3.5 P-DATA-TF
+with one PDV each, fragments of at most the peer's Maximum Length Received less the PDV
+item header, message control headers as PS3.8 E.2; the command set is PS3.7 9.3.1.1 in
+Implicit VR Little Endian (E.1), as pynetdicom encodes it
+(tests/imaging/test_dicom_accel_sender.py compares the bytes).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from typing import IO, Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import evt
+from pynetdicom._handlers import standard_dimse_recv_handler, standard_dimse_sent_handler
+
+from imaging.dicom.accel import elements
+
+_C_STORE_RQ = 0x0001
+_DATA_SET_PRESENT = 0x0001  # (0000,0800): anything but 0x0101; pynetdicom sends 0x0001
+_PRIORITY_MEDIUM = 0x0000
+_COMMAND_MORE, _COMMAND_LAST, _DATA_MORE, _DATA_LAST = 0x01, 0x03, 0x00, 0x02
+_SEND_BYTES = 1024 * 1024  # data set bytes read and written per system call
+# pynetdicom binds these to every association (_config.LOG_HANDLER_LEVEL "standard"): on the
+# DUL thread, before the sender can have a C-STORE response, they decode its command set's
+# elements with pydicom to format an INFO line of the "pynetdicom" logger.
+_DIMSE_LOG_LINES = (
+    (evt.EVT_DIMSE_RECV, standard_dimse_recv_handler),
+    (evt.EVT_DIMSE_SENT, standard_dimse_sent_handler),
+)
+
+
+def store_request_command(sop_class_uid: str, sop_instance_uid: str, message_id: int) -> bytes:
+    """The command set of a C-STORE request (PS3.7 9.3.1.1), group length first."""
+    body = b"".join(
+        (
+            elements.implicit(0x0000, 0x0002, elements.pad(sop_class_uid.encode("ascii"), b"\x00")),
+            elements.implicit(0x0000, 0x0100, struct.pack("<H", _C_STORE_RQ)),
+            elements.implicit(0x0000, 0x0110, struct.pack("<H", message_id)),
+            elements.implicit(0x0000, 0x0700, struct.pack("<H", _PRIORITY_MEDIUM)),
+            elements.implicit(0x0000, 0x0800, struct.pack("<H", _DATA_SET_PRESENT)),
+            elements.implicit(0x0000, 0x1000, elements.pad(sop_instance_uid.encode("ascii"), b"\x00")),
+        )
+    )
+    return elements.implicit(0x0000, 0x0000, struct.pack("<I", len(body))) + body
+
+
+def p_data_pdus(context_id: int, fragment: bytes | memoryview, last: bool, command: bool) -> bytes:
+    """One P-DATA-TF PDU carrying one fragment (PS3.8 9.3.5, E.2)."""
+    control = (_COMMAND_LAST if last else _COMMAND_MORE) if command else (_DATA_LAST if last else _DATA_MORE)
+    item_length = len(fragment) + 2
+    return struct.pack(">BBLLBB", 0x04, 0x00, item_length + 4, item_length, context_id, control) + bytes(fragment)
+
+
+def data_set_offset(head: bytes) -> int | None:
+    """Where the data set starts in a PS3.10 file whose first bytes are `head` (preamble,
+    "DICM", then (0002,0000) File Meta Information Group Length, Explicit VR UL), or None."""
+    if len(head) < 144 or head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
+        return None
+    return 144 + int.from_bytes(head[140:144], "little")
+
+
+def _quiet_dimse_logging(assoc: Any) -> list[tuple[Any, Any]]:
+    """Unbind pynetdicom's standard DIMSE log handlers from the association for the run, when
+    the lines they would format are dropped anyway (the "pynetdicom" logger below INFO, as
+    every deployment but a debugging one has it); what was unbound, for close() to bind again."""
+    if logging.getLogger("pynetdicom").isEnabledFor(logging.INFO):
+        return []
+    unbound = []
+    for event, handler in _DIMSE_LOG_LINES:
+        if any(bound is handler for bound, _ in assoc.get_handlers(event)):
+            assoc.unbind(event, handler)
+            unbound.append((event, handler))
+    return unbound
+
+
+class StoredSender:
+    """Sends stored files on one established association we requested; close() gives the
+    association back to pynetdicom (before its release)."""
+
+    def __init__(self, assoc: Any, timeout: float) -> None:
+        self.assoc = assoc
+        self.timeout = timeout
+        self.socket = assoc.dul.socket.socket
+        self.fragment = (assoc.acceptor.maximum_length or (1 << 31)) - 6
+        self.unbound = _quiet_dimse_logging(assoc)
+        assoc._reactor_checkpoint.clear()  # hold the reactor, as send_c_store does per request
+        deadline = time.monotonic() + timeout
+        while not assoc._is_paused and assoc.is_established and time.monotonic() < deadline:
+            time.sleep(0.0001)
+
+    def close(self) -> None:
+        for event, handler in self.unbound:
+            self.assoc.bind(event, handler)
+        self.unbound = []
+        self.assoc._reactor_checkpoint.set()
+
+    def send(
+        self,
+        source: IO[bytes],
+        offset: int,
+        context_id: int,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        message_id: int,
+    ) -> Dataset:
+        """Send the data set that starts at `offset` in `source`; the response's status (an
+        empty Dataset when none came: the peer aborted or timed out, as send_c_store says)."""
+        command = store_request_command(sop_class_uid, sop_instance_uid, message_id)
+        pieces = [
+            p_data_pdus(context_id, command[i : i + self.fragment], i + self.fragment >= len(command), True)
+            for i in range(0, len(command), self.fragment)
+        ]
+        source.seek(offset)
+        self._send_data_set(source, context_id, b"".join(pieces))
+        return self._response(message_id)
+
+    def _send_data_set(self, source: IO[bytes], context_id: int, command: bytes) -> None:
+        """The data set's PDUs, the command's in front of the first run (one system call fewer)."""
+        size = self.fragment
+        chunk = max(size, _SEND_BYTES - _SEND_BYTES % size)
+        data = source.read(chunk)
+        pieces = [command]
+        while True:
+            following = source.read(chunk) if len(data) == chunk else b""
+            view = memoryview(data)
+            for start in range(0, len(data), size):
+                last = not following and start + size >= len(data)
+                pieces.append(p_data_pdus(context_id, view[start : start + size], last, False))
+            if not data:  # an empty data set still ends with its last fragment
+                pieces.append(p_data_pdus(context_id, b"", True, False))
+            self.socket.sendall(b"".join(pieces))
+            if not following:
+                return
+            data, pieces = following, []
+
+    def _response(self, message_id: int) -> Dataset:
+        status = Dataset()
+        _context_id, rsp = self.assoc.dimse.get_msg(block=True)
+        if rsp is None or not getattr(rsp, "is_valid_response", False):
+            return status
+        if rsp.MessageIDBeingRespondedTo != message_id:
+            return status  # not the answer to this request: the association is no longer usable
+        status.Status = rsp.Status
+        for keyword in rsp.STATUS_OPTIONAL_KEYWORDS:
+            if getattr(rsp, keyword, None) is not None:
+                setattr(status, keyword, getattr(rsp, keyword))
+        return status
