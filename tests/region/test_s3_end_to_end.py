@@ -71,7 +71,13 @@ def test_store_query_retrieve_and_render_over_s3_and_ride_out_an_unreachable_buc
     ws_port = free_port()
     services.device_create(institution=world.clin_a, ae_title="WS_A", host="127.0.0.1", port=ws_port, by=audit.SYSTEM)
     prefix = new_prefix("s3e2e")
-    stack = Stack(tmp_path, **environment(s3_gate.endpoint), CELERY_BROKER_URL=BROKER, CELERY_QUEUE_PREFIX=prefix)
+    # The sweep asks again for renders owed 5 s after their instance came, as beat does in a
+    # region after RETRY_AFTER_SECONDS: a render task whose retries ran out while the bucket
+    # was away is not asked again by anything else.
+    sweeps = {"RETRY_SWEEP_SECONDS": "2", "RETRY_AFTER_SECONDS": "5"}
+    stack = Stack(
+        tmp_path, **environment(s3_gate.endpoint), **sweeps, CELERY_BROKER_URL=BROKER, CELERY_QUEUE_PREFIX=prefix
+    )
     study_a, series_a = _series(tmp_path / "a", 40, "S3-A", size=256)
     study_b, stowed = _series(tmp_path / "b", 3, "S3-B")
     study_c, series_c = _series(tmp_path / "c", 12, "S3-C")
@@ -80,6 +86,7 @@ def test_store_query_retrieve_and_render_over_s3_and_ride_out_an_unreachable_buc
         stack.dicom_server(dicom_port)
         site = stack.web()
         stack.worker()
+        stack.beat()
         [client] = dicomweb(reader, site)
 
         # C-STORE and STOW-RS into the bucket
