@@ -170,8 +170,8 @@ def bases_for(principal: Principal, studies: Sequence[StudyRef]) -> dict[Any, st
     if principal.film is not None:
         return {s.pk: film_basis(principal.film) for s in studies}
     found = {s.pk: OWN_INSTITUTION for s in studies if _owns(principal, s)}
-    if principal.institution_id is not None:
-        for grants in reversed(_grants(principal, READ)):
+    if principal.institution_id is not None and len(found) < len({s.pk for s in studies}):
+        for grants in reversed(_grants(principal, READ)):  # built only when a study is not its own
             missing = [s.pk for s in studies if s.pk not in found]
             if not missing:
                 break
