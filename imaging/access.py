@@ -16,9 +16,11 @@ principal they resolved once (alliance.access.Principal); no rule lives anywhere
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, NoReturn, Protocol
 
-from django.db.models import BooleanField, Exists, F, Func, OuterRef, Q, QuerySet
+from django.db import connections
+from django.db.models import BooleanField, Exists, Expression, F, Func, IntegerField, OuterRef, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
@@ -40,19 +42,80 @@ class StudyRef(Protocol):
     institution_id: Any
 
 
-def live() -> Q:
-    """Grants in force: not revoked, not expired."""
-    return Q(revoked_at__isnull=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
+def live(now: datetime | None = None) -> Q:
+    """Grants in force (at `now`, by default the present): not revoked, not expired."""
+    at = timezone.now() if now is None else now
+    return Q(revoked_at__isnull=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=at))
 
 
-def _grants(principal: Principal, codename: str) -> list[QuerySet[Any]]:
+def _grants(principal: Principal, codename: str, now: datetime | None = None) -> list[QuerySet[Any]]:
     """The live grants of one permission that reach the principal: to its groups and to its user."""
     found: list[QuerySet[Any]] = [
-        StudyGroupGrant.objects.filter(live(), _reaching_groups(principal), permission__codename=codename)
+        StudyGroupGrant.objects.filter(live(now), _reaching_groups(principal), permission__codename=codename)
     ]
     if principal.doctor is not None:
-        found.append(StudyUserGrant.objects.filter(live(), user_id=principal.user.pk, permission__codename=codename))
+        found.append(StudyUserGrant.objects.filter(live(now), user_id=principal.user.pk, permission__codename=codename))
     return found
+
+
+# --- the granted studies' ids as SQL written once per principal ----------------------------
+# studies_visible_to runs on every page, API call, QIDO-RS and C-FIND. Its grant subqueries
+# depend only on who the principal is (groups, pool seats, user) and on the present moment,
+# so they are built and compiled by the ORM once per principal and kept (per process) with a
+# stand-in for "now", which each use fills with the present (timezone.now(), as live() has it).
+
+_NOW_STAND_IN = datetime(1901, 2, 3, 4, 5, 6, 789012, tzinfo=UTC)
+_COMPILED: dict[tuple[Any, ...], list[tuple[str, list[Any], list[int]]]] = {}
+_COMPILED_MAX = 4096  # principals kept per process; more and the cache starts again
+
+
+def _principal_key(principal: Principal) -> tuple[Any, ...]:
+    """Everything _grants reads of the principal."""
+    if principal.doctor is None:
+        return ("groups", tuple(principal.group_ids))
+    seats = tuple(sorted(principal.pool_seats.values()))
+    return ("doctor", principal.user.pk, principal.doctor.institution.group_id, seats)
+
+
+def _granted_ids(principal: Principal, codename: str) -> list[Expression]:
+    """The subqueries of _grants' study ids, as _SQL expressions with the present filled in."""
+    db = StudyGroupGrant.objects.db
+    key = (db, codename, *_principal_key(principal))
+    compiled = _COMPILED.get(key)
+    if compiled is None:
+        connection = connections[db]
+        stand_in = connection.ops.adapt_datetimefield_value(_NOW_STAND_IN)
+        compiled = []
+        for grants in _grants(principal, codename, now=_NOW_STAND_IN):
+            sql, params = grants.values("content_object_id").query.get_compiler(using=db).as_sql()
+            compiled.append((sql, list(params), [i for i, p in enumerate(params) if p == stand_in]))
+        if len(_COMPILED) >= _COMPILED_MAX:
+            _COMPILED.clear()
+        _COMPILED[key] = compiled
+    now = connections[db].ops.adapt_datetimefield_value(timezone.now())
+    found: list[Expression] = []
+    for sql, params, at in compiled:
+        filled = list(params)
+        for index in at:
+            filled[index] = now
+        found.append(_SQL(sql, filled))
+    return found
+
+
+class _SQL(Expression):
+    """A compiled subquery, "(SELECT ...)" as the ORM's Subquery writes it."""
+
+    output_field = IntegerField()
+
+    def __init__(self, sql: str, params: list[Any]) -> None:
+        super().__init__()
+        self.sql, self.params = sql, params
+
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        return f"({self.sql})", list(self.params)
+
+    def get_group_by_cols(self) -> list[Any]:
+        return []
 
 
 def _reaching_groups(principal: Principal) -> Q:
@@ -84,8 +147,8 @@ def studies_visible_to(principal: Principal) -> QuerySet[Study]:
     if principal.institution_id is None:
         return Study.objects.none()
     visible = Q(institution_id=principal.institution_id) if principal.sees_own_institution else Q(pk__in=[])
-    for grants in _grants(principal, READ):
-        visible |= Q(_PkAmong(grants.values("content_object_id")))
+    for ids in _granted_ids(principal, READ):
+        visible |= Q(_PkAmong(ids))
     return Study.objects.filter(visible, deleted_at__isnull=True)  # a deleted study is gone for everyone
 
 
@@ -103,7 +166,7 @@ class _PkAmong(Func):
     template = "%(expressions)s"
     arg_joiner = " IN "
 
-    def __init__(self, ids: QuerySet[Any]) -> None:
+    def __init__(self, ids: Expression) -> None:
         super().__init__(F("pk"), ids)
 
     def as_postgresql(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
@@ -170,8 +233,8 @@ def bases_for(principal: Principal, studies: Sequence[StudyRef]) -> dict[Any, st
     if principal.film is not None:
         return {s.pk: film_basis(principal.film) for s in studies}
     found = {s.pk: OWN_INSTITUTION for s in studies if _owns(principal, s)}
-    if principal.institution_id is not None:
-        for grants in reversed(_grants(principal, READ)):
+    if principal.institution_id is not None and len(found) < len({s.pk for s in studies}):
+        for grants in reversed(_grants(principal, READ)):  # built only when a study is not its own
             missing = [s.pk for s in studies if s.pk not in found]
             if not missing:
                 break

@@ -100,3 +100,52 @@ def test_the_data_migration_hashes_plain_text_tokens(alliance_world) -> None:  #
     row = ApiToken.objects.get(user=alliance_world.owner.user)
     assert row.digest == hashlib.sha256(old.key.encode()).hexdigest()
     assert _get(old.key).status_code == 200
+
+
+def test_a_token_loads_its_user_doctor_institution_and_alliance_in_one_query(  # type: ignore[no-untyped-def]
+    alliance_world, django_assert_num_queries
+) -> None:
+    """The hand-written join (authentication._load_token) leaves the objects as the ORM's
+    select_related would: the same field values, and nothing left to load."""
+    from alliance.api.authentication import DoctorTokenAuthentication
+
+    doctor = alliance_world.owner
+    issued = accounts.token_issue(user=doctor.user, by=audit.SYSTEM, name="读片工作站")
+    with django_assert_num_queries(1):
+        user, token = DoctorTokenAuthentication().authenticate_credentials(issued.key)
+        institution = user.doctor.institution
+        assert (token.pk, token.name, user.pk, user.doctor.pk) == (
+            issued.token.pk,
+            "读片工作站",
+            doctor.user.pk,
+            doctor.pk,
+        )
+        assert (institution.pk, institution.alliance.pk) == (doctor.institution.pk, doctor.institution.alliance.pk)
+    orm = ApiToken.objects.select_related("user__doctor__institution__alliance").get(pk=issued.token.pk)
+    for loaded, expected in [
+        (token, orm),
+        (user, orm.user),
+        (user.doctor, orm.user.doctor),
+        (institution, orm.user.doctor.institution),
+        (institution.alliance, orm.user.doctor.institution.alliance),
+    ]:
+        fields = type(expected)._meta.concrete_fields
+        assert [getattr(loaded, f.attname) for f in fields] == [getattr(expected, f.attname) for f in fields]
+        assert loaded._state.adding is False and loaded._state.db == "default"
+
+
+def test_a_token_of_a_user_without_a_doctor_loads_its_absence(  # type: ignore[no-untyped-def]
+    alliance_world, django_user_model, django_assert_num_queries
+) -> None:
+    """A superuser's token (no doctor row): user.doctor is known to be missing, without a query."""
+    from alliance.api.authentication import _load_token
+
+    admin = django_user_model.objects.create_superuser("root", "root@example.org", "Root-pass-2026!")
+    issued = accounts.token_issue(user=admin, by=audit.SYSTEM)
+    token = _load_token(hashlib.sha256(issued.key.encode()).hexdigest())
+    assert token is not None and token.user.pk == admin.pk
+    with django_assert_num_queries(0):
+        assert getattr(token.user, "doctor", None) is None
+    revoked = accounts.token_issue(user=admin, by=audit.SYSTEM)
+    ApiToken.objects.filter(pk=revoked.token.pk).update(revoked_at=timezone.now())
+    assert _load_token(hashlib.sha256(revoked.key.encode()).hexdigest()) is None

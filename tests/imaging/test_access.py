@@ -239,3 +239,25 @@ def test_the_rule_over_a_mixed_set_of_studies(alliance_world):  # type: ignore[n
     assert [bases[made[n].pk] for n in ("hosp_own", "pool", "user", "institution", "expired")] == [
         "own-institution", "consult:1", "referral:2", "referral:3", "",
     ]  # fmt: skip
+
+
+def test_a_kept_statement_still_ends_a_grant_at_its_expiry(alliance_world, study_a, monkeypatch):  # type: ignore[no-untyped-def]
+    """studies_visible_to compiles a principal's grant subqueries once (access._granted_ids) and
+    fills in the present on each use: the grant's expiry still ends it, on the same statement."""
+    stranger = principal(alliance_world, "stranger")
+    grants.grant_study(
+        study=study_a,
+        grantee=grants.Grantee(user=alliance_world.stranger.user),
+        basis="referral:2",
+        by=audit.SYSTEM,
+        expires_at=timezone.now() + timedelta(hours=1),
+    )
+    assert access.studies_visible_to(stranger).filter(pk=study_a.pk).exists()
+    kept = [key for key in access._COMPILED if key[2:4] == ("doctor", stranger.user.pk)]
+    assert len(kept) == 1
+    later = timezone.now() + timedelta(hours=1, minutes=1)
+    monkeypatch.setattr(timezone, "now", lambda: later)
+    assert not access.studies_visible_to(stranger).filter(pk=study_a.pk).exists()
+    assert [key for key in access._COMPILED if key[2:4] == ("doctor", stranger.user.pk)] == kept
+    Patient.objects.filter(pk=study_a.patient_id).update(name="LI^SI")  # and a subquery of it still reads so
+    assert access.patients_visible_to(resolve_principal(alliance_world.owner.user)).get().name == "LI^SI"
