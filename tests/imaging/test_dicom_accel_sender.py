@@ -6,6 +6,7 @@ comment, an abort, a syntax it does not take)."""
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,6 +55,9 @@ def peer() -> Iterator[SimpleNamespace]:
         answer = state.answers.pop(0) if state.answers else 0x0000
         if answer == "abort":
             event.assoc.abort()
+            return 0x0000
+        if answer == "slow":  # past the sender's timeout
+            threading.Event().wait(3)
             return 0x0000
         return answer
 
@@ -167,3 +171,98 @@ def test_a_run_with_the_pynetdicom_logger_at_info_still_logs_each_response(
     outcome = _send(peer, _objects(tmp_path, 2))
     assert outcome.complete
     assert sum("Received Store Response" in r.getMessage() for r in caplog.records) == 2
+
+
+def _response_pdv(status: Any, message_id: int, *, control: int = 0x03) -> bytes:
+    """A P-DATA-TF body (after its 6-byte header) with one PDV: a C-STORE-RSP as pynetdicom encodes it."""
+    from pynetdicom.dimse_messages import C_STORE_RSP
+
+    response = C_STORE()
+    response.MessageIDBeingRespondedTo = message_id
+    response.AffectedSOPClassUID = CTImageStorage
+    response.AffectedSOPInstanceUID = "1.2.3.4"
+    response.Status = status.Status
+    for keyword in ("ErrorComment", "OffendingElement"):
+        if keyword in status:
+            setattr(response, keyword, getattr(status, keyword))
+    message = C_STORE_RSP()
+    message.primitive_to_message(response)
+    command = encode(message.command_set, True, True)
+    return struct.pack(">LBB", len(command) + 2, 1, control) + command
+
+
+def _status(code: int, **optional: Any) -> Dataset:
+    status = Dataset()
+    status.Status = code
+    for keyword, value in optional.items():
+        setattr(status, keyword, value)
+    return status
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        _status(0x0000),
+        _status(0xB000, ErrorComment="coerced"),
+        _status(0xA900, ErrorComment="the data set does not match", OffendingElement=[0x00100010, 0x00100020]),
+        _status(0xC211, ErrorComment="x" * 64),
+    ],
+    ids=["success", "warning", "refusal with offending elements", "a 64-character comment"],
+)
+def test_a_response_read_off_the_socket_gives_what_pynetdicom_decodes(status: Dataset) -> None:
+    read = sender.store_response(_response_pdv(status, 7), 7)
+    assert read is not None
+    assert {k: read.get(k) for k in ("Status", "ErrorComment", "OffendingElement")} == {
+        k: status.get(k) for k in ("Status", "ErrorComment", "OffendingElement")
+    }
+
+
+def test_anything_but_the_expected_response_in_one_pdv_is_left_to_pynetdicom() -> None:
+    body = _response_pdv(_status(0x0000), 7)
+    assert sender.store_response(body, 8) is None  # the answer to another request
+    assert sender.store_response(_response_pdv(_status(0x0000), 7, control=0x01), 7) is None  # more to come
+    assert sender.store_response(_response_pdv(_status(0x0000), 7, control=0x02), 7) is None  # a data set
+    assert sender.store_response(body + body, 7) is None  # two PDVs
+    assert sender.store_response(body[:-3], 7) is None  # cut short
+    request = sender.store_request_command(CTImageStorage, "1.2.3", 7)
+    assert sender.store_response(struct.pack(">LBB", len(request) + 2, 1, 0x03) + request, 7) is None  # a request
+
+
+def test_the_sender_reads_the_responses_itself_while_nobody_listens(
+    peer: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With pynetdicom's logger quiet, no response passes through pynetdicom's DIMSE provider,
+    and the statuses, the refusal's comment and the release come out as on pynetdicom's path."""
+    from pynetdicom.dimse import DIMSEServiceProvider
+
+    caplog.set_level(logging.WARNING, logger="pynetdicom")
+    decoded = []
+    receive = DIMSEServiceProvider.receive_primitive
+
+    def counted(self: Any, primitive: Any) -> None:
+        if self.assoc.is_requestor:  # the sender's side, not the peer's in this process
+            decoded.append(primitive)
+        receive(self, primitive)
+
+    monkeypatch.setattr(DIMSEServiceProvider, "receive_primitive", counted)
+    objects = _objects(tmp_path, 5)
+    peer.answers = [0x0000, 0xB000, _status(0xA900, ErrorComment="the data set does not match")]
+    outcome = _send(peer, objects)
+    _released(peer)
+    assert outcome.sent == [o.sop_instance_uid for i, o in enumerate(objects) if i != 2]
+    assert outcome.refused == {objects[2].sop_instance_uid: (0xA900, "the data set does not match")}
+    assert (peer.released, peer.aborted) == (1, 0)
+    assert decoded == []
+
+
+def test_a_peer_that_does_not_answer_in_time_stops_the_run_and_the_association_is_aborted(
+    peer: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="pynetdicom")
+    objects = _objects(tmp_path, 3)
+    peer.answers = [0x0000, "slow"]
+    outcome = scu.send(scu.PeerAE("STORESCP", "127.0.0.1", peer.port, "CLINA", timeout=1), objects, accelerate=True)
+    _released(peer)
+    assert outcome.sent == [objects[0].sop_instance_uid]
+    assert not outcome.complete and "no answer" in outcome.reason
+    assert peer.aborted == 1

@@ -82,6 +82,7 @@ class _DulWaker:
         self._fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._closed = threading.Lock()
         self._open = True
+        self.held = False  # hold_socket(): another thread reads the socket for now
         _notify_on_put(dul.to_provider_queue, self.wake)
         _notify_after(dul, "kill_dul", self.wake)
         _notify_after(dul, "stop_dul", self.wake)
@@ -110,11 +111,15 @@ class _DulWaker:
         if raw is None or not self._open:  # not connected yet, or closed: sleep as before
             time.sleep(seconds)
             return
-        pending = getattr(raw, "pending", None)  # TLS: data already decrypted is invisible to select
-        if pending is not None and pending():
-            return
+        if self.held:
+            readers = [self._fd]
+        else:
+            pending = getattr(raw, "pending", None)  # TLS: data already decrypted is invisible to select
+            if pending is not None and pending():
+                return
+            readers = [raw, self._fd]
         try:
-            select.select([raw, self._fd], [], [], MAX_WAIT)
+            select.select(readers, [], [], MAX_WAIT)
         except (OSError, ValueError):  # the socket closed under us; the loop sees it next turn
             time.sleep(seconds)
             return
@@ -127,6 +132,16 @@ class _DulWaker:
 
     def __del__(self) -> None:
         self.close()
+
+
+def hold_socket(dul: DULServiceProvider, held: bool) -> None:
+    """While held, the DUL's waker waits only for primitives to send, not on the socket, which
+    another thread of ours reads meanwhile (imaging/dicom/accel/sender.py); a DUL without a
+    waker polls as pynetdicom ships. The waker is woken to see the change now."""
+    waker = getattr(dul, _ATTR, None)
+    if isinstance(waker, _DulWaker):
+        waker.held = held
+        waker.wake()
 
 
 def run_at_thread_end(thread: threading.Thread, fn: Callable[[], None]) -> bool:
