@@ -266,3 +266,19 @@ def test_a_peer_that_does_not_answer_in_time_stops_the_run_and_the_association_i
     assert outcome.sent == [objects[0].sop_instance_uid]
     assert not outcome.complete and "no answer" in outcome.reason
     assert peer.aborted == 1
+
+
+def test_acknowledged_instances_are_reported_at_most_once_a_second(
+    peer: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Routing's sent marks cost a commit each: a quick run reports once, at its end; with
+    the interval at zero, every acknowledgement is reported as it comes."""
+    objects = _objects(tmp_path, 6)
+    peer_ae = scu.PeerAE("STORESCP", "127.0.0.1", peer.port, "CLINA", timeout=20)
+    reports: list[list[str]] = []
+    assert scu.send(peer_ae, objects, on_sent=reports.append, accelerate=True).complete
+    assert reports == [[o.sop_instance_uid for o in objects]]
+    monkeypatch.setattr(scu, "_REPORT_SECONDS", 0.0)
+    reports.clear()
+    assert scu.send(peer_ae, objects, on_sent=reports.append, accelerate=True).complete
+    assert reports == [[o.sop_instance_uid] for o in objects]
