@@ -41,13 +41,17 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
 
 
 _TRANSIENT = _transient_errors()
-# Retried with backoff when the storage or the network was away; safe to run twice.
+# Retried with backoff when the storage or the network was away; safe to run twice. Twelve
+# tries, each waiting a random time up to 1, 2, 4 ... 120 s (jitter keeps a region's renders
+# from retrying all at once): about 6 minutes on average, so that an object store away for a
+# few minutes is ridden out by the task itself; beat's sweep (requeue_owed_renders) asks again
+# for what outlasts it. Six tries up to 32 s each gave up within about half a minute (CI, stop 26).
 _RENDER_OPTIONS: dict[str, Any] = {
     "acks_late": True,
     "autoretry_for": _TRANSIENT,
     "retry_backoff": True,
-    "retry_backoff_max": 300,
-    "max_retries": 6,
+    "retry_backoff_max": 120,
+    "max_retries": 12,
 }
 
 

@@ -266,3 +266,56 @@ def test_a_peer_that_does_not_answer_in_time_stops_the_run_and_the_association_i
     assert outcome.sent == [objects[0].sop_instance_uid]
     assert not outcome.complete and "no answer" in outcome.reason
     assert peer.aborted == 1
+
+
+def test_acknowledged_instances_are_reported_at_most_once_a_second(
+    peer: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Routing's sent marks cost a commit each: a quick run reports once, at its end; with
+    the interval at zero, every acknowledgement is reported as it comes."""
+    objects = _objects(tmp_path, 6)
+    peer_ae = scu.PeerAE("STORESCP", "127.0.0.1", peer.port, "CLINA", timeout=20)
+    reports: list[list[str]] = []
+    assert scu.send(peer_ae, objects, on_sent=reports.append, accelerate=True).complete
+    assert reports == [[o.sop_instance_uid for o in objects]]
+    monkeypatch.setattr(scu, "_REPORT_SECONDS", 0.0)
+    reports.clear()
+    assert scu.send(peer_ae, objects, on_sent=reports.append, accelerate=True).complete
+    assert reports == [[o.sop_instance_uid] for o in objects]
+
+
+def test_a_connection_lost_while_sending_gives_the_socket_back_before_the_abort(
+    peer: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The DUL reads the socket again before the run aborts the association, so that the abort
+    ends it at once (in Sta13 the DUL waits for the connection to close, which it must see)."""
+    caplog.set_level(logging.WARNING, logger="pynetdicom")
+    objects = _objects(tmp_path, 4)
+    send = sender.StoredSender._send_data_set
+    calls = []
+
+    def broken_on_the_second(self: Any, *args: Any) -> None:
+        calls.append(self.reading)
+        if len(calls) == 2:
+            raise ConnectionResetError("connection reset by peer")
+        send(self, *args)
+
+    monkeypatch.setattr(sender.StoredSender, "_send_data_set", broken_on_the_second)
+    from pynetdicom.association import Association
+
+    abort = Association._abort_blocking  # what assoc.abort is bound to (Association.__init__)
+    held_at_abort = []
+
+    def noted_abort(self: Any, *args: Any, **kwargs: Any) -> None:
+        if self.is_requestor:
+            held_at_abort.append("_is_transport_event" in vars(self.dul))
+        abort(self, *args, **kwargs)
+
+    monkeypatch.setattr(Association, "_abort_blocking", noted_abort)
+    outcome = _send(peer, objects)
+    _released(peer)
+    assert calls == [True, True]  # the responses were read by the sender itself until then
+    assert outcome.sent == [objects[0].sop_instance_uid]
+    assert not outcome.complete and "connection lost" in outcome.reason
+    assert held_at_abort == [False]
+    assert peer.aborted == 1

@@ -225,7 +225,11 @@ class StoredSender:
             for i in range(0, len(command), self.fragment)
         ]
         source.seek(offset)
-        self._send_data_set(source, context_id, b"".join(pieces))
+        try:
+            self._send_data_set(source, context_id, b"".join(pieces))
+        except OSError:
+            self._give_back_socket()  # the caller aborts: the DUL must see the connection end
+            raise
         if self.reading:
             return self._read_response(message_id)
         return self._response(message_id)
