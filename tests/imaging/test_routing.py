@@ -174,6 +174,28 @@ def test_a_refused_instance_fails_the_item_with_the_peer_status_and_only_it_is_s
     assert RouteSent.objects.filter(item=item).count() == 3
 
 
+def test_marks_reported_twice_are_kept_once_with_their_instance_and_renew_the_lease(world, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    item = services.route_study(by=principal(world.owner), study=world.study, destination=world.pacs_a)
+    assert item is not None
+    instances = list(world.study.series.get().instances.order_by("pk"))
+    by_uid = {i.sop_uid: i.pk for i in instances}
+
+    def twice(objects: Any, *, on_sent: Any) -> scu.Outcome:
+        uids = [o.sop_instance_uid for o in objects]
+        on_sent(uids[:2])
+        RouteItem.objects.filter(pk=item.pk).update(lease_until=None)
+        on_sent(uids[1:])  # the second acknowledged again: one mark still
+        assert RouteItem.objects.get(pk=item.pk).lease_until is not None
+        return scu.Outcome(sent=uids)
+
+    monkeypatch.setattr(services, "_transport", lambda destination: twice)
+    services.send_item(item_id=item.pk)
+    marks = sorted(RouteSent.objects.filter(item=item).values_list("instance_id", flat=True))
+    assert marks == sorted(by_uid.values())
+    item.refresh_from_db()
+    assert (item.state, item.instances_sent) == (State.SENT, len(instances))
+
+
 def test_the_study_rules_fire_once_the_study_is_quiet_and_again_only_for_new_instances(world, peer, settings) -> None:  # type: ignore[no-untyped-def]
     settings.ROUTE_QUIET_SECONDS = 30
     services.route_quiet_studies()  # the first sweep sets where it starts
