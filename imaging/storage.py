@@ -56,10 +56,15 @@ def dicom_storage() -> Storage:
 
 
 def storage_key_for(study_uid: str, series_uid: str, sop_uid: str) -> str:
-    """ "ab/cd/<study>/<series>/<sop>.dcm": a two-level hash fan-out keeps folders small
-    while a study's files stay together."""
+    """ "ab/cd/<study>_<series>_<sop>.dcm": a two-level fan-out by a hash of the study keeps
+    folders small while a study's files stay together in one folder, and a new study or series
+    makes no folder of its own. (Until 2026-12 keys were "ab/cd/<study>/<series>/<sop>.dcm":
+    three new folders for each new study, each a new inode and an fsync of its parent, the
+    largest part of the system time of a clinic's single-instance studies, bench/RESULTS.md.
+    An instance's key is kept in its row, so files stored under the old form stay where they are.)
+    UIDs are digits and dots (64 characters at most): the name stays under 200 characters."""
     digest = hashlib.sha256(study_uid.encode("ascii")).hexdigest()
-    return f"{digest[:2]}/{digest[2:4]}/{study_uid}/{series_uid}/{sop_uid}.dcm"
+    return f"{digest[:2]}/{digest[2:4]}/{study_uid}_{series_uid}_{sop_uid}.dcm"
 
 
 def temp_dir() -> Path:

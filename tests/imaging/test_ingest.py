@@ -63,10 +63,14 @@ def test_ingest_stores_the_bytes_unchanged_and_indexes_patient_study_series(clin
     assert events.first().detail["via"] == "test"
 
 
-def test_storage_key_fans_out_by_study_and_keeps_a_study_together():
+def test_storage_key_fans_out_by_study_and_keeps_a_study_together_without_a_folder_of_its_own():
     key = storage.storage_key_for("1.2.3", "1.2.3.4", "1.2.3.4.5")
     fan = hashlib.sha256(b"1.2.3").hexdigest()
-    assert key == f"{fan[:2]}/{fan[2:4]}/1.2.3/1.2.3.4/1.2.3.4.5.dcm"
+    assert key == f"{fan[:2]}/{fan[2:4]}/1.2.3_1.2.3.4_1.2.3.4.5.dcm"
+    other_series = storage.storage_key_for("1.2.3", "1.2.3.9", "1.2.3.9.1")
+    assert other_series.rpartition("/")[0] == key.rpartition("/")[0]  # one folder for the study
+    longest = storage.storage_key_for("1." + "2" * 62, "1." + "3" * 62, "1." + "4" * 62)
+    assert len(longest.rpartition("/")[2]) < 255  # a file name ext4 and S3 both take
 
 
 def test_same_instance_twice_is_stored_once(clinic, actor, dicom_dir):
@@ -208,7 +212,7 @@ def test_ingest_path_leaves_the_callers_temp_file_alone(clinic, actor, tmp_path,
 
     assert source.read_bytes() == data
     assert storage.local_path(result.instance).read_bytes() == data
-    assert [p.name for p in stored_files(dicom_dir)] == [f"{result.instance.sop_uid}.dcm"]
+    assert stored_files(dicom_dir) == [storage.local_path(result.instance)]
 
 
 def test_bare_data_set_is_stored_with_file_meta_in_front_and_its_bytes_unchanged(clinic, actor):
