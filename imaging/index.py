@@ -409,14 +409,24 @@ def _patient(cursor: Any, a: Attributes, institution: Institution) -> int:
     changed demographics brought up to date from this file, unless an admin corrected them
     (imaging.maintenance): a correction outlives the devices that keep sending the old values."""
     select = f"SELECT id, name, birth_date, sex, corrected_at FROM {_table(Patient)} WHERE issuer_id = %s AND patient_id = %s"  # noqa: S608,E501
-    cursor.execute(select, [institution.pk, a.patient_id])
-    row = cursor.fetchone()
     seen = {"name": a.patient_name[:324], "birth_date": a.patient_birth_date, "sex": a.patient_sex[:16]}
+    new = {"issuer": institution.pk, "patient_id": a.patient_id, **seen, "created_at": timezone.now()}
+    if connection.vendor == "postgresql":
+        # read, or create when absent, in one round trip (a new patient is a clinic's everyday)
+        columns, params = _values(Patient, new)
+        cursor.execute(_patient_upsert(columns), [institution.pk, a.patient_id, *params])
+        row = cursor.fetchone()
+        if row is not None and row[5]:
+            return int(row[0])  # created with this file's values: nothing to bring up to date
+        row = row[:5] if row is not None else None
+    else:
+        cursor.execute(select, [institution.pk, a.patient_id])
+        row = cursor.fetchone()
+        if row is None:
+            inserted = _insert_new(cursor, Patient, new, unique="issuer_id, patient_id", returning="id")
+            if inserted is not None:
+                return int(inserted[0])
     if row is None:
-        new = {"issuer": institution.pk, "patient_id": a.patient_id, **seen, "created_at": timezone.now()}
-        inserted = _insert_new(cursor, Patient, new, unique="issuer_id, patient_id", returning="id")
-        if inserted is not None:
-            return int(inserted[0])
         # another store created the patient meanwhile: read it as usual
         cursor.execute(select, [institution.pk, a.patient_id])
         row = cursor.fetchone()
@@ -426,6 +436,22 @@ def _patient(cursor: Any, a: Attributes, institution: Institution) -> int:
     if changed and corrected_at is None:
         Patient.objects.filter(pk=pk).update(**changed)
     return int(pk)
+
+
+@functools.cache
+def _patient_upsert(columns: str) -> str:
+    """The patient's row with a last column False, or the row inserted (its values) with True,
+    in one statement; no row when a parallel store inserted the patient after this statement's
+    snapshot (the caller reads it then). Nothing is inserted, and no id drawn, when it exists."""
+    table = _table(Patient)
+    marks = ", ".join(["%s"] * len(columns.split(", ")))
+    return (
+        f"WITH found AS (SELECT id, name, birth_date, sex, corrected_at FROM {table}"  # noqa: S608
+        " WHERE issuer_id = %s AND patient_id = %s),"
+        f" made AS (INSERT INTO {table} ({columns}) SELECT {marks} WHERE NOT EXISTS (SELECT 1 FROM found)"
+        " ON CONFLICT (issuer_id, patient_id) DO NOTHING RETURNING id, name, birth_date, sex, corrected_at)"
+        " SELECT *, FALSE FROM found UNION ALL SELECT *, TRUE FROM made"
+    )
 
 
 _STUDY_FILL = ("study_date", "study_time", "accession_number", "description", "referring_physician")

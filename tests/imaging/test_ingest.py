@@ -196,6 +196,26 @@ def test_later_instance_updates_the_patient_name(clinic, actor):
     assert Patient.objects.get().name == "张^三"
 
 
+def test_a_new_study_of_a_known_patient_finds_it_and_a_new_patient_is_made_in_one_statement(clinic, actor):
+    first = make_ct_series(1, 32, 32, patient_id="P-7", patient_name="Old")[0]
+    _ingest(part10_bytes(first), clinic, actor)
+    known = Patient.objects.get(patient_id="P-7")
+    assert known.name == "Old"
+
+    _ingest(part10_bytes(make_ct_series(1, 32, 32, patient_id="P-7", patient_name="李^四")[0]), clinic, actor)
+    with CaptureQueriesContext(connection) as queries:
+        _ingest(part10_bytes(make_ct_series(1, 32, 32, patient_id="P-8", patient_name="王^五")[0]), clinic, actor)
+
+    assert Patient.objects.filter(patient_id="P-7").count() == 1 and Study.objects.count() == 3
+    assert Patient.objects.get(patient_id="P-7").name == "李^四"  # brought up to date from the new study
+    made = Patient.objects.get(patient_id="P-8")
+    assert made.name == "王^五" and made.issuer_id == clinic.pk
+    if connection.vendor == "postgresql":
+        assert made.pk == known.pk + 1  # the known patient's look-up drew no id
+        patient_sql = [q["sql"] for q in queries.captured_queries if '"imaging_patient"' in q["sql"]]
+        assert len(patient_sql) == 1, patient_sql
+
+
 def test_two_hospitals_patient_1001_are_two_patients(clinic, other_clinic, actor):
     _ingest(part10_bytes(make_ct_series(1, 32, 32, patient_id="1001")[0]), clinic, actor)
     _ingest(part10_bytes(make_ct_series(1, 32, 32, patient_id="1001")[0]), other_clinic, actor)
