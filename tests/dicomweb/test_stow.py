@@ -326,7 +326,7 @@ def test_the_database_lost_while_a_batch_commits_leaves_none_of_it(
     assert study.num_instances == 1 and study.series.get().num_instances == 1
     assert not AuditEvent.objects.filter(action="instance.store", object_id__in=sops[1:], outcome="success").exists()
     store = storage.local_path(Instance.objects.get()).parent
-    assert sorted(p.name for p in store.iterdir()) == [f"{sops[0]}.dcm"]
+    assert sorted(store.iterdir()) == [storage.local_path(Instance.objects.get())]
 
 
 def test_database_away_from_the_first_part_is_503_with_every_part_failed(owner_client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
