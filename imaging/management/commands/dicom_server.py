@@ -28,6 +28,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
+from alliance.collector import freeze_what_is_loaded
 from alliance.supervise import Restarts, end_with_parent
 from imaging import reconcile, spool, storage, tasks
 from imaging.dicom import accel
@@ -99,11 +100,10 @@ def _collect_less() -> None:
     C-STORE allocates thousands of short-lived objects, each 700 allocations start a young
     collection, and the oldest generation holds Django's, pydicom's and pynetdicom's
     several hundred thousand long-lived objects, walked again at every full collection.
-    Those are frozen out of the collector once started (gc.freeze), and young collections
-    start after 20,000 allocations instead of 700. Reference counting still frees almost
-    everything at once; only cycles wait a little longer."""
-    gc.collect()
-    gc.freeze()
+    Those are frozen out of the collector once started (alliance.collector), and young
+    collections start after 20,000 allocations instead of 700. Reference counting still frees
+    almost everything at once; only cycles wait a little longer."""
+    freeze_what_is_loaded()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
