@@ -58,6 +58,7 @@ def main() -> None:
     args = parser.parse_args()
     name = args.database
     data = Path(tempfile.mkdtemp(prefix="route-bench-"))
+    peer = Path(tempfile.mkdtemp(prefix="route-bench-peer-", dir=args.peer_folder))
     psql = ["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-c"]
     subprocess.run([*psql, f"CREATE DATABASE {name}"], check=True)
     os.environ.update(
@@ -76,15 +77,13 @@ def main() -> None:
         from django.core.management import call_command
 
         call_command("migrate", verbosity=0)
-        storescp, port, received = start_storescp(
-            Path(tempfile.mkdtemp(prefix="route-bench-peer-", dir=args.peer_folder))
-        )
+        storescp, port, received = start_storescp(peer)
         run(args, port, received)
     finally:
         if storescp is not None:
             storescp.terminate()
             storescp.wait(timeout=10)
-            shutil.rmtree(Path(storescp.args[-2]).parent, ignore_errors=True)
+        shutil.rmtree(peer, ignore_errors=True)
         from django.db import connections
 
         connections.close_all()
