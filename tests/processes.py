@@ -6,12 +6,20 @@ import socket
 import subprocess
 import time
 
+_handed_out: set[int] = set()
+
 
 def free_port() -> int:
-    """A loopback port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on right now, and not one this process was given before:
+    two calls before either port is bound (a server's plain and TLS ports) could otherwise get
+    the same port from the kernel, and the server refuses to start (seen 2026-12-05)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def wait_for_port(port: int, proc: subprocess.Popen, seconds: float = 60) -> None:  # type: ignore[type-arg]
