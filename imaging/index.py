@@ -183,6 +183,186 @@ def write_careful(
     return IngestResult(instance=instance, created=True, study=study, series=series)
 
 
+def write_new(
+    received: Sequence[Received],
+    keys: Sequence[str],
+    institution: Institution,
+    *,
+    actor: audit.Actor,
+    via: str,
+    source: str,
+    known_keys: Sequence[tuple[Any, ...]],
+) -> list[IngestResult]:
+    """write_careful(fresh=True) for several first instances of series new to the index, each
+    of another study (the spool's indexer: ingest.index_spooled_new), inside the caller's
+    transaction holding their UIDs' locks (PostgreSQL): the patients read or created in one
+    statement, the studies with their series in one, the audit events and instance rows in
+    one, however many there are. A clinic's everyday is many small studies: one at a time,
+    these rows had cost four round trips and most of the indexer's time each.
+    Raises IngestError when one of the studies or series is in the index already, or a patient
+    was created by a parallel store after the statement's snapshot: the caller rolls back and
+    stores each on its own (the careful path finds out which, and why)."""
+    patients = _patients_of_new(received, institution)
+    now = timezone.now()
+    sql, params = _new_parents_sql(received, patients, institution, now)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        made = {series_uid: (pk, study_pk) for pk, series_uid, study_pk in cursor.fetchall()}
+    if len(made) < len(received):
+        taken = next(r.attributes for r in received if r.attributes.series_uid not in made)
+        raise uid_conflict("Study or Series Instance UID indexed meanwhile", taken.series_uid)
+    studies, serieses, instances, events = [], [], [], []
+    for r, key, patient_pk in zip(received, keys, patients, strict=True):
+        a = r.attributes
+        series_pk, study_pk = made[a.series_uid]
+        study = Study(
+            pk=study_pk,
+            study_uid=a.study_uid,
+            patient_id=patient_pk,
+            institution_id=institution.pk,
+            modalities=a.modality[:16],
+            num_series=1,
+            num_instances=1,
+            size_bytes=r.size,
+            **_study_fill(a),
+            study_id=a.study_id[:16],
+        )
+        series = Series(pk=series_pk, series_uid=a.series_uid, study_id=study_pk, modality=a.modality[:16])
+        instance, event = _instance_and_event(r, key, study, series, actor=actor, via=via, source=source)
+        studies.append(study)
+        serieses.append(series)
+        instances.append(instance)
+        events.append(event)
+    audit_sql, audit_params = audit.insert_prepared(events)
+    instance_sql, instance_params = _insert_plain_instances_sql(instances)
+    with connection.cursor() as cursor:
+        cursor.execute(f"{audit_sql}; {instance_sql} RETURNING id, sop_uid", [*audit_params, *instance_params])
+        ids = dict((sop_uid, pk) for pk, sop_uid in cursor.fetchall())
+    results = []
+    for known_key, study, series, instance in zip(known_keys, studies, serieses, instances, strict=True):
+        instance.pk = ids[instance.sop_uid]
+        series.study = study
+        transaction.on_commit(partial(known_parents.put, known_key, (study.patient_id, study.pk, series.pk)))
+        results.append(IngestResult(instance=instance, created=True, study=study, series=series))
+    return results
+
+
+def _patients_of_new(received: Sequence[Received], institution: Institution) -> list[int]:
+    """write_new's patients, in order: each read, or created with the values of its first file
+    in the batch, in one statement; then brought up to date as _patient does, file by file."""
+    rows: list[Any] = []
+    params: list[Any] = []
+    now = timezone.now()
+    for n, r in enumerate(received):
+        a = r.attributes
+        rows.append("(%s::int, %s::text, %s::text, %s::date, %s::text)")
+        params += [n, a.patient_id, a.patient_name[:324], a.patient_birth_date, a.patient_sex[:16]]
+    params += [institution.pk, institution.pk, now]
+    with connection.cursor() as cursor:
+        cursor.execute(_patients_upsert_sql().replace("{rows}", ", ".join(rows)), params)
+        found = {row[1]: list(row) for row in cursor.fetchall()}
+    pks = []
+    for r in received:
+        a = r.attributes
+        row = found.get(a.patient_id)
+        if row is None:  # a parallel store created the patient after the statement's snapshot
+            raise uid_conflict("Patient ID created meanwhile", a.study_uid)
+        pk, _, name, birth_date, sex, corrected_at = row
+        seen = _seen_demographics(a)
+        changed = _demographics_changed(seen, name, birth_date, sex)
+        if changed and corrected_at is None:
+            Patient.objects.filter(pk=pk).update(**changed)
+            row[2:5] = [changed.get("name", name), changed.get("birth_date", birth_date), changed.get("sex", sex)]
+        pks.append(int(pk))
+    return pks
+
+
+@functools.cache
+def _patients_upsert_sql() -> str:
+    """The patients of the VALUES rows `{rows}` (n, patient_id, name, birth date, sex) issued
+    by one institution: those there read, the others inserted (one row per Patient ID, with
+    the values of its first file; no id drawn for a patient who exists); a patient a parallel
+    store inserted after the snapshot is in neither."""
+    table = _table(Patient)
+    return (
+        "WITH input (n, patient_id, name, birth_date, sex) AS (VALUES {rows}),"  # noqa: S608
+        f" found AS (SELECT id, patient_id, name, birth_date, sex, corrected_at FROM {table}"
+        " WHERE issuer_id = %s AND patient_id IN (SELECT patient_id FROM input)),"
+        f" made AS (INSERT INTO {table} (issuer_id, patient_id, name, birth_date, sex, created_at)"
+        " SELECT DISTINCT ON (patient_id) %s, patient_id, name, birth_date, sex, %s FROM input"
+        " WHERE patient_id NOT IN (SELECT patient_id FROM found) ORDER BY patient_id, n"
+        " ON CONFLICT (issuer_id, patient_id) DO NOTHING RETURNING id, patient_id, name, birth_date, sex, corrected_at)"
+        " SELECT * FROM found UNION ALL SELECT * FROM made"
+    )
+
+
+def _new_parents_sql(
+    received: Sequence[Received], patients: Sequence[int], institution: Institution, now: Any
+) -> tuple[str, list[Any]]:
+    """One statement inserting each file's study (counting it, one series and this instance)
+    and its series (counting this instance), unless the study or the series is there: the
+    (series id, Series Instance UID, study id) of those inserted."""
+    rows: list[str] = []
+    params: list[Any] = []
+    for n, (r, patient_pk) in enumerate(zip(received, patients, strict=True)):
+        a = r.attributes
+        rows.append(
+            "(%s::int, %s::text, %s::bigint, %s::date, %s::time, %s::text, %s::text, %s::text, %s::text,"
+            " %s::text, %s::bigint, %s::text, %s::int, %s::text, %s::text)"
+        )
+        params += [
+            n,
+            a.study_uid,
+            patient_pk,
+            a.study_date,
+            a.study_time,
+            a.accession_number[:16],
+            a.study_id[:16],
+            a.study_description[:64],
+            a.referring_physician[:324],
+            a.modality[:16],
+            r.size,
+            a.series_uid,
+            a.series_number,
+            a.series_description[:64],
+            a.body_part[:16],
+        ]
+    study, series = _table(Study), _table(Series)
+    sql = (
+        "WITH input (n, study_uid, patient_id, study_date, study_time, accession_number, study_id, description,"  # noqa: S608
+        " referring_physician, modality, size_bytes, series_uid, series_number, series_description, body_part)"
+        f" AS (VALUES {', '.join(rows)}),"
+        f" st AS (INSERT INTO {study} (study_uid, patient_id, institution_id, study_date, study_time,"
+        " accession_number, study_id, description, referring_physician, modalities, num_series, num_instances,"
+        " size_bytes, received_at, updated_at)"
+        " SELECT study_uid, patient_id, %s, study_date, study_time, accession_number, study_id, description,"
+        " referring_physician, modality, 1, 1, size_bytes, %s, %s FROM input ORDER BY n"
+        " ON CONFLICT (study_uid) DO NOTHING RETURNING id, study_uid),"
+        f" se AS (INSERT INTO {series} (series_uid, study_id, modality, series_number, description, body_part,"
+        " num_instances) SELECT i.series_uid, st.id, i.modality, i.series_number, i.series_description, i.body_part, 1"
+        " FROM input i JOIN st ON st.study_uid = i.study_uid ORDER BY i.n"
+        " ON CONFLICT (series_uid) DO NOTHING RETURNING id, series_uid, study_id)"
+        " SELECT id, series_uid, study_id FROM se"
+    )
+    return sql, [*params, institution.pk, now, now]
+
+
+def _insert_plain_instances_sql(instances: Sequence[Instance]) -> tuple[str, list[Any]]:
+    """One INSERT of instance rows of series created in this transaction (no check that a
+    series is still in its study: nobody else can see it yet)."""
+    fields = _instance_fields()
+    table = _table(Instance)
+    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
+    group = f"({', '.join(['%s'] * len(fields))})"
+    params = [f.get_db_prep_save(f.pre_save(instance, True), connection) for instance in instances for f in fields]
+    return f"INSERT INTO {table} ({columns}) VALUES {', '.join([group] * len(instances))}", params  # noqa: S608
+
+
+@functools.cache
+def _instance_fields() -> list[models.Field[Any, Any]]:
+    return [f for f in Instance._meta.concrete_fields if not f.primary_key]
+
+
 def _remembered_parents(known: tuple[int, int, int], a: Attributes, institution: Institution) -> tuple[Study, Series]:
     """The study and series of a `known` entry, as unsaved stand-ins holding their keys."""
     patient_pk, study_pk, series_pk = known
@@ -397,7 +577,7 @@ def _insert_instances_sql(instances: Sequence[Instance], study_pk: int) -> tuple
 
 @functools.cache
 def _insert_instance_statement(vendor: str) -> tuple[str, list[models.Field[Any, Any]]]:
-    fields = [f for f in Instance._meta.concrete_fields if not f.primary_key]
+    fields = _instance_fields()
     columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
     in_study = f"(SELECT id FROM {_table(Series)} WHERE id = %s AND study_id = %s)"  # noqa: S608
     marks = ", ".join(in_study if f.name == "series" else "%s" for f in fields)
@@ -409,7 +589,7 @@ def _patient(cursor: Any, a: Attributes, institution: Institution) -> int:
     changed demographics brought up to date from this file, unless an admin corrected them
     (imaging.maintenance): a correction outlives the devices that keep sending the old values."""
     select = f"SELECT id, name, birth_date, sex, corrected_at FROM {_table(Patient)} WHERE issuer_id = %s AND patient_id = %s"  # noqa: S608,E501
-    seen = {"name": a.patient_name[:324], "birth_date": a.patient_birth_date, "sex": a.patient_sex[:16]}
+    seen = _seen_demographics(a)
     new = {"issuer": institution.pk, "patient_id": a.patient_id, **seen, "created_at": timezone.now()}
     if connection.vendor == "postgresql":
         # read, or create when absent, in one round trip (a new patient is a clinic's everyday)
@@ -431,11 +611,20 @@ def _patient(cursor: Any, a: Attributes, institution: Institution) -> int:
         cursor.execute(select, [institution.pk, a.patient_id])
         row = cursor.fetchone()
     pk, name, birth_date, sex, corrected_at = row
-    stored = {"name": name, "birth_date": str(birth_date) if birth_date else None, "sex": sex}
-    changed = {k: v for k, v in seen.items() if v and stored[k] != (v.isoformat() if isinstance(v, dt.date) else v)}
+    changed = _demographics_changed(seen, name, birth_date, sex)
     if changed and corrected_at is None:
         Patient.objects.filter(pk=pk).update(**changed)
     return int(pk)
+
+
+def _seen_demographics(a: Attributes) -> dict[str, Any]:
+    return {"name": a.patient_name[:324], "birth_date": a.patient_birth_date, "sex": a.patient_sex[:16]}
+
+
+def _demographics_changed(seen: dict[str, Any], name: str, birth_date: Any, sex: str) -> dict[str, Any]:
+    """The file's demographics that differ from the patient's row (a blank in the file changes nothing)."""
+    stored = {"name": name, "birth_date": str(birth_date) if birth_date else None, "sex": sex}
+    return {k: v for k, v in seen.items() if v and stored[k] != (v.isoformat() if isinstance(v, dt.date) else v)}
 
 
 @functools.cache

@@ -550,20 +550,26 @@ def index_spooled_new(
                 key, durable = _start_put(r.path, r.key(), synced)
                 placed[r.attributes.sop_uid] = key
                 pending.append((durable, key))
-            for r, (_, _, known_key) in zip(received, entries, strict=True):
-                key = placed[r.attributes.sop_uid]
-                written = index.write_careful(
-                    r,
-                    key,
-                    institution,
-                    actor=actor,
-                    via=via,
-                    source=source,
-                    known_key=known_key,
-                    known=None,
-                    fresh=True,
+            known_keys = [known_key for _, _, known_key in entries]
+            if len({r.attributes.study_uid for r in received}) == len(received):
+                keys = [placed[uid] for uid in uids]
+                results = index.write_new(
+                    received, keys, institution, actor=actor, via=via, source=source, known_keys=known_keys
                 )
-                results.append(written)
+            else:  # two new series of one study: the second finds the study the first made
+                for r, known_key in zip(received, known_keys, strict=True):
+                    written = index.write_careful(
+                        r,
+                        placed[r.attributes.sop_uid],
+                        institution,
+                        actor=actor,
+                        via=via,
+                        source=source,
+                        known_key=known_key,
+                        known=None,
+                        fresh=True,
+                    )
+                    results.append(written)
             for durable, key in pending:
                 _wait_durable(durable, key)  # every file durable before the COMMIT
             transaction.on_commit(_render_later(*(r.instance.pk for r in results)), robust=True)

@@ -11,19 +11,23 @@ import fcntl
 import hashlib
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from io import BytesIO, StringIO
 from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 from django.db import InterfaceError, OperationalError
+from django.db.backends.utils import CursorWrapper
+from django.utils import timezone
 from pydicom import dcmread
 
 from alliance import audit
 from alliance.models import AuditEvent
 from imaging import index, ingest, spool, storage
 from imaging.ingest import Spooling, ingest_bytes, receive_path
-from imaging.models import Instance, Series, Study
+from imaging.models import Instance, Patient, Series, Study
 from imaging.received import read
 from tests.imaging.dicomgen import make_ct_series, part10_bytes
 from tests.imaging.stored import stored_files
@@ -161,6 +165,101 @@ def test_new_studies_are_answered_from_the_spool_and_indexed_together_their_furt
     assert len(stored_files(dicom_dir)) == 4
     assert not spool.refused_dir().exists()
     assert sorted(p.name for p in owner.folder.iterdir()) == [".lock", "a0.json"]
+
+
+@contextmanager
+def _indexer_statements() -> Iterator[list[str]]:
+    """The SQL the spool's indexer thread sends meanwhile (its own connection)."""
+    statements: list[str] = []
+    execute = CursorWrapper.execute
+
+    def counted(self, sql, params=None):  # type: ignore[no-untyped-def]
+        if threading.current_thread().name == "dicom-indexer":
+            statements.append(sql)
+        return execute(self, sql, params)
+
+    CursorWrapper.execute = counted  # type: ignore[method-assign]
+    try:
+        yield statements
+    finally:
+        CursorWrapper.execute = execute  # type: ignore[method-assign]
+
+
+def _spool_all(owner, clinic, tmp_path, datasets, prefix):  # type: ignore[no-untyped-def]
+    association = owner.association(_sender(clinic))
+    for i, ds in enumerate(datasets):
+        answer = receive_path(
+            _received(tmp_path, part10_bytes(ds), f"{prefix}-{i}.dcm"),
+            institution=clinic,
+            actor=_sender(clinic).actor,
+            via="dimse",
+            source="10.0.0.5:4100",
+            spooling=Spooling(owner, association),
+        )
+        assert answer is None  # answered from the spool
+    assert owner.wait_for(association)
+
+
+def test_new_studies_indexed_together_bring_their_patients_up_to_date_as_one_by_one_would(clinic, tmp_path, owner):  # type: ignore[no-untyped-def]
+    """The new studies of a batch are written a statement per table, not per study: a patient
+    who comes with two of them is created once, from the first file, and the second file's
+    demographics fill what the first left blank and change what differs, as one store after
+    the other would; a patient already in the index is read, brought up to date the same way,
+    unless an admin corrected the record."""
+    known = Patient.objects.create(issuer=clinic, patient_id="K-1", name="Known^Before", sex="")
+    corrected = Patient.objects.create(
+        issuer=clinic, patient_id="C-1", name="Corrected^Name", sex="F", corrected_at=timezone.now()
+    )
+    datasets = []
+    for patient_id, name, sex in (
+        ("T-1", "Twice^First", ""),
+        ("K-1", "Known^After", "M"),
+        ("T-1", "Twice^Second", "F"),
+        ("C-1", "Device^Name", "M"),
+    ):
+        (ds,) = make_ct_series(1, 16, 16, patient_id=patient_id, patient_name=name)
+        ds.PatientSex = sex
+        datasets.append(ds)
+
+    _spool_all(owner, clinic, tmp_path, datasets, "pt")
+
+    assert Study.objects.count() == 4
+    assert Patient.objects.filter(issuer=clinic).count() == 3  # T-1 once, for both of its studies
+    twice = Patient.objects.get(issuer=clinic, patient_id="T-1")
+    assert (twice.name, twice.sex) == ("Twice^Second", "F")
+    known.refresh_from_db()
+    assert (known.name, known.sex) == ("Known^After", "M")
+    corrected.refresh_from_db()
+    assert (corrected.name, corrected.sex) == ("Corrected^Name", "F")
+    for ds in datasets:
+        instance = Instance.objects.select_related("series__study__patient").get(sop_uid=ds.SOPInstanceUID)
+        study = instance.series.study
+        assert study.patient.patient_id == ds.PatientID
+        assert (study.num_series, study.num_instances, instance.series.num_instances) == (1, 1, 1)
+        assert study.size_bytes == instance.size_bytes
+        assert (study.accession_number, study.modalities) == (ds.AccessionNumber, "CT")
+        event = AuditEvent.objects.get(action="instance.store", object_id=ds.SOPInstanceUID)
+        assert event.patient == str(study.patient_id)
+    for i, ds in enumerate(datasets):  # a further instance of each series takes the one round trip
+        attributes = read(_received(tmp_path, part10_bytes(ds), f"again-{i}.dcm"), None).attributes
+        assert index.known_parents.get(index.known_key(attributes, clinic)) is not None
+
+
+def test_a_batch_of_new_studies_costs_the_same_statements_however_many_it_holds(clinic, tmp_path, owner, monkeypatch):  # type: ignore[no-untyped-def]
+    """Two new studies or eight: one statement for the patients, one for the studies and
+    their series, one for the audit events and the instances (and the locks, the commit)."""
+    renders: list[list[int]] = []
+    monkeypatch.setattr(ingest, "_enqueue_renders", renders.append)  # the renders' own queries aside
+    counts = []
+    _spool_all(owner, clinic, tmp_path, make_ct_series(1, 16, 16, patient_id="first"), "first")  # the sender read
+    for n, prefix in ((2, "a"), (8, "b")):
+        datasets = [make_ct_series(1, 16, 16, patient_id=f"{prefix}-{i}")[0] for i in range(n)]
+        with _indexer_statements() as statements:
+            _spool_all(owner, clinic, tmp_path, datasets, prefix)
+        counts.append(len(statements))
+        assert Study.objects.filter(study_uid__in=[ds.StudyInstanceUID for ds in datasets]).count() == n
+    assert counts[0] == counts[1]
+    assert sorted(len(batch) for batch in renders) == [1, 2, 8]
 
 
 def test_a_new_series_of_a_known_study_is_indexed_before_its_answer(clinic, other_clinic, tmp_path, owner):  # type: ignore[no-untyped-def]
