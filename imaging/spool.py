@@ -72,7 +72,7 @@ from django.utils.translation import gettext_noop
 
 from alliance import audit
 from alliance.models import AuditEvent, Institution
-from imaging import ingest, storage
+from imaging import index, ingest, storage
 
 log = logging.getLogger("imaging.spool")
 
@@ -346,8 +346,11 @@ class Spool:
         first, its parents known by then."""
         by_sender: dict[Sender, list[_Entry]] = {}
         for run in runs:
-            if run[0].new and run[0].parsed is not None:
-                by_sender.setdefault(run[0].sender, []).append(run[0])
+            first = run[0]
+            if first.new and first.parsed is not None and index.known_parents.get(first.known_key) is None:
+                # (a further instance spooled behind its series' first, which an earlier
+                # batch has indexed since: it goes with the rest of its run, parents known)
+                by_sender.setdefault(first.sender, []).append(first)
         done: set[int] = set()
         for sender, entries in by_sender.items():
             try:

@@ -262,6 +262,53 @@ def test_a_batch_of_new_studies_costs_the_same_statements_however_many_it_holds(
     assert sorted(len(batch) for batch in renders) == [1, 2, 8]
 
 
+def test_a_further_instance_spooled_behind_a_first_an_earlier_batch_indexed_does_not_hold_back_new_studies(
+    clinic, tmp_path, owner, monkeypatch
+):  # type: ignore[no-untyped-def]
+    """A five-instance study's second instance is spooled as new while its first waits to be
+    indexed; when the first is indexed in one batch and the second falls into the next, the
+    second goes with its series' run (its parents known by then), not with that batch's new
+    studies, which it would make fall back to one store at a time."""
+    monkeypatch.setattr(spool, "BATCH", 2)  # [A1, B1], then [A2, C1]
+    together: list[tuple[int, bool]] = []
+    new = ingest.index_spooled_new
+
+    def spy(entries, **kwargs):  # type: ignore[no-untyped-def]
+        done = new(entries, **kwargs)
+        together.append((len(entries), done))
+        return done
+
+    monkeypatch.setattr(ingest, "index_spooled_new", spy)
+    a1, a2 = make_ct_series(2, 16, 16, patient_id="A")
+    (b1,) = make_ct_series(1, 16, 16, patient_id="B")
+    (c1,) = make_ct_series(1, 16, 16, patient_id="C")
+    association = owner.association(_sender(clinic))
+
+    def receive(ds, name):  # type: ignore[no-untyped-def]
+        answer = receive_path(
+            _received(tmp_path, part10_bytes(ds), name),
+            institution=clinic,
+            actor=_sender(clinic).actor,
+            via="dimse",
+            source="10.0.0.5:4100",
+            spooling=Spooling(owner, association),
+        )
+        assert answer is None
+
+    receive(a1, "a1.dcm")
+    receive(b1, "b1.dcm")
+    path = _received(tmp_path, part10_bytes(a2), "a2.dcm")
+    parsed = read(path, None)  # as _spooled puts it while A1 still waits: behind its first, new
+    assert owner.put(path, parsed, association, index.known_key(parsed.attributes, clinic), new=True)
+    receive(c1, "c1.dcm")
+    assert owner.wait_for(association)
+
+    assert together == [(2, True), (1, True)]
+    assert Study.objects.get(study_uid=a1.StudyInstanceUID).num_instances == 2
+    assert Instance.objects.filter(sop_uid__in=[ds.SOPInstanceUID for ds in (a1, a2, b1, c1)]).count() == 4
+    assert not spool.refused_dir().exists()
+
+
 def test_a_new_series_of_a_known_study_is_indexed_before_its_answer(clinic, other_clinic, tmp_path, owner):  # type: ignore[no-untyped-def]
     """The study is in the index: it may be another institution's, and the sender must hear so."""
     theirs = make_ct_series(1, 16, 16, patient_id="B-1")[0]
