@@ -52,6 +52,21 @@ def _received(tmp_path: Path, data: bytes, name: str) -> Path:
     return path
 
 
+def _new_batches(monkeypatch) -> list[tuple[int, bool]]:  # type: ignore[no-untyped-def]
+    """Each call of ingest.index_spooled_new from now on: its entries, and whether they were
+    indexed together."""
+    together: list[tuple[int, bool]] = []
+    new = ingest.index_spooled_new
+
+    def spy(entries, **kwargs):  # type: ignore[no-untyped-def]
+        done = new(entries, **kwargs)
+        together.append((len(entries), done))
+        return done
+
+    monkeypatch.setattr(ingest, "index_spooled_new", spy)
+    return together
+
+
 @pytest.fixture
 def owner(monkeypatch):  # type: ignore[no-untyped-def]
     monkeypatch.setattr(spool, "LINGER_SECONDS", 3600.0)  # gathers until someone waits: one batch
@@ -120,15 +135,7 @@ def test_new_studies_are_answered_from_the_spool_and_indexed_together_their_furt
     first is indexed."""
     studies = [make_ct_series(2 if i == 0 else 1, 16, 16, patient_id=f"N-{i}") for i in range(3)]
     sent = [part10_bytes(ds) for series in studies for ds in series]  # study 0 has two instances
-    together: list[int] = []
-    new = ingest.index_spooled_new
-
-    def spy(entries, **kwargs):  # type: ignore[no-untyped-def]
-        done = new(entries, **kwargs)
-        together.append((len(entries), done))
-        return done
-
-    monkeypatch.setattr(ingest, "index_spooled_new", spy)
+    together = _new_batches(monkeypatch)
     renders: list[list[int]] = []
     monkeypatch.setattr(ingest, "_enqueue_renders", renders.append)
     association = owner.association(_sender(clinic))
@@ -270,15 +277,7 @@ def test_a_further_instance_spooled_behind_a_first_an_earlier_batch_indexed_does
     second goes with its series' run (its parents known by then), not with that batch's new
     studies, which it would make fall back to one store at a time."""
     monkeypatch.setattr(spool, "BATCH", 2)  # [A1, B1], then [A2, C1]
-    together: list[tuple[int, bool]] = []
-    new = ingest.index_spooled_new
-
-    def spy(entries, **kwargs):  # type: ignore[no-untyped-def]
-        done = new(entries, **kwargs)
-        together.append((len(entries), done))
-        return done
-
-    monkeypatch.setattr(ingest, "index_spooled_new", spy)
+    together = _new_batches(monkeypatch)
     a1, a2 = make_ct_series(2, 16, 16, patient_id="A")
     (b1,) = make_ct_series(1, 16, 16, patient_id="B")
     (c1,) = make_ct_series(1, 16, 16, patient_id="C")
