@@ -6,6 +6,8 @@
 - `write_careful`: the careful path's rows, inside the caller's transaction, after
   `lock_and_find` has serialised stores of the SOP Instance UID (`fresh`: a study and
   series `parents_absent` found new, created first).
+- `write_new`: the first instances of several series new to the index, each of another
+  study (the spool's batches of new studies), a statement per table for all of them.
 - `parents_absent`: whether a study and series are new to the index (read only).
 
 Plain SQL through Django's connection, a handful of statements per instance: on the
