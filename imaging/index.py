@@ -91,7 +91,7 @@ def write_series(
         instances.append(instance)
         events.append(event)
     statements.append(audit.insert_prepared(events))
-    instance_sql, instance_params = _insert_instances_sql(instances, study.pk)
+    instance_sql, instance_params = _insert_instances_sql(instances)
     statements.append((f"{instance_sql} RETURNING id, sop_uid", instance_params))
     with connection.cursor() as cursor:
         cursor.execute("; ".join(sql for sql, _ in statements), [p for _, params in statements for p in params])
@@ -217,18 +217,7 @@ def write_new(
     for r, key, patient_pk in zip(received, keys, patients, strict=True):
         a = r.attributes
         series_pk, study_pk = made[a.series_uid]
-        study = Study(
-            pk=study_pk,
-            study_uid=a.study_uid,
-            patient_id=patient_pk,
-            institution_id=institution.pk,
-            modalities=a.modality[:16],
-            num_series=1,
-            num_instances=1,
-            size_bytes=r.size,
-            **_study_fill(a),
-            study_id=a.study_id[:16],
-        )
+        study = _new_study(study_pk, a, institution, patient_pk, r.size, num_series=1)
         series = Series(pk=series_pk, series_uid=a.series_uid, study_id=study_pk, modality=a.modality[:16])
         instance, event = _instance_and_event(r, key, study, series, actor=actor, via=via, source=source)
         studies.append(study)
@@ -236,7 +225,7 @@ def write_new(
         instances.append(instance)
         events.append(event)
     audit_sql, audit_params = audit.insert_prepared(events)
-    instance_sql, instance_params = _insert_plain_instances_sql(instances)
+    instance_sql, instance_params = _insert_instances_sql(instances)
     with connection.cursor() as cursor:
         cursor.execute(f"{audit_sql}; {instance_sql} RETURNING id, sop_uid", [*audit_params, *instance_params])
         ids = dict((sop_uid, pk) for pk, sop_uid in cursor.fetchall())
@@ -349,22 +338,6 @@ def _new_parents_sql(
     return sql, [*params, institution.pk, now, now]
 
 
-def _insert_plain_instances_sql(instances: Sequence[Instance]) -> tuple[str, list[Any]]:
-    """One INSERT of instance rows of series created in this transaction (no check that a
-    series is still in its study: nobody else can see it yet)."""
-    fields = _instance_fields()
-    table = _table(Instance)
-    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
-    group = f"({', '.join(['%s'] * len(fields))})"
-    params = [f.get_db_prep_save(f.pre_save(instance, True), connection) for instance in instances for f in fields]
-    return f"INSERT INTO {table} ({columns}) VALUES {', '.join([group] * len(instances))}", params  # noqa: S608
-
-
-@functools.cache
-def _instance_fields() -> list[models.Field[Any, Any]]:
-    return [f for f in Instance._meta.concrete_fields if not f.primary_key]
-
-
 def _remembered_parents(known: tuple[int, int, int], a: Attributes, institution: Institution) -> tuple[Study, Series]:
     """The study and series of a `known` entry, as unsaved stand-ins holding their keys."""
     patient_pk, study_pk, series_pk = known
@@ -379,7 +352,7 @@ def _instance_rows(
     """The instance (without its primary key) and the statements inserting its audit event
     and its row, the last one returning the row's id."""
     instance, event = _instance_and_event(received, key, study, series, actor=actor, via=via, source=source)
-    instance_sql, instance_params = _insert_instances_sql([instance], study.pk)
+    instance_sql, instance_params = _insert_instances_sql([instance])
     return instance, [audit.insert_prepared([event]), (f"{instance_sql} RETURNING id", instance_params)]
 
 
@@ -560,12 +533,13 @@ def _insert_new(cursor: Any, model: type[models.Model], values: dict[str, Any], 
     return cursor.fetchone()
 
 
-def _insert_instances_sql(instances: Sequence[Instance], study_pk: int) -> tuple[str, list[Any]]:
-    """One INSERT of instance rows of one series (every concrete field but the primary key,
-    auto_now(_add) applied), whose series must still be in the study `study_pk`: a series
-    moved to another study since its parents were remembered (imaging.maintenance.series_move,
-    perhaps in another process) makes the series id NULL, and the whole statement fails
-    (IntegrityError) before anything is counted under the old study."""
+def _insert_instances_sql(instances: Sequence[Instance]) -> tuple[str, list[Any]]:
+    """One INSERT of instance rows (every concrete field but the primary key, auto_now(_add)
+    applied), each of whose series must still be in the study its stand-in names
+    (`instance.series.study_id`): a series moved to another study since its parents were
+    remembered (imaging.maintenance.series_move, perhaps in another process) makes the series
+    id NULL, and the whole statement fails (IntegrityError) before anything is counted under
+    the old study."""
     sql, fields = _insert_instance_statement(connection.vendor)
     head, _, group = sql.rpartition(" VALUES ")
     params = []
@@ -573,13 +547,13 @@ def _insert_instances_sql(instances: Sequence[Instance], study_pk: int) -> tuple
         for f in fields:
             params.append(f.get_db_prep_save(f.pre_save(instance, True), connection))
             if f.name == "series":
-                params.append(study_pk)
+                params.append(instance.series.study_id)
     return f"{head} VALUES {', '.join([group] * len(instances))}", params
 
 
 @functools.cache
 def _insert_instance_statement(vendor: str) -> tuple[str, list[models.Field[Any, Any]]]:
-    fields = _instance_fields()
+    fields = [f for f in Instance._meta.concrete_fields if not f.primary_key]
     columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
     in_study = f"(SELECT id FROM {_table(Series)} WHERE id = %s AND study_id = %s)"  # noqa: S608
     marks = ", ".join(in_study if f.name == "series" else "%s" for f in fields)
@@ -697,17 +671,24 @@ def _insert_study(
     inserted = _insert_new(cursor, Study, new, unique="study_uid", returning="id")
     if inserted is None:
         return None
+    return _new_study(int(inserted[0]), a, institution, patient_pk, size, num_series=num_series)
+
+
+def _new_study(
+    pk: int, a: Attributes, institution: Institution, patient_pk: int, size: int, *, num_series: int
+) -> Study:
+    """A stand-in for the study row just inserted from `a`, counting this instance."""
     return Study(
-        pk=int(inserted[0]),
+        pk=pk,
         study_uid=a.study_uid,
         patient_id=patient_pk,
         institution_id=institution.pk,
-        modalities=new["modalities"],
+        modalities=a.modality[:16],
         num_series=num_series,
         num_instances=1,
         size_bytes=size,
-        **fill,
-        study_id=new["study_id"],
+        **_study_fill(a),
+        study_id=a.study_id[:16],
     )
 
 
