@@ -45,6 +45,8 @@ QUERY_RETRIEVE: list[UID] = [
 MAX_PDU_BYTES = 1024 * 1024
 # A TLS client that does not finish its handshake within this is let go.
 HANDSHAKE_SECONDS = 30
+# How often a request thread looks whether its association has ended without a connection close
+_CLOSE_WATCH_SECONDS = 1.0
 log = logging.getLogger("imaging.dicom")
 
 
@@ -104,12 +106,16 @@ class AcceptLoad:
     (made before they fork), so that the least busy one takes the next connection.
 
     The processes share one listening socket. When a connection arrives every process is
-    woken; one that has more associations open than another process waits DEFER_SECONDS
-    before it accepts, so the less busy one takes it (the kernel's SO_REUSEPORT spreading
-    picks by a hash of the addresses: four associations often landed 3 and 1, or 4 and 0,
-    halving the throughput of the busy process's share)."""
+    woken; one that has more associations open than another process waits, up to
+    DEFER_SECONDS, until a less busy one has taken it (its count has risen), so the connection
+    goes there (the kernel's SO_REUSEPORT spreading picks by a hash of the addresses: four
+    associations often landed 3 and 1, or 4 and 0, halving the throughput of the busy
+    process's share). A fixed 2 ms pause was not enough on two loaded cores: the idle
+    process had not run by then in two of five runs of four associations, and they landed
+    3 and 1 (bench/RESULTS.md)."""
 
-    DEFER_SECONDS = 0.002
+    DEFER_SECONDS = 0.05  # the longest a busier process leaves a connection to the others
+    POLL_SECONDS = 0.001
 
     def __init__(self, processes: int) -> None:
         self.counts = multiprocessing.RawArray(ctypes.c_int, processes)
@@ -124,8 +130,11 @@ class AcceptLoad:
             self.counts[slot] -= 1
 
     def wait_turn(self, slot: int) -> None:
-        if self.counts[slot] > min(self.counts):
-            time.sleep(self.DEFER_SECONDS)
+        """At once when no process has fewer associations open than `slot`'s; otherwise once
+        one of those has taken a connection (it then has as many), or after DEFER_SECONDS."""
+        deadline = time.monotonic() + self.DEFER_SECONDS
+        while self.counts[slot] > min(self.counts) and time.monotonic() < deadline:
+            time.sleep(self.POLL_SECONDS)
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -165,9 +174,12 @@ class Server(ThreadedAssociationServer):
         self.slot = slot
         self.tls = tls  # wrapped here, the handshake in the connection's own thread
         self._opened = threading.local()  # the association the request thread made (EVT_CONN_OPEN)
+        self._closing: dict[Any, threading.Event] = {}  # association -> set at its EVT_CONN_CLOSE
+        self._closing_lock = threading.Lock()
         super().__init__(*args, **kwargs)
         if load is not None:
             self.bind(evt.EVT_CONN_OPEN, self._note_association)
+            self.bind(evt.EVT_CONN_CLOSE, self._note_closed)
 
     def server_bind(self) -> None:
         if self.listening is None:
@@ -198,12 +210,25 @@ class Server(ThreadedAssociationServer):
 
     # --- counting associations for AcceptLoad -------------------------------------------
     # A connection counts from its accept (in the serving thread, before the next accept)
-    # until its association ends. pynetdicom's request thread only creates and starts the
-    # association (EVT_CONN_OPEN fires in it), which then runs in a thread of its own: the
-    # request thread waits for that one before counting it out.
+    # until it is closed. pynetdicom's request thread only creates and starts the association
+    # (EVT_CONN_OPEN fires in it), which then runs in a thread of its own: the request thread
+    # waits for the connection's EVT_CONN_CLOSE (or, failing that, the association's end)
+    # before counting it out. Not the association's end alone: a connection closed before any
+    # A-ASSOCIATE-RQ (a port probe, a health check) leaves its association waiting out the
+    # ACSE timeout (30 s), and counted that long it drew the next associations to the other
+    # processes (four landed 3 and 1 after the benchmark's port probe).
 
     def _note_association(self, event: evt.Event) -> None:
         self._opened.assoc = event.assoc
+        self._opened.closed = threading.Event()
+        with self._closing_lock:
+            self._closing[event.assoc] = self._opened.closed
+
+    def _note_closed(self, event: evt.Event) -> None:
+        with self._closing_lock:
+            closed = self._closing.pop(event.assoc, None)
+        if closed is not None:
+            closed.set()
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         self._opened.assoc = None
@@ -214,8 +239,12 @@ class Server(ThreadedAssociationServer):
             super().process_request_thread(request, client_address)
             assoc = self._opened.assoc
             if assoc is not None:
-                assoc.join()
+                while not self._opened.closed.wait(_CLOSE_WATCH_SECONDS) and assoc.is_alive():
+                    pass
         finally:
+            if self._opened.assoc is not None:
+                with self._closing_lock:
+                    self._closing.pop(self._opened.assoc, None)
             self._opened.assoc = None
             if self.load is not None:
                 self.load.ended(self.slot)

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -382,19 +385,77 @@ def test_processes_sharing_a_socket_take_turns_by_their_open_associations(monkey
     assert sock.fileno() == -1  # closed by the servers, and never shut down under another process
 
 
+def test_a_connection_closed_before_any_association_counts_out_at_once() -> None:
+    """A port probe (connect, close) is counted out when its connection closes, not when its
+    association gives up waiting for an A-ASSOCIATE-RQ (the ACSE timeout): counted meanwhile,
+    it drew the next associations to the other processes."""
+    from imaging.dicom.scp import AcceptLoad, listening_socket
+
+    sock = listening_socket("127.0.0.1", 0)
+    load = AcceptLoad(1)
+    ae = build_ae()
+    ae.acse_timeout = 600  # what the probe's association would wait otherwise
+    server = make_server(ae, "127.0.0.1", 0, FakeServices(), listening=sock, load=load, slot=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        probe = socket.create_connection(sock.getsockname())
+        probe.close()
+        assert _eventually(lambda: load.counts[0] == 0), list(load.counts)
+        scu = AE(ae_title="CT_CLINA")
+        scu.add_requested_context(Verification)
+        assoc = scu.associate("127.0.0.1", sock.getsockname()[1], ae_title="CLINA")
+        assert assoc.is_established
+        assert list(load.counts) == [1]  # an association counts while it is open
+        assoc.release()
+        assert _eventually(lambda: load.counts[0] == 0)
+    finally:
+        server.shutdown()
+
+
+def _eventually(condition: Callable[[], bool], seconds: float = 60.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def test_a_busier_process_lets_the_other_take_the_connection(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The busier process waits until the other has taken the connection (its count rose),
+    however long the other takes to run, up to DEFER_SECONDS; the idle one never waits."""
     from imaging.dicom import scp
 
     load = scp.AcceptLoad(2)
+    clock = [0.0]
     waits: list[float] = []
-    monkeypatch.setattr(scp.time, "sleep", waits.append)
+    other_accepts_after = [7]
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        clock[0] += seconds
+        if len(waits) == other_accepts_after[0]:
+            load.started(1)  # the other process accepts, 7 ms late
+
+    monkeypatch.setattr(scp.time, "sleep", sleep)
+    monkeypatch.setattr(scp.time, "monotonic", lambda: clock[0])
     load.wait_turn(0)  # both idle: no waiting
+    assert waits == []
     load.started(0)
     load.wait_turn(1)  # the other is busier
-    load.wait_turn(0)  # this one is busier: waits
-    load.ended(0)
+    assert waits == []
+    load.wait_turn(0)  # this one is busier: waits until the other has it
+    assert waits == [scp.AcceptLoad.POLL_SECONDS] * 7
+    load.started(0)  # the other never takes the next one: this one takes it after DEFER_SECONDS
+    other_accepts_after[0] = 0
+    waits.clear()
     load.wait_turn(0)
-    assert waits == [scp.AcceptLoad.DEFER_SECONDS]
+    assert sum(waits) == pytest.approx(scp.AcceptLoad.DEFER_SECONDS, abs=scp.AcceptLoad.POLL_SECONDS)
+    load.ended(0)
+    load.ended(0)
+    waits.clear()
+    load.wait_turn(0)
+    assert waits == []
 
 
 def test_on_pynetdicom_s_path_a_data_set_is_written_one_fragment_past_the_limit_then_dropped(
