@@ -174,6 +174,33 @@ def test_new_studies_are_answered_from_the_spool_and_indexed_together_their_furt
     assert sorted(p.name for p in owner.folder.iterdir()) == [".lock", "a0.json"]
 
 
+def test_a_file_no_row_names_under_a_new_study_s_key_leaves_the_batch_to_one_by_one(
+    clinic, dicom_dir, tmp_path, owner, monkeypatch
+):  # type: ignore[no-untyped-def]
+    """A store that stopped before its commit left other bytes under a new study's key: the
+    batch links nothing and is indexed one by one, that instance beside the file left there."""
+    studies = [make_ct_series(1, 16, 16, patient_id=f"O-{i}") for i in range(3)]
+    sent = [part10_bytes(series[0]) for series in studies]
+    ds = studies[1][0]
+    key = storage.storage_key_for(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    orphan = storage.local_path_for_key(key)
+    assert orphan is not None
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    orphan.write_bytes(b"left by a store that stopped")
+    together = _new_batches(monkeypatch)
+
+    _spool_all(owner, clinic, tmp_path, [series[0] for series in studies], "orphan")
+
+    assert together == [(3, False)]
+    for data in sent:
+        instance = Instance.objects.get(sha256=hashlib.sha256(data).hexdigest())
+        assert storage.local_path(instance).read_bytes() == data
+    assert Instance.objects.get(sop_uid=ds.SOPInstanceUID).storage_key != key
+    assert orphan.read_bytes() == b"left by a store that stopped"  # left alone
+    assert len(stored_files(dicom_dir)) == 4
+    assert sorted(p.name for p in owner.folder.iterdir()) == [".lock", "a0.json"]
+
+
 @contextmanager
 def _indexer_statements() -> Iterator[list[str]]:
     """The SQL the spool's indexer thread sends meanwhile (its own connection)."""
