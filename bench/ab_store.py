@@ -48,6 +48,7 @@ def main() -> None:
     django.setup()
 
     work = Path(tempfile.mkdtemp(prefix="bench-ab-"))
+    dimse_store._trash = dimse_store.Trash(work)  # no deletion just before a run (see Trash)
     trees = {"base": args.base, **({"this": args.this} if args.this else {})}
     roots = {"this": dimse_store.ROOT}
     for name, rev in trees.items():
@@ -83,6 +84,7 @@ def main() -> None:
         for pair in range(args.pairs):
             line = []
             for name, server in servers.items():
+                dimse_store._trash.empty_if_full()
                 seconds, cpu = dimse_store.measure_store(
                     f"{name}{pair}", server.running, dimse_store.OUR_AE, folders, processes
                 )
