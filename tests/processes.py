@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 
 _handed_out: set[int] = set()
 
@@ -33,3 +34,14 @@ def wait_for_port(port: int, proc: subprocess.Popen, seconds: float = 60) -> Non
                 return
         time.sleep(0.1)
     raise TimeoutError(f"{proc.args[0]} did not listen on {port}")
+
+
+def until(check: Callable[[], bool], seconds: float = 60, every: float = 0.1) -> bool:
+    """Whether `check` comes true within `seconds` (looked at every `every` seconds): for what
+    another thread or process does in its own time."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(every)
+    return True

@@ -12,8 +12,6 @@ import os
 import socket
 import tempfile
 import threading
-import time
-from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -46,6 +44,7 @@ from imaging.dicom.scp import build_ae, make_server
 from imaging.dicom.status import DimseFailure
 from tests.imaging import dicomgen
 from tests.imaging.test_dicom_handlers import FakeServices
+from tests.processes import until
 
 UIDS = [
     "1.2",  # even
@@ -400,25 +399,16 @@ def test_a_connection_closed_before_any_association_counts_out_at_once() -> None
     try:
         probe = socket.create_connection(sock.getsockname())
         probe.close()
-        assert _eventually(lambda: load.counts[0] == 0), list(load.counts)
+        assert until(lambda: load.counts[0] == 0), list(load.counts)
         scu = AE(ae_title="CT_CLINA")
         scu.add_requested_context(Verification)
         assoc = scu.associate("127.0.0.1", sock.getsockname()[1], ae_title="CLINA")
         assert assoc.is_established
         assert list(load.counts) == [1]  # an association counts while it is open
         assoc.release()
-        assert _eventually(lambda: load.counts[0] == 0)
+        assert until(lambda: load.counts[0] == 0)
     finally:
         server.shutdown()
-
-
-def _eventually(condition: Callable[[], bool], seconds: float = 60.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_a_busier_process_lets_the_other_take_the_connection(monkeypatch) -> None:  # type: ignore[no-untyped-def]

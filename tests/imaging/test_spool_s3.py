@@ -6,8 +6,6 @@ unreachable the indexer keeps what was answered and the spool refuses new instan
 from __future__ import annotations
 
 import hashlib
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from imaging import ingest, spool, storage
 from imaging.ingest import IngestError, Spooling, ingest_bytes, receive_path
 from imaging.models import Instance, Series, Study
 from tests.imaging.dicomgen import make_ct_series, part10_bytes
+from tests.processes import until
 from tests.s3 import BUCKET, dicom_keys, free_ports
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -55,15 +54,6 @@ def owner(monkeypatch):  # type: ignore[no-untyped-def]
     owner = spool.Spool()
     yield owner
     owner.close()
-
-
-def _until(check: Callable[[], bool], seconds: float = 60) -> bool:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 def _entries(owner: spool.Spool) -> list[str]:
@@ -128,7 +118,7 @@ def test_with_the_bucket_away_the_spool_keeps_what_it_answered_and_refuses_more_
 
     settings.STORAGES = {**settings.STORAGES, "dicom": {**settings.STORAGES["dicom"], "OPTIONS": options}}
 
-    assert _until(lambda: association.pending == 0 and not owner.stalled)  # wait_for returns while stalled
+    assert until(lambda: association.pending == 0 and not owner.stalled)  # wait_for returns while stalled
     assert _entries(owner) == []
     assert Instance.objects.count() == 3
     assert dicom_keys(s3) == sorted(Instance.objects.values_list("storage_key", flat=True))
