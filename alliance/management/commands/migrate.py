@@ -11,8 +11,9 @@ from typing import Any
 
 import dj_database_url
 from django.conf import settings
+from django.core.management.base import CommandError
 from django.core.management.commands.migrate import Command as DjangoMigrate
-from django.db import connections
+from django.db import OperationalError, connections
 
 OWNER_FIELDS = ("NAME", "USER", "PASSWORD", "HOST", "PORT")
 
@@ -25,4 +26,21 @@ class Command(DjangoMigrate):
             connection = connections["default"]
             connection.close()
             connection.settings_dict.update({key: owner[key] for key in OWNER_FIELDS if key in owner})  # type: ignore[literal-required]
+        connection = connections[options.get("database", "default")]
+        try:
+            connection.ensure_connection()
+        except OperationalError as exc:  # `make run` on a DATABASE_URL whose database is not there yet
+            raise CommandError(unreachable(connection.settings_dict, exc)) from None
         super().handle(*args, **options)
+
+
+def unreachable(database: Any, exc: Exception) -> str:
+    """What to tell someone whose database cannot be reached, instead of a traceback."""
+    name, host, port = database["NAME"], database.get("HOST") or "localhost", database.get("PORT") or "5432"
+    user = database.get("USER") or "postgres"
+    reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+    if "does not exist" in reason:
+        advice = f"create it first: createdb -h {host} -p {port} -U {user} {name}"
+    else:
+        advice = "check that PostgreSQL is running there and that DATABASE_URL names it"
+    return f"cannot connect to the database {name} on {host}:{port} ({reason}); {advice}"
