@@ -157,7 +157,7 @@ class Server(ThreadedAssociationServer):
     serves on that socket beside the other processes."""
 
     # Each connection's request thread outlives the call that made its association: it waits
-    # for that association to end, to count it out of AcceptLoad (daemon: never waited for).
+    # for the connection to close, to count it out of AcceptLoad (daemon: never waited for).
     daemon_threads = True
 
     def __init__(

@@ -21,7 +21,9 @@ OWNER_FIELDS = ("NAME", "USER", "PASSWORD", "HOST", "PORT")
 class Command(DjangoMigrate):
     def handle(self, *args: Any, **options: Any) -> None:
         url = getattr(settings, "DATABASE_MIGRATE_URL", "")
+        variable = "DATABASE_URL"
         if url and options.get("database", "default") == "default":
+            variable = "DATABASE_MIGRATE_URL"
             owner = dj_database_url.parse(url)
             connection = connections["default"]
             connection.close()
@@ -30,17 +32,18 @@ class Command(DjangoMigrate):
         try:
             connection.ensure_connection()
         except OperationalError as exc:  # `make run` on a DATABASE_URL whose database is not there yet
-            raise CommandError(unreachable(connection.settings_dict, exc)) from None
+            raise CommandError(unreachable(connection.settings_dict, exc, variable)) from None
         super().handle(*args, **options)
 
 
-def unreachable(database: Any, exc: Exception) -> str:
-    """What to tell someone whose database cannot be reached, instead of a traceback."""
+def unreachable(database: Any, exc: Exception, variable: str) -> str:
+    """What to tell someone whose database (named by the setting `variable`) cannot be
+    reached, instead of a traceback."""
     name, host, port = database["NAME"], database.get("HOST") or "localhost", database.get("PORT") or "5432"
     user = database.get("USER") or "postgres"
     reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
     if "does not exist" in reason:
         advice = f"create it first: createdb -h {host} -p {port} -U {user} {name}"
     else:
-        advice = "check that PostgreSQL is running there and that DATABASE_URL names it"
+        advice = f"check that PostgreSQL is running there and that {variable} names it"
     return f"cannot connect to the database {name} on {host}:{port} ({reason}); {advice}"
