@@ -84,7 +84,6 @@ def main() -> None:
         for pair in range(args.pairs):
             line = []
             for name, server in servers.items():
-                dimse_store._trash.empty_if_full()
                 seconds, cpu = dimse_store.measure_store(
                     f"{name}{pair}", server.running, dimse_store.OUR_AE, folders, processes
                 )

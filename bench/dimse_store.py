@@ -547,6 +547,8 @@ def measure_store(
     label: str, start: Callable, called_ae: str, folders: list[Path], processes: int
 ) -> tuple[float, float]:
     """(wall seconds, server CPU seconds) to store every folder."""
+    if _trash is not None:
+        _trash.empty_if_full()
     with start(label, processes) as (port, pid):
         cpu = cpu_seconds(pid)
         seconds = storescu(port, called_ae, folders)
@@ -613,7 +615,6 @@ def main() -> None:
                 called = {ours: OUR_AE, orthanc: ORTHANC_AE}.get(server, "BARE")
                 workload = "small" if label.startswith("small") else "ct"
                 instances, data_size = workloads[workload]
-                _trash.empty_if_full()
                 seconds, cpu = measure_store(label, server.running, called, folders, processes)
                 key = f"{server.name}/{label}"
                 row = rows.setdefault(
