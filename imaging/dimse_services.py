@@ -5,7 +5,8 @@ decision goes through alliance/access.py (which device this is) and imaging/acce
 (what its principal sees, the same functions the web asks with a doctor's); every
 C-STORE (in ingest), C-FIND, C-MOVE and C-GET, and every rejected association, writes an
 audit event. A thread that serves an association (its reading thread for C-STORE, its
-own for the rest) keeps one database connection and closes it when the association ends.
+own for the rest) holds one database connection while it works and hands it to the next
+such thread when it is done (imaging/handoff.py), instead of each association connecting.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from imaging.dicom.identifiers import Destination, QueryRequest, ReceivedInstanc
 from imaging.dicom.objects import new_uid
 from imaging.dicom.procedures import CommitmentReport, CommitmentRequest, PerformedStep, WorklistQuery
 from imaging.dicom.status import MPPS_MAY_NO_LONGER_BE_UPDATED, DimseFailure, Status
+from imaging.handoff import Handoff
 from imaging.ingest import IngestError, Spooling, ingest_bytes, receive_path
 from imaging.models import Instance, Study
 from imaging.query import InvalidCriterion, Level, find, identifier
@@ -103,6 +105,15 @@ class DjangoServices:
     def __init__(self, *, check_host: bool, write_ahead: bool = False) -> None:
         self.check_host = check_host
         self.write_ahead = write_ahead
+        self.connections = Handoff()
+
+    def start(self) -> None:
+        """Before the first association: a connection waiting for its thread."""
+        self.connections.open_one()
+
+    def close(self) -> None:
+        """The server has stopped: close the connections its threads left for the next."""
+        self.connections.close()
 
     # --- association --------------------------------------------------------------------
 
@@ -111,11 +122,12 @@ class DjangoServices:
             return self._authorize(peer)
         finally:
             # The association's thread lets its connection go: a sender's C-STOREs are served
-            # on the reading thread, with its own (imaging/dicom/accel/direct.py); queries open one
-            # again when they come. One connection per association, not two.
-            connection.close()
+            # on the reading thread (imaging/dicom/accel/direct.py), which takes it; queries
+            # take one again when they come. One connection per association, not two.
+            self.connections.give_back()
 
     def _authorize(self, peer: Peer) -> Decision:
+        self.connections.take()
         close_old_connections()
         device = access.device_for_association(
             calling_ae=peer.calling_ae,
@@ -148,14 +160,15 @@ class DjangoServices:
         spooling: Spooling | None = peer.session
         if spooling is not None:
             spooling.spool.finish(spooling.association)
-        connection.close()
+        self.connections.give_back()
 
     def store_thread_ended(self) -> None:
-        connection.close()  # the thread's own connection (Django keeps one per thread)
+        self.connections.give_back()  # the thread's own connection (Django keeps one per thread)
 
     # --- C-STORE ------------------------------------------------------------------------
 
     def store(self, peer: Peer, instance: ReceivedInstance) -> None:
+        self.connections.take()
         _image_store_on(peer, "instance.store")
         device: Device = peer.principal
         institution, actor, source = device.institution, audit.Actor.for_device(device), _source(peer)
@@ -195,6 +208,7 @@ class DjangoServices:
 
     def store_refused(self, peer: Peer, sop_instance_uid: str, code: str, reason: str) -> None:
         """Audited as ingest audits its refusals (an "instance.store" failure)."""
+        self.connections.take()
         device: Device = peer.principal
         audit.record(
             actor=audit.Actor.for_device(device),
@@ -220,6 +234,7 @@ class DjangoServices:
     # --- C-FIND -------------------------------------------------------------------------
 
     def find(self, peer: Peer, query: QueryRequest) -> Iterator[Any]:
+        self.connections.take()
         _image_store_on(peer, "dicom.find")
         device: Device = peer.principal
         spool.drain()  # what this process answered is found
@@ -265,6 +280,7 @@ class DjangoServices:
     # --- C-MOVE and C-GET ---------------------------------------------------------------
 
     def retrieve(self, peer: Peer, query: QueryRequest, move_destination: str | None) -> Retrieval:
+        self.connections.take()
         _image_store_on(peer, "dicom.move" if move_destination is not None else "dicom.get")
         device: Device = peer.principal
         spool.drain()
@@ -307,6 +323,7 @@ class DjangoServices:
     # --- modality worklist and MPPS ------------------------------------------------------
 
     def worklist(self, peer: Peer, query: WorklistQuery) -> Iterator[Any]:
+        self.connections.take()
         _image_store_on(peer, "worklist.find")
         device: Device = peer.principal
         steps = imaging_access.steps_visible_to(Principal.for_device(device))
@@ -336,6 +353,7 @@ class DjangoServices:
             yield answers.identifier(row)
 
     def mpps_create(self, peer: Peer, sop_instance_uid: str, step: PerformedStep) -> str:
+        self.connections.take()
         _image_store_on(peer, "worklist.mpps")
         device: Device = peer.principal
         uid = sop_instance_uid or new_uid(settings.DICOM_UID_ROOT)
@@ -350,6 +368,7 @@ class DjangoServices:
         return uid
 
     def mpps_set(self, peer: Peer, sop_instance_uid: str, step: PerformedStep) -> None:
+        self.connections.take()
         _image_store_on(peer, "worklist.mpps")
         device: Device = peer.principal
         with _mpps_failures():
@@ -363,6 +382,7 @@ class DjangoServices:
     # --- storage commitment -------------------------------------------------------------
 
     def commitment_requested(self, peer: Peer, request: CommitmentRequest) -> CommitmentReport:
+        self.connections.take()
         _image_store_on(peer, "storage.commit")
         device: Device = peer.principal
         spool.drain()  # what this process answered is indexed before we say what we hold
@@ -370,6 +390,7 @@ class DjangoServices:
         return commitment.report_of(row, retrieve_ae=peer.called_ae)
 
     def commitment_reported(self, peer: Peer, report: CommitmentReport, delivered: bool) -> None:
+        self.connections.take()
         if report.commitment_id is None:
             return
         if delivered:

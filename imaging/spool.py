@@ -328,6 +328,10 @@ class Spool:
     def _run(self) -> None:
         """Index what arrives in batches, a run of one series and sender in one commit, until
         close(): no error ends this loop (_index_surviving)."""
+        try:
+            connection.ensure_connection()  # now (the first store), not when its release waits
+        except DatabaseFailure:
+            pass  # the first batch connects again, and waits out the failure (_Health)
         stopping = False
         while not stopping:
             batch, stopping = self._next_batch()

@@ -26,7 +26,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import connections
+from django.db import DEFAULT_DB_ALIAS, connections
 
 from alliance.collector import freeze_what_is_loaded
 from alliance.supervise import Restarts, end_with_parent
@@ -189,6 +189,12 @@ class Command(BaseCommand):
         # default) while another runs Python. 0.5 ms gave ~8% more instances/s on one
         # association in interleaved runs (bench/RESULTS.md).
         sys.setswitchinterval(GIL_SWITCH_SECONDS)
+        # The server's connections live as long as the process (the web's are recycled after
+        # CONN_MAX_AGE): a clinic that sends a study every few minutes would otherwise find the
+        # association's and the indexer's connections expired, and wait for two new backends
+        # and their cold catalog caches (~10 ms) on every study. A broken one is still found and
+        # replaced before it is used (CONN_HEALTH_CHECKS).
+        settings.DATABASES[DEFAULT_DB_ALIAS]["CONN_MAX_AGE"] = None
         tasks.load()  # Celery's modules, imported now (before any fork) and not by the first store
         _collect_less()
         accel.install(
@@ -199,6 +205,7 @@ class Command(BaseCommand):
         )
         ae = build_ae(ae_title)
         services = DjangoServices(check_host=settings.DICOM_CHECK_DEVICE_HOST, write_ahead=settings.DICOM_WRITE_AHEAD)
+        services.start()
         listening, load, tls_listening = shared if shared is not None else (None, None, None)
         server = make_server(ae, host, port, services, listening=listening, load=load, slot=slot)
         servers = [server]
@@ -216,6 +223,7 @@ class Command(BaseCommand):
         finally:
             _close(servers)
             spool.drain()
+            services.close()
 
 
 def _close(servers: list[Server]) -> None:

@@ -1,0 +1,149 @@
+"""imaging/handoff.py: a DICOM server thread's database connection handed to the next thread.
+
+Real threads and real PostgreSQL backends (hence transactional tests): which backend served
+a thread is its pg_backend_pid().
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.db import DatabaseError, connection
+
+from imaging.handoff import Handoff
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _in_thread(work: Callable[[], Any]) -> Any:
+    """work() on a new thread (as pynetdicom starts one per association); its result."""
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["value"] = work()
+        except BaseException as exc:  # noqa: BLE001  # re-raised on the caller's thread
+            out["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def _backend() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return int(cursor.fetchone()[0])
+
+
+def _alive(pid: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid])
+        return cursor.fetchone()[0] == 1
+
+
+def _serve(handoff: Handoff, before: Callable[[], None] = lambda: None) -> int:
+    """What a server thread does: take, use the database, give back; its backend."""
+
+    def work() -> int:
+        handoff.take()
+        pid = _backend()
+        before()
+        handoff.give_back()
+        return pid
+
+    return _in_thread(work)
+
+
+def test_the_next_thread_takes_the_connection_the_last_one_gave_back() -> None:
+    handoff = Handoff()
+    first = _serve(handoff)
+    assert handoff.waiting() == 1
+    assert _serve(handoff) == first
+    assert _serve(handoff) == first
+    handoff.close()
+    assert handoff.waiting() == 0
+    assert not _alive(first)
+
+
+def test_without_one_given_back_a_thread_connects_as_before() -> None:
+    handoff = Handoff()
+    seen = _in_thread(lambda: (handoff.take(), _backend())[1])
+    assert seen != _backend()  # its own backend, not the main thread's
+    assert handoff.waiting() == 0
+
+
+def test_a_connection_opened_at_start_serves_the_first_thread() -> None:
+    handoff = Handoff()
+    handoff.open_one()
+    assert handoff.waiting() == 1
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        before = {row[0] for row in cursor.fetchall()}
+    assert _serve(handoff) in before  # no new backend for it
+    handoff.close()
+
+
+def test_a_connection_whose_transaction_failed_is_closed_not_handed_on() -> None:
+    handoff = Handoff()
+
+    def fail() -> None:
+        with pytest.raises(DatabaseError), connection.cursor() as cursor:
+            cursor.execute("SELECT * FROM no_such_table")
+
+    broken = _serve(handoff, before=fail)
+    assert handoff.waiting() == 0
+    assert not _alive(broken)
+    assert _serve(handoff) != broken
+
+
+def test_a_connection_past_its_age_is_closed_not_handed_on() -> None:
+    handoff = Handoff()
+
+    def age() -> None:
+        connection.close_at = time.monotonic() - 1  # as CONN_MAX_AGE leaves it once passed
+
+    old = _serve(handoff, before=age)
+    assert handoff.waiting() == 0
+    assert not _alive(old)
+
+
+def test_no_more_than_keep_wait() -> None:
+    handoff = Handoff(keep=1)
+    release = threading.Event()
+    started = threading.Barrier(3)
+    pids: list[int] = []
+
+    def work() -> None:
+        handoff.take()
+        pids.append(_backend())
+        started.wait()
+        release.wait()
+        handoff.give_back()
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    started.wait()
+    release.set()
+    for thread in threads:
+        thread.join()
+    assert handoff.waiting() == 1
+    assert sorted(_alive(pid) for pid in pids) == [False, True]
+    handoff.close()
+    assert not any(_alive(pid) for pid in pids)
+
+
+def test_the_main_threads_connection_is_never_handed_on() -> None:
+    handoff = Handoff()
+    mine = _backend()
+    handoff.give_back()
+    assert handoff.waiting() == 0
+    assert _backend() != mine  # closed: the next statement connected again
