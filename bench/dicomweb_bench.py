@@ -4,7 +4,8 @@ One run starts both servers on loopback ports with temporary storage, loads the 
 into each, and measures with the same client code:
 
 - QIDO-RS latency (p50, p95) of a patient-ID query and of a 30-day StudyDate range query
-  over --studies studies (one small instance each);
+  over --studies studies (one small instance each), each query asked of both servers in
+  turn (the first alternating), so that a drift of the machine's speed moves both;
 - WADO-RS retrieval of a whole --ct-instances CT study (512x512, 16 bit), in MB/s;
 - STOW-RS ingest of that study, in instances per second.
 
@@ -265,23 +266,42 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def time_queries(session: requests.Session, url: str, queries: list[dict[str, str]], warmup: int) -> dict[str, Any]:
-    counts = []
-    for params in queries[:warmup]:
-        session.get(url, params=params, headers={"Accept": DICOM_JSON}, timeout=60).raise_for_status()
-    timings = []
-    for params in queries:
+def time_queries(servers: dict[str, Any], queries: list[dict[str, str]], warmup: int) -> dict[str, dict[str, Any]]:
+    """Each query asked of every server in turn (which goes first alternates), so that both
+    see the machine as it is at that moment: its speed drifts by a third over a run here, and
+    a p95 of one server measured a minute after the other's compared the minutes as much as
+    the servers."""
+    sessions = {name: server.session() for name, server in servers.items()}
+
+    def ask(name: str, params: dict[str, str]) -> tuple[float, bytes]:
         start = time.perf_counter()
-        response = session.get(url, params=params, headers={"Accept": DICOM_JSON}, timeout=60)
+        response = sessions[name].get(
+            servers[name].base + "/studies", params=params, headers={"Accept": DICOM_JSON}, timeout=60
+        )
         body = response.content
-        timings.append((time.perf_counter() - start) * 1000)
+        elapsed = (time.perf_counter() - start) * 1000
         response.raise_for_status()
-        counts.append(len(json.loads(body)) if body else 0)
+        return elapsed, body
+
+    names = list(servers)
+    for params in queries[:warmup]:
+        for name in names:
+            ask(name, params)
+    timings: dict[str, list[float]] = {name: [] for name in names}
+    counts: dict[str, list[int]] = {name: [] for name in names}
+    for n, params in enumerate(queries):
+        for name in names if n % 2 == 0 else names[::-1]:
+            elapsed, body = ask(name, params)
+            timings[name].append(elapsed)
+            counts[name].append(len(json.loads(body)) if body else 0)
     return {
-        "p50_ms": round(percentile(timings, 0.5), 2),
-        "p95_ms": round(percentile(timings, 0.95), 2),
-        "mean_results": round(statistics.mean(counts), 1),
-        "queries": len(queries),
+        name: {
+            "p50_ms": round(percentile(timings[name], 0.5), 2),
+            "p95_ms": round(percentile(timings[name], 0.95), 2),
+            "mean_results": round(statistics.mean(counts[name]), 1),
+            "queries": len(queries),
+        }
+        for name in names
     }
 
 
@@ -337,14 +357,18 @@ def queries_for(rows: list[dict[str, Any]], count: int, seed: int) -> tuple[list
 # --- the run --------------------------------------------------------------------------------
 
 
-def measure(server: Any, rows: list[dict[str, Any]], ct: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
-    session = server.session()
+def measure_queries(servers: dict[str, Any], rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
     by_patient, by_dates = queries_for(rows, args.queries, args.seed)
-    result: dict[str, Any] = {
-        "qido_patient_id": time_queries(session, server.base + "/studies", by_patient, args.warmup),
-        "qido_30_day_range": time_queries(session, server.base + "/studies", by_dates, args.warmup),
-        "stow": stow(session, server.base + "/studies", ct, args.stow_batch),
+    by_kind = {
+        "qido_patient_id": time_queries(servers, by_patient, args.warmup),
+        "qido_30_day_range": time_queries(servers, by_dates, args.warmup),
     }
+    return {name: {kind: result[name] for kind, result in by_kind.items()} for name in servers}
+
+
+def measure(server: Any, ct: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
+    session = server.session()
+    result: dict[str, Any] = {"stow": stow(session, server.base + "/studies", ct, args.stow_batch)}
     study_uid = _study_uid(ct[0])
     result["wado_study"] = wado(session, f"{server.base}/studies/{study_uid}", args.wado_runs)
     return result
@@ -386,9 +410,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for r in rows
         )
         timed("load Orthanc through its REST API", lambda: orthanc.load(files))
+        queries = timed(
+            "QIDO-RS, both servers in turn", lambda: measure_queries({"ours": ours, "orthanc": orthanc}, rows, args)
+        )
         results = {
-            "ours": timed("measure ours", lambda: measure(ours, rows, ct, args)),
-            "orthanc": timed("measure Orthanc", lambda: measure(orthanc, rows, ct, args)),
+            "ours": {**queries["ours"], **timed("measure ours", lambda: measure(ours, ct, args))},
+            "orthanc": {**queries["orthanc"], **timed("measure Orthanc", lambda: measure(orthanc, ct, args))},
         }
     finally:
         ours.stop()
@@ -438,6 +465,7 @@ def markdown(summary: dict[str, Any], command: str) -> str:
         row("WADO-RS whole study (median)", "wado_study", "median_mb_s", "MB/s"),
         row("STOW-RS ingest", "stow", "instances_per_s", "instances/s"),
         "",
+        "QIDO-RS: each query was asked of both servers in turn, the first alternating. "
         "Loading: Orthanc received every query-set instance through POST /instances; ours got the same "
         "studies as index rows written in bulk (bench/dicomweb_load.py), since QIDO reads only the index. "
         "The CT study went to both through STOW-RS (the STOW figure), then was retrieved whole.",

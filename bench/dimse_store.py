@@ -1,7 +1,7 @@
 """DIMSE benchmark: our dicom_server (PostgreSQL index) against Orthanc, in one run.
 
     .venv/bin/python bench/dimse_store.py [--instances 500] [--studies 10000] [--processes 2] [--repeat 3]
-        [--small-studies N --per-study K] [--with-worker]
+        [--small-studies N --per-study K [--study-associations M]] [--with-worker]
 
 Generates one CT study (512x512, 16 bit) with the project's generator, then for each
 server: C-STORE it with dcmtk's storescu on 1 association and on 4 parallel associations
@@ -11,12 +11,15 @@ environment (Debian's dcmtk and Orthanc leave Nagle on otherwise). Our index row
 C-FIND part are inserted in bulk; Orthanc's are stored as small instances over C-STORE.
 With --small-studies N, also N studies of --per-study K 512x512 instances each (every study
 its own patient) on one association and on 4 (each study whole on one of them), ours against
-Orthanc, in a table of their own. With --with-worker, our server runs beside the Celery
-workers `make run` starts (run_embedded's commands: the render worker at its lower CPU
-priority, and the one for the other queues), on the same DATA_DIR and broker, so that
-rendering the thumbnails of what arrives competes with ingest for the cores; each run of
-ours then also says how many of its instances were rendered when the store ended, and how
-long the backlog took to drain after it.
+Orthanc, in a table of their own; with --study-associations M, also the first M of those studies
+each on an association of its own, one after the other (storescu started for each: a modality
+or gateway that sends each study when it is complete), where what an association costs counts.
+With --with-worker, our server runs beside the Celery workers `make run` starts
+(run_embedded's commands: the render worker at its lower CPU priority, and the one for the
+other queues), on the same DATA_DIR and broker, so that rendering the thumbnails of what
+arrives competes with ingest for the cores; each run of ours then also says how many of its
+instances were rendered when the store ended, and how long the backlog took to drain after
+it.
 Prints a Markdown table (paste it into bench/RESULTS.md). Needs PostgreSQL on
 127.0.0.1:5432 (trust), dcmtk and the Debian `orthanc` package; binds loopback ports only.
 """
@@ -177,6 +180,37 @@ def split_studies(folder: Path, parts: int) -> list[Path]:
                 os.link(f, chunk / f.name)
         chunks.append(chunk)
     return chunks
+
+
+def split_each_study(folder: Path, studies: int) -> list[Path]:
+    """The first `studies` small studies, each in a folder of its own (hard links)."""
+    names = sorted({f.name.split("-")[0] for f in folder.glob("*.dcm")})[:studies]
+    chunks = []
+    for study in names:
+        chunk = folder.parent / f"{folder.name}-each" / study
+        shutil.rmtree(chunk, ignore_errors=True)
+        chunk.mkdir(parents=True)
+        for f in folder.glob(f"{study}-*.dcm"):
+            os.link(f, chunk / f.name)
+        chunks.append(chunk)
+    return chunks
+
+
+def storescu_each(port: int, called_ae: str, folders: list[Path]) -> float:
+    """Seconds for storescu to send every folder on an association of its own, one after the
+    other: a modality or gateway that sends each study when it is complete."""
+    start = time.perf_counter()
+    for folder in folders:
+        done = subprocess.run(
+            ["storescu", "-aet", CALLING_AE, "-aec", called_ae, "+sd", "+r", "127.0.0.1", str(port), str(folder)],
+            env=NODELAY_ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=600,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"storescu failed: {done.stderr.decode()[-500:]}")
+    return time.perf_counter() - start
 
 
 def storescu(port: int, called_ae: str, folders: list[Path]) -> float:
@@ -518,7 +552,7 @@ def percentile(values: list[float], p: float) -> float:
 @dataclass
 class Row:
     server: str
-    workload: str  # "ct", or "small" (--small-studies)
+    workload: str  # "ct", "small" (--small-studies), or "each" (--study-associations)
     associations: int
     processes: int
     instances: int
@@ -544,14 +578,15 @@ class Row:
 
 
 def measure_store(
-    label: str, start: Callable, called_ae: str, folders: list[Path], processes: int
+    label: str, start: Callable, called_ae: str, folders: list[Path], processes: int, send: Callable = storescu
 ) -> tuple[float, float]:
-    """(wall seconds, server CPU seconds) to store every folder."""
+    """(wall seconds, server CPU seconds) to store every folder (`send`: storescu, all at once,
+    or storescu_each)."""
     if _trash is not None:
         _trash.empty_if_full()
     with start(label, processes) as (port, pid):
         cpu = cpu_seconds(pid)
-        seconds = storescu(port, called_ae, folders)
+        seconds = send(port, called_ae, folders)
         return seconds, cpu_seconds(pid) - cpu
 
 
@@ -566,6 +601,12 @@ def main() -> None:
         "--small-studies", type=int, default=0, help="also store this many small studies on one association"
     )
     parser.add_argument("--per-study", type=int, default=1, help="instances in each small study (512x512)")
+    parser.add_argument(
+        "--study-associations",
+        type=int,
+        default=0,
+        help="also store this many of the small studies each on an association of its own, one after another",
+    )
     parser.add_argument(
         "--with-worker", action="store_true", help="run the Celery workers of `make run` beside our server"
     )
@@ -610,12 +651,20 @@ def main() -> None:
                 (ours, "small4", args.processes, small_parts),
                 (orthanc, "small4", 1, small_parts),
             ]
+            if args.study_associations:
+                each = split_each_study(small, args.study_associations)
+                workloads["each"] = (
+                    len(each) * args.per_study,
+                    sum(f.stat().st_size for study in each for f in study.iterdir()),
+                )
+                plan += [(ours, "each", 1, each), (orthanc, "each", 1, each)]
         for _ in range(args.repeat):
             for server, label, processes, folders in plan:
                 called = {ours: OUR_AE, orthanc: ORTHANC_AE}.get(server, "BARE")
-                workload = "small" if label.startswith("small") else "ct"
+                workload = "small" if label.startswith("small") else label if label == "each" else "ct"
                 instances, data_size = workloads[workload]
-                seconds, cpu = measure_store(label, server.running, called, folders, processes)
+                send = storescu_each if label == "each" else storescu
+                seconds, cpu = measure_store(label, server.running, called, folders, processes, send)
                 key = f"{server.name}/{label}"
                 row = rows.setdefault(
                     key, Row(server.name, workload, len(folders), processes, instances, data_size, [])
@@ -695,6 +744,23 @@ def report(
         for row in small:
             if row.server != Orthanc.name and row.associations in orthanc_small:
                 print(against_orthanc(row, orthanc_small[row.associations]))
+        print()
+    each = [row for row in rows if row.workload == "each"]
+    if each:
+        print(
+            f"C-STORE of {each[0].associations} of those studies, each on an association of its own, one "
+            "after the other (storescu started for each study, as a gateway sends a study when it is complete):"
+        )
+        print()
+        print("| " + " | ".join([*columns, "server CPU ms/instance"]) + " |")
+        print("|---|---|---|---|---|---|---|---|")
+        for row in each:
+            print(row.markdown())
+        orthanc_each = [row for row in each if row.server == Orthanc.name]
+        print()
+        for row in each:
+            if row.server != Orthanc.name and orthanc_each:
+                print(against_orthanc(row, orthanc_each[0]))
         print()
     if notes:
         print("Rendering beside the store (the Celery workers of `make run`):")
