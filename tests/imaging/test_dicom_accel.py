@@ -21,6 +21,7 @@ from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.dul import DULServiceProvider
+from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import RequestHandler
 
 from imaging.dicom import accel
@@ -43,6 +44,7 @@ _PATCHED = [
     (presentation, "set_uid"),
     (pdu_items, "set_uid"),
     (pdu_primitives, "set_uid"),
+    (PresentationContext, "add_transfer_syntax"),
     (tempfile, "tempdir"),
     (_config, "STORE_RECV_CHUNKED_DATASET"),
     (_config, "STORE_SEND_CHUNKED_DATASET"),

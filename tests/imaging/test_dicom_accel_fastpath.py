@@ -8,6 +8,7 @@ other messages, in large PDUs and in PDUs small enough to split the command set.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import socket
 import tempfile
@@ -38,7 +39,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Ver
 
 from imaging.dicom import accel
 from imaging.dicom.accel import fastpath
-from imaging.dicom.accel.negotiation import copy_contexts, set_uid_remembered
+from imaging.dicom.accel.negotiation import add_transfer_syntax, copy_contexts, set_uid_remembered
 from imaging.dicom.identifiers import ReceivedInstance
 from imaging.dicom.scp import build_ae, make_server
 from imaging.dicom.status import DimseFailure
@@ -294,11 +295,46 @@ def test_negotiation_remembers_uids_as_pynetdicom_makes_them_and_refuses_bad_one
         set_uid_remembered(["1.2.3"], "x")  # unhashable: pynetdicom's own refusal
 
 
+def test_transfer_syntaxes_are_added_as_pynetdicom_adds_them_with_the_same_log_lines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from pynetdicom.presentation import PresentationContext
+
+    values: list[Any] = [
+        "1.2.840.10008.1.2.1",
+        b"1.2.840.10008.1.2",
+        "1.2.840.10008.1.2.1",  # already there: not added twice
+        "1.2.840.10008.5.1.4.1.1.2",  # a SOP class, not a transfer syntax
+        "1.2.826.0.1.3680043.8.498.1",  # private
+        "1.2.840.10008.1.2.01",  # not conformant
+        None,
+        42,  # neither str nor bytes
+    ]
+
+    def added(add: Any) -> tuple[list[str], list[tuple[int, str]]]:
+        caplog.clear()
+        cx = PresentationContext()
+        for _ in range(2):  # the second time from what was remembered
+            for value in values:
+                add(cx, value)
+            with pytest.raises(ValueError, match="invalid UID"):
+                add(cx, "1.2.3" * 20)  # longer than 64 characters: refused every time
+        return list(cx.transfer_syntax), [(r.levelno, r.getMessage()) for r in caplog.records]
+
+    assert PresentationContext.add_transfer_syntax is not add_transfer_syntax  # pynetdicom's own, to compare
+    with caplog.at_level(logging.WARNING, logger="pynetdicom"):
+        assert added(add_transfer_syntax) == added(PresentationContext.add_transfer_syntax)
+    syntaxes, logged = added(add_transfer_syntax)
+    assert syntaxes[:2] == ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"] and len(syntaxes) == 5
+    assert any("non-conformant" in message for _, message in logged)
+
+
 def test_a_server_makes_negotiation_remember_uids(fast_server) -> None:  # type: ignore[no-untyped-def]
     from pynetdicom import pdu_items, pdu_primitives, presentation
 
     server, _ = fast_server()
     assert presentation.set_uid is pdu_items.set_uid is pdu_primitives.set_uid is set_uid_remembered
+    assert presentation.PresentationContext.add_transfer_syntax is add_transfer_syntax
     assoc = _associate(server)
     try:
         assert assoc.send_c_echo().Status == 0x0000

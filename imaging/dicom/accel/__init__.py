@@ -13,7 +13,8 @@ What it changes, each written against pynetdicom WRITTEN_FOR and measured in ben
   match's identifier written from its database row, imaging/dicom/layout.py), command and
   identifier sent in one PDU (`encode` in pynetdicom's service_class module; send_msg);
 - negotiation.py: presentation contexts copied field by field, UIDs validated once
-  (transport.deepcopy; set_uid in the presentation, pdu_items and pdu_primitives modules);
+  (transport.deepcopy; set_uid in the presentation, pdu_items and pdu_primitives modules;
+  PresentationContext.add_transfer_syntax);
 - associations.py: each accepted association gets the above before it starts
   (RequestHandler._create_association); those we request (C-MOVE) get their wakers and a
   fix of a pynetdicom race (activate through `requested_association_handlers()`);
@@ -52,6 +53,7 @@ from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.dul import DULServiceProvider
+from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import RequestHandler
 
 from imaging.dicom.accel import associations, direct, fastpath, find, negotiation, retrieve, scoped, wakeup
@@ -151,6 +153,7 @@ def _install(receive_folder: Path, debug: bool, max_file_bytes: int | None) -> N
     _set(transport, "deepcopy", negotiation.copy_contexts)
     for module in _NEGOTIATION_MODULES:
         _set(module, "set_uid", negotiation.set_uid_remembered)
+    _set(PresentationContext, "add_transfer_syntax", negotiation.add_transfer_syntax)
     _set(RequestHandler, "_create_association", associations.create_association)
     _set(Association, "send_c_store", retrieve.send_c_store)
     _installed = True
