@@ -267,7 +267,10 @@ class Ours:
 
     @contextmanager
     def running(self, label: str, processes: int) -> Iterator[tuple[int, int]]:
-        self.db = f"bench_dimse_{label}_{os.getpid()}"
+        # A database of its own for every run, all dropped at the end (cleanup): dropping the
+        # last run's just before this one had PostgreSQL and the file system deleting its
+        # files while this run wrote, and every round after the first came out slower.
+        self.db = f"bench_dimse_{label}_{os.getpid()}_{len(self.databases)}"
         self.databases.add(self.db)
         subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", self.db], check=True)
         subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", "-T", self.template, self.db], check=True)
