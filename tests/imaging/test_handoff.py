@@ -85,7 +85,9 @@ def test_a_connection_opened_at_start_serves_the_first_thread() -> None:
     handoff.open_one()
     assert handoff.waiting() == 1
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
         before = {row[0] for row in cursor.fetchall()}
     assert _serve(handoff) in before  # no new backend for it
     handoff.close()
