@@ -705,6 +705,22 @@ def against_orthanc(row: Row, orthanc: Row) -> str:
     )
 
 
+def print_workload(title: str, rows: list[Row], columns: list[str]) -> None:
+    """A workload's table, then ours against Orthanc's run with as many associations."""
+    print(title)
+    print()
+    print("| " + " | ".join([*columns, "server CPU ms/instance"]) + " |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(row.markdown())
+    orthanc = {row.associations: row for row in rows if row.server == Orthanc.name}
+    print()
+    for row in rows:
+        if row.server != Orthanc.name and row.associations in orthanc:
+            print(against_orthanc(row, orthanc[row.associations]))
+    print()
+
+
 def report(
     rows: list[Row],
     finds: dict[str, list[float]],
@@ -731,40 +747,20 @@ def report(
         if row.server != Orthanc.name and row.associations in orthanc and row.workload == "ct":
             print(against_orthanc(row, orthanc[row.associations]))
     print()
-    small = [row for row in rows if row.workload == "small"]
-    if small:
-        print(
+    titles = {
+        "small": lambda _: (
             f"C-STORE of {args.small_studies} studies of {args.per_study} instance(s) each (512x512, 16 bit, "
             "each study its own patient) with storescu on one association and on 4 (each study on one):"
-        )
-        print()
-        print("| " + " | ".join([*columns, "server CPU ms/instance"]) + " |")
-        print("|---|---|---|---|---|---|---|---|")
-        for row in small:
-            print(row.markdown())
-        orthanc_small = {row.associations: row for row in small if row.server == Orthanc.name}
-        print()
-        for row in small:
-            if row.server != Orthanc.name and row.associations in orthanc_small:
-                print(against_orthanc(row, orthanc_small[row.associations]))
-        print()
-    each = [row for row in rows if row.workload == "each"]
-    if each:
-        print(
-            f"C-STORE of {each[0].associations} of those studies, each on an association of its own, one "
-            "after the other (storescu started for each study, as a gateway sends a study when it is complete):"
-        )
-        print()
-        print("| " + " | ".join([*columns, "server CPU ms/instance"]) + " |")
-        print("|---|---|---|---|---|---|---|---|")
-        for row in each:
-            print(row.markdown())
-        orthanc_each = [row for row in each if row.server == Orthanc.name]
-        print()
-        for row in each:
-            if row.server != Orthanc.name and orthanc_each:
-                print(against_orthanc(row, orthanc_each[0]))
-        print()
+        ),
+        "each": lambda these: (
+            f"C-STORE of {these[0].associations} of those studies, each on an association of its own, one after "
+            "the other (storescu started for each study, as a gateway sends a study when it is complete):"
+        ),
+    }
+    for workload, title in titles.items():
+        these = [row for row in rows if row.workload == workload]
+        if these:
+            print_workload(title(these), these, columns)
     if notes:
         print("Rendering beside the store (the Celery workers of `make run`):")
         print()
