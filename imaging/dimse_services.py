@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import Error as DatabaseFailure
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.db.models import QuerySet
 
 from alliance import access, audit
@@ -127,8 +127,7 @@ class DjangoServices:
             self.connections.give_back()
 
     def _authorize(self, peer: Peer) -> Decision:
-        self.connections.take()
-        close_old_connections()
+        self.connections.take()  # checked as close_old_connections() would
         device = access.device_for_association(
             calling_ae=peer.calling_ae,
             called_ae=peer.called_ae,
