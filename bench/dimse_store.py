@@ -664,7 +664,7 @@ def main() -> None:
         for _ in range(args.repeat):
             for server, label, processes, folders in plan:
                 called = {ours: OUR_AE, orthanc: ORTHANC_AE}.get(server, "BARE")
-                workload = "small" if label.startswith("small") else label if label == "each" else "ct"
+                workload = {"small": "small", "small4": "small", "each": "each"}.get(label, "ct")
                 instances, data_size = workloads[workload]
                 send = storescu_each if label == "each" else storescu
                 seconds, cpu = measure_store(label, server.running, called, folders, processes, send)
