@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/ab_store.py BASE_REV [--this REV] [--pairs 3] [--associations 1] [--processes 2]
     .venv/bin/python bench/ab_store.py BASE_REV --small-studies 200 --per-study 5 [--associations 4] [--with-worker]
+    .venv/bin/python bench/ab_store.py BASE_REV --small-studies 100 --study-associations 100
 
 Checks BASE_REV (and REV, else this checkout) out into temporary git worktrees and runs
 both servers alternately (base, this, base, ...) on the same machine, each on a fresh copy of one migrated
@@ -39,6 +40,12 @@ def main() -> None:
     parser.add_argument("--small-studies", type=int, default=0, help="store this many small studies instead")
     parser.add_argument("--per-study", type=int, default=1, help="instances in each small study (512x512)")
     parser.add_argument("--with-worker", action="store_true", help="run the Celery workers of `make run` beside")
+    parser.add_argument(
+        "--study-associations",
+        type=int,
+        default=0,
+        help="store this many of the small studies each on an association of its own, one after another, instead",
+    )
     args = parser.parse_args()
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "alliance.settings")
@@ -71,11 +78,18 @@ def main() -> None:
             instances = args.instances
         split = dimse_store.split_studies if args.small_studies else dimse_store.split
         folders = [data] if args.associations == 1 else split(data, 4)
+        send = dimse_store.storescu
+        if args.small_studies and args.study_associations:
+            folders = dimse_store.split_each_study(data, args.study_associations)
+            instances = len(folders) * args.per_study
+            send = dimse_store.storescu_each
         template = servers["this"]
         template.prepare()  # one migrated database (this checkout's schema), copied for every run
         # (the migrations have not changed between the commits compared here)
         servers["base"].template = template.template
         what = f"{args.small_studies} studies of {args.per_study} instance(s)" if args.small_studies else "one CT study"
+        if send is dimse_store.storescu_each:
+            what = f"{len(folders)} studies of {args.per_study} instance(s), each on an association of its own"
         beside = ", beside the Celery workers" if args.with_worker else ""
         print(
             f"{what}, {instances} instances on {args.associations} association(s), {processes} server process(es)"
@@ -85,7 +99,7 @@ def main() -> None:
             line = []
             for name, server in servers.items():
                 seconds, cpu = dimse_store.measure_store(
-                    f"{name}{pair}", server.running, dimse_store.OUR_AE, folders, processes
+                    f"{name}{pair}", server.running, dimse_store.OUR_AE, folders, processes, send
                 )
                 if server.count() != instances:
                     raise RuntimeError(f"{name}: the index holds {server.count()} instances, not {instances}")

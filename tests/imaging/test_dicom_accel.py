@@ -16,11 +16,13 @@ import pynetdicom
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, _config, pdu_items, pdu_primitives, presentation, service_class, transport
+from pynetdicom import AE, _config, acse, pdu_items, pdu_primitives, presentation, service_class, transport
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu import A_ASSOCIATE_AC
+from pynetdicom.pdu_items import PresentationContextItemRQ
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import RequestHandler
 
@@ -45,6 +47,9 @@ _PATCHED = [
     (pdu_items, "set_uid"),
     (pdu_primitives, "set_uid"),
     (PresentationContext, "add_transfer_syntax"),
+    (PresentationContextItemRQ, "to_primitive"),
+    (acse, "negotiate_as_acceptor"),
+    (A_ASSOCIATE_AC, "from_primitive"),
     (tempfile, "tempdir"),
     (_config, "STORE_RECV_CHUNKED_DATASET"),
     (_config, "STORE_SEND_CHUNKED_DATASET"),

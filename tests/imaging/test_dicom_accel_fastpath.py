@@ -514,3 +514,117 @@ def test_on_pynetdicom_s_path_a_failed_write_removes_the_file(tmp_path: Path) ->
     fastpath._write_received(message, b"abc")
     fastpath._write_received(message, b"def")  # dropped
     assert not path.exists()
+
+
+def _request(calling: str = "CT_CLINA", *, roles: bool = False, extra: str | None = None) -> bytes:
+    """An A-ASSOCIATE-RQ as a modality encodes it: every storage SOP class in three transfer
+    syntaxes (as storescu proposes them), one SOP class the server does not support and one
+    context in a transfer syntax it does not take; SCP/SCU role selection for CT if asked."""
+    from pynetdicom import StoragePresentationContexts, build_context
+    from pynetdicom.pdu import A_ASSOCIATE_RQ
+    from pynetdicom.pdu_primitives import (
+        A_ASSOCIATE,
+        ImplementationClassUIDNotification,
+        MaximumLengthNotification,
+        SCP_SCU_RoleSelectionNegotiation,
+    )
+
+    syntaxes = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, "1.2.840.10008.1.2.2"]
+    contexts = [build_context(cx.abstract_syntax, syntaxes) for cx in StoragePresentationContexts]
+    contexts += [build_context("1.2.826.0.1.3680043.8.498.999"), build_context(MRImageStorage, ["1.2.3.4.5"])]
+    if extra is not None:
+        contexts.append(build_context(extra))
+    for number, context in enumerate(contexts):
+        context.context_id = 2 * number + 1
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
+    primitive.calling_ae_title = calling
+    primitive.called_ae_title = "CLINA"
+    primitive.presentation_context_definition_list = contexts
+    length = MaximumLengthNotification()
+    length.maximum_length_received = 16384
+    implementation = ImplementationClassUIDNotification()
+    implementation.implementation_class_uid = "1.2.276.0.7230010.3.0.3.6.7"
+    items: list[Any] = [length, implementation]
+    if roles:
+        role = SCP_SCU_RoleSelectionNegotiation()
+        role.sop_class_uid = CTImageStorage
+        role.scu_role, role.scp_role = True, True
+        items.append(role)
+    primitive.user_information = items
+    return bytes(A_ASSOCIATE_RQ(primitive).encode())
+
+
+def _read_pdu(sock: socket.socket) -> bytes:
+    data = b""
+    while len(data) < 6 or len(data) < 6 + int.from_bytes(data[2:6], "big"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"the server closed the connection after {data[:6]!r}")
+        data += chunk
+    return data
+
+
+def _accept_bytes(server: Any, request: bytes) -> bytes:
+    """The A-ASSOCIATE-AC the server answers `request` with (then released)."""
+    with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=10) as sock:
+        sock.sendall(request)
+        answer = _read_pdu(sock)
+        assert answer[:1] == b"\x02", answer[:16]
+        sock.sendall(b"\x05\x00\x00\x00\x00\x04\x00\x00\x00\x00")  # A-RELEASE-RQ
+        assert _read_pdu(sock)[:1] == b"\x06"  # A-RELEASE-RP
+    return answer
+
+
+def test_a_request_seen_before_is_answered_from_memory_with_the_bytes_pynetdicom_answers(tmp_path: Path) -> None:
+    from imaging.dicom.accel import negotiation
+
+    requests = [_request(), _request(roles=True), _request("CT_CLINB", extra="1.2.840.10008.1.1")]
+    plain = make_server(build_ae(), "127.0.0.1", 0, FakeServices())  # pynetdicom's own path
+    threading.Thread(target=plain.serve_forever, daemon=True).start()
+    try:
+        theirs = [_accept_bytes(plain, request) for request in requests]
+    finally:
+        plain.shutdown()
+    accel.install(tmp_path)
+    try:
+        server = make_server(build_ae(), "127.0.0.1", 0, FakeServices())
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            for _ in range(3):  # the first time decoded and negotiated, then remembered
+                assert [_accept_bytes(server, request) for request in requests] == theirs
+            assert len(negotiation._requests) == len(negotiation._negotiated) == 3
+            accepted = [cx for cx in theirs[0][74:].split(b"\x21\x00")[1:] if cx[4:5] == b"\x00"]
+            assert len(accepted) > 100  # nearly every storage class was accepted
+            assoc = _associate(server)  # an association of pynetdicom's own still works beside
+            try:
+                assert assoc.send_c_echo().Status == 0x0000
+            finally:
+                assoc.release()
+        finally:
+            server.shutdown()
+    finally:
+        accel.uninstall()
+    assert not negotiation._requests and not negotiation._negotiated
+
+
+def test_requests_are_remembered_up_to_a_limit_and_a_bad_one_is_refused_every_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from imaging.dicom.accel import negotiation
+
+    monkeypatch.setattr(negotiation, "REMEMBERED_REQUESTS", 2)
+    try:
+        first = negotiation.remembered_request(_request("A1"))
+        assert negotiation.remembered_request(bytearray(_request("A1"))) is first
+        negotiation.remembered_request(_request("A2"))
+        negotiation.remembered_request(_request("A3"))  # A1 is the least recent: dropped
+        assert len(negotiation._requests) == 2
+        assert negotiation.remembered_request(_request("A1")) is not first
+        broken = _request("A4")[:80]
+        for _ in range(2):
+            with pytest.raises(Exception):  # noqa: B017 - pynetdicom's own error, whatever it is
+                negotiation.remembered_request(broken)
+        assert len(negotiation._requests) == 2
+    finally:
+        negotiation.forget()

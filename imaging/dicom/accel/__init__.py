@@ -14,7 +14,9 @@ What it changes, each written against pynetdicom WRITTEN_FOR and measured in ben
   identifier sent in one PDU (`encode` in pynetdicom's service_class module; send_msg);
 - negotiation.py: presentation contexts copied field by field, UIDs validated once
   (transport.deepcopy; set_uid in the presentation, pdu_items and pdu_primitives modules;
-  PresentationContext.add_transfer_syntax);
+  PresentationContext.add_transfer_syntax); the same A-ASSOCIATE-RQ bytes decoded, negotiated
+  and answered once (fastpath's _decode_pdu; PresentationContextItemRQ.to_primitive; the acse
+  module's negotiate_as_acceptor; A_ASSOCIATE_AC.from_primitive);
 - associations.py: each accepted association gets the above before it starts
   (RequestHandler._create_association); those we request (C-MOVE) get their wakers and a
   fix of a pynetdicom race (activate through `requested_association_handlers()`);
@@ -48,11 +50,13 @@ from pathlib import Path
 from typing import Any
 
 import pynetdicom
-from pynetdicom import _config, evt, pdu_items, pdu_primitives, presentation, service_class, transport
+from pynetdicom import _config, acse, evt, pdu_items, pdu_primitives, presentation, service_class, transport
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu import A_ASSOCIATE_AC
+from pynetdicom.pdu_items import PresentationContextItemRQ
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import RequestHandler
 
@@ -154,6 +158,9 @@ def _install(receive_folder: Path, debug: bool, max_file_bytes: int | None) -> N
     for module in _NEGOTIATION_MODULES:
         _set(module, "set_uid", negotiation.set_uid_remembered)
     _set(PresentationContext, "add_transfer_syntax", negotiation.add_transfer_syntax)
+    _set(PresentationContextItemRQ, "to_primitive", negotiation.remembered_context)
+    _set(acse, "negotiate_as_acceptor", negotiation.negotiate_as_acceptor)
+    _set(A_ASSOCIATE_AC, "from_primitive", negotiation.accept_from_primitive)
     _set(RequestHandler, "_create_association", associations.create_association)
     _set(Association, "send_c_store", retrieve.send_c_store)
     _installed = True
@@ -181,6 +188,7 @@ def uninstall() -> None:
             else:
                 setattr(owner, name, value)
         wakeup.disable()
+        negotiation.forget()
         _installed = False
 
 

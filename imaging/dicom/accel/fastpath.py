@@ -31,7 +31,7 @@ from pynetdicom.dsutils import decode
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu_primitives import P_DATA
 
-from imaging.dicom.accel import elements, find
+from imaging.dicom.accel import elements, find, negotiation
 
 _C_STORE_RQ = 0x0001
 _C_STORE_RSP = 0x8001
@@ -182,13 +182,16 @@ def _p_data_items(buffer: bytearray, offset: int) -> list[tuple[int, memoryview]
 
 def decode_pdu(self: DULServiceProvider, bytestream: bytearray) -> tuple[Any, str]:
     """DULServiceProvider._decode_pdu, with a P-DATA-TF taken apart without copying its data
-    (pynetdicom copies a received image three times on the way) when nobody listens for
-    EVT_DATA_RECV or EVT_PDU_RECV, which are given pynetdicom's own objects."""
+    (pynetdicom copies a received image three times on the way), and an A-ASSOCIATE-RQ
+    remembered (imaging/dicom/accel/negotiation.py), when nobody listens for EVT_DATA_RECV or
+    EVT_PDU_RECV, which are given pynetdicom's own objects."""
     assoc = self.assoc
     if not (assoc.get_handlers(evt.EVT_DATA_RECV) or assoc.get_handlers(evt.EVT_PDU_RECV)):
         values = p_data_values(bytestream)
         if values is not None:
             return ReceivedPData(values), "Evt10"
+        if bytestream[:1] == b"\x01":  # an A-ASSOCIATE-RQ: the same bytes are decoded once
+            return negotiation.remembered_request(bytestream), "Evt6"
     return original_decode_pdu(self, bytestream)
 
 

@@ -8,10 +8,19 @@ from __future__ import annotations
 
 import copy
 import functools
+import threading
+from collections import OrderedDict
 from typing import Any
 
 from pydicom.uid import UID
 from pynetdicom import _config, presentation, utils
+from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
+from pynetdicom.pdu_items import (
+    ApplicationContextItem,
+    PresentationContextItemAC,
+    PresentationContextItemRQ,
+    UserInformationItem,
+)
 from pynetdicom.presentation import PresentationContext
 
 
@@ -25,7 +34,9 @@ def copy_contexts(value: Any, memo: dict[int, Any] | None = None) -> Any:
     and cannot change; only the lists holding them and the contexts themselves need copies.
     """
     if isinstance(value, list) and all(type(cx) is PresentationContext for cx in value):
-        return [_copy_context(cx) for cx in value]
+        copied = SupportedCopy(_copy_context(cx) for cx in value)
+        copied.source = value  # the negotiation of a remembered request is keyed on it
+        return copied
     return copy.deepcopy(value, memo)
 
 
@@ -97,3 +108,120 @@ def add_transfer_syntax(self: PresentationContext, syntax: Any) -> None:
                 f"A UID has been added to 'transfer_syntax' that is not a transfer syntax: '{syntax}'"
             )
         self._transfer_syntax.append(syntax)
+
+
+# --- one proposal, negotiated once ---------------------------------------------------------
+#
+# A modality or gateway proposes the same presentation contexts, byte for byte, on every
+# association it opens: storescu proposes 128 contexts whatever it sends, and a clinic's DR
+# sends each study on an association of its own. pynetdicom decodes those 128 items, makes
+# 128 presentation contexts of them, negotiates each against the server's 170 and builds 128
+# result items for the A-ASSOCIATE-AC, every time: a third of what an association costs the
+# protocol layer. What it makes of a request is kept, per exact request bytes (the AE titles
+# and the user information items are part of them), and handed out again. Nothing here is
+# changed after it is made: the request PDU, its contexts, the negotiated results and their
+# result items are only read by pynetdicom and by imaging/dicom (the tests check it makes the
+# same A-ASSOCIATE-AC bytes as pynetdicom's own path).
+
+REMEMBERED_REQUESTS = 64  # distinct requests kept (each a few kilobytes), the least recent dropped
+_REMEMBERED_BYTES = 65536  # a request larger than this is decoded each time
+_requests: OrderedDict[tuple[bool, bytes], A_ASSOCIATE_RQ] = OrderedDict()
+_negotiated: OrderedDict[tuple[Any, ...], tuple[Any, ...]] = OrderedDict()
+_remembering = threading.Lock()
+
+
+class SupportedCopy(list):  # type: ignore[type-arg]
+    """A copy of a server's supported contexts (copy_contexts), knowing the list it copies: a
+    server's list is made once, when it starts, and never changed after."""
+
+    source: list[PresentationContext]
+
+
+def remembered_request(data: bytes | bytearray) -> A_ASSOCIATE_RQ:
+    """The A-ASSOCIATE-RQ PDU these bytes decode to, decoded once for the same bytes (an
+    error decoding them is raised each time, nothing is kept)."""
+    key = (_config.ENFORCE_UID_CONFORMANCE, bytes(data))  # the decoding validates UIDs by it
+    with _remembering:
+        request = _requests.get(key)
+        if request is not None:
+            _requests.move_to_end(key)
+            return request
+    request = A_ASSOCIATE_RQ()
+    request.decode(key[1])
+    if len(key[1]) <= _REMEMBERED_BYTES:
+        for item in request.variable_items:
+            if isinstance(item, PresentationContextItemRQ):
+                vars(item)["_remembered"] = True  # its context is made once (remembered_context)
+        with _remembering:
+            request = _requests.setdefault(key, request)
+            while len(_requests) > REMEMBERED_REQUESTS:
+                _requests.popitem(last=False)
+    return request
+
+
+original_context_to_primitive = PresentationContextItemRQ.to_primitive
+
+
+def remembered_context(self: PresentationContextItemRQ) -> PresentationContext:
+    """PresentationContextItemRQ.to_primitive, made once for an item of a remembered request."""
+    if not getattr(self, "_remembered", False):
+        return original_context_to_primitive(self)
+    context = getattr(self, "_context", None)
+    if context is None:
+        context = original_context_to_primitive(self)
+        vars(context)["_remembered"] = True  # negotiated once (negotiate_as_acceptor)
+        vars(self)["_context"] = context
+    return context
+
+
+def negotiate_as_acceptor(rq_contexts: list[Any], ac_contexts: list[Any], roles: Any = None) -> tuple[list, list]:
+    """presentation.negotiate_as_acceptor, once for the contexts of a remembered request and a
+    server's supported contexts (and the roles the request asks for)."""
+    source = getattr(ac_contexts, "source", None)
+    if source is None or not rq_contexts or not all(getattr(cx, "_remembered", False) for cx in rq_contexts):
+        return presentation.negotiate_as_acceptor(rq_contexts, ac_contexts, roles)
+    key = (id(source), tuple(map(id, rq_contexts)), tuple(sorted((roles or {}).items())))
+    with _remembering:
+        kept = _negotiated.get(key)
+        if kept is not None:
+            _negotiated.move_to_end(key)
+    if kept is None:
+        results, reply_roles = presentation.negotiate_as_acceptor(rq_contexts, ac_contexts, roles)
+        for context in results:
+            vars(context)["_ac_item"] = _result_item(context)
+        # The key's ids stay those of these objects: they are held here as long as the key.
+        kept = (results, reply_roles, source, list(rq_contexts))
+        with _remembering:
+            kept = _negotiated.setdefault(key, kept)
+            while len(_negotiated) > REMEMBERED_REQUESTS:
+                _negotiated.popitem(last=False)
+    return list(kept[0]), list(kept[1])
+
+
+def _result_item(context: PresentationContext) -> PresentationContextItemAC:
+    item = PresentationContextItemAC()
+    item.from_primitive(context)
+    return item
+
+
+def accept_from_primitive(self: A_ASSOCIATE_AC, primitive: Any) -> None:
+    """A_ASSOCIATE_AC.from_primitive, with the result item of a remembered negotiation's
+    context made once (for any other context: made here, as pynetdicom does)."""
+    self.reserved_aet = primitive.called_ae_title
+    self.reserved_aec = primitive.calling_ae_title
+    application_context = ApplicationContextItem()
+    application_context.application_context_name = primitive.application_context_name
+    self.variable_items.append(application_context)
+    for context in primitive.presentation_context_definition_results_list:
+        item = getattr(context, "_ac_item", None)
+        self.variable_items.append(item if item is not None else _result_item(context))
+    user_information = UserInformationItem()
+    user_information.from_primitive(primitive.user_information)
+    self.variable_items.append(user_information)
+
+
+def forget() -> None:
+    """Drop every remembered request and negotiation (uninstall; tests)."""
+    with _remembering:
+        _requests.clear()
+        _negotiated.clear()
