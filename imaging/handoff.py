@@ -14,24 +14,32 @@ about to use the database takes it (`take`), as a pool would. What is handed on 
 connection object, whole, to one thread at a time: only one open in autocommit, outside any
 transaction, with no error since its last commit, and young enough for CONN_MAX_AGE; it is
 checked again as Django checks a kept connection (close_if_unusable_or_obsolete: its age,
-and with CONN_HEALTH_CHECKS a round trip before its first use). At most `keep` wait; the
-others are closed as before. PostgreSQL only (an SQLite connection is a file opened), and
+and with CONN_HEALTH_CHECKS a round trip before its first use), except that one given back
+less than FRESH_SECONDS ago is not sent that round trip: the thread before used it without
+error a moment ago, and an association takes two in turn (its own thread's, then its reading
+thread's), two round trips on every association. A database restart takes longer than that;
+a connection that broke in that moment all the same fails its first statement, as any
+connection can between a check and its use. At most `keep` wait; the others are closed as
+before. PostgreSQL only (an SQLite connection is a file opened), and
 never the main thread's (tests call the services there inside their own transactions).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
+
+FRESH_SECONDS = 1.0
 
 
 class Handoff:
     def __init__(self, keep: int = 4, alias: str = DEFAULT_DB_ALIAS) -> None:
         self.keep = keep
         self.alias = alias
-        self._idle: list[BaseDatabaseWrapper] = []
+        self._idle: list[tuple[BaseDatabaseWrapper, float]] = []  # and when it was given back
         self._lock = threading.Lock()
 
     def take(self) -> None:
@@ -44,9 +52,11 @@ class Handoff:
         with self._lock:
             if not self._idle:
                 return
-            wrapper = self._idle.pop()
+            wrapper, given_back = self._idle.pop()
         connections[self.alias] = wrapper
         wrapper.close_if_unusable_or_obsolete()
+        if wrapper.connection is not None and time.monotonic() - given_back < FRESH_SECONDS:
+            wrapper.health_check_done = True  # used without error a moment ago (above)
 
     def give_back(self) -> None:
         """This thread is done with the database (it may end): its connection waits for the
@@ -62,7 +72,7 @@ class Handoff:
                 if not wrapper.allow_thread_sharing:
                     wrapper.inc_thread_sharing()  # one thread at a time uses it: the one that took it
                 del connections[self.alias]  # this thread's next use starts from take()
-                self._idle.append(wrapper)
+                self._idle.append((wrapper, time.monotonic()))
                 return
         wrapper.close()
 
@@ -79,13 +89,13 @@ class Handoff:
             return
         wrapper.inc_thread_sharing()
         with self._lock:
-            self._idle.append(wrapper)
+            self._idle.append((wrapper, time.monotonic()))
 
     def close(self) -> None:
         """Close every connection waiting (the server stops)."""
         with self._lock:
             idle, self._idle = self._idle, []
-        for wrapper in idle:
+        for wrapper, _ in idle:
             wrapper.close()
 
     def waiting(self) -> int:

@@ -12,9 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, connections
 
 from imaging.handoff import Handoff
+from tests.processes import until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -149,3 +150,43 @@ def test_the_main_threads_connection_is_never_handed_on() -> None:
     handoff.give_back()
     assert handoff.waiting() == 0
     assert _backend() != mine  # closed: the next statement connected again
+
+
+def _round_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The health checks' round trips (is_usable), counted."""
+    checks: list[int] = []
+    wrapper_class = type(connections["default"])
+    is_usable = wrapper_class.is_usable
+
+    def counted(self: Any) -> bool:
+        checks.append(1)
+        return is_usable(self)
+
+    monkeypatch.setattr(wrapper_class, "is_usable", counted)
+    return checks
+
+
+def test_a_connection_given_back_a_moment_ago_is_not_sent_a_health_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert connection.settings_dict["CONN_HEALTH_CHECKS"]
+    handoff = Handoff()
+    first = _serve(handoff)
+    checks = _round_trips(monkeypatch)
+    assert _serve(handoff) == first
+    assert checks == []
+    handoff.close()
+
+
+def test_a_connection_that_waited_longer_is_checked_and_replaced_when_it_broke(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("imaging.handoff.FRESH_SECONDS", 0.0)
+    handoff = Handoff()
+    first = _serve(handoff)
+    checks = _round_trips(monkeypatch)
+    assert _serve(handoff) == first  # checked, and usable
+    assert checks == [1]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [first])
+    assert until(lambda: not _alive(first))
+    replaced = _serve(handoff)  # the check finds it broken: a new backend, no error
+    assert replaced != first
+    assert checks == [1, 1]
+    handoff.close()
