@@ -192,11 +192,12 @@ def write_new(
     *,
     actor: audit.Actor,
     via: str,
-    source: str,
+    sources: Sequence[str],
     known_keys: Sequence[tuple[Any, ...]],
 ) -> list[IngestResult]:
     """write_careful(fresh=True) for several first instances of series new to the index, each
-    of another study (the spool's indexer: ingest.index_spooled_new), inside the caller's
+    of another study (the spool's indexer: ingest.index_spooled_new), each with where it came
+    from (`sources`: a device's associations each have their own), inside the caller's
     transaction holding their UIDs' locks (PostgreSQL): the patients read or created in one
     statement, the studies with their series in one, the audit events and instance rows in
     one, however many there are. A clinic's everyday is many small studies: one at a time,
@@ -214,7 +215,7 @@ def write_new(
         taken = next(r.attributes for r in received if r.attributes.series_uid not in made)
         raise uid_conflict("Study or Series Instance UID indexed meanwhile", taken.series_uid)
     studies, serieses, instances, events = [], [], [], []
-    for r, key, patient_pk in zip(received, keys, patients, strict=True):
+    for r, key, patient_pk, source in zip(received, keys, patients, sources, strict=True):
         a = r.attributes
         series_pk, study_pk = made[a.series_uid]
         study = _new_study(study_pk, a, institution, patient_pk, r.size, num_series=1)

@@ -513,17 +513,18 @@ def _store_series(
 
 
 def index_spooled_new(
-    entries: list[tuple[Path, ParsedFile, tuple[Any, ...]]],
+    entries: list[tuple[Path, ParsedFile, tuple[Any, ...], str]],
     *,
     institution: Institution,
     actor: audit.Actor,
     via: str,
-    source: str,
 ) -> bool:
     """Store and index the first spooled instance of several series new to this process (each
     of another series; _spooled found neither its study nor its series in the index) in one
     transaction that holds their UIDs' locks: the files linked into place (each folder synced
-    once), the parents created as new, the rows written, one commit.
+    once), the parents created as new, the rows written, one commit. Each entry: its path,
+    what was parsed of it, its remembered-parents key and its source (each association of one
+    device, `actor`, has its own).
     False, with nothing changed, when that cannot be done (one of them is stored already, a
     parallel store made a study or a series someone else's, a SQLite or object store): the
     caller indexes each on its own (index_spooled), which sorts out each case and audits a
@@ -531,7 +532,7 @@ def index_spooled_new(
     deleted again, a lost COMMIT answer settled as _settle does)."""
     if not storage.places_exclusively() or not _autocommit_on_postgresql():
         return False  # object storage deletes an object only under its UID's lock: one by one
-    received = [Received(parsed, path, path.stat().st_size) for path, parsed, _ in entries]
+    received = [Received(parsed, path, path.stat().st_size) for path, parsed, _, _ in entries]
     uids = [r.attributes.sop_uid for r in received]
     if len(set(uids)) != len(uids):
         return False
@@ -556,13 +557,14 @@ def index_spooled_new(
                 log.exception("storing %d spooled instances of new series failed", len(keys))
                 raise storage_failed(gettext_noop("the file could not be stored (%(error)s)"), exc) from exc
             placed.update((r.attributes.sop_uid, key) for r, key in zip(received, keys, strict=True))
-            known_keys = [known_key for _, _, known_key in entries]
+            known_keys = [known_key for _, _, known_key, _ in entries]
+            sources = [source for _, _, _, source in entries]
             if len({r.attributes.study_uid for r in received}) == len(received):
                 results = index.write_new(
-                    received, keys, institution, actor=actor, via=via, source=source, known_keys=known_keys
+                    received, keys, institution, actor=actor, via=via, sources=sources, known_keys=known_keys
                 )
             else:  # two new series of one study: the second finds the study the first made
-                for r, known_key in zip(received, known_keys, strict=True):
+                for r, known_key, source in zip(received, known_keys, sources, strict=True):
                     written = index.write_careful(
                         r,
                         placed[r.attributes.sop_uid],

@@ -343,28 +343,28 @@ class Spool:
         connection.close()
 
     def _index_new_series(self, runs: list[list[_Entry]]) -> set[int]:
-        """The first entry of each run of a series new to this process, of one sender, indexed
-        together in one commit (ingest.index_spooled_new): the numbers of those indexed. When
-        that cannot be done, or fails, they are indexed entry by entry after (where a refusal
-        is set aside and audited, a failure waited out); the rest of each run follows its
-        first, its parents known by then."""
-        by_sender: dict[Sender, list[_Entry]] = {}
+        """The first entry of each run of a series new to this process, of one device (its
+        associations, each a sender of its own, together), indexed in one commit
+        (ingest.index_spooled_new): the numbers of those indexed. When that cannot be done, or
+        fails, they are indexed entry by entry after (where a refusal is set aside and audited,
+        a failure waited out); the rest of each run follows its first, its parents known by then."""
+        by_device: dict[tuple[int, audit.Actor, str], list[_Entry]] = {}
         for run in runs:
             first = run[0]
             if first.new and first.parsed is not None and index.known_parents.get(first.known_key) is None:
                 # (a further instance spooled behind its series' first, which an earlier
                 # batch has indexed since: it goes with the rest of its run, parents known)
-                by_sender.setdefault(first.sender, []).append(first)
+                sender = first.sender
+                by_device.setdefault((sender.institution_id, sender.actor, sender.via), []).append(first)
         done: set[int] = set()
-        for sender, entries in by_sender.items():
+        for (institution_id, actor, via), entries in by_device.items():
             try:
                 close_old_connections()
                 indexed = ingest.index_spooled_new(
-                    [(entry.path, entry.parsed, entry.known_key) for entry in entries],
-                    institution=_institution(sender.institution_id),
-                    actor=sender.actor,
-                    via=sender.via,
-                    source=sender.source,
+                    [(entry.path, entry.parsed, entry.known_key, entry.sender.source) for entry in entries],
+                    institution=_institution(institution_id),
+                    actor=actor,
+                    via=via,
                 )
             except Exception:
                 log.exception("indexing %d spooled instances of new series together failed; one by one", len(entries))

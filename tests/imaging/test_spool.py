@@ -75,6 +75,44 @@ def owner(monkeypatch):  # type: ignore[no-untyped-def]
     owner.close()
 
 
+def test_new_studies_of_one_device_on_several_associations_are_indexed_in_one_commit_each_with_its_source(
+    clinic, dicom_dir, tmp_path, owner, monkeypatch
+):  # type: ignore[no-untyped-def]
+    """A modality sending on four associations at once is four senders (each its own port),
+    one device: the first instances of their new studies go in one commit, and each audit
+    event names the association it came on. Another device's go in a commit of their own."""
+    together = _new_batches(monkeypatch)
+    monkeypatch.setattr(ingest, "_enqueue_renders", lambda pks: None)
+    actor = _sender(clinic).actor
+    other = audit.Actor("device", "8", "DR_CLINA", clinic.pk)
+    senders = [spool.Sender(clinic.pk, actor, "dimse", f"10.0.0.5:{4100 + i}") for i in range(3)]
+    senders.append(spool.Sender(clinic.pk, other, "dimse", "10.0.0.6:4100"))
+    associations = [owner.association(sender) for sender in senders]
+    sent = {}
+    for i, (sender, association) in enumerate(zip(senders, associations, strict=True)):
+        data = part10_bytes(make_ct_series(1, 16, 16, patient_id=f"M-{i}")[0])
+        answer = receive_path(
+            _received(tmp_path, data, f"rx-{i}.dcm"),
+            institution=clinic,
+            actor=sender.actor,
+            via="dimse",
+            source=sender.source,
+            spooling=Spooling(owner, association),
+        )
+        assert answer is None  # answered from the spool
+        sent[hashlib.sha256(data).hexdigest()] = sender
+    assert Instance.objects.count() == 0  # the indexer lingers (owner): nothing indexed yet
+
+    assert all(owner.wait_for(association) for association in associations)
+
+    assert sorted(together) == [(1, True), (3, True)]  # one commit for the device, one for the other
+    for digest, sender in sent.items():
+        instance = Instance.objects.get(sha256=digest)
+        event = AuditEvent.objects.get(action="instance.store", object_id=instance.sop_uid)
+        assert (event.actor_id, event.source, event.detail["via"]) == (sender.actor.id, sender.source, "dimse")
+    assert len(stored_files(dicom_dir)) == 4
+
+
 def test_further_instances_are_answered_from_the_spool_and_indexed_in_one_commit(
     clinic, dicom_dir, tmp_path, owner, monkeypatch
 ):  # type: ignore[no-untyped-def]
