@@ -22,6 +22,7 @@ from django.utils import timezone
 from django.utils.translation import gettext
 
 from alliance import audit
+from alliance.joined import Joined, Part
 from alliance.models import (
     MODULE_LABELS,
     Alliance,
@@ -476,17 +477,38 @@ def device_for_association(
     A device with a pinned client certificate (PS3.15 B.1, for a clinic behind NAT whose
     address changes) associates only over TLS with that very certificate, from any address;
     any other device from its registered host (or any, registered as "*")."""
-    device = (
-        Device.objects.select_related("institution", "institution__alliance")
-        .filter(ae_title=calling_ae.strip(), active=True, institution__active=True)
-        .first()
-    )
+    device = _active_device(calling_ae.strip())
     if device is None or device.institution.ae_title != called_ae.strip():
         return None
     if device.tls_client_sha256:
         return device if hmac.compare_digest(device.tls_client_sha256, client_cert_sha256.lower()) else None
     if check_host and device.host not in {host, "*"}:
         return None
+    return device
+
+
+def _device_parts() -> list[Part]:
+    return [
+        Part(Device, "d", f'FROM "{Device._meta.db_table}" d'),
+        Part(Institution, "i", f'JOIN "{Institution._meta.db_table}" i ON i."id" = d."institution_id"'),
+        Part(Alliance, "a", f'JOIN "{Alliance._meta.db_table}" a ON a."id" = i."alliance_id"'),
+    ]
+
+
+# Every association looks its device up: the join is written once (alliance.joined), as
+# Device.objects.select_related("institution", "institution__alliance").filter(ae_title=...,
+# active=True, institution__active=True).first() would write it on each association.
+_ACTIVE_DEVICE = Joined(_device_parts, 'WHERE d."ae_title" = %s AND d."active" AND i."active" ORDER BY d."id" LIMIT 1')
+
+
+def _active_device(ae_title: str) -> Device | None:
+    loaded = _ACTIVE_DEVICE.first([ae_title])
+    if loaded is None:
+        return None
+    device, institution, alliance = loaded
+    assert isinstance(device, Device)
+    device.institution = institution  # type: ignore[assignment]
+    institution.alliance = alliance  # type: ignore[union-attr]
     return device
 
 

@@ -9,8 +9,6 @@ one whose password an admin set answers 403 "password_change_required" until the
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db import connection
-from django.db.models import Model
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
@@ -18,6 +16,7 @@ from rest_framework.authentication import BaseAuthentication
 
 from alliance.access import Principal
 from alliance.accounts import token_digest
+from alliance.joined import Joined, Part
 from alliance.models import Alliance, ApiToken, Doctor, Institution
 
 
@@ -66,68 +65,31 @@ class DoctorTokenAuthentication(BaseAuthentication):
 
 
 # --- the token with its user, doctor, institution and alliance in one statement -------------
-# Every API and DICOMweb request loads these. The statement is written once from the models'
-# columns: the ORM's select_related would build and compile the same join on each request
-# (about a millisecond of a QIDO-RS answer's few).
+# Every API and DICOMweb request loads these: the join is written once (alliance.joined), not
+# built and compiled by select_related on each request (about a millisecond of a QIDO-RS
+# answer's few).
 
 
-class _Part:
-    """One model of the join: its alias, its join clause, and how a row's values become it."""
-
-    def __init__(self, model: type[Model], alias: str, join: str) -> None:
-        self.model, self.alias, self.join = model, alias, join
-        self.fields = list(model._meta.concrete_fields)
-        self.attnames = [f.attname for f in self.fields]
-        self.converters = []
-        for field in self.fields:
-            column = field.get_col(model._meta.db_table)
-            found = connection.ops.get_db_converters(column) + field.get_db_converters(connection)  # type: ignore[attr-defined]
-            self.converters.append((found, column))
-
-    def build(self, values: tuple[Any, ...]) -> Model | None:
-        if values[0] is None:  # the pk of a LEFT JOIN that found nothing
-            return None
-        converted = list(values)
-        for index, (converters, column) in enumerate(self.converters):
-            for converter in converters:
-                converted[index] = converter(converted[index], column, connection)
-        return self.model.from_db(connection.alias, self.attnames, converted)
+def _token_parts() -> list[Part]:
+    user = get_user_model()
+    return [
+        Part(ApiToken, "t", f'FROM "{ApiToken._meta.db_table}" t'),
+        Part(user, "u", f'JOIN "{user._meta.db_table}" u ON u."id" = t."user_id"'),
+        Part(Doctor, "d", f'LEFT JOIN "{Doctor._meta.db_table}" d ON d."user_id" = u."id"'),
+        Part(Institution, "i", f'LEFT JOIN "{Institution._meta.db_table}" i ON i."id" = d."institution_id"'),
+        Part(Alliance, "a", f'LEFT JOIN "{Alliance._meta.db_table}" a ON a."id" = i."alliance_id"'),
+    ]
 
 
-_LOADER: list[tuple[str, list[_Part]]] = []
-
-
-def _loader() -> tuple[str, list[_Part]]:
-    if not _LOADER:
-        user = get_user_model()
-        parts = [
-            _Part(ApiToken, "t", f'FROM "{ApiToken._meta.db_table}" t'),
-            _Part(user, "u", f'JOIN "{user._meta.db_table}" u ON u."id" = t."user_id"'),
-            _Part(Doctor, "d", f'LEFT JOIN "{Doctor._meta.db_table}" d ON d."user_id" = u."id"'),
-            _Part(Institution, "i", f'LEFT JOIN "{Institution._meta.db_table}" i ON i."id" = d."institution_id"'),
-            _Part(Alliance, "a", f'LEFT JOIN "{Alliance._meta.db_table}" a ON a."id" = i."alliance_id"'),
-        ]
-        columns = ", ".join(f'{p.alias}."{f.column}"' for p in parts for f in p.fields)
-        joins = " ".join(p.join for p in parts)
-        sql = f'SELECT {columns} {joins} WHERE t."digest" = %s AND t."revoked_at" IS NULL LIMIT 1'
-        _LOADER.append((sql, parts))
-    return _LOADER[0]
+_TOKEN = Joined(_token_parts, 'WHERE t."digest" = %s AND t."revoked_at" IS NULL LIMIT 1')
 
 
 def _load_token(digest: str) -> ApiToken | None:
     """The live (unrevoked) token of this digest with token.user, user.doctor (or its absence),
     doctor.institution and institution.alliance loaded, as select_related would leave them."""
-    sql, parts = _loader()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [digest])
-        row = cursor.fetchone()
-    if row is None:
+    loaded = _TOKEN.first([digest])
+    if loaded is None:
         return None
-    loaded = []
-    start = 0
-    for part in parts:
-        loaded.append(part.build(row[start : start + len(part.fields)]))
-        start += len(part.fields)
     token, user, doctor, institution, alliance = loaded
     assert isinstance(token, ApiToken) and isinstance(user, get_user_model())
     token.user = user  # type: ignore[assignment]

@@ -66,3 +66,28 @@ def test_the_console_form_sets_and_clears_the_pin(clinic: Any) -> None:
     client.post(f"/manage/devices/{device.pk}/", {**form, "tls_client_sha256": ""})
     device.refresh_from_db()
     assert device.tls_client_sha256 == ""
+
+
+def test_the_device_is_loaded_with_its_institution_and_alliance_in_one_query_as_the_orm_would(  # type: ignore[no-untyped-def]
+    clinic: Any, django_assert_num_queries
+) -> None:
+    """access.device_for_association's hand-written join (alliance.joined) leaves the objects as
+    select_related would, and finds only an active device of an active institution."""
+    from alliance.models import Device
+
+    made = services.device_create(institution=clinic, ae_title="CT_A", host="*", port=104, by=audit.SYSTEM)
+    with django_assert_num_queries(1):
+        device = associate()
+        assert device is not None
+        loaded = [device, device.institution, device.institution.alliance]
+    orm = Device.objects.select_related("institution__alliance").get(pk=made.pk)
+    for got, expected in zip(loaded, [orm, orm.institution, orm.institution.alliance], strict=True):
+        fields = type(expected)._meta.concrete_fields
+        assert [getattr(got, f.attname) for f in fields] == [getattr(expected, f.attname) for f in fields]
+        assert got._state.adding is False and got._state.db == "default"
+    assert associate(called_ae="OTHER") is None
+    services.device_update(device=made, active=False, by=audit.SYSTEM)
+    assert associate() is None  # a device switched off
+    services.device_update(device=made, active=True, by=audit.SYSTEM)
+    type(clinic).objects.filter(pk=clinic.pk).update(active=False)
+    assert associate() is None  # its institution switched off
