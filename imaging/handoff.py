@@ -56,7 +56,7 @@ class Handoff:
         connections[self.alias] = wrapper
         wrapper.close_if_unusable_or_obsolete()
         if wrapper.connection is not None and time.monotonic() - given_back < FRESH_SECONDS:
-            wrapper.health_check_done = True  # used without error a moment ago (above)
+            wrapper.health_check_done = True  # type: ignore[attr-defined]  # used without error a moment ago (above)
 
     def give_back(self) -> None:
         """This thread is done with the database (it may end): its connection waits for the
