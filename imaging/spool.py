@@ -73,6 +73,7 @@ from django.utils.translation import gettext_noop
 from alliance import audit
 from alliance.models import AuditEvent, Institution
 from imaging import index, ingest, storage
+from imaging.handoff import FRESH_SECONDS
 
 log = logging.getLogger("imaging.spool")
 
@@ -359,7 +360,7 @@ class Spool:
         done: set[int] = set()
         for (institution_id, actor, via), entries in by_device.items():
             try:
-                close_old_connections()
+                _connection_checked()
                 indexed = ingest.index_spooled_new(
                     [(entry.path, entry.parsed, entry.known_key, entry.sender.source) for entry in entries],
                     institution=_institution(institution_id),
@@ -371,6 +372,7 @@ class Spool:
                 connection.close()
                 continue
             if indexed:
+                _committed_now()
                 for entry in entries:
                     entry.path.unlink(missing_ok=True)
                     done.add(entry.number)
@@ -474,7 +476,7 @@ def _index_run(run: list[_Entry], health: _Health) -> None:
     if run[0].parsed is not None:  # not recovered (_runs keeps those on their own)
         sender = run[0].sender
         try:
-            close_old_connections()
+            _connection_checked()
             done = ingest.index_spooled_series(
                 [(entry.path, entry.parsed, entry.known_key) for entry in run],
                 institution=_institution(sender.institution_id),
@@ -487,12 +489,32 @@ def _index_run(run: list[_Entry], health: _Health) -> None:
             connection.close()
             done = None
         if done is not None:
+            _committed_now()
             for entry in run:
                 entry.path.unlink(missing_ok=True)
             health.recovered()
             return
     for entry in run:
         _index_until_done(entry, health)
+
+
+_committed = threading.local()  # when this thread's connection last committed a batch
+
+
+def _committed_now() -> None:
+    _committed.at = time.monotonic()
+
+
+def _connection_checked() -> None:
+    """close_old_connections() before a batch (a connection past its age, or left failed, is
+    replaced), without the health check's round trip when this thread's connection committed
+    a batch less than handoff.FRESH_SECONDS ago: the indexer's batches follow each other
+    within milliseconds while instances arrive, and a batch whose statement fails all the
+    same goes one by one, where a failure is waited out on a fresh connection (_Health)."""
+    close_old_connections()
+    since = time.monotonic() - getattr(_committed, "at", -FRESH_SECONDS)
+    if connection.connection is not None and since < FRESH_SECONDS:
+        connection.health_check_done = True  # type: ignore[attr-defined]
 
 
 _INSTITUTION_SECONDS = 10.0

@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from io import BytesIO, StringIO
@@ -843,3 +844,28 @@ def test_a_run_of_a_series_moved_since_its_parents_were_remembered_is_left_to_th
     assert Instance.objects.filter(series=series).count() == 1
     assert len(stored_files(dicom_dir)) == 2
     assert not any(remembered[2] == series.pk for remembered in index.known_parents.rows.values())
+
+
+def test_a_batch_right_after_a_commit_is_not_preceded_by_a_health_check(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The indexer's batches follow each other within milliseconds: the connection that just
+    committed one is not sent Django's health check round trip before the next; one that has
+    been idle longer (a database restart takes longer) is."""
+    from django.db import connection, connections
+
+    checks: list[int] = []
+    wrapper_class = type(connections["default"])
+    is_usable = wrapper_class.is_usable
+    monkeypatch.setattr(wrapper_class, "is_usable", lambda self: checks.append(1) or is_usable(self))
+
+    def batch() -> None:
+        spool._connection_checked()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+
+    connection.ensure_connection()
+    monkeypatch.setattr(spool._committed, "at", time.monotonic() - 60, raising=False)
+    batch()
+    assert checks == [1]  # idle a minute: checked
+    spool._committed_now()
+    batch()
+    assert checks == [1]  # committed a moment ago: not checked again
