@@ -516,7 +516,9 @@ def test_on_pynetdicom_s_path_a_failed_write_removes_the_file(tmp_path: Path) ->
     assert not path.exists()
 
 
-def _request(calling: str = "CT_CLINA", *, roles: bool = False, extra: str | None = None) -> bytes:
+def _request(
+    calling: str = "CT_CLINA", *, roles: bool = False, extra: str | None = None, password: str | None = None
+) -> bytes:
     """An A-ASSOCIATE-RQ as a modality encodes it: every storage SOP class in three transfer
     syntaxes (as storescu proposes them), one SOP class the server does not support and one
     context in a transfer syntax it does not take; SCP/SCU role selection for CT if asked."""
@@ -527,6 +529,7 @@ def _request(calling: str = "CT_CLINA", *, roles: bool = False, extra: str | Non
         ImplementationClassUIDNotification,
         MaximumLengthNotification,
         SCP_SCU_RoleSelectionNegotiation,
+        UserIdentityNegotiation,
     )
 
     syntaxes = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, "1.2.840.10008.1.2.2"]
@@ -546,6 +549,12 @@ def _request(calling: str = "CT_CLINA", *, roles: bool = False, extra: str | Non
     implementation = ImplementationClassUIDNotification()
     implementation.implementation_class_uid = "1.2.276.0.7230010.3.0.3.6.7"
     items: list[Any] = [length, implementation]
+    if password is not None:
+        identity = UserIdentityNegotiation()
+        identity.user_identity_type = 2  # username and passcode
+        identity.primary_field = f"{calling}-user".encode()
+        identity.secondary_field = password.encode()
+        items.append(identity)
     if roles:
         role = SCP_SCU_RoleSelectionNegotiation()
         role.sop_class_uid = CTImageStorage
@@ -626,5 +635,10 @@ def test_requests_are_remembered_up_to_a_limit_and_a_bad_one_is_refused_every_ti
             with pytest.raises(Exception):  # noqa: B017 - pynetdicom's own error, whatever it is
                 negotiation.remembered_request(broken)
         assert len(negotiation._requests) == 2
+        with_password = _request("A5", password="Demo-pass-2026!")
+        decoded = negotiation.remembered_request(with_password)
+        assert decoded.variable_items[-1].user_identity.primary_field == b"A5-user"
+        assert negotiation.remembered_request(with_password) is not decoded  # never kept
+        assert all(b"Demo-pass" not in key for _, key in negotiation._requests)
     finally:
         negotiation.forget()

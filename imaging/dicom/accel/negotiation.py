@@ -142,7 +142,8 @@ class SupportedCopy(list):  # type: ignore[type-arg]
 
 def remembered_request(data: bytes | bytearray) -> A_ASSOCIATE_RQ:
     """The A-ASSOCIATE-RQ PDU these bytes decode to, decoded once for the same bytes (an
-    error decoding them is raised each time, nothing is kept)."""
+    error decoding them is raised each time, nothing is kept). A request carrying a user
+    identity (a password, a Kerberos or SAML token) is never kept."""
     key = (_config.ENFORCE_UID_CONFORMANCE, bytes(data))  # the decoding validates UIDs by it
     with _remembering:
         request = _requests.get(key)
@@ -151,7 +152,7 @@ def remembered_request(data: bytes | bytearray) -> A_ASSOCIATE_RQ:
             return request
     request = A_ASSOCIATE_RQ()
     request.decode(key[1])
-    if len(key[1]) <= _REMEMBERED_BYTES:
+    if len(key[1]) <= _REMEMBERED_BYTES and not _carries_identity(request):
         for item in request.variable_items:
             if isinstance(item, PresentationContextItemRQ):
                 vars(item)["_remembered"] = True  # its context is made once (remembered_context)
@@ -160,6 +161,12 @@ def remembered_request(data: bytes | bytearray) -> A_ASSOCIATE_RQ:
             while len(_requests) > REMEMBERED_REQUESTS:
                 _requests.popitem(last=False)
     return request
+
+
+def _carries_identity(request: A_ASSOCIATE_RQ) -> bool:
+    return any(
+        isinstance(item, UserInformationItem) and item.user_identity is not None for item in request.variable_items
+    )
 
 
 original_context_to_primitive = PresentationContextItemRQ.to_primitive
