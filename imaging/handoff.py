@@ -35,11 +35,29 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 FRESH_SECONDS = 1.0
 
 
+def used_well(wrapper: BaseDatabaseWrapper) -> None:
+    """Its connection was used without error just now (given back, or a batch committed):
+    check_unless_fresh spares it the health check for FRESH_SECONDS. Kept with the connection
+    it was said of, so a connection opened since is not spared for it."""
+    wrapper.alliance_used_well = (wrapper.connection, time.monotonic())  # type: ignore[attr-defined]
+
+
+def check_unless_fresh(wrapper: BaseDatabaseWrapper) -> None:
+    """As Django checks a kept connection before a request (close_if_unusable_or_obsolete:
+    replaced when past its age or left failed, and with CONN_HEALTH_CHECKS a round trip before
+    its first use), without the round trip when its connection was used_well less than
+    FRESH_SECONDS ago (module docstring)."""
+    wrapper.close_if_unusable_or_obsolete()
+    used, at = getattr(wrapper, "alliance_used_well", (None, 0.0))
+    if wrapper.connection is not None and used is wrapper.connection and time.monotonic() - at < FRESH_SECONDS:
+        wrapper.health_check_done = True  # type: ignore[attr-defined]
+
+
 class Handoff:
     def __init__(self, keep: int = 4, alias: str = DEFAULT_DB_ALIAS) -> None:
         self.keep = keep
         self.alias = alias
-        self._idle: list[tuple[BaseDatabaseWrapper, float]] = []  # and when it was given back
+        self._idle: list[BaseDatabaseWrapper] = []
         self._lock = threading.Lock()
 
     def take(self) -> None:
@@ -52,11 +70,9 @@ class Handoff:
         with self._lock:
             if not self._idle:
                 return
-            wrapper, given_back = self._idle.pop()
+            wrapper = self._idle.pop()
         connections[self.alias] = wrapper
-        wrapper.close_if_unusable_or_obsolete()
-        if wrapper.connection is not None and time.monotonic() - given_back < FRESH_SECONDS:
-            wrapper.health_check_done = True  # type: ignore[attr-defined]  # used without error a moment ago (above)
+        check_unless_fresh(wrapper)
 
     def give_back(self) -> None:
         """This thread is done with the database (it may end): its connection waits for the
@@ -72,7 +88,8 @@ class Handoff:
                 if not wrapper.allow_thread_sharing:
                     wrapper.inc_thread_sharing()  # one thread at a time uses it: the one that took it
                 del connections[self.alias]  # this thread's next use starts from take()
-                self._idle.append((wrapper, time.monotonic()))
+                used_well(wrapper)
+                self._idle.append(wrapper)
                 return
         wrapper.close()
 
@@ -88,14 +105,15 @@ class Handoff:
         except DatabaseError:
             return
         wrapper.inc_thread_sharing()
+        used_well(wrapper)
         with self._lock:
-            self._idle.append((wrapper, time.monotonic()))
+            self._idle.append(wrapper)
 
     def close(self) -> None:
         """Close every connection waiting (the server stops)."""
         with self._lock:
             idle, self._idle = self._idle, []
-        for wrapper, _ in idle:
+        for wrapper in idle:
             wrapper.close()
 
     def waiting(self) -> int:

@@ -66,14 +66,13 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, close_old_connections, connection, connections
 from django.db import Error as DatabaseFailure
-from django.db import close_old_connections, connection
 from django.utils.translation import gettext_noop
 
 from alliance import audit
 from alliance.models import AuditEvent, Institution
-from imaging import index, ingest, storage
-from imaging.handoff import FRESH_SECONDS
+from imaging import handoff, index, ingest, storage
 
 log = logging.getLogger("imaging.spool")
 
@@ -498,23 +497,18 @@ def _index_run(run: list[_Entry], health: _Health) -> None:
         _index_until_done(entry, health)
 
 
-_committed = threading.local()  # when this thread's connection last committed a batch
-
-
 def _committed_now() -> None:
-    _committed.at = time.monotonic()
+    handoff.used_well(connections[DEFAULT_DB_ALIAS])
 
 
 def _connection_checked() -> None:
-    """close_old_connections() before a batch (a connection past its age, or left failed, is
-    replaced), without the health check's round trip when this thread's connection committed
-    a batch less than handoff.FRESH_SECONDS ago: the indexer's batches follow each other
-    within milliseconds while instances arrive, and a batch whose statement fails all the
-    same goes one by one, where a failure is waited out on a fresh connection (_Health)."""
+    """Before a batch, the indexer's connection checked as Django checks a kept one (past its
+    age or left failed, it is replaced), without the health check's round trip when it
+    committed a batch less than handoff.FRESH_SECONDS ago: the indexer's batches follow each
+    other within milliseconds while instances arrive, and a batch whose statement fails all
+    the same goes one by one, where a failure is waited out on a fresh connection (_Health)."""
     close_old_connections()
-    since = time.monotonic() - getattr(_committed, "at", -FRESH_SECONDS)
-    if connection.connection is not None and since < FRESH_SECONDS:
-        connection.health_check_done = True  # type: ignore[attr-defined]
+    handoff.check_unless_fresh(connections[DEFAULT_DB_ALIAS])
 
 
 _INSTITUTION_SECONDS = 10.0

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from django.db import DatabaseError, connection, connections
 
-from imaging.handoff import Handoff
+from imaging.handoff import Handoff, check_unless_fresh, used_well
 from tests.processes import until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -190,3 +190,25 @@ def test_a_connection_that_waited_longer_is_checked_and_replaced_when_it_broke(m
     assert replaced != first
     assert checks == [1, 1]
     handoff.close()
+
+
+def test_only_the_connection_used_a_moment_ago_is_spared_the_health_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """used_well is said of a connection: one opened since (the wrapper closed and connected
+    again) is checked as any other, however soon after."""
+    wrapper = connections["default"]
+    wrapper.ensure_connection()
+    checks = _round_trips(monkeypatch)
+
+    def used() -> None:
+        check_unless_fresh(wrapper)
+        with wrapper.cursor() as cursor:
+            cursor.execute("SELECT 1")
+
+    used_well(wrapper)
+    used()
+    assert checks == []
+    used_well(wrapper)
+    wrapper.close()
+    wrapper.ensure_connection()
+    used()
+    assert checks == [1]

@@ -863,7 +863,7 @@ def test_a_batch_right_after_a_commit_is_not_preceded_by_a_health_check(monkeypa
             cursor.execute("SELECT 1")
 
     connection.ensure_connection()
-    monkeypatch.setattr(spool._committed, "at", time.monotonic() - 60, raising=False)
+    connection.alliance_used_well = (connection.connection, time.monotonic() - 60)
     batch()
     assert checks == [1]  # idle a minute: checked
     spool._committed_now()
