@@ -143,9 +143,21 @@ def _send_batch(instance_ids: list[int]) -> None:
     celery_app.send_task("imaging.tasks.render_instances", args=[instance_ids])
 
 
+def _ready_to_send() -> None:
+    """What the first send on a thread would do first (Celery's result backend is made per
+    thread, its transport imported and connected on first use, ~15 ms in all): done by
+    warm_up, before the first store, rather than by it."""
+    celery_app.backend  # noqa: B018  # the property makes this thread's backend
+    with celery_app.producer_or_acquire() as producer:
+        producer.connection.default_channel  # noqa: B018  # imports the transport and connects
+
+
 class _Batcher:
-    def __init__(self, send: Callable[[list[int]], Any] = _send_batch) -> None:
+    def __init__(
+        self, send: Callable[[list[int]], Any] = _send_batch, ready: Callable[[], Any] = _ready_to_send
+    ) -> None:
         self.send = send
+        self.ready = ready
         self.lock = threading.Lock()
         self.pending: list[int] = []
         self.wake = threading.Event()
@@ -154,13 +166,24 @@ class _Batcher:
     def add(self, *instance_ids: int) -> None:
         with self.lock:
             self.pending.extend(instance_ids)
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._run, name="render-batcher", daemon=True)
-                self.thread.start()
-                atexit.register(self.flush)
+            self._start()
         self.wake.set()
 
+    def warm_up(self) -> None:
+        with self.lock:
+            self._start()
+
+    def _start(self) -> None:
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="render-batcher", daemon=True)
+            self.thread.start()
+            atexit.register(self.flush)
+
     def _run(self) -> None:
+        try:
+            self.ready()
+        except Exception:  # the broker is away: the first send tries again, and says so if it fails
+            log.info("could not connect to the broker ahead of the first render request", exc_info=True)
         while True:
             self.wake.wait()
             self.wake.clear()
@@ -206,6 +229,14 @@ def schedule_renders(instance_ids: list[int]) -> None:
 def load() -> None:
     """Nothing: importing this module (Celery's app and its task machinery) is the point, for
     a server that forks (dicom_server) and should not import it while it serves."""
+
+
+def warm_up() -> None:
+    """Start the thread that queues render requests, ready to send, in a serving process
+    (dicom_server's, after any fork): its first send then costs what the others do, not the
+    ~20 ms of making Celery's backend and connecting the transport on the first store."""
+    if not settings.CELERY_TASK_ALWAYS_EAGER:
+        _batcher.warm_up()
 
 
 @shared_task

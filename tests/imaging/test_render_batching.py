@@ -15,7 +15,7 @@ from imaging import tasks
 def sent(monkeypatch: pytest.MonkeyPatch, settings: Any) -> list[list[int]]:
     settings.CELERY_TASK_ALWAYS_EAGER = False
     calls: list[list[int]] = []
-    monkeypatch.setattr(tasks, "_batcher", tasks._Batcher(send=lambda ids: calls.append(list(ids))))
+    monkeypatch.setattr(tasks, "_batcher", tasks._Batcher(send=lambda ids: calls.append(list(ids)), ready=lambda: None))
     return calls
 
 
@@ -63,7 +63,7 @@ def test_a_broker_that_is_away_is_logged_not_raised(
     def away(ids: list[int]) -> None:
         raise ConnectionError("broker away")
 
-    monkeypatch.setattr(tasks, "_batcher", tasks._Batcher(send=away))
+    monkeypatch.setattr(tasks, "_batcher", tasks._Batcher(send=away, ready=lambda: None))
     tasks._batcher.pending.extend([1, 2])
     with caplog.at_level(logging.ERROR, logger="imaging.tasks"):
         tasks._batcher.flush()
@@ -89,3 +89,79 @@ def test_batches_go_to_the_project_app_from_any_thread(monkeypatch: pytest.Monke
     thread.start()
     thread.join()
     assert seen == [("imaging.tasks.render_instances", [[7, 8]])]
+
+
+def _sent_by_thread(calls: list[Any]) -> None:
+    for _ in range(100):
+        if any(isinstance(call, list) for call in calls):
+            return
+        threading.Event().wait(tasks.BATCH_SECONDS / 10)
+
+
+def test_warm_up_readies_the_sending_thread_before_the_first_request(
+    monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    """dicom_server warms the batcher up when it starts serving: the thread that will send is
+    started and made ready (Celery's per-thread backend, the transport) before any store."""
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    calls: list[Any] = []
+    ready = threading.Event()
+
+    def get_ready() -> None:
+        calls.append(("ready", threading.current_thread().name))
+        ready.set()
+
+    batcher = tasks._Batcher(send=lambda ids: calls.append(list(ids)), ready=get_ready)
+    monkeypatch.setattr(tasks, "_batcher", batcher)
+    tasks.warm_up()
+    assert ready.wait(5)
+    assert calls == [("ready", "render-batcher")]
+    thread = batcher.thread
+    tasks.schedule_renders([41, 42])
+    assert batcher.thread is thread  # the same thread sends
+    _sent_by_thread(calls)
+    assert calls == [("ready", "render-batcher"), [41, 42]]
+
+
+def test_a_broker_away_at_warm_up_does_not_stop_the_batcher(
+    monkeypatch: pytest.MonkeyPatch, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    calls: list[Any] = []
+
+    def away() -> None:
+        raise ConnectionError("broker away")
+
+    monkeypatch.setattr(tasks, "_batcher", tasks._Batcher(send=lambda ids: calls.append(list(ids)), ready=away))
+    with caplog.at_level(logging.INFO, logger="imaging.tasks"):
+        tasks.warm_up()
+        tasks.schedule_render(51)
+        _sent_by_thread(calls)
+    assert calls == [[51]]
+    assert "could not connect to the broker ahead of the first render request" in caplog.text
+
+
+def test_the_sending_thread_is_made_ready_with_the_project_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    """_ready_to_send makes the backend and a producer's connection of the project's app."""
+    from alliance.celery import app
+
+    seen: list[str] = []
+
+    class Producer:
+        class connection:  # noqa: N801
+            @property
+            def default_channel(self) -> None:
+                seen.append("channel")
+
+        connection = connection()  # type: ignore[assignment]
+
+        def __enter__(self) -> Any:
+            return self
+
+        def __exit__(self, *exc: Any) -> None:
+            seen.append("released")
+
+    monkeypatch.setattr(type(app), "backend", property(lambda self: seen.append("backend")))
+    monkeypatch.setattr(app, "producer_or_acquire", lambda: Producer())
+    tasks._ready_to_send()
+    assert seen == ["backend", "channel", "released"]

@@ -195,7 +195,8 @@ class Command(BaseCommand):
         # and their cold catalog caches (~10 ms) on every study. A broken one is still found and
         # replaced before it is used (CONN_HEALTH_CHECKS).
         settings.DATABASES[DEFAULT_DB_ALIAS]["CONN_MAX_AGE"] = None
-        tasks.load()  # Celery's modules, imported now (before any fork) and not by the first store
+        tasks.load()  # Celery's modules, imported now and not by the first store
+        tasks.warm_up()
         _collect_less()
         accel.install(
             storage.temp_dir(),
