@@ -87,7 +87,7 @@ def write_series(
     instances = []
     events = []
     for r, key in zip(received, keys, strict=True):
-        instance, event = _instance_and_event(r, key, study, series, actor=actor, via=via, source=source)
+        instance, event = _instance_and_event(r, key, study.patient_id, series, actor=actor, via=via, source=source)
         instances.append(instance)
         events.append(event)
     statements.append(audit.insert_prepared(events))
@@ -139,16 +139,37 @@ def lock_and_find(sop_uid: str) -> int | None:
     return None if row is None else int(row[0])
 
 
+_LOCK_MANY = "SELECT count(pg_advisory_xact_lock(%s, hashtext(u))) FROM (SELECT unnest(%s::text[]) AS u ORDER BY 1) x"
+
+
 def lock_and_find_many(sop_uids: Sequence[str]) -> set[str]:
     """lock_and_find for several UIDs (PostgreSQL, inside the caller's transaction): each UID's
     lock taken in one order (no two stores deadlock), then those already stored, in one
     round trip."""
     ordered = sorted(set(sop_uids))
-    lock = "SELECT count(pg_advisory_xact_lock(%s, hashtext(u))) FROM (SELECT unnest(%s::text[]) AS u ORDER BY 1) x"
     find = f"SELECT sop_uid FROM {_table(Instance)} WHERE sop_uid = ANY(%s)"  # noqa: S608
     with connection.cursor() as cursor:
-        cursor.execute(f"{lock}; {find}", [_LOCK_NAMESPACE, ordered, ordered])
+        cursor.execute(f"{_LOCK_MANY}; {find}", [_LOCK_NAMESPACE, ordered, ordered])
         return {row[0] for row in cursor.fetchall()}
+
+
+def lock_new(received: Sequence[Received], institution: Institution) -> tuple[set[str], list[Any]]:
+    """For write_new, in one round trip (PostgreSQL, inside the caller's transaction): each SOP
+    Instance UID's lock taken as lock_and_find_many takes them, then those already stored, and
+    the patients of the files (issuer `institution`) read, or created with the values of
+    their first file in the batch. When some are stored, the caller rolls back (the patients
+    created with them go too)."""
+    ordered = sorted({r.attributes.sop_uid for r in received})
+    rows, params = _patient_rows(received)
+    stored = f"SELECT NULL, sop_uid, NULL, NULL, NULL, NULL FROM {_table(Instance)} WHERE sop_uid = ANY(%s)"  # noqa: S608
+    patients = _patients_upsert_sql().replace("{rows}", rows)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"{_LOCK_MANY}; {patients} UNION ALL {stored}",
+            [_LOCK_NAMESPACE, ordered, *params, institution.pk, institution.pk, timezone.now(), ordered],
+        )
+        found = cursor.fetchall()
+    return {row[1] for row in found if row[0] is None}, [list(row) for row in found if row[0] is not None]
 
 
 def write_careful(
@@ -190,6 +211,7 @@ def write_new(
     keys: Sequence[str],
     institution: Institution,
     *,
+    patients: list[Any],
     actor: audit.Actor,
     via: str,
     sources: Sequence[str],
@@ -198,65 +220,68 @@ def write_new(
     """write_careful(fresh=True) for several first instances of series new to the index, each
     of another study (the spool's indexer: ingest.index_spooled_new), each with where it came
     from (`sources`: a device's associations each have their own), inside the caller's
-    transaction holding their UIDs' locks (PostgreSQL): the patients read or created in one
-    statement, the studies with their series in one, the audit events and instance rows in
-    one, however many there are. A clinic's everyday is many small studies: one at a time,
-    these rows had cost four round trips and most of the indexer's time each.
-    Raises IngestError when one of the studies or series is in the index already, or a patient
-    was created by a parallel store after the statement's snapshot: the caller rolls back and
-    stores each on its own (the careful path finds out which, and why)."""
-    patients = _patients_of_new(received, institution)
+    transaction holding their UIDs' locks and the rows of their `patients` (lock_new, PostgreSQL):
+    the patients brought up to date, then the audit events, the studies, their series and the
+    instance rows in one round trip, however many there are. A clinic's everyday is many small
+    studies: one at a time, these rows had cost four round trips and most of the indexer's time
+    each.
+    Raises IngestError when a patient was created by a parallel store after lock_new's
+    snapshot, and IntegrityError when one of the studies or series is in the index already (a
+    new series is then missing for its instance row): the caller rolls back and stores each
+    on its own (the careful path finds out which, and why)."""
+    patient_pks = _patients_up_to_date(received, patients)
     now = timezone.now()
-    sql, params = _new_parents_sql(received, patients, institution, now)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        made = {series_uid: (pk, study_pk) for pk, series_uid, study_pk in cursor.fetchall()}
-    if len(made) < len(received):
-        taken = next(r.attributes for r in received if r.attributes.series_uid not in made)
-        raise uid_conflict("Study or Series Instance UID indexed meanwhile", taken.series_uid)
-    studies, serieses, instances, events = [], [], [], []
-    for r, key, patient_pk, source in zip(received, keys, patients, sources, strict=True):
+    serieses, instances, events = [], [], []
+    for r, key, patient_pk, source in zip(received, keys, patient_pks, sources, strict=True):
         a = r.attributes
-        series_pk, study_pk = made[a.series_uid]
-        study = _new_study(study_pk, a, institution, patient_pk, r.size, num_series=1)
-        series = Series(pk=series_pk, series_uid=a.series_uid, study_id=study_pk, modality=a.modality[:16])
-        instance, event = _instance_and_event(r, key, study, series, actor=actor, via=via, source=source)
-        studies.append(study)
+        series = Series(series_uid=a.series_uid, modality=a.modality[:16])  # its keys come with the rows
+        instance, event = _instance_and_event(r, key, patient_pk, series, actor=actor, via=via, source=source)
         serieses.append(series)
         instances.append(instance)
         events.append(event)
     audit_sql, audit_params = audit.insert_prepared(events)
-    instance_sql, instance_params = _insert_instances_sql(instances)
+    parents_sql, parents_params = _new_parents_sql(received, patient_pks, institution, now)
+    instance_sql, instance_params = _insert_new_instances_sql(instances)
     with connection.cursor() as cursor:
-        cursor.execute(f"{audit_sql}; {instance_sql} RETURNING id, sop_uid", [*audit_params, *instance_params])
-        ids = dict((sop_uid, pk) for pk, sop_uid in cursor.fetchall())
+        cursor.execute(
+            f"{audit_sql}; {parents_sql}, ins AS ({instance_sql} RETURNING id, sop_uid, series_id)"  # noqa: S608
+            " SELECT ins.id, ins.sop_uid, se.id, se.study_id FROM ins JOIN se ON se.id = ins.series_id",
+            [*audit_params, *parents_params, *instance_params],
+        )
+        made = {sop_uid: (pk, series_pk, study_pk) for pk, sop_uid, series_pk, study_pk in cursor.fetchall()}
+    if len(made) < len(received):  # (the statement fails first: an instance row without its series)
+        raise uid_conflict("Study or Series Instance UID indexed meanwhile", received[0].attributes.series_uid)
     results = []
-    for known_key, study, series, instance in zip(known_keys, studies, serieses, instances, strict=True):
-        instance.pk = ids[instance.sop_uid]
+    for r, patient_pk, known_key, series, instance in zip(
+        received, patient_pks, known_keys, serieses, instances, strict=True
+    ):
+        instance.pk, series.pk, study_pk = made[instance.sop_uid]
+        study = _new_study(study_pk, r.attributes, institution, patient_pk, r.size, num_series=1)
         series.study = study
-        transaction.on_commit(partial(known_parents.put, known_key, (study.patient_id, study.pk, series.pk)))
+        instance.series = series
+        transaction.on_commit(partial(known_parents.put, known_key, (patient_pk, study_pk, series.pk)))
         results.append(IngestResult(instance=instance, created=True, study=study, series=series))
     return results
 
 
-def _patients_of_new(received: Sequence[Received], institution: Institution) -> list[int]:
-    """write_new's patients, in order: each read, or created with the values of its first file
-    in the batch, in one statement; then brought up to date as _patient does, file by file."""
-    rows: list[Any] = []
+def _patient_rows(received: Sequence[Received]) -> tuple[str, list[Any]]:
+    """_patients_upsert_sql's VALUES rows (n, patient_id, name, birth date, sex) and their
+    parameters, one per file, in order."""
     params: list[Any] = []
-    now = timezone.now()
     for n, r in enumerate(received):
         a = r.attributes
-        rows.append("(%s::int, %s::text, %s::text, %s::date, %s::text)")
         params += [n, a.patient_id, a.patient_name[:324], a.patient_birth_date, a.patient_sex[:16]]
-    params += [institution.pk, institution.pk, now]
-    with connection.cursor() as cursor:
-        cursor.execute(_patients_upsert_sql().replace("{rows}", ", ".join(rows)), params)
-        found = {row[1]: list(row) for row in cursor.fetchall()}
+    return ", ".join(["(%s::int, %s::text, %s::text, %s::date, %s::text)"] * len(received)), params
+
+
+def _patients_up_to_date(received: Sequence[Received], found: list[Any]) -> list[int]:
+    """write_new's patients, in order, from lock_new's rows: brought up to date as _patient
+    does, file by file (one more statement for a patient whose demographics changed)."""
+    rows = {row[1]: row for row in found}
     pks = []
     for r in received:
         a = r.attributes
-        row = found.get(a.patient_id)
+        row = rows.get(a.patient_id)
         if row is None:  # a parallel store created the patient after the statement's snapshot
             raise uid_conflict("Patient ID created meanwhile", a.study_uid)
         pk, _, name, birth_date, sex, corrected_at = row
@@ -291,9 +316,9 @@ def _patients_upsert_sql() -> str:
 def _new_parents_sql(
     received: Sequence[Received], patients: Sequence[int], institution: Institution, now: Any
 ) -> tuple[str, list[Any]]:
-    """One statement inserting each file's study (counting it, one series and this instance)
-    and its series (counting this instance), unless the study or the series is there: the
-    (series id, Series Instance UID, study id) of those inserted."""
+    """The common table expressions inserting each file's study (counting it, one series and
+    this instance) and its series (counting this instance), unless the study or the series is
+    there: `se` holds the (id, Series Instance UID, study id) of the series inserted."""
     rows: list[str] = []
     params: list[Any] = []
     for n, (r, patient_pk) in enumerate(zip(received, patients, strict=True)):
@@ -334,7 +359,6 @@ def _new_parents_sql(
         " num_instances) SELECT i.series_uid, st.id, i.modality, i.series_number, i.series_description, i.body_part, 1"
         " FROM input i JOIN st ON st.study_uid = i.study_uid ORDER BY i.n"
         " ON CONFLICT (series_uid) DO NOTHING RETURNING id, series_uid, study_id)"
-        " SELECT id, series_uid, study_id FROM se"
     )
     return sql, [*params, institution.pk, now, now]
 
@@ -352,13 +376,13 @@ def _instance_rows(
 ) -> tuple[Instance, list[tuple[str, list[Any]]]]:
     """The instance (without its primary key) and the statements inserting its audit event
     and its row, the last one returning the row's id."""
-    instance, event = _instance_and_event(received, key, study, series, actor=actor, via=via, source=source)
+    instance, event = _instance_and_event(received, key, study.patient_id, series, actor=actor, via=via, source=source)
     instance_sql, instance_params = _insert_instances_sql([instance])
     return instance, [audit.insert_prepared([event]), (f"{instance_sql} RETURNING id", instance_params)]
 
 
 def _instance_and_event(
-    received: Received, key: str, study: Study, series: Series, *, actor: audit.Actor, via: str, source: str
+    received: Received, key: str, patient_pk: int, series: Series, *, actor: audit.Actor, via: str, source: str
 ) -> tuple[Instance, AuditEvent]:
     """The unsaved instance row and its "instance.store" audit event."""
     a = received.attributes
@@ -380,7 +404,7 @@ def _instance_and_event(
         action="instance.store",
         object_type="instance",
         object_id=a.sop_uid,
-        patient=str(study.patient_id),
+        patient=str(patient_pk),
         source=source,
         detail={
             "via": via,
@@ -550,6 +574,30 @@ def _insert_instances_sql(instances: Sequence[Instance]) -> tuple[str, list[Any]
             if f.name == "series":
                 params.append(instance.series.study_id)
     return f"{head} VALUES {', '.join([group] * len(instances))}", params
+
+
+def _insert_new_instances_sql(instances: Sequence[Instance]) -> tuple[str, list[Any]]:
+    """_insert_instances_sql for write_new: each row's series is the one of its Series
+    Instance UID that the statement's `se` inserted (NULL, and the statement fails, when it
+    inserted none)."""
+    sql, fields = _insert_new_instance_statement(connection.vendor)
+    head, _, group = sql.rpartition(" VALUES ")
+    params = []
+    for instance in instances:
+        for f in fields:
+            if f.name == "series":
+                params.append(instance.series.series_uid)
+            else:
+                params.append(f.get_db_prep_save(f.pre_save(instance, True), connection))
+    return f"{head} VALUES {', '.join([group] * len(instances))}", params
+
+
+@functools.cache
+def _insert_new_instance_statement(vendor: str) -> tuple[str, list[models.Field[Any, Any]]]:
+    fields = [f for f in Instance._meta.concrete_fields if not f.primary_key]
+    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
+    marks = ", ".join("(SELECT id FROM se WHERE series_uid = %s)" if f.name == "series" else "%s" for f in fields)
+    return f"INSERT INTO {_table(Instance)} ({columns}) VALUES ({marks})", fields  # noqa: S608
 
 
 @functools.cache

@@ -539,9 +539,15 @@ def index_spooled_new(
     placed: dict[str, str] = {}
     results: list[IngestResult] = []
     committing = False
+    studies_new = len({r.attributes.study_uid for r in received}) == len(received)
     try:
         with transaction.atomic():
-            if index.lock_and_find_many(uids):
+            if studies_new:
+                stored, patients = index.lock_new(received, institution)
+            else:
+                stored, patients = index.lock_and_find_many(uids), []
+            if stored:
+                transaction.set_rollback(True)  # (with the patients lock_new made)
                 return False  # a resend or a conflict: each on the careful path
             for r in received:
                 r.digest()
@@ -559,9 +565,16 @@ def index_spooled_new(
             placed.update((r.attributes.sop_uid, key) for r, key in zip(received, keys, strict=True))
             known_keys = [known_key for _, _, known_key, _ in entries]
             sources = [source for _, _, _, source in entries]
-            if len({r.attributes.study_uid for r in received}) == len(received):
+            if studies_new:
                 results = index.write_new(
-                    received, keys, institution, actor=actor, via=via, sources=sources, known_keys=known_keys
+                    received,
+                    keys,
+                    institution,
+                    patients=patients,
+                    actor=actor,
+                    via=via,
+                    sources=sources,
+                    known_keys=known_keys,
                 )
             else:  # two new series of one study: the second finds the study the first made
                 for r, known_key, source in zip(received, known_keys, sources, strict=True):

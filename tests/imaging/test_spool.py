@@ -319,8 +319,9 @@ def test_new_studies_indexed_together_bring_their_patients_up_to_date_as_one_by_
 
 
 def test_a_batch_of_new_studies_costs_the_same_statements_however_many_it_holds(clinic, tmp_path, owner, monkeypatch):  # type: ignore[no-untyped-def]
-    """Two new studies or eight: one statement for the patients, one for the studies and
-    their series, one for the audit events and the instances (and the locks, the commit)."""
+    """Two new studies or eight: one round trip for the locks, what is stored already and the
+    patients; one for the audit events, the studies, their series and the instances (and the
+    transaction's BEGIN and COMMIT)."""
     renders: list[list[int]] = []
     monkeypatch.setattr(ingest, "_enqueue_renders", renders.append)  # the renders' own queries aside
     counts = []
@@ -331,7 +332,7 @@ def test_a_batch_of_new_studies_costs_the_same_statements_however_many_it_holds(
             _spool_all(owner, clinic, tmp_path, datasets, prefix)
         counts.append(len(statements))
         assert Study.objects.filter(study_uid__in=[ds.StudyInstanceUID for ds in datasets]).count() == n
-    assert counts[0] == counts[1]
+    assert counts == [2, 2]
     assert sorted(len(batch) for batch in renders) == [1, 2, 8]
 
 
@@ -869,3 +870,24 @@ def test_a_batch_right_after_a_commit_is_not_preceded_by_a_health_check(monkeypa
     spool._committed_now()
     batch()
     assert checks == [1]  # committed a moment ago: not checked again
+
+
+def test_a_batch_holding_an_instance_stored_already_leaves_no_patient_behind(clinic, dicom_dir, tmp_path):  # type: ignore[no-untyped-def]
+    """The batch's patients are made in the round trip that finds what is stored already: when
+    one of its instances is (a resend), the batch is rolled back whole before anything is
+    placed, its new patients with it, and each entry goes on its own."""
+    stored, fresh = make_ct_series(1, 16, 16, patient_id="S-1")[0], make_ct_series(1, 16, 16, patient_id="N-1")[0]
+    ingest_bytes(part10_bytes(stored), institution=clinic, actor=_sender(clinic).actor, via="dimse")
+    entries = []
+    for number, ds in enumerate((fresh, stored)):
+        path = _received(tmp_path, part10_bytes(ds), f"{number}.dcm")
+        parsed = read(path, None)
+        entries.append((path, parsed, index.known_key(parsed.attributes, clinic), "10.0.0.5:4100"))
+    sender = _sender(clinic)
+
+    together = ingest.index_spooled_new(entries, institution=clinic, actor=sender.actor, via=sender.via)
+
+    assert together is False
+    assert not Patient.objects.filter(patient_id="N-1").exists()
+    assert not Instance.objects.filter(sop_uid=fresh.SOPInstanceUID).exists()
+    assert len(stored_files(dicom_dir)) == 1
