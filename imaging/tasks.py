@@ -148,6 +148,7 @@ def _ready_to_send() -> None:
     thread, its transport imported and connected on first use, ~15 ms in all): done by
     warm_up, before the first store, rather than by it."""
     celery_app.backend  # noqa: B018  # the property makes this thread's backend
+    celery_app.amqp.send_task_message  # noqa: B018  # made on first use, with its event dispatcher
     with celery_app.producer_or_acquire() as producer:
         producer.connection.default_channel  # noqa: B018  # imports the transport and connects
 

@@ -161,7 +161,14 @@ def test_the_sending_thread_is_made_ready_with_the_project_app(monkeypatch: pyte
         def __exit__(self, *exc: Any) -> None:
             seen.append("released")
 
+    class AMQP:
+        @property
+        def send_task_message(self) -> None:
+            seen.append("sender")
+
     monkeypatch.setattr(type(app), "backend", property(lambda self: seen.append("backend")))
+    fake = AMQP()
+    monkeypatch.setattr(type(app), "amqp", property(lambda self: fake))
     monkeypatch.setattr(app, "producer_or_acquire", lambda: Producer())
     tasks._ready_to_send()
-    assert seen == ["backend", "channel", "released"]
+    assert seen == ["backend", "sender", "channel", "released"]
