@@ -636,3 +636,9 @@ ROUTE_PREFETCH_LIMIT = env_int("ROUTE_PREFETCH_LIMIT", 10, minimum=0)
 # makes the stored tokens unreadable: enter them again). Empty: derived from SECRET_KEY.
 ROUTE_TOKEN_KEY = env_str("ROUTE_TOKEN_KEY", "")
 CELERY_BEAT_SCHEDULE["routing-sweep"] = {"task": "imaging.routing.tasks.sweep", "schedule": float(ROUTE_SWEEP_SECONDS)}
+
+# A beat run still waiting when the next one is due is discarded by the worker that finds it
+# (Celery's expires): a worker away for an hour (a render worker stopped, say) comes back to
+# one sweep, not sixty queued sweeps each sending the same owed work again.
+for _entry in CELERY_BEAT_SCHEDULE.values():
+    _entry["options"] = {"expires": _entry["schedule"], **dict(_entry.get("options") or {})}  # type: ignore[call-overload]

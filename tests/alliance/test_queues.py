@@ -65,3 +65,16 @@ def test_every_task_of_ours_has_a_kind() -> None:
     assert ours
     unrouted = [name for name in ours if app.amqp.router.route({}, name)["queue"].name == "celery"]
     assert unrouted == []
+
+
+def test_a_beat_run_expires_when_the_next_one_is_due() -> None:
+    """Beat sends every periodic job with `expires` set to its period: a queue whose worker was
+    away holds one run worth doing, the others are discarded as they are received."""
+    from celery.beat import ScheduleEntry
+
+    schedule = app.conf.beat_schedule
+    assert schedule
+    for name, entry in schedule.items():
+        assert entry["options"]["expires"] == entry["schedule"], name
+    owed = ScheduleEntry(name="owed-renders", app=app, **schedule["owed-renders"])
+    assert owed.options["expires"] == float(app.conf.beat_schedule["owed-renders"]["schedule"])
