@@ -241,7 +241,7 @@ def write_new(
         events.append(event)
     audit_sql, audit_params = audit.insert_prepared(events)
     parents_sql, parents_params = _new_parents_sql(received, patient_pks, institution, now)
-    instance_sql, instance_params = _insert_new_instances_sql(instances)
+    instance_sql, instance_params = _insert_instances_sql(instances, series_made_here=True)
     with connection.cursor() as cursor:
         cursor.execute(
             f"{audit_sql}; {parents_sql}, ins AS ({instance_sql} RETURNING id, sop_uid, series_id)"  # noqa: S608
@@ -558,54 +558,38 @@ def _insert_new(cursor: Any, model: type[models.Model], values: dict[str, Any], 
     return cursor.fetchone()
 
 
-def _insert_instances_sql(instances: Sequence[Instance]) -> tuple[str, list[Any]]:
+def _insert_instances_sql(instances: Sequence[Instance], *, series_made_here: bool = False) -> tuple[str, list[Any]]:
     """One INSERT of instance rows (every concrete field but the primary key, auto_now(_add)
     applied), each of whose series must still be in the study its stand-in names
     (`instance.series.study_id`): a series moved to another study since its parents were
     remembered (imaging.maintenance.series_move, perhaps in another process) makes the series
     id NULL, and the whole statement fails (IntegrityError) before anything is counted under
-    the old study."""
-    sql, fields = _insert_instance_statement(connection.vendor)
+    the old study. `series_made_here` (write_new): each row's series is instead the one of its
+    Series Instance UID that the statement's own `se` inserted (NULL, and the statement fails,
+    when it inserted none)."""
+    sql, fields = _insert_instance_statement(connection.vendor, series_made_here)
     head, _, group = sql.rpartition(" VALUES ")
     params = []
     for instance in instances:
         for f in fields:
-            params.append(f.get_db_prep_save(f.pre_save(instance, True), connection))
-            if f.name == "series":
-                params.append(instance.series.study_id)
-    return f"{head} VALUES {', '.join([group] * len(instances))}", params
-
-
-def _insert_new_instances_sql(instances: Sequence[Instance]) -> tuple[str, list[Any]]:
-    """_insert_instances_sql for write_new: each row's series is the one of its Series
-    Instance UID that the statement's `se` inserted (NULL, and the statement fails, when it
-    inserted none)."""
-    sql, fields = _insert_new_instance_statement(connection.vendor)
-    head, _, group = sql.rpartition(" VALUES ")
-    params = []
-    for instance in instances:
-        for f in fields:
-            if f.name == "series":
+            if f.name != "series":
+                params.append(f.get_db_prep_save(f.pre_save(instance, True), connection))
+            elif series_made_here:
                 params.append(instance.series.series_uid)
             else:
-                params.append(f.get_db_prep_save(f.pre_save(instance, True), connection))
+                params += [f.get_db_prep_save(f.pre_save(instance, True), connection), instance.series.study_id]
     return f"{head} VALUES {', '.join([group] * len(instances))}", params
 
 
 @functools.cache
-def _insert_new_instance_statement(vendor: str) -> tuple[str, list[models.Field[Any, Any]]]:
+def _insert_instance_statement(vendor: str, series_made_here: bool) -> tuple[str, list[models.Field[Any, Any]]]:
     fields = [f for f in Instance._meta.concrete_fields if not f.primary_key]
     columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
-    marks = ", ".join("(SELECT id FROM se WHERE series_uid = %s)" if f.name == "series" else "%s" for f in fields)
-    return f"INSERT INTO {_table(Instance)} ({columns}) VALUES ({marks})", fields  # noqa: S608
-
-
-@functools.cache
-def _insert_instance_statement(vendor: str) -> tuple[str, list[models.Field[Any, Any]]]:
-    fields = [f for f in Instance._meta.concrete_fields if not f.primary_key]
-    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
-    in_study = f"(SELECT id FROM {_table(Series)} WHERE id = %s AND study_id = %s)"  # noqa: S608
-    marks = ", ".join(in_study if f.name == "series" else "%s" for f in fields)
+    if series_made_here:
+        series = "(SELECT id FROM se WHERE series_uid = %s)"
+    else:
+        series = f"(SELECT id FROM {_table(Series)} WHERE id = %s AND study_id = %s)"  # noqa: S608
+    marks = ", ".join(series if f.name == "series" else "%s" for f in fields)
     return f"INSERT INTO {_table(Instance)} ({columns}) VALUES ({marks})", fields  # noqa: S608
 
 
