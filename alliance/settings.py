@@ -372,6 +372,9 @@ CELERY_TIMEZONE = TIME_ZONE
 # be on their way).
 RETRY_SWEEP_SECONDS = env_int("RETRY_SWEEP_SECONDS", 60, minimum=1)
 RETRY_AFTER_SECONDS = env_int("RETRY_AFTER_SECONDS", 300, minimum=0)
+# How long a render task waits, at most, for its node to stop taking in images before it
+# renders anyway (imaging/activity.py): ingest first, and thumbnails still under a steady stream.
+RENDER_DEFER_SECONDS = env_int("RENDER_DEFER_SECONDS", 60, minimum=0, maximum=3600)
 # Files in DATA_DIR/tmp untouched this long are partial receives of a process that died.
 TEMP_MAX_AGE_SECONDS = env_int("TEMP_MAX_AGE_SECONDS", 3600, minimum=60)
 # A critical result (危急值) not acknowledged by the requesting side this long is escalated to

@@ -81,7 +81,7 @@ from django.utils.translation import gettext_noop
 
 from alliance import audit
 from alliance.models import AuditEvent, Institution
-from imaging import index, storage, tasks
+from imaging import activity, index, storage, tasks
 from imaging.dicom.part10 import ParsedFile
 from imaging.models import Instance
 from imaging.received import (
@@ -194,6 +194,7 @@ def ingest_paths(
     together (a duplicate, a file needing a PS3.10 prefix, SQLite, a transaction of the
     caller's) goes one by one, as ingest_path would store it. `started`: start_on(path) of
     each path, when the caller began them (else they begin here)."""
+    activity.mark_ingest()  # rendering on this node waits for a lull (imaging/activity.py)
     paths = [Path(p) for p in paths]
     outcomes: list[IngestResult | Exception | None] = [NOT_TRIED] * len(paths)
     started = started if started is not None else [start_on(path) for path in paths]
@@ -384,6 +385,7 @@ def _ingest(
     spooling: Spooling | None = None,
     expected_sop_uid: str | None = None,
 ) -> IngestResult | None:
+    activity.mark_ingest()  # rendering on this node waits for a lull (imaging/activity.py)
     parsed: ParsedFile | None = None
     # While we read and check it, the pool makes its data durable and computes its checksum;
     # not for what may go to the spool, which syncs it on this thread (reading it takes a tenth

@@ -22,7 +22,7 @@ from django.utils.translation import gettext as _
 
 from alliance import notice_mail
 from alliance.celery import app as celery_app
-from imaging import commitment, grants, maintenance, reconcile, render, worklist
+from imaging import activity, commitment, grants, maintenance, reconcile, render, worklist
 from imaging.dicom import notify
 from imaging.models import BreakGlassReview, Instance, StorageCommitment
 
@@ -83,12 +83,23 @@ def render_instance(instance_id: int) -> bool:
     return True
 
 
-@shared_task(**_RENDER_OPTIONS)
-def render_instances(instance_ids: list[int]) -> int:
+@shared_task(bind=True, **_RENDER_OPTIONS)
+def render_instances(self: Any, instance_ids: list[int]) -> int:
     """The follow-up of a batch of newly stored instances: the worklist steps their studies
-    complete, then render_instance for each; how many are now rendered."""
+    complete, then render_instance for each; how many are now rendered.
+
+    In a worker, each instance waits first while this node is taking in images (ingest
+    first), RENDER_DEFER_SECONDS at most for the whole task; called in process (eagerly,
+    or directly) it does not wait."""
     complete_worklist_steps(instance_ids)
-    return sum(1 for pk in instance_ids if render_instance(pk))
+    in_worker = not (self.request.called_directly or self.request.is_eager)
+    budget = float(settings.RENDER_DEFER_SECONDS) if in_worker else 0.0
+    rendered = 0
+    for pk in instance_ids:
+        if budget > 0:
+            budget -= activity.wait_for_lull(budget)
+        rendered += render_instance(pk)
+    return rendered
 
 
 def complete_worklist_steps(instance_ids: list[int]) -> None:
