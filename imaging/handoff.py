@@ -15,7 +15,7 @@ connection object, whole, to one thread at a time: only one open in autocommit, 
 transaction, with no error since its last commit, and young enough for CONN_MAX_AGE; it is
 checked again as Django checks a kept connection (close_if_unusable_or_obsolete: its age,
 and with CONN_HEALTH_CHECKS a round trip before its first use), except that one given back
-less than FRESH_SECONDS ago is not sent that round trip: the thread before used it without
+less than FRESH_SECONDS ago (alliance/db_fresh.py) is not sent that round trip: the thread before used it without
 error a moment ago, and an association takes two in turn (its own thread's, then its reading
 thread's), two round trips on every association. A database restart takes longer than that;
 a connection that broke in that moment all the same fails its first statement, as any
@@ -27,30 +27,11 @@ never the main thread's (tests call the services there inside their own transact
 from __future__ import annotations
 
 import threading
-import time
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-FRESH_SECONDS = 1.0
-
-
-def used_well(wrapper: BaseDatabaseWrapper) -> None:
-    """Its connection was used without error just now (given back, or a batch committed):
-    check_unless_fresh spares it the health check for FRESH_SECONDS. Kept with the connection
-    it was said of, so a connection opened since is not spared for it."""
-    wrapper.alliance_used_well = (wrapper.connection, time.monotonic())  # type: ignore[attr-defined]
-
-
-def check_unless_fresh(wrapper: BaseDatabaseWrapper) -> None:
-    """As Django checks a kept connection before a request (close_if_unusable_or_obsolete:
-    replaced when past its age or left failed, and with CONN_HEALTH_CHECKS a round trip before
-    its first use), without the round trip when its connection was used_well less than
-    FRESH_SECONDS ago (module docstring)."""
-    wrapper.close_if_unusable_or_obsolete()
-    used, at = getattr(wrapper, "alliance_used_well", (None, 0.0))
-    if wrapper.connection is not None and used is wrapper.connection and time.monotonic() - at < FRESH_SECONDS:
-        wrapper.health_check_done = True  # type: ignore[attr-defined]
+from alliance.db_fresh import check_unless_fresh, used_well
 
 
 class Handoff:

@@ -70,9 +70,9 @@ from django.db import DEFAULT_DB_ALIAS, close_old_connections, connection, conne
 from django.db import Error as DatabaseFailure
 from django.utils.translation import gettext_noop
 
-from alliance import audit
+from alliance import audit, db_fresh
 from alliance.models import AuditEvent, Institution
-from imaging import handoff, index, ingest, storage
+from imaging import index, ingest, storage
 
 log = logging.getLogger("imaging.spool")
 
@@ -498,17 +498,17 @@ def _index_run(run: list[_Entry], health: _Health) -> None:
 
 
 def _committed_now() -> None:
-    handoff.used_well(connections[DEFAULT_DB_ALIAS])
+    db_fresh.used_well(connections[DEFAULT_DB_ALIAS])
 
 
 def _connection_checked() -> None:
     """Before a batch, the indexer's connection checked as Django checks a kept one (past its
     age or left failed, it is replaced), without the health check's round trip when it
-    committed a batch less than handoff.FRESH_SECONDS ago: the indexer's batches follow each
+    committed a batch less than db_fresh.FRESH_SECONDS ago: the indexer's batches follow each
     other within milliseconds while instances arrive, and a batch whose statement fails all
     the same goes one by one, where a failure is waited out on a fresh connection (_Health)."""
     close_old_connections()
-    handoff.check_unless_fresh(connections[DEFAULT_DB_ALIAS])
+    db_fresh.check_unless_fresh(connections[DEFAULT_DB_ALIAS])
 
 
 _INSTITUTION_SECONDS = 10.0

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from django.db import DatabaseError, connection, connections
 
-from imaging.handoff import Handoff, check_unless_fresh, used_well
+from alliance.db_fresh import check_unless_fresh, used_well
+from imaging.handoff import Handoff
 from tests.processes import until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -177,7 +178,7 @@ def test_a_connection_given_back_a_moment_ago_is_not_sent_a_health_check(monkeyp
 
 
 def test_a_connection_that_waited_longer_is_checked_and_replaced_when_it_broke(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("imaging.handoff.FRESH_SECONDS", 0.0)
+    monkeypatch.setattr("alliance.db_fresh.FRESH_SECONDS", 0.0)
     handoff = Handoff()
     first = _serve(handoff)
     checks = _round_trips(monkeypatch)
