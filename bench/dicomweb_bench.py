@@ -241,7 +241,18 @@ class Orthanc:
         session = requests.Session()
 
         def post(data: bytes) -> None:
-            session.post(self.site + "/instances", data=data, timeout=60).raise_for_status()
+            # Orthanc now and then closes a kept-alive connection as a request goes out on it,
+            # or answers 500, under four loading threads (three loads of five on one machine):
+            # storing the same instance again is harmless, so the load tries again rather than
+            # failing the whole run.
+            for attempt in range(5):
+                try:
+                    session.post(self.site + "/instances", data=data, timeout=60).raise_for_status()
+                    return
+                except (requests.ConnectionError, requests.HTTPError):
+                    if attempt == 4:
+                        raise
+                    time.sleep(0.1 * (attempt + 1))
 
         count = 0
         with ThreadPoolExecutor(threads) as pool:
