@@ -3,17 +3,22 @@ connection was used without error a moment ago.
 
 With CONN_HEALTH_CHECKS, Django sends a round trip (`SELECT 1`) before a kept connection's
 first use in each request, and the DICOM server before each association's (imaging/handoff.py).
-A connection used without error less than FRESH_SECONDS ago is used as it is instead: a
-database restart takes longer than that, and a connection that broke in that moment fails its
-first statement all the same, as any connection can between a check and its use. The moment
-is kept with the connection it was said of, so a connection opened since is checked as any.
+A connection used without error less than FRESH_SECONDS ago, with nothing come in on its
+socket since, is used as it is instead. A database restart can take less than a second, but a
+server that ends a session sends a notice and closes the socket, which makes it readable: such
+a connection is checked however fresh (one poll, no round trip). A connection that breaks
+after that look fails its first statement all the same, as any connection can between a check
+and its use. The moment is kept with the connection it was said of, so a connection opened
+since is checked as any.
 PostgreSQL only: an SQLite connection is a file opened.
 """
 
 from __future__ import annotations
 
+import select
 import time
 from collections.abc import Callable
+from typing import Any
 
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -30,12 +35,32 @@ def used_well(wrapper: BaseDatabaseWrapper) -> None:
 
 def spare_if_fresh(wrapper: BaseDatabaseWrapper) -> bool:
     """No health check before the next use when the connection was used_well less than
-    FRESH_SECONDS ago; whether it was spared."""
+    FRESH_SECONDS ago and nothing has come in on it since; whether it was spared."""
     used, at = getattr(wrapper, "alliance_used_well", (None, 0.0))
-    if wrapper.connection is not None and used is wrapper.connection and time.monotonic() - at < FRESH_SECONDS:
+    if (
+        wrapper.connection is not None
+        and used is wrapper.connection
+        and time.monotonic() - at < FRESH_SECONDS
+        and _nothing_came_in(wrapper.connection)
+    ):
         wrapper.health_check_done = True  # type: ignore[attr-defined]
         return True
     return False
+
+
+def _nothing_came_in(session: Any) -> bool:
+    """Whether an idle session's socket has nothing to read, looked at without waiting (one
+    system call, no round trip). A server that ends the session (a restart, a terminated
+    backend) sends its FATAL notice and closes the socket; either makes it readable, or
+    hung up, and the round trip is then sent. Anything else that comes in unasked (a
+    parameter's new value after a reload) only costs that round trip too."""
+    try:
+        fd = session.fileno()
+    except Exception:  # noqa: BLE001 - closed or not a socket: let the check decide
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    return not poller.poll(0)
 
 
 def check_unless_fresh(wrapper: BaseDatabaseWrapper) -> None:

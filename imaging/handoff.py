@@ -15,12 +15,11 @@ connection object, whole, to one thread at a time: only one open in autocommit, 
 transaction, with no error since its last commit, and young enough for CONN_MAX_AGE; it is
 checked again as Django checks a kept connection (close_if_unusable_or_obsolete: its age,
 and with CONN_HEALTH_CHECKS a round trip before its first use), except that one given back
-less than FRESH_SECONDS ago (alliance/db_fresh.py) is not sent that round trip: the thread before used it without
-error a moment ago, and an association takes two in turn (its own thread's, then its reading
-thread's), two round trips on every association. A database restart takes longer than that;
-a connection that broke in that moment all the same fails its first statement, as any
-connection can between a check and its use. At most `keep` wait; the others are closed as
-before. PostgreSQL only (an SQLite connection is a file opened), and
+less than FRESH_SECONDS ago, with nothing come in on it since (alliance/db_fresh.py: a
+restarted server's notice makes it checked), is not sent that round trip: the thread before
+used it without error a moment ago, and an association takes two in turn (its own thread's,
+then its reading thread's), two round trips on every association. At most `keep` wait; the
+others are closed as before. PostgreSQL only (an SQLite connection is a file opened), and
 never the main thread's (tests call the services there inside their own transactions).
 """
 

@@ -3,6 +3,7 @@ moment ago (alliance.db_fresh.FreshConnectionMiddleware), and only then."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -106,18 +107,45 @@ def test_a_connection_opened_since_the_mark_is_checked(checks: list[int]) -> Non
     assert checks == [1, 1]
 
 
+def _terminate(pid: str) -> None:
+    """The backend ended by the server, as a restart ends every session."""
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [int(pid)])
+    finally:
+        other.close()
+
+
+def test_a_connection_the_server_ended_within_the_second_is_checked_and_replaced(checks: list[int]) -> None:
+    """A restart can take less than FRESH_SECONDS: the ended session's socket has the server's
+    notice to read (or is hung up), so it is checked however fresh, and replaced."""
+    connection.ensure_connection()
+    first = _request()
+    assert _request() == first and checks == [1]  # spared
+    _terminate(first)
+    until_readable = 50
+    while until_readable and not _readable():
+        until_readable -= 1
+        time.sleep(0.01)
+    second = _request()  # no error
+    assert second != first
+    assert len(checks) == 2
+
+
+def _readable() -> bool:
+    import select
+
+    poller = select.poll()
+    poller.register(connection.connection.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
+
+
 def test_a_broken_connection_is_replaced_once_the_second_is_over(
     checks: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     connection.ensure_connection()
     first = _request()
-    with connections["default"].cursor() as cursor:
-        cursor.execute("SELECT 1")
-    other = connections.create_connection("default")
-    try:
-        with other.cursor() as cursor:
-            cursor.execute("SELECT pg_terminate_backend(%s)", [int(first)])
-    finally:
-        other.close()
+    _terminate(first)
     monkeypatch.setattr("alliance.db_fresh.FRESH_SECONDS", 0.0)
     assert _request() != first  # checked, found broken, replaced: no error
