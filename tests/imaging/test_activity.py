@@ -161,6 +161,6 @@ def test_called_in_process_it_does_not_wait(rendering: tuple[list[int], list[flo
     settings.RENDER_DEFER_SECONDS = 60
     rendered, waits = rendering
     assert tasks.render_instances([5, 6]) == 2  # called directly
-    assert tasks.render_instances.apply(args=([7],)).get() == 1  # eagerly
+    assert tasks.render_instances.apply(args=([7],)).result == 1  # eagerly
     assert rendered == [5, 6, 7]
     assert waits == []
