@@ -415,6 +415,7 @@ def index_spooled(
     """Store and index a file the spool has made durable (its indexer, and recovery after a
     crash, which reads the file again: `parsed` None): ingest_path without waiting for its
     data to sync."""
+    activity.mark_ingest()  # indexing what was received is ingest too (imaging/activity.py)
     durable: Future[None] = Future()
     durable.set_result(None)
     recovering = parsed is None
@@ -459,6 +460,7 @@ def index_spooled_series(
     already there, a parent was deleted): nothing is changed then, and the caller indexes
     them one by one (index_spooled), which sorts out each case. Each entry comes with the
     remembered-parents key _spooled computed for it."""
+    activity.mark_ingest()  # indexing what was received is ingest too (imaging/activity.py)
     known_key = entries[0][2]
     known = index.known_parents.get(known_key)
     if known is None or not _autocommit_on_postgresql():
@@ -532,6 +534,7 @@ def index_spooled_new(
     caller indexes each on its own (index_spooled), which sorts out each case and audits a
     refusal. Raises when the database failed (nothing indexed; the files of rows known absent
     deleted again, a lost COMMIT answer settled as _settle does)."""
+    activity.mark_ingest()  # indexing what was received is ingest too (imaging/activity.py)
     if not storage.places_exclusively() or not _autocommit_on_postgresql():
         return False  # object storage deletes an object only under its UID's lock: one by one
     received = [Received(parsed, path, path.stat().st_size) for path, parsed, _, _ in entries]

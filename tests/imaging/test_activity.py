@@ -128,6 +128,18 @@ def test_a_stow_request_marks_the_node(clinic: Any, actor: Any, tmp_path: Path) 
     assert activity.busy_for() > 0
 
 
+def test_indexing_what_the_spool_received_marks_the_node(clinic: Any, actor: Any, tmp_path: Path) -> None:
+    """The spool answers a C-STORE before indexing it, and its indexer can run seconds behind
+    the last instance received: rendering waits for the indexing too."""
+    from imaging import ingest
+
+    path = tmp_path / "spooled.dcm"
+    path.write_bytes(part10_bytes(make_ct_series(1, 32, 32)[0]))
+    assert activity.busy_for() == 0.0
+    ingest.index_spooled(path, None, institution=clinic, actor=actor, via="dimse", source="10.0.0.5:4100")
+    assert activity.busy_for() > 0
+
+
 @pytest.fixture
 def rendering(monkeypatch: pytest.MonkeyPatch) -> tuple[list[int], list[float]]:
     rendered: list[int] = []
