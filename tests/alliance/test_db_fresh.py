@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.test import RequestFactory
 
 from alliance.db_fresh import FreshConnectionMiddleware
+from tests.imaging.test_handoff import _round_trips
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -22,17 +23,8 @@ pytestmark = [
 
 @pytest.fixture
 def checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The health checks' round trips (is_usable), counted."""
-    counted: list[int] = []
-    wrapper_class = type(connections["default"])
-    is_usable = wrapper_class.is_usable
-
-    def counting(self: Any) -> bool:
-        counted.append(1)
-        return is_usable(self)
-
-    monkeypatch.setattr(wrapper_class, "is_usable", counting)
-    return counted
+    """The health checks' round trips (is_usable), counted as the DICOM server's tests count them."""
+    return _round_trips(monkeypatch)
 
 
 def _query(request: HttpRequest) -> HttpResponse:
