@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +30,6 @@ QUIET_AFTER = 1.0
 POLL_SECONDS = 0.25
 
 _last_mark = -MARK_EVERY  # time.monotonic() of this process's last touch
-_lock = threading.Lock()
 
 
 def mark_path() -> Path:
@@ -39,15 +37,13 @@ def mark_path() -> Path:
 
 
 def mark_ingest() -> None:
-    """Say that this node is taking in an image now (ingest calls it for every instance)."""
+    """Say that this node is taking in an image now (ingest calls it for every instance).
+    Threads racing past the throttle only touch the file twice."""
     global _last_mark
     now = time.monotonic()
     if now - _last_mark < MARK_EVERY:
         return
-    with _lock:
-        if now - _last_mark < MARK_EVERY:
-            return
-        _last_mark = now
+    _last_mark = now
     path = mark_path()
     try:
         os.utime(path)
@@ -59,16 +55,6 @@ def mark_ingest() -> None:
             log.debug("could not mark ingest at %s: %s", path, exc)
     except OSError as exc:  # a read-only or full disk: rendering then simply does not wait
         log.debug("could not mark ingest at %s: %s", path, exc)
-
-
-def _after_fork() -> None:
-    """A forked DICOM server process marks afresh: its parent's last touch is not its own."""
-    global _last_mark, _lock
-    _last_mark = -MARK_EVERY
-    _lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork)
 
 
 def busy_for() -> float:

@@ -169,6 +169,7 @@ def start_on(path: Path) -> Started:
     """Begin making a received file durable and computing its checksum on the store's pool, as
     soon as it is complete: STOW-RS does so for each part while the rest of the body arrives,
     and hands them to ingest_paths."""
+    activity.mark_ingest()  # a long upload is ingest too (imaging/activity.py)
     return Started(storage.presync(path), storage.background(sha256_of, path))
 
 
@@ -194,7 +195,6 @@ def ingest_paths(
     together (a duplicate, a file needing a PS3.10 prefix, SQLite, a transaction of the
     caller's) goes one by one, as ingest_path would store it. `started`: start_on(path) of
     each path, when the caller began them (else they begin here)."""
-    activity.mark_ingest()  # rendering on this node waits for a lull (imaging/activity.py)
     paths = [Path(p) for p in paths]
     outcomes: list[IngestResult | Exception | None] = [NOT_TRIED] * len(paths)
     started = started if started is not None else [start_on(path) for path in paths]
@@ -203,6 +203,7 @@ def ingest_paths(
     groups: dict[tuple[Any, ...], list[tuple[int, ParsedFile]]] = {}
     alone: list[tuple[int, ParsedFile]] = []
     for n, path in enumerate(paths):
+        activity.mark_ingest()  # rendering on this node waits for a lull (imaging/activity.py)
         try:
             parsed = read(path, expected_study_uid)
         except IngestError as exc:

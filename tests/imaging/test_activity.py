@@ -128,6 +128,19 @@ def test_a_stow_request_marks_the_node(clinic: Any, actor: Any, tmp_path: Path) 
     assert activity.busy_for() > 0
 
 
+def test_each_part_of_a_stow_body_marks_the_node_as_it_arrives(tmp_path: Path) -> None:
+    """STOW-RS starts each part's sync and checksum as soon as the part is complete, while the
+    rest of a long upload is still arriving (ingest.start_on): the upload is ingest too."""
+    from imaging.ingest import start_on
+
+    path = tmp_path / "part.dcm"
+    path.write_bytes(part10_bytes(make_ct_series(1, 32, 32)[0]))
+    assert activity.busy_for() == 0.0
+    started = start_on(path)
+    started.hashing.result(timeout=30)
+    assert activity.busy_for() > 0
+
+
 def test_indexing_what_the_spool_received_marks_the_node(clinic: Any, actor: Any, tmp_path: Path) -> None:
     """The spool answers a C-STORE before indexing it, and its indexer can run seconds behind
     the last instance received: rendering waits for the indexing too."""
