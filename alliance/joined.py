@@ -5,24 +5,21 @@ the statement itself takes a fifth of that. What every API request (its token) a
 association (its device) loads is written once here instead, from the models' own columns, and
 each row becomes the objects select_related would have made (from_db, the fields' converters).
 
-On PostgreSQL the statement is also prepared, once per database session: planning the
-five-table join took about 0.25 ms of the 0.35 ms its execution took (a third of a QIDO-RS
-request's own database time). The first use on a session sends PREPARE and EXECUTE in one
-round trip; a session Django opens afresh (a reconnect) prepares again. A prepared statement
-outlives a rolled-back transaction, so only something that deallocates the session's statements
-behind Django's back (a pooler in transaction mode: not supported) would make it fail.
+On PostgreSQL the statement is also prepared, once per database session (alliance.prepared):
+planning the five-table join took about 0.25 ms of the 0.35 ms its execution took (a third of a
+QIDO-RS request's own database time).
 """
 
 from __future__ import annotations
 
-import itertools
-import re
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.db import connection
 from django.db.models import Model
+
+from alliance import prepared
 
 
 class Part:
@@ -48,20 +45,6 @@ class Part:
         return self.model.from_db(connection.alias, self.attnames, converted)
 
 
-_names = itertools.count(1)
-
-
-def _prepared_on_session() -> set[str]:
-    """The names of the statements prepared on the current thread's database session (kept on
-    Django's connection wrapper with the session they were prepared on; a new session has none)."""
-    session = connection.connection
-    kept: tuple[Any, set[str]] | None = getattr(connection, "alliance_prepared", None)
-    if kept is None or kept[0] is not session:
-        kept = (session, set())
-        connection.alliance_prepared = kept  # type: ignore[attr-defined]
-    return kept[1]
-
-
 class Joined:
     """`parts()` (the first part's join clause is its FROM) joined, and `tail` after them (a
     WHERE with %s parameters, an ORDER BY, a LIMIT): written the first time it is used (the
@@ -72,7 +55,6 @@ class Joined:
         self._tail = tail
         self._written: tuple[str, list[Part]] | None = None
         self._lock = threading.Lock()
-        self.name = f"alliance_joined_{next(_names)}"  # of its prepared statement
 
     def _statement(self) -> tuple[str, list[Part]]:
         with self._lock:
@@ -83,23 +65,13 @@ class Joined:
                 self._written = (f"SELECT {columns} {joins} {self._tail}", parts)
             return self._written
 
-    def _execute_prepared(self, cursor: Any, sql: str, params: list[Any]) -> None:
-        """Run `sql` as this join's prepared statement, preparing it first on a new session."""
-        prepared = _prepared_on_session()
-        execute = f"EXECUTE {self.name}({', '.join(['%s'] * len(params))})"
-        if self.name in prepared:
-            cursor.execute(execute, params)
-            return
-        cursor.execute(f"PREPARE {self.name} AS {_numbered(sql)}; {execute}", params)
-        prepared.add(self.name)  # only once it is there (an aborted transaction refuses it)
-
     def first(self, params: Sequence[Any]) -> list[Model | None] | None:
         """The objects of the first row (one per part, None for a LEFT JOIN that found
         nothing), or None when no row matches; the caller links them to each other."""
         sql, parts = self._statement()
         with connection.cursor() as cursor:
             if connection.vendor == "postgresql":
-                self._execute_prepared(cursor, sql, list(params))
+                prepared.execute(cursor, [(sql, list(params))])
             else:
                 cursor.execute(sql, list(params))
             row = cursor.fetchone()
@@ -111,12 +83,3 @@ class Joined:
             loaded.append(part.build(row[start : start + len(part.fields)]))
             start += len(part.fields)
         return loaded
-
-
-def _numbered(sql: str) -> str:
-    """`sql` with its %s placeholders numbered as PREPARE takes them ($1, $2 ...); the statements
-    here are written from column names and have no other % in them."""
-    if "%" in sql.replace("%s", ""):
-        raise ValueError("a joined statement has a % that is not a placeholder")
-    numbers = itertools.count(1)
-    return re.sub("%s", lambda _: f"${next(numbers)}", sql)
