@@ -118,6 +118,13 @@ if DATABASE_URL:
         "django.db.backends.sqlite3",
     }:
         raise ImproperlyConfigured("DATABASE_URL must be postgres://... or sqlite:///...")
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # The statements the hot paths prepare (alliance.prepared: key look-ups and inserts)
+        # run their generic plan from the first: planning each execution is what preparing
+        # saves. Django's own queries are not prepared and are planned as before.
+        _pg_options = DATABASES["default"].setdefault("OPTIONS", {})
+        if "plan_cache_mode" not in _pg_options.get("options", ""):
+            _pg_options["options"] = f"{_pg_options.get('options', '')} -c plan_cache_mode=force_generic_plan".strip()
 else:
     DATABASES = {
         "default": {

@@ -2,8 +2,9 @@
 
 It forwards the PostgreSQL protocol both ways (PS: the frontend/backend protocol, each
 message a type byte and a length). On the `cut_at`-th client message containing `marker`
-(counted over every connection), it keeps forwarding the client's messages but holds the
-server's answers back until the server reports, in ReadyForQuery, whether a transaction
+(counted over every connection; a message that EXECUTEs a statement whose PREPARE held the
+marker counts too: alliance.prepared sends a text once per session), it keeps forwarding the
+client's messages but holds the server's answers back until the server reports, in ReadyForQuery, whether a transaction
 is still open: while one is ('T', 'E') the answers go through, so the client goes on to
 send its COMMIT; once none is ('I': the transaction committed, or a statement in
 autocommit did), the answer is dropped and both sockets are closed. The server has
@@ -16,6 +17,7 @@ every byte it forwards can be read.
 
 from __future__ import annotations
 
+import re
 import socket
 import struct
 import threading
@@ -23,6 +25,7 @@ from collections.abc import Callable
 
 _SSL_REQUEST = 80877103
 _GSSENC_REQUEST = 80877104
+_PREPARE = re.compile(rb"PREPARE (\w+) AS ([^;]*)")  # the statements prepared have no ';' of their own
 
 
 class PgProxy:
@@ -31,6 +34,7 @@ class PgProxy:
         self.marker = marker
         self.cut_at = cut_at
         self.seen = 0  # client messages that contained the marker
+        self._executes: set[bytes] = set()  # EXECUTE of a statement prepared with the marker
         self.cut = threading.Event()  # set once an answer was swallowed
         self.refusing = False
         self._lock = threading.Lock()
@@ -69,9 +73,12 @@ class PgProxy:
 
     def _matches(self, message: bytes) -> bool:
         """Whether this client message is the one whose commit's answer is lost."""
-        if self.marker not in message:
-            return False
         with self._lock:
+            for name, text in _PREPARE.findall(message):
+                if self.marker in text:
+                    self._executes.add(b"EXECUTE " + name + b"(")
+            if self.marker not in message and not any(execute in message for execute in self._executes):
+                return False
             self.seen += 1
             return self.seen == self.cut_at
 

@@ -336,6 +336,28 @@ def test_a_batch_of_new_studies_costs_the_same_statements_however_many_it_holds(
     assert sorted(len(batch) for batch in renders) == [1, 2, 8]
 
 
+def test_a_batch_of_new_studies_runs_as_statements_the_indexer_s_session_prepared(clinic, tmp_path, owner, monkeypatch):  # type: ignore[no-untyped-def]
+    """Parsing and planning a batch's statements cost PostgreSQL more than running them: the first
+    batch of a size prepares them as it sends them, a later one only executes them; a batch
+    larger than PREPARED_ROWS is sent as text (each size's plan would stay in the session)."""
+    monkeypatch.setattr(index, "PREPARED_ROWS", 2)
+    monkeypatch.setattr(ingest, "_enqueue_renders", lambda pks: None)  # the renders' own queries aside
+    _spool_all(owner, clinic, tmp_path, make_ct_series(1, 16, 16, patient_id="first"), "first")  # the sender read
+    sent = {}
+    for prefix, n in (("a", 2), ("b", 2), ("c", 3)):
+        datasets = [make_ct_series(1, 16, 16, patient_id=f"{prefix}-{i}")[0] for i in range(n)]
+        with _indexer_statements() as statements:
+            _spool_all(owner, clinic, tmp_path, datasets, prefix)
+        sent[prefix] = statements
+        assert Study.objects.filter(study_uid__in=[ds.StudyInstanceUID for ds in datasets]).count() == n
+        assert Patient.objects.filter(issuer=clinic, patient_id__startswith=f"{prefix}-").count() == n
+    assert len(sent["a"]) == len(sent["b"]) == len(sent["c"]) == 2
+    assert all("PREPARE " in sql for sql in sent["a"])
+    assert all(sql.startswith("EXECUTE ") and "PREPARE" not in sql and "INSERT" not in sql for sql in sent["b"])
+    assert not any("PREPARE" in sql for sql in sent["c"])
+    assert any('INSERT INTO "imaging_instance"' in sql for sql in sent["c"])
+
+
 def test_a_further_instance_spooled_behind_a_first_an_earlier_batch_indexed_does_not_hold_back_new_studies(
     clinic, tmp_path, owner, monkeypatch
 ):  # type: ignore[no-untyped-def]
