@@ -8,10 +8,10 @@ Checks BASE_REV (and REV, else this checkout) out into temporary git worktrees a
 both servers alternately (base, this, base, ...) on the same machine, each on a fresh copy of one migrated
 PostgreSQL database, storing the same generated CT study (or, with --small-studies N, N
 studies of --per-study K instances each, every one its own patient) with storescu. Prints each run's
-instances per second and server CPU per instance (with --with-worker, beside the Celery
-workers `make run` starts, and how much they had rendered; see bench/dimse_store.py). Small
-studies on 4 associations keep each study whole on one. Single runs on this machine kind swing by
-a third; only interleaved pairs compare a change fairly. Needs what bench/dimse_store.py
+instances per second, server CPU per instance and PostgreSQL's (all its processes), and with
+--with-worker (beside the Celery workers `make run` starts) how much they had rendered (see
+bench/dimse_store.py). Small studies on 4 associations keep each study whole on one. Single
+runs on this machine swing by a third; only interleaved pairs compare a change fairly. Needs what bench/dimse_store.py
 needs (PostgreSQL on 127.0.0.1:5432 with trust, dcmtk); binds loopback ports only.
 """
 
@@ -98,12 +98,15 @@ def main() -> None:
         for pair in range(args.pairs):
             line = []
             for name, server in servers.items():
-                seconds, cpu = dimse_store.measure_store(
+                seconds, cpu, database = dimse_store.measure_store(
                     f"{name}{pair}", server.running, dimse_store.OUR_AE, folders, processes, send
                 )
                 if server.count() != instances:
                     raise RuntimeError(f"{name}: the index holds {server.count()} instances, not {instances}")
-                line.append(f"{name} {instances / seconds:.0f}/s ({cpu / instances * 1000:.1f} ms CPU)")
+                line.append(
+                    f"{name} {instances / seconds:.0f}/s ({cpu / instances * 1000:.1f} ms CPU,"
+                    f" PostgreSQL {database / instances * 1000:.2f})"
+                )
             print(f"pair {pair + 1}: " + "   ".join(line), flush=True)
             for name, server in servers.items():
                 for note in server.notes:

@@ -66,6 +66,22 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def postgres_cpu_seconds() -> float:
+    """User + system CPU of every PostgreSQL process on the machine (its backends, WAL writer,
+    checkpointer): what a store costs the database, when nothing else uses it meanwhile."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            name, rest = stat.read_text().split(" (", 1)[1].rsplit(")", 1)
+        except (OSError, ValueError):
+            continue
+        if name == "postgres":
+            fields = rest.split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def stop(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
@@ -582,15 +598,15 @@ class Row:
 
 def measure_store(
     label: str, start: Callable, called_ae: str, folders: list[Path], processes: int, send: Callable = storescu
-) -> tuple[float, float]:
-    """(wall seconds, server CPU seconds) to store every folder (`send`: storescu, all at once,
-    or storescu_each)."""
+) -> tuple[float, float, float]:
+    """(wall seconds, server CPU seconds, PostgreSQL CPU seconds) to store every folder (`send`:
+    storescu, all at once, or storescu_each)."""
     if _trash is not None:
         _trash.empty_if_full()
     with start(label, processes) as (port, pid):
-        cpu = cpu_seconds(pid)
+        cpu, database = cpu_seconds(pid), postgres_cpu_seconds()
         seconds = send(port, called_ae, folders)
-        return seconds, cpu_seconds(pid) - cpu
+        return seconds, cpu_seconds(pid) - cpu, postgres_cpu_seconds() - database
 
 
 def main() -> None:
@@ -667,7 +683,7 @@ def main() -> None:
                 workload = {"small": "small", "small4": "small", "each": "each"}.get(label, "ct")
                 instances, data_size = workloads[workload]
                 send = storescu_each if label == "each" else storescu
-                seconds, cpu = measure_store(label, server.running, called, folders, processes, send)
+                seconds, cpu, _ = measure_store(label, server.running, called, folders, processes, send)
                 key = f"{server.name}/{label}"
                 row = rows.setdefault(
                     key, Row(server.name, workload, len(folders), processes, instances, data_size, [])
