@@ -126,7 +126,7 @@ def parents_absent(a: Attributes) -> bool:
         f" OR EXISTS (SELECT 1 FROM {_table(Series)} WHERE series_uid = %s)"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [a.study_uid, a.series_uid])
+        prepared.execute(cursor, [(sql, [a.study_uid, a.series_uid])])
         row = cursor.fetchone()
     return not row[0]
 
