@@ -66,7 +66,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, close_old_connections, connection, connections
+from django.db import DEFAULT_DB_ALIAS, DataError, IntegrityError, close_old_connections, connection, connections
 from django.db import Error as DatabaseFailure
 from django.utils.translation import gettext_noop
 
@@ -530,7 +530,9 @@ def _institution(pk: int) -> Institution:
 def _index_until_done(entry: _Entry, health: _Health) -> None:
     """Index one spooled file. A refusal, or an error that trying again cannot mend, moves it
     aside (DATA_DIR/refused); the database (a lost connection included) or the store failing
-    is waited out (health.failed): the file is durable and was answered."""
+    is waited out (health.failed): the file is durable and was answered. The database refusing
+    the file's own values (_its_own_values) twice, the second time on a fresh connection, is
+    no failure to wait out: it would hold every instance behind it for good."""
     attempt = 0
     while True:
         failure: Exception
@@ -549,11 +551,14 @@ def _index_until_done(entry: _Entry, health: _Health) -> None:
             _set_aside(entry, f"institution {entry.sender.institution_id} no longer exists")
             break
         except ingest.IngestError as exc:
-            if exc.code not in _RETRIED_CODES:
+            if exc.code not in _RETRIED_CODES or (attempt and _its_own_values(exc.__cause__)):
                 _set_aside(entry, exc, audited=True)  # index_spooled audited the refusal
                 break
             failure = exc
         except (DatabaseFailure, OSError) as exc:  # a lost connection is an InterfaceError, no DatabaseError
+            if attempt and _its_own_values(exc):
+                _set_aside(entry, exc)
+                break
             failure = exc
         except Exception as exc:
             log.exception("indexing the spooled %s failed", entry.path.name)
@@ -565,6 +570,13 @@ def _index_until_done(entry: _Entry, health: _Health) -> None:
         attempt += 1
         health.failed(f"the spooled {entry.path.name}", failure, attempt)
     health.recovered()
+
+
+def _its_own_values(exc: BaseException | None) -> bool:
+    """Whether the database refused a file's values rather than failed: a data exception (a
+    value out of its column's range, PostgreSQL's class 22) or a constraint it breaks (class
+    23). Ingest checks the values it takes from a file first; this is what is left, a defect."""
+    return isinstance(exc, DataError | IntegrityError)
 
 
 def _set_aside(entry: _Entry, exc: Exception | str, *, audited: bool = False) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
-from django.db import InterfaceError, OperationalError
+from django.db import DataError, InterfaceError, OperationalError
 from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 from pydicom import dcmread
@@ -29,7 +29,7 @@ from alliance.models import AuditEvent
 from imaging import index, ingest, spool, storage
 from imaging.ingest import Spooling, ingest_bytes, receive_path
 from imaging.models import Instance, Patient, Series, Study
-from imaging.received import read
+from imaging.received import index_failed, read
 from tests.imaging.dicomgen import make_ct_series, part10_bytes
 from tests.imaging.stored import stored_files
 
@@ -629,6 +629,52 @@ def test_the_database_failing_is_waited_out_not_taken_for_a_refusal(clinic, tmp_
     assert failures == []
     assert Instance.objects.count() == 2
     assert not spool.refused_dir().exists()
+
+
+def test_an_entry_whose_values_the_database_refuses_on_a_fresh_connection_too_is_set_aside_not_waited_for(
+    clinic, tmp_path, owner, monkeypatch
+):  # type: ignore[no-untyped-def]
+    """A file whose own values break a rule of the index (a defect: ingest checks them first)
+    fails the same way every time: waiting it out would hold every instance behind it, and the
+    spool would refuse new ones, for good. Tried again on a fresh connection, then set aside,
+    audited; the instances behind it are indexed."""
+    sent = _known_series(clinic, 3)
+    monkeypatch.setattr(spool, "_RETRY_SECONDS", 3600.0)  # a stall would hang the test
+    poison = dcmread(BytesIO(sent[1]), stop_before_pixels=True).SOPInstanceUID
+    real = ingest._store
+    tries: list[str] = []
+
+    def refusing(received, **kwargs):  # type: ignore[no-untyped-def]
+        if received.attributes.sop_uid == poison:
+            tries.append(poison)
+            try:
+                raise DataError("value too long for type character varying(64)")
+            except DataError as exc:
+                raise index_failed(exc) from exc
+        return real(received, **kwargs)
+
+    monkeypatch.setattr(ingest, "index_spooled_series", lambda *a, **k: None)  # each on its own
+    monkeypatch.setattr(ingest, "_store", refusing)
+    association = owner.association(_sender(clinic))
+    for i, data in enumerate(sent[1:]):
+        answer = receive_path(
+            _received(tmp_path, data, f"p{i}.dcm"),
+            institution=clinic,
+            actor=_sender(clinic).actor,
+            via="dimse",
+            source="x",
+            spooling=Spooling(owner, association),
+        )
+        assert answer is None  # answered from the spool
+    assert owner.wait_for(association)
+
+    assert tries == [poison, poison]
+    assert not owner.stalled
+    assert [p.read_bytes() for p in spool.refused_dir().iterdir()] == [sent[1]]
+    assert Instance.objects.count() == 2  # the first and the one behind the refused file
+    assert not Instance.objects.filter(sop_uid=poison).exists()
+    refusals = AuditEvent.objects.filter(action="instance.store", outcome=AuditEvent.Outcome.FAILURE)
+    assert {event.object_id for event in refusals} == {poison}
 
 
 def test_an_entry_whose_institution_has_gone_is_set_aside(clinic, tmp_path, owner, monkeypatch):  # type: ignore[no-untyped-def]
