@@ -12,6 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from alliance.joined import Joined, Part
 from alliance.models import Alliance, Institution
 from tests import factories
+from tests.alliance.test_prepared import _session_statements
 
 pytestmark = pytest.mark.skipif(connection.vendor != "postgresql", reason="PREPARE is PostgreSQL's")
 
@@ -33,12 +34,6 @@ def _loaded(joined: Joined, name: str) -> tuple[Any, ...]:
     assert len(captured.captured_queries) == 1, "one round trip, prepared or not"
     sql = captured.captured_queries[0]["sql"]
     return (loaded, sql)
-
-
-def _session_statements() -> set[str]:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT name FROM pg_prepared_statements")
-        return {row[0] for row in cursor.fetchall()}
 
 
 @pytest.mark.django_db

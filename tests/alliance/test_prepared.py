@@ -107,12 +107,11 @@ def test_a_statement_whose_first_execution_fails_after_its_prepare_still_runs_la
 
 @pytest.mark.django_db
 def test_past_the_limit_a_new_text_is_only_executed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(prepared, "_names", {})
-    monkeypatch.setattr(prepared, "MAX_TEXTS", 1)
-    _run((DIVIDE, [4, "a"]))
-    rows, sql = _run((COUNT, [["x"]]))
+    _run((DIVIDE, [4, "a"]))  # named before the limit
+    monkeypatch.setattr(prepared, "MAX_TEXTS", len(prepared._names))
+    rows, sql = _run((f"{COUNT} /* past the limit */", [["x"]]))
     assert rows == [(1,)]
-    assert sql == "SELECT count(*) FROM unnest(ARRAY['x']::text[])"
+    assert sql == "SELECT count(*) FROM unnest(ARRAY['x']::text[]) /* past the limit */"
     assert _run((DIVIDE, [4, "a"]))[1].startswith("EXECUTE ")
 
 

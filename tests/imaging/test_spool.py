@@ -590,10 +590,10 @@ def test_a_spool_folder_is_locked_by_its_process(owner) -> None:  # type: ignore
         os.close(fd)
 
 
-def _receive(owner, clinic, tmp_path, data: bytes, association):  # type: ignore[no-untyped-def]
+def _receive(owner, clinic, tmp_path, data: bytes, association, name: str = "rx.dcm"):  # type: ignore[no-untyped-def]
     """receive_path as the DIMSE server calls it, on `association` of the spool `owner`."""
     return receive_path(
-        _received(tmp_path, data, "rx.dcm"),
+        _received(tmp_path, data, name),
         institution=clinic,
         actor=_sender(clinic).actor,
         via="dimse",
@@ -657,15 +657,7 @@ def test_an_entry_whose_values_the_database_refuses_on_a_fresh_connection_too_is
     monkeypatch.setattr(ingest, "_store", refusing)
     association = owner.association(_sender(clinic))
     for i, data in enumerate(sent[1:]):
-        answer = receive_path(
-            _received(tmp_path, data, f"p{i}.dcm"),
-            institution=clinic,
-            actor=_sender(clinic).actor,
-            via="dimse",
-            source="x",
-            spooling=Spooling(owner, association),
-        )
-        assert answer is None  # answered from the spool
+        assert _receive(owner, clinic, tmp_path, data, association, name=f"p{i}.dcm") is None  # from the spool
     assert owner.wait_for(association)
 
     assert tries == [poison, poison]
