@@ -11,8 +11,12 @@ A PREPARE that ran stays even when what follows it in its round trip fails (a un
 violation a parallel store causes, a cancel), and one refused in an aborted transaction is not
 there: after a failed round trip that prepared something, which of them are there is not known,
 so the session's statements are prepared afresh under new names (the others are freed with the
-session). Only something that deallocates a session's statements behind Django's back (a pooler
-in transaction mode) would break this: it is not supported.
+session). So are they when PostgreSQL says a statement is not what this module thinks: absent
+(deallocated behind Django's back, as a pooler in transaction mode would: not supported, but
+not fatal to the session either), there already, or its cached plan made for columns of another
+type (a migration altered a table a running process reads). Other failures of a statement
+prepared before (a unique violation of a resent instance) leave the session's statements as they
+are: they are still there and good.
 
 Each runs its generic plan from its first execution (plan_cache_mode, which settings set on
 every PostgreSQL session; Django's own queries are not prepared, so it does not touch them):
@@ -37,6 +41,9 @@ from typing import Any
 from django.db import connection
 
 MAX_TEXTS = 1024
+# SQLSTATEs saying a prepared statement is not what the session's record says: no such
+# statement, one of that name already there, a cached plan whose result type changed
+_STALE = frozenset({"26000", "42P05", "0A000"})
 
 _names: dict[str, str] = {}
 _lock = threading.Lock()
@@ -97,8 +104,9 @@ def execute(cursor: Any, statements: Sequence[tuple[str, Sequence[Any]]], *, pre
         values += params
     try:
         cursor.execute("; ".join(texts), values)
-    except BaseException:
-        if preparing:  # which of them are there is not known (see the module's note)
+    except BaseException as exc:
+        # which of them are there, or what they are, is not known (see the module's note)
+        if preparing or getattr(exc.__cause__, "pgcode", None) in _STALE:
             state.generation += 1
             state.prepared.clear()
         raise

@@ -105,6 +105,33 @@ def test_a_statement_whose_first_execution_fails_after_its_prepare_still_runs_la
     assert _run((DIVIDE, [5, "a"]))[1].startswith("EXECUTE ")
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_statement_deallocated_behind_the_session_s_back_fails_once_then_is_prepared_again() -> None:
+    """The session's record says prepared, PostgreSQL says no such statement (a pooler in
+    transaction mode would do this): that request fails, the next ones do not."""
+    rows, first = _run((DIVIDE, [4, "a"]))
+    name = first.split()[1]
+    with connection.cursor() as cursor:
+        cursor.execute(f"DEALLOCATE {name}")
+    with pytest.raises(DatabaseError), connection.cursor() as cursor:
+        prepared.execute(cursor, [(DIVIDE, [4, "a"])])
+    rows, sql = _run((DIVIDE, [4, "a"]))
+    assert rows == [(25, "a")]
+    assert sql.startswith("PREPARE ") and sql.split()[1] != name
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_prepared_statement_failing_on_its_values_keeps_the_session_s_statements() -> None:
+    """A failure of the values (here a division by zero; a resent instance's unique violation on
+    the index's path) says nothing about the statements: they are executed again, not prepared."""
+    _run((DIVIDE, [4, "a"]))
+    with pytest.raises(DatabaseError), connection.cursor() as cursor:
+        prepared.execute(cursor, [(DIVIDE, [0, "a"])])
+    rows, sql = _run((DIVIDE, [5, "a"]))
+    assert rows == [(20, "a")]
+    assert sql.startswith("EXECUTE ")
+
+
 @pytest.mark.django_db
 def test_past_the_limit_a_new_text_is_only_executed(monkeypatch: pytest.MonkeyPatch) -> None:
     _run((DIVIDE, [4, "a"]))  # named before the limit
