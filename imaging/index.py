@@ -46,8 +46,8 @@ _LOCK_NAMESPACE = 3_000_003  # pg_advisory_xact_lock(namespace, hashtext(SOP Ins
 
 # A batch's statements are written for its number of rows, and each size's plan kept by a session
 # costs it memory (about 12 kB a row for each of the four such texts): up to this many rows they
-# are prepared (alliance.prepared), larger batches only executed. Preparing saved about a fifth of
-# PostgreSQL's time per new study in batches of four.
+# are prepared (alliance.prepared), larger batches only executed. Preparing cut PostgreSQL's CPU
+# per new study in batches of four from 0.64 to 0.37 ms (bench/index_cost.py, bench/RESULTS.md).
 PREPARED_ROWS = 16
 
 

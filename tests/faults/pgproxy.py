@@ -4,12 +4,12 @@ It forwards the PostgreSQL protocol both ways (PS: the frontend/backend protocol
 message a type byte and a length). On the `cut_at`-th client message containing `marker`
 (counted over every connection; a message that EXECUTEs a statement whose PREPARE held the
 marker counts too: alliance.prepared sends a text once per session), it keeps forwarding the
-client's messages but holds the server's answers back until the server reports, in ReadyForQuery, whether a transaction
-is still open: while one is ('T', 'E') the answers go through, so the client goes on to
-send its COMMIT; once none is ('I': the transaction committed, or a statement in
-autocommit did), the answer is dropped and both sockets are closed. The server has
-committed; the client never hears. With `refusing` set, new connections are closed at
-once (a database that does not answer at all).
+client's messages but holds the server's answers back until the server reports, in
+ReadyForQuery, whether a transaction is still open: while one is ('T', 'E') the answers go
+through, so the client goes on to send its COMMIT; once none is ('I': the transaction
+committed, or a statement in autocommit did), the answer is dropped and both sockets are
+closed. The server has committed; the client never hears. With `refusing` set, new
+connections are closed at once (a database that does not answer at all).
 
 SSL is refused by the proxy itself (it answers 'N' to an SSLRequest or a GSSENCRequest), so
 every byte it forwards can be read.
