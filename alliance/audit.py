@@ -24,6 +24,7 @@ from django.db import connection, models, transaction
 from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
+from alliance import prepared
 from alliance.models import AuditEvent, DeniedReadTally
 
 if TYPE_CHECKING:
@@ -175,9 +176,9 @@ def record_read(*, actor: Actor, action: str, **fields: Unpack[EventFields]) -> 
     if connection.vendor != "postgresql" or connection.in_atomic_block or not connection.get_autocommit():
         record(actor=actor, action=action, **fields)
         return
-    sql, params = insert_prepared([build(actor=actor, action=action, **fields)])
+    statement = insert_prepared([build(actor=actor, action=action, **fields)])
     with connection.cursor() as cursor:  # one simple query: one implicit transaction
-        cursor.execute(f"SET LOCAL synchronous_commit TO OFF; {sql}", params)
+        prepared.execute(cursor, [statement], first="SET LOCAL synchronous_commit TO OFF")
 
 
 def insert_prepared(events: Sequence[AuditEvent]) -> tuple[str, list[Any]]:

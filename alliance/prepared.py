@@ -35,7 +35,8 @@ from __future__ import annotations
 import itertools
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from django.db import connection
@@ -81,16 +82,51 @@ def _name(sql: str) -> str | None:
     return name
 
 
-def execute(cursor: Any, statements: Sequence[tuple[str, Sequence[Any]]], *, prepare: bool = True) -> None:
+def execute(
+    cursor: Any, statements: Sequence[tuple[str, Sequence[Any]]], *, prepare: bool = True, first: str = ""
+) -> None:
     """Run each (sql, params) in order in one round trip (PostgreSQL, on `cursor`, which is
     connected), each as this session's prepared statement; the last one's rows are left on the
     cursor, as one execute of the statements joined by semicolons would leave them. `prepare`
     False: only executed (a caller whose texts grow with their rows keeps the large ones out of
-    every session's memory)."""
+    every session's memory). `first`: a statement without parameters sent as it is ahead of
+    them (a SET LOCAL, which PREPARE does not take)."""
     state = _session()
+    text, values, preparing_ = _compose(state, statements, prepare)
+    if first:
+        text = f"{first}; {text}"
+    _run(state, preparing_, lambda: cursor.execute(text, values))
+
+
+@contextmanager
+def preparing() -> Iterator[None]:
+    """Within the block, each query the ORM sends on this thread's connection (PostgreSQL) goes
+    as a prepared statement of its text, as `execute` sends one: for a query a hot path repeats
+    with other values, whose plan does not depend on them (a look-up by identifier), and whose
+    text is not made from input (Django writes LIMIT and OFFSET into it: keep paging out). A
+    text with a % that is not a placeholder is sent as it is. Elsewhere the block changes nothing."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+
+    def send(execute: Any, sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
+        if many or "%" in sql.replace("%s", ""):
+            return execute(sql, params, many, context)
+        state = _session()
+        text, values, preparing_ = _compose(state, [(sql, list(params or ()))], True)
+        return _run(state, preparing_, lambda: execute(text, values, many, context))
+
+    with connection.execute_wrapper(send):
+        yield
+
+
+def _compose(
+    state: _Session, statements: Sequence[tuple[str, Sequence[Any]]], prepare: bool
+) -> tuple[str, list[Any], list[str]]:
+    """The round trip's text and values, and the names it prepares."""
     texts: list[str] = []
     values: list[Any] = []
-    preparing: list[str] = []
+    preparing_: list[str] = []
     for sql, params in statements:
         name = _name(sql) if prepare else None
         if name is None:
@@ -99,18 +135,23 @@ def execute(cursor: Any, statements: Sequence[tuple[str, Sequence[Any]]], *, pre
             name = f"{name}_{state.generation}"
             if name not in state.prepared:
                 texts.append(f"PREPARE {name} AS {numbered(sql)}")
-                preparing.append(name)
+                preparing_.append(name)
             texts.append(f"EXECUTE {name}({', '.join(['%s'] * len(params))})" if params else f"EXECUTE {name}")
         values += params
+    return "; ".join(texts), values, preparing_
+
+
+def _run(state: _Session, preparing_: list[str], send: Callable[[], Any]) -> Any:
     try:
-        cursor.execute("; ".join(texts), values)
+        result = send()
     except BaseException as exc:
         # which of them are there, or what they are, is not known (see the module's note)
-        if preparing or getattr(exc.__cause__, "pgcode", None) in _STALE:
+        if preparing_ or getattr(exc.__cause__, "pgcode", None) in _STALE:
             state.generation += 1
             state.prepared.clear()
         raise
-    state.prepared.update(preparing)
+    state.prepared.update(preparing_)
+    return result
 
 
 def numbered(sql: str) -> str:

@@ -86,6 +86,18 @@ def desk_clock_real(monkeypatch):  # type: ignore[no-untyped-def]
     monkeypatch.setattr(signals, "_now", timezone.now)
 
 
+@pytest.fixture
+def unprepared(db):  # type: ignore[no-untyped-def]
+    """This session's prepared statements dropped (alliance.prepared): tests share one database
+    session, so a test that watches a text being prepared starts where no earlier one did."""
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("DEALLOCATE ALL")
+        connection.alliance_prepared = None
+
+
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):  # type: ignore[no-untyped-def]
     """Argon2 is slow on purpose; tests that check the production hasher set it back."""

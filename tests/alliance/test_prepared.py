@@ -149,3 +149,36 @@ def test_placeholders_are_numbered_and_a_stray_percent_is_refused() -> None:
     )
     with pytest.raises(ValueError, match="placeholder"):
         prepared.numbered("SELECT 1 FROM t WHERE a LIKE 'x%' AND b = %s")
+
+
+@pytest.mark.django_db
+def test_within_preparing_the_orm_s_queries_are_prepared_and_outside_they_are_not() -> None:
+    from django.contrib.auth.models import Group
+
+    Group.objects.create(name="青山")
+    lookup = Group.objects.filter(name="青山").values_list("name", flat=True)
+    with CaptureQueriesContext(connection) as captured:
+        with prepared.preparing():
+            assert list(lookup) == ["青山"]
+            assert list(Group.objects.filter(name="城区").values_list("name", flat=True)) == []
+            percent = Group.objects.extra(where=["name NOT LIKE '%%城'"]).filter(name="青山")  # noqa: S610
+            assert list(percent.values_list("name", flat=True)) == ["青山"]
+        assert list(lookup.all()) == ["青山"]
+    first, again, percent, outside = (q["sql"] for q in captured.captured_queries)
+    name = first.split()[1]
+    assert first.startswith(f"PREPARE {name} AS SELECT ") and "= $1" in first and f"; EXECUTE {name}(" in first
+    assert again.startswith(f"EXECUTE {name}(")
+    assert percent.startswith("SELECT "), "a text with a % of its own is sent as it is"
+    assert outside.startswith("SELECT ")
+
+
+@pytest.mark.django_db
+def test_a_first_statement_goes_as_text_ahead_of_the_prepared_ones() -> None:
+    first = "SET LOCAL synchronous_commit TO OFF"
+    with CaptureQueriesContext(connection) as captured, transaction.atomic(), connection.cursor() as cursor:
+        prepared.execute(cursor, [(f"{DIVIDE} /* first */", [4, "a"])], first=first)
+        assert cursor.fetchall() == [(25, "a")]
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone() == ("off",)
+    [sent] = [q["sql"] for q in captured.captured_queries if "PREPARE" in q["sql"]]
+    assert sent.startswith(f"{first}; PREPARE ")
