@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from typing import Any
 
@@ -22,7 +22,7 @@ from django.db import Error as DatabaseFailure
 from django.db import connection, transaction
 from django.db.models import QuerySet
 
-from alliance import access, audit
+from alliance import access, audit, prepared
 from alliance.access import Principal
 from alliance.models import AuditEvent, Device, Institution
 from imaging import access as imaging_access
@@ -35,7 +35,7 @@ from imaging.dicom.status import MPPS_MAY_NO_LONGER_BE_UPDATED, DimseFailure, St
 from imaging.handoff import Handoff
 from imaging.ingest import IngestError, Spooling, ingest_bytes, receive_path
 from imaging.models import Instance, Study
-from imaging.query import InvalidCriterion, Level, find, identifier
+from imaging.query import InvalidCriterion, Level, by_identifiers, find, identifier
 
 log = logging.getLogger("imaging.dicom")
 
@@ -239,7 +239,8 @@ class DjangoServices:
         spool.drain()  # what this process answered is found
         level = Level(query.level)
         try:
-            rows = list(find(level, query.criteria, _visible(device)))
+            with prepared.preparing() if by_identifiers(query.criteria) else nullcontext():  # as QIDO-RS's
+                rows = list(find(level, query.criteria, _visible(device)))
         except InvalidCriterion as exc:
             raise DimseFailure(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc)) from None
         detail = {"level": level.value, "keys": _audited_keys(query), "matches": len(rows)}

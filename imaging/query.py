@@ -127,6 +127,10 @@ KEYS: dict[str, Key] = {
     ]
 }
 
+# Keys whose single value selects a few rows through a unique or selective index: a query that
+# matches only these is planned alike whatever the values (QIDO-RS prepares it, alliance.prepared).
+IDENTIFIERS = frozenset({"PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "AccessionNumber"})
+
 # Keys that carry the request itself, never matched nor reported as unsupported.
 CONTROL_KEYS = frozenset({"QueryRetrieveLevel", "SpecificCharacterSet", "TimezoneOffsetFromUTC"})
 
@@ -136,6 +140,15 @@ def unsupported_keys(level: Level, keywords: Iterable[str]) -> list[str]:
     return [
         kw for kw in keywords if kw not in CONTROL_KEYS and not (kw in KEYS and KEYS[kw].supported_at(Level(level)))
     ]
+
+
+def by_identifiers(criteria: dict[str, str]) -> bool:
+    """Whether some key is matched and every key matched is one of IDENTIFIERS with a single
+    value (no wild card or list; none of them is a date or time, so none has a range)."""
+    matched = {k: v.strip() for k, v in criteria.items() if k in KEYS and KEYS[k].matchable and not _is_universal(v)}
+    return bool(matched) and all(
+        k in IDENTIFIERS and not _has_wildcard(v) and "\\" not in v for k, v in matched.items()
+    )
 
 
 def find(level: Level | str, criteria: dict[str, str], studies: QuerySet[Study]) -> QuerySet[Any]:

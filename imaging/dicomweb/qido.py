@@ -8,6 +8,7 @@ among the caller's visible studies are written straight to DICOM JSON from the c
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import time
 from typing import Any
@@ -17,6 +18,7 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from alliance import prepared
 from alliance.access import Principal, principal_of
 from imaging import access, query
 from imaging.dicomweb import media
@@ -70,6 +72,10 @@ class Search:
     limit: int
     offset: int
     warnings: list[str] = field(default_factory=list)
+    # Matched only by identifiers, on the first page of the default size, with the default
+    # fields: the most asked search (a clinic's look-up of one patient, a viewer's of one study),
+    # whose query is the same text whatever the values, and whose plan does not depend on them.
+    routine: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,12 @@ def parse_search(params: QueryDict, level: Level, path: dict[str, str], defaults
     criteria.update(path)
     search = Search(level, criteria, [], *_paging(params))
     search.fields = _fields(params, level, defaults, criteria, search.warnings)
+    search.routine = (
+        query.by_identifiers(criteria)
+        and search.offset == 0
+        and search.limit == MAX_RESULTS
+        and not params.getlist("includefield")
+    )
     return search
 
 
@@ -190,7 +202,8 @@ def run(search: Search, principal: Principal, base_url: str) -> tuple[list[dict[
     identity = [prefix + name for name in _IDENTITY]
     lookups = [KEYS[k].lookup(search.level) for k in search.fields]
     window = rows.values_list(*identity, *lookups)[search.offset : search.offset + search.limit + 1]
-    found = list(window)
+    with prepared.preparing() if search.routine else nullcontext():  # planned once per session
+        found = list(window)
     more = len(found) > search.limit
     found = found[: search.limit]
     writer = _RowWriter(search.level, search.fields, base_url)
