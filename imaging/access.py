@@ -77,8 +77,9 @@ def _principal_key(principal: Principal) -> tuple[Any, ...]:
     return ("doctor", principal.user.pk, principal.doctor.institution.group_id, seats)
 
 
-def _granted_ids(principal: Principal, codename: str) -> list[Expression]:
-    """The subqueries of _grants' study ids, as _SQL expressions with the present filled in."""
+def _granted_ids(principal: Principal, codename: str, now: datetime | None = None) -> list[Expression]:
+    """The subqueries of _grants' study ids, as _SQL expressions with the present (or `now`)
+    filled in."""
     db = StudyGroupGrant.objects.db
     key = (db, codename, *_principal_key(principal))
     compiled = _COMPILED.get(key)
@@ -92,12 +93,12 @@ def _granted_ids(principal: Principal, codename: str) -> list[Expression]:
         if len(_COMPILED) >= _COMPILED_MAX:
             _COMPILED.clear()
         _COMPILED[key] = compiled
-    now = connections[db].ops.adapt_datetimefield_value(timezone.now())
+    present = connections[db].ops.adapt_datetimefield_value(timezone.now() if now is None else now)
     found: list[Expression] = []
     for sql, params, at in compiled:
         filled = list(params)
         for index in at:
-            filled[index] = now
+            filled[index] = present
         found.append(_SQL(sql, filled))
     return found
 
@@ -141,15 +142,31 @@ def film_basis(link: Any) -> str:
     return f"film:{link.pk}"
 
 
-def studies_visible_to(principal: Principal) -> QuerySet[Study]:
+def studies_visible_to(principal: Principal, *, now: datetime | None = None) -> QuerySet[Study]:
+    """`now`: the moment grants are judged at (by default the present; a caller keeping the query
+    compiled passes NOW_STAND_IN and fills the present in at each use, see visibility_key)."""
     if principal.film is not None:
         return Study.objects.filter(film_links=principal.film.pk, deleted_at__isnull=True)
     if principal.institution_id is None:
         return Study.objects.none()
     visible = Q(institution_id=principal.institution_id) if principal.sees_own_institution else Q(pk__in=[])
-    for ids in _granted_ids(principal, READ):
+    for ids in _granted_ids(principal, READ, now):
         visible |= Q(_PkAmong(ids))
     return Study.objects.filter(visible, deleted_at__isnull=True)  # a deleted study is gone for everyone
+
+
+NOW_STAND_IN = _NOW_STAND_IN
+
+
+def visibility_key(principal: Principal) -> tuple[Any, ...] | None:
+    """Everything studies_visible_to reads of the principal: at one moment, principals with equal
+    keys get the same query, parameters included, so a caller may keep a query built on it,
+    compiled with `now=NOW_STAND_IN`, and fill the present in where that stand-in is (the
+    grants themselves are read by the query when it runs). None where no such key is kept: a
+    film link's holder, and a principal of no institution (who sees nothing)."""
+    if principal.film is not None or principal.institution_id is None:
+        return None
+    return (principal.institution_id, principal.sees_own_institution, *_principal_key(principal))
 
 
 class _PkAmong(Func):

@@ -145,7 +145,7 @@ def unsupported_keys(level: Level, keywords: Iterable[str]) -> list[str]:
 def by_identifiers(criteria: dict[str, str]) -> bool:
     """Whether some key is matched and every key matched is one of IDENTIFIERS with a single
     value (no wild card or list; none of them is a date or time, so none has a range)."""
-    matched = {k: v.strip() for k, v in criteria.items() if k in KEYS and KEYS[k].matchable and not _is_universal(v)}
+    matched = {k: v.strip() for k, v in criteria.items() if k in KEYS and KEYS[k].matchable and not is_universal(v)}
     return bool(matched) and all(
         k in IDENTIFIERS and not _has_wildcard(v) and "\\" not in v for k, v in matched.items()
     )
@@ -187,7 +187,7 @@ def time_range(keyword: str, value: str) -> tuple[time | None, time | None]:
 
 def _bounds(key: Key, raw: str, parse: Callable[[Key, str, bool], Any]) -> tuple[Any, Any]:
     value = raw.strip()
-    if _is_universal(value):
+    if is_universal(value):
         return None, None
     if "\x00" in value:
         raise InvalidCriterion(key.keyword, value, "a NUL byte is not allowed")
@@ -239,13 +239,14 @@ def _patient_rows(visible: QuerySet[Study]) -> QuerySet[Patient]:
 # --- matching (PS3.4 C.2.2.2) ---------------------------------------------------------------
 
 
-def _is_universal(value: str) -> bool:
+def is_universal(value: str) -> bool:
+    """An empty or "*" value matches everything (PS3.4 C.2.2.2.3): a key only asked back."""
     return value.strip() in {"", "*"}
 
 
 def _match(key: Key, lookup: str, raw: str) -> Q:
     value = raw.strip()
-    if _is_universal(value):
+    if is_universal(value):
         return Q()
     if key.keyword == "ModalitiesInStudy":
         return _match_multi_valued(lookup, value)

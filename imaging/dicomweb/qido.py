@@ -9,11 +9,15 @@ among the caller's visible studies are written straight to DICOM JSON from the c
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import time
 from typing import Any
 
+from django.core.exceptions import EmptyResultSet
+from django.db import connection
+from django.db.models import QuerySet
 from django.http import QueryDict
+from django.utils import timezone
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -194,21 +198,116 @@ def _fields(
 
 def run(search: Search, principal: Principal, base_url: str) -> tuple[list[dict[str, Any]], list[StudyIdentity], bool]:
     """(DICOM JSON datasets, the owning studies, whether more results exist)."""
-    try:
-        rows = query.find(search.level, search.criteria, access.studies_visible_to(principal))
-    except query.InvalidCriterion as exc:
-        raise BadRequest(f"Invalid value for {exc.keyword}: {exc.reason}.") from None
-    prefix = _STUDY_OF[search.level]
-    identity = [prefix + name for name in _IDENTITY]
-    lookups = [KEYS[k].lookup(search.level) for k in search.fields]
-    window = rows.values_list(*identity, *lookups)[search.offset : search.offset + search.limit + 1]
-    with prepared.preparing() if search.routine else nullcontext():  # planned once per session
-        found = list(window)
+    statement = _routine_statement(search, principal) if search.routine else None
+    if statement is not None:
+        with connection.cursor() as cursor:
+            prepared.execute(cursor, [statement])
+            found = cursor.fetchall()
+    else:
+        window = _window(search, access.studies_visible_to(principal))
+        with prepared.preparing() if search.routine else nullcontext():  # planned once per session
+            found = list(window)
     more = len(found) > search.limit
     found = found[: search.limit]
     writer = _RowWriter(search.level, search.fields, base_url)
     studies = {row[1]: StudyIdentity(*row[:4]) for row in found}
     return [writer.dataset(row) for row in found], list(studies.values()), more
+
+
+def _window(search: Search, visible: QuerySet[Any]) -> QuerySet[Any]:
+    """The search's page of value rows: the owning study's identity, then the fields."""
+    try:
+        rows = query.find(search.level, search.criteria, visible)
+    except query.InvalidCriterion as exc:
+        raise BadRequest(f"Invalid value for {exc.keyword}: {exc.reason}.") from None
+    prefix = _STUDY_OF[search.level]
+    identity = [prefix + name for name in _IDENTITY]
+    lookups = [KEYS[k].lookup(search.level) for k in search.fields]
+    return rows.values_list(*identity, *lookups)[search.offset : search.offset + search.limit + 1]
+
+
+# --- routine searches, compiled once ----------------------------------------------------
+# Building and compiling the ORM's query was half of a routine search's time in the web
+# process (about 0.6 of 1.1 ms), the same work for each of a clinic's look-ups. For a routine
+# search (Search.routine), the query is compiled once per principal's visibility
+# (imaging.access.visibility_key: who they are, what reaches them) and shape of search, with
+# stand-ins for the criteria's values and for the present moment; each search fills in its
+# own values and the present where the stand-ins are. What the caller may see is still decided
+# by that query when it runs (the grants, revocations and expiries in force then).
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    params: tuple[Any, ...]
+    now_at: tuple[int, ...]  # where the present goes
+    slots: tuple[tuple[int, str], ...]  # (where, criterion keyword): the criterion's value goes
+
+
+_COMPILED: dict[tuple[Any, ...], _Compiled | None] = {}
+_COMPILED_MAX = 4096  # shapes kept per process; more and the cache starts again
+
+
+def _stand_in(number: int) -> str:
+    return f"\x01qido-{number}\x01"  # no DICOM value holds a control character (and strip() keeps this one)
+
+
+def _routine_statement(search: Search, principal: Principal) -> tuple[str, list[Any]] | None:
+    """The routine search's (sql, parameters), from its compiled shape; None where this
+    principal's or search's query is not kept (the ORM's query is then run as it is)."""
+    seen = access.visibility_key(principal)
+    if seen is None or connection.vendor != "postgresql" or any("\x00" in v for v in search.criteria.values()):
+        return None  # (a NUL byte: find refuses it, with its own message)
+    shape = tuple((k, query.is_universal(v)) for k, v in search.criteria.items())
+    key = (seen, search.level, shape, tuple(search.fields), search.offset, search.limit)
+    if key in _COMPILED:
+        compiled = _COMPILED[key]
+    else:
+        compiled = _compile(search, principal)
+        if len(_COMPILED) >= _COMPILED_MAX:
+            _COMPILED.clear()
+        _COMPILED[key] = compiled
+    if compiled is None:
+        return None
+    values = list(compiled.params)
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    for at in compiled.now_at:
+        values[at] = now
+    for at, keyword in compiled.slots:
+        values[at] = search.criteria[keyword].strip()  # as query.find matches an identifier
+    return compiled.sql, values
+
+
+def _compile(search: Search, principal: Principal) -> _Compiled | None:
+    """The search's query compiled with stand-ins, or None when its parameters cannot all be
+    placed (then it is not kept: each such search runs the ORM's query)."""
+    stand_ins = {k: v if query.is_universal(v) else _stand_in(n) for n, (k, v) in enumerate(search.criteria.items())}
+    window = _window(replace(search, criteria=stand_ins), access.studies_visible_to(principal, now=access.NOW_STAND_IN))
+    compiler = window.query.get_compiler(using=window.db)
+    try:
+        sql, params = compiler.as_sql()
+    except EmptyResultSet:
+        return None
+    if "%" in sql.replace("%s", ""):
+        return None  # a text prepared.execute would not take
+    columns = compiler.select[: compiler.col_count]
+    if [alias for _, _, alias in columns] != list(window._fields):  # type: ignore[attr-defined]
+        return None  # rows the ORM would not hand on as the database sends them
+    if compiler.get_converters([column for column, _, _ in columns]):
+        return None  # values the ORM converts after fetching
+    now = connection.ops.adapt_datetimefield_value(access.NOW_STAND_IN)
+    slots: list[tuple[int, str]] = []
+    for keyword, value in stand_ins.items():
+        at = [i for i, p in enumerate(params) if p == value]
+        if value != search.criteria[keyword] and len(at) != (1 if _matched_at(keyword, search.level) else 0):
+            return None  # a value the ORM wrote otherwise than as it was given
+        slots += [(i, keyword) for i in at]
+    return _Compiled(sql, tuple(params), tuple(i for i, p in enumerate(params) if p == now), tuple(slots))
+
+
+def _matched_at(keyword: str, level: Level) -> bool:
+    key = KEYS.get(keyword)
+    return key is not None and key.matchable and key.supported_at(level)
 
 
 class _RowWriter:
