@@ -110,7 +110,7 @@ def preparing() -> Iterator[None]:
         return
 
     def send(execute: Any, sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
-        if many or "%" in sql.replace("%s", ""):
+        if many:
             return execute(sql, params, many, context)
         state = _session()
         text, values, preparing_ = _compose(state, [(sql, list(params or ()))], True)
@@ -128,7 +128,7 @@ def _compose(
     values: list[Any] = []
     preparing_: list[str] = []
     for sql, params in statements:
-        name = _name(sql) if prepare else None
+        name = _name(sql) if prepare and preparable(sql) else None
         if name is None:
             texts.append(sql)
         else:
@@ -154,10 +154,16 @@ def _run(state: _Session, preparing_: list[str], send: Callable[[], Any]) -> Any
     return result
 
 
+def preparable(sql: str) -> bool:
+    """Whether `sql` can be prepared: its only % are placeholders (a text with another, such as a
+    LIKE pattern written into it, is only executed, by `execute` and in `preparing`)."""
+    return "%" not in sql.replace("%s", "")
+
+
 def numbered(sql: str) -> str:
     """`sql` with its %s placeholders numbered as PREPARE takes them ($1, $2 ...); the statements
     prepared are written from column names and have no other % in them."""
-    if "%" in sql.replace("%s", ""):
+    if not preparable(sql):
         raise ValueError("a statement to prepare has a % that is not a placeholder")
     numbers = itertools.count(1)
     return re.sub("%s", lambda _: f"${next(numbers)}", sql)

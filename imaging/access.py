@@ -64,7 +64,7 @@ def _grants(principal: Principal, codename: str, now: datetime | None = None) ->
 # so they are built and compiled by the ORM once per principal and kept (per process) with a
 # stand-in for "now", which each use fills with the present (timezone.now(), as live() has it).
 
-_NOW_STAND_IN = datetime(1901, 2, 3, 4, 5, 6, 789012, tzinfo=UTC)
+NOW_STAND_IN = datetime(1901, 2, 3, 4, 5, 6, 789012, tzinfo=UTC)
 _COMPILED: dict[tuple[Any, ...], list[tuple[str, list[Any], list[int]]]] = {}
 _COMPILED_MAX = 4096  # principals kept per process; more and the cache starts again
 
@@ -85,9 +85,9 @@ def _granted_ids(principal: Principal, codename: str, now: datetime | None = Non
     compiled = _COMPILED.get(key)
     if compiled is None:
         connection = connections[db]
-        stand_in = connection.ops.adapt_datetimefield_value(_NOW_STAND_IN)
+        stand_in = connection.ops.adapt_datetimefield_value(NOW_STAND_IN)
         compiled = []
-        for grants in _grants(principal, codename, now=_NOW_STAND_IN):
+        for grants in _grants(principal, codename, now=NOW_STAND_IN):
             sql, params = grants.values("content_object_id").query.get_compiler(using=db).as_sql()
             compiled.append((sql, list(params), [i for i, p in enumerate(params) if p == stand_in]))
         if len(_COMPILED) >= _COMPILED_MAX:
@@ -153,9 +153,6 @@ def studies_visible_to(principal: Principal, *, now: datetime | None = None) -> 
     for ids in _granted_ids(principal, READ, now):
         visible |= Q(_PkAmong(ids))
     return Study.objects.filter(visible, deleted_at__isnull=True)  # a deleted study is gone for everyone
-
-
-NOW_STAND_IN = _NOW_STAND_IN
 
 
 def visibility_key(principal: Principal) -> tuple[Any, ...] | None:

@@ -156,13 +156,19 @@ def find(level: Level | str, criteria: dict[str, str], studies: QuerySet[Study])
     level = Level(level)
     condition = Q()
     for keyword, value in criteria.items():
-        key = KEYS.get(keyword)
-        if key is None or not key.matchable or not key.supported_at(level):
+        if not matched_at(keyword, level):
             continue
+        key = KEYS[keyword]
         if "\x00" in value:  # no DICOM value holds one, and the database refuses it in a string
             raise InvalidCriterion(key.keyword, value, "a NUL byte is not allowed")
         condition &= _match(key, key.lookup(level), value)
     return _rows(level, studies).filter(condition)
+
+
+def matched_at(keyword: str, level: Level) -> bool:
+    """Whether `find` matches on `keyword` at `level` (other keys are only returned, or ignored)."""
+    key = KEYS.get(keyword)
+    return key is not None and key.matchable and key.supported_at(level)
 
 
 def matching(keyword: str, vr: str, lookup: str, value: str) -> Q:

@@ -288,8 +288,6 @@ def _compile(search: Search, principal: Principal) -> _Compiled | None:
         sql, params = compiler.as_sql()
     except EmptyResultSet:
         return None
-    if "%" in sql.replace("%s", ""):
-        return None  # a text prepared.execute would not take
     columns = compiler.select[: compiler.col_count]
     if [alias for _, _, alias in columns] != list(window._fields):  # type: ignore[attr-defined]
         return None  # rows the ORM would not hand on as the database sends them
@@ -299,15 +297,10 @@ def _compile(search: Search, principal: Principal) -> _Compiled | None:
     slots: list[tuple[int, str]] = []
     for keyword, value in stand_ins.items():
         at = [i for i, p in enumerate(params) if p == value]
-        if value != search.criteria[keyword] and len(at) != (1 if _matched_at(keyword, search.level) else 0):
+        if value != search.criteria[keyword] and len(at) != (1 if query.matched_at(keyword, search.level) else 0):
             return None  # a value the ORM wrote otherwise than as it was given
         slots += [(i, keyword) for i in at]
     return _Compiled(sql, tuple(params), tuple(i for i, p in enumerate(params) if p == now), tuple(slots))
-
-
-def _matched_at(keyword: str, level: Level) -> bool:
-    key = KEYS.get(keyword)
-    return key is not None and key.matchable and key.supported_at(level)
 
 
 class _RowWriter:
