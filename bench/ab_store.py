@@ -87,13 +87,14 @@ def main() -> None:
         template.prepare()  # one migrated database (this checkout's schema), copied for every run
         # (the migrations have not changed between the commits compared here)
         servers["base"].template = template.template
+        creation = dimse_store.settle(work)
         what = f"{args.small_studies} studies of {args.per_study} instance(s)" if args.small_studies else "one CT study"
         if send is dimse_store.storescu_each:
             what = f"{len(folders)} studies of {args.per_study} instance(s), each on an association of its own"
         beside = ", beside the Celery workers" if args.with_worker else ""
         print(
             f"{what}, {instances} instances on {args.associations} association(s), {processes} server process(es)"
-            f"{beside}; load {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
+            f"{beside}; load {' '.join(f'{x:.1f}' for x in os.getloadavg())}; creating a file {creation:.0f} us"
         )
         for pair in range(args.pairs):
             line = []

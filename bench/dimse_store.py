@@ -126,6 +126,27 @@ class Trash:
 _trash: Trash | None = None  # main() sets it; other scripts that use these classes delete at once
 
 
+def settle(work: Path) -> float:
+    """Before the first run: write what the bench generated out to the disk (else the kernel's
+    flusher writes hundreds of megabytes back during a later run, 30 s after they were
+    written), and time creating files in the work folder, in microseconds per file.
+
+    Both servers create a file (and, in an empty store, folders) for every instance, so what
+    that costs here weighs on both. On this machine kind's ext4 (no journal) it was 14-20 us
+    in a new top-level folder and 200-1,200 us in /tmp after a day of benches (the kernel
+    scanning inodes it had freed, recently_deleted()), in the same hour: set TMPDIR to a new
+    folder when the figure printed is high."""
+    os.sync()
+    probe = work / "creation-probe"
+    probe.mkdir()
+    started = time.perf_counter()
+    for n in range(200):
+        os.close(os.open(probe / str(n), os.O_CREAT | os.O_WRONLY, 0o600))
+    per_file = (time.perf_counter() - started) / 200 * 1e6
+    discard(probe)
+    return per_file
+
+
 def discard(path: Path) -> None:
     if _trash is None:
         shutil.rmtree(path, ignore_errors=True)
@@ -677,6 +698,8 @@ def main() -> None:
                     sum(f.stat().st_size for study in each for f in study.iterdir()),
                 )
                 plan += [(ours, "each", 1, each), (orthanc, "each", 1, each)]
+        creation = settle(work)
+        print(f"creating a file in {work}: {creation:.0f} us", flush=True)
         for _ in range(args.repeat):
             for server, label, processes, folders in plan:
                 called = {ours: OUR_AE, orthanc: ORTHANC_AE}.get(server, "BARE")
@@ -695,7 +718,7 @@ def main() -> None:
         finds: dict[str, list[float]] = {}
         if args.find_rounds:
             measure_finds(ours, orthanc, args, finds)
-        report(list(rows.values()), finds, args, orthanc.version(), ours.notes)
+        report(list(rows.values()), finds, args, orthanc.version(), ours.notes, creation)
     finally:
         ours.cleanup()
         shutil.rmtree(work, ignore_errors=True)
@@ -743,12 +766,15 @@ def report(
     args: argparse.Namespace,
     orthanc_version: str,
     notes: list[str] | None = None,
+    creation: float | None = None,
 ) -> None:
     notes = notes or []
     print()
     print(f"C-STORE of one {args.instances}-instance CT (512x512, 16 bit) with dcmtk storescu, TCP_NODELAY=1;")
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"{orthanc_version}; {os.cpu_count()} cores, load average {load} at the end; every run starts empty;")
+    created = f" creating a file in the work folder took {creation:.0f} us;" if creation is not None else ""
+    print(f"{orthanc_version}; {os.cpu_count()} cores, load average {load} at the end;{created}")
+    print("every run starts empty;")
     print(f"median of {args.repeat} interleaved runs (each run's rate in brackets).")
     print()
     columns = ["server", "associations", "server processes", "instances", "seconds", "instances/s", "MB/s"]

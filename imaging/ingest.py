@@ -692,7 +692,6 @@ def _spooled(path: Path, parsed: ParsedFile, institution: Institution, spooling:
         return False
     known_key = index.known_key(parsed.attributes, institution)
     new = False
-    synced: Future[None] | None = None
     if index.known_parents.get(known_key) is None:
         if not spooling.spool.follows_new(known_key):
             a = parsed.attributes
@@ -700,12 +699,11 @@ def _spooled(path: Path, parsed: ParsedFile, institution: Institution, spooling:
                 raise IngestError(
                     "storage-failed", gettext_noop("the archive cannot index instances at the moment; try again later")
                 )
-            synced = storage.background(storage.fdatasync, path)  # while the index is asked
             if not index.parents_absent(a):
                 return False  # (after wait_for_new: then what this process answered is indexed)
         new = True
     try:
-        if not spooling.spool.put(path, parsed, spooling.association, known_key, new=new, synced=synced):
+        if not spooling.spool.put(path, parsed, spooling.association, known_key, new=new):
             return False  # the spool is at its bound: indexed before the answer instead
     except OSError as exc:
         if exc.errno == errno.EXDEV:  # the spool is on another file system than the received file

@@ -60,7 +60,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -234,12 +233,11 @@ class Spool:
         known_key: Any,
         *,
         new: bool = False,
-        synced: Future[None] | None = None,
     ) -> bool:
         """Make the received file at `path` durable in the spool and queue it for indexing
         (with what ingest made of it: `parsed`, `known_key`; `new`: its parents were not known
-        to this process); True once it is durable. `synced`: the fdatasync of `path` already
-        under way (the entry is the same file), waited for instead of syncing it here.
+        to this process); True once it is durable. (The reading thread of a direct store has
+        started writing its data out when it was complete: fastpath.start_writeback.)
 
         False, taking nothing, when max_entries entries wait to be indexed: the caller indexes
         the instance before answering. Raises ingest.IngestError (0xA700) while the indexer
@@ -254,10 +252,7 @@ class Spool:
         try:
             if not association.recorded:
                 self._write_durably(self.folder / f"{association.name}.json", association.sender.to_json())
-            if synced is not None:
-                synced.result()
-            else:
-                storage.fdatasync(entry_path)
+            storage.fdatasync(entry_path)
             storage.fsync_dir(self.folder)
         except BaseException:
             entry_path.unlink(missing_ok=True)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import errno
 import io
+import os
 import queue
 import socket
 import struct
+import sys
 import tempfile
 import threading
 import time
@@ -437,3 +439,35 @@ def test_a_large_pdu_is_read_whole_in_bulk(fast_server) -> None:  # type: ignore
         assoc.release()
     (received,) = services.files
     assert ds.PixelData in received
+
+
+def test_a_completed_data_set_is_on_its_way_to_the_disk_before_its_handler_runs(rx_folder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The reading thread asks the system to start writing the file out (sync_file_range) once
+    its last fragment is written, while the file is still open; the handler's fdatasync then
+    waits only for what is still on its way."""
+    calls: list[tuple[int, int, int, int, bool]] = []
+
+    def sync_file_range(fd: int, offset: int, nbytes: int, flags: int) -> int:
+        calls.append((os.fstat(fd).st_size, offset, nbytes, flags, any(rx_folder.glob("rx-*"))))
+        return 0
+
+    monkeypatch.setattr(fastpath, "_SYNC_FILE_RANGE", sync_file_range)
+    seen: list[int] = []
+    side = _stand_in(lambda instance: seen.append(len(calls)) or 0x0000)
+    assert side.store.take(0x04, _body((1, 0x03, _store_command()), (1, 0x00, b"\x08\x00\x16\x00")))
+    assert calls == []  # not before the data set is whole
+    assert side.store.take(0x04, _body((1, 0x02, b"\x08\x00\x18\x00")))
+    size = len(fastpath.file_meta(CTImageStorage, SOP_INSTANCE, ExplicitVRLittleEndian)) + 8
+    assert calls == [(size, 0, 0, 2, True)]  # the whole file, SYNC_FILE_RANGE_WRITE, before it was closed
+    assert seen == [1]  # and before the handler ran
+
+
+def test_starting_the_writeback_of_a_real_file_leaves_it_whole(tmp_path: Path) -> None:
+    path = tmp_path / "f.dcm"
+    data = os.urandom(256 * 1024)
+    with path.open("wb", buffering=0) as out:
+        out.write(data)
+        fastpath.start_writeback(out.fileno())
+    assert path.read_bytes() == data
+    if sys.platform.startswith("linux"):
+        assert fastpath._SYNC_FILE_RANGE is not None  # this system's C library has it

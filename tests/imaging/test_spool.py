@@ -951,3 +951,41 @@ def test_a_batch_holding_an_instance_stored_already_leaves_no_patient_behind(cli
     assert not Patient.objects.filter(patient_id="N-1").exists()
     assert not Instance.objects.filter(sop_uid=fresh.SOPInstanceUID).exists()
     assert len(stored_files(dicom_dir)) == 1
+
+
+def test_a_new_study_s_entry_is_synced_on_the_answering_thread_before_its_answer(clinic, tmp_path, owner, monkeypatch):  # type: ignore[no-untyped-def]
+    """The received data is synced, then the spool folder, on the thread that answers, before
+    receive_path returns (the answer): no hand-off to another thread, and nothing answered
+    that a crash could lose."""
+    data = part10_bytes(make_ct_series(1, 16, 16, patient_id="SYNC-1")[0])
+    events: list[tuple[str, str, str]] = []
+    real_fdatasync, real_fsync_dir = storage.fdatasync, storage.fsync_dir
+
+    def fdatasync(path: Path) -> None:
+        events.append(("fdatasync", Path(path).parent.name, threading.current_thread().name))
+        real_fdatasync(path)
+
+    def fsync_dir(path: Path) -> None:
+        events.append(("fsync_dir", Path(path).name, threading.current_thread().name))
+        real_fsync_dir(path)
+
+    monkeypatch.setattr(storage, "fdatasync", fdatasync)
+    monkeypatch.setattr(storage, "fsync_dir", fsync_dir)
+    association = owner.association(_sender(clinic))
+    answer = receive_path(
+        _received(tmp_path, data, "rx-sync.dcm"),
+        institution=clinic,
+        actor=_sender(clinic).actor,
+        via="dimse",
+        source="10.0.0.5:4100",
+        spooling=Spooling(owner, association),
+    )
+    answered = list(events)
+    assert answer is None  # answered from the spool
+    here = threading.current_thread().name
+    assert answered == [
+        ("fdatasync", owner.folder.name, here),  # the entry's data (a link to the received file)
+        ("fsync_dir", owner.folder.name, here),  # then its name in the spool folder
+    ]
+    assert owner.wait_for(association)
+    assert Instance.objects.get().sha256 == hashlib.sha256(data).hexdigest()

@@ -259,6 +259,7 @@ class DirectStore:
         request = message.request
         if message.path is None:
             raise RuntimeError("a data set completed without its file")
+        fastpath.start_writeback(message.file.fileno())  # synced before the answer; on its way now
         message.file.close()
         instance = ReceivedInstance(
             sop_class_uid=request.sop_class_uid,
