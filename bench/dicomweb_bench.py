@@ -7,12 +7,14 @@ into each, and measures with the same client code:
   over --studies studies (one small instance each), each query asked of both servers in
   turn (the first alternating), so that a drift of the machine's speed moves both;
 - WADO-RS retrieval of a whole --ct-instances CT study (512x512, 16 bit), in MB/s;
-- STOW-RS ingest of that study, in instances per second.
+- STOW-RS ingest of such a study, in instances per second: --stow-rounds rounds, each with a
+  study of its own, stored in both servers in turn (the first alternating); the median and
+  each round's rate.
 
 Loading: Orthanc gets every query-set instance through its REST API (POST /instances).
 Ours gets the query set as index rows written in bulk (Patient, Study, Series, Instance),
 because storing 10,000 files one by one through STOW would take longer than the run
-should; QIDO reads only those rows. The CT study goes to both through STOW-RS.
+should; QIDO reads only those rows. The CT studies go to both through STOW-RS.
 
   .venv/bin/python bench/dicomweb_bench.py                    # 10,000 studies, 500-slice CT
   .venv/bin/python bench/dicomweb_bench.py --studies 1000 --ct-instances 100   # quick look
@@ -377,12 +379,30 @@ def measure_queries(servers: dict[str, Any], rows: list[dict[str, Any]], args: a
     return {name: {kind: result[name] for kind, result in by_kind.items()} for name in servers}
 
 
+def measure_stow(servers: dict[str, Any], studies: list[list[bytes]], batch: int) -> dict[str, Any]:
+    """STOW-RS of each study (its own UIDs) to both servers in turn, the first alternating, so
+    that a drift of the machine's speed moves both: the median rate, and each round's."""
+    rates: dict[str, list[float]] = {name: [] for name in servers}
+    names = list(servers)
+    for n, study in enumerate(studies):
+        for name in names if n % 2 == 0 else names[::-1]:
+            server = servers[name]
+            rates[name].append(stow(server.session(), server.base + "/studies", study, batch)["instances_per_s"])
+    return {
+        name: {
+            "stow": {
+                "instances": len(studies[0]),
+                "rounds": rounds,
+                "instances_per_s": round(statistics.median(rounds), 1),
+            }
+        }
+        for name, rounds in rates.items()
+    }
+
+
 def measure(server: Any, ct: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
-    session = server.session()
-    result: dict[str, Any] = {"stow": stow(session, server.base + "/studies", ct, args.stow_batch)}
     study_uid = _study_uid(ct[0])
-    result["wado_study"] = wado(session, f"{server.base}/studies/{study_uid}", args.wado_runs)
-    return result
+    return {"wado_study": wado(server.session(), f"{server.base}/studies/{study_uid}", args.wado_runs)}
 
 
 def _study_uid(data: bytes) -> str:
@@ -404,7 +424,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         rows = query_set(args.studies, args.patients, args.seed)
         tiny = (np.arange(64, dtype=np.uint16) + 1000).tobytes()
-        ct = timed("generate CT study", lambda: ct_study(args.ct_instances))
+        studies = timed(
+            "generate CT studies", lambda: [ct_study(args.ct_instances) for _ in range(max(1, args.stow_rounds))]
+        )
+        ct = studies[0]
         timed("load our index rows", lambda: ours.provision(rows))
         ours.start(work / "gunicorn.log")
         orthanc.start(work / "orthanc.log")
@@ -424,9 +447,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         queries = timed(
             "QIDO-RS, both servers in turn", lambda: measure_queries({"ours": ours, "orthanc": orthanc}, rows, args)
         )
+        stowed = timed(
+            "STOW-RS, both servers in turn",
+            lambda: measure_stow({"ours": ours, "orthanc": orthanc}, studies, args.stow_batch),
+        )
         results = {
-            "ours": {**queries["ours"], **timed("measure ours", lambda: measure(ours, ct, args))},
-            "orthanc": {**queries["orthanc"], **timed("measure Orthanc", lambda: measure(orthanc, ct, args))},
+            "ours": {**queries["ours"], **stowed["ours"], **timed("WADO ours", lambda: measure(ours, ct, args))},
+            "orthanc": {
+                **queries["orthanc"],
+                **stowed["orthanc"],
+                **timed("WADO Orthanc", lambda: measure(orthanc, ct, args)),
+            },
         }
     finally:
         ours.stop()
@@ -474,15 +505,21 @@ def markdown(summary: dict[str, Any], command: str) -> str:
         row("studies per 30-day answer (mean)", "qido_30_day_range", "mean_results", ""),
         row("WADO-RS whole study (best of runs)", "wado_study", "best_mb_s", "MB/s"),
         row("WADO-RS whole study (median)", "wado_study", "median_mb_s", "MB/s"),
-        row("STOW-RS ingest", "stow", "instances_per_s", "instances/s"),
+        row("STOW-RS ingest (median of rounds)", "stow", "instances_per_s", "instances/s"),
+        f"| STOW-RS ingest, each round | {_rounds(ours)} | {_rounds(orthanc)} |",
         "",
         "QIDO-RS: each query was asked of both servers in turn, the first alternating. "
         "Loading: Orthanc received every query-set instance through POST /instances; ours got the same "
         "studies as index rows written in bulk (bench/dicomweb_load.py), since QIDO reads only the index. "
-        "The CT study went to both through STOW-RS (the STOW figure), then was retrieved whole.",
+        "STOW-RS: a CT study of its own for each round, stored in both servers in turn (the first "
+        "alternating); the first of them was then retrieved whole (WADO-RS).",
         "",
     ]
     return "\n".join(lines)
+
+
+def _rounds(result: dict[str, Any]) -> str:
+    return ", ".join(f"{rate:.0f}" for rate in result["stow"].get("rounds", [result["stow"]["instances_per_s"]]))
 
 
 def write_section(path: Path, section: str) -> None:
@@ -504,6 +541,7 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=200, help="timed queries of each kind")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--stow-batch", type=int, default=50, help="instances per STOW-RS request")
+    parser.add_argument("--stow-rounds", type=int, default=3, help="STOW-RS rounds, each with a study of its own")
     parser.add_argument("--wado-runs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers for our server")
     parser.add_argument("--seed", type=int, default=1)
