@@ -87,7 +87,7 @@ def main() -> None:
         template.prepare()  # one migrated database (this checkout's schema), copied for every run
         # (the migrations have not changed between the commits compared here)
         servers["base"].template = template.template
-        creation = dimse_store.settle(work)
+        creation = dimse_store.file_creation_us(work)
         what = f"{args.small_studies} studies of {args.per_study} instance(s)" if args.small_studies else "one CT study"
         if send is dimse_store.storescu_each:
             what = f"{len(folders)} studies of {args.per_study} instance(s), each on an association of its own"

@@ -519,7 +519,7 @@ def markdown(summary: dict[str, Any], command: str) -> str:
 
 
 def _rounds(result: dict[str, Any]) -> str:
-    return ", ".join(f"{rate:.0f}" for rate in result["stow"].get("rounds", [result["stow"]["instances_per_s"]]))
+    return ", ".join(f"{rate:.0f}" for rate in result["stow"]["rounds"])
 
 
 def write_section(path: Path, section: str) -> None:

@@ -126,17 +126,14 @@ class Trash:
 _trash: Trash | None = None  # main() sets it; other scripts that use these classes delete at once
 
 
-def settle(work: Path) -> float:
-    """Before the first run: write what the bench generated out to the disk (else the kernel's
-    flusher writes hundreds of megabytes back during a later run, 30 s after they were
-    written), and time creating files in the work folder, in microseconds per file.
+def file_creation_us(work: Path) -> float:
+    """What creating a file in the work folder costs, in microseconds.
 
     Both servers create a file (and, in an empty store, folders) for every instance, so what
     that costs here weighs on both. On this machine kind's ext4 (no journal) it was 14-20 us
     in a new top-level folder and 200-1,200 us in /tmp after a day of benches (the kernel
     scanning inodes it had freed, recently_deleted()), in the same hour: set TMPDIR to a new
     folder when the figure printed is high."""
-    os.sync()
     probe = work / "creation-probe"
     probe.mkdir()
     started = time.perf_counter()
@@ -702,7 +699,7 @@ def main() -> None:
                     sum(f.stat().st_size for study in each for f in study.iterdir()),
                 )
                 plan += [(ours, "each", 1, each), (orthanc, "each", 1, each)]
-        creation = settle(work)
+        creation = file_creation_us(work)
         print(f"creating a file in {work}: {creation:.0f} us", flush=True)
         for _ in range(args.repeat):
             for server, label, processes, folders in plan:
