@@ -9,6 +9,7 @@ the pool), stranger (clinician at B), alliance_admin (alliance office, no clinic
 
 from __future__ import annotations
 
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,6 +20,7 @@ from babel.messages.pofile import read_po
 from django.test import Client
 
 from tests import factories
+from tests.live_drain import in_flight
 
 ROOT = Path(__file__).resolve().parent.parent
 # The S3 server fixtures (s3_endpoint: one SeaweedFS for the whole session, s3, s3_gate).
@@ -61,6 +63,23 @@ def _media_and_data(settings, tmp_path):  # type: ignore[no-untyped-def]
 
     app.conf.task_always_eager = True
     app.conf.task_eager_propagates = True
+
+
+LIVE_SERVER_DRAIN_S = 60
+
+
+@pytest.fixture
+def transactional_db(transactional_db, request):  # type: ignore[no-untyped-def]
+    """pytest-django's transactional_db; with the live server, its database is flushed only
+    once the server has finished every request left behind by the test's browser
+    (tests/live_drain.py)."""
+    if "live_server" not in request.fixturenames:
+        yield
+        return
+    counter = in_flight(request.getfixturevalue("live_server"))
+    yield
+    if not counter.wait_idle(LIVE_SERVER_DRAIN_S):
+        warnings.warn(f"the live server still had {counter.count} connection(s) open before the flush", stacklevel=1)
 
 
 DESKS_STAFFED_SINCE = datetime(2000, 1, 1, tzinfo=UTC)
