@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from wsgiref.simple_server import WSGIRequestHandler
 
 from django.core.servers.basehttp import ThreadedWSGIServer
@@ -18,12 +19,17 @@ class _Quiet(WSGIRequestHandler):
         pass
 
 
+@contextmanager
 def _server(app):  # type: ignore[no-untyped-def]
+    """The live server's kind of server (a thread per connection), serving `app`."""
     httpd = ThreadedWSGIServer(("127.0.0.1", 0), _Quiet)
     httpd.set_app(app)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    return httpd
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        yield httpd
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def _send_and_hang_up(httpd) -> None:  # type: ignore[no-untyped-def]
@@ -43,17 +49,13 @@ def test_waits_until_a_request_left_by_a_closed_client_has_been_served() -> None
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"frame"]
 
-    httpd = _server(slow)
-    try:
+    with _server(slow) as httpd:
         counter = InFlight(httpd)
         _send_and_hang_up(httpd)
         assert started.wait(5)
         assert counter.wait_idle(10) is True
         assert finished.is_set(), "the wait ended while the request was still being served"
         assert counter.count == 0
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def test_reports_a_server_still_busy_when_the_time_is_up() -> None:
@@ -64,30 +66,38 @@ def test_reports_a_server_still_busy_when_the_time_is_up() -> None:
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b""]
 
-    httpd = _server(stuck)
-    try:
+    with _server(stuck) as httpd:
         counter = InFlight(httpd)
-        _send_and_hang_up(httpd)
-        deadline = time.monotonic() + 5
-        while counter.count == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert counter.wait_idle(0.3) is False
-        assert counter.count == 1
-        release.set()
+        try:
+            _send_and_hang_up(httpd)
+            deadline = time.monotonic() + 5
+            while counter.count == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert counter.wait_idle(0.3) is False
+            assert counter.count == 1
+        finally:
+            release.set()
         assert counter.wait_idle(10) is True
-    finally:
-        release.set()
-        httpd.shutdown()
-        httpd.server_close()
 
 
-def test_an_idle_server_is_idle_after_the_quiet_period() -> None:
-    httpd = _server(lambda environ, start_response: [])
-    try:
+def test_a_connection_arriving_in_the_quiet_period_is_waited_for() -> None:
+    """A request the browser sent just before it closed may reach the server only after the
+    count first fell to zero: the wait sees it and waits for it too."""
+    finished = threading.Event()
+
+    def slow(environ, start_response):  # type: ignore[no-untyped-def]
+        time.sleep(0.3)
+        finished.set()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"frame"]
+
+    with _server(slow) as httpd:
         counter = InFlight(httpd)
-        began = time.monotonic()
-        assert counter.wait_idle(5) is True
-        assert time.monotonic() - began >= QUIET_S * 0.9
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+        waited: list[bool] = []
+        waiter = threading.Thread(target=lambda: waited.append(counter.wait_idle(10)))
+        waiter.start()
+        time.sleep(QUIET_S / 4)
+        _send_and_hang_up(httpd)
+        waiter.join(15)
+        assert waited == [True]
+        assert finished.is_set(), "the wait ended before the late request was served"
