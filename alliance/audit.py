@@ -173,12 +173,21 @@ def record_read(*, actor: Actor, action: str, **fields: Unpack[EventFields]) -> 
     database server itself within a fraction of a second (three wal_writer_delay) could lose
     it. Inside a transaction (the caller's writes must stay durable), or on SQLite, it is
     `record`."""
-    if connection.vendor != "postgresql" or connection.in_atomic_block or not connection.get_autocommit():
+    if not _own_transaction_on_postgresql():
         record(actor=actor, action=action, **fields)
         return
     statement = insert_prepared([build(actor=actor, action=action, **fields)])
     with connection.cursor() as cursor:  # one simple query: one implicit transaction
-        prepared.execute(cursor, [statement], first="SET LOCAL synchronous_commit TO OFF")
+        prepared.execute(cursor, [statement], first=_ASYNCHRONOUS)
+
+
+_ASYNCHRONOUS = "SET LOCAL synchronous_commit TO OFF"  # for the current transaction only
+
+
+def _own_transaction_on_postgresql() -> bool:
+    """Whether what is written now commits in a transaction of its own (no caller's
+    transaction holds it), on PostgreSQL: where a read's events may commit asynchronously."""
+    return connection.vendor == "postgresql" and not connection.in_atomic_block and connection.get_autocommit()
 
 
 def insert_prepared(events: Sequence[AuditEvent]) -> tuple[str, list[Any]]:
@@ -212,6 +221,7 @@ def record_many(
     source: str = "",
     outcome: str = AuditEvent.Outcome.SUCCESS,
     detail: dict[str, Any] | None = None,
+    read: bool = False,
 ) -> None:
     """Audit one request that touched several objects: items are (object_id, patient, basis).
 
@@ -223,7 +233,11 @@ def record_many(
     The events differ only in their object, patient and basis (and, for an actor of no
     institution, the patient's institution): the rest of the values are prepared once, from
     one event built as `record` builds it, not once per event (a C-FIND answering fifty
-    scheduled steps wrote fifty copies of the same JSON detail)."""
+    scheduled steps wrote fifty copies of the same JSON detail).
+
+    `read`: the events of a read, committed without waiting for the disk as record_read's
+    (asynchronous commit for their statement or transaction only; inside a caller's
+    transaction, or on SQLite, they are ordinary rows of it)."""
     listed = list(items)
     if not listed:
         return
@@ -247,7 +261,17 @@ def record_many(
         object_id, row[at_patient], row[at_basis], institution_id = _item_values(actor, oid, patient, basis)
         row[at_object], row[at_institution] = object_id, institution_id
         rows.append(row)
+    asynchronous = read and _own_transaction_on_postgresql()
+    if asynchronous and len(rows) <= _EVENTS_PER_INSERT:
+        sql, _ = _insert_text(connection.vendor, len(rows))
+        with connection.cursor() as cursor:  # one simple query: one implicit transaction
+            prepared.execute(
+                cursor, [(sql, [value for row in rows for value in row])], prepare=False, first=_ASYNCHRONOUS
+            )
+        return
     with transaction.atomic() if len(rows) > _EVENTS_PER_INSERT else nullcontext(), connection.cursor() as cursor:
+        if asynchronous:
+            cursor.execute(_ASYNCHRONOUS)
         for start in range(0, len(rows), _EVENTS_PER_INSERT):
             chunk = rows[start : start + _EVENTS_PER_INSERT]
             sql, _ = _insert_text(connection.vendor, len(chunk))

@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import Error as DatabaseFailure
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import QuerySet
 
 from alliance import access, audit, prepared
@@ -269,13 +269,18 @@ class DjangoServices:
             items = [(s.study_uid, str(s.patient_id), bases[pk]) for pk, s in studies.items()]
             object_type = "study"
         source = _source(peer)
-        with transaction.atomic():
-            if items:
-                audit.record_many(
-                    actor=actor, action=action, object_type=object_type, items=items, source=source, detail=detail
-                )
-            else:
-                audit.record(actor=actor, action=action, source=source, detail=detail)
+        if items:  # a read's events commit without waiting for the disk, as QIDO-RS's (audit.record_read)
+            audit.record_many(
+                actor=actor,
+                action=action,
+                object_type=object_type,
+                items=items,
+                source=source,
+                detail=detail,
+                read=True,
+            )
+        else:
+            audit.record_read(actor=actor, action=action, source=source, detail=detail)
 
     # --- C-MOVE and C-GET ---------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.db import DatabaseError, connection, transaction
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from alliance import audit
@@ -130,3 +131,47 @@ def test_a_read_audited_inside_a_transaction_leaves_its_commit_durable(db) -> No
         if connection.vendor == "postgresql":
             assert _synchronous_commit() == "on"
     assert AuditEvent.objects.filter(action="test.read").count() == 1
+
+
+def _events(n: int) -> list[tuple[str, str, str]]:
+    return [(f"1.2.3.{i}", str(i), "own-institution") for i in range(n)]
+
+
+def test_the_events_of_a_read_commit_asynchronously_in_one_statement(transactional_db) -> None:  # type: ignore[no-untyped-def]
+    """record_many(read=True) outside a transaction on PostgreSQL: one statement, its own
+    implicit transaction, committed without waiting for the disk; the connection's setting
+    is untouched and the events are there at once."""
+    if connection.vendor != "postgresql":
+        pytest.skip("asynchronous commit is PostgreSQL's")
+    with CaptureQueriesContext(connection) as captured:
+        audit.record_many(actor=audit.SYSTEM, action="test.find", object_type="study", items=_events(3), read=True)
+    [sent] = [q["sql"] for q in captured.captured_queries if "alliance_auditevent" in q["sql"]]
+    assert sent.startswith("SET LOCAL synchronous_commit TO OFF; INSERT INTO")
+    assert sorted(AuditEvent.objects.filter(action="test.find").values_list("object_id", flat=True)) == [
+        "1.2.3.0",
+        "1.2.3.1",
+        "1.2.3.2",
+    ]
+    assert _synchronous_commit() == "on"
+
+
+def test_a_read_of_more_events_than_one_statement_takes_commits_them_together_asynchronously(transactional_db) -> None:  # type: ignore[no-untyped-def]
+    if connection.vendor != "postgresql":
+        pytest.skip("asynchronous commit is PostgreSQL's")
+    many = audit._EVENTS_PER_INSERT + 1
+    with CaptureQueriesContext(connection) as captured:
+        audit.record_many(actor=audit.SYSTEM, action="test.find", object_type="study", items=_events(many), read=True)
+    sent = [q["sql"] for q in captured.captured_queries if not q["sql"].startswith("SELECT")]
+    assert sent[:2] == ["BEGIN", "SET LOCAL synchronous_commit TO OFF"]
+    assert sum(sql.startswith("INSERT INTO") for sql in sent) == 2
+    assert AuditEvent.objects.filter(action="test.find").count() == many
+    assert _synchronous_commit() == "on"
+
+
+def test_the_events_of_a_read_inside_a_transaction_are_durable_rows_of_it(db) -> None:  # type: ignore[no-untyped-def]
+    """Inside a caller's transaction (its own writes must stay durable) the read's events are
+    ordinary rows of it: nothing turns its commit asynchronous."""
+    with CaptureQueriesContext(connection) as captured:
+        audit.record_many(actor=audit.SYSTEM, action="test.find", object_type="study", items=_events(2), read=True)
+    assert not any("synchronous_commit" in q["sql"] for q in captured.captured_queries)
+    assert AuditEvent.objects.filter(action="test.find").count() == 2

@@ -5,15 +5,19 @@ from __future__ import annotations
 import errno
 
 import pytest
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, connection
+from django.test.utils import CaptureQueriesContext
 
 from alliance import audit, services
+from alliance.models import AuditEvent
 from imaging import dimse_services
 from imaging.dicom.handlers import Peer
-from imaging.dicom.identifiers import ReceivedInstance
+from imaging.dicom.identifiers import QueryRequest, ReceivedInstance
 from imaging.dicom.status import DimseFailure, Status
 from imaging.dimse_services import DjangoServices
 from imaging.received import IngestError, storage_failed
+from tests.dicomweb.conftest import store
+from tests.imaging.dicomgen import make_ct_series
 
 pytestmark = pytest.mark.django_db
 
@@ -71,3 +75,29 @@ def test_a_store_that_fails_unexpectedly_is_audited_as_a_failed_store(clinic, mo
     event = AuditEvent.objects.get(action="instance.store")
     assert (event.object_id, event.outcome) == ("1.2.3.4", AuditEvent.Outcome.FAILURE)
     assert event.detail["code"] == "storage-failed" and "RuntimeError" in event.detail["reason"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_find_is_audited_before_its_answers_without_waiting_for_the_disk(alliance_world) -> None:  # type: ignore[no-untyped-def]
+    """C-FIND's events are a read's, as QIDO-RS's: written before the first answer goes out,
+    in one statement committed asynchronously (alliance.audit.record_many(read=True)); a find
+    that matches nothing is audited the same way."""
+    if connection.vendor != "postgresql":
+        pytest.skip("asynchronous commit is PostgreSQL's")
+    datasets = make_ct_series(2, 8, 8, patient_id="P-77", patient_name="Wang^Fang")
+    store(datasets, alliance_world.clin_a)
+    device = services.device_create(
+        institution=alliance_world.clin_a, ae_title="WS_A", host="*", port=104, by=audit.SYSTEM
+    )
+    peer = Peer("WS_A", "CLINA", "127.0.0.1", 4100, principal=device)
+    for patient_id, matches in (("P-77", 1), ("P-NONE", 0)):
+        query = QueryRequest(root="study", level="STUDY", criteria={"PatientID": patient_id}, keywords=["PatientID"])
+        answers = DjangoServices(check_host=False).find(peer, query)
+        with CaptureQueriesContext(connection) as captured:
+            first = next(answers, None)
+        assert (first is not None) == bool(matches)
+        [audited] = [q["sql"] for q in captured.captured_queries if "'dicom.find'" in q["sql"]]
+        assert audited.startswith("SET LOCAL synchronous_commit TO OFF; ")
+        assert list(answers) == []
+    found = AuditEvent.objects.filter(action="dicom.find", actor_name="WS_A").order_by("id")
+    assert [(e.object_id, e.detail["matches"]) for e in found] == [(datasets[0].StudyInstanceUID, 1), ("", 0)]
