@@ -32,6 +32,19 @@ def _server(app):  # type: ignore[no-untyped-def]
         httpd.server_close()
 
 
+def _slow(seconds: float, started: threading.Event, finished: threading.Event):  # type: ignore[no-untyped-def]
+    """A WSGI app that takes `seconds` to answer, telling when it starts and when it is done."""
+
+    def app(environ, start_response):  # type: ignore[no-untyped-def]
+        started.set()
+        time.sleep(seconds)
+        finished.set()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"frame"]
+
+    return app
+
+
 def _send_and_hang_up(httpd) -> None:  # type: ignore[no-untyped-def]
     """A request sent whole, then the connection closed without reading the answer: what a
     browser page closing in the middle of its fetches leaves."""
@@ -41,15 +54,7 @@ def _send_and_hang_up(httpd) -> None:  # type: ignore[no-untyped-def]
 
 def test_waits_until_a_request_left_by_a_closed_client_has_been_served() -> None:
     started, finished = threading.Event(), threading.Event()
-
-    def slow(environ, start_response):  # type: ignore[no-untyped-def]
-        started.set()
-        time.sleep(0.5)
-        finished.set()
-        start_response("200 OK", [("Content-Type", "text/plain")])
-        return [b"frame"]
-
-    with _server(slow) as httpd:
+    with _server(_slow(0.5, started, finished)) as httpd:
         counter = InFlight(httpd)
         _send_and_hang_up(httpd)
         assert started.wait(5)
@@ -84,14 +89,7 @@ def test_a_connection_arriving_in_the_quiet_period_is_waited_for() -> None:
     """A request the browser sent just before it closed may reach the server only after the
     count first fell to zero: the wait sees it and waits for it too."""
     finished = threading.Event()
-
-    def slow(environ, start_response):  # type: ignore[no-untyped-def]
-        time.sleep(0.3)
-        finished.set()
-        start_response("200 OK", [("Content-Type", "text/plain")])
-        return [b"frame"]
-
-    with _server(slow) as httpd:
+    with _server(_slow(0.3, threading.Event(), finished)) as httpd:
         counter = InFlight(httpd)
         waited: list[bool] = []
         waiter = threading.Thread(target=lambda: waited.append(counter.wait_idle(10)))
