@@ -262,19 +262,15 @@ def record_many(
         row[at_object], row[at_institution] = object_id, institution_id
         rows.append(row)
     asynchronous = read and _own_transaction_on_postgresql()
-    if asynchronous and len(rows) <= _EVENTS_PER_INSERT:
-        sql, _ = _insert_text(connection.vendor, len(rows))
-        with connection.cursor() as cursor:  # one simple query: one implicit transaction
-            prepared.execute(
-                cursor, [(sql, [value for row in rows for value in row])], prepare=False, first=_ASYNCHRONOUS
-            )
-        return
-    with transaction.atomic() if len(rows) > _EVENTS_PER_INSERT else nullcontext(), connection.cursor() as cursor:
-        if asynchronous:
+    together = len(rows) > _EVENTS_PER_INSERT  # several statements: one transaction
+    with transaction.atomic() if together else nullcontext(), connection.cursor() as cursor:
+        if asynchronous and together:
             cursor.execute(_ASYNCHRONOUS)
         for start in range(0, len(rows), _EVENTS_PER_INSERT):
             chunk = rows[start : start + _EVENTS_PER_INSERT]
             sql, _ = _insert_text(connection.vendor, len(chunk))
+            if asynchronous and not together:
+                sql = f"{_ASYNCHRONOUS}; {sql}"  # one simple query: its own implicit transaction
             cursor.execute(sql, [value for row in chunk for value in row])
 
 
