@@ -19,7 +19,7 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from django.test import Client
 
-from tests import factories
+from tests import celery_worker, factories
 from tests.live_drain import in_flight
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,6 +63,14 @@ def _media_and_data(settings, tmp_path):  # type: ignore[no-untyped-def]
 
     app.conf.task_always_eager = True
     app.conf.task_eager_propagates = True
+
+
+@pytest.fixture(autouse=True)
+def _broker_left_tidy():  # type: ignore[no-untyped-def]
+    """The queues a test's real worker used are deleted from the shared broker when it ends
+    (tests/celery_worker.py), so runs on one machine do not pile them up."""
+    yield
+    celery_worker.remove_taken_queues()
 
 
 LIVE_SERVER_DRAIN_S = 60

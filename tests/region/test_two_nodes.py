@@ -19,7 +19,7 @@ from pydicom import dcmread
 from imaging import render
 from imaging.models import Instance, Study
 from tests import factories
-from tests.celery_worker import BROKER, broker_up, new_prefix
+from tests.celery_worker import BROKER, new_prefix
 from tests.faults.procs_stack import Stack, acknowledged, body_sha256, storescu, wait_for
 from tests.faults.procs_world import dimse_world  # noqa: F401  (a fixture)
 from tests.imaging import dicomgen
@@ -32,7 +32,6 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk is not installed"),
-    pytest.mark.skipif(not broker_up(), reason=f"no broker at {BROKER} (CONSULTS_TEST_BROKER_URL)"),
 ]
 
 
