@@ -60,20 +60,32 @@ def peers(tmp_path: Path) -> Iterator[SimpleNamespace]:
             proc.wait(timeout=10)
 
 
-@pytest.fixture
-def worker(tmp_path: Path) -> Iterator[SimpleNamespace]:
+def _worker(tmp_path: Path, **env: str) -> Iterator[SimpleNamespace]:
     if connection.vendor != "postgresql":
         pytest.skip("needs PostgreSQL")
     prefix = new_prefix("routing")
     log = tmp_path / "worker.log"
     with log.open("wb") as out:
         # it reads the stored files where this test's storage keeps them (settings.DATA_DIR)
-        proc = start_worker(prefix, out, settings.DATA_DIR, TCP_NODELAY="1")
+        proc = start_worker(prefix, out, settings.DATA_DIR, TCP_NODELAY="1", **env)
     try:
         yield SimpleNamespace(app=sender(prefix), log=log)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture
+def worker(tmp_path: Path) -> Iterator[SimpleNamespace]:
+    yield from _worker(tmp_path)
+
+
+@pytest.fixture
+def quick_retry_worker(tmp_path: Path) -> Iterator[SimpleNamespace]:
+    """A worker whose routing retries come 3 s apart (the backoff's base and cap). On RabbitMQ
+    a 3 s countdown crosses two of Celery's delay queues: celery_delayed_1 (2 s), whose
+    expired messages go on to celery_delayed_0 (1 s)."""
+    yield from _worker(tmp_path, ROUTE_RETRY_BASE_SECONDS="3", ROUTE_RETRY_MAX_SECONDS="3")
 
 
 def _tail(log: Path) -> str:
@@ -132,3 +144,43 @@ def test_a_real_worker_routes_a_study_to_storescp_byte_for_byte_and_sweeps_a_los
     assert swept, _tail(worker.log)
     assert digests(sorted(peers.workstation[1].iterdir())) == ours(study)
     assert succeeded(worker.log, SWEEP) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_peer_down_for_several_attempts_gets_the_study_from_the_workers_own_retries(
+    quick_retry_worker: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each retry is a countdown held by the broker (on RabbitMQ, Celery's delay queues). The
+    second retry's message carried the first one's dead-letter history (x-death), so when
+    celery_delayed_1 passed it on to celery_delayed_0 again, RabbitMQ took it for a cycle
+    and kept it in celery_delayed_1 for good (Celery's issues 9867 and 10111): the third
+    attempt never came. alliance/celery.py drops that history from every task it sends."""
+    worker = quick_retry_worker
+    clinic = factories.make_institution(name="Clinic A", ae_title="CLINA")
+    admin = resolve_principal(factories.make_doctor(institution=clinic, roles=["institution_admin"]).user)
+    owner = resolve_principal(factories.make_doctor(institution=clinic).user)
+    study = None
+    for ds in make_ct_series(3, 64, 64, patient_id="RW-2"):
+        study = ingest_bytes(part10_bytes(ds), institution=clinic, actor=owner.actor, via="test").study
+    assert study is not None
+    port = free_port()  # nobody listens yet: every attempt is refused, a transient failure
+    values = {"name": "Later", "kind": "dimse", "ae_title": "STORESCP", "host": "127.0.0.1", "port": port}
+    later = services.destination_save(by=admin, institution=clinic, values=values)
+    monkeypatch.setattr(tasks.send_route_item, "delay", lambda pk: worker.app.send_task(SEND, args=[pk]))
+
+    item = services.route_study(by=owner, study=study, destination=later)
+    assert item is not None
+    tried = wait_for(lambda: RouteItem.objects.get(pk=item.pk).attempts >= 3, timeout=120)
+    assert tried, f"attempts: {RouteItem.objects.get(pk=item.pk).attempts}\n{_tail(worker.log)}"
+    folder = tmp_path / "later"
+    folder.mkdir()
+    env = {**os.environ, "TCP_NODELAY": "1"}
+    peer = subprocess.Popen(["storescp", "+B", "-aet", "STORESCP", "-od", str(folder), str(port)], env=env)
+    try:
+        wait_for_port(port, peer)
+        sent = wait_for(lambda: RouteItem.objects.get(pk=item.pk).state == State.SENT, timeout=60)
+        assert sent, _tail(worker.log)  # by a retry: no sweep runs here
+        assert digests(sorted(folder.iterdir())) == ours(study)
+    finally:
+        peer.terminate()
+        peer.wait(timeout=10)
