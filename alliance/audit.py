@@ -304,10 +304,11 @@ def actor_of(request: Any) -> Actor:
     return actor
 
 
-def read(request: Any, obj: Readable, action: str, basis: str, *, via: str = "") -> AuditEvent:
+def read(request: Any, obj: Readable, action: str, basis: str, *, via: str = "") -> None:
     """The event of a page or API call that showed the object's patient data to the request's
-    principal, on the given basis (imaging.access.basis_for); via names the door ("api", "viewer")."""
-    return record(
+    principal, on the given basis (imaging.access.basis_for); via names the door ("api", "viewer").
+    Written before the answer goes out, committed as a read's (record_read)."""
+    record_read(
         actor=actor_of(request),
         action=action,
         object_type=obj.audit_type,
@@ -330,6 +331,7 @@ def read_many(request: Any, objs: Sequence[Readable], action: str, bases: Mappin
         items=[(o.audit_id, o.audit_patient, bases.get(o.pk, "")) for o in objs],
         source=source_of(request),
         detail={"via": via} if via else None,
+        read=True,
     )
 
 

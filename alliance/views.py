@@ -54,6 +54,7 @@ def _open_work(request: HttpRequest) -> list[open_work.WorkList]:
     lists = open_work.open_work(principal, open_work.previous_sign_in(principal))
     for object_type, items in open_work.audit_items(lists).items():
         audit.record_many(
+            read=True,
             actor=audit.actor_of(request),
             action=f"{object_type}.list",
             object_type=object_type,

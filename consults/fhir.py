@@ -88,6 +88,7 @@ class ConsultProvider(Provider):
     def resources(self, request: Request, principal: Principal, rows: list[Any], *, read: bool) -> list[dict[str, Any]]:
         consults = _hydrate([c.pk for c in rows])
         audit.record_many(
+            read=True,
             actor=audit.actor_of(request),
             action=f"consult.{'view' if read else 'list'}",
             object_type="consult",

@@ -99,8 +99,9 @@ def _check(consult: Consult, action: str, by: Principal | None) -> str:
 
 
 def audit_read(request: Any, consult: Consult, action: str = "consult.view") -> None:
-    """The audit event of a page or API call that showed the consult (or its report) to the user."""
-    audit.record(
+    """The audit event of a page or API call that showed the consult (or its report) to the user,
+    committed as a read's (audit.record_read)."""
+    audit.record_read(
         actor=audit.actor_of(request),
         action=action,
         object_type="consult",

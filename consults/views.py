@@ -55,6 +55,7 @@ def worklist(request: HttpRequest) -> HttpResponse:
     now = clock.now()
     rows = [(c, selectors.deadline_of(c, now)) for c in selectors.hydrate(page.object_list)]
     audit.record_many(
+        read=True,
         actor=audit.actor_of(request),
         action="consult.list",
         object_type="consult",
@@ -368,6 +369,7 @@ def notifications(request: HttpRequest) -> HttpResponse:
     rows = selectors.notification_rows(page.object_list)
     consults = {n.consult.pk: n.consult for n in rows if n.visible}.values()  # type: ignore[attr-defined]
     audit.record_many(
+        read=True,
         actor=audit.actor_of(request),
         action="consult.list",
         object_type="consult",

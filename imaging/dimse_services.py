@@ -345,6 +345,7 @@ class DjangoServices:
             basis = imaging_access.OWN_INSTITUTION
             items = [(*answers.audited(row), basis) for row in rows]
             audit.record_many(
+                read=True,
                 actor=actor,
                 action="worklist.find",
                 object_type="scheduled_step",

@@ -85,6 +85,7 @@ def audit_cases(request: Any, cases: Mapping[int, list[StudyCase]], studies: Seq
             shown.setdefault(case.kind, {}).setdefault(case.basis, set()).add(patients.get(study_id, ""))
     for kind, of_kind in sorted(shown.items()):
         audit.record_many(
+            read=True,
             actor=audit.actor_of(request),
             action=f"{kind}.list",
             object_type=kind,

@@ -59,6 +59,7 @@ class ReferralProvider(Provider):
     def resources(self, request: Request, principal: Principal, rows: list[Any], *, read: bool) -> list[dict[str, Any]]:
         referrals = _hydrate([r.pk for r in rows])
         audit.record_many(
+            read=True,
             actor=audit.actor_of(request),
             action=f"referral.{'view' if read else 'list'}",
             object_type="referral",

@@ -95,6 +95,7 @@ def _worklist(request: HttpRequest, side: str) -> HttpResponse:
     page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
     shown = selectors.hydrate(page.object_list)
     audit.record_many(
+        read=True,
         actor=audit.actor_of(request),
         action="referral.list",
         object_type="referral",
@@ -405,6 +406,7 @@ def calendar(request: HttpRequest) -> HttpResponse:
     end = datetime.combine(days[-1] + timedelta(days=1), time.min, tzinfo=zone)
     rows = list(selectors.appointments_between(principal, start, end))
     audit.record_many(
+        read=True,
         actor=audit.actor_of(request),
         action="referral.list",
         object_type="referral",

@@ -61,6 +61,7 @@ def library(request: HttpRequest) -> HttpResponse:
     cases = list(page.object_list)
     if cases:
         audit.record_many(
+            read=True,
             actor=audit.actor_of(request),
             action="teaching.list",
             object_type=TeachingCase.audit_type,

@@ -83,6 +83,7 @@ class FilmList(generics.ListCreateAPIView):
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         page = self.paginate_queryset(self.get_queryset()) or []
         audit.record_many(
+            read=True,
             actor=audit.actor_of(request),
             action="film.list",
             object_type="film",

@@ -62,6 +62,7 @@ class PatientProvider(Provider):
     def resources(self, request: Request, principal: Principal, rows: list[Any], *, read: bool) -> list[dict[str, Any]]:
         bases = _patient_bases(principal, rows)
         audit.record_many(
+            read=True,
             actor=audit.actor_of(request),
             action="patient.view" if read else "patient.list",
             object_type="patient",

@@ -103,6 +103,7 @@ class ReferralListCreate(ListAPIView):
         shown = selectors.hydrate(page)
         # A list shows patients: one audit event per referral listed, in one insert.
         audit.record_many(
+            read=True,
             actor=audit.actor_of(self.request),
             action="referral.list",
             object_type="referral",

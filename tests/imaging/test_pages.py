@@ -386,3 +386,24 @@ def test_a_page_thumbnail_is_cached_privately_per_session(alliance_world, ingest
         assert response.status_code == 200 and response["Cache-Control"].startswith("private, max-age=")
         assert "Cookie" in response["Vary"]
     assert stand_in["Content-Type"] == "image/svg+xml"
+
+
+def test_a_page_audits_what_it_shows_as_reads_committed_without_waiting_for_the_disk(  # type: ignore[no-untyped-def]
+    transactional_db, alliance_world
+):
+    """The study list (audit.read_many) and the study page (audit.read): each event is written
+    before the page answers, in one statement committed asynchronously, as QIDO-RS's and
+    C-FIND's are; the page's own writes (none here) would stay durable."""
+    if connection.vendor != "postgresql":
+        pytest.skip("asynchronous commit is PostgreSQL's")
+    study = factories.StudyFactory(institution=alliance_world.clin_a, patient__patient_id="CLA-0009")
+    client = en_client(alliance_world.owner)
+    for url, action in (
+        (reverse("imaging:study_list"), "study.list"),
+        (reverse("imaging:study_detail", args=[study.study_uid]), "study.view"),
+    ):
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(url).status_code == 200
+        [sent] = [q["sql"] for q in captured.captured_queries if "INSERT INTO" in q["sql"] and "auditevent" in q["sql"]]
+        assert sent.startswith("SET LOCAL synchronous_commit TO OFF; "), sent[:200]  # then the INSERT (or its PREPARE)
+        assert AuditEvent.objects.filter(action=action, object_id=study.study_uid).count() == 1
