@@ -37,18 +37,20 @@ def database_url() -> str:
     return f"postgres://{s['USER']}:{s['PASSWORD'] or ''}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
+def _connection(url: str, timeout: float) -> Connection:
+    """A connection whose every wait (connect, read, write) ends after `timeout` seconds."""
+    options = {"read_timeout": timeout, "write_timeout": timeout, "socket_timeout": timeout}
+    return Connection(url, connect_timeout=timeout, transport_options=options)
+
+
 def broker_answers(url: str | None = None, timeout: float | None = None) -> str:
-    """ "" when the broker at `url` connects and declares and deletes a queue of its own within
-    `timeout` seconds, else what went wrong. A broker that accepts connections but hangs
+    """What went wrong, or "" when the broker at `url` connects and declares and deletes a
+    queue of its own within `timeout` seconds. A broker that accepts connections but hangs
     (seen in CI: every declare timed out) fails here, not minutes later in a worker's log."""
     probe = f"test-probe-{uuid.uuid4().hex[:8]}"
     timeout = timeout or ANSWER_S
     try:
-        with Connection(
-            url or BROKER,
-            connect_timeout=timeout,
-            transport_options={"read_timeout": timeout, "write_timeout": timeout, "socket_timeout": timeout},
-        ) as conn:
+        with _connection(url or BROKER, timeout) as conn:
             conn.ensure_connection(max_retries=1, timeout=timeout)
             channel = conn.channel()
             channel.queue_declare(probe, auto_delete=True)
@@ -91,7 +93,7 @@ def new_prefix(kind: str) -> str:
 def delete_queues(prefix: str, url: str) -> None:
     """`prefix`'s queues and exchanges, gone from the broker at `url` (and the messages left
     in them)."""
-    with Connection(url, connect_timeout=ANSWER_S) as conn:
+    with _connection(url, ANSWER_S) as conn:  # a hung broker does not hang the teardown
         channel = conn.channel()
         for queue in queues.declare(prefix, quorum=queues.is_rabbitmq(url)):
             bound = queue(channel)
